@@ -1,0 +1,183 @@
+//! The contract between a protocol engine and whatever drives it.
+//!
+//! An engine is a pure state machine. The runtime (the tokio node, or the simulator) feeds it
+//! [`Input`]s one at a time and carries out the [`Action`]s it pushes, in order. The engine never
+//! touches a socket, a file, a thread, the clock or ambient randomness: time is a count of
+//! [`Input::Tick`]s and randomness comes from a PRNG seeded when the engine is built. So the
+//! same inputs always give the same actions, which is what lets the simulator replay a run.
+//!
+//! The runtime keeps two promises that engines rely on:
+//!
+//! 1. **Persist before send.** A [`Action::Send`] pushed after an [`Action::Persist`] leaves
+//!    the node only once that persist is durable. A vote, a promise or an acknowledgement is
+//!    therefore never seen by a peer before it would survive a crash.
+//! 2. **Completion in order.** Persists become durable in the order they were pushed, and the
+//!    runtime reports each with [`Input::Persisted`] (a later id implies every earlier one).
+//!
+//! Everything that is not on the wire (ticks, client requests, persistence completions) is an
+//! input variant of its own, never a message variant, so handlers never ask "is this local?".
+
+use std::fmt::Debug;
+
+use crate::entry::{Entry, Proposal};
+use crate::ids::{LogIndex, NodeId, RequestId};
+
+/// A protocol engine: Raft, Basic or Multi-Paxos, ZAB, gossip.
+pub trait Engine {
+    /// Exactly what this engine puts on the wire between peers.
+    type Message: Clone + Debug + Eq;
+
+    /// Handles one input, pushing the resulting actions onto `out` in the order the runtime
+    /// must carry them out. `out` may already hold actions; the engine only appends.
+    fn step(&mut self, input: Input<Self::Message>, out: &mut Vec<Action<Self::Message>>);
+
+    /// A snapshot of what this node currently believes, for clients, metrics and checkers.
+    fn status(&self) -> Status;
+}
+
+/// Something that happened to a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input<M> {
+    /// One unit of logical time passed. Timeouts are counted in ticks.
+    Tick,
+    /// A peer's message arrived.
+    Receive {
+        /// The peer that sent it.
+        from: NodeId,
+        /// The message.
+        message: M,
+    },
+    /// Client commands to order, in arrival order. A runtime hands over everything that
+    /// arrived since its last step as one batch, so the engine can ship it in one append.
+    Propose(Vec<Proposal>),
+    /// Reads waiting for a point at which the local state machine may answer them. One
+    /// confirmation round with the peers covers the whole batch.
+    Read(Vec<ReadRequest>),
+    /// Every persist up to and including this one is durable.
+    Persisted(PersistId),
+    /// An operator asks the leader to hand leadership to `to` (Raft thesis 3.10). Engines
+    /// without leaders, or not leading, ignore it.
+    TransferLeadership {
+        /// The node that should lead next.
+        to: NodeId,
+    },
+}
+
+/// Something the runtime must do for the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action<M> {
+    /// Make this durable. Sends pushed after it wait until it is.
+    Persist(Persist),
+    /// Deliver a message to a peer. Delivery is best effort: engines tolerate loss,
+    /// duplication and reordering.
+    Send {
+        /// The peer.
+        to: NodeId,
+        /// The message.
+        message: M,
+    },
+    /// This entry is committed: apply it to the state machine. Entries come in log order,
+    /// each exactly once per engine lifetime, starting after the last one applied.
+    Apply(Entry),
+    /// The state machine, as of the entries applied so far, may answer this read.
+    ReadReady(RequestId),
+    /// This request was not accepted. For a proposal this is definite: the command was not
+    /// put into the log by this node, so a retry cannot apply it twice.
+    Reject {
+        /// The refused request.
+        id: RequestId,
+        /// Why, with what the client needs to retry elsewhere.
+        reason: Rejection,
+    },
+}
+
+/// Identifies one [`Action::Persist`]; increases by one with every persist of an engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PersistId(pub u64);
+
+/// State to make durable, applied in field order: hard state, then truncation, then append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Persist {
+    /// Reported back in [`Input::Persisted`] once durable.
+    pub id: PersistId,
+    /// The engine's small persistent state (Raft's term and vote, a Paxos acceptor's promise,
+    /// ZAB's epochs), encoded by the engine. Replaces the previous value as a whole.
+    pub hard_state: Option<Vec<u8>>,
+    /// Remove every log entry at this index or later before appending.
+    pub truncate_from: Option<LogIndex>,
+    /// Entries to append, contiguous, starting right after the last entry kept.
+    pub entries: Vec<Entry>,
+}
+
+/// A read a client wants answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadRequest {
+    /// Routes the answer back.
+    pub id: RequestId,
+    /// What the read may return.
+    pub consistency: ReadConsistency,
+}
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadConsistency {
+    /// Reflects every write that completed before the read started (etcd's default).
+    Linearizable,
+    /// Whatever this node has applied; may be stale, never goes to the network.
+    Serializable,
+}
+
+/// Why a request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// This node does not lead. `leader_hint` is where the client should try next.
+    NotLeader {
+        /// The leader this node believes in, if any.
+        leader_hint: Option<NodeId>,
+    },
+}
+
+/// What a node currently believes about itself and the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// This node.
+    pub id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// The leader it follows, or itself when leading.
+    pub leader: Option<NodeId>,
+    /// The current leadership period in the engine's own terms (Raft term, ballot, epoch).
+    pub era: u64,
+    /// Highest log index known committed here.
+    pub commit_index: LogIndex,
+    /// Highest log index present here.
+    pub last_index: LogIndex,
+}
+
+/// The part a node plays at the moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Follows a leader, or waits for one.
+    Follower,
+    /// Asks peers whether an election could succeed, without disturbing them (Raft pre-vote).
+    PreCandidate,
+    /// Runs for leader.
+    Candidate,
+    /// Orders commands for the cluster.
+    Leader,
+    /// No stable leader by design (Basic Paxos, gossip): every node proposes.
+    Peer,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Role::Follower => "follower",
+            Role::PreCandidate => "pre-candidate",
+            Role::Candidate => "candidate",
+            Role::Leader => "leader",
+            Role::Peer => "peer",
+        };
+        f.write_str(name)
+    }
+}

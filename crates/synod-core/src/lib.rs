@@ -1,0 +1,19 @@
+//! The shared vocabulary of Synod.
+//!
+//! Every protocol engine (`synod-raft`, and later Paxos, ZAB and gossip), the state machine,
+//! the simulator and the networked node speak in these types. Nothing here does IO.
+
+pub mod codec;
+pub mod engine;
+pub mod entry;
+pub mod ids;
+pub mod quorum;
+pub mod rng;
+
+pub use engine::{
+    Action, Engine, Input, Persist, PersistId, ReadConsistency, ReadRequest, Rejection, Role,
+    Status,
+};
+pub use entry::{Command, Entry, Payload, Proposal};
+pub use ids::{ClientId, LogIndex, NodeId, RequestId};
+pub use rng::Rng;

@@ -1,0 +1,487 @@
+//! Requests and responses of the key-value service, after etcd's v3 KV API, with their
+//! binary encoding (what goes into a log entry's command bytes).
+
+use bytes::Bytes;
+use synod_core::codec::{DecodeError, Decoder, Encoder};
+
+/// Transactions may nest (a branch may hold a transaction); deeper nesting is refused so a
+/// hostile command cannot exhaust the stack.
+pub const TXN_DEPTH_MAX: usize = 8;
+
+/// One operation on the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Read one key or a range.
+    Range(RangeRequest),
+    /// Write one key.
+    Put(PutRequest),
+    /// Delete one key or a range.
+    DeleteRange(DeleteRangeRequest),
+    /// Compare, then run one of two branches, atomically.
+    Txn(TxnRequest),
+}
+
+/// Which keys a request covers, with etcd's conventions: an empty `range_end` means the
+/// single key `key`; `range_end == [0]` means every key `>= key`; otherwise `[key, range_end)`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct KeyRange {
+    /// First key.
+    pub key: Bytes,
+    /// End of the range, exclusive, with the conventions above.
+    pub range_end: Bytes,
+}
+
+impl KeyRange {
+    /// Exactly one key.
+    pub fn key(key: impl AsRef<[u8]>) -> Self {
+        KeyRange {
+            key: Bytes::copy_from_slice(key.as_ref()),
+            range_end: Bytes::new(),
+        }
+    }
+
+    /// Every key that starts with `prefix`.
+    pub fn prefix(prefix: impl AsRef<[u8]>) -> Self {
+        let key = Bytes::copy_from_slice(prefix.as_ref());
+        let range_end = prefix_end(&key);
+        KeyRange { key, range_end }
+    }
+
+    /// Whether `candidate` falls in this range.
+    pub fn contains(&self, candidate: &[u8]) -> bool {
+        if self.range_end.is_empty() {
+            return candidate == self.key.as_ref();
+        }
+        candidate >= self.key.as_ref() && (self.is_unbounded() || candidate < &self.range_end[..])
+    }
+
+    /// Whether the range runs to the end of the key space.
+    pub fn is_unbounded(&self) -> bool {
+        self.range_end.as_ref() == [0]
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix` (etcd's `GetPrefixRangeEnd`):
+/// the prefix with its last byte below 0xff incremented and the rest dropped; `[0]` (everything)
+/// when no such byte exists.
+pub fn prefix_end(prefix: &[u8]) -> Bytes {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Bytes::from(end);
+        }
+    }
+    Bytes::from_static(&[0])
+}
+
+/// Read keys.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RangeRequest {
+    /// Keys to read.
+    pub range: KeyRange,
+    /// Return at most this many keys; 0 means no limit.
+    pub limit: u64,
+    /// Return only the count, no keys.
+    pub count_only: bool,
+    /// Return keys without values.
+    pub keys_only: bool,
+}
+
+/// Write a key.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct PutRequest {
+    /// The key.
+    pub key: Bytes,
+    /// Its new value.
+    pub value: Bytes,
+    /// Return the key's previous value.
+    pub prev_kv: bool,
+}
+
+/// Delete keys.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct DeleteRangeRequest {
+    /// Keys to delete.
+    pub range: KeyRange,
+    /// Return the deleted key-values.
+    pub prev_kv: bool,
+}
+
+/// If every compare holds run `success`, else run `failure`; all at one revision.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct TxnRequest {
+    /// Conditions, all of which must hold.
+    pub compare: Vec<Compare>,
+    /// Run when they all hold.
+    pub success: Vec<Request>,
+    /// Run otherwise.
+    pub failure: Vec<Request>,
+}
+
+/// A condition on the keys of a range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compare {
+    /// The keys compared; every one must satisfy the condition.
+    pub range: KeyRange,
+    /// What is compared and against which value.
+    pub target: CompareTarget,
+    /// How.
+    pub op: CompareOp,
+}
+
+/// The field a compare looks at, with the value to compare it to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CompareTarget {
+    /// The key's value. A missing key fails any value compare, as in etcd.
+    Value(Bytes),
+    /// The number of writes since the key was created (0 when missing).
+    Version(i64),
+    /// The revision that created the key (0 when missing).
+    CreateRevision(i64),
+    /// The revision that last wrote the key (0 when missing).
+    ModRevision(i64),
+}
+
+/// A comparison operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompareOp {
+    /// Equal.
+    Equal,
+    /// Not equal.
+    NotEqual,
+    /// Strictly less.
+    Less,
+    /// Strictly greater.
+    Greater,
+}
+
+impl CompareOp {
+    /// Whether `ordering` (of the stored field against the compare's value) satisfies this op.
+    pub fn holds(self, ordering: std::cmp::Ordering) -> bool {
+        use std::cmp::Ordering::*;
+        match self {
+            CompareOp::Equal => ordering == Equal,
+            CompareOp::NotEqual => ordering != Equal,
+            CompareOp::Less => ordering == Less,
+            CompareOp::Greater => ordering == Greater,
+        }
+    }
+}
+
+/// A stored key with its metadata, as etcd's `mvccpb.KeyValue`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct KeyValue {
+    /// The key.
+    pub key: Bytes,
+    /// The value (empty in keys-only reads).
+    pub value: Bytes,
+    /// Revision of the write that created the key.
+    pub create_revision: i64,
+    /// Revision of the last write to the key.
+    pub mod_revision: i64,
+    /// Writes since creation: 1 after the first put.
+    pub version: i64,
+}
+
+/// The result of one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    /// Keys read.
+    Range(RangeResponse),
+    /// A write done.
+    Put(PutResponse),
+    /// Keys deleted.
+    DeleteRange(DeleteRangeResponse),
+    /// A transaction run.
+    Txn(TxnResponse),
+}
+
+/// Keys read.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RangeResponse {
+    /// The keys, in key order, at most `limit`.
+    pub kvs: Vec<KeyValue>,
+    /// How many keys the range holds, ignoring the limit.
+    pub count: u64,
+    /// Whether the limit cut keys off.
+    pub more: bool,
+}
+
+/// A write done.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct PutResponse {
+    /// The previous value, when asked for and present.
+    pub prev_kv: Option<KeyValue>,
+}
+
+/// Keys deleted.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct DeleteRangeResponse {
+    /// How many.
+    pub deleted: u64,
+    /// What they held, when asked for.
+    pub prev_kvs: Vec<KeyValue>,
+}
+
+/// A transaction run.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct TxnResponse {
+    /// Whether the compares held (and so `success` ran).
+    pub succeeded: bool,
+    /// One response per request of the branch that ran.
+    pub responses: Vec<Response>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding. Tags are part of the log format: append new ones, never renumber.
+
+const TAG_RANGE: u64 = 0;
+const TAG_PUT: u64 = 1;
+const TAG_DELETE_RANGE: u64 = 2;
+const TAG_TXN: u64 = 3;
+
+impl Request {
+    /// The command bytes for a log entry.
+    pub fn encode(&self) -> Bytes {
+        let mut enc = Encoder::with_capacity(64);
+        self.encode_into(&mut enc);
+        Bytes::from(enc.finish())
+    }
+
+    /// Decodes command bytes; refuses trailing bytes and nesting deeper than [`TXN_DEPTH_MAX`].
+    pub fn decode(bytes: &[u8]) -> Result<Request, DecodeError> {
+        let mut dec = Decoder::new(bytes);
+        let request = Request::decode_from(&mut dec, 0)?;
+        dec.finish()?;
+        Ok(request)
+    }
+
+    /// Whether the request only reads (and so need not enter the log on Raft).
+    pub fn is_read_only(&self) -> bool {
+        match self {
+            Request::Range(_) => true,
+            Request::Put(_) | Request::DeleteRange(_) => false,
+            Request::Txn(txn) => txn
+                .success
+                .iter()
+                .chain(&txn.failure)
+                .all(Request::is_read_only),
+        }
+    }
+
+    fn encode_into(&self, enc: &mut Encoder) {
+        match self {
+            Request::Range(r) => {
+                enc.u64(TAG_RANGE);
+                encode_range(enc, &r.range);
+                enc.u64(r.limit).bool(r.count_only).bool(r.keys_only);
+            }
+            Request::Put(p) => {
+                enc.u64(TAG_PUT)
+                    .bytes(&p.key)
+                    .bytes(&p.value)
+                    .bool(p.prev_kv);
+            }
+            Request::DeleteRange(d) => {
+                enc.u64(TAG_DELETE_RANGE);
+                encode_range(enc, &d.range);
+                enc.bool(d.prev_kv);
+            }
+            Request::Txn(t) => {
+                enc.u64(TAG_TXN).u64(t.compare.len() as u64);
+                for c in &t.compare {
+                    encode_compare(enc, c);
+                }
+                for branch in [&t.success, &t.failure] {
+                    enc.u64(branch.len() as u64);
+                    for r in branch {
+                        r.encode_into(enc);
+                    }
+                }
+            }
+        }
+    }
+
+    fn decode_from(dec: &mut Decoder<'_>, depth: usize) -> Result<Request, DecodeError> {
+        let offset = dec.offset();
+        Ok(match dec.tag("request", 4)? {
+            TAG_RANGE => Request::Range(RangeRequest {
+                range: decode_range(dec)?,
+                limit: dec.u64("limit")?,
+                count_only: dec.bool("count_only")?,
+                keys_only: dec.bool("keys_only")?,
+            }),
+            TAG_PUT => Request::Put(PutRequest {
+                key: dec.owned_bytes("key")?,
+                value: dec.owned_bytes("value")?,
+                prev_kv: dec.bool("prev_kv")?,
+            }),
+            TAG_DELETE_RANGE => Request::DeleteRange(DeleteRangeRequest {
+                range: decode_range(dec)?,
+                prev_kv: dec.bool("prev_kv")?,
+            }),
+            _ => {
+                if depth >= TXN_DEPTH_MAX {
+                    return Err(DecodeError::UnknownTag {
+                        what: "transaction nested too deep",
+                        tag: TAG_TXN,
+                        offset,
+                    });
+                }
+                let compare = (0..dec.count("compares")?)
+                    .map(|_| decode_compare(dec))
+                    .collect::<Result<_, _>>()?;
+                let mut branch = || -> Result<Vec<Request>, DecodeError> {
+                    (0..dec.count("branch")?)
+                        .map(|_| Request::decode_from(dec, depth + 1))
+                        .collect()
+                };
+                let success = branch()?;
+                let failure = branch()?;
+                Request::Txn(TxnRequest {
+                    compare,
+                    success,
+                    failure,
+                })
+            }
+        })
+    }
+}
+
+fn encode_range(enc: &mut Encoder, range: &KeyRange) {
+    enc.bytes(&range.key).bytes(&range.range_end);
+}
+
+fn decode_range(dec: &mut Decoder<'_>) -> Result<KeyRange, DecodeError> {
+    Ok(KeyRange {
+        key: dec.owned_bytes("key")?,
+        range_end: dec.owned_bytes("range_end")?,
+    })
+}
+
+fn encode_compare(enc: &mut Encoder, c: &Compare) {
+    encode_range(enc, &c.range);
+    match &c.target {
+        CompareTarget::Value(v) => enc.u64(0).bytes(v),
+        CompareTarget::Version(v) => enc.u64(1).i64(*v),
+        CompareTarget::CreateRevision(v) => enc.u64(2).i64(*v),
+        CompareTarget::ModRevision(v) => enc.u64(3).i64(*v),
+    };
+    enc.u64(match c.op {
+        CompareOp::Equal => 0,
+        CompareOp::NotEqual => 1,
+        CompareOp::Less => 2,
+        CompareOp::Greater => 3,
+    });
+}
+
+fn decode_compare(dec: &mut Decoder<'_>) -> Result<Compare, DecodeError> {
+    let range = decode_range(dec)?;
+    let target = match dec.tag("compare target", 4)? {
+        0 => CompareTarget::Value(dec.owned_bytes("value")?),
+        1 => CompareTarget::Version(dec.i64("version")?),
+        2 => CompareTarget::CreateRevision(dec.i64("create_revision")?),
+        _ => CompareTarget::ModRevision(dec.i64("mod_revision")?),
+    };
+    let op = match dec.tag("compare op", 4)? {
+        0 => CompareOp::Equal,
+        1 => CompareOp::NotEqual,
+        2 => CompareOp::Less,
+        _ => CompareOp::Greater,
+    };
+    Ok(Compare { range, target, op })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_txn() -> Request {
+        Request::Txn(TxnRequest {
+            compare: vec![
+                Compare {
+                    range: KeyRange::key("a"),
+                    target: CompareTarget::Value(Bytes::from_static(b"1")),
+                    op: CompareOp::Equal,
+                },
+                Compare {
+                    range: KeyRange::prefix("p/"),
+                    target: CompareTarget::ModRevision(-3),
+                    op: CompareOp::Less,
+                },
+            ],
+            success: vec![Request::Put(PutRequest {
+                key: Bytes::from_static(b"a"),
+                value: Bytes::from_static(b"2"),
+                prev_kv: true,
+            })],
+            failure: vec![
+                Request::Range(RangeRequest {
+                    range: KeyRange::key("a"),
+                    limit: 10,
+                    count_only: false,
+                    keys_only: true,
+                }),
+                Request::DeleteRange(DeleteRangeRequest {
+                    range: KeyRange::prefix("x"),
+                    prev_kv: false,
+                }),
+            ],
+        })
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        let txn = sample_txn();
+        assert_eq!(Request::decode(&txn.encode()).unwrap(), txn);
+    }
+
+    #[test]
+    fn every_truncation_of_a_request_is_refused() {
+        let bytes = sample_txn().encode();
+        for cut in 0..bytes.len() {
+            assert!(Request::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let mut request = Request::Range(RangeRequest::default());
+        for _ in 0..=TXN_DEPTH_MAX {
+            request = Request::Txn(TxnRequest {
+                compare: vec![],
+                success: vec![request],
+                failure: vec![],
+            });
+        }
+        assert!(Request::decode(&request.encode()).is_err());
+    }
+
+    #[test]
+    fn prefix_end_follows_etcd() {
+        assert_eq!(prefix_end(b"abc"), Bytes::from_static(b"abd"));
+        assert_eq!(prefix_end(b"a\xff"), Bytes::from_static(b"b"));
+        assert_eq!(prefix_end(b"\xff\xff"), Bytes::from_static(&[0]));
+        assert_eq!(prefix_end(b""), Bytes::from_static(&[0]));
+    }
+
+    #[test]
+    fn key_ranges_contain_what_etcd_says() {
+        assert!(KeyRange::key("a").contains(b"a"));
+        assert!(!KeyRange::key("a").contains(b"ab"));
+        let p = KeyRange::prefix("ab");
+        assert!(p.contains(b"ab") && p.contains(b"abz") && !p.contains(b"ac"));
+        let all = KeyRange {
+            key: Bytes::from_static(b"m"),
+            range_end: Bytes::from_static(&[0]),
+        };
+        assert!(all.contains(b"m") && all.contains(b"\xff\xff") && !all.contains(b"l"));
+    }
+
+    #[test]
+    fn read_only_is_recursive() {
+        assert!(Request::Range(RangeRequest::default()).is_read_only());
+        assert!(!sample_txn().is_read_only());
+    }
+}

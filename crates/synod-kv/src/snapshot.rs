@@ -1,0 +1,208 @@
+//! Snapshots of the whole state machine as bytes, and back.
+//!
+//! The encoding is deterministic (keys and sessions in order), so two replicas that applied
+//! the same entries produce identical snapshot bytes; the simulator compares them to check
+//! that replicas converged. Integrity (checksums) is the snapshot store's job, not this one's.
+
+use synod_core::codec::{DecodeError, Decoder, Encoder};
+use synod_core::ClientId;
+
+use crate::request::*;
+use crate::session::{Session, Sessions};
+use crate::store::{Applied, KvError, KvStore, Record};
+
+/// Format version written first; bump when the layout changes.
+const SNAPSHOT_VERSION: u64 = 1;
+
+impl KvStore {
+    /// The whole state as bytes.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut enc = Encoder::with_capacity(64 + self.keys.len() * 48);
+        enc.u64(SNAPSHOT_VERSION)
+            .u64(self.applied_index)
+            .i64(self.revision)
+            .u64(self.sessions.limit as u64)
+            .u64(self.keys.len() as u64);
+        for (key, r) in &self.keys {
+            enc.bytes(key)
+                .bytes(&r.value)
+                .i64(r.create_revision)
+                .i64(r.mod_revision)
+                .i64(r.version);
+        }
+        enc.u64(self.sessions.by_client.len() as u64);
+        for (client, s) in &self.sessions.by_client {
+            enc.u64(client.0).u64(s.seq).u64(s.last_used);
+            encode_result(&mut enc, &s.result);
+        }
+        enc.finish()
+    }
+
+    /// Rebuilds a store from [`KvStore::snapshot`] bytes.
+    pub fn restore(bytes: &[u8]) -> Result<KvStore, DecodeError> {
+        let mut dec = Decoder::new(bytes);
+        let version_offset = dec.offset();
+        let version = dec.u64("snapshot version")?;
+        if version != SNAPSHOT_VERSION {
+            return Err(DecodeError::UnknownTag {
+                what: "snapshot version",
+                tag: version,
+                offset: version_offset,
+            });
+        }
+        let applied_index = dec.u64("applied index")?;
+        let revision = dec.i64("revision")?;
+        let limit = dec.u64("session limit")? as usize;
+        let mut store = KvStore::with_session_limit(limit);
+        store.applied_index = applied_index;
+        store.revision = revision;
+        for _ in 0..dec.count("key count")? {
+            let key = dec.owned_bytes("key")?;
+            let record = Record {
+                value: dec.owned_bytes("value")?,
+                create_revision: dec.i64("create_revision")?,
+                mod_revision: dec.i64("mod_revision")?,
+                version: dec.i64("version")?,
+            };
+            store.keys.insert(key, record);
+        }
+        let mut sessions = Sessions::new(limit);
+        for _ in 0..dec.count("session count")? {
+            let client = ClientId(dec.u64("client")?);
+            let session = Session {
+                seq: dec.u64("seq")?,
+                last_used: dec.u64("last used")?,
+                result: decode_result(&mut dec)?,
+            };
+            sessions.insert(client, session);
+        }
+        store.sessions = sessions;
+        dec.finish()?;
+        Ok(store)
+    }
+}
+
+fn encode_result(enc: &mut Encoder, result: &Result<Applied, KvError>) {
+    match result {
+        Ok(applied) => {
+            enc.u64(0).i64(applied.revision);
+            encode_response(enc, &applied.response);
+        }
+        Err(KvError::Malformed(reason)) => {
+            enc.u64(1).bytes(reason.as_bytes());
+        }
+        Err(KvError::DuplicateKey(key)) => {
+            enc.u64(2).bytes(key);
+        }
+        Err(KvError::StaleRequest { seq, latest }) => {
+            enc.u64(3).u64(*seq).u64(*latest);
+        }
+    }
+}
+
+fn decode_result(dec: &mut Decoder<'_>) -> Result<Result<Applied, KvError>, DecodeError> {
+    Ok(match dec.tag("result", 4)? {
+        0 => Ok(Applied {
+            revision: dec.i64("revision")?,
+            response: decode_response(dec)?,
+        }),
+        1 => Err(KvError::Malformed(
+            String::from_utf8_lossy(dec.bytes("reason")?).into_owned(),
+        )),
+        2 => Err(KvError::DuplicateKey(dec.owned_bytes("key")?)),
+        _ => Err(KvError::StaleRequest {
+            seq: dec.u64("seq")?,
+            latest: dec.u64("latest")?,
+        }),
+    })
+}
+
+fn encode_kv(enc: &mut Encoder, kv: &KeyValue) {
+    enc.bytes(&kv.key)
+        .bytes(&kv.value)
+        .i64(kv.create_revision)
+        .i64(kv.mod_revision)
+        .i64(kv.version);
+}
+
+fn decode_kv(dec: &mut Decoder<'_>) -> Result<KeyValue, DecodeError> {
+    Ok(KeyValue {
+        key: dec.owned_bytes("key")?,
+        value: dec.owned_bytes("value")?,
+        create_revision: dec.i64("create_revision")?,
+        mod_revision: dec.i64("mod_revision")?,
+        version: dec.i64("version")?,
+    })
+}
+
+fn encode_response(enc: &mut Encoder, response: &Response) {
+    match response {
+        Response::Range(r) => {
+            enc.u64(0).u64(r.count).bool(r.more).u64(r.kvs.len() as u64);
+            r.kvs.iter().for_each(|kv| encode_kv(enc, kv));
+        }
+        Response::Put(p) => {
+            enc.u64(1).bool(p.prev_kv.is_some());
+            if let Some(kv) = &p.prev_kv {
+                encode_kv(enc, kv);
+            }
+        }
+        Response::DeleteRange(d) => {
+            enc.u64(2).u64(d.deleted).u64(d.prev_kvs.len() as u64);
+            d.prev_kvs.iter().for_each(|kv| encode_kv(enc, kv));
+        }
+        Response::Txn(t) => {
+            enc.u64(3).bool(t.succeeded).u64(t.responses.len() as u64);
+            t.responses.iter().for_each(|r| encode_response(enc, r));
+        }
+    }
+}
+
+fn decode_response(dec: &mut Decoder<'_>) -> Result<Response, DecodeError> {
+    decode_response_at(dec, 0)
+}
+
+fn decode_response_at(dec: &mut Decoder<'_>, depth: usize) -> Result<Response, DecodeError> {
+    let offset = dec.offset();
+    Ok(match dec.tag("response", 4)? {
+        0 => {
+            let count = dec.u64("count")?;
+            let more = dec.bool("more")?;
+            let kvs = (0..dec.count("kvs")?)
+                .map(|_| decode_kv(dec))
+                .collect::<Result<_, _>>()?;
+            Response::Range(RangeResponse { kvs, count, more })
+        }
+        1 => Response::Put(PutResponse {
+            prev_kv: if dec.bool("has prev_kv")? {
+                Some(decode_kv(dec)?)
+            } else {
+                None
+            },
+        }),
+        2 => {
+            let deleted = dec.u64("deleted")?;
+            let prev_kvs = (0..dec.count("prev_kvs")?)
+                .map(|_| decode_kv(dec))
+                .collect::<Result<_, _>>()?;
+            Response::DeleteRange(DeleteRangeResponse { deleted, prev_kvs })
+        }
+        _ => {
+            if depth >= TXN_DEPTH_MAX {
+                return Err(DecodeError::UnknownTag {
+                    what: "transaction response nested too deep",
+                    tag: 3,
+                    offset,
+                });
+            }
+            let succeeded = dec.bool("succeeded")?;
+            let responses = (0..dec.count("responses")?)
+                .map(|_| decode_response_at(dec, depth + 1))
+                .collect::<Result<_, _>>()?;
+            Response::Txn(TxnResponse {
+                succeeded,
+                responses,
+            })
+        }
+    })
+}
