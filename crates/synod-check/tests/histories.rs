@@ -1,0 +1,191 @@
+//! Hand-written histories with known verdicts, and generated ones.
+
+use synod_check::generate::{linearizable_history, Spec};
+use synod_check::*;
+use synod_core::Rng;
+
+/// Builds a history from `(client, input, call, end, output)` rows; `None` output means the
+/// client never learned the outcome.
+fn history(
+    rows: &[(u64, KvInput, Time, Time, Option<KvOutput>)],
+) -> Vec<Operation<KvInput, KvOutput>> {
+    let mut h = History::new();
+    for (client, input, call, end, output) in rows.iter().cloned() {
+        let id = h.invoke(client, input, call);
+        match output {
+            Some(out) => h.ok(id, out, end),
+            None => h.indeterminate(id, end),
+        }
+    }
+    h.operations().to_vec()
+}
+
+fn read(key: Key) -> KvInput {
+    KvInput::Read { key }
+}
+fn write(key: Key, value: Value) -> KvInput {
+    KvInput::Write { key, value }
+}
+fn cas(key: Key, expected: Option<Value>, new: Value) -> KvInput {
+    KvInput::Cas { key, expected, new }
+}
+fn saw(v: Option<Value>) -> Option<KvOutput> {
+    Some(KvOutput::Read(v))
+}
+const W: Option<KvOutput> = Some(KvOutput::Written);
+
+fn violation(ops: &[Operation<KvInput, KvOutput>]) -> Violation {
+    match check_kv(ops) {
+        Verdict::Violation(v) => v,
+        other => panic!("expected a violation, got {other:?}"),
+    }
+}
+
+#[test]
+fn concurrent_reads_may_see_either_side_of_a_write() {
+    let ops = history(&[
+        (1, write(1, 10), 0, 10, W),
+        (2, write(1, 20), 20, 50, W),
+        (3, read(1), 25, 30, saw(Some(10))),
+        (4, read(1), 30, 40, saw(Some(20))),
+        (3, read(1), 60, 70, saw(Some(20))),
+    ]);
+    assert_eq!(check_kv(&ops), Verdict::Linearizable);
+}
+
+#[test]
+fn a_stale_read_is_caught() {
+    // Both writes complete, then a read returns the first value.
+    let ops = history(&[
+        (1, write(1, 10), 0, 10, W),
+        (1, write(1, 20), 20, 30, W),
+        (2, read(1), 40, 50, saw(Some(10))),
+    ]);
+    let v = violation(&ops);
+    assert_eq!(v.key, 1);
+    assert!(v.stuck.contains("read k1"), "{v}");
+}
+
+#[test]
+fn a_lost_write_is_caught() {
+    // An acknowledged write vanishes: a later read sees the initial state.
+    let ops = history(&[(1, write(2, 7), 0, 10, W), (2, read(2), 20, 30, saw(None))]);
+    assert_eq!(violation(&ops).key, 2);
+}
+
+#[test]
+fn two_compare_and_swaps_from_one_value_cannot_both_succeed() {
+    let ops = history(&[
+        (1, write(3, 1), 0, 5, W),
+        (1, cas(3, Some(1), 2), 10, 20, Some(KvOutput::Cas(true))),
+        (2, cas(3, Some(1), 3), 30, 40, Some(KvOutput::Cas(true))),
+    ]);
+    assert_eq!(violation(&ops).key, 3);
+}
+
+#[test]
+fn a_compare_and_swap_that_fails_when_it_should_hold_is_caught() {
+    let ops = history(&[
+        (1, write(3, 1), 0, 5, W),
+        (2, cas(3, Some(1), 2), 10, 20, Some(KvOutput::Cas(false))),
+    ]);
+    assert_eq!(violation(&ops).key, 3);
+}
+
+#[test]
+fn reading_a_value_never_written_is_caught() {
+    let ops = history(&[
+        (1, write(4, 1), 0, 5, W),
+        (2, read(4), 10, 20, saw(Some(99))),
+    ]);
+    assert_eq!(violation(&ops).key, 4);
+}
+
+#[test]
+fn indeterminate_writes_may_land_late_or_never() {
+    // The write's client gave up at 10, yet its value shows up at 50: allowed.
+    let late = history(&[
+        (1, write(5, 1), 0, 10, None),
+        (2, read(5), 20, 30, saw(None)),
+        (2, read(5), 50, 60, saw(Some(1))),
+    ]);
+    assert_eq!(check_kv(&late), Verdict::Linearizable);
+    // Or never.
+    let never = history(&[
+        (1, write(5, 1), 0, 10, None),
+        (2, read(5), 50, 60, saw(None)),
+    ]);
+    assert_eq!(check_kv(&never), Verdict::Linearizable);
+    // But not before it was invoked.
+    let early = history(&[
+        (2, read(5), 0, 5, saw(Some(1))),
+        (1, write(5, 1), 10, 20, None),
+    ]);
+    assert_eq!(violation(&early).key, 5);
+    // And once seen, it cannot un-happen.
+    let flicker = history(&[
+        (1, write(5, 1), 0, 10, None),
+        (2, read(5), 20, 30, saw(Some(1))),
+        (2, read(5), 40, 50, saw(None)),
+    ]);
+    assert_eq!(violation(&flicker).key, 5);
+}
+
+#[test]
+fn failed_operations_are_ignored() {
+    let mut h = History::new();
+    let w = h.invoke(1, write(6, 1), 0);
+    h.fail(w, 5);
+    let r = h.invoke(2, read(6), 10);
+    h.ok(r, KvOutput::Read(None), 20);
+    assert_eq!(check_kv(h.operations()), Verdict::Linearizable);
+    assert_eq!(h.tally(), (1, 1, 0));
+}
+
+#[test]
+fn keys_are_checked_independently_and_the_bad_one_is_named() {
+    let ops = history(&[
+        (1, write(1, 1), 0, 10, W),
+        (2, write(2, 2), 0, 10, W),
+        (1, read(1), 20, 30, saw(Some(1))),
+        (2, read(2), 20, 30, saw(Some(1))),
+    ]);
+    let v = violation(&ops);
+    assert_eq!(v.key, 2);
+    let report = v.to_string();
+    assert!(
+        report.contains("key k2") && report.contains(">>"),
+        "{report}"
+    );
+}
+
+#[test]
+fn generated_linearizable_histories_pass() {
+    let mut rng = Rng::new(1);
+    for _ in 0..50 {
+        let spec = Spec {
+            operations: 400,
+            clients: 6,
+            keys: 3,
+            duration_max: 40,
+            indeterminate_share: 0.05,
+        };
+        let ops = linearizable_history(&mut rng, &spec);
+        assert_eq!(check_kv(&ops), Verdict::Linearizable);
+    }
+}
+
+#[test]
+fn a_single_corrupted_read_in_a_generated_history_is_caught() {
+    let mut rng = Rng::new(2);
+    for round in 0..30 {
+        let mut ops = linearizable_history(&mut rng, &Spec::default());
+        let reads: Vec<usize> = (0..ops.len())
+            .filter(|&i| matches!(ops[i].outcome, Outcome::Ok(KvOutput::Read(_))))
+            .collect();
+        let victim = reads[rng.index(reads.len())];
+        ops[victim].outcome = Outcome::Ok(KvOutput::Read(Some(u64::MAX)));
+        let key = ops[victim].input.key();
+        assert_eq!(violation(&ops).key, key, "round {round}");
+    }
+}
