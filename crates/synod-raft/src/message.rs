@@ -1,0 +1,157 @@
+//! What Raft nodes say to each other (paper Figure 2, thesis chapters 3, 6 and 9).
+
+use synod_core::{Entry, LogIndex};
+
+/// A Raft term (paper 5.1): a number that only grows, at most one leader per term.
+pub type Term = u64;
+
+/// Every message between Raft peers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// Would you vote for me in `term`? Asked before campaigning; changes no one's state
+    /// (thesis 9.6).
+    PreVote(VoteRequest),
+    /// Answer to a [`Message::PreVote`].
+    PreVoteResponse(VoteResponse),
+    /// Vote for me in `term` (paper 5.2).
+    RequestVote(VoteRequest),
+    /// Answer to a [`Message::RequestVote`].
+    RequestVoteResponse(VoteResponse),
+    /// Replicate entries after the given position (paper 5.3).
+    AppendEntries(AppendEntries),
+    /// Answer to [`Message::AppendEntries`].
+    AppendEntriesResponse(AppendEntriesResponse),
+    /// I am still leader; here is how far you may commit. Carries no log position, so it
+    /// cannot race with pipelined appends (the paper's empty AppendEntries, as etcd sends it).
+    Heartbeat(Heartbeat),
+    /// Answer to a [`Message::Heartbeat`]; confirms leadership for ReadIndex (thesis 6.4).
+    HeartbeatResponse(HeartbeatResponse),
+    /// Start an election now: the leader is handing over to you (thesis 3.10).
+    TimeoutNow(TimeoutNow),
+}
+
+impl Message {
+    /// The sender's term.
+    pub fn term(&self) -> Term {
+        match self {
+            Message::PreVote(m) | Message::RequestVote(m) => m.term,
+            Message::PreVoteResponse(m) | Message::RequestVoteResponse(m) => m.term,
+            Message::AppendEntries(m) => m.term,
+            Message::AppendEntriesResponse(m) => m.term,
+            Message::Heartbeat(m) => m.term,
+            Message::HeartbeatResponse(m) => m.term,
+            Message::TimeoutNow(m) => m.term,
+        }
+    }
+
+    /// The message's name, for traces.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::PreVote(_) => "PreVote",
+            Message::PreVoteResponse(_) => "PreVoteResponse",
+            Message::RequestVote(_) => "RequestVote",
+            Message::RequestVoteResponse(_) => "RequestVoteResponse",
+            Message::AppendEntries(_) => "AppendEntries",
+            Message::AppendEntriesResponse(_) => "AppendEntriesResponse",
+            Message::Heartbeat(_) => "Heartbeat",
+            Message::HeartbeatResponse(_) => "HeartbeatResponse",
+            Message::TimeoutNow(_) => "TimeoutNow",
+        }
+    }
+}
+
+/// A request for a vote or a pre-vote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VoteRequest {
+    /// The term the candidate runs in (for a pre-vote: the term it would run in).
+    pub term: Term,
+    /// Index of the candidate's last log entry (paper 5.4.1).
+    pub last_log_index: LogIndex,
+    /// Term of the candidate's last log entry.
+    pub last_log_term: Term,
+    /// The election follows a leadership transfer, so voters must not ignore it because
+    /// they heard from the leader recently (thesis 3.10 with 4.2.3).
+    pub leader_transfer: bool,
+}
+
+/// An answer to a vote or pre-vote request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VoteResponse {
+    /// The voter's term; for a granted pre-vote, the term it was granted for.
+    pub term: Term,
+    /// Whether the vote is granted.
+    pub granted: bool,
+}
+
+/// Entries to replicate (paper Figure 2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendEntries {
+    /// The leader's term.
+    pub term: Term,
+    /// Index of the entry just before the new ones.
+    pub prev_log_index: LogIndex,
+    /// Term of that entry: the consistency check.
+    pub prev_log_term: Term,
+    /// The entries, possibly none.
+    pub entries: Vec<Entry>,
+    /// The leader's commit index.
+    pub leader_commit: LogIndex,
+}
+
+/// An answer to AppendEntries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendEntriesResponse {
+    /// The follower's term.
+    pub term: Term,
+    /// Accepted, or where the logs disagree.
+    pub outcome: AppendOutcome,
+}
+
+/// What a follower did with an AppendEntries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// The follower's log now matches the leader's up to `match_index`.
+    Accepted {
+        /// Last index the request covered.
+        match_index: LogIndex,
+    },
+    /// The consistency check failed at `prev_log_index`. The hint lets the leader skip a
+    /// whole conflicting term at once (paper 5.3, end): the follower's term at that index and
+    /// the first index it holds of that term, or, if its log is too short, its length + 1.
+    Rejected {
+        /// The `prev_log_index` of the rejected request.
+        prev_log_index: LogIndex,
+        /// Term of the follower's entry at `prev_log_index`, if it has one.
+        conflict_term: Option<Term>,
+        /// First index of `conflict_term` in the follower's log, or its last index + 1.
+        conflict_index: LogIndex,
+    },
+}
+
+/// Leader liveness and commit progress, without log positions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The leader's term.
+    pub term: Term,
+    /// How far the follower may commit: the leader's commit index capped at what the
+    /// leader knows the follower holds, so it is safe without a consistency check.
+    pub commit: LogIndex,
+    /// The newest ReadIndex round; echoed back to confirm leadership.
+    pub read_round: u64,
+}
+
+/// An answer to a heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeartbeatResponse {
+    /// The follower's term.
+    pub term: Term,
+    /// The round of the heartbeat answered.
+    pub read_round: u64,
+}
+
+/// Ask the target of a leadership transfer to campaign at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimeoutNow {
+    /// The leader's term.
+    pub term: Term,
+}

@@ -1,0 +1,498 @@
+//! The Raft state machine: state, role changes, persistence bookkeeping and the dispatch of
+//! inputs to the handlers in `election`, `replication`, `read_index` and `transfer`.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use synod_core::codec::{DecodeError, Decoder, Encoder};
+use synod_core::{
+    Action, Engine, Entry, Input, LogIndex, NodeId, Payload, Persist, PersistId, Rejection,
+    RequestId, Rng, Role, Status,
+};
+use thiserror::Error;
+
+use crate::config::{Config, ConfigError};
+use crate::log::RaftLog;
+use crate::message::{Message, Term};
+use crate::progress::Progress;
+use crate::read_index::ReadQueue;
+
+/// Actions pushed by a step.
+pub(crate) type Out = Vec<Action<Message>>;
+
+/// Why a node could not be rebuilt from its persisted state.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RestartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The hard state bytes do not decode.
+    #[error("hard state is corrupt: {0}")]
+    HardState(#[from] DecodeError),
+    /// The persisted log is not a valid Raft log.
+    #[error("persisted log is invalid: {0}")]
+    Log(String),
+}
+
+/// What only a leader keeps.
+#[derive(Debug)]
+pub(crate) struct LeaderState {
+    /// Per follower (paper Figure 2: nextIndex[], matchIndex[]).
+    pub(crate) progress: BTreeMap<NodeId, Progress>,
+    /// Index of this term's first entry (the no-op); reads wait until it commits.
+    pub(crate) term_start_index: LogIndex,
+    pub(crate) heartbeat_elapsed: u64,
+    pub(crate) quorum_check_elapsed: u64,
+    pub(crate) reads: ReadQueue,
+    /// An ongoing leadership transfer: the target and the ticks spent so far.
+    pub(crate) transfer: Option<(NodeId, u64)>,
+}
+
+/// Changes made during one step that must reach disk before dependent messages leave.
+#[derive(Debug, Default)]
+pub(crate) struct Draft {
+    pub(crate) hard_state: bool,
+    pub(crate) truncate_from: Option<LogIndex>,
+    pub(crate) entries: Vec<Entry>,
+}
+
+impl Draft {
+    fn is_empty(&self) -> bool {
+        !self.hard_state && self.truncate_from.is_none() && self.entries.is_empty()
+    }
+}
+
+/// One Raft node.
+#[derive(Debug)]
+pub struct Raft {
+    pub(crate) id: NodeId,
+    pub(crate) peers: Vec<NodeId>,
+    pub(crate) config: Config,
+    pub(crate) rng: Rng,
+    // Persistent state (paper Figure 2).
+    pub(crate) term: Term,
+    pub(crate) voted_for: Option<NodeId>,
+    pub(crate) log: RaftLog,
+    // Volatile state.
+    pub(crate) role: Role,
+    pub(crate) leader: Option<NodeId>,
+    pub(crate) commit_index: LogIndex,
+    pub(crate) applied_index: LogIndex,
+    pub(crate) ticks: u64,
+    pub(crate) election_elapsed: u64,
+    pub(crate) election_timeout: u64,
+    pub(crate) votes: BTreeMap<NodeId, bool>,
+    pub(crate) lead: Option<LeaderState>,
+    // Persistence bookkeeping.
+    pub(crate) draft: Draft,
+    next_persist_id: u64,
+    /// Persists not yet durable, with the last log index each makes durable.
+    unpersisted: VecDeque<(PersistId, Option<LogIndex>)>,
+    /// The log is durable up to here; a leader counts itself in a commit quorum only this far.
+    pub(crate) durable_index: LogIndex,
+}
+
+impl Raft {
+    /// A node that has never run: term 0, empty log.
+    pub fn new(config: Config) -> Result<Raft, ConfigError> {
+        config.validate()?;
+        let mut peers: Vec<NodeId> = config
+            .voters
+            .iter()
+            .copied()
+            .filter(|&v| v != config.id)
+            .collect();
+        peers.sort_unstable();
+        let mut raft = Raft {
+            id: config.id,
+            peers,
+            rng: Rng::new(config.seed),
+            config,
+            term: 0,
+            voted_for: None,
+            log: RaftLog::default(),
+            role: Role::Follower,
+            leader: None,
+            commit_index: 0,
+            applied_index: 0,
+            ticks: 0,
+            election_elapsed: 0,
+            election_timeout: 0,
+            votes: BTreeMap::new(),
+            lead: None,
+            draft: Draft::default(),
+            next_persist_id: 1,
+            unpersisted: VecDeque::new(),
+            durable_index: 0,
+        };
+        raft.reset_election_timer();
+        Ok(raft)
+    }
+
+    /// A node rebuilt from what it persisted before a crash: its hard state (as written by
+    /// `Persist::hard_state`) and its log. Everything volatile starts afresh.
+    pub fn restart(
+        config: Config,
+        hard_state: Option<&[u8]>,
+        entries: Vec<Entry>,
+    ) -> Result<Raft, RestartError> {
+        let mut raft = Raft::new(config)?;
+        if let Some(bytes) = hard_state {
+            let (term, voted_for) = decode_hard_state(bytes)?;
+            raft.term = term;
+            raft.voted_for = voted_for;
+        }
+        raft.log = RaftLog::from_entries(entries).map_err(RestartError::Log)?;
+        if raft.log.last_term() > raft.term {
+            return Err(RestartError::Log(format!(
+                "last entry has term {} beyond the persisted term {}",
+                raft.log.last_term(),
+                raft.term
+            )));
+        }
+        raft.durable_index = raft.log.last_index();
+        Ok(raft)
+    }
+
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// Who this node voted for in the current term.
+    pub fn voted_for(&self) -> Option<NodeId> {
+        self.voted_for
+    }
+
+    /// The node's log.
+    pub fn log(&self) -> &RaftLog {
+        &self.log
+    }
+
+    /// The node's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Highest index known committed.
+    pub fn commit_index(&self) -> LogIndex {
+        self.commit_index
+    }
+
+    /// The leader's view of a follower, when leading.
+    pub fn progress(&self, follower: NodeId) -> Option<&Progress> {
+        self.lead.as_ref()?.progress.get(&follower)
+    }
+
+    /// Number of voters.
+    pub(crate) fn cluster_size(&self) -> usize {
+        self.peers.len() + 1
+    }
+
+    pub(crate) fn quorum(&self) -> usize {
+        synod_core::quorum::majority(self.cluster_size())
+    }
+
+    pub(crate) fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        self.election_timeout = self.rng.range(
+            self.config.election_timeout_ticks_min,
+            self.config.election_timeout_ticks_max,
+        );
+    }
+
+    /// Moves to `term` (when higher) as a follower of `leader` (paper 5.1: a node that sees
+    /// a higher term adopts it and reverts to follower).
+    pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>, out: &mut Out) {
+        assert!(
+            term >= self.term,
+            "term never decreases: {} -> {term}",
+            self.term
+        );
+        if term > self.term {
+            self.term = term;
+            self.voted_for = None;
+            self.draft.hard_state = true;
+        }
+        if let Some(lead) = self.lead.take() {
+            let hint = leader;
+            lead.reads.reject_all(hint, out);
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.votes.clear();
+        self.reset_election_timer();
+    }
+
+    /// Appends an entry of the current term to the log and to the pending persist.
+    pub(crate) fn append(&mut self, payload: Payload) -> LogIndex {
+        let entry = Entry {
+            index: self.log.last_index() + 1,
+            era: self.term,
+            payload,
+        };
+        let index = entry.index;
+        self.draft.entries.push(entry.clone());
+        self.log.push(entry);
+        index
+    }
+
+    /// Removes log entries from `index` on, here and (via the pending persist) on disk.
+    pub(crate) fn truncate(&mut self, index: LogIndex) {
+        assert!(
+            index > self.commit_index,
+            "committed entry {index} would be removed (commit {})",
+            self.commit_index
+        );
+        self.log.truncate_from(index);
+        self.draft.entries.retain(|e| e.index < index);
+        self.draft.truncate_from = Some(self.draft.truncate_from.map_or(index, |t| t.min(index)));
+        self.durable_index = self.durable_index.min(index - 1);
+        for (_, covers) in self.unpersisted.iter_mut() {
+            if let Some(last) = covers {
+                *last = (*last).min(index - 1);
+            }
+        }
+    }
+
+    /// Pushes the pending persist, if any. Called before any send that depends on it.
+    pub(crate) fn flush(&mut self, out: &mut Out) {
+        if self.draft.is_empty() {
+            return;
+        }
+        let draft = std::mem::take(&mut self.draft);
+        let id = PersistId(self.next_persist_id);
+        self.next_persist_id += 1;
+        let touches_log = draft.truncate_from.is_some() || !draft.entries.is_empty();
+        self.unpersisted
+            .push_back((id, touches_log.then(|| self.log.last_index())));
+        out.push(Action::Persist(Persist {
+            id,
+            hard_state: draft
+                .hard_state
+                .then(|| encode_hard_state(self.term, self.voted_for)),
+            truncate_from: draft.truncate_from,
+            entries: draft.entries,
+        }));
+    }
+
+    /// Sends a message that depends on everything decided so far being durable.
+    pub(crate) fn send(&mut self, to: NodeId, message: Message, out: &mut Out) {
+        self.flush(out);
+        out.push(Action::Send { to, message });
+    }
+
+    /// Sends a leader's message that depends on nothing unpersisted but new log entries.
+    /// Thesis 10.2.1: a leader may replicate entries in parallel with writing them to its
+    /// own disk, because it counts itself in a commit quorum only once they are durable.
+    pub(crate) fn send_ahead_of_log(&mut self, to: NodeId, message: Message, out: &mut Out) {
+        if self.draft.hard_state || self.draft.truncate_from.is_some() {
+            self.flush(out);
+        }
+        out.push(Action::Send { to, message });
+    }
+
+    fn on_persisted(&mut self, id: PersistId, out: &mut Out) {
+        while let Some(&(pending, covers)) = self.unpersisted.front() {
+            if pending > id {
+                break;
+            }
+            self.unpersisted.pop_front();
+            if let Some(last) = covers {
+                self.durable_index = last;
+            }
+        }
+        if self.role == Role::Leader {
+            self.maybe_commit(out);
+        }
+    }
+
+    /// Emits `Apply` for every committed entry not yet applied (paper Figure 2, "Rules for
+    /// Servers": if commitIndex > lastApplied, apply).
+    pub(crate) fn apply_committed(&mut self, out: &mut Out) {
+        while self.applied_index < self.commit_index {
+            self.applied_index += 1;
+            let entry = self
+                .log
+                .entry(self.applied_index)
+                .expect("committed entries are in the log")
+                .clone();
+            out.push(Action::Apply(entry));
+        }
+    }
+
+    /// Raises the commit index to `index` (never lowers it) and applies.
+    pub(crate) fn commit_to(&mut self, index: LogIndex, out: &mut Out) {
+        if index <= self.commit_index {
+            return;
+        }
+        assert!(
+            index <= self.log.last_index(),
+            "commit {index} beyond the last index {}",
+            self.log.last_index()
+        );
+        self.commit_index = index;
+        self.apply_committed(out);
+    }
+
+    pub(crate) fn reject(&self, id: RequestId, out: &mut Out) {
+        let leader_hint = match (&self.lead, self.leader) {
+            (Some(lead), _) => lead.transfer.map(|(to, _)| to),
+            (None, hint) => hint,
+        };
+        out.push(Action::Reject {
+            id,
+            reason: Rejection::NotLeader { leader_hint },
+        });
+    }
+
+    fn on_tick(&mut self, out: &mut Out) {
+        self.ticks += 1;
+        if self.role == Role::Leader {
+            self.tick_leader(out);
+        } else {
+            self.election_elapsed += 1;
+            if self.election_elapsed >= self.election_timeout {
+                self.start_election(out);
+            }
+        }
+    }
+
+    /// Whether this node heard from a live leader recently enough to ignore a vote request
+    /// (thesis 4.2.3). A leader holding the lease is one that still hears from a quorum.
+    pub(crate) fn in_lease(&self) -> bool {
+        if !self.config.check_quorum {
+            return false;
+        }
+        match self.role {
+            Role::Leader => true,
+            _ => {
+                self.leader.is_some()
+                    && self.election_elapsed < self.config.election_timeout_ticks_min
+            }
+        }
+    }
+
+    fn on_message(&mut self, from: NodeId, message: Message, out: &mut Out) {
+        if from == self.id || !self.peers.contains(&from) {
+            return;
+        }
+        if !self.settle_term(from, &message, out) {
+            return;
+        }
+        match message {
+            Message::PreVote(m) => self.on_pre_vote(from, m, out),
+            Message::PreVoteResponse(m) => self.on_pre_vote_response(from, m, out),
+            Message::RequestVote(m) => self.on_request_vote(from, m, out),
+            Message::RequestVoteResponse(m) => self.on_vote_response(from, m, out),
+            Message::AppendEntries(m) => self.on_append_entries(from, m, out),
+            Message::AppendEntriesResponse(m) => self.on_append_response(from, m, out),
+            Message::Heartbeat(m) => self.on_heartbeat(from, m, out),
+            Message::HeartbeatResponse(m) => self.on_heartbeat_response(from, m, out),
+            Message::TimeoutNow(_) => self.on_timeout_now(out),
+        }
+    }
+
+    /// Term rules common to every message (paper 5.1). Returns whether the message should
+    /// still be handled.
+    fn settle_term(&mut self, from: NodeId, message: &Message, out: &mut Out) -> bool {
+        let term = message.term();
+        if term > self.term {
+            match message {
+                // Pre-votes are asked and granted for a future term; they change no state.
+                Message::PreVote(_) => return !self.in_lease(),
+                Message::PreVoteResponse(r) if r.granted => return true,
+                Message::RequestVote(r) if !r.leader_transfer && self.in_lease() => return false,
+                Message::AppendEntries(_) | Message::Heartbeat(_) | Message::TimeoutNow(_) => {
+                    self.become_follower(term, Some(from), out)
+                }
+                _ => self.become_follower(term, None, out),
+            }
+            return true;
+        }
+        if term < self.term {
+            self.answer_stale(from, message, out);
+            return false;
+        }
+        true
+    }
+
+    /// A message from an older term is refused with the current term, so its sender learns
+    /// it is out of date (paper 5.1). This also lets a node whose term rose while it was cut
+    /// off make the leader step down, when check-quorum makes others ignore its votes.
+    fn answer_stale(&mut self, from: NodeId, message: &Message, out: &mut Out) {
+        let reply = match message {
+            Message::AppendEntries(m) => {
+                Message::AppendEntriesResponse(crate::message::AppendEntriesResponse {
+                    term: self.term,
+                    outcome: crate::message::AppendOutcome::Rejected {
+                        prev_log_index: m.prev_log_index,
+                        conflict_term: None,
+                        conflict_index: 0,
+                    },
+                })
+            }
+            Message::Heartbeat(m) => {
+                Message::HeartbeatResponse(crate::message::HeartbeatResponse {
+                    term: self.term,
+                    read_round: m.read_round,
+                })
+            }
+            Message::PreVote(_) => Message::PreVoteResponse(self.refusal()),
+            Message::RequestVote(_) => Message::RequestVoteResponse(self.refusal()),
+            _ => return,
+        };
+        self.send(from, reply, out);
+    }
+
+    pub(crate) fn refusal(&self) -> crate::message::VoteResponse {
+        crate::message::VoteResponse {
+            term: self.term,
+            granted: false,
+        }
+    }
+}
+
+impl Engine for Raft {
+    type Message = Message;
+
+    fn step(&mut self, input: Input<Message>, out: &mut Out) {
+        match input {
+            Input::Tick => self.on_tick(out),
+            Input::Receive { from, message } => self.on_message(from, message, out),
+            Input::Propose(proposals) => self.on_propose(proposals, out),
+            Input::Read(reads) => self.on_read(reads, out),
+            Input::Persisted(id) => self.on_persisted(id, out),
+            Input::TransferLeadership { to } => self.on_transfer_leadership(to, out),
+        }
+        self.flush(out);
+        debug_assert!(self.commit_index <= self.log.last_index());
+        debug_assert!(self.applied_index == self.commit_index);
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            id: self.id,
+            role: self.role,
+            leader: self.leader,
+            era: self.term,
+            commit_index: self.commit_index,
+            last_index: self.log.last_index(),
+        }
+    }
+}
+
+/// Hard state bytes: the current term and the vote (0 for none).
+pub fn encode_hard_state(term: Term, voted_for: Option<NodeId>) -> Vec<u8> {
+    let mut enc = Encoder::with_capacity(12);
+    enc.u64(term).u64(voted_for.map_or(0, |n| n.0));
+    enc.finish()
+}
+
+/// Reads hard state written by [`encode_hard_state`].
+pub fn decode_hard_state(bytes: &[u8]) -> Result<(Term, Option<NodeId>), DecodeError> {
+    let mut dec = Decoder::new(bytes);
+    let term = dec.u64("term")?;
+    let vote = dec.u64("voted_for")?;
+    dec.finish()?;
+    Ok((term, (vote != 0).then_some(NodeId(vote))))
+}

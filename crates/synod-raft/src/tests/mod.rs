@@ -1,0 +1,318 @@
+//! Tests of the Raft engine. Each test states one claim of the Raft paper (sections 5.x, 8)
+//! or of Ongaro's thesis (sections written t3.10, t6.4, ...) and checks it, either on exact
+//! action lists or on a small cluster whose message delivery the test controls.
+
+mod election;
+mod exact;
+mod reads;
+mod replication;
+mod restart;
+mod transfer;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use synod_core::{
+    Action, Engine, Entry, Input, LogIndex, NodeId, Proposal, ReadConsistency, ReadRequest,
+    Rejection, RequestId, Role,
+};
+
+use crate::{Config, Message, Raft};
+
+/// Node ids 1..=n.
+pub(crate) fn ids(n: u64) -> Vec<NodeId> {
+    (1..=n).map(NodeId).collect()
+}
+
+/// Default settings for node `id` of an `n`-node cluster.
+pub(crate) fn config(id: u64, n: u64) -> Config {
+    Config::new(NodeId(id), ids(n))
+}
+
+pub(crate) fn proposal(client: u64, seq: u64) -> Proposal {
+    Proposal {
+        id: RequestId::new(client, seq),
+        command: Bytes::from(format!("cmd-{client}-{seq}")),
+    }
+}
+
+pub(crate) fn step(raft: &mut Raft, input: Input<Message>) -> Vec<Action<Message>> {
+    let mut out = Vec::new();
+    raft.step(input, &mut out);
+    out
+}
+
+pub(crate) fn ticks(raft: &mut Raft, n: u64) -> Vec<Action<Message>> {
+    (0..n).flat_map(|_| step(raft, Input::Tick)).collect()
+}
+
+/// Decides, per (from, to, message), whether a message is lost.
+pub(crate) type DropRule = Box<dyn Fn(NodeId, NodeId, &Message) -> bool>;
+
+/// What one node persisted: survives a crash.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Disk {
+    pub(crate) hard_state: Option<Vec<u8>>,
+    pub(crate) entries: Vec<Entry>,
+}
+
+/// A cluster of Raft nodes with instant disks and a message queue the test drives.
+pub(crate) struct Cluster {
+    pub(crate) nodes: BTreeMap<NodeId, Raft>,
+    configs: BTreeMap<NodeId, Config>,
+    pub(crate) disks: BTreeMap<NodeId, Disk>,
+    pub(crate) queue: VecDeque<(NodeId, NodeId, Message)>,
+    pub(crate) down: BTreeSet<NodeId>,
+    /// Messages for which this returns true are dropped at delivery.
+    pub(crate) drop_if: Option<DropRule>,
+    /// Entries each node applied since it last (re)started.
+    pub(crate) applied: BTreeMap<NodeId, Vec<Entry>>,
+    /// The first entry anyone applied at each index, for state machine safety.
+    first_applied: BTreeMap<LogIndex, (NodeId, Entry)>,
+    /// The first time two nodes applied different entries at one index.
+    pub(crate) safety_violation: Option<String>,
+    pub(crate) reads_ready: BTreeMap<NodeId, Vec<RequestId>>,
+    pub(crate) rejected: BTreeMap<NodeId, Vec<(RequestId, Rejection)>>,
+    pub(crate) delivered: usize,
+}
+
+impl Cluster {
+    /// `n` fresh nodes; `tweak` adjusts every node's config.
+    pub(crate) fn new(n: u64, tweak: impl Fn(&mut Config)) -> Cluster {
+        let mut cluster = Cluster {
+            nodes: BTreeMap::new(),
+            configs: BTreeMap::new(),
+            disks: BTreeMap::new(),
+            queue: VecDeque::new(),
+            down: BTreeSet::new(),
+            drop_if: None,
+            applied: BTreeMap::new(),
+            first_applied: BTreeMap::new(),
+            safety_violation: None,
+            reads_ready: BTreeMap::new(),
+            rejected: BTreeMap::new(),
+            delivered: 0,
+        };
+        for id in ids(n) {
+            let mut c = config(id.0, n);
+            tweak(&mut c);
+            cluster.nodes.insert(id, Raft::new(c.clone()).unwrap());
+            cluster.configs.insert(id, c);
+            cluster.disks.insert(id, Disk::default());
+        }
+        cluster
+    }
+
+    pub(crate) fn node(&self, id: u64) -> &Raft {
+        &self.nodes[&NodeId(id)]
+    }
+
+    /// Feeds one input to a live node and carries out its actions.
+    pub(crate) fn step(&mut self, id: NodeId, input: Input<Message>) {
+        if self.down.contains(&id) {
+            return;
+        }
+        let mut out = Vec::new();
+        self.nodes.get_mut(&id).unwrap().step(input, &mut out);
+        let mut persisted = None;
+        for action in out {
+            match action {
+                Action::Persist(p) => {
+                    let disk = self.disks.get_mut(&id).unwrap();
+                    if let Some(hs) = p.hard_state {
+                        disk.hard_state = Some(hs);
+                    }
+                    if let Some(from) = p.truncate_from {
+                        disk.entries.truncate(from as usize - 1);
+                    }
+                    disk.entries.extend(p.entries);
+                    persisted = Some(p.id);
+                }
+                Action::Send { to, message } => self.queue.push_back((id, to, message)),
+                Action::Apply(entry) => self.record_apply(id, entry),
+                Action::ReadReady(r) => self.reads_ready.entry(id).or_default().push(r),
+                Action::Reject { id: r, reason } => {
+                    self.rejected.entry(id).or_default().push((r, reason))
+                }
+            }
+        }
+        // This disk is instant: everything is durable as soon as it is asked for.
+        if let Some(p) = persisted {
+            self.step(id, Input::Persisted(p));
+        }
+    }
+
+    fn record_apply(&mut self, id: NodeId, entry: Entry) {
+        let list = self.applied.entry(id).or_default();
+        assert_eq!(entry.index, list.len() as u64 + 1, "{id} applies in order");
+        list.push(entry.clone());
+        match self.first_applied.get(&entry.index) {
+            None => {
+                self.first_applied.insert(entry.index, (id, entry));
+            }
+            Some((first, e)) if *e != entry && self.safety_violation.is_none() => {
+                self.safety_violation = Some(format!(
+                    "{first} applied {e} but {id} applied {entry} at index {}",
+                    entry.index
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Delivers queued messages (and those they cause) until none are left.
+    pub(crate) fn deliver_all(&mut self) {
+        while let Some((from, to, message)) = self.queue.pop_front() {
+            let dropped = self.down.contains(&to)
+                || self.down.contains(&from)
+                || self.drop_if.as_ref().is_some_and(|f| f(from, to, &message));
+            if !dropped {
+                self.delivered += 1;
+                self.step(to, Input::Receive { from, message });
+            }
+        }
+    }
+
+    /// Ticks one node `n` times, delivering what follows each tick.
+    pub(crate) fn tick(&mut self, id: u64, n: u64) {
+        for _ in 0..n {
+            self.step(NodeId(id), Input::Tick);
+            self.deliver_all();
+        }
+    }
+
+    /// Ticks every live node once, in id order, then delivers.
+    pub(crate) fn tick_all(&mut self, n: u64) {
+        for _ in 0..n {
+            for id in self.nodes.keys().copied().collect::<Vec<_>>() {
+                self.step(id, Input::Tick);
+            }
+            self.deliver_all();
+        }
+    }
+
+    /// Ticks `id` alone until it starts an election (a new one, if it is already a
+    /// candidate), then lets the election play out.
+    pub(crate) fn campaign(&mut self, id: u64) {
+        let node = NodeId(id);
+        let asks_for_votes = |(from, _, m): &(NodeId, NodeId, Message)| {
+            *from == node && matches!(m, Message::PreVote(_) | Message::RequestVote(_))
+        };
+        for _ in 0..1000 {
+            // Only this node's clock runs; what others would say meanwhile is not sent.
+            self.queue.clear();
+            self.step(node, Input::Tick);
+            if self.queue.iter().any(asks_for_votes) || self.nodes[&node].role == Role::Leader {
+                break;
+            }
+        }
+        self.deliver_all();
+    }
+
+    /// Makes `id` leader: it campaigns until it wins.
+    pub(crate) fn elect(&mut self, id: u64) {
+        for _ in 0..10 {
+            self.campaign(id);
+            if self.node(id).role == Role::Leader {
+                return;
+            }
+        }
+        panic!("n{id} could not get elected");
+    }
+
+    /// The node every live node follows, if they agree on one.
+    pub(crate) fn leader(&self) -> Option<NodeId> {
+        let leaders: BTreeSet<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(id, r)| !self.down.contains(id) && r.role == Role::Leader)
+            .map(|(&id, _)| id)
+            .collect();
+        (leaders.len() == 1).then(|| *leaders.iter().next().unwrap())
+    }
+
+    pub(crate) fn propose(&mut self, id: u64, proposals: Vec<Proposal>) {
+        self.step(NodeId(id), Input::Propose(proposals));
+        self.deliver_all();
+    }
+
+    pub(crate) fn read(&mut self, id: u64, request: RequestId, consistency: ReadConsistency) {
+        self.step(
+            NodeId(id),
+            Input::Read(vec![ReadRequest {
+                id: request,
+                consistency,
+            }]),
+        );
+    }
+
+    /// Stops a node: its volatile state is gone, its disk stays.
+    pub(crate) fn crash(&mut self, id: u64) {
+        self.down.insert(NodeId(id));
+    }
+
+    /// Starts a crashed node again from its disk. Its state machine restarts empty.
+    pub(crate) fn restart(&mut self, id: u64) {
+        let node = NodeId(id);
+        let disk = self.disks[&node].clone();
+        let raft = Raft::restart(
+            self.configs[&node].clone(),
+            disk.hard_state.as_deref(),
+            disk.entries,
+        )
+        .unwrap();
+        self.nodes.insert(node, raft);
+        self.applied.remove(&node);
+        self.down.remove(&node);
+    }
+
+    /// Sets a node's persisted state as if it had run before (used to stage paper figures).
+    pub(crate) fn stage(
+        &mut self,
+        id: u64,
+        term: u64,
+        voted_for: Option<u64>,
+        entry_terms: &[u64],
+    ) {
+        let node = NodeId(id);
+        let entries: Vec<Entry> = entry_terms
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| Entry {
+                index: i as u64 + 1,
+                era: t,
+                payload: synod_core::Payload::Command(proposal(100 + t, i as u64 + 1)),
+            })
+            .collect();
+        let hard_state = crate::encode_hard_state(term, voted_for.map(NodeId));
+        self.disks.insert(
+            node,
+            Disk {
+                hard_state: Some(hard_state),
+                entries,
+            },
+        );
+        self.restart(id);
+    }
+
+    pub(crate) fn applied_indexes(&self, id: u64) -> Vec<LogIndex> {
+        self.applied
+            .get(&NodeId(id))
+            .map_or(vec![], |l| l.iter().map(|e| e.index).collect())
+    }
+
+    pub(crate) fn terms(&self, id: u64) -> Vec<u64> {
+        self.node(id).log.entries().iter().map(|e| e.era).collect()
+    }
+}
+
+/// The messages in an action list, as (to, message).
+pub(crate) fn sends(actions: &[Action<Message>]) -> Vec<(NodeId, Message)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { to, message } => Some((*to, message.clone())),
+            _ => None,
+        })
+        .collect()
+}
