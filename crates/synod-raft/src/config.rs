@@ -46,8 +46,12 @@ pub struct Config {
 pub struct InjectedBugs {
     /// Commit by counting replicas of any entry, not only current-term ones (breaks 5.4.2).
     pub commit_entries_of_earlier_terms: bool,
-    /// Grant a vote to every candidate with an up-to-date log, even after voting (breaks 5.2).
+    /// A follower grants its vote to every candidate with an up-to-date log, even after
+    /// voting in the term (breaks 5.2).
     pub vote_twice_in_a_term: bool,
+    /// A leader answers linearizable reads at once, without confirming with a quorum that it
+    /// still leads (breaks thesis 6.4: a deposed leader serves stale reads).
+    pub read_without_confirmation: bool,
 }
 
 impl Config {

@@ -83,7 +83,8 @@ impl Raft {
     pub(crate) fn on_request_vote(&mut self, from: NodeId, request: VoteRequest, out: &mut Out) {
         let free_to_vote = self.voted_for.is_none() || self.voted_for == Some(from);
         #[cfg(any(test, feature = "inject-bugs"))]
-        let free_to_vote = free_to_vote || self.config.bugs.vote_twice_in_a_term;
+        let free_to_vote =
+            free_to_vote || (self.config.bugs.vote_twice_in_a_term && self.role == Role::Follower);
         let granted = free_to_vote
             && self
                 .log

@@ -155,3 +155,44 @@ pub struct TimeoutNow {
     /// The leader's term.
     pub term: Term,
 }
+
+impl std::fmt::Display for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Message::PreVote(m) | Message::RequestVote(m) => write!(
+                f,
+                "{} term={} last={}/{}{}",
+                self.name(),
+                m.term,
+                m.last_log_index,
+                m.last_log_term,
+                if m.leader_transfer { " transfer" } else { "" }
+            ),
+            Message::PreVoteResponse(m) | Message::RequestVoteResponse(m) => {
+                write!(f, "{} term={} granted={}", self.name(), m.term, m.granted)
+            }
+            Message::AppendEntries(m) => {
+                write!(f, "AppendEntries term={} prev={}/{} entries=", m.term, m.prev_log_index, m.prev_log_term)?;
+                match (m.entries.first(), m.entries.last()) {
+                    (Some(first), Some(last)) => write!(f, "{}..={}", first.index, last.index)?,
+                    _ => f.write_str("none")?,
+                }
+                write!(f, " commit={}", m.leader_commit)
+            }
+            Message::AppendEntriesResponse(m) => match m.outcome {
+                AppendOutcome::Accepted { match_index } => {
+                    write!(f, "AppendEntriesResponse term={} accepted match={match_index}", m.term)
+                }
+                AppendOutcome::Rejected { prev_log_index, conflict_term, conflict_index } => write!(
+                    f,
+                    "AppendEntriesResponse term={} rejected prev={prev_log_index} conflict={conflict_index}/{}",
+                    m.term,
+                    conflict_term.map_or("-".to_string(), |t| t.to_string())
+                ),
+            },
+            Message::Heartbeat(m) => write!(f, "Heartbeat term={} commit={} round={}", m.term, m.commit, m.read_round),
+            Message::HeartbeatResponse(m) => write!(f, "HeartbeatResponse term={} round={}", m.term, m.read_round),
+            Message::TimeoutNow(m) => write!(f, "TimeoutNow term={}", m.term),
+        }
+    }
+}

@@ -63,6 +63,10 @@ impl Raft {
                 ReadConsistency::Linearizable => self.reject(read.id, out),
             }
         }
+        #[cfg(any(test, feature = "inject-bugs"))]
+        if self.config.bugs.read_without_confirmation {
+            out.extend(linearizable.drain(..).map(Action::ReadReady));
+        }
         if linearizable.is_empty() {
             return;
         }

@@ -1,0 +1,177 @@
+//! The nemesis: during the safety phase it keeps breaking things, at random intervals,
+//! within the run's fault set. Partitions come in four shapes: random halves, the leader
+//! alone, a bridge (two sides that only one node can talk to), and one-way links.
+
+use synod_core::{NodeId, Role};
+
+use crate::protocol::Protocol;
+use crate::world::{Event, World};
+use crate::TICK_US;
+
+/// Shortest and longest time a crashed node stays down, in ticks.
+const DOWNTIME_TICKS: (u64, u64) = (20, 400);
+
+impl<P: Protocol> World<P> {
+    /// Starts the nemesis.
+    pub(crate) fn start_nemesis(&mut self) {
+        self.nemesis_on = true;
+        self.schedule_nemesis();
+    }
+
+    fn schedule_nemesis(&mut self) {
+        let (shortest, longest) = self.config.nemesis_interval_ticks;
+        let wait = self
+            .nemesis_rng
+            .range_inclusive(shortest, longest.max(shortest))
+            * TICK_US;
+        self.schedule(wait, Event::Nemesis);
+    }
+
+    pub(crate) fn on_nemesis(&mut self) {
+        if !self.nemesis_on {
+            return;
+        }
+        let faults = self.config.faults;
+        type Act<P> = fn(&mut World<P>);
+        let mut choices: Vec<Act<P>> = Vec::new();
+        // A partition needs two nodes to separate.
+        if faults.partition && self.voters.len() >= 2 {
+            let partitions: [Act<P>; 6] = [
+                Self::partition_halves,
+                Self::isolate_leader,
+                Self::bridge,
+                Self::one_way,
+                Self::heal_partition,
+                Self::heal_partition,
+            ];
+            choices.extend(partitions);
+        }
+        if faults.crash {
+            let crashes: [Act<P>; 2] = [Self::crash_one, Self::crash_leader];
+            choices.extend(crashes);
+        }
+        if let Some(&action) = self.nemesis_rng.pick(&choices) {
+            action(self);
+        }
+        self.schedule_nemesis();
+    }
+
+    fn shuffled_nodes(&mut self) -> Vec<NodeId> {
+        let mut nodes = self.voters.clone();
+        self.nemesis_rng.shuffle(&mut nodes);
+        nodes
+    }
+
+    fn partition_halves(&mut self) {
+        let nodes = self.shuffled_nodes();
+        let split = self.nemesis_rng.range(1, nodes.len() as u64) as usize;
+        let (a, b) = nodes.split_at(split);
+        self.network.blocked.clear();
+        self.network.cut(a, b);
+        self.trace_line(|| format!("nemesis: partition {} | {}", names(a), names(b)));
+    }
+
+    /// The node most recently seen leading, or a random node.
+    fn likely_leader(&mut self) -> NodeId {
+        let leader = self
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                n.status
+                    .filter(|s| s.role == Role::Leader)
+                    .map(|s| (s.era, n.id))
+            })
+            .max()
+            .map(|(_, id)| id);
+        match leader {
+            Some(id) => id,
+            None => self.voters[self.nemesis_rng.index(self.voters.len())],
+        }
+    }
+
+    fn isolate_leader(&mut self) {
+        let leader = self.likely_leader();
+        let rest: Vec<NodeId> = self
+            .voters
+            .iter()
+            .copied()
+            .filter(|&n| n != leader)
+            .collect();
+        self.network.blocked.clear();
+        self.network.cut(&[leader], &rest);
+        self.trace_line(|| format!("nemesis: isolate {leader}"));
+    }
+
+    fn bridge(&mut self) {
+        let nodes = self.shuffled_nodes();
+        if nodes.len() < 3 {
+            return self.partition_halves();
+        }
+        let (bridge, rest) = nodes.split_first().expect("at least 3 nodes");
+        let split = self.nemesis_rng.range(1, rest.len() as u64) as usize;
+        let (a, b) = rest.split_at(split);
+        self.network.blocked.clear();
+        self.network.cut(a, b);
+        self.trace_line(|| {
+            format!(
+                "nemesis: bridge {bridge} between {} and {}",
+                names(a),
+                names(b)
+            )
+        });
+    }
+
+    fn one_way(&mut self) {
+        self.network.blocked.clear();
+        let links = self.nemesis_rng.range(1, self.voters.len() as u64 + 1);
+        for _ in 0..links {
+            let nodes = self.shuffled_nodes();
+            self.network.blocked.insert((nodes[0], nodes[1]));
+        }
+        let blocked: Vec<_> = self
+            .network
+            .blocked
+            .iter()
+            .map(|(a, b)| format!("{a}->{b}"))
+            .collect();
+        self.trace_line(|| format!("nemesis: one-way cuts {}", blocked.join(" ")));
+    }
+
+    fn heal_partition(&mut self) {
+        if !self.network.blocked.is_empty() {
+            self.network.blocked.clear();
+            self.trace_line(|| "nemesis: partition healed".to_string());
+        }
+    }
+
+    /// Crashes `node` if that leaves at most a minority down, and schedules its restart.
+    fn crash_node(&mut self, node: NodeId) {
+        let down = self.nodes.iter().filter(|n| n.engine.is_none()).count();
+        let minority = (self.voters.len() - 1) / 2;
+        if down + 1 > minority || !self.is_up(node) {
+            return;
+        }
+        self.crash(node);
+        let downtime = self.nemesis_rng.range(DOWNTIME_TICKS.0, DOWNTIME_TICKS.1) * TICK_US;
+        self.schedule(downtime, Event::Restart { node });
+    }
+
+    fn crash_one(&mut self) {
+        let node = self.voters[self.nemesis_rng.index(self.voters.len())];
+        self.crash_node(node);
+    }
+
+    fn crash_leader(&mut self) {
+        let node = self.likely_leader();
+        self.crash_node(node);
+    }
+}
+
+/// `n1,n2,n3`.
+fn names(nodes: &[NodeId]) -> String {
+    nodes
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}

@@ -1,0 +1,217 @@
+//! Running Raft in the simulator, and the safety properties of the Raft paper's Figure 3
+//! that are checked while it runs (Election Safety and State Machine Safety are checked for
+//! every protocol by the world itself).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use synod_core::{Engine, Entry, LogIndex, NodeId, Role};
+use synod_raft::{Config, Message, Raft, Term};
+
+use crate::protocol::{Durable, Invariants, Protocol};
+
+/// Raft settings a test may vary.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct RaftOptions {
+    /// Adjusts every node's config after the defaults, e.g. to inject a bug.
+    pub tweak: Option<fn(&mut Config)>,
+}
+
+impl Protocol for Raft {
+    const NAME: &'static str = "raft";
+    type Options = RaftOptions;
+    type Invariants = RaftInvariants;
+
+    fn boot(
+        id: NodeId,
+        voters: &[NodeId],
+        seed: u64,
+        durable: &Durable,
+        options: &RaftOptions,
+    ) -> Result<Raft, String> {
+        let mut config = Config::new(id, voters.to_vec());
+        config.seed = seed;
+        if let Some(tweak) = options.tweak {
+            tweak(&mut config);
+        }
+        Raft::restart(
+            config,
+            durable.hard_state.as_deref(),
+            durable.entries.clone(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn describe(message: &Message) -> String {
+        message.to_string()
+    }
+}
+
+/// Log Matching and Leader Completeness (paper Figure 3).
+#[derive(Default)]
+pub struct RaftInvariants {
+    /// Every entry a leader has committed, with the term of the leader that committed it.
+    committed: BTreeMap<LogIndex, (Term, Entry)>,
+    /// Terms whose leader has been checked for completeness.
+    leaders_checked: BTreeSet<Term>,
+    /// Log matching: what (index, term) was seen to hold, and the term before it.
+    seen: HashMap<(LogIndex, Term), (Entry, Term)>,
+    /// Per node and incarnation, the log prefix already checked (committed, so immutable).
+    checked_through: BTreeMap<NodeId, (u64, LogIndex)>,
+}
+
+impl Invariants<Raft> for RaftInvariants {
+    fn after_step(&mut self, _id: NodeId, raft: &Raft) -> Result<(), String> {
+        if raft.role() != Role::Leader {
+            return Ok(());
+        }
+        let term = raft.term();
+        if self.leaders_checked.insert(term) {
+            self.check_leader_completeness(raft)?;
+        }
+        let recorded = self.committed.keys().next_back().copied().unwrap_or(0);
+        for index in recorded + 1..=raft.commit_index() {
+            let entry = raft
+                .log()
+                .entry(index)
+                .expect("committed entries are in the leader's log");
+            self.committed.insert(index, (term, entry.clone()));
+        }
+        Ok(())
+    }
+
+    fn periodic(&mut self, live: &[(NodeId, u64, &Raft)]) -> Result<(), String> {
+        for &(id, incarnation, raft) in live {
+            self.check_log_matching(id, incarnation, raft)?;
+        }
+        Ok(())
+    }
+}
+
+impl RaftInvariants {
+    /// Leader Completeness: a leader of term T holds every entry committed in a term < T.
+    fn check_leader_completeness(&self, raft: &Raft) -> Result<(), String> {
+        for (index, (committed_in, entry)) in &self.committed {
+            if *committed_in < raft.term() && raft.log().entry(*index) != Some(entry) {
+                return Err(format!(
+                    "leader completeness: {} leads term {} without entry {entry}, committed in term {committed_in}",
+                    raft.status().id,
+                    raft.term(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Log Matching: two logs with an entry of the same index and term are identical up to
+    /// it. Checked inductively: every (index, term) must always hold the same entry, preceded
+    /// by the same term.
+    fn check_log_matching(
+        &mut self,
+        id: NodeId,
+        incarnation: u64,
+        raft: &Raft,
+    ) -> Result<(), String> {
+        let from = match self.checked_through.get(&id) {
+            Some(&(inc, through)) if inc == incarnation => through + 1,
+            _ => 1,
+        };
+        let log = raft.log();
+        for index in from..=log.last_index() {
+            let entry = log.entry(index).expect("index within the log");
+            let prev_term = log.term(index - 1).expect("index - 1 within the log");
+            let key = (index, entry.era);
+            match self.seen.get(&key) {
+                None => {
+                    self.seen.insert(key, (entry.clone(), prev_term));
+                }
+                Some((e, p)) if e == entry && *p == prev_term => {}
+                Some((e, p)) => {
+                    return Err(format!(
+                        "log matching: {id} holds {entry} after term {prev_term}, another log holds {e} after term {p}"
+                    ))
+                }
+            }
+        }
+        let through = raft.commit_index().min(log.last_index());
+        self.checked_through.insert(id, (incarnation, through));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synod_core::{Action, Input, Payload, PersistId};
+    use synod_raft::encode_hard_state;
+
+    fn entry(index: u64, term: u64, tag: u64) -> Entry {
+        let proposal = synod_core::Proposal {
+            id: synod_core::RequestId::new(tag, index),
+            command: bytes::Bytes::new(),
+        };
+        Entry {
+            index,
+            era: term,
+            payload: Payload::Command(proposal),
+        }
+    }
+
+    fn node(id: u64, term: u64, log: Vec<Entry>) -> Raft {
+        let config = Config::new(NodeId(id), vec![NodeId(id)]);
+        Raft::restart(config, Some(&encode_hard_state(term, None)), log).unwrap()
+    }
+
+    /// A one-node cluster that has elected itself and committed its log.
+    fn elected(term: u64, log: Vec<Entry>) -> Raft {
+        let mut raft = node(1, term, log);
+        let mut out = Vec::new();
+        while raft.role() != Role::Leader {
+            raft.step(Input::Tick, &mut out);
+        }
+        let last = out.iter().filter_map(|a| match a {
+            Action::Persist(p) => Some(p.id),
+            _ => None,
+        });
+        let last: PersistId = last.max().unwrap();
+        raft.step(Input::Persisted(last), &mut out);
+        raft
+    }
+
+    #[test]
+    fn log_matching_flags_one_index_and_term_holding_two_entries() {
+        let a = node(1, 2, vec![entry(1, 1, 7), entry(2, 2, 7)]);
+        let b = node(2, 2, vec![entry(1, 1, 7), entry(2, 2, 8)]);
+        let mut check = RaftInvariants::default();
+        check.periodic(&[(NodeId(1), 0, &a)]).unwrap();
+        let err = check.periodic(&[(NodeId(2), 0, &b)]).unwrap_err();
+        assert!(err.starts_with("log matching"), "{err}");
+    }
+
+    #[test]
+    fn log_matching_flags_equal_entries_with_different_histories() {
+        let a = node(1, 3, vec![entry(1, 1, 7), entry(2, 3, 7)]);
+        let b = node(2, 3, vec![entry(1, 2, 7), entry(2, 3, 7)]);
+        let mut check = RaftInvariants::default();
+        let err = check
+            .periodic(&[(NodeId(1), 0, &a), (NodeId(2), 0, &b)])
+            .unwrap_err();
+        assert!(err.starts_with("log matching"), "{err}");
+    }
+
+    #[test]
+    fn leader_completeness_flags_a_leader_missing_a_committed_entry() {
+        let mut check = RaftInvariants::default();
+        let first = elected(0, vec![]);
+        assert_eq!(first.commit_index(), 1);
+        check.after_step(NodeId(1), &first).unwrap();
+        // A later leader whose log lacks what term 1 committed.
+        let later = elected(4, vec![entry(1, 2, 9)]);
+        let err = check.after_step(NodeId(1), &later).unwrap_err();
+        assert!(err.starts_with("leader completeness"), "{err}");
+        // One that has it passes.
+        let mut check = RaftInvariants::default();
+        check.after_step(NodeId(1), &first).unwrap();
+        let good = elected(4, first.log().entries().to_vec());
+        check.after_step(NodeId(1), &good).unwrap();
+    }
+}

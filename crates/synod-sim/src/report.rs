@@ -1,0 +1,205 @@
+//! What a run found, and the summary of a sweep.
+
+use std::fmt;
+
+use crate::TICK_US;
+
+/// The kind of property a run broke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ViolationKind {
+    /// A protocol invariant (election safety, log matching, leader completeness, state
+    /// machine safety) or a node refusing to restart from its own disk.
+    Safety,
+    /// The clients' history has no linearization.
+    Linearizability,
+    /// After the network healed, no new write committed in time.
+    Liveness,
+    /// After settling, replicas disagree.
+    Convergence,
+    /// Code panicked: a broken internal assertion.
+    Panic,
+}
+
+impl fmt::Display for ViolationKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ViolationKind::Safety => "safety",
+            ViolationKind::Linearizability => "linearizability",
+            ViolationKind::Liveness => "liveness",
+            ViolationKind::Convergence => "convergence",
+            ViolationKind::Panic => "panic",
+        })
+    }
+}
+
+/// A broken property, described for a human.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Which property.
+    pub kind: ViolationKind,
+    /// What happened.
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} violation: {}", self.kind, self.detail)
+    }
+}
+
+/// Counters kept during a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages nodes sent each other.
+    pub messages_sent: u64,
+    /// Of those, delivered to a live node.
+    pub messages_delivered: u64,
+    /// Lost: dropped, cut off by a partition, or sent to a crashed node.
+    pub messages_dropped: u64,
+    /// Delivered twice.
+    pub messages_duplicated: u64,
+    /// Persists submitted to simulated disks.
+    pub persists: u64,
+    /// Leaders elected (distinct eras with a leader).
+    pub elections: u64,
+    /// Node crashes.
+    pub crashes: u64,
+    /// Client commands committed (distinct log entries holding one).
+    pub committed_commands: u64,
+    /// Client operations invoked.
+    pub operations: u64,
+    /// Of those, answered.
+    pub completed: u64,
+    /// Abandoned, definitely without effect.
+    pub failed: u64,
+    /// Abandoned, possibly with effect.
+    pub indeterminate: u64,
+    /// From the heal to the first write invoked after it that completed, in microseconds.
+    pub recovery_us: Option<u64>,
+}
+
+/// The outcome of one seed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunReport {
+    /// The seed.
+    pub seed: u64,
+    /// Counters.
+    pub stats: Stats,
+    /// Virtual time simulated, in ticks.
+    pub ticks: u64,
+    /// The first property broken, if any.
+    pub violation: Option<Violation>,
+}
+
+impl RunReport {
+    /// Ticks from the heal until a new write committed.
+    pub fn recovery_ticks(&self) -> Option<u64> {
+        self.stats.recovery_us.map(|us| us.div_ceil(TICK_US))
+    }
+}
+
+/// Totals over many runs.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    /// Runs.
+    pub runs: u64,
+    /// Runs that broke a property, with their seeds, in seed order.
+    pub failures: Vec<(u64, Violation)>,
+    /// Sum of every run's counters.
+    pub totals: Stats,
+    /// Recovery time of every run that recovered, in ticks, sorted.
+    pub recovery_ticks: Vec<u64>,
+    /// Virtual ticks simulated.
+    pub ticks: u64,
+}
+
+impl Summary {
+    /// Folds reports (in any order) into a summary; failures end up sorted by seed.
+    pub fn of(reports: &[RunReport]) -> Summary {
+        let mut summary = Summary::default();
+        for r in reports {
+            summary.runs += 1;
+            summary.ticks += r.ticks;
+            if let Some(v) = &r.violation {
+                summary.failures.push((r.seed, v.clone()));
+            }
+            if let Some(t) = r.recovery_ticks() {
+                summary.recovery_ticks.push(t);
+            }
+            let (t, s) = (&mut summary.totals, &r.stats);
+            t.messages_sent += s.messages_sent;
+            t.messages_delivered += s.messages_delivered;
+            t.messages_dropped += s.messages_dropped;
+            t.messages_duplicated += s.messages_duplicated;
+            t.persists += s.persists;
+            t.elections += s.elections;
+            t.crashes += s.crashes;
+            t.committed_commands += s.committed_commands;
+            t.operations += s.operations;
+            t.completed += s.completed;
+            t.failed += s.failed;
+            t.indeterminate += s.indeterminate;
+        }
+        summary.failures.sort_by_key(|(seed, _)| *seed);
+        summary.recovery_ticks.sort_unstable();
+        summary
+    }
+
+    /// Whether every run was clean.
+    pub fn is_clean(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    fn percentile(&self, p: f64) -> Option<u64> {
+        let n = self.recovery_ticks.len();
+        (n > 0).then(|| self.recovery_ticks[((n - 1) as f64 * p).round() as usize])
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = &self.totals;
+        let row = |f: &mut fmt::Formatter<'_>, name: &str, value: String| {
+            writeln!(f, "  {name:<42} {value:>14}")
+        };
+        row(f, "runs", self.runs.to_string())?;
+        row(f, "runs with a violation", self.failures.len().to_string())?;
+        row(f, "virtual ticks simulated", self.ticks.to_string())?;
+        row(f, "client operations", t.operations.to_string())?;
+        row(f, "  answered", t.completed.to_string())?;
+        row(f, "  abandoned, without effect", t.failed.to_string())?;
+        row(
+            f,
+            "  abandoned, outcome unknown",
+            t.indeterminate.to_string(),
+        )?;
+        row(f, "writes committed", t.committed_commands.to_string())?;
+        row(f, "leaders elected", t.elections.to_string())?;
+        row(f, "node crashes", t.crashes.to_string())?;
+        row(f, "messages sent", t.messages_sent.to_string())?;
+        row(
+            f,
+            "  lost (dropped, cut off, or to a crashed node)",
+            t.messages_dropped.to_string(),
+        )?;
+        row(f, "  duplicated", t.messages_duplicated.to_string())?;
+        let per_write = if t.committed_commands > 0 {
+            format!(
+                "{:.1}",
+                t.messages_sent as f64 / t.committed_commands as f64
+            )
+        } else {
+            "-".to_string()
+        };
+        row(f, "messages per committed write", per_write)?;
+        let recovery = match (
+            self.percentile(0.5),
+            self.percentile(0.99),
+            self.recovery_ticks.last(),
+        ) {
+            (Some(p50), Some(p99), Some(max)) => format!("{p50} / {p99} / {max}"),
+            _ => "-".to_string(),
+        };
+        row(f, "ticks to recover after heal p50/p99/max", recovery)
+    }
+}

@@ -1,0 +1,215 @@
+//! One seeded run: a safety phase under faults, then heal, then a liveness phase in which
+//! new writes must commit, then a quiet settle after which every replica must agree. The
+//! clients' whole history is then checked for linearizability.
+
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use synod_check::{check_kv, Verdict};
+
+use crate::faults::FaultSet;
+use crate::protocol::Protocol;
+use crate::report::{RunReport, Violation, ViolationKind};
+use crate::world::World;
+use crate::TICK_US;
+
+/// Everything that shapes one run besides the protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunConfig {
+    /// Decides every random choice of the run.
+    pub seed: u64,
+    /// Cluster size.
+    pub nodes: usize,
+    /// Faults the nemesis and the network may inject during the safety phase.
+    pub faults: FaultSet,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Distinct keys the clients touch.
+    pub keys: u64,
+    /// Length of the safety phase, in ticks.
+    pub safety_ticks: u64,
+    /// Length of the liveness phase; a write invoked after the heal must complete within it.
+    pub liveness_ticks: u64,
+    /// Quiet time at the end, without new operations, before replicas are compared.
+    pub settle_ticks: u64,
+    /// Shortest and longest wait between two nemesis actions, in ticks.
+    pub nemesis_interval_ticks: (u64, u64),
+    /// Keep a readable trace.
+    pub trace: bool,
+}
+
+impl RunConfig {
+    /// Defaults: every fault, a nemesis action every 20 to 300 ticks, 5 clients on 5 keys,
+    /// 3,000 ticks of faults, 1,000 ticks of liveness, 300 ticks to settle.
+    pub fn new(seed: u64, nodes: usize) -> RunConfig {
+        RunConfig {
+            seed,
+            nodes,
+            faults: FaultSet::ALL,
+            clients: 5,
+            keys: 5,
+            safety_ticks: 3_000,
+            liveness_ticks: 1_000,
+            settle_ticks: 300,
+            nemesis_interval_ticks: (20, 300),
+            trace: false,
+        }
+    }
+}
+
+/// A finished run: its report and, if asked for, its trace.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// What the run found.
+    pub report: RunReport,
+    /// The readable trace; empty unless `trace` was set.
+    pub trace: String,
+}
+
+thread_local! {
+    /// Where the last panic on this thread happened, when [`report_panics_quietly`] is on.
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Replaces the process's panic hook with one that prints nothing and remembers where the
+/// panic happened, so that a sweep reports panics once, in its summary, with their location.
+/// For command-line tools; tests keep the default hook.
+pub fn report_panics_quietly() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".to_string());
+        let location = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        LAST_PANIC.with(|last| *last.borrow_mut() = Some(format!("{message}{location}")));
+    }));
+}
+
+/// Runs one seed to the end (or to its first violation).
+pub fn run<P: Protocol>(config: &RunConfig, options: &P::Options) -> RunOutcome {
+    let mut world = World::<P>::new(config.clone(), options.clone());
+    let outcome = catch_unwind(AssertUnwindSafe(|| play(&mut world)));
+    if let Err(panic) = outcome {
+        let message = LAST_PANIC
+            .with(|last| last.borrow_mut().take())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".to_string());
+        world.violation.get_or_insert(Violation {
+            kind: ViolationKind::Panic,
+            detail: message,
+        });
+    }
+    RunOutcome {
+        report: RunReport {
+            seed: config.seed,
+            stats: world.stats.clone(),
+            ticks: world.now / TICK_US,
+            violation: world.violation.clone(),
+        },
+        trace: world.trace.text().to_string(),
+    }
+}
+
+fn play<P: Protocol>(world: &mut World<P>) {
+    let config = world.config.clone();
+    world.add_clients(config.clients);
+    if config.faults != FaultSet::NONE {
+        world.start_nemesis();
+    }
+    world.run_until(config.safety_ticks * TICK_US);
+    world.heal_everything();
+    let healed = world.now;
+    world.run_until(healed + config.liveness_ticks * TICK_US);
+    if world.violation.is_none() && world.recovered_at().is_none() {
+        let detail = format!(
+            "no write invoked after the heal completed within {} ticks",
+            config.liveness_ticks
+        );
+        world.fail(ViolationKind::Liveness, detail);
+    }
+    world.stop_clients();
+    world.run_until(healed + (config.liveness_ticks + config.settle_ticks) * TICK_US);
+    if world.violation.is_none() {
+        world.final_checks();
+    }
+}
+
+impl<P: Protocol> World<P> {
+    /// Ends the safety phase: the nemesis stops, the network heals, crashed nodes restart.
+    pub(crate) fn heal_everything(&mut self) {
+        self.nemesis_on = false;
+        self.network.heal();
+        for id in self.voters.clone() {
+            self.restart(id);
+        }
+        self.healed_at = Some(self.now);
+        self.trace_line(|| "heal: network healed, every node up".to_string());
+    }
+
+    /// Clients finish what they are doing and start nothing new.
+    pub(crate) fn stop_clients(&mut self) {
+        for client in &mut self.clients {
+            client.active = false;
+        }
+    }
+
+    /// After settling: invariants once more, replicas equal, the history linearizable.
+    pub(crate) fn final_checks(&mut self) {
+        if let Err(e) = self.audit() {
+            return self.fail(ViolationKind::Safety, e);
+        }
+        if let Err(e) = self.check_convergence() {
+            return self.fail(ViolationKind::Convergence, e);
+        }
+        match check_kv(self.history.operations()) {
+            Verdict::Linearizable => {}
+            Verdict::Violation(v) => self.fail(ViolationKind::Linearizability, v.to_string()),
+            Verdict::Inconclusive { key } => self.fail(
+                ViolationKind::Linearizability,
+                format!(
+                    "the checker ran out of budget on key k{key}; the history could not be decided"
+                ),
+            ),
+        }
+    }
+
+    /// Every node is up, has committed and applied the same log, and holds the same state.
+    fn check_convergence(&self) -> Result<(), String> {
+        let first = &self.nodes[0];
+        let reference = first.kv.snapshot();
+        for node in &self.nodes {
+            let engine = node.engine.as_ref().ok_or(format!("{} is down", node.id))?;
+            let status = engine.status();
+            let first_status = first
+                .engine
+                .as_ref()
+                .map(|e| e.status())
+                .ok_or("n1 is down")?;
+            if status.commit_index != first_status.commit_index
+                || node.kv.applied_index() != status.commit_index
+            {
+                return Err(format!(
+                    "{} committed {} and applied {}, {} committed {}",
+                    node.id,
+                    status.commit_index,
+                    node.kv.applied_index(),
+                    first.id,
+                    first_status.commit_index
+                ));
+            }
+            if node.kv.snapshot() != reference {
+                return Err(format!(
+                    "{} and {} applied the same log into different states",
+                    node.id, first.id
+                ));
+            }
+        }
+        Ok(())
+    }
+}

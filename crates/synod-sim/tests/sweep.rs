@@ -1,0 +1,101 @@
+//! Seed sweeps: a clean Raft passes them, and a Raft with a broken rule is caught by them.
+//!
+//! The sizes here are bounded so CI stays fast; `synod sim --seeds 1..2000` runs the full size.
+
+use synod_raft::Raft;
+use synod_sim::{run, sweep, FaultSet, RaftOptions, RunConfig, Summary, ViolationKind};
+
+fn sweep_raft(nodes: usize, seeds: std::ops::RangeInclusive<u64>, options: RaftOptions) -> Summary {
+    let seeds: Vec<u64> = seeds.collect();
+    let template = RunConfig::new(0, nodes);
+    Summary::of(&sweep::<Raft>(
+        &seeds,
+        &template,
+        &options,
+        2,
+        &|_, _, _| {},
+    ))
+}
+
+fn assert_clean(summary: &Summary) {
+    assert!(summary.is_clean(), "violations:\n{:#?}", summary.failures);
+    assert!(
+        summary.totals.committed_commands > 1_000 * summary.runs,
+        "the runs did real work:\n{summary}"
+    );
+    assert_eq!(
+        summary.recovery_ticks.len() as u64,
+        summary.runs,
+        "every run recovered after the heal"
+    );
+}
+
+#[test]
+fn raft_on_3_nodes_is_clean_under_all_faults() {
+    assert_clean(&sweep_raft(3, 1..=40, RaftOptions::default()));
+}
+
+#[test]
+fn raft_on_5_nodes_is_clean_under_all_faults() {
+    assert_clean(&sweep_raft(5, 1..=40, RaftOptions::default()));
+}
+
+#[test]
+fn raft_on_7_nodes_is_clean_under_all_faults() {
+    assert_clean(&sweep_raft(7, 1..=30, RaftOptions::default()));
+}
+
+#[test]
+fn the_sweep_catches_reads_served_without_confirming_leadership() {
+    let options = RaftOptions {
+        tweak: Some(|c| c.bugs.read_without_confirmation = true),
+    };
+    // Check-quorum deposes a cut-off leader about as fast as the majority elects a new one,
+    // so the stale window is short and only some seeds hit it.
+    let summary = sweep_raft(5, 1..=300, options);
+    let caught: Vec<_> = summary
+        .failures
+        .iter()
+        .filter(|(_, v)| v.kind == ViolationKind::Linearizability)
+        .collect();
+    assert!(
+        !caught.is_empty(),
+        "stale reads went unnoticed over 300 seeds: {:?}",
+        summary.failures
+    );
+    eprintln!(
+        "{} of 300 runs caught it; first: {}",
+        caught.len(),
+        caught[0].1
+    );
+}
+
+#[test]
+fn the_sweep_catches_granting_two_votes_in_a_term() {
+    let options = RaftOptions {
+        tweak: Some(|c| c.bugs.vote_twice_in_a_term = true),
+    };
+    let summary = sweep_raft(5, 1..=100, options);
+    assert!(
+        !summary.is_clean(),
+        "double voting went unnoticed over 100 seeds"
+    );
+    let (_, first) = &summary.failures[0];
+    assert_eq!(first.kind, ViolationKind::Safety, "{first}");
+    eprintln!(
+        "{} of 100 runs caught it; first: {:?}",
+        summary.failures.len(),
+        summary.failures[0]
+    );
+}
+
+#[test]
+fn a_run_without_faults_elects_once_and_loses_nothing() {
+    let mut config = RunConfig::new(7, 5);
+    config.faults = FaultSet::NONE;
+    let report = run::<Raft>(&config, &RaftOptions::default()).report;
+    assert_eq!(report.violation, None);
+    assert_eq!(report.stats.elections, 1);
+    assert_eq!((report.stats.failed, report.stats.indeterminate), (0, 0));
+    assert_eq!(report.stats.messages_dropped, 0);
+}

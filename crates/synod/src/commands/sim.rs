@@ -1,0 +1,190 @@
+//! `synod sim`: seed sweeps and single-seed replays.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use synod_raft::Raft;
+use synod_sim::{sweep, FaultSet, Protocol, RunConfig, Summary};
+
+use crate::progress::Progress;
+
+/// Options of `synod sim`.
+#[derive(Args, Debug)]
+pub struct SimArgs {
+    /// Protocol to simulate.
+    #[arg(long, default_value = "raft", value_parser = ["raft"])]
+    protocol: String,
+    /// Nodes in the cluster (3, 5 or 7 are typical).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=15))]
+    nodes: u64,
+    /// Seeds to run: an inclusive range like 1..1000, or a comma-separated list.
+    #[arg(long, default_value = "1..100", conflicts_with = "seed")]
+    seeds: String,
+    /// Run one seed only (to replay a failure); combine with --trace to see every event.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Faults to inject: all, none, or a list of delay, drop, duplicate, partition, crash, skew.
+    #[arg(long, default_value = "all")]
+    faults: String,
+    /// Print a readable trace of the run (with --seed only).
+    #[arg(long, requires = "seed")]
+    trace: bool,
+    /// Concurrent clients (at least one: liveness is judged by their writes).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    clients: u64,
+    /// Keys the clients read and write.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    keys: u64,
+    /// Ticks of the safety phase, during which faults are injected.
+    #[arg(long, default_value_t = 3_000)]
+    safety_ticks: u64,
+    /// Ticks after the heal within which a new write must commit.
+    #[arg(long, default_value_t = 1_000)]
+    liveness_ticks: u64,
+    /// Worker threads for a sweep (defaults to the number of cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+}
+
+/// Runs the command; the exit code is 0 only when every run was clean.
+pub fn run(args: SimArgs) -> Result<ExitCode> {
+    let faults = FaultSet::parse(&args.faults).map_err(anyhow::Error::msg)?;
+    let mut template = RunConfig::new(0, args.nodes as usize);
+    template.faults = faults;
+    template.clients = args.clients as usize;
+    template.keys = args.keys;
+    template.safety_ticks = args.safety_ticks;
+    template.liveness_ticks = args.liveness_ticks;
+    match args.protocol.as_str() {
+        "raft" => simulate::<Raft>(&args, template),
+        other => bail!("unknown protocol {other}"),
+    }
+}
+
+fn simulate<P: Protocol>(args: &SimArgs, template: RunConfig) -> Result<ExitCode> {
+    // A panic is a finding like any other: reported once, with its seed, in the summary.
+    synod_sim::report_panics_quietly();
+    if let Some(seed) = args.seed {
+        return replay::<P>(
+            args,
+            RunConfig {
+                seed,
+                trace: args.trace,
+                ..template
+            },
+        );
+    }
+    let seeds = parse_seeds(&args.seeds)?;
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!(
+        "simulating {} on {} nodes, {} seeds, faults: {}, {} clients on {} keys, {} jobs",
+        P::NAME,
+        template.nodes,
+        seeds.len(),
+        template.faults,
+        template.clients,
+        template.keys,
+        jobs
+    );
+    let progress = Progress::new("sim");
+    let started = Instant::now();
+    let reports = sweep::<P>(
+        &seeds,
+        &template,
+        &P::Options::default(),
+        jobs,
+        &|done, total, failed| {
+            progress.update(done, total, &format!("{failed} failed"));
+        },
+    );
+    let summary = Summary::of(&reports);
+    println!("{summary}");
+    println!("  wall time {:.1}s", started.elapsed().as_secs_f64());
+    for (seed, violation) in &summary.failures {
+        println!("\nseed {seed}: {violation}");
+        println!("  replay: {}", replay_command::<P>(args, *seed));
+    }
+    Ok(if summary.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn replay<P: Protocol>(args: &SimArgs, config: RunConfig) -> Result<ExitCode> {
+    let outcome = synod_sim::run::<P>(&config, &P::Options::default());
+    print!("{}", outcome.trace);
+    let report = &outcome.report;
+    let summary = Summary::of(std::slice::from_ref(report));
+    println!(
+        "seed {} ({} on {} nodes, faults: {})",
+        config.seed,
+        P::NAME,
+        config.nodes,
+        config.faults
+    );
+    println!("{summary}");
+    match &report.violation {
+        None => Ok(ExitCode::SUCCESS),
+        Some(v) => {
+            println!("{v}");
+            if !args.trace {
+                println!(
+                    "  trace: {} --trace",
+                    replay_command::<P>(args, config.seed)
+                );
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// The command line that replays one seed with the same settings.
+fn replay_command<P: Protocol>(args: &SimArgs, seed: u64) -> String {
+    format!(
+        "synod sim --protocol {} --nodes {} --faults {} --clients {} --keys {} --safety-ticks {} --liveness-ticks {} --seed {seed}",
+        P::NAME,
+        args.nodes,
+        args.faults,
+        args.clients,
+        args.keys,
+        args.safety_ticks,
+        args.liveness_ticks
+    )
+}
+
+/// Parses `A..B` or `A..=B` (both inclusive), a single seed, or a comma-separated list.
+fn parse_seeds(text: &str) -> Result<Vec<u64>> {
+    let number = |s: &str| -> Result<u64> {
+        s.trim()
+            .parse()
+            .with_context(|| format!("'{s}' is not a seed number"))
+    };
+    if let Some((low, high)) = text.split_once("..") {
+        let (low, high) = (number(low)?, number(high.trim_start_matches('='))?);
+        if low > high {
+            bail!("empty seed range {text}");
+        }
+        return Ok((low..=high).collect());
+    }
+    text.split(',').map(number).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_ranges_and_lists() {
+        assert_eq!(parse_seeds("1..3").unwrap(), vec![1, 2, 3]);
+        assert_eq!(parse_seeds("5..=6").unwrap(), vec![5, 6]);
+        assert_eq!(parse_seeds("9").unwrap(), vec![9]);
+        assert_eq!(parse_seeds("4, 2").unwrap(), vec![4, 2]);
+        assert!(parse_seeds("3..1").is_err());
+        assert!(parse_seeds("x..2").is_err());
+    }
+}
