@@ -4,7 +4,7 @@
 use synod_core::{Input, NodeId, Role};
 
 use super::*;
-use crate::{AppendEntries, Message, VoteRequest, VoteResponse};
+use crate::{Message, VoteRequest, VoteResponse};
 
 fn without_pre_vote(c: &mut Config) {
     c.pre_vote = false;
@@ -71,25 +71,16 @@ fn s5_2_each_server_votes_for_at_most_one_candidate_per_term_first_come_first_se
     let mut n3 = Raft::new(config(3, 3)).unwrap();
     assert_eq!(
         answer(&mut n3, 1, vote_request(1, 0, 0)),
-        vec![Message::RequestVoteResponse(VoteResponse {
-            term: 1,
-            granted: true
-        })]
+        vec![vote(1, true)]
     );
     assert_eq!(
         answer(&mut n3, 2, vote_request(1, 0, 0)),
-        vec![Message::RequestVoteResponse(VoteResponse {
-            term: 1,
-            granted: false
-        })],
+        vec![vote(1, false)],
         "a second candidate in the same term is refused"
     );
     assert_eq!(
         answer(&mut n3, 1, vote_request(1, 0, 0)),
-        vec![Message::RequestVoteResponse(VoteResponse {
-            term: 1,
-            granted: true
-        })],
+        vec![vote(1, true)],
         "a retried request from the same candidate gets the same answer"
     );
 }
@@ -102,20 +93,7 @@ fn s5_2_a_candidate_that_hears_from_a_leader_of_its_term_returns_to_follower() {
     let timeout = n2.election_timeout;
     ticks(&mut n2, timeout);
     assert_eq!((n2.role, n2.term), (Role::Candidate, 1));
-    let append = AppendEntries {
-        term: 1,
-        prev_log_index: 0,
-        prev_log_term: 0,
-        entries: vec![],
-        leader_commit: 0,
-    };
-    step(
-        &mut n2,
-        Input::Receive {
-            from: NodeId(1),
-            message: Message::AppendEntries(append),
-        },
-    );
+    receive(&mut n2, 1, empty_append(1));
     assert_eq!((n2.role, n2.leader), (Role::Follower, Some(NodeId(1))));
 }
 
@@ -149,18 +127,11 @@ fn s5_2_a_split_vote_is_followed_by_a_new_election_in_a_higher_term() {
 fn s5_1_a_leader_that_sees_a_higher_term_steps_down() {
     let mut c = Cluster::new(3, |_| {});
     c.elect(1);
-    let append = AppendEntries {
-        term: 7,
-        prev_log_index: 0,
-        prev_log_term: 0,
-        entries: vec![],
-        leader_commit: 0,
-    };
     c.step(
         NodeId(1),
         Input::Receive {
             from: NodeId(2),
-            message: Message::AppendEntries(append),
+            message: empty_append(7),
         },
     );
     let n1 = c.node(1);
@@ -177,30 +148,20 @@ fn s5_1_a_request_with_a_stale_term_is_rejected_with_the_current_term() {
     c.elect(1);
     c.elect(2);
     assert_eq!(c.node(2).term, 2);
-    let stale = AppendEntries {
-        term: 1,
-        prev_log_index: 0,
-        prev_log_term: 0,
-        entries: vec![],
-        leader_commit: 0,
-    };
     let mut n3 = Raft::restart(
         config(3, 3),
         c.disks[&NodeId(3)].hard_state.as_deref(),
         c.disks[&NodeId(3)].entries.clone(),
     )
     .unwrap();
-    let replies = answer(&mut n3, 1, Message::AppendEntries(stale));
+    let replies = answer(&mut n3, 1, empty_append(1));
     assert!(
         matches!(&replies[..], [Message::AppendEntriesResponse(r)] if r.term == 2 && matches!(r.outcome, crate::AppendOutcome::Rejected { .. }))
     );
     assert_eq!(n3.leader, None, "a stale leader is not followed");
     assert_eq!(
         answer(&mut n3, 1, vote_request(1, 9, 9)),
-        vec![Message::RequestVoteResponse(VoteResponse {
-            term: 2,
-            granted: false
-        })]
+        vec![vote(2, false)]
     );
 }
 
@@ -229,10 +190,7 @@ fn s5_4_1_votes_go_only_to_candidates_whose_log_is_at_least_as_up_to_date() {
     );
     assert_eq!(
         answer(&mut n1, 3, vote_request(6, 1, 4)),
-        vec![Message::RequestVoteResponse(VoteResponse {
-            term: 6,
-            granted: true
-        })],
+        vec![vote(6, true)],
         "a later last term wins even when shorter"
     );
 }

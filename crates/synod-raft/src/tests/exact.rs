@@ -106,10 +106,7 @@ fn s5_2_a_vote_is_durable_before_the_candidate_hears_of_it() {
             }),
             Action::Send {
                 to: NodeId(1),
-                message: Message::RequestVoteResponse(VoteResponse {
-                    term: 1,
-                    granted: true
-                }),
+                message: vote(1, true),
             },
         ]
     );
@@ -246,20 +243,7 @@ fn s5_3_a_follower_missing_the_previous_entry_rejects_with_a_backtracking_hint()
 #[test]
 fn proposals_to_a_follower_are_refused_with_the_leader_as_hint() {
     let mut n2 = no_pre_vote(2);
-    let append = AppendEntries {
-        term: 1,
-        prev_log_index: 0,
-        prev_log_term: 0,
-        entries: vec![],
-        leader_commit: 0,
-    };
-    step(
-        &mut n2,
-        Input::Receive {
-            from: NodeId(1),
-            message: Message::AppendEntries(append),
-        },
-    );
+    receive(&mut n2, 1, empty_append(1));
     let p = proposal(1, 1);
     assert_eq!(
         step(&mut n2, Input::Propose(vec![p.clone()])),

@@ -42,6 +42,33 @@ pub(crate) fn step(raft: &mut Raft, input: Input<Message>) -> Vec<Action<Message
     out
 }
 
+/// Delivers `message` from node `from` to `raft`.
+pub(crate) fn receive(raft: &mut Raft, from: u64, message: Message) -> Vec<Action<Message>> {
+    step(
+        raft,
+        Input::Receive {
+            from: NodeId(from),
+            message,
+        },
+    )
+}
+
+/// An AppendEntries of `term` with no entries, at the start of the log.
+pub(crate) fn empty_append(term: u64) -> Message {
+    Message::AppendEntries(crate::AppendEntries {
+        term,
+        prev_log_index: 0,
+        prev_log_term: 0,
+        entries: vec![],
+        leader_commit: 0,
+    })
+}
+
+/// A vote answer.
+pub(crate) fn vote(term: u64, granted: bool) -> Message {
+    Message::RequestVoteResponse(crate::VoteResponse { term, granted })
+}
+
 pub(crate) fn ticks(raft: &mut Raft, n: u64) -> Vec<Action<Message>> {
     (0..n).flat_map(|_| step(raft, Input::Tick)).collect()
 }
