@@ -106,7 +106,10 @@ fn simulate<P: Protocol>(args: &SimArgs, template: RunConfig) -> Result<ExitCode
     println!("  wall time {:.1}s", started.elapsed().as_secs_f64());
     for (seed, violation) in &summary.failures {
         println!("\nseed {seed}: {violation}");
-        println!("  replay: {}", replay_command::<P>(args, *seed));
+        println!(
+            "  replay with a trace: {} --trace",
+            replay_command::<P>(args, *seed)
+        );
     }
     Ok(if summary.is_clean() {
         ExitCode::SUCCESS
