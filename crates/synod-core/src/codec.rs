@@ -64,6 +64,11 @@ impl Encoder {
         Encoder::default()
     }
 
+    /// An encoder that appends to `buf`, which `finish` hands back.
+    pub fn from_vec(buf: Vec<u8>) -> Self {
+        Encoder { buf }
+    }
+
     /// An empty encoder with room for `capacity` bytes.
     pub fn with_capacity(capacity: usize) -> Self {
         Encoder {

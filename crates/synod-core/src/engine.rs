@@ -21,6 +21,7 @@ use std::fmt::Debug;
 
 use crate::entry::{Entry, Proposal};
 use crate::ids::{LogIndex, NodeId, RequestId};
+use crate::snapshot::Snapshot;
 
 /// A protocol engine: Raft, Basic or Multi-Paxos, ZAB, gossip.
 pub trait Engine {
@@ -55,6 +56,10 @@ pub enum Input<M> {
     Read(Vec<ReadRequest>),
     /// Every persist up to and including this one is durable.
     Persisted(PersistId),
+    /// The runtime saved a snapshot of the state machine, durably, covering the log through
+    /// `meta.index` (an entry this node applied). The engine may drop that log prefix from
+    /// memory and send the snapshot to peers that need entries it no longer has.
+    Snapshotted(Snapshot),
     /// An operator asks the leader to hand leadership to `to` (Raft thesis 3.10). Engines
     /// without leaders, or not leading, ignore it.
     TransferLeadership {
@@ -79,6 +84,9 @@ pub enum Action<M> {
     /// This entry is committed: apply it to the state machine. Entries come in log order,
     /// each exactly once per engine lifetime, starting after the last one applied.
     Apply(Entry),
+    /// Replace the state machine with this snapshot (received from a peer). The next `Apply`
+    /// continues from `meta.index + 1`.
+    Restore(Snapshot),
     /// The state machine, as of the entries applied so far, may answer this read.
     ReadReady(RequestId),
     /// This request was not accepted. For a proposal this is definite: the command was not
@@ -95,11 +103,14 @@ pub enum Action<M> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PersistId(pub u64);
 
-/// State to make durable, applied in field order: hard state, then truncation, then append.
+/// State to make durable, applied in field order: snapshot, hard state, truncation, append.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Persist {
     /// Reported back in [`Input::Persisted`] once durable.
     pub id: PersistId,
+    /// A snapshot received from a peer, to store; the log is compacted through its index
+    /// (entries after it stay unless `truncate_from` removes them).
+    pub snapshot: Option<Snapshot>,
     /// The engine's small persistent state (Raft's term and vote, a Paxos acceptor's promise,
     /// ZAB's epochs), encoded by the engine. Replaces the previous value as a whole.
     pub hard_state: Option<Vec<u8>>,

@@ -9,6 +9,7 @@ pub mod entry;
 pub mod ids;
 pub mod quorum;
 pub mod rng;
+pub mod snapshot;
 
 pub use engine::{
     Action, Engine, Input, Persist, PersistId, ReadConsistency, ReadRequest, Rejection, Role,
@@ -17,3 +18,4 @@ pub use engine::{
 pub use entry::{Command, Entry, Payload, Proposal};
 pub use ids::{ClientId, LogIndex, NodeId, RequestId};
 pub use rng::Rng;
+pub use snapshot::{Snapshot, SnapshotMeta};

@@ -28,6 +28,8 @@ pub struct Config {
     pub append_entries_max: usize,
     /// Bytes of entries in one AppendEntries at most (one entry is always allowed).
     pub append_bytes_max: usize,
+    /// Bytes of snapshot in one InstallSnapshot chunk at most.
+    pub snapshot_chunk_bytes: usize,
     /// A leadership transfer that has not completed after this long is abandoned.
     pub transfer_timeout_ticks: u64,
     /// Ask before campaigning (thesis 9.6), so a node that cannot win does not disrupt.
@@ -69,6 +71,7 @@ impl Config {
             inflight_appends_max: 32,
             append_entries_max: 256,
             append_bytes_max: 1 << 20,
+            snapshot_chunk_bytes: 1 << 20,
             transfer_timeout_ticks: 15,
             pre_vote: true,
             check_quorum: true,
@@ -108,7 +111,10 @@ impl Config {
                 "retry and transfer timeouts must be at least 1 tick",
             ));
         }
-        if self.inflight_appends_max == 0 || self.append_entries_max == 0 {
+        if self.inflight_appends_max == 0
+            || self.append_entries_max == 0
+            || self.snapshot_chunk_bytes == 0
+        {
             return Err(ConfigError::Limits);
         }
         Ok(())
@@ -131,6 +137,6 @@ pub enum ConfigError {
     #[error("bad timing: {0}")]
     Timing(&'static str),
     /// Batching limits of zero.
-    #[error("inflight and batch limits must be at least 1")]
+    #[error("inflight, batch and snapshot chunk limits must be at least 1")]
     Limits,
 }

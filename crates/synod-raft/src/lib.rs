@@ -4,8 +4,8 @@
 //!
 //! Beyond the paper's core it has what production Raft needs: pre-vote (thesis 9.6),
 //! check-quorum and vote leases (thesis 6.2, 4.2.3), fast log backtracking (paper 5.3),
-//! pipelined and batched appends, ReadIndex reads (thesis 6.4) and leadership transfer
-//! (thesis 3.10). Code comments cite the section each rule comes from.
+//! pipelined and batched appends, ReadIndex reads (thesis 6.4), leadership transfer
+//! (thesis 3.10), and log compaction with snapshots sent in chunks (paper section 7). Code comments cite the section each rule comes from.
 
 mod config;
 mod election;
@@ -15,6 +15,7 @@ mod progress;
 mod raft;
 mod read_index;
 mod replication;
+mod snapshot;
 mod transfer;
 
 #[cfg(test)]

@@ -1,72 +1,77 @@
-//! The in-memory copy of a node's log. Durability is the runtime's job: every change here is
-//! mirrored by a `Persist` action.
+//! The in-memory copy of a node's log: the entries after the last snapshot. Durability is the
+//! runtime's job: every change here is mirrored by a `Persist` action.
 
-use synod_core::{Entry, LogIndex};
+use synod_core::{Entry, LogIndex, SnapshotMeta};
 
 use crate::message::Term;
 
-/// A Raft log: entries at consecutive indexes from 1.
+/// A Raft log: a snapshot base, then entries at consecutive indexes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RaftLog {
+    /// The log was compacted through here; index 0 (term 0) when never compacted.
+    base: SnapshotMeta,
     entries: Vec<Entry>,
 }
 
 impl RaftLog {
-    /// A log holding `entries`, which must start at index 1 and be consecutive with
-    /// non-decreasing terms.
-    pub fn from_entries(entries: Vec<Entry>) -> Result<RaftLog, String> {
-        for (i, e) in entries.iter().enumerate() {
-            if e.index != i as u64 + 1 {
+    /// A log holding `entries` after `base`: they must follow it at consecutive indexes, with
+    /// terms that never decrease.
+    pub fn from_parts(base: SnapshotMeta, entries: Vec<Entry>) -> Result<RaftLog, String> {
+        let mut previous = (base.index, base.era);
+        for e in &entries {
+            if e.index != previous.0 + 1 {
+                return Err(format!("entry {} follows index {}", e.index, previous.0));
+            }
+            if e.era < previous.1 {
                 return Err(format!(
-                    "entry at position {i} has index {}, expected {}",
-                    e.index,
-                    i + 1
+                    "entry {} has term {} below its predecessor's {}",
+                    e.index, e.era, previous.1
                 ));
             }
-            if i > 0 && e.era < entries[i - 1].era {
-                return Err(format!(
-                    "entry {} has term {} below its predecessor's",
-                    e.index, e.era
-                ));
-            }
+            previous = (e.index, e.era);
         }
-        Ok(RaftLog { entries })
+        Ok(RaftLog { base, entries })
     }
 
-    /// Index of the last entry, 0 when empty.
+    /// Where the log was compacted to.
+    pub fn base(&self) -> SnapshotMeta {
+        self.base
+    }
+
+    /// Index of the last entry (of the base, when no entry follows it).
     pub fn last_index(&self) -> LogIndex {
-        self.entries.len() as LogIndex
+        self.base.index + self.entries.len() as LogIndex
     }
 
-    /// Term of the last entry, 0 when empty.
+    /// Term of the last entry (of the base, when no entry follows it).
     pub fn last_term(&self) -> Term {
-        self.entries.last().map_or(0, |e| e.era)
+        self.entries.last().map_or(self.base.era, |e| e.era)
     }
 
-    /// Term of the entry at `index`: 0 for index 0, `None` past the end.
+    /// Term of the entry at `index`: known for the base and the entries after it, `None`
+    /// before the base (compacted) or past the end.
     pub fn term(&self, index: LogIndex) -> Option<Term> {
-        if index == 0 {
-            return Some(0);
+        if index == self.base.index {
+            return Some(self.base.era);
         }
-        self.entries.get(index as usize - 1).map(|e| e.era)
+        self.entry(index).map(|e| e.era)
     }
 
-    /// The entry at `index`, if present.
+    /// The entry at `index`, if it is held (after the base, up to the end).
     pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
-        index
-            .checked_sub(1)
-            .and_then(|i| self.entries.get(i as usize))
+        let position = index.checked_sub(self.base.index + 1)?;
+        self.entries.get(position as usize)
     }
 
-    /// Every entry, from index 1.
+    /// Every entry held, from just after the base.
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }
 
-    /// Entries from `from` on, at most `count_max` of them and (after the first) at most
-    /// `bytes_max` bytes in all.
+    /// Entries from `from` (which must be after the base) on, at most `count_max` of them and
+    /// (after the first) at most `bytes_max` bytes in all.
     pub fn slice(&self, from: LogIndex, count_max: usize, bytes_max: usize) -> Vec<Entry> {
-        let start = (from.max(1) - 1) as usize;
+        let start = from.saturating_sub(self.base.index + 1) as usize;
         let mut bytes = 0usize;
         self.entries
             .iter()
@@ -86,25 +91,26 @@ impl RaftLog {
         (last_term, last_index) >= (self.last_term(), self.last_index())
     }
 
-    /// The first index of the run of entries with the same term as the entry at `index`.
+    /// The first index held of the run of entries with the same term as the one at `index`.
     pub fn first_index_of_term_at(&self, index: LogIndex) -> LogIndex {
         let Some(term) = self.term(index) else {
             return index;
         };
         let mut first = index;
-        while first > 1 && self.term(first - 1) == Some(term) {
+        while first > self.base.index + 1 && self.term(first - 1) == Some(term) {
             first -= 1;
         }
         first
     }
 
-    /// The last index holding an entry of `term`, searching down from `at`.
+    /// The last index holding an entry of `term`, searching down from `at` to the base.
     pub fn last_index_of_term(&self, term: Term, at: LogIndex) -> Option<LogIndex> {
         let mut index = at.min(self.last_index());
-        while index > 0 {
+        while index >= self.base.index {
             match self.term(index) {
                 Some(t) if t == term => return Some(index),
                 Some(t) if t < term => return None,
+                _ if index == self.base.index => return None,
                 _ => index -= 1,
             }
         }
@@ -122,8 +128,95 @@ impl RaftLog {
         self.entries.push(entry);
     }
 
-    /// Removes every entry at `index` or later.
+    /// Removes every entry at `index` or later; never the base.
     pub fn truncate_from(&mut self, index: LogIndex) {
-        self.entries.truncate((index.max(1) - 1) as usize);
+        assert!(
+            index > self.base.index,
+            "entry {index} is inside the snapshot"
+        );
+        self.entries
+            .truncate((index - self.base.index - 1) as usize);
+    }
+
+    /// Makes `base` the new start of the log (paper section 7): entries it covers are dropped.
+    /// If the log holds the base's entry with the same term, what follows it stays; otherwise
+    /// the whole log is discarded. Returns whether entries after the base were discarded.
+    pub fn compact_to(&mut self, base: SnapshotMeta) -> bool {
+        if base.index <= self.base.index {
+            return false;
+        }
+        let keep_suffix = self.term(base.index) == Some(base.era);
+        let discarded = !keep_suffix && base.index < self.last_index();
+        if keep_suffix {
+            self.entries
+                .drain(..(base.index - self.base.index) as usize);
+        } else {
+            self.entries.clear();
+        }
+        self.base = base;
+        discarded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synod_core::Payload;
+
+    fn log(base: (u64, u64), terms: &[u64]) -> RaftLog {
+        let entries = terms
+            .iter()
+            .enumerate()
+            .map(|(i, &era)| Entry {
+                index: base.0 + 1 + i as u64,
+                era,
+                payload: Payload::Noop,
+            })
+            .collect();
+        RaftLog::from_parts(
+            SnapshotMeta {
+                index: base.0,
+                era: base.1,
+            },
+            entries,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn terms_are_known_from_the_base_on() {
+        let l = log((10, 2), &[2, 3, 3]);
+        assert_eq!((l.last_index(), l.last_term()), (13, 3));
+        assert_eq!(l.term(9), None, "compacted");
+        assert_eq!(l.term(10), Some(2), "the base's term is kept");
+        assert_eq!(l.term(12), Some(3));
+        assert_eq!(l.term(14), None);
+        assert_eq!(l.first_index_of_term_at(13), 12);
+        assert_eq!(
+            l.first_index_of_term_at(11),
+            11,
+            "the search stops at the base"
+        );
+        assert_eq!(l.last_index_of_term(2, 13), Some(11));
+        assert_eq!(l.last_index_of_term(1, 13), None);
+        assert_eq!(l.slice(12, 10, 1 << 20).len(), 2);
+    }
+
+    #[test]
+    fn compaction_keeps_a_matching_suffix_and_drops_a_conflicting_one() {
+        let mut matching = log((0, 0), &[1, 1, 2, 2, 3]);
+        assert!(!matching.compact_to(SnapshotMeta { index: 3, era: 2 }));
+        assert_eq!((matching.base().index, matching.last_index()), (3, 5));
+        let mut conflicting = log((0, 0), &[1, 1, 2, 2, 3]);
+        assert!(conflicting.compact_to(SnapshotMeta { index: 3, era: 4 }));
+        assert_eq!((conflicting.last_index(), conflicting.last_term()), (3, 4));
+        let mut short = log((0, 0), &[1]);
+        assert!(!short.compact_to(SnapshotMeta { index: 9, era: 2 }));
+        assert_eq!(short.last_index(), 9);
+        assert!(RaftLog::from_parts(
+            SnapshotMeta { index: 5, era: 1 },
+            log((0, 0), &[1]).entries().to_vec()
+        )
+        .is_err());
     }
 }

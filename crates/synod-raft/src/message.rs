@@ -1,6 +1,7 @@
 //! What Raft nodes say to each other (paper Figure 2, thesis chapters 3, 6 and 9).
 
-use synod_core::{Entry, LogIndex};
+use bytes::Bytes;
+use synod_core::{Entry, LogIndex, SnapshotMeta};
 
 /// A Raft term (paper 5.1): a number that only grows, at most one leader per term.
 pub type Term = u64;
@@ -28,6 +29,11 @@ pub enum Message {
     HeartbeatResponse(HeartbeatResponse),
     /// Start an election now: the leader is handing over to you (thesis 3.10).
     TimeoutNow(TimeoutNow),
+    /// A chunk of the leader's snapshot, for a follower that needs entries the leader has
+    /// compacted away (paper section 7).
+    InstallSnapshot(InstallSnapshot),
+    /// Answer to [`Message::InstallSnapshot`].
+    InstallSnapshotResponse(InstallSnapshotResponse),
 }
 
 impl Message {
@@ -41,6 +47,8 @@ impl Message {
             Message::Heartbeat(m) => m.term,
             Message::HeartbeatResponse(m) => m.term,
             Message::TimeoutNow(m) => m.term,
+            Message::InstallSnapshot(m) => m.term,
+            Message::InstallSnapshotResponse(m) => m.term,
         }
     }
 
@@ -56,6 +64,8 @@ impl Message {
             Message::Heartbeat(_) => "Heartbeat",
             Message::HeartbeatResponse(_) => "HeartbeatResponse",
             Message::TimeoutNow(_) => "TimeoutNow",
+            Message::InstallSnapshot(_) => "InstallSnapshot",
+            Message::InstallSnapshotResponse(_) => "InstallSnapshotResponse",
         }
     }
 }
@@ -149,6 +159,34 @@ pub struct HeartbeatResponse {
     pub read_round: u64,
 }
 
+/// One chunk of a snapshot (paper Figure 13, sent in bounded chunks).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstallSnapshot {
+    /// The leader's term.
+    pub term: Term,
+    /// What the snapshot covers.
+    pub meta: SnapshotMeta,
+    /// Where this chunk starts in the snapshot's bytes.
+    pub offset: u64,
+    /// The chunk.
+    pub data: Bytes,
+    /// Whether this is the last chunk.
+    pub done: bool,
+}
+
+/// An answer to a snapshot chunk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstallSnapshotResponse {
+    /// The follower's term.
+    pub term: Term,
+    /// The snapshot the answer is about.
+    pub meta: SnapshotMeta,
+    /// The offset the follower expects next (the chunk was taken if it moved forward).
+    pub next_offset: u64,
+    /// The follower holds the whole snapshot, durably.
+    pub done: bool,
+}
+
 /// Ask the target of a leadership transfer to campaign at once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TimeoutNow {
@@ -193,6 +231,24 @@ impl std::fmt::Display for Message {
             Message::Heartbeat(m) => write!(f, "Heartbeat term={} commit={} round={}", m.term, m.commit, m.read_round),
             Message::HeartbeatResponse(m) => write!(f, "HeartbeatResponse term={} round={}", m.term, m.read_round),
             Message::TimeoutNow(m) => write!(f, "TimeoutNow term={}", m.term),
+            Message::InstallSnapshot(m) => write!(
+                f,
+                "InstallSnapshot term={} through={}/{} offset={} bytes={}{}",
+                m.term,
+                m.meta.index,
+                m.meta.era,
+                m.offset,
+                m.data.len(),
+                if m.done { " done" } else { "" }
+            ),
+            Message::InstallSnapshotResponse(m) => write!(
+                f,
+                "InstallSnapshotResponse term={} through={} next={}{}",
+                m.term,
+                m.meta.index,
+                m.next_offset,
+                if m.done { " done" } else { "" }
+            ),
         }
     }
 }

@@ -11,6 +11,14 @@ pub enum Mode {
     Probe,
     /// The logs agree up to `match_index`: appends are pipelined up to the in-flight limit.
     Replicate,
+    /// The follower needs entries the leader compacted away: it is sent the snapshot through
+    /// `index`, one chunk at a time, from byte `offset`.
+    Snapshot {
+        /// The snapshot's last index.
+        index: LogIndex,
+        /// The next byte to send.
+        offset: u64,
+    },
 }
 
 /// One append awaiting acknowledgement.
@@ -52,7 +60,7 @@ impl Progress {
     /// Whether another append may go out now.
     pub fn can_send(&self, inflight_max: usize) -> bool {
         match self.mode {
-            Mode::Probe => self.inflight.is_empty(),
+            Mode::Probe | Mode::Snapshot { .. } => self.inflight.is_empty(),
             Mode::Replicate => self.inflight.len() < inflight_max,
         }
     }
@@ -83,12 +91,18 @@ impl Progress {
         {
             self.inflight.pop_front();
         }
-        if self.mode == Mode::Probe {
+        if self.mode != Mode::Replicate {
             self.mode = Mode::Replicate;
             self.next_index = match_index + 1;
             self.inflight.clear();
         }
         true
+    }
+
+    /// Starts (or restarts, from `offset`) sending the snapshot through `index`.
+    pub fn send_snapshot_from(&mut self, index: LogIndex, offset: u64) {
+        self.mode = Mode::Snapshot { index, offset };
+        self.inflight.clear();
     }
 
     /// Whether a rejection of the append at `prev_log_index` is news, not a late answer to
@@ -97,6 +111,7 @@ impl Progress {
         match self.mode {
             Mode::Replicate => prev_log_index > self.match_index,
             Mode::Probe => prev_log_index + 1 == self.next_index,
+            Mode::Snapshot { .. } => false,
         }
     }
 

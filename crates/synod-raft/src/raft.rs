@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use synod_core::codec::{DecodeError, Decoder, Encoder};
 use synod_core::{
     Action, Engine, Entry, Input, LogIndex, NodeId, Payload, Persist, PersistId, Rejection,
-    RequestId, Rng, Role, Status,
+    RequestId, Rng, Role, Snapshot, SnapshotMeta, Status,
 };
 use thiserror::Error;
 
@@ -50,6 +50,7 @@ pub(crate) struct LeaderState {
 /// Changes made during one step that must reach disk before dependent messages leave.
 #[derive(Debug, Default)]
 pub(crate) struct Draft {
+    pub(crate) snapshot: Option<Snapshot>,
     pub(crate) hard_state: bool,
     pub(crate) truncate_from: Option<LogIndex>,
     pub(crate) entries: Vec<Entry>,
@@ -57,7 +58,10 @@ pub(crate) struct Draft {
 
 impl Draft {
     fn is_empty(&self) -> bool {
-        !self.hard_state && self.truncate_from.is_none() && self.entries.is_empty()
+        self.snapshot.is_none()
+            && !self.hard_state
+            && self.truncate_from.is_none()
+            && self.entries.is_empty()
     }
 }
 
@@ -82,6 +86,10 @@ pub struct Raft {
     pub(crate) election_timeout: u64,
     pub(crate) votes: BTreeMap<NodeId, bool>,
     pub(crate) lead: Option<LeaderState>,
+    /// The newest snapshot, which a leader sends to followers that need compacted entries.
+    pub(crate) snapshot: Option<Snapshot>,
+    /// A snapshot being received from the leader: what it covers, and the bytes so far.
+    pub(crate) incoming: Option<(SnapshotMeta, Vec<u8>)>,
     // Persistence bookkeeping.
     pub(crate) draft: Draft,
     next_persist_id: u64,
@@ -119,6 +127,8 @@ impl Raft {
             election_timeout: 0,
             votes: BTreeMap::new(),
             lead: None,
+            snapshot: None,
+            incoming: None,
             draft: Draft::default(),
             next_persist_id: 1,
             unpersisted: VecDeque::new(),
@@ -129,10 +139,14 @@ impl Raft {
     }
 
     /// A node rebuilt from what it persisted before a crash: its hard state (as written by
-    /// `Persist::hard_state`) and its log. Everything volatile starts afresh.
+    /// `Persist::hard_state`), its latest snapshot, and the log entries that follow the
+    /// snapshot. The state machine is restored from the same snapshot by the runtime, so
+    /// everything the snapshot covers counts as committed and applied. Everything else
+    /// volatile starts afresh.
     pub fn restart(
         config: Config,
         hard_state: Option<&[u8]>,
+        snapshot: Option<Snapshot>,
         entries: Vec<Entry>,
     ) -> Result<Raft, RestartError> {
         let mut raft = Raft::new(config)?;
@@ -141,7 +155,8 @@ impl Raft {
             raft.term = term;
             raft.voted_for = voted_for;
         }
-        raft.log = RaftLog::from_entries(entries).map_err(RestartError::Log)?;
+        let base = snapshot.as_ref().map(|s| s.meta).unwrap_or_default();
+        raft.log = RaftLog::from_parts(base, entries).map_err(RestartError::Log)?;
         if raft.log.last_term() > raft.term {
             return Err(RestartError::Log(format!(
                 "last entry has term {} beyond the persisted term {}",
@@ -149,6 +164,9 @@ impl Raft {
                 raft.term
             )));
         }
+        raft.commit_index = base.index;
+        raft.applied_index = base.index;
+        raft.snapshot = snapshot;
         raft.durable_index = raft.log.last_index();
         Ok(raft)
     }
@@ -262,11 +280,13 @@ impl Raft {
         let draft = std::mem::take(&mut self.draft);
         let id = PersistId(self.next_persist_id);
         self.next_persist_id += 1;
-        let touches_log = draft.truncate_from.is_some() || !draft.entries.is_empty();
+        let touches_log =
+            draft.snapshot.is_some() || draft.truncate_from.is_some() || !draft.entries.is_empty();
         self.unpersisted
             .push_back((id, touches_log.then(|| self.log.last_index())));
         out.push(Action::Persist(Persist {
             id,
+            snapshot: draft.snapshot,
             hard_state: draft
                 .hard_state
                 .then(|| encode_hard_state(self.term, self.voted_for)),
@@ -389,6 +409,8 @@ impl Raft {
             Message::Heartbeat(m) => self.on_heartbeat(from, m, out),
             Message::HeartbeatResponse(m) => self.on_heartbeat_response(from, m, out),
             Message::TimeoutNow(_) => self.on_timeout_now(out),
+            Message::InstallSnapshot(m) => self.on_install_snapshot(from, m, out),
+            Message::InstallSnapshotResponse(m) => self.on_install_snapshot_response(from, m, out),
         }
     }
 
@@ -402,9 +424,10 @@ impl Raft {
                 Message::PreVote(_) => return !self.in_lease(),
                 Message::PreVoteResponse(r) if r.granted => return true,
                 Message::RequestVote(r) if !r.leader_transfer && self.in_lease() => return false,
-                Message::AppendEntries(_) | Message::Heartbeat(_) | Message::TimeoutNow(_) => {
-                    self.become_follower(term, Some(from), out)
-                }
+                Message::AppendEntries(_)
+                | Message::Heartbeat(_)
+                | Message::TimeoutNow(_)
+                | Message::InstallSnapshot(_) => self.become_follower(term, Some(from), out),
                 _ => self.become_follower(term, None, out),
             }
             return true;
@@ -437,6 +460,14 @@ impl Raft {
                     read_round: m.read_round,
                 })
             }
+            Message::InstallSnapshot(m) => {
+                Message::InstallSnapshotResponse(crate::message::InstallSnapshotResponse {
+                    term: self.term,
+                    meta: m.meta,
+                    next_offset: 0,
+                    done: false,
+                })
+            }
             Message::PreVote(_) => Message::PreVoteResponse(self.refusal()),
             Message::RequestVote(_) => Message::RequestVoteResponse(self.refusal()),
             _ => return,
@@ -462,6 +493,7 @@ impl Engine for Raft {
             Input::Propose(proposals) => self.on_propose(proposals, out),
             Input::Read(reads) => self.on_read(reads, out),
             Input::Persisted(id) => self.on_persisted(id, out),
+            Input::Snapshotted(snapshot) => self.on_snapshotted(snapshot),
             Input::TransferLeadership { to } => self.on_transfer_leadership(to, out),
         }
         self.flush(out);

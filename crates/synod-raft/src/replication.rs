@@ -51,6 +51,13 @@ impl Raft {
         even_if_empty: bool,
         out: &mut Out,
     ) -> bool {
+        let base = self.log.base().index;
+        let needs_snapshot = self
+            .progress(to)
+            .is_some_and(|p| matches!(p.mode, Mode::Snapshot { .. }) || p.next_index <= base);
+        if needs_snapshot {
+            return self.send_snapshot_chunk(to, out);
+        }
         let config = &self.config;
         let Some(progress) = self.lead.as_mut().and_then(|l| l.progress.get_mut(&to)) else {
             return false;
@@ -93,6 +100,11 @@ impl Raft {
         // Same term (settled already): `from` is this term's leader.
         self.become_follower(self.term, Some(from), out);
         let outcome = match self.log.term(request.prev_log_index) {
+            // Everything through the commit index is the same on every log (Log Matching and
+            // Leader Completeness) and may be compacted here: say how far that goes.
+            _ if request.prev_log_index < self.commit_index => AppendOutcome::Accepted {
+                match_index: self.commit_index,
+            },
             None => AppendOutcome::Rejected {
                 prev_log_index: request.prev_log_index,
                 conflict_term: None,

@@ -4,6 +4,8 @@
 //! every check on (invariants as the run goes, convergence and linearizability at the end),
 //! and divides the simulated messages delivered by the wall time.
 
+#![allow(clippy::unwrap_used)] // tests and benchmarks fail loudly on purpose
+
 use std::time::Instant;
 
 use synod_raft::Raft;

@@ -17,10 +17,21 @@ pub struct FaultSet {
     pub crash: bool,
     /// Nodes whose clocks tick faster or slower than others.
     pub skew: bool,
+    /// Disk faults: unsynced writes cut short at a crash (a torn last write), and bits flipped
+    /// in stored data, which the node must detect when it next starts.
+    pub disk: bool,
 }
 
 /// Every fault name, in the order `Display` prints them.
-const NAMES: [&str; 6] = ["delay", "drop", "duplicate", "partition", "crash", "skew"];
+const NAMES: [&str; 7] = [
+    "delay",
+    "drop",
+    "duplicate",
+    "partition",
+    "crash",
+    "skew",
+    "disk",
+];
 
 impl FaultSet {
     /// Every fault.
@@ -31,6 +42,7 @@ impl FaultSet {
         partition: true,
         crash: true,
         skew: true,
+        disk: true,
     };
     /// No fault: a healthy network and no crashes.
     pub const NONE: FaultSet = FaultSet {
@@ -40,9 +52,10 @@ impl FaultSet {
         partition: false,
         crash: false,
         skew: false,
+        disk: false,
     };
 
-    fn flags(&mut self) -> [&mut bool; 6] {
+    fn flags(&mut self) -> [&mut bool; 7] {
         [
             &mut self.delay,
             &mut self.drop,
@@ -50,6 +63,7 @@ impl FaultSet {
             &mut self.partition,
             &mut self.crash,
             &mut self.skew,
+            &mut self.disk,
         ]
     }
 

@@ -8,9 +8,11 @@
 //! clients saw is linearizable.
 
 mod client;
+mod disk;
 mod faults;
 mod nemesis;
 mod network;
+mod node;
 mod protocol;
 mod raft;
 mod report;
@@ -20,8 +22,9 @@ mod sweep;
 mod trace;
 mod world;
 
+pub use disk::{Recovered, SimDir};
 pub use faults::FaultSet;
-pub use protocol::{Durable, Invariants, Protocol};
+pub use protocol::{Invariants, Protocol};
 pub use raft::{RaftInvariants, RaftOptions};
 pub use report::{RunReport, Stats, Summary, Violation, ViolationKind};
 pub use run::{report_panics_quietly, run, RunConfig, RunOutcome};

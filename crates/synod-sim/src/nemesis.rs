@@ -50,6 +50,9 @@ impl<P: Protocol> World<P> {
             let crashes: [Act<P>; 2] = [Self::crash_one, Self::crash_leader];
             choices.extend(crashes);
         }
+        if faults.disk {
+            choices.push(Self::damage_disk);
+        }
         if let Some(&action) = self.nemesis_rng.pick(&choices) {
             action(self);
         }
@@ -159,6 +162,26 @@ impl<P: Protocol> World<P> {
     fn crash_one(&mut self) {
         let node = self.voters[self.nemesis_rng.index(self.voters.len())];
         self.crash_node(node);
+    }
+
+    /// Crashes a node (within the fault budget) and flips a bit in what its disk stored.
+    fn damage_disk(&mut self) {
+        let node = self.voters[self.nemesis_rng.index(self.voters.len())];
+        if self.is_up(node) {
+            self.crash_node(node);
+        }
+        if self.is_up(node) || self.node(node).dead {
+            return;
+        }
+        let Some(flipped) = self.nodes[node.0 as usize - 1]
+            .disk
+            .corrupt(&mut self.nemesis_rng)
+        else {
+            return;
+        };
+        self.node_mut(node).damaged = true;
+        self.stats.disks_damaged += 1;
+        self.trace_line(|| format!("nemesis: flips {flipped}"));
     }
 
     fn crash_leader(&mut self) {

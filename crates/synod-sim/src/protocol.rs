@@ -4,37 +4,9 @@
 
 use std::fmt::Debug;
 
-use synod_core::{Engine, Entry, NodeId, Persist};
+use synod_core::{Engine, NodeId};
 
-/// The state one node has made durable: all a restarted node gets back.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Durable {
-    /// The engine's hard state, as last written.
-    pub hard_state: Option<Vec<u8>>,
-    /// The persisted log.
-    pub entries: Vec<Entry>,
-}
-
-impl Durable {
-    /// Applies one completed persist, in the order the contract gives: hard state, then
-    /// truncation, then append.
-    pub fn apply(&mut self, persist: &Persist) {
-        if let Some(hard_state) = &persist.hard_state {
-            self.hard_state = Some(hard_state.clone());
-        }
-        if let Some(from) = persist.truncate_from {
-            self.entries.truncate(from.saturating_sub(1) as usize);
-        }
-        if let Some(first) = persist.entries.first() {
-            assert_eq!(
-                first.index,
-                self.entries.len() as u64 + 1,
-                "persisted entries must extend the log without a gap"
-            );
-        }
-        self.entries.extend(persist.entries.iter().cloned());
-    }
-}
+pub use crate::disk::Recovered;
 
 /// A protocol the simulator can run.
 pub trait Protocol: Engine + Sized + 'static {
@@ -45,12 +17,12 @@ pub trait Protocol: Engine + Sized + 'static {
     /// The safety properties checked as the run goes.
     type Invariants: Invariants<Self>;
 
-    /// A node built from its durable state (empty on first boot).
+    /// A node built from what its disk holds (nothing on first boot).
     fn boot(
         id: NodeId,
         voters: &[NodeId],
         seed: u64,
-        durable: &Durable,
+        recovered: &Recovered,
         options: &Self::Options,
     ) -> Result<Self, String>;
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use synod_core::{Engine, Entry, LogIndex, NodeId, Role};
 use synod_raft::{Config, Message, Raft, Term};
 
-use crate::protocol::{Durable, Invariants, Protocol};
+use crate::protocol::{Invariants, Protocol, Recovered};
 
 /// Raft settings a test may vary.
 #[derive(Clone, Copy, Default, Debug)]
@@ -25,18 +25,21 @@ impl Protocol for Raft {
         id: NodeId,
         voters: &[NodeId],
         seed: u64,
-        durable: &Durable,
+        recovered: &Recovered,
         options: &RaftOptions,
     ) -> Result<Raft, String> {
         let mut config = Config::new(id, voters.to_vec());
         config.seed = seed;
+        // Small chunks, so that snapshot transfers take many messages and can be interrupted.
+        config.snapshot_chunk_bytes = 256;
         if let Some(tweak) = options.tweak {
             tweak(&mut config);
         }
         Raft::restart(
             config,
-            durable.hard_state.as_deref(),
-            durable.entries.clone(),
+            recovered.hard_state.as_deref(),
+            recovered.snapshot.clone(),
+            recovered.entries.clone(),
         )
         .map_err(|e| e.to_string())
     }
@@ -68,12 +71,14 @@ impl Invariants<Raft> for RaftInvariants {
         if self.leaders_checked.insert(term) {
             self.check_leader_completeness(raft)?;
         }
+        // Entries this leader already compacted were recorded when first committed.
         let recorded = self.committed.keys().next_back().copied().unwrap_or(0);
-        for index in recorded + 1..=raft.commit_index() {
+        let from = (recorded + 1).max(raft.log().base().index + 1);
+        for index in from..=raft.commit_index() {
             let entry = raft
                 .log()
                 .entry(index)
-                .expect("committed entries are in the leader's log");
+                .expect("committed entries after the base are in the log");
             self.committed.insert(index, (term, entry.clone()));
         }
         Ok(())
@@ -90,7 +95,8 @@ impl Invariants<Raft> for RaftInvariants {
 impl RaftInvariants {
     /// Leader Completeness: a leader of term T holds every entry committed in a term < T.
     fn check_leader_completeness(&self, raft: &Raft) -> Result<(), String> {
-        for (index, (committed_in, entry)) in &self.committed {
+        let base = raft.log().base().index;
+        for (index, (committed_in, entry)) in self.committed.range(base + 1..) {
             if *committed_in < raft.term() && raft.log().entry(*index) != Some(entry) {
                 return Err(format!(
                     "leader completeness: {} leads term {} without entry {entry}, committed in term {committed_in}",
@@ -111,11 +117,12 @@ impl RaftInvariants {
         incarnation: u64,
         raft: &Raft,
     ) -> Result<(), String> {
+        let log = raft.log();
         let from = match self.checked_through.get(&id) {
             Some(&(inc, through)) if inc == incarnation => through + 1,
             _ => 1,
-        };
-        let log = raft.log();
+        }
+        .max(log.base().index + 1);
         for index in from..=log.last_index() {
             let entry = log.entry(index).expect("index within the log");
             let prev_term = log.term(index - 1).expect("index - 1 within the log");
@@ -158,7 +165,7 @@ mod tests {
 
     fn node(id: u64, term: u64, log: Vec<Entry>) -> Raft {
         let config = Config::new(NodeId(id), vec![NodeId(id)]);
-        Raft::restart(config, Some(&encode_hard_state(term, None)), log).unwrap()
+        Raft::restart(config, Some(&encode_hard_state(term, None)), None, log).unwrap()
     }
 
     /// A one-node cluster that has elected itself and committed its log.

@@ -64,6 +64,16 @@ pub struct Stats {
     pub elections: u64,
     /// Node crashes.
     pub crashes: u64,
+    /// Snapshots nodes took of their state machines.
+    pub snapshots_taken: u64,
+    /// Snapshots installed from a leader.
+    pub snapshots_installed: u64,
+    /// Torn writes found and cut off when a node opened its log.
+    pub torn_writes_repaired: u64,
+    /// Bits the nemesis flipped in stored data.
+    pub disks_damaged: u64,
+    /// Nodes that refused to start because their disk failed its checks.
+    pub disks_refused: u64,
     /// Client commands committed (distinct log entries holding one).
     pub committed_commands: u64,
     /// Client operations invoked.
@@ -134,6 +144,11 @@ impl Summary {
             t.persists += s.persists;
             t.elections += s.elections;
             t.crashes += s.crashes;
+            t.snapshots_taken += s.snapshots_taken;
+            t.snapshots_installed += s.snapshots_installed;
+            t.torn_writes_repaired += s.torn_writes_repaired;
+            t.disks_damaged += s.disks_damaged;
+            t.disks_refused += s.disks_refused;
             t.committed_commands += s.committed_commands;
             t.operations += s.operations;
             t.completed += s.completed;
@@ -176,6 +191,23 @@ impl fmt::Display for Summary {
         row(f, "writes committed", t.committed_commands.to_string())?;
         row(f, "leaders elected", t.elections.to_string())?;
         row(f, "node crashes", t.crashes.to_string())?;
+        row(f, "snapshots taken", t.snapshots_taken.to_string())?;
+        row(
+            f,
+            "snapshots installed from a leader",
+            t.snapshots_installed.to_string(),
+        )?;
+        row(
+            f,
+            "torn writes cut off at restart",
+            t.torn_writes_repaired.to_string(),
+        )?;
+        row(f, "bits flipped on disk", t.disks_damaged.to_string())?;
+        row(
+            f,
+            "  nodes that then refused to start",
+            t.disks_refused.to_string(),
+        )?;
         row(f, "messages sent", t.messages_sent.to_string())?;
         row(
             f,

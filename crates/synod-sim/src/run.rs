@@ -34,13 +34,17 @@ pub struct RunConfig {
     pub settle_ticks: u64,
     /// Shortest and longest wait between two nemesis actions, in ticks.
     pub nemesis_interval_ticks: (u64, u64),
+    /// A node snapshots its state machine and compacts its log every this many applied
+    /// entries (0: never).
+    pub snapshot_every: u64,
     /// Keep a readable trace.
     pub trace: bool,
 }
 
 impl RunConfig {
     /// Defaults: every fault, a nemesis action every 20 to 300 ticks, 5 clients on 5 keys,
-    /// 3,000 ticks of faults, 1,000 ticks of liveness, 300 ticks to settle.
+    /// a snapshot every 200 applied entries, 3,000 ticks of faults, 1,000 ticks of liveness,
+    /// 300 ticks to settle.
     pub fn new(seed: u64, nodes: usize) -> RunConfig {
         RunConfig {
             seed,
@@ -52,6 +56,7 @@ impl RunConfig {
             liveness_ticks: 1_000,
             settle_ticks: 300,
             nemesis_interval_ticks: (20, 300),
+            snapshot_every: 200,
             trace: false,
         }
     }
@@ -123,6 +128,9 @@ fn play<P: Protocol>(world: &mut World<P>) {
         world.start_nemesis();
     }
     world.run_until(config.safety_ticks * TICK_US);
+    if world.violation.is_some() {
+        return;
+    }
     world.heal_everything();
     let healed = world.now;
     world.run_until(healed + config.liveness_ticks * TICK_US);
@@ -141,7 +149,8 @@ fn play<P: Protocol>(world: &mut World<P>) {
 }
 
 impl<P: Protocol> World<P> {
-    /// Ends the safety phase: the nemesis stops, the network heals, crashed nodes restart.
+    /// Ends the safety phase: the nemesis stops, the network heals, crashed nodes restart
+    /// (except those whose disk was found damaged: they stay down, within the fault budget).
     pub(crate) fn heal_everything(&mut self) {
         self.nemesis_on = false;
         self.network.heal();
@@ -179,28 +188,26 @@ impl<P: Protocol> World<P> {
         }
     }
 
-    /// Every node is up, has committed and applied the same log, and holds the same state.
+    /// Every node still in service is up, has committed and applied the same log, and holds
+    /// the same state.
     fn check_convergence(&self) -> Result<(), String> {
-        let first = &self.nodes[0];
+        let serving: Vec<_> = self.nodes.iter().filter(|n| !n.dead).collect();
+        let first = serving.first().ok_or("every node's disk was damaged")?;
         let reference = first.kv.snapshot();
-        for node in &self.nodes {
+        let first_commit = first
+            .engine
+            .as_ref()
+            .map(|e| e.status().commit_index)
+            .ok_or(format!("{} is down", first.id))?;
+        for node in &serving {
             let engine = node.engine.as_ref().ok_or(format!("{} is down", node.id))?;
-            let status = engine.status();
-            let first_status = first
-                .engine
-                .as_ref()
-                .map(|e| e.status())
-                .ok_or("n1 is down")?;
-            if status.commit_index != first_status.commit_index
-                || node.kv.applied_index() != status.commit_index
-            {
+            let commit = engine.status().commit_index;
+            if commit != first_commit || node.kv.applied_index() != commit {
                 return Err(format!(
-                    "{} committed {} and applied {}, {} committed {}",
+                    "{} committed {commit} and applied {}, {} committed {first_commit}",
                     node.id,
-                    status.commit_index,
                     node.kv.applied_index(),
                     first.id,
-                    first_status.commit_index
                 ));
             }
             if node.kv.snapshot() != reference {

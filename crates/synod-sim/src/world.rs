@@ -1,21 +1,19 @@
-//! The simulated world: one event queue in virtual time, the nodes with their disks and state
-//! machines, the network and the clients. Everything random comes from PRNGs forked from the
-//! run's seed, and ties in time are broken by insertion order, so a seed replays exactly.
+//! The simulated world: one event queue in virtual time, the nodes, the network and the
+//! clients. Everything random comes from PRNGs forked from the run's seed, and ties in time are
+//! broken by insertion order, so a seed replays exactly.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap};
 
 use bytes::Bytes;
 use synod_check::{History, KvInput, KvOutput};
-use synod_core::{
-    Action, Entry, Input, NodeId, Payload, Persist, PersistId, Rejection, RequestId, Rng, Role,
-    Status,
-};
-use synod_kv::{Applied, KvError, KvStore, RangeRequest, Request};
+use synod_core::{Action, Entry, Input, NodeId, PersistId, RequestId, Rng, Role, Status};
+use synod_kv::{Applied, KvError, Request};
 
 use crate::client::Client;
 use crate::network::Network;
-use crate::protocol::{Durable, Invariants, Protocol};
+use crate::node::SimNode;
+use crate::protocol::{Invariants, Protocol};
 use crate::report::{Stats, Violation, ViolationKind};
 use crate::run::RunConfig;
 use crate::trace::Trace;
@@ -109,27 +107,6 @@ impl<M> Ord for Scheduled<M> {
     }
 }
 
-/// One simulated server: an engine while up, and what survives it when down.
-pub(crate) struct SimNode<P: Protocol> {
-    pub(crate) id: NodeId,
-    pub(crate) engine: Option<P>,
-    /// Bumped at every crash; events of an earlier life are ignored.
-    pub(crate) incarnation: u64,
-    pub(crate) kv: KvStore,
-    pub(crate) durable: Durable,
-    /// Persists submitted to the disk and not yet complete, oldest first.
-    disk_queue: VecDeque<Persist>,
-    disk_busy_until: SimTime,
-    last_issued: u64,
-    last_durable: u64,
-    /// Sends waiting for a persist: (persist that must complete first, to, message).
-    held: VecDeque<(u64, NodeId, P::Message)>,
-    pub(crate) waiting_writes: HashMap<RequestId, u64>,
-    pub(crate) waiting_reads: HashMap<RequestId, (u64, Bytes)>,
-    pub(crate) tick_us: SimTime,
-    pub(crate) status: Option<Status>,
-}
-
 /// Checks that hold for every protocol: one leader per era, one entry per applied index.
 pub(crate) struct Safety<P: Protocol> {
     pub(crate) leaders: BTreeMap<u64, NodeId>,
@@ -182,22 +159,7 @@ impl<P: Protocol> World<P> {
                 } else {
                     0.0
                 };
-                SimNode {
-                    id,
-                    engine: None,
-                    incarnation: 0,
-                    kv: KvStore::new(),
-                    durable: Durable::default(),
-                    disk_queue: VecDeque::new(),
-                    disk_busy_until: 0,
-                    last_issued: 0,
-                    last_durable: 0,
-                    held: VecDeque::new(),
-                    waiting_writes: HashMap::new(),
-                    waiting_reads: HashMap::new(),
-                    tick_us: (TICK_US as f64 * (1.0 + skew)) as SimTime,
-                    status: None,
-                }
+                SimNode::new(id, (TICK_US as f64 * (1.0 + skew)) as SimTime)
             })
             .collect();
         let trace = if config.trace {
@@ -304,79 +266,6 @@ impl<P: Protocol> World<P> {
         }
     }
 
-    // -----------------------------------------------------------------------------------
-    // Node lifecycle
-
-    /// Starts a node from its durable state, with an empty state machine that it refills by
-    /// applying the log again as it learns the commit point.
-    pub(crate) fn boot(&mut self, id: NodeId) {
-        let seed = self
-            .config
-            .seed
-            .wrapping_mul(1_000_003)
-            .wrapping_add(id.0 * 7919 + self.node(id).incarnation);
-        let engine = P::boot(
-            id,
-            &self.voters,
-            seed,
-            &self.node(id).durable,
-            &self.options,
-        );
-        let engine = match engine {
-            Ok(engine) => engine,
-            Err(e) => {
-                return self.fail(
-                    ViolationKind::Safety,
-                    format!("{id} cannot restart from its disk: {e}"),
-                )
-            }
-        };
-        let node = self.node_mut(id);
-        node.status = Some(engine.status());
-        node.engine = Some(engine);
-        node.kv = KvStore::new();
-        node.last_issued = 0;
-        node.last_durable = 0;
-        let (tick, incarnation) = (node.tick_us, node.incarnation);
-        self.schedule(
-            tick,
-            Event::Tick {
-                node: id,
-                incarnation,
-            },
-        );
-    }
-
-    /// Stops a node: everything not persisted is lost, its disk keeps what completed.
-    pub(crate) fn crash(&mut self, id: NodeId) {
-        let node = self.node_mut(id);
-        if node.engine.is_none() {
-            return;
-        }
-        node.engine = None;
-        node.status = None;
-        node.incarnation += 1;
-        node.disk_queue.clear();
-        node.held.clear();
-        node.waiting_writes.clear();
-        node.waiting_reads.clear();
-        node.disk_busy_until = 0;
-        self.stats.crashes += 1;
-        self.trace_line(|| format!("{id} crashes"));
-    }
-
-    pub(crate) fn restart(&mut self, id: NodeId) {
-        if self.node(id).engine.is_some() {
-            return;
-        }
-        self.trace_line(|| format!("{id} restarts"));
-        self.boot(id);
-    }
-
-    pub(crate) fn is_up(&self, id: NodeId) -> bool {
-        self.node(id).engine.is_some()
-    }
-
     fn on_tick(&mut self, id: NodeId, incarnation: u64) {
         if self.node(id).incarnation != incarnation || !self.is_up(id) {
             return;
@@ -403,10 +292,8 @@ impl<P: Protocol> World<P> {
         self.step(to, Input::Receive { from, message });
     }
 
-    // -----------------------------------------------------------------------------------
-    // Stepping an engine and carrying out its actions
-
-    /// Feeds one input to a live node, checks the safety properties, carries out the actions.
+    /// Feeds one input to a live node, checks the safety properties, carries out the actions,
+    /// then lets the node snapshot if it is due.
     pub(crate) fn step(&mut self, id: NodeId, input: Input<P::Message>) {
         let mut out = std::mem::take(&mut self.scratch);
         let Some(engine) = self.nodes[id.0 as usize - 1].engine.as_mut() else {
@@ -422,6 +309,7 @@ impl<P: Protocol> World<P> {
             self.carry_out(id, action);
         }
         self.scratch = out;
+        self.maybe_snapshot(id);
     }
 
     /// Election Safety (paper Figure 3): at most one leader per era.
@@ -445,71 +333,6 @@ impl<P: Protocol> World<P> {
             ),
             _ => self.stats.elections += 1,
         }
-    }
-
-    fn carry_out(&mut self, id: NodeId, action: Action<P::Message>) {
-        match action {
-            Action::Persist(persist) => self.submit_persist(id, persist),
-            Action::Send { to, message } => {
-                let node = self.node_mut(id);
-                if node.last_issued > node.last_durable {
-                    let needs = node.last_issued;
-                    node.held.push_back((needs, to, message));
-                } else {
-                    self.transmit(id, to, message);
-                }
-            }
-            Action::Apply(entry) => self.apply(id, entry),
-            Action::ReadReady(request) => self.answer_read(id, request),
-            Action::Reject {
-                id: request,
-                reason,
-            } => self.answer_rejection(id, request, reason),
-        }
-    }
-
-    fn submit_persist(&mut self, id: NodeId, persist: Persist) {
-        let latency = self.disk_rng.range_inclusive(50, 800);
-        let now = self.now;
-        let node = self.node_mut(id);
-        node.last_issued = persist.id.0;
-        node.disk_busy_until = node.disk_busy_until.max(now) + latency;
-        let done_at = node.disk_busy_until;
-        let (incarnation, persist_id) = (node.incarnation, persist.id);
-        node.disk_queue.push_back(persist);
-        self.stats.persists += 1;
-        self.schedule(
-            done_at - now,
-            Event::DiskDone {
-                node: id,
-                incarnation,
-                id: persist_id,
-            },
-        );
-    }
-
-    fn on_disk_done(&mut self, id: NodeId, incarnation: u64, done: PersistId) {
-        if self.node(id).incarnation != incarnation {
-            return;
-        }
-        let node = self.node_mut(id);
-        while node.disk_queue.front().is_some_and(|p| p.id <= done) {
-            let persist = node.disk_queue.pop_front().expect("front exists");
-            node.durable.apply(&persist);
-        }
-        node.last_durable = done.0;
-        let mut released = Vec::new();
-        while node
-            .held
-            .front()
-            .is_some_and(|(needs, _, _)| *needs <= done.0)
-        {
-            released.push(node.held.pop_front().expect("front exists"));
-        }
-        for (_, to, message) in released {
-            self.transmit(id, to, message);
-        }
-        self.step(id, Input::Persisted(done));
     }
 
     /// Puts a message on the network: it may be cut off, lost, delayed or duplicated.
@@ -539,94 +362,9 @@ impl<P: Protocol> World<P> {
         }
     }
 
-    /// State Machine Safety (paper Figure 3): no two nodes apply different entries at one
-    /// index. Then the entry runs on this node's state machine and its client, if waiting
-    /// here, gets the answer.
-    fn apply(&mut self, id: NodeId, entry: Entry) {
-        let position = entry.index as usize - 1;
-        match self.safety.applied.get(position) {
-            Some(first) if *first != entry => {
-                let detail =
-                    format!("state machine safety: {id} applies {entry} where {first} was applied");
-                return self.fail(ViolationKind::Safety, detail);
-            }
-            Some(_) => {}
-            None => {
-                assert_eq!(
-                    position,
-                    self.safety.applied.len(),
-                    "entries are applied in order"
-                );
-                if matches!(entry.payload, Payload::Command(_)) {
-                    self.stats.committed_commands += 1;
-                }
-                self.trace_line(|| format!("{id} commits {entry}"));
-                self.safety.applied.push(entry.clone());
-            }
-        }
-        let node = self.node_mut(id);
-        let Some((request, result)) = node.kv.apply(&entry) else {
-            return;
-        };
-        if let Some(client) = node.waiting_writes.remove(&request) {
-            self.reply(id, client, request, Reply::Done(result));
-        }
-    }
-
-    fn answer_read(&mut self, id: NodeId, request: RequestId) {
-        let node = self.node_mut(id);
-        let Some((client, key)) = node.waiting_reads.remove(&request) else {
-            return;
-        };
-        let read = RangeRequest {
-            range: synod_kv::KeyRange::key(&key),
-            ..Default::default()
-        };
-        let applied = node.kv.range(&read);
-        self.reply(id, client, request, Reply::Done(Ok(applied)));
-    }
-
-    fn answer_rejection(&mut self, id: NodeId, request: RequestId, reason: Rejection) {
-        let node = self.node_mut(id);
-        let client = node
-            .waiting_writes
-            .remove(&request)
-            .or_else(|| node.waiting_reads.remove(&request).map(|(c, _)| c));
-        let Rejection::NotLeader { leader_hint } = reason;
-        if let Some(client) = client {
-            self.reply(id, client, request, Reply::Redirect(leader_hint));
-        }
-    }
-
-    fn on_client_request(&mut self, id: NodeId, client: u64, request: ClientRequest) {
-        if !self.is_up(id) {
-            return;
-        }
-        match request {
-            ClientRequest::Write(request_id, command) => {
-                self.node_mut(id).waiting_writes.insert(request_id, client);
-                let proposal = synod_core::Proposal {
-                    id: request_id,
-                    command: command.encode(),
-                };
-                self.step(id, Input::Propose(vec![proposal]));
-            }
-            ClientRequest::Read(request_id, key) => {
-                self.node_mut(id)
-                    .waiting_reads
-                    .insert(request_id, (client, key));
-                let read = synod_core::ReadRequest {
-                    id: request_id,
-                    consistency: synod_core::ReadConsistency::Linearizable,
-                };
-                self.step(id, Input::Read(vec![read]));
-            }
-        }
-    }
-
     /// Sends a node's answer to a client. Client links suffer loss and delay but are never
     /// partitioned: clients stand outside the cluster.
-    fn reply(&mut self, from: NodeId, client: u64, id: RequestId, reply: Reply) {
+    pub(crate) fn reply(&mut self, from: NodeId, client: u64, id: RequestId, reply: Reply) {
         let deliveries = self.network.deliveries(&mut self.net_rng);
         for delay in deliveries.iter() {
             let reply = reply.clone();

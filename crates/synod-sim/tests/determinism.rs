@@ -1,5 +1,7 @@
 //! One seed, one run: the trace of a seed is the same bit for bit every time.
 
+#![allow(clippy::unwrap_used)] // tests and benchmarks fail loudly on purpose
+
 use synod_raft::Raft;
 use synod_sim::{run, RaftOptions, RunConfig};
 

@@ -1,5 +1,7 @@
 //! Hand-written fault scenarios, through the simulator's vocabulary.
 
+#![allow(clippy::unwrap_used)] // tests and benchmarks fail loudly on purpose
+
 use synod_core::{NodeId, Role};
 use synod_raft::Raft;
 use synod_sim::scenario::Scenario;

@@ -151,6 +151,7 @@ fn s5_1_a_request_with_a_stale_term_is_rejected_with_the_current_term() {
     let mut n3 = Raft::restart(
         config(3, 3),
         c.disks[&NodeId(3)].hard_state.as_deref(),
+        None,
         c.disks[&NodeId(3)].entries.clone(),
     )
     .unwrap();

@@ -63,6 +63,7 @@ fn s5_2_a_timed_out_follower_persists_its_term_and_self_vote_before_asking_for_v
         vec![
             Action::Persist(Persist {
                 id: PersistId(1),
+                snapshot: None,
                 hard_state: Some(encode_hard_state(1, Some(NodeId(1)))),
                 truncate_from: None,
                 entries: vec![],
@@ -100,6 +101,7 @@ fn s5_2_a_vote_is_durable_before_the_candidate_hears_of_it() {
         vec![
             Action::Persist(Persist {
                 id: PersistId(1),
+                snapshot: None,
                 hard_state: Some(encode_hard_state(1, Some(NodeId(1)))),
                 truncate_from: None,
                 entries: vec![],
@@ -136,6 +138,7 @@ fn s8_a_new_leader_replicates_a_noop_while_writing_it_to_its_own_disk() {
             },
             Action::Persist(Persist {
                 id: PersistId(2),
+                snapshot: None,
                 hard_state: None,
                 truncate_from: None,
                 entries: vec![noop(1, 1)]
@@ -191,6 +194,7 @@ fn s5_3_a_follower_acknowledges_entries_only_after_persisting_them() {
         vec![
             Action::Persist(Persist {
                 id: PersistId(1),
+                snapshot: None,
                 hard_state: Some(encode_hard_state(1, None)),
                 truncate_from: None,
                 entries: vec![noop(1, 1)],

@@ -7,6 +7,7 @@ mod exact;
 mod reads;
 mod replication;
 mod restart;
+mod snapshot;
 mod transfer;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -80,7 +81,25 @@ pub(crate) type DropRule = Box<dyn Fn(NodeId, NodeId, &Message) -> bool>;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Disk {
     pub(crate) hard_state: Option<Vec<u8>>,
+    pub(crate) snapshot: Option<synod_core::Snapshot>,
+    /// The log after the snapshot.
     pub(crate) entries: Vec<Entry>,
+}
+
+impl Disk {
+    fn apply(&mut self, p: synod_core::Persist) {
+        if let Some(snapshot) = p.snapshot {
+            self.entries.retain(|e| e.index > snapshot.meta.index);
+            self.snapshot = Some(snapshot);
+        }
+        if let Some(hs) = p.hard_state {
+            self.hard_state = Some(hs);
+        }
+        if let Some(from) = p.truncate_from {
+            self.entries.retain(|e| e.index < from);
+        }
+        self.entries.extend(p.entries);
+    }
 }
 
 /// A cluster of Raft nodes with instant disks and a message queue the test drives.
@@ -92,8 +111,9 @@ pub(crate) struct Cluster {
     pub(crate) down: BTreeSet<NodeId>,
     /// Messages for which this returns true are dropped at delivery.
     pub(crate) drop_if: Option<DropRule>,
-    /// Entries each node applied since it last (re)started.
-    pub(crate) applied: BTreeMap<NodeId, Vec<Entry>>,
+    /// Per node since it last (re)started: the index its state machine was restored to from
+    /// a snapshot (0 if none), and the entries it applied after that.
+    pub(crate) applied: BTreeMap<NodeId, (LogIndex, Vec<Entry>)>,
     /// The first entry anyone applied at each index, for state machine safety.
     first_applied: BTreeMap<LogIndex, (NodeId, Entry)>,
     /// The first time two nodes applied different entries at one index.
@@ -101,6 +121,8 @@ pub(crate) struct Cluster {
     pub(crate) reads_ready: BTreeMap<NodeId, Vec<RequestId>>,
     pub(crate) rejected: BTreeMap<NodeId, Vec<(RequestId, Rejection)>>,
     pub(crate) delivered: usize,
+    /// Every message sent, in order, lost or not.
+    pub(crate) sent: Vec<(NodeId, NodeId, Message)>,
 }
 
 impl Cluster {
@@ -119,6 +141,7 @@ impl Cluster {
             reads_ready: BTreeMap::new(),
             rejected: BTreeMap::new(),
             delivered: 0,
+            sent: Vec::new(),
         };
         for id in ids(n) {
             let mut c = config(id.0, n);
@@ -145,17 +168,16 @@ impl Cluster {
         for action in out {
             match action {
                 Action::Persist(p) => {
-                    let disk = self.disks.get_mut(&id).unwrap();
-                    if let Some(hs) = p.hard_state {
-                        disk.hard_state = Some(hs);
-                    }
-                    if let Some(from) = p.truncate_from {
-                        disk.entries.truncate(from as usize - 1);
-                    }
-                    disk.entries.extend(p.entries);
                     persisted = Some(p.id);
+                    self.disks.get_mut(&id).unwrap().apply(p);
                 }
-                Action::Send { to, message } => self.queue.push_back((id, to, message)),
+                Action::Restore(snapshot) => {
+                    self.applied.insert(id, (snapshot.meta.index, Vec::new()));
+                }
+                Action::Send { to, message } => {
+                    self.sent.push((id, to, message.clone()));
+                    self.queue.push_back((id, to, message));
+                }
                 Action::Apply(entry) => self.record_apply(id, entry),
                 Action::ReadReady(r) => self.reads_ready.entry(id).or_default().push(r),
                 Action::Reject { id: r, reason } => {
@@ -170,8 +192,12 @@ impl Cluster {
     }
 
     fn record_apply(&mut self, id: NodeId, entry: Entry) {
-        let list = self.applied.entry(id).or_default();
-        assert_eq!(entry.index, list.len() as u64 + 1, "{id} applies in order");
+        let (base, list) = self.applied.entry(id).or_default();
+        assert_eq!(
+            entry.index,
+            *base + list.len() as u64 + 1,
+            "{id} applies in order"
+        );
         list.push(entry.clone());
         match self.first_applied.get(&entry.index) {
             None => {
@@ -282,15 +308,37 @@ impl Cluster {
     pub(crate) fn restart(&mut self, id: u64) {
         let node = NodeId(id);
         let disk = self.disks[&node].clone();
+        let restored = disk.snapshot.as_ref().map_or(0, |s| s.meta.index);
         let raft = Raft::restart(
             self.configs[&node].clone(),
             disk.hard_state.as_deref(),
+            disk.snapshot,
             disk.entries,
         )
         .unwrap();
         self.nodes.insert(node, raft);
-        self.applied.remove(&node);
+        self.applied.insert(node, (restored, Vec::new()));
         self.down.remove(&node);
+    }
+
+    /// The node snapshots everything it applied, as a runtime would: the snapshot goes to
+    /// its disk, the disk's log is compacted, and the engine is told.
+    pub(crate) fn snapshot(&mut self, id: u64) {
+        let node = NodeId(id);
+        let raft = &self.nodes[&node];
+        let index = raft.applied_index;
+        let meta = synod_core::SnapshotMeta {
+            index,
+            era: raft.log.term(index).unwrap(),
+        };
+        let snapshot = synod_core::Snapshot {
+            meta,
+            data: Bytes::from(format!("state of n{id} through {index}")),
+        };
+        let disk = self.disks.get_mut(&node).unwrap();
+        disk.entries.retain(|e| e.index > index);
+        disk.snapshot = Some(snapshot.clone());
+        self.step(node, Input::Snapshotted(snapshot));
     }
 
     /// Sets a node's persisted state as if it had run before (used to stage paper figures).
@@ -315,6 +363,7 @@ impl Cluster {
         self.disks.insert(
             node,
             Disk {
+                snapshot: None,
                 hard_state: Some(hard_state),
                 entries,
             },
@@ -322,10 +371,13 @@ impl Cluster {
         self.restart(id);
     }
 
+    /// Every index the node's state machine reflects: restored from a snapshot, then applied.
     pub(crate) fn applied_indexes(&self, id: u64) -> Vec<LogIndex> {
         self.applied
             .get(&NodeId(id))
-            .map_or(vec![], |l| l.iter().map(|e| e.index).collect())
+            .map_or(vec![], |(base, list)| {
+                (1..=*base).chain(list.iter().map(|e| e.index)).collect()
+            })
     }
 
     pub(crate) fn terms(&self, id: u64) -> Vec<u64> {

@@ -56,7 +56,7 @@ fn a_restarted_node_does_not_vote_twice_in_a_term() {
 #[test]
 fn corrupt_or_inconsistent_persisted_state_is_refused() {
     assert!(matches!(
-        Raft::restart(config(1, 3), Some(&[0xff]), vec![]),
+        Raft::restart(config(1, 3), Some(&[0xff]), None, vec![]),
         Err(RestartError::HardState(_))
     ));
     let gap = vec![synod_core::Entry {
@@ -65,7 +65,7 @@ fn corrupt_or_inconsistent_persisted_state_is_refused() {
         payload: synod_core::Payload::Noop,
     }];
     assert!(matches!(
-        Raft::restart(config(1, 3), None, gap),
+        Raft::restart(config(1, 3), None, None, gap),
         Err(RestartError::Log(_))
     ));
     let ahead = vec![synod_core::Entry {
@@ -75,7 +75,7 @@ fn corrupt_or_inconsistent_persisted_state_is_refused() {
     }];
     let hs = encode_hard_state(2, None);
     assert!(matches!(
-        Raft::restart(config(1, 3), Some(&hs), ahead),
+        Raft::restart(config(1, 3), Some(&hs), None, ahead),
         Err(RestartError::Log(_))
     ));
 }

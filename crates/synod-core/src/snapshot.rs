@@ -1,0 +1,23 @@
+//! Snapshots of the state machine, which let a log be compacted and a lagging node catch up.
+
+use bytes::Bytes;
+
+use crate::ids::LogIndex;
+
+/// The last log position a snapshot covers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SnapshotMeta {
+    /// Index of the last entry the snapshot includes.
+    pub index: LogIndex,
+    /// That entry's era (Raft term, ZAB epoch, Paxos ballot).
+    pub era: u64,
+}
+
+/// The state machine as of applying every entry through `meta.index`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// What it covers.
+    pub meta: SnapshotMeta,
+    /// The state machine's own encoding of its state (opaque to engines and storage).
+    pub data: Bytes,
+}

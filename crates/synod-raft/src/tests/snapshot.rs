@@ -1,0 +1,155 @@
+//! Log compaction and InstallSnapshot (paper section 7).
+
+use synod_core::NodeId;
+
+use super::*;
+use crate::Message;
+
+/// A three-node cluster whose n3 missed 40 commands that n1 has compacted away.
+fn lagging_follower(chunk_bytes: usize) -> Cluster {
+    let mut c = Cluster::new(3, |c| c.snapshot_chunk_bytes = chunk_bytes);
+    c.elect(1);
+    c.tick(1, 3);
+    c.crash(3);
+    for s in 1..=40 {
+        c.propose(1, vec![proposal(1, s)]);
+    }
+    c.snapshot(1);
+    assert_eq!(c.node(1).log.base().index, 41);
+    assert!(
+        c.node(1).log.entries().is_empty(),
+        "the leader's log is compacted"
+    );
+    c.restart(3);
+    c
+}
+
+#[test]
+fn s7_a_follower_behind_the_leaders_snapshot_catches_up_by_installing_it() {
+    let mut c = lagging_follower(1 << 20);
+    c.tick(1, 10);
+    assert_eq!(
+        c.applied_indexes(3),
+        (1..=41).collect::<Vec<_>>(),
+        "restored from the snapshot"
+    );
+    let disk = &c.disks[&NodeId(3)];
+    assert_eq!(
+        disk.snapshot.as_ref().map(|s| s.meta.index),
+        Some(41),
+        "the snapshot is on n3's disk"
+    );
+    c.propose(1, vec![proposal(2, 1)]);
+    c.tick(1, 3);
+    assert_eq!(
+        c.applied_indexes(3).last(),
+        Some(&42),
+        "and replication continues after it"
+    );
+    assert!(c.safety_violation.is_none());
+}
+
+#[test]
+fn s7_snapshots_travel_in_bounded_chunks_while_heartbeats_go_on() {
+    let mut c = lagging_follower(7);
+    // n3's answers to chunks are held up for 30 ticks: a slow transfer.
+    c.drop_if = Some(Box::new(|from, _, m| {
+        from == NodeId(3) && matches!(m, Message::InstallSnapshotResponse(_))
+    }));
+    c.sent.clear();
+    c.tick(1, 30);
+    let to_n3 = |c: &Cluster, pick: fn(&Message) -> bool| {
+        c.sent
+            .iter()
+            .filter(|(_, to, m)| *to == NodeId(3) && pick(m))
+            .count()
+    };
+    let heartbeats = to_n3(&c, |m| matches!(m, Message::Heartbeat(_)));
+    let chunks = to_n3(&c, |m| matches!(m, Message::InstallSnapshot(_)));
+    assert!(
+        heartbeats >= 9,
+        "a heartbeat every 3 ticks while a chunk is outstanding: {heartbeats}"
+    );
+    assert!(chunks >= 2, "the unanswered chunk is sent again: {chunks}");
+    assert_eq!(
+        c.node(3).leader,
+        Some(NodeId(1)),
+        "n3 keeps following: the transfer did not starve it"
+    );
+    c.drop_if = None;
+    c.tick(1, 30);
+    let mut chunks: Vec<(u64, usize)> = c
+        .sent
+        .iter()
+        .filter_map(|(_, _, m)| match m {
+            Message::InstallSnapshot(s) => Some((s.offset, s.data.len())),
+            _ => None,
+        })
+        .collect();
+    chunks.sort_unstable();
+    chunks.dedup();
+    assert!(chunks.iter().all(|&(_, len)| len <= 7), "{chunks:?}");
+    let covered: usize = chunks.iter().map(|&(_, len)| len).sum();
+    assert_eq!(covered, "state of n1 through 41".len(), "{chunks:?}");
+    assert_eq!(c.applied_indexes(3).len(), 41);
+}
+
+#[test]
+fn s7_lost_chunks_are_sent_again() {
+    let mut c = lagging_follower(5);
+    let lost = std::cell::Cell::new(0);
+    c.drop_if = Some(Box::new(move |_, _, m| {
+        if matches!(m, Message::InstallSnapshot(s) if s.offset == 10) && lost.get() < 2 {
+            lost.set(lost.get() + 1);
+            return true;
+        }
+        false
+    }));
+    c.tick(1, 40);
+    assert_eq!(c.applied_indexes(3).len(), 41);
+}
+
+#[test]
+fn s7_a_node_restarts_from_its_snapshot_and_the_log_after_it() {
+    let mut c = Cluster::new(3, |_| {});
+    c.elect(1);
+    for s in 1..=10 {
+        c.propose(1, vec![proposal(1, s)]);
+    }
+    c.tick(1, 3);
+    c.snapshot(2);
+    c.propose(1, vec![proposal(1, 11)]);
+    c.tick(1, 3);
+    c.crash(2);
+    c.restart(2);
+    let n2 = c.node(2);
+    assert_eq!(
+        (n2.log.base().index, n2.commit_index),
+        (11, 11),
+        "what the snapshot covers is committed"
+    );
+    assert_eq!(n2.log.last_index(), 12);
+    c.tick(1, 3);
+    assert_eq!(c.applied_indexes(2), (1..=12).collect::<Vec<_>>());
+}
+
+#[test]
+fn s7_a_leader_keeps_serving_after_compacting_its_own_log() {
+    let mut c = Cluster::new(3, |_| {});
+    c.elect(1);
+    for s in 1..=5 {
+        c.propose(1, vec![proposal(1, s)]);
+    }
+    c.snapshot(1);
+    for s in 6..=10 {
+        c.propose(1, vec![proposal(1, s)]);
+    }
+    c.tick(1, 3);
+    assert_eq!(c.node(1).commit_index, 11);
+    assert_eq!(
+        c.applied_indexes(2).len(),
+        11,
+        "followers in step with the leader need no snapshot"
+    );
+    assert!(c.disks[&NodeId(2)].snapshot.is_none());
+}

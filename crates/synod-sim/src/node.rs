@@ -1,0 +1,388 @@
+//! One simulated server: the engine, its state machine and its disk, and how the node carries
+//! out the engine's actions under the contract's rules (persist before send; completions in
+//! order). This is the simulator's stand-in for the tokio runtime of the real server.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::Bytes;
+use synod_core::{
+    Action, Entry, Input, NodeId, Payload, Persist, PersistId, Rejection, RequestId, Snapshot,
+    SnapshotMeta, Status,
+};
+use synod_kv::{KvStore, RangeRequest, Request};
+
+use crate::disk::NodeDisk;
+use crate::protocol::Protocol;
+use crate::report::ViolationKind;
+use crate::world::{ClientRequest, Event, Reply, World};
+use crate::SimTime;
+
+/// One simulated server: an engine while up, and what survives it when down.
+pub(crate) struct SimNode<P: Protocol> {
+    pub(crate) id: NodeId,
+    pub(crate) engine: Option<P>,
+    /// Bumped at every crash; events of an earlier life are ignored.
+    pub(crate) incarnation: u64,
+    /// The disk refused to open after the nemesis damaged it: the node stays down.
+    pub(crate) dead: bool,
+    /// The nemesis flipped a bit on this disk since it was last opened.
+    pub(crate) damaged: bool,
+    pub(crate) kv: KvStore,
+    /// Era of the last entry the state machine applied (a snapshot's era).
+    applied_era: u64,
+    /// Index of the newest snapshot this node holds.
+    snapshot_index: u64,
+    pub(crate) disk: NodeDisk,
+    disk_busy_until: SimTime,
+    last_issued: u64,
+    last_durable: u64,
+    /// Sends waiting for a persist: (persist that must complete first, to, message).
+    held: VecDeque<(u64, NodeId, P::Message)>,
+    pub(crate) waiting_writes: HashMap<RequestId, u64>,
+    pub(crate) waiting_reads: HashMap<RequestId, (u64, Bytes)>,
+    pub(crate) tick_us: SimTime,
+    pub(crate) status: Option<Status>,
+}
+
+impl<P: Protocol> SimNode<P> {
+    pub(crate) fn new(id: NodeId, tick_us: SimTime) -> SimNode<P> {
+        SimNode {
+            id,
+            engine: None,
+            incarnation: 0,
+            dead: false,
+            damaged: false,
+            kv: KvStore::new(),
+            applied_era: 0,
+            snapshot_index: 0,
+            disk: NodeDisk::new(id.0),
+            disk_busy_until: 0,
+            last_issued: 0,
+            last_durable: 0,
+            held: VecDeque::new(),
+            waiting_writes: HashMap::new(),
+            waiting_reads: HashMap::new(),
+            tick_us,
+            status: None,
+        }
+    }
+}
+
+impl<P: Protocol> World<P> {
+    /// Starts a node from its disk: the newest snapshot restores the state machine and the
+    /// engine gets its hard state and the log after the snapshot. A disk that fails its checks
+    /// after the nemesis damaged it keeps the node down for good; any other failure to start
+    /// is a violation.
+    pub(crate) fn boot(&mut self, id: NodeId) {
+        let recovered = match self.node_mut(id).disk.open() {
+            Ok(recovered) => recovered,
+            Err(e) if self.node(id).damaged => {
+                self.node_mut(id).dead = true;
+                self.stats.disks_refused += 1;
+                return self.trace_line(|| format!("{id} refuses to start: {e}"));
+            }
+            Err(e) => {
+                return self.fail(
+                    ViolationKind::Safety,
+                    format!("{id} cannot open its disk: {e}"),
+                )
+            }
+        };
+        self.stats.torn_writes_repaired += recovered.repairs.len() as u64;
+        for repair in &recovered.repairs {
+            self.trace_line(|| format!("{id} {repair}"));
+        }
+        let seed = self
+            .config
+            .seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(id.0 * 7919 + self.node(id).incarnation);
+        let engine = match P::boot(id, &self.voters, seed, &recovered, &self.options) {
+            Ok(engine) => engine,
+            Err(e) => {
+                return self.fail(
+                    ViolationKind::Safety,
+                    format!("{id} cannot restart from its disk: {e}"),
+                )
+            }
+        };
+        let kv = match &recovered.snapshot {
+            Some(s) => match KvStore::restore(&s.data) {
+                Ok(kv) => kv,
+                Err(e) => {
+                    return self.fail(
+                        ViolationKind::Safety,
+                        format!("{id} snapshot does not decode: {e}"),
+                    )
+                }
+            },
+            None => KvStore::new(),
+        };
+        let node = self.node_mut(id);
+        node.damaged = false;
+        node.applied_era = recovered.snapshot.as_ref().map_or(0, |s| s.meta.era);
+        node.snapshot_index = kv.applied_index();
+        node.kv = kv;
+        node.status = Some(engine.status());
+        node.engine = Some(engine);
+        node.last_issued = 0;
+        node.last_durable = 0;
+        let (tick, incarnation) = (node.tick_us, node.incarnation);
+        self.schedule(
+            tick,
+            Event::Tick {
+                node: id,
+                incarnation,
+            },
+        );
+    }
+
+    /// Stops a node: everything not persisted is lost, its disk keeps what was synced.
+    pub(crate) fn crash(&mut self, id: NodeId) {
+        let torn_writes = self.config.faults.disk;
+        let node = &mut self.nodes[id.0 as usize - 1];
+        if node.engine.is_none() {
+            return;
+        }
+        node.engine = None;
+        node.status = None;
+        node.incarnation += 1;
+        node.disk.crash(&mut self.disk_rng, torn_writes);
+        node.held.clear();
+        node.waiting_writes.clear();
+        node.waiting_reads.clear();
+        node.disk_busy_until = 0;
+        self.stats.crashes += 1;
+        self.trace_line(|| format!("{id} crashes"));
+    }
+
+    pub(crate) fn restart(&mut self, id: NodeId) {
+        if self.node(id).engine.is_some() || self.node(id).dead {
+            return;
+        }
+        self.trace_line(|| format!("{id} restarts"));
+        self.boot(id);
+    }
+
+    pub(crate) fn is_up(&self, id: NodeId) -> bool {
+        self.node(id).engine.is_some()
+    }
+
+    pub(crate) fn carry_out(&mut self, id: NodeId, action: Action<P::Message>) {
+        match action {
+            Action::Persist(persist) => self.submit_persist(id, persist),
+            Action::Send { to, message } => {
+                let node = self.node_mut(id);
+                if node.last_issued > node.last_durable {
+                    let needs = node.last_issued;
+                    node.held.push_back((needs, to, message));
+                } else {
+                    self.transmit(id, to, message);
+                }
+            }
+            Action::Apply(entry) => self.apply(id, entry),
+            Action::Restore(snapshot) => self.restore(id, snapshot),
+            Action::ReadReady(request) => self.answer_read(id, request),
+            Action::Reject {
+                id: request,
+                reason,
+            } => self.answer_rejection(id, request, reason),
+        }
+    }
+
+    /// Hands a persist to the disk at once (unsynced, so a crash may lose or tear it) and
+    /// schedules its sync.
+    fn submit_persist(&mut self, id: NodeId, persist: Persist) {
+        if let Err(e) = self.node_mut(id).disk.write(&persist) {
+            return self.fail(
+                ViolationKind::Safety,
+                format!("{id} cannot write its log: {e}"),
+            );
+        }
+        // An fdatasync on a real disk takes from a tenth of a millisecond to a few.
+        let latency = self.disk_rng.range_inclusive(100, 3_000);
+        let now = self.now;
+        let node = self.node_mut(id);
+        node.last_issued = persist.id.0;
+        node.disk_busy_until = node.disk_busy_until.max(now) + latency;
+        let (done_at, incarnation) = (node.disk_busy_until, node.incarnation);
+        self.stats.persists += 1;
+        self.schedule(
+            done_at - now,
+            Event::DiskDone {
+                node: id,
+                incarnation,
+                id: persist.id,
+            },
+        );
+    }
+
+    /// The disk finished: everything handed to it so far is durable (group commit).
+    pub(crate) fn on_disk_done(&mut self, id: NodeId, incarnation: u64, done: PersistId) {
+        if self.node(id).incarnation != incarnation || !self.is_up(id) {
+            return;
+        }
+        let node = self.node_mut(id);
+        if let Err(e) = node.disk.sync() {
+            return self.fail(
+                ViolationKind::Safety,
+                format!("{id} cannot sync its log: {e}"),
+            );
+        }
+        node.last_durable = done.0;
+        let mut released = Vec::new();
+        while node
+            .held
+            .front()
+            .is_some_and(|(needs, _, _)| *needs <= done.0)
+        {
+            released.extend(node.held.pop_front());
+        }
+        for (_, to, message) in released {
+            self.transmit(id, to, message);
+        }
+        self.step(id, Input::Persisted(done));
+    }
+
+    /// State Machine Safety (paper Figure 3): no two nodes apply different entries at one
+    /// index. Then the entry runs on this node's state machine and its client, if waiting
+    /// here, gets the answer.
+    fn apply(&mut self, id: NodeId, entry: Entry) {
+        let position = entry.index as usize - 1;
+        match self.safety.applied.get(position) {
+            Some(first) if *first != entry => {
+                let detail =
+                    format!("state machine safety: {id} applies {entry} where {first} was applied");
+                return self.fail(ViolationKind::Safety, detail);
+            }
+            Some(_) => {}
+            None => {
+                assert_eq!(
+                    position,
+                    self.safety.applied.len(),
+                    "entries are applied in order"
+                );
+                if matches!(entry.payload, Payload::Command(_)) {
+                    self.stats.committed_commands += 1;
+                }
+                self.trace_line(|| format!("{id} commits {entry}"));
+                self.safety.applied.push(entry.clone());
+            }
+        }
+        let node = self.node_mut(id);
+        node.applied_era = entry.era;
+        let Some((request, result)) = node.kv.apply(&entry) else {
+            return;
+        };
+        if let Some(client) = node.waiting_writes.remove(&request) {
+            self.reply(id, client, request, Reply::Done(result));
+        }
+    }
+
+    /// The state machine is replaced by a snapshot received from the leader.
+    fn restore(&mut self, id: NodeId, snapshot: Snapshot) {
+        let kv = match KvStore::restore(&snapshot.data) {
+            Ok(kv) if kv.applied_index() == snapshot.meta.index => kv,
+            Ok(kv) => {
+                let detail = format!(
+                    "{id} got a snapshot through {} holding state through {}",
+                    snapshot.meta.index,
+                    kv.applied_index()
+                );
+                return self.fail(ViolationKind::Safety, detail);
+            }
+            Err(e) => {
+                return self.fail(
+                    ViolationKind::Safety,
+                    format!("{id} got a snapshot that does not decode: {e}"),
+                )
+            }
+        };
+        let node = self.node_mut(id);
+        node.kv = kv;
+        node.applied_era = snapshot.meta.era;
+        node.snapshot_index = snapshot.meta.index;
+        self.stats.snapshots_installed += 1;
+        self.trace_line(|| format!("{id} installs a snapshot through {}", snapshot.meta.index));
+    }
+
+    /// Every `snapshot_every` applied entries a node snapshots its state machine, saves it,
+    /// compacts its log and tells the engine, as the real server does.
+    pub(crate) fn maybe_snapshot(&mut self, id: NodeId) {
+        let every = self.config.snapshot_every;
+        let node = self.node_mut(id);
+        let applied = node.kv.applied_index();
+        if every == 0 || node.engine.is_none() || applied < node.snapshot_index + every {
+            return;
+        }
+        let meta = SnapshotMeta {
+            index: applied,
+            era: node.applied_era,
+        };
+        let snapshot = Snapshot {
+            meta,
+            data: Bytes::from(node.kv.snapshot()),
+        };
+        if let Err(e) = node.disk.save_snapshot(&snapshot) {
+            return self.fail(
+                ViolationKind::Safety,
+                format!("{id} cannot save a snapshot: {e}"),
+            );
+        }
+        node.snapshot_index = applied;
+        self.stats.snapshots_taken += 1;
+        self.trace_line(|| format!("{id} snapshots through {applied}"));
+        self.step(id, Input::Snapshotted(snapshot));
+    }
+
+    fn answer_read(&mut self, id: NodeId, request: RequestId) {
+        let node = self.node_mut(id);
+        let Some((client, key)) = node.waiting_reads.remove(&request) else {
+            return;
+        };
+        let read = RangeRequest {
+            range: synod_kv::KeyRange::key(&key),
+            ..Default::default()
+        };
+        let applied = node.kv.range(&read);
+        self.reply(id, client, request, Reply::Done(Ok(applied)));
+    }
+
+    fn answer_rejection(&mut self, id: NodeId, request: RequestId, reason: Rejection) {
+        let node = self.node_mut(id);
+        let client = node
+            .waiting_writes
+            .remove(&request)
+            .or_else(|| node.waiting_reads.remove(&request).map(|(c, _)| c));
+        let Rejection::NotLeader { leader_hint } = reason;
+        if let Some(client) = client {
+            self.reply(id, client, request, Reply::Redirect(leader_hint));
+        }
+    }
+
+    pub(crate) fn on_client_request(&mut self, id: NodeId, client: u64, request: ClientRequest) {
+        if !self.is_up(id) {
+            return;
+        }
+        match request {
+            ClientRequest::Write(request_id, command) => {
+                self.node_mut(id).waiting_writes.insert(request_id, client);
+                let proposal = synod_core::Proposal {
+                    id: request_id,
+                    command: Request::encode(&command),
+                };
+                self.step(id, Input::Propose(vec![proposal]));
+            }
+            ClientRequest::Read(request_id, key) => {
+                self.node_mut(id)
+                    .waiting_reads
+                    .insert(request_id, (client, key));
+                let read = synod_core::ReadRequest {
+                    id: request_id,
+                    consistency: synod_core::ReadConsistency::Linearizable,
+                };
+                self.step(id, Input::Read(vec![read]));
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The few filesystem operations storage needs, behind a trait, so that the simulator can run
+//! the very same log and snapshot code on a simulated disk that loses unsynced writes, tears
+//! the last write and flips bits.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use crate::error::{Result, StorageError};
+
+/// One directory of files, named without paths.
+///
+/// Durability follows POSIX: data appended to a file survives a crash only once `sync` of
+/// that file returned; a file's creation, rename or removal survives only once `sync_dir`
+/// returned.
+pub trait Dir {
+    /// Names of the files in the directory, sorted.
+    fn list(&self) -> Result<Vec<String>>;
+    /// The whole content of a file.
+    fn read(&self, name: &str) -> Result<Vec<u8>>;
+    /// Creates an empty file, replacing any file of that name.
+    fn create(&mut self, name: &str) -> Result<()>;
+    /// Appends bytes to a file.
+    fn append(&mut self, name: &str, data: &[u8]) -> Result<()>;
+    /// Makes a file's data durable (fdatasync).
+    fn sync(&mut self, name: &str) -> Result<()>;
+    /// Cuts a file to `len` bytes.
+    fn truncate(&mut self, name: &str, len: u64) -> Result<()>;
+    /// Renames a file, replacing the target.
+    fn rename(&mut self, from: &str, to: &str) -> Result<()>;
+    /// Removes a file.
+    fn remove(&mut self, name: &str) -> Result<()>;
+    /// Makes creations, renames and removals durable (fsync of the directory).
+    fn sync_dir(&mut self) -> Result<()>;
+    /// A file's path, for messages.
+    fn describe(&self, name: &str) -> String;
+}
+
+/// A real directory.
+#[derive(Debug)]
+pub struct RealDir {
+    path: PathBuf,
+    /// Files opened for appending, kept open between appends.
+    open: HashMap<String, File>,
+}
+
+impl RealDir {
+    /// The directory at `path`, created if missing.
+    pub fn open(path: impl Into<PathBuf>) -> Result<RealDir> {
+        let path = path.into();
+        std::fs::create_dir_all(&path)
+            .map_err(|e| StorageError::io("create directory", path.display().to_string(), e))?;
+        Ok(RealDir {
+            path,
+            open: HashMap::new(),
+        })
+    }
+
+    fn file_path(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    fn handle(&mut self, name: &str) -> Result<&mut File> {
+        if !self.open.contains_key(name) {
+            let path = self.file_path(name);
+            let file = OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(|e| StorageError::io("open", path.display().to_string(), e))?;
+            self.open.insert(name.to_string(), file);
+        }
+        Ok(self.open.get_mut(name).expect("inserted above"))
+    }
+}
+
+impl Dir for RealDir {
+    fn list(&self) -> Result<Vec<String>> {
+        let entries = std::fs::read_dir(&self.path)
+            .map_err(|e| StorageError::io("list", self.path.display().to_string(), e))?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| StorageError::io("list", self.path.display().to_string(), e))?;
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn read(&self, name: &str) -> Result<Vec<u8>> {
+        let path = self.file_path(name);
+        let mut data = Vec::new();
+        File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut data))
+            .map_err(|e| StorageError::io("read", path.display().to_string(), e))?;
+        Ok(data)
+    }
+
+    fn create(&mut self, name: &str) -> Result<()> {
+        self.open.remove(name);
+        let path = self.file_path(name);
+        File::create(&path)
+            .map_err(|e| StorageError::io("create", path.display().to_string(), e))?;
+        Ok(())
+    }
+
+    fn append(&mut self, name: &str, data: &[u8]) -> Result<()> {
+        let path = self.describe(name);
+        self.handle(name)?
+            .write_all(data)
+            .map_err(|e| StorageError::io("write", path, e))
+    }
+
+    fn sync(&mut self, name: &str) -> Result<()> {
+        let path = self.describe(name);
+        self.handle(name)?
+            .sync_data()
+            .map_err(|e| StorageError::io("fdatasync", path, e))
+    }
+
+    fn truncate(&mut self, name: &str, len: u64) -> Result<()> {
+        let path = self.describe(name);
+        let file = self.handle(name)?;
+        file.set_len(len)
+            .and_then(|_| file.sync_all())
+            .map_err(|e| StorageError::io("truncate", path, e))
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        self.open.remove(from);
+        self.open.remove(to);
+        std::fs::rename(self.file_path(from), self.file_path(to))
+            .map_err(|e| StorageError::io("rename", self.describe(from), e))
+    }
+
+    fn remove(&mut self, name: &str) -> Result<()> {
+        self.open.remove(name);
+        std::fs::remove_file(self.file_path(name))
+            .map_err(|e| StorageError::io("remove", self.describe(name), e))
+    }
+
+    fn sync_dir(&mut self) -> Result<()> {
+        File::open(&self.path)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StorageError::io("fsync directory", self.path.display().to_string(), e))
+    }
+
+    fn describe(&self, name: &str) -> String {
+        self.file_path(name).display().to_string()
+    }
+}

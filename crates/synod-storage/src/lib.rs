@@ -1,0 +1,23 @@
+//! Durable storage for Synod: a log store and a snapshot store, kept apart, each with a
+//! contract saying what a caller may rely on after a call returns and after a crash.
+//!
+//! The file implementations ([`FileLog`], [`FileSnapshots`]) run on a [`Dir`], so the
+//! simulator runs the same code, byte for byte, on a disk that loses unsynced writes, tears
+//! the last one and flips bits. The in-memory ones ([`MemLog`], [`MemSnapshots`]) have the
+//! same crash semantics. [`conformance`] is the one suite they all pass.
+
+pub mod conformance;
+mod dir;
+mod error;
+mod log;
+mod mem;
+pub mod record;
+mod snapshot;
+pub mod wal;
+
+pub use dir::{Dir, RealDir};
+pub use error::{Result, StorageError};
+pub use log::{recover, save_snapshot, write_persist, LogState, LogStore};
+pub use mem::{MemLog, MemSnapshots};
+pub use snapshot::{FileSnapshots, SnapshotStore};
+pub use wal::{FileLog, WalOptions};
