@@ -2,6 +2,8 @@
 //!
 //! Run with `cargo bench -p synod-check`.
 
+#![allow(clippy::unwrap_used)] // tests and benchmarks fail loudly on purpose
+
 use std::time::Instant;
 
 use synod_check::generate::{linearizable_history, Spec};

@@ -1,5 +1,7 @@
 //! Hand-written histories with known verdicts, and generated ones.
 
+#![allow(clippy::unwrap_used)] // tests and benchmarks fail loudly on purpose
+
 use synod_check::generate::{linearizable_history, Spec};
 use synod_check::*;
 use synod_core::Rng;

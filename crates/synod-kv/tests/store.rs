@@ -1,5 +1,7 @@
 //! Behaviour of the state machine, against etcd's documented semantics.
 
+#![allow(clippy::unwrap_used)] // tests and benchmarks fail loudly on purpose
+
 use bytes::Bytes;
 use synod_core::{Entry, Payload, Proposal, RequestId};
 use synod_kv::*;

@@ -20,12 +20,15 @@ enum Command {
     /// Run the deterministic simulator: seeded runs under faults, checked for safety,
     /// linearizability, liveness after heal and convergence.
     Sim(commands::sim::SimArgs),
+    /// Inspect a node's write-ahead log: `dump` prints its records, `check` verifies it.
+    Wal(commands::wal::WalArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Sim(args) => commands::sim::run(args),
+        Command::Wal(args) => commands::wal::run(args),
     };
     match result {
         Ok(code) => code,
