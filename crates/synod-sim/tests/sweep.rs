@@ -22,9 +22,18 @@ fn sweep_raft(nodes: usize, seeds: std::ops::RangeInclusive<u64>, options: RaftO
 fn assert_clean(summary: &Summary) {
     assert!(summary.is_clean(), "violations:\n{:#?}", summary.failures);
     let t = &summary.totals;
-    assert!(t.snapshots_taken > 0 && t.snapshots_installed > 0, "snapshots were taken and installed:\n{summary}");
-    assert!(t.disks_damaged > 0 && t.disks_refused > 0, "flipped bits were caught at restart:\n{summary}");
-    assert!(t.torn_writes_repaired > 0, "torn writes were cut off at restart:\n{summary}");
+    assert!(
+        t.snapshots_taken > 0 && t.snapshots_installed > 0,
+        "snapshots were taken and installed:\n{summary}"
+    );
+    assert!(
+        t.disks_damaged > 0 && t.disks_refused > 0,
+        "flipped bits were caught at restart:\n{summary}"
+    );
+    assert!(
+        t.torn_writes_repaired > 0,
+        "torn writes were cut off at restart:\n{summary}"
+    );
     assert!(
         summary.totals.committed_commands > 1_000 * summary.runs,
         "the runs did real work:\n{summary}"

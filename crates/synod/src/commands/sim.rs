@@ -25,7 +25,8 @@ pub struct SimArgs {
     /// Run one seed only (to replay a failure); combine with --trace to see every event.
     #[arg(long)]
     seed: Option<u64>,
-    /// Faults to inject: all, none, or a list of delay, drop, duplicate, partition, crash, skew.
+    /// Faults to inject: all, none, or a list of delay, drop, duplicate, partition, crash, skew,
+    /// disk.
     #[arg(long, default_value = "all")]
     faults: String,
     /// Print a readable trace of the run (with --seed only).
@@ -43,6 +44,10 @@ pub struct SimArgs {
     /// Ticks after the heal within which a new write must commit.
     #[arg(long, default_value_t = 1_000)]
     liveness_ticks: u64,
+    /// Each node snapshots its state machine and compacts its log every this many applied
+    /// entries (0: never). Small, so that snapshots are installed during runs.
+    #[arg(long, default_value_t = 200)]
+    snapshot_every: u64,
     /// Worker threads for a sweep (defaults to the number of cores).
     #[arg(long)]
     jobs: Option<usize>,
@@ -57,6 +62,7 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
     template.keys = args.keys;
     template.safety_ticks = args.safety_ticks;
     template.liveness_ticks = args.liveness_ticks;
+    template.snapshot_every = args.snapshot_every;
     match args.protocol.as_str() {
         "raft" => simulate::<Raft>(&args, template),
         other => bail!("unknown protocol {other}"),
@@ -149,14 +155,15 @@ fn replay<P: Protocol>(args: &SimArgs, config: RunConfig) -> Result<ExitCode> {
 /// The command line that replays one seed with the same settings.
 fn replay_command<P: Protocol>(args: &SimArgs, seed: u64) -> String {
     format!(
-        "synod sim --protocol {} --nodes {} --faults {} --clients {} --keys {} --safety-ticks {} --liveness-ticks {} --seed {seed}",
+        "synod sim --protocol {} --nodes {} --faults {} --clients {} --keys {} --safety-ticks {} --liveness-ticks {} --snapshot-every {} --seed {seed}",
         P::NAME,
         args.nodes,
         args.faults,
         args.clients,
         args.keys,
         args.safety_ticks,
-        args.liveness_ticks
+        args.liveness_ticks,
+        args.snapshot_every
     )
 }
 
