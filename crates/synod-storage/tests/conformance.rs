@@ -4,30 +4,13 @@
 
 use std::path::PathBuf;
 
+mod common;
+
+use common::TempDir;
 use synod_storage::conformance::{
     log_store_suite, snapshot_store_suite, LogHarness, SnapshotHarness,
 };
 use synod_storage::*;
-
-/// A fresh directory under the system's temporary directory, removed afterwards.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(label: &str) -> TempDir {
-        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("synod-test-{label}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 struct Mem;
 

@@ -5,25 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use synod_core::{Snapshot, SnapshotMeta};
+mod common;
+
+use common::TempDir;
 use synod_storage::conformance::entry;
 use synod_storage::*;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(label: &str) -> TempDir {
-        let path =
-            std::env::temp_dir().join(format!("synod-recovery-{label}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 const SMALL: WalOptions = WalOptions {
     segment_bytes: 8 << 10,
