@@ -89,8 +89,13 @@ impl Raft {
             self.send_appends(from, out);
             return;
         }
-        if matches!(progress.mode, Mode::Snapshot { index, .. } if index == response.meta.index) {
-            progress.send_snapshot_from(response.meta.index, response.next_offset);
+        // Act on an answer that moves the transfer forward, or that says where to resume
+        // when no chunk is in flight; a late or duplicated answer would only resend.
+        let Mode::Snapshot { index, offset } = progress.mode else {
+            return;
+        };
+        if index == response.meta.index && (response.next_offset > offset || progress.is_idle()) {
+            progress.send_snapshot_from(index, response.next_offset);
             self.send_one_append(from, false, out);
         }
     }
