@@ -27,6 +27,10 @@ pub enum Payload {
     Noop,
     /// A client command.
     Command(Proposal),
+    /// An entry with no effect on the state machine, carrying a token unique to the node that
+    /// proposed it, so that node can tell its own entry from anyone else's. Basic Paxos orders
+    /// a read behind one: two no-ops are indistinguishable, two markers are not.
+    Marker(u64),
 }
 
 /// One position of a replicated log.
@@ -48,7 +52,7 @@ impl Entry {
     pub fn proposal(&self) -> Option<&Proposal> {
         match &self.payload {
             Payload::Command(p) => Some(p),
-            Payload::Noop => None,
+            Payload::Noop | Payload::Marker(_) => None,
         }
     }
 
@@ -63,6 +67,7 @@ impl fmt::Display for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.payload {
             Payload::Noop => write!(f, "{}@{}:noop", self.index, self.era),
+            Payload::Marker(token) => write!(f, "{}@{}:marker-{token:x}", self.index, self.era),
             Payload::Command(p) => write!(f, "{}@{}:{}", self.index, self.era, p.id),
         }
     }

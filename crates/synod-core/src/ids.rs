@@ -6,8 +6,9 @@ use std::fmt;
 /// "before the first entry" and never holds one.
 pub type LogIndex = u64;
 
-/// A server in the cluster. Ids are chosen by the operator and are never 0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A server in the cluster. Ids are chosen by the operator and are never 0 (the default,
+/// which stands for "no node").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeId(pub u64);
 
 impl fmt::Display for NodeId {

@@ -46,6 +46,13 @@ pub fn entry(index: LogIndex, era: u64) -> Entry {
             payload: Payload::Noop,
         };
     }
+    if index % 11 == 0 {
+        return Entry {
+            index,
+            era,
+            payload: Payload::Marker(index * 1_000 + era),
+        };
+    }
     let size = (index * 37 % 300) as usize;
     let command: Vec<u8> = (0..size)
         .map(|i| (index as usize * 31 + i + era as usize) as u8)

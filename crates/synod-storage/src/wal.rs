@@ -78,6 +78,7 @@ fn encode_entry(e: &Entry, out: &mut Vec<u8>) {
         match &e.payload {
             Payload::Noop => enc.u8(0),
             Payload::Command(p) => enc.u8(1).u64(p.id.client.0).u64(p.id.seq).bytes(&p.command),
+            Payload::Marker(token) => enc.u8(2).u64(*token),
         };
     });
 }
@@ -121,12 +122,13 @@ impl Record {
             KIND_ENTRY => {
                 let index = dec.u64("index")?;
                 let era = dec.u64("era")?;
-                let payload = match dec.tag("payload", 2)? {
+                let payload = match dec.tag("payload", 3)? {
                     0 => Payload::Noop,
-                    _ => Payload::Command(Proposal {
+                    1 => Payload::Command(Proposal {
                         id: RequestId::new(dec.u64("client")?, dec.u64("seq")?),
                         command: dec.owned_bytes("command")?,
                     }),
+                    _ => Payload::Marker(dec.u64("marker")?),
                 };
                 Record::Entry(Entry {
                     index,

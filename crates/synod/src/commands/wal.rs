@@ -59,6 +59,7 @@ fn describe(record: &Record) -> String {
         Record::Segment { seq } => format!("segment {seq}"),
         Record::Entry(e) => match &e.payload {
             Payload::Noop => format!("entry {} era {} no-op", e.index, e.era),
+            Payload::Marker(token) => format!("entry {} era {} marker {token:x}", e.index, e.era),
             Payload::Command(p) => format!(
                 "entry {} era {} command {} ({} bytes)",
                 e.index,

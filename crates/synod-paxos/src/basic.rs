@@ -1,0 +1,514 @@
+//! Basic Paxos, one single-decree instance per log slot (Lamport, "Paxos Made Simple", 2001).
+//!
+//! Every node plays all three roles. As proposer it takes commands in arrival order and runs
+//! an instance for each on the next free slot: phase 1 (Prepare, Promise) with a ballot of its
+//! own, then phase 2 (Accept, Accepted) with the value P2c requires (the highest-ballot value
+//! a promise reported, else its own). Once a majority accepted, the value is chosen and the
+//! proposer tells the learners. A proposer that finds another value chosen in its slot
+//! proposes its own again in the next free slot. One preempted by a higher ballot backs off
+//! for a random, growing number of ticks (section 2.4): without that, two proposers can
+//! preempt each other forever. Reads are ordered in the log behind a marker entry.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use synod_core::{
+    Action, Engine, Entry, Input, LogIndex, NodeId, Payload, ReadConsistency, ReadRequest,
+    RequestId, Role, Snapshot, Status,
+};
+
+use crate::acceptor::Acceptor;
+use crate::ballot::Ballot;
+use crate::config::{Config, ConfigError};
+use crate::core::{Core, Out, RestartError};
+use crate::message::*;
+
+/// Where one proposer's instance stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Phase 1: promises received so far, with what each reported accepted in the slot.
+    Preparing(BTreeMap<NodeId, Option<(Ballot, Payload)>>),
+    /// Phase 2 with this value: acceptors that accepted it.
+    Accepting(Payload, BTreeSet<NodeId>),
+    /// Preempted: waiting until this tick before trying again with a higher ballot.
+    BackingOff(u64),
+}
+
+/// One proposer's attempt to decide one slot.
+#[derive(Clone, Debug)]
+struct Instance {
+    ballot: Ballot,
+    /// The value this proposer wants decided here (its command, a read marker, or a no-op
+    /// filling a hole).
+    own: Payload,
+    phase: Phase,
+    /// Preemptions so far; the backoff doubles with each.
+    preempted: u32,
+    /// When the current phase's messages were last sent.
+    sent_at: u64,
+}
+
+/// A Basic Paxos node.
+#[derive(Debug)]
+pub struct BasicPaxos {
+    core: Core,
+    /// Values waiting for a slot, oldest first.
+    waiting: VecDeque<Payload>,
+    instances: BTreeMap<Slot, Instance>,
+    /// Read batches waiting for their marker to be decided and applied.
+    reads: BTreeMap<u64, Vec<RequestId>>,
+    next_marker: u64,
+    preemptions: u64,
+}
+
+impl BasicPaxos {
+    /// A node that has never run.
+    pub fn new(config: Config) -> Result<BasicPaxos, ConfigError> {
+        Ok(BasicPaxos::with_core(Core::new(config)?))
+    }
+
+    /// A node rebuilt from its hard state, newest snapshot and the decided log after it.
+    pub fn restart(
+        config: Config,
+        hard_state: Option<&[u8]>,
+        snapshot: Option<Snapshot>,
+        entries: Vec<Entry>,
+    ) -> Result<BasicPaxos, RestartError> {
+        Ok(BasicPaxos::with_core(Core::restart(
+            config, hard_state, snapshot, entries,
+        )?))
+    }
+
+    fn with_core(core: Core) -> BasicPaxos {
+        BasicPaxos {
+            core,
+            waiting: VecDeque::new(),
+            instances: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            next_marker: 0,
+            preemptions: 0,
+        }
+    }
+
+    /// The node's acceptor (for checkers).
+    pub fn acceptor(&self) -> &Acceptor {
+        &self.core.acceptor
+    }
+
+    /// Times a proposer of this node was preempted by a higher ballot.
+    pub fn preemptions(&self) -> u64 {
+        self.preemptions
+    }
+
+    /// Slots decided and held in the log.
+    pub fn decided_through(&self) -> LogIndex {
+        self.core.prefix()
+    }
+
+    /// The first slot no one is known to use: past the decided log, decisions heard of, and
+    /// this proposer's own instances.
+    fn next_free_slot(&self) -> Slot {
+        let known = self.core.prefix().max(self.core.decided_hint);
+        let ahead = self.core.ahead.keys().next_back().copied().unwrap_or(0);
+        let mine = self.instances.keys().next_back().copied().unwrap_or(0);
+        known.max(ahead).max(mine) + 1
+    }
+
+    /// Starts instances for waiting values, up to the instance limit.
+    fn start_instances(&mut self, out: &mut Out) {
+        while self.instances.len() < self.core.config.instances_max {
+            let Some(value) = self.waiting.pop_front() else {
+                break;
+            };
+            let slot = self.next_free_slot();
+            self.start(slot, value, 0, out);
+        }
+    }
+
+    /// Phase 1a (section 2.2): choose a new ballot and ask a majority to promise it.
+    fn start(&mut self, slot: Slot, own: Payload, preempted: u32, out: &mut Out) {
+        let ballot = self.core.next_ballot();
+        let instance = Instance {
+            ballot,
+            own,
+            phase: Phase::Preparing(BTreeMap::new()),
+            preempted,
+            sent_at: self.core.ticks,
+        };
+        self.instances.insert(slot, instance);
+        let prepare = Prepare {
+            ballot,
+            slot,
+            scope: Scope::One,
+        };
+        self.core.broadcast(Message::Prepare(prepare), out);
+    }
+
+    /// Phase 1b (P1a): promise unless a higher ballot was promised; report the accepted value.
+    fn on_prepare(&mut self, from: NodeId, prepare: Prepare, out: &mut Out) {
+        let slot = prepare.slot;
+        if let Some(decided) = self.core.decided(slot).cloned() {
+            // A learner that knows the slot is decided says so; the proposer adopts it.
+            let accepted = vec![(slot, Ballot::from_era(decided.era), decided.payload)];
+            let promise = Promise {
+                ballot: prepare.ballot,
+                slot,
+                scope: Scope::One,
+                accepted,
+                compacted_through: 0,
+            };
+            return self.core.send(from, Message::Promise(promise), out);
+        }
+        if slot <= self.core.base.index {
+            let promise = Promise {
+                ballot: prepare.ballot,
+                slot,
+                scope: Scope::One,
+                accepted: vec![],
+                compacted_through: self.core.base.index,
+            };
+            return self.core.send(from, Message::Promise(promise), out);
+        }
+        let reply = match self.core.acceptor.prepare(slot, prepare.ballot) {
+            Ok(accepted) => {
+                self.core.acceptor_changed();
+                let accepted = accepted.map(|(b, v)| (slot, b, v)).into_iter().collect();
+                Message::Promise(Promise {
+                    ballot: prepare.ballot,
+                    slot,
+                    scope: Scope::One,
+                    accepted,
+                    compacted_through: 0,
+                })
+            }
+            Err(promised) => Message::Nack(Nack {
+                ballot: prepare.ballot,
+                slot,
+                promised,
+            }),
+        };
+        // `send` flushes first: the promise is durable before the proposer can count it.
+        self.core.send(from, reply, out);
+    }
+
+    /// Phase 2a (P2c): with promises from a majority, propose the value of the highest
+    /// ballot any of them accepted, or this proposer's own value if none did.
+    fn on_promise(&mut self, from: NodeId, promise: Promise, out: &mut Out) {
+        let quorum = self.core.quorum();
+        let slot = promise.slot;
+        if promise.compacted_through >= slot {
+            // Decided long ago and compacted away at that acceptor: learn it, try elsewhere.
+            self.core.decided_hint = self.core.decided_hint.max(promise.compacted_through);
+            return self.give_up_slot(slot, out);
+        }
+        let Some(instance) = self.instances.get_mut(&slot) else {
+            return;
+        };
+        let Phase::Preparing(promises) = &mut instance.phase else {
+            return;
+        };
+        if promise.ballot != instance.ballot {
+            return;
+        }
+        promises.insert(
+            from,
+            promise.accepted.into_iter().next().map(|(_, b, v)| (b, v)),
+        );
+        if promises.len() < quorum {
+            return;
+        }
+        let value = promises
+            .values()
+            .flatten()
+            .max_by_key(|(b, _)| *b)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| instance.own.clone());
+        instance.phase = Phase::Accepting(value.clone(), BTreeSet::new());
+        instance.sent_at = self.core.ticks;
+        let accept = Accept {
+            ballot: instance.ballot,
+            first: slot,
+            values: vec![value],
+            commit: 0,
+        };
+        self.core.broadcast(Message::Accept(accept), out);
+    }
+
+    /// Phase 2b (P1a): accept unless a higher ballot was promised.
+    fn on_accept(&mut self, from: NodeId, accept: Accept, out: &mut Out) {
+        let slot = accept.first;
+        let Some(value) = accept.values.into_iter().next() else {
+            return;
+        };
+        if let Some(decided) = self.core.decided(slot) {
+            if decided.payload == value {
+                let accepted = Accepted {
+                    ballot: accept.ballot,
+                    first: slot,
+                    count: 1,
+                };
+                self.core.send(from, Message::Accepted(accepted), out);
+            }
+            return;
+        }
+        if slot <= self.core.base.index {
+            return;
+        }
+        let reply = match self.core.acceptor.accept(slot, accept.ballot, value) {
+            Ok(()) => {
+                self.core.acceptor_changed();
+                Message::Accepted(Accepted {
+                    ballot: accept.ballot,
+                    first: slot,
+                    count: 1,
+                })
+            }
+            Err(promised) => Message::Nack(Nack {
+                ballot: accept.ballot,
+                slot,
+                promised,
+            }),
+        };
+        self.core.send(from, reply, out);
+    }
+
+    /// A majority accepted: the value is chosen (section 2.3); tell every learner.
+    fn on_accepted(&mut self, from: NodeId, accepted: Accepted, out: &mut Out) {
+        let quorum = self.core.quorum();
+        let slot = accepted.first;
+        let Some(instance) = self.instances.get_mut(&slot) else {
+            return;
+        };
+        let Phase::Accepting(value, acceptors) = &mut instance.phase else {
+            return;
+        };
+        if accepted.ballot != instance.ballot {
+            return;
+        }
+        acceptors.insert(from);
+        if acceptors.len() < quorum {
+            return;
+        }
+        let entry = Entry {
+            index: slot,
+            era: instance.ballot.era(),
+            payload: value.clone(),
+        };
+        self.core.learn(entry.clone());
+        for to in self.core.peers.clone() {
+            self.core.send(
+                to,
+                Message::Decided(Decided {
+                    entries: vec![entry.clone()],
+                }),
+                out,
+            );
+        }
+        self.settle_decided(out);
+    }
+
+    /// A higher ballot preempted an instance: back off, then try again above it.
+    fn on_nack(&mut self, nack: Nack) {
+        self.core.observe(nack.promised);
+        let ticks = self.core.ticks;
+        let Some(instance) = self.instances.get_mut(&nack.slot) else {
+            return;
+        };
+        if nack.ballot != instance.ballot || matches!(instance.phase, Phase::BackingOff(_)) {
+            return;
+        }
+        self.preemptions += 1;
+        instance.preempted += 1;
+        let wait = if self.core.config.backoff {
+            let cap = (self.core.config.backoff_ticks_base << instance.preempted.min(16))
+                .min(self.core.config.backoff_ticks_max);
+            self.core.rng.range_inclusive(1, cap)
+        } else {
+            0
+        };
+        instance.phase = Phase::BackingOff(ticks + wait);
+    }
+
+    /// Ends the instances whose slots are now decided. A proposer whose own value lost its
+    /// slot proposes it again in the next free slot.
+    fn settle_decided(&mut self, out: &mut Out) {
+        let prefix = self.core.prefix();
+        let decided: Vec<Slot> = self
+            .instances
+            .keys()
+            .copied()
+            .filter(|&s| s <= prefix || self.core.ahead.contains_key(&s))
+            .collect();
+        for slot in decided {
+            let instance = self.instances.remove(&slot).expect("listed above");
+            let chosen = self
+                .core
+                .decided(slot)
+                .or_else(|| self.core.ahead.get(&slot))
+                .map(|e| e.payload.clone());
+            if chosen.as_ref() != Some(&instance.own) && instance.own != Payload::Noop {
+                self.waiting.push_front(instance.own);
+            }
+        }
+        self.start_instances(out);
+    }
+
+    /// Abandons an instance on a slot that turned out to be decided elsewhere.
+    fn give_up_slot(&mut self, slot: Slot, out: &mut Out) {
+        if let Some(instance) = self.instances.remove(&slot) {
+            if instance.own != Payload::Noop {
+                self.waiting.push_front(instance.own);
+            }
+        }
+        self.start_instances(out);
+    }
+
+    fn on_tick(&mut self, out: &mut Out) {
+        self.core.ticks += 1;
+        let now = self.core.ticks;
+        let retry = self.core.config.retry_ticks;
+        let slots: Vec<Slot> = self.instances.keys().copied().collect();
+        for slot in slots {
+            let Some(instance) = self.instances.get(&slot).cloned() else {
+                continue;
+            };
+            match instance.phase {
+                Phase::BackingOff(until) if now >= until => {
+                    self.start(slot, instance.own, instance.preempted, out)
+                }
+                Phase::Preparing(_) | Phase::Accepting(..) if now >= instance.sent_at + retry => {
+                    self.resend(slot, instance, out)
+                }
+                _ => {}
+            }
+        }
+        if let Some(hole) = self.core.check_gap(None, out) {
+            if !self.instances.contains_key(&hole) {
+                // Nobody could tell us the slot's value: decide it ourselves (phase 1 will
+                // reveal any value already accepted there).
+                self.start(hole, Payload::Noop, 0, out);
+            }
+        }
+    }
+
+    /// Messages may be lost: send the current phase's request again, same ballot.
+    fn resend(&mut self, slot: Slot, instance: Instance, out: &mut Out) {
+        let message = match instance.phase {
+            Phase::Preparing(_) => Message::Prepare(Prepare {
+                ballot: instance.ballot,
+                slot,
+                scope: Scope::One,
+            }),
+            Phase::Accepting(value, _) => Message::Accept(Accept {
+                ballot: instance.ballot,
+                first: slot,
+                values: vec![value],
+                commit: 0,
+            }),
+            Phase::BackingOff(_) => return,
+        };
+        if let Some(i) = self.instances.get_mut(&slot) {
+            i.sent_at = self.core.ticks;
+        }
+        self.core.broadcast(message, out);
+    }
+
+    fn on_read(&mut self, reads: Vec<ReadRequest>, out: &mut Out) {
+        let mut linearizable = Vec::new();
+        for read in reads {
+            match read.consistency {
+                ReadConsistency::Serializable => out.push(Action::ReadReady(read.id)),
+                ReadConsistency::Linearizable => linearizable.push(read.id),
+            }
+        }
+        if linearizable.is_empty() {
+            return;
+        }
+        // A marker unique to this node: the read is answered once the marker is decided and
+        // applied, so it sees every write decided before the marker's slot.
+        self.next_marker += 1;
+        let token = (self.core.id.0 << 48) | self.next_marker;
+        self.reads.insert(token, linearizable);
+        self.waiting.push_back(Payload::Marker(token));
+        self.start_instances(out);
+    }
+
+    fn on_message(&mut self, from: NodeId, message: Message, out: &mut Out) {
+        match message {
+            Message::Prepare(m) => self.on_prepare(from, m, out),
+            Message::Promise(m) => self.on_promise(from, m, out),
+            Message::Accept(m) => self.on_accept(from, m, out),
+            Message::Accepted(m) => self.on_accepted(from, m, out),
+            Message::Nack(m) => self.on_nack(m),
+            Message::Decided(m) => {
+                self.core.on_decided(m);
+                self.settle_decided(out);
+            }
+            Message::AskDecided(m) => self.core.on_ask_decided(from, m, out),
+            Message::SnapshotRequest(m) => self.core.on_snapshot_request(from, m, out),
+            Message::SnapshotChunk(m) => {
+                self.core.on_snapshot_chunk(from, m, out);
+                self.settle_decided(out);
+            }
+            Message::Heartbeat(_) | Message::HeartbeatAck(_) => {}
+        }
+    }
+}
+
+impl Engine for BasicPaxos {
+    type Message = Message;
+
+    fn step(&mut self, input: Input<Message>, out: &mut Vec<Action<Message>>) {
+        match input {
+            Input::Tick => self.on_tick(out),
+            Input::Receive { from, message } => {
+                if self.core.peers.contains(&from) {
+                    self.on_message(from, message, out)
+                }
+            }
+            Input::Propose(proposals) => {
+                self.waiting
+                    .extend(proposals.into_iter().map(Payload::Command));
+                self.start_instances(out);
+            }
+            Input::Read(reads) => self.on_read(reads, out),
+            Input::Persisted(id) => self.core.on_persisted(id),
+            Input::Snapshotted(snapshot) => self.core.on_snapshotted(snapshot),
+            // There is no leader to transfer.
+            Input::TransferLeadership { .. } => {}
+        }
+        self.core.flush(out);
+        // This node's acceptor answers its own proposer once the answer is durable.
+        while let Some(message) = self.core.ready_loopback() {
+            let me = self.core.id;
+            self.on_message(me, message, out);
+            self.core.flush(out);
+        }
+        for entry in self.core.apply_decided(out) {
+            if let Payload::Marker(token) = entry.payload {
+                if let Some(ids) = self.reads.remove(&token) {
+                    out.extend(ids.into_iter().map(Action::ReadReady));
+                }
+            }
+        }
+        self.core.flush(out);
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            id: self.core.id,
+            role: Role::Peer,
+            leader: None,
+            era: self.core.max_round,
+            commit_index: self.core.prefix(),
+            last_index: self.core.prefix(),
+        }
+    }
+}
+
+impl BasicPaxos {
+    /// Proposals this node still has to place, for tests.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.len() + self.instances.len()
+    }
+}

@@ -1,0 +1,120 @@
+//! How a Paxos node is set up.
+
+use synod_core::NodeId;
+use thiserror::Error;
+
+/// Settings of one Paxos node (either engine). Times are in ticks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// This node.
+    pub id: NodeId,
+    /// Every acceptor, this node included.
+    pub voters: Vec<NodeId>,
+    /// Seeds the node's PRNG (backoff, election timeouts).
+    pub seed: u64,
+    /// A proposer whose Prepare or Accept went unanswered this long sends it again.
+    pub retry_ticks: u64,
+    /// A learner missing a decided slot this long asks a peer for it (Basic Paxos then runs an
+    /// instance with a no-op on a hole nobody could fill).
+    pub gap_timeout_ticks: u64,
+    /// Entries in one Decided or Accept message at most.
+    pub batch_entries_max: usize,
+    /// Bytes of snapshot per chunk at most.
+    pub snapshot_chunk_bytes: usize,
+    /// Basic Paxos: a preempted proposer waits a random, growing number of ticks before it
+    /// tries again (Paxos Made Simple, section 2.4). Off, dueling proposers can livelock.
+    pub backoff: bool,
+    /// Basic Paxos: the first backoff is drawn from `1..=backoff_ticks_base`, doubling after
+    /// each preemption up to `backoff_ticks_max`.
+    pub backoff_ticks_base: u64,
+    /// Basic Paxos: the longest backoff.
+    pub backoff_ticks_max: u64,
+    /// Basic Paxos: slots one proposer works on at once.
+    pub instances_max: usize,
+    /// Multi-Paxos: shortest election timeout.
+    pub election_timeout_ticks_min: u64,
+    /// Multi-Paxos: election timeouts are drawn from `[min, max)`.
+    pub election_timeout_ticks_max: u64,
+    /// Multi-Paxos: how often the leader sends heartbeats.
+    pub heartbeat_interval_ticks: u64,
+    /// Deliberately broken rules, for proving the simulator catches them.
+    #[cfg(any(test, feature = "inject-bugs"))]
+    pub bugs: InjectedBugs,
+}
+
+/// Rules a test may break on purpose. Each one makes Paxos unsafe.
+#[cfg(any(test, feature = "inject-bugs"))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InjectedBugs {
+    /// A restarted acceptor forgets the promises it made (it keeps what it accepted).
+    pub forget_promises_on_restart: bool,
+}
+
+impl Config {
+    /// Defaults for node `id` among `voters`.
+    pub fn new(id: NodeId, voters: Vec<NodeId>) -> Config {
+        Config {
+            id,
+            voters,
+            seed: id.0,
+            retry_ticks: 6,
+            gap_timeout_ticks: 10,
+            batch_entries_max: 256,
+            snapshot_chunk_bytes: 1 << 20,
+            backoff: true,
+            backoff_ticks_base: 3,
+            backoff_ticks_max: 60,
+            instances_max: 4,
+            election_timeout_ticks_min: 15,
+            election_timeout_ticks_max: 30,
+            heartbeat_interval_ticks: 3,
+            #[cfg(any(test, feature = "inject-bugs"))]
+            bugs: InjectedBugs::default(),
+        }
+    }
+
+    /// Checks the settings make sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut sorted = self.voters.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != self.voters.len() || !self.voters.contains(&self.id) {
+            return Err(ConfigError::Voters);
+        }
+        if self.voters.iter().any(|v| v.0 == 0 || v.0 >= 1 << 16) {
+            return Err(ConfigError::NodeId);
+        }
+        let timing_ok = self.retry_ticks > 0
+            && self.gap_timeout_ticks > 0
+            && self.backoff_ticks_base > 0
+            && self.backoff_ticks_base <= self.backoff_ticks_max
+            && self.heartbeat_interval_ticks > 0
+            && self.heartbeat_interval_ticks < self.election_timeout_ticks_min
+            && self.election_timeout_ticks_min < self.election_timeout_ticks_max;
+        if !timing_ok {
+            return Err(ConfigError::Timing);
+        }
+        if self.batch_entries_max == 0 || self.snapshot_chunk_bytes == 0 || self.instances_max == 0
+        {
+            return Err(ConfigError::Limits);
+        }
+        Ok(())
+    }
+}
+
+/// Settings that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    /// The voter list has duplicates or lacks this node.
+    #[error("the voters must be distinct and include this node")]
+    Voters,
+    /// Node ids must fit in a ballot.
+    #[error("node ids must be between 1 and 65535")]
+    NodeId,
+    /// Inconsistent timeouts.
+    #[error("timeouts must be positive, backoff base at most its max, heartbeats below the election timeout")]
+    Timing,
+    /// Limits of zero.
+    #[error("batch, chunk and instance limits must be at least 1")]
+    Limits,
+}

@@ -1,0 +1,445 @@
+//! What both Paxos engines share: the acceptor's and the learner's roles, persistence, the
+//! loopback through which a node's proposer hears its own acceptor, and catch-up.
+//!
+//! The loopback matters for safety: a proposer counts its own acceptor's promise or accept
+//! only once it is durable, exactly as it counts another node's (which arrives only after that
+//! node persisted it). Without it, a node could count its own promise, crash, forget it, and a
+//! value could be chosen by a "majority" that never existed on disk.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use synod_core::codec::{DecodeError, Decoder, Encoder};
+use synod_core::quorum::majority;
+use synod_core::{
+    Action, Entry, LogIndex, NodeId, Persist, PersistId, Rng, Snapshot, SnapshotMeta,
+};
+use thiserror::Error;
+
+use crate::acceptor::Acceptor;
+use crate::ballot::Ballot;
+use crate::config::{Config, ConfigError};
+use crate::message::{AskDecided, Decided, Message, Slot, SnapshotChunk, SnapshotRequest};
+
+/// Actions pushed by a step.
+pub(crate) type Out = Vec<Action<Message>>;
+
+/// Why a node could not be rebuilt from its persisted state.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RestartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The hard state does not decode.
+    #[error("hard state is corrupt: {0}")]
+    HardState(#[from] DecodeError),
+    /// The decided log does not follow the snapshot.
+    #[error("persisted log is invalid: {0}")]
+    Log(String),
+}
+
+#[derive(Debug, Default)]
+struct Draft {
+    snapshot: Option<Snapshot>,
+    hard_state: bool,
+    entries: Vec<Entry>,
+}
+
+/// State and machinery common to Basic and Multi-Paxos.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub(crate) id: NodeId,
+    pub(crate) peers: Vec<NodeId>,
+    pub(crate) config: Config,
+    pub(crate) rng: Rng,
+    pub(crate) ticks: u64,
+    pub(crate) acceptor: Acceptor,
+    /// The highest round this node used or saw. Persisted when a ballot is used, so a
+    /// restarted proposer never reuses one.
+    pub(crate) max_round: u64,
+    /// The decided log: a snapshot base, then consecutive decided entries.
+    pub(crate) base: SnapshotMeta,
+    pub(crate) log: Vec<Entry>,
+    /// Decided entries beyond a gap in the log.
+    pub(crate) ahead: BTreeMap<Slot, Entry>,
+    pub(crate) applied: LogIndex,
+    pub(crate) snapshot: Option<Snapshot>,
+    incoming: Option<(SnapshotMeta, Vec<u8>)>,
+    /// The highest slot known decided somewhere.
+    pub(crate) decided_hint: Slot,
+    /// When the current gap in the log was noticed, and when it was last asked about.
+    gap: Option<(u64, u64)>,
+    draft: Draft,
+    next_persist: u64,
+    /// Persists not yet durable: (id, decided log end it makes durable).
+    unpersisted: VecDeque<(u64, Slot)>,
+    last_issued: u64,
+    last_durable: u64,
+    /// Messages from this node to itself, delivered once the persist before them is durable.
+    loopback: VecDeque<(u64, Message)>,
+}
+
+impl Core {
+    pub(crate) fn new(config: Config) -> Result<Core, ConfigError> {
+        config.validate()?;
+        let mut peers: Vec<NodeId> = config
+            .voters
+            .iter()
+            .copied()
+            .filter(|&v| v != config.id)
+            .collect();
+        peers.sort_unstable();
+        Ok(Core {
+            id: config.id,
+            peers,
+            rng: Rng::new(config.seed),
+            config,
+            ticks: 0,
+            acceptor: Acceptor::default(),
+            max_round: 0,
+            base: SnapshotMeta::default(),
+            log: Vec::new(),
+            ahead: BTreeMap::new(),
+            applied: 0,
+            snapshot: None,
+            incoming: None,
+            decided_hint: 0,
+            gap: None,
+            draft: Draft::default(),
+            next_persist: 1,
+            unpersisted: VecDeque::new(),
+            last_issued: 0,
+            last_durable: 0,
+            loopback: VecDeque::new(),
+        })
+    }
+
+    /// A node rebuilt from its hard state, newest snapshot and the decided log after it.
+    pub(crate) fn restart(
+        config: Config,
+        hard_state: Option<&[u8]>,
+        snapshot: Option<Snapshot>,
+        entries: Vec<Entry>,
+    ) -> Result<Core, RestartError> {
+        let mut core = Core::new(config)?;
+        if let Some(bytes) = hard_state {
+            let mut dec = Decoder::new(bytes);
+            core.max_round = dec.u64("max round")?;
+            core.acceptor = Acceptor::decode(&mut dec)?;
+            dec.finish()?;
+        }
+        #[cfg(any(test, feature = "inject-bugs"))]
+        if core.config.bugs.forget_promises_on_restart {
+            core.acceptor.forget_promises();
+        }
+        core.base = snapshot.as_ref().map(|s| s.meta).unwrap_or_default();
+        for (i, e) in entries.iter().enumerate() {
+            if e.index != core.base.index + 1 + i as u64 {
+                return Err(RestartError::Log(format!(
+                    "entry {} where {} was expected",
+                    e.index,
+                    core.base.index + 1 + i as u64
+                )));
+            }
+        }
+        core.log = entries;
+        core.applied = core.base.index;
+        core.decided_hint = core.prefix();
+        core.snapshot = snapshot;
+        core.acceptor.forget_through(core.prefix());
+        Ok(core)
+    }
+
+    /// The last slot of the decided log.
+    pub(crate) fn prefix(&self) -> Slot {
+        self.base.index + self.log.len() as Slot
+    }
+
+    pub(crate) fn quorum(&self) -> usize {
+        majority(self.peers.len() + 1)
+    }
+
+    /// A fresh ballot above every round this node used or saw; persisted before any message
+    /// that carries it leaves.
+    pub(crate) fn next_ballot(&mut self) -> Ballot {
+        self.max_round += 1;
+        self.draft.hard_state = true;
+        Ballot {
+            round: self.max_round,
+            node: self.id,
+        }
+    }
+
+    pub(crate) fn observe(&mut self, ballot: Ballot) {
+        self.max_round = self.max_round.max(ballot.round);
+    }
+
+    /// The acceptor's state changed: persist it before answering.
+    pub(crate) fn acceptor_changed(&mut self) {
+        self.draft.hard_state = true;
+    }
+
+    fn hard_state(&self) -> Vec<u8> {
+        let mut enc = Encoder::with_capacity(64);
+        enc.u64(self.max_round);
+        self.acceptor.encode(&mut enc);
+        enc.finish()
+    }
+
+    /// Pushes the pending persist, if any.
+    pub(crate) fn flush(&mut self, out: &mut Out) {
+        let draft = &self.draft;
+        if draft.snapshot.is_none() && !draft.hard_state && draft.entries.is_empty() {
+            return;
+        }
+        let draft = std::mem::take(&mut self.draft);
+        let id = self.next_persist;
+        self.next_persist += 1;
+        self.last_issued = id;
+        self.unpersisted.push_back((id, self.prefix()));
+        out.push(Action::Persist(Persist {
+            id: PersistId(id),
+            snapshot: draft.snapshot,
+            hard_state: draft.hard_state.then(|| self.hard_state()),
+            truncate_from: None,
+            entries: draft.entries,
+        }));
+    }
+
+    /// Sends a message once everything decided so far is durable; to itself, through the
+    /// loopback.
+    pub(crate) fn send(&mut self, to: NodeId, message: Message, out: &mut Out) {
+        self.flush(out);
+        if to == self.id {
+            self.loopback.push_back((self.last_issued, message));
+        } else {
+            out.push(Action::Send { to, message });
+        }
+    }
+
+    /// Sends a message to every acceptor, this node's included.
+    pub(crate) fn broadcast(&mut self, message: Message, out: &mut Out) {
+        for to in self.peers.clone() {
+            self.send(to, message.clone(), out);
+        }
+        self.send(self.id, message, out);
+    }
+
+    pub(crate) fn on_persisted(&mut self, id: PersistId) {
+        self.last_durable = self.last_durable.max(id.0);
+        while let Some(&(pending, covers)) = self.unpersisted.front() {
+            if pending > id.0 {
+                break;
+            }
+            self.unpersisted.pop_front();
+            // These slots are in the durable decided log: the log answers for them now.
+            self.acceptor.forget_through(covers);
+        }
+    }
+
+    /// The next message from this node to itself whose persist is durable.
+    pub(crate) fn ready_loopback(&mut self) -> Option<Message> {
+        match self.loopback.front() {
+            Some(&(needs, _)) if needs <= self.last_durable => {
+                self.loopback.pop_front().map(|(_, m)| m)
+            }
+            _ => None,
+        }
+    }
+
+    /// The decided entry at `slot`, if this node has it in its log.
+    pub(crate) fn decided(&self, slot: Slot) -> Option<&Entry> {
+        slot.checked_sub(self.base.index + 1)
+            .and_then(|i| self.log.get(i as usize))
+    }
+
+    /// Learns that `entry` is decided (Paxos Made Simple, section 2.3). Returns whether the
+    /// decided log grew.
+    pub(crate) fn learn(&mut self, entry: Entry) -> bool {
+        let slot = entry.index;
+        self.decided_hint = self.decided_hint.max(slot);
+        if slot <= self.prefix() {
+            debug_assert!(
+                self.decided(slot)
+                    .is_none_or(|d| d.payload == entry.payload),
+                "slot {slot} decided twice with different values"
+            );
+            return false;
+        }
+        self.ahead.insert(slot, entry);
+        let before = self.prefix();
+        while let Some(next) = self.ahead.remove(&(self.prefix() + 1)) {
+            self.draft.entries.push(next.clone());
+            self.log.push(next);
+        }
+        if self.prefix() > before {
+            self.gap = None;
+        }
+        self.prefix() > before
+    }
+
+    /// Pushes `Apply` for every decided entry not yet applied; returns them for the engine.
+    pub(crate) fn apply_decided(&mut self, out: &mut Out) -> Vec<Entry> {
+        let mut applied = Vec::new();
+        while self.applied < self.prefix() {
+            self.applied += 1;
+            let entry = self
+                .decided(self.applied)
+                .expect("decided entries after the base are in the log")
+                .clone();
+            out.push(Action::Apply(entry.clone()));
+            applied.push(entry);
+        }
+        applied
+    }
+
+    /// Learner catch-up: a gap in the decided log is asked about every `gap_timeout_ticks`.
+    /// Returns the missing slot when the gap has lasted three timeouts, so a proposer can
+    /// decide it itself.
+    pub(crate) fn check_gap(&mut self, ask: Option<NodeId>, out: &mut Out) -> Option<Slot> {
+        if self.decided_hint <= self.prefix() {
+            self.gap = None;
+            return None;
+        }
+        let now = self.ticks;
+        let timeout = self.config.gap_timeout_ticks;
+        let (since, asked) = *self.gap.get_or_insert((now, now));
+        if now >= asked + timeout {
+            let to = ask
+                .filter(|&n| n != self.id)
+                .or_else(|| self.rng.pick(&self.peers).copied());
+            if let Some(to) = to {
+                let from = self.prefix() + 1;
+                self.send(to, Message::AskDecided(AskDecided { from }), out);
+            }
+            self.gap = Some((since, now));
+        }
+        (now >= since + 3 * timeout).then_some(self.prefix() + 1)
+    }
+
+    pub(crate) fn on_ask_decided(&mut self, from: NodeId, ask: AskDecided, out: &mut Out) {
+        if ask.from <= self.base.index {
+            if let Some(snapshot) = self.snapshot.clone() {
+                self.send_chunk(from, &snapshot, 0, out);
+            }
+            return;
+        }
+        let entries: Vec<Entry> = (ask.from..=self.prefix())
+            .take(self.config.batch_entries_max)
+            .filter_map(|s| self.decided(s).cloned())
+            .collect();
+        if !entries.is_empty() {
+            self.send(from, Message::Decided(Decided { entries }), out);
+        }
+    }
+
+    pub(crate) fn on_decided(&mut self, decided: Decided) {
+        for entry in decided.entries {
+            self.learn(entry);
+        }
+    }
+
+    /// The runtime saved a snapshot of what this node applied: drop the log it covers.
+    pub(crate) fn on_snapshotted(&mut self, snapshot: Snapshot) {
+        let meta = snapshot.meta;
+        assert!(
+            meta.index <= self.applied,
+            "snapshot through {} beyond applied {}",
+            meta.index,
+            self.applied
+        );
+        if meta.index <= self.base.index {
+            return;
+        }
+        self.log.drain(..(meta.index - self.base.index) as usize);
+        self.base = meta;
+        self.snapshot = Some(snapshot);
+    }
+
+    fn send_chunk(&mut self, to: NodeId, snapshot: &Snapshot, offset: u64, out: &mut Out) {
+        let start = (offset as usize).min(snapshot.data.len());
+        let end = (start + self.config.snapshot_chunk_bytes).min(snapshot.data.len());
+        let chunk = SnapshotChunk {
+            meta: snapshot.meta,
+            offset: start as u64,
+            data: snapshot.data.slice(start..end),
+            done: end == snapshot.data.len(),
+        };
+        self.send(to, Message::SnapshotChunk(chunk), out);
+    }
+
+    pub(crate) fn on_snapshot_request(
+        &mut self,
+        from: NodeId,
+        request: SnapshotRequest,
+        out: &mut Out,
+    ) {
+        if let Some(snapshot) = self.snapshot.clone() {
+            let offset = if snapshot.meta == request.meta {
+                request.offset
+            } else {
+                0
+            };
+            self.send_chunk(from, &snapshot, offset, out);
+        }
+    }
+
+    /// A learner behind a peer's compacted log pulls the peer's snapshot chunk by chunk.
+    pub(crate) fn on_snapshot_chunk(&mut self, from: NodeId, chunk: SnapshotChunk, out: &mut Out) {
+        let meta = chunk.meta;
+        if meta.index <= self.prefix() {
+            return;
+        }
+        let expected = match &self.incoming {
+            Some((m, bytes)) if *m == meta => bytes.len() as u64,
+            _ => 0,
+        };
+        if chunk.offset == 0 {
+            self.incoming = Some((meta, Vec::new()));
+        } else if chunk.offset != expected {
+            return;
+        }
+        let Some((_, bytes)) = self.incoming.as_mut() else {
+            return;
+        };
+        bytes.extend_from_slice(&chunk.data);
+        let received = bytes.len() as u64;
+        if !chunk.done {
+            self.send(
+                from,
+                Message::SnapshotRequest(SnapshotRequest {
+                    meta,
+                    offset: received,
+                }),
+                out,
+            );
+            return;
+        }
+        let (meta, bytes) = self.incoming.take().expect("collected above");
+        self.install(
+            Snapshot {
+                meta,
+                data: Bytes::from(bytes),
+            },
+            out,
+        );
+    }
+
+    /// Replaces the decided log and the state machine with a snapshot.
+    fn install(&mut self, snapshot: Snapshot, out: &mut Out) {
+        let meta = snapshot.meta;
+        self.base = meta;
+        self.log.clear();
+        self.draft.entries.clear();
+        self.ahead = self.ahead.split_off(&(meta.index + 1));
+        while let Some(next) = self.ahead.remove(&(self.prefix() + 1)) {
+            self.draft.entries.push(next.clone());
+            self.log.push(next);
+        }
+        self.applied = meta.index;
+        self.decided_hint = self.decided_hint.max(self.prefix());
+        self.draft.snapshot = Some(snapshot.clone());
+        out.push(Action::Restore(snapshot.clone()));
+        self.snapshot = Some(snapshot);
+    }
+}

@@ -1,0 +1,706 @@
+//! Multi-Paxos (Paxos Made Simple, section 3): a distinguished proposer, the leader, runs
+//! phase 1 once for every slot from the first undecided one, then only phase 2, one round
+//! trip per batch of commands.
+//!
+//! A follower that hears no heartbeat for a randomized timeout runs phase 1 with a higher
+//! ballot. With promises from a majority it leads: it proposes again, under its own ballot,
+//! the highest-ballot value any promise reported for each undecided slot, and a no-op in
+//! every hole, so the log has no gaps. Decisions reach followers piggybacked on the next
+//! Accept or heartbeat (the commit slot). A leader that hears from no majority for an
+//! election timeout steps down. Linearizable reads confirm the leader's ballot with a majority
+//! before they are answered, without writing the log.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use synod_core::{
+    Action, Engine, Entry, Input, LogIndex, NodeId, Payload, Proposal, ReadConsistency,
+    ReadRequest, Rejection, RequestId, Role, Snapshot, Status,
+};
+
+use crate::acceptor::Acceptor;
+use crate::ballot::Ballot;
+use crate::config::{Config, ConfigError};
+use crate::core::{Core, Out, RestartError};
+use crate::message::*;
+
+/// A slot the leader proposed and waits on.
+#[derive(Clone, Debug)]
+struct InFlight {
+    value: Payload,
+    accepted: BTreeSet<NodeId>,
+    sent_at: u64,
+}
+
+/// A read round waiting for a majority to confirm the ballot.
+#[derive(Debug)]
+struct ReadRound {
+    round: u64,
+    read_index: Slot,
+    ids: Vec<RequestId>,
+}
+
+#[derive(Debug)]
+struct Leading {
+    ballot: Ballot,
+    next_slot: Slot,
+    in_flight: BTreeMap<Slot, InFlight>,
+    /// Phase 1 recovered slots through here; reads wait until they are decided.
+    recovered_through: Slot,
+    heartbeat_elapsed: u64,
+    quorum_check_elapsed: u64,
+    /// Peers heard from (with this ballot) since the last quorum check.
+    active: BTreeSet<NodeId>,
+    read_round: u64,
+    acked_rounds: BTreeMap<NodeId, u64>,
+    reads_before_recovery: Vec<RequestId>,
+    reads: VecDeque<ReadRound>,
+}
+
+#[derive(Debug)]
+enum State {
+    Follower,
+    /// Phase 1 for every slot from `from` on, with the promises so far.
+    Candidate {
+        ballot: Ballot,
+        from: Slot,
+        promises: BTreeMap<NodeId, Promise>,
+    },
+    Leader(Box<Leading>),
+}
+
+/// A Multi-Paxos node.
+#[derive(Debug)]
+pub struct MultiPaxos {
+    core: Core,
+    state: State,
+    /// The ballot of the leader this node follows (the highest seen leading).
+    leader_ballot: Ballot,
+    election_elapsed: u64,
+    election_timeout: u64,
+}
+
+impl MultiPaxos {
+    /// A node that has never run.
+    pub fn new(config: Config) -> Result<MultiPaxos, ConfigError> {
+        Ok(MultiPaxos::with_core(Core::new(config)?))
+    }
+
+    /// A node rebuilt from its hard state, newest snapshot and the decided log after it.
+    pub fn restart(
+        config: Config,
+        hard_state: Option<&[u8]>,
+        snapshot: Option<Snapshot>,
+        entries: Vec<Entry>,
+    ) -> Result<MultiPaxos, RestartError> {
+        Ok(MultiPaxos::with_core(Core::restart(
+            config, hard_state, snapshot, entries,
+        )?))
+    }
+
+    fn with_core(core: Core) -> MultiPaxos {
+        let mut node = MultiPaxos {
+            core,
+            state: State::Follower,
+            leader_ballot: Ballot::ZERO,
+            election_elapsed: 0,
+            election_timeout: 0,
+        };
+        node.reset_election_timer();
+        node
+    }
+
+    /// The node's acceptor (for checkers).
+    pub fn acceptor(&self) -> &Acceptor {
+        &self.core.acceptor
+    }
+
+    /// Whether this node leads, with which ballot.
+    pub fn leading(&self) -> Option<Ballot> {
+        match &self.state {
+            State::Leader(l) => Some(l.ballot),
+            _ => None,
+        }
+    }
+
+    /// Slots decided and held in the log.
+    pub fn decided_through(&self) -> LogIndex {
+        self.core.prefix()
+    }
+
+    fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        let (min, max) = (
+            self.core.config.election_timeout_ticks_min,
+            self.core.config.election_timeout_ticks_max,
+        );
+        self.election_timeout = self.core.rng.range(min, max);
+    }
+
+    fn leader_hint(&self) -> Option<NodeId> {
+        (self.leader_ballot != Ballot::ZERO).then_some(self.leader_ballot.node)
+    }
+
+    /// Follows the leader of `ballot` (a higher ballot than ours means we no longer lead).
+    fn follow(&mut self, ballot: Ballot, out: &mut Out) {
+        self.core.observe(ballot);
+        if ballot > self.leader_ballot {
+            self.leader_ballot = ballot;
+        }
+        let deposed = match &self.state {
+            State::Leader(l) => l.ballot < ballot,
+            State::Candidate { ballot: mine, .. } => *mine < ballot,
+            State::Follower => false,
+        };
+        if deposed {
+            self.step_down(out);
+        }
+        self.reset_election_timer();
+    }
+
+    fn step_down(&mut self, out: &mut Out) {
+        let hint = self.leader_hint();
+        if let State::Leader(leading) = std::mem::replace(&mut self.state, State::Follower) {
+            let waiting = leading
+                .reads_before_recovery
+                .into_iter()
+                .chain(leading.reads.into_iter().flat_map(|r| r.ids));
+            for id in waiting {
+                out.push(Action::Reject {
+                    id,
+                    reason: Rejection::NotLeader { leader_hint: hint },
+                });
+            }
+        }
+    }
+
+    /// Phase 1a for the whole future: every slot from the first undecided one.
+    fn campaign(&mut self, out: &mut Out) {
+        let ballot = self.core.next_ballot();
+        let from = self.core.prefix() + 1;
+        self.state = State::Candidate {
+            ballot,
+            from,
+            promises: BTreeMap::new(),
+        };
+        self.reset_election_timer();
+        let prepare = Prepare {
+            ballot,
+            slot: from,
+            scope: Scope::Onward,
+        };
+        self.core.broadcast(Message::Prepare(prepare), out);
+    }
+
+    fn on_prepare(&mut self, from: NodeId, prepare: Prepare, out: &mut Out) {
+        let reply = match self
+            .core
+            .acceptor
+            .prepare_onward(prepare.slot, prepare.ballot)
+        {
+            Ok(mut accepted) => {
+                self.core.acceptor_changed();
+                // Decided slots count as accepted, with the ballot that decided them: the
+                // acceptor may already have handed them to the log.
+                let decided =
+                    (prepare.slot..=self.core.prefix()).filter_map(|s| self.core.decided(s));
+                accepted
+                    .extend(decided.map(|e| (e.index, Ballot::from_era(e.era), e.payload.clone())));
+                if from != self.core.id {
+                    self.follow(prepare.ballot, out);
+                }
+                Message::Promise(Promise {
+                    ballot: prepare.ballot,
+                    slot: prepare.slot,
+                    scope: Scope::Onward,
+                    accepted,
+                    compacted_through: self.core.base.index,
+                })
+            }
+            Err(promised) => Message::Nack(Nack {
+                ballot: prepare.ballot,
+                slot: prepare.slot,
+                promised,
+            }),
+        };
+        self.core.send(from, reply, out);
+    }
+
+    fn on_promise(&mut self, from: NodeId, promise: Promise, out: &mut Out) {
+        let quorum = self.core.quorum();
+        let State::Candidate {
+            ballot,
+            from: first,
+            promises,
+        } = &mut self.state
+        else {
+            return;
+        };
+        if promise.ballot != *ballot {
+            return;
+        }
+        if promise.compacted_through >= *first {
+            // Others compacted slots this node never learned: it cannot fill them, so it
+            // catches up first and does not lead now.
+            self.core.decided_hint = self.core.decided_hint.max(promise.compacted_through);
+            self.state = State::Follower;
+            return;
+        }
+        promises.insert(from, promise);
+        if promises.len() >= quorum {
+            self.become_leader(out);
+        }
+    }
+
+    /// P2c for every undecided slot at once: propose the highest-ballot value any promise
+    /// reported, and a no-op in every hole below the highest such slot.
+    fn become_leader(&mut self, out: &mut Out) {
+        let State::Candidate {
+            ballot,
+            from,
+            promises,
+        } = std::mem::replace(&mut self.state, State::Follower)
+        else {
+            return;
+        };
+        let mut recovered: BTreeMap<Slot, (Ballot, Payload)> = BTreeMap::new();
+        for (slot, b, value) in promises.into_values().flat_map(|p| p.accepted) {
+            if slot >= from && recovered.get(&slot).is_none_or(|(held, _)| *held < b) {
+                recovered.insert(slot, (b, value));
+            }
+        }
+        let last = recovered
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(from - 1)
+            .max(from - 1);
+        let now = self.core.ticks;
+        let in_flight: BTreeMap<Slot, InFlight> = (from..=last)
+            .map(|s| {
+                let value = recovered.remove(&s).map_or(Payload::Noop, |(_, v)| v);
+                (
+                    s,
+                    InFlight {
+                        value,
+                        accepted: BTreeSet::new(),
+                        sent_at: now,
+                    },
+                )
+            })
+            .collect();
+        self.leader_ballot = ballot;
+        self.state = State::Leader(Box::new(Leading {
+            ballot,
+            next_slot: last + 1,
+            in_flight,
+            recovered_through: last,
+            heartbeat_elapsed: 0,
+            quorum_check_elapsed: 0,
+            active: BTreeSet::new(),
+            read_round: 0,
+            acked_rounds: BTreeMap::new(),
+            reads_before_recovery: Vec::new(),
+            reads: VecDeque::new(),
+        }));
+        self.send_accepts(from..=last, out);
+        self.start_held_reads(out);
+    }
+
+    /// Sends Accept for in-flight slots in `range`, in batches of consecutive slots.
+    fn send_accepts(&mut self, range: std::ops::RangeInclusive<Slot>, out: &mut Out) {
+        let commit = self.core.prefix();
+        let batch_max = self.core.config.batch_entries_max;
+        let State::Leader(leading) = &self.state else {
+            return;
+        };
+        let ballot = leading.ballot;
+        let slots: Vec<(Slot, Payload)> = leading
+            .in_flight
+            .range(range)
+            .map(|(&s, f)| (s, f.value.clone()))
+            .collect();
+        let mut batches: Vec<Accept> = Vec::new();
+        for (slot, value) in slots {
+            match batches.last_mut() {
+                Some(b)
+                    if b.first + b.values.len() as u64 == slot && b.values.len() < batch_max =>
+                {
+                    b.values.push(value)
+                }
+                _ => batches.push(Accept {
+                    ballot,
+                    first: slot,
+                    values: vec![value],
+                    commit,
+                }),
+            }
+        }
+        for accept in batches {
+            self.core.broadcast(Message::Accept(accept), out);
+        }
+    }
+
+    fn on_accept(&mut self, from: NodeId, accept: Accept, out: &mut Out) {
+        let count = accept.values.len() as u64;
+        let mut refused = None;
+        for (i, value) in accept.values.into_iter().enumerate() {
+            let slot = accept.first + i as u64;
+            if slot <= self.core.prefix() {
+                continue;
+            }
+            if let Err(promised) = self.core.acceptor.accept(slot, accept.ballot, value) {
+                refused = Some(promised);
+                break;
+            }
+        }
+        let reply = match refused {
+            Some(promised) => Message::Nack(Nack {
+                ballot: accept.ballot,
+                slot: accept.first,
+                promised,
+            }),
+            None => {
+                self.core.acceptor_changed();
+                if from != self.core.id {
+                    self.follow(accept.ballot, out);
+                    self.learn_committed(accept.ballot, accept.commit);
+                }
+                Message::Accepted(Accepted {
+                    ballot: accept.ballot,
+                    first: accept.first,
+                    count,
+                })
+            }
+        };
+        self.core.send(from, reply, out);
+    }
+
+    /// The leader of `ballot` says every slot through `commit` is decided: whatever this
+    /// acceptor accepted there under that ballot is the decided value.
+    fn learn_committed(&mut self, ballot: Ballot, commit: Slot) {
+        self.core.decided_hint = self.core.decided_hint.max(commit);
+        let mut slot = self.core.prefix() + 1;
+        while slot <= commit {
+            let Some(state) = self.core.acceptor.slot(slot) else {
+                break;
+            };
+            let Some((b, value)) = state.accepted.clone() else {
+                break;
+            };
+            if b != ballot {
+                break;
+            }
+            self.core.learn(Entry {
+                index: slot,
+                era: ballot.era(),
+                payload: value,
+            });
+            slot += 1;
+        }
+    }
+
+    fn on_accepted(&mut self, from: NodeId, accepted: Accepted) {
+        let quorum = self.core.quorum();
+        let State::Leader(leading) = &mut self.state else {
+            return;
+        };
+        if accepted.ballot != leading.ballot {
+            return;
+        }
+        leading.active.insert(from);
+        let ballot = leading.ballot;
+        let mut chosen = Vec::new();
+        for slot in accepted.first..accepted.first + accepted.count {
+            if let Some(f) = leading.in_flight.get_mut(&slot) {
+                f.accepted.insert(from);
+                if f.accepted.len() >= quorum {
+                    let f = leading.in_flight.remove(&slot).expect("present");
+                    chosen.push(Entry {
+                        index: slot,
+                        era: ballot.era(),
+                        payload: f.value,
+                    });
+                }
+            }
+        }
+        for entry in chosen {
+            self.core.learn(entry);
+        }
+    }
+
+    fn on_nack(&mut self, nack: Nack, out: &mut Out) {
+        let mine = match &self.state {
+            State::Leader(l) => l.ballot,
+            State::Candidate { ballot, .. } => *ballot,
+            State::Follower => return,
+        };
+        if nack.ballot == mine && nack.promised > mine {
+            self.follow(nack.promised, out);
+        }
+    }
+
+    fn on_heartbeat(&mut self, from: NodeId, heartbeat: Heartbeat, out: &mut Out) {
+        if heartbeat.ballot < self.core.acceptor.floor() {
+            let nack = Nack {
+                ballot: heartbeat.ballot,
+                slot: 0,
+                promised: self.core.acceptor.floor(),
+            };
+            return self.core.send(from, Message::Nack(nack), out);
+        }
+        self.follow(heartbeat.ballot, out);
+        self.learn_committed(heartbeat.ballot, heartbeat.commit);
+        let ack = HeartbeatAck {
+            ballot: heartbeat.ballot,
+            read_round: heartbeat.read_round,
+        };
+        self.core.send(from, Message::HeartbeatAck(ack), out);
+    }
+
+    fn on_heartbeat_ack(&mut self, from: NodeId, ack: HeartbeatAck) {
+        let State::Leader(leading) = &mut self.state else {
+            return;
+        };
+        if ack.ballot == leading.ballot {
+            leading.active.insert(from);
+            let acked = leading.acked_rounds.entry(from).or_insert(0);
+            *acked = (*acked).max(ack.read_round);
+        }
+    }
+
+    fn broadcast_heartbeat(&mut self, out: &mut Out) {
+        let commit = self.core.prefix();
+        let State::Leader(leading) = &self.state else {
+            return;
+        };
+        let heartbeat = Heartbeat {
+            ballot: leading.ballot,
+            commit,
+            read_round: leading.read_round,
+        };
+        for to in self.core.peers.clone() {
+            self.core
+                .send(to, Message::Heartbeat(heartbeat.clone()), out);
+        }
+    }
+
+    fn on_tick(&mut self, out: &mut Out) {
+        self.core.ticks += 1;
+        let hint = self.leader_hint();
+        self.core.check_gap(hint, out);
+        if !matches!(self.state, State::Leader(_)) {
+            self.election_elapsed += 1;
+            if self.election_elapsed >= self.election_timeout {
+                self.campaign(out);
+            }
+            return;
+        }
+        self.tick_leader(out);
+    }
+
+    fn tick_leader(&mut self, out: &mut Out) {
+        let (quorum, window) = (
+            self.core.quorum(),
+            self.core.config.election_timeout_ticks_min,
+        );
+        let (heartbeat_every, retry, now) = (
+            self.core.config.heartbeat_interval_ticks,
+            self.core.config.retry_ticks,
+            self.core.ticks,
+        );
+        let State::Leader(leading) = &mut self.state else {
+            return;
+        };
+        leading.quorum_check_elapsed += 1;
+        if leading.quorum_check_elapsed >= window {
+            leading.quorum_check_elapsed = 0;
+            let heard = leading.active.len() + 1;
+            leading.active.clear();
+            if heard < quorum {
+                // Cut off from a majority: stop taking requests, so clients find the leader.
+                return self.step_down(out);
+            }
+        }
+        leading.heartbeat_elapsed += 1;
+        let beat = leading.heartbeat_elapsed >= heartbeat_every;
+        if beat {
+            leading.heartbeat_elapsed = 0;
+        }
+        let stale: Vec<Slot> = leading
+            .in_flight
+            .iter()
+            .filter(|(_, f)| now >= f.sent_at + retry)
+            .map(|(&s, _)| s)
+            .collect();
+        for slot in &stale {
+            if let Some(f) = leading.in_flight.get_mut(slot) {
+                f.sent_at = now;
+            }
+        }
+        if beat {
+            self.broadcast_heartbeat(out);
+        }
+        if let (Some(&first), Some(&last)) = (stale.first(), stale.last()) {
+            self.send_accepts(first..=last, out);
+        }
+    }
+
+    fn on_propose(&mut self, proposals: Vec<Proposal>, out: &mut Out) {
+        let now = self.core.ticks;
+        let State::Leader(leading) = &mut self.state else {
+            let hint = self.leader_hint();
+            for p in proposals {
+                out.push(Action::Reject {
+                    id: p.id,
+                    reason: Rejection::NotLeader { leader_hint: hint },
+                });
+            }
+            return;
+        };
+        if proposals.is_empty() {
+            return;
+        }
+        let first = leading.next_slot;
+        for p in proposals {
+            let slot = leading.next_slot;
+            leading.next_slot += 1;
+            leading.in_flight.insert(
+                slot,
+                InFlight {
+                    value: Payload::Command(p),
+                    accepted: BTreeSet::new(),
+                    sent_at: now,
+                },
+            );
+        }
+        let last = leading.next_slot - 1;
+        self.send_accepts(first..=last, out);
+    }
+
+    fn on_read(&mut self, reads: Vec<ReadRequest>, out: &mut Out) {
+        let hint = self.leader_hint();
+        let mut linearizable = Vec::new();
+        for read in reads {
+            match (read.consistency, &self.state) {
+                (ReadConsistency::Serializable, _) => out.push(Action::ReadReady(read.id)),
+                (ReadConsistency::Linearizable, State::Leader(_)) => linearizable.push(read.id),
+                (ReadConsistency::Linearizable, _) => out.push(Action::Reject {
+                    id: read.id,
+                    reason: Rejection::NotLeader { leader_hint: hint },
+                }),
+            }
+        }
+        if let State::Leader(leading) = &mut self.state {
+            leading.reads_before_recovery.extend(linearizable);
+        }
+        self.start_held_reads(out);
+    }
+
+    /// Reads wait until every slot recovered in phase 1 is decided (only then does the
+    /// leader know the whole decided log), then share one confirmation round.
+    fn start_held_reads(&mut self, out: &mut Out) {
+        let prefix = self.core.prefix();
+        let State::Leader(leading) = &mut self.state else {
+            return;
+        };
+        if prefix < leading.recovered_through || leading.reads_before_recovery.is_empty() {
+            return;
+        }
+        leading.read_round += 1;
+        let ids = std::mem::take(&mut leading.reads_before_recovery);
+        leading.reads.push_back(ReadRound {
+            round: leading.read_round,
+            read_index: prefix,
+            ids,
+        });
+        self.broadcast_heartbeat(out);
+    }
+
+    /// Answers every read round a majority confirmed, once its index is applied.
+    fn confirm_reads(&mut self, out: &mut Out) {
+        let (quorum, applied) = (self.core.quorum(), self.core.applied);
+        let State::Leader(leading) = &mut self.state else {
+            return;
+        };
+        while let Some(front) = leading.reads.front() {
+            let acks = 1 + leading
+                .acked_rounds
+                .values()
+                .filter(|&&r| r >= front.round)
+                .count();
+            if acks < quorum || applied < front.read_index {
+                break;
+            }
+            let done = leading.reads.pop_front().expect("front exists");
+            out.extend(done.ids.into_iter().map(Action::ReadReady));
+        }
+    }
+
+    fn on_message(&mut self, from: NodeId, message: Message, out: &mut Out) {
+        match message {
+            Message::Prepare(m) => self.on_prepare(from, m, out),
+            Message::Promise(m) => self.on_promise(from, m, out),
+            Message::Accept(m) => self.on_accept(from, m, out),
+            Message::Accepted(m) => self.on_accepted(from, m),
+            Message::Nack(m) => self.on_nack(m, out),
+            Message::Heartbeat(m) => self.on_heartbeat(from, m, out),
+            Message::HeartbeatAck(m) => self.on_heartbeat_ack(from, m),
+            Message::Decided(m) => self.core.on_decided(m),
+            Message::AskDecided(m) => self.core.on_ask_decided(from, m, out),
+            Message::SnapshotRequest(m) => self.core.on_snapshot_request(from, m, out),
+            Message::SnapshotChunk(m) => self.core.on_snapshot_chunk(from, m, out),
+        }
+    }
+}
+
+impl Engine for MultiPaxos {
+    type Message = Message;
+
+    fn step(&mut self, input: Input<Message>, out: &mut Vec<Action<Message>>) {
+        match input {
+            Input::Tick => self.on_tick(out),
+            Input::Receive { from, message } => {
+                if self.core.peers.contains(&from) {
+                    self.on_message(from, message, out)
+                }
+            }
+            Input::Propose(proposals) => self.on_propose(proposals, out),
+            Input::Read(reads) => self.on_read(reads, out),
+            Input::Persisted(id) => self.core.on_persisted(id),
+            Input::Snapshotted(snapshot) => self.core.on_snapshotted(snapshot),
+            Input::TransferLeadership { .. } => {}
+        }
+        self.core.flush(out);
+        // This node's acceptor answers its own proposer once the answer is durable.
+        while let Some(message) = self.core.ready_loopback() {
+            let me = self.core.id;
+            self.on_message(me, message, out);
+            self.core.flush(out);
+        }
+        self.core.apply_decided(out);
+        self.start_held_reads(out);
+        self.confirm_reads(out);
+        self.core.flush(out);
+    }
+
+    fn status(&self) -> Status {
+        let (role, leader) = match &self.state {
+            State::Leader(_) => (Role::Leader, Some(self.core.id)),
+            State::Candidate { .. } => (Role::Candidate, None),
+            State::Follower => (Role::Follower, self.leader_hint()),
+        };
+        let era = match &self.state {
+            State::Leader(l) => l.ballot.era(),
+            State::Candidate { ballot, .. } => ballot.era(),
+            State::Follower => self.leader_ballot.era(),
+        };
+        Status {
+            id: self.core.id,
+            role,
+            leader,
+            era,
+            commit_index: self.core.prefix(),
+            last_index: self.core.prefix(),
+        }
+    }
+}

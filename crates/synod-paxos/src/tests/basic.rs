@@ -1,0 +1,302 @@
+//! Basic Paxos, claim by claim.
+
+use synod_core::{Action, Input, NodeId, Payload, ReadConsistency, ReadRequest, RequestId};
+
+use super::*;
+use crate::{Accept, Ballot, BasicPaxos, Message, Prepare, Scope};
+
+type C = Cluster<BasicPaxos>;
+
+fn b(round: u64, node: u64) -> Ballot {
+    Ballot {
+        round,
+        node: NodeId(node),
+    }
+}
+
+fn fresh(id: u64) -> BasicPaxos {
+    BasicPaxos::new(Config::new(NodeId(id), ids(3))).unwrap()
+}
+
+fn receive(node: &mut BasicPaxos, from: u64, message: Message) -> Vec<Action<Message>> {
+    step(
+        node,
+        Input::Receive {
+            from: NodeId(from),
+            message,
+        },
+    )
+}
+
+fn accept(ballot: Ballot, slot: u64, value: Payload) -> Message {
+    Message::Accept(Accept {
+        ballot,
+        first: slot,
+        values: vec![value],
+        commit: 0,
+    })
+}
+
+fn prepare(ballot: Ballot, slot: u64) -> Message {
+    Message::Prepare(Prepare {
+        ballot,
+        slot,
+        scope: Scope::One,
+    })
+}
+
+/// The kinds of actions, in order: persist before send is what these tests are about.
+fn kinds(actions: &[Action<Message>]) -> Vec<String> {
+    actions
+        .iter()
+        .map(|a| match a {
+            Action::Persist(p) => format!("persist(hard_state={})", p.hard_state.is_some()),
+            Action::Send { to, message } => format!("send {} to {to}", message.name()),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn s2_2_p1_an_acceptor_accepts_the_first_proposal_it_receives() {
+    let mut n2 = fresh(2);
+    let actions = receive(&mut n2, 1, accept(b(1, 1), 1, Payload::Marker(9)));
+    assert_eq!(
+        kinds(&actions),
+        vec!["persist(hard_state=true)", "send Accepted to n1"]
+    );
+}
+
+#[test]
+fn s2_5_an_acceptor_records_its_promise_in_stable_storage_before_answering() {
+    let mut n2 = fresh(2);
+    let actions = receive(&mut n2, 1, prepare(b(1, 1), 7));
+    assert_eq!(
+        kinds(&actions),
+        vec!["persist(hard_state=true)", "send Promise to n1"]
+    );
+}
+
+#[test]
+fn s2_2_p1a_a_prepare_or_accept_below_a_promise_is_refused_with_the_higher_ballot() {
+    let mut n2 = fresh(2);
+    receive(&mut n2, 1, prepare(b(5, 1), 1));
+    let refusals = [
+        receive(&mut n2, 3, prepare(b(4, 3), 1)),
+        receive(&mut n2, 3, accept(b(4, 3), 1, Payload::Noop)),
+    ];
+    for actions in refusals {
+        let sends = kinds(&actions);
+        assert_eq!(
+            sends,
+            vec!["send Nack to n3"],
+            "no persist: nothing changed"
+        );
+        let Action::Send {
+            message: Message::Nack(nack),
+            ..
+        } = &actions[0]
+        else {
+            panic!()
+        };
+        assert_eq!(
+            nack.promised,
+            b(5, 1),
+            "the refusal says which ballot to beat"
+        );
+    }
+}
+
+/// n1's value A is accepted by every acceptor, but n1 never hears it and crashes. n2,
+/// knowing nothing, proposes B for the same slot.
+fn chosen_value_unknown_to_its_proposer() -> C {
+    let mut c = C::new(3, |_| {});
+    c.drop_if = Some(Box::new(|from, to, m| {
+        to == NodeId(1) && from != NodeId(1) && matches!(m, Message::Accepted(_))
+    }));
+    c.propose(1, vec![proposal(1, 1)]);
+    c.crash(1);
+    c.drop_if = None;
+    c.propose(2, vec![proposal(2, 1)]);
+    c.tick_all(5);
+    c
+}
+
+#[test]
+fn s2_2_p2c_a_proposer_adopts_the_value_of_the_highest_ballot_a_promise_reports() {
+    let c = chosen_value_unknown_to_its_proposer();
+    assert_eq!(
+        c.commands(2),
+        vec![(1, RequestId::new(1, 1)), (2, RequestId::new(2, 1))],
+        "slot 1 keeps A, which was chosen; B moves to the next free slot"
+    );
+    assert_eq!(c.commands(3), c.commands(2));
+    assert!(c.safety_violation.is_none());
+}
+
+#[test]
+fn s2_2_p2_once_a_value_is_chosen_every_higher_ballot_chosen_has_that_value() {
+    let mut c = chosen_value_unknown_to_its_proposer();
+    // Three more proposers try their luck, all starting from the same stale view of slot 1.
+    c.restart(1);
+    for (node, client) in [(1, 3), (3, 4), (2, 5)] {
+        c.propose(node, vec![proposal(client, 1)]);
+        c.tick_all(5);
+    }
+    let slot1: Vec<_> = (1..=3).map(|n| c.commands(n).first().copied()).collect();
+    assert!(
+        slot1.iter().all(|s| *s == Some((1, RequestId::new(1, 1)))),
+        "{slot1:?}"
+    );
+    assert!(c.safety_violation.is_none());
+}
+
+#[test]
+fn s2_3_a_learner_that_missed_a_decision_asks_a_peer_for_it() {
+    let mut c = C::new(3, |_| {});
+    c.drop_if = Some(Box::new(|_, to, m| {
+        to == NodeId(3) && matches!(m, Message::Decided(d) if d.entries[0].index == 1)
+    }));
+    c.propose(1, vec![proposal(1, 1)]);
+    c.drop_if = None;
+    c.propose(1, vec![proposal(1, 2)]);
+    assert!(
+        c.commands(3).is_empty(),
+        "slot 2 is known, slot 1 is missing: nothing applies past the gap"
+    );
+    c.tick_all(12);
+    assert_eq!(
+        c.commands(3).len(),
+        2,
+        "n3 asked for slot 1 and applied both"
+    );
+}
+
+#[test]
+fn s2_3_a_hole_nobody_can_fill_is_decided_with_a_noop() {
+    let mut c = C::new(3, |_| {});
+    // n1 works on slots 1 and 2 at once; slot 1's Accept reaches no one else, and n1 dies.
+    c.drop_if = Some(Box::new(|from, to, m| {
+        from == NodeId(1) && to != NodeId(1) && matches!(m, Message::Accept(a) if a.first == 1)
+    }));
+    c.propose(1, vec![proposal(1, 1), proposal(1, 2)]);
+    c.crash(1);
+    c.drop_if = None;
+    c.tick_all(60);
+    let applied: Vec<(u64, Payload)> = c.applied[&NodeId(2)]
+        .iter()
+        .map(|e| (e.index, e.payload.clone()))
+        .collect();
+    assert_eq!(
+        applied[0],
+        (1, Payload::Noop),
+        "the hole is filled with a no-op"
+    );
+    assert_eq!(applied[1].0, 2);
+    assert_eq!(c.commands(3), c.commands(2));
+}
+
+#[test]
+fn s2_4_competing_proposers_all_get_their_commands_decided_with_backoff() {
+    let mut c = C::new(3, |_| {});
+    for n in 1..=3 {
+        c.step(
+            NodeId(n),
+            Input::Propose((1..=5).map(|s| proposal(n, s)).collect()),
+        );
+    }
+    c.deliver_all();
+    c.tick_all(300);
+    let preemptions: u64 = (1..=3).map(|n| c.node(n).preemptions()).sum();
+    assert!(preemptions > 0, "they did collide");
+    assert_eq!(c.commands(1).len(), 15, "every command was decided once");
+    assert_eq!(c.commands(2), c.commands(1));
+    assert!((1..=3).all(|n| c.node(n).waiting() == 0));
+}
+
+#[test]
+fn s3_a_linearizable_read_is_answered_once_its_marker_is_decided_and_applied() {
+    let mut c = C::new(3, |_| {});
+    c.propose(1, vec![proposal(1, 1)]);
+    c.step(
+        NodeId(2),
+        Input::Read(vec![ReadRequest {
+            id: RequestId::new(9, 1),
+            consistency: ReadConsistency::Linearizable,
+        }]),
+    );
+    c.deliver_all();
+    assert_eq!(c.reads_ready[&NodeId(2)], vec![RequestId::new(9, 1)]);
+    let last = c.applied[&NodeId(2)].last().unwrap();
+    assert!(
+        matches!(last.payload, Payload::Marker(_)) && last.index == 2,
+        "the read sits behind slot 1"
+    );
+}
+
+#[test]
+fn s2_5_a_restarted_proposer_never_reuses_a_ballot_and_an_acceptor_keeps_its_promise() {
+    let mut c = C::new(3, |_| {});
+    c.propose(1, vec![proposal(1, 1)]);
+    let before = c.node(1).status().era;
+    c.crash(1);
+    c.restart(1);
+    c.propose(1, vec![proposal(1, 2)]);
+    assert!(
+        c.node(1).status().era > before,
+        "rounds continue above those used before the crash"
+    );
+
+    let mut n2 = fresh(2);
+    let mut disk = Disk::default();
+    let mut out = Vec::new();
+    synod_core::Engine::step(
+        &mut n2,
+        Input::Receive {
+            from: NodeId(1),
+            message: prepare(b(7, 1), 4),
+        },
+        &mut out,
+    );
+    for a in out {
+        if let Action::Persist(p) = a {
+            disk.apply(p);
+        }
+    }
+    let mut n2 = <BasicPaxos as TestEngine>::boot(Config::new(NodeId(2), ids(3)), &disk).unwrap();
+    let actions = receive(&mut n2, 3, accept(b(6, 3), 4, Payload::Noop));
+    assert_eq!(
+        kinds(&actions),
+        vec!["send Nack to n3"],
+        "the promise survived the restart"
+    );
+}
+
+#[test]
+fn bug_switch_an_acceptor_that_forgets_promises_on_restart_accepts_below_them() {
+    let mut disk = Disk::default();
+    let mut n2 = fresh(2);
+    let mut out = Vec::new();
+    synod_core::Engine::step(
+        &mut n2,
+        Input::Receive {
+            from: NodeId(1),
+            message: prepare(b(7, 1), 4),
+        },
+        &mut out,
+    );
+    for a in out {
+        if let Action::Persist(p) = a {
+            disk.apply(p);
+        }
+    }
+    let mut config = Config::new(NodeId(2), ids(3));
+    config.bugs.forget_promises_on_restart = true;
+    let mut n2 = <BasicPaxos as TestEngine>::boot(config, &disk).unwrap();
+    let actions = receive(&mut n2, 3, accept(b(6, 3), 4, Payload::Noop));
+    assert_eq!(
+        kinds(&actions),
+        vec!["persist(hard_state=true)", "send Accepted to n3"],
+        "the broken promise"
+    );
+}

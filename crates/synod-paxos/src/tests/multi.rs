@@ -1,0 +1,206 @@
+//! Multi-Paxos (Paxos Made Simple, section 3), claim by claim.
+
+use synod_core::{Engine, Input, NodeId, Payload, ReadConsistency, ReadRequest, RequestId, Role};
+
+use super::*;
+use crate::{Message, MultiPaxos, Scope};
+
+type C = Cluster<MultiPaxos>;
+
+/// Ticks until some node leads; returns it.
+fn elect(c: &mut C) -> u64 {
+    for _ in 0..200 {
+        c.tick_all(1);
+        if let Some(n) = (1..=c.nodes.len() as u64)
+            .find(|&n| !c.down.contains(&NodeId(n)) && c.node(n).leading().is_some())
+        {
+            return n;
+        }
+    }
+    panic!("no leader");
+}
+
+#[test]
+fn s3_a_leader_is_chosen_by_one_phase_1_for_every_undecided_slot() {
+    let mut c = C::new(3, |_| {});
+    let leader = elect(&mut c);
+    let prepares: Vec<_> = c
+        .sent
+        .iter()
+        .filter_map(|(from, _, m)| match m {
+            Message::Prepare(p) if *from == NodeId(leader) => Some((p.slot, p.scope)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        prepares
+            .iter()
+            .all(|&(slot, scope)| slot == 1 && scope == Scope::Onward),
+        "{prepares:?}"
+    );
+    assert_eq!(c.node(leader).status().role, Role::Leader);
+}
+
+#[test]
+fn s3_in_steady_state_the_leader_runs_only_phase_2_one_round_trip_per_batch() {
+    let mut c = C::new(3, |_| {});
+    let leader = elect(&mut c);
+    c.tick_all(5);
+    c.sent.clear();
+    c.propose(leader, (1..=20).map(|s| proposal(1, s)).collect());
+    let prepares = c.count_sent(|m| matches!(m, Message::Prepare(_)));
+    let accepts = c.count_sent(|m| matches!(m, Message::Accept(_)));
+    assert_eq!(prepares, 0, "no phase 1 in steady state");
+    assert_eq!(accepts, 2, "one Accept per follower for the whole batch");
+    assert_eq!(c.commands(leader).len(), 20);
+}
+
+#[test]
+fn s3_decisions_reach_followers_on_the_next_accept_or_heartbeat() {
+    let mut c = C::new(3, |_| {});
+    let leader = elect(&mut c);
+    c.propose(leader, vec![proposal(1, 1)]);
+    let follower = if leader == 1 { 2 } else { 1 };
+    assert!(
+        c.commands(follower).is_empty(),
+        "the follower accepted but does not know it is decided"
+    );
+    c.tick_all(3);
+    assert_eq!(
+        c.commands(follower),
+        c.commands(leader),
+        "the heartbeat's commit slot told it"
+    );
+}
+
+#[test]
+fn s3_a_new_leader_reproposes_accepted_values_and_fills_holes_with_noops() {
+    let mut c = C::new(3, |c| {
+        c.election_timeout_ticks_min = 40;
+        c.election_timeout_ticks_max = 60;
+    });
+    let leader = elect(&mut c);
+    c.tick_all(3);
+    let others: Vec<u64> = (1..=3).filter(|&n| n != leader).collect();
+    let (a, z) = (others[0], others[1]);
+    // Slot k reaches no follower; slot k+1 reaches only `z`. Nothing gets decided.
+    let first = c.node(leader).decided_through() + 1;
+    c.drop_if = Some(Box::new(move |from, to, m| {
+        from == NodeId(leader)
+            && to != NodeId(leader)
+            && matches!(m, Message::Accept(acc) if !(to == NodeId(z) && acc.first + acc.values.len() as u64 > first + 1))
+    }));
+    c.step(NodeId(leader), Input::Propose(vec![proposal(1, 1)]));
+    c.deliver_all();
+    c.step(NodeId(leader), Input::Propose(vec![proposal(1, 2)]));
+    c.deliver_all();
+    c.crash(leader);
+    c.drop_if = None;
+    let new = elect(&mut c);
+    assert_ne!(new, leader);
+    c.tick_all(5);
+    let decided: Vec<(u64, Payload)> = c.applied[&NodeId(a)]
+        .iter()
+        .filter(|e| e.index >= first)
+        .map(|e| (e.index, e.payload.clone()))
+        .collect();
+    assert_eq!(
+        decided[0],
+        (first, Payload::Noop),
+        "slot {first} was a hole: a no-op"
+    );
+    assert_eq!(
+        decided[1],
+        (first + 1, Payload::Command(proposal(1, 2))),
+        "slot {} keeps what z accepted",
+        first + 1
+    );
+    assert!(c.safety_violation.is_none());
+}
+
+#[test]
+fn s3_linearizable_reads_confirm_the_ballot_with_a_majority_without_writing_the_log() {
+    let mut c = C::new(3, |_| {});
+    let leader = elect(&mut c);
+    c.propose(leader, vec![proposal(1, 1)]);
+    let decided = c.node(leader).decided_through();
+    c.step(
+        NodeId(leader),
+        Input::Read(vec![ReadRequest {
+            id: RequestId::new(9, 1),
+            consistency: ReadConsistency::Linearizable,
+        }]),
+    );
+    assert!(
+        !c.reads_ready.contains_key(&NodeId(leader)),
+        "not before a majority confirms"
+    );
+    c.deliver_all();
+    assert_eq!(c.reads_ready[&NodeId(leader)], vec![RequestId::new(9, 1)]);
+    assert_eq!(
+        c.node(leader).decided_through(),
+        decided,
+        "the read wrote nothing"
+    );
+}
+
+#[test]
+fn a_leader_cut_off_from_a_majority_steps_down_and_refuses_requests() {
+    let mut c = C::new(3, |_| {});
+    let leader = elect(&mut c);
+    c.drop_if = Some(Box::new(move |from, to, _| {
+        from == NodeId(leader) || to == NodeId(leader)
+    }));
+    for _ in 0..40 {
+        c.step(NodeId(leader), Input::Tick);
+        c.deliver_all();
+    }
+    assert_ne!(c.node(leader).status().role, Role::Leader);
+}
+
+#[test]
+fn a_higher_ballot_deposes_the_leader_and_no_slot_gets_two_values() {
+    let mut c = C::new(5, |_| {});
+    let first = elect(&mut c);
+    c.propose(first, (1..=5).map(|s| proposal(1, s)).collect());
+    // Split the would-be leaders: the first leader with one follower, three nodes apart.
+    let minority = [first, if first == 1 { 2 } else { 1 }];
+    c.drop_if = Some(Box::new(move |from, to, _| {
+        minority.contains(&from.0) != minority.contains(&to.0)
+    }));
+    c.tick_all(80);
+    let second = (1..=5)
+        .find(|&n| !minority.contains(&n) && c.node(n).leading().is_some())
+        .expect("the majority elects");
+    c.propose(second, (1..=5).map(|s| proposal(2, s)).collect());
+    c.propose(first, (1..=5).map(|s| proposal(3, s)).collect());
+    c.drop_if = None;
+    c.tick_all(20);
+    assert_eq!(
+        c.node(first).status().role,
+        Role::Follower,
+        "the old leader learned of the higher ballot"
+    );
+    for n in 1..=5 {
+        assert_eq!(c.commands(n), c.commands(second), "n{n}");
+    }
+    assert!(
+        c.commands(second).iter().all(|(_, id)| id.client.0 != 3),
+        "the minority leader decided nothing"
+    );
+    assert!(c.safety_violation.is_none());
+}
+
+#[test]
+fn a_restarted_leader_rejoins_as_follower_and_catches_up() {
+    let mut c = C::new(3, |_| {});
+    let leader = elect(&mut c);
+    c.propose(leader, (1..=3).map(|s| proposal(1, s)).collect());
+    c.crash(leader);
+    let new = elect(&mut c);
+    c.propose(new, (4..=6).map(|s| proposal(1, s)).collect());
+    c.restart(leader);
+    c.tick_all(30);
+    assert_eq!(c.commands(leader), c.commands(new));
+    assert_eq!(c.commands(new).len(), 6);
+}
