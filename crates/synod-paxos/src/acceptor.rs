@@ -85,6 +85,11 @@ impl Acceptor {
         }
     }
 
+    /// The number of the newest event.
+    pub fn last_event(&self) -> u64 {
+        self.next_event
+    }
+
     /// Events numbered above `after`, oldest first, with their numbers.
     pub fn events_after(&self, after: u64) -> impl Iterator<Item = &(u64, AcceptorEvent)> {
         self.events.iter().filter(move |(n, _)| *n > after)

@@ -56,7 +56,6 @@ pub struct BasicPaxos {
     instances: BTreeMap<Slot, Instance>,
     /// Read batches waiting for their marker to be decided and applied.
     reads: BTreeMap<u64, Vec<RequestId>>,
-    next_marker: u64,
     preemptions: u64,
 }
 
@@ -84,7 +83,6 @@ impl BasicPaxos {
             waiting: VecDeque::new(),
             instances: BTreeMap::new(),
             reads: BTreeMap::new(),
-            next_marker: 0,
             preemptions: 0,
         }
     }
@@ -102,6 +100,17 @@ impl BasicPaxos {
     /// Slots decided and held in the log.
     pub fn decided_through(&self) -> LogIndex {
         self.core.prefix()
+    }
+
+    /// Acceptor events through this number are durable, so may have been answered; later
+    /// ones could still vanish in a crash (for checkers).
+    pub fn durable_events(&self) -> u64 {
+        self.core.durable_events()
+    }
+
+    /// Number of acceptors in the cluster.
+    pub fn voters(&self) -> usize {
+        self.core.peers.len() + 1
     }
 
     /// The first slot no one is known to use: past the decided log, decisions heard of, and
@@ -423,10 +432,12 @@ impl BasicPaxos {
         if linearizable.is_empty() {
             return;
         }
-        // A marker unique to this node: the read is answered once the marker is decided and
-        // applied, so it sees every write decided before the marker's slot.
-        self.next_marker += 1;
-        let token = (self.core.id.0 << 48) | self.next_marker;
+        // A marker no other read of any node, in any life of this node, carries: the era of a
+        // fresh ballot (its round is persisted before the marker can leave this node). The
+        // read is answered once the marker is decided and applied, so it sees every write
+        // decided before the marker's slot. A counter would restart after a crash and match
+        // a marker decided long ago.
+        let token = self.core.next_ballot().era();
         self.reads.insert(token, linearizable);
         self.waiting.push_back(Payload::Marker(token));
         self.start_instances(out);

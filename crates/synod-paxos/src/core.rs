@@ -77,6 +77,10 @@ pub(crate) struct Core {
     last_durable: u64,
     /// Messages from this node to itself, delivered once the persist before them is durable.
     loopback: VecDeque<(u64, Message)>,
+    /// Persists holding acceptor state: (persist id, newest acceptor event it makes durable).
+    event_marks: VecDeque<(u64, u64)>,
+    /// Acceptor events through this number are durable (and so may have been answered).
+    durable_events: u64,
 }
 
 impl Core {
@@ -111,6 +115,8 @@ impl Core {
             last_issued: 0,
             last_durable: 0,
             loopback: VecDeque::new(),
+            event_marks: VecDeque::new(),
+            durable_events: 0,
         })
     }
 
@@ -148,6 +154,11 @@ impl Core {
         core.snapshot = snapshot;
         core.acceptor.forget_through(core.prefix());
         Ok(core)
+    }
+
+    /// Acceptor events through this number are durable: what a peer may have heard of.
+    pub(crate) fn durable_events(&self) -> u64 {
+        self.durable_events
     }
 
     /// The last slot of the decided log.
@@ -197,6 +208,9 @@ impl Core {
         self.next_persist += 1;
         self.last_issued = id;
         self.unpersisted.push_back((id, self.prefix()));
+        if draft.hard_state {
+            self.event_marks.push_back((id, self.acceptor.last_event()));
+        }
         out.push(Action::Persist(Persist {
             id: PersistId(id),
             snapshot: draft.snapshot,
@@ -234,6 +248,13 @@ impl Core {
             self.unpersisted.pop_front();
             // These slots are in the durable decided log: the log answers for them now.
             self.acceptor.forget_through(covers);
+        }
+        while let Some(&(pending, events)) = self.event_marks.front() {
+            if pending > id.0 {
+                break;
+            }
+            self.event_marks.pop_front();
+            self.durable_events = events;
         }
     }
 

@@ -127,6 +127,17 @@ impl MultiPaxos {
         self.core.prefix()
     }
 
+    /// Acceptor events through this number are durable, so may have been answered; later
+    /// ones could still vanish in a crash (for checkers).
+    pub fn durable_events(&self) -> u64 {
+        self.core.durable_events()
+    }
+
+    /// Number of acceptors in the cluster.
+    pub fn voters(&self) -> usize {
+        self.core.peers.len() + 1
+    }
+
     fn reset_election_timer(&mut self) {
         self.election_elapsed = 0;
         let (min, max) = (
@@ -340,17 +351,23 @@ impl MultiPaxos {
         }
     }
 
+    /// Phase 2b (P1a) for a run of slots. A slot this node already decided is acknowledged
+    /// only if the proposal carries the decided value; the promise is checked first, for
+    /// every slot, decided or not, so a deposed leader can never count this node.
     fn on_accept(&mut self, from: NodeId, accept: Accept, out: &mut Out) {
         let count = accept.values.len() as u64;
-        let mut refused = None;
+        let floor = self.core.acceptor.floor();
+        let mut refused = (accept.ballot < floor).then_some(floor);
         for (i, value) in accept.values.into_iter().enumerate() {
-            let slot = accept.first + i as u64;
-            if slot <= self.core.prefix() {
-                continue;
-            }
-            if let Err(promised) = self.core.acceptor.accept(slot, accept.ballot, value) {
-                refused = Some(promised);
+            if refused.is_some() {
                 break;
+            }
+            let slot = accept.first + i as u64;
+            match self.core.decided(slot) {
+                Some(decided) if decided.payload == value => {}
+                Some(decided) => refused = Some(Ballot::from_era(decided.era).max(floor)),
+                None if slot <= self.core.base.index => refused = Some(floor),
+                None => refused = self.core.acceptor.accept(slot, accept.ballot, value).err(),
             }
         }
         let reply = match refused {

@@ -13,6 +13,7 @@ mod faults;
 mod nemesis;
 mod network;
 mod node;
+mod paxos;
 mod protocol;
 mod raft;
 mod report;
@@ -24,6 +25,7 @@ mod world;
 
 pub use disk::{Recovered, SimDir};
 pub use faults::FaultSet;
+pub use paxos::{PaxosInvariants, PaxosNode, PaxosOptions};
 pub use protocol::{Invariants, Protocol};
 pub use raft::{RaftInvariants, RaftOptions};
 pub use report::{RunReport, Stats, Summary, Violation, ViolationKind};

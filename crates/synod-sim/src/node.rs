@@ -244,13 +244,14 @@ impl<P: Protocol> World<P> {
         self.step(id, Input::Persisted(done));
     }
 
-    /// State Machine Safety (paper Figure 3): no two nodes apply different entries at one
-    /// index. Then the entry runs on this node's state machine and its client, if waiting
-    /// here, gets the answer.
+    /// State Machine Safety (paper Figure 3): no two nodes apply different commands at one
+    /// index. (The era may differ: Paxos learns a decided value under later ballots too; Raft's
+    /// terms are checked by log matching.) Then the entry runs on this node's state machine
+    /// and its client, if waiting here, gets the answer.
     fn apply(&mut self, id: NodeId, entry: Entry) {
         let position = entry.index as usize - 1;
         match self.safety.applied.get(position) {
-            Some(first) if *first != entry => {
+            Some(first) if first.payload != entry.payload => {
                 let detail =
                     format!("state machine safety: {id} applies {entry} where {first} was applied");
                 return self.fail(ViolationKind::Safety, detail);
@@ -364,6 +365,10 @@ impl<P: Protocol> World<P> {
         if !self.is_up(id) {
             return;
         }
+        self.trace_line(|| match &request {
+            ClientRequest::Write(rid, _) => format!("c{client} -> {id} write {rid}"),
+            ClientRequest::Read(rid, _) => format!("c{client} -> {id} read {rid}"),
+        });
         match request {
             ClientRequest::Write(request_id, command) => {
                 self.node_mut(id).waiting_writes.insert(request_id, client);

@@ -28,12 +28,18 @@ pub trait Protocol: Engine + Sized + 'static {
 
     /// One line describing a message, for traces.
     fn describe(message: &Self::Message) -> String;
+
+    /// Times this node's proposers were preempted by a higher ballot (Basic Paxos); engines
+    /// with a stable leader report elections through their status instead.
+    fn preemptions(&self) -> u64 {
+        0
+    }
 }
 
 /// Protocol-specific safety checks. An `Err` is a violation, described for a human.
 pub trait Invariants<P>: Default {
-    /// Called after every step of a live node.
-    fn after_step(&mut self, id: NodeId, engine: &P) -> Result<(), String>;
+    /// Called after every step of a live node, in its `incarnation` (bumped at each crash).
+    fn after_step(&mut self, id: NodeId, incarnation: u64, engine: &P) -> Result<(), String>;
     /// Called every so often with every live node, and at the end of a run.
     fn periodic(&mut self, live: &[(NodeId, u64, &P)]) -> Result<(), String>;
 }

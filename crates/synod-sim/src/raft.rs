@@ -63,7 +63,7 @@ pub struct RaftInvariants {
 }
 
 impl Invariants<Raft> for RaftInvariants {
-    fn after_step(&mut self, _id: NodeId, raft: &Raft) -> Result<(), String> {
+    fn after_step(&mut self, _id: NodeId, _incarnation: u64, raft: &Raft) -> Result<(), String> {
         if raft.role() != Role::Leader {
             return Ok(());
         }
@@ -210,15 +210,15 @@ mod tests {
         let mut check = RaftInvariants::default();
         let first = elected(0, vec![]);
         assert_eq!(first.commit_index(), 1);
-        check.after_step(NodeId(1), &first).unwrap();
+        check.after_step(NodeId(1), 0, &first).unwrap();
         // A later leader whose log lacks what term 1 committed.
         let later = elected(4, vec![entry(1, 2, 9)]);
-        let err = check.after_step(NodeId(1), &later).unwrap_err();
+        let err = check.after_step(NodeId(1), 0, &later).unwrap_err();
         assert!(err.starts_with("leader completeness"), "{err}");
         // One that has it passes.
         let mut check = RaftInvariants::default();
-        check.after_step(NodeId(1), &first).unwrap();
+        check.after_step(NodeId(1), 0, &first).unwrap();
         let good = elected(4, first.log().entries().to_vec());
-        check.after_step(NodeId(1), &good).unwrap();
+        check.after_step(NodeId(1), 0, &good).unwrap();
     }
 }

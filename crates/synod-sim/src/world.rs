@@ -296,12 +296,14 @@ impl<P: Protocol> World<P> {
     /// then lets the node snapshot if it is due.
     pub(crate) fn step(&mut self, id: NodeId, input: Input<P::Message>) {
         let mut out = std::mem::take(&mut self.scratch);
-        let Some(engine) = self.nodes[id.0 as usize - 1].engine.as_mut() else {
+        let node = &mut self.nodes[id.0 as usize - 1];
+        let incarnation = node.incarnation;
+        let Some(engine) = node.engine.as_mut() else {
             return;
         };
         engine.step(input, &mut out);
         let status = engine.status();
-        if let Err(e) = self.safety.protocol.after_step(id, engine) {
+        if let Err(e) = self.safety.protocol.after_step(id, incarnation, engine) {
             self.fail(ViolationKind::Safety, e);
         }
         self.observe_status(id, status);
@@ -365,6 +367,10 @@ impl<P: Protocol> World<P> {
     /// Sends a node's answer to a client. Client links suffer loss and delay but are never
     /// partitioned: clients stand outside the cluster.
     pub(crate) fn reply(&mut self, from: NodeId, client: u64, id: RequestId, reply: Reply) {
+        self.trace_line(|| match &reply {
+            Reply::Done(_) => format!("{from} -> c{client} answers {id}"),
+            Reply::Redirect(hint) => format!("{from} -> c{client} refuses {id}, leader {hint:?}"),
+        });
         let deliveries = self.network.deliveries(&mut self.net_rng);
         for delay in deliveries.iter() {
             let reply = reply.clone();

@@ -300,3 +300,37 @@ fn bug_switch_an_acceptor_that_forgets_promises_on_restart_accepts_below_them() 
         "the broken promise"
     );
 }
+
+#[test]
+fn s3_a_read_after_a_restart_is_not_answered_by_a_marker_from_before_it() {
+    let mut c = C::new(3, |_| {});
+    let read = |c: &mut C, seq| {
+        c.step(
+            NodeId(2),
+            Input::Read(vec![ReadRequest {
+                id: RequestId::new(9, seq),
+                consistency: ReadConsistency::Linearizable,
+            }]),
+        );
+    };
+    read(&mut c, 1);
+    c.deliver_all();
+    c.propose(1, vec![proposal(1, 1)]);
+    c.crash(2);
+    c.restart(2);
+    // The restarted node re-applies its log, old marker included, in the step that takes
+    // the new read; the new read must wait for its own marker, after slot 2.
+    c.drop_if = Some(Box::new(|from, _, _| from == NodeId(2)));
+    read(&mut c, 2);
+    assert_eq!(
+        c.reads_ready.get(&NodeId(2)).map(Vec::len),
+        Some(1),
+        "only the first read is answered"
+    );
+    c.drop_if = None;
+    c.tick_all(20);
+    assert_eq!(
+        c.reads_ready[&NodeId(2)],
+        vec![RequestId::new(9, 1), RequestId::new(9, 2)]
+    );
+}

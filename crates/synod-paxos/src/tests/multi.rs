@@ -204,3 +204,41 @@ fn a_restarted_leader_rejoins_as_follower_and_catches_up() {
     assert_eq!(c.commands(leader), c.commands(new));
     assert_eq!(c.commands(new).len(), 6);
 }
+
+#[test]
+fn s2_2_p1a_a_deposed_leader_cannot_count_an_acceptor_that_decided_the_slot_otherwise() {
+    // n2 decided slot 1 under a newer leader; the old leader's Accept for slot 1 must be
+    // refused, not acknowledged as if the slot had been accepted.
+    let mut c = C::new(3, |_| {});
+    let leader = elect(&mut c);
+    c.propose(leader, vec![proposal(1, 1)]);
+    c.tick_all(3);
+    let follower = if leader == 2 { 3 } else { 2 };
+    let decided = c.node(follower).decided_through();
+    assert!(decided >= 1);
+    let stale = crate::Ballot {
+        round: 0,
+        node: NodeId(leader),
+    };
+    let accept = Message::Accept(crate::Accept {
+        ballot: stale,
+        first: decided,
+        values: vec![Payload::Marker(1)],
+        commit: 0,
+    });
+    let actions = step(
+        c.nodes.get_mut(&NodeId(follower)).unwrap(),
+        Input::Receive {
+            from: NodeId(leader),
+            message: accept,
+        },
+    );
+    let replies: Vec<&str> = actions
+        .iter()
+        .filter_map(|a| match a {
+            synod_core::Action::Send { message, .. } => Some(message.name()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replies, vec!["Nack"]);
+}

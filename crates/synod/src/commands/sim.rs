@@ -14,7 +14,7 @@ use crate::progress::Progress;
 #[derive(Args, Debug)]
 pub struct SimArgs {
     /// Protocol to simulate.
-    #[arg(long, default_value = "raft", value_parser = ["raft"])]
+    #[arg(long, default_value = "raft", value_parser = ["raft", "multi-paxos", "basic-paxos"])]
     protocol: String,
     /// Nodes in the cluster (3, 5 or 7 are typical).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=15))]
@@ -65,6 +65,8 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
     template.snapshot_every = args.snapshot_every;
     match args.protocol.as_str() {
         "raft" => simulate::<Raft>(&args, template),
+        "multi-paxos" => simulate::<synod_paxos::MultiPaxos>(&args, template),
+        "basic-paxos" => simulate::<synod_paxos::BasicPaxos>(&args, template),
         other => bail!("unknown protocol {other}"),
     }
 }

@@ -1,0 +1,221 @@
+//! Running Basic and Multi-Paxos in the simulator, and the safety properties of "Paxos Made
+//! Simple" checked while they run: a promise is never broken (not even across a restart), a
+//! ballot proposes one value per slot, and at most one value is chosen per slot. (That no two
+//! learners learn different values is the world's state machine safety check.)
+
+use std::collections::BTreeMap;
+
+use synod_core::quorum::majority;
+use synod_core::{NodeId, Payload};
+use synod_paxos::{Acceptor, AcceptorEvent, Ballot, BasicPaxos, Config, Message, MultiPaxos, Slot};
+
+use crate::protocol::{Invariants, Protocol, Recovered};
+
+/// Paxos settings a test or the command line may vary.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct PaxosOptions {
+    /// Adjusts every node's config after the defaults (to turn backoff off, or inject a bug).
+    pub tweak: Option<fn(&mut Config)>,
+}
+
+fn config(id: NodeId, voters: &[NodeId], seed: u64, options: &PaxosOptions) -> Config {
+    let mut config = Config::new(id, voters.to_vec());
+    config.seed = seed;
+    // Small chunks, so that snapshot transfers take many messages and can be interrupted.
+    config.snapshot_chunk_bytes = 256;
+    if let Some(tweak) = options.tweak {
+        tweak(&mut config);
+    }
+    config
+}
+
+/// What the checker needs from a Paxos engine.
+pub trait PaxosNode {
+    /// The node's acceptor.
+    fn acceptor(&self) -> &Acceptor;
+    /// Acceptors in the cluster.
+    fn voters(&self) -> usize;
+    /// Acceptor events through this number are durable.
+    fn durable_events(&self) -> u64;
+}
+
+impl PaxosNode for BasicPaxos {
+    fn acceptor(&self) -> &Acceptor {
+        BasicPaxos::acceptor(self)
+    }
+    fn voters(&self) -> usize {
+        BasicPaxos::voters(self)
+    }
+    fn durable_events(&self) -> u64 {
+        BasicPaxos::durable_events(self)
+    }
+}
+
+impl PaxosNode for MultiPaxos {
+    fn acceptor(&self) -> &Acceptor {
+        MultiPaxos::acceptor(self)
+    }
+    fn voters(&self) -> usize {
+        MultiPaxos::voters(self)
+    }
+    fn durable_events(&self) -> u64 {
+        MultiPaxos::durable_events(self)
+    }
+}
+
+impl Protocol for BasicPaxos {
+    const NAME: &'static str = "basic-paxos";
+    type Options = PaxosOptions;
+    type Invariants = PaxosInvariants;
+
+    fn boot(
+        id: NodeId,
+        voters: &[NodeId],
+        seed: u64,
+        r: &Recovered,
+        options: &PaxosOptions,
+    ) -> Result<Self, String> {
+        BasicPaxos::restart(
+            config(id, voters, seed, options),
+            r.hard_state.as_deref(),
+            r.snapshot.clone(),
+            r.entries.clone(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn describe(message: &Message) -> String {
+        message.to_string()
+    }
+
+    fn preemptions(&self) -> u64 {
+        BasicPaxos::preemptions(self)
+    }
+}
+
+impl Protocol for MultiPaxos {
+    const NAME: &'static str = "multi-paxos";
+    type Options = PaxosOptions;
+    type Invariants = PaxosInvariants;
+
+    fn boot(
+        id: NodeId,
+        voters: &[NodeId],
+        seed: u64,
+        r: &Recovered,
+        options: &PaxosOptions,
+    ) -> Result<Self, String> {
+        MultiPaxos::restart(
+            config(id, voters, seed, options),
+            r.hard_state.as_deref(),
+            r.snapshot.clone(),
+            r.entries.clone(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn describe(message: &Message) -> String {
+        message.to_string()
+    }
+}
+
+/// The checks, fed by the acceptors' event journals.
+#[derive(Default)]
+pub struct PaxosInvariants {
+    /// Per node: (incarnation, last event read).
+    read_through: BTreeMap<NodeId, (u64, u64)>,
+    /// The highest ballot each node ever promised for every slot, and per slot: across
+    /// restarts, because forgetting a promise is exactly the bug to catch.
+    promised_all: BTreeMap<NodeId, Ballot>,
+    promised_slot: BTreeMap<(NodeId, Slot), Ballot>,
+    /// Per slot and ballot: the value proposed and who accepted it.
+    votes: BTreeMap<(Slot, Ballot), (Payload, Vec<NodeId>)>,
+    /// The value chosen in each slot.
+    chosen: BTreeMap<Slot, (Ballot, Payload)>,
+}
+
+impl<P: PaxosNode> Invariants<P> for PaxosInvariants {
+    fn after_step(&mut self, id: NodeId, incarnation: u64, engine: &P) -> Result<(), String> {
+        let last = match self.read_through.get(&id) {
+            Some(&(inc, seen)) if inc == incarnation => seen,
+            _ => 0,
+        };
+        let quorum = majority(engine.voters());
+        // Only what is durable counts: a promise or accept lost in a crash before it was
+        // persisted was never answered, and forgetting it is allowed.
+        let durable = engine.durable_events();
+        let mut newest = last;
+        for (seq, event) in engine
+            .acceptor()
+            .events_after(last)
+            .take_while(|(seq, _)| *seq <= durable)
+        {
+            newest = *seq;
+            self.observe(id, event, quorum)?;
+        }
+        self.read_through.insert(id, (incarnation, newest));
+        Ok(())
+    }
+
+    fn periodic(&mut self, _live: &[(NodeId, u64, &P)]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl PaxosInvariants {
+    fn observe(&mut self, id: NodeId, event: &AcceptorEvent, quorum: usize) -> Result<(), String> {
+        match event {
+            AcceptorEvent::Promised { slot: None, ballot } => {
+                let held = self.promised_all.entry(id).or_default();
+                *held = (*held).max(*ballot);
+            }
+            AcceptorEvent::Promised {
+                slot: Some(slot),
+                ballot,
+            } => {
+                let held = self.promised_slot.entry((id, *slot)).or_default();
+                *held = (*held).max(*ballot);
+            }
+            AcceptorEvent::Accepted {
+                slot,
+                ballot,
+                value,
+            } => {
+                let promised = self.promised_all.get(&id).copied().unwrap_or_default();
+                let promised = promised.max(
+                    self.promised_slot
+                        .get(&(id, *slot))
+                        .copied()
+                        .unwrap_or_default(),
+                );
+                if *ballot < promised {
+                    return Err(format!("broken promise: {id} accepted ballot {ballot} in slot {slot} after promising {promised}"));
+                }
+                let (proposed, acceptors) = self
+                    .votes
+                    .entry((*slot, *ballot))
+                    .or_insert_with(|| (value.clone(), Vec::new()));
+                if proposed != value {
+                    return Err(format!(
+                        "ballot {ballot} proposed two values for slot {slot}"
+                    ));
+                }
+                if !acceptors.contains(&id) {
+                    acceptors.push(id);
+                }
+                if acceptors.len() >= quorum {
+                    match self.chosen.get(slot) {
+                        Some((_, chosen)) if chosen != value => {
+                            return Err(format!("two values chosen in slot {slot}: {chosen:?} and {value:?} (ballot {ballot})"));
+                        }
+                        Some(_) => {}
+                        None => {
+                            self.chosen.insert(*slot, (*ballot, value.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
