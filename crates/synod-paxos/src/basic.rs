@@ -315,8 +315,10 @@ impl BasicPaxos {
         self.settle_decided(out);
     }
 
-    /// A higher ballot preempted an instance: back off, then try again above it.
-    fn on_nack(&mut self, nack: Nack) {
+    /// A higher ballot preempted an instance: back off for a random, growing number of ticks,
+    /// then try again above it (section 2.4). Without backoff the proposer tries again at once,
+    /// and two proposers can keep preempting each other: the livelock of section 2.4.
+    fn on_nack(&mut self, nack: Nack, out: &mut Out) {
         self.core.observe(nack.promised);
         let ticks = self.core.ticks;
         let Some(instance) = self.instances.get_mut(&nack.slot) else {
@@ -327,14 +329,13 @@ impl BasicPaxos {
         }
         self.preemptions += 1;
         instance.preempted += 1;
-        let wait = if self.core.config.backoff {
-            let cap = (self.core.config.backoff_ticks_base << instance.preempted.min(16))
-                .min(self.core.config.backoff_ticks_max);
-            self.core.rng.range_inclusive(1, cap)
-        } else {
-            0
-        };
-        instance.phase = Phase::BackingOff(ticks + wait);
+        if !self.core.config.backoff {
+            let (own, preempted) = (instance.own.clone(), instance.preempted);
+            return self.start(nack.slot, own, preempted, out);
+        }
+        let cap = (self.core.config.backoff_ticks_base << instance.preempted.min(16))
+            .min(self.core.config.backoff_ticks_max);
+        instance.phase = Phase::BackingOff(ticks + self.core.rng.range_inclusive(1, cap));
     }
 
     /// Ends the instances whose slots are now decided. A proposer whose own value lost its
@@ -449,7 +450,7 @@ impl BasicPaxos {
             Message::Promise(m) => self.on_promise(from, m, out),
             Message::Accept(m) => self.on_accept(from, m, out),
             Message::Accepted(m) => self.on_accepted(from, m, out),
-            Message::Nack(m) => self.on_nack(m),
+            Message::Nack(m) => self.on_nack(m, out),
             Message::Decided(m) => {
                 self.core.on_decided(m);
                 self.settle_decided(out);

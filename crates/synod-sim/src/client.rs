@@ -191,7 +191,11 @@ impl<P: Protocol> World<P> {
         let mut rng = Rng::new(self.config.seed ^ 0x00c1_1e47);
         for _ in 0..count {
             let id = self.clients.len() as u64 + 1;
-            let guess = self.voters[rng.index(self.voters.len())];
+            let guess = if self.config.spread_clients {
+                self.voters[(id as usize - 1) % self.voters.len()]
+            } else {
+                self.voters[rng.index(self.voters.len())]
+            };
             self.clients.push(Client::new(id, guess, rng.fork()));
             let start = rng.range(1, TICK_US);
             self.schedule(start, Event::ClientNext { client: id });
@@ -290,6 +294,9 @@ impl<P: Protocol> World<P> {
         self.history.ok(pending.op, output.clone(), now);
         self.trace_line(|| format!("c{id} {} -> {output:?}", pending.request));
         let is_write = !matches!(pending.kind, OpKind::Read(_));
+        if is_write {
+            self.stats.write_latencies_us.push(now - pending.invoked_at);
+        }
         if is_write && self.recovered_at().is_none() {
             if let Some(healed) = self.healed_at.filter(|&h| pending.invoked_at >= h) {
                 self.stats.recovery_us = Some(now - healed);

@@ -9,6 +9,7 @@
 
 mod client;
 mod disk;
+pub mod experiments;
 mod faults;
 mod nemesis;
 mod network;
@@ -28,7 +29,7 @@ pub use faults::FaultSet;
 pub use paxos::{PaxosInvariants, PaxosNode, PaxosOptions};
 pub use protocol::{Invariants, Protocol};
 pub use raft::{RaftInvariants, RaftOptions};
-pub use report::{RunReport, Stats, Summary, Violation, ViolationKind};
+pub use report::{percentile, RunReport, Stats, Summary, Violation, ViolationKind};
 pub use run::{report_panics_quietly, run, RunConfig, RunOutcome};
 pub use sweep::sweep;
 pub use world::World;

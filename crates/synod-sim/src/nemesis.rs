@@ -186,7 +186,11 @@ impl<P: Protocol> World<P> {
 
     fn crash_leader(&mut self) {
         let node = self.likely_leader();
+        let was_up = self.is_up(node);
         self.crash_node(node);
+        if was_up && !self.is_up(node) {
+            self.leader_crashed_at.get_or_insert(self.now);
+        }
     }
 }
 

@@ -141,10 +141,10 @@ impl<P: Protocol> World<P> {
     pub(crate) fn crash(&mut self, id: NodeId) {
         let torn_writes = self.config.faults.disk;
         let node = &mut self.nodes[id.0 as usize - 1];
-        if node.engine.is_none() {
+        let Some(engine) = node.engine.take() else {
             return;
-        }
-        node.engine = None;
+        };
+        self.stats.preemptions += engine.preemptions();
         node.status = None;
         node.incarnation += 1;
         node.disk.crash(&mut self.disk_rng, torn_writes);
@@ -265,6 +265,9 @@ impl<P: Protocol> World<P> {
                 );
                 if matches!(entry.payload, Payload::Command(_)) {
                     self.stats.committed_commands += 1;
+                    if let Some(crashed) = self.leader_crashed_at.take() {
+                        self.stats.leader_crash_stalls_us.push(self.now - crashed);
+                    }
                 }
                 self.trace_line(|| format!("{id} commits {entry}"));
                 self.safety.applied.push(entry.clone());

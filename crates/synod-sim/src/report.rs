@@ -86,6 +86,14 @@ pub struct Stats {
     pub indeterminate: u64,
     /// From the heal to the first write invoked after it that completed, in microseconds.
     pub recovery_us: Option<u64>,
+    /// Times proposers were preempted by a higher ballot (Basic Paxos).
+    pub preemptions: u64,
+    /// Every completed write's latency as its client saw it (invoke to answer, retries
+    /// included), in microseconds.
+    pub write_latencies_us: Vec<u64>,
+    /// After each crash of the leader: how long until the next command committed, in
+    /// microseconds.
+    pub leader_crash_stalls_us: Vec<u64>,
 }
 
 /// The outcome of one seed.
@@ -106,6 +114,12 @@ impl RunReport {
     pub fn recovery_ticks(&self) -> Option<u64> {
         self.stats.recovery_us.map(|us| us.div_ceil(TICK_US))
     }
+}
+
+/// The `p` quantile (0 to 1) of sorted values, nearest rank.
+pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    let n = sorted.len();
+    (n > 0).then(|| sorted[((n - 1) as f64 * p).round() as usize])
 }
 
 /// Totals over many runs.
@@ -149,6 +163,9 @@ impl Summary {
             t.torn_writes_repaired += s.torn_writes_repaired;
             t.disks_damaged += s.disks_damaged;
             t.disks_refused += s.disks_refused;
+            t.preemptions += s.preemptions;
+            t.write_latencies_us.extend(&s.write_latencies_us);
+            t.leader_crash_stalls_us.extend(&s.leader_crash_stalls_us);
             t.committed_commands += s.committed_commands;
             t.operations += s.operations;
             t.completed += s.completed;
@@ -166,8 +183,7 @@ impl Summary {
     }
 
     fn percentile(&self, p: f64) -> Option<u64> {
-        let n = self.recovery_ticks.len();
-        (n > 0).then(|| self.recovery_ticks[((n - 1) as f64 * p).round() as usize])
+        percentile(&self.recovery_ticks, p)
     }
 }
 

@@ -37,6 +37,9 @@ pub struct RunConfig {
     /// A node snapshots its state machine and compacts its log every this many applied
     /// entries (0: never).
     pub snapshot_every: u64,
+    /// Start client i at node i (mod the cluster size) rather than a random one, so that
+    /// every node has clients of its own (dueling proposers in Basic Paxos).
+    pub spread_clients: bool,
     /// Keep a readable trace.
     pub trace: bool,
 }
@@ -57,6 +60,7 @@ impl RunConfig {
             settle_ticks: 300,
             nemesis_interval_ticks: (20, 300),
             snapshot_every: 200,
+            spread_clients: false,
             trace: false,
         }
     }
@@ -110,6 +114,13 @@ pub fn run<P: Protocol>(config: &RunConfig, options: &P::Options) -> RunOutcome 
             detail: message,
         });
     }
+    let live_preemptions: u64 = world
+        .nodes
+        .iter()
+        .filter_map(|n| n.engine.as_ref())
+        .map(|e| e.preemptions())
+        .sum();
+    world.stats.preemptions += live_preemptions;
     RunOutcome {
         report: RunReport {
             seed: config.seed,

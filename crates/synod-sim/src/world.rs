@@ -138,6 +138,8 @@ pub struct World<P: Protocol> {
     pub(crate) healed_at: Option<SimTime>,
     /// Whether faults are being injected (the safety phase).
     pub(crate) nemesis_on: bool,
+    /// When the nemesis last crashed the leader, until the next command commits.
+    pub(crate) leader_crashed_at: Option<SimTime>,
     scratch: Vec<Action<P::Message>>,
 }
 
@@ -191,6 +193,7 @@ impl<P: Protocol> World<P> {
             violation: None,
             healed_at: None,
             nemesis_on: false,
+            leader_crashed_at: None,
             scratch: Vec::new(),
         };
         for id in world.voters.clone() {

@@ -48,6 +48,16 @@ pub struct SimArgs {
     /// entries (0: never). Small, so that snapshots are installed during runs.
     #[arg(long, default_value_t = 200)]
     snapshot_every: u64,
+    /// Run an experiment instead of a sweep. `dueling-proposers`: every node has clients of
+    /// its own on a healthy network; prints decided slots per 1,000 ticks and preemptions for
+    /// Basic Paxos with backoff off and on, and for Multi-Paxos, summed over --seeds, each run
+    /// --safety-ticks long.
+    #[arg(long, value_parser = ["dueling-proposers"], conflicts_with_all = ["seed", "compare"])]
+    scenario: Option<String>,
+    /// Run the same seeds (same faults, same client load) on each of these protocols,
+    /// comma-separated, and print one table.
+    #[arg(long, value_delimiter = ',', conflicts_with = "seed")]
+    compare: Option<Vec<String>>,
     /// Worker threads for a sweep (defaults to the number of cores).
     #[arg(long)]
     jobs: Option<usize>,
@@ -63,6 +73,12 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
     template.safety_ticks = args.safety_ticks;
     template.liveness_ticks = args.liveness_ticks;
     template.snapshot_every = args.snapshot_every;
+    if args.scenario.is_some() {
+        return dueling(&args, &template);
+    }
+    if let Some(protocols) = &args.compare {
+        return compare(&args, &template, protocols);
+    }
     match args.protocol.as_str() {
         "raft" => simulate::<Raft>(&args, template),
         "multi-paxos" => simulate::<synod_paxos::MultiPaxos>(&args, template),
@@ -152,6 +168,138 @@ fn replay<P: Protocol>(args: &SimArgs, config: RunConfig) -> Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+fn jobs(args: &SimArgs) -> usize {
+    args.jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Basic Paxos with backoff off and on, and Multi-Paxos, under the same dueling load.
+fn dueling(args: &SimArgs, template: &RunConfig) -> Result<ExitCode> {
+    use synod_sim::experiments::{duel_row, dueling_proposers, Duel, DUEL_HEADER};
+    use synod_sim::PaxosOptions;
+    let seeds = parse_seeds(&args.seeds)?;
+    let (nodes, clients, ticks) = (template.nodes, template.clients, template.safety_ticks);
+    println!(
+        "dueling proposers: {nodes} nodes, {clients} clients spread over them, healthy network, {ticks} ticks per run, {} seeds ({})\n",
+        seeds.len(),
+        args.seeds
+    );
+    println!("{DUEL_HEADER}");
+    let no_backoff = PaxosOptions {
+        tweak: Some(|c| c.backoff = false),
+    };
+    let configs: [(&str, &str, Box<dyn Fn(u64) -> Duel>); 3] = [
+        (
+            "basic-paxos",
+            "off",
+            Box::new(move |seed| {
+                dueling_proposers::<synod_paxos::BasicPaxos>(
+                    nodes,
+                    clients,
+                    seed,
+                    ticks,
+                    &no_backoff,
+                )
+            }),
+        ),
+        (
+            "basic-paxos",
+            "on",
+            Box::new(move |seed| {
+                dueling_proposers::<synod_paxos::BasicPaxos>(
+                    nodes,
+                    clients,
+                    seed,
+                    ticks,
+                    &PaxosOptions::default(),
+                )
+            }),
+        ),
+        (
+            "multi-paxos",
+            "-",
+            Box::new(move |seed| {
+                dueling_proposers::<synod_paxos::MultiPaxos>(
+                    nodes,
+                    clients,
+                    seed,
+                    ticks,
+                    &PaxosOptions::default(),
+                )
+            }),
+        ),
+    ];
+    let mut clean = true;
+    for (name, backoff, run) in configs {
+        let mut total = Duel::default();
+        for &seed in &seeds {
+            total.add(run(seed));
+        }
+        println!("{}", duel_row(name, backoff, &total));
+        if let Some(v) = &total.violation {
+            println!("  VIOLATION: {v}");
+            clean = false;
+        }
+    }
+    println!("\ncommand: synod sim --scenario dueling-proposers --nodes {nodes} --clients {clients} --safety-ticks {ticks} --seeds {}", args.seeds);
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The same seeds on several protocols, one table.
+fn compare(args: &SimArgs, template: &RunConfig, protocols: &[String]) -> Result<ExitCode> {
+    use synod_sim::experiments::{compare_row, COMPARE_HEADER};
+    let seeds = parse_seeds(&args.seeds)?;
+    let jobs = jobs(args);
+    println!(
+        "same {} seeds ({}) on each protocol: {} nodes, faults: {}, {} clients on {} keys\n",
+        seeds.len(),
+        args.seeds,
+        template.nodes,
+        template.faults,
+        template.clients,
+        template.keys
+    );
+    let mut rows = Vec::new();
+    let mut clean = true;
+    for name in protocols {
+        let progress = Progress::new(name);
+        let report = |done: usize, total: usize, failed: usize| {
+            progress.update(done, total, &format!("{failed} failed"))
+        };
+        let summary = match name.as_str() {
+            "raft" => Summary::of(&sweep::<Raft>(&seeds, template, &Default::default(), jobs, &report)),
+            "multi-paxos" => Summary::of(&sweep::<synod_paxos::MultiPaxos>(&seeds, template, &Default::default(), jobs, &report)),
+            "basic-paxos" => Summary::of(&sweep::<synod_paxos::BasicPaxos>(&seeds, template, &Default::default(), jobs, &report)),
+            other => bail!("unknown protocol '{other}' in --compare; expected raft, multi-paxos or basic-paxos"),
+        };
+        clean &= summary.is_clean();
+        rows.push(compare_row(name, &summary));
+        for (seed, v) in &summary.failures {
+            rows.push(format!("  {name} seed {seed}: {v}"));
+        }
+    }
+    println!("{COMPARE_HEADER}");
+    for row in rows {
+        println!("{row}");
+    }
+    println!(
+        "\ncommand: synod sim --compare {} --nodes {} --faults {} --seeds {}",
+        protocols.join(","),
+        template.nodes,
+        template.faults,
+        args.seeds
+    );
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// The command line that replays one seed with the same settings.
