@@ -190,7 +190,8 @@ fn dueling(args: &SimArgs, template: &RunConfig) -> Result<ExitCode> {
     let no_backoff = PaxosOptions {
         tweak: Some(|c| c.backoff = false),
     };
-    let configs: [(&str, &str, Box<dyn Fn(u64) -> Duel>); 3] = [
+    type Run = Box<dyn Fn(u64) -> Duel>;
+    let configs: [(&str, &str, Run); 3] = [
         (
             "basic-paxos",
             "off",
