@@ -129,3 +129,38 @@ fn repeated_leader_isolation_keeps_the_history_linearizable() {
     }
     s.assert_linearizable();
 }
+
+mod paxos {
+    use synod_core::NodeId;
+    use synod_paxos::{BasicPaxos, MultiPaxos};
+    use synod_sim::scenario::Scenario;
+
+    #[test]
+    fn multi_paxos_survives_an_isolated_leader_and_its_return() {
+        let mut s = Scenario::<MultiPaxos>::new(5, 11);
+        s.clients(4);
+        let old = s.run_until_leader();
+        s.run_ticks(100);
+        s.isolate(old).run_ticks(200);
+        let new = s.leader().expect("the majority elects a leader");
+        assert_ne!(new, old);
+        let before = s.committed_writes();
+        s.run_ticks(100);
+        assert!(s.committed_writes() > before, "the majority keeps deciding");
+        s.heal().run_ticks(100);
+        s.assert_linearizable();
+    }
+
+    #[test]
+    fn basic_paxos_dueling_proposers_with_crashes_stay_linearizable() {
+        let mut s = Scenario::<BasicPaxos>::new(3, 12);
+        s.clients(9);
+        s.run_ticks(200);
+        s.crash(NodeId(2))
+            .run_ticks(150)
+            .restart(NodeId(2))
+            .run_ticks(150);
+        assert!(s.committed_writes() > 100);
+        s.assert_linearizable();
+    }
+}

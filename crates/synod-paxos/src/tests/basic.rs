@@ -334,3 +334,23 @@ fn s3_a_read_after_a_restart_is_not_answered_by_a_marker_from_before_it() {
         vec![RequestId::new(9, 1), RequestId::new(9, 2)]
     );
 }
+
+#[test]
+fn s2_2_a_proposer_that_crashes_between_phase_1_and_phase_2_leaves_the_slot_to_others() {
+    let mut c = C::new(3, |_| {});
+    // n1 gathers promises for slot 1 but dies before any Accept leaves it.
+    c.drop_if = Some(Box::new(|from, to, m| {
+        from == NodeId(1) && to != NodeId(1) && matches!(m, Message::Accept(_))
+    }));
+    c.propose(1, vec![proposal(1, 1)]);
+    c.crash(1);
+    c.drop_if = None;
+    c.propose(2, vec![proposal(2, 1)]);
+    c.tick_all(5);
+    assert_eq!(
+        c.commands(2),
+        vec![(1, RequestId::new(2, 1))],
+        "slot 1 goes to the next proposer"
+    );
+    assert_eq!(c.commands(3), c.commands(2));
+}

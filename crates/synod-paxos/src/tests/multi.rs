@@ -242,3 +242,41 @@ fn s2_2_p1a_a_deposed_leader_cannot_count_an_acceptor_that_decided_the_slot_othe
         .collect();
     assert_eq!(replies, vec!["Nack"]);
 }
+
+#[test]
+fn a_leader_that_crashes_between_phase_1_and_phase_2_loses_nothing_chosen() {
+    let mut c = C::new(3, |c| {
+        c.election_timeout_ticks_min = 40;
+        c.election_timeout_ticks_max = 60;
+    });
+    let first = elect(&mut c);
+    c.propose(first, (1..=3).map(|s| proposal(1, s)).collect());
+    c.tick_all(3);
+    // The next leader wins phase 1, but its phase 2 never leaves it before it dies.
+    c.crash(first);
+    c.drop_if = Some(Box::new(|_, _, m| matches!(m, Message::Accept(_))));
+    let second = elect(&mut c);
+    c.step(NodeId(second), Input::Propose(vec![proposal(2, 1)]));
+    c.deliver_all();
+    c.crash(second);
+    c.drop_if = None;
+    c.restart(first);
+    let third = elect(&mut c);
+    c.propose(third, vec![proposal(3, 1)]);
+    c.tick_all(10);
+    let decided = c.commands(third);
+    assert_eq!(
+        &decided[..3],
+        &c.commands(first)[..3],
+        "what the first leader decided survives"
+    );
+    assert_eq!(
+        decided
+            .iter()
+            .map(|(_, id)| id.client.0)
+            .collect::<Vec<_>>(),
+        vec![1, 1, 1, 3],
+        "{decided:?}"
+    );
+    assert!(c.safety_violation.is_none());
+}
