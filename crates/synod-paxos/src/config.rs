@@ -48,6 +48,8 @@ pub struct Config {
 pub struct InjectedBugs {
     /// A restarted acceptor forgets the promises it made (it keeps what it accepted).
     pub forget_promises_on_restart: bool,
+    /// An acceptor answers before persisting what it promised or accepted.
+    pub answer_before_persisting: bool,
 }
 
 impl Config {

@@ -187,6 +187,10 @@ impl Core {
 
     /// The acceptor's state changed: persist it before answering.
     pub(crate) fn acceptor_changed(&mut self) {
+        #[cfg(any(test, feature = "inject-bugs"))]
+        if self.config.bugs.answer_before_persisting {
+            return;
+        }
         self.draft.hard_state = true;
     }
 

@@ -238,10 +238,12 @@ impl<P: Protocol> World<P> {
         {
             released.extend(node.held.pop_front());
         }
+        // The engine hears of the persist first, so a checker sees the state as durable when
+        // the messages that depend on it leave (the network does not keep order anyway).
+        self.step(id, Input::Persisted(done));
         for (_, to, message) in released {
             self.transmit(id, to, message);
         }
-        self.step(id, Input::Persisted(done));
     }
 
     /// State Machine Safety (paper Figure 3): no two nodes apply different commands at one

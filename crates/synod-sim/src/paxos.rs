@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use synod_core::quorum::majority;
 use synod_core::{NodeId, Payload};
-use synod_paxos::{Acceptor, AcceptorEvent, Ballot, BasicPaxos, Config, Message, MultiPaxos, Slot};
+use synod_paxos::{
+    Acceptor, AcceptorEvent, Ballot, BasicPaxos, Config, Message, MultiPaxos, Scope, Slot,
+};
 
 use crate::protocol::{Invariants, Protocol, Recovered};
 
@@ -37,6 +39,8 @@ pub trait PaxosNode {
     fn voters(&self) -> usize;
     /// Acceptor events through this number are durable.
     fn durable_events(&self) -> u64;
+    /// Slots through here are in the node's decided log (answered from it, not the acceptor).
+    fn decided_through(&self) -> u64;
 }
 
 impl PaxosNode for BasicPaxos {
@@ -49,6 +53,9 @@ impl PaxosNode for BasicPaxos {
     fn durable_events(&self) -> u64 {
         BasicPaxos::durable_events(self)
     }
+    fn decided_through(&self) -> u64 {
+        BasicPaxos::decided_through(self)
+    }
 }
 
 impl PaxosNode for MultiPaxos {
@@ -60,6 +67,9 @@ impl PaxosNode for MultiPaxos {
     }
     fn durable_events(&self) -> u64 {
         MultiPaxos::durable_events(self)
+    }
+    fn decided_through(&self) -> u64 {
+        MultiPaxos::decided_through(self)
     }
 }
 
@@ -134,7 +144,7 @@ pub struct PaxosInvariants {
     chosen: BTreeMap<Slot, (Ballot, Payload)>,
 }
 
-impl<P: PaxosNode> Invariants<P> for PaxosInvariants {
+impl<P: PaxosNode + synod_core::Engine<Message = Message>> Invariants<P> for PaxosInvariants {
     fn after_step(&mut self, id: NodeId, incarnation: u64, engine: &P) -> Result<(), String> {
         let last = match self.read_through.get(&id) {
             Some(&(inc, seen)) if inc == incarnation => seen,
@@ -158,6 +168,50 @@ impl<P: PaxosNode> Invariants<P> for PaxosInvariants {
     }
 
     fn periodic(&mut self, _live: &[(NodeId, u64, &P)]) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// What a node promised or accepted is persisted before it answers: a Promise or Accepted
+    /// leaving a node must report state that its durable acceptor events already hold (slots
+    /// it answers from its decided log aside).
+    fn before_send(&mut self, from: NodeId, message: &Message, engine: &P) -> Result<(), String> {
+        let decided = engine.decided_through();
+        match message {
+            Message::Promise(p) if p.compacted_through == 0 => {
+                let floor = self.promised_all.get(&from).copied().unwrap_or_default();
+                let durable = match p.scope {
+                    Scope::Onward => floor,
+                    Scope::One if p.slot <= decided => return Ok(()),
+                    Scope::One => floor.max(
+                        self.promised_slot
+                            .get(&(from, p.slot))
+                            .copied()
+                            .unwrap_or_default(),
+                    ),
+                };
+                if durable < p.ballot {
+                    return Err(format!(
+                        "{from} sent a promise of ballot {} for slot {} before persisting it",
+                        p.ballot, p.slot
+                    ));
+                }
+            }
+            Message::Accepted(a) => {
+                for slot in (a.first..a.first + a.count).filter(|&s| s > decided) {
+                    let recorded = self
+                        .votes
+                        .get(&(slot, a.ballot))
+                        .is_some_and(|(_, who)| who.contains(&from));
+                    if !recorded {
+                        return Err(format!(
+                            "{from} acknowledged slot {slot} under ballot {} before persisting it",
+                            a.ballot
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
         Ok(())
     }
 }

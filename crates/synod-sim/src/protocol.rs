@@ -37,9 +37,19 @@ pub trait Protocol: Engine + Sized + 'static {
 }
 
 /// Protocol-specific safety checks. An `Err` is a violation, described for a human.
-pub trait Invariants<P>: Default {
+pub trait Invariants<P: Engine>: Default {
     /// Called after every step of a live node, in its `incarnation` (bumped at each crash).
     fn after_step(&mut self, id: NodeId, incarnation: u64, engine: &P) -> Result<(), String>;
     /// Called every so often with every live node, and at the end of a run.
     fn periodic(&mut self, live: &[(NodeId, u64, &P)]) -> Result<(), String>;
+
+    /// Called as a message leaves node `from` (after the persists before it completed).
+    fn before_send(
+        &mut self,
+        _from: NodeId,
+        _message: &P::Message,
+        _engine: &P,
+    ) -> Result<(), String> {
+        Ok(())
+    }
 }

@@ -343,6 +343,11 @@ impl<P: Protocol> World<P> {
     /// Puts a message on the network: it may be cut off, lost, delayed or duplicated.
     pub(crate) fn transmit(&mut self, from: NodeId, to: NodeId, message: P::Message) {
         self.stats.messages_sent += 1;
+        if let Some(engine) = self.nodes[from.0 as usize - 1].engine.as_ref() {
+            if let Err(e) = self.safety.protocol.before_send(from, &message, engine) {
+                self.fail(ViolationKind::Safety, e);
+            }
+        }
         let deliveries = self.network.deliveries(&mut self.net_rng);
         let mut delays = deliveries.iter();
         match (delays.next(), delays.next()) {

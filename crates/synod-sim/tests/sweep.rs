@@ -173,3 +173,13 @@ fn the_sweep_catches_an_acceptor_that_forgets_its_promises_on_restart() {
         );
     }
 }
+
+#[test]
+fn the_sweep_catches_an_acceptor_that_answers_before_persisting() {
+    let options = PaxosOptions {
+        tweak: Some(|c| c.bugs.answer_before_persisting = true),
+    };
+    let summary = sweep_protocol::<MultiPaxos>(3, 1..=5, options);
+    let (_, first) = summary.failures.first().expect("caught");
+    assert!(first.detail.contains("before persisting"), "{first}");
+}
