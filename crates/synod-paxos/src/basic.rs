@@ -12,14 +12,12 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use synod_core::{
-    Action, Engine, Entry, Input, LogIndex, NodeId, Payload, ReadConsistency, ReadRequest,
-    RequestId, Role, Snapshot, Status,
+    Action, Engine, Entry, Input, NodeId, Payload, ReadConsistency, ReadRequest, RequestId, Role,
+    Status,
 };
 
-use crate::acceptor::Acceptor;
 use crate::ballot::Ballot;
-use crate::config::{Config, ConfigError};
-use crate::core::{Core, Out, RestartError};
+use crate::core::{Core, Out};
 use crate::message::*;
 
 /// Where one proposer's instance stands.
@@ -59,24 +57,9 @@ pub struct BasicPaxos {
     preemptions: u64,
 }
 
+crate::core::engine_common!(BasicPaxos);
+
 impl BasicPaxos {
-    /// A node that has never run.
-    pub fn new(config: Config) -> Result<BasicPaxos, ConfigError> {
-        Ok(BasicPaxos::with_core(Core::new(config)?))
-    }
-
-    /// A node rebuilt from its hard state, newest snapshot and the decided log after it.
-    pub fn restart(
-        config: Config,
-        hard_state: Option<&[u8]>,
-        snapshot: Option<Snapshot>,
-        entries: Vec<Entry>,
-    ) -> Result<BasicPaxos, RestartError> {
-        Ok(BasicPaxos::with_core(Core::restart(
-            config, hard_state, snapshot, entries,
-        )?))
-    }
-
     fn with_core(core: Core) -> BasicPaxos {
         BasicPaxos {
             core,
@@ -87,30 +70,9 @@ impl BasicPaxos {
         }
     }
 
-    /// The node's acceptor (for checkers).
-    pub fn acceptor(&self) -> &Acceptor {
-        &self.core.acceptor
-    }
-
     /// Times a proposer of this node was preempted by a higher ballot.
     pub fn preemptions(&self) -> u64 {
         self.preemptions
-    }
-
-    /// Slots decided and held in the log.
-    pub fn decided_through(&self) -> LogIndex {
-        self.core.prefix()
-    }
-
-    /// Acceptor events through this number are durable, so may have been answered; later
-    /// ones could still vanish in a crash (for checkers).
-    pub fn durable_events(&self) -> u64 {
-        self.core.durable_events()
-    }
-
-    /// Number of acceptors in the cluster.
-    pub fn voters(&self) -> usize {
-        self.core.peers.len() + 1
     }
 
     /// The first slot no one is known to use: past the decided log, decisions heard of, and

@@ -468,3 +468,53 @@ impl Core {
         self.snapshot = Some(snapshot);
     }
 }
+
+/// The constructors and read-only views every Paxos engine offers, written once: each engine
+/// is a `Core` plus its proposer, built by its own `with_core`.
+macro_rules! engine_common {
+    ($engine:ident) => {
+        impl $engine {
+            /// A node that has never run.
+            pub fn new(
+                config: $crate::config::Config,
+            ) -> Result<$engine, $crate::config::ConfigError> {
+                Ok($engine::with_core($crate::core::Core::new(config)?))
+            }
+
+            /// A node rebuilt from its hard state, newest snapshot and the decided log after it.
+            pub fn restart(
+                config: $crate::config::Config,
+                hard_state: Option<&[u8]>,
+                snapshot: Option<synod_core::Snapshot>,
+                entries: Vec<synod_core::Entry>,
+            ) -> Result<$engine, $crate::core::RestartError> {
+                Ok($engine::with_core($crate::core::Core::restart(
+                    config, hard_state, snapshot, entries,
+                )?))
+            }
+
+            /// The node's acceptor (for checkers).
+            pub fn acceptor(&self) -> &$crate::acceptor::Acceptor {
+                &self.core.acceptor
+            }
+
+            /// Slots decided and held in the log.
+            pub fn decided_through(&self) -> synod_core::LogIndex {
+                self.core.prefix()
+            }
+
+            /// Acceptor events through this number are durable, so may have been answered;
+            /// later ones could still vanish in a crash (for checkers).
+            pub fn durable_events(&self) -> u64 {
+                self.core.durable_events()
+            }
+
+            /// Number of acceptors in the cluster.
+            pub fn voters(&self) -> usize {
+                self.core.peers.len() + 1
+            }
+        }
+    };
+}
+
+pub(crate) use engine_common;

@@ -13,14 +13,12 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use synod_core::{
-    Action, Engine, Entry, Input, LogIndex, NodeId, Payload, Proposal, ReadConsistency,
-    ReadRequest, Rejection, RequestId, Role, Snapshot, Status,
+    Action, Engine, Entry, Input, NodeId, Payload, Proposal, ReadConsistency, ReadRequest,
+    Rejection, RequestId, Role, Status,
 };
 
-use crate::acceptor::Acceptor;
 use crate::ballot::Ballot;
-use crate::config::{Config, ConfigError};
-use crate::core::{Core, Out, RestartError};
+use crate::core::{Core, Out};
 use crate::message::*;
 
 /// A slot the leader proposed and waits on.
@@ -79,24 +77,9 @@ pub struct MultiPaxos {
     election_timeout: u64,
 }
 
+crate::core::engine_common!(MultiPaxos);
+
 impl MultiPaxos {
-    /// A node that has never run.
-    pub fn new(config: Config) -> Result<MultiPaxos, ConfigError> {
-        Ok(MultiPaxos::with_core(Core::new(config)?))
-    }
-
-    /// A node rebuilt from its hard state, newest snapshot and the decided log after it.
-    pub fn restart(
-        config: Config,
-        hard_state: Option<&[u8]>,
-        snapshot: Option<Snapshot>,
-        entries: Vec<Entry>,
-    ) -> Result<MultiPaxos, RestartError> {
-        Ok(MultiPaxos::with_core(Core::restart(
-            config, hard_state, snapshot, entries,
-        )?))
-    }
-
     fn with_core(core: Core) -> MultiPaxos {
         let mut node = MultiPaxos {
             core,
@@ -109,33 +92,12 @@ impl MultiPaxos {
         node
     }
 
-    /// The node's acceptor (for checkers).
-    pub fn acceptor(&self) -> &Acceptor {
-        &self.core.acceptor
-    }
-
     /// Whether this node leads, with which ballot.
     pub fn leading(&self) -> Option<Ballot> {
         match &self.state {
             State::Leader(l) => Some(l.ballot),
             _ => None,
         }
-    }
-
-    /// Slots decided and held in the log.
-    pub fn decided_through(&self) -> LogIndex {
-        self.core.prefix()
-    }
-
-    /// Acceptor events through this number are durable, so may have been answered; later
-    /// ones could still vanish in a crash (for checkers).
-    pub fn durable_events(&self) -> u64 {
-        self.core.durable_events()
-    }
-
-    /// Number of acceptors in the cluster.
-    pub fn voters(&self) -> usize {
-        self.core.peers.len() + 1
     }
 
     fn reset_election_timer(&mut self) {

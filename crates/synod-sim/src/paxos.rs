@@ -43,91 +43,59 @@ pub trait PaxosNode {
     fn decided_through(&self) -> u64;
 }
 
-impl PaxosNode for BasicPaxos {
-    fn acceptor(&self) -> &Acceptor {
-        BasicPaxos::acceptor(self)
-    }
-    fn voters(&self) -> usize {
-        BasicPaxos::voters(self)
-    }
-    fn durable_events(&self) -> u64 {
-        BasicPaxos::durable_events(self)
-    }
-    fn decided_through(&self) -> u64 {
-        BasicPaxos::decided_through(self)
-    }
+/// The simulator's glue for one Paxos engine; both expose the same constructors and views.
+macro_rules! paxos_protocol {
+    ($engine:ident, $name:literal, $preemptions:expr) => {
+        impl PaxosNode for $engine {
+            fn acceptor(&self) -> &Acceptor {
+                $engine::acceptor(self)
+            }
+            fn voters(&self) -> usize {
+                $engine::voters(self)
+            }
+            fn durable_events(&self) -> u64 {
+                $engine::durable_events(self)
+            }
+            fn decided_through(&self) -> u64 {
+                $engine::decided_through(self)
+            }
+        }
+
+        impl Protocol for $engine {
+            const NAME: &'static str = $name;
+            type Options = PaxosOptions;
+            type Invariants = PaxosInvariants;
+
+            fn boot(
+                id: NodeId,
+                voters: &[NodeId],
+                seed: u64,
+                r: &Recovered,
+                options: &PaxosOptions,
+            ) -> Result<Self, String> {
+                let config = config(id, voters, seed, options);
+                $engine::restart(
+                    config,
+                    r.hard_state.as_deref(),
+                    r.snapshot.clone(),
+                    r.entries.clone(),
+                )
+                .map_err(|e| e.to_string())
+            }
+
+            fn describe(message: &Message) -> String {
+                message.to_string()
+            }
+
+            fn preemptions(&self) -> u64 {
+                $preemptions(self)
+            }
+        }
+    };
 }
 
-impl PaxosNode for MultiPaxos {
-    fn acceptor(&self) -> &Acceptor {
-        MultiPaxos::acceptor(self)
-    }
-    fn voters(&self) -> usize {
-        MultiPaxos::voters(self)
-    }
-    fn durable_events(&self) -> u64 {
-        MultiPaxos::durable_events(self)
-    }
-    fn decided_through(&self) -> u64 {
-        MultiPaxos::decided_through(self)
-    }
-}
-
-impl Protocol for BasicPaxos {
-    const NAME: &'static str = "basic-paxos";
-    type Options = PaxosOptions;
-    type Invariants = PaxosInvariants;
-
-    fn boot(
-        id: NodeId,
-        voters: &[NodeId],
-        seed: u64,
-        r: &Recovered,
-        options: &PaxosOptions,
-    ) -> Result<Self, String> {
-        BasicPaxos::restart(
-            config(id, voters, seed, options),
-            r.hard_state.as_deref(),
-            r.snapshot.clone(),
-            r.entries.clone(),
-        )
-        .map_err(|e| e.to_string())
-    }
-
-    fn describe(message: &Message) -> String {
-        message.to_string()
-    }
-
-    fn preemptions(&self) -> u64 {
-        BasicPaxos::preemptions(self)
-    }
-}
-
-impl Protocol for MultiPaxos {
-    const NAME: &'static str = "multi-paxos";
-    type Options = PaxosOptions;
-    type Invariants = PaxosInvariants;
-
-    fn boot(
-        id: NodeId,
-        voters: &[NodeId],
-        seed: u64,
-        r: &Recovered,
-        options: &PaxosOptions,
-    ) -> Result<Self, String> {
-        MultiPaxos::restart(
-            config(id, voters, seed, options),
-            r.hard_state.as_deref(),
-            r.snapshot.clone(),
-            r.entries.clone(),
-        )
-        .map_err(|e| e.to_string())
-    }
-
-    fn describe(message: &Message) -> String {
-        message.to_string()
-    }
-}
+paxos_protocol!(BasicPaxos, "basic-paxos", BasicPaxos::preemptions);
+paxos_protocol!(MultiPaxos, "multi-paxos", |_: &MultiPaxos| 0);
 
 /// The checks, fed by the acceptors' event journals.
 #[derive(Default)]
