@@ -4,6 +4,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
+use crate::codec::{DecodeError, Decoder, Encoder};
 use crate::ids::{LogIndex, RequestId};
 
 /// A client command: opaque bytes to the engines, decoded only by the state machine.
@@ -60,6 +61,54 @@ impl Entry {
     pub fn size_bytes(&self) -> usize {
         const HEADER_BYTES: usize = 32;
         HEADER_BYTES + self.proposal().map_or(0, |p| p.command.len())
+    }
+}
+
+// Encoding. The tags are part of the log and wire formats: append new ones, never renumber.
+
+impl Payload {
+    /// Appends the payload's encoding.
+    pub fn encode(&self, enc: &mut Encoder) {
+        match self {
+            Payload::Noop => {
+                enc.u8(0);
+            }
+            Payload::Command(p) => {
+                enc.u8(1).u64(p.id.client.0).u64(p.id.seq).bytes(&p.command);
+            }
+            Payload::Marker(token) => {
+                enc.u8(2).u64(*token);
+            }
+        }
+    }
+
+    /// Reads what [`Payload::encode`] wrote.
+    pub fn decode(dec: &mut Decoder<'_>) -> Result<Payload, DecodeError> {
+        Ok(match dec.tag("payload", 3)? {
+            0 => Payload::Noop,
+            1 => Payload::Command(Proposal {
+                id: RequestId::new(dec.u64("client")?, dec.u64("seq")?),
+                command: dec.owned_bytes("command")?,
+            }),
+            _ => Payload::Marker(dec.u64("marker")?),
+        })
+    }
+}
+
+impl Entry {
+    /// Appends the entry's encoding: index, era, payload.
+    pub fn encode(&self, enc: &mut Encoder) {
+        enc.u64(self.index).u64(self.era);
+        self.payload.encode(enc);
+    }
+
+    /// Reads what [`Entry::encode`] wrote.
+    pub fn decode(dec: &mut Decoder<'_>) -> Result<Entry, DecodeError> {
+        Ok(Entry {
+            index: dec.u64("index")?,
+            era: dec.u64("era")?,
+            payload: Payload::decode(dec)?,
+        })
     }
 }
 

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use synod_core::codec::{DecodeError, Decoder, Encoder};
-use synod_core::{NodeId, Payload, Proposal, RequestId};
+use synod_core::{NodeId, Payload};
 
 use crate::ballot::Ballot;
 use crate::message::{AcceptedValue, Slot};
@@ -191,7 +191,7 @@ impl Acceptor {
                 Some((ballot, value)) => {
                     enc.u8(1);
                     encode_ballot(enc, *ballot);
-                    encode_payload(enc, value);
+                    value.encode(enc);
                 }
             }
         }
@@ -208,7 +208,7 @@ impl Acceptor {
             let promised = decode_ballot(dec)?;
             let accepted = match dec.tag("accepted", 2)? {
                 0 => None,
-                _ => Some((decode_ballot(dec)?, decode_payload(dec)?)),
+                _ => Some((decode_ballot(dec)?, Payload::decode(dec)?)),
             };
             acceptor
                 .slots
@@ -226,31 +226,6 @@ pub(crate) fn decode_ballot(dec: &mut Decoder<'_>) -> Result<Ballot, DecodeError
     Ok(Ballot {
         round: dec.u64("round")?,
         node: NodeId(dec.u64("node")?),
-    })
-}
-
-fn encode_payload(enc: &mut Encoder, payload: &Payload) {
-    match payload {
-        Payload::Noop => {
-            enc.u8(0);
-        }
-        Payload::Command(p) => {
-            enc.u8(1).u64(p.id.client.0).u64(p.id.seq).bytes(&p.command);
-        }
-        Payload::Marker(token) => {
-            enc.u8(2).u64(*token);
-        }
-    }
-}
-
-fn decode_payload(dec: &mut Decoder<'_>) -> Result<Payload, DecodeError> {
-    Ok(match dec.tag("payload", 3)? {
-        0 => Payload::Noop,
-        1 => Payload::Command(Proposal {
-            id: RequestId::new(dec.u64("client")?, dec.u64("seq")?),
-            command: dec.owned_bytes("command")?,
-        }),
-        _ => Payload::Marker(dec.u64("marker")?),
     })
 }
 

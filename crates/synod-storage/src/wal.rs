@@ -14,7 +14,7 @@
 //! in a sealed segment, a missing segment) is an error naming the file and the offset.
 
 use synod_core::codec::{DecodeError, Decoder};
-use synod_core::{Entry, LogIndex, Payload, Proposal, RequestId, SnapshotMeta};
+use synod_core::{Entry, LogIndex, SnapshotMeta};
 
 use crate::dir::Dir;
 use crate::error::{Result, StorageError};
@@ -73,14 +73,7 @@ pub enum Record {
 
 /// Frames an entry record straight from a borrowed entry (the hot path of every append).
 fn encode_entry(e: &Entry, out: &mut Vec<u8>) {
-    record::encode_with(KIND_ENTRY, out, |enc| {
-        enc.u64(e.index).u64(e.era);
-        match &e.payload {
-            Payload::Noop => enc.u8(0),
-            Payload::Command(p) => enc.u8(1).u64(p.id.client.0).u64(p.id.seq).bytes(&p.command),
-            Payload::Marker(token) => enc.u8(2).u64(*token),
-        };
-    });
+    record::encode_with(KIND_ENTRY, out, |enc| e.encode(enc));
 }
 
 impl Record {
@@ -119,23 +112,7 @@ impl Record {
                     seq: dec.u64("seq")?,
                 }
             }
-            KIND_ENTRY => {
-                let index = dec.u64("index")?;
-                let era = dec.u64("era")?;
-                let payload = match dec.tag("payload", 3)? {
-                    0 => Payload::Noop,
-                    1 => Payload::Command(Proposal {
-                        id: RequestId::new(dec.u64("client")?, dec.u64("seq")?),
-                        command: dec.owned_bytes("command")?,
-                    }),
-                    _ => Payload::Marker(dec.u64("marker")?),
-                };
-                Record::Entry(Entry {
-                    index,
-                    era,
-                    payload,
-                })
-            }
+            KIND_ENTRY => Record::Entry(Entry::decode(&mut dec)?),
             KIND_TRUNCATE => Record::Truncate(dec.u64("index")?),
             KIND_HARD_STATE => Record::HardState(dec.bytes("hard state")?.to_vec()),
             KIND_BASE => Record::Base(SnapshotMeta {
