@@ -10,6 +10,7 @@ pub mod ids;
 pub mod quorum;
 pub mod rng;
 pub mod snapshot;
+pub mod wire;
 
 pub use engine::{
     Action, Engine, Input, Persist, PersistId, ReadConsistency, ReadRequest, Rejection, Role,
@@ -19,3 +20,4 @@ pub use entry::{Command, Entry, Payload, Proposal};
 pub use ids::{ClientId, LogIndex, NodeId, RequestId};
 pub use rng::Rng;
 pub use snapshot::{Snapshot, SnapshotMeta};
+pub use wire::Wire;

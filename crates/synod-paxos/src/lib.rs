@@ -14,6 +14,7 @@ mod config;
 mod core;
 mod message;
 mod multi;
+mod wire;
 
 #[cfg(test)]
 mod tests;

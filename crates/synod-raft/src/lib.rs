@@ -17,6 +17,7 @@ mod read_index;
 mod replication;
 mod snapshot;
 mod transfer;
+mod wire;
 
 #[cfg(test)]
 mod tests;
