@@ -21,6 +21,19 @@ impl fmt::Display for NodeId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ClientId(pub u64);
 
+impl ClientId {
+    /// Ids from 2^63 up belong to servers, which number their own requests (to route answers
+    /// back) but keep no session for them: a server never retries a write itself, and its
+    /// requests may commit out of order, which a session would refuse.
+    pub const UNTRACKED_FROM: u64 = 1 << 63;
+
+    /// Whether the state machine keeps a session (exactly-once) for this client. Id 0 is
+    /// anonymous and untracked too.
+    pub fn is_tracked(self) -> bool {
+        self.0 != 0 && self.0 < Self::UNTRACKED_FROM
+    }
+}
+
 impl fmt::Display for ClientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "c{}", self.0)

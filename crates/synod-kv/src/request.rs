@@ -1,5 +1,5 @@
-//! Requests and responses of the key-value service, after etcd's v3 KV API, with their
-//! binary encoding (what goes into a log entry's command bytes).
+//! Requests and responses of the key-value service, after etcd's v3 KV and Lease APIs, with
+//! their binary encoding (what goes into a log entry's command bytes).
 
 use bytes::Bytes;
 use synod_core::codec::{DecodeError, Decoder, Encoder};
@@ -19,6 +19,12 @@ pub enum Request {
     DeleteRange(DeleteRangeRequest),
     /// Compare, then run one of two branches, atomically.
     Txn(TxnRequest),
+    /// Forget the history before a revision.
+    Compact(CompactRequest),
+    /// Create a lease.
+    LeaseGrant(LeaseGrantRequest),
+    /// End a lease, deleting the keys attached to it.
+    LeaseRevoke(LeaseRevokeRequest),
 }
 
 /// Which keys a request covers, with etcd's conventions: an empty `range_end` means the
@@ -75,6 +81,34 @@ pub fn prefix_end(prefix: &[u8]) -> Bytes {
     Bytes::from_static(&[0])
 }
 
+/// The order of a range's results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SortOrder {
+    /// Key order (ascending), unless the target is not the key: then ascending (etcd's rule).
+    #[default]
+    None,
+    /// Smallest first.
+    Ascend,
+    /// Largest first.
+    Descend,
+}
+
+/// What a range's results are sorted by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SortTarget {
+    /// The key.
+    #[default]
+    Key,
+    /// The version.
+    Version,
+    /// The create revision.
+    Create,
+    /// The mod revision.
+    Mod,
+    /// The value.
+    Value,
+}
+
 /// Read keys.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct RangeRequest {
@@ -82,10 +116,24 @@ pub struct RangeRequest {
     pub range: KeyRange,
     /// Return at most this many keys; 0 means no limit.
     pub limit: u64,
+    /// Read the store as of this revision; 0 (or less) means the current one.
+    pub revision: i64,
+    /// Order of the results.
+    pub sort_order: SortOrder,
+    /// What the results are sorted by.
+    pub sort_target: SortTarget,
     /// Return only the count, no keys.
     pub count_only: bool,
     /// Return keys without values.
     pub keys_only: bool,
+    /// Keep only keys last written at or after this revision (0: no bound).
+    pub min_mod_revision: i64,
+    /// Keep only keys last written at or before this revision (0: no bound).
+    pub max_mod_revision: i64,
+    /// Keep only keys created at or after this revision (0: no bound).
+    pub min_create_revision: i64,
+    /// Keep only keys created at or before this revision (0: no bound).
+    pub max_create_revision: i64,
 }
 
 /// Write a key.
@@ -95,8 +143,14 @@ pub struct PutRequest {
     pub key: Bytes,
     /// Its new value.
     pub value: Bytes,
+    /// Attach the key to this lease (0: none), so it goes when the lease does.
+    pub lease: i64,
     /// Return the key's previous value.
     pub prev_kv: bool,
+    /// Keep the current value (the key must exist).
+    pub ignore_value: bool,
+    /// Keep the current lease (the key must exist).
+    pub ignore_lease: bool,
 }
 
 /// Delete keys.
@@ -117,6 +171,29 @@ pub struct TxnRequest {
     pub success: Vec<Request>,
     /// Run otherwise.
     pub failure: Vec<Request>,
+}
+
+/// Forget history: reads and watches before `revision` fail from now on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CompactRequest {
+    /// The oldest revision still readable afterwards.
+    pub revision: i64,
+}
+
+/// Create lease `id` (chosen by the proposer, never 0) for `ttl` seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LeaseGrantRequest {
+    /// The lease's id.
+    pub id: i64,
+    /// Its time to live, in seconds. Expiry is decided by the leader, not the state machine.
+    pub ttl: i64,
+}
+
+/// End lease `id` and delete every key attached to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LeaseRevokeRequest {
+    /// The lease's id.
+    pub id: i64,
 }
 
 /// A condition on the keys of a range.
@@ -141,6 +218,8 @@ pub enum CompareTarget {
     CreateRevision(i64),
     /// The revision that last wrote the key (0 when missing).
     ModRevision(i64),
+    /// The lease the key is attached to (0 when none or missing).
+    Lease(i64),
 }
 
 /// A comparison operator.
@@ -182,6 +261,8 @@ pub struct KeyValue {
     pub mod_revision: i64,
     /// Writes since creation: 1 after the first put.
     pub version: i64,
+    /// The lease the key is attached to, or 0.
+    pub lease: i64,
 }
 
 /// The result of one request.
@@ -195,12 +276,18 @@ pub enum Response {
     DeleteRange(DeleteRangeResponse),
     /// A transaction run.
     Txn(TxnResponse),
+    /// History compacted.
+    Compact,
+    /// A lease created.
+    LeaseGrant(LeaseGrantRequest),
+    /// A lease ended, its keys deleted.
+    LeaseRevoke,
 }
 
 /// Keys read.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct RangeResponse {
-    /// The keys, in key order, at most `limit`.
+    /// The keys, in the order asked for, at most `limit`.
     pub kvs: Vec<KeyValue>,
     /// How many keys the range holds, ignoring the limit.
     pub count: u64,
@@ -234,12 +321,17 @@ pub struct TxnResponse {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Encoding. Tags are part of the log format: append new ones, never renumber.
+// Encoding. Tags are part of the log format: append new ones, never renumber. (The layouts of
+// Range and Put grew before any release; from the first release on, they are fixed too.)
 
 const TAG_RANGE: u64 = 0;
 const TAG_PUT: u64 = 1;
 const TAG_DELETE_RANGE: u64 = 2;
 const TAG_TXN: u64 = 3;
+const TAG_COMPACT: u64 = 4;
+const TAG_LEASE_GRANT: u64 = 5;
+const TAG_LEASE_REVOKE: u64 = 6;
+const REQUEST_TAGS: u64 = 7;
 
 impl Request {
     /// The command bytes for a log entry.
@@ -261,7 +353,11 @@ impl Request {
     pub fn is_read_only(&self) -> bool {
         match self {
             Request::Range(_) => true,
-            Request::Put(_) | Request::DeleteRange(_) => false,
+            Request::Put(_)
+            | Request::DeleteRange(_)
+            | Request::Compact(_)
+            | Request::LeaseGrant(_)
+            | Request::LeaseRevoke(_) => false,
             Request::Txn(txn) => txn
                 .success
                 .iter()
@@ -270,18 +366,45 @@ impl Request {
         }
     }
 
+    /// Operations in the request, counting every request of both branches of a transaction
+    /// (what etcd's `--max-txn-ops` limits).
+    pub fn operation_count(&self) -> usize {
+        match self {
+            Request::Txn(t) => t
+                .success
+                .iter()
+                .chain(&t.failure)
+                .map(Request::operation_count)
+                .sum::<usize>()
+                .max(t.compare.len()),
+            _ => 1,
+        }
+    }
+
     fn encode_into(&self, enc: &mut Encoder) {
         match self {
             Request::Range(r) => {
                 enc.u64(TAG_RANGE);
                 encode_range(enc, &r.range);
-                enc.u64(r.limit).bool(r.count_only).bool(r.keys_only);
+                enc.u64(r.limit)
+                    .i64(r.revision)
+                    .u8(sort_order_code(r.sort_order))
+                    .u8(sort_target_code(r.sort_target))
+                    .bool(r.count_only)
+                    .bool(r.keys_only)
+                    .i64(r.min_mod_revision)
+                    .i64(r.max_mod_revision)
+                    .i64(r.min_create_revision)
+                    .i64(r.max_create_revision);
             }
             Request::Put(p) => {
                 enc.u64(TAG_PUT)
                     .bytes(&p.key)
                     .bytes(&p.value)
-                    .bool(p.prev_kv);
+                    .i64(p.lease)
+                    .bool(p.prev_kv)
+                    .bool(p.ignore_value)
+                    .bool(p.ignore_lease);
             }
             Request::DeleteRange(d) => {
                 enc.u64(TAG_DELETE_RANGE);
@@ -300,28 +423,47 @@ impl Request {
                     }
                 }
             }
+            Request::Compact(c) => {
+                enc.u64(TAG_COMPACT).i64(c.revision);
+            }
+            Request::LeaseGrant(g) => {
+                enc.u64(TAG_LEASE_GRANT).i64(g.id).i64(g.ttl);
+            }
+            Request::LeaseRevoke(r) => {
+                enc.u64(TAG_LEASE_REVOKE).i64(r.id);
+            }
         }
     }
 
     fn decode_from(dec: &mut Decoder<'_>, depth: usize) -> Result<Request, DecodeError> {
         let offset = dec.offset();
-        Ok(match dec.tag("request", 4)? {
+        Ok(match dec.tag("request", REQUEST_TAGS)? {
             TAG_RANGE => Request::Range(RangeRequest {
                 range: decode_range(dec)?,
                 limit: dec.u64("limit")?,
+                revision: dec.i64("revision")?,
+                sort_order: decode_sort_order(dec)?,
+                sort_target: decode_sort_target(dec)?,
                 count_only: dec.bool("count_only")?,
                 keys_only: dec.bool("keys_only")?,
+                min_mod_revision: dec.i64("min_mod_revision")?,
+                max_mod_revision: dec.i64("max_mod_revision")?,
+                min_create_revision: dec.i64("min_create_revision")?,
+                max_create_revision: dec.i64("max_create_revision")?,
             }),
             TAG_PUT => Request::Put(PutRequest {
                 key: dec.owned_bytes("key")?,
                 value: dec.owned_bytes("value")?,
+                lease: dec.i64("lease")?,
                 prev_kv: dec.bool("prev_kv")?,
+                ignore_value: dec.bool("ignore_value")?,
+                ignore_lease: dec.bool("ignore_lease")?,
             }),
             TAG_DELETE_RANGE => Request::DeleteRange(DeleteRangeRequest {
                 range: decode_range(dec)?,
                 prev_kv: dec.bool("prev_kv")?,
             }),
-            _ => {
+            TAG_TXN => {
                 if depth >= TXN_DEPTH_MAX {
                     return Err(DecodeError::UnknownTag {
                         what: "transaction nested too deep",
@@ -345,8 +487,54 @@ impl Request {
                     failure,
                 })
             }
+            TAG_COMPACT => Request::Compact(CompactRequest {
+                revision: dec.i64("compact revision")?,
+            }),
+            TAG_LEASE_GRANT => Request::LeaseGrant(LeaseGrantRequest {
+                id: dec.i64("lease id")?,
+                ttl: dec.i64("lease ttl")?,
+            }),
+            _ => Request::LeaseRevoke(LeaseRevokeRequest {
+                id: dec.i64("lease id")?,
+            }),
         })
     }
+}
+
+fn sort_order_code(order: SortOrder) -> u8 {
+    match order {
+        SortOrder::None => 0,
+        SortOrder::Ascend => 1,
+        SortOrder::Descend => 2,
+    }
+}
+
+fn decode_sort_order(dec: &mut Decoder<'_>) -> Result<SortOrder, DecodeError> {
+    Ok(match dec.tag("sort order", 3)? {
+        0 => SortOrder::None,
+        1 => SortOrder::Ascend,
+        _ => SortOrder::Descend,
+    })
+}
+
+fn sort_target_code(target: SortTarget) -> u8 {
+    match target {
+        SortTarget::Key => 0,
+        SortTarget::Version => 1,
+        SortTarget::Create => 2,
+        SortTarget::Mod => 3,
+        SortTarget::Value => 4,
+    }
+}
+
+fn decode_sort_target(dec: &mut Decoder<'_>) -> Result<SortTarget, DecodeError> {
+    Ok(match dec.tag("sort target", 5)? {
+        0 => SortTarget::Key,
+        1 => SortTarget::Version,
+        2 => SortTarget::Create,
+        3 => SortTarget::Mod,
+        _ => SortTarget::Value,
+    })
 }
 
 fn encode_range(enc: &mut Encoder, range: &KeyRange) {
@@ -367,6 +555,7 @@ fn encode_compare(enc: &mut Encoder, c: &Compare) {
         CompareTarget::Version(v) => enc.u64(1).i64(*v),
         CompareTarget::CreateRevision(v) => enc.u64(2).i64(*v),
         CompareTarget::ModRevision(v) => enc.u64(3).i64(*v),
+        CompareTarget::Lease(v) => enc.u64(4).i64(*v),
     };
     enc.u64(match c.op {
         CompareOp::Equal => 0,
@@ -378,11 +567,12 @@ fn encode_compare(enc: &mut Encoder, c: &Compare) {
 
 fn decode_compare(dec: &mut Decoder<'_>) -> Result<Compare, DecodeError> {
     let range = decode_range(dec)?;
-    let target = match dec.tag("compare target", 4)? {
+    let target = match dec.tag("compare target", 5)? {
         0 => CompareTarget::Value(dec.owned_bytes("value")?),
         1 => CompareTarget::Version(dec.i64("version")?),
         2 => CompareTarget::CreateRevision(dec.i64("create_revision")?),
-        _ => CompareTarget::ModRevision(dec.i64("mod_revision")?),
+        3 => CompareTarget::ModRevision(dec.i64("mod_revision")?),
+        _ => CompareTarget::Lease(dec.i64("lease")?),
     };
     let op = match dec.tag("compare op", 4)? {
         0 => CompareOp::Equal,
@@ -414,15 +604,25 @@ mod tests {
             success: vec![Request::Put(PutRequest {
                 key: Bytes::from_static(b"a"),
                 value: Bytes::from_static(b"2"),
+                lease: 12,
                 prev_kv: true,
+                ignore_value: false,
+                ignore_lease: true,
             })],
             failure: vec![
                 Request::Range(RangeRequest {
                     range: KeyRange::key("a"),
                     limit: 10,
-                    count_only: false,
+                    revision: 7,
+                    sort_order: SortOrder::Descend,
+                    sort_target: SortTarget::Mod,
                     keys_only: true,
+                    max_create_revision: 9,
+                    ..Default::default()
                 }),
+                Request::LeaseGrant(LeaseGrantRequest { id: 5, ttl: 60 }),
+                Request::LeaseRevoke(LeaseRevokeRequest { id: -5 }),
+                Request::Compact(CompactRequest { revision: 3 }),
                 Request::DeleteRange(DeleteRangeRequest {
                     range: KeyRange::prefix("x"),
                     prev_kv: false,

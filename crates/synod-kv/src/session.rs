@@ -8,7 +8,8 @@
 //! Sessions are bounded: past `limit` clients, the one idle longest (by log index, so every
 //! replica evicts the same one) is forgotten. A client silent for that long that then retries
 //! its last request would see it applied again; the limit is set far above the number of
-//! clients a deployment runs. Client id 0 is anonymous and never deduplicated.
+//! clients a deployment runs. Client id 0 and servers' own ids ([`ClientId::is_tracked`]) are
+//! never deduplicated.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -58,7 +59,7 @@ impl Sessions {
     /// The answer for a request that must not run: the remembered result of a retry, or an
     /// error for a request older than the session's newest. `None` means: run it.
     pub(crate) fn replay(&self, id: RequestId) -> Option<Result<Applied, KvError>> {
-        if id.client == ClientId(0) {
+        if !id.client.is_tracked() {
             return None;
         }
         let session = self.by_client.get(&id.client)?;
@@ -81,7 +82,7 @@ impl Sessions {
         result: Result<Applied, KvError>,
         index: LogIndex,
     ) {
-        if id.client == ClientId(0) {
+        if !id.client.is_tracked() {
             return;
         }
         let session = Session {

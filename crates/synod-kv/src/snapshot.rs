@@ -4,15 +4,18 @@
 //! the same entries produce identical snapshot bytes; the simulator compares them to check
 //! that replicas converged. Integrity (checksums) is the snapshot store's job, not this one's.
 
+use std::collections::BTreeSet;
 use synod_core::codec::{DecodeError, Decoder, Encoder};
+
 use synod_core::ClientId;
 
+use crate::history::{Event, EventKind};
 use crate::request::*;
 use crate::session::{Session, Sessions};
-use crate::store::{Applied, KvError, KvStore, Record};
+use crate::store::{Applied, KvError, KvStore, Lease, Record};
 
 /// Format version written first; bump when the layout changes.
-const SNAPSHOT_VERSION: u64 = 1;
+const SNAPSHOT_VERSION: u64 = 2;
 
 impl KvStore {
     /// The whole state as bytes.
@@ -22,18 +25,35 @@ impl KvStore {
             .u64(self.applied_index)
             .i64(self.revision)
             .u64(self.sessions.limit as u64)
+            .i64(self.history_revisions)
             .u64(self.keys.len() as u64);
         for (key, r) in &self.keys {
             enc.bytes(key)
                 .bytes(&r.value)
                 .i64(r.create_revision)
                 .i64(r.mod_revision)
-                .i64(r.version);
+                .i64(r.version)
+                .i64(r.lease);
         }
         enc.u64(self.sessions.by_client.len() as u64);
         for (client, s) in &self.sessions.by_client {
             enc.u64(client.0).u64(s.seq).u64(s.last_used);
             encode_result(&mut enc, &s.result);
+        }
+        // A lease's keys are those whose records name it; they are not written twice.
+        enc.u64(self.leases.len() as u64);
+        for (id, lease) in &self.leases {
+            enc.i64(*id).i64(lease.ttl);
+        }
+        enc.i64(self.history.compacted)
+            .u64(self.history.events.len() as u64);
+        for event in &self.history.events {
+            enc.bool(event.kind == EventKind::Delete);
+            encode_kv(&mut enc, &event.kv);
+            enc.bool(event.prev_kv.is_some());
+            if let Some(prev) = &event.prev_kv {
+                encode_kv(&mut enc, prev);
+            }
         }
         enc.finish()
     }
@@ -53,7 +73,8 @@ impl KvStore {
         let applied_index = dec.u64("applied index")?;
         let revision = dec.i64("revision")?;
         let limit = dec.u64("session limit")? as usize;
-        let mut store = KvStore::with_session_limit(limit);
+        let history_revisions = dec.i64("history revisions")?;
+        let mut store = KvStore::with_limits(limit, history_revisions);
         store.applied_index = applied_index;
         store.revision = revision;
         for _ in 0..dec.count("key count")? {
@@ -63,6 +84,7 @@ impl KvStore {
                 create_revision: dec.i64("create_revision")?,
                 mod_revision: dec.i64("mod_revision")?,
                 version: dec.i64("version")?,
+                lease: dec.i64("lease")?,
             };
             store.keys.insert(key, record);
         }
@@ -77,6 +99,32 @@ impl KvStore {
             sessions.insert(client, session);
         }
         store.sessions = sessions;
+        for _ in 0..dec.count("lease count")? {
+            let id = dec.i64("lease id")?;
+            let ttl = dec.i64("lease ttl")?;
+            let keys = BTreeSet::new();
+            store.leases.insert(id, Lease { ttl, keys });
+        }
+        for (key, record) in &store.keys {
+            if let Some(lease) = store.leases.get_mut(&record.lease) {
+                lease.keys.insert(key.clone());
+            }
+        }
+        store.history.compacted = dec.i64("compacted revision")?;
+        for _ in 0..dec.count("history length")? {
+            let kind = if dec.bool("event kind")? {
+                EventKind::Delete
+            } else {
+                EventKind::Put
+            };
+            let kv = decode_kv(&mut dec)?;
+            let prev_kv = if dec.bool("has prev_kv")? {
+                Some(decode_kv(&mut dec)?)
+            } else {
+                None
+            };
+            store.history.events.push_back(Event { kind, kv, prev_kv });
+        }
         dec.finish()?;
         Ok(store)
     }
@@ -97,11 +145,29 @@ fn encode_result(enc: &mut Encoder, result: &Result<Applied, KvError>) {
         Err(KvError::StaleRequest { seq, latest }) => {
             enc.u64(3).u64(*seq).u64(*latest);
         }
+        Err(KvError::Compacted { compacted }) => {
+            enc.u64(4).i64(*compacted);
+        }
+        Err(KvError::FutureRevision) => {
+            enc.u64(5);
+        }
+        Err(KvError::LeaseNotFound(id)) => {
+            enc.u64(6).i64(*id);
+        }
+        Err(KvError::LeaseExists(id)) => {
+            enc.u64(7).i64(*id);
+        }
+        Err(KvError::KeyNotFound) => {
+            enc.u64(8);
+        }
+        Err(KvError::Invalid(reason)) => {
+            enc.u64(9).bytes(reason.as_bytes());
+        }
     }
 }
 
 fn decode_result(dec: &mut Decoder<'_>) -> Result<Result<Applied, KvError>, DecodeError> {
-    Ok(match dec.tag("result", 4)? {
+    Ok(match dec.tag("result", 10)? {
         0 => Ok(Applied {
             revision: dec.i64("revision")?,
             response: decode_response(dec)?,
@@ -110,10 +176,20 @@ fn decode_result(dec: &mut Decoder<'_>) -> Result<Result<Applied, KvError>, Deco
             String::from_utf8_lossy(dec.bytes("reason")?).into_owned(),
         )),
         2 => Err(KvError::DuplicateKey(dec.owned_bytes("key")?)),
-        _ => Err(KvError::StaleRequest {
+        3 => Err(KvError::StaleRequest {
             seq: dec.u64("seq")?,
             latest: dec.u64("latest")?,
         }),
+        4 => Err(KvError::Compacted {
+            compacted: dec.i64("compacted")?,
+        }),
+        5 => Err(KvError::FutureRevision),
+        6 => Err(KvError::LeaseNotFound(dec.i64("lease")?)),
+        7 => Err(KvError::LeaseExists(dec.i64("lease")?)),
+        8 => Err(KvError::KeyNotFound),
+        _ => Err(KvError::Invalid(
+            String::from_utf8_lossy(dec.bytes("reason")?).into_owned(),
+        )),
     })
 }
 
@@ -122,7 +198,8 @@ fn encode_kv(enc: &mut Encoder, kv: &KeyValue) {
         .bytes(&kv.value)
         .i64(kv.create_revision)
         .i64(kv.mod_revision)
-        .i64(kv.version);
+        .i64(kv.version)
+        .i64(kv.lease);
 }
 
 fn decode_kv(dec: &mut Decoder<'_>) -> Result<KeyValue, DecodeError> {
@@ -132,6 +209,7 @@ fn decode_kv(dec: &mut Decoder<'_>) -> Result<KeyValue, DecodeError> {
         create_revision: dec.i64("create_revision")?,
         mod_revision: dec.i64("mod_revision")?,
         version: dec.i64("version")?,
+        lease: dec.i64("lease")?,
     })
 }
 
@@ -155,6 +233,15 @@ fn encode_response(enc: &mut Encoder, response: &Response) {
             enc.u64(3).bool(t.succeeded).u64(t.responses.len() as u64);
             t.responses.iter().for_each(|r| encode_response(enc, r));
         }
+        Response::Compact => {
+            enc.u64(4);
+        }
+        Response::LeaseGrant(g) => {
+            enc.u64(5).i64(g.id).i64(g.ttl);
+        }
+        Response::LeaseRevoke => {
+            enc.u64(6);
+        }
     }
 }
 
@@ -164,7 +251,7 @@ fn decode_response(dec: &mut Decoder<'_>) -> Result<Response, DecodeError> {
 
 fn decode_response_at(dec: &mut Decoder<'_>, depth: usize) -> Result<Response, DecodeError> {
     let offset = dec.offset();
-    Ok(match dec.tag("response", 4)? {
+    Ok(match dec.tag("response", 7)? {
         0 => {
             let count = dec.u64("count")?;
             let more = dec.bool("more")?;
@@ -187,6 +274,12 @@ fn decode_response_at(dec: &mut Decoder<'_>, depth: usize) -> Result<Response, D
                 .collect::<Result<_, _>>()?;
             Response::DeleteRange(DeleteRangeResponse { deleted, prev_kvs })
         }
+        4 => Response::Compact,
+        5 => Response::LeaseGrant(LeaseGrantRequest {
+            id: dec.i64("lease id")?,
+            ttl: dec.i64("lease ttl")?,
+        }),
+        6 => Response::LeaseRevoke,
         _ => {
             if depth >= TXN_DEPTH_MAX {
                 return Err(DecodeError::UnknownTag {

@@ -2,8 +2,10 @@
 //!
 //! One global revision counts write transactions (it starts at 1, as etcd's does, and a
 //! request that changes nothing does not move it). Every key carries the revision that created
-//! it, the revision that last wrote it, and its version (writes since creation). Everything is
-//! deterministic: the same entries applied in the same order give the same bytes in a snapshot.
+//! it, the revision that last wrote it, its version (writes since creation) and its lease.
+//! Every change is kept in a history until compacted, so reads at a past revision and watches
+//! from a past revision work as in etcd. Everything is deterministic: the same entries applied
+//! in the same order give the same bytes in a snapshot.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,6 +13,7 @@ use bytes::Bytes;
 use synod_core::{Entry, LogIndex, Payload, RequestId};
 use thiserror::Error;
 
+use crate::history::{Event, EventKind, History};
 use crate::request::*;
 use crate::session::Sessions;
 
@@ -23,14 +26,15 @@ pub struct Applied {
     pub response: Response,
 }
 
-/// Why a request had no effect. Deterministic: every replica returns the same error.
+/// Why a request had no effect. Deterministic: every replica returns the same error. The
+/// messages are etcd's, so the server can pass them on unchanged.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum KvError {
     /// The command bytes did not decode.
     #[error("malformed command: {0}")]
     Malformed(String),
     /// One transaction branch writes a key twice (etcd: "duplicate key given in txn request").
-    #[error("duplicate key given in txn request: {0:?}")]
+    #[error("duplicate key given in txn request")]
     DuplicateKey(Bytes),
     /// A request of a session older than one already applied; the client gave up on it.
     #[error("request {seq} of the session is older than its latest, {latest}")]
@@ -40,6 +44,27 @@ pub enum KvError {
         /// The newest sequence number applied for the session.
         latest: u64,
     },
+    /// The revision asked for was compacted away.
+    #[error("mvcc: required revision has been compacted")]
+    Compacted {
+        /// The compaction revision: the oldest still readable.
+        compacted: i64,
+    },
+    /// The revision asked for has not happened yet.
+    #[error("mvcc: required revision is a future revision")]
+    FutureRevision,
+    /// No lease has this id.
+    #[error("requested lease not found")]
+    LeaseNotFound(i64),
+    /// A lease with this id exists already.
+    #[error("lease already exists")]
+    LeaseExists(i64),
+    /// A put that keeps the key's value or lease names a key that does not exist.
+    #[error("key not found")]
+    KeyNotFound,
+    /// The request contradicts itself or is not allowed where it is.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Stored metadata of one key.
@@ -49,6 +74,16 @@ pub(crate) struct Record {
     pub(crate) create_revision: i64,
     pub(crate) mod_revision: i64,
     pub(crate) version: i64,
+    pub(crate) lease: i64,
+}
+
+/// A lease as the state machine knows it: when it expires is the leader's business.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// Time to live granted, in seconds.
+    pub ttl: i64,
+    /// Keys attached to it.
+    pub keys: BTreeSet<Bytes>,
 }
 
 /// The replicated key-value state machine.
@@ -58,6 +93,10 @@ pub struct KvStore {
     pub(crate) revision: i64,
     pub(crate) applied_index: LogIndex,
     pub(crate) sessions: Sessions,
+    pub(crate) history: History,
+    pub(crate) leases: BTreeMap<i64, Lease>,
+    /// Revisions of history kept: older ones are compacted as writes go on (0 keeps all).
+    pub(crate) history_revisions: i64,
 }
 
 impl Default for KvStore {
@@ -66,25 +105,52 @@ impl Default for KvStore {
     }
 }
 
+/// Which branch every transaction of a request takes, decided before anything is written, so
+/// that every compare of a request (nested ones too) sees the store as it was (etcd's rule).
+enum Plan {
+    Op,
+    Txn { succeeded: bool, steps: Vec<Plan> },
+}
+
 impl KvStore {
-    /// An empty store at revision 1, keeping up to [`Sessions::DEFAULT_LIMIT`] client sessions.
+    /// Revisions of history kept by default.
+    pub const DEFAULT_HISTORY_REVISIONS: i64 = 10_000;
+
+    /// An empty store at revision 1, keeping up to [`Sessions::DEFAULT_LIMIT`] client sessions
+    /// and [`KvStore::DEFAULT_HISTORY_REVISIONS`] revisions of history.
     pub fn new() -> Self {
-        KvStore::with_session_limit(Sessions::DEFAULT_LIMIT)
+        KvStore::with_limits(Sessions::DEFAULT_LIMIT, Self::DEFAULT_HISTORY_REVISIONS)
     }
 
     /// An empty store that keeps at most `limit` client sessions.
     pub fn with_session_limit(limit: usize) -> Self {
+        KvStore::with_limits(limit, Self::DEFAULT_HISTORY_REVISIONS)
+    }
+
+    /// An empty store that keeps at most `sessions` client sessions and the history of the
+    /// last `history_revisions` revisions (all of it with 0): every write compacts what falls
+    /// out of that window, the way etcd's revision-based auto-compaction does. Every replica
+    /// must use the same limits; a snapshot carries them to the replicas restored from it.
+    pub fn with_limits(sessions: usize, history_revisions: i64) -> Self {
         KvStore {
             keys: BTreeMap::new(),
             revision: 1,
             applied_index: 0,
-            sessions: Sessions::new(limit),
+            sessions: Sessions::new(sessions),
+            history: History::default(),
+            leases: BTreeMap::new(),
+            history_revisions: history_revisions.max(0),
         }
     }
 
     /// The current revision.
     pub fn revision(&self) -> i64 {
         self.revision
+    }
+
+    /// Reads and watches before this revision fail; 0 before the first compaction.
+    pub fn compacted_revision(&self) -> i64 {
+        self.history.compacted
     }
 
     /// The index of the last log entry applied.
@@ -100,6 +166,11 @@ impl KvStore {
     /// Whether no key is stored.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    /// Changes in the history (what compaction frees).
+    pub fn history_len(&self) -> usize {
+        self.history.events.len()
     }
 
     /// Applies one committed log entry. Returns the request it answered, if any, with its
@@ -127,14 +198,20 @@ impl KvStore {
         Some((id, result))
     }
 
-    /// Runs a request now, outside any session. Reads never change the store.
+    /// Runs a request now, outside any session. Reads never change the store. A request
+    /// that fails changes nothing.
     pub fn execute(&mut self, request: &Request) -> Result<Applied, KvError> {
         check_duplicates(request)?;
+        let plan = self.plan(request, false)?;
         let next_revision = self.revision + 1;
         let mut wrote = false;
-        let response = self.run(request, next_revision, &mut wrote);
+        let response = self.run(request, &plan, next_revision, &mut wrote);
         if wrote {
             self.revision = next_revision;
+            let window_start = self.revision - self.history_revisions;
+            if self.history_revisions > 0 && window_start > self.history.compacted {
+                self.history.compact(window_start);
+            }
         }
         Ok(Applied {
             revision: self.revision,
@@ -142,62 +219,230 @@ impl KvStore {
         })
     }
 
-    /// Answers a read against the current state.
-    pub fn range(&self, request: &RangeRequest) -> Applied {
-        Applied {
+    /// Answers a read against the current state (or the revision it names).
+    pub fn range(&self, request: &RangeRequest) -> Result<Applied, KvError> {
+        self.check_read_revision(request.revision)?;
+        Ok(Applied {
             revision: self.revision,
             response: Response::Range(self.read(request)),
-        }
+        })
     }
 
     /// The current value of one key, with its metadata.
     pub fn get(&self, key: &[u8]) -> Option<KeyValue> {
-        self.keys.get(key).map(|r| key_value(key, r))
+        self.keys.get_key_value(key).map(|(k, r)| key_value(k, r))
     }
 
-    fn run(&mut self, request: &Request, revision: i64, wrote: &mut bool) -> Response {
+    /// Every change at `revision` or later, oldest first; an error if some of them were
+    /// compacted away.
+    pub fn events_from(
+        &self,
+        revision: i64,
+    ) -> Result<impl DoubleEndedIterator<Item = &Event>, KvError> {
+        if revision < self.history.compacted {
+            return Err(KvError::Compacted {
+                compacted: self.history.compacted,
+            });
+        }
+        Ok(self.history.from(revision))
+    }
+
+    /// Every lease, by id.
+    pub fn leases(&self) -> &BTreeMap<i64, Lease> {
+        &self.leases
+    }
+
+    fn check_read_revision(&self, revision: i64) -> Result<(), KvError> {
+        if revision > self.revision {
+            return Err(KvError::FutureRevision);
+        }
+        if revision > 0 && revision < self.history.compacted {
+            return Err(KvError::Compacted {
+                compacted: self.history.compacted,
+            });
+        }
+        Ok(())
+    }
+
+    /// Validates a request against the current state and decides its transactions' branches.
+    fn plan(&self, request: &Request, in_txn: bool) -> Result<Plan, KvError> {
+        let only_alone = |what: &str| {
+            if in_txn {
+                Err(KvError::Invalid(format!(
+                    "{what} is not allowed in a transaction"
+                )))
+            } else {
+                Ok(Plan::Op)
+            }
+        };
         match request {
-            Request::Range(r) => Response::Range(self.read(r)),
+            Request::Range(r) => {
+                self.check_read_revision(r.revision)?;
+                Ok(Plan::Op)
+            }
             Request::Put(p) => {
-                *wrote = true;
-                Response::Put(self.put(p, revision))
+                if p.ignore_value && !p.value.is_empty() {
+                    return Err(KvError::Invalid("value is provided".into()));
+                }
+                if p.ignore_lease && p.lease != 0 {
+                    return Err(KvError::Invalid("lease is provided".into()));
+                }
+                if (p.ignore_value || p.ignore_lease) && !self.keys.contains_key(&p.key) {
+                    return Err(KvError::KeyNotFound);
+                }
+                if p.lease != 0 && !self.leases.contains_key(&p.lease) {
+                    return Err(KvError::LeaseNotFound(p.lease));
+                }
+                Ok(Plan::Op)
             }
-            Request::DeleteRange(d) => {
-                let response = self.delete(d);
-                *wrote |= response.deleted > 0;
-                Response::DeleteRange(response)
-            }
+            Request::DeleteRange(_) => Ok(Plan::Op),
             Request::Txn(t) => {
                 let succeeded = t.compare.iter().all(|c| self.compare_holds(c));
                 let branch = if succeeded { &t.success } else { &t.failure };
+                let steps = branch
+                    .iter()
+                    .map(|r| self.plan(r, true))
+                    .collect::<Result<_, _>>()?;
+                Ok(Plan::Txn { succeeded, steps })
+            }
+            Request::Compact(c) => {
+                only_alone("compaction")?;
+                if c.revision <= self.history.compacted {
+                    return Err(KvError::Compacted {
+                        compacted: self.history.compacted,
+                    });
+                }
+                if c.revision > self.revision {
+                    return Err(KvError::FutureRevision);
+                }
+                Ok(Plan::Op)
+            }
+            Request::LeaseGrant(g) => {
+                only_alone("granting a lease")?;
+                if g.id <= 0 {
+                    return Err(KvError::Invalid(format!(
+                        "lease id {} is not positive",
+                        g.id
+                    )));
+                }
+                if self.leases.contains_key(&g.id) {
+                    return Err(KvError::LeaseExists(g.id));
+                }
+                Ok(Plan::Op)
+            }
+            Request::LeaseRevoke(r) => {
+                only_alone("revoking a lease")?;
+                if !self.leases.contains_key(&r.id) {
+                    return Err(KvError::LeaseNotFound(r.id));
+                }
+                Ok(Plan::Op)
+            }
+        }
+    }
+
+    fn run(&mut self, request: &Request, plan: &Plan, revision: i64, wrote: &mut bool) -> Response {
+        match (request, plan) {
+            (Request::Txn(t), Plan::Txn { succeeded, steps }) => {
+                let branch = if *succeeded { &t.success } else { &t.failure };
                 let responses = branch
                     .iter()
-                    .map(|r| self.run(r, revision, wrote))
+                    .zip(steps)
+                    .map(|(r, step)| self.run(r, step, revision, wrote))
                     .collect();
                 Response::Txn(TxnResponse {
-                    succeeded,
+                    succeeded: *succeeded,
                     responses,
                 })
             }
+            (Request::Range(r), _) => Response::Range(self.read(r)),
+            (Request::Put(p), _) => {
+                *wrote = true;
+                Response::Put(self.put(p, revision))
+            }
+            (Request::DeleteRange(d), _) => {
+                let response = self.delete(d, revision);
+                *wrote |= response.deleted > 0;
+                Response::DeleteRange(response)
+            }
+            (Request::Compact(c), _) => {
+                self.history.compact(c.revision);
+                Response::Compact
+            }
+            (Request::LeaseGrant(g), _) => {
+                let lease = Lease {
+                    ttl: g.ttl,
+                    keys: BTreeSet::new(),
+                };
+                self.leases.insert(g.id, lease);
+                Response::LeaseGrant(*g)
+            }
+            (Request::LeaseRevoke(r), _) => {
+                let keys = self
+                    .leases
+                    .remove(&r.id)
+                    .map(|l| l.keys)
+                    .unwrap_or_default();
+                for key in keys {
+                    *wrote = true;
+                    self.remove_key(&key, revision);
+                }
+                Response::LeaseRevoke
+            }
+            (Request::Txn(_), Plan::Op) => unreachable!("a transaction is always planned"),
         }
     }
 
     fn read(&self, request: &RangeRequest) -> RangeResponse {
-        let mut kvs = Vec::new();
-        let mut count = 0u64;
-        for (key, record) in self.scan(&request.range) {
-            count += 1;
-            if request.count_only || (request.limit > 0 && kvs.len() as u64 >= request.limit) {
+        let view = self.view_at(&request.range, request.revision);
+        let count = view.len() as u64;
+        let in_bounds = |bound: i64, value: i64, min: bool| {
+            bound <= 0 || if min { value >= bound } else { value <= bound }
+        };
+        let mut kvs: Vec<KeyValue> = view
+            .into_iter()
+            .filter(|kv| {
+                in_bounds(request.min_mod_revision, kv.mod_revision, true)
+                    && in_bounds(request.max_mod_revision, kv.mod_revision, false)
+                    && in_bounds(request.min_create_revision, kv.create_revision, true)
+                    && in_bounds(request.max_create_revision, kv.create_revision, false)
+            })
+            .collect();
+        sort(&mut kvs, request.sort_order, request.sort_target);
+        let more = request.limit > 0 && kvs.len() as u64 > request.limit;
+        if more {
+            kvs.truncate(request.limit as usize);
+        }
+        if request.count_only {
+            return RangeResponse {
+                kvs: Vec::new(),
+                count,
+                more: false,
+            };
+        }
+        if request.keys_only {
+            kvs.iter_mut().for_each(|kv| kv.value = Bytes::new());
+        }
+        RangeResponse { kvs, count, more }
+    }
+
+    /// The keys of `range` as of `revision` (the current state when it is 0 or later than
+    /// every change), in key order: the current keys with every newer change undone.
+    fn view_at(&self, range: &KeyRange, revision: i64) -> Vec<KeyValue> {
+        let current = self.scan(range).map(|(k, r)| key_value(k, r));
+        if revision <= 0 || revision >= self.history.newest() {
+            return current.collect();
+        }
+        let mut view: BTreeMap<Bytes, KeyValue> = current.map(|kv| (kv.key.clone(), kv)).collect();
+        for event in self.history.from(revision + 1).rev() {
+            if !range.contains(&event.kv.key) {
                 continue;
             }
-            let mut kv = key_value(key, record);
-            if request.keys_only {
-                kv.value = Bytes::new();
-            }
-            kvs.push(kv);
+            match &event.prev_kv {
+                Some(prev) => view.insert(prev.key.clone(), prev.clone()),
+                None => view.remove(&event.kv.key),
+            };
         }
-        let more = !request.count_only && (kvs.len() as u64) < count;
-        RangeResponse { kvs, count, more }
+        view.into_values().collect()
     }
 
     fn put(&mut self, request: &PutRequest, revision: i64) -> PutResponse {
@@ -206,29 +451,46 @@ impl KvStore {
             Some(p) => (p.create_revision, p.version + 1),
             None => (revision, 1),
         };
-        self.keys.insert(
-            request.key.clone(),
-            Record {
-                value: request.value.clone(),
-                create_revision,
-                mod_revision: revision,
-                version,
-            },
-        );
+        let value = match &previous {
+            Some(p) if request.ignore_value => p.value.clone(),
+            _ => request.value.clone(),
+        };
+        let lease = match &previous {
+            Some(p) if request.ignore_lease => p.lease,
+            _ => request.lease,
+        };
+        if let Some(p) = previous.as_ref().filter(|p| p.lease != lease) {
+            self.detach(p.lease, &request.key);
+        }
+        if let Some(l) = self.leases.get_mut(&lease) {
+            l.keys.insert(request.key.clone());
+        }
+        let record = Record {
+            value,
+            create_revision,
+            mod_revision: revision,
+            version,
+            lease,
+        };
+        let prev_kv = previous.map(|p| key_value(&request.key, &p));
+        self.history.push(Event {
+            kind: EventKind::Put,
+            kv: key_value(&request.key, &record),
+            prev_kv: prev_kv.clone(),
+        });
+        self.keys.insert(request.key.clone(), record);
         PutResponse {
-            prev_kv: previous
-                .filter(|_| request.prev_kv)
-                .map(|p| key_value(&request.key, &p)),
+            prev_kv: prev_kv.filter(|_| request.prev_kv),
         }
     }
 
-    fn delete(&mut self, request: &DeleteRangeRequest) -> DeleteRangeResponse {
+    fn delete(&mut self, request: &DeleteRangeRequest, revision: i64) -> DeleteRangeResponse {
         let doomed: Vec<Bytes> = self.scan(&request.range).map(|(k, _)| k.clone()).collect();
         let mut prev_kvs = Vec::new();
         for key in &doomed {
-            if let Some(record) = self.keys.remove(key) {
+            if let Some(prev) = self.remove_key(key, revision) {
                 if request.prev_kv {
-                    prev_kvs.push(key_value(key, &record));
+                    prev_kvs.push(prev);
                 }
             }
         }
@@ -238,8 +500,31 @@ impl KvStore {
         }
     }
 
+    /// Deletes one key at `revision`, recording the change; returns what it held.
+    fn remove_key(&mut self, key: &Bytes, revision: i64) -> Option<KeyValue> {
+        let record = self.keys.remove(key)?;
+        self.detach(record.lease, key);
+        let prev = key_value(key, &record);
+        self.history.push(Event {
+            kind: EventKind::Delete,
+            kv: KeyValue {
+                key: key.clone(),
+                mod_revision: revision,
+                ..KeyValue::default()
+            },
+            prev_kv: Some(prev.clone()),
+        });
+        Some(prev)
+    }
+
+    fn detach(&mut self, lease: i64, key: &Bytes) {
+        if let Some(l) = self.leases.get_mut(&lease) {
+            l.keys.remove(key);
+        }
+    }
+
     /// etcd's rule: every key in the range must satisfy the compare; a missing key compares
-    /// as zero revisions and version, and fails any value compare.
+    /// as zero revisions, version and lease, and fails any value compare.
     fn compare_holds(&self, compare: &Compare) -> bool {
         let mut matched = self.scan(&compare.range).peekable();
         if matched.peek().is_none() {
@@ -247,7 +532,8 @@ impl KvStore {
                 CompareTarget::Value(_) => false,
                 CompareTarget::Version(v)
                 | CompareTarget::CreateRevision(v)
-                | CompareTarget::ModRevision(v) => compare.op.holds(0.cmp(v)),
+                | CompareTarget::ModRevision(v)
+                | CompareTarget::Lease(v) => compare.op.holds(0.cmp(v)),
             };
         }
         matched.all(|(_, record)| {
@@ -256,6 +542,7 @@ impl KvStore {
                 CompareTarget::Version(v) => record.version.cmp(v),
                 CompareTarget::CreateRevision(v) => record.create_revision.cmp(v),
                 CompareTarget::ModRevision(v) => record.mod_revision.cmp(v),
+                CompareTarget::Lease(v) => record.lease.cmp(v),
             };
             compare.op.holds(ordering)
         })
@@ -280,13 +567,44 @@ impl KvStore {
     }
 }
 
-fn key_value(key: &[u8], record: &Record) -> KeyValue {
+/// Sorts key-values (which arrive in key order) as a range asks, by etcd's rule: no order
+/// with a target other than the key means ascending. Ties keep key order.
+fn sort(kvs: &mut [KeyValue], order: SortOrder, target: SortTarget) {
+    let order = match (order, target) {
+        (SortOrder::None, SortTarget::Key) => return,
+        (SortOrder::None, _) => SortOrder::Ascend,
+        (order, _) => order,
+    };
+    if (order, target) == (SortOrder::Ascend, SortTarget::Key) {
+        return;
+    }
+    let field = |kv: &KeyValue| match target {
+        SortTarget::Key | SortTarget::Value => 0,
+        SortTarget::Version => kv.version,
+        SortTarget::Create => kv.create_revision,
+        SortTarget::Mod => kv.mod_revision,
+    };
+    kvs.sort_by(|a, b| {
+        let ordering = match target {
+            SortTarget::Key => a.key.cmp(&b.key),
+            SortTarget::Value => a.value.cmp(&b.value),
+            _ => field(a).cmp(&field(b)),
+        };
+        match order {
+            SortOrder::Descend => ordering.reverse(),
+            _ => ordering,
+        }
+    });
+}
+
+pub(crate) fn key_value(key: &Bytes, record: &Record) -> KeyValue {
     KeyValue {
-        key: Bytes::copy_from_slice(key),
+        key: key.clone(),
         value: record.value.clone(),
         create_revision: record.create_revision,
         mod_revision: record.mod_revision,
         version: record.version,
+        lease: record.lease,
     }
 }
 

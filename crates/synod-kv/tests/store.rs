@@ -15,6 +15,7 @@ fn put(key: &str, value: &str) -> Request {
         key: b(key),
         value: b(value),
         prev_kv: true,
+        ..Default::default()
     })
 }
 
@@ -96,6 +97,7 @@ fn ranges_by_prefix_and_interval_with_limits() {
                 limit,
                 ..Default::default()
             })
+            .unwrap()
             .response
         else {
             panic!()
@@ -145,6 +147,7 @@ fn ranges_by_prefix_and_interval_with_limits() {
             count_only: true,
             ..Default::default()
         })
+        .unwrap()
         .response
     else {
         panic!()
@@ -156,6 +159,7 @@ fn ranges_by_prefix_and_interval_with_limits() {
             keys_only: true,
             ..Default::default()
         })
+        .unwrap()
         .response
     else {
         panic!()

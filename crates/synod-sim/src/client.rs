@@ -62,6 +62,7 @@ impl OpKind {
                 key: key_bytes(key),
                 value: value_bytes(value),
                 prev_kv: false,
+                ..Default::default()
             }),
             OpKind::Cas(key, expected, new) => Request::Txn(TxnRequest {
                 compare: vec![Compare {
@@ -76,6 +77,7 @@ impl OpKind {
                     key: key_bytes(key),
                     value: value_bytes(new),
                     prev_kv: false,
+                    ..Default::default()
                 })],
                 failure: vec![],
             }),

@@ -1,0 +1,70 @@
+//! The store's history: every change since the last compaction, in revision order. It serves
+//! reads at a past revision (by undoing newer changes) and watches that start in the past.
+
+use std::collections::VecDeque;
+
+use crate::request::KeyValue;
+
+/// What a change did to a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// The key was written.
+    Put,
+    /// The key was deleted.
+    Delete,
+}
+
+/// One change to one key, as etcd's `mvccpb.Event`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Put or delete.
+    pub kind: EventKind,
+    /// The key after the change. For a delete, only the key and the revision of the delete
+    /// (`mod_revision`) are set, as in etcd.
+    pub kv: KeyValue,
+    /// The key before the change, if it existed.
+    pub prev_kv: Option<KeyValue>,
+}
+
+impl Event {
+    /// The revision of the change.
+    pub fn revision(&self) -> i64 {
+        self.kv.mod_revision
+    }
+}
+
+/// Changes from the compaction revision on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct History {
+    pub(crate) events: VecDeque<Event>,
+    /// Reads before this revision fail; 0 before the first compaction.
+    pub(crate) compacted: i64,
+}
+
+impl History {
+    pub(crate) fn push(&mut self, event: Event) {
+        debug_assert!(self
+            .events
+            .back()
+            .is_none_or(|last| last.revision() <= event.revision()));
+        self.events.push_back(event);
+    }
+
+    /// Changes at `revision` or later, oldest first.
+    pub(crate) fn from(&self, revision: i64) -> impl DoubleEndedIterator<Item = &Event> {
+        let start = self.events.partition_point(|e| e.revision() < revision);
+        self.events.range(start..)
+    }
+
+    /// Forgets the changes before `revision`.
+    pub(crate) fn compact(&mut self, revision: i64) {
+        let keep_from = self.events.partition_point(|e| e.revision() < revision);
+        self.events.drain(..keep_from);
+        self.compacted = revision;
+    }
+
+    /// Revision of the newest change recorded, 0 if none is.
+    pub(crate) fn newest(&self) -> i64 {
+        self.events.back().map_or(0, Event::revision)
+    }
+}
