@@ -39,14 +39,14 @@ pub trait SnapshotHarness {
 /// A deterministic entry: its content follows from its index and era, so a checker can tell
 /// a damaged or invented entry from a real one.
 pub fn entry(index: LogIndex, era: u64) -> Entry {
-    if index % 7 == 0 {
+    if index.is_multiple_of(7) {
         return Entry {
             index,
             era,
             payload: Payload::Noop,
         };
     }
-    if index % 11 == 0 {
+    if index.is_multiple_of(11) {
         return Entry {
             index,
             era,

@@ -1,0 +1,627 @@
+//! TCP between peers.
+//!
+//! Every node dials every peer once and keeps that connection for all it sends to the peer;
+//! what the peer sends back arrives on the connection the peer dialed. A connection opens with
+//! a handshake naming the protocol version, the cluster and both nodes, so a node of another
+//! cluster, an unknown node or an old binary is refused with a log line saying which. Then
+//! frames follow, each a little-endian `u32` length and one engine message in its
+//! [`Wire`] encoding.
+//!
+//! Sends never wait: each peer has a bounded queue, and a message that finds it full is
+//! dropped and counted (engines tolerate loss; a slow or dead peer must not grow memory). A
+//! sender writes everything queued in one system call. A lost connection is redialled with
+//! exponential backoff; what was queued meanwhile is stale and is dropped. Bytes that do not
+//! make a frame (garbage, an oversized length, a message that does not decode, a connection
+//! cut mid-frame) close that one connection and nothing else.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use synod_core::wire::Wire;
+use synod_core::NodeId;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+/// Version of the peer protocol (handshake and framing). Peers must agree exactly.
+pub const PROTOCOL_VERSION: u16 = 1;
+const MAGIC: [u8; 4] = *b"SYNP";
+/// A handshake's variable part (the client URL) is at most this long.
+const URL_BYTES_MAX: usize = 1024;
+
+/// How the transport behaves.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    /// The cluster this node belongs to; peers of another cluster are refused.
+    pub cluster_id: u64,
+    /// This node.
+    pub me: NodeId,
+    /// Where clients reach this node, told to peers so they can forward requests here.
+    pub client_url: String,
+    /// Every other member and its peer address (`host:port`).
+    pub peers: BTreeMap<NodeId, String>,
+    /// Messages queued per peer before new ones are dropped.
+    pub queue_messages: usize,
+    /// Largest frame accepted or sent; a longer one closes the connection.
+    pub frame_bytes_max: usize,
+    /// First wait before redialling a lost peer; it doubles up to `reconnect_max`.
+    pub reconnect_min: Duration,
+    /// Longest wait between dials.
+    pub reconnect_max: Duration,
+    /// A handshake not finished in this time fails.
+    pub handshake_timeout: Duration,
+}
+
+impl TransportConfig {
+    /// Defaults for node `me` of cluster `cluster_id`.
+    pub fn new(cluster_id: u64, me: NodeId, peers: BTreeMap<NodeId, String>) -> Self {
+        TransportConfig {
+            cluster_id,
+            me,
+            client_url: String::new(),
+            peers,
+            queue_messages: 4096,
+            frame_bytes_max: 64 << 20,
+            reconnect_min: Duration::from_millis(20),
+            reconnect_max: Duration::from_secs(1),
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A message from a peer.
+#[derive(Debug)]
+pub struct Inbound<M> {
+    /// Who sent it.
+    pub from: NodeId,
+    /// What it is.
+    pub message: M,
+}
+
+/// Counters of the transport, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct TransportStats {
+    /// Bytes written to peers.
+    pub bytes_out: AtomicU64,
+    /// Bytes read from peers.
+    pub bytes_in: AtomicU64,
+    /// Messages handed to peers' sockets.
+    pub messages_out: AtomicU64,
+    /// Messages received and decoded.
+    pub messages_in: AtomicU64,
+    /// Messages dropped: queue full, or peer unreachable.
+    pub messages_dropped: AtomicU64,
+    /// Connections closed for bytes that made no valid frame or message.
+    pub bad_frames: AtomicU64,
+    /// Handshakes refused, in either direction.
+    pub handshakes_refused: AtomicU64,
+    /// Outbound connections established.
+    pub connects: AtomicU64,
+}
+
+impl TransportStats {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// What this node learnt of the other members: their client URLs, from their handshakes.
+#[derive(Debug, Default)]
+pub struct PeerDirectory {
+    client_urls: RwLock<BTreeMap<NodeId, String>>,
+}
+
+impl PeerDirectory {
+    /// The client URL `node` announced, if it has connected.
+    pub fn client_url(&self, node: NodeId) -> Option<String> {
+        self.client_urls
+            .read()
+            .ok()
+            .and_then(|urls| urls.get(&node).cloned())
+    }
+
+    fn learn(&self, node: NodeId, url: String) {
+        if url.is_empty() {
+            return;
+        }
+        if let Ok(mut urls) = self.client_urls.write() {
+            urls.insert(node, url);
+        }
+    }
+}
+
+/// The sending half: one queue per peer, each drained by a task that owns the connection.
+pub struct Transport<M> {
+    queues: BTreeMap<NodeId, mpsc::Sender<M>>,
+    stats: Arc<TransportStats>,
+    directory: Arc<PeerDirectory>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl<M> fmt::Debug for Transport<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transport")
+            .field("peers", &self.queues.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl<M: Wire + Send + 'static> Transport<M> {
+    /// Starts accepting peers on `listener` (their messages go to `inbound`) and dialling
+    /// every peer of `config`. Must run inside a tokio runtime.
+    pub fn start(
+        config: TransportConfig,
+        listener: TcpListener,
+        inbound: mpsc::Sender<Inbound<M>>,
+    ) -> Transport<M> {
+        let config = Arc::new(config);
+        let stats = Arc::new(TransportStats::default());
+        let directory = Arc::new(PeerDirectory::default());
+        let mut tasks = Vec::new();
+        let mut queues = BTreeMap::new();
+        for (&peer, address) in &config.peers {
+            let (tx, rx) = mpsc::channel(config.queue_messages.max(1));
+            queues.insert(peer, tx);
+            let sender = PeerSender {
+                config: config.clone(),
+                peer,
+                address: address.clone(),
+                queue: rx,
+                stats: stats.clone(),
+                directory: directory.clone(),
+            };
+            tasks.push(tokio::spawn(sender.run()));
+        }
+        let acceptor = Acceptor::<M> {
+            config,
+            stats: stats.clone(),
+            directory: directory.clone(),
+            inbound,
+            message: PhantomData,
+        };
+        tasks.push(tokio::spawn(acceptor.run(listener)));
+        Transport {
+            queues,
+            stats,
+            directory,
+            tasks,
+        }
+    }
+}
+
+impl<M> Transport<M> {
+    /// Queues `message` for `to`; drops it (and counts the drop) when the queue is full or
+    /// `to` is not a peer. Never waits.
+    pub fn send(&self, to: NodeId, message: M) {
+        let delivered = self
+            .queues
+            .get(&to)
+            .is_some_and(|queue| queue.try_send(message).is_ok());
+        if !delivered {
+            TransportStats::add(&self.stats.messages_dropped, 1);
+        }
+    }
+
+    /// Messages waiting in `peer`'s queue.
+    pub fn queue_depth(&self, peer: NodeId) -> usize {
+        self.queues
+            .get(&peer)
+            .map_or(0, |q| q.max_capacity() - q.capacity())
+    }
+
+    /// The transport's counters.
+    pub fn stats(&self) -> &Arc<TransportStats> {
+        &self.stats
+    }
+
+    /// What peers told this node about themselves.
+    pub fn directory(&self) -> &Arc<PeerDirectory> {
+        &self.directory
+    }
+}
+
+impl<M> Drop for Transport<M> {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handshake.
+
+/// The dialer's opening.
+#[derive(Debug, PartialEq, Eq)]
+struct Hello {
+    version: u16,
+    cluster_id: u64,
+    from: NodeId,
+    to: NodeId,
+    client_url: String,
+}
+
+/// Why a handshake was refused; the byte is sent to the dialer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    Version = 1,
+    Cluster = 2,
+    UnknownNode = 3,
+    WrongNode = 4,
+}
+
+impl Refusal {
+    fn from_byte(byte: u8) -> Option<Refusal> {
+        Some(match byte {
+            1 => Refusal::Version,
+            2 => Refusal::Cluster,
+            3 => Refusal::UnknownNode,
+            4 => Refusal::WrongNode,
+            _ => return None,
+        })
+    }
+
+    fn explain(self) -> &'static str {
+        match self {
+            Refusal::Version => "speaks another peer protocol version",
+            Refusal::Cluster => "belongs to another cluster",
+            Refusal::UnknownNode => "is not a member of this cluster",
+            Refusal::WrongNode => "was dialled at the address of another node",
+        }
+    }
+}
+
+fn encode_hello(hello: &Hello) -> Vec<u8> {
+    let url = &hello.client_url.as_bytes()[..hello.client_url.len().min(URL_BYTES_MAX)];
+    let mut buf = Vec::with_capacity(32 + url.len());
+    buf.extend_from_slice(&MAGIC);
+    buf.extend_from_slice(&hello.version.to_le_bytes());
+    buf.extend_from_slice(&hello.cluster_id.to_le_bytes());
+    buf.extend_from_slice(&hello.from.0.to_le_bytes());
+    buf.extend_from_slice(&hello.to.0.to_le_bytes());
+    buf.extend_from_slice(&(url.len() as u16).to_le_bytes());
+    buf.extend_from_slice(url);
+    buf
+}
+
+async fn read_u16(stream: &mut (impl AsyncReadExt + Unpin)) -> io::Result<u16> {
+    let mut b = [0u8; 2];
+    stream.read_exact(&mut b).await?;
+    Ok(u16::from_le_bytes(b))
+}
+
+async fn read_u64(stream: &mut (impl AsyncReadExt + Unpin)) -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    stream.read_exact(&mut b).await?;
+    Ok(u64::from_le_bytes(b))
+}
+
+fn invalid(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+async fn read_hello(stream: &mut (impl AsyncReadExt + Unpin)) -> io::Result<Hello> {
+    let mut magic = [0u8; 4];
+    stream.read_exact(&mut magic).await?;
+    if magic != MAGIC {
+        return Err(invalid(format!(
+            "not a Synod peer (first bytes {magic:02x?})"
+        )));
+    }
+    let version = read_u16(stream).await?;
+    let cluster_id = read_u64(stream).await?;
+    let from = NodeId(read_u64(stream).await?);
+    let to = NodeId(read_u64(stream).await?);
+    let url_len = read_u16(stream).await? as usize;
+    if url_len > URL_BYTES_MAX {
+        return Err(invalid(format!("client URL of {url_len} bytes")));
+    }
+    let mut url = vec![0u8; url_len];
+    stream.read_exact(&mut url).await?;
+    let client_url =
+        String::from_utf8(url).map_err(|_| invalid("client URL is not UTF-8".into()))?;
+    Ok(Hello {
+        version,
+        cluster_id,
+        from,
+        to,
+        client_url,
+    })
+}
+
+/// The listener's answer: 0 and its own hello, or a refusal byte.
+async fn write_answer(stream: &mut TcpStream, answer: Result<&Hello, Refusal>) -> io::Result<()> {
+    let mut buf = MAGIC.to_vec();
+    match answer {
+        Ok(hello) => {
+            buf.push(0);
+            buf.extend_from_slice(&encode_hello(hello));
+        }
+        Err(refusal) => buf.push(refusal as u8),
+    }
+    stream.write_all(&buf).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sending.
+
+struct PeerSender<M> {
+    config: Arc<TransportConfig>,
+    peer: NodeId,
+    address: String,
+    queue: mpsc::Receiver<M>,
+    stats: Arc<TransportStats>,
+    directory: Arc<PeerDirectory>,
+}
+
+/// Messages written per system call at most.
+const BATCH_MESSAGES_MAX: usize = 512;
+/// Bytes gathered per system call before writing.
+const BATCH_BYTES_TARGET: usize = 1 << 20;
+
+impl<M: Wire + Send + 'static> PeerSender<M> {
+    async fn run(mut self) {
+        let mut backoff = self.config.reconnect_min;
+        let mut last_error = String::new();
+        loop {
+            match self.connect().await {
+                Ok(stream) => {
+                    backoff = self.config.reconnect_min;
+                    last_error.clear();
+                    TransportStats::add(&self.stats.connects, 1);
+                    info!(peer = %self.peer, address = %self.address, "connected to peer");
+                    match self.pump(stream).await {
+                        Ok(()) => return, // the transport is gone
+                        Err(e) => warn!(peer = %self.peer, error = %e, "lost connection to peer"),
+                    }
+                }
+                Err(e) => {
+                    // Say it once per kind of failure, not at every redial.
+                    let error = e.to_string();
+                    if error != last_error {
+                        warn!(peer = %self.peer, address = %self.address, error = %error,
+                              "cannot reach peer; retrying");
+                        last_error = error;
+                    }
+                }
+            }
+            // Whatever queued up while the peer was away is stale.
+            while self.queue.try_recv().is_ok() {
+                TransportStats::add(&self.stats.messages_dropped, 1);
+            }
+            if self.queue.is_closed() {
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.config.reconnect_max);
+        }
+    }
+
+    async fn connect(&self) -> io::Result<TcpStream> {
+        let timeout = self.config.handshake_timeout;
+        let attempt = async {
+            let mut stream = TcpStream::connect(&self.address).await?;
+            stream.set_nodelay(true)?;
+            let hello = Hello {
+                version: PROTOCOL_VERSION,
+                cluster_id: self.config.cluster_id,
+                from: self.config.me,
+                to: self.peer,
+                client_url: self.config.client_url.clone(),
+            };
+            stream.write_all(&encode_hello(&hello)).await?;
+            let mut head = [0u8; 5];
+            stream.read_exact(&mut head).await?;
+            if head[..4] != MAGIC {
+                return Err(invalid(format!(
+                    "{} is not a Synod peer port",
+                    self.address
+                )));
+            }
+            if let Some(refusal) = Refusal::from_byte(head[4]) {
+                TransportStats::add(&self.stats.handshakes_refused, 1);
+                return Err(invalid(format!(
+                    "peer refused the handshake: this node {}",
+                    refusal.explain()
+                )));
+            }
+            let theirs = read_hello(&mut stream).await?;
+            if theirs.from != self.peer || theirs.cluster_id != self.config.cluster_id {
+                TransportStats::add(&self.stats.handshakes_refused, 1);
+                return Err(invalid(format!(
+                    "expected {} of cluster {:x}, found {} of cluster {:x}",
+                    self.peer, self.config.cluster_id, theirs.from, theirs.cluster_id
+                )));
+            }
+            self.directory.learn(self.peer, theirs.client_url);
+            Ok(stream)
+        };
+        tokio::time::timeout(timeout, attempt)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))?
+    }
+
+    /// Writes queued messages until the connection fails (`Err`) or the transport is dropped
+    /// (`Ok`).
+    async fn pump(&mut self, mut stream: TcpStream) -> io::Result<()> {
+        let mut batch = Vec::with_capacity(64 << 10);
+        loop {
+            let Some(first) = self.queue.recv().await else {
+                return Ok(());
+            };
+            batch.clear();
+            let mut count = 0u64;
+            self.frame(&mut batch, first);
+            count += 1;
+            while batch.len() < BATCH_BYTES_TARGET && count < BATCH_MESSAGES_MAX as u64 {
+                match self.queue.try_recv() {
+                    Ok(message) => {
+                        self.frame(&mut batch, message);
+                        count += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            stream.write_all(&batch).await?;
+            TransportStats::add(&self.stats.bytes_out, batch.len() as u64);
+            TransportStats::add(&self.stats.messages_out, count);
+        }
+    }
+
+    /// Appends one frame; a message too large for a frame is dropped (the engine will retry
+    /// with smaller batches or a snapshot chunk).
+    fn frame(&self, batch: &mut Vec<u8>, message: M) {
+        let bytes = message.to_bytes();
+        if bytes.len() > self.config.frame_bytes_max {
+            warn!(peer = %self.peer, bytes = bytes.len(), "message too large for a frame; dropped");
+            TransportStats::add(&self.stats.messages_dropped, 1);
+            return;
+        }
+        batch.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        batch.extend_from_slice(&bytes);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receiving.
+
+struct Acceptor<M> {
+    config: Arc<TransportConfig>,
+    stats: Arc<TransportStats>,
+    directory: Arc<PeerDirectory>,
+    inbound: mpsc::Sender<Inbound<M>>,
+    message: PhantomData<fn() -> M>,
+}
+
+impl<M: Wire + Send + 'static> Acceptor<M> {
+    async fn run(self, listener: TcpListener) {
+        let this = Arc::new(self);
+        loop {
+            let (stream, remote) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors, most likely: wait rather than spin.
+                    warn!(error = %e, "cannot accept a peer connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let this = this.clone();
+            tokio::spawn(async move {
+                match this.serve(stream).await {
+                    Ok(()) => debug!(%remote, "peer connection closed"),
+                    Err(e) => warn!(%remote, error = %e, "closed a peer connection"),
+                }
+            });
+        }
+    }
+
+    async fn serve(&self, mut stream: TcpStream) -> io::Result<()> {
+        let _ = stream.set_nodelay(true);
+        let hello = tokio::time::timeout(self.config.handshake_timeout, read_hello(&mut stream))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no handshake in time"))??;
+        if let Err(refusal) = self.check(&hello) {
+            TransportStats::add(&self.stats.handshakes_refused, 1);
+            let _ = write_answer(&mut stream, Err(refusal)).await;
+            return Err(invalid(format!(
+                "refused {} (cluster {:x}, protocol {}): it {}",
+                hello.from,
+                hello.cluster_id,
+                hello.version,
+                refusal.explain()
+            )));
+        }
+        let ours = Hello {
+            version: PROTOCOL_VERSION,
+            cluster_id: self.config.cluster_id,
+            from: self.config.me,
+            to: hello.from,
+            client_url: self.config.client_url.clone(),
+        };
+        write_answer(&mut stream, Ok(&ours)).await?;
+        self.directory.learn(hello.from, hello.client_url);
+        let from = hello.from;
+        let mut reader = BufReader::with_capacity(256 << 10, stream);
+        let mut frame = Vec::new();
+        loop {
+            let mut len = [0u8; 4];
+            match reader.read_exact(&mut len).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            let len = u32::from_le_bytes(len) as usize;
+            if len > self.config.frame_bytes_max {
+                TransportStats::add(&self.stats.bad_frames, 1);
+                return Err(invalid(format!(
+                    "{from} sent a frame of {len} bytes; the limit is {}",
+                    self.config.frame_bytes_max
+                )));
+            }
+            frame.resize(len, 0);
+            if let Err(e) = reader.read_exact(&mut frame).await {
+                TransportStats::add(&self.stats.bad_frames, 1);
+                return Err(invalid(format!("{from} cut a frame short: {e}")));
+            }
+            let message = M::from_bytes(&frame).map_err(|e| {
+                TransportStats::add(&self.stats.bad_frames, 1);
+                invalid(format!("{from} sent a message that does not decode: {e}"))
+            })?;
+            TransportStats::add(&self.stats.bytes_in, 4 + len as u64);
+            TransportStats::add(&self.stats.messages_in, 1);
+            if self.inbound.send(Inbound { from, message }).await.is_err() {
+                return Ok(()); // the node is shutting down
+            }
+        }
+    }
+
+    fn check(&self, hello: &Hello) -> Result<(), Refusal> {
+        if hello.version != PROTOCOL_VERSION {
+            Err(Refusal::Version)
+        } else if hello.cluster_id != self.config.cluster_id {
+            Err(Refusal::Cluster)
+        } else if !self.config.peers.contains_key(&hello.from) {
+            Err(Refusal::UnknownNode)
+        } else if hello.to != self.config.me {
+            Err(Refusal::WrongNode)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_hello_round_trips() {
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            cluster_id: 0xfeed,
+            from: NodeId(2),
+            to: NodeId(3),
+            client_url: "http://127.0.0.1:2379".into(),
+        };
+        let bytes = encode_hello(&hello);
+        let mut reader = &bytes[..];
+        assert_eq!(read_hello(&mut reader).await.unwrap(), hello);
+        for cut in 0..bytes.len() {
+            let mut reader = &bytes[..cut];
+            assert!(read_hello(&mut reader).await.is_err(), "cut at {cut}");
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! The peer transport on loopback: delivery, refusals, bad bytes, slow and restarting peers.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use synod_core::codec::{DecodeError, Decoder, Encoder};
+use synod_core::wire::Wire;
+use synod_core::NodeId;
+use synod_node::transport::{Inbound, Transport, TransportConfig, TransportStats};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// A stand-in for an engine message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Note(u64, Vec<u8>);
+
+impl Wire for Note {
+    fn encode(&self, enc: &mut Encoder) {
+        enc.u64(self.0).bytes(&self.1);
+    }
+
+    fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(Note(dec.u64("n")?, dec.bytes("body")?.to_vec()))
+    }
+}
+
+const CLUSTER: u64 = 0xc1;
+
+struct Node {
+    transport: Transport<Note>,
+    inbox: mpsc::Receiver<Inbound<Note>>,
+}
+
+async fn listener() -> (TcpListener, String) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = l.local_addr().unwrap().to_string();
+    (l, address)
+}
+
+fn config(cluster: u64, me: u64, peers: &[(u64, &str)]) -> TransportConfig {
+    let peers: BTreeMap<NodeId, String> = peers
+        .iter()
+        .map(|(id, a)| (NodeId(*id), a.to_string()))
+        .collect();
+    let mut c = TransportConfig::new(cluster, NodeId(me), peers);
+    c.client_url = format!("http://client-of-{me}");
+    c
+}
+
+fn start(config: TransportConfig, listener: TcpListener) -> Node {
+    let (tx, inbox) = mpsc::channel(1024);
+    Node {
+        transport: Transport::start(config, listener, tx),
+        inbox,
+    }
+}
+
+async fn pair() -> (Node, Node, String, String) {
+    let (l1, a1) = listener().await;
+    let (l2, a2) = listener().await;
+    let n1 = start(config(CLUSTER, 1, &[(2, &a2)]), l1);
+    let n2 = start(config(CLUSTER, 2, &[(1, &a1)]), l2);
+    (n1, n2, a1, a2)
+}
+
+/// Sends until one arrives (the first sends may be dropped while the connection opens).
+async fn deliver(from: &Node, to_id: u64, to: &mut Node, tag: u64) -> Inbound<Note> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        from.transport
+            .send(NodeId(to_id), Note(tag, b"hello".to_vec()));
+        match tokio::time::timeout(Duration::from_millis(50), to.inbox.recv()).await {
+            Ok(Some(m)) if m.message.0 == tag => return m,
+            _ if tokio::time::Instant::now() > deadline => panic!("nothing arrived"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn messages_flow_both_ways_and_peers_learn_client_urls() {
+    let (n1, mut n2, _, _) = pair().await;
+    let got = deliver(&n1, 2, &mut n2, 7).await;
+    assert_eq!(got.from, NodeId(1));
+    assert_eq!(got.message.1, b"hello");
+    let mut n1 = n1;
+    let back = deliver(&n2, 1, &mut n1, 8).await;
+    assert_eq!(back.from, NodeId(2));
+    // Both sides heard the other's client URL in a handshake.
+    assert_eq!(
+        n1.transport.directory().client_url(NodeId(2)).as_deref(),
+        Some("http://client-of-2")
+    );
+    assert_eq!(
+        n2.transport.directory().client_url(NodeId(1)).as_deref(),
+        Some("http://client-of-1")
+    );
+    // Many messages arrive in order on one connection.
+    for i in 100..1100 {
+        n1.transport.send(NodeId(2), Note(i, vec![0; 100]));
+    }
+    let mut expected = 100;
+    while expected < 1100 {
+        let m = tokio::time::timeout(Duration::from_secs(10), n2.inbox.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if m.message.0 >= 100 {
+            assert_eq!(m.message.0, expected, "messages arrive in the order sent");
+            expected += 1;
+        }
+    }
+}
+
+#[tokio::test]
+async fn foreign_and_unknown_nodes_are_refused_and_the_cluster_keeps_working() {
+    let (n1, mut n2, a1, _) = pair().await;
+    // A node of another cluster, and an unknown node of this one, both dial n1.
+    let (lf, _) = listener().await;
+    let foreign = start(config(0xbad, 2, &[(1, &a1)]), lf);
+    let (lu, _) = listener().await;
+    let unknown = start(config(CLUSTER, 9, &[(1, &a1)]), lu);
+    for _ in 0..20 {
+        foreign.transport.send(NodeId(1), Note(1, vec![]));
+        unknown.transport.send(NodeId(1), Note(1, vec![]));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = |n: &Node| TransportStats::get(&n.transport.stats().handshakes_refused);
+    assert!(refused(&n1) >= 2, "n1 refused {} handshakes", refused(&n1));
+    assert!(refused(&foreign) >= 1 && refused(&unknown) >= 1);
+    assert_eq!(TransportStats::get(&foreign.transport.stats().connects), 0);
+    deliver(&n1, 2, &mut n2, 42).await;
+}
+
+/// A raw connection to a node's peer port that has introduced itself as node `from`.
+async fn introduced(address: &str, from: u64, to: u64) -> TcpStream {
+    let mut s = TcpStream::connect(address).await.unwrap();
+    let mut hello = b"SYNP".to_vec();
+    hello.extend_from_slice(&1u16.to_le_bytes());
+    hello.extend_from_slice(&CLUSTER.to_le_bytes());
+    hello.extend_from_slice(&from.to_le_bytes());
+    hello.extend_from_slice(&to.to_le_bytes());
+    hello.extend_from_slice(&0u16.to_le_bytes());
+    s.write_all(&hello).await.unwrap();
+    let mut answer = [0u8; 5];
+    s.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"SYNP\0", "handshake accepted");
+    let mut rest = [0u8; 32];
+    s.read_exact(&mut rest).await.unwrap();
+    s
+}
+
+/// Waits for the node to close `s` (read returns end of file or an error).
+async fn closed(mut s: TcpStream) {
+    let mut buf = [0u8; 64];
+    let result = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(result.is_ok(), "the connection stayed open");
+}
+
+#[tokio::test]
+async fn bad_bytes_close_only_their_own_connection() {
+    let (n1, mut n2, _, a2) = pair().await;
+    // Garbage instead of a handshake.
+    let mut garbage = TcpStream::connect(&a2).await.unwrap();
+    garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    closed(garbage).await;
+    // A frame longer than the limit.
+    let mut huge = introduced(&a2, 1, 2).await;
+    huge.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
+    closed(huge).await;
+    // A frame that does not decode.
+    let mut junk = introduced(&a2, 1, 2).await;
+    junk.write_all(&3u32.to_le_bytes()).await.unwrap();
+    junk.write_all(&[0xff, 0xff, 0xff]).await.unwrap();
+    closed(junk).await;
+    // Half a frame, then the sender goes away.
+    let mut half = introduced(&a2, 1, 2).await;
+    half.write_all(&100u32.to_le_bytes()).await.unwrap();
+    half.write_all(&[1, 2, 3]).await.unwrap();
+    drop(half);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        TransportStats::get(&n2.transport.stats().bad_frames) >= 3,
+        "oversized, undecodable and cut frames are counted"
+    );
+    assert!(
+        n2.inbox.try_recv().is_err(),
+        "no bad frame became a message"
+    );
+    deliver(&n1, 2, &mut n2, 5).await;
+}
+
+#[tokio::test]
+async fn a_peer_that_never_reads_costs_bounded_memory() {
+    // A fake peer that accepts the handshake, then never reads another byte.
+    let (fake, fake_address) = listener().await;
+    tokio::spawn(async move {
+        let (mut s, _) = fake.accept().await.unwrap();
+        let mut hello = [0u8; 32];
+        s.read_exact(&mut hello).await.unwrap();
+        let mut answer = b"SYNP\0".to_vec();
+        answer.extend_from_slice(b"SYNP");
+        answer.extend_from_slice(&1u16.to_le_bytes());
+        answer.extend_from_slice(&CLUSTER.to_le_bytes());
+        answer.extend_from_slice(&2u64.to_le_bytes());
+        answer.extend_from_slice(&1u64.to_le_bytes());
+        answer.extend_from_slice(&0u16.to_le_bytes());
+        s.write_all(&answer).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(s);
+    });
+    let (l1, _) = listener().await;
+    let mut c = config(CLUSTER, 1, &[(2, &fake_address)]);
+    c.queue_messages = 64;
+    let n1 = start(c, l1);
+    while TransportStats::get(&n1.transport.stats().connects) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let body = vec![7u8; 64 << 10];
+    for i in 0..2000 {
+        n1.transport.send(NodeId(2), Note(i, body.clone()));
+        if i % 64 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let stats = n1.transport.stats();
+    let dropped = TransportStats::get(&stats.messages_dropped);
+    assert!(
+        dropped > 1000,
+        "2000 messages of 64 KiB to a stuck peer: {dropped} dropped"
+    );
+    assert!(n1.transport.queue_depth(NodeId(2)) <= 64);
+}
+
+#[tokio::test]
+async fn a_restarted_peer_is_redialled() {
+    let (n1, n2, a1, a2) = pair().await;
+    drop(n2);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let l2 = TcpListener::bind(&a2).await.unwrap();
+    let mut n2 = start(config(CLUSTER, 2, &[(1, &a1)]), l2);
+    deliver(&n1, 2, &mut n2, 99).await;
+    assert!(TransportStats::get(&n1.transport.stats().connects) >= 1);
+}
