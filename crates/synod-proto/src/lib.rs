@@ -1,0 +1,15 @@
+//! etcd's v3 API as Rust types and gRPC services (generated from `proto/`), shared by the
+//! server and by Synod's own client commands.
+
+#![allow(missing_docs)] // generated code
+#![allow(clippy::all)]
+
+/// Keys and events (etcd's `mvccpb`).
+pub mod mvccpb {
+    tonic::include_proto!("mvccpb");
+}
+
+/// Requests, responses and services (etcd's `etcdserverpb`).
+pub mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+}
