@@ -11,6 +11,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // Keys and values as `bytes::Bytes`: the server hands them to the store and back
+        // without copying.
+        .bytes(".")
         .compile_protos(&["proto/rpc.proto", "proto/kv.proto"], &["proto"])?;
     Ok(())
 }

@@ -1,4 +1,17 @@
-//! Synod's server runtime: what turns an engine into a running node. [`transport`] carries
-//! engine messages between peers over TCP.
+//! Synod's server runtime: what turns an engine into a running node that speaks etcd's API.
+//!
+//! - [`node`]: the loop that drives an engine and applies what it commits;
+//! - [`disk`]: the thread that makes the engine's state durable, with group commit;
+//! - [`transport`]: engine messages between peers over TCP;
+//! - [`api`]: etcd's v3 gRPC services over a node;
+//! - [`server`]: all of the above started and stopped together;
+//! - [`metrics`] and [`http`]: what an operator watches.
 
+pub mod api;
+pub mod config;
+pub mod disk;
+pub mod http;
+pub mod metrics;
+pub mod node;
+pub mod server;
 pub mod transport;

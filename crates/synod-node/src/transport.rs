@@ -230,7 +230,85 @@ impl<M> Transport<M> {
     pub fn directory(&self) -> &Arc<PeerDirectory> {
         &self.directory
     }
+
+    /// Renders the transport's metrics in Prometheus' text format, for as long as the
+    /// transport lives (after that, nothing).
+    pub fn metrics_renderer(&self) -> MetricsRenderer
+    where
+        M: Send + 'static,
+    {
+        let stats = Arc::downgrade(&self.stats);
+        let queues: Vec<(NodeId, mpsc::WeakSender<M>)> = self
+            .queues
+            .iter()
+            .map(|(id, q)| (*id, q.downgrade()))
+            .collect();
+        Arc::new(move |out: &mut String| {
+            use std::fmt::Write;
+            let Some(stats) = stats.upgrade() else {
+                return;
+            };
+            let counters = [
+                (
+                    "synod_network_peer_sent_bytes_total",
+                    "Bytes sent to peers.",
+                    &stats.bytes_out,
+                ),
+                (
+                    "synod_network_peer_received_bytes_total",
+                    "Bytes received from peers.",
+                    &stats.bytes_in,
+                ),
+                (
+                    "synod_network_peer_sent_messages_total",
+                    "Messages sent to peers.",
+                    &stats.messages_out,
+                ),
+                (
+                    "synod_network_peer_received_messages_total",
+                    "Messages received from peers.",
+                    &stats.messages_in,
+                ),
+                (
+                    "synod_network_peer_dropped_messages_total",
+                    "Messages dropped: queue full or peer unreachable.",
+                    &stats.messages_dropped,
+                ),
+                (
+                    "synod_network_peer_bad_frames_total",
+                    "Peer connections closed for bytes that made no valid frame.",
+                    &stats.bad_frames,
+                ),
+                (
+                    "synod_network_peer_refused_handshakes_total",
+                    "Peer handshakes refused, in either direction.",
+                    &stats.handshakes_refused,
+                ),
+            ];
+            for (name, help, counter) in counters {
+                let value = TransportStats::get(counter);
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+                );
+            }
+            let name = "synod_network_peer_send_queue_depth";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Messages waiting to be sent, per peer.\n# TYPE {name} gauge"
+            );
+            for (peer, queue) in &queues {
+                let depth = queue
+                    .upgrade()
+                    .map_or(0, |q| q.max_capacity() - q.capacity());
+                let _ = writeln!(out, "{name}{{peer=\"{}\"}} {depth}", peer.0);
+            }
+        })
+    }
 }
+
+/// Renders metrics into a string; see [`Transport::metrics_renderer`].
+pub type MetricsRenderer = Arc<dyn Fn(&mut String) + Send + Sync>;
 
 impl<M> Drop for Transport<M> {
     fn drop(&mut self) {

@@ -1,0 +1,176 @@
+//! The Cluster and Maintenance services: who is in the cluster, how each node is doing, and
+//! moving leadership.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use synod_core::NodeId;
+use synod_proto::etcdserverpb as pb;
+use synod_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use tonic::{Request, Response, Status};
+
+use super::{errors, Api, Attempt};
+
+/// The version reported by Status: the etcd API version Synod speaks, then Synod's own.
+pub const VERSION: &str = concat!("3.5.0-synod.", env!("CARGO_PKG_VERSION"));
+
+/// The Cluster service.
+#[derive(Debug)]
+pub struct ClusterService(pub Arc<Api>);
+
+/// The Maintenance service.
+#[derive(Debug)]
+pub struct MaintenanceService(pub Arc<Api>);
+
+impl Api {
+    /// Every member as etcd describes it.
+    pub fn members(&self) -> Vec<pb::Member> {
+        let me = self.node.shared.id;
+        self.config
+            .initial_cluster
+            .iter()
+            .map(|(&id, peer)| {
+                let (name, client_url) = if id == me {
+                    (self.config.name.clone(), Some(self.config.client_url()))
+                } else {
+                    (format!("n{}", id.0), self.directory.client_url(id))
+                };
+                pb::Member {
+                    id: id.0,
+                    name,
+                    peer_ur_ls: vec![format!("http://{peer}")],
+                    client_ur_ls: client_url.into_iter().collect(),
+                    is_learner: false,
+                }
+            })
+            .collect()
+    }
+}
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for ClusterService {
+    async fn member_list(
+        &self,
+        _request: Request<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        let api = &self.0;
+        Ok(Response::new(pb::MemberListResponse {
+            header: Some(api.current_header()),
+            members: api.members(),
+        }))
+    }
+}
+
+/// Bytes under a directory, recursively; what Status reports as the database size.
+fn bytes_under(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(m) if m.is_dir() => bytes_under(&entry.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+#[tonic::async_trait]
+impl pb::maintenance_server::Maintenance for MaintenanceService {
+    async fn alarm(
+        &self,
+        _request: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
+        // Synod raises no alarms (no space quota, no corruption checks between members yet).
+        Ok(Response::new(pb::AlarmResponse {
+            header: Some(self.0.current_header()),
+            alarms: Vec::new(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let api = &self.0;
+        let status = api.node.current_status();
+        let (revision, applied) = {
+            let kv = api.node.shared.kv();
+            (kv.revision(), kv.applied_index())
+        };
+        let data_dir = api.config.data_dir.clone();
+        let db_size = tokio::task::spawn_blocking(move || bytes_under(&data_dir))
+            .await
+            .unwrap_or(0) as i64;
+        let errors = if status.leader.is_none() {
+            vec!["etcdserver: no leader".to_string()]
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(pb::StatusResponse {
+            header: Some(api.header(revision)),
+            version: VERSION.into(),
+            db_size,
+            leader: status.leader.map_or(0, |l| l.0),
+            raft_index: status.last_index,
+            raft_term: status.era,
+            raft_applied_index: applied,
+            errors,
+            db_size_in_use: db_size,
+            is_learner: false,
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _request: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        // Nothing to defragment: the log is compacted by snapshots.
+        Ok(Response::new(pb::DefragmentResponse {
+            header: Some(self.0.current_header()),
+        }))
+    }
+
+    async fn move_leader(
+        &self,
+        request: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        let api = &*self.0;
+        let target = NodeId(request.get_ref().target_id);
+        if !api.config.initial_cluster.contains_key(&target) {
+            return Err(errors::member_not_found());
+        }
+        api.on_leader(
+            request,
+            false,
+            |_| async move {
+                if api.node.transfer_leadership(target).await.is_err() {
+                    return Err(errors::stopped());
+                }
+                // Wait for the target to take over (the engine gives up after a timeout).
+                let mut status = api.node.status.clone();
+                let wait = async {
+                    loop {
+                        if status.borrow().leader == Some(target) {
+                            return;
+                        }
+                        if status.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                let limit = api.config.election_timeout * 3 + Duration::from_millis(500);
+                if tokio::time::timeout(limit, wait).await.is_err() {
+                    return Err(errors::timed_out());
+                }
+                Ok(Attempt::Done(pb::MoveLeaderResponse {
+                    header: Some(api.current_header()),
+                }))
+            },
+            |channel, r| async move { MaintenanceClient::new(channel).move_leader(r).await },
+        )
+        .await
+    }
+}

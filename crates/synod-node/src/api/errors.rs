@@ -1,0 +1,93 @@
+//! etcd's errors, with its gRPC codes and messages, so that etcd clients react to Synod as
+//! they do to etcd: retry on "leader changed", give up on "key not found", and so on.
+
+use synod_kv::KvError;
+use tonic::Status;
+
+use crate::node::Refusal;
+
+/// Writes and linearizable reads found no leader in time.
+pub fn no_leader() -> Status {
+    Status::unavailable("etcdserver: no leader")
+}
+
+/// The node a request was forwarded to no longer leads; the sender retries.
+pub const LEADER_CHANGED: &str = "etcdserver: leader changed";
+
+/// See [`LEADER_CHANGED`].
+pub fn leader_changed() -> Status {
+    Status::unavailable(LEADER_CHANGED)
+}
+
+/// The request was proposed but not answered in time: it may or may not take effect.
+pub fn timed_out() -> Status {
+    Status::unavailable("etcdserver: request timed out")
+}
+
+/// The server is shutting down.
+pub fn stopped() -> Status {
+    Status::unavailable("etcdserver: server stopped")
+}
+
+/// A request over `--max-request-bytes`.
+pub fn too_large() -> Status {
+    Status::invalid_argument("etcdserver: request is too large")
+}
+
+/// A put or delete without a key.
+pub fn empty_key() -> Status {
+    Status::invalid_argument("etcdserver: key is not provided")
+}
+
+/// A transaction over `--max-txn-ops`.
+pub fn too_many_ops() -> Status {
+    Status::invalid_argument("etcdserver: too many operations in txn request")
+}
+
+/// A lease TTL etcd would refuse.
+pub fn lease_ttl_too_large() -> Status {
+    Status::out_of_range("etcdserver: too large lease TTL")
+}
+
+/// A lease that does not exist.
+pub fn lease_not_found() -> Status {
+    Status::not_found("etcdserver: requested lease not found")
+}
+
+/// A member id that is not in the cluster.
+pub fn member_not_found() -> Status {
+    Status::not_found("etcdserver: member not found")
+}
+
+/// What the store's deterministic errors are in etcd's words.
+pub fn kv(e: KvError) -> Status {
+    match e {
+        KvError::Compacted { .. } => {
+            Status::out_of_range("etcdserver: mvcc: required revision has been compacted")
+        }
+        KvError::FutureRevision => {
+            Status::out_of_range("etcdserver: mvcc: required revision is a future revision")
+        }
+        KvError::LeaseNotFound(_) => lease_not_found(),
+        KvError::LeaseExists(_) => Status::failed_precondition("etcdserver: lease already exists"),
+        KvError::KeyNotFound => Status::invalid_argument("etcdserver: key not found"),
+        KvError::DuplicateKey(_) => {
+            Status::invalid_argument("etcdserver: duplicate key given in txn request")
+        }
+        KvError::Invalid(reason) => Status::invalid_argument(format!("etcdserver: {reason}")),
+        // A command that does not decode, or a stale session request: neither comes from a
+        // correct etcd client through this server.
+        other @ (KvError::Malformed(_) | KvError::StaleRequest { .. }) => {
+            Status::internal(format!("etcdserver: {other}"))
+        }
+    }
+}
+
+/// A node's refusal, for a client.
+pub fn refusal(r: Refusal) -> Status {
+    match r {
+        Refusal::NotLeader(_) => no_leader(),
+        Refusal::Stopped => stopped(),
+        Refusal::Kv(e) => kv(e),
+    }
+}

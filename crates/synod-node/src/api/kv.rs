@@ -1,0 +1,180 @@
+//! The KV service: Range, Put, DeleteRange, Txn, Compact.
+
+use std::sync::Arc;
+
+use synod_core::ReadConsistency;
+use synod_kv as kv;
+use synod_proto::etcdserverpb as pb;
+use synod_proto::etcdserverpb::kv_client::KvClient;
+use tonic::{Request, Response, Status};
+
+use super::{attempt, convert, errors, Api, Attempt};
+
+/// The KV service.
+#[derive(Debug)]
+pub struct KvService(pub Arc<Api>);
+
+impl Api {
+    /// Proposes a write on this node (which believes it leads) and waits for its result.
+    async fn write(&self, request: &kv::Request) -> Result<Attempt<kv::Applied>, Status> {
+        attempt(self.node.propose(request).await)
+    }
+
+    /// Runs a range on the local state machine as it is now.
+    fn local_range(&self, request: &pb::RangeRequest) -> Result<pb::RangeResponse, Status> {
+        let applied = self
+            .node
+            .shared
+            .kv()
+            .range(&convert::range(request))
+            .map_err(errors::kv)?;
+        let kv::Response::Range(range) = applied.response else {
+            return Err(Status::internal("a range answered with something else"));
+        };
+        Ok(convert::range_response(
+            range,
+            self.header(applied.revision),
+        ))
+    }
+}
+
+/// The response of a write that answered with the wrong kind of result: a bug, not a client
+/// error, but not one to crash a server over.
+fn mismatch() -> Status {
+    Status::internal("the state machine answered with the wrong kind of response")
+}
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for KvService {
+    async fn range(
+        &self,
+        request: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
+        let api = &*self.0;
+        api.check_size(request.get_ref())?;
+        if request.get_ref().serializable {
+            return api.local_range(request.get_ref()).map(Response::new);
+        }
+        api.on_leader(
+            request,
+            true,
+            |r| async move {
+                match attempt(api.node.read_barrier(ReadConsistency::Linearizable).await)? {
+                    Attempt::Done(()) => api.local_range(&r).map(Attempt::Done),
+                    Attempt::NotLeader => Ok(Attempt::NotLeader),
+                }
+            },
+            |channel, r| async move { KvClient::new(channel).range(r).await },
+        )
+        .await
+    }
+
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        let api = &*self.0;
+        api.check_size(request.get_ref())?;
+        let write = kv::Request::Put(convert::put(request.get_ref())?);
+        api.on_leader(
+            request,
+            false,
+            |_| async {
+                Ok(match api.write(&write).await? {
+                    Attempt::Done(applied) => {
+                        let kv::Response::Put(put) = applied.response else {
+                            return Err(mismatch());
+                        };
+                        let header = api.header(applied.revision);
+                        Attempt::Done(convert::put_response(put, header))
+                    }
+                    Attempt::NotLeader => Attempt::NotLeader,
+                })
+            },
+            |channel, r| async move { KvClient::new(channel).put(r).await },
+        )
+        .await
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let api = &*self.0;
+        api.check_size(request.get_ref())?;
+        let write = kv::Request::DeleteRange(convert::delete(request.get_ref())?);
+        api.on_leader(
+            request,
+            false,
+            |_| async {
+                Ok(match api.write(&write).await? {
+                    Attempt::Done(applied) => {
+                        let kv::Response::DeleteRange(deleted) = applied.response else {
+                            return Err(mismatch());
+                        };
+                        let header = api.header(applied.revision);
+                        Attempt::Done(convert::delete_response(deleted, header))
+                    }
+                    Attempt::NotLeader => Attempt::NotLeader,
+                })
+            },
+            |channel, r| async move { KvClient::new(channel).delete_range(r).await },
+        )
+        .await
+    }
+
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
+        let api = &*self.0;
+        api.check_size(request.get_ref())?;
+        let txn = kv::Request::Txn(convert::txn(request.get_ref())?);
+        if txn.operation_count() > api.config.max_txn_ops {
+            return Err(errors::too_many_ops());
+        }
+        // Read-only transactions go through the log too: simple, and linearizable.
+        api.on_leader(
+            request,
+            false,
+            |_| async {
+                Ok(match api.write(&txn).await? {
+                    Attempt::Done(applied) => {
+                        let kv::Response::Txn(result) = applied.response else {
+                            return Err(mismatch());
+                        };
+                        let header = api.header(applied.revision);
+                        Attempt::Done(convert::txn_response(result, header))
+                    }
+                    Attempt::NotLeader => Attempt::NotLeader,
+                })
+            },
+            |channel, r| async move { KvClient::new(channel).txn(r).await },
+        )
+        .await
+    }
+
+    async fn compact(
+        &self,
+        request: Request<pb::CompactionRequest>,
+    ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let api = &*self.0;
+        let compact = kv::Request::Compact(kv::CompactRequest {
+            revision: request.get_ref().revision,
+        });
+        api.on_leader(
+            request,
+            false,
+            |_| async {
+                Ok(match api.write(&compact).await? {
+                    Attempt::Done(applied) => Attempt::Done(pb::CompactionResponse {
+                        header: Some(api.header(applied.revision)),
+                    }),
+                    Attempt::NotLeader => Attempt::NotLeader,
+                })
+            },
+            |channel, r| async move { KvClient::new(channel).compact(r).await },
+        )
+        .await
+    }
+}

@@ -1,0 +1,235 @@
+//! etcd's v3 gRPC API over a node: KV, Watch, Lease, Cluster and Maintenance.
+//!
+//! Any node accepts any request. Serializable reads and watches are served from the local
+//! state machine. Writes and linearizable reads need the leader: on the leader they go to the
+//! engine (writes through the log, reads by ReadIndex); on a follower they are forwarded to
+//! the leader's client port, marked so the leader does not forward them again. When there is
+//! no leader, requests wait for one until the request timeout.
+
+mod cluster;
+pub mod convert;
+pub mod errors;
+mod kv;
+mod lease;
+mod watch;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use synod_core::NodeId;
+use synod_proto::etcdserverpb as pb;
+use tokio::sync::watch as signal;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::config::ServerConfig;
+use crate::node::{NodeHandle, Refusal};
+use crate::transport::PeerDirectory;
+
+pub use lease::{expire_leases, LeaseKeeper};
+
+/// Metadata key marking a request forwarded by another node.
+const FORWARDED: &str = "synod-forwarded";
+
+/// What every service shares.
+#[derive(Debug)]
+pub struct Api {
+    /// The node loop.
+    pub node: NodeHandle,
+    /// The server's settings.
+    pub config: Arc<ServerConfig>,
+    /// The cluster id in every response header.
+    pub cluster_id: u64,
+    /// Client URLs of the other members, learnt from their handshakes.
+    pub directory: Arc<PeerDirectory>,
+    /// Lease expiry, kept by the leader.
+    pub leases: Arc<LeaseKeeper>,
+    /// Fires when the server shuts down (ends watch and keep-alive streams).
+    pub stop: signal::Receiver<bool>,
+    channels: Mutex<HashMap<NodeId, Channel>>,
+}
+
+/// How one attempt to serve a request locally went.
+pub(crate) enum Attempt<T> {
+    Done(T),
+    /// This node turned out not to lead (the request had no effect): look again.
+    NotLeader,
+}
+
+impl Api {
+    /// The API of `node`.
+    pub fn new(
+        node: NodeHandle,
+        config: Arc<ServerConfig>,
+        directory: Arc<PeerDirectory>,
+        leases: Arc<LeaseKeeper>,
+        stop: signal::Receiver<bool>,
+    ) -> Api {
+        Api {
+            cluster_id: config.cluster_id(),
+            node,
+            config,
+            directory,
+            leases,
+            stop,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The response header etcd puts on every answer.
+    pub fn header(&self, revision: i64) -> pb::ResponseHeader {
+        pb::ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.node.shared.id.0,
+            revision,
+            raft_term: self.node.current_status().era,
+        }
+    }
+
+    /// A header at the state machine's current revision.
+    pub fn current_header(&self) -> pb::ResponseHeader {
+        let revision = self.node.shared.kv().revision();
+        self.header(revision)
+    }
+
+    /// Refuses requests over the size limit with etcd's error.
+    pub fn check_size(&self, message: &impl prost::Message) -> Result<(), Status> {
+        if message.encoded_len() > self.config.max_request_bytes {
+            return Err(errors::too_large());
+        }
+        Ok(())
+    }
+
+    /// A gRPC channel to `node`'s client port, made once and reused.
+    fn channel(&self, node: NodeId) -> Option<Channel> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(channel) = channels.get(&node) {
+            return Some(channel.clone());
+        }
+        let url = self.directory.client_url(node)?;
+        let endpoint = Endpoint::from_shared(url)
+            .ok()?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true);
+        let channel = endpoint.connect_lazy();
+        channels.insert(node, channel.clone());
+        Some(channel)
+    }
+
+    /// Serves a request that needs the leader: with `local` when this node leads, else by
+    /// forwarding it with `remote`. `idempotent` requests (reads) are retried after any
+    /// failure to reach the leader; writes only when they surely had no effect.
+    pub(crate) async fn on_leader<Req, Resp, L, LF, R, RF>(
+        &self,
+        request: Request<Req>,
+        idempotent: bool,
+        local: L,
+        remote: R,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Clone,
+        L: Fn(Req) -> LF,
+        LF: Future<Output = Result<Attempt<Resp>, Status>>,
+        R: Fn(Channel, Request<Req>) -> RF,
+        RF: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let forwarded = request.metadata().contains_key(FORWARDED);
+        let body = request.into_inner();
+        let deadline = Instant::now() + self.config.request_timeout;
+        let me = self.node.shared.id;
+        let mut status_changes = self.node.status.clone();
+        loop {
+            let leader = self.node.current_status().leader;
+            match leader {
+                Some(l) if l == me => match local(body.clone()).await? {
+                    Attempt::Done(response) => return Ok(Response::new(response)),
+                    Attempt::NotLeader => {}
+                },
+                Some(l) if !forwarded => {
+                    if let Some(channel) = self.channel(l) {
+                        let mut request = Request::new(body.clone());
+                        request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                        request
+                            .metadata_mut()
+                            .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+                        match remote(channel, request).await {
+                            Ok(response) => return Ok(response),
+                            Err(s) if retry_forward(&s, idempotent) => {}
+                            Err(s) => return Err(s),
+                        }
+                    }
+                }
+                // Forwarded here by a node that thought this one leads: let it look again.
+                Some(_) if forwarded => return Err(errors::leader_changed()),
+                _ => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(if leader.is_some() {
+                    errors::timed_out()
+                } else {
+                    errors::no_leader()
+                });
+            }
+            // Wait for news of a leader, but look again soon regardless: a forward may have
+            // failed for a reason no status change will announce.
+            let wait = left.min(Duration::from_millis(50));
+            let _ = tokio::time::timeout(wait, status_changes.changed()).await;
+        }
+    }
+}
+
+/// Whether a failed forward may be tried again: always for a read; for a write only when the
+/// leader surely did not run it (it said it no longer leads, or it was never reached).
+fn retry_forward(status: &Status, idempotent: bool) -> bool {
+    if status.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    idempotent
+        || status.message() == errors::LEADER_CHANGED
+        || status.message().contains("error trying to connect")
+        || status.message().contains("tcp connect error")
+}
+
+/// A refusal from the local engine as an attempt: "not leader" means look again.
+pub(crate) fn attempt<T>(result: Result<T, Refusal>) -> Result<Attempt<T>, Status> {
+    match result {
+        Ok(value) => Ok(Attempt::Done(value)),
+        Err(Refusal::NotLeader(_)) => Ok(Attempt::NotLeader),
+        Err(other) => Err(errors::refusal(other)),
+    }
+}
+
+/// Every service of the API, added to a tonic server.
+pub fn router(
+    api: Arc<Api>,
+    server: &mut tonic::transport::Server,
+) -> tonic::transport::server::Router {
+    // gRPC's own limit sits above etcd's request limit, so requests between the two get
+    // etcd's "request is too large" rather than a transport error (etcd does the same).
+    let decode_max = api.config.max_request_bytes + (512 << 10);
+    server
+        .add_service(
+            pb::kv_server::KvServer::new(kv::KvService(api.clone()))
+                .max_decoding_message_size(decode_max)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            pb::watch_server::WatchServer::new(watch::WatchService(api.clone()))
+                .max_decoding_message_size(decode_max)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            pb::lease_server::LeaseServer::new(lease::LeaseService(api.clone()))
+                .max_decoding_message_size(decode_max),
+        )
+        .add_service(pb::cluster_server::ClusterServer::new(
+            cluster::ClusterService(api.clone()),
+        ))
+        .add_service(pb::maintenance_server::MaintenanceServer::new(
+            cluster::MaintenanceService(api),
+        ))
+}

@@ -1,0 +1,297 @@
+//! The Watch service: a stream of watch creations and cancellations in, events out.
+//!
+//! Every stream is a task that reads the store's history. When the node applies entries it
+//! publishes the new revision; the task then sends each of its watchers the changes since the
+//! revision that watcher has seen, in revision order, every event of one revision in one
+//! response. A watcher never misses or repeats an event: what it has seen is a revision
+//! number, and the history holds every change after it until it is compacted. A watcher that
+//! falls behind past the history window (a slow client, a start revision too old) is
+//! cancelled with the compaction revision, as etcd does, and the client restarts from there.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use synod_kv::{EventKind, KeyRange, KvError};
+use synod_proto::etcdserverpb as pb;
+use synod_proto::mvccpb;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{convert, Api};
+
+/// Events per response at most, unless one revision holds more.
+const EVENTS_PER_RESPONSE: usize = 1000;
+
+/// The Watch service.
+#[derive(Debug)]
+pub struct WatchService(pub Arc<Api>);
+
+#[tonic::async_trait]
+impl pb::watch_server::Watch for WatchService {
+    type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<pb::WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let (out, responses) = mpsc::channel(64);
+        let session = Session {
+            api: self.0.clone(),
+            out,
+            watchers: BTreeMap::new(),
+            next_id: 0,
+        };
+        tokio::spawn(session.run(request.into_inner()));
+        Ok(Response::new(ReceiverStream::new(responses)))
+    }
+}
+
+struct Watcher {
+    range: KeyRange,
+    /// The first revision this watcher has not been sent.
+    next: i64,
+    no_put: bool,
+    no_delete: bool,
+    prev_kv: bool,
+    progress_notify: bool,
+    /// Something was sent since the last progress notification.
+    active: bool,
+}
+
+impl Watcher {
+    fn wants(&self, event: &synod_kv::Event) -> bool {
+        let filtered = match event.kind {
+            EventKind::Put => self.no_put,
+            EventKind::Delete => self.no_delete,
+        };
+        !filtered && self.range.contains(&event.kv.key)
+    }
+}
+
+/// The client went away.
+struct Gone;
+
+struct Session {
+    api: Arc<Api>,
+    out: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    watchers: BTreeMap<i64, Watcher>,
+    next_id: i64,
+}
+
+impl Session {
+    async fn run(mut self, mut inbound: Streaming<pb::WatchRequest>) {
+        let mut revisions = self.api.node.revision.clone();
+        let mut stop = self.api.stop.clone();
+        let period = self.api.config.watch_progress_interval;
+        let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            let outcome = tokio::select! {
+                message = inbound.message() => match message {
+                    Ok(Some(request)) => self.on_request(request).await,
+                    Ok(None) | Err(_) => Err(Gone),
+                },
+                changed = revisions.changed() => match changed {
+                    Ok(()) => self.catch_up().await,
+                    Err(_) => Err(Gone),
+                },
+                _ = progress.tick() => self.notify_progress().await,
+                _ = stop.changed() => Err(Gone),
+            };
+            if outcome.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn send(&self, response: pb::WatchResponse) -> Result<(), Gone> {
+        self.out.send(Ok(response)).await.map_err(|_| Gone)
+    }
+
+    async fn on_request(&mut self, request: pb::WatchRequest) -> Result<(), Gone> {
+        use pb::watch_request::RequestUnion;
+        match request.request_union {
+            Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
+            Some(RequestUnion::CancelRequest(cancel)) => {
+                if self.watchers.remove(&cancel.watch_id).is_some() {
+                    let response = pb::WatchResponse {
+                        header: Some(self.api.current_header()),
+                        watch_id: cancel.watch_id,
+                        canceled: true,
+                        ..Default::default()
+                    };
+                    self.send(response).await?;
+                }
+                Ok(())
+            }
+            Some(RequestUnion::ProgressRequest(_)) => {
+                // Not tied to one watcher: etcd answers with watch id -1.
+                let response = pb::WatchResponse {
+                    header: Some(self.api.current_header()),
+                    watch_id: -1,
+                    ..Default::default()
+                };
+                self.send(response).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn create(&mut self, create: pb::WatchCreateRequest) -> Result<(), Gone> {
+        let id = if create.watch_id != 0 {
+            create.watch_id
+        } else {
+            while self.watchers.contains_key(&self.next_id) {
+                self.next_id += 1;
+            }
+            self.next_id
+        };
+        let (current, compacted) = {
+            let kv = self.api.node.shared.kv();
+            (kv.revision(), kv.compacted_revision())
+        };
+        let header = self.api.header(current);
+        if self.watchers.contains_key(&id) {
+            let response = pb::WatchResponse {
+                header: Some(header),
+                watch_id: id,
+                created: true,
+                canceled: true,
+                cancel_reason: "etcdserver: duplicate watch ID".into(),
+                ..Default::default()
+            };
+            return self.send(response).await;
+        }
+        let created = pb::WatchResponse {
+            header: Some(header),
+            watch_id: id,
+            created: true,
+            ..Default::default()
+        };
+        self.send(created).await?;
+        let start = if create.start_revision > 0 {
+            create.start_revision
+        } else {
+            current + 1
+        };
+        if start < compacted {
+            return self.cancel_compacted(id, compacted).await;
+        }
+        use pb::watch_create_request::FilterType;
+        let filters = &create.filters;
+        let watcher = Watcher {
+            range: KeyRange {
+                key: create.key,
+                range_end: create.range_end,
+            },
+            next: start,
+            no_put: filters.contains(&(FilterType::Noput as i32)),
+            no_delete: filters.contains(&(FilterType::Nodelete as i32)),
+            prev_kv: create.prev_kv,
+            progress_notify: create.progress_notify,
+            active: false,
+        };
+        self.watchers.insert(id, watcher);
+        self.catch_up().await
+    }
+
+    async fn cancel_compacted(&mut self, id: i64, compacted: i64) -> Result<(), Gone> {
+        self.watchers.remove(&id);
+        let response = pb::WatchResponse {
+            header: Some(self.api.current_header()),
+            watch_id: id,
+            canceled: true,
+            compact_revision: compacted,
+            cancel_reason: "etcdserver: mvcc: required revision has been compacted".into(),
+            ..Default::default()
+        };
+        self.send(response).await
+    }
+
+    /// Sends every watcher what happened since it was last sent anything.
+    async fn catch_up(&mut self) -> Result<(), Gone> {
+        let mut batches = Vec::new();
+        let mut compacted = Vec::new();
+        let current = {
+            let kv = self.api.node.shared.kv();
+            let current = kv.revision();
+            for (&id, watcher) in self.watchers.iter_mut() {
+                if watcher.next > current {
+                    continue;
+                }
+                match kv.events_from(watcher.next) {
+                    Ok(events) => {
+                        let events: Vec<(i64, mvccpb::Event)> = events
+                            .filter(|e| watcher.wants(e))
+                            .map(|e| (e.revision(), convert::event(e, watcher.prev_kv)))
+                            .collect();
+                        watcher.next = current + 1;
+                        if !events.is_empty() {
+                            watcher.active = true;
+                            batches.push((id, events));
+                        }
+                    }
+                    Err(KvError::Compacted { compacted: at }) => compacted.push((id, at)),
+                    Err(_) => {}
+                }
+            }
+            current
+        };
+        for (id, at) in compacted {
+            self.cancel_compacted(id, at).await?;
+        }
+        let header = self.api.header(current);
+        for (id, events) in batches {
+            for chunk in chunks(events) {
+                let response = pb::WatchResponse {
+                    header: Some(header),
+                    watch_id: id,
+                    events: chunk,
+                    ..Default::default()
+                };
+                self.send(response).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells idle watchers that asked for it how far the store has got.
+    async fn notify_progress(&mut self) -> Result<(), Gone> {
+        let header = self.api.current_header();
+        let mut idle = Vec::new();
+        for (&id, watcher) in self.watchers.iter_mut() {
+            if watcher.progress_notify && !watcher.active {
+                idle.push(id);
+            }
+            watcher.active = false;
+        }
+        for id in idle {
+            let response = pb::WatchResponse {
+                header: Some(header),
+                watch_id: id,
+                ..Default::default()
+            };
+            self.send(response).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Splits events (in revision order) into responses of about [`EVENTS_PER_RESPONSE`],
+/// never splitting one revision.
+fn chunks(events: Vec<(i64, mvccpb::Event)>) -> Vec<Vec<mvccpb::Event>> {
+    let mut out: Vec<Vec<mvccpb::Event>> = Vec::new();
+    let mut current: Vec<mvccpb::Event> = Vec::new();
+    let mut last_revision = None;
+    for (revision, event) in events {
+        if current.len() >= EVENTS_PER_RESPONSE && last_revision != Some(revision) {
+            out.push(std::mem::take(&mut current));
+        }
+        last_revision = Some(revision);
+        current.push(event);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}

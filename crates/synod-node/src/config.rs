@@ -1,0 +1,258 @@
+//! What one server needs to know: who it is, who the others are, where to listen and store,
+//! and how fast to tick. Validated before anything starts, with errors that say what to fix.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use synod_core::NodeId;
+use thiserror::Error;
+
+/// The settings of one server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// This node's id; must appear in `initial_cluster`.
+    pub id: NodeId,
+    /// A human name, shown by `member list`.
+    pub name: String,
+    /// Where clients connect (gRPC), `host:port`.
+    pub client_listen: String,
+    /// The URL other nodes give clients to reach this one; defaults to `http://` plus
+    /// `client_listen`.
+    pub advertise_client_url: Option<String>,
+    /// Where peers connect, `host:port`; defaults to this node's entry in `initial_cluster`.
+    pub peer_listen: Option<String>,
+    /// Every member and its peer address, this node included.
+    pub initial_cluster: BTreeMap<NodeId, String>,
+    /// Mixed into the cluster id, so two clusters on one network cannot join by mistake.
+    pub cluster_token: String,
+    /// Where the log and snapshots live.
+    pub data_dir: PathBuf,
+    /// Length of one engine tick.
+    pub tick: Duration,
+    /// How often the leader sends heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Shortest election timeout (timeouts are drawn from it to twice it).
+    pub election_timeout: Duration,
+    /// Snapshot after this many applied entries (0: never).
+    pub snapshot_every: u64,
+    /// Requests larger than this are refused with etcd's "request is too large".
+    pub max_request_bytes: usize,
+    /// Operations in one transaction at most (etcd's `--max-txn-ops`).
+    pub max_txn_ops: usize,
+    /// Revisions of history kept for reads in the past and watches.
+    pub history_revisions: i64,
+    /// How long a client request may wait for the cluster before "request timed out".
+    pub request_timeout: Duration,
+    /// Where `/metrics` and `/health` are served over HTTP, if anywhere.
+    pub metrics_listen: Option<String>,
+    /// How often watches that asked for progress notifications get one when idle.
+    pub watch_progress_interval: Duration,
+}
+
+/// A setting that cannot work.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The cluster list does not parse.
+    #[error("--initial-cluster: {0}")]
+    Cluster(String),
+    /// This node is not in the cluster list.
+    #[error("node id {0} is not in --initial-cluster (members: {1})")]
+    NotAMember(u64, String),
+    /// Times that contradict each other.
+    #[error("{0}")]
+    Timing(String),
+    /// Anything else.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ServerConfig {
+    /// Defaults for node `id` of `initial_cluster`, storing under `data_dir`.
+    pub fn new(
+        id: NodeId,
+        initial_cluster: BTreeMap<NodeId, String>,
+        client_listen: String,
+        data_dir: PathBuf,
+    ) -> Self {
+        ServerConfig {
+            id,
+            name: format!("n{}", id.0),
+            client_listen,
+            advertise_client_url: None,
+            peer_listen: None,
+            initial_cluster,
+            cluster_token: "synod".into(),
+            data_dir,
+            tick: Duration::from_millis(10),
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(1000),
+            snapshot_every: 10_000,
+            max_request_bytes: 3 << 19, // 1.5 MiB, etcd's default
+            max_txn_ops: 128,
+            history_revisions: 10_000,
+            request_timeout: Duration::from_secs(5),
+            metrics_listen: None,
+            watch_progress_interval: Duration::from_secs(600),
+        }
+    }
+
+    /// Checks the settings fit together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.id.0 == 0 {
+            return Err(ConfigError::Invalid(
+                "node id 0 is reserved; use 1 or more".into(),
+            ));
+        }
+        if !self.initial_cluster.contains_key(&self.id) {
+            let members = self
+                .initial_cluster
+                .keys()
+                .map(|id| id.0.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(ConfigError::NotAMember(self.id.0, members));
+        }
+        if self.tick.is_zero() {
+            return Err(ConfigError::Timing(
+                "the tick must be longer than zero".into(),
+            ));
+        }
+        if self.heartbeat_interval < self.tick {
+            return Err(ConfigError::Timing(format!(
+                "the heartbeat interval ({:?}) is shorter than a tick ({:?})",
+                self.heartbeat_interval, self.tick
+            )));
+        }
+        if self.election_timeout < self.heartbeat_interval * 5 {
+            return Err(ConfigError::Timing(format!(
+                "the election timeout ({:?}) should be at least 5 heartbeat intervals ({:?})",
+                self.election_timeout,
+                self.heartbeat_interval * 5
+            )));
+        }
+        if self.max_request_bytes == 0 || self.max_txn_ops == 0 {
+            return Err(ConfigError::Invalid(
+                "request size and transaction limits must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The peer address to listen on.
+    pub fn peer_listen(&self) -> String {
+        self.peer_listen
+            .clone()
+            .or_else(|| self.initial_cluster.get(&self.id).cloned())
+            .unwrap_or_default()
+    }
+
+    /// The URL clients reach this node at.
+    pub fn client_url(&self) -> String {
+        self.advertise_client_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.client_listen))
+    }
+
+    /// Every member but this one.
+    pub fn peers(&self) -> BTreeMap<NodeId, String> {
+        let mut peers = self.initial_cluster.clone();
+        peers.remove(&self.id);
+        peers
+    }
+
+    /// The cluster's id: a hash of the token and the member list (as etcd derives its own),
+    /// the same on every member given the same flags.
+    pub fn cluster_id(&self) -> u64 {
+        let mut text = self.cluster_token.clone();
+        for (id, address) in &self.initial_cluster {
+            text.push_str(&format!(",{}={}", id.0, address));
+        }
+        fnv1a(text.as_bytes())
+    }
+
+    /// Ticks in one duration, at least one.
+    pub fn ticks(&self, duration: Duration) -> u64 {
+        (duration.as_nanos() / self.tick.as_nanos().max(1)).max(1) as u64
+    }
+}
+
+/// Parses `1=127.0.0.1:2380,2=127.0.0.1:2381`; an `http://` in front of an address is allowed.
+pub fn parse_cluster(text: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
+    let mut members = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, address) = part
+            .split_once('=')
+            .ok_or_else(|| ConfigError::Cluster(format!("'{part}' is not ID=HOST:PORT")))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::Cluster(format!("'{id}' is not a node id (a number)")))?;
+        if id == 0 {
+            return Err(ConfigError::Cluster("node id 0 is reserved".into()));
+        }
+        let address = address.trim();
+        let address = address
+            .strip_prefix("http://")
+            .unwrap_or(address)
+            .trim_end_matches('/');
+        if !address.contains(':') {
+            return Err(ConfigError::Cluster(format!(
+                "'{address}' has no port; write HOST:PORT"
+            )));
+        }
+        if members.insert(NodeId(id), address.to_string()).is_some() {
+            return Err(ConfigError::Cluster(format!("node {id} is listed twice")));
+        }
+    }
+    if members.is_empty() {
+        return Err(ConfigError::Cluster("no members given".into()));
+    }
+    Ok(members)
+}
+
+/// FNV-1a, 64 bits: stable across builds and platforms, unlike std's hasher.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_lists_parse_and_bad_ones_say_why() {
+        let members = parse_cluster("1=127.0.0.1:2380, 2=http://127.0.0.1:2381/").unwrap();
+        assert_eq!(members[&NodeId(2)], "127.0.0.1:2381");
+        assert!(parse_cluster("").is_err());
+        let error = parse_cluster("a=1.2.3.4:5").unwrap_err().to_string();
+        assert!(error.contains("not a node id"), "{error}");
+        let error = parse_cluster("1=host").unwrap_err().to_string();
+        assert!(error.contains("no port"), "{error}");
+        let error = parse_cluster("1=h:1,1=h:2").unwrap_err().to_string();
+        assert!(error.contains("twice"), "{error}");
+    }
+
+    #[test]
+    fn the_cluster_id_depends_on_members_and_token() {
+        let members = parse_cluster("1=h:1,2=h:2").unwrap();
+        let a = ServerConfig::new(NodeId(1), members.clone(), "h:9".into(), "d".into());
+        let mut b = ServerConfig::new(NodeId(2), members, "h:8".into(), "e".into());
+        assert_eq!(a.cluster_id(), b.cluster_id(), "same cluster, any member");
+        b.cluster_token = "other".into();
+        assert_ne!(a.cluster_id(), b.cluster_id());
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let members = parse_cluster("1=h:1").unwrap();
+        let mut c = ServerConfig::new(NodeId(2), members, "h:9".into(), "d".into());
+        assert!(matches!(c.validate(), Err(ConfigError::NotAMember(2, _))));
+        c.id = NodeId(1);
+        assert_eq!(c.validate(), Ok(()));
+        c.election_timeout = c.heartbeat_interval;
+        assert!(matches!(c.validate(), Err(ConfigError::Timing(_))));
+    }
+}

@@ -1,0 +1,139 @@
+//! `/metrics` (Prometheus' text format) and `/health` over plain HTTP/1.1. Deliberately
+//! tiny: one request per connection, GET only, requests over 8 KiB refused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use synod_core::ReadConsistency;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::debug;
+
+use crate::api::Api;
+use crate::transport::MetricsRenderer;
+
+const REQUEST_BYTES_MAX: usize = 8 << 10;
+
+/// Serves until the server stops.
+pub async fn serve(listener: TcpListener, api: Arc<Api>, transport: MetricsRenderer) {
+    let mut stop = api.stop.clone();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let api = api.clone();
+        let transport = transport.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, &api, &transport).await {
+                debug!(error = %e, "an HTTP request failed");
+            }
+        });
+    }
+}
+
+async fn answer(
+    mut stream: TcpStream,
+    api: &Api,
+    transport: &MetricsRenderer,
+) -> std::io::Result<()> {
+    let mut request = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    let read_head = async {
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 || request.len() + n > REQUEST_BYTES_MAX {
+                return Ok::<bool, std::io::Error>(false);
+            }
+            request.extend_from_slice(&buf[..n]);
+        }
+        Ok(true)
+    };
+    let complete = tokio::time::timeout(Duration::from_secs(5), read_head)
+        .await
+        .unwrap_or(Ok(false))?;
+    if !complete {
+        return respond(
+            &mut stream,
+            "400 Bad Request",
+            "text/plain",
+            "bad request\n",
+        )
+        .await;
+    }
+    let line = request
+        .split(|&b| b == b'\r')
+        .next()
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .unwrap_or_default();
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if method != "GET" {
+        return respond(
+            &mut stream,
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET only\n",
+        )
+        .await;
+    }
+    match path {
+        "/metrics" => {
+            let mut body = String::with_capacity(8 << 10);
+            api.node.shared.metrics.render(&mut body);
+            transport(&mut body);
+            respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &body).await
+        }
+        "/health" => {
+            let (status, body) = match health(api).await {
+                Ok(()) => (
+                    "200 OK",
+                    "{\"health\":\"true\",\"reason\":\"\"}\n".to_string(),
+                ),
+                Err(reason) => (
+                    "503 Service Unavailable",
+                    format!("{{\"health\":\"false\",\"reason\":\"{reason}\"}}\n"),
+                ),
+            };
+            respond(&mut stream, status, "application/json", &body).await
+        }
+        _ => respond(&mut stream, "404 Not Found", "text/plain", "not found\n").await,
+    }
+}
+
+/// Healthy means: a leader is known and, on the leader, a linearizable read goes through.
+async fn health(api: &Api) -> Result<(), &'static str> {
+    let status = api.node.current_status();
+    match status.leader {
+        None => Err("no leader"),
+        Some(leader) if leader == status.id => {
+            let barrier = api.node.read_barrier(ReadConsistency::Linearizable);
+            match tokio::time::timeout(Duration::from_secs(2), barrier).await {
+                Ok(Ok(())) => Ok(()),
+                _ => Err("the leader could not confirm its leadership"),
+            }
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+async fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}

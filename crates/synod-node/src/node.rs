@@ -1,0 +1,547 @@
+//! The node loop: one task that owns the engine and carries out its actions under the
+//! engine contract's rules, and the handle the rest of the server uses to talk to it.
+//!
+//! Inputs come from four places: the tick timer, peers (through the transport), clients
+//! (through [`NodeHandle`]) and the disk thread. Whatever arrived together is stepped
+//! together, so a burst of client writes becomes one `Propose` and, downstream, one append
+//! message and one fsync. Actions are carried out in order: a persist goes to the disk
+//! thread; a send waits until every persist issued before it is durable (persist before
+//! send); committed entries are applied to the key-value store and answer the client that
+//! wrote them, if it is waiting here.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use synod_core::wire::Wire;
+use synod_core::{
+    Action, Engine, Entry, Input, NodeId, Proposal, ReadConsistency, ReadRequest, Rejection,
+    RequestId, Role, Snapshot, SnapshotMeta, Status,
+};
+use synod_kv::{Applied, KvError, KvStore, Request};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info, warn};
+
+use crate::disk::{Disk, DiskEvent};
+use crate::metrics::{role_code, Metrics};
+use crate::transport::{Inbound, Transport};
+
+/// Why a request got no answer from the state machine.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum Refusal {
+    /// This node does not lead; the hint says who does, if it knows.
+    #[error("not the leader")]
+    NotLeader(Option<NodeId>),
+    /// The node is shutting down or its disk failed.
+    #[error("server stopped")]
+    Stopped,
+    /// The request ran and failed, the same way on every replica.
+    #[error("{0}")]
+    Kv(KvError),
+}
+
+enum Command {
+    Propose {
+        command: Bytes,
+        reply: oneshot::Sender<Result<Applied, Refusal>>,
+    },
+    Read {
+        consistency: ReadConsistency,
+        reply: oneshot::Sender<Result<(), Refusal>>,
+    },
+    TransferLeadership {
+        to: NodeId,
+    },
+}
+
+/// Settings of the node loop.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// This node.
+    pub id: NodeId,
+    /// Where the log and snapshots live.
+    pub data_dir: PathBuf,
+    /// Length of one engine tick.
+    pub tick: Duration,
+    /// Snapshot the state machine after this many applied entries (0: never).
+    pub snapshot_every: u64,
+    /// Client sessions the state machine keeps.
+    pub session_limit: usize,
+    /// Revisions of history the state machine keeps for reads in the past and watches.
+    pub history_revisions: i64,
+}
+
+/// What the server's request handlers share with the node loop.
+#[derive(Debug)]
+pub struct Shared {
+    /// This node.
+    pub id: NodeId,
+    kv: RwLock<KvStore>,
+    /// Counters and gauges.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    /// The state machine, for reading. Held briefly: the node loop applies under the write
+    /// lock.
+    pub fn kv(&self) -> RwLockReadGuard<'_, KvStore> {
+        self.kv
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn kv_mut(&self) -> RwLockWriteGuard<'_, KvStore> {
+        self.kv
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// How request handlers reach the node loop. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct NodeHandle {
+    commands: mpsc::Sender<Command>,
+    /// State shared with the node loop.
+    pub shared: Arc<Shared>,
+    /// The engine's status, updated after every step that changes it.
+    pub status: watch::Receiver<Status>,
+    /// The state machine's revision, updated after every batch of applied entries.
+    pub revision: watch::Receiver<i64>,
+}
+
+impl NodeHandle {
+    /// Replicates a write and waits until it is applied here. Cancel-safe: dropping the
+    /// future abandons the wait, not the write (which may still commit).
+    pub async fn propose(&self, request: &Request) -> Result<Applied, Refusal> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Propose {
+            command: request.encode(),
+            reply,
+        };
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| Refusal::Stopped)?;
+        answer.await.map_err(|_| Refusal::Stopped)?
+    }
+
+    /// Waits until the local state machine may answer a read of `consistency`: at once for a
+    /// serializable read; for a linearizable one, once the leader confirmed its leadership
+    /// and this node applied everything committed when the read arrived.
+    pub async fn read_barrier(&self, consistency: ReadConsistency) -> Result<(), Refusal> {
+        if consistency == ReadConsistency::Serializable {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Read { consistency, reply })
+            .await
+            .map_err(|_| Refusal::Stopped)?;
+        answer.await.map_err(|_| Refusal::Stopped)?
+    }
+
+    /// Asks the engine to hand leadership to `to` (ignored unless this node leads).
+    pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), Refusal> {
+        self.commands
+            .send(Command::TransferLeadership { to })
+            .await
+            .map_err(|_| Refusal::Stopped)
+    }
+
+    /// The engine's status now.
+    pub fn current_status(&self) -> Status {
+        *self.status.borrow()
+    }
+}
+
+/// The node loop's state.
+pub struct Node<E: Engine> {
+    engine: E,
+    shared: Arc<Shared>,
+    transport: Transport<E::Message>,
+    inbound: mpsc::Receiver<Inbound<E::Message>>,
+    commands: mpsc::Receiver<Command>,
+    disk: Disk,
+    disk_events: mpsc::UnboundedReceiver<DiskEvent>,
+    status: watch::Sender<Status>,
+    revision: watch::Sender<i64>,
+    options: NodeOptions,
+    /// Ids for this life's requests: a server id (untracked by sessions) unique to this boot.
+    client_id: u64,
+    next_seq: u64,
+    last_issued: u64,
+    last_durable: u64,
+    /// Sends waiting for a persist: (persist that must be durable first, to, message).
+    held: VecDeque<(u64, NodeId, E::Message)>,
+    writes: HashMap<RequestId, oneshot::Sender<Result<Applied, Refusal>>>,
+    reads: HashMap<RequestId, oneshot::Sender<Result<(), Refusal>>>,
+    /// Era of the last entry applied, for snapshot metadata.
+    applied_era: u64,
+    snapshot_index: u64,
+    snapshot_in_flight: bool,
+    actions: Vec<Action<E::Message>>,
+    /// Set when the node must stop: it cannot go on without diverging or losing data.
+    fatal: Option<String>,
+}
+
+/// Commands taken from the queue per step at most.
+const COMMAND_BATCH_MAX: usize = 4096;
+
+impl<E> Node<E>
+where
+    E: Engine + Send + 'static,
+    E::Message: Wire + Send + 'static,
+{
+    /// Builds the node from what `disk` recovered; `boot` makes the engine from it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        options: NodeOptions,
+        engine: E,
+        recovered_snapshot: Option<&Snapshot>,
+        transport: Transport<E::Message>,
+        inbound: mpsc::Receiver<Inbound<E::Message>>,
+        disk: Disk,
+        disk_events: mpsc::UnboundedReceiver<DiskEvent>,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Node<E>, NodeHandle), KvRestoreError> {
+        let kv = match recovered_snapshot {
+            Some(s) => KvStore::restore(&s.data).map_err(|e| KvRestoreError(e.to_string()))?,
+            None => KvStore::with_limits(options.session_limit, options.history_revisions),
+        };
+        let (commands_tx, commands) = mpsc::channel(COMMAND_BATCH_MAX * 4);
+        let (status, status_rx) = watch::channel(engine.status());
+        let (revision, revision_rx) = watch::channel(kv.revision());
+        let shared = Arc::new(Shared {
+            id: options.id,
+            kv: RwLock::new(kv),
+            metrics,
+        });
+        let snapshot_index = shared.kv().applied_index();
+        let node = Node {
+            engine,
+            shared: shared.clone(),
+            transport,
+            inbound,
+            commands,
+            disk,
+            disk_events,
+            status,
+            revision,
+            client_id: boot_client_id(options.id),
+            options,
+            next_seq: 0,
+            last_issued: 0,
+            last_durable: 0,
+            held: VecDeque::new(),
+            writes: HashMap::new(),
+            reads: HashMap::new(),
+            applied_era: recovered_snapshot.map_or(0, |s| s.meta.era),
+            snapshot_index,
+            snapshot_in_flight: false,
+            actions: Vec::new(),
+            fatal: None,
+        };
+        let handle = NodeHandle {
+            commands: commands_tx,
+            shared,
+            status: status_rx,
+            revision: revision_rx,
+        };
+        Ok((node, handle))
+    }
+
+    /// The transport, for metrics.
+    pub fn transport(&self) -> &Transport<E::Message> {
+        &self.transport
+    }
+
+    /// Runs until `stop` fires or the node cannot go on (its disk failed). Either way, what
+    /// is queued for the disk is written and synced before this returns.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), String> {
+        let mut ticker = tokio::time::interval(self.options.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+        let mut outcome = Ok(());
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.step(Input::Tick),
+                Some(Inbound { from, message }) = self.inbound.recv() => {
+                    self.step(Input::Receive { from, message });
+                }
+                Some(first) = self.commands.recv() => self.on_commands(first),
+                Some(event) = self.disk_events.recv() => self.on_disk(event),
+                _ = housekeeping.tick() => self.forget_abandoned(),
+                _ = stop.changed() => break,
+            }
+            if let Some(reason) = self.fatal.take() {
+                error!(node = %self.options.id, reason = %reason, "the node stops");
+                outcome = Err(reason);
+                break;
+            }
+        }
+        self.disk.close();
+        for (_, reply) in self.writes.drain() {
+            let _ = reply.send(Err(Refusal::Stopped));
+        }
+        info!(node = %self.options.id, "node loop stopped");
+        outcome
+    }
+
+    fn on_commands(&mut self, first: Command) {
+        let mut proposals = Vec::new();
+        let mut reads = Vec::new();
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(command) = next.take() {
+            taken += 1;
+            match command {
+                Command::Propose { command, reply } => {
+                    let id = self.next_request_id();
+                    self.writes.insert(id, reply);
+                    proposals.push(Proposal { id, command });
+                }
+                Command::Read { consistency, reply } => {
+                    let id = self.next_request_id();
+                    self.reads.insert(id, reply);
+                    reads.push(ReadRequest { id, consistency });
+                }
+                Command::TransferLeadership { to } => {
+                    self.step(Input::TransferLeadership { to });
+                }
+            }
+            if taken < COMMAND_BATCH_MAX {
+                next = self.commands.try_recv().ok();
+            }
+        }
+        if !proposals.is_empty() {
+            self.step(Input::Propose(proposals));
+        }
+        if !reads.is_empty() {
+            self.step(Input::Read(reads));
+        }
+    }
+
+    fn next_request_id(&mut self) -> RequestId {
+        self.next_seq += 1;
+        RequestId::new(self.client_id, self.next_seq)
+    }
+
+    fn on_disk(&mut self, event: DiskEvent) {
+        match event {
+            DiskEvent::Durable(id) => {
+                self.last_durable = id.0;
+                let mut released = Vec::new();
+                while self
+                    .held
+                    .front()
+                    .is_some_and(|(needs, _, _)| *needs <= id.0)
+                {
+                    released.extend(self.held.pop_front());
+                }
+                self.step(Input::Persisted(id));
+                for (_, to, message) in released {
+                    self.transport.send(to, message);
+                }
+            }
+            DiskEvent::SnapshotSaved(snapshot) => {
+                self.snapshot_in_flight = false;
+                self.snapshot_index = snapshot.meta.index;
+                info!(
+                    index = snapshot.meta.index,
+                    bytes = snapshot.data.len(),
+                    "saved a snapshot"
+                );
+                self.step(Input::Snapshotted(snapshot));
+            }
+            DiskEvent::Failed(e) => self.fatal = Some(format!("the disk failed: {e}")),
+        }
+    }
+
+    fn step(&mut self, input: Input<E::Message>) {
+        let mut actions = std::mem::take(&mut self.actions);
+        self.engine.step(input, &mut actions);
+        let mut applying: Vec<Entry> = Vec::new();
+        for action in actions.drain(..) {
+            // Applies are gathered so one lock covers a run of them; anything else that
+            // depends on the state machine flushes them first.
+            if let Action::Apply(entry) = action {
+                applying.push(entry);
+                continue;
+            }
+            if !applying.is_empty() {
+                self.apply(&mut applying);
+            }
+            self.carry_out(action);
+        }
+        if !applying.is_empty() {
+            self.apply(&mut applying);
+        }
+        self.actions = actions;
+        self.publish_status();
+        self.maybe_snapshot();
+    }
+
+    fn carry_out(&mut self, action: Action<E::Message>) {
+        match action {
+            Action::Persist(persist) => {
+                self.last_issued = persist.id.0;
+                self.disk.persist(persist);
+            }
+            Action::Send { to, message } => {
+                if self.last_issued > self.last_durable {
+                    self.held.push_back((self.last_issued, to, message));
+                } else {
+                    self.transport.send(to, message);
+                }
+            }
+            Action::Apply(entry) => self.apply(&mut vec![entry]),
+            Action::Restore(snapshot) => self.restore(snapshot),
+            Action::ReadReady(id) => {
+                if let Some(reply) = self.reads.remove(&id) {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Action::Reject { id, reason } => {
+                let Rejection::NotLeader { leader_hint } = reason;
+                let refusal = Refusal::NotLeader(leader_hint);
+                if let Some(reply) = self.writes.remove(&id) {
+                    self.shared.metrics.proposals_failed.inc();
+                    let _ = reply.send(Err(refusal));
+                } else if let Some(reply) = self.reads.remove(&id) {
+                    let _ = reply.send(Err(refusal));
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, entries: &mut Vec<Entry>) {
+        let started = Instant::now();
+        let mut answers = Vec::new();
+        let revision = {
+            let mut kv = self.shared.kv_mut();
+            for entry in entries.drain(..) {
+                self.applied_era = entry.era;
+                if entry.index <= kv.applied_index() {
+                    continue; // already in the snapshot the store was restored from
+                }
+                if let Some(answer) = kv.apply(&entry) {
+                    answers.push(answer);
+                }
+            }
+            self.shared
+                .metrics
+                .apply_index
+                .set(kv.applied_index() as i64);
+            kv.revision()
+        };
+        self.shared.metrics.apply.observe(started.elapsed());
+        for (id, result) in answers {
+            if let Some(reply) = self.writes.remove(&id) {
+                let counter = match &result {
+                    Ok(_) => &self.shared.metrics.proposals_committed,
+                    Err(_) => &self.shared.metrics.proposals_failed,
+                };
+                counter.inc();
+                let _ = reply.send(result.map_err(Refusal::Kv));
+            }
+        }
+        self.revision.send_if_modified(|current| {
+            let changed = *current != revision;
+            *current = revision;
+            changed
+        });
+    }
+
+    fn restore(&mut self, snapshot: Snapshot) {
+        match KvStore::restore(&snapshot.data) {
+            Ok(kv) => {
+                let revision = kv.revision();
+                *self.shared.kv_mut() = kv;
+                self.applied_era = snapshot.meta.era;
+                self.snapshot_index = snapshot.meta.index;
+                let _ = self.revision.send(revision);
+                info!(
+                    index = snapshot.meta.index,
+                    "installed a snapshot from the leader"
+                );
+            }
+            // Applying on from a state we could not restore would diverge from the others.
+            Err(e) => {
+                self.fatal = Some(format!("a snapshot from the leader does not decode: {e}"));
+            }
+        }
+    }
+
+    fn publish_status(&mut self) {
+        let status = self.engine.status();
+        let metrics = &self.shared.metrics;
+        let previous = *self.status.borrow();
+        if status == previous {
+            return;
+        }
+        if status.leader.is_some() && status.leader != previous.leader {
+            metrics.leader_changes.inc();
+            info!(node = %status.id, leader = ?status.leader, era = status.era, "new leader");
+        }
+        metrics.has_leader.set(i64::from(status.leader.is_some()));
+        metrics.role.set(role_code(status.role));
+        metrics.term.set(status.era as i64);
+        metrics.commit_index.set(status.commit_index as i64);
+        if status.role != previous.role && status.role == Role::Leader {
+            info!(node = %status.id, era = status.era, "leading");
+        }
+        let _ = self.status.send(status);
+    }
+
+    fn maybe_snapshot(&mut self) {
+        let every = self.options.snapshot_every;
+        if every == 0 || self.snapshot_in_flight {
+            return;
+        }
+        let snapshot = {
+            let kv = self.shared.kv();
+            let applied = kv.applied_index();
+            if applied < self.snapshot_index + every {
+                return;
+            }
+            Snapshot {
+                meta: SnapshotMeta {
+                    index: applied,
+                    era: self.applied_era,
+                },
+                data: Bytes::from(kv.snapshot()),
+            }
+        };
+        self.snapshot_in_flight = true;
+        self.disk.save_snapshot(snapshot);
+    }
+
+    /// Drops waits whose clients went away (timed out, disconnected), so that proposals
+    /// that never commit (lost with a deposed leader) do not pile up.
+    fn forget_abandoned(&mut self) {
+        self.writes.retain(|_, reply| !reply.is_closed());
+        self.reads.retain(|_, reply| !reply.is_closed());
+        let queued = self.held.len();
+        if queued > 100_000 {
+            warn!(queued, "many sends wait for the disk");
+        }
+    }
+}
+
+/// The snapshot on disk holds a state machine that does not decode.
+#[derive(Debug, Error)]
+#[error("the snapshot's state machine does not decode: {0}")]
+pub struct KvRestoreError(String);
+
+/// A server request id for this boot: the top bit set (so sessions ignore it), then bits from
+/// the clock and the node id, so two lives of one node do not reuse ids.
+fn boot_client_id(id: NodeId) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mixed = (nanos ^ id.0.rotate_left(48)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    synod_core::ClientId::UNTRACKED_FROM | (mixed >> 1)
+}

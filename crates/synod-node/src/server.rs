@@ -1,0 +1,253 @@
+//! One whole server: disk, engine, node loop, peer transport, the etcd API and metrics,
+//! started together and stopped in the right order.
+//!
+//! Shutdown is graceful: the client port stops taking requests and streams end, requests in
+//! flight get their answers (for at most the request timeout), then the node loop stops and
+//! the disk thread writes and syncs what is queued. Nothing acknowledged is lost, because
+//! nothing is acknowledged before it is durable on a majority.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use synod_raft::Raft;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{info, warn};
+
+use crate::api::{self, Api, LeaseKeeper};
+use crate::config::{ConfigError, ServerConfig};
+use crate::disk::Disk;
+use crate::metrics::Metrics;
+use crate::node::Node;
+use crate::transport::{Transport, TransportConfig};
+
+/// Why a server did not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The settings do not work.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory could not be opened or recovered.
+    #[error("data directory {dir}: {source}")]
+    Storage {
+        /// The directory.
+        dir: String,
+        /// What went wrong.
+        source: synod_storage::StorageError,
+    },
+    /// What is on disk cannot restart the engine.
+    #[error("data directory {dir}: {reason}")]
+    Recovery {
+        /// The directory.
+        dir: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A port could not be bound.
+    #[error("cannot listen on {address} ({what}): {source}")]
+    Listen {
+        /// Which port.
+        what: &'static str,
+        /// The address.
+        address: String,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// The API state (for tests and the binary).
+    pub api: Arc<Api>,
+    /// Where clients connect.
+    pub client_addr: SocketAddr,
+    /// Where peers connect.
+    pub peer_addr: SocketAddr,
+    /// Where `/metrics` is served, if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
+    front_stop: watch::Sender<bool>,
+    node_stop: watch::Sender<bool>,
+    grpc: JoinHandle<()>,
+    node: JoinHandle<Result<(), String>>,
+}
+
+async fn bind(what: &'static str, address: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| StartError::Listen {
+            what,
+            address: address.to_string(),
+            source,
+        })
+}
+
+/// Starts a server (Raft is the engine the server runs today).
+pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
+    config.validate()?;
+    let dir = config.data_dir.display().to_string();
+    let metrics = Arc::new(Metrics::default());
+    let (disk, disk_events, recovered) =
+        Disk::open(&config.data_dir, metrics.clone()).map_err(|source| StartError::Storage {
+            dir: dir.clone(),
+            source,
+        })?;
+    let engine = Raft::restart(
+        raft_config(&config),
+        recovered.hard_state.as_deref(),
+        recovered.snapshot.clone(),
+        recovered.entries,
+    )
+    .map_err(|e| StartError::Recovery {
+        dir: dir.clone(),
+        reason: e.to_string(),
+    })?;
+
+    let peer_listener = bind("peers", &config.peer_listen()).await?;
+    let client_listener = bind("clients", &config.client_listen).await?;
+    let metrics_listener = match &config.metrics_listen {
+        Some(address) => Some(bind("metrics", address).await?),
+        None => None,
+    };
+    let peer_addr = peer_listener
+        .local_addr()
+        .map_err(|source| StartError::Listen {
+            what: "peers",
+            address: config.peer_listen(),
+            source,
+        })?;
+    let client_addr = client_listener
+        .local_addr()
+        .map_err(|source| StartError::Listen {
+            what: "clients",
+            address: config.client_listen.clone(),
+            source,
+        })?;
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+
+    let mut transport_config = TransportConfig::new(config.cluster_id(), config.id, config.peers());
+    transport_config.client_url = config.client_url();
+    let (inbound_tx, inbound) = mpsc::channel(8192);
+    let transport = Transport::start(transport_config, peer_listener, inbound_tx);
+    let directory = transport.directory().clone();
+    let transport_metrics = transport.metrics_renderer();
+
+    let options = crate::node::NodeOptions {
+        id: config.id,
+        data_dir: config.data_dir.clone(),
+        tick: config.tick,
+        snapshot_every: config.snapshot_every,
+        session_limit: synod_kv::Sessions::DEFAULT_LIMIT,
+        history_revisions: config.history_revisions,
+    };
+    let (node, handle) = Node::new(
+        options,
+        engine,
+        recovered.snapshot.as_ref(),
+        transport,
+        inbound,
+        disk,
+        disk_events,
+        metrics,
+    )
+    .map_err(|e| StartError::Recovery {
+        dir,
+        reason: e.to_string(),
+    })?;
+    let (node_stop, node_stop_rx) = watch::channel(false);
+    let node = tokio::spawn(node.run(node_stop_rx));
+
+    let (front_stop, front_stop_rx) = watch::channel(false);
+    let config = Arc::new(config);
+    let api = Arc::new(Api::new(
+        handle,
+        config.clone(),
+        directory,
+        Arc::new(LeaseKeeper::default()),
+        front_stop_rx.clone(),
+    ));
+    tokio::spawn(api::expire_leases(api.clone()));
+    if let Some(listener) = metrics_listener {
+        tokio::spawn(crate::http::serve(listener, api.clone(), transport_metrics));
+    }
+    let mut shutdown = front_stop_rx;
+    let mut builder = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)));
+    let router = api::router(api.clone(), &mut builder);
+    let grpc = tokio::spawn(async move {
+        let served = router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), async move {
+                let _ = shutdown.changed().await;
+            })
+            .await;
+        if let Err(e) = served {
+            warn!(error = %e, "the client port failed");
+        }
+    });
+    info!(
+        node = %config.id,
+        clients = %client_addr,
+        peers = %peer_addr,
+        data_dir = %config.data_dir.display(),
+        "started"
+    );
+    Ok(RunningServer {
+        api,
+        client_addr,
+        peer_addr,
+        metrics_addr,
+        front_stop,
+        node_stop,
+        grpc,
+        node,
+    })
+}
+
+/// The engine's settings from the server's, in ticks.
+fn raft_config(config: &ServerConfig) -> synod_raft::Config {
+    let voters = config.initial_cluster.keys().copied().collect();
+    let mut raft = synod_raft::Config::new(config.id, voters);
+    let election = config.ticks(config.election_timeout);
+    let heartbeat = config.ticks(config.heartbeat_interval);
+    raft.seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(config.id.0, |d| d.as_nanos() as u64 ^ config.id.0);
+    raft.election_timeout_ticks_min = election;
+    raft.election_timeout_ticks_max = election * 2;
+    raft.heartbeat_interval_ticks = heartbeat;
+    raft.append_retry_ticks = heartbeat * 2;
+    raft.transfer_timeout_ticks = election;
+    raft
+}
+
+impl RunningServer {
+    /// Resolves if the node stops by itself (its disk failed), with the reason.
+    pub async fn failed(&mut self) -> String {
+        match (&mut self.node).await {
+            Ok(Ok(())) => "the node loop ended".into(),
+            Ok(Err(reason)) => reason,
+            Err(e) => format!("the node loop panicked: {e}"),
+        }
+    }
+
+    /// Stops gracefully: no new requests, in-flight ones answered, the disk synced.
+    pub async fn shutdown(self) -> Result<(), String> {
+        let _ = self.front_stop.send(true);
+        let grace = self.api.config.request_timeout + Duration::from_secs(1);
+        if tokio::time::timeout(grace, self.grpc).await.is_err() {
+            warn!("client connections did not close in time; stopping anyway");
+        }
+        let _ = self.node_stop.send(true);
+        let outcome = match self.node.await {
+            Ok(outcome) => outcome,
+            Err(e) => Err(format!("the node loop panicked: {e}")),
+        };
+        info!("stopped");
+        outcome
+    }
+}
