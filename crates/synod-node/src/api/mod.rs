@@ -131,6 +131,7 @@ impl Api {
     ) -> Result<Response<Resp>, Status>
     where
         Req: Clone,
+        Resp: Stamped,
         L: Fn(Req) -> LF,
         LF: Future<Output = Result<Attempt<Resp>, Status>>,
         R: Fn(Channel, Request<Req>) -> RF,
@@ -156,7 +157,11 @@ impl Api {
                             .metadata_mut()
                             .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
                         match remote(channel, request).await {
-                            Ok(response) => return Ok(response),
+                            Ok(mut response) => {
+                                // The answer comes from this member, as etcd's would.
+                                response.get_mut().restamp(me);
+                                return Ok(response);
+                            }
                             Err(s) if retry_forward(&s, idempotent) => {}
                             Err(s) => return Err(s),
                         }
@@ -178,6 +183,53 @@ impl Api {
             // failed for a reason no status change will announce.
             let wait = left.min(Duration::from_millis(50));
             let _ = tokio::time::timeout(wait, status_changes.changed()).await;
+        }
+    }
+}
+
+/// A response with etcd's header, which names the member that answered.
+pub(crate) trait Stamped {
+    fn restamp(&mut self, member: NodeId);
+}
+
+macro_rules! stamped {
+    ($($response:ty),*) => {$(
+        impl Stamped for $response {
+            fn restamp(&mut self, member: NodeId) {
+                if let Some(header) = &mut self.header {
+                    header.member_id = member.0;
+                }
+            }
+        }
+    )*};
+}
+
+stamped!(
+    pb::RangeResponse,
+    pb::PutResponse,
+    pb::DeleteRangeResponse,
+    pb::CompactionResponse,
+    pb::LeaseGrantResponse,
+    pb::LeaseRevokeResponse,
+    pb::LeaseKeepAliveResponse,
+    pb::LeaseTimeToLiveResponse,
+    pb::MoveLeaderResponse
+);
+
+impl Stamped for pb::TxnResponse {
+    fn restamp(&mut self, member: NodeId) {
+        use pb::response_op::Response as Op;
+        if let Some(header) = &mut self.header {
+            header.member_id = member.0;
+        }
+        for op in &mut self.responses {
+            match &mut op.response {
+                Some(Op::ResponseRange(r)) => r.restamp(member),
+                Some(Op::ResponsePut(r)) => r.restamp(member),
+                Some(Op::ResponseDeleteRange(r)) => r.restamp(member),
+                Some(Op::ResponseTxn(r)) => r.restamp(member),
+                None => {}
+            }
         }
     }
 }
