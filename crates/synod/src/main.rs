@@ -5,9 +5,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod commands;
+mod logging;
 mod progress;
 
-/// State machine replication, with a simulator that checks it.
+use commands::{bench, client, cluster, server, sim, wal};
+
+/// State machine replication speaking etcd's v3 API, with a simulator that checks it.
 #[derive(Parser)]
 #[command(name = "synod", version, about)]
 struct Cli {
@@ -17,18 +20,51 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run one member of a cluster, serving etcd's v3 gRPC API.
+    Server(server::ServerArgs),
+    /// Run a local cluster on loopback: `synod cluster up --nodes 3`.
+    Cluster(cluster::ClusterArgs),
+    /// Put a key.
+    Put(client::PutArgs),
+    /// Get a key or a range.
+    Get(client::GetArgs),
+    /// Delete a key or a range.
+    Del(client::DelArgs),
+    /// Compare and then put, get or delete, atomically.
+    Txn(client::TxnArgs),
+    /// Watch a key or a range and print its events.
+    Watch(client::WatchArgs),
+    /// Grant, revoke, keep alive and inspect leases.
+    Lease(client::LeaseArgs),
+    /// List the cluster's members.
+    Member(client::MemberArgs),
+    /// Each endpoint's leader, term, index and version.
+    Status(client::StatusArgs),
+    /// Drive load over etcd's API and print throughput and latency percentiles.
+    Bench(bench::BenchArgs),
     /// Run the deterministic simulator: seeded runs under faults, checked for safety,
     /// linearizability, liveness after heal and convergence.
-    Sim(commands::sim::SimArgs),
+    Sim(sim::SimArgs),
     /// Inspect a node's write-ahead log: `dump` prints its records, `check` verifies it.
-    Wal(commands::wal::WalArgs),
+    Wal(wal::WalArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Sim(args) => commands::sim::run(args),
-        Command::Wal(args) => commands::wal::run(args),
+        Command::Server(args) => server::run(args),
+        Command::Cluster(args) => cluster::run(args),
+        Command::Put(args) => client::put(args),
+        Command::Get(args) => client::get(args),
+        Command::Del(args) => client::del(args),
+        Command::Txn(args) => client::txn(args),
+        Command::Watch(args) => client::watch(args),
+        Command::Lease(args) => client::lease(args),
+        Command::Member(args) => client::member(args),
+        Command::Status(args) => client::status(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Sim(args) => sim::run(args),
+        Command::Wal(args) => wal::run(args),
     };
     match result {
         Ok(code) => code,

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use synod_core::Role;
+use synod_core::{ReadConsistency, Role};
 use synod_kv as kv;
 use synod_proto::etcdserverpb as pb;
 use synod_proto::etcdserverpb::lease_client::LeaseClient;
@@ -342,23 +342,33 @@ impl pb::lease_server::Lease for LeaseService {
         .await
     }
 
+    /// Every lease, as of a linearizable read (etcd's Leases waits for one too).
     async fn lease_leases(
         &self,
-        _request: Request<pb::LeaseLeasesRequest>,
+        request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
         let api = &*self.0;
-        let (leases, revision) = {
-            let kv = api.node.shared.kv();
-            let ids: Vec<i64> = kv.leases().keys().copied().collect();
-            (ids, kv.revision())
-        };
-        Ok(Response::new(pb::LeaseLeasesResponse {
-            header: Some(api.header(revision)),
-            leases: leases
-                .into_iter()
-                .map(|id| pb::LeaseStatus { id })
-                .collect(),
-        }))
+        api.on_leader(
+            request,
+            true,
+            |_| async move {
+                match attempt(api.node.read_barrier(ReadConsistency::Linearizable).await)? {
+                    Attempt::Done(()) => {}
+                    Attempt::NotLeader => return Ok(Attempt::NotLeader),
+                }
+                let kv = api.node.shared.kv();
+                Ok(Attempt::Done(pb::LeaseLeasesResponse {
+                    header: Some(api.header(kv.revision())),
+                    leases: kv
+                        .leases()
+                        .keys()
+                        .map(|&id| pb::LeaseStatus { id })
+                        .collect(),
+                }))
+            },
+            |channel, r| async move { LeaseClient::new(channel).lease_leases(r).await },
+        )
+        .await
     }
 }
 

@@ -213,6 +213,7 @@ stamped!(
     pb::LeaseRevokeResponse,
     pb::LeaseKeepAliveResponse,
     pb::LeaseTimeToLiveResponse,
+    pb::LeaseLeasesResponse,
     pb::MoveLeaderResponse
 );
 

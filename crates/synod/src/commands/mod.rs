@@ -1,4 +1,8 @@
-//! One module per subcommand.
+//! The subcommands of `synod`.
 
+pub mod bench;
+pub mod client;
+pub mod cluster;
+pub mod server;
 pub mod sim;
 pub mod wal;

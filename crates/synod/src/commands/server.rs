@@ -1,0 +1,309 @@
+//! `synod server`: one member of a cluster, serving etcd's v3 API.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde::Deserialize;
+use synod_core::NodeId;
+use synod_node::config::{parse_cluster, ServerConfig};
+use tokio::io::AsyncReadExt;
+
+/// Flags of `synod server`. Every setting can also come from `--config FILE` (TOML, the same
+/// names with `-` or `_`); a flag given on the command line wins over the file.
+#[derive(Args, Debug, Default, Clone)]
+pub struct ServerArgs {
+    /// A TOML file with any of the settings below.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// This member's id in --initial-cluster (1 or more).
+    #[arg(long)]
+    pub id: Option<u64>,
+    /// A human-readable name (default: n<id>); `n<id>` also works in place of --id.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Every member's peer address: `1=127.0.0.1:2380,2=127.0.0.1:2390,...`.
+    #[arg(long, value_name = "LIST")]
+    pub initial_cluster: Option<String>,
+    /// Mixed into the cluster id, so two clusters with the same members refuse each other.
+    #[arg(long)]
+    pub cluster_token: Option<String>,
+    /// Where clients connect (etcd's v3 gRPC API), e.g. 127.0.0.1:2379.
+    #[arg(long, value_name = "ADDR")]
+    pub listen_client: Option<String>,
+    /// The URL other members give clients for this one (default: http://<listen-client>).
+    #[arg(long, value_name = "URL")]
+    pub advertise_client: Option<String>,
+    /// Where peers connect (default: this member's address in --initial-cluster).
+    #[arg(long, value_name = "ADDR")]
+    pub listen_peer: Option<String>,
+    /// Prometheus metrics and /health over HTTP, e.g. 127.0.0.1:2381 (off by default).
+    #[arg(long, value_name = "ADDR")]
+    pub listen_metrics: Option<String>,
+    /// The log, hard state and snapshots live here.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The replication protocol. Only `raft` runs as a server today.
+    #[arg(long)]
+    pub protocol: Option<String>,
+    /// One engine tick, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub tick_ms: Option<u64>,
+    /// Leader heartbeats, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// The shortest election timeout, in milliseconds (each node picks from [t, 2t)).
+    #[arg(long, value_name = "MS")]
+    pub election_timeout_ms: Option<u64>,
+    /// Take a snapshot and trim the log every this many applied entries.
+    #[arg(long, value_name = "N")]
+    pub snapshot_every: Option<u64>,
+    /// The largest request accepted, in bytes (etcd's default: 1.5 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub max_request_bytes: Option<usize>,
+    /// The most operations in one transaction.
+    #[arg(long, value_name = "N")]
+    pub max_txn_ops: Option<usize>,
+    /// Revisions of history kept for watches and reads in the past, before compaction.
+    #[arg(long, value_name = "N")]
+    pub history_revisions: Option<i64>,
+    /// Give up on a request after this many milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Stop gracefully when standard input closes (how `synod cluster up` stops its nodes).
+    #[arg(long, hide = true)]
+    pub exit_on_stdin_eof: bool,
+}
+
+/// The same settings as a TOML file.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    id: Option<u64>,
+    name: Option<String>,
+    #[serde(alias = "initial_cluster")]
+    initial_cluster: Option<String>,
+    #[serde(alias = "cluster_token")]
+    cluster_token: Option<String>,
+    #[serde(alias = "listen_client")]
+    listen_client: Option<String>,
+    #[serde(alias = "advertise_client")]
+    advertise_client: Option<String>,
+    #[serde(alias = "listen_peer")]
+    listen_peer: Option<String>,
+    #[serde(alias = "listen_metrics")]
+    listen_metrics: Option<String>,
+    #[serde(alias = "data_dir")]
+    data_dir: Option<PathBuf>,
+    protocol: Option<String>,
+    #[serde(alias = "tick_ms")]
+    tick_ms: Option<u64>,
+    #[serde(alias = "heartbeat_ms")]
+    heartbeat_ms: Option<u64>,
+    #[serde(alias = "election_timeout_ms")]
+    election_timeout_ms: Option<u64>,
+    #[serde(alias = "snapshot_every")]
+    snapshot_every: Option<u64>,
+    #[serde(alias = "max_request_bytes")]
+    max_request_bytes: Option<usize>,
+    #[serde(alias = "max_txn_ops")]
+    max_txn_ops: Option<usize>,
+    #[serde(alias = "history_revisions")]
+    history_revisions: Option<i64>,
+    #[serde(alias = "request_timeout_ms")]
+    request_timeout_ms: Option<u64>,
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{} is not a valid config file", path.display()))
+}
+
+/// Command-line flags over the file's settings over the defaults.
+pub fn resolve(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
+    let file = match &args.config {
+        Some(path) => read_file(path)?,
+        None => FileConfig::default(),
+    };
+    macro_rules! pick {
+        ($field:ident) => {
+            args.$field.clone().or(file.$field.clone())
+        };
+    }
+    let protocol = pick!(protocol).unwrap_or_else(|| "raft".into());
+    if protocol != "raft" {
+        bail!(
+            "--protocol {protocol}: only raft runs as a server so far (the others run in `synod sim`)"
+        );
+    }
+    let name = pick!(name);
+    let id = match (pick!(id), &name) {
+        (Some(id), _) => id,
+        (None, Some(name)) => name
+            .strip_prefix('n')
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("--name {name} does not say the id; give --id too"))?,
+        (None, None) => bail!("give this member's --id (or a --name like n1)"),
+    };
+    let cluster_text = pick!(initial_cluster).context(
+        "give --initial-cluster, e.g. 1=127.0.0.1:2380,2=127.0.0.1:2390,3=127.0.0.1:2400",
+    )?;
+    let cluster: BTreeMap<NodeId, String> = parse_cluster(&cluster_text)?;
+    let client = pick!(listen_client).unwrap_or_else(|| "127.0.0.1:2379".into());
+    let data_dir = pick!(data_dir).unwrap_or_else(|| PathBuf::from(format!("synod-data/n{id}")));
+    let mut config = ServerConfig::new(NodeId(id), cluster, client, data_dir);
+    if let Some(name) = name {
+        config.name = name;
+    }
+    if let Some(token) = pick!(cluster_token) {
+        config.cluster_token = token;
+    }
+    config.advertise_client_url = pick!(advertise_client);
+    config.peer_listen = pick!(listen_peer);
+    config.metrics_listen = pick!(listen_metrics);
+    let ms = Duration::from_millis;
+    if let Some(v) = pick!(tick_ms) {
+        config.tick = ms(v);
+    }
+    if let Some(v) = pick!(heartbeat_ms) {
+        config.heartbeat_interval = ms(v);
+    }
+    if let Some(v) = pick!(election_timeout_ms) {
+        config.election_timeout = ms(v);
+    }
+    if let Some(v) = pick!(request_timeout_ms) {
+        config.request_timeout = ms(v);
+    }
+    if let Some(v) = pick!(snapshot_every) {
+        config.snapshot_every = v;
+    }
+    if let Some(v) = pick!(max_request_bytes) {
+        config.max_request_bytes = v;
+    }
+    if let Some(v) = pick!(max_txn_ops) {
+        config.max_txn_ops = v;
+    }
+    if let Some(v) = pick!(history_revisions) {
+        config.history_revisions = v;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// Runs one member until SIGINT or SIGTERM (or its disk fails).
+pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    let config = resolve(&args)?;
+    crate::logging::init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let mut server = synod_node::server::start(config).await?;
+        let reason = tokio::select! {
+            reason = stop_signal(args.exit_on_stdin_eof) => reason,
+            failure = server.failed() => {
+                tracing::error!(reason = %failure, "the node stopped");
+                return Ok(ExitCode::from(1));
+            }
+        };
+        tracing::info!(%reason, "shutting down");
+        match server.shutdown().await {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(reason) => {
+                tracing::error!(%reason, "shutdown was not clean");
+                Ok(ExitCode::from(1))
+            }
+        }
+    })
+}
+
+/// Resolves on SIGINT, SIGTERM or (when asked) the end of standard input.
+async fn stop_signal(on_stdin_eof: bool) -> &'static str {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let stdin_closed = async {
+        if !on_stdin_eof {
+            return std::future::pending().await;
+        }
+        let mut stdin = tokio::io::stdin();
+        let mut buffer = [0u8; 64];
+        while let Ok(n) = stdin.read(&mut buffer).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = terminate => "SIGTERM",
+        _ = stdin_closed => "standard input closed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let dir = std::env::temp_dir().join(format!("synod-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("n2.toml");
+        std::fs::write(
+            &file,
+            "id = 2\ninitial-cluster = \"1=127.0.0.1:2380,2=127.0.0.1:2390\"\ntick_ms = 5\nheartbeat-ms = 50\n",
+        )
+        .expect("write");
+        let args = ServerArgs {
+            config: Some(file.clone()),
+            heartbeat_ms: Some(40),
+            ..Default::default()
+        };
+        let config = resolve(&args).expect("valid");
+        assert_eq!(config.id, NodeId(2));
+        assert_eq!(config.tick, Duration::from_millis(5));
+        assert_eq!(config.heartbeat_interval, Duration::from_millis(40));
+        assert_eq!(config.name, "n2");
+
+        std::fs::write(&file, "id = 2\nelection = 5\n").expect("write");
+        let error = resolve(&args).expect_err("unknown key").to_string();
+        assert!(error.contains("not a valid config file"), "{error}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn missing_or_wrong_settings_say_what_to_give() {
+        let no_id = ServerArgs::default();
+        assert!(resolve(&no_id)
+            .expect_err("no id")
+            .to_string()
+            .contains("--id"));
+        let paxos = ServerArgs {
+            id: Some(1),
+            protocol: Some("paxos".into()),
+            ..Default::default()
+        };
+        assert!(resolve(&paxos)
+            .expect_err("paxos")
+            .to_string()
+            .contains("only raft"));
+        let stranger = ServerArgs {
+            id: Some(4),
+            initial_cluster: Some("1=127.0.0.1:2380".into()),
+            ..Default::default()
+        };
+        let error = resolve(&stranger).expect_err("not a member").to_string();
+        assert!(error.contains("not in --initial-cluster"), "{error}");
+    }
+}
