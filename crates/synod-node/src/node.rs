@@ -9,7 +9,7 @@
 //! send); committed entries are applied to the key-value store and answer the client that
 //! wrote them, if it is waiting here.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -27,6 +27,7 @@ use tracing::{error, info, warn};
 
 use crate::disk::{Disk, DiskEvent};
 use crate::metrics::{role_code, Metrics};
+use crate::peer::PeerMessage;
 use crate::transport::{Inbound, Transport};
 
 /// Why a request got no answer from the state machine.
@@ -161,8 +162,8 @@ impl NodeHandle {
 pub struct Node<E: Engine> {
     engine: E,
     shared: Arc<Shared>,
-    transport: Transport<E::Message>,
-    inbound: mpsc::Receiver<Inbound<E::Message>>,
+    transport: Transport<PeerMessage<E::Message>>,
+    inbound: mpsc::Receiver<Inbound<PeerMessage<E::Message>>>,
     commands: mpsc::Receiver<Command>,
     disk: Disk,
     disk_events: mpsc::UnboundedReceiver<DiskEvent>,
@@ -178,6 +179,17 @@ pub struct Node<E: Engine> {
     held: VecDeque<(u64, NodeId, E::Message)>,
     writes: HashMap<RequestId, oneshot::Sender<Result<Applied, Refusal>>>,
     reads: HashMap<RequestId, oneshot::Sender<Result<(), Refusal>>>,
+    /// Follower: reads of ours a leader was asked to confirm, and which leader.
+    reads_asked: HashMap<RequestId, NodeId>,
+    /// Follower: confirmed reads waiting for this node to apply up to their index.
+    reads_after_apply: BTreeMap<u64, Vec<RequestId>>,
+    /// Leader: reads followers asked it to confirm, and who asked.
+    reads_for_peers: HashMap<RequestId, NodeId>,
+    /// Leader: the follower whose proposals are being stepped, to send refusals back to.
+    proposing_for: Option<NodeId>,
+    /// Leader: answers to followers gathered during a step, sent at its end.
+    peer_ready: BTreeMap<NodeId, Vec<RequestId>>,
+    peer_refused: BTreeMap<NodeId, Vec<RequestId>>,
     /// Era of the last entry applied, for snapshot metadata.
     applied_era: u64,
     snapshot_index: u64,
@@ -201,8 +213,8 @@ where
         options: NodeOptions,
         engine: E,
         recovered_snapshot: Option<&Snapshot>,
-        transport: Transport<E::Message>,
-        inbound: mpsc::Receiver<Inbound<E::Message>>,
+        transport: Transport<PeerMessage<E::Message>>,
+        inbound: mpsc::Receiver<Inbound<PeerMessage<E::Message>>>,
         disk: Disk,
         disk_events: mpsc::UnboundedReceiver<DiskEvent>,
         metrics: Arc<Metrics>,
@@ -238,6 +250,12 @@ where
             held: VecDeque::new(),
             writes: HashMap::new(),
             reads: HashMap::new(),
+            reads_asked: HashMap::new(),
+            reads_after_apply: BTreeMap::new(),
+            reads_for_peers: HashMap::new(),
+            proposing_for: None,
+            peer_ready: BTreeMap::new(),
+            peer_refused: BTreeMap::new(),
             applied_era: recovered_snapshot.map_or(0, |s| s.meta.era),
             snapshot_index,
             snapshot_in_flight: false,
@@ -254,7 +272,7 @@ where
     }
 
     /// The transport, for metrics.
-    pub fn transport(&self) -> &Transport<E::Message> {
+    pub fn transport(&self) -> &Transport<PeerMessage<E::Message>> {
         &self.transport
     }
 
@@ -269,7 +287,7 @@ where
             tokio::select! {
                 _ = ticker.tick() => self.step(Input::Tick),
                 Some(Inbound { from, message }) = self.inbound.recv() => {
-                    self.step(Input::Receive { from, message });
+                    self.on_peer(from, message);
                 }
                 Some(first) = self.commands.recv() => self.on_commands(first),
                 Some(event) = self.disk_events.recv() => self.on_disk(event),
@@ -286,11 +304,18 @@ where
         for (_, reply) in self.writes.drain() {
             let _ = reply.send(Err(Refusal::Stopped));
         }
+        for (_, reply) in self.reads.drain() {
+            let _ = reply.send(Err(Refusal::Stopped));
+        }
         info!(node = %self.options.id, "node loop stopped");
         outcome
     }
 
     fn on_commands(&mut self, first: Command) {
+        let status = self.engine.status();
+        // Another node leads: hand it the writes and ask it to confirm the reads. Otherwise
+        // the engine takes them (and refuses them if nobody leads).
+        let forward_to = status.leader.filter(|&leader| leader != status.id);
         let mut proposals = Vec::new();
         let mut reads = Vec::new();
         let mut next = Some(first);
@@ -316,11 +341,112 @@ where
                 next = self.commands.try_recv().ok();
             }
         }
-        if !proposals.is_empty() {
-            self.step(Input::Propose(proposals));
+        match forward_to {
+            Some(leader) => {
+                let (linearizable, serializable): (Vec<_>, Vec<_>) = reads
+                    .into_iter()
+                    .partition(|r| r.consistency == ReadConsistency::Linearizable);
+                if !proposals.is_empty() {
+                    self.transport.send(leader, PeerMessage::Propose(proposals));
+                }
+                if !linearizable.is_empty() {
+                    let ids: Vec<RequestId> = linearizable.iter().map(|r| r.id).collect();
+                    self.reads_asked.extend(ids.iter().map(|&id| (id, leader)));
+                    self.transport.send(leader, PeerMessage::ReadIndex(ids));
+                }
+                if !serializable.is_empty() {
+                    self.step(Input::Read(serializable));
+                }
+            }
+            None => {
+                if !proposals.is_empty() {
+                    self.step(Input::Propose(proposals));
+                }
+                if !reads.is_empty() {
+                    self.step(Input::Read(reads));
+                }
+            }
         }
-        if !reads.is_empty() {
-            self.step(Input::Read(reads));
+    }
+
+    fn on_peer(&mut self, from: NodeId, message: PeerMessage<E::Message>) {
+        let status = self.engine.status();
+        let leading = status.role == Role::Leader;
+        match message {
+            PeerMessage::Engine(message) => self.step(Input::Receive { from, message }),
+            PeerMessage::Propose(proposals) if leading => {
+                self.proposing_for = Some(from);
+                self.step(Input::Propose(proposals));
+                self.proposing_for = None;
+            }
+            PeerMessage::ReadIndex(ids) if leading => {
+                self.reads_for_peers
+                    .extend(ids.iter().map(|&id| (id, from)));
+                let reads = ids
+                    .into_iter()
+                    .map(|id| ReadRequest {
+                        id,
+                        consistency: ReadConsistency::Linearizable,
+                    })
+                    .collect();
+                self.step(Input::Read(reads));
+            }
+            PeerMessage::Propose(proposals) => {
+                let ids = proposals.iter().map(|p| p.id).collect();
+                let leader = status.leader;
+                self.transport
+                    .send(from, PeerMessage::Refused { ids, leader });
+            }
+            PeerMessage::ReadIndex(ids) => {
+                let leader = status.leader;
+                self.transport
+                    .send(from, PeerMessage::Refused { ids, leader });
+            }
+            PeerMessage::ReadReady { ids, index } => {
+                let applied = self.shared.kv().applied_index();
+                for id in ids {
+                    self.reads_asked.remove(&id);
+                    if index <= applied {
+                        if let Some(reply) = self.reads.remove(&id) {
+                            let _ = reply.send(Ok(()));
+                        }
+                    } else {
+                        self.reads_after_apply.entry(index).or_default().push(id);
+                    }
+                }
+            }
+            PeerMessage::Refused { ids, leader } => {
+                for id in ids {
+                    self.reads_asked.remove(&id);
+                    self.refuse(id, Refusal::NotLeader(leader));
+                }
+            }
+        }
+    }
+
+    /// Answers a waiting write or read with a refusal.
+    fn refuse(&mut self, id: RequestId, refusal: Refusal) {
+        if let Some(reply) = self.writes.remove(&id) {
+            self.shared.metrics.proposals_failed.inc();
+            let _ = reply.send(Err(refusal));
+        } else if let Some(reply) = self.reads.remove(&id) {
+            let _ = reply.send(Err(refusal));
+        }
+    }
+
+    /// Sends followers the answers a step produced for them.
+    fn answer_peers(&mut self) {
+        if !self.peer_ready.is_empty() {
+            let index = self.shared.kv().applied_index();
+            for (to, ids) in std::mem::take(&mut self.peer_ready) {
+                self.transport
+                    .send(to, PeerMessage::ReadReady { ids, index });
+            }
+        }
+        let leader = self.engine.status().leader;
+        for (to, ids) in std::mem::take(&mut self.peer_refused) {
+            self.transport
+                .send(to, PeerMessage::Refused { ids, leader });
         }
     }
 
@@ -343,7 +469,7 @@ where
                 }
                 self.step(Input::Persisted(id));
                 for (_, to, message) in released {
-                    self.transport.send(to, message);
+                    self.transport.send(to, PeerMessage::Engine(message));
                 }
             }
             DiskEvent::SnapshotSaved(snapshot) => {
@@ -380,6 +506,7 @@ where
             self.apply(&mut applying);
         }
         self.actions = actions;
+        self.answer_peers();
         self.publish_status();
         self.maybe_snapshot();
     }
@@ -394,7 +521,7 @@ where
                 if self.last_issued > self.last_durable {
                     self.held.push_back((self.last_issued, to, message));
                 } else {
-                    self.transport.send(to, message);
+                    self.transport.send(to, PeerMessage::Engine(message));
                 }
             }
             Action::Apply(entry) => self.apply(&mut vec![entry]),
@@ -402,16 +529,18 @@ where
             Action::ReadReady(id) => {
                 if let Some(reply) = self.reads.remove(&id) {
                     let _ = reply.send(Ok(()));
+                } else if let Some(asker) = self.reads_for_peers.remove(&id) {
+                    self.peer_ready.entry(asker).or_default().push(id);
                 }
             }
             Action::Reject { id, reason } => {
                 let Rejection::NotLeader { leader_hint } = reason;
-                let refusal = Refusal::NotLeader(leader_hint);
-                if let Some(reply) = self.writes.remove(&id) {
-                    self.shared.metrics.proposals_failed.inc();
-                    let _ = reply.send(Err(refusal));
-                } else if let Some(reply) = self.reads.remove(&id) {
-                    let _ = reply.send(Err(refusal));
+                if self.writes.contains_key(&id) || self.reads.contains_key(&id) {
+                    self.refuse(id, Refusal::NotLeader(leader_hint));
+                } else if let Some(asker) = self.reads_for_peers.remove(&id) {
+                    self.peer_refused.entry(asker).or_default().push(id);
+                } else if let Some(asker) = self.proposing_for {
+                    self.peer_refused.entry(asker).or_default().push(id);
                 }
             }
         }
@@ -453,6 +582,22 @@ where
             *current = revision;
             changed
         });
+        self.release_reads();
+    }
+
+    /// Answers confirmed reads whose index this node has now applied.
+    fn release_reads(&mut self) {
+        let applied = self.shared.kv().applied_index();
+        while let Some(entry) = self.reads_after_apply.first_entry() {
+            if *entry.key() > applied {
+                break;
+            }
+            for id in entry.remove() {
+                if let Some(reply) = self.reads.remove(&id) {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+        }
     }
 
     fn restore(&mut self, snapshot: Snapshot) {
@@ -463,6 +608,7 @@ where
                 self.applied_era = snapshot.meta.era;
                 self.snapshot_index = snapshot.meta.index;
                 let _ = self.revision.send(revision);
+                self.release_reads();
                 info!(
                     index = snapshot.meta.index,
                     "installed a snapshot from the leader"
@@ -477,11 +623,24 @@ where
 
     fn publish_status(&mut self) {
         let status = self.engine.status();
-        let metrics = &self.shared.metrics;
         let previous = *self.status.borrow();
         if status == previous {
             return;
         }
+        if status.leader != previous.leader {
+            // Reads asked of a leader that no longer leads may never be answered: ask again.
+            let stale: Vec<RequestId> = self
+                .reads_asked
+                .iter()
+                .filter(|(_, &asked)| Some(asked) != status.leader)
+                .map(|(&id, _)| id)
+                .collect();
+            for id in stale {
+                self.reads_asked.remove(&id);
+                self.refuse(id, Refusal::NotLeader(status.leader));
+            }
+        }
+        let metrics = &self.shared.metrics;
         if status.leader.is_some() && status.leader != previous.leader {
             metrics.leader_changes.inc();
             info!(node = %status.id, leader = ?status.leader, era = status.era, "new leader");
@@ -524,6 +683,12 @@ where
     fn forget_abandoned(&mut self) {
         self.writes.retain(|_, reply| !reply.is_closed());
         self.reads.retain(|_, reply| !reply.is_closed());
+        let reads = &self.reads;
+        self.reads_asked.retain(|id, _| reads.contains_key(id));
+        for ids in self.reads_after_apply.values_mut() {
+            ids.retain(|id| reads.contains_key(id));
+        }
+        self.reads_after_apply.retain(|_, ids| !ids.is_empty());
         let queued = self.held.len();
         if queued > 100_000 {
             warn!(queued, "many sends wait for the disk");

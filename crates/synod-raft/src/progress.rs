@@ -41,6 +41,8 @@ pub struct Progress {
     pub recent_active: bool,
     /// Highest ReadIndex round the follower confirmed.
     pub read_round_acked: u64,
+    /// Highest commit point sent to the follower (in an append or a heartbeat).
+    pub commit_sent: LogIndex,
     inflight: VecDeque<Inflight>,
 }
 
@@ -53,6 +55,7 @@ impl Progress {
             mode: Mode::Probe,
             recent_active: false,
             read_round_acked: 0,
+            commit_sent: 0,
             inflight: VecDeque::new(),
         }
     }

@@ -79,6 +79,7 @@ impl Raft {
             config.append_bytes_max,
         );
         progress.sent(prev_log_index + entries.len() as u64, self.ticks);
+        progress.commit_sent = progress.commit_sent.max(self.commit_index);
         let message = Message::AppendEntries(AppendEntries {
             term: self.term,
             prev_log_index,
@@ -215,6 +216,35 @@ impl Raft {
         if candidate > self.commit_index && own_term {
             self.commit_to(candidate, out);
             self.on_commit_advanced(out);
+            self.announce_commit(out);
+        }
+    }
+
+    /// Tells followers a new commit point at once, not with the next heartbeat, so they apply
+    /// without waiting (and answer the clients whose requests they handed to the leader).
+    /// Followers with an append in flight or on its way learn it from that append instead.
+    fn announce_commit(&mut self, out: &mut Out) {
+        let Some(lead) = self.lead.as_mut() else {
+            return;
+        };
+        let round = lead.reads.round();
+        let mut beats = Vec::new();
+        for (&to, progress) in lead.progress.iter_mut() {
+            let commit = self.commit_index.min(progress.match_index);
+            if commit > progress.commit_sent && progress.is_idle() {
+                progress.commit_sent = commit;
+                beats.push((
+                    to,
+                    Heartbeat {
+                        term: self.term,
+                        commit,
+                        read_round: round,
+                    },
+                ));
+            }
+        }
+        for (to, heartbeat) in beats {
+            self.send_ahead_of_log(to, Message::Heartbeat(heartbeat), out);
         }
     }
 
@@ -268,6 +298,13 @@ impl Raft {
                 (to, heartbeat)
             })
             .collect();
+        if let Some(lead) = self.lead.as_mut() {
+            for (to, heartbeat) in &beats {
+                if let Some(p) = lead.progress.get_mut(to) {
+                    p.commit_sent = p.commit_sent.max(heartbeat.commit);
+                }
+            }
+        }
         for (to, heartbeat) in beats {
             self.send_ahead_of_log(to, Message::Heartbeat(heartbeat), out);
         }

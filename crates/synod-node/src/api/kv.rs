@@ -5,7 +5,6 @@ use std::sync::Arc;
 use synod_core::ReadConsistency;
 use synod_kv as kv;
 use synod_proto::etcdserverpb as pb;
-use synod_proto::etcdserverpb::kv_client::KvClient;
 use tonic::{Request, Response, Status};
 
 use super::{attempt, convert, errors, Api, Attempt};
@@ -55,17 +54,12 @@ impl pb::kv_server::Kv for KvService {
         if request.get_ref().serializable {
             return api.local_range(request.get_ref()).map(Response::new);
         }
-        api.on_leader(
-            request,
-            true,
-            |r| async move {
-                match attempt(api.node.read_barrier(ReadConsistency::Linearizable).await)? {
-                    Attempt::Done(()) => api.local_range(&r).map(Attempt::Done),
-                    Attempt::NotLeader => Ok(Attempt::NotLeader),
-                }
-            },
-            |channel, r| async move { KvClient::new(channel).range(r).await },
-        )
+        api.anywhere(request, |r| async move {
+            match attempt(api.node.read_barrier(ReadConsistency::Linearizable).await)? {
+                Attempt::Done(()) => api.local_range(&r).map(Attempt::Done),
+                Attempt::NotLeader => Ok(Attempt::NotLeader),
+            }
+        })
         .await
     }
 
@@ -76,23 +70,18 @@ impl pb::kv_server::Kv for KvService {
         let api = &*self.0;
         api.check_size(request.get_ref())?;
         let write = kv::Request::Put(convert::put(request.get_ref())?);
-        api.on_leader(
-            request,
-            false,
-            |_| async {
-                Ok(match api.write(&write).await? {
-                    Attempt::Done(applied) => {
-                        let kv::Response::Put(put) = applied.response else {
-                            return Err(mismatch());
-                        };
-                        let header = api.header(applied.revision);
-                        Attempt::Done(convert::put_response(put, header))
-                    }
-                    Attempt::NotLeader => Attempt::NotLeader,
-                })
-            },
-            |channel, r| async move { KvClient::new(channel).put(r).await },
-        )
+        api.anywhere(request, |_| async {
+            Ok(match api.write(&write).await? {
+                Attempt::Done(applied) => {
+                    let kv::Response::Put(put) = applied.response else {
+                        return Err(mismatch());
+                    };
+                    let header = api.header(applied.revision);
+                    Attempt::Done(convert::put_response(put, header))
+                }
+                Attempt::NotLeader => Attempt::NotLeader,
+            })
+        })
         .await
     }
 
@@ -103,23 +92,18 @@ impl pb::kv_server::Kv for KvService {
         let api = &*self.0;
         api.check_size(request.get_ref())?;
         let write = kv::Request::DeleteRange(convert::delete(request.get_ref())?);
-        api.on_leader(
-            request,
-            false,
-            |_| async {
-                Ok(match api.write(&write).await? {
-                    Attempt::Done(applied) => {
-                        let kv::Response::DeleteRange(deleted) = applied.response else {
-                            return Err(mismatch());
-                        };
-                        let header = api.header(applied.revision);
-                        Attempt::Done(convert::delete_response(deleted, header))
-                    }
-                    Attempt::NotLeader => Attempt::NotLeader,
-                })
-            },
-            |channel, r| async move { KvClient::new(channel).delete_range(r).await },
-        )
+        api.anywhere(request, |_| async {
+            Ok(match api.write(&write).await? {
+                Attempt::Done(applied) => {
+                    let kv::Response::DeleteRange(deleted) = applied.response else {
+                        return Err(mismatch());
+                    };
+                    let header = api.header(applied.revision);
+                    Attempt::Done(convert::delete_response(deleted, header))
+                }
+                Attempt::NotLeader => Attempt::NotLeader,
+            })
+        })
         .await
     }
 
@@ -134,23 +118,18 @@ impl pb::kv_server::Kv for KvService {
             return Err(errors::too_many_ops());
         }
         // Read-only transactions go through the log too: simple, and linearizable.
-        api.on_leader(
-            request,
-            false,
-            |_| async {
-                Ok(match api.write(&txn).await? {
-                    Attempt::Done(applied) => {
-                        let kv::Response::Txn(result) = applied.response else {
-                            return Err(mismatch());
-                        };
-                        let header = api.header(applied.revision);
-                        Attempt::Done(convert::txn_response(result, header))
-                    }
-                    Attempt::NotLeader => Attempt::NotLeader,
-                })
-            },
-            |channel, r| async move { KvClient::new(channel).txn(r).await },
-        )
+        api.anywhere(request, |_| async {
+            Ok(match api.write(&txn).await? {
+                Attempt::Done(applied) => {
+                    let kv::Response::Txn(result) = applied.response else {
+                        return Err(mismatch());
+                    };
+                    let header = api.header(applied.revision);
+                    Attempt::Done(convert::txn_response(result, header))
+                }
+                Attempt::NotLeader => Attempt::NotLeader,
+            })
+        })
         .await
     }
 
@@ -162,19 +141,14 @@ impl pb::kv_server::Kv for KvService {
         let compact = kv::Request::Compact(kv::CompactRequest {
             revision: request.get_ref().revision,
         });
-        api.on_leader(
-            request,
-            false,
-            |_| async {
-                Ok(match api.write(&compact).await? {
-                    Attempt::Done(applied) => Attempt::Done(pb::CompactionResponse {
-                        header: Some(api.header(applied.revision)),
-                    }),
-                    Attempt::NotLeader => Attempt::NotLeader,
-                })
-            },
-            |channel, r| async move { KvClient::new(channel).compact(r).await },
-        )
+        api.anywhere(request, |_| async {
+            Ok(match api.write(&compact).await? {
+                Attempt::Done(applied) => Attempt::Done(pb::CompactionResponse {
+                    header: Some(api.header(applied.revision)),
+                }),
+                Attempt::NotLeader => Attempt::NotLeader,
+            })
+        })
         .await
     }
 }

@@ -348,26 +348,21 @@ impl pb::lease_server::Lease for LeaseService {
         request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
         let api = &*self.0;
-        api.on_leader(
-            request,
-            true,
-            |_| async move {
-                match attempt(api.node.read_barrier(ReadConsistency::Linearizable).await)? {
-                    Attempt::Done(()) => {}
-                    Attempt::NotLeader => return Ok(Attempt::NotLeader),
-                }
-                let kv = api.node.shared.kv();
-                Ok(Attempt::Done(pb::LeaseLeasesResponse {
-                    header: Some(api.header(kv.revision())),
-                    leases: kv
-                        .leases()
-                        .keys()
-                        .map(|&id| pb::LeaseStatus { id })
-                        .collect(),
-                }))
-            },
-            |channel, r| async move { LeaseClient::new(channel).lease_leases(r).await },
-        )
+        api.anywhere(request, |_| async move {
+            match attempt(api.node.read_barrier(ReadConsistency::Linearizable).await)? {
+                Attempt::Done(()) => {}
+                Attempt::NotLeader => return Ok(Attempt::NotLeader),
+            }
+            let kv = api.node.shared.kv();
+            Ok(Attempt::Done(pb::LeaseLeasesResponse {
+                header: Some(api.header(kv.revision())),
+                leases: kv
+                    .leases()
+                    .keys()
+                    .map(|&id| pb::LeaseStatus { id })
+                    .collect(),
+            }))
+        })
         .await
     }
 }

@@ -119,7 +119,51 @@ impl Api {
         Some(channel)
     }
 
-    /// Serves a request that needs the leader: with `local` when this node leads, else by
+    /// Serves a write or a linearizable read through this node, whichever leads: the node
+    /// loop hands them to the leader over the peer connection and answers from this node's
+    /// state machine. Waits for a leader when there is none, and retries when the request
+    /// surely had no effect ("not leader"), until the request timeout.
+    pub(crate) async fn anywhere<Req, Resp, L, LF>(
+        &self,
+        request: Request<Req>,
+        local: L,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Clone,
+        L: Fn(Req) -> LF,
+        LF: Future<Output = Result<Attempt<Resp>, Status>>,
+    {
+        let body = request.into_inner();
+        let deadline = Instant::now() + self.config.request_timeout;
+        let mut status_changes = self.node.status.clone();
+        loop {
+            let leader = self.node.current_status().leader;
+            if leader.is_some() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, local(body.clone())).await {
+                    Err(_) => return Err(errors::timed_out()),
+                    Ok(attempt) => {
+                        if let Attempt::Done(response) = attempt? {
+                            return Ok(Response::new(response));
+                        }
+                    }
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(if leader.is_some() {
+                    errors::timed_out()
+                } else {
+                    errors::no_leader()
+                });
+            }
+            let wait = left.min(Duration::from_millis(50));
+            let _ = tokio::time::timeout(wait, status_changes.changed()).await;
+        }
+    }
+
+    /// Serves a request that needs the leader's own state (its lease clocks, its engine):
+    /// with `local` when this node leads, else by
     /// forwarding it with `remote`. `idempotent` requests (reads) are retried after any
     /// failure to reach the leader; writes only when they surely had no effect.
     pub(crate) async fn on_leader<Req, Resp, L, LF, R, RF>(
@@ -145,10 +189,17 @@ impl Api {
         loop {
             let leader = self.node.current_status().leader;
             match leader {
-                Some(l) if l == me => match local(body.clone()).await? {
-                    Attempt::Done(response) => return Ok(Response::new(response)),
-                    Attempt::NotLeader => {}
-                },
+                Some(l) if l == me => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match tokio::time::timeout(left, local(body.clone())).await {
+                        Err(_) => return Err(errors::timed_out()),
+                        Ok(attempt) => {
+                            if let Attempt::Done(response) = attempt? {
+                                return Ok(Response::new(response));
+                            }
+                        }
+                    }
+                }
                 Some(l) if !forwarded => {
                     if let Some(channel) = self.channel(l) {
                         let mut request = Request::new(body.clone());

@@ -5,8 +5,8 @@ use synod_core::{Action, Entry, Input, NodeId, Payload, Persist, PersistId, Reje
 
 use super::*;
 use crate::{
-    encode_hard_state, AppendEntries, AppendEntriesResponse, AppendOutcome, Message, VoteRequest,
-    VoteResponse,
+    encode_hard_state, AppendEntries, AppendEntriesResponse, AppendOutcome, Heartbeat, Message,
+    VoteRequest, VoteResponse,
 };
 
 fn no_pre_vote(id: u64) -> Raft {
@@ -168,7 +168,19 @@ fn t10_2_1_a_leader_counts_itself_in_a_commit_quorum_only_once_its_write_is_dura
     assert_eq!(n1.commit_index, 0);
     assert_eq!(
         step(&mut n1, Input::Persisted(PersistId(2))),
-        vec![Action::Apply(noop(1, 1))]
+        vec![
+            Action::Apply(noop(1, 1)),
+            // The new commit point goes at once to the follower with nothing in flight; the
+            // other learns it from the append it is still to answer.
+            Action::Send {
+                to: NodeId(2),
+                message: Message::Heartbeat(Heartbeat {
+                    term: 1,
+                    commit: 1,
+                    read_round: 0
+                })
+            },
+        ]
     );
     assert_eq!(n1.commit_index, 1);
 }

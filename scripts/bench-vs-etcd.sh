@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Synod next to etcd on this machine: a three-member etcd and a three-node Synod cluster on
+# loopback, both with fsync on, under the same `synod bench` load. Prints one table with
+# both systems and the ratio: throughput, p50/p99/p99.9 latency, and the CPU time the three
+# server processes used per operation (read from /proc).
+#
+#   scripts/bench-vs-etcd.sh            # the sizes quoted in docs/benchmarks.md
+#   SCALE=4 scripts/bench-vs-etcd.sh    # four times as many requests per row
+#
+# Installs Debian's etcd-server when etcd is missing (needs root and the package mirror).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+SCALE=${SCALE:-1}
+WORK=$(mktemp -d /tmp/synod-vs-etcd.XXXXXX)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+if ! command -v etcd >/dev/null; then
+    echo "installing etcd-server (Debian package)..." >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
+fi
+cargo build --release -q -p synod
+SYNOD=target/release/synod
+TICKS=$(getconf CLK_TCK)
+
+# CPU seconds (user + system) the processes used so far.
+cpu_seconds() {
+    local total=0
+    for pid in "$@"; do
+        # Fields 14 and 15 of /proc/PID/stat, counted after the command name's parenthesis.
+        local ticks
+        ticks=$(sed -E 's/^.*\) //' "/proc/$pid/stat" | awk '{print $12 + $13}')
+        total=$((total + ticks))
+    done
+    echo "$total $TICKS" | awk '{printf "%.3f", $1 / $2}'
+}
+
+# One field of bench's JSON line.
+field() { sed -E "s/.*\"$1\":([^,}]*).*/\1/"; }
+
+wait_ready() {
+    local endpoints=$1
+    for _ in $(seq 1 100); do
+        if $SYNOD put bench/ready 1 --endpoints "$endpoints" >/dev/null 2>&1; then return 0; fi
+        sleep 0.2
+    done
+    echo "the cluster at $endpoints did not come up" >&2
+    exit 1
+}
+
+start_etcd() {
+    local cluster="e1=http://127.0.0.1:22380,e2=http://127.0.0.1:22390,e3=http://127.0.0.1:22400"
+    for i in 1 2 3; do
+        local client=$((22379 + (i - 1) * 10)) peer=$((22380 + (i - 1) * 10))
+        etcd --name "e$i" --data-dir "$WORK/etcd$i" \
+            --listen-client-urls "http://127.0.0.1:$client" \
+            --advertise-client-urls "http://127.0.0.1:$client" \
+            --listen-peer-urls "http://127.0.0.1:$peer" \
+            --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+            --initial-cluster "$cluster" --initial-cluster-state new \
+            --initial-cluster-token bench --log-level error \
+            >"$WORK/etcd$i.log" 2>&1 &
+        PIDS+=($!)
+        ETCD_PIDS+=($!)
+    done
+}
+
+start_synod() {
+    local cluster="1=127.0.0.1:32380,2=127.0.0.1:32390,3=127.0.0.1:32400"
+    for i in 1 2 3; do
+        local client=$((32379 + (i - 1) * 10))
+        RUST_LOG=warn $SYNOD server --id "$i" --initial-cluster "$cluster" \
+            --listen-client "127.0.0.1:$client" --data-dir "$WORK/synod$i" \
+            >"$WORK/synod$i.log" 2>&1 &
+        PIDS+=($!)
+        SYNOD_PIDS+=($!)
+    done
+}
+
+ETCD_PIDS=()
+SYNOD_PIDS=()
+start_etcd
+start_synod
+ETCD_ENDPOINTS=127.0.0.1:22379,127.0.0.1:22389,127.0.0.1:22399
+SYNOD_ENDPOINTS=127.0.0.1:32379,127.0.0.1:32389,127.0.0.1:32399
+wait_ready "$ETCD_ENDPOINTS"
+wait_ready "$SYNOD_ENDPOINTS"
+
+# workload clients total
+ROWS=(
+    "put 1 $((1000 * SCALE))"
+    "put 16 $((10000 * SCALE))"
+    "put 64 $((20000 * SCALE))"
+    "put 256 $((40000 * SCALE))"
+    "get 64 $((20000 * SCALE))"
+)
+
+# Runs one row against one system; prints "throughput p50 p99 p999 cpu_ms_per_op errors".
+measure() {
+    local workload=$1 clients=$2 total=$3 endpoints=$4
+    shift 4
+    local before after out
+    before=$(cpu_seconds "$@")
+    out=$($SYNOD bench "$workload" --endpoints "$endpoints" --clients "$clients" \
+        --total "$total" --value-size 256 --key-space 100000 --format json)
+    after=$(cpu_seconds "$@")
+    local ok
+    ok=$(echo "$out" | field ok)
+    echo "$(echo "$out" | field throughput) $(echo "$out" | field p50_ms) $(echo "$out" | field p99_ms) $(echo "$out" | field p999_ms) $(echo "$before $after $ok" | awk '{printf "%.3f", ($2 - $1) * 1000 / ($3 > 0 ? $3 : 1)}') $(echo "$out" | field errors)"
+}
+
+printf "%-14s | %-48s | %-48s | %s\n" "" "etcd $(etcd --version | awk '/etcd Version/ {print $3}')" "synod $($SYNOD --version | awk '{print $2}')" "synod / etcd"
+printf "%-14s | %9s %7s %7s %7s %8s %5s | %9s %7s %7s %7s %8s %5s | %6s %6s %6s\n" \
+    "load" "ops/s" "p50ms" "p99ms" "p999ms" "cpu ms" "err" "ops/s" "p50ms" "p99ms" "p999ms" "cpu ms" "err" "tput" "p99" "cpu"
+for row in "${ROWS[@]}"; do
+    read -r workload clients total <<<"$row"
+    # Warm both up with the same load, then measure.
+    $SYNOD bench "$workload" --endpoints "$ETCD_ENDPOINTS" --clients "$clients" --total $((total / 10 + 1)) --format json >/dev/null
+    $SYNOD bench "$workload" --endpoints "$SYNOD_ENDPOINTS" --clients "$clients" --total $((total / 10 + 1)) --format json >/dev/null
+    read -r et ep50 ep99 ep999 ecpu eerr <<<"$(measure "$workload" "$clients" "$total" "$ETCD_ENDPOINTS" "${ETCD_PIDS[@]}")"
+    read -r st sp50 sp99 sp999 scpu serr <<<"$(measure "$workload" "$clients" "$total" "$SYNOD_ENDPOINTS" "${SYNOD_PIDS[@]}")"
+    printf "%-14s | %9.0f %7.2f %7.2f %7.2f %8.3f %5d | %9.0f %7.2f %7.2f %7.2f %8.3f %5d | %6.2f %6.2f %6.2f\n" \
+        "$workload x$clients" "$et" "$ep50" "$ep99" "$ep999" "$ecpu" "$eerr" "$st" "$sp50" "$sp99" "$sp999" "$scpu" "$serr" \
+        "$(echo "$st $et" | awk '{print $1 / $2}')" "$(echo "$sp99 $ep99" | awk '{print ($2 > 0 ? $1 / $2 : 0)}')" "$(echo "$scpu $ecpu" | awk '{print ($2 > 0 ? $1 / $2 : 0)}')"
+done
+echo
+echo "cpu ms: CPU time (user + system) of the three server processes per operation."
+echo "ratios: throughput and p99 latency and cpu of Synod over etcd's, in this run."
