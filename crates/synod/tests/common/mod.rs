@@ -1,0 +1,316 @@
+//! Real `synod server` processes on loopback for tests: free ports picked at run time, data
+//! in a temporary directory, every process killed when the cluster is dropped.
+
+#![allow(dead_code)] // each test file uses a different part
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use synod_proto::etcdserverpb as pb;
+use synod_proto::etcdserverpb::kv_client::KvClient;
+use synod_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// The `synod` executable Cargo built for these tests.
+pub const SYNOD: &str = env!("CARGO_BIN_EXE_synod");
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    listener.local_addr().expect("local address").port()
+}
+
+/// A fresh directory under the system's temporary directory.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let dir =
+        std::env::temp_dir().join(format!("synod-proc-{name}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create a temporary directory");
+    dir
+}
+
+/// Sends a signal by name (`STOP`, `CONT`, `TERM`) through the shell's `kill`.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -{name} {pid}"))
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// One member.
+pub struct Member {
+    pub id: u64,
+    pub client: String,
+    pub peer: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+}
+
+/// A cluster of `synod server` processes.
+pub struct Cluster {
+    pub root: PathBuf,
+    pub members: Vec<Member>,
+    pub initial_cluster: String,
+    pub extra: Vec<String>,
+    /// Keep the directory (and logs) for a look after a failure.
+    keep: bool,
+}
+
+impl Cluster {
+    /// Starts `n` members with short timeouts (election 500 ms, heartbeat 50 ms) and `extra`
+    /// flags on each.
+    pub fn start(name: &str, n: u64, extra: &[&str]) -> Cluster {
+        let root = temp_dir(name);
+        let members: Vec<Member> = (1..=n)
+            .map(|id| Member {
+                id,
+                client: format!("127.0.0.1:{}", free_port()),
+                peer: format!("127.0.0.1:{}", free_port()),
+                data_dir: root.join(format!("n{id}")),
+                log: root.join(format!("n{id}.log")),
+                child: None,
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.id, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            root,
+            members,
+            initial_cluster,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            keep: false,
+        };
+        for id in 1..=n {
+            cluster.spawn(id);
+        }
+        cluster
+    }
+
+    pub fn member(&self, id: u64) -> &Member {
+        &self.members[(id - 1) as usize]
+    }
+
+    fn member_mut(&mut self, id: u64) -> &mut Member {
+        &mut self.members[(id - 1) as usize]
+    }
+
+    /// Starts (or restarts) member `id`.
+    pub fn spawn(&mut self, id: u64) {
+        let initial = self.initial_cluster.clone();
+        let extra = self.extra.clone();
+        let member = self.member_mut(id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&member.log)
+            .expect("open the log");
+        let child = Command::new(SYNOD)
+            .arg("server")
+            .args(["--id", &id.to_string()])
+            .args(["--initial-cluster", &initial])
+            .args(["--listen-client", &member.client])
+            .arg("--data-dir")
+            .arg(&member.data_dir)
+            .args(["--election-timeout-ms", "500", "--heartbeat-ms", "50"])
+            .args(&extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("share the log"))
+            .stderr(log)
+            .spawn()
+            .expect("start synod server");
+        member.child = Some(child);
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.member_mut(id).child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate(&mut self, id: u64) -> ExitStatus {
+        let mut child = self.member_mut(id).child.take().expect("a running member");
+        signal(child.id(), "TERM");
+        wait_exit(&mut child, Duration::from_secs(15)).expect("exits after SIGTERM")
+    }
+
+    pub fn pid(&self, id: u64) -> u32 {
+        self.member(id).child.as_ref().expect("running").id()
+    }
+
+    /// Every client address, comma-separated.
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| m.client.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn log_of(&self, id: u64) -> String {
+        std::fs::read_to_string(&self.member(id).log).unwrap_or_default()
+    }
+
+    /// Keeps the directory when the test fails, and says where it is.
+    pub fn keep_on_failure(&mut self) {
+        self.keep = true;
+    }
+
+    /// Waits until the running members named in `among` agree on a leader among them.
+    pub async fn leader_among(&self, among: &[u64], within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut seen = Vec::new();
+            for &id in among {
+                if let Some(status) = status(&self.member(id).client).await {
+                    seen.push(status.leader);
+                }
+            }
+            if seen.len() == among.len()
+                && among.contains(&seen[0])
+                && seen.iter().all(|&l| l == seen[0])
+            {
+                return seen[0];
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader among {among:?} within {within:?}: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn leader(&self) -> u64 {
+        let all: Vec<u64> = self.members.iter().map(|m| m.id).collect();
+        self.leader_among(&all, Duration::from_secs(20)).await
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for member in &mut self.members {
+            if let Some(mut child) = member.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() || self.keep {
+            eprintln!("cluster data and logs kept in {}", self.root.display());
+            for member in &self.members {
+                let log = std::fs::read_to_string(&member.log).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                eprintln!("--- last lines of n{} ---", member.id);
+                for line in &lines[lines.len().saturating_sub(15)..] {
+                    eprintln!("{line}");
+                }
+            }
+        } else {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+pub fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A channel to one client address; connects lazily, so a dead member fails per request.
+pub fn channel(address: &str) -> Channel {
+    Endpoint::from_shared(format!("http://{address}"))
+        .expect("a valid address")
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(3))
+        .connect_lazy()
+}
+
+pub async fn status(address: &str) -> Option<pb::StatusResponse> {
+    let mut client = MaintenanceClient::new(channel(address));
+    client
+        .status(pb::StatusRequest {})
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+}
+
+pub fn put_request(key: &str, value: &str) -> pb::PutRequest {
+    pb::PutRequest {
+        key: key.as_bytes().to_vec().into(),
+        value: value.as_bytes().to_vec().into(),
+        ..Default::default()
+    }
+}
+
+pub fn get_request(key: &str, serializable: bool) -> pb::RangeRequest {
+    pb::RangeRequest {
+        key: key.as_bytes().to_vec().into(),
+        serializable,
+        ..Default::default()
+    }
+}
+
+/// Puts, retrying "no leader" and the like until `within` passes.
+pub async fn put_until_ok(address: &str, key: &str, value: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    let mut kv = KvClient::new(channel(address));
+    loop {
+        match kv.put(put_request(key, value)).await {
+            Ok(_) => return,
+            Err(e) => assert!(Instant::now() < deadline, "put {key} via {address}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The value of `key` (None: absent) by a read of the given kind.
+pub async fn get(
+    address: &str,
+    key: &str,
+    serializable: bool,
+) -> Result<Option<String>, tonic::Status> {
+    let mut kv = KvClient::new(channel(address));
+    let response = kv.range(get_request(key, serializable)).await?.into_inner();
+    Ok(response
+        .kvs
+        .first()
+        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
+}
+
+/// Files under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,417 @@
+//! Real processes, real sockets, real disks: a three-node cluster of `synod server`s killed,
+//! paused and fed garbage, with every client history checked for linearizability.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{get, put_until_ok, signal, Cluster};
+use synod_check::{check_kv, History, KvInput, KvOutput, Verdict};
+use synod_proto::etcdserverpb::kv_client::KvClient;
+use tokio::sync::watch;
+
+/// Keys the load touches; few, so operations on each key overlap a lot.
+const KEYS: u64 = 8;
+
+type Shared = Arc<Mutex<History<KvInput, KvOutput>>>;
+
+/// Whether a failed call surely had no effect: it never reached a server.
+fn surely_not_sent(status: &tonic::Status) -> bool {
+    let text = format!("{status:?}");
+    text.contains("error trying to connect") || text.contains("tcp connect error")
+}
+
+/// One client: puts of unique values and linearizable reads on random keys, each through the
+/// next member in turn, recorded in the shared history until `stop` fires.
+async fn client(
+    client: u64,
+    endpoints: Vec<String>,
+    history: Shared,
+    started: Instant,
+    mut stop: watch::Receiver<bool>,
+) -> (usize, usize) {
+    let channels: Vec<_> = endpoints.iter().map(|e| common::channel(e)).collect();
+    let mut rng = synod_core::Rng::new(client);
+    let mut seq = 0;
+    let (mut ok, mut failed) = (0, 0);
+    let now = || started.elapsed().as_nanos() as u64;
+    while !*stop.borrow_and_update() {
+        seq += 1;
+        let key = rng.range(0, KEYS);
+        let mut kv =
+            KvClient::new(channels[(seq as usize + client as usize) % channels.len()].clone());
+        let name = format!("lin/{key}");
+        if rng.chance(0.5) {
+            let value = client * 1_000_000 + seq;
+            let id = history.lock().expect("history").invoke(
+                client,
+                KvInput::Write { key, value },
+                now(),
+            );
+            let outcome = kv.put(common::put_request(&name, &value.to_string())).await;
+            let mut h = history.lock().expect("history");
+            match outcome {
+                Ok(_) => {
+                    h.ok(id, KvOutput::Written, now());
+                    ok += 1;
+                }
+                Err(e) if surely_not_sent(&e) => {
+                    h.fail(id, now());
+                    failed += 1;
+                }
+                // A write that timed out or lost its connection may still take effect.
+                Err(_) => {
+                    h.indeterminate(id, now());
+                    failed += 1;
+                }
+            }
+        } else {
+            let id = history
+                .lock()
+                .expect("history")
+                .invoke(client, KvInput::Read { key }, now());
+            let outcome = kv.range(common::get_request(&name, false)).await;
+            let mut h = history.lock().expect("history");
+            match outcome {
+                Ok(response) => {
+                    let value = response.into_inner().kvs.first().map(|kv| {
+                        String::from_utf8_lossy(&kv.value)
+                            .parse::<u64>()
+                            .expect("the load writes numbers")
+                    });
+                    h.ok(id, KvOutput::Read(value), now());
+                    ok += 1;
+                }
+                // A read changes nothing, whatever became of it.
+                Err(_) => {
+                    h.fail(id, now());
+                    failed += 1;
+                }
+            }
+        }
+        if failed > 0 && failed % 20 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    (ok, failed)
+}
+
+fn assert_linearizable(history: &Shared) {
+    let history = history.lock().expect("history");
+    let (ok, failed, indeterminate) = history.tally();
+    match check_kv(history.operations()) {
+        Verdict::Linearizable => {
+            eprintln!("linearizable: {ok} ok, {failed} failed, {indeterminate} indeterminate")
+        }
+        other => panic!("not linearizable: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
+    let mut cluster = Cluster::start("kill", 3, &[]);
+    let leader = cluster.leader().await;
+    let endpoints: Vec<String> = cluster.members.iter().map(|m| m.client.clone()).collect();
+    let history: Shared = Arc::new(Mutex::new(History::new()));
+    let started = Instant::now();
+    let (stop, stopped) = watch::channel(false);
+    let clients: Vec<_> = (1..=6)
+        .map(|c| {
+            tokio::spawn(client(
+                c,
+                endpoints.clone(),
+                history.clone(),
+                started,
+                stopped.clone(),
+            ))
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.kill(leader);
+    let killed_at = Instant::now();
+    let survivors: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    let new_leader = cluster
+        .leader_among(&survivors, Duration::from_secs(10))
+        .await;
+    eprintln!(
+        "killed leader {leader}; {new_leader} leads after {:?}",
+        killed_at.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.spawn(leader);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    stop.send(true).expect("stop the load");
+    let mut totals = (0, 0);
+    for c in clients {
+        let (ok, failed) = c.await.expect("a client");
+        totals = (totals.0 + ok, totals.1 + failed);
+    }
+    assert!(totals.0 > 200, "the load made progress: {totals:?}");
+
+    // The restarted node caught up: its own serializable reads match the leader's.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for key in 0..KEYS {
+        let name = format!("lin/{key}");
+        let expected = get(&cluster.member(new_leader).client, &name, false)
+            .await
+            .expect("read on the leader");
+        loop {
+            let here = get(&cluster.member(leader).client, &name, true).await.ok();
+            if here.as_ref() == Some(&expected) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {leader} never caught up on {name}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_linearizable(&history);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_steps_down_and_serves_no_stale_read() {
+    let cluster = Cluster::start("pause", 3, &[]);
+    let leader = cluster.leader().await;
+    let old = cluster.member(leader).client.clone();
+    put_until_ok(&old, "k", "before", Duration::from_secs(5)).await;
+
+    signal(cluster.pid(leader), "STOP");
+    let others: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    let new_leader = cluster.leader_among(&others, Duration::from_secs(10)).await;
+    put_until_ok(
+        &cluster.member(new_leader).client,
+        "k",
+        "after",
+        Duration::from_secs(5),
+    )
+    .await;
+    signal(cluster.pid(leader), "CONT");
+
+    // Straight after waking, the old leader either refuses or answers with the new value;
+    // never the old one.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut answered = false;
+    while Instant::now() < deadline && !answered {
+        match get(&old, "k", false).await {
+            Ok(value) => {
+                assert_eq!(
+                    value.as_deref(),
+                    Some("after"),
+                    "a stale read from the old leader"
+                );
+                answered = true;
+            }
+            Err(e) => eprintln!("old leader refused a read: {}", e.message()),
+        }
+    }
+    assert!(answered, "the old leader never served again");
+    let status = common::status(&old).await.expect("status");
+    assert_ne!(status.leader, leader, "the paused leader stepped down");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_behind_a_snapshot_catches_up() {
+    let mut cluster = Cluster::start("snapshot", 3, &["--snapshot-every", "100"]);
+    let leader = cluster.leader().await;
+    let behind = if leader == 3 { 2 } else { 3 };
+    let status = cluster.terminate(behind);
+    assert!(status.success(), "SIGTERM is a clean exit: {status}");
+    let via = cluster.member(leader).client.clone();
+    for i in 0..400 {
+        put_until_ok(
+            &via,
+            &format!("s/{i:03}"),
+            &i.to_string(),
+            Duration::from_secs(5),
+        )
+        .await;
+    }
+    cluster.spawn(behind);
+    let here = cluster.member(behind).client.clone();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if get(&here, "s/399", true).await.ok().flatten().as_deref() == Some("399") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node {behind} never caught up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        get(&here, "s/000", true).await.expect("read").as_deref(),
+        Some("0")
+    );
+    let log = cluster.log_of(behind);
+    assert!(
+        log.contains("installed a snapshot from the leader"),
+        "it caught up by a snapshot, not the log:\n{log}"
+    );
+}
+
+/// Bytes that are no gRPC, a frame cut short, and a handshake from another cluster and from
+/// a member that does not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_every_port_is_refused_and_the_cluster_keeps_serving() {
+    let cluster = Cluster::start("garbage", 3, &[]);
+    let leader = cluster.leader().await;
+    let via = cluster.member(leader).client.clone();
+    put_until_ok(&via, "kept", "yes", Duration::from_secs(5)).await;
+
+    let hello = |cluster_id: u64, from: u64, to: u64| {
+        let mut hello = b"SYNP".to_vec();
+        hello.extend_from_slice(&1u16.to_le_bytes());
+        hello.extend_from_slice(&cluster_id.to_le_bytes());
+        hello.extend_from_slice(&from.to_le_bytes());
+        hello.extend_from_slice(&to.to_le_bytes());
+        hello.extend_from_slice(&0u16.to_le_bytes());
+        hello
+    };
+    let members: std::collections::BTreeMap<_, _> =
+        synod_node::config::parse_cluster(&cluster.initial_cluster).expect("parse");
+    let config = synod_node::config::ServerConfig::new(
+        synod_core::NodeId(leader),
+        members,
+        via.clone(),
+        std::path::PathBuf::new(),
+    );
+    let real_id = config.cluster_id();
+    let mut half_frame = hello(real_id, 1, leader);
+    half_frame.extend_from_slice(&[0, 0, 1, 0, 7, 7]); // a length of 65536, then 2 bytes
+    let inputs: Vec<(String, Vec<u8>)> = vec![
+        (
+            "random bytes".into(),
+            (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect(),
+        ),
+        ("another cluster".into(), hello(real_id ^ 1, 1, leader)),
+        ("an unknown member".into(), hello(real_id, 42, leader)),
+        ("a half frame".into(), half_frame),
+    ];
+    for member in &cluster.members {
+        for port in [&member.peer, &member.client] {
+            for (what, bytes) in &inputs {
+                let mut stream = std::net::TcpStream::connect(port).expect("connect");
+                // The server may hang up at any point; that is the point.
+                let _ = stream.write_all(bytes);
+                let _ = stream.flush();
+                drop(stream);
+                eprintln!("sent {what} to {port}");
+            }
+        }
+    }
+    // An oversized value gets etcd's error.
+    let mut kv = KvClient::new(common::channel(&via));
+    let big = "x".repeat(1600 << 10);
+    let error = kv
+        .put(common::put_request("big", &big))
+        .await
+        .expect_err("too large");
+    assert_eq!(error.message(), "etcdserver: request is too large");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(cluster.leader().await, leader, "no election was caused");
+    for member in &cluster.members {
+        put_until_ok(&member.client, "after", "ok", Duration::from_secs(5)).await;
+        assert_eq!(
+            get(&member.client, "kept", false)
+                .await
+                .expect("read")
+                .as_deref(),
+            Some("yes")
+        );
+    }
+    let log = cluster.log_of(leader);
+    assert!(log.contains("refused"), "refusals are logged:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_data_directory_stops_that_node_with_a_clear_error() {
+    let mut cluster = Cluster::start("corrupt", 3, &[]);
+    let leader = cluster.leader().await;
+    let via = cluster.member(leader).client.clone();
+    for i in 0..50 {
+        put_until_ok(&via, &format!("c/{i}"), "v", Duration::from_secs(5)).await;
+    }
+    let victim = if leader == 1 { 2 } else { 1 };
+    assert!(cluster.terminate(victim).success());
+    // Flip bytes in the middle of every log segment: no torn tail, real damage.
+    let segments: Vec<_> = common::files_under(&cluster.member(victim).data_dir)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("wal"))
+        .collect();
+    assert!(!segments.is_empty(), "the node wrote a log");
+    for path in &segments {
+        let mut bytes = std::fs::read(path).expect("read segment");
+        if bytes.len() > 64 {
+            let middle = bytes.len() / 2;
+            for b in &mut bytes[middle..middle + 16] {
+                *b ^= 0x5a;
+            }
+            std::fs::write(path, bytes).expect("write segment");
+        }
+    }
+    cluster.spawn(victim);
+    let mut child = cluster.members[(victim - 1) as usize]
+        .child
+        .take()
+        .expect("spawned");
+    let status = common::wait_exit(&mut child, Duration::from_secs(10))
+        .expect("a node with a corrupt log refuses to start");
+    assert!(!status.success());
+    let log = cluster.log_of(victim);
+    assert!(
+        log.contains("corrupt") || log.contains("checksum") || log.contains("crc"),
+        "the error names the damage:\n{log}"
+    );
+    // The other two keep serving everything acknowledged.
+    let others: Vec<u64> = (1..=3).filter(|&id| id != victim).collect();
+    cluster.leader_among(&others, Duration::from_secs(10)).await;
+    for &id in &others {
+        for i in [0, 49] {
+            let got = get(&cluster.member(id).client, &format!("c/{i}"), false).await;
+            assert_eq!(got.expect("read").as_deref(), Some("v"));
+        }
+    }
+}
+
+#[test]
+fn wrong_flags_get_a_clear_error_and_exit_code_2() {
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["server", "--id", "4", "--initial-cluster", "1=127.0.0.1:1"],
+            "not in --initial-cluster",
+        ),
+        (&["server", "--id", "1"], "--initial-cluster"),
+        (
+            &[
+                "server",
+                "--id",
+                "1",
+                "--initial-cluster",
+                "1=127.0.0.1:1",
+                "--protocol",
+                "zab",
+            ],
+            "only raft",
+        ),
+        (
+            &["server", "--id", "1", "--initial-cluster", "one=x"],
+            "is not a node id",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = std::process::Command::new(common::SYNOD)
+            .args(args)
+            .output()
+            .expect("run synod");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{args:?} should say {expected:?}: {stderr}"
+        );
+    }
+}
