@@ -1,0 +1,196 @@
+//! etcd's own command-line client, `etcdctl` (Debian's `etcd-client`), against a Synod
+//! cluster of real processes: the same commands, the same output. Skipped, saying so, when
+//! etcdctl is not installed; `.ci/run` installs it, so CI always runs this.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::Cluster;
+
+fn etcdctl_installed() -> bool {
+    Command::new("etcdctl")
+        .arg("version")
+        .env("ETCDCTL_API", "3")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs etcdctl with `args` (and `stdin`), asserting success; returns its standard output.
+fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg("--command-timeout=10s")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run etcdctl");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("etcdctl output");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?} failed: {}{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_works_against_synod() {
+    if !etcdctl_installed() {
+        eprintln!("SKIPPED: etcdctl is not installed (apt-get install etcd-client)");
+        return;
+    }
+    let cluster = Cluster::start("etcdctl", 3, &[]);
+    let leader = cluster.leader().await;
+    let all = cluster.endpoints();
+    // A follower alone, so its answers come through forwarding to the leader.
+    let follower = cluster
+        .members
+        .iter()
+        .find(|m| m.id != leader)
+        .expect("a follower")
+        .client
+        .clone();
+
+    // A watcher first, to see what follows.
+    let mut watcher = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={follower}"))
+        .args(["watch", "app/", "--prefix"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcdctl watch");
+    let (lines_tx, lines) = mpsc::channel();
+    let stdout = watcher.stdout.take().expect("watch stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    assert_eq!(etcdctl(&all, &["put", "app/a", "1"], None), "OK\n");
+    assert_eq!(etcdctl(&follower, &["put", "app/b", "2"], None), "OK\n");
+    assert_eq!(
+        etcdctl(&follower, &["get", "app/", "--prefix"], None),
+        "app/a\n1\napp/b\n2\n"
+    );
+    assert_eq!(
+        etcdctl(&all, &["get", "app/", "--prefix", "--keys-only"], None),
+        "app/a\n\napp/b\n\n"
+    );
+    assert_eq!(etcdctl(&all, &["del", "app/a"], None), "1\n");
+
+    // A transaction on stdin: compares, a blank line, then-ops, a blank line, else-ops.
+    let txn = "value(\"app/b\") = \"2\"\n\nput app/b 3\n\nget app/b\n\n";
+    assert_eq!(etcdctl(&follower, &["txn"], Some(txn)), "SUCCESS\n\nOK\n");
+    let txn = "value(\"app/b\") = \"2\"\n\nput app/b 4\n\nget app/b\n\n";
+    assert_eq!(
+        etcdctl(&follower, &["txn"], Some(txn)),
+        "FAILURE\n\napp/b\n3\n"
+    );
+
+    // The watcher saw every change under app/, in order.
+    let expected = [
+        "PUT", "app/a", "1", "PUT", "app/b", "2", "DELETE", "app/a", "PUT", "app/b", "3",
+    ];
+    let mut seen = Vec::new();
+    while seen.len() < expected.len() {
+        match lines.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) if line.is_empty() => {}
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    assert_eq!(seen, expected);
+
+    // Leases: grant, attach, keep alive, inspect, revoke (which deletes the key).
+    let granted = etcdctl(&all, &["lease", "grant", "60"], None);
+    let id = granted
+        .split_whitespace()
+        .nth(1)
+        .expect("lease <id> granted")
+        .to_string();
+    assert_eq!(granted, format!("lease {id} granted with TTL(60s)\n"));
+    assert_eq!(
+        etcdctl(
+            &all,
+            &["put", "app/leased", "v", &format!("--lease={id}")],
+            None
+        ),
+        "OK\n"
+    );
+    assert_eq!(
+        etcdctl(&follower, &["lease", "keep-alive", "--once", &id], None),
+        format!("lease {id} keepalived with TTL(60)\n")
+    );
+    let ttl = etcdctl(&all, &["lease", "timetolive", &id, "--keys"], None);
+    assert!(
+        ttl.starts_with(&format!("lease {id} granted with TTL(60s), remaining(")),
+        "{ttl}"
+    );
+    assert!(ttl.contains("attached keys([app/leased])"), "{ttl}");
+    assert_eq!(
+        etcdctl(&all, &["lease", "list"], None),
+        format!("found 1 leases\n{id}\n")
+    );
+    assert_eq!(
+        etcdctl(&all, &["lease", "revoke", &id], None),
+        format!("lease {id} revoked\n")
+    );
+    assert_eq!(etcdctl(&all, &["get", "app/leased"], None), "");
+
+    // Members and status.
+    let members = etcdctl(&all, &["member", "list"], None);
+    for member in &cluster.members {
+        let line = format!(
+            "{:x}, started, n{}, http://{}, http://{}, false",
+            member.id, member.id, member.peer, member.client
+        );
+        assert!(members.contains(&line), "{line} in:\n{members}");
+    }
+    let status = etcdctl(&all, &["endpoint", "status"], None);
+    assert_eq!(status.lines().count(), 3, "{status}");
+    let leaders = status
+        .lines()
+        .filter(|l| l.contains(", true, false,"))
+        .count();
+    assert_eq!(leaders, 1, "exactly one endpoint says it leads:\n{status}");
+    assert!(status.contains("3.5.0-synod"), "{status}");
+    // etcdctl 3.4 prints health on standard error.
+    let health = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={all}"))
+        .args(["endpoint", "health"])
+        .output()
+        .expect("etcdctl endpoint health");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&health.stdout),
+        String::from_utf8_lossy(&health.stderr)
+    );
+    assert!(health.status.success(), "{text}");
+    assert_eq!(text.matches("is healthy").count(), 3, "{text}");
+}
