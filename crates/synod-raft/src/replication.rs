@@ -216,13 +216,15 @@ impl Raft {
         if candidate > self.commit_index && own_term {
             self.commit_to(candidate, out);
             self.on_commit_advanced(out);
-            self.announce_commit(out);
         }
+        // Also when the commit point did not move now: a follower whose append was in flight
+        // when it moved has just answered, and that append carried the older point.
+        self.announce_commit(out);
     }
 
-    /// Tells followers a new commit point at once, not with the next heartbeat, so they apply
+    /// Tells followers the commit point at once, not with the next heartbeat, so they apply
     /// without waiting (and answer the clients whose requests they handed to the leader).
-    /// Followers with an append in flight or on its way learn it from that append instead.
+    /// A follower with an append in flight hears it when that append is answered.
     fn announce_commit(&mut self, out: &mut Out) {
         let Some(lead) = self.lead.as_mut() else {
             return;
