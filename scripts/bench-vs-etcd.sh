@@ -7,11 +7,17 @@
 #   scripts/bench-vs-etcd.sh            # the sizes quoted in docs/benchmarks.md
 #   SCALE=4 scripts/bench-vs-etcd.sh    # four times as many requests per row
 #
+# Six server processes and the load share this machine, so each server gets the same share
+# of its cores: THREADS (default: cores / 3, at least 1) is both etcd's GOMAXPROCS and
+# Synod's --threads.
+#
 # Installs Debian's etcd-server when etcd is missing (needs root and the package mirror).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 SCALE=${SCALE:-1}
+CORES=$(getconf _NPROCESSORS_ONLN)
+THREADS=${THREADS:-$((CORES / 3 > 0 ? CORES / 3 : 1))}
 WORK=$(mktemp -d /tmp/synod-vs-etcd.XXXXXX)
 PIDS=()
 cleanup() {
@@ -35,6 +41,10 @@ cpu_seconds() {
     for pid in "$@"; do
         # Fields 14 and 15 of /proc/PID/stat, counted after the command name's parenthesis.
         local ticks
+        if [ ! -r "/proc/$pid/stat" ]; then
+            echo "server pid $pid is gone" >&2
+            exit 1
+        fi
         ticks=$(sed -E 's/^.*\) //' "/proc/$pid/stat" | awk '{print $12 + $13}')
         total=$((total + ticks))
     done
@@ -58,7 +68,7 @@ start_etcd() {
     local cluster="e1=http://127.0.0.1:22380,e2=http://127.0.0.1:22390,e3=http://127.0.0.1:22400"
     for i in 1 2 3; do
         local client=$((22379 + (i - 1) * 10)) peer=$((22380 + (i - 1) * 10))
-        etcd --name "e$i" --data-dir "$WORK/etcd$i" \
+        GOMAXPROCS=$THREADS etcd --name "e$i" --data-dir "$WORK/etcd$i" \
             --listen-client-urls "http://127.0.0.1:$client" \
             --advertise-client-urls "http://127.0.0.1:$client" \
             --listen-peer-urls "http://127.0.0.1:$peer" \
@@ -75,7 +85,7 @@ start_synod() {
     local cluster="1=127.0.0.1:32380,2=127.0.0.1:32390,3=127.0.0.1:32400"
     for i in 1 2 3; do
         local client=$((32379 + (i - 1) * 10))
-        RUST_LOG=warn $SYNOD server --id "$i" --initial-cluster "$cluster" \
+        RUST_LOG=warn $SYNOD server --id "$i" --initial-cluster "$cluster" --threads "$THREADS" \
             --listen-client "127.0.0.1:$client" --data-dir "$WORK/synod$i" \
             >"$WORK/synod$i.log" 2>&1 &
         PIDS+=($!)
@@ -91,6 +101,15 @@ ETCD_ENDPOINTS=127.0.0.1:22379,127.0.0.1:22389,127.0.0.1:22399
 SYNOD_ENDPOINTS=127.0.0.1:32379,127.0.0.1:32389,127.0.0.1:32399
 wait_ready "$ETCD_ENDPOINTS"
 wait_ready "$SYNOD_ENDPOINTS"
+# A server that could not start (a port already taken, say) would leave the load measuring
+# something else: every one of ours must still be running.
+for pid in "${ETCD_PIDS[@]}" "${SYNOD_PIDS[@]}"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+        echo "a server (pid $pid) exited at start; its log:" >&2
+        tail -5 "$WORK"/*.log >&2
+        exit 1
+    fi
+done
 
 # workload clients total
 ROWS=(
@@ -130,5 +149,6 @@ for row in "${ROWS[@]}"; do
         "$(echo "$st $et" | awk '{print $1 / $2}')" "$(echo "$sp99 $ep99" | awk '{print ($2 > 0 ? $1 / $2 : 0)}')" "$(echo "$scpu $ecpu" | awk '{print ($2 > 0 ? $1 / $2 : 0)}')"
 done
 echo
+echo "each server: $THREADS thread(s) (etcd GOMAXPROCS, synod --threads); $CORES cores here."
 echo "cpu ms: CPU time (user + system) of the three server processes per operation."
 echo "ratios: throughput and p99 latency and cpu of Synod over etcd's, in this run."

@@ -27,6 +27,9 @@ pub enum Message {
     Heartbeat(Heartbeat),
     /// Answer to a [`Message::Heartbeat`]; confirms leadership for ReadIndex (thesis 6.4).
     HeartbeatResponse(HeartbeatResponse),
+    /// The commit point moved: sent at once rather than with the next heartbeat, so followers
+    /// apply (and answer the clients whose writes they handed on) without waiting. Unanswered.
+    Commit(CommitNotice),
     /// Start an election now: the leader is handing over to you (thesis 3.10).
     TimeoutNow(TimeoutNow),
     /// A chunk of the leader's snapshot, for a follower that needs entries the leader has
@@ -46,6 +49,7 @@ impl Message {
             Message::AppendEntriesResponse(m) => m.term,
             Message::Heartbeat(m) => m.term,
             Message::HeartbeatResponse(m) => m.term,
+            Message::Commit(m) => m.term,
             Message::TimeoutNow(m) => m.term,
             Message::InstallSnapshot(m) => m.term,
             Message::InstallSnapshotResponse(m) => m.term,
@@ -63,6 +67,7 @@ impl Message {
             Message::AppendEntriesResponse(_) => "AppendEntriesResponse",
             Message::Heartbeat(_) => "Heartbeat",
             Message::HeartbeatResponse(_) => "HeartbeatResponse",
+            Message::Commit(_) => "Commit",
             Message::TimeoutNow(_) => "TimeoutNow",
             Message::InstallSnapshot(_) => "InstallSnapshot",
             Message::InstallSnapshotResponse(_) => "InstallSnapshotResponse",
@@ -150,6 +155,15 @@ pub struct Heartbeat {
     pub read_round: u64,
 }
 
+/// A new commit point for one follower.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitNotice {
+    /// The leader's term.
+    pub term: Term,
+    /// How far the follower may commit, capped as in [`Heartbeat::commit`].
+    pub commit: LogIndex,
+}
+
 /// An answer to a heartbeat.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeartbeatResponse {
@@ -230,6 +244,7 @@ impl std::fmt::Display for Message {
             },
             Message::Heartbeat(m) => write!(f, "Heartbeat term={} commit={} round={}", m.term, m.commit, m.read_round),
             Message::HeartbeatResponse(m) => write!(f, "HeartbeatResponse term={} round={}", m.term, m.read_round),
+            Message::Commit(m) => write!(f, "Commit term={} commit={}", m.term, m.commit),
             Message::TimeoutNow(m) => write!(f, "TimeoutNow term={}", m.term),
             Message::InstallSnapshot(m) => write!(
                 f,

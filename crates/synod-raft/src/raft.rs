@@ -408,6 +408,7 @@ impl Raft {
             Message::AppendEntriesResponse(m) => self.on_append_response(from, m, out),
             Message::Heartbeat(m) => self.on_heartbeat(from, m, out),
             Message::HeartbeatResponse(m) => self.on_heartbeat_response(from, m, out),
+            Message::Commit(m) => self.on_commit_notice(from, m, out),
             Message::TimeoutNow(_) => self.on_timeout_now(out),
             Message::InstallSnapshot(m) => self.on_install_snapshot(from, m, out),
             Message::InstallSnapshotResponse(m) => self.on_install_snapshot_response(from, m, out),
@@ -426,6 +427,7 @@ impl Raft {
                 Message::RequestVote(r) if !r.leader_transfer && self.in_lease() => return false,
                 Message::AppendEntries(_)
                 | Message::Heartbeat(_)
+                | Message::Commit(_)
                 | Message::TimeoutNow(_)
                 | Message::InstallSnapshot(_) => self.become_follower(term, Some(from), out),
                 _ => self.become_follower(term, None, out),

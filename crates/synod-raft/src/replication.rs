@@ -5,7 +5,8 @@ use synod_core::quorum::majority_index;
 use synod_core::{NodeId, Payload, Proposal, Role};
 
 use crate::message::{
-    AppendEntries, AppendEntriesResponse, AppendOutcome, Heartbeat, HeartbeatResponse, Message,
+    AppendEntries, AppendEntriesResponse, AppendOutcome, CommitNotice, Heartbeat,
+    HeartbeatResponse, Message,
 };
 use crate::progress::Mode;
 use crate::raft::{Out, Raft};
@@ -229,25 +230,28 @@ impl Raft {
         let Some(lead) = self.lead.as_mut() else {
             return;
         };
-        let round = lead.reads.round();
-        let mut beats = Vec::new();
+        let mut notices = Vec::new();
         for (&to, progress) in lead.progress.iter_mut() {
             let commit = self.commit_index.min(progress.match_index);
             if commit > progress.commit_sent && progress.is_idle() {
                 progress.commit_sent = commit;
-                beats.push((
-                    to,
-                    Heartbeat {
-                        term: self.term,
-                        commit,
-                        read_round: round,
-                    },
-                ));
+                notices.push((to, commit));
             }
         }
-        for (to, heartbeat) in beats {
-            self.send_ahead_of_log(to, Message::Heartbeat(heartbeat), out);
+        for (to, commit) in notices {
+            let notice = CommitNotice {
+                term: self.term,
+                commit,
+            };
+            self.send_ahead_of_log(to, Message::Commit(notice), out);
         }
+    }
+
+    /// A follower learns a commit point, capped by the leader at what it holds (as in a
+    /// heartbeat, which this is without the answer).
+    pub(crate) fn on_commit_notice(&mut self, from: NodeId, notice: CommitNotice, out: &mut Out) {
+        self.become_follower(self.term, Some(from), out);
+        self.commit_to(notice.commit.min(self.log.last_index()), out);
     }
 
     /// Heartbeats carry no log position; a follower trusts the commit point in them because

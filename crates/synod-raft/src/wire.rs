@@ -97,11 +97,14 @@ impl Wire for Message {
                     .u64(m.next_offset)
                     .bool(m.done);
             }
+            Message::Commit(m) => {
+                enc.u8(11).u64(m.term).u64(m.commit);
+            }
         }
     }
 
     fn decode(dec: &mut Decoder<'_>) -> Result<Message, DecodeError> {
-        Ok(match dec.tag("raft message", 11)? {
+        Ok(match dec.tag("raft message", 12)? {
             0 => Message::PreVote(decode_vote_request(dec)?),
             1 => Message::PreVoteResponse(decode_vote_response(dec)?),
             2 => Message::RequestVote(decode_vote_request(dec)?),
@@ -164,6 +167,10 @@ impl Wire for Message {
                 offset: dec.u64("offset")?,
                 data: dec.owned_bytes("data")?,
                 done: dec.bool("done")?,
+            }),
+            11 => Message::Commit(CommitNotice {
+                term: dec.u64("term")?,
+                commit: dec.u64("commit")?,
             }),
             _ => Message::InstallSnapshotResponse(InstallSnapshotResponse {
                 term: dec.u64("term")?,
@@ -262,6 +269,7 @@ mod tests {
                 read_round: 11,
             }),
             Message::TimeoutNow(TimeoutNow { term: 3 }),
+            Message::Commit(CommitNotice { term: 3, commit: 8 }),
             Message::InstallSnapshot(InstallSnapshot {
                 term: 4,
                 meta,

@@ -5,7 +5,7 @@ use synod_core::{Action, Entry, Input, NodeId, Payload, Persist, PersistId, Reje
 
 use super::*;
 use crate::{
-    encode_hard_state, AppendEntries, AppendEntriesResponse, AppendOutcome, Heartbeat, Message,
+    encode_hard_state, AppendEntries, AppendEntriesResponse, AppendOutcome, CommitNotice, Message,
     VoteRequest, VoteResponse,
 };
 
@@ -174,11 +174,7 @@ fn t10_2_1_a_leader_counts_itself_in_a_commit_quorum_only_once_its_write_is_dura
             // other learns it from the append it is still to answer.
             Action::Send {
                 to: NodeId(2),
-                message: Message::Heartbeat(Heartbeat {
-                    term: 1,
-                    commit: 1,
-                    read_round: 0
-                })
+                message: Message::Commit(CommitNotice { term: 1, commit: 1 })
             },
         ]
     );

@@ -112,6 +112,9 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     let initial = initial.join(",");
     let exe = std::env::current_exe().context("cannot find the synod executable")?;
+    // The nodes share this machine: each gets its share of the cores.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (cores / args.nodes as usize).max(1);
     let mut nodes = Vec::new();
     for i in 0..args.nodes {
         let id = i + 1;
@@ -139,6 +142,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
                 &args.election_timeout_ms.to_string(),
             ])
             .args(["--heartbeat-ms", &args.heartbeat_ms.to_string()])
+            .args(["--threads", &threads.to_string()])
             .arg("--exit-on-stdin-eof")
             .stdin(Stdio::piped())
             .stdout(log_file.try_clone().context("cannot share the log file")?)

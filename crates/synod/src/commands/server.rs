@@ -73,6 +73,10 @@ pub struct ServerArgs {
     /// Give up on a request after this many milliseconds.
     #[arg(long, value_name = "MS")]
     pub request_timeout_ms: Option<u64>,
+    /// Threads serving requests (default: one per core). Nodes that share a machine do
+    /// better with a share of its cores each.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// Stop gracefully when standard input closes (how `synod cluster up` stops its nodes).
     #[arg(long, hide = true)]
     pub exit_on_stdin_eof: bool,
@@ -115,6 +119,7 @@ struct FileConfig {
     history_revisions: Option<i64>,
     #[serde(alias = "request_timeout_ms")]
     request_timeout_ms: Option<u64>,
+    threads: Option<usize>,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -123,8 +128,8 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).with_context(|| format!("{} is not a valid config file", path.display()))
 }
 
-/// Command-line flags over the file's settings over the defaults.
-pub fn resolve(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
+/// Command-line flags over the file's settings over the defaults; also the thread count.
+pub fn resolve(args: &ServerArgs) -> anyhow::Result<(ServerConfig, Option<usize>)> {
     let file = match &args.config {
         Some(path) => read_file(path)?,
         None => FileConfig::default(),
@@ -191,14 +196,22 @@ pub fn resolve(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
         config.history_revisions = v;
     }
     config.validate()?;
-    Ok(config)
+    let threads = pick!(threads);
+    if threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
+    Ok((config, threads))
 }
 
 /// Runs one member until SIGINT or SIGTERM (or its disk fails).
 pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
-    let config = resolve(&args)?;
+    let (config, threads) = resolve(&args)?;
     crate::logging::init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = threads {
+        runtime.worker_threads(threads);
+    }
+    let runtime = runtime
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -270,7 +283,8 @@ mod tests {
             heartbeat_ms: Some(40),
             ..Default::default()
         };
-        let config = resolve(&args).expect("valid");
+        let (config, threads) = resolve(&args).expect("valid");
+        assert_eq!(threads, None);
         assert_eq!(config.id, NodeId(2));
         assert_eq!(config.tick, Duration::from_millis(5));
         assert_eq!(config.heartbeat_interval, Duration::from_millis(40));
