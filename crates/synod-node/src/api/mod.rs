@@ -139,26 +139,11 @@ impl Api {
         loop {
             let leader = self.node.current_status().leader;
             if leader.is_some() {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(left, local(body.clone())).await {
-                    Err(_) => return Err(errors::timed_out()),
-                    Ok(attempt) => {
-                        if let Attempt::Done(response) = attempt? {
-                            return Ok(Response::new(response));
-                        }
-                    }
+                if let Some(response) = before(deadline, local(body.clone())).await? {
+                    return Ok(Response::new(response));
                 }
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(if leader.is_some() {
-                    errors::timed_out()
-                } else {
-                    errors::no_leader()
-                });
-            }
-            let wait = left.min(Duration::from_millis(50));
-            let _ = tokio::time::timeout(wait, status_changes.changed()).await;
+            wait_for_news(deadline, leader.is_some(), &mut status_changes).await?;
         }
     }
 
@@ -190,14 +175,8 @@ impl Api {
             let leader = self.node.current_status().leader;
             match leader {
                 Some(l) if l == me => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match tokio::time::timeout(left, local(body.clone())).await {
-                        Err(_) => return Err(errors::timed_out()),
-                        Ok(attempt) => {
-                            if let Attempt::Done(response) = attempt? {
-                                return Ok(Response::new(response));
-                            }
-                        }
+                    if let Some(response) = before(deadline, local(body.clone())).await? {
+                        return Ok(Response::new(response));
                     }
                 }
                 Some(l) if !forwarded => {
@@ -222,20 +201,49 @@ impl Api {
                 Some(_) if forwarded => return Err(errors::leader_changed()),
                 _ => {}
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(if leader.is_some() {
-                    errors::timed_out()
-                } else {
-                    errors::no_leader()
-                });
-            }
-            // Wait for news of a leader, but look again soon regardless: a forward may have
-            // failed for a reason no status change will announce.
-            let wait = left.min(Duration::from_millis(50));
-            let _ = tokio::time::timeout(wait, status_changes.changed()).await;
+            wait_for_news(deadline, leader.is_some(), &mut status_changes).await?;
         }
     }
+}
+
+/// Runs one local attempt, giving up at `deadline`; `None` when this node turned out not to
+/// lead (the attempt had no effect).
+async fn before<T>(
+    deadline: Instant,
+    attempt: impl Future<Output = Result<Attempt<T>, Status>>,
+) -> Result<Option<T>, Status> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(left, attempt).await {
+        Err(_) => Err(errors::timed_out()),
+        Ok(attempt) => Ok(match attempt? {
+            Attempt::Done(value) => Some(value),
+            Attempt::NotLeader => None,
+        }),
+    }
+}
+
+/// Waits for news of a leader before the next attempt, but looks again soon regardless (a
+/// forward may have failed for a reason no status change announces). Past the deadline, the
+/// error etcd gives: "no leader" when none was known, else "request timed out".
+async fn wait_for_news(
+    deadline: Instant,
+    had_leader: bool,
+    status_changes: &mut signal::Receiver<synod_core::Status>,
+) -> Result<(), Status> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(if had_leader {
+            errors::timed_out()
+        } else {
+            errors::no_leader()
+        });
+    }
+    let _ = tokio::time::timeout(
+        left.min(Duration::from_millis(50)),
+        status_changes.changed(),
+    )
+    .await;
+    Ok(())
 }
 
 /// A response with etcd's header, which names the member that answered.
