@@ -377,6 +377,114 @@ async fn a_corrupt_data_directory_stops_that_node_with_a_clear_error() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_are_served_over_http() {
+    let cluster = Cluster::start("metrics", 3, &[]);
+    let leader = cluster.leader().await;
+    put_until_ok(
+        &cluster.member(leader).client,
+        "m",
+        "1",
+        Duration::from_secs(5),
+    )
+    .await;
+    let metrics = common::http_get(&cluster.member(leader).metrics, "/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    for name in [
+        "synod_server_proposals_committed_total",
+        "synod_server_proposals_failed_total",
+        "synod_server_leader_changes_seen_total",
+        "synod_server_is_leader 1",
+        "synod_server_role",
+        "synod_server_term",
+        "synod_server_commit_index",
+        "synod_server_apply_index",
+        "synod_disk_wal_fsync_duration_seconds_bucket",
+        "synod_server_apply_duration_seconds_bucket",
+        "synod_network_peer_send_queue_depth{peer=",
+        "synod_network_peer_sent_bytes_total",
+        "synod_network_peer_received_bytes_total",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
+    }
+    let health = common::http_get(&cluster.member(leader).metrics, "/health");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.contains("true"), "{health}");
+    let missing = common::http_get(&cluster.member(leader).metrics, "/nothing");
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_up_serves_and_stops_cleanly_on_ctrl_c() {
+    use std::io::BufRead;
+    let root = common::temp_dir("cluster-up");
+    // Thirty ports from a base that the process id spreads out.
+    let base = 20_000 + (std::process::id() % 1_000) as u16 * 30;
+    let mut child = std::process::Command::new(common::SYNOD)
+        .args([
+            "cluster",
+            "up",
+            "--nodes",
+            "3",
+            "--base-port",
+            &base.to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(root.join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start cluster up");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut banner = Vec::new();
+    while !banner.iter().any(|l: &String| l.starts_with("Ctrl-C")) {
+        match lines.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => banner.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("cluster up never said it was up: {banner:?}");
+            }
+        }
+    }
+    assert!(banner[0].contains("3 nodes up"), "{banner:?}");
+    assert!(
+        banner.iter().any(|l| l.contains("etcdctl --endpoints=")),
+        "{banner:?}"
+    );
+    let second = format!("127.0.0.1:{}", base + 10);
+    put_until_ok(
+        &format!("127.0.0.1:{base}"),
+        "up",
+        "yes",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(
+        get(&second, "up", false).await.expect("read").as_deref(),
+        Some("yes")
+    );
+
+    signal(child.id(), "INT");
+    let status = common::wait_exit(&mut child, Duration::from_secs(20)).expect("stops");
+    assert!(status.success(), "{status}");
+    for id in 1..=3 {
+        assert!(
+            root.join(format!("data/n{id}")).is_dir(),
+            "node {id}'s data stays"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 #[test]
 fn wrong_flags_get_a_clear_error_and_exit_code_2() {
     let cases: [(&[&str], &str); 4] = [

@@ -48,6 +48,7 @@ pub struct Member {
     pub id: u64,
     pub client: String,
     pub peer: String,
+    pub metrics: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     pub child: Option<Child>,
@@ -73,6 +74,7 @@ impl Cluster {
                 id,
                 client: format!("127.0.0.1:{}", free_port()),
                 peer: format!("127.0.0.1:{}", free_port()),
+                metrics: format!("127.0.0.1:{}", free_port()),
                 data_dir: root.join(format!("n{id}")),
                 log: root.join(format!("n{id}.log")),
                 child: None,
@@ -119,6 +121,7 @@ impl Cluster {
             .args(["--id", &id.to_string()])
             .args(["--initial-cluster", &initial])
             .args(["--listen-client", &member.client])
+            .args(["--listen-metrics", &member.metrics])
             .arg("--data-dir")
             .arg(&member.data_dir)
             .args(["--election-timeout-ms", "500", "--heartbeat-ms", "50"])
@@ -295,6 +298,20 @@ pub async fn get(
         .kvs
         .first()
         .map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
+}
+
+/// The body of an HTTP GET of `path` on `address`, with its status line.
+pub fn http_get(address: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    answer
 }
 
 /// Files under `dir`, recursively.
