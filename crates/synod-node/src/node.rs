@@ -370,16 +370,14 @@ where
     }
 
     fn on_peer(&mut self, from: NodeId, message: PeerMessage<E::Message>) {
-        let status = self.engine.status();
-        let leading = status.role == Role::Leader;
         match message {
             PeerMessage::Engine(message) => self.step(Input::Receive { from, message }),
-            PeerMessage::Propose(proposals) if leading => {
+            PeerMessage::Propose(proposals) if self.leads() => {
                 self.proposing_for = Some(from);
                 self.step(Input::Propose(proposals));
                 self.proposing_for = None;
             }
-            PeerMessage::ReadIndex(ids) if leading => {
+            PeerMessage::ReadIndex(ids) if self.leads() => {
                 self.reads_for_peers
                     .extend(ids.iter().map(|&id| (id, from)));
                 let reads = ids
@@ -391,14 +389,15 @@ where
                     .collect();
                 self.step(Input::Read(reads));
             }
+            // Sent to a node that no longer leads: no effect, say so (and who leads).
             PeerMessage::Propose(proposals) => {
                 let ids = proposals.iter().map(|p| p.id).collect();
-                let leader = status.leader;
+                let leader = self.engine.status().leader;
                 self.transport
                     .send(from, PeerMessage::Refused { ids, leader });
             }
             PeerMessage::ReadIndex(ids) => {
-                let leader = status.leader;
+                let leader = self.engine.status().leader;
                 self.transport
                     .send(from, PeerMessage::Refused { ids, leader });
             }
@@ -424,6 +423,10 @@ where
         }
     }
 
+    fn leads(&self) -> bool {
+        self.engine.status().role == Role::Leader
+    }
+
     /// Answers a waiting write or read with a refusal.
     fn refuse(&mut self, id: RequestId, refusal: Refusal) {
         if let Some(reply) = self.writes.remove(&id) {
@@ -442,6 +445,9 @@ where
                 self.transport
                     .send(to, PeerMessage::ReadReady { ids, index });
             }
+        }
+        if self.peer_refused.is_empty() {
+            return;
         }
         let leader = self.engine.status().leader;
         for (to, ids) in std::mem::take(&mut self.peer_refused) {

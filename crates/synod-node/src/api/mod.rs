@@ -263,36 +263,14 @@ macro_rules! stamped {
     )*};
 }
 
+// The answers of requests forwarded as gRPC calls (`Api::on_leader`).
 stamped!(
-    pb::RangeResponse,
-    pb::PutResponse,
-    pb::DeleteRangeResponse,
-    pb::CompactionResponse,
     pb::LeaseGrantResponse,
     pb::LeaseRevokeResponse,
     pb::LeaseKeepAliveResponse,
     pb::LeaseTimeToLiveResponse,
-    pb::LeaseLeasesResponse,
     pb::MoveLeaderResponse
 );
-
-impl Stamped for pb::TxnResponse {
-    fn restamp(&mut self, member: NodeId) {
-        use pb::response_op::Response as Op;
-        if let Some(header) = &mut self.header {
-            header.member_id = member.0;
-        }
-        for op in &mut self.responses {
-            match &mut op.response {
-                Some(Op::ResponseRange(r)) => r.restamp(member),
-                Some(Op::ResponsePut(r)) => r.restamp(member),
-                Some(Op::ResponseDeleteRange(r)) => r.restamp(member),
-                Some(Op::ResponseTxn(r)) => r.restamp(member),
-                None => {}
-            }
-        }
-    }
-}
 
 /// Whether a failed forward may be tried again: always for a read; for a write only when the
 /// leader surely did not run it (it said it no longer leads, or it was never reached).
