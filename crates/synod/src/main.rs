@@ -10,6 +10,11 @@ mod progress;
 
 use commands::{bench, client, cluster, server, sim, wal};
 
+/// The server allocates and frees small buffers for every request; mimalloc does that with
+/// about half of glibc's cost (12% of a server's CPU under puts was the allocator).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// State machine replication speaking etcd's v3 API, with a simulator that checks it.
 #[derive(Parser)]
 #[command(name = "synod", version, about)]
