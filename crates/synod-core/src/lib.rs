@@ -9,6 +9,7 @@ pub mod entry;
 pub mod ids;
 pub mod quorum;
 pub mod rng;
+pub mod send_gate;
 pub mod snapshot;
 pub mod wire;
 
@@ -19,5 +20,6 @@ pub use engine::{
 pub use entry::{Command, Entry, Payload, Proposal};
 pub use ids::{ClientId, LogIndex, NodeId, RequestId};
 pub use rng::Rng;
+pub use send_gate::SendGate;
 pub use snapshot::{Snapshot, SnapshotMeta};
 pub use wire::Wire;

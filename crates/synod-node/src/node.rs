@@ -9,7 +9,7 @@
 //! send); committed entries are applied to the key-value store and answer the client that
 //! wrote them, if it is waiting here.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use bytes::Bytes;
 use synod_core::wire::Wire;
 use synod_core::{
     Action, Engine, Entry, Input, NodeId, Proposal, ReadConsistency, ReadRequest, Rejection,
-    RequestId, Role, Snapshot, SnapshotMeta, Status,
+    RequestId, Role, SendGate, Snapshot, SnapshotMeta, Status,
 };
 use synod_kv::{Applied, KvError, KvStore, Request};
 use thiserror::Error;
@@ -173,10 +173,8 @@ pub struct Node<E: Engine> {
     /// Ids for this life's requests: a server id (untracked by sessions) unique to this boot.
     client_id: u64,
     next_seq: u64,
-    last_issued: u64,
-    last_durable: u64,
-    /// Sends waiting for a persist: (persist that must be durable first, to, message).
-    held: VecDeque<(u64, NodeId, E::Message)>,
+    /// Sends waiting for the persists before them (persist before send).
+    sends: SendGate<E::Message>,
     writes: HashMap<RequestId, oneshot::Sender<Result<Applied, Refusal>>>,
     reads: HashMap<RequestId, oneshot::Sender<Result<(), Refusal>>>,
     /// Follower: reads of ours a leader was asked to confirm, and which leader.
@@ -245,9 +243,7 @@ where
             client_id: boot_client_id(options.id),
             options,
             next_seq: 0,
-            last_issued: 0,
-            last_durable: 0,
-            held: VecDeque::new(),
+            sends: SendGate::default(),
             writes: HashMap::new(),
             reads: HashMap::new(),
             reads_asked: HashMap::new(),
@@ -464,17 +460,9 @@ where
     fn on_disk(&mut self, event: DiskEvent) {
         match event {
             DiskEvent::Durable(id) => {
-                self.last_durable = id.0;
-                let mut released = Vec::new();
-                while self
-                    .held
-                    .front()
-                    .is_some_and(|(needs, _, _)| *needs <= id.0)
-                {
-                    released.extend(self.held.pop_front());
-                }
+                let released = self.sends.durable(id);
                 self.step(Input::Persisted(id));
-                for (_, to, message) in released {
+                for (to, message) in released {
                     self.transport.send(to, PeerMessage::Engine(message));
                 }
             }
@@ -520,13 +508,11 @@ where
     fn carry_out(&mut self, action: Action<E::Message>) {
         match action {
             Action::Persist(persist) => {
-                self.last_issued = persist.id.0;
+                self.sends.issued(persist.id);
                 self.disk.persist(persist);
             }
             Action::Send { to, message } => {
-                if self.last_issued > self.last_durable {
-                    self.held.push_back((self.last_issued, to, message));
-                } else {
+                if let Some((to, message)) = self.sends.send(to, message) {
                     self.transport.send(to, PeerMessage::Engine(message));
                 }
             }
@@ -695,7 +681,7 @@ where
             ids.retain(|id| reads.contains_key(id));
         }
         self.reads_after_apply.retain(|_, ids| !ids.is_empty());
-        let queued = self.held.len();
+        let queued = self.sends.held();
         if queued > 100_000 {
             warn!(queued, "many sends wait for the disk");
         }

@@ -2,12 +2,12 @@
 //! out the engine's actions under the contract's rules (persist before send; completions in
 //! order). This is the simulator's stand-in for the tokio runtime of the real server.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 use bytes::Bytes;
 use synod_core::{
-    Action, Entry, Input, NodeId, Payload, Persist, PersistId, Rejection, RequestId, Snapshot,
-    SnapshotMeta, Status,
+    Action, Entry, Input, NodeId, Payload, Persist, PersistId, Rejection, RequestId, SendGate,
+    Snapshot, SnapshotMeta, Status,
 };
 use synod_kv::{KvStore, RangeRequest, Request};
 
@@ -41,10 +41,8 @@ pub(crate) struct SimNode<P: Protocol> {
     snapshot_index: u64,
     pub(crate) disk: NodeDisk,
     disk_busy_until: SimTime,
-    last_issued: u64,
-    last_durable: u64,
-    /// Sends waiting for a persist: (persist that must complete first, to, message).
-    held: VecDeque<(u64, NodeId, P::Message)>,
+    /// Sends waiting for the persists before them (persist before send).
+    sends: SendGate<P::Message>,
     pub(crate) waiting_writes: HashMap<RequestId, u64>,
     pub(crate) waiting_reads: HashMap<RequestId, (u64, Bytes)>,
     pub(crate) tick_us: SimTime,
@@ -64,9 +62,7 @@ impl<P: Protocol> SimNode<P> {
             snapshot_index: 0,
             disk: NodeDisk::new(id.0),
             disk_busy_until: 0,
-            last_issued: 0,
-            last_durable: 0,
-            held: VecDeque::new(),
+            sends: SendGate::default(),
             waiting_writes: HashMap::new(),
             waiting_reads: HashMap::new(),
             tick_us,
@@ -132,8 +128,7 @@ impl<P: Protocol> World<P> {
         node.kv = kv;
         node.status = Some(engine.status());
         node.engine = Some(engine);
-        node.last_issued = 0;
-        node.last_durable = 0;
+        node.sends.reset();
         let (tick, incarnation) = (node.tick_us, node.incarnation);
         self.schedule(
             tick,
@@ -155,7 +150,7 @@ impl<P: Protocol> World<P> {
         node.status = None;
         node.incarnation += 1;
         node.disk.crash(&mut self.disk_rng, torn_writes);
-        node.held.clear();
+        node.sends.reset();
         node.waiting_writes.clear();
         node.waiting_reads.clear();
         node.disk_busy_until = 0;
@@ -179,11 +174,7 @@ impl<P: Protocol> World<P> {
         match action {
             Action::Persist(persist) => self.submit_persist(id, persist),
             Action::Send { to, message } => {
-                let node = self.node_mut(id);
-                if node.last_issued > node.last_durable {
-                    let needs = node.last_issued;
-                    node.held.push_back((needs, to, message));
-                } else {
+                if let Some((to, message)) = self.node_mut(id).sends.send(to, message) {
                     self.transmit(id, to, message);
                 }
             }
@@ -210,7 +201,7 @@ impl<P: Protocol> World<P> {
         let latency = self.disk_rng.range_inclusive(100, 3_000);
         let now = self.now;
         let node = self.node_mut(id);
-        node.last_issued = persist.id.0;
+        node.sends.issued(persist.id);
         node.disk_busy_until = node.disk_busy_until.max(now) + latency;
         let (done_at, incarnation) = (node.disk_busy_until, node.incarnation);
         self.stats.persists += 1;
@@ -236,19 +227,11 @@ impl<P: Protocol> World<P> {
                 format!("{id} cannot sync its log: {e}"),
             );
         }
-        node.last_durable = done.0;
-        let mut released = Vec::new();
-        while node
-            .held
-            .front()
-            .is_some_and(|(needs, _, _)| *needs <= done.0)
-        {
-            released.extend(node.held.pop_front());
-        }
+        let released = node.sends.durable(done);
         // The engine hears of the persist first, so a checker sees the state as durable when
         // the messages that depend on it leave (the network does not keep order anyway).
         self.step(id, Input::Persisted(done));
-        for (_, to, message) in released {
+        for (to, message) in released {
             self.transmit(id, to, message);
         }
     }
