@@ -8,6 +8,12 @@
 //! proposes its own again in the next free slot. One preempted by a higher ballot backs off
 //! for a random, growing number of ticks (section 2.4): without that, two proposers can
 //! preempt each other forever. Reads are ordered in the log behind a marker entry.
+//!
+//! A proposer that missed the decision of its slot, and finds the slot compacted away
+//! everywhere it asks, cannot tell whether its command was chosen there. Proposing it again
+//! could put it in the log twice, so it first asks peers what was decided in that slot
+//! (they remember the outcomes of recently compacted slots); it proposes again only on
+//! hearing of another value, and gives the command up when nobody knows.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -45,6 +51,15 @@ struct Instance {
     sent_at: u64,
 }
 
+/// A command whose slot was compacted before this proposer learned what was chosen there.
+#[derive(Clone, Debug)]
+struct Doubt {
+    own: Payload,
+    /// Peers asked so far.
+    asked: usize,
+    asked_at: u64,
+}
+
 /// A Basic Paxos node.
 #[derive(Debug)]
 pub struct BasicPaxos {
@@ -52,6 +67,10 @@ pub struct BasicPaxos {
     /// Values waiting for a slot, oldest first.
     waiting: VecDeque<Payload>,
     instances: BTreeMap<Slot, Instance>,
+    /// Commands whose fate is being asked about, by the slot they were proposed in.
+    in_doubt: BTreeMap<Slot, Doubt>,
+    /// Commands given up because no peer remembered what their slot decided.
+    abandoned: u64,
     /// Read batches waiting for their marker to be decided and applied.
     reads: BTreeMap<u64, Vec<RequestId>>,
     preemptions: u64,
@@ -60,11 +79,14 @@ pub struct BasicPaxos {
 crate::core::engine_common!(BasicPaxos);
 
 impl BasicPaxos {
-    fn with_core(core: Core) -> BasicPaxos {
+    fn with_core(mut core: Core) -> BasicPaxos {
+        core.keep_outcomes = true;
         BasicPaxos {
             core,
             waiting: VecDeque::new(),
             instances: BTreeMap::new(),
+            in_doubt: BTreeMap::new(),
+            abandoned: 0,
             reads: BTreeMap::new(),
             preemptions: 0,
         }
@@ -73,6 +95,12 @@ impl BasicPaxos {
     /// Times a proposer of this node was preempted by a higher ballot.
     pub fn preemptions(&self) -> u64 {
         self.preemptions
+    }
+
+    /// Commands given up because their slot was compacted everywhere before this node learned
+    /// what was chosen there, and no peer remembered. Their clients see a timeout.
+    pub fn abandoned(&self) -> u64 {
+        self.abandoned
     }
 
     /// The first slot no one is known to use: past the decided log, decisions heard of, and
@@ -317,20 +345,95 @@ impl BasicPaxos {
                 .decided(slot)
                 .or_else(|| self.core.ahead.get(&slot))
                 .map(|e| e.payload.clone());
-            if chosen.as_ref() != Some(&instance.own) && instance.own != Payload::Noop {
-                self.waiting.push_front(instance.own);
+            match chosen {
+                Some(chosen) if chosen == instance.own => {}
+                Some(_) if instance.own == Payload::Noop => {}
+                Some(_) => self.waiting.push_front(instance.own),
+                // Inside a snapshot this node installed: what was chosen is not known here.
+                None => self.lost_slot(slot, instance.own, out),
             }
         }
         self.start_instances(out);
     }
 
-    /// Abandons an instance on a slot that turned out to be decided elsewhere.
+    /// Abandons an instance on a slot that turned out to be decided and compacted elsewhere.
     fn give_up_slot(&mut self, slot: Slot, out: &mut Out) {
         if let Some(instance) = self.instances.remove(&slot) {
-            if instance.own != Payload::Noop {
-                self.waiting.push_front(instance.own);
+            self.lost_slot(slot, instance.own, out);
+        }
+        self.start_instances(out);
+    }
+
+    /// This proposer's value was in `slot`, which was decided, but what was chosen there is
+    /// gone from every log it can see. A no-op is dropped and a read marker proposed again
+    /// (a read behind a later marker is just as linearizable); a command may have been chosen,
+    /// so its fate is asked before anything else is done with it.
+    fn lost_slot(&mut self, slot: Slot, own: Payload, out: &mut Out) {
+        #[cfg(any(test, feature = "inject-bugs"))]
+        if self.core.config.bugs.repropose_without_asking && own != Payload::Noop {
+            return self.waiting.push_front(own);
+        }
+        match own {
+            Payload::Noop => {}
+            Payload::Marker(_) => self.waiting.push_front(own),
+            Payload::Command(_) => {
+                let doubt = Doubt {
+                    own,
+                    asked: 0,
+                    asked_at: self.core.ticks,
+                };
+                self.in_doubt.insert(slot, doubt);
+                self.ask_outcome(slot, out);
             }
         }
+    }
+
+    /// Asks the next peer what was decided in a slot in doubt; gives the command up once
+    /// every peer was asked three times without one that knew.
+    fn ask_outcome(&mut self, slot: Slot, out: &mut Out) {
+        let (now, peers) = (self.core.ticks, self.core.peers.len());
+        let Some(doubt) = self.in_doubt.get_mut(&slot) else {
+            return;
+        };
+        if doubt.asked >= 3 * peers {
+            self.in_doubt.remove(&slot);
+            self.abandoned += 1;
+            return;
+        }
+        let to = self.core.peers[doubt.asked % peers];
+        doubt.asked += 1;
+        doubt.asked_at = now;
+        self.core
+            .send(to, Message::AskOutcome(AskOutcome { slot }), out);
+    }
+
+    fn on_ask_outcome(&mut self, from: NodeId, ask: AskOutcome, out: &mut Out) {
+        let decided = self.core.outcome(ask.slot);
+        let outcome = Outcome {
+            slot: ask.slot,
+            decided,
+        };
+        self.core.send(from, Message::Outcome(outcome), out);
+    }
+
+    /// A peer says what was decided in a slot in doubt: the command was chosen there (done),
+    /// or something else was (propose it again).
+    fn on_outcome(&mut self, outcome: Outcome, out: &mut Out) {
+        let Some(doubt) = self.in_doubt.get(&outcome.slot) else {
+            return;
+        };
+        let own_id = match &doubt.own {
+            Payload::Command(proposal) => proposal.id,
+            _ => return,
+        };
+        match outcome.decided {
+            SlotOutcome::Unknown => return,
+            SlotOutcome::Command(id) if id == own_id => {}
+            SlotOutcome::Command(_) | SlotOutcome::NoCommand => {
+                self.waiting.push_front(doubt.own.clone());
+            }
+        }
+        self.in_doubt.remove(&outcome.slot);
         self.start_instances(out);
     }
 
@@ -352,6 +455,15 @@ impl BasicPaxos {
                 }
                 _ => {}
             }
+        }
+        let asking: Vec<Slot> = self
+            .in_doubt
+            .iter()
+            .filter(|(_, d)| now >= d.asked_at + retry)
+            .map(|(&s, _)| s)
+            .collect();
+        for slot in asking {
+            self.ask_outcome(slot, out);
         }
         if let Some(hole) = self.core.check_gap(None, out) {
             if !self.instances.contains_key(&hole) {
@@ -423,6 +535,8 @@ impl BasicPaxos {
                 self.core.on_snapshot_chunk(from, m, out);
                 self.settle_decided(out);
             }
+            Message::AskOutcome(m) => self.on_ask_outcome(from, m, out),
+            Message::Outcome(m) => self.on_outcome(m, out),
             Message::Heartbeat(_) | Message::HeartbeatAck(_) => {}
         }
     }
@@ -483,6 +597,6 @@ impl BasicPaxos {
     /// Proposals this node still has to place, for tests.
     #[cfg(test)]
     pub(crate) fn waiting(&self) -> usize {
-        self.waiting.len() + self.instances.len()
+        self.waiting.len() + self.instances.len() + self.in_doubt.len()
     }
 }

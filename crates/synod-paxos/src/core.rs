@@ -19,7 +19,13 @@ use thiserror::Error;
 use crate::acceptor::Acceptor;
 use crate::ballot::Ballot;
 use crate::config::{Config, ConfigError};
-use crate::message::{AskDecided, Decided, Message, Slot, SnapshotChunk, SnapshotRequest};
+use crate::message::{
+    AskDecided, Decided, Message, Slot, SlotOutcome, SnapshotChunk, SnapshotRequest,
+};
+
+/// Outcomes of compacted slots remembered (Basic Paxos), newest first: enough to cover every
+/// slot a lagging proposer may still have in flight when its peers compact.
+const OUTCOMES_KEPT: usize = 1 << 16;
 
 /// Actions pushed by a step.
 pub(crate) type Out = Vec<Action<Message>>;
@@ -65,6 +71,10 @@ pub(crate) struct Core {
     pub(crate) applied: LogIndex,
     pub(crate) snapshot: Option<Snapshot>,
     incoming: Option<(SnapshotMeta, Vec<u8>)>,
+    /// Basic Paxos: what was decided in the newest compacted slots, so that a proposer that
+    /// missed a decision can still learn whether its command was chosen.
+    outcomes: BTreeMap<Slot, SlotOutcome>,
+    pub(crate) keep_outcomes: bool,
     /// The highest slot known decided somewhere.
     pub(crate) decided_hint: Slot,
     /// When the current gap in the log was noticed, and when it was last asked about.
@@ -107,6 +117,8 @@ impl Core {
             applied: 0,
             snapshot: None,
             incoming: None,
+            outcomes: BTreeMap::new(),
+            keep_outcomes: false,
             decided_hint: 0,
             gap: None,
             draft: Draft::default(),
@@ -376,9 +388,28 @@ impl Core {
         if meta.index <= self.base.index {
             return;
         }
-        self.log.drain(..(meta.index - self.base.index) as usize);
+        let compacted = self.log.drain(..(meta.index - self.base.index) as usize);
+        if self.keep_outcomes {
+            self.outcomes
+                .extend(compacted.map(|e| (e.index, outcome_of(&e))));
+            while self.outcomes.len() > OUTCOMES_KEPT {
+                self.outcomes.pop_first();
+            }
+        }
         self.base = meta;
         self.snapshot = Some(snapshot);
+    }
+
+    /// What was decided in `slot`, as far as this node knows.
+    pub(crate) fn outcome(&self, slot: Slot) -> SlotOutcome {
+        match self.decided(slot) {
+            Some(entry) => outcome_of(entry),
+            None => self
+                .outcomes
+                .get(&slot)
+                .copied()
+                .unwrap_or(SlotOutcome::Unknown),
+        }
     }
 
     fn send_chunk(&mut self, to: NodeId, snapshot: &Snapshot, offset: u64, out: &mut Out) {
@@ -466,6 +497,13 @@ impl Core {
         self.draft.snapshot = Some(snapshot.clone());
         out.push(Action::Restore(snapshot.clone()));
         self.snapshot = Some(snapshot);
+    }
+}
+
+fn outcome_of(entry: &Entry) -> SlotOutcome {
+    match entry.proposal() {
+        Some(proposal) => SlotOutcome::Command(proposal.id),
+        None => SlotOutcome::NoCommand,
     }
 }
 

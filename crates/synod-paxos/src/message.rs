@@ -1,7 +1,7 @@
 //! What Paxos nodes say to each other, in the words of "Paxos Made Simple" (Lamport, 2001).
 
 use bytes::Bytes;
-use synod_core::{Entry, Payload, SnapshotMeta};
+use synod_core::{Entry, Payload, RequestId, SnapshotMeta};
 
 use crate::ballot::Ballot;
 
@@ -37,6 +37,11 @@ pub enum Message {
     SnapshotRequest(SnapshotRequest),
     /// A chunk of a snapshot, for a learner behind the sender's compacted log.
     SnapshotChunk(SnapshotChunk),
+    /// Basic Paxos: a proposer asks what was decided in a slot it can no longer learn
+    /// (compacted away), before it proposes its own value again.
+    AskOutcome(AskOutcome),
+    /// Basic Paxos: the answer.
+    Outcome(Outcome),
 }
 
 impl Message {
@@ -54,6 +59,8 @@ impl Message {
             Message::HeartbeatAck(_) => "HeartbeatAck",
             Message::SnapshotRequest(_) => "SnapshotRequest",
             Message::SnapshotChunk(_) => "SnapshotChunk",
+            Message::AskOutcome(_) => "AskOutcome",
+            Message::Outcome(_) => "Outcome",
         }
     }
 }
@@ -142,6 +149,33 @@ pub struct Decided {
 pub struct AskDecided {
     /// The first slot wanted.
     pub from: Slot,
+}
+
+/// A proposer's question about a compacted slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AskOutcome {
+    /// The slot.
+    pub slot: Slot,
+}
+
+/// What was decided in a slot, as far as the answering node still knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotOutcome {
+    /// This client command.
+    Command(RequestId),
+    /// A no-op or a read marker: no command.
+    NoCommand,
+    /// The node no longer knows (it restarted or installed a snapshot since).
+    Unknown,
+}
+
+/// The answer to [`AskOutcome`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The slot asked about.
+    pub slot: Slot,
+    /// What was decided there.
+    pub decided: SlotOutcome,
 }
 
 /// Multi-Paxos liveness and commit point.
@@ -247,6 +281,12 @@ impl std::fmt::Display for Message {
                 m.data.len(),
                 if m.done { " done" } else { "" }
             ),
+            Message::AskOutcome(m) => write!(f, "AskOutcome slot {}", m.slot),
+            Message::Outcome(m) => match m.decided {
+                SlotOutcome::Command(id) => write!(f, "Outcome slot {} command {id}", m.slot),
+                SlotOutcome::NoCommand => write!(f, "Outcome slot {} no command", m.slot),
+                SlotOutcome::Unknown => write!(f, "Outcome slot {} unknown", m.slot),
+            },
         }
     }
 }

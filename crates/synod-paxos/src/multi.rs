@@ -615,6 +615,45 @@ impl MultiPaxos {
         }
     }
 
+    /// Decisions a peer reports, to fill a gap. A leader learns nothing here from its own
+    /// ballot (it hears those through Accepted), so a decision under a higher ballot means
+    /// that ballot won phase 1 at a majority: this leader can choose nothing more, and must not
+    /// advertise a commit point covering the slot. A follower learns a slot from a commit point
+    /// by taking what it accepted there under the leader's ballot (`learn_committed`); if the
+    /// slot was decided otherwise, it would decide a value that was never chosen.
+    fn on_decided(&mut self, decided: Decided, out: &mut Out) {
+        let highest = decided
+            .entries
+            .iter()
+            .map(|e| Ballot::from_era(e.era))
+            .max();
+        self.core.on_decided(decided);
+        match (highest, self.leading()) {
+            (Some(higher), Some(mine)) if higher > mine && !self.lead_on_after_higher() => {
+                self.follow(higher, out)
+            }
+            _ => {}
+        }
+    }
+
+    /// A snapshot installed while leading covers slots whose ballots this leader cannot see,
+    /// so it stops advertising a commit point for them, by the rule of `on_decided`.
+    fn on_snapshot_chunk(&mut self, from: NodeId, chunk: SnapshotChunk, out: &mut Out) {
+        let before = self.core.prefix();
+        self.core.on_snapshot_chunk(from, chunk, out);
+        if self.core.prefix() > before && self.leading().is_some() && !self.lead_on_after_higher() {
+            self.step_down(out);
+        }
+    }
+
+    fn lead_on_after_higher(&self) -> bool {
+        #[cfg(any(test, feature = "inject-bugs"))]
+        if self.core.config.bugs.lead_on_after_a_higher_decision {
+            return true;
+        }
+        false
+    }
+
     fn on_message(&mut self, from: NodeId, message: Message, out: &mut Out) {
         match message {
             Message::Prepare(m) => self.on_prepare(from, m, out),
@@ -624,10 +663,12 @@ impl MultiPaxos {
             Message::Nack(m) => self.on_nack(m, out),
             Message::Heartbeat(m) => self.on_heartbeat(from, m, out),
             Message::HeartbeatAck(m) => self.on_heartbeat_ack(from, m),
-            Message::Decided(m) => self.core.on_decided(m),
+            Message::Decided(m) => self.on_decided(m, out),
             Message::AskDecided(m) => self.core.on_ask_decided(from, m, out),
             Message::SnapshotRequest(m) => self.core.on_snapshot_request(from, m, out),
-            Message::SnapshotChunk(m) => self.core.on_snapshot_chunk(from, m, out),
+            Message::SnapshotChunk(m) => self.on_snapshot_chunk(from, m, out),
+            // Basic Paxos proposers ask these; a Multi-Paxos leader re-proposes no command.
+            Message::AskOutcome(_) | Message::Outcome(_) => {}
         }
     }
 }

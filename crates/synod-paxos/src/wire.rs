@@ -2,7 +2,7 @@
 //! append new variants, never renumber.
 
 use synod_core::codec::{DecodeError, Decoder, Encoder};
-use synod_core::{Entry, Payload, SnapshotMeta, Wire};
+use synod_core::{Entry, Payload, RequestId, SnapshotMeta, Wire};
 
 use crate::acceptor::{decode_ballot, encode_ballot};
 use crate::message::*;
@@ -95,11 +95,22 @@ impl Wire for Message {
                     .bytes(&m.data)
                     .bool(m.done);
             }
+            Message::AskOutcome(m) => {
+                enc.u8(11).u64(m.slot);
+            }
+            Message::Outcome(m) => {
+                enc.u8(12).u64(m.slot);
+                match m.decided {
+                    SlotOutcome::Command(id) => enc.u8(0).u64(id.client.0).u64(id.seq),
+                    SlotOutcome::NoCommand => enc.u8(1),
+                    SlotOutcome::Unknown => enc.u8(2),
+                };
+            }
         }
     }
 
     fn decode(dec: &mut Decoder<'_>) -> Result<Message, DecodeError> {
-        Ok(match dec.tag("paxos message", 11)? {
+        Ok(match dec.tag("paxos message", 13)? {
             0 => Message::Prepare(Prepare {
                 ballot: decode_ballot(dec)?,
                 slot: dec.u64("slot")?,
@@ -163,11 +174,22 @@ impl Wire for Message {
                 meta: decode_meta(dec)?,
                 offset: dec.u64("offset")?,
             }),
-            _ => Message::SnapshotChunk(SnapshotChunk {
+            10 => Message::SnapshotChunk(SnapshotChunk {
                 meta: decode_meta(dec)?,
                 offset: dec.u64("offset")?,
                 data: dec.owned_bytes("data")?,
                 done: dec.bool("done")?,
+            }),
+            11 => Message::AskOutcome(AskOutcome {
+                slot: dec.u64("slot")?,
+            }),
+            _ => Message::Outcome(Outcome {
+                slot: dec.u64("slot")?,
+                decided: match dec.tag("slot outcome", 3)? {
+                    0 => SlotOutcome::Command(RequestId::new(dec.u64("client")?, dec.u64("seq")?)),
+                    1 => SlotOutcome::NoCommand,
+                    _ => SlotOutcome::Unknown,
+                },
             }),
         })
     }
@@ -258,6 +280,19 @@ mod tests {
                 offset: 100,
                 data: Bytes::from_static(b"bytes"),
                 done: true,
+            }),
+            Message::AskOutcome(AskOutcome { slot: 12 }),
+            Message::Outcome(Outcome {
+                slot: 12,
+                decided: SlotOutcome::Command(RequestId::new(9, 4)),
+            }),
+            Message::Outcome(Outcome {
+                slot: 12,
+                decided: SlotOutcome::NoCommand,
+            }),
+            Message::Outcome(Outcome {
+                slot: 12,
+                decided: SlotOutcome::Unknown,
             }),
         ]
     }

@@ -354,3 +354,66 @@ fn s2_2_a_proposer_that_crashes_between_phase_1_and_phase_2_leaves_the_slot_to_o
     );
     assert_eq!(c.commands(3), c.commands(2));
 }
+
+/// A command chosen in slot 1 whose proposer, n1, missed every Accepted and the decision;
+/// n2 decides the slot again (phase 1 hands it the accepted command), n2 and n3 compact past
+/// it, then n1 comes back. Returns how many times each node applied the command.
+fn proposer_that_missed_its_decision_comes_back(repropose_without_asking: bool) -> Vec<usize> {
+    let mut c = C::new(3, |cfg| {
+        cfg.bugs.repropose_without_asking = repropose_without_asking;
+    });
+    let n = NodeId;
+    let command = proposal(0x8000_0000_0000_0001, 1);
+    // n1's command is accepted everywhere, but no answer and no decision reaches n1.
+    c.drop_if = Some(Box::new(move |from, to, m| {
+        to == n(1) && from != n(1) && matches!(m, Message::Accepted(_) | Message::Decided(_))
+    }));
+    c.propose(1, vec![command.clone()]);
+    // n2 proposes in the same slot; phase 1 makes it decide n1's command there, then its own.
+    c.propose(2, vec![proposal(2, 1)]);
+    c.tick_all(20);
+    assert_eq!(c.node(2).decided_through(), 2, "n2 decided slots 1 and 2");
+    assert_eq!(c.node(1).decided_through(), 0, "n1 learned nothing");
+    // n2 and n3 compact both slots into a snapshot.
+    for id in [2, 3] {
+        let applied = &c.applied[&n(id)];
+        let era = applied.iter().find(|e| e.index == 2).unwrap().era;
+        let snapshot = Snapshot {
+            meta: synod_core::SnapshotMeta { index: 2, era },
+            data: Bytes::from_static(b"state through slot 2"),
+        };
+        c.step(n(id), Input::Snapshotted(snapshot));
+    }
+    // n1 hears everything again and has more to propose.
+    c.drop_if = None;
+    c.propose(1, vec![proposal(1, 7)]);
+    c.tick_all(100);
+    assert!(c.safety_violation.is_none(), "{:?}", c.safety_violation);
+    assert_eq!(c.node(1).waiting(), 0, "n1 placed or settled everything");
+    (1..=3)
+        .map(|id| {
+            c.commands(id)
+                .iter()
+                .filter(|(_, r)| *r == command.id)
+                .count()
+        })
+        .collect()
+}
+
+#[test]
+fn s3_a_proposer_that_cannot_learn_its_compacted_slot_asks_whether_its_command_was_chosen() {
+    // n2 and n3 applied the command once, in slot 1; n1 got slot 1 inside a snapshot.
+    assert_eq!(
+        proposer_that_missed_its_decision_comes_back(false),
+        vec![0, 1, 1]
+    );
+}
+
+#[test]
+fn s3_a_proposer_that_reproposes_without_asking_puts_a_chosen_command_in_the_log_twice() {
+    let applied = proposer_that_missed_its_decision_comes_back(true);
+    assert_eq!(
+        applied[1], 2,
+        "n2 applied it in slot 1 and again later: {applied:?}"
+    );
+}

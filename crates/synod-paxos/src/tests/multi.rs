@@ -280,3 +280,76 @@ fn a_leader_that_crashes_between_phase_1_and_phase_2_loses_nothing_chosen() {
     );
     assert!(c.safety_violation.is_none());
 }
+
+/// Ticks node `id` alone `n` times, delivering after each tick.
+fn tick_node(c: &mut C, id: u64, n: u64) {
+    for _ in 0..n {
+        c.step(NodeId(id), Input::Tick);
+        c.deliver_all();
+    }
+}
+
+/// The race of a leader filling a gap with a decision of a higher ballot, on five nodes:
+/// n1 leads with ballot B; its Accept of w for slot 1 reaches only n2; slot 2 is chosen
+/// under B, so n1 has a gap at 1. n3, cut off from n1 and n2, wins phase 1 with a higher
+/// ballot over n3-n5 and decides a no-op in slot 1. n1's gap timer asks the majority side and
+/// learns slot 1 = no-op. Returns the safety violation the harness saw, if any.
+fn leader_learns_a_higher_ballots_decision(lead_on: bool) -> (Option<String>, bool) {
+    let mut c = C::new(5, |cfg| {
+        cfg.election_timeout_ticks_min = 40;
+        cfg.election_timeout_ticks_max = 41;
+        cfg.gap_timeout_ticks = 2;
+        cfg.bugs.lead_on_after_a_higher_decision = lead_on;
+    });
+    let n = NodeId;
+    tick_node(&mut c, 1, 40);
+    assert!(c.node(1).leading().is_some(), "n1 leads with B");
+    // w for slot 1 reaches n2 alone.
+    c.drop_if = Some(Box::new(move |from, to, m| {
+        from == n(1) && to.0 >= 3 && matches!(m, Message::Accept(_))
+    }));
+    c.propose(1, vec![proposal(7, 1)]);
+    // Slot 2 is chosen under B by everyone; any resend of slot 1 still misses n3-n5.
+    c.drop_if = Some(Box::new(move |from, to, m| {
+        from == n(1) && to.0 >= 3 && matches!(m, Message::Accept(a) if a.first <= 1)
+    }));
+    c.propose(1, vec![proposal(7, 2)]);
+    assert_eq!(c.node(1).decided_through(), 0, "n1 has a gap at slot 1");
+    // n3 wins phase 1 over n3-n5 and decides slot 1 (a no-op: no promise reported w).
+    let crosses = move |from: NodeId, to: NodeId| (from.0 <= 2) != (to.0 <= 2);
+    c.drop_if = Some(Box::new(move |from, to, _| crosses(from, to)));
+    tick_node(&mut c, 3, 40);
+    assert!(
+        c.node(3).leading().is_some(),
+        "n3 leads with a higher ballot"
+    );
+    assert!(c.node(3).decided_through() >= 2);
+    // n1 may ask the other side about its gap and hear the answer; nothing else crosses.
+    c.drop_if = Some(Box::new(move |from, to, m| {
+        crosses(from, to) && !matches!(m, Message::AskDecided(_) | Message::Decided(_))
+    }));
+    for _ in 0..60 {
+        tick_node(&mut c, 1, 1);
+        tick_node(&mut c, 2, 1);
+    }
+    assert!(c.node(1).decided_through() >= 1, "n1 filled its gap");
+    (c.safety_violation.clone(), c.node(1).leading().is_some())
+}
+
+#[test]
+fn s3_a_leader_that_learns_a_decision_of_a_higher_ballot_steps_down_and_no_follower_decides_what_was_not_chosen(
+) {
+    let (violation, still_leading) = leader_learns_a_higher_ballots_decision(false);
+    assert_eq!(violation, None);
+    assert!(
+        !still_leading,
+        "a higher ballot decided: n1 can choose nothing more"
+    );
+}
+
+#[test]
+fn s3_a_leader_that_leads_on_after_a_higher_decision_makes_a_follower_decide_an_unchosen_value() {
+    let (violation, _) = leader_learns_a_higher_ballots_decision(true);
+    let violation = violation.expect("n2 decides w in slot 1, where the no-op was chosen");
+    assert!(violation.contains("n2"), "{violation}");
+}
