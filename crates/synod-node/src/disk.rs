@@ -4,37 +4,26 @@
 //! has queued up, writes it all, and syncs once (group commit): under load, one fsync covers
 //! the persists of many client writes. It then reports the newest persist as durable, which by
 //! the engine contract covers every earlier one. A storage error is fatal: the node cannot
-//! keep its promises without its disk, so it stops rather than answer from memory.
+//! keep its promises without its disk, so it stops rather than answer from memory. So is a
+//! panic in the thread: it is caught and reported as a failure, never left as a node that
+//! looks alive but can persist nothing.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use synod_core::{Entry, Persist, PersistId, Snapshot};
+use synod_core::{Persist, PersistId, Snapshot};
 use synod_storage::{
-    save_snapshot, write_persist, FileLog, FileSnapshots, LogStore, RealDir, SnapshotStore,
-    StorageError, WalOptions,
+    open_node_stores, save_snapshot, write_persist, FileLog, FileSnapshots, LogStore, RealDir,
+    Recovered, StorageError, StorageOptions, SNAP_DIR, WAL_DIR,
 };
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
 use crate::metrics::Metrics;
-
-/// Snapshots kept on disk.
-const SNAPSHOTS_KEPT: usize = 2;
-
-/// What the node finds on disk when it starts.
-#[derive(Debug, Default)]
-pub struct Recovered {
-    /// The engine's hard state.
-    pub hard_state: Option<Vec<u8>>,
-    /// The newest snapshot.
-    pub snapshot: Option<Snapshot>,
-    /// The log after the snapshot.
-    pub entries: Vec<Entry>,
-}
 
 /// Work for the disk thread.
 enum Job {
@@ -49,8 +38,8 @@ pub enum DiskEvent {
     Durable(PersistId),
     /// A snapshot of the node's own state machine is saved and the log compacted through it.
     SnapshotSaved(Snapshot),
-    /// The disk failed; the node must stop.
-    Failed(StorageError),
+    /// The disk failed, or the thread panicked; the node must stop.
+    Failed(String),
 }
 
 /// The handle the node loop holds.
@@ -60,14 +49,14 @@ pub struct Disk {
     thread: Option<JoinHandle<()>>,
 }
 
-/// Where a node keeps its log and snapshots under its data directory.
+/// Where a node keeps its log under its data directory.
 pub fn wal_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("wal")
+    data_dir.join(WAL_DIR)
 }
 
-/// See [`wal_dir`].
+/// Where a node keeps its snapshots under its data directory.
 pub fn snap_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("snap")
+    data_dir.join(SNAP_DIR)
 }
 
 impl Disk {
@@ -78,28 +67,19 @@ impl Disk {
         data_dir: &Path,
         metrics: Arc<Metrics>,
     ) -> Result<(Disk, mpsc::UnboundedReceiver<DiskEvent>, Recovered), StorageError> {
-        let snapshots = FileSnapshots::open(RealDir::open(snap_dir(data_dir))?, SNAPSHOTS_KEPT)?;
-        let snapshot = snapshots.latest()?;
-        let (mut log, state) =
-            FileLog::open(RealDir::open(wal_dir(data_dir))?, WalOptions::default())?;
-        for repair in &state.repairs {
+        let mut data = RealDir::open(data_dir)?;
+        let (stores, recovered) = open_node_stores(&mut data, &StorageOptions::default())?;
+        for repair in &recovered.repairs {
             warn!(repair = %repair, "repaired the log's tail");
         }
-        let (hard_state, entries) =
-            synod_storage::recover(&mut log, state, snapshot.as_ref().map(|s| s.meta))?;
         let (jobs, queue) = std_mpsc::channel();
         let (events, events_rx) = mpsc::unbounded_channel();
         let thread = std::thread::Builder::new()
             .name("synod-disk".into())
-            .spawn(move || run(log, snapshots, queue, events, metrics))
+            .spawn(move || run(stores.log, stores.snapshots, queue, events, metrics))
             .map_err(|e| {
                 StorageError::io("start the disk thread", data_dir.display().to_string(), e)
             })?;
-        let recovered = Recovered {
-            hard_state,
-            snapshot,
-            entries,
-        };
         Ok((
             Disk {
                 jobs: Some(jobs),
@@ -155,12 +135,27 @@ fn run(
     while let Ok(first) = queue.recv() {
         batch.push(first);
         batch.extend(queue.try_iter());
-        if let Err(e) = write_batch(&mut log, &mut snapshots, &mut batch, &events, &metrics) {
-            error!(error = %e, "storage failed; the node stops");
-            let _ = events.send(DiskEvent::Failed(e));
-            return;
-        }
+        let written = catch_unwind(AssertUnwindSafe(|| {
+            write_batch(&mut log, &mut snapshots, &mut batch, &events, &metrics)
+        }));
+        let failure = match written {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e.to_string(),
+            Err(panic) => format!("the disk thread panicked: {}", panic_message(&panic)),
+        };
+        error!(error = %failure, "storage failed; the node stops");
+        let _ = events.send(DiskEvent::Failed(failure));
+        return;
     }
+}
+
+/// The message a panic carried.
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".to_string())
 }
 
 fn write_batch(

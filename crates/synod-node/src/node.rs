@@ -286,7 +286,10 @@ where
                     self.on_peer(from, message);
                 }
                 Some(first) = self.commands.recv() => self.on_commands(first),
-                Some(event) = self.disk_events.recv() => self.on_disk(event),
+                event = self.disk_events.recv() => match event {
+                    Some(event) => self.on_disk(event),
+                    None => self.fatal = Some("the disk thread stopped".to_string()),
+                },
                 _ = housekeeping.tick() => self.forget_abandoned(),
                 _ = stop.changed() => break,
             }
@@ -476,7 +479,7 @@ where
                 );
                 self.step(Input::Snapshotted(snapshot));
             }
-            DiskEvent::Failed(e) => self.fatal = Some(format!("the disk failed: {e}")),
+            DiskEvent::Failed(reason) => self.fatal = Some(format!("the disk failed: {reason}")),
         }
     }
 

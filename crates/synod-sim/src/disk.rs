@@ -1,19 +1,29 @@
-//! The simulated disk: a directory of in-memory files with POSIX durability rules, and only
+//! The simulated disk: directories of in-memory files with POSIX durability rules, and only
 //! the faults Synod claims to survive.
 //!
-//! - Data appended but not yet synced is lost at a crash. With disk faults on, any prefix of
-//!   it may survive instead, cut anywhere, so the last write may be torn.
-//! - File creations, renames and removals not yet made durable by `sync_dir` may be undone.
-//! - With disk faults on, the nemesis may flip a bit in stored (synced) data. The checksums must
-//!   catch it when the node next reads it: the node then refuses to start.
+//! - Data appended but not yet synced is lost at a crash. With disk faults on, part of it may
+//!   survive instead: a prefix cut anywhere, or the whole length with some 512-byte sectors
+//!   never written, reading back as zeros (a file system that recorded the length before the
+//!   data, as ext4 with delayed allocation and XFS can).
+//! - File and directory creations, renames and removals not yet made durable by `sync_dir` of
+//!   their directory may be undone; a directory undone takes everything in it along.
+//! - With disk faults on, the nemesis may damage a disk: flip a bit in stored (synced) data,
+//!   or crash a node so that its unwritten sectors read back as stale garbage. A node cannot
+//!   tell either from the other, so it must refuse to start; the nemesis counts that node as
+//!   down for good, within its fault budget.
 //!
-//! The log and snapshot store run on this through the same `Dir` trait as on real files.
+//! The log and snapshot store run on this through the same `Dir` trait as on real files, and
+//! nodes open their data directory with the same `open_node_stores` as the server.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
 
-use synod_core::Persist;
-use synod_core::{Entry, Rng, Snapshot};
-use synod_storage::{Dir, FileLog, FileSnapshots, Result, SnapshotStore, StorageError, WalOptions};
+use synod_core::{Persist, Rng};
+use synod_storage::record::SECTOR_BYTES;
+use synod_storage::{
+    open_node_stores, Dir, NodeStores, Recovered, Result, StorageError, StorageOptions, WalOptions,
+    SNAP_DIR, WAL_DIR,
+};
 
 type FileId = u64;
 
@@ -22,6 +32,59 @@ struct SimFile {
     durable: Vec<u8>,
     /// Appended since the last sync.
     pending: Vec<u8>,
+}
+
+impl SimFile {
+    /// What a crash leaves of the unsynced data. Returns whether it left garbage.
+    fn crash(&mut self, rng: &mut Rng, unsynced: Unsynced) -> bool {
+        let pending = std::mem::take(&mut self.pending);
+        if pending.is_empty() || unsynced == Unsynced::Lost {
+            return false;
+        }
+        if unsynced == Unsynced::Torn && rng.chance(0.5) {
+            // The length was recorded as far as the write got: a clean cut.
+            let kept = rng.range_inclusive(0, pending.len() as u64) as usize;
+            self.durable.extend_from_slice(&pending[..kept]);
+            return false;
+        }
+        // The length covers some of the write, but only some of its sectors were written.
+        let start = self.durable.len();
+        let covered = rng.range_inclusive(1, pending.len() as u64) as usize;
+        self.durable.extend_from_slice(&pending[..covered]);
+        let mut garbage = false;
+        let mut sector = start - start % SECTOR_BYTES;
+        while sector < self.durable.len() {
+            let (from, to) = (
+                sector.max(start),
+                (sector + SECTOR_BYTES).min(self.durable.len()),
+            );
+            if rng.chance(0.3) {
+                match unsynced {
+                    Unsynced::Garbage => {
+                        self.durable[from..to]
+                            .iter_mut()
+                            .for_each(|b| *b = rng.next_u64() as u8);
+                        garbage = true;
+                    }
+                    _ => self.durable[from..to].fill(0),
+                }
+            }
+            sector += SECTOR_BYTES;
+        }
+        garbage
+    }
+}
+
+/// How a crash treats data that was written but not synced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unsynced {
+    /// It is lost.
+    Lost,
+    /// Part of it may survive: a prefix, or the whole length with some sectors never written
+    /// (zeros). What a power loss does; a node must survive it.
+    Torn,
+    /// As `Torn`, but sectors never written read back as stale garbage: damage.
+    Garbage,
 }
 
 /// One simulated directory.
@@ -33,6 +96,10 @@ pub struct SimDir {
     synced_names: BTreeMap<String, FileId>,
     contents: BTreeMap<FileId, SimFile>,
     next_id: FileId,
+    /// Subdirectories; `None` while one is lent out to a store.
+    subdirs: BTreeMap<String, Option<SimDir>>,
+    /// The subdirectories as of the last `sync_dir`.
+    synced_subdirs: BTreeSet<String>,
 }
 
 impl SimDir {
@@ -44,7 +111,19 @@ impl SimDir {
             synced_names: BTreeMap::new(),
             contents: BTreeMap::new(),
             next_id: 1,
+            subdirs: BTreeMap::new(),
+            synced_subdirs: BTreeSet::new(),
         }
+    }
+
+    /// Takes back a subdirectory lent out by `subdir`.
+    pub fn put_back(&mut self, name: &str, dir: SimDir) {
+        self.subdirs.insert(name.to_string(), Some(dir));
+    }
+
+    /// A subdirectory that is not lent out.
+    pub fn subdir_mut(&mut self, name: &str) -> Option<&mut SimDir> {
+        self.subdirs.get_mut(name).and_then(Option::as_mut)
     }
 
     fn file(&self, name: &str) -> Result<&SimFile> {
@@ -70,22 +149,29 @@ impl SimDir {
             .ok_or_else(|| StorageError::io("open", path, std::io::ErrorKind::NotFound.into()))
     }
 
-    /// What a crash leaves. Unsynced appends are lost, or, with `torn_writes`, cut to a random
-    /// prefix; namespace changes not yet synced are undone, or kept.
-    pub fn crash(&mut self, rng: &mut Rng, torn_writes: bool) {
-        if self.names != self.synced_names && rng.chance(0.5) {
+    /// What a crash leaves: namespace changes not yet synced are undone (or kept), and data
+    /// not yet synced is treated as `unsynced` says, here and in every subdirectory (which
+    /// must all have been put back). Returns whether garbage was left anywhere.
+    pub fn crash(&mut self, rng: &mut Rng, unsynced: Unsynced) -> bool {
+        let names_changed = self.names != self.synced_names
+            || self.subdirs.keys().cloned().collect::<BTreeSet<_>>() != self.synced_subdirs;
+        if names_changed && rng.chance(0.5) {
             self.names = self.synced_names.clone();
+            let synced = &self.synced_subdirs;
+            self.subdirs.retain(|name, _| synced.contains(name));
         }
         self.synced_names = self.names.clone();
-        let live: std::collections::BTreeSet<FileId> = self.names.values().copied().collect();
+        self.synced_subdirs = self.subdirs.keys().cloned().collect();
+        let live: BTreeSet<FileId> = self.names.values().copied().collect();
         self.contents.retain(|id, _| live.contains(id));
+        let mut garbage = false;
         for file in self.contents.values_mut() {
-            let pending = std::mem::take(&mut file.pending);
-            if torn_writes && !pending.is_empty() {
-                let kept = rng.range_inclusive(0, pending.len() as u64) as usize;
-                file.durable.extend_from_slice(&pending[..kept]);
-            }
+            garbage |= file.crash(rng, unsynced);
         }
+        for dir in self.subdirs.values_mut().flatten() {
+            garbage |= dir.crash(rng, unsynced);
+        }
+        garbage
     }
 
     /// Flips one random bit of synced data, in a random file. Returns where, if any file holds
@@ -120,6 +206,25 @@ impl SimDir {
 impl Dir for SimDir {
     fn list(&self) -> Result<Vec<String>> {
         Ok(self.names.keys().cloned().collect())
+    }
+
+    fn open_read(&self, name: &str) -> Result<Box<dyn Read + '_>> {
+        let file = self.file(name)?;
+        Ok(Box::new(
+            file.durable.as_slice().chain(file.pending.as_slice()),
+        ))
+    }
+
+    fn subdir(&mut self, name: &str) -> Result<(SimDir, bool)> {
+        match self.subdirs.get_mut(name) {
+            Some(slot) => slot.take().map(|dir| (dir, false)).ok_or_else(|| {
+                StorageError::Misuse(format!("{} is already open", self.describe(name)))
+            }),
+            None => {
+                self.subdirs.insert(name.to_string(), None);
+                Ok((SimDir::new(self.describe(name)), true))
+            }
+        }
     }
 
     fn read(&self, name: &str) -> Result<Vec<u8>> {
@@ -182,6 +287,7 @@ impl Dir for SimDir {
 
     fn sync_dir(&mut self) -> Result<()> {
         self.synced_names = self.names.clone();
+        self.synced_subdirs = self.subdirs.keys().cloned().collect();
         // Files no name refers to any more are gone for good.
         let live: std::collections::BTreeSet<FileId> = self.names.values().copied().collect();
         self.contents.retain(|id, _| live.contains(id));
@@ -193,114 +299,96 @@ impl Dir for SimDir {
     }
 }
 
-/// What a node gets back from its disk when it starts.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Recovered {
-    /// The engine's hard state.
-    pub hard_state: Option<Vec<u8>>,
-    /// The newest snapshot.
-    pub snapshot: Option<Snapshot>,
-    /// The log after the snapshot.
-    pub entries: Vec<Entry>,
-    /// Torn writes cut off while opening the log.
-    pub repairs: Vec<String>,
-}
-
 /// Segments are kept small in the simulator so that they roll over and get purged often.
 pub const SEGMENT_BYTES: u64 = 16 << 10;
-/// Snapshots kept per node.
-pub const SNAPSHOTS_KEPT: usize = 2;
+/// Snapshot files are written in small chunks, so every snapshot spans several.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 512;
 
-/// A node's disk: the log and snapshot store while the node runs, bare directories while it
-/// is down.
+/// A node's disk: its data directory, with the log and snapshot store open in it while the
+/// node runs.
 #[derive(Debug)]
 pub(crate) struct NodeDisk {
-    open: Option<(FileLog<SimDir>, FileSnapshots<SimDir>)>,
-    closed: Option<(SimDir, SimDir)>,
+    data: SimDir,
+    open: Option<NodeStores<SimDir>>,
+    options: StorageOptions,
 }
 
 impl NodeDisk {
-    pub(crate) fn new(node: u64) -> NodeDisk {
+    pub(crate) fn new(node: u64, bugs: synod_storage::InjectedBugs) -> NodeDisk {
+        let mut wal = WalOptions::with_segment_bytes(SEGMENT_BYTES);
+        wal.bugs = bugs;
         NodeDisk {
+            data: SimDir::new(format!("n{node}")),
             open: None,
-            closed: Some((
-                SimDir::new(format!("n{node}/wal")),
-                SimDir::new(format!("n{node}/snap")),
-            )),
+            options: StorageOptions {
+                wal,
+                snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES,
+                ..StorageOptions::default()
+            },
         }
     }
 
     /// The log and snapshot store of a running node.
-    pub(crate) fn stores(&mut self) -> (&mut FileLog<SimDir>, &mut FileSnapshots<SimDir>) {
-        let (wal, snaps) = self.open.as_mut().expect("a running node's disk is open");
-        (wal, snaps)
+    pub(crate) fn stores(&mut self) -> &mut NodeStores<SimDir> {
+        self.open.as_mut().expect("a running node's disk is open")
     }
 
-    /// Opens the stores and reads back what they hold. On an error the disk is unusable.
+    /// Opens the stores, as the server does, and reads back what they hold. On an error the
+    /// disk is unusable.
     pub(crate) fn open(&mut self) -> Result<Recovered> {
-        let Some((wal_dir, snap_dir)) = self.closed.take() else {
+        if self.open.is_some() {
             return Err(StorageError::Misuse("the disk is already open".to_string()));
-        };
-        let snaps = FileSnapshots::open(snap_dir, SNAPSHOTS_KEPT)?;
-        let snapshot = snaps.latest()?;
-        let (mut wal, state) = FileLog::open(
-            wal_dir,
-            WalOptions {
-                segment_bytes: SEGMENT_BYTES,
-            },
-        )?;
-        let repairs = state.repairs.clone();
-        let (hard_state, entries) =
-            synod_storage::recover(&mut wal, state, snapshot.as_ref().map(|s| s.meta))?;
-        self.open = Some((wal, snaps));
-        Ok(Recovered {
-            hard_state,
-            snapshot,
-            entries,
-            repairs,
-        })
+        }
+        let (stores, recovered) = open_node_stores(&mut self.data, &self.options)?;
+        self.open = Some(stores);
+        Ok(recovered)
     }
 
-    /// The machine stops: what was not synced is lost (or, with torn writes, cut short).
-    pub(crate) fn crash(&mut self, rng: &mut Rng, torn_writes: bool) {
-        if let Some((wal, snaps)) = self.open.take() {
-            let (mut wal_dir, mut snap_dir) = (wal.into_dir(), snaps.into_dir());
-            wal_dir.crash(rng, torn_writes);
-            snap_dir.crash(rng, torn_writes);
-            self.closed = Some((wal_dir, snap_dir));
+    /// The machine stops: what was not synced is lost, or treated as `unsynced` says. Returns
+    /// whether garbage was left.
+    pub(crate) fn crash(&mut self, rng: &mut Rng, unsynced: Unsynced) -> bool {
+        if let Some(stores) = self.open.take() {
+            self.data.put_back(WAL_DIR, stores.log.into_dir());
+            self.data.put_back(SNAP_DIR, stores.snapshots.into_dir());
         }
+        self.data.crash(rng, unsynced)
     }
 
     /// Flips a bit in the stored data of a stopped node's disk.
     pub(crate) fn corrupt(&mut self, rng: &mut Rng) -> Option<String> {
-        let (wal_dir, snap_dir) = self.closed.as_mut()?;
-        if rng.chance(0.5) {
-            wal_dir
-                .flip_random_bit(rng)
-                .or_else(|| snap_dir.flip_random_bit(rng))
+        let (first, second) = if rng.chance(0.5) {
+            (WAL_DIR, SNAP_DIR)
         } else {
-            snap_dir
-                .flip_random_bit(rng)
-                .or_else(|| wal_dir.flip_random_bit(rng))
+            (SNAP_DIR, WAL_DIR)
+        };
+        if let Some(flipped) = self
+            .data
+            .subdir_mut(first)
+            .and_then(|d| d.flip_random_bit(rng))
+        {
+            return Some(flipped);
         }
+        self.data
+            .subdir_mut(second)
+            .and_then(|d| d.flip_random_bit(rng))
     }
 
     /// Saves a snapshot the node took and compacts its log through it.
-    pub(crate) fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<()> {
-        let (wal, snaps) = self.stores();
-        synod_storage::save_snapshot(wal, snaps, snapshot)?;
-        wal.flush()
+    pub(crate) fn save_snapshot(&mut self, snapshot: &synod_core::Snapshot) -> Result<()> {
+        let stores = self.stores();
+        synod_storage::save_snapshot(&mut stores.log, &mut stores.snapshots, snapshot)?;
+        stores.log.flush()
     }
 
     /// Writes an engine's persist, unsynced (a snapshot in it is saved at once).
     pub(crate) fn write(&mut self, persist: &Persist) -> Result<()> {
-        let (wal, snaps) = self.stores();
-        synod_storage::write_persist(wal, snaps, persist)?;
-        wal.flush()
+        let stores = self.stores();
+        synod_storage::write_persist(&mut stores.log, &mut stores.snapshots, persist)?;
+        stores.log.flush()
     }
 
     /// Makes everything written durable.
     pub(crate) fn sync(&mut self) -> Result<()> {
-        synod_storage::LogStore::sync(self.stores().0)
+        synod_storage::LogStore::sync(&mut self.stores().log)
     }
 }

@@ -24,7 +24,7 @@ mod sweep;
 mod trace;
 mod world;
 
-pub use disk::{Recovered, SimDir};
+pub use disk::{SimDir, Unsynced};
 pub use faults::FaultSet;
 pub use paxos::{PaxosInvariants, PaxosNode, PaxosOptions};
 pub use protocol::{Invariants, Protocol};
@@ -32,6 +32,7 @@ pub use raft::{RaftInvariants, RaftOptions};
 pub use report::{percentile, RunReport, Stats, Summary, Violation, ViolationKind};
 pub use run::{report_panics_quietly, run, RunConfig, RunOutcome};
 pub use sweep::sweep;
+pub use synod_storage::Recovered;
 pub use world::World;
 
 /// Virtual time, in microseconds.

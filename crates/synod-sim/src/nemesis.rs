@@ -4,6 +4,7 @@
 
 use synod_core::{NodeId, Role};
 
+use crate::disk::Unsynced;
 use crate::protocol::Protocol;
 use crate::world::{Event, World};
 use crate::TICK_US;
@@ -149,14 +150,26 @@ impl<P: Protocol> World<P> {
 
     /// Crashes `node` if that leaves at most a minority down, and schedules its restart.
     fn crash_node(&mut self, node: NodeId) {
+        let unsynced = if self.config.faults.disk {
+            Unsynced::Torn
+        } else {
+            Unsynced::Lost
+        };
+        self.crash_node_leaving(node, unsynced);
+    }
+
+    /// As [`World::crash_node`], its unsynced writes treated as `unsynced` says. Returns
+    /// whether the disk was left with garbage.
+    fn crash_node_leaving(&mut self, node: NodeId, unsynced: Unsynced) -> bool {
         let down = self.nodes.iter().filter(|n| n.engine.is_none()).count();
         let minority = (self.voters.len() - 1) / 2;
         if down + 1 > minority || !self.is_up(node) {
-            return;
+            return false;
         }
-        self.crash(node);
+        let garbage = self.crash_leaving(node, unsynced);
         let downtime = self.nemesis_rng.range(DOWNTIME_TICKS.0, DOWNTIME_TICKS.1) * TICK_US;
         self.schedule(downtime, Event::Restart { node });
+        garbage
     }
 
     fn crash_one(&mut self) {
@@ -164,24 +177,38 @@ impl<P: Protocol> World<P> {
         self.crash_node(node);
     }
 
-    /// Crashes a node (within the fault budget) and flips a bit in what its disk stored.
+    /// Crashes a node (within the fault budget) and damages its disk: the sectors of its
+    /// unsynced writes that never reached the disk read back as stale garbage, or a bit of
+    /// what it stored flips. Neither can be told from the other, so the node must refuse to
+    /// start; it then stays down, counted against the budget.
     fn damage_disk(&mut self) {
         let node = self.voters[self.nemesis_rng.index(self.voters.len())];
+        let mut damage = None;
         if self.is_up(node) {
-            self.crash_node(node);
+            let unsynced = if self.nemesis_rng.chance(0.5) {
+                Unsynced::Garbage
+            } else {
+                Unsynced::Torn
+            };
+            if self.crash_node_leaving(node, unsynced) {
+                damage = Some("garbage into sectors its last write never reached".to_string());
+            }
         }
         if self.is_up(node) || self.node(node).dead {
             return;
         }
-        let Some(flipped) = self.nodes[node.0 as usize - 1]
-            .disk
-            .corrupt(&mut self.nemesis_rng)
-        else {
+        let damage = damage.or_else(|| {
+            let flipped = self.nodes[node.0 as usize - 1]
+                .disk
+                .corrupt(&mut self.nemesis_rng)?;
+            Some(format!("flips {flipped}"))
+        });
+        let Some(damage) = damage else {
             return;
         };
         self.node_mut(node).damaged = true;
         self.stats.disks_damaged += 1;
-        self.trace_line(|| format!("nemesis: flips {flipped}"));
+        self.trace_line(|| format!("nemesis: {node} {damage}"));
     }
 
     fn crash_leader(&mut self) {

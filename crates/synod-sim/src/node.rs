@@ -11,7 +11,7 @@ use synod_core::{
 };
 use synod_kv::{KvStore, RangeRequest, Request};
 
-use crate::disk::NodeDisk;
+use crate::disk::{NodeDisk, Unsynced};
 use crate::protocol::Protocol;
 use crate::report::ViolationKind;
 use crate::world::{ClientRequest, Event, Reply, World};
@@ -50,7 +50,11 @@ pub(crate) struct SimNode<P: Protocol> {
 }
 
 impl<P: Protocol> SimNode<P> {
-    pub(crate) fn new(id: NodeId, tick_us: SimTime) -> SimNode<P> {
+    pub(crate) fn new(
+        id: NodeId,
+        tick_us: SimTime,
+        storage_bugs: synod_storage::InjectedBugs,
+    ) -> SimNode<P> {
         SimNode {
             id,
             engine: None,
@@ -60,7 +64,7 @@ impl<P: Protocol> SimNode<P> {
             kv: new_store(),
             applied_era: 0,
             snapshot_index: 0,
-            disk: NodeDisk::new(id.0),
+            disk: NodeDisk::new(id.0, storage_bugs),
             disk_busy_until: 0,
             sends: SendGate::default(),
             waiting_writes: HashMap::new(),
@@ -139,23 +143,35 @@ impl<P: Protocol> World<P> {
         );
     }
 
-    /// Stops a node: everything not persisted is lost, its disk keeps what was synced.
+    /// Stops a node: everything not persisted is lost, its disk keeps what was synced (and,
+    /// with disk faults, part of what was not: a torn write).
     pub(crate) fn crash(&mut self, id: NodeId) {
-        let torn_writes = self.config.faults.disk;
+        let unsynced = if self.config.faults.disk {
+            Unsynced::Torn
+        } else {
+            Unsynced::Lost
+        };
+        self.crash_leaving(id, unsynced);
+    }
+
+    /// Stops a node, its unsynced writes treated as `unsynced` says. Returns whether its disk
+    /// was left with garbage.
+    pub(crate) fn crash_leaving(&mut self, id: NodeId, unsynced: Unsynced) -> bool {
         let node = &mut self.nodes[id.0 as usize - 1];
         let Some(engine) = node.engine.take() else {
-            return;
+            return false;
         };
         self.stats.preemptions += engine.preemptions();
         node.status = None;
         node.incarnation += 1;
-        node.disk.crash(&mut self.disk_rng, torn_writes);
+        let garbage = node.disk.crash(&mut self.disk_rng, unsynced);
         node.sends.reset();
         node.waiting_writes.clear();
         node.waiting_reads.clear();
         node.disk_busy_until = 0;
         self.stats.crashes += 1;
         self.trace_line(|| format!("{id} crashes"));
+        garbage
     }
 
     pub(crate) fn restart(&mut self, id: NodeId) {

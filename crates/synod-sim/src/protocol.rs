@@ -6,7 +6,7 @@ use std::fmt::Debug;
 
 use synod_core::{Engine, NodeId};
 
-pub use crate::disk::Recovered;
+pub use synod_storage::Recovered;
 
 /// A protocol the simulator can run.
 pub trait Protocol: Engine + Sized + 'static {

@@ -42,6 +42,8 @@ pub struct RunConfig {
     pub spread_clients: bool,
     /// Keep a readable trace.
     pub trace: bool,
+    /// Storage rules broken on purpose (test builds), to prove the sweep catches them.
+    pub storage_bugs: synod_storage::InjectedBugs,
 }
 
 impl RunConfig {
@@ -62,6 +64,7 @@ impl RunConfig {
             snapshot_every: 200,
             spread_clients: false,
             trace: false,
+            storage_bugs: synod_storage::InjectedBugs::NONE,
         }
     }
 }

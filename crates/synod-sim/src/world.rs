@@ -161,7 +161,8 @@ impl<P: Protocol> World<P> {
                 } else {
                     0.0
                 };
-                SimNode::new(id, (TICK_US as f64 * (1.0 + skew)) as SimTime)
+                let tick_us = (TICK_US as f64 * (1.0 + skew)) as SimTime;
+                SimNode::new(id, tick_us, config.storage_bugs)
             })
             .collect();
         let trace = if config.trace {

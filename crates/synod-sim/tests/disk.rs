@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // tests and benchmarks fail loudly on purpose
 
 use synod_core::Rng;
-use synod_sim::SimDir;
+use synod_sim::{SimDir, Unsynced};
 use synod_storage::conformance::{
     entry, log_store_suite, snapshot_store_suite, LogHarness, SnapshotHarness,
 };
@@ -23,7 +23,7 @@ impl LogHarness for SimDisk {
     }
     fn crash(&mut self, log: FileLog<SimDir>) -> (FileLog<SimDir>, LogState) {
         let mut dir = log.into_dir();
-        dir.crash(&mut self.rng, true);
+        dir.crash(&mut self.rng, Unsynced::Torn);
         FileLog::open(dir, self.options).unwrap()
     }
 }
@@ -35,7 +35,7 @@ impl SnapshotHarness for SimDisk {
     }
     fn crash(&mut self, store: FileSnapshots<SimDir>, retain: usize) -> FileSnapshots<SimDir> {
         let mut dir = store.into_dir();
-        dir.crash(&mut self.rng, true);
+        dir.crash(&mut self.rng, Unsynced::Torn);
         FileSnapshots::open(dir, retain).unwrap()
     }
 }
@@ -49,9 +49,7 @@ fn the_file_log_conforms_on_the_simulated_disk() {
         });
         log_store_suite(&mut SimDisk {
             rng: Rng::new(seed),
-            options: WalOptions {
-                segment_bytes: 2 << 10,
-            },
+            options: WalOptions::with_segment_bytes(2 << 10),
         });
     }
 }
@@ -74,7 +72,7 @@ fn records_handed_over_by_flush_are_durable_after_sync() {
     log.flush().unwrap();
     log.sync().unwrap();
     let mut dir = log.into_dir();
-    dir.crash(&mut rng, false);
+    dir.crash(&mut rng, Unsynced::Lost);
     let (_, state) = FileLog::open(dir, WalOptions::default()).unwrap();
     assert_eq!(
         state.last_index(),
@@ -92,7 +90,7 @@ fn without_torn_writes_a_crash_loses_exactly_what_was_not_synced() {
     log.append(&[entry(2, 1)]).unwrap();
     log.flush().unwrap();
     let mut dir = log.into_dir();
-    dir.crash(&mut rng, false);
+    dir.crash(&mut rng, Unsynced::Lost);
     let (_, state) = FileLog::open(dir, WalOptions::default()).unwrap();
     assert_eq!(state.last_index(), 1);
     assert!(state.repairs.is_empty());
@@ -111,7 +109,7 @@ fn torn_writes_are_repaired_and_flipped_bits_refused() {
             .unwrap();
         log.flush().unwrap();
         let mut dir = log.into_dir();
-        dir.crash(&mut rng, true);
+        dir.crash(&mut rng, Unsynced::Torn);
         let (log, state) = FileLog::open(dir, WalOptions::default()).unwrap();
         assert!(state.last_index() >= 20);
         torn += state.repairs.len();
@@ -124,4 +122,116 @@ fn torn_writes_are_repaired_and_flipped_bits_refused() {
         );
     }
     assert!(torn > 30, "most crashes cut a record in half: {torn} of 50");
+}
+
+/// Opens a node's stores in `data`, writes and syncs a hard state, crashes, opens again:
+/// what hard state does the node find?
+fn hard_state_after_first_start_and_crash(seed: u64, bugs: InjectedBugs) -> Option<Vec<u8>> {
+    let mut rng = Rng::new(seed);
+    let mut options = StorageOptions::default();
+    options.wal.bugs = bugs;
+    let mut data = SimDir::new("n1");
+    let (mut stores, _) = open_node_stores(&mut data, &options).unwrap();
+    stores
+        .log
+        .save_hard_state(b"voted for n2 in term 7")
+        .unwrap();
+    stores.log.sync().unwrap();
+    data.put_back(WAL_DIR, stores.log.into_dir());
+    data.put_back(SNAP_DIR, stores.snapshots.into_dir());
+    data.crash(&mut rng, Unsynced::Lost);
+    open_node_stores(&mut data, &options).unwrap().1.hard_state
+}
+
+#[test]
+fn the_log_directory_created_at_first_start_survives_a_crash() {
+    for seed in 0..40 {
+        assert_eq!(
+            hard_state_after_first_start_and_crash(seed, InjectedBugs::NONE).as_deref(),
+            Some(&b"voted for n2 in term 7"[..]),
+            "seed {seed}"
+        );
+    }
+}
+
+#[test]
+fn without_syncing_the_data_directory_a_crash_can_take_the_whole_log() {
+    let bugs = InjectedBugs {
+        skip_directory_sync: true,
+        ..InjectedBugs::NONE
+    };
+    let lost = (0..40)
+        .filter(|&seed| hard_state_after_first_start_and_crash(seed, bugs).is_none())
+        .count();
+    assert!(
+        lost > 5,
+        "the simulated disk undoes unsynced directories: {lost} of 40"
+    );
+}
+
+/// A synced log of entries 1..=20 and 20 more unsynced, each wider than a disk sector, then a
+/// crash that treats the unsynced ones as `unsynced` says.
+fn crash_with_wide_unsynced_entries(seed: u64, unsynced: Unsynced) -> SimDir {
+    let mut rng = Rng::new(seed);
+    let wide = |i| {
+        let mut e = entry(i, 1);
+        e.payload = synod_core::Payload::Command(synod_core::Proposal {
+            id: synod_core::RequestId::new(1, i),
+            command: bytes::Bytes::from(vec![0x3c; 700]),
+        });
+        e
+    };
+    let (mut log, _) = FileLog::open(SimDir::new("wal"), WalOptions::default()).unwrap();
+    log.append(&(1..=20).map(wide).collect::<Vec<_>>()).unwrap();
+    log.sync().unwrap();
+    log.append(&(21..=40).map(wide).collect::<Vec<_>>())
+        .unwrap();
+    log.flush().unwrap();
+    let mut dir = log.into_dir();
+    dir.crash(&mut rng, unsynced);
+    dir
+}
+
+#[test]
+fn torn_writes_with_zeroed_sectors_are_cut_and_the_synced_log_kept() {
+    let mut zeroed = 0;
+    for seed in 0..60 {
+        let dir = crash_with_wide_unsynced_entries(seed, Unsynced::Torn);
+        let (_, state) = FileLog::open(dir, WalOptions::default())
+            .unwrap_or_else(|e| panic!("seed {seed}: a torn write refused: {e}"));
+        assert!(state.last_index() >= 20, "seed {seed}");
+        zeroed += state
+            .repairs
+            .iter()
+            .filter(|r| r.contains("zeroed sector"))
+            .count();
+    }
+    assert!(zeroed > 10, "zeroed sectors were simulated: {zeroed} of 60");
+}
+
+#[test]
+fn the_old_rule_takes_a_zeroed_sector_for_corruption() {
+    let mut options = WalOptions::default();
+    options.bugs.torn_write_only_as_a_clean_cut = true;
+    let refused = (0..60)
+        .filter(|&seed| {
+            let dir = crash_with_wide_unsynced_entries(seed, Unsynced::Torn);
+            FileLog::open(dir, options).is_err()
+        })
+        .count();
+    assert!(refused > 10, "{refused} of 60");
+}
+
+#[test]
+fn garbage_in_unsynced_sectors_is_refused_as_damage() {
+    let mut refused = 0;
+    for seed in 0..60 {
+        let dir = crash_with_wide_unsynced_entries(seed, Unsynced::Garbage);
+        match FileLog::open(dir, WalOptions::default()) {
+            Err(StorageError::Corrupt { .. }) => refused += 1,
+            Err(other) => panic!("seed {seed}: {other}"),
+            Ok((_, state)) => assert!(state.last_index() >= 20, "seed {seed}"),
+        }
+    }
+    assert!(refused > 20, "{refused} of 60");
 }

@@ -5,20 +5,26 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Result, StorageError};
 
-/// One directory of files, named without paths.
+/// One directory of files, named without paths, and of subdirectories.
 ///
 /// Durability follows POSIX: data appended to a file survives a crash only once `sync` of
-/// that file returned; a file's creation, rename or removal survives only once `sync_dir`
-/// returned.
-pub trait Dir {
+/// that file returned; a file's or a subdirectory's creation, a rename or a removal survives
+/// only once `sync_dir` returned. A subdirectory that was not made durable may vanish at a
+/// crash with everything in it, synced or not.
+pub trait Dir: Sized {
     /// Names of the files in the directory, sorted.
     fn list(&self) -> Result<Vec<String>>;
     /// The whole content of a file.
     fn read(&self, name: &str) -> Result<Vec<u8>>;
+    /// A file's content as a stream, for files too large to hold twice.
+    fn open_read(&self, name: &str) -> Result<Box<dyn Read + '_>>;
+    /// Opens the subdirectory `name`, creating it if missing (durable at the next `sync_dir`).
+    /// Says whether it was created.
+    fn subdir(&mut self, name: &str) -> Result<(Self, bool)>;
     /// Creates an empty file, replacing any file of that name.
     fn create(&mut self, name: &str) -> Result<()>;
     /// Appends bytes to a file.
@@ -46,15 +52,49 @@ pub struct RealDir {
 }
 
 impl RealDir {
-    /// The directory at `path`, created if missing.
+    /// The directory at `path`, created if missing. Every directory this creates is made
+    /// durable in its parent before this returns, so a power loss cannot take it back.
     pub fn open(path: impl Into<PathBuf>) -> Result<RealDir> {
         let path = path.into();
+        let missing: Vec<&Path> = path
+            .ancestors()
+            .filter(|p| !p.as_os_str().is_empty())
+            .take_while(|p| !p.exists())
+            .collect();
         std::fs::create_dir_all(&path)
             .map_err(|e| StorageError::io("create directory", path.display().to_string(), e))?;
-        Ok(RealDir {
+        // Outermost first: each new directory's entry lives in its parent.
+        for created in missing.iter().rev() {
+            match created.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => sync_directory(parent)?,
+                _ => sync_directory(Path::new("."))?,
+            }
+        }
+        Ok(RealDir::at(path))
+    }
+
+    /// An existing directory, opened for reading only: nothing is created.
+    pub fn existing(path: impl Into<PathBuf>) -> Result<RealDir> {
+        let path = path.into();
+        if !path.is_dir() {
+            let missing = std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such directory".to_string(),
+            );
+            return Err(StorageError::io(
+                "open",
+                path.display().to_string(),
+                missing,
+            ));
+        }
+        Ok(RealDir::at(path))
+    }
+
+    fn at(path: PathBuf) -> RealDir {
+        RealDir {
             path,
             open: HashMap::new(),
-        })
+        }
     }
 
     fn file_path(&self, name: &str) -> PathBuf {
@@ -72,6 +112,13 @@ impl RealDir {
         }
         Ok(self.open.get_mut(name).expect("inserted above"))
     }
+}
+
+/// fsync of a directory: makes the names in it durable.
+fn sync_directory(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StorageError::io("fsync directory", path.display().to_string(), e))
 }
 
 impl Dir for RealDir {
@@ -97,6 +144,29 @@ impl Dir for RealDir {
             .and_then(|mut f| f.read_to_end(&mut data))
             .map_err(|e| StorageError::io("read", path.display().to_string(), e))?;
         Ok(data)
+    }
+
+    fn open_read(&self, name: &str) -> Result<Box<dyn Read + '_>> {
+        let path = self.file_path(name);
+        let file = File::open(&path)
+            .map_err(|e| StorageError::io("open", path.display().to_string(), e))?;
+        Ok(Box::new(std::io::BufReader::with_capacity(1 << 16, file)))
+    }
+
+    fn subdir(&mut self, name: &str) -> Result<(RealDir, bool)> {
+        let path = self.file_path(name);
+        let created = match std::fs::create_dir(&path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => false,
+            Err(e) => {
+                return Err(StorageError::io(
+                    "create directory",
+                    path.display().to_string(),
+                    e,
+                ))
+            }
+        };
+        Ok((RealDir::at(path), created))
     }
 
     fn create(&mut self, name: &str) -> Result<()> {
@@ -143,9 +213,7 @@ impl Dir for RealDir {
     }
 
     fn sync_dir(&mut self) -> Result<()> {
-        File::open(&self.path)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| StorageError::io("fsync directory", self.path.display().to_string(), e))
+        sync_directory(&self.path)
     }
 
     fn describe(&self, name: &str) -> String {

@@ -6,18 +6,22 @@
 //! the last one and flips bits. The in-memory ones ([`MemLog`], [`MemSnapshots`]) have the
 //! same crash semantics. [`conformance`] is the one suite they all pass.
 
+mod bugs;
 pub mod conformance;
 mod dir;
 mod error;
 mod log;
 mod mem;
+mod node;
 pub mod record;
 mod snapshot;
 pub mod wal;
 
+pub use bugs::InjectedBugs;
 pub use dir::{Dir, RealDir};
 pub use error::{Result, StorageError};
 pub use log::{recover, save_snapshot, write_persist, LogState, LogStore};
 pub use mem::{MemLog, MemSnapshots};
-pub use snapshot::{FileSnapshots, SnapshotStore};
-pub use wal::{FileLog, WalOptions};
+pub use node::{open_node_stores, NodeStores, Recovered, StorageOptions, SNAP_DIR, WAL_DIR};
+pub use snapshot::{FileSnapshots, SnapshotStore, SNAPSHOT_CHUNK_BYTES};
+pub use wal::{FileLog, TornTail, WalOptions};

@@ -7,14 +7,20 @@
 //! ```
 //!
 //! All integers little-endian; checksums are CRC32C. The header has its own checksum so that a
-//! flipped bit in a length can never pass for a record cut short by a crash: only a tail that
-//! is genuinely short (or zero-filled, as unwritten blocks read back) counts as torn.
+//! flipped bit in a length can never pass for a record cut short by a crash. What a crash can
+//! leave is a record that is short, a tail of zeros, or a record in which a whole disk sector
+//! reads back as zeros (the file's length was recorded but that sector's data never reached
+//! the disk: ext4 with delayed allocation, XFS). [`torn_write_evidence`] tells the last of
+//! those from damage to written data, which never zeroes a whole sector.
 
 /// Bytes before a record's payload.
 pub const HEADER_BYTES: usize = 13;
 
 /// The largest payload a record may have; anything claiming more is corrupt.
 pub const PAYLOAD_BYTES_MAX: usize = 256 << 20;
+
+/// The unit in which a disk writes, and so in which a crash tears a write.
+pub const SECTOR_BYTES: usize = 512;
 
 /// Appends one framed record to `out`.
 pub fn encode(kind: u8, payload: &[u8], out: &mut Vec<u8>) {
@@ -79,6 +85,25 @@ fn u32_at(buf: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
 }
 
+/// Checks a record's header: its kind and payload length, or what is wrong with it.
+pub fn header(header: &[u8; HEADER_BYTES]) -> Result<(u8, usize), &'static str> {
+    let len = u32_at(header, 0) as usize;
+    let kind = header[4];
+    let header_crc = crc32c::crc32c_append(crc32c::crc32c(&header[0..4]), &[kind]);
+    if header_crc != u32_at(header, 5) {
+        return Err("record header checksum mismatch");
+    }
+    if len > PAYLOAD_BYTES_MAX {
+        return Err("record length beyond the maximum");
+    }
+    Ok((kind, len))
+}
+
+/// Whether `payload` is what the checked `header` says it is.
+pub fn payload_matches(header: &[u8; HEADER_BYTES], payload: &[u8]) -> bool {
+    crc32c::crc32c(payload) == u32_at(header, 9)
+}
+
 /// Reads the record at the start of `rest`.
 pub fn read(rest: &[u8]) -> Found<'_> {
     if rest.is_empty() {
@@ -87,23 +112,18 @@ pub fn read(rest: &[u8]) -> Found<'_> {
     if rest.iter().all(|&b| b == 0) {
         return Found::Torn("zero-filled tail");
     }
-    if rest.len() < HEADER_BYTES {
+    let Some(head) = rest.first_chunk::<HEADER_BYTES>() else {
         return Found::Torn("record header cut short");
-    }
-    let len = u32_at(rest, 0) as usize;
-    let kind = rest[4];
-    let header_crc = crc32c::crc32c_append(crc32c::crc32c(&rest[0..4]), &[kind]);
-    if header_crc != u32_at(rest, 5) {
-        return Found::Corrupt("record header checksum mismatch");
-    }
-    if len > PAYLOAD_BYTES_MAX {
-        return Found::Corrupt("record length beyond the maximum");
-    }
+    };
+    let (kind, len) = match header(head) {
+        Ok(found) => found,
+        Err(reason) => return Found::Corrupt(reason),
+    };
     if rest.len() < HEADER_BYTES + len {
         return Found::Torn("record cut short");
     }
     let payload = &rest[HEADER_BYTES..HEADER_BYTES + len];
-    if crc32c::crc32c(payload) != u32_at(rest, 9) {
+    if !payload_matches(head, payload) {
         return Found::Corrupt("record payload checksum mismatch");
     }
     Found::Record {
@@ -111,6 +131,33 @@ pub fn read(rest: &[u8]) -> Found<'_> {
         payload,
         size: HEADER_BYTES + len,
     }
+}
+
+/// Whether the record at `offset` of `file`, which fails its checks, shows the mark of a write
+/// a crash cut short: some disk sector it covers reads back as zeros from the record's start
+/// on. A sector that was synced reads back as written, so such a record was never synced, and
+/// neither was anything after it (a sync makes everything before it durable). A flipped bit, or
+/// any other damage to written data, leaves no zeroed sector: that stays corruption.
+///
+/// The record's extent is taken from its header when the header is intact, else the header
+/// alone is examined.
+pub fn torn_write_evidence(file: &[u8], offset: usize) -> bool {
+    let rest = &file[offset.min(file.len())..];
+    let claimed = match rest.first_chunk::<HEADER_BYTES>().map(header) {
+        Some(Ok((_, len))) => HEADER_BYTES + len,
+        _ => HEADER_BYTES,
+    };
+    let end = offset.saturating_add(claimed).min(file.len());
+    let mut sector_start = offset - offset % SECTOR_BYTES;
+    while sector_start < end {
+        let from = sector_start.max(offset);
+        let to = (sector_start + SECTOR_BYTES).min(file.len());
+        if file[from..to].iter().all(|&b| b == 0) {
+            return true;
+        }
+        sector_start += SECTOR_BYTES;
+    }
+    false
 }
 
 #[cfg(test)]
@@ -159,6 +206,60 @@ mod tests {
                 "cut at {cut}: {:?}",
                 read(&buf[..cut])
             );
+        }
+    }
+
+    /// A log of `count` records of `size`-byte payloads, each record's payload non-zero.
+    fn log_of(count: usize, size: usize) -> (Vec<u8>, Vec<usize>) {
+        let mut file = Vec::new();
+        let mut starts = Vec::new();
+        for i in 0..count {
+            starts.push(file.len());
+            encode(2, &vec![(i % 250 + 1) as u8; size], &mut file);
+        }
+        (file, starts)
+    }
+
+    #[test]
+    fn a_zeroed_sector_inside_a_record_is_a_torn_write() {
+        let (mut file, starts) = log_of(8, 700);
+        let victim = starts[5];
+        let sector = (victim / SECTOR_BYTES + 1) * SECTOR_BYTES;
+        file[sector..sector + SECTOR_BYTES].fill(0);
+        assert!(matches!(read(&file[victim..]), Found::Corrupt(_)));
+        assert!(torn_write_evidence(&file, victim));
+        assert!(
+            !torn_write_evidence(&file, starts[4]),
+            "an intact record before it shows nothing"
+        );
+    }
+
+    #[test]
+    fn a_zeroed_sector_over_a_header_is_a_torn_write() {
+        let (mut file, starts) = log_of(8, 700);
+        let victim = starts[3];
+        let sector_end = (victim / SECTOR_BYTES + 1) * SECTOR_BYTES;
+        // The sector holding the header, from the record's start on, never reached the disk.
+        file[victim..sector_end].fill(0);
+        assert!(matches!(read(&file[victim..]), Found::Corrupt(_)));
+        assert!(torn_write_evidence(&file, victim));
+    }
+
+    #[test]
+    fn garbage_or_a_flipped_bit_is_never_taken_for_a_torn_write() {
+        let (file, starts) = log_of(8, 700);
+        for &start in &starts {
+            for at in [start, start + 5, start + HEADER_BYTES + 3, start + 600] {
+                for bit in 0..8 {
+                    let mut damaged = file.clone();
+                    damaged[at] ^= 1 << bit;
+                    assert!(!torn_write_evidence(&damaged, start), "bit {bit} at {at}");
+                }
+            }
+            let mut garbage = file.clone();
+            let sector = (start / SECTOR_BYTES + 1) * SECTOR_BYTES;
+            garbage[sector..sector + SECTOR_BYTES].fill(0x5a);
+            assert!(!torn_write_evidence(&garbage, start));
         }
     }
 

@@ -1,12 +1,14 @@
 //! The snapshot store contract, and snapshots as checksummed files.
 
+use std::io::Read;
+
 use bytes::Bytes;
 use synod_core::codec::{Decoder, Encoder};
 use synod_core::{Snapshot, SnapshotMeta};
 
 use crate::dir::Dir;
 use crate::error::{Result, StorageError};
-use crate::record::{self, Found};
+use crate::record;
 
 /// Durable snapshots of the state machine.
 pub trait SnapshotStore {
@@ -25,18 +27,28 @@ pub trait SnapshotStore {
     fn delete(&mut self, meta: SnapshotMeta) -> Result<()>;
 }
 
-/// The record kind of a snapshot file's single record.
-const KIND_SNAPSHOT: u8 = 16;
+/// The record kind of a version 1 snapshot file's single record (read, no longer written).
+const KIND_SNAPSHOT_V1: u8 = 16;
+/// The first record of a snapshot file: what it covers and how long its data is.
+const KIND_SNAPSHOT_HEADER: u8 = 17;
+/// One piece of the state machine's data.
+const KIND_SNAPSHOT_CHUNK: u8 = 18;
 const MAGIC: &[u8; 8] = b"SYNODSNP";
-const VERSION: u64 = 1;
+const VERSION: u64 = 2;
 const SUFFIX: &str = ".snap";
 const TEMP_SUFFIX: &str = ".snap.tmp";
 
-/// Snapshots stored one per file: `<index>-<era>.snap`, a single checksummed record.
+/// Bytes of data per chunk record by default: a snapshot of any size is written and read
+/// one bounded piece at a time, never framed as one record.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+/// Snapshots stored one per file, `<index>-<era>.snap`: a header record, then the data in
+/// checksummed chunk records.
 #[derive(Debug)]
 pub struct FileSnapshots<D: Dir> {
     dir: D,
     retain: usize,
+    chunk_bytes: usize,
 }
 
 fn file_name(meta: SnapshotMeta) -> String {
@@ -67,10 +79,23 @@ impl<D: Dir> FileSnapshots<D> {
         if !leftovers.is_empty() {
             dir.sync_dir()?;
         }
-        Ok(FileSnapshots {
+        Ok(FileSnapshots::read_only(dir, retain))
+    }
+
+    /// The store as it is, changing nothing (for `synod wal check`).
+    pub fn read_only(dir: D, retain: usize) -> FileSnapshots<D> {
+        FileSnapshots {
             dir,
             retain: retain.max(1),
-        })
+            chunk_bytes: SNAPSHOT_CHUNK_BYTES,
+        }
+    }
+
+    /// Writes data in chunks of at most `chunk_bytes` (the simulator uses small ones so that
+    /// every snapshot crosses chunk boundaries).
+    pub fn with_chunk_bytes(mut self, chunk_bytes: usize) -> FileSnapshots<D> {
+        self.chunk_bytes = chunk_bytes.max(1);
+        self
     }
 
     /// The directory back, for the simulator to crash it.
@@ -78,51 +103,183 @@ impl<D: Dir> FileSnapshots<D> {
         self.dir
     }
 
-    /// Reads and checks one snapshot file.
+    /// Reads and checks one snapshot file, one record at a time: the data is held once.
     pub fn read(&self, meta: SnapshotMeta) -> Result<Snapshot> {
         let name = file_name(meta);
-        let bytes = self.dir.read(&name)?;
-        decode(&bytes, meta).map_err(|(offset, reason)| StorageError::Corrupt {
+        let mut reader = RecordReader {
+            input: self.dir.open_read(&name)?,
+            offset: 0,
             file: self.dir.describe(&name),
-            offset,
-            reason,
-        })
-    }
-}
-
-fn encode(snapshot: &Snapshot) -> Vec<u8> {
-    let mut fields = Encoder::with_capacity(snapshot.data.len() + 32);
-    fields
-        .u64(VERSION)
-        .u64(snapshot.meta.index)
-        .u64(snapshot.meta.era)
-        .bytes(&snapshot.data);
-    let mut body = MAGIC.to_vec();
-    body.extend_from_slice(&fields.finish());
-    let mut out = Vec::with_capacity(body.len() + record::HEADER_BYTES);
-    record::encode(KIND_SNAPSHOT, &body, &mut out);
-    out
-}
-
-fn decode(bytes: &[u8], expected: SnapshotMeta) -> std::result::Result<Snapshot, (u64, String)> {
-    let (payload, size) = match record::read(bytes) {
-        Found::Record {
-            kind: KIND_SNAPSHOT,
-            payload,
-            size,
-        } => (payload, size),
-        Found::Record { kind, .. } => {
-            return Err((0, format!("record kind {kind} is not a snapshot")))
+        };
+        let snapshot = match reader.next()? {
+            Some((KIND_SNAPSHOT_HEADER, header)) => read_chunked(&mut reader, &header, meta)?,
+            Some((KIND_SNAPSHOT_V1, record)) => {
+                decode_v1(&record, meta).map_err(|r| reader.corrupt(r))?
+            }
+            Some((kind, _)) => {
+                return Err(reader.corrupt(format!("record kind {kind} is not a snapshot")))
+            }
+            None => return Err(reader.corrupt("empty snapshot file".to_string())),
+        };
+        if reader.next()?.is_some() {
+            return Err(reader.corrupt("records after the snapshot's data".to_string()));
         }
-        Found::End => return Err((0, "empty snapshot file".to_string())),
-        Found::Torn(reason) | Found::Corrupt(reason) => return Err((0, reason.to_string())),
-    };
-    if size != bytes.len() {
-        return Err((size as u64, "bytes after the snapshot record".to_string()));
+        Ok(snapshot)
     }
-    let header = record::HEADER_BYTES as u64;
+
+    /// Writes `snapshot` to the file `name`, a bounded chunk at a time.
+    fn write(&mut self, name: &str, snapshot: &Snapshot) -> Result<()> {
+        let data = &snapshot.data;
+        let chunks = data.len().div_ceil(self.chunk_bytes);
+        let mut header = Encoder::with_capacity(64);
+        header
+            .bytes(MAGIC)
+            .u64(VERSION)
+            .u64(snapshot.meta.index)
+            .u64(snapshot.meta.era)
+            .u64(data.len() as u64)
+            .u64(chunks as u64);
+        let mut framed = Vec::with_capacity(self.chunk_bytes.min(data.len()) + 64);
+        record::encode(KIND_SNAPSHOT_HEADER, &header.finish(), &mut framed);
+        self.dir.append(name, &framed)?;
+        for chunk in data.chunks(self.chunk_bytes) {
+            framed.clear();
+            record::encode(KIND_SNAPSHOT_CHUNK, chunk, &mut framed);
+            self.dir.append(name, &framed)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a file's records one at a time from a stream; any damage is corruption (a snapshot
+/// file is whole once renamed into place, so nothing in it can be a torn write).
+struct RecordReader<'a> {
+    input: Box<dyn Read + 'a>,
+    offset: u64,
+    file: String,
+}
+
+impl RecordReader<'_> {
+    fn corrupt(&self, reason: String) -> StorageError {
+        StorageError::Corrupt {
+            file: self.file.clone(),
+            offset: self.offset,
+            reason,
+        }
+    }
+
+    /// Reads the next record: its kind and payload, or `None` at the end of the file.
+    fn next(&mut self) -> Result<Option<(u8, Vec<u8>)>> {
+        let mut header = [0u8; record::HEADER_BYTES];
+        let got = read_full(&mut self.input, &mut header).map_err(|e| self.io(e))?;
+        if got == 0 {
+            return Ok(None);
+        }
+        if got < header.len() {
+            return Err(self.corrupt("record header cut short".to_string()));
+        }
+        let (kind, len) = record::header(&header).map_err(|r| self.corrupt(r.to_string()))?;
+        let mut payload = vec![0; len];
+        if read_full(&mut self.input, &mut payload).map_err(|e| self.io(e))? < len {
+            return Err(self.corrupt("record cut short".to_string()));
+        }
+        if !record::payload_matches(&header, &payload) {
+            return Err(self.corrupt("record payload checksum mismatch".to_string()));
+        }
+        self.offset += (record::HEADER_BYTES + len) as u64;
+        Ok(Some((kind, payload)))
+    }
+
+    fn io(&self, e: std::io::Error) -> StorageError {
+        StorageError::io("read", self.file.clone(), e)
+    }
+}
+
+/// Fills `buf` as far as the input goes; returns how much it filled.
+fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// The chunks after a version 2 header, gathered into the data they make up.
+fn read_chunked(
+    reader: &mut RecordReader<'_>,
+    header: &[u8],
+    expected: SnapshotMeta,
+) -> Result<Snapshot> {
+    let fields = (|| {
+        let mut dec = Decoder::new(header);
+        if dec.bytes("magic")? != MAGIC {
+            return Ok(None);
+        }
+        let version = dec.u64("version")?;
+        let meta = SnapshotMeta {
+            index: dec.u64("index")?,
+            era: dec.u64("era")?,
+        };
+        let (len, chunks) = (dec.u64("data length")?, dec.u64("chunk count")?);
+        dec.finish()?;
+        Ok::<_, synod_core::codec::DecodeError>(Some((version, meta, len, chunks)))
+    })();
+    let (version, meta, len, chunks) = match fields {
+        Ok(Some(fields)) => fields,
+        Ok(None) => return Err(reader.corrupt("not a Synod snapshot".to_string())),
+        Err(e) => return Err(reader.corrupt(e.to_string())),
+    };
+    if version != VERSION {
+        let reason = format!("snapshot format version {version} is not supported");
+        return Err(reader.corrupt(reason));
+    }
+    check_meta(meta, expected).map_err(|r| reader.corrupt(r))?;
+    let mut data: Vec<u8> = Vec::new();
+    for _ in 0..chunks {
+        match reader.next()? {
+            Some((KIND_SNAPSHOT_CHUNK, chunk)) => {
+                if (data.len() + chunk.len()) as u64 > len {
+                    return Err(reader.corrupt("more data than the header says".to_string()));
+                }
+                if data.is_empty() {
+                    // Room for the whole, once: no growth by doubling, no second copy.
+                    let room = (len as usize).min(chunk.len().saturating_mul(chunks as usize));
+                    data.reserve_exact(room);
+                }
+                data.extend_from_slice(&chunk);
+            }
+            Some((kind, _)) => {
+                return Err(reader.corrupt(format!("record kind {kind} inside a snapshot")))
+            }
+            None => return Err(reader.corrupt("snapshot file cut short".to_string())),
+        }
+    }
+    if data.len() as u64 != len {
+        let reason = format!("{} bytes of data where the header says {len}", data.len());
+        return Err(reader.corrupt(reason));
+    }
+    Ok(Snapshot {
+        meta,
+        data: Bytes::from(data),
+    })
+}
+
+fn check_meta(meta: SnapshotMeta, expected: SnapshotMeta) -> std::result::Result<(), String> {
+    if meta != expected {
+        return Err(format!("holds {meta:?} but is named for {expected:?}"));
+    }
+    Ok(())
+}
+
+/// A version 1 file: one record holding everything.
+fn decode_v1(payload: &[u8], expected: SnapshotMeta) -> std::result::Result<Snapshot, String> {
     if !payload.starts_with(MAGIC) {
-        return Err((header, "not a Synod snapshot".to_string()));
+        return Err("not a Synod snapshot".to_string());
     }
     let mut dec = Decoder::new(&payload[MAGIC.len()..]);
     let fields = (|| {
@@ -132,19 +289,13 @@ fn decode(bytes: &[u8], expected: SnapshotMeta) -> std::result::Result<Snapshot,
         let data = Bytes::copy_from_slice(dec.bytes("data")?);
         Ok::<_, synod_core::codec::DecodeError>((version, SnapshotMeta { index, era }, data))
     })();
-    let (version, meta, data) = fields.map_err(|e| (header, e.to_string()))?;
-    if version != VERSION {
-        return Err((
-            header,
-            format!("snapshot format version {version} is not supported"),
+    let (version, meta, data) = fields.map_err(|e| e.to_string())?;
+    if version != 1 {
+        return Err(format!(
+            "snapshot format version {version} is not supported"
         ));
     }
-    if meta != expected {
-        return Err((
-            header,
-            format!("holds {meta:?} but is named for {expected:?}"),
-        ));
-    }
+    check_meta(meta, expected)?;
     Ok(Snapshot { meta, data })
 }
 
@@ -153,7 +304,7 @@ impl<D: Dir> SnapshotStore for FileSnapshots<D> {
         let name = file_name(snapshot.meta);
         let temp = format!("{name}.tmp");
         self.dir.create(&temp)?;
-        self.dir.append(&temp, &encode(snapshot))?;
+        self.write(&temp, snapshot)?;
         self.dir.sync(&temp)?;
         self.dir.rename(&temp, &name)?;
         self.dir.sync_dir()?;

@@ -8,14 +8,16 @@
 //! sealed and a new one started, beginning with the current hard state and base, so that
 //! sealed segments wholly covered by a snapshot can be deleted.
 //!
-//! On open every segment is checked. A short or zero-filled record at the very end of the last
-//! segment is a write that never completed (so was never acknowledged): it is cut off and
-//! reported in [`LogState::repairs`]. Any other damage (a checksum failure, a record cut short
-//! in a sealed segment, a missing segment) is an error naming the file and the offset.
+//! On open every segment is checked. In the last segment, a short or zero-filled record at the
+//! very end, or a record in which a disk sector reads back as zeros, is a write that never
+//! completed (so was never acknowledged): it is cut off, with everything after it, and reported
+//! in [`LogState::repairs`]. Any other damage (a checksum failure without that mark, anything
+//! wrong in a sealed segment, a missing segment) is an error naming the file and the offset.
 
 use synod_core::codec::{DecodeError, Decoder};
 use synod_core::{Entry, LogIndex, SnapshotMeta};
 
+use crate::bugs::InjectedBugs;
 use crate::dir::Dir;
 use crate::error::{Result, StorageError};
 use crate::log::{LogState, LogStore};
@@ -26,13 +28,23 @@ use crate::record::{self, Found};
 pub struct WalOptions {
     /// A segment is sealed once it holds this many bytes.
     pub segment_bytes: u64,
+    /// Rules broken on purpose, in test builds only.
+    pub bugs: InjectedBugs,
+}
+
+impl WalOptions {
+    /// Segments of `segment_bytes`, everything else as by default.
+    pub const fn with_segment_bytes(segment_bytes: u64) -> WalOptions {
+        WalOptions {
+            segment_bytes,
+            bugs: InjectedBugs::NONE,
+        }
+    }
 }
 
 impl Default for WalOptions {
     fn default() -> Self {
-        WalOptions {
-            segment_bytes: 64 << 20,
-        }
+        WalOptions::with_segment_bytes(64 << 20)
     }
 }
 
@@ -148,13 +160,50 @@ pub struct Located {
 pub struct Scan {
     /// Every intact record, in log order.
     pub records: Vec<Located>,
-    /// A torn write at the end of the last segment: (file, offset, what).
-    pub torn_tail: Option<(String, u64, &'static str)>,
+    /// A torn write at the end of the last segment.
+    pub torn_tail: Option<TornTail>,
+}
+
+/// A write a crash cut short, found at the end of the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    /// The segment file's name.
+    pub file: String,
+    /// Where the torn write starts: everything from here on is cut off.
+    pub offset: u64,
+    /// Bytes from there to the end of the file.
+    pub bytes: u64,
+    /// What it looks like.
+    pub what: &'static str,
+}
+
+impl std::fmt::Display for TornTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "torn write ({}): {} bytes from byte {} of {}",
+            self.what, self.bytes, self.offset, self.file
+        )
+    }
 }
 
 /// Reads and checks every segment without changing anything (for `synod wal check` and
 /// `dump`, and the first step of opening).
 pub fn scan<D: Dir>(dir: &D) -> Result<Scan> {
+    scan_with(dir, &WalOptions::default())
+}
+
+/// A record of the last segment that fails its checks: a torn write, or damage?
+fn torn_in_last_segment(bytes: &[u8], offset: usize, options: &WalOptions) -> bool {
+    #[cfg(feature = "inject-bugs")]
+    if options.bugs.torn_write_only_as_a_clean_cut {
+        return false;
+    }
+    let _ = options;
+    record::torn_write_evidence(bytes, offset)
+}
+
+fn scan_with<D: Dir>(dir: &D, options: &WalOptions) -> Result<Scan> {
     let mut seqs: Vec<u64> = dir
         .list()?
         .iter()
@@ -179,16 +228,26 @@ pub fn scan<D: Dir>(dir: &D) -> Result<Scan> {
             offset: offset as u64,
             reason,
         };
+        let torn = |offset: usize, what| TornTail {
+            file: name.clone(),
+            offset: offset as u64,
+            bytes: (bytes.len() - offset) as u64,
+            what,
+        };
         let mut offset = 0usize;
         loop {
             match record::read(&bytes[offset..]) {
                 Found::End => break,
                 Found::Torn(what) if last => {
-                    scan.torn_tail = Some((name.clone(), offset as u64, what));
+                    scan.torn_tail = Some(torn(offset, what));
                     break;
                 }
                 Found::Torn(what) => {
                     return Err(corrupt(offset, format!("{what} in a sealed segment")))
+                }
+                Found::Corrupt(_) if last && torn_in_last_segment(&bytes, offset, options) => {
+                    scan.torn_tail = Some(torn(offset, "a record with a zeroed sector"));
+                    break;
                 }
                 Found::Corrupt(what) => return Err(corrupt(offset, what.to_string())),
                 Found::Record {
@@ -282,13 +341,16 @@ impl<D: Dir> FileLog<D> {
     /// Opens (or creates) the log in `dir`: checks every segment, cuts off a torn tail, and
     /// returns what the log holds.
     pub fn open(mut dir: D, options: WalOptions) -> Result<(FileLog<D>, LogState)> {
-        let scan = scan(&dir)?;
+        let scan = scan_with(&dir, &options)?;
         let mut state = replay(&dir, &scan.records)?;
-        if let Some((file, offset, what)) = &scan.torn_tail {
-            dir.truncate(file, *offset)?;
+        if let Some(torn) = &scan.torn_tail {
+            dir.truncate(&torn.file, torn.offset)?;
             state.repairs.push(format!(
-                "cut off a torn write ({what}) at byte {offset} of {}, the end of the log",
-                dir.describe(file)
+                "cut off a torn write at the end of the log ({}): {} bytes from byte {} of {}",
+                torn.what,
+                torn.bytes,
+                torn.offset,
+                dir.describe(&torn.file)
             ));
         }
         let mut segments: Vec<Segment> = Vec::new();

@@ -45,7 +45,7 @@ impl Files {
     fn new(segment_bytes: u64) -> Files {
         Files {
             dirs: Vec::new(),
-            options: WalOptions { segment_bytes },
+            options: WalOptions::with_segment_bytes(segment_bytes),
         }
     }
     fn new_dir(&mut self) -> PathBuf {

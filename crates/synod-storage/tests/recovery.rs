@@ -11,9 +11,7 @@ use common::TempDir;
 use synod_storage::conformance::entry;
 use synod_storage::*;
 
-const SMALL: WalOptions = WalOptions {
-    segment_bytes: 8 << 10,
-};
+const SMALL: WalOptions = WalOptions::with_segment_bytes(8 << 10);
 
 /// Writes entries 1..=count in batches of 10, synced.
 fn write_log(path: &Path, count: u64) -> FileLog<RealDir> {
@@ -261,4 +259,190 @@ fn a_restart_keeps_the_log_after_the_newest_snapshot_by_the_rule_of_section_7() 
     assert!(state(Some((8, 1)), &[(9, 1)])
         .entries_after(meta(5, 1))
         .is_err());
+}
+
+/// Zeroes the 512-byte disk sector holding byte `at` of `file`, as a crash does to a sector
+/// whose data never reached the disk although the file's length covers it.
+fn zero_sector_at(file: &Path, at: usize) {
+    let mut data = std::fs::read(file).unwrap();
+    let start = at - at % record::SECTOR_BYTES;
+    let end = (start + record::SECTOR_BYTES).min(data.len());
+    data[start..end].fill(0);
+    std::fs::write(file, data).unwrap();
+}
+
+/// Entries 1..=count, one 300-byte command each, synced one at a time.
+fn write_wide_log(path: &Path, count: u64) {
+    let (mut log, _) = FileLog::open(RealDir::open(path).unwrap(), SMALL).unwrap();
+    for i in 1..=count {
+        let mut e = entry(i, 1);
+        e.payload = synod_core::Payload::Command(synod_core::Proposal {
+            id: synod_core::RequestId::new(1, i),
+            command: bytes::Bytes::from(vec![0x5a; 300]),
+        });
+        log.append(&[e]).unwrap();
+        log.sync().unwrap();
+    }
+}
+
+#[test]
+fn a_last_record_with_a_zeroed_sector_is_a_torn_write_cut_and_reported() {
+    let dir = TempDir::new("zero-sector");
+    write_wide_log(&dir.0, 12);
+    let last = segments(&dir.0).pop().unwrap();
+    let len = std::fs::metadata(&last).unwrap().len() as usize;
+    // The file's length covers the last record, but its final sector reads back as zeros.
+    zero_sector_at(&last, len - 40);
+    let (_, state) = reopen(&dir.0).unwrap();
+    assert_eq!(state.last_index(), 11, "entries 1..=11 are intact");
+    assert_eq!(state.repairs.len(), 1, "{:?}", state.repairs);
+    assert!(
+        state.repairs[0].contains("zeroed sector"),
+        "{:?}",
+        state.repairs
+    );
+    // Cut for good: the next start finds nothing to repair.
+    let (_, again) = reopen(&dir.0).unwrap();
+    assert_eq!((again.last_index(), again.repairs.len()), (11, 0));
+}
+
+#[test]
+fn a_zeroed_sector_before_the_last_record_cuts_everything_after_it() {
+    // Records written by one unsynced write can reach the disk out of order: a later sector
+    // may be there while an earlier one is not. None of it was synced, so all of it goes.
+    let dir = TempDir::new("zero-mid");
+    write_wide_log(&dir.0, 12);
+    let last = segments(&dir.0).pop().unwrap();
+    let records = wal::scan(&RealDir::open(&dir.0).unwrap()).unwrap().records;
+    let third_last = &records[records.len() - 3];
+    assert!(matches!(&third_last.record, wal::Record::Entry(e) if e.index == 10));
+    // A sector within entry 10 (records are wider than a sector) never reached the disk.
+    zero_sector_at(&last, third_last.offset as usize + 320);
+    let (_, state) = reopen(&dir.0).unwrap();
+    assert!(
+        (9..=10).contains(&state.last_index()),
+        "{}",
+        state.last_index()
+    );
+    assert_eq!(state.repairs.len(), 1);
+}
+
+#[test]
+fn a_zeroed_sector_in_a_sealed_segment_is_corruption() {
+    let dir = TempDir::new("zero-sealed");
+    write_wide_log(&dir.0, 80);
+    let files = segments(&dir.0);
+    assert!(files.len() > 2);
+    let sealed = &files[files.len() - 2];
+    let len = std::fs::metadata(sealed).unwrap().len() as usize;
+    zero_sector_at(sealed, len / 2);
+    assert!(matches!(reopen(&dir.0), Err(StorageError::Corrupt { .. })));
+}
+
+#[test]
+fn garbage_in_the_last_record_is_corruption_not_a_torn_write() {
+    // Without a zeroed sector a damaged record cannot be told from damage to synced data.
+    let dir = TempDir::new("garbage-last");
+    write_wide_log(&dir.0, 12);
+    let last = segments(&dir.0).pop().unwrap();
+    let mut data = std::fs::read(&last).unwrap();
+    let len = data.len();
+    data[len - 200..len - 100].fill(0xa7);
+    std::fs::write(&last, data).unwrap();
+    let err = reopen(&dir.0).unwrap_err();
+    assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+}
+
+#[test]
+fn a_snapshot_larger_than_the_largest_record_is_saved_in_chunks_and_read_back() {
+    // 256 MiB was the limit of one record: a store that large killed every node at its next
+    // snapshot. A snapshot is now a header and chunks, each a record of its own.
+    let dir = TempDir::new("big-snapshot");
+    let size = record::PAYLOAD_BYTES_MAX + 4096 + 7;
+    let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let snapshot = Snapshot {
+        meta: SnapshotMeta { index: 77, era: 3 },
+        data: bytes::Bytes::from(data),
+    };
+    let mut store = FileSnapshots::open(RealDir::open(&dir.0).unwrap(), 2).unwrap();
+    store.save(&snapshot).unwrap();
+    let file_len = std::fs::metadata(dir.0.join("00000000000000000077-00000000000000000003.snap"))
+        .unwrap()
+        .len() as usize;
+    let chunks = size.div_ceil(SNAPSHOT_CHUNK_BYTES);
+    assert!(file_len < size + (chunks + 1) * (record::HEADER_BYTES + 64));
+    let store = FileSnapshots::open(RealDir::open(&dir.0).unwrap(), 2).unwrap();
+    let back = store.latest().unwrap().unwrap();
+    assert_eq!(back.meta, snapshot.meta);
+    assert!(back.data == snapshot.data, "the data reads back whole");
+}
+
+#[test]
+fn a_snapshot_cut_at_a_chunk_boundary_or_damaged_in_a_chunk_is_refused() {
+    let dir = TempDir::new("snap-chunks");
+    let meta = SnapshotMeta { index: 4, era: 1 };
+    let snapshot = Snapshot {
+        meta,
+        data: bytes::Bytes::from(vec![3u8; 10_000]),
+    };
+    let mut store = FileSnapshots::open(RealDir::open(&dir.0).unwrap(), 2)
+        .unwrap()
+        .with_chunk_bytes(1000);
+    store.save(&snapshot).unwrap();
+    let file = dir.0.join("00000000000000000004-00000000000000000001.snap");
+    let whole = std::fs::read(&file).unwrap();
+    let chunk_record = record::HEADER_BYTES + 1000;
+    let reopen_snap = || FileSnapshots::open(RealDir::open(&dir.0).unwrap(), 2).unwrap();
+    // Cut after the header and three whole chunks: every record intact, data missing.
+    let header_len = whole.len() - 10 * chunk_record;
+    std::fs::write(&file, &whole[..header_len + 3 * chunk_record]).unwrap();
+    let err = reopen_snap().latest().unwrap_err();
+    assert!(err.to_string().contains("cut short"), "{err}");
+    // A flipped bit in the seventh chunk: refused, naming where that chunk starts.
+    let mut damaged = whole.clone();
+    damaged[header_len + 6 * chunk_record + 500] ^= 4;
+    std::fs::write(&file, damaged).unwrap();
+    match reopen_snap().latest().unwrap_err() {
+        StorageError::Corrupt { offset, .. } => {
+            assert_eq!(offset, (header_len + 6 * chunk_record) as u64)
+        }
+        other => panic!("expected corruption, got {other}"),
+    }
+    std::fs::write(&file, &whole).unwrap();
+    assert_eq!(reopen_snap().latest().unwrap(), Some(snapshot));
+}
+
+#[test]
+fn a_version_1_snapshot_file_still_reads() {
+    let dir = TempDir::new("snap-v1");
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let mut body = b"SYNODSNP".to_vec();
+    let mut fields = synod_core::codec::Encoder::new();
+    fields.u64(1).u64(6).u64(2).bytes(b"old state");
+    body.extend_from_slice(&fields.finish());
+    let mut file = Vec::new();
+    record::encode(16, &body, &mut file);
+    std::fs::write(
+        dir.0.join("00000000000000000006-00000000000000000002.snap"),
+        file,
+    )
+    .unwrap();
+    let store = FileSnapshots::open(RealDir::open(&dir.0).unwrap(), 2).unwrap();
+    let snapshot = store.latest().unwrap().unwrap();
+    assert_eq!(snapshot.meta, SnapshotMeta { index: 6, era: 2 });
+    assert_eq!(&snapshot.data[..], b"old state");
+}
+
+#[test]
+fn opening_a_data_directory_creates_the_log_and_snapshot_directories() {
+    let dir = TempDir::new("data-dir");
+    let nested = dir.0.join("a").join("b");
+    let mut data = RealDir::open(&nested).unwrap();
+    let (stores, recovered) = open_node_stores(&mut data, &StorageOptions::default()).unwrap();
+    assert!(nested.join(WAL_DIR).is_dir() && nested.join(SNAP_DIR).is_dir());
+    assert_eq!(recovered, Recovered::default());
+    drop(stores);
+    // A second start finds them and creates nothing.
+    let (_, again) = open_node_stores(&mut data, &StorageOptions::default()).unwrap();
+    assert_eq!(again, Recovered::default());
 }

@@ -15,9 +15,7 @@ use synod_storage::conformance::entry;
 use synod_storage::*;
 
 const CHILD_DIR: &str = "SYNOD_SIGKILL_CHILD_DIR";
-const OPTIONS: WalOptions = WalOptions {
-    segment_bytes: 16 << 10,
-};
+const OPTIONS: WalOptions = WalOptions::with_segment_bytes(16 << 10);
 
 /// The writer. Runs only when the parent starts this test binary as a child.
 #[test]

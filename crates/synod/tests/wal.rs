@@ -73,3 +73,56 @@ fn dump_and_check_a_data_directory_and_name_the_damage() {
     assert!(!ok && out.contains("is not a directory"), "{out}");
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[test]
+fn check_tells_a_torn_tail_from_corruption() {
+    let data: PathBuf = std::env::temp_dir().join(format!("synod-wal-torn-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let (mut log, _) = FileLog::open(
+        RealDir::open(data.join("wal")).unwrap(),
+        WalOptions::default(),
+    )
+    .unwrap();
+    for i in 1..=10 {
+        let mut e = entry(i, 2);
+        e.payload = synod_core::Payload::Command(synod_core::Proposal {
+            id: synod_core::RequestId::new(1, i),
+            command: bytes::Bytes::from(vec![0x61; 900]),
+        });
+        log.append(&[e]).unwrap();
+        log.sync().unwrap();
+    }
+    drop(log);
+    let dir = data.to_str().unwrap();
+    let segment = data.join("wal").join("00000000000000000001.wal");
+    let whole = std::fs::read(&segment).unwrap();
+
+    // The file's length covers the last record, but its last sector never reached the disk.
+    let mut torn = whole.clone();
+    let sector = (torn.len() - 100) / 512 * 512;
+    torn[sector..(sector + 512).min(whole.len())].fill(0);
+    std::fs::write(&segment, &torn).unwrap();
+    let (ok, out) = synod(&["wal", "check", "--data-dir", dir]);
+    assert!(ok, "a torn write is not damage: {out}");
+    assert!(
+        out.contains("9 entries: intact")
+            && out.contains("torn write (a record with a zeroed sector)"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(&segment).unwrap(),
+        torn,
+        "check changes nothing"
+    );
+
+    // The same record with garbage where the zeros were: that cannot be a torn write.
+    let mut damaged = whole.clone();
+    damaged[sector..(sector + 512).min(whole.len())].fill(0x77);
+    std::fs::write(&segment, &damaged).unwrap();
+    let (ok, out) = synod(&["wal", "check", "--data-dir", dir]);
+    assert!(
+        !ok && out.contains("DAMAGED") && out.contains("checksum"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&data);
+}

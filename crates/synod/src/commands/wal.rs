@@ -51,7 +51,7 @@ fn wal_dir(data_dir: &Path) -> Result<RealDir> {
         path.display(),
         data_dir.display()
     );
-    RealDir::open(&path).with_context(|| format!("opening {}", path.display()))
+    RealDir::existing(&path).with_context(|| format!("opening {}", path.display()))
 }
 
 fn describe(record: &Record) -> String {
@@ -80,8 +80,11 @@ fn dump(data_dir: &Path) -> Result<ExitCode> {
     for r in &scan.records {
         println!("{} @{:<10} {}", r.file, r.offset, describe(&r.record));
     }
-    if let Some((file, offset, what)) = &scan.torn_tail {
-        println!("{file} @{offset:<10} torn write ({what}): cut off when the node next starts");
+    if let Some(torn) = &scan.torn_tail {
+        println!(
+            "{} @{:<10} torn write ({}, {} bytes): cut off when the node next starts",
+            torn.file, torn.offset, torn.what, torn.bytes
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -109,14 +112,12 @@ fn check(data_dir: &Path) -> Result<ExitCode> {
         "log: {segments} segments, {} records, {entries} entries: intact",
         scan.records.len()
     );
-    if let Some((file, offset, what)) = &scan.torn_tail {
-        println!(
-            "log: torn write at byte {offset} of {file} ({what}); it will be cut off at start"
-        );
+    if let Some(torn) = &scan.torn_tail {
+        println!("log: {torn}; a crash interrupted that write, and it will be cut off at start");
     }
     let snap_path = data_dir.join("snap");
     if snap_path.is_dir() {
-        let snapshots = FileSnapshots::open(RealDir::open(&snap_path)?, usize::MAX)?;
+        let snapshots = FileSnapshots::read_only(RealDir::existing(&snap_path)?, usize::MAX);
         match snapshots.latest() {
             Ok(Some(s)) => println!(
                 "snapshot: through {} era {} ({} bytes): intact",

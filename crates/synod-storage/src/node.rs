@@ -1,0 +1,99 @@
+//! What every runtime does first: open a node's data directory and read back what it holds.
+//! The server and the simulator both start here, so the simulator's crashes test the same
+//! directory handling the server runs.
+
+use synod_core::{Entry, Snapshot};
+
+use crate::dir::Dir;
+use crate::error::Result;
+use crate::log::recover;
+use crate::snapshot::{FileSnapshots, SnapshotStore, SNAPSHOT_CHUNK_BYTES};
+use crate::wal::{FileLog, WalOptions};
+
+/// The log's directory, inside a node's data directory.
+pub const WAL_DIR: &str = "wal";
+/// The snapshots' directory, inside a node's data directory.
+pub const SNAP_DIR: &str = "snap";
+
+/// How a node's stores are set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StorageOptions {
+    /// The log's settings.
+    pub wal: WalOptions,
+    /// Snapshots kept on disk.
+    pub snapshots_kept: usize,
+    /// Bytes of snapshot data per record in a snapshot file.
+    pub snapshot_chunk_bytes: usize,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        StorageOptions {
+            wal: WalOptions::default(),
+            snapshots_kept: 2,
+            snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES,
+        }
+    }
+}
+
+/// What a node finds in its data directory when it starts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// The engine's hard state.
+    pub hard_state: Option<Vec<u8>>,
+    /// The newest snapshot.
+    pub snapshot: Option<Snapshot>,
+    /// The log after the snapshot.
+    pub entries: Vec<Entry>,
+    /// Torn writes cut off while opening the log, one line each, for the operator's log.
+    pub repairs: Vec<String>,
+}
+
+/// A node's log and snapshot store, open.
+#[derive(Debug)]
+pub struct NodeStores<D: Dir> {
+    /// The write-ahead log.
+    pub log: FileLog<D>,
+    /// The snapshots.
+    pub snapshots: FileSnapshots<D>,
+}
+
+/// Opens a node's stores in its data directory `data`, and reads back what they hold.
+///
+/// `wal/` and `snap/` are created on the first start and made durable in the data directory
+/// before anything is written into them: otherwise a power loss soon after could take a whole
+/// log with it, and the node would come back at term 0 having voted. Then the newest snapshot,
+/// and the log after it, made to agree with it (see [`recover`]). Any damage is an error
+/// naming the file: a node must not start on a disk it cannot trust.
+pub fn open_node_stores<D: Dir>(
+    data: &mut D,
+    options: &StorageOptions,
+) -> Result<(NodeStores<D>, Recovered)> {
+    let (wal_dir, wal_created) = data.subdir(WAL_DIR)?;
+    let (snap_dir, snap_created) = data.subdir(SNAP_DIR)?;
+    if (wal_created || snap_created) && !skip_directory_sync(options) {
+        data.sync_dir()?;
+    }
+    let snapshots = FileSnapshots::open(snap_dir, options.snapshots_kept)?
+        .with_chunk_bytes(options.snapshot_chunk_bytes);
+    let snapshot = snapshots.latest()?;
+    let (mut log, state) = FileLog::open(wal_dir, options.wal)?;
+    let repairs = state.repairs.clone();
+    let (hard_state, entries) = recover(&mut log, state, snapshot.as_ref().map(|s| s.meta))?;
+    let recovered = Recovered {
+        hard_state,
+        snapshot,
+        entries,
+        repairs,
+    };
+    Ok((NodeStores { log, snapshots }, recovered))
+}
+
+fn skip_directory_sync(options: &StorageOptions) -> bool {
+    #[cfg(feature = "inject-bugs")]
+    if options.wal.bugs.skip_directory_sync {
+        return true;
+    }
+    let _ = options;
+    false
+}
