@@ -123,12 +123,29 @@ fn key_bytes(key: Key) -> Bytes {
     Bytes::from(format!("k{key}"))
 }
 
-fn value_bytes(value: Value) -> Bytes {
-    Bytes::copy_from_slice(&value.to_be_bytes())
+/// A value's padding: a quarter of the values carry 100 to 600 bytes more, so that log
+/// writes cross disk sectors and snapshots take many chunks, as they do with real values.
+fn padding(value: Value) -> impl Iterator<Item = u8> {
+    let mixed = value.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
+    let len = if mixed.is_multiple_of(4) {
+        100 + mixed % 500
+    } else {
+        0
+    };
+    (0..len).map(move |i| (i as u8) ^ 0xa5)
 }
 
+fn value_bytes(value: Value) -> Bytes {
+    let mut bytes = value.to_be_bytes().to_vec();
+    bytes.extend(padding(value));
+    Bytes::from(bytes)
+}
+
+/// The value these bytes encode, if they are exactly what the workload wrote for it.
 fn decode_value(bytes: &[u8]) -> Option<Value> {
-    Some(Value::from_be_bytes(bytes.try_into().ok()?))
+    let (head, rest) = bytes.split_first_chunk::<8>()?;
+    let value = Value::from_be_bytes(*head);
+    padding(value).eq(rest.iter().copied()).then_some(value)
 }
 
 /// The operation a client is running.

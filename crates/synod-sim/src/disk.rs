@@ -47,26 +47,31 @@ impl SimFile {
             self.durable.extend_from_slice(&pending[..kept]);
             return false;
         }
-        // The length covers some of the write, but only some of its sectors were written.
+        // The length covers the write, but its data reached the disk only up to a sector
+        // boundary (or not at all), and maybe not every sector before it either.
         let start = self.durable.len();
-        let covered = rng.range_inclusive(1, pending.len() as u64) as usize;
-        self.durable.extend_from_slice(&pending[..covered]);
+        self.durable.extend_from_slice(&pending);
+        let end = self.durable.len();
+        let boundaries: Vec<usize> = (start / SECTOR_BYTES + 1..)
+            .map(|k| k * SECTOR_BYTES)
+            .take_while(|&b| b < end)
+            .collect();
+        let written_to = match rng.index(boundaries.len() + 1) {
+            0 => start,
+            i => boundaries[i - 1],
+        };
         let mut garbage = false;
         let mut sector = start - start % SECTOR_BYTES;
-        while sector < self.durable.len() {
-            let (from, to) = (
-                sector.max(start),
-                (sector + SECTOR_BYTES).min(self.durable.len()),
-            );
-            if rng.chance(0.3) {
-                match unsynced {
-                    Unsynced::Garbage => {
-                        self.durable[from..to]
-                            .iter_mut()
-                            .for_each(|b| *b = rng.next_u64() as u8);
-                        garbage = true;
+        while sector < end {
+            let (from, to) = (sector.max(start), (sector + SECTOR_BYTES).min(end));
+            if from >= written_to || rng.chance(0.1) {
+                if unsynced == Unsynced::Garbage {
+                    for b in &mut self.durable[from..to] {
+                        *b = rng.next_u64() as u8;
                     }
-                    _ => self.durable[from..to].fill(0),
+                    garbage = true;
+                } else {
+                    self.durable[from..to].fill(0);
                 }
             }
             sector += SECTOR_BYTES;

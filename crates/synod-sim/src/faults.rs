@@ -20,10 +20,15 @@ pub struct FaultSet {
     /// Disk faults: unsynced writes cut short at a crash (a torn last write), and bits flipped
     /// in stored data, which the node must detect when it next starts.
     pub disk: bool,
+    /// Races around a change of leader: the leader's messages reach one follower only for a
+    /// moment, then the two are cut off while the rest elect a new leader, then the network
+    /// heals while the old leader may still think it leads (and fills gaps in its log from
+    /// the new leader's side).
+    pub leader_race: bool,
 }
 
 /// Every fault name, in the order `Display` prints them.
-const NAMES: [&str; 7] = [
+const NAMES: [&str; 8] = [
     "delay",
     "drop",
     "duplicate",
@@ -31,6 +36,7 @@ const NAMES: [&str; 7] = [
     "crash",
     "skew",
     "disk",
+    "leader-race",
 ];
 
 impl FaultSet {
@@ -43,6 +49,7 @@ impl FaultSet {
         crash: true,
         skew: true,
         disk: true,
+        leader_race: true,
     };
     /// No fault: a healthy network and no crashes.
     pub const NONE: FaultSet = FaultSet {
@@ -53,9 +60,10 @@ impl FaultSet {
         crash: false,
         skew: false,
         disk: false,
+        leader_race: false,
     };
 
-    fn flags(&mut self) -> [&mut bool; 7] {
+    fn flags(&mut self) -> [&mut bool; 8] {
         [
             &mut self.delay,
             &mut self.drop,
@@ -64,6 +72,7 @@ impl FaultSet {
             &mut self.crash,
             &mut self.skew,
             &mut self.disk,
+            &mut self.leader_race,
         ]
     }
 

@@ -54,6 +54,12 @@ impl<P: Protocol> World<P> {
         if faults.disk {
             choices.push(Self::damage_disk);
         }
+        if faults.disk && faults.crash {
+            choices.push(Self::arm_power_loss);
+        }
+        if faults.leader_race && self.voters.len() >= 3 {
+            choices.push(Self::start_race);
+        }
         if let Some(&action) = self.nemesis_rng.pick(&choices) {
             action(self);
         }
@@ -211,6 +217,93 @@ impl<P: Protocol> World<P> {
         self.trace_line(|| format!("nemesis: {node} {damage}"));
     }
 
+    /// Arms a power loss at a node: it crashes while its next write is on its way to the
+    /// disk, before the sync, so that write may survive torn (a prefix, or zeroed sectors).
+    /// Crashes at random moments rarely catch a write in flight; this one always does.
+    fn arm_power_loss(&mut self) {
+        let node = self.voters[self.nemesis_rng.index(self.voters.len())];
+        if self.is_up(node) {
+            self.node_mut(node).power_loss_armed = true;
+        }
+    }
+
+    pub(crate) fn on_power_loss(&mut self, node: NodeId, incarnation: u64) {
+        if self.nemesis_on && self.node(node).incarnation == incarnation {
+            self.trace_line(|| format!("nemesis: power loss at {node} during a write"));
+            self.crash_node(node);
+        }
+    }
+
+    /// A leader-change race, in four stages. First the leader's messages reach only one
+    /// follower, its buddy, for a few ticks: what it proposes then is accepted by the two of
+    /// them alone. Then everything gets through for a tick or two, before the leader resends
+    /// what was lost: what it proposes now is accepted by all, so its log has a hole. Then
+    /// the two are cut off from the rest for about an election, long enough for the rest to
+    /// elect a new leader and decide the hole, perhaps short enough that the old leader has
+    /// not yet noticed. Then the network heals, and the old leader may fill its hole from the
+    /// new leader's side while it still leads.
+    fn start_race(&mut self) {
+        let leader = self.likely_leader();
+        let others: Vec<NodeId> = self
+            .voters
+            .iter()
+            .copied()
+            .filter(|&n| n != leader)
+            .collect();
+        let buddy = others[self.nemesis_rng.index(others.len())];
+        self.network.blocked.clear();
+        for &n in others.iter().filter(|&&n| n != buddy) {
+            self.network.blocked.insert((leader, n));
+        }
+        self.trace_line(|| format!("nemesis: race: {leader} reaches only {buddy}"));
+        let wait = self.nemesis_rng.range_inclusive(1, 3) * TICK_US;
+        let stage = RaceStage::Reopen;
+        self.schedule(
+            wait,
+            Event::Race {
+                leader,
+                buddy,
+                stage,
+            },
+        );
+    }
+
+    pub(crate) fn on_race(&mut self, leader: NodeId, buddy: NodeId, stage: RaceStage) {
+        if !self.nemesis_on {
+            return;
+        }
+        let (next, wait) = match stage {
+            RaceStage::Reopen => {
+                self.network.blocked.clear();
+                self.trace_line(|| format!("nemesis: race: {leader} reaches all"));
+                (RaceStage::CutOff, self.nemesis_rng.range_inclusive(1, 2))
+            }
+            RaceStage::CutOff => {
+                let pair = [leader, buddy];
+                let rest: Vec<NodeId> = self
+                    .voters
+                    .iter()
+                    .copied()
+                    .filter(|n| !pair.contains(n))
+                    .collect();
+                self.network.blocked.clear();
+                self.network.cut(&pair, &rest);
+                self.trace_line(|| format!("nemesis: race: {leader},{buddy} cut off"));
+                (RaceStage::Heal, self.nemesis_rng.range_inclusive(16, 30))
+            }
+            RaceStage::Heal => return self.heal_partition(),
+        };
+        let stage = next;
+        self.schedule(
+            wait * TICK_US,
+            Event::Race {
+                leader,
+                buddy,
+                stage,
+            },
+        );
+    }
+
     fn crash_leader(&mut self) {
         let node = self.likely_leader();
         let was_up = self.is_up(node);
@@ -219,6 +312,17 @@ impl<P: Protocol> World<P> {
             self.leader_crashed_at.get_or_insert(self.now);
         }
     }
+}
+
+/// The stages of a leader-change race after the first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RaceStage {
+    /// Let the leader reach everyone again.
+    Reopen,
+    /// Cut the leader and its buddy off from the rest.
+    CutOff,
+    /// Heal the network.
+    Heal,
 }
 
 /// `n1,n2,n3`.

@@ -32,8 +32,10 @@ pub(crate) struct SimNode<P: Protocol> {
     pub(crate) incarnation: u64,
     /// The disk refused to open after the nemesis damaged it: the node stays down.
     pub(crate) dead: bool,
-    /// The nemesis flipped a bit on this disk since it was last opened.
+    /// The nemesis damaged this disk since it was last opened.
     pub(crate) damaged: bool,
+    /// The nemesis cuts the power while this node's next write is on its way to the disk.
+    pub(crate) power_loss_armed: bool,
     pub(crate) kv: KvStore,
     /// Era of the last entry the state machine applied (a snapshot's era).
     applied_era: u64,
@@ -61,6 +63,7 @@ impl<P: Protocol> SimNode<P> {
             incarnation: 0,
             dead: false,
             damaged: false,
+            power_loss_armed: false,
             kv: new_store(),
             applied_era: 0,
             snapshot_index: 0,
@@ -169,6 +172,7 @@ impl<P: Protocol> World<P> {
         node.waiting_writes.clear();
         node.waiting_reads.clear();
         node.disk_busy_until = 0;
+        node.power_loss_armed = false;
         self.stats.crashes += 1;
         self.trace_line(|| format!("{id} crashes"));
         garbage
@@ -229,6 +233,14 @@ impl<P: Protocol> World<P> {
                 id: persist.id,
             },
         );
+        if std::mem::take(&mut self.node_mut(id).power_loss_armed) {
+            let before_sync = self.disk_rng.range(0, done_at - now);
+            let power_loss = Event::PowerLoss {
+                node: id,
+                incarnation,
+            };
+            self.schedule(before_sync, power_loss);
+        }
     }
 
     /// The disk finished: everything handed to it so far is durable (group commit).

@@ -77,6 +77,17 @@ pub(crate) enum Event<M> {
         attempt: u32,
     },
     Nemesis,
+    /// The next stage of a leader-change race.
+    Race {
+        leader: NodeId,
+        buddy: NodeId,
+        stage: crate::nemesis::RaceStage,
+    },
+    /// Power fails at a node while its disk writes (the nemesis armed it).
+    PowerLoss {
+        node: NodeId,
+        incarnation: u64,
+    },
     Restart {
         node: NodeId,
     },
@@ -265,6 +276,12 @@ impl<P: Protocol> World<P> {
                 attempt,
             } => self.on_client_timeout(client, seq, attempt),
             Event::Nemesis => self.on_nemesis(),
+            Event::PowerLoss { node, incarnation } => self.on_power_loss(node, incarnation),
+            Event::Race {
+                leader,
+                buddy,
+                stage,
+            } => self.on_race(leader, buddy, stage),
             Event::Restart { node } => self.restart(node),
             Event::Audit => self.on_audit(),
         }

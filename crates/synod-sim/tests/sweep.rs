@@ -7,17 +7,41 @@
 use synod_paxos::{BasicPaxos, MultiPaxos};
 use synod_raft::Raft;
 use synod_sim::{
-    run, sweep, FaultSet, PaxosOptions, Protocol, RaftOptions, RunConfig, Summary, ViolationKind,
+    run, sweep, FaultSet, PaxosOptions, Protocol, RaftOptions, RunConfig, Summary, Violation,
+    ViolationKind,
 };
+use synod_storage::InjectedBugs;
 
 fn sweep_protocol<P: Protocol>(
     nodes: usize,
     seeds: std::ops::RangeInclusive<u64>,
     options: P::Options,
 ) -> Summary {
+    sweep_template::<P>(RunConfig::new(0, nodes), seeds, options)
+}
+
+fn sweep_template<P: Protocol>(
+    template: RunConfig,
+    seeds: std::ops::RangeInclusive<u64>,
+    options: P::Options,
+) -> Summary {
     let seeds: Vec<u64> = seeds.collect();
-    let template = RunConfig::new(0, nodes);
     Summary::of(&sweep::<P>(&seeds, &template, &options, 2, &|_, _, _| {}))
+}
+
+/// The first seed a sweep failed on, and the violation; says how many seeds it took.
+fn first_caught(name: &str, summary: &Summary) -> (u64, Violation) {
+    let (seed, first) = summary
+        .failures
+        .first()
+        .cloned()
+        .unwrap_or_else(|| panic!("{name}: not caught in {} seeds", summary.runs));
+    eprintln!(
+        "{name}: {} of {} runs caught it, the first at seed {seed}: {first}",
+        summary.failures.len(),
+        summary.runs
+    );
+    (seed, first)
 }
 
 fn sweep_raft(nodes: usize, seeds: std::ops::RangeInclusive<u64>, options: RaftOptions) -> Summary {
@@ -187,4 +211,52 @@ fn the_sweep_catches_an_acceptor_that_answers_before_persisting() {
     let summary = sweep_protocol::<MultiPaxos>(3, 1..=5, options);
     let (_, first) = summary.failures.first().expect("caught");
     assert!(first.detail.contains("before persisting"), "{first}");
+}
+
+#[test]
+fn the_sweep_catches_log_directories_not_made_durable() {
+    // A node that crashes before its data directory was synced may come back with no log at
+    // all: at term 0, having voted, holding none of what it acknowledged.
+    let mut template = RunConfig::new(0, 5);
+    template.storage_bugs = InjectedBugs {
+        skip_directory_sync: true,
+        ..InjectedBugs::NONE
+    };
+    for (name, summary) in [
+        (
+            "raft",
+            sweep_template::<Raft>(template.clone(), 1..=20, RaftOptions::default()),
+        ),
+        (
+            "multi-paxos",
+            sweep_template::<MultiPaxos>(template.clone(), 1..=20, PaxosOptions::default()),
+        ),
+    ] {
+        first_caught(name, &summary);
+    }
+}
+
+#[test]
+fn the_sweep_catches_a_torn_write_taken_for_corruption() {
+    // A node that refuses to start after a power loss tore its last write is a node that
+    // cannot survive the most common crash there is.
+    let mut template = RunConfig::new(0, 5);
+    template.storage_bugs = InjectedBugs {
+        torn_write_only_as_a_clean_cut: true,
+        ..InjectedBugs::NONE
+    };
+    let summary = sweep_template::<Raft>(template, 1..=20, RaftOptions::default());
+    let (_, first) = first_caught("raft", &summary);
+    assert!(first.detail.contains("cannot open its disk"), "{first}");
+}
+
+#[test]
+fn the_sweep_catches_a_leader_that_leads_on_after_learning_a_higher_decision() {
+    let options = PaxosOptions {
+        tweak: Some(|c| c.bugs.lead_on_after_a_higher_decision = true),
+    };
+    let mut template = RunConfig::new(0, 5);
+    template.faults = FaultSet::parse("leader-race,delay,drop").unwrap();
+    let summary = sweep_template::<MultiPaxos>(template, 1..=80, options);
+    first_caught("multi-paxos", &summary);
 }
