@@ -50,9 +50,9 @@ pub struct InjectedBugs {
     pub forget_promises_on_restart: bool,
     /// An acceptor answers before persisting what it promised or accepted.
     pub answer_before_persisting: bool,
-    /// Multi-Paxos: a leader that learns, by filling a gap, that a slot was decided under a
-    /// higher ballot keeps leading, and its commit point tells followers that what they
-    /// accepted under its ballot there is decided.
+    /// Multi-Paxos: a leader that learns, by filling a gap, a decision that contradicts what
+    /// it proposed (a higher ballot chose there) keeps leading, and its commit point tells
+    /// followers that what they accepted under its ballot there is decided.
     pub lead_on_after_a_higher_decision: bool,
     /// Basic Paxos: a proposer whose slot was compacted before it learned the slot's value
     /// proposes its command again at once, without asking whether it was chosen there.

@@ -54,6 +54,19 @@ struct Leading {
     reads: VecDeque<ReadRound>,
 }
 
+impl Leading {
+    /// Whether a decision learned from a peer agrees with what this leader proposed: it sent
+    /// no Accept for that slot, or it proposed the decided value there.
+    fn agrees_with(&self, entry: &Entry) -> bool {
+        if entry.index >= self.next_slot {
+            return false;
+        }
+        self.in_flight
+            .get(&entry.index)
+            .is_none_or(|f| f.value == entry.payload)
+    }
+}
+
 #[derive(Debug)]
 enum State {
     Follower,
@@ -226,6 +239,11 @@ impl MultiPaxos {
 
     /// P2c for every undecided slot at once: propose the highest-ballot value any promise
     /// reported, and a no-op in every hole below the highest such slot.
+    ///
+    /// Slots this node already knows decided (it may have learned some while campaigning, or
+    /// beyond a gap in its log) get no Accept from this ballot, so that no follower holds a
+    /// value of this ballot there (`learn_committed` would take it for the decision); new
+    /// commands go after all of them.
     fn become_leader(&mut self, out: &mut Out) {
         let State::Candidate {
             ballot,
@@ -241,14 +259,20 @@ impl MultiPaxos {
                 recovered.insert(slot, (b, value));
             }
         }
-        let last = recovered
-            .keys()
-            .next_back()
-            .copied()
-            .unwrap_or(from - 1)
-            .max(from - 1);
+        let (prefix, ahead) = (self.core.prefix(), &self.core.ahead);
+        let last = [
+            recovered.keys().next_back().copied(),
+            ahead.keys().next_back().copied(),
+            Some(prefix),
+            Some(from - 1),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(prefix);
         let now = self.core.ticks;
-        let in_flight: BTreeMap<Slot, InFlight> = (from..=last)
+        let in_flight: BTreeMap<Slot, InFlight> = (from.max(prefix + 1)..=last)
+            .filter(|s| !ahead.contains_key(s))
             .map(|s| {
                 let value = recovered.remove(&s).map_or(Payload::Noop, |(_, v)| v);
                 (
@@ -615,24 +639,29 @@ impl MultiPaxos {
         }
     }
 
-    /// Decisions a peer reports, to fill a gap. A leader learns nothing here from its own
-    /// ballot (it hears those through Accepted), so a decision under a higher ballot means
-    /// that ballot won phase 1 at a majority: this leader can choose nothing more, and must not
-    /// advertise a commit point covering the slot. A follower learns a slot from a commit point
-    /// by taking what it accepted there under the leader's ballot (`learn_committed`); if the
-    /// slot was decided otherwise, it would decide a value that was never chosen.
+    /// Decisions a peer reports, to fill a gap. A follower learns a slot from the leader's
+    /// commit point by taking what it accepted there under the leader's ballot
+    /// (`learn_committed`), so a leader must never advertise a commit point covering a slot
+    /// where it proposed a value that was not chosen. A decision that contradicts what this
+    /// leader proposed, or that lies beyond every slot it proposed, means a higher ballot won
+    /// phase 1 at a majority and is choosing values: this leader can choose nothing more, and
+    /// steps down rather than advertise the slot.
     fn on_decided(&mut self, decided: Decided, out: &mut Out) {
+        let contradicted = match &self.state {
+            State::Leader(leading) => decided.entries.iter().any(|e| !leading.agrees_with(e)),
+            _ => false,
+        };
         let highest = decided
             .entries
             .iter()
             .map(|e| Ballot::from_era(e.era))
             .max();
         self.core.on_decided(decided);
-        match (highest, self.leading()) {
-            (Some(higher), Some(mine)) if higher > mine && !self.lead_on_after_higher() => {
-                self.follow(higher, out)
+        if contradicted && !self.lead_on_after_higher() {
+            match (highest, self.leading()) {
+                (Some(higher), Some(mine)) if higher > mine => self.follow(higher, out),
+                _ => self.step_down(out),
             }
-            _ => {}
         }
     }
 

@@ -353,3 +353,86 @@ fn s3_a_leader_that_leads_on_after_a_higher_decision_makes_a_follower_decide_an_
     let violation = violation.expect("n2 decides w in slot 1, where the no-op was chosen");
     assert!(violation.contains("n2"), "{violation}");
 }
+
+#[test]
+fn s3_a_candidate_that_learns_a_decision_while_campaigning_proposes_nothing_in_that_slot() {
+    // n1 campaigns from slot 1; before the promises reach it (they were sent before a higher
+    // ballot took over), it learns from a peer that slot 1 was decided. As leader it must not
+    // put anything of its own ballot in slot 1: a follower that accepted it would decide it.
+    let mut c = C::new(3, |cfg| {
+        cfg.election_timeout_ticks_min = 40;
+        cfg.election_timeout_ticks_max = 41;
+    });
+    let n = NodeId;
+    c.drop_if = Some(Box::new(move |_, to, m| {
+        to == n(1) && matches!(m, Message::Promise(_))
+    }));
+    tick_node(&mut c, 1, 40);
+    let promises: Vec<(NodeId, Message)> = c
+        .sent
+        .iter()
+        .filter(|(from, to, m)| *to == n(1) && *from != n(1) && matches!(m, Message::Promise(_)))
+        .map(|(from, _, m)| (*from, m.clone()))
+        .collect();
+    assert_eq!(
+        promises.len(),
+        2,
+        "n2 and n3 promised; n1 has not heard yet"
+    );
+    let chosen = Payload::Command(proposal(9, 1));
+    let decided = crate::Decided {
+        entries: vec![synod_core::Entry {
+            index: 1,
+            era: crate::Ballot {
+                round: 50,
+                node: n(3),
+            }
+            .era(),
+            payload: chosen.clone(),
+        }],
+    };
+    c.drop_if = None;
+    c.step(
+        n(1),
+        Input::Receive {
+            from: n(3),
+            message: Message::Decided(decided),
+        },
+    );
+    for (from, promise) in promises {
+        c.step(
+            n(1),
+            Input::Receive {
+                from,
+                message: promise,
+            },
+        );
+    }
+    c.deliver_all();
+    assert!(c.node(1).leading().is_some(), "n1 leads");
+    c.sent.clear();
+    c.propose(1, vec![proposal(1, 1)]);
+    let slots: Vec<u64> = c
+        .sent
+        .iter()
+        .filter_map(|(from, _, m)| match m {
+            Message::Accept(a) if *from == n(1) => Some(a.first),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !slots.contains(&1),
+        "no Accept for the decided slot 1: {slots:?}"
+    );
+    assert!(slots.contains(&2), "the command goes to slot 2: {slots:?}");
+    c.tick_all(5);
+    assert!(c.safety_violation.is_none(), "{:?}", c.safety_violation);
+    for id in 2..=3 {
+        assert!(
+            c.applied
+                .get(&n(id))
+                .is_none_or(|log| log.iter().all(|e| e.index != 1 || e.payload == chosen)),
+            "n{id} decided slot 1 as chosen"
+        );
+    }
+}
