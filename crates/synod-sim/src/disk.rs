@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
 use synod_core::{Persist, Rng};
-use synod_storage::record::SECTOR_BYTES;
+use synod_storage::record::{SECTOR_BYTES, ZERO_RUN_BYTES_MIN};
 use synod_storage::{
     open_node_stores, Dir, NodeStores, Recovered, Result, StorageError, StorageOptions, WalOptions,
     SNAP_DIR, WAL_DIR,
@@ -48,13 +48,15 @@ impl SimFile {
             return false;
         }
         // The length covers the write, but its data reached the disk only up to a sector
-        // boundary (or not at all), and maybe not every sector before it either.
+        // boundary (or not at all), and maybe not every sector before it either. Zeros in
+        // less than ZERO_RUN_BYTES_MIN of a sector are not simulated: a node cannot tell them
+        // from damage, and refuses to start on them.
         let start = self.durable.len();
         self.durable.extend_from_slice(&pending);
         let end = self.durable.len();
         let boundaries: Vec<usize> = (start / SECTOR_BYTES + 1..)
             .map(|k| k * SECTOR_BYTES)
-            .take_while(|&b| b < end)
+            .take_while(|&b| b + ZERO_RUN_BYTES_MIN <= end)
             .collect();
         let written_to = match rng.index(boundaries.len() + 1) {
             0 => start,
@@ -64,7 +66,8 @@ impl SimFile {
         let mut sector = start - start % SECTOR_BYTES;
         while sector < end {
             let (from, to) = (sector.max(start), (sector + SECTOR_BYTES).min(end));
-            if from >= written_to || rng.chance(0.1) {
+            let lost = from >= written_to || (to - from >= ZERO_RUN_BYTES_MIN && rng.chance(0.1));
+            if lost {
                 if unsynced == Unsynced::Garbage {
                     for b in &mut self.durable[from..to] {
                         *b = rng.next_u64() as u8;
@@ -220,14 +223,19 @@ impl Dir for SimDir {
         ))
     }
 
-    fn subdir(&mut self, name: &str) -> Result<(SimDir, bool)> {
+    fn len(&self, name: &str) -> Result<u64> {
+        let file = self.file(name)?;
+        Ok((file.durable.len() + file.pending.len()) as u64)
+    }
+
+    fn subdir(&mut self, name: &str) -> Result<SimDir> {
         match self.subdirs.get_mut(name) {
-            Some(slot) => slot.take().map(|dir| (dir, false)).ok_or_else(|| {
+            Some(slot) => slot.take().ok_or_else(|| {
                 StorageError::Misuse(format!("{} is already open", self.describe(name)))
             }),
             None => {
                 self.subdirs.insert(name.to_string(), None);
-                Ok((SimDir::new(self.describe(name)), true))
+                Ok(SimDir::new(self.describe(name)))
             }
         }
     }

@@ -22,9 +22,10 @@ pub trait Dir: Sized {
     fn read(&self, name: &str) -> Result<Vec<u8>>;
     /// A file's content as a stream, for files too large to hold twice.
     fn open_read(&self, name: &str) -> Result<Box<dyn Read + '_>>;
+    /// A file's length in bytes.
+    fn len(&self, name: &str) -> Result<u64>;
     /// Opens the subdirectory `name`, creating it if missing (durable at the next `sync_dir`).
-    /// Says whether it was created.
-    fn subdir(&mut self, name: &str) -> Result<(Self, bool)>;
+    fn subdir(&mut self, name: &str) -> Result<Self>;
     /// Creates an empty file, replacing any file of that name.
     fn create(&mut self, name: &str) -> Result<()>;
     /// Appends bytes to a file.
@@ -53,18 +54,28 @@ pub struct RealDir {
 
 impl RealDir {
     /// The directory at `path`, created if missing. Every directory this creates is made
-    /// durable in its parent before this returns, so a power loss cannot take it back.
+    /// durable in its parent before this returns, so a power loss cannot take it back; so is
+    /// `path` itself, every time, in case an earlier start created it and stopped before that.
     pub fn open(path: impl Into<PathBuf>) -> Result<RealDir> {
         let path = path.into();
-        let missing: Vec<&Path> = path
+        let missing: Vec<PathBuf> = path
             .ancestors()
             .filter(|p| !p.as_os_str().is_empty())
             .take_while(|p| !p.exists())
+            .map(Path::to_path_buf)
             .collect();
         std::fs::create_dir_all(&path)
             .map_err(|e| StorageError::io("create directory", path.display().to_string(), e))?;
         // Outermost first: each new directory's entry lives in its parent.
-        for created in missing.iter().rev() {
+        let mut synced = missing
+            .iter()
+            .rev()
+            .map(PathBuf::as_path)
+            .collect::<Vec<_>>();
+        if missing.is_empty() {
+            synced.push(&path);
+        }
+        for created in synced {
             match created.parent() {
                 Some(parent) if !parent.as_os_str().is_empty() => sync_directory(parent)?,
                 _ => sync_directory(Path::new("."))?,
@@ -153,20 +164,21 @@ impl Dir for RealDir {
         Ok(Box::new(std::io::BufReader::with_capacity(1 << 16, file)))
     }
 
-    fn subdir(&mut self, name: &str) -> Result<(RealDir, bool)> {
+    fn len(&self, name: &str) -> Result<u64> {
         let path = self.file_path(name);
-        let created = match std::fs::create_dir(&path) {
-            Ok(()) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => false,
-            Err(e) => {
-                return Err(StorageError::io(
-                    "create directory",
-                    path.display().to_string(),
-                    e,
-                ))
-            }
-        };
-        Ok((RealDir::at(path), created))
+        std::fs::metadata(&path)
+            .map(|m| m.len())
+            .map_err(|e| StorageError::io("stat", path.display().to_string(), e))
+    }
+
+    fn subdir(&mut self, name: &str) -> Result<RealDir> {
+        let path = self.file_path(name);
+        match std::fs::create_dir(&path) {
+            Err(e) if !(e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir()) => Err(
+                StorageError::io("create directory", path.display().to_string(), e),
+            ),
+            _ => Ok(RealDir::at(path)),
+        }
     }
 
     fn create(&mut self, name: &str) -> Result<()> {

@@ -61,17 +61,18 @@ pub struct NodeStores<D: Dir> {
 /// Opens a node's stores in its data directory `data`, and reads back what they hold.
 ///
 /// `wal/` and `snap/` are created on the first start and made durable in the data directory
-/// before anything is written into them: otherwise a power loss soon after could take a whole
-/// log with it, and the node would come back at term 0 having voted. Then the newest snapshot,
+/// before anything is written into them (at every start, in case the first one stopped
+/// before): otherwise a power loss soon after could take a whole log with it, and the node
+/// would come back at term 0 having voted. Then the newest snapshot,
 /// and the log after it, made to agree with it (see [`recover`]). Any damage is an error
 /// naming the file: a node must not start on a disk it cannot trust.
 pub fn open_node_stores<D: Dir>(
     data: &mut D,
     options: &StorageOptions,
 ) -> Result<(NodeStores<D>, Recovered)> {
-    let (wal_dir, wal_created) = data.subdir(WAL_DIR)?;
-    let (snap_dir, snap_created) = data.subdir(SNAP_DIR)?;
-    if (wal_created || snap_created) && !skip_directory_sync(options) {
+    let wal_dir = data.subdir(WAL_DIR)?;
+    let snap_dir = data.subdir(SNAP_DIR)?;
+    if !skip_directory_sync(options) {
         data.sync_dir()?;
     }
     let snapshots = FileSnapshots::open(snap_dir, options.snapshots_kept)?

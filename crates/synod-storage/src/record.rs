@@ -22,6 +22,11 @@ pub const PAYLOAD_BYTES_MAX: usize = 256 << 20;
 /// The unit in which a disk writes, and so in which a crash tears a write.
 pub const SECTOR_BYTES: usize = 512;
 
+/// The shortest run of zeros taken as a sector that never reached the disk, when the run is
+/// only part of a sector (at the start of a record, or at the end of the file). Records end in
+/// zero bytes often enough (varints of 0) that a few zeros prove nothing.
+pub const ZERO_RUN_BYTES_MIN: usize = 32;
+
 /// Appends one framed record to `out`.
 pub fn encode(kind: u8, payload: &[u8], out: &mut Vec<u8>) {
     assert!(
@@ -134,10 +139,14 @@ pub fn read(rest: &[u8]) -> Found<'_> {
 }
 
 /// Whether the record at `offset` of `file`, which fails its checks, shows the mark of a write
-/// a crash cut short: some disk sector it covers reads back as zeros from the record's start
-/// on. A sector that was synced reads back as written, so such a record was never synced, and
-/// neither was anything after it (a sync makes everything before it durable). A flipped bit, or
-/// any other damage to written data, leaves no zeroed sector: that stays corruption.
+/// a crash cut short: some disk sector it covers reads back as zeros (from the record's start
+/// on, and to the end of the file; at least [`ZERO_RUN_BYTES_MIN`] bytes of it). A sector that
+/// was synced reads back as written, so such a record was never synced, and neither was
+/// anything after it (a sync makes everything before it durable). A flipped bit, or any other
+/// damage to written data, leaves no zeroed sector: that stays corruption. (A record whose own
+/// data holds a whole sector of zeros and that is then damaged would be taken for torn; etcd's
+/// WAL has the same blind spot. Refusing to start is the safe way to be wrong, so the rule
+/// asks for no less than a sector's worth of evidence.)
 ///
 /// The record's extent is taken from its header when the header is intact, else the header
 /// alone is examined.
@@ -152,7 +161,7 @@ pub fn torn_write_evidence(file: &[u8], offset: usize) -> bool {
     while sector_start < end {
         let from = sector_start.max(offset);
         let to = (sector_start + SECTOR_BYTES).min(file.len());
-        if file[from..to].iter().all(|&b| b == 0) {
+        if to - from >= ZERO_RUN_BYTES_MIN && file[from..to].iter().all(|&b| b == 0) {
             return true;
         }
         sector_start += SECTOR_BYTES;
@@ -243,6 +252,28 @@ mod tests {
         file[victim..sector_end].fill(0);
         assert!(matches!(read(&file[victim..]), Found::Corrupt(_)));
         assert!(torn_write_evidence(&file, victim));
+    }
+
+    #[test]
+    fn a_few_zero_bytes_at_the_end_of_a_damaged_record_prove_nothing() {
+        // The file ends a byte past a sector boundary, on a record whose last byte is a zero
+        // varint: a flipped bit anywhere in that synced record must stay corruption.
+        let mut file = Vec::new();
+        let payload_len = 2 * SECTOR_BYTES - HEADER_BYTES - 20;
+        encode(2, &[7; 20], &mut file);
+        let mut payload =
+            vec![9u8; payload_len + 1 - (file.len() + HEADER_BYTES + payload_len) % SECTOR_BYTES];
+        *payload.last_mut().expect("non-empty") = 0;
+        let start = file.len();
+        encode(4, &payload, &mut file);
+        assert_eq!(
+            file.len() % SECTOR_BYTES,
+            1,
+            "the file ends one byte into a sector"
+        );
+        file[start + 40] ^= 0x10;
+        assert!(matches!(read(&file[start..]), Found::Corrupt(_)));
+        assert!(!torn_write_evidence(&file, start));
     }
 
     #[test]

@@ -109,6 +109,7 @@ impl<D: Dir> FileSnapshots<D> {
         let mut reader = RecordReader {
             input: self.dir.open_read(&name)?,
             offset: 0,
+            len: self.dir.len(&name)?,
             file: self.dir.describe(&name),
         };
         let snapshot = match reader.next()? {
@@ -156,6 +157,8 @@ impl<D: Dir> FileSnapshots<D> {
 struct RecordReader<'a> {
     input: Box<dyn Read + 'a>,
     offset: u64,
+    /// The file's length: nothing is allocated for more than what is left of it.
+    len: u64,
     file: String,
 }
 
@@ -179,6 +182,9 @@ impl RecordReader<'_> {
             return Err(self.corrupt("record header cut short".to_string()));
         }
         let (kind, len) = record::header(&header).map_err(|r| self.corrupt(r.to_string()))?;
+        if (record::HEADER_BYTES + len) as u64 > self.left() {
+            return Err(self.corrupt("record cut short".to_string()));
+        }
         let mut payload = vec![0; len];
         if read_full(&mut self.input, &mut payload).map_err(|e| self.io(e))? < len {
             return Err(self.corrupt("record cut short".to_string()));
@@ -188,6 +194,11 @@ impl RecordReader<'_> {
         }
         self.offset += (record::HEADER_BYTES + len) as u64;
         Ok(Some((kind, payload)))
+    }
+
+    /// Bytes of the file after the current record's start.
+    fn left(&self) -> u64 {
+        self.len.saturating_sub(self.offset)
     }
 
     fn io(&self, e: std::io::Error) -> StorageError {
@@ -247,9 +258,10 @@ fn read_chunked(
                     return Err(reader.corrupt("more data than the header says".to_string()));
                 }
                 if data.is_empty() {
-                    // Room for the whole, once: no growth by doubling, no second copy.
-                    let room = (len as usize).min(chunk.len().saturating_mul(chunks as usize));
-                    data.reserve_exact(room);
+                    // Room for the whole, once: no growth by doubling, no second copy (and never
+                    // more than the file could hold).
+                    let room = len.min(reader.left() + chunk.len() as u64);
+                    data.reserve_exact(room as usize);
                 }
                 data.extend_from_slice(&chunk);
             }
@@ -290,6 +302,12 @@ fn decode_v1(payload: &[u8], expected: SnapshotMeta) -> std::result::Result<Snap
         Ok::<_, synod_core::codec::DecodeError>((version, SnapshotMeta { index, era }, data))
     })();
     let (version, meta, data) = fields.map_err(|e| e.to_string())?;
+    if dec.remaining() > 0 {
+        return Err(format!(
+            "{} bytes after the snapshot's data",
+            dec.remaining()
+        ));
+    }
     if version != 1 {
         return Err(format!(
             "snapshot format version {version} is not supported"

@@ -344,7 +344,14 @@ impl<D: Dir> FileLog<D> {
         let scan = scan_with(&dir, &options)?;
         let mut state = replay(&dir, &scan.records)?;
         if let Some(torn) = &scan.torn_tail {
-            dir.truncate(&torn.file, torn.offset)?;
+            if torn.offset == 0 {
+                // A segment whose header never reached the disk was never a segment: remove it,
+                // so that the one before stays the last (where a torn write may still be cut).
+                dir.remove(&torn.file)?;
+                dir.sync_dir()?;
+            } else {
+                dir.truncate(&torn.file, torn.offset)?;
+            }
             state.repairs.push(format!(
                 "cut off a torn write at the end of the log ({}): {} bytes from byte {} of {}",
                 torn.what,

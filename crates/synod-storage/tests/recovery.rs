@@ -446,3 +446,29 @@ fn opening_a_data_directory_creates_the_log_and_snapshot_directories() {
     let (_, again) = open_node_stores(&mut data, &StorageOptions::default()).unwrap();
     assert_eq!(again, Recovered::default());
 }
+
+#[test]
+fn a_segment_whose_header_never_reached_the_disk_is_removed_so_the_last_one_stays_last() {
+    let dir = TempDir::new("torn-segment");
+    drop(write_log(&dir.0, 30));
+    let files = segments(&dir.0);
+    let last = files.last().unwrap().clone();
+    let seq: u64 = last.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    // A crash while the next segment was being started: 9 bytes of its header made it.
+    let next = dir.0.join(format!("{:020}.wal", seq + 1));
+    std::fs::write(&next, [7u8; 9]).unwrap();
+    let (mut log, state) = reopen(&dir.0).unwrap();
+    assert_eq!((state.last_index(), state.repairs.len()), (30, 1));
+    assert!(!next.exists(), "the segment that never was is gone");
+    // Appends go on in the last real segment; a later crash tears its tail: still a torn
+    // write at the end of the log, not damage in a sealed segment.
+    log.append(&(31..=35).map(|i| entry(i, 1)).collect::<Vec<_>>())
+        .unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let active = segments(&dir.0).pop().unwrap();
+    let full = std::fs::read(&active).unwrap();
+    std::fs::write(&active, &full[..full.len() - 5]).unwrap();
+    let (_, state) = reopen(&dir.0).unwrap();
+    assert_eq!(state.last_index(), 34);
+}
