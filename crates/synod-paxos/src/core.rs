@@ -44,6 +44,20 @@ pub enum RestartError {
     Log(String),
 }
 
+/// A snapshot transfer in progress, pulled a chunk at a time from one peer.
+#[derive(Debug)]
+struct Incoming {
+    meta: SnapshotMeta,
+    from: NodeId,
+    bytes: Vec<u8>,
+    /// Times it was resumed without a chunk arriving since.
+    stalls: u32,
+}
+
+/// A stalled snapshot transfer is asked to resume this many times before it is given up and
+/// another peer asked (the sender may have crashed).
+const TRANSFER_STALLS_MAX: u32 = 3;
+
 #[derive(Debug, Default)]
 struct Draft {
     snapshot: Option<Snapshot>,
@@ -70,7 +84,8 @@ pub(crate) struct Core {
     pub(crate) ahead: BTreeMap<Slot, Entry>,
     pub(crate) applied: LogIndex,
     pub(crate) snapshot: Option<Snapshot>,
-    incoming: Option<(SnapshotMeta, Vec<u8>)>,
+    /// A snapshot being received: what it covers, who sends it, the bytes so far.
+    incoming: Option<Incoming>,
     /// Basic Paxos: what was decided in the newest compacted slots, so that a proposer that
     /// missed a decision can still learn whether its command was chosen.
     outcomes: BTreeMap<Slot, SlotOutcome>,
@@ -342,12 +357,29 @@ impl Core {
         let timeout = self.config.gap_timeout_ticks;
         let (since, asked) = *self.gap.get_or_insert((now, now));
         if now >= asked + timeout {
-            let to = ask
-                .filter(|&n| n != self.id)
-                .or_else(|| self.rng.pick(&self.peers).copied());
-            if let Some(to) = to {
-                let from = self.prefix() + 1;
-                self.send(to, Message::AskDecided(AskDecided { from }), out);
+            let prefix = self.prefix();
+            if self
+                .incoming
+                .as_ref()
+                .is_some_and(|i| i.meta.index <= prefix || i.stalls >= TRANSFER_STALLS_MAX)
+            {
+                self.incoming = None;
+            }
+            if let Some(incoming) = self.incoming.as_mut() {
+                // A snapshot transfer stalled (a chunk or a request was lost): resume it.
+                incoming.stalls += 1;
+                let (to, meta) = (incoming.from, incoming.meta);
+                let offset = incoming.bytes.len() as u64;
+                let request = SnapshotRequest { meta, offset };
+                self.send(to, Message::SnapshotRequest(request), out);
+            } else {
+                let to = ask
+                    .filter(|&n| n != self.id)
+                    .or_else(|| self.rng.pick(&self.peers).copied());
+                if let Some(to) = to {
+                    let from = self.prefix() + 1;
+                    self.send(to, Message::AskDecided(AskDecided { from }), out);
+                }
             }
             self.gap = Some((since, now));
         }
@@ -440,42 +472,53 @@ impl Core {
         }
     }
 
-    /// A learner behind a peer's compacted log pulls the peer's snapshot chunk by chunk.
+    /// A learner behind a peer's compacted log pulls the peer's snapshot chunk by chunk. A
+    /// transfer in progress is resumed, never restarted, by a late or duplicated first chunk
+    /// of the same snapshot or by an older one; a newer snapshot replaces it (the sender may
+    /// no longer have the old one). A lost chunk or request is asked for again by the gap
+    /// timer (`check_gap`), from where the transfer stands.
     pub(crate) fn on_snapshot_chunk(&mut self, from: NodeId, chunk: SnapshotChunk, out: &mut Out) {
         let meta = chunk.meta;
         if meta.index <= self.prefix() {
             return;
         }
-        let expected = match &self.incoming {
-            Some((m, bytes)) if *m == meta => bytes.len() as u64,
+        self.decided_hint = self.decided_hint.max(meta.index);
+        let received = match &self.incoming {
+            Some(incoming) if incoming.meta == meta => incoming.bytes.len() as u64,
+            Some(incoming) if incoming.meta.index >= meta.index => return,
             _ => 0,
         };
-        if chunk.offset == 0 {
-            self.incoming = Some((meta, Vec::new()));
-        } else if chunk.offset != expected {
+        if chunk.offset != received {
             return;
         }
-        let Some((_, bytes)) = self.incoming.as_mut() else {
+        if received == 0 {
+            self.incoming = Some(Incoming {
+                meta,
+                from,
+                bytes: Vec::new(),
+                stalls: 0,
+            });
+        }
+        let Some(incoming) = self.incoming.as_mut() else {
             return;
         };
-        bytes.extend_from_slice(&chunk.data);
-        let received = bytes.len() as u64;
+        incoming.from = from;
+        incoming.stalls = 0;
+        incoming.bytes.extend_from_slice(&chunk.data);
+        let received = incoming.bytes.len() as u64;
         if !chunk.done {
-            self.send(
-                from,
-                Message::SnapshotRequest(SnapshotRequest {
-                    meta,
-                    offset: received,
-                }),
-                out,
-            );
+            let request = SnapshotRequest {
+                meta,
+                offset: received,
+            };
+            self.send(from, Message::SnapshotRequest(request), out);
             return;
         }
-        let (meta, bytes) = self.incoming.take().expect("collected above");
+        let incoming = self.incoming.take().expect("collected above");
         self.install(
             Snapshot {
                 meta,
-                data: Bytes::from(bytes),
+                data: Bytes::from(incoming.bytes),
             },
             out,
         );

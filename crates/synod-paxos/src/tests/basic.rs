@@ -417,3 +417,54 @@ fn s3_a_proposer_that_reproposes_without_asking_puts_a_chosen_command_in_the_log
         "n2 applied it in slot 1 and again later: {applied:?}"
     );
 }
+
+#[test]
+fn s3_a_snapshot_transfer_resumes_where_it_stands_after_a_duplicate_or_a_loss() {
+    let mut n1 = fresh(1);
+    let meta = synod_core::SnapshotMeta { index: 50, era: 3 };
+    let data = Bytes::from_static(b"0123456789ab");
+    let chunk = |offset: usize, done: bool| {
+        Message::SnapshotChunk(crate::SnapshotChunk {
+            meta,
+            offset: offset as u64,
+            data: data.slice(offset..offset + 4),
+            done,
+        })
+    };
+    let asked = |actions: &[Action<Message>]| -> Vec<u64> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send {
+                    message: Message::SnapshotRequest(r),
+                    ..
+                } => Some(r.offset),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(asked(&receive(&mut n1, 2, chunk(0, false))), vec![4]);
+    assert_eq!(asked(&receive(&mut n1, 2, chunk(4, false))), vec![8]);
+    // The first chunk again, late or duplicated: it must not throw the progress away.
+    assert_eq!(
+        asked(&receive(&mut n1, 2, chunk(0, false))),
+        Vec::<u64>::new()
+    );
+    // The next chunk is lost; the gap timer asks for it again, from where the transfer stands.
+    let mut resumed = Vec::new();
+    for _ in 0..30 {
+        resumed.extend(asked(&step(&mut n1, Input::Tick)));
+    }
+    assert!(resumed.contains(&8), "asked again for byte 8: {resumed:?}");
+    let last = receive(&mut n1, 2, chunk(8, true));
+    let restored: Vec<_> = last
+        .iter()
+        .filter_map(|a| match a {
+            Action::Restore(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(restored.len(), 1, "{last:?}");
+    assert_eq!(restored[0].data, data);
+    assert_eq!(n1.decided_through(), 50);
+}
