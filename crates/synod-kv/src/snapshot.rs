@@ -20,7 +20,7 @@ const SNAPSHOT_VERSION: u64 = 2;
 impl KvStore {
     /// The whole state as bytes.
     pub fn snapshot(&self) -> Vec<u8> {
-        let mut enc = Encoder::with_capacity(64 + self.keys.len() * 48);
+        let mut enc = Encoder::with_capacity(self.snapshot_len_hint());
         enc.u64(SNAPSHOT_VERSION)
             .u64(self.applied_index)
             .i64(self.revision)
@@ -127,6 +127,30 @@ impl KvStore {
         }
         dec.finish()?;
         Ok(store)
+    }
+}
+
+impl KvStore {
+    /// About how long the snapshot is (a little more, never much less), so that it is built in
+    /// one allocation: growing a buffer of hundreds of megabytes by doubling would hold up to
+    /// twice the store at once, and copy it several times.
+    fn snapshot_len_hint(&self) -> usize {
+        /// Bytes of varints and flags per record, at most.
+        const PER_RECORD: usize = 2 * 10 + 4 * 10 + 2;
+        let keys: usize = self
+            .keys
+            .iter()
+            .map(|(key, r)| key.len() + r.value.len() + PER_RECORD)
+            .sum();
+        let kv_len = |kv: &crate::request::KeyValue| kv.key.len() + kv.value.len() + PER_RECORD;
+        let history: usize = self
+            .history
+            .events
+            .iter()
+            .map(|e| 2 + kv_len(&e.kv) + e.prev_kv.as_ref().map_or(0, kv_len))
+            .sum();
+        let small = 128 * (self.sessions.by_client.len() + self.leases.len() + 1);
+        keys + history + small
     }
 }
 

@@ -218,7 +218,11 @@ impl fmt::Display for Summary {
             "torn writes cut off at restart",
             t.torn_writes_repaired.to_string(),
         )?;
-        row(f, "bits flipped on disk", t.disks_damaged.to_string())?;
+        row(
+            f,
+            "disks damaged (a bit flipped, garbage left)",
+            t.disks_damaged.to_string(),
+        )?;
         row(
             f,
             "  nodes that then refused to start",

@@ -60,6 +60,8 @@ pub struct Cluster {
     pub members: Vec<Member>,
     pub initial_cluster: String,
     pub extra: Vec<String>,
+    /// Run with short election and heartbeat timeouts, so tests see failovers quickly.
+    short_timeouts: bool,
     /// Keep the directory (and logs) for a look after a failure.
     keep: bool,
 }
@@ -68,6 +70,32 @@ impl Cluster {
     /// Starts `n` members with short timeouts (election 500 ms, heartbeat 50 ms) and `extra`
     /// flags on each.
     pub fn start(name: &str, n: u64, extra: &[&str]) -> Cluster {
+        Cluster::build(name, n, extra, |_| None, true)
+    }
+
+    /// As [`Cluster::start`], with member `id`'s data directory where `data_dir(id)` says
+    /// (under the cluster's directory when it says nothing).
+    pub fn start_with_data_dir(
+        name: &str,
+        n: u64,
+        extra: &[&str],
+        data_dir: impl Fn(u64) -> Option<PathBuf>,
+    ) -> Cluster {
+        Cluster::build(name, n, extra, data_dir, true)
+    }
+
+    /// As [`Cluster::start`], with the server's default timeouts (as `cluster up` runs).
+    pub fn start_with_default_timeouts(name: &str, n: u64, extra: &[&str]) -> Cluster {
+        Cluster::build(name, n, extra, |_| None, false)
+    }
+
+    fn build(
+        name: &str,
+        n: u64,
+        extra: &[&str],
+        data_dir: impl Fn(u64) -> Option<PathBuf>,
+        short_timeouts: bool,
+    ) -> Cluster {
         let root = temp_dir(name);
         let members: Vec<Member> = (1..=n)
             .map(|id| Member {
@@ -75,7 +103,7 @@ impl Cluster {
                 client: format!("127.0.0.1:{}", free_port()),
                 peer: format!("127.0.0.1:{}", free_port()),
                 metrics: format!("127.0.0.1:{}", free_port()),
-                data_dir: root.join(format!("n{id}")),
+                data_dir: data_dir(id).unwrap_or_else(|| root.join(format!("n{id}"))),
                 log: root.join(format!("n{id}.log")),
                 child: None,
             })
@@ -90,6 +118,7 @@ impl Cluster {
             members,
             initial_cluster,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            short_timeouts,
             keep: false,
         };
         for id in 1..=n {
@@ -109,7 +138,11 @@ impl Cluster {
     /// Starts (or restarts) member `id`.
     pub fn spawn(&mut self, id: u64) {
         let initial = self.initial_cluster.clone();
-        let extra = self.extra.clone();
+        let mut extra = self.extra.clone();
+        if self.short_timeouts {
+            let timeouts = ["--election-timeout-ms", "500", "--heartbeat-ms", "50"];
+            extra.splice(0..0, timeouts.map(String::from));
+        }
         let member = self.member_mut(id);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -124,7 +157,6 @@ impl Cluster {
             .args(["--listen-metrics", &member.metrics])
             .arg("--data-dir")
             .arg(&member.data_dir)
-            .args(["--election-timeout-ms", "500", "--heartbeat-ms", "50"])
             .args(&extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -1,0 +1,99 @@
+# Shared by the scripts that put Synod next to etcd: a three-member etcd and a three-node
+# Synod cluster on loopback (fsync on for both), started in a temporary directory and stopped
+# with everything in it when the calling script exits. Source it from the repository's root.
+#
+# THREADS (default: cores / 3, at least 1) is both etcd's GOMAXPROCS and Synod's --threads,
+# so that six servers and the load share the machine evenly.
+
+CORES=$(getconf _NPROCESSORS_ONLN)
+THREADS=${THREADS:-$((CORES / 3 > 0 ? CORES / 3 : 1))}
+WORK=$(mktemp -d /tmp/synod-vs-etcd.XXXXXX)
+PIDS=()
+ETCD_PIDS=()
+SYNOD_PIDS=()
+ETCD_ENDPOINTS=127.0.0.1:22379,127.0.0.1:22389,127.0.0.1:22399
+SYNOD_ENDPOINTS=127.0.0.1:32379,127.0.0.1:32389,127.0.0.1:32399
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+if ! command -v etcd >/dev/null; then
+    echo "installing etcd-server (Debian package)..." >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
+fi
+cargo build --release -q -p synod
+SYNOD=target/release/synod
+TICKS=$(getconf CLK_TCK)
+
+# CPU seconds (user + system) the processes used so far.
+cpu_seconds() {
+    local total=0
+    for pid in "$@"; do
+        # Fields 14 and 15 of /proc/PID/stat, counted after the command name's parenthesis.
+        local ticks
+        if [ ! -r "/proc/$pid/stat" ]; then
+            echo "server pid $pid is gone" >&2
+            exit 1
+        fi
+        ticks=$(sed -E 's/^.*\) //' "/proc/$pid/stat" | awk '{print $12 + $13}')
+        total=$((total + ticks))
+    done
+    echo "$total $TICKS" | awk '{printf "%.3f", $1 / $2}'
+}
+
+# One field of bench's JSON line.
+field() { sed -E "s/.*\"$1\":([^,}]*).*/\1/"; }
+
+wait_ready() {
+    local endpoints=$1
+    for _ in $(seq 1 100); do
+        if $SYNOD put bench/ready 1 --endpoints "$endpoints" >/dev/null 2>&1; then return 0; fi
+        sleep 0.2
+    done
+    echo "the cluster at $endpoints did not come up" >&2
+    exit 1
+}
+
+start_etcd() {
+    local cluster="e1=http://127.0.0.1:22380,e2=http://127.0.0.1:22390,e3=http://127.0.0.1:22400"
+    for i in 1 2 3; do
+        local client=$((22379 + (i - 1) * 10)) peer=$((22380 + (i - 1) * 10))
+        GOMAXPROCS=$THREADS etcd --name "e$i" --data-dir "$WORK/etcd$i" \
+            --listen-client-urls "http://127.0.0.1:$client" \
+            --advertise-client-urls "http://127.0.0.1:$client" \
+            --listen-peer-urls "http://127.0.0.1:$peer" \
+            --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+            --initial-cluster "$cluster" --initial-cluster-state new \
+            --initial-cluster-token bench --log-level error \
+            >"$WORK/etcd$i.log" 2>&1 &
+        PIDS+=($!)
+        ETCD_PIDS+=($!)
+    done
+}
+
+start_synod() {
+    local cluster="1=127.0.0.1:32380,2=127.0.0.1:32390,3=127.0.0.1:32400"
+    for i in 1 2 3; do
+        local client=$((32379 + (i - 1) * 10))
+        RUST_LOG=warn $SYNOD server --id "$i" --initial-cluster "$cluster" --threads "$THREADS" \
+            --listen-client "127.0.0.1:$client" --data-dir "$WORK/synod$i" \
+            >"$WORK/synod$i.log" 2>&1 &
+        PIDS+=($!)
+        SYNOD_PIDS+=($!)
+    done
+}
+
+# Every one of the servers must still run: one that could not start (a port already taken,
+# say) would leave the load measuring something else.
+check_running() {
+    for pid in "$@"; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "a server (pid $pid) exited; the logs end:" >&2
+            tail -5 "$WORK"/*.log >&2
+            exit 1
+        fi
+    done
+}
