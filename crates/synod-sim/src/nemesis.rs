@@ -234,14 +234,15 @@ impl<P: Protocol> World<P> {
         }
     }
 
-    /// A leader-change race, in four stages. First the leader's messages reach only one
+    /// A leader-change race, in five stages. First the leader's messages reach only one
     /// follower, its buddy, for a few ticks: what it proposes then is accepted by the two of
     /// them alone. Then everything gets through for a tick or two, before the leader resends
     /// what was lost: what it proposes now is accepted by all, so its log has a hole. Then
     /// the two are cut off from the rest for about an election, long enough for the rest to
     /// elect a new leader and decide the hole, perhaps short enough that the old leader has
-    /// not yet noticed. Then the network heals, and the old leader may fill its hole from the
-    /// new leader's side while it still leads.
+    /// not yet noticed. Then the old leader reaches the rest again (a bridge between them and
+    /// its buddy), and may fill its hole from the new leader's side while it still leads and
+    /// its buddy still follows it. Then the network heals.
     fn start_race(&mut self) {
         let leader = self.likely_leader();
         let others: Vec<NodeId> = self
@@ -289,7 +290,19 @@ impl<P: Protocol> World<P> {
                 self.network.blocked.clear();
                 self.network.cut(&pair, &rest);
                 self.trace_line(|| format!("nemesis: race: {leader},{buddy} cut off"));
-                (RaceStage::Heal, self.nemesis_rng.range_inclusive(16, 30))
+                (RaceStage::Bridge, self.nemesis_rng.range_inclusive(16, 30))
+            }
+            RaceStage::Bridge => {
+                let rest: Vec<NodeId> = self
+                    .voters
+                    .iter()
+                    .copied()
+                    .filter(|&n| n != leader && n != buddy)
+                    .collect();
+                self.network.blocked.clear();
+                self.network.cut(&[buddy], &rest);
+                self.trace_line(|| format!("nemesis: race: {leader} bridges {buddy} and the rest"));
+                (RaceStage::Heal, self.nemesis_rng.range_inclusive(3, 15))
             }
             RaceStage::Heal => return self.heal_partition(),
         };
@@ -321,6 +334,8 @@ pub(crate) enum RaceStage {
     Reopen,
     /// Cut the leader and its buddy off from the rest.
     CutOff,
+    /// Let the leader reach the rest again, its buddy not yet.
+    Bridge,
     /// Heal the network.
     Heal,
 }

@@ -225,11 +225,11 @@ fn the_sweep_catches_log_directories_not_made_durable() {
     for (name, summary) in [
         (
             "raft",
-            sweep_template::<Raft>(template.clone(), 1..=20, RaftOptions::default()),
+            sweep_template::<Raft>(template.clone(), 1..=30, RaftOptions::default()),
         ),
         (
             "multi-paxos",
-            sweep_template::<MultiPaxos>(template.clone(), 1..=20, PaxosOptions::default()),
+            sweep_template::<MultiPaxos>(template.clone(), 1..=30, PaxosOptions::default()),
         ),
     ] {
         first_caught(name, &summary);
@@ -245,7 +245,7 @@ fn the_sweep_catches_a_torn_write_taken_for_corruption() {
         torn_write_only_as_a_clean_cut: true,
         ..InjectedBugs::NONE
     };
-    let summary = sweep_template::<Raft>(template, 1..=20, RaftOptions::default());
+    let summary = sweep_template::<Raft>(template, 1..=60, RaftOptions::default());
     let (_, first) = first_caught("raft", &summary);
     assert!(first.detail.contains("cannot open its disk"), "{first}");
 }
@@ -257,6 +257,6 @@ fn the_sweep_catches_a_leader_that_leads_on_after_learning_a_higher_decision() {
     };
     let mut template = RunConfig::new(0, 5);
     template.faults = FaultSet::parse("leader-race,delay,drop").unwrap();
-    let summary = sweep_template::<MultiPaxos>(template, 1..=80, options);
+    let summary = sweep_template::<MultiPaxos>(template, 1..=150, options);
     first_caught("multi-paxos", &summary);
 }
