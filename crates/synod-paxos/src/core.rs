@@ -50,11 +50,11 @@ struct Incoming {
     meta: SnapshotMeta,
     from: NodeId,
     bytes: Vec<u8>,
-    /// Times it was resumed without a chunk arriving since.
+    /// Times it was resumed without anything arriving from the sender since.
     stalls: u32,
 }
 
-/// A stalled snapshot transfer is asked to resume this many times before it is given up and
+/// A snapshot transfer whose sender sent nothing for this many gap timeouts is given up and
 /// another peer asked (the sender may have crashed).
 const TRANSFER_STALLS_MAX: u32 = 3;
 
@@ -483,8 +483,14 @@ impl Core {
             return;
         }
         self.decided_hint = self.decided_hint.max(meta.index);
-        let received = match &self.incoming {
-            Some(incoming) if incoming.meta == meta => incoming.bytes.len() as u64,
+        let received = match self.incoming.as_mut() {
+            Some(incoming) if incoming.meta == meta => {
+                if incoming.from == from {
+                    // The sender is alive, if slow: keep waiting for the chunk asked for.
+                    incoming.stalls = 0;
+                }
+                incoming.bytes.len() as u64
+            }
             Some(incoming) if incoming.meta.index >= meta.index => return,
             _ => 0,
         };

@@ -42,7 +42,8 @@ pub(crate) struct SimNode<P: Protocol> {
     /// Index of the newest snapshot this node holds.
     snapshot_index: u64,
     pub(crate) disk: NodeDisk,
-    disk_busy_until: SimTime,
+    /// The disk's last sync scheduled: when it starts and when it ends.
+    disk_sync: (SimTime, SimTime),
     /// Sends waiting for the persists before them (persist before send).
     sends: SendGate<P::Message>,
     pub(crate) waiting_writes: HashMap<RequestId, u64>,
@@ -68,7 +69,7 @@ impl<P: Protocol> SimNode<P> {
             applied_era: 0,
             snapshot_index: 0,
             disk: NodeDisk::new(id.0, storage_bugs),
-            disk_busy_until: 0,
+            disk_sync: (0, 0),
             sends: SendGate::default(),
             waiting_writes: HashMap::new(),
             waiting_reads: HashMap::new(),
@@ -171,7 +172,7 @@ impl<P: Protocol> World<P> {
         node.sends.reset();
         node.waiting_writes.clear();
         node.waiting_reads.clear();
-        node.disk_busy_until = 0;
+        node.disk_sync = (0, 0);
         node.power_loss_armed = false;
         self.stats.crashes += 1;
         self.trace_line(|| format!("{id} crashes"));
@@ -209,7 +210,8 @@ impl<P: Protocol> World<P> {
     }
 
     /// Hands a persist to the disk at once (unsynced, so a crash may lose or tear it) and
-    /// schedules its sync.
+    /// schedules its sync. Syncs are group commits, as the server's disk thread does them: a
+    /// write joins the next sync that has not started yet, and one sync follows another.
     fn submit_persist(&mut self, id: NodeId, persist: Persist) {
         if let Err(e) = self.node_mut(id).disk.write(&persist) {
             return self.fail(
@@ -217,13 +219,20 @@ impl<P: Protocol> World<P> {
                 format!("{id} cannot write its log: {e}"),
             );
         }
-        // An fdatasync on a real disk takes from a tenth of a millisecond to a few.
-        let latency = self.disk_rng.range_inclusive(100, 3_000);
         let now = self.now;
+        let (start, end) = self.node(id).disk_sync;
+        let done_at = if start > now {
+            end
+        } else {
+            // An fdatasync on a real disk takes from a tenth of a millisecond to a few.
+            let begin = end.max(now);
+            let end = begin + self.disk_rng.range_inclusive(100, 3_000);
+            self.node_mut(id).disk_sync = (begin, end);
+            end
+        };
         let node = self.node_mut(id);
         node.sends.issued(persist.id);
-        node.disk_busy_until = node.disk_busy_until.max(now) + latency;
-        let (done_at, incarnation) = (node.disk_busy_until, node.incarnation);
+        let incarnation = node.incarnation;
         self.stats.persists += 1;
         self.schedule(
             done_at - now,
