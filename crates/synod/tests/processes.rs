@@ -418,8 +418,9 @@ async fn metrics_and_health_are_served_over_http() {
 async fn cluster_up_serves_and_stops_cleanly_on_ctrl_c() {
     use std::io::BufRead;
     let root = common::temp_dir("cluster-up");
-    // Thirty ports from a base that the process id spreads out.
-    let base = 20_000 + (std::process::id() % 1_000) as u16 * 30;
+    let base = common::free_port_block(30);
+    let stderr_path = root.join("cluster-up.stderr");
+    let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
     let mut child = std::process::Command::new(common::SYNOD)
         .args([
             "cluster",
@@ -432,7 +433,7 @@ async fn cluster_up_serves_and_stops_cleanly_on_ctrl_c() {
         .arg("--data-dir")
         .arg(root.join("data"))
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("start cluster up");
     let stdout = child.stdout.take().expect("stdout");
@@ -451,7 +452,9 @@ async fn cluster_up_serves_and_stops_cleanly_on_ctrl_c() {
             Ok(line) => banner.push(line),
             Err(_) => {
                 let _ = child.kill();
-                panic!("cluster up never said it was up: {banner:?}");
+                let _ = child.wait();
+                let said = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                panic!("cluster up never said it was up: {banner:?}; its stderr:\n{said}");
             }
         }
     }

@@ -15,6 +15,26 @@ use tonic::transport::{Channel, Endpoint};
 /// The `synod` executable Cargo built for these tests.
 pub const SYNOD: &str = env!("CARGO_BIN_EXE_synod");
 
+/// The first of `len` consecutive ports nobody listens on right now, for commands that take a
+/// base port. The block lies below the kernel's ephemeral range (32768 and up on Linux), where
+/// the ports other tests pick with `free_port` and outgoing connections live; the process id
+/// spreads concurrent test binaries apart.
+pub fn free_port_block(len: u16) -> u16 {
+    const LOW: u32 = 10_000;
+    const HIGH: u32 = 32_000;
+    let slots = (HIGH - LOW) / u32::from(len);
+    let first = std::process::id() % slots;
+    for step in 0..slots {
+        let base = (LOW + (first + step) % slots * u32::from(len)) as u16;
+        let all_free =
+            (base..base + len).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no block of {len} free ports between {LOW} and {HIGH}");
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
