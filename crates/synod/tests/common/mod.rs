@@ -15,30 +15,40 @@ use tonic::transport::{Channel, Endpoint};
 /// The `synod` executable Cargo built for these tests.
 pub const SYNOD: &str = env!("CARGO_BIN_EXE_synod");
 
+/// Ports for test servers come from below the kernel's ephemeral range (32768 and up on
+/// Linux). A port the kernel hands out for "port 0" is free when asked but can be taken by any
+/// outgoing connection before the server binds it; ports down here are never handed out that
+/// way, and the counter keeps the tests of one binary from picking the same one twice.
+const PORTS_LOW: u32 = 10_000;
+const PORTS_HIGH: u32 = 32_000;
+static NEXT_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// The first of `len` consecutive ports nobody listens on right now, for commands that take a
-/// base port. The block lies below the kernel's ephemeral range (32768 and up on Linux), where
-/// the ports other tests pick with `free_port` and outgoing connections live; the process id
-/// spreads concurrent test binaries apart.
+/// base port and for single servers (`len` 1).
 pub fn free_port_block(len: u16) -> u16 {
-    const LOW: u32 = 10_000;
-    const HIGH: u32 = 32_000;
-    let slots = (HIGH - LOW) / u32::from(len);
-    let first = std::process::id() % slots;
-    for step in 0..slots {
-        let base = (LOW + (first + step) % slots * u32::from(len)) as u16;
+    use std::sync::atomic::Ordering;
+    let span = PORTS_HIGH - PORTS_LOW;
+    // The process id spreads the binaries of concurrent `cargo test` runs apart.
+    let offset = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let taken = NEXT_PORT.fetch_add(u32::from(len), Ordering::Relaxed);
+        let base = PORTS_LOW + (offset + taken) % span;
+        if base + u32::from(len) > PORTS_HIGH {
+            continue;
+        }
+        let base = base as u16;
         let all_free =
             (base..base + len).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
         if all_free {
             return base;
         }
     }
-    panic!("no block of {len} free ports between {LOW} and {HIGH}");
+    panic!("no block of {len} free ports between {PORTS_LOW} and {PORTS_HIGH}");
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, and that no other test of this binary was given.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("local address").port()
+    free_port_block(1)
 }
 
 /// A fresh directory under the system's temporary directory.
@@ -219,6 +229,13 @@ impl Cluster {
         std::fs::read_to_string(&self.member(id).log).unwrap_or_default()
     }
 
+    /// The last lines of a member's log, for failure messages.
+    pub fn log_tail(&self, id: u64) -> String {
+        let log = self.log_of(id);
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
     /// Keeps the directory when the test fails, and says where it is.
     pub fn keep_on_failure(&mut self) {
         self.keep = true;
@@ -229,21 +246,28 @@ impl Cluster {
         let deadline = Instant::now() + within;
         loop {
             let mut seen = Vec::new();
+            let mut silent = Vec::new();
             for &id in among {
-                if let Some(status) = status(&self.member(id).client).await {
-                    seen.push(status.leader);
+                match status(&self.member(id).client).await {
+                    Some(status) => seen.push(status.leader),
+                    None => silent.push(id),
                 }
             }
-            if seen.len() == among.len()
-                && among.contains(&seen[0])
-                && seen.iter().all(|&l| l == seen[0])
-            {
+            if silent.is_empty() && among.contains(&seen[0]) && seen.iter().all(|&l| l == seen[0]) {
                 return seen[0];
             }
-            assert!(
-                Instant::now() < deadline,
-                "no agreed leader among {among:?} within {within:?}: {seen:?}"
-            );
+            if Instant::now() >= deadline {
+                let logs: String = silent
+                    .iter()
+                    .map(|&id| {
+                        format!(
+                            "\n--- node {id} did not answer; its log ends:\n{}",
+                            self.log_tail(id)
+                        )
+                    })
+                    .collect();
+                panic!("no agreed leader among {among:?} within {within:?}: {seen:?}{logs}");
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
