@@ -28,6 +28,9 @@ pub struct ServerConfig {
     pub cluster_token: String,
     /// Where the log and snapshots live.
     pub data_dir: PathBuf,
+    /// The replication protocol, one of [`synod_replica::PROTOCOL_NAMES`]. A data directory
+    /// keeps the one it was first written with.
+    pub protocol: String,
     /// Length of one engine tick.
     pub tick: Duration,
     /// How often the leader sends heartbeats.
@@ -84,6 +87,7 @@ impl ServerConfig {
             initial_cluster,
             cluster_token: "synod".into(),
             data_dir,
+            protocol: "raft".into(),
             tick: Duration::from_millis(10),
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
@@ -114,6 +118,13 @@ impl ServerConfig {
                 .collect::<Vec<_>>()
                 .join(", ");
             return Err(ConfigError::NotAMember(self.id.0, members));
+        }
+        if !synod_replica::PROTOCOL_NAMES.contains(&self.protocol.as_str()) {
+            return Err(ConfigError::Invalid(format!(
+                "--protocol {}: not a protocol this server runs (it runs {})",
+                self.protocol,
+                synod_replica::PROTOCOL_NAMES.join(", ")
+            )));
         }
         if self.tick.is_zero() {
             return Err(ConfigError::Timing(

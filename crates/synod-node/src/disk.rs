@@ -65,10 +65,12 @@ impl Disk {
     /// node must not start from a disk it cannot trust.
     pub fn open(
         data_dir: &Path,
+        protocol: &str,
         metrics: Arc<Metrics>,
     ) -> Result<(Disk, mpsc::UnboundedReceiver<DiskEvent>, Recovered), StorageError> {
         let mut data = RealDir::open(data_dir)?;
-        let (stores, recovered) = open_node_stores(&mut data, &StorageOptions::default())?;
+        let (stores, recovered) =
+            open_node_stores(&mut data, protocol, &StorageOptions::default())?;
         for repair in &recovered.repairs {
             warn!(repair = %repair, "repaired the log's tail");
         }

@@ -10,7 +10,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use synod_core::NodeId;
+use synod_paxos::{BasicPaxos, MultiPaxos};
 use synod_raft::Raft;
+use synod_replica::{Boot, PaxosOptions, Protocol, RaftOptions, Timing};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -32,12 +35,13 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The data directory could not be opened or recovered.
-    #[error("data directory {dir}: {source}")]
+    // The cause is part of the message, not a `source`: printed as a chain, it would repeat.
+    #[error("data directory {dir}: {cause}")]
     Storage {
         /// The directory.
         dir: String,
         /// What went wrong.
-        source: synod_storage::StorageError,
+        cause: synod_storage::StorageError,
     },
     /// What is on disk cannot restart the engine.
     #[error("data directory {dir}: {reason}")]
@@ -86,25 +90,44 @@ async fn bind(what: &'static str, address: &str) -> Result<TcpListener, StartErr
         })
 }
 
-/// Starts a server (Raft is the engine the server runs today).
+/// Starts a server running the protocol its configuration names.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     config.validate()?;
+    match config.protocol.as_str() {
+        MultiPaxos::NAME => start_with::<MultiPaxos>(config, &PaxosOptions::default()).await,
+        BasicPaxos::NAME => start_with::<BasicPaxos>(config, &PaxosOptions::default()).await,
+        _ => start_with::<Raft>(config, &RaftOptions::default()).await,
+    }
+}
+
+/// Starts a server running protocol `P`.
+async fn start_with<P: Protocol>(
+    config: ServerConfig,
+    options: &P::Options,
+) -> Result<RunningServer, StartError> {
     let dir = config.data_dir.display().to_string();
     let metrics = Arc::new(Metrics::default());
-    let (disk, disk_events, recovered) =
-        Disk::open(&config.data_dir, metrics.clone()).map_err(|source| StartError::Storage {
+    let (disk, disk_events, recovered) = Disk::open(&config.data_dir, P::NAME, metrics.clone())
+        .map_err(|cause| StartError::Storage {
             dir: dir.clone(),
-            source,
+            cause,
         })?;
-    let engine = Raft::restart(
-        raft_config(&config),
-        recovered.hard_state.as_deref(),
-        recovered.snapshot.clone(),
-        recovered.entries,
-    )
-    .map_err(|e| StartError::Recovery {
+    let voters: Vec<NodeId> = config.initial_cluster.keys().copied().collect();
+    let boot = Boot {
+        id: config.id,
+        voters: &voters,
+        seed: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(config.id.0, |d| d.as_nanos() as u64 ^ config.id.0),
+        timing: Timing {
+            election_ticks: config.ticks(config.election_timeout),
+            heartbeat_ticks: config.ticks(config.heartbeat_interval),
+        },
+        snapshot_chunk_bytes: 1 << 20,
+    };
+    let engine = P::boot(&boot, &recovered, options).map_err(|reason| StartError::Recovery {
         dir: dir.clone(),
-        reason: e.to_string(),
+        reason,
     })?;
 
     let peer_listener = bind("peers", &config.peer_listen()).await?;
@@ -210,23 +233,6 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         grpc,
         node,
     })
-}
-
-/// The engine's settings from the server's, in ticks.
-fn raft_config(config: &ServerConfig) -> synod_raft::Config {
-    let voters = config.initial_cluster.keys().copied().collect();
-    let mut raft = synod_raft::Config::new(config.id, voters);
-    let election = config.ticks(config.election_timeout);
-    let heartbeat = config.ticks(config.heartbeat_interval);
-    raft.seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(config.id.0, |d| d.as_nanos() as u64 ^ config.id.0);
-    raft.election_timeout_ticks_min = election;
-    raft.election_timeout_ticks_max = election * 2;
-    raft.heartbeat_interval_ticks = heartbeat;
-    raft.append_retry_ticks = heartbeat * 2;
-    raft.transfer_timeout_ticks = election;
-    raft
 }
 
 impl RunningServer {

@@ -348,11 +348,11 @@ impl NodeDisk {
 
     /// Opens the stores, as the server does, and reads back what they hold. On an error the
     /// disk is unusable.
-    pub(crate) fn open(&mut self) -> Result<Recovered> {
+    pub(crate) fn open(&mut self, protocol: &str) -> Result<Recovered> {
         if self.open.is_some() {
             return Err(StorageError::Misuse("the disk is already open".to_string()));
         }
-        let (stores, recovered) = open_node_stores(&mut self.data, &self.options)?;
+        let (stores, recovered) = open_node_stores(&mut self.data, protocol, &self.options)?;
         self.open = Some(stores);
         Ok(recovered)
     }

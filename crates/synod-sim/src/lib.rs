@@ -26,13 +26,13 @@ mod world;
 
 pub use disk::{SimDir, Unsynced};
 pub use faults::FaultSet;
-pub use paxos::{PaxosInvariants, PaxosNode, PaxosOptions};
+pub use paxos::{PaxosInvariants, PaxosNode};
 pub use protocol::{Invariants, Protocol};
-pub use raft::{RaftInvariants, RaftOptions};
+pub use raft::RaftInvariants;
 pub use report::{percentile, RunReport, Stats, Summary, Violation, ViolationKind};
 pub use run::{report_panics_quietly, run, RunConfig, RunOutcome};
 pub use sweep::sweep;
-pub use synod_storage::Recovered;
+pub use synod_replica::{PaxosOptions, RaftOptions, Recovered};
 pub use world::World;
 
 /// Virtual time, in microseconds.

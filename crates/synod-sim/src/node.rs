@@ -24,6 +24,10 @@ fn new_store() -> KvStore {
     KvStore::with_limits(synod_kv::Sessions::DEFAULT_LIMIT, 32)
 }
 
+/// Bytes of snapshot per engine message: small, so that transfers take many messages and can
+/// be interrupted.
+const SNAPSHOT_CHUNK_BYTES: usize = 256;
+
 /// One simulated server: an engine while up, and what survives it when down.
 pub(crate) struct SimNode<P: Protocol> {
     pub(crate) id: NodeId,
@@ -85,7 +89,7 @@ impl<P: Protocol> World<P> {
     /// after the nemesis damaged it keeps the node down for good; any other failure to start
     /// is a violation.
     pub(crate) fn boot(&mut self, id: NodeId) {
-        let recovered = match self.node_mut(id).disk.open() {
+        let recovered = match self.node_mut(id).disk.open(P::NAME) {
             Ok(recovered) => recovered,
             Err(e) if self.node(id).damaged => {
                 self.node_mut(id).dead = true;
@@ -108,7 +112,14 @@ impl<P: Protocol> World<P> {
             .seed
             .wrapping_mul(1_000_003)
             .wrapping_add(id.0 * 7919 + self.node(id).incarnation);
-        let engine = match P::boot(id, &self.voters, seed, &recovered, &self.options) {
+        let boot = synod_replica::Boot {
+            id,
+            voters: &self.voters,
+            seed,
+            timing: synod_replica::Timing::default(),
+            snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES,
+        };
+        let engine = match P::boot(&boot, &recovered, &self.options) {
             Ok(engine) => engine,
             Err(e) => {
                 return self.fail(

@@ -7,29 +7,9 @@ use std::collections::BTreeMap;
 
 use synod_core::quorum::majority;
 use synod_core::{NodeId, Payload};
-use synod_paxos::{
-    Acceptor, AcceptorEvent, Ballot, BasicPaxos, Config, Message, MultiPaxos, Scope, Slot,
-};
+use synod_paxos::{Acceptor, AcceptorEvent, Ballot, BasicPaxos, Message, MultiPaxos, Scope, Slot};
 
-use crate::protocol::{Invariants, Protocol, Recovered};
-
-/// Paxos settings a test or the command line may vary.
-#[derive(Clone, Copy, Default, Debug)]
-pub struct PaxosOptions {
-    /// Adjusts every node's config after the defaults (to turn backoff off, or inject a bug).
-    pub tweak: Option<fn(&mut Config)>,
-}
-
-fn config(id: NodeId, voters: &[NodeId], seed: u64, options: &PaxosOptions) -> Config {
-    let mut config = Config::new(id, voters.to_vec());
-    config.seed = seed;
-    // Small chunks, so that snapshot transfers take many messages and can be interrupted.
-    config.snapshot_chunk_bytes = 256;
-    if let Some(tweak) = options.tweak {
-        tweak(&mut config);
-    }
-    config
-}
+use crate::protocol::{Invariants, Protocol};
 
 /// What the checker needs from a Paxos engine.
 pub trait PaxosNode {
@@ -45,7 +25,7 @@ pub trait PaxosNode {
 
 /// The simulator's glue for one Paxos engine; both expose the same constructors and views.
 macro_rules! paxos_protocol {
-    ($engine:ident, $name:literal, $preemptions:expr) => {
+    ($engine:ident) => {
         impl PaxosNode for $engine {
             fn acceptor(&self) -> &Acceptor {
                 $engine::acceptor(self)
@@ -62,40 +42,13 @@ macro_rules! paxos_protocol {
         }
 
         impl Protocol for $engine {
-            const NAME: &'static str = $name;
-            type Options = PaxosOptions;
             type Invariants = PaxosInvariants;
-
-            fn boot(
-                id: NodeId,
-                voters: &[NodeId],
-                seed: u64,
-                r: &Recovered,
-                options: &PaxosOptions,
-            ) -> Result<Self, String> {
-                let config = config(id, voters, seed, options);
-                $engine::restart(
-                    config,
-                    r.hard_state.as_deref(),
-                    r.snapshot.clone(),
-                    r.entries.clone(),
-                )
-                .map_err(|e| e.to_string())
-            }
-
-            fn describe(message: &Message) -> String {
-                message.to_string()
-            }
-
-            fn preemptions(&self) -> u64 {
-                $preemptions(self)
-            }
         }
     };
 }
 
-paxos_protocol!(BasicPaxos, "basic-paxos", BasicPaxos::preemptions);
-paxos_protocol!(MultiPaxos, "multi-paxos", |_: &MultiPaxos| 0);
+paxos_protocol!(BasicPaxos);
+paxos_protocol!(MultiPaxos);
 
 /// The checks, fed by the acceptors' event journals.
 #[derive(Default)]

@@ -1,39 +1,13 @@
-//! What the simulator needs from a protocol beyond the `Engine` contract: how to boot a node
-//! from what it persisted, how to describe its messages, and which safety properties of its
-//! paper to check while it runs.
-
-use std::fmt::Debug;
+//! What the simulator needs from a protocol beyond how a replica boots it
+//! ([`synod_replica::Protocol`]): which safety properties of its paper to check while it runs.
 
 use synod_core::{Engine, NodeId};
 
-pub use synod_storage::Recovered;
-
-/// A protocol the simulator can run.
-pub trait Protocol: Engine + Sized + 'static {
-    /// Its name on the command line.
-    const NAME: &'static str;
-    /// Settings a test may vary (for instance to inject a bug).
-    type Options: Clone + Default + Send + Sync + Debug;
+/// A protocol the simulator can run: one that boots as a replica does, with the safety
+/// properties of its paper to check while it runs.
+pub trait Protocol: synod_replica::Protocol {
     /// The safety properties checked as the run goes.
     type Invariants: Invariants<Self>;
-
-    /// A node built from what its disk holds (nothing on first boot).
-    fn boot(
-        id: NodeId,
-        voters: &[NodeId],
-        seed: u64,
-        recovered: &Recovered,
-        options: &Self::Options,
-    ) -> Result<Self, String>;
-
-    /// One line describing a message, for traces.
-    fn describe(message: &Self::Message) -> String;
-
-    /// Times this node's proposers were preempted by a higher ballot (Basic Paxos); engines
-    /// with a stable leader report elections through their status instead.
-    fn preemptions(&self) -> u64 {
-        0
-    }
 }
 
 /// Protocol-specific safety checks. An `Err` is a violation, described for a human.

@@ -5,48 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use synod_core::{Engine, Entry, LogIndex, NodeId, Role};
-use synod_raft::{Config, Message, Raft, Term};
+use synod_raft::{Raft, Term};
 
-use crate::protocol::{Invariants, Protocol, Recovered};
-
-/// Raft settings a test may vary.
-#[derive(Clone, Copy, Default, Debug)]
-pub struct RaftOptions {
-    /// Adjusts every node's config after the defaults, e.g. to inject a bug.
-    pub tweak: Option<fn(&mut Config)>,
-}
+use crate::protocol::{Invariants, Protocol};
 
 impl Protocol for Raft {
-    const NAME: &'static str = "raft";
-    type Options = RaftOptions;
     type Invariants = RaftInvariants;
-
-    fn boot(
-        id: NodeId,
-        voters: &[NodeId],
-        seed: u64,
-        recovered: &Recovered,
-        options: &RaftOptions,
-    ) -> Result<Raft, String> {
-        let mut config = Config::new(id, voters.to_vec());
-        config.seed = seed;
-        // Small chunks, so that snapshot transfers take many messages and can be interrupted.
-        config.snapshot_chunk_bytes = 256;
-        if let Some(tweak) = options.tweak {
-            tweak(&mut config);
-        }
-        Raft::restart(
-            config,
-            recovered.hard_state.as_deref(),
-            recovered.snapshot.clone(),
-            recovered.entries.clone(),
-        )
-        .map_err(|e| e.to_string())
-    }
-
-    fn describe(message: &Message) -> String {
-        message.to_string()
-    }
 }
 
 /// Log Matching and Leader Completeness (paper Figure 3).
@@ -164,7 +128,7 @@ mod tests {
     }
 
     fn node(id: u64, term: u64, log: Vec<Entry>) -> Raft {
-        let config = Config::new(NodeId(id), vec![NodeId(id)]);
+        let config = synod_raft::Config::new(NodeId(id), vec![NodeId(id)]);
         Raft::restart(config, Some(&encode_hard_state(term, None)), None, log).unwrap()
     }
 

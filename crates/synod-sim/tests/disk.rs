@@ -131,7 +131,7 @@ fn hard_state_after_first_start_and_crash(seed: u64, bugs: InjectedBugs) -> Opti
     let mut options = StorageOptions::default();
     options.wal.bugs = bugs;
     let mut data = SimDir::new("n1");
-    let (mut stores, _) = open_node_stores(&mut data, &options).unwrap();
+    let (mut stores, _) = open_node_stores(&mut data, "raft", &options).unwrap();
     stores
         .log
         .save_hard_state(b"voted for n2 in term 7")
@@ -140,7 +140,10 @@ fn hard_state_after_first_start_and_crash(seed: u64, bugs: InjectedBugs) -> Opti
     data.put_back(WAL_DIR, stores.log.into_dir());
     data.put_back(SNAP_DIR, stores.snapshots.into_dir());
     data.crash(&mut rng, Unsynced::Lost);
-    open_node_stores(&mut data, &options).unwrap().1.hard_state
+    open_node_stores(&mut data, "raft", &options)
+        .unwrap()
+        .1
+        .hard_state
 }
 
 #[test]

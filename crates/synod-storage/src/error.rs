@@ -38,6 +38,20 @@ pub enum StorageError {
         /// The segment after the gap.
         after: u64,
     },
+    /// The data directory was written by another replication protocol than the one asked
+    /// for. Its log means nothing to this one.
+    #[error(
+        "{dir} holds data written by {found}, not {wanted}: start it with --protocol {found}, \
+         or give {wanted} a directory of its own"
+    )]
+    WrongProtocol {
+        /// The data directory.
+        dir: String,
+        /// The protocol the directory names.
+        found: String,
+        /// The protocol asked for.
+        wanted: String,
+    },
     /// A caller broke the store's contract (for instance, appended with a gap).
     #[error("invalid use of the store: {0}")]
     Misuse(String),

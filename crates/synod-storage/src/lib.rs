@@ -22,6 +22,8 @@ pub use dir::{Dir, RealDir};
 pub use error::{Result, StorageError};
 pub use log::{recover, save_snapshot, write_persist, LogState, LogStore};
 pub use mem::{MemLog, MemSnapshots};
-pub use node::{open_node_stores, NodeStores, Recovered, StorageOptions, SNAP_DIR, WAL_DIR};
+pub use node::{
+    open_node_stores, NodeStores, Recovered, StorageOptions, PROTOCOL_FILE, SNAP_DIR, WAL_DIR,
+};
 pub use snapshot::{FileSnapshots, SnapshotStore, SNAPSHOT_CHUNK_BYTES};
 pub use wal::{FileLog, TornTail, WalOptions};

@@ -5,7 +5,7 @@
 use synod_core::{Entry, Snapshot};
 
 use crate::dir::Dir;
-use crate::error::Result;
+use crate::error::{Result, StorageError};
 use crate::log::recover;
 use crate::snapshot::{FileSnapshots, SnapshotStore, SNAPSHOT_CHUNK_BYTES};
 use crate::wal::{FileLog, WalOptions};
@@ -14,6 +14,12 @@ use crate::wal::{FileLog, WalOptions};
 pub const WAL_DIR: &str = "wal";
 /// The snapshots' directory, inside a node's data directory.
 pub const SNAP_DIR: &str = "snap";
+
+/// The file, inside a node's data directory, naming the protocol that wrote it.
+pub const PROTOCOL_FILE: &str = "protocol";
+/// The protocol of a data directory that holds data but no [`PROTOCOL_FILE`]: Raft was the
+/// only protocol the server ran before the file was introduced.
+const PROTOCOL_BEFORE_THE_FILE: &str = "raft";
 
 /// How a node's stores are set up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,9 +71,11 @@ pub struct NodeStores<D: Dir> {
 /// before): otherwise a power loss soon after could take a whole log with it, and the node
 /// would come back at term 0 having voted. Then the newest snapshot,
 /// and the log after it, made to agree with it (see [`recover`]). Any damage is an error
-/// naming the file: a node must not start on a disk it cannot trust.
+/// naming the file: a node must not start on a disk it cannot trust. So is a directory written
+/// by another `protocol` than this one (its name is recorded on the first start).
 pub fn open_node_stores<D: Dir>(
     data: &mut D,
+    protocol: &str,
     options: &StorageOptions,
 ) -> Result<(NodeStores<D>, Recovered)> {
     let wal_dir = data.subdir(WAL_DIR)?;
@@ -87,7 +95,52 @@ pub fn open_node_stores<D: Dir>(
         entries,
         repairs,
     };
+    check_protocol(data, protocol, &recovered)?;
     Ok((NodeStores { log, snapshots }, recovered))
+}
+
+/// Refuses a data directory that another protocol wrote; records `protocol` in one that
+/// names none yet (durably, before the engine writes anything under it).
+fn check_protocol<D: Dir>(data: &mut D, protocol: &str, recovered: &Recovered) -> Result<()> {
+    let has_file = data.list()?.iter().any(|name| name == PROTOCOL_FILE);
+    let recorded = if has_file {
+        let bytes = data.read(PROTOCOL_FILE)?;
+        let name = std::str::from_utf8(&bytes)
+            .ok()
+            .map(str::trim)
+            .filter(|name| !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic()))
+            .ok_or_else(|| StorageError::Corrupt {
+                file: data.describe(PROTOCOL_FILE),
+                offset: 0,
+                reason: "not a protocol name".to_string(),
+            })?;
+        Some(name.to_string())
+    } else {
+        let holds_data = recovered.hard_state.is_some()
+            || recovered.snapshot.is_some()
+            || !recovered.entries.is_empty();
+        holds_data.then(|| PROTOCOL_BEFORE_THE_FILE.to_string())
+    };
+    match recorded {
+        Some(found) if found == protocol => {}
+        Some(found) => {
+            return Err(StorageError::WrongProtocol {
+                dir: data.describe(""),
+                found,
+                wanted: protocol.to_string(),
+            })
+        }
+        None => {}
+    }
+    if !has_file {
+        let temp = format!("{PROTOCOL_FILE}.tmp");
+        data.create(&temp)?;
+        data.append(&temp, format!("{protocol}\n").as_bytes())?;
+        data.sync(&temp)?;
+        data.rename(&temp, PROTOCOL_FILE)?;
+        data.sync_dir()?;
+    }
+    Ok(())
 }
 
 fn skip_directory_sync(options: &StorageOptions) -> bool {

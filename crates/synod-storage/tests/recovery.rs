@@ -438,12 +438,13 @@ fn opening_a_data_directory_creates_the_log_and_snapshot_directories() {
     let dir = TempDir::new("data-dir");
     let nested = dir.0.join("a").join("b");
     let mut data = RealDir::open(&nested).unwrap();
-    let (stores, recovered) = open_node_stores(&mut data, &StorageOptions::default()).unwrap();
+    let (stores, recovered) =
+        open_node_stores(&mut data, "raft", &StorageOptions::default()).unwrap();
     assert!(nested.join(WAL_DIR).is_dir() && nested.join(SNAP_DIR).is_dir());
     assert_eq!(recovered, Recovered::default());
     drop(stores);
     // A second start finds them and creates nothing.
-    let (_, again) = open_node_stores(&mut data, &StorageOptions::default()).unwrap();
+    let (_, again) = open_node_stores(&mut data, "raft", &StorageOptions::default()).unwrap();
     assert_eq!(again, Recovered::default());
 }
 
@@ -471,4 +472,54 @@ fn a_segment_whose_header_never_reached_the_disk_is_removed_so_the_last_one_stay
     std::fs::write(&active, &full[..full.len() - 5]).unwrap();
     let (_, state) = reopen(&dir.0).unwrap();
     assert_eq!(state.last_index(), 34);
+}
+
+#[test]
+fn a_data_directory_keeps_the_protocol_it_was_written_with() {
+    let dir = TempDir::new("protocol");
+    let options = StorageOptions::default();
+    let mut data = RealDir::open(&dir.0).unwrap();
+    // Nothing written yet: any protocol may take the directory, and the first one keeps it.
+    drop(open_node_stores(&mut data, "multi-paxos", &options).unwrap());
+    let recorded = std::fs::read_to_string(dir.0.join(PROTOCOL_FILE)).unwrap();
+    assert_eq!(recorded.trim(), "multi-paxos");
+    let refused = open_node_stores(&mut data, "raft", &options).unwrap_err();
+    assert!(
+        matches!(&refused, StorageError::WrongProtocol { found, wanted, .. }
+            if found == "multi-paxos" && wanted == "raft"),
+        "{refused}"
+    );
+    let message = refused.to_string();
+    assert!(message.contains("--protocol multi-paxos"), "{message}");
+    drop(open_node_stores(&mut data, "multi-paxos", &options).unwrap());
+}
+
+#[test]
+fn a_data_directory_from_before_the_protocol_file_is_raft_s() {
+    let dir = TempDir::new("protocol-legacy");
+    drop(write_log(&dir.0.join(WAL_DIR), 10));
+    let mut data = RealDir::open(&dir.0).unwrap();
+    let options = StorageOptions::default();
+    let refused = open_node_stores(&mut data, "basic-paxos", &options).unwrap_err();
+    assert!(
+        matches!(&refused, StorageError::WrongProtocol { found, .. } if found == "raft"),
+        "{refused}"
+    );
+    assert!(
+        !dir.0.join(PROTOCOL_FILE).exists(),
+        "a refusal writes nothing"
+    );
+    let (_, recovered) = open_node_stores(&mut data, "raft", &options).unwrap();
+    assert_eq!(recovered.entries.len(), 10);
+    let recorded = std::fs::read_to_string(dir.0.join(PROTOCOL_FILE)).unwrap();
+    assert_eq!(recorded.trim(), "raft");
+}
+
+#[test]
+fn a_damaged_protocol_file_is_refused() {
+    let dir = TempDir::new("protocol-damaged");
+    let mut data = RealDir::open(&dir.0).unwrap();
+    std::fs::write(dir.0.join(PROTOCOL_FILE), [0xff, 0, 3]).unwrap();
+    let refused = open_node_stores(&mut data, "raft", &StorageOptions::default()).unwrap_err();
+    assert!(matches!(refused, StorageError::Corrupt { .. }), "{refused}");
 }

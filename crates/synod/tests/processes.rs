@@ -111,8 +111,25 @@ fn assert_linearizable(history: &Shared) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
-    let mut cluster = Cluster::start("kill", 3, &[]);
-    let leader = cluster.leader().await;
+    killing_a_member_under_load_loses_no_acknowledged_write("raft").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_multi_paxos_leader_under_load_loses_no_acknowledged_write() {
+    killing_a_member_under_load_loses_no_acknowledged_write("multi-paxos").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_basic_paxos_proposer_under_load_loses_no_acknowledged_write() {
+    killing_a_member_under_load_loses_no_acknowledged_write("basic-paxos").await;
+}
+
+/// Six clients write and read through every member while the leader (under Basic Paxos, which
+/// has none, member 1) is killed and restarted; their history must be linearizable.
+async fn killing_a_member_under_load_loses_no_acknowledged_write(protocol: &str) {
+    let mut cluster = Cluster::start(protocol, 3, &["--protocol", protocol]);
+    let first_leader = cluster.ready().await;
+    let leader = first_leader.unwrap_or(1);
     let endpoints: Vec<String> = cluster.members.iter().map(|m| m.client.clone()).collect();
     let history: Shared = Arc::new(Mutex::new(History::new()));
     let started = Instant::now();
@@ -133,11 +150,16 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
     cluster.kill(leader);
     let killed_at = Instant::now();
     let survivors: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
-    let new_leader = cluster
-        .leader_among(&survivors, Duration::from_secs(10))
-        .await;
+    let new_leader = match first_leader {
+        Some(_) => {
+            cluster
+                .leader_among(&survivors, Duration::from_secs(10))
+                .await
+        }
+        None => survivors[0],
+    };
     eprintln!(
-        "killed leader {leader}; {new_leader} leads after {:?}",
+        "{protocol}: killed {leader}; {new_leader} serves after {:?}",
         killed_at.elapsed()
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -157,7 +179,7 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
         let name = format!("lin/{key}");
         let expected = get(&cluster.member(new_leader).client, &name, false)
             .await
-            .expect("read on the leader");
+            .expect("a linearizable read");
         loop {
             let here = get(&cluster.member(leader).client, &name, true).await.ok();
             if here.as_ref() == Some(&expected) {
@@ -175,7 +197,18 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_steps_down_and_serves_no_stale_read() {
-    let cluster = Cluster::start("pause", 3, &[]);
+    a_paused_leader_serves_no_stale_read("raft").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_multi_paxos_leader_steps_down_and_serves_no_stale_read() {
+    a_paused_leader_serves_no_stale_read("multi-paxos").await;
+}
+
+/// The leader is stopped (SIGSTOP) while the others elect another and write; woken, it must
+/// not answer a linearizable read with what it knew before.
+async fn a_paused_leader_serves_no_stale_read(protocol: &str) {
+    let cluster = Cluster::start(protocol, 3, &["--protocol", protocol]);
     let leader = cluster.leader().await;
     let old = cluster.member(leader).client.clone();
     put_until_ok(&old, "k", "before", Duration::from_secs(5)).await;
@@ -488,6 +521,53 @@ async fn cluster_up_serves_and_stops_cleanly_on_ctrl_c() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// A data directory keeps the protocol it was written with: a member started on it with
+/// another `--protocol` stops with an error that names both, and the directory is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_started_with_another_protocol_is_refused() {
+    let mut cluster = Cluster::start("protocol", 3, &["--protocol", "multi-paxos"]);
+    let leader = cluster.leader().await;
+    put_until_ok(
+        &cluster.member(leader).client,
+        "p",
+        "1",
+        Duration::from_secs(5),
+    )
+    .await;
+    let victim = if leader == 1 { 2 } else { 1 };
+    assert!(cluster.terminate(victim).success());
+    let before = common::files_under(&cluster.member(victim).data_dir);
+    let member = cluster.member(victim);
+    let output = std::process::Command::new(common::SYNOD)
+        .args(["server", "--id", &victim.to_string()])
+        .args(["--initial-cluster", &cluster.initial_cluster])
+        .args(["--listen-client", &member.client])
+        .arg("--data-dir")
+        .arg(&member.data_dir)
+        .args(["--protocol", "raft"])
+        .output()
+        .expect("run synod server");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{said}");
+    assert_eq!(said.matches("written by").count(), 1, "said once: {said}");
+    assert!(
+        said.contains("written by multi-paxos, not raft")
+            && said.contains("--protocol multi-paxos"),
+        "{said}"
+    );
+    assert_eq!(
+        common::files_under(&cluster.member(victim).data_dir),
+        before
+    );
+    cluster.spawn(victim);
+    let here = cluster.member(victim).client.clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&here, "p", true).await.ok().flatten().as_deref() != Some("1") {
+        assert!(Instant::now() < deadline, "node {victim} serves again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[test]
 fn wrong_flags_get_a_clear_error_and_exit_code_2() {
     let cases: [(&[&str], &str); 4] = [
@@ -506,7 +586,7 @@ fn wrong_flags_get_a_clear_error_and_exit_code_2() {
                 "--protocol",
                 "zab",
             ],
-            "only raft",
+            "not a protocol this server runs",
         ),
         (
             &["server", "--id", "1", "--initial-cluster", "one=x"],

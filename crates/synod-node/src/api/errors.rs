@@ -11,6 +11,15 @@ pub fn no_leader() -> Status {
     Status::unavailable("etcdserver: no leader")
 }
 
+/// A request that needs a leader's clock or engine (leases, moving leadership) on a protocol
+/// that has no leader (Basic Paxos: every node proposes).
+pub fn leaderless(protocol: &str) -> Status {
+    Status::failed_precondition(format!(
+        "synod: {protocol} has no leader, and leases and leader moves need one; run raft or \
+         multi-paxos for them"
+    ))
+}
+
 /// The node a request was forwarded to no longer leads; the sender retries.
 pub const LEADER_CHANGED: &str = "etcdserver: leader changed";
 

@@ -18,7 +18,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use synod_core::NodeId;
+use synod_core::{NodeId, Role};
 use synod_proto::etcdserverpb as pb;
 use tokio::sync::watch as signal;
 use tokio::time::Instant;
@@ -137,7 +137,11 @@ impl Api {
         let deadline = Instant::now() + self.config.request_timeout;
         let mut status_changes = self.node.status.clone();
         loop {
-            let leader = self.node.current_status().leader;
+            let status = self.node.current_status();
+            // A protocol without a leader (Basic Paxos) proposes from here.
+            let leader = status
+                .leader
+                .or((status.role == Role::Peer).then_some(status.id));
             if leader.is_some() {
                 if let Some(response) = before(deadline, local(body.clone())).await? {
                     return Ok(Response::new(response));
@@ -166,6 +170,9 @@ impl Api {
         R: Fn(Channel, Request<Req>) -> RF,
         RF: Future<Output = Result<Response<Resp>, Status>>,
     {
+        if self.node.current_status().role == Role::Peer {
+            return Err(errors::leaderless(&self.config.protocol));
+        }
         let forwarded = request.metadata().contains_key(FORWARDED);
         let body = request.into_inner();
         let deadline = Instant::now() + self.config.request_timeout;

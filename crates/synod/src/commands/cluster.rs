@@ -42,7 +42,7 @@ struct UpArgs {
     /// Delete what an earlier cluster left in the data directory first.
     #[arg(long)]
     fresh: bool,
-    /// The replication protocol.
+    /// The replication protocol: raft, multi-paxos or basic-paxos.
     #[arg(long, default_value = "raft")]
     protocol: String,
     /// Passed to every node.
@@ -96,6 +96,13 @@ fn claim_data_dir(dir: &Path, shape: &str, fresh: bool) -> anyhow::Result<()> {
 fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
+    }
+    if !synod_replica::PROTOCOL_NAMES.contains(&args.protocol.as_str()) {
+        bail!(
+            "--protocol {}: not a protocol Synod serves (it serves {})",
+            args.protocol,
+            synod_replica::PROTOCOL_NAMES.join(", ")
+        );
     }
     let shape = format!(
         "nodes={} base-port={} protocol={}",
@@ -161,15 +168,17 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let outcome = runtime.block_on(supervise(&mut nodes));
+    let outcome = runtime.block_on(supervise(&mut nodes, &args.protocol));
     stop_all(&mut nodes);
     outcome
 }
 
-/// Waits for a leader, prints how to reach the cluster, then watches the nodes until Ctrl-C.
-async fn supervise(nodes: &mut [Node]) -> anyhow::Result<ExitCode> {
+/// Waits for a leader (or, on a protocol without one, for every node to answer), prints how
+/// to reach the cluster, then watches the nodes until Ctrl-C.
+async fn supervise(nodes: &mut [Node], protocol: &str) -> anyhow::Result<ExitCode> {
     let endpoints: Vec<String> = nodes.iter().map(|n| n.client.clone()).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
+    let leaderless = !synod_replica::has_leader(protocol);
     let leader = loop {
         for node in nodes.iter_mut() {
             if let Some(status) = node
@@ -185,7 +194,7 @@ async fn supervise(nodes: &mut [Node]) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        if let Some(leader) = agreed_leader(&endpoints).await {
+        if let Some(leader) = agreed_leader(&endpoints, leaderless).await {
             break leader;
         }
         if Instant::now() > deadline {
@@ -194,7 +203,13 @@ async fn supervise(nodes: &mut [Node]) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let list = endpoints.join(",");
-    println!("synod: {} nodes up, node {leader} leads", nodes.len());
+    match leader {
+        Some(leader) => println!("synod: {} nodes up, node {leader} leads", nodes.len()),
+        None => println!(
+            "synod: {} nodes up, running {protocol}: no leader, every node proposes",
+            nodes.len()
+        ),
+    }
     for node in nodes.iter() {
         println!(
             "  node {}  client {}  log {}",
@@ -254,7 +269,7 @@ async fn supervise(nodes: &mut [Node]) -> anyhow::Result<ExitCode> {
 }
 
 /// The leader every endpoint names, once they agree.
-async fn agreed_leader(endpoints: &[String]) -> Option<u64> {
+async fn agreed_leader(endpoints: &[String], leaderless: bool) -> Option<Option<u64>> {
     let mut leader = None;
     for endpoint in endpoints {
         let url = super::client::url(endpoint);
@@ -269,12 +284,19 @@ async fn agreed_leader(endpoints: &[String]) -> Option<u64> {
             .await
             .ok()?
             .into_inner();
+        if leaderless {
+            continue;
+        }
         if status.leader == 0 || leader.is_some_and(|l| l != status.leader) {
             return None;
         }
         leader = Some(status.leader);
     }
-    leader
+    if leaderless {
+        Some(None)
+    } else {
+        leader.map(Some)
+    }
 }
 
 /// Closes every node's standard input (each then stops gracefully) and waits for them.

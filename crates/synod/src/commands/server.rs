@@ -46,7 +46,8 @@ pub struct ServerArgs {
     /// The log, hard state and snapshots live here.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// The replication protocol. Only `raft` runs as a server today.
+    /// The replication protocol: raft, multi-paxos or basic-paxos (default raft). A data
+    /// directory keeps the protocol it was first written with.
     #[arg(long)]
     pub protocol: Option<String>,
     /// One engine tick, in milliseconds.
@@ -140,11 +141,6 @@ pub fn resolve(args: &ServerArgs) -> anyhow::Result<(ServerConfig, Option<usize>
         };
     }
     let protocol = pick!(protocol).unwrap_or_else(|| "raft".into());
-    if protocol != "raft" {
-        bail!(
-            "--protocol {protocol}: only raft runs as a server so far (the others run in `synod sim`)"
-        );
-    }
     let name = pick!(name);
     let id = match (pick!(id), &name) {
         (Some(id), _) => id,
@@ -161,6 +157,7 @@ pub fn resolve(args: &ServerArgs) -> anyhow::Result<(ServerConfig, Option<usize>
     let client = pick!(listen_client).unwrap_or_else(|| "127.0.0.1:2379".into());
     let data_dir = pick!(data_dir).unwrap_or_else(|| PathBuf::from(format!("synod-data/n{id}")));
     let mut config = ServerConfig::new(NodeId(id), cluster, client, data_dir);
+    config.protocol = protocol;
     if let Some(name) = name {
         config.name = name;
     }
@@ -305,13 +302,15 @@ mod tests {
             .contains("--id"));
         let paxos = ServerArgs {
             id: Some(1),
+            initial_cluster: Some("1=127.0.0.1:2380".into()),
             protocol: Some("paxos".into()),
             ..Default::default()
         };
-        assert!(resolve(&paxos)
-            .expect_err("paxos")
-            .to_string()
-            .contains("only raft"));
+        let error = resolve(&paxos).expect_err("paxos").to_string();
+        assert!(
+            error.contains("not a protocol") && error.contains("multi-paxos"),
+            "{error}"
+        );
         let stranger = ServerArgs {
             id: Some(4),
             initial_cluster: Some("1=127.0.0.1:2380".into()),

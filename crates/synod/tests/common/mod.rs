@@ -272,6 +272,23 @@ impl Cluster {
         }
     }
 
+    /// Waits until the cluster serves: until its members agree on a leader (returned), or,
+    /// under a protocol without one (Basic Paxos), until a write goes through every member.
+    pub async fn ready(&self) -> Option<u64> {
+        if self
+            .extra
+            .windows(2)
+            .any(|w| w[0] == "--protocol" && w[1] == "basic-paxos")
+        {
+            for member in &self.members {
+                put_until_ok(&member.client, "ready", "yes", Duration::from_secs(20)).await;
+            }
+            None
+        } else {
+            Some(self.leader().await)
+        }
+    }
+
     pub async fn leader(&self) -> u64 {
         let all: Vec<u64> = self.members.iter().map(|m| m.id).collect();
         self.leader_among(&all, Duration::from_secs(20)).await

@@ -1,0 +1,231 @@
+//! One boot path for every engine: a node is built from its settings and what its data
+//! directory recovered, the same way in the server and in the simulator.
+
+use std::fmt::Debug;
+
+use synod_core::wire::Wire;
+use synod_core::{Engine, NodeId};
+use synod_paxos::{BasicPaxos, MultiPaxos};
+use synod_raft::Raft;
+use synod_storage::Recovered;
+
+/// The names `--protocol` takes, of every protocol that boots here.
+pub const PROTOCOL_NAMES: [&str; 3] = [Raft::NAME, MultiPaxos::NAME, BasicPaxos::NAME];
+
+/// Whether the protocol named `protocol` elects a leader. Basic Paxos does not: every node
+/// proposes, so nothing can hold a clock for the cluster (lease expiry) or be moved.
+pub fn has_leader(protocol: &str) -> bool {
+    protocol != BasicPaxos::NAME
+}
+
+/// The timeouts of a node, in ticks of its clock. Every engine derives its own timers from
+/// these two, so one pair of flags means the same thing under every protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// Without a word from a leader for this long (at least; up to twice), a node stands for
+    /// election.
+    pub election_ticks: u64,
+    /// How often a leader reassures its followers.
+    pub heartbeat_ticks: u64,
+}
+
+impl Default for Timing {
+    /// 150-300 ms and 30 ms at the server's 10 ms tick.
+    fn default() -> Self {
+        Timing {
+            election_ticks: 15,
+            heartbeat_ticks: 3,
+        }
+    }
+}
+
+/// Everything a node is built from, besides what its disk holds.
+#[derive(Clone, Debug)]
+pub struct Boot<'a> {
+    /// This node.
+    pub id: NodeId,
+    /// Every voting member, this node included.
+    pub voters: &'a [NodeId],
+    /// Seeds the engine's PRNG; a new one each life.
+    pub seed: u64,
+    /// Its timeouts.
+    pub timing: Timing,
+    /// Bytes of snapshot per message at most.
+    pub snapshot_chunk_bytes: usize,
+}
+
+/// A replication protocol a replica can run: an engine that boots from a data directory.
+pub trait Protocol: Engine<Message: Wire + Send> + Sized + Send + 'static {
+    /// Its name on the command line and in a data directory's protocol file.
+    const NAME: &'static str;
+    /// Settings a test may vary (for instance to inject a bug).
+    type Options: Clone + Default + Send + Sync + Debug;
+
+    /// A node built from what its disk holds (nothing on first boot).
+    fn boot(
+        boot: &Boot<'_>,
+        recovered: &Recovered,
+        options: &Self::Options,
+    ) -> Result<Self, String>;
+
+    /// One line describing a message, for traces.
+    fn describe(message: &Self::Message) -> String;
+
+    /// Times this node's proposers were preempted by a higher ballot (Basic Paxos); engines
+    /// with a stable leader report elections through their status instead.
+    fn preemptions(&self) -> u64 {
+        0
+    }
+}
+
+/// Raft settings a test may vary.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct RaftOptions {
+    /// Adjusts the config after the defaults, e.g. to inject a bug.
+    pub tweak: Option<fn(&mut synod_raft::Config)>,
+}
+
+impl Protocol for Raft {
+    const NAME: &'static str = "raft";
+    type Options = RaftOptions;
+
+    fn boot(boot: &Boot<'_>, recovered: &Recovered, options: &RaftOptions) -> Result<Raft, String> {
+        Raft::restart(
+            raft_config(boot, options),
+            recovered.hard_state.as_deref(),
+            recovered.snapshot.clone(),
+            recovered.entries.clone(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn describe(message: &synod_raft::Message) -> String {
+        message.to_string()
+    }
+}
+
+fn raft_config(boot: &Boot<'_>, options: &RaftOptions) -> synod_raft::Config {
+    let mut config = synod_raft::Config::new(boot.id, boot.voters.to_vec());
+    let Timing {
+        election_ticks,
+        heartbeat_ticks,
+    } = boot.timing;
+    config.seed = boot.seed;
+    config.election_timeout_ticks_min = election_ticks;
+    config.election_timeout_ticks_max = election_ticks * 2;
+    config.heartbeat_interval_ticks = heartbeat_ticks;
+    config.append_retry_ticks = heartbeat_ticks * 2;
+    config.transfer_timeout_ticks = election_ticks;
+    config.snapshot_chunk_bytes = boot.snapshot_chunk_bytes;
+    if let Some(tweak) = options.tweak {
+        tweak(&mut config);
+    }
+    config
+}
+
+/// Paxos settings a test or the command line may vary.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct PaxosOptions {
+    /// Adjusts the config after the defaults (to turn backoff off, or inject a bug).
+    pub tweak: Option<fn(&mut synod_paxos::Config)>,
+}
+
+fn paxos_config(boot: &Boot<'_>, options: &PaxosOptions) -> synod_paxos::Config {
+    let mut config = synod_paxos::Config::new(boot.id, boot.voters.to_vec());
+    let Timing {
+        election_ticks,
+        heartbeat_ticks,
+    } = boot.timing;
+    config.seed = boot.seed;
+    config.election_timeout_ticks_min = election_ticks;
+    config.election_timeout_ticks_max = election_ticks * 2;
+    config.heartbeat_interval_ticks = heartbeat_ticks;
+    config.retry_ticks = heartbeat_ticks * 2;
+    // A learner asks for a missing slot well before anyone would stand for election.
+    config.gap_timeout_ticks = (election_ticks * 2 / 3).max(1);
+    config.backoff_ticks_base = heartbeat_ticks;
+    config.backoff_ticks_max = heartbeat_ticks * 20;
+    config.snapshot_chunk_bytes = boot.snapshot_chunk_bytes;
+    if let Some(tweak) = options.tweak {
+        tweak(&mut config);
+    }
+    config
+}
+
+macro_rules! paxos_protocol {
+    ($engine:ident, $name:literal, $preemptions:expr) => {
+        impl Protocol for $engine {
+            const NAME: &'static str = $name;
+            type Options = PaxosOptions;
+
+            fn boot(
+                boot: &Boot<'_>,
+                recovered: &Recovered,
+                options: &PaxosOptions,
+            ) -> Result<Self, String> {
+                $engine::restart(
+                    paxos_config(boot, options),
+                    recovered.hard_state.as_deref(),
+                    recovered.snapshot.clone(),
+                    recovered.entries.clone(),
+                )
+                .map_err(|e| e.to_string())
+            }
+
+            fn describe(message: &synod_paxos::Message) -> String {
+                message.to_string()
+            }
+
+            fn preemptions(&self) -> u64 {
+                $preemptions(self)
+            }
+        }
+    };
+}
+
+paxos_protocol!(BasicPaxos, "basic-paxos", BasicPaxos::preemptions);
+paxos_protocol!(MultiPaxos, "multi-paxos", |_: &MultiPaxos| 0);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The default timing gives every engine the defaults its own crate chose, so the
+    /// simulator's runs are the ones its figures were measured with.
+    #[test]
+    fn default_timing_keeps_each_engines_defaults() {
+        let voters = [NodeId(1), NodeId(2), NodeId(3)];
+        let boot = Boot {
+            id: NodeId(1),
+            voters: &voters,
+            seed: 1,
+            timing: Timing::default(),
+            snapshot_chunk_bytes: 1 << 20,
+        };
+        let mut paxos = synod_paxos::Config::new(NodeId(1), voters.to_vec());
+        paxos.seed = 1;
+        assert_eq!(paxos_config(&boot, &PaxosOptions::default()), paxos);
+        let mut raft = synod_raft::Config::new(NodeId(1), voters.to_vec());
+        raft.seed = 1;
+        assert_eq!(raft_config(&boot, &RaftOptions::default()), raft);
+    }
+
+    #[test]
+    fn every_protocol_boots_from_an_empty_directory() {
+        let voters = [NodeId(1), NodeId(2), NodeId(3)];
+        let boot = Boot {
+            id: NodeId(2),
+            voters: &voters,
+            seed: 7,
+            timing: Timing::default(),
+            snapshot_chunk_bytes: 1 << 20,
+        };
+        let empty = Recovered::default();
+        let raft = Raft::boot(&boot, &empty, &RaftOptions::default()).expect("raft");
+        assert_eq!(raft.status().id, NodeId(2));
+        let multi = MultiPaxos::boot(&boot, &empty, &PaxosOptions::default()).expect("multi");
+        assert_eq!(multi.status().id, NodeId(2));
+        let basic = BasicPaxos::boot(&boot, &empty, &PaxosOptions::default()).expect("basic");
+        assert_eq!(basic.status().id, NodeId(2));
+    }
+}
