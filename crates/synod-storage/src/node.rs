@@ -95,13 +95,18 @@ pub fn open_node_stores<D: Dir>(
         entries,
         repairs,
     };
-    check_protocol(data, protocol, &recovered)?;
+    check_protocol(data, protocol, &recovered, options)?;
     Ok((NodeStores { log, snapshots }, recovered))
 }
 
 /// Refuses a data directory that another protocol wrote; records `protocol` in one that
 /// names none yet (durably, before the engine writes anything under it).
-fn check_protocol<D: Dir>(data: &mut D, protocol: &str, recovered: &Recovered) -> Result<()> {
+fn check_protocol<D: Dir>(
+    data: &mut D,
+    protocol: &str,
+    recovered: &Recovered,
+    options: &StorageOptions,
+) -> Result<()> {
     let has_file = data.list()?.iter().any(|name| name == PROTOCOL_FILE);
     let recorded = if has_file {
         let bytes = data.read(PROTOCOL_FILE)?;
@@ -138,7 +143,9 @@ fn check_protocol<D: Dir>(data: &mut D, protocol: &str, recovered: &Recovered) -
         data.append(&temp, format!("{protocol}\n").as_bytes())?;
         data.sync(&temp)?;
         data.rename(&temp, PROTOCOL_FILE)?;
-        data.sync_dir()?;
+        if !skip_directory_sync(options) {
+            data.sync_dir()?;
+        }
     }
     Ok(())
 }
