@@ -47,6 +47,8 @@ pub enum Refusal {
 enum Command {
     Propose {
         command: Bytes,
+        /// Only into this node's log, and only while it leads in this era: never forwarded.
+        as_leader_of: Option<u64>,
         reply: oneshot::Sender<Result<Applied, Refusal>>,
     },
     Read {
@@ -117,9 +119,26 @@ impl NodeHandle {
     /// Replicates a write and waits until it is applied here. Cancel-safe: dropping the
     /// future abandons the wait, not the write (which may still commit).
     pub async fn propose(&self, request: &Request) -> Result<Applied, Refusal> {
+        self.propose_with(request, None).await
+    }
+
+    /// Replicates a write decided by this node as leader of `era` (a lease expiry by its
+    /// clock): it enters the log here only if this node still leads in that era, and is
+    /// refused ("not the leader") otherwise, never forwarded to another leader, whose view
+    /// may differ.
+    pub async fn propose_as_leader(&self, request: &Request, era: u64) -> Result<Applied, Refusal> {
+        self.propose_with(request, Some(era)).await
+    }
+
+    async fn propose_with(
+        &self,
+        request: &Request,
+        as_leader_of: Option<u64>,
+    ) -> Result<Applied, Refusal> {
         let (reply, answer) = oneshot::channel();
         let command = Command::Propose {
             command: request.encode(),
+            as_leader_of,
             reply,
         };
         self.commands
@@ -322,7 +341,14 @@ where
         while let Some(command) = next.take() {
             taken += 1;
             match command {
-                Command::Propose { command, reply } => {
+                Command::Propose {
+                    as_leader_of: Some(era),
+                    reply,
+                    ..
+                } if status.role != Role::Leader || status.era != era => {
+                    let _ = reply.send(Err(Refusal::NotLeader(status.leader)));
+                }
+                Command::Propose { command, reply, .. } => {
                     let id = self.next_request_id();
                     self.writes.insert(id, reply);
                     proposals.push(Proposal { id, command });

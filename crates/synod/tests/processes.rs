@@ -247,6 +247,80 @@ async fn a_paused_leader_serves_no_stale_read(protocol: &str) {
     assert_ne!(status.leader, leader, "the paused leader stepped down");
 }
 
+/// The lease promise across a pause: a leader stopped (SIGSTOP) past a lease's TTL is deposed,
+/// and its successor revokes the lease and deletes its key. A keep-alive queued at the old
+/// leader meanwhile must not be answered with a fresh TTL when it wakes: the holder would
+/// believe it still holds what another client may now hold. etcd confirms leadership first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_does_not_renew_a_lease_its_successor_revoked() {
+    use synod_proto::etcdserverpb as pb;
+    use synod_proto::etcdserverpb::lease_client::LeaseClient;
+    let cluster = Cluster::start("lease-pause", 3, &[]);
+    let leader = cluster.leader().await;
+    let old = cluster.member(leader).client.clone();
+    let granted = LeaseClient::new(common::channel(&old))
+        .lease_grant(pb::LeaseGrantRequest { ttl: 2, id: 0 })
+        .await
+        .expect("grant")
+        .into_inner();
+    let id = granted.id;
+    let mut put = common::put_request("locked", "by-me");
+    put.lease = id;
+    KvClient::new(common::channel(&old))
+        .put(put)
+        .await
+        .expect("put with the lease");
+    // A keep-alive stream straight to the leader, on a channel without a request timeout.
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{old}"))
+        .expect("address")
+        .connect()
+        .await
+        .expect("connect");
+    let (keep_alive, requests) = tokio::sync::mpsc::channel(4);
+    let mut answers = LeaseClient::new(endpoint)
+        .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(requests))
+        .await
+        .expect("keep-alive stream")
+        .into_inner();
+    keep_alive
+        .send(pb::LeaseKeepAliveRequest { id })
+        .await
+        .expect("send");
+    let first = answers.message().await.expect("answer").expect("one");
+    assert_eq!(first.ttl, 2);
+
+    signal(cluster.pid(leader), "STOP");
+    let others: Vec<u64> = (1..=3).filter(|&n| n != leader).collect();
+    let new_leader = cluster.leader_among(&others, Duration::from_secs(10)).await;
+    let here = cluster.member(new_leader).client.clone();
+    // The successor's clock runs out (TTL plus an election timeout) and the key goes.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while get(&here, "locked", false).await.ok() != Some(None) {
+        assert!(Instant::now() < deadline, "the lease never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A keep-alive waits at the stopped leader; then it wakes.
+    keep_alive
+        .send(pb::LeaseKeepAliveRequest { id })
+        .await
+        .expect("send");
+    signal(cluster.pid(leader), "CONT");
+    match tokio::time::timeout(Duration::from_secs(10), answers.message()).await {
+        Ok(Ok(Some(answer))) => assert_eq!(
+            answer.ttl, 0,
+            "the old leader renewed a lease its successor revoked"
+        ),
+        Ok(Ok(None)) | Ok(Err(_)) => {} // refused: the holder knows it holds nothing
+        Err(_) => panic!("the keep-alive was never answered"),
+    }
+    let ttl = LeaseClient::new(common::channel(&here))
+        .lease_time_to_live(pb::LeaseTimeToLiveRequest { id, keys: false })
+        .await
+        .expect("time to live")
+        .into_inner();
+    assert_eq!(ttl.ttl, -1, "the lease is gone");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restarted_behind_a_snapshot_catches_up() {
     let mut cluster = Cluster::start("snapshot", 3, &["--snapshot-every", "100"]);
