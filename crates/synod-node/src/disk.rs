@@ -1,6 +1,11 @@
-//! The node's disk: a thread that owns the write-ahead log and the snapshot store.
+//! The node's disk: a thread that owns the write-ahead log, and one that writes the node's own
+//! snapshots.
 //!
-//! The node loop hands it persists and snapshots and never waits. The thread takes whatever
+//! The node loop hands it persists and snapshots and never waits. A snapshot of the node's
+//! own state machine arrives as a copy of the store: the log is synced (so the snapshot never
+//! runs ahead of the durable term), then the snapshot thread encodes the copy and writes it,
+//! hundreds of megabytes perhaps, while the disk thread goes on appending and syncing the log;
+//! once it is durable the node loop asks the disk thread to compact the log through it. The thread takes whatever
 //! has queued up, writes it all, and syncs once (group commit): under load, one fsync covers
 //! the persists of many client writes. It then reports the newest persist as durable, which by
 //! the engine contract covers every earlier one. A storage error is fatal: the node cannot
@@ -11,14 +16,16 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use synod_core::{Persist, PersistId, Snapshot};
+use bytes::Bytes;
+use synod_core::{Persist, PersistId, Snapshot, SnapshotMeta};
+use synod_kv::KvStore;
 use synod_storage::{
-    open_node_stores, save_snapshot, write_persist, FileLog, FileSnapshots, LogStore, RealDir,
-    Recovered, StorageError, StorageOptions, SNAP_DIR, WAL_DIR,
+    open_node_stores, write_persist, FileLog, FileSnapshots, LogStore, RealDir, Recovered,
+    SnapshotStore, StorageError, StorageOptions, SNAP_DIR, WAL_DIR,
 };
 use tokio::sync::mpsc;
 use tracing::{error, warn};
@@ -28,14 +35,19 @@ use crate::metrics::Metrics;
 /// Work for the disk thread.
 enum Job {
     Persist(Persist),
-    Snapshot(Snapshot),
+    /// Snapshot this copy of the state machine, as of `meta`.
+    Snapshot(SnapshotMeta, Box<KvStore>),
+    /// The snapshot is durable: compact the log through it.
+    Compact(Snapshot),
 }
 
-/// What the disk thread reports.
+/// What the disk threads report.
 #[derive(Debug)]
 pub enum DiskEvent {
     /// Every persist up to this one is durable.
     Durable(PersistId),
+    /// A snapshot of the node's own state machine is durable; the log is not compacted yet.
+    SnapshotWritten(Snapshot),
     /// A snapshot of the node's own state machine is saved and the log compacted through it.
     SnapshotSaved(Snapshot),
     /// The disk failed, or the thread panicked; the node must stop.
@@ -97,9 +109,16 @@ impl Disk {
         self.submit(Job::Persist(persist));
     }
 
-    /// Queues saving a snapshot of the node's own state machine.
-    pub fn save_snapshot(&self, snapshot: Snapshot) {
-        self.submit(Job::Snapshot(snapshot));
+    /// Queues saving a snapshot of `state`, a copy of the node's own state machine as of
+    /// `meta`; [`DiskEvent::SnapshotWritten`] follows once it is durable.
+    pub fn save_snapshot(&self, meta: SnapshotMeta, state: KvStore) {
+        self.submit(Job::Snapshot(meta, Box::new(state)));
+    }
+
+    /// Compacts the log through a snapshot reported written; [`DiskEvent::SnapshotSaved`]
+    /// follows.
+    pub fn compact(&self, snapshot: Snapshot) {
+        self.submit(Job::Compact(snapshot));
     }
 
     fn submit(&self, job: Job) {
@@ -126,19 +145,45 @@ impl Drop for Disk {
     }
 }
 
+/// The snapshot store, shared by the disk thread (snapshots received from a leader) and the
+/// snapshot thread (the node's own).
+type SharedSnapshots = Arc<Mutex<FileSnapshots<RealDir>>>;
+
 fn run(
-    mut log: FileLog<RealDir>,
-    mut snapshots: FileSnapshots<RealDir>,
+    log: FileLog<RealDir>,
+    snapshots: FileSnapshots<RealDir>,
     queue: std_mpsc::Receiver<Job>,
     events: mpsc::UnboundedSender<DiskEvent>,
     metrics: Arc<Metrics>,
 ) {
+    let snapshots: SharedSnapshots = Arc::new(Mutex::new(snapshots));
+    let (own, own_queue) = std_mpsc::channel();
+    let writer = {
+        let (snapshots, events) = (snapshots.clone(), events.clone());
+        std::thread::Builder::new()
+            .name("synod-snapshot".into())
+            .spawn(move || write_own_snapshots(&snapshots, own_queue, &events))
+    };
+    let writer = match writer {
+        Ok(writer) => writer,
+        Err(e) => {
+            let failure = format!("cannot start the snapshot thread: {e}");
+            let _ = events.send(DiskEvent::Failed(failure));
+            return;
+        }
+    };
+    let mut disk = DiskThread {
+        log,
+        snapshots,
+        own,
+        compacted: 0,
+    };
     let mut batch = Vec::new();
     while let Ok(first) = queue.recv() {
         batch.push(first);
         batch.extend(queue.try_iter());
         let written = catch_unwind(AssertUnwindSafe(|| {
-            write_batch(&mut log, &mut snapshots, &mut batch, &events, &metrics)
+            disk.write_batch(&mut batch, &events, &metrics)
         }));
         let failure = match written {
             Ok(Ok(())) => continue,
@@ -147,8 +192,56 @@ fn run(
         };
         error!(error = %failure, "storage failed; the node stops");
         let _ = events.send(DiskEvent::Failed(failure));
+        break;
+    }
+    // The snapshot being written is finished (or fails) before the node's disk is closed.
+    drop(disk.own);
+    if writer.join().is_err() {
+        error!("the snapshot thread panicked");
+    }
+}
+
+/// Encodes and writes the node's own snapshots, one after another.
+fn write_own_snapshots(
+    snapshots: &SharedSnapshots,
+    queue: std_mpsc::Receiver<(SnapshotMeta, Box<KvStore>)>,
+    events: &mpsc::UnboundedSender<DiskEvent>,
+) {
+    while let Ok((meta, state)) = queue.recv() {
+        let written = catch_unwind(AssertUnwindSafe(|| {
+            let snapshot = Snapshot {
+                meta,
+                data: Bytes::from(state.snapshot()),
+            };
+            drop(state);
+            lock(snapshots).save(&snapshot).map(|()| snapshot)
+        }));
+        let failure = match written {
+            Ok(Ok(snapshot)) => {
+                let _ = events.send(DiskEvent::SnapshotWritten(snapshot));
+                continue;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(panic) => format!("the snapshot thread panicked: {}", panic_message(&panic)),
+        };
+        error!(error = %failure, "storage failed; the node stops");
+        let _ = events.send(DiskEvent::Failed(failure));
         return;
     }
+}
+
+fn lock(snapshots: &SharedSnapshots) -> MutexGuard<'_, FileSnapshots<RealDir>> {
+    snapshots.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the disk thread owns.
+struct DiskThread {
+    log: FileLog<RealDir>,
+    snapshots: SharedSnapshots,
+    /// Where the node's own snapshots go to be written.
+    own: std_mpsc::Sender<(SnapshotMeta, Box<KvStore>)>,
+    /// The log is compacted through this index.
+    compacted: u64,
 }
 
 /// The message a panic carried.
@@ -160,36 +253,54 @@ pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unknown panic".to_string())
 }
 
-fn write_batch(
-    log: &mut FileLog<RealDir>,
-    snapshots: &mut FileSnapshots<RealDir>,
-    batch: &mut Vec<Job>,
-    events: &mpsc::UnboundedSender<DiskEvent>,
-    metrics: &Metrics,
-) -> Result<(), StorageError> {
-    let mut newest = None;
-    let mut saved = Vec::new();
-    for job in batch.drain(..) {
-        match job {
-            Job::Persist(persist) => {
-                write_persist(log, snapshots, &persist)?;
-                newest = Some(persist.id);
-            }
-            Job::Snapshot(snapshot) => {
-                save_snapshot(log, snapshots, &snapshot)?;
-                saved.push(snapshot);
+impl DiskThread {
+    fn write_batch(
+        &mut self,
+        batch: &mut Vec<Job>,
+        events: &mpsc::UnboundedSender<DiskEvent>,
+        metrics: &Metrics,
+    ) -> Result<(), StorageError> {
+        let mut newest = None;
+        let mut saved = Vec::new();
+        for job in batch.drain(..) {
+            match job {
+                Job::Persist(persist) => {
+                    if let Some(snapshot) = &persist.snapshot {
+                        self.compacted = self.compacted.max(snapshot.meta.index);
+                    }
+                    write_persist(&mut self.log, &mut *lock(&self.snapshots), &persist)?;
+                    newest = Some(persist.id);
+                }
+                Job::Snapshot(meta, state) => {
+                    // A durable snapshot must not run ahead of the durable log (see
+                    // `write_persist`): what the copy applied is synced before it is written.
+                    self.log.sync()?;
+                    if self.own.send((meta, state)).is_err() {
+                        return Err(StorageError::Misuse("the snapshot thread stopped".into()));
+                    }
+                }
+                Job::Compact(snapshot) => {
+                    // A snapshot from the leader may have moved the log further meanwhile.
+                    if snapshot.meta.index > self.compacted {
+                        self.log.compact_to(snapshot.meta)?;
+                        self.compacted = snapshot.meta.index;
+                    }
+                    saved.push(snapshot);
+                }
             }
         }
+        if newest.is_some() || !saved.is_empty() {
+            let started = Instant::now();
+            self.log.sync()?;
+            metrics.fsync.observe(started.elapsed());
+        }
+        if let Some(id) = newest {
+            let _ = events.send(DiskEvent::Durable(id));
+        }
+        for snapshot in saved {
+            metrics.snapshots.inc();
+            let _ = events.send(DiskEvent::SnapshotSaved(snapshot));
+        }
+        Ok(())
     }
-    if let Some(id) = newest {
-        let started = Instant::now();
-        log.sync()?;
-        metrics.fsync.observe(started.elapsed());
-        let _ = events.send(DiskEvent::Durable(id));
-    }
-    for snapshot in saved {
-        metrics.snapshots.inc();
-        let _ = events.send(DiskEvent::SnapshotSaved(snapshot));
-    }
-    Ok(())
 }

@@ -495,6 +495,7 @@ where
                     self.transport.send(to, PeerMessage::Engine(message));
                 }
             }
+            DiskEvent::SnapshotWritten(snapshot) => self.disk.compact(snapshot),
             DiskEvent::SnapshotSaved(snapshot) => {
                 self.snapshot_in_flight = false;
                 self.snapshot_index = snapshot.meta.index;
@@ -681,22 +682,22 @@ where
         if every == 0 || self.snapshot_in_flight {
             return;
         }
-        let snapshot = {
+        // A copy (its keys and values shared, not copied) is encoded and written off this
+        // loop: encoding hundreds of megabytes here would stall every request for seconds.
+        let (meta, copy) = {
             let kv = self.shared.kv();
             let applied = kv.applied_index();
             if applied < self.snapshot_index + every {
                 return;
             }
-            Snapshot {
-                meta: SnapshotMeta {
-                    index: applied,
-                    era: self.applied_era,
-                },
-                data: Bytes::from(kv.snapshot()),
-            }
+            let meta = SnapshotMeta {
+                index: applied,
+                era: self.applied_era,
+            };
+            (meta, kv.clone())
         };
         self.snapshot_in_flight = true;
-        self.disk.save_snapshot(snapshot);
+        self.disk.save_snapshot(meta, copy);
     }
 
     /// Drops waits whose clients went away (timed out, disconnected), so that proposals
