@@ -6,6 +6,8 @@
 #
 #   scripts/bench-vs-etcd.sh            # the sizes quoted in docs/benchmarks.md
 #   SCALE=4 scripts/bench-vs-etcd.sh    # four times as many requests per row
+#   PROTOCOLS=raft scripts/bench-vs-etcd.sh   # Synod on these protocols only (default: all
+#                                             # three, each on fresh data, one after another)
 #
 # Six server processes and the load share this machine, so each server gets the same share
 # of its cores: THREADS (default: cores / 3, at least 1) is both etcd's GOMAXPROCS and
@@ -16,14 +18,13 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 SCALE=${SCALE:-1}
+PROTOCOLS=${PROTOCOLS:-raft multi-paxos basic-paxos}
 # shellcheck source=scripts/clusters.sh
 source scripts/clusters.sh
 
 start_etcd
-start_synod
 wait_ready "$ETCD_ENDPOINTS"
-wait_ready "$SYNOD_ENDPOINTS"
-check_running "${ETCD_PIDS[@]}" "${SYNOD_PIDS[@]}"
+check_running "${ETCD_PIDS[@]}"
 
 # workload clients total
 ROWS=(
@@ -48,19 +49,32 @@ measure() {
     echo "$(echo "$out" | field throughput) $(echo "$out" | field p50_ms) $(echo "$out" | field p99_ms) $(echo "$out" | field p999_ms) $(echo "$before $after $ok" | awk '{printf "%.3f", ($2 - $1) * 1000 / ($3 > 0 ? $3 : 1)}') $(echo "$out" | field errors)"
 }
 
-printf "%-14s | %-48s | %-48s | %s\n" "" "etcd $(etcd --version | awk '/etcd Version/ {print $3}')" "synod $($SYNOD --version | awk '{print $2}')" "synod / etcd"
-printf "%-14s | %9s %7s %7s %7s %8s %5s | %9s %7s %7s %7s %8s %5s | %6s %6s %6s\n" \
-    "load" "ops/s" "p50ms" "p99ms" "p999ms" "cpu ms" "err" "ops/s" "p50ms" "p99ms" "p999ms" "cpu ms" "err" "tput" "p99" "cpu"
+# etcd first, every row; then each protocol on a fresh Synod cluster, every row, next to it.
+declare -A ETCD_ROWS
 for row in "${ROWS[@]}"; do
     read -r workload clients total <<<"$row"
-    # Warm both up with the same load, then measure.
     $SYNOD bench "$workload" --endpoints "$ETCD_ENDPOINTS" --clients "$clients" --total $((total / 10 + 1)) --format json >/dev/null
-    $SYNOD bench "$workload" --endpoints "$SYNOD_ENDPOINTS" --clients "$clients" --total $((total / 10 + 1)) --format json >/dev/null
-    read -r et ep50 ep99 ep999 ecpu eerr <<<"$(measure "$workload" "$clients" "$total" "$ETCD_ENDPOINTS" "${ETCD_PIDS[@]}")"
-    read -r st sp50 sp99 sp999 scpu serr <<<"$(measure "$workload" "$clients" "$total" "$SYNOD_ENDPOINTS" "${SYNOD_PIDS[@]}")"
-    printf "%-14s | %9.0f %7.2f %7.2f %7.2f %8.3f %5d | %9.0f %7.2f %7.2f %7.2f %8.3f %5d | %6.2f %6.2f %6.2f\n" \
-        "$workload x$clients" "$et" "$ep50" "$ep99" "$ep999" "$ecpu" "$eerr" "$st" "$sp50" "$sp99" "$sp999" "$scpu" "$serr" \
-        "$(echo "$st $et" | awk '{print $1 / $2}')" "$(echo "$sp99 $ep99" | awk '{print ($2 > 0 ? $1 / $2 : 0)}')" "$(echo "$scpu $ecpu" | awk '{print ($2 > 0 ? $1 / $2 : 0)}')"
+    ETCD_ROWS[$row]=$(measure "$workload" "$clients" "$total" "$ETCD_ENDPOINTS" "${ETCD_PIDS[@]}")
+done
+
+printf "%-26s | %-48s | %-48s | %s\n" "" "etcd $(etcd --version | awk '/etcd Version/ {print $3}')" "synod $($SYNOD --version | awk '{print $2}')" "synod / etcd"
+printf "%-26s | %9s %7s %7s %7s %8s %5s | %9s %7s %7s %7s %8s %5s | %6s %6s %6s\n" \
+    "protocol, load" "ops/s" "p50ms" "p99ms" "p999ms" "cpu ms" "err" "ops/s" "p50ms" "p99ms" "p999ms" "cpu ms" "err" "tput" "p99" "cpu"
+for protocol in $PROTOCOLS; do
+    start_synod "$protocol"
+    wait_ready "$SYNOD_ENDPOINTS"
+    check_running "${SYNOD_PIDS[@]}"
+    for row in "${ROWS[@]}"; do
+        read -r workload clients total <<<"$row"
+        # Warm up with the same load, then measure.
+        $SYNOD bench "$workload" --endpoints "$SYNOD_ENDPOINTS" --clients "$clients" --total $((total / 10 + 1)) --format json >/dev/null
+        read -r et ep50 ep99 ep999 ecpu eerr <<<"${ETCD_ROWS[$row]}"
+        read -r st sp50 sp99 sp999 scpu serr <<<"$(measure "$workload" "$clients" "$total" "$SYNOD_ENDPOINTS" "${SYNOD_PIDS[@]}")"
+        printf "%-26s | %9.0f %7.2f %7.2f %7.2f %8.3f %5d | %9.0f %7.2f %7.2f %7.2f %8.3f %5d | %6.2f %6.2f %6.2f\n" \
+            "$protocol, $workload x$clients" "$et" "$ep50" "$ep99" "$ep999" "$ecpu" "$eerr" "$st" "$sp50" "$sp99" "$sp999" "$scpu" "$serr" \
+            "$(echo "$st $et" | awk '{print $1 / $2}')" "$(echo "$sp99 $ep99" | awk '{print ($2 > 0 ? $1 / $2 : 0)}')" "$(echo "$scpu $ecpu" | awk '{print ($2 > 0 ? $1 / $2 : 0)}')"
+    done
+    stop_synod
 done
 echo
 echo "each server: $THREADS thread(s) (etcd GOMAXPROCS, synod --threads); $CORES cores here."

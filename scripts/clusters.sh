@@ -74,16 +74,29 @@ start_etcd() {
     done
 }
 
+# start_synod [PROTOCOL]: three Synod nodes running PROTOCOL (default raft), on fresh data.
 start_synod() {
+    local protocol=${1:-raft}
     local cluster="1=127.0.0.1:32380,2=127.0.0.1:32390,3=127.0.0.1:32400"
+    SYNOD_PIDS=()
     for i in 1 2 3; do
         local client=$((32379 + (i - 1) * 10))
+        rm -rf "$WORK/synod$i"
         RUST_LOG=warn $SYNOD server --id "$i" --initial-cluster "$cluster" --threads "$THREADS" \
             --listen-client "127.0.0.1:$client" --data-dir "$WORK/synod$i" \
-            >"$WORK/synod$i.log" 2>&1 &
+            --protocol "$protocol" >"$WORK/synod$i.log" 2>&1 &
         PIDS+=($!)
         SYNOD_PIDS+=($!)
     done
+}
+
+# Stops the Synod nodes start_synod started, and waits for them to go.
+stop_synod() {
+    for pid in "${SYNOD_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${SYNOD_PIDS[@]}"; do
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    done
+    SYNOD_PIDS=()
 }
 
 # Every one of the servers must still run: one that could not start (a port already taken,
