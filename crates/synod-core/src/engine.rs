@@ -165,6 +165,17 @@ pub struct Status {
     pub last_index: LogIndex,
 }
 
+impl Status {
+    /// The node that orders this node's writes: the leader, or, under a protocol without one
+    /// (`Role::Peer`, every node proposes), this node itself. `None` while no leader is known.
+    pub fn proposer(&self) -> Option<NodeId> {
+        match self.role {
+            Role::Peer => Some(self.id),
+            _ => self.leader,
+        }
+    }
+}
+
 /// The part a node plays at the moment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {

@@ -24,8 +24,8 @@ use bytes::Bytes;
 use synod_core::{Persist, PersistId, Snapshot, SnapshotMeta};
 use synod_kv::KvStore;
 use synod_storage::{
-    open_node_stores, write_persist, FileLog, FileSnapshots, LogStore, RealDir, Recovered,
-    SnapshotStore, StorageError, StorageOptions, SNAP_DIR, WAL_DIR,
+    open_node_stores, write_persist, write_persist_to_log, FileLog, FileSnapshots, LogStore,
+    RealDir, Recovered, SnapshotStore, StorageError, StorageOptions, SNAP_DIR, WAL_DIR,
 };
 use tokio::sync::mpsc;
 use tracing::{error, warn};
@@ -265,10 +265,15 @@ impl DiskThread {
         for job in batch.drain(..) {
             match job {
                 Job::Persist(persist) => {
-                    if let Some(snapshot) = &persist.snapshot {
-                        self.compacted = self.compacted.max(snapshot.meta.index);
+                    // Only a snapshot from the leader needs the snapshot store: an append
+                    // must not wait while the snapshot thread writes one of ours.
+                    match &persist.snapshot {
+                        Some(snapshot) => {
+                            self.compacted = self.compacted.max(snapshot.meta.index);
+                            write_persist(&mut self.log, &mut *lock(&self.snapshots), &persist)?;
+                        }
+                        None => write_persist_to_log(&mut self.log, &persist)?,
                     }
-                    write_persist(&mut self.log, &mut *lock(&self.snapshots), &persist)?;
                     newest = Some(persist.id);
                 }
                 Job::Snapshot(meta, state) => {

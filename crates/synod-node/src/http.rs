@@ -107,23 +107,19 @@ async fn answer(
     }
 }
 
-/// Healthy means: a leader is known and, on the leader, a linearizable read goes through (on
-/// a protocol without a leader: a linearizable read goes through here).
+/// Healthy means: the node that orders this one's writes is known (the leader; itself, on a
+/// protocol without one) and, if that is this node, a linearizable read goes through here.
 async fn health(api: &Api) -> Result<(), &'static str> {
     let status = api.node.current_status();
-    if status.role == synod_core::Role::Peer {
-        let barrier = api.node.read_barrier(ReadConsistency::Linearizable);
-        return match tokio::time::timeout(Duration::from_secs(2), barrier).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err("a linearizable read did not go through"),
-        };
-    }
-    match status.leader {
+    match status.proposer() {
         None => Err("no leader"),
-        Some(leader) if leader == status.id => {
+        Some(proposer) if proposer == status.id => {
             let barrier = api.node.read_barrier(ReadConsistency::Linearizable);
             match tokio::time::timeout(Duration::from_secs(2), barrier).await {
                 Ok(Ok(())) => Ok(()),
+                _ if status.role == synod_core::Role::Peer => {
+                    Err("a linearizable read did not go through")
+                }
                 _ => Err("the leader could not confirm its leadership"),
             }
         }

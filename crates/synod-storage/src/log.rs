@@ -106,6 +106,13 @@ pub fn write_persist(
         snapshots.save(snapshot)?;
         log.compact_to(snapshot.meta)?;
     }
+    write_persist_to_log(log, persist)
+}
+
+/// The log's part of a `Persist` (hard state, truncation, entries), staged; all of it when the
+/// persist carries no snapshot. A runtime that shares its snapshot store with another thread
+/// calls this for such persists, so appending never waits for a snapshot being written.
+pub fn write_persist_to_log(log: &mut impl LogStore, persist: &Persist) -> Result<()> {
     if let Some(hard_state) = &persist.hard_state {
         log.save_hard_state(hard_state)?;
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use synod_core::{NodeId, Role};
+use synod_core::NodeId;
 use synod_proto::etcdserverpb as pb;
 use synod_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use tonic::{Request, Response, Status};
@@ -104,7 +104,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         let db_size = tokio::task::spawn_blocking(move || bytes_under(&data_dir))
             .await
             .unwrap_or(0) as i64;
-        let errors = if status.leader.is_none() && status.role != Role::Peer {
+        let errors = if status.proposer().is_none() {
             vec!["etcdserver: no leader".to_string()]
         } else {
             Vec::new()

@@ -137,11 +137,7 @@ impl Api {
         let deadline = Instant::now() + self.config.request_timeout;
         let mut status_changes = self.node.status.clone();
         loop {
-            let status = self.node.current_status();
-            // A protocol without a leader (Basic Paxos) proposes from here.
-            let leader = status
-                .leader
-                .or((status.role == Role::Peer).then_some(status.id));
+            let leader = self.node.current_status().proposer();
             if leader.is_some() {
                 if let Some(response) = before(deadline, local(body.clone())).await? {
                     return Ok(Response::new(response));

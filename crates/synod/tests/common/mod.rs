@@ -275,11 +275,12 @@ impl Cluster {
     /// Waits until the cluster serves: until its members agree on a leader (returned), or,
     /// under a protocol without one (Basic Paxos), until a write goes through every member.
     pub async fn ready(&self) -> Option<u64> {
-        if self
+        let protocol = self
             .extra
             .windows(2)
-            .any(|w| w[0] == "--protocol" && w[1] == "basic-paxos")
-        {
+            .find(|w| w[0] == "--protocol")
+            .map_or("raft", |w| w[1].as_str());
+        if !synod_replica::has_leader(protocol) {
             for member in &self.members {
                 put_until_ok(&member.client, "ready", "yes", Duration::from_secs(20)).await;
             }
