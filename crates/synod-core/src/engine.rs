@@ -103,7 +103,8 @@ pub enum Action<M> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PersistId(pub u64);
 
-/// State to make durable, applied in field order: snapshot, hard state, truncation, append.
+/// State to make durable, applied in field order: snapshot, hard state, journal, truncation,
+/// append.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Persist {
     /// Reported back in [`Input::Persisted`] once durable.
@@ -112,8 +113,15 @@ pub struct Persist {
     /// (entries after it stay unless `truncate_from` removes them).
     pub snapshot: Option<Snapshot>,
     /// The engine's small persistent state (Raft's term and vote, a Paxos acceptor's promise,
-    /// ZAB's epochs), encoded by the engine. Replaces the previous value as a whole.
+    /// ZAB's epochs), encoded by the engine. Replaces the previous value as a whole, and
+    /// discards every journal record written before it.
     pub hard_state: Option<Vec<u8>>,
+    /// Changes to the engine's persistent state, encoded by the engine, appended after the
+    /// hard state. A restart hands back the hard state and the journal records written since
+    /// it, in order. An engine whose persistent state is large (a Paxos acceptor holding the
+    /// values it accepted) journals each change and restates the whole as a hard state only
+    /// now and then, so a persist costs what changed, not what is held.
+    pub journal: Vec<Vec<u8>>,
     /// Remove every log entry at this index or later before appending.
     pub truncate_from: Option<LogIndex>,
     /// Entries to append, contiguous, starting right after the last entry kept.

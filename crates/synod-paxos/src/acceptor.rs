@@ -4,6 +4,12 @@
 //! promises per slot (Basic Paxos) or for all slots at once (Multi-Paxos's phase 1 covers the
 //! whole future). It keeps what it accepted in slots not yet in the node's durable decided
 //! log; once a slot is there, the log answers for it.
+//!
+//! Its durable form is a checkpoint of the whole state ([`Acceptor::encode`]) followed by the
+//! events since it ([`AcceptorEvent::encode`]), replayed in order at a restart
+//! ([`Acceptor::replay`]): under load an acceptor holds hundreds of accepted values, and
+//! restating all of them at every accept would cost a persist what the acceptor holds rather
+//! than what changed.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -42,6 +48,53 @@ pub enum AcceptorEvent {
         /// The value.
         value: Payload,
     },
+}
+
+impl AcceptorEvent {
+    /// Encodes the event as a journal record's part.
+    pub(crate) fn encode(&self, enc: &mut Encoder) {
+        match self {
+            AcceptorEvent::Promised { slot: None, ballot } => {
+                enc.u8(0);
+                encode_ballot(enc, *ballot);
+            }
+            AcceptorEvent::Promised {
+                slot: Some(slot),
+                ballot,
+            } => {
+                enc.u8(1).u64(*slot);
+                encode_ballot(enc, *ballot);
+            }
+            AcceptorEvent::Accepted {
+                slot,
+                ballot,
+                value,
+            } => {
+                enc.u8(2).u64(*slot);
+                encode_ballot(enc, *ballot);
+                value.encode(enc);
+            }
+        }
+    }
+
+    /// Decodes what [`AcceptorEvent::encode`] wrote.
+    pub(crate) fn decode(dec: &mut Decoder<'_>) -> Result<AcceptorEvent, DecodeError> {
+        Ok(match dec.tag("acceptor event", 3)? {
+            0 => AcceptorEvent::Promised {
+                slot: None,
+                ballot: decode_ballot(dec)?,
+            },
+            1 => AcceptorEvent::Promised {
+                slot: Some(dec.u64("slot")?),
+                ballot: decode_ballot(dec)?,
+            },
+            _ => AcceptorEvent::Accepted {
+                slot: dec.u64("slot")?,
+                ballot: decode_ballot(dec)?,
+                value: Payload::decode(dec)?,
+            },
+        })
+    }
 }
 
 /// Events kept for checkers; older ones are dropped (a checker reads them after every step).
@@ -92,7 +145,12 @@ impl Acceptor {
 
     /// Events numbered above `after`, oldest first, with their numbers.
     pub fn events_after(&self, after: u64) -> impl Iterator<Item = &(u64, AcceptorEvent)> {
-        self.events.iter().filter(move |(n, _)| *n > after)
+        // Events are numbered consecutively: skip straight to the first one wanted.
+        let first = self.events.front().map_or(0, |(n, _)| *n);
+        let skip = (after + 1)
+            .saturating_sub(first)
+            .min(self.events.len() as u64);
+        self.events.range(skip as usize..)
     }
 
     /// Phase 1b for one slot: promise `ballot` unless a higher one was promised. Returns the
@@ -143,10 +201,21 @@ impl Acceptor {
     }
 
     /// Phase 2b: accept `value` in `slot` under `ballot` unless a higher ballot was promised.
+    /// Accepting again what is already accepted (a leader's retry) changes nothing and
+    /// records no event.
     pub fn accept(&mut self, slot: Slot, ballot: Ballot, value: Payload) -> Result<(), Ballot> {
         let promised = self.promised(slot);
         if ballot < promised {
             return Err(promised);
+        }
+        let held = self.slots.get(&slot);
+        if held.is_some_and(|s| {
+            s.promised == ballot
+                && s.accepted
+                    .as_ref()
+                    .is_some_and(|(b, v)| *b == ballot && *v == value)
+        }) {
+            return Ok(());
         }
         self.slots.insert(
             slot,
@@ -161,6 +230,27 @@ impl Acceptor {
             value,
         });
         Ok(())
+    }
+
+    /// Redoes an event recorded before a restart: the state changes exactly as it did when the
+    /// event happened (the checks were made then). Not recorded again: checkers saw it once.
+    pub(crate) fn replay(&mut self, event: AcceptorEvent) {
+        match event {
+            AcceptorEvent::Promised { slot: None, ballot } => self.floor = ballot,
+            AcceptorEvent::Promised {
+                slot: Some(slot),
+                ballot,
+            } => self.slots.entry(slot).or_default().promised = ballot,
+            AcceptorEvent::Accepted {
+                slot,
+                ballot,
+                value,
+            } => {
+                let accepted = Some((ballot, value));
+                let promised = ballot;
+                self.slots.insert(slot, SlotState { promised, accepted });
+            }
+        }
     }
 
     /// Slots through `slot` are in the durable decided log: the acceptor may forget them.

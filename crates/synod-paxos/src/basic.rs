@@ -526,7 +526,7 @@ impl BasicPaxos {
             Message::Accepted(m) => self.on_accepted(from, m, out),
             Message::Nack(m) => self.on_nack(m, out),
             Message::Decided(m) => {
-                self.core.on_decided(m);
+                self.core.on_decided(from, m, out);
                 self.settle_decided(out);
             }
             Message::AskDecided(m) => self.core.on_ask_decided(from, m, out),
@@ -537,7 +537,7 @@ impl BasicPaxos {
             }
             Message::AskOutcome(m) => self.on_ask_outcome(from, m, out),
             Message::Outcome(m) => self.on_outcome(m, out),
-            Message::Heartbeat(_) | Message::HeartbeatAck(_) => {}
+            Message::Heartbeat(_) | Message::HeartbeatAck(_) | Message::Commit(_) => {}
         }
     }
 }

@@ -16,7 +16,7 @@ use synod_core::{
 };
 use thiserror::Error;
 
-use crate::acceptor::Acceptor;
+use crate::acceptor::{Acceptor, AcceptorEvent};
 use crate::ballot::Ballot;
 use crate::config::{Config, ConfigError};
 use crate::message::{
@@ -26,6 +26,11 @@ use crate::message::{
 /// Outcomes of compacted slots remembered (Basic Paxos), newest first: enough to cover every
 /// slot a lagging proposer may still have in flight when its peers compact.
 const OUTCOMES_KEPT: usize = 1 << 16;
+
+/// The acceptor's journal may grow to twice its last checkpoint plus this before the whole
+/// state is restated: a restart replays at most that much, and a persist's cost stays in
+/// proportion to what changed.
+const JOURNAL_BYTES_MIN: usize = 256 << 10;
 
 /// Actions pushed by a step.
 pub(crate) type Out = Vec<Action<Message>>;
@@ -57,6 +62,14 @@ struct Incoming {
 /// A snapshot transfer whose sender sent nothing for this many gap timeouts is given up and
 /// another peer asked (the sender may have crashed).
 const TRANSFER_STALLS_MAX: u32 = 3;
+
+/// How a change to the acceptor (or to `max_round`) is written.
+enum StateWrite {
+    /// The whole state, as the new hard state.
+    Checkpoint(Vec<u8>),
+    /// One journal record of the changes since the last write.
+    Journal(Vec<u8>),
+}
 
 #[derive(Debug, Default)]
 struct Draft {
@@ -106,6 +119,13 @@ pub(crate) struct Core {
     event_marks: VecDeque<(u64, u64)>,
     /// Acceptor events through this number are durable (and so may have been answered).
     durable_events: u64,
+    /// Acceptor events through this number, and `max_round` at this value, are in a persist
+    /// already issued (a checkpoint or a journal record).
+    journaled_events: u64,
+    journaled_round: u64,
+    /// Bytes of the last checkpoint (the hard state), and of the journal written since.
+    checkpoint_bytes: usize,
+    journal_bytes: usize,
 }
 
 impl Core {
@@ -144,13 +164,19 @@ impl Core {
             loopback: VecDeque::new(),
             event_marks: VecDeque::new(),
             durable_events: 0,
+            journaled_events: 0,
+            journaled_round: 0,
+            checkpoint_bytes: 0,
+            journal_bytes: 0,
         })
     }
 
-    /// A node rebuilt from its hard state, newest snapshot and the decided log after it.
+    /// A node rebuilt from its hard state and the journal after it, its newest snapshot and
+    /// the decided log after that.
     pub(crate) fn restart(
         config: Config,
         hard_state: Option<&[u8]>,
+        journal: &[Vec<u8>],
         snapshot: Option<Snapshot>,
         entries: Vec<Entry>,
     ) -> Result<Core, RestartError> {
@@ -160,7 +186,18 @@ impl Core {
             core.max_round = dec.u64("max round")?;
             core.acceptor = Acceptor::decode(&mut dec)?;
             dec.finish()?;
+            core.checkpoint_bytes = bytes.len();
         }
+        for record in journal {
+            let mut dec = Decoder::new(record);
+            core.max_round = core.max_round.max(dec.u64("max round")?);
+            for _ in 0..dec.count("acceptor events")? {
+                core.acceptor.replay(AcceptorEvent::decode(&mut dec)?);
+            }
+            dec.finish()?;
+            core.journal_bytes += record.len();
+        }
+        core.journaled_round = core.max_round;
         #[cfg(any(test, feature = "inject-bugs"))]
         if core.config.bugs.forget_promises_on_restart {
             core.acceptor.forget_promises();
@@ -221,31 +258,63 @@ impl Core {
         self.draft.hard_state = true;
     }
 
-    fn hard_state(&self) -> Vec<u8> {
+    /// The acceptor's changes since the last persist, as a journal record; or, when the
+    /// journal has grown past its bound (or the events to journal were not all kept), the
+    /// whole state as a new checkpoint. `None` when nothing changed.
+    fn persistent_changes(&mut self) -> Option<StateWrite> {
+        let after = self.journaled_events;
+        if self.acceptor.last_event() == after && self.max_round == self.journaled_round {
+            return None;
+        }
+        self.journaled_events = self.acceptor.last_event();
+        self.journaled_round = self.max_round;
+        let events: Vec<&(u64, AcceptorEvent)> = self.acceptor.events_after(after).collect();
+        let complete = events.first().is_none_or(|(n, _)| *n == after + 1);
+        if complete && self.journal_bytes <= 2 * self.checkpoint_bytes + JOURNAL_BYTES_MIN {
+            let mut enc = Encoder::with_capacity(64);
+            enc.u64(self.max_round).u64(events.len() as u64);
+            for (_, event) in events {
+                event.encode(&mut enc);
+            }
+            let record = enc.finish();
+            self.journal_bytes += record.len();
+            return Some(StateWrite::Journal(record));
+        }
         let mut enc = Encoder::with_capacity(64);
         enc.u64(self.max_round);
         self.acceptor.encode(&mut enc);
-        enc.finish()
+        let checkpoint = enc.finish();
+        self.checkpoint_bytes = checkpoint.len();
+        self.journal_bytes = 0;
+        Some(StateWrite::Checkpoint(checkpoint))
     }
 
     /// Pushes the pending persist, if any.
     pub(crate) fn flush(&mut self, out: &mut Out) {
-        let draft = &self.draft;
-        if draft.snapshot.is_none() && !draft.hard_state && draft.entries.is_empty() {
+        let draft = std::mem::take(&mut self.draft);
+        let changes = if draft.hard_state {
+            self.persistent_changes()
+        } else {
+            None
+        };
+        if draft.snapshot.is_none() && changes.is_none() && draft.entries.is_empty() {
             return;
         }
-        let draft = std::mem::take(&mut self.draft);
         let id = self.next_persist;
         self.next_persist += 1;
         self.last_issued = id;
         self.unpersisted.push_back((id, self.prefix()));
-        if draft.hard_state {
-            self.event_marks.push_back((id, self.acceptor.last_event()));
-        }
+        let (hard_state, journal) = match changes {
+            Some(StateWrite::Checkpoint(state)) => (Some(state), Vec::new()),
+            Some(StateWrite::Journal(record)) => (None, vec![record]),
+            None => (None, Vec::new()),
+        };
+        self.event_marks.push_back((id, self.journaled_events));
         out.push(Action::Persist(Persist {
             id: PersistId(id),
             snapshot: draft.snapshot,
-            hard_state: draft.hard_state.then(|| self.hard_state()),
+            hard_state,
+            journal,
             truncate_from: None,
             entries: draft.entries,
         }));
@@ -402,9 +471,21 @@ impl Core {
         }
     }
 
-    pub(crate) fn on_decided(&mut self, decided: Decided) {
+    /// Decisions a peer sent. While a gap remains and the answer filled some of it, the rest
+    /// is asked for at once: a learner far behind catches up at a batch per round trip, not a
+    /// batch per gap timeout.
+    pub(crate) fn on_decided(&mut self, from: NodeId, decided: Decided, out: &mut Out) {
+        let before = self.prefix();
         for entry in decided.entries {
             self.learn(entry);
+        }
+        if self.prefix() > before && self.decided_hint > self.prefix() && self.incoming.is_none() {
+            let ask = AskDecided {
+                from: self.prefix() + 1,
+            };
+            self.send(from, Message::AskDecided(ask), out);
+            let now = self.ticks;
+            self.gap = Some((now, now));
         }
     }
 
@@ -568,15 +649,17 @@ macro_rules! engine_common {
                 Ok($engine::with_core($crate::core::Core::new(config)?))
             }
 
-            /// A node rebuilt from its hard state, newest snapshot and the decided log after it.
+            /// A node rebuilt from its hard state and the journal after it (as its persists
+            /// wrote them), its newest snapshot and the decided log after that.
             pub fn restart(
                 config: $crate::config::Config,
                 hard_state: Option<&[u8]>,
+                journal: &[Vec<u8>],
                 snapshot: Option<synod_core::Snapshot>,
                 entries: Vec<synod_core::Entry>,
             ) -> Result<$engine, $crate::core::RestartError> {
                 Ok($engine::with_core($crate::core::Core::restart(
-                    config, hard_state, snapshot, entries,
+                    config, hard_state, journal, snapshot, entries,
                 )?))
             }
 

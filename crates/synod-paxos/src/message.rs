@@ -42,6 +42,10 @@ pub enum Message {
     AskOutcome(AskOutcome),
     /// Basic Paxos: the answer.
     Outcome(Outcome),
+    /// Multi-Paxos: the commit point moved; sent at once, so followers apply (and answer the
+    /// clients whose writes they handed to the leader) without waiting for a heartbeat.
+    /// Not answered.
+    Commit(CommitNotice),
 }
 
 impl Message {
@@ -61,6 +65,7 @@ impl Message {
             Message::SnapshotChunk(_) => "SnapshotChunk",
             Message::AskOutcome(_) => "AskOutcome",
             Message::Outcome(_) => "Outcome",
+            Message::Commit(_) => "Commit",
         }
     }
 }
@@ -189,6 +194,15 @@ pub struct Heartbeat {
     pub read_round: u64,
 }
 
+/// The leader's commit point, between heartbeats.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitNotice {
+    /// The leader's ballot.
+    pub ballot: Ballot,
+    /// Every slot through here is decided.
+    pub commit: Slot,
+}
+
 /// Answer to a heartbeat.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeartbeatAck {
@@ -265,6 +279,7 @@ impl std::fmt::Display for Message {
                 "Heartbeat b{} commit {} round {}",
                 m.ballot, m.commit, m.read_round
             ),
+            Message::Commit(m) => write!(f, "Commit b{} commit {}", m.ballot, m.commit),
             Message::HeartbeatAck(m) => {
                 write!(f, "HeartbeatAck b{} round {}", m.ballot, m.read_round)
             }

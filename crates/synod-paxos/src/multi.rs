@@ -5,8 +5,8 @@
 //! A follower that hears no heartbeat for a randomized timeout runs phase 1 with a higher
 //! ballot. With promises from a majority it leads: it proposes again, under its own ballot,
 //! the highest-ballot value any promise reported for each undecided slot, and a no-op in
-//! every hole, so the log has no gaps. Decisions reach followers piggybacked on the next
-//! Accept or heartbeat (the commit slot). A leader that hears from no majority for an
+//! every hole, so the log has no gaps. Decisions reach followers as the commit slot: on the
+//! next Accept or heartbeat, or in a commit notice sent as soon as the slot moves. A leader that hears from no majority for an
 //! election timeout steps down. Linearizable reads confirm the leader's ballot with a majority
 //! before they are answered, without writing the log.
 
@@ -45,6 +45,8 @@ struct Leading {
     /// Phase 1 recovered slots through here; reads wait until they are decided.
     recovered_through: Slot,
     heartbeat_elapsed: u64,
+    /// The highest commit slot sent to every follower.
+    commit_sent: Slot,
     quorum_check_elapsed: u64,
     /// Peers heard from (with this ballot) since the last quorum check.
     active: BTreeSet<NodeId>,
@@ -292,6 +294,7 @@ impl MultiPaxos {
             in_flight,
             recovered_through: last,
             heartbeat_elapsed: 0,
+            commit_sent: 0,
             quorum_check_elapsed: 0,
             active: BTreeSet::new(),
             read_round: 0,
@@ -303,19 +306,67 @@ impl MultiPaxos {
         self.start_held_reads(out);
     }
 
-    /// Sends Accept for in-flight slots in `range`, in batches of consecutive slots.
+    /// Sends Accept for in-flight slots in `range` to every acceptor, in batches of
+    /// consecutive slots.
     fn send_accepts(&mut self, range: std::ops::RangeInclusive<Slot>, out: &mut Out) {
-        let commit = self.core.prefix();
-        let batch_max = self.core.config.batch_entries_max;
-        let State::Leader(leading) = &self.state else {
+        let prefix = self.core.prefix();
+        let State::Leader(leading) = &mut self.state else {
             return;
         };
-        let ballot = leading.ballot;
         let slots: Vec<(Slot, Payload)> = leading
             .in_flight
             .range(range)
             .map(|(&s, f)| (s, f.value.clone()))
             .collect();
+        if !slots.is_empty() {
+            // Every follower hears the commit slot in these Accepts.
+            leading.commit_sent = leading.commit_sent.max(prefix);
+        }
+        for accept in self.accept_batches(slots) {
+            self.core.broadcast(Message::Accept(accept), out);
+        }
+    }
+
+    /// Sends Accept again for in-flight slots sent at or before `stale_at`, to each peer that
+    /// has not accepted them (its copy or its answer was lost, or it was down). Acceptors that
+    /// answered are not asked again, and this node's own acceptor never is: its answer comes
+    /// through the loopback, which loses nothing.
+    fn resend_accepts(&mut self, stale_at: u64, out: &mut Out) {
+        let State::Leader(leading) = &mut self.state else {
+            return;
+        };
+        let now = self.core.ticks;
+        let mut missing: BTreeMap<NodeId, Vec<(Slot, Payload)>> = BTreeMap::new();
+        for (&slot, f) in leading.in_flight.iter_mut() {
+            if f.sent_at > stale_at {
+                continue;
+            }
+            f.sent_at = now;
+            for &peer in &self.core.peers {
+                if !f.accepted.contains(&peer) {
+                    missing
+                        .entry(peer)
+                        .or_default()
+                        .push((slot, f.value.clone()));
+                }
+            }
+        }
+        for (peer, slots) in missing {
+            for accept in self.accept_batches(slots) {
+                self.core.send(peer, Message::Accept(accept), out);
+            }
+        }
+    }
+
+    /// Accepts for `slots` (ascending) under this leader's ballot, one per run of consecutive
+    /// slots of at most `batch_entries_max`.
+    fn accept_batches(&self, slots: Vec<(Slot, Payload)>) -> Vec<Accept> {
+        let commit = self.core.prefix();
+        let batch_max = self.core.config.batch_entries_max;
+        let State::Leader(leading) = &self.state else {
+            return Vec::new();
+        };
+        let ballot = leading.ballot;
         let mut batches: Vec<Accept> = Vec::new();
         for (slot, value) in slots {
             match batches.last_mut() {
@@ -332,9 +383,7 @@ impl MultiPaxos {
                 }),
             }
         }
-        for accept in batches {
-            self.core.broadcast(Message::Accept(accept), out);
-        }
+        batches
     }
 
     /// Phase 2b (P1a) for a run of slots. A slot this node already decided is acknowledged
@@ -460,6 +509,35 @@ impl MultiPaxos {
         self.core.send(from, Message::HeartbeatAck(ack), out);
     }
 
+    /// Tells followers at once that the commit slot moved, unless an Accept or heartbeat
+    /// already carried it.
+    fn announce_commit(&mut self, out: &mut Out) {
+        let commit = self.core.prefix();
+        let State::Leader(leading) = &mut self.state else {
+            return;
+        };
+        if commit <= leading.commit_sent {
+            return;
+        }
+        leading.commit_sent = commit;
+        let notice = CommitNotice {
+            ballot: leading.ballot,
+            commit,
+        };
+        for to in self.core.peers.clone() {
+            self.core.send(to, Message::Commit(notice.clone()), out);
+        }
+    }
+
+    /// A commit notice: a heartbeat without the answer.
+    fn on_commit_notice(&mut self, notice: CommitNotice, out: &mut Out) {
+        if notice.ballot < self.core.acceptor.floor() {
+            return;
+        }
+        self.follow(notice.ballot, out);
+        self.learn_committed(notice.ballot, notice.commit);
+    }
+
     fn on_heartbeat_ack(&mut self, from: NodeId, ack: HeartbeatAck) {
         let State::Leader(leading) = &mut self.state else {
             return;
@@ -473,9 +551,10 @@ impl MultiPaxos {
 
     fn broadcast_heartbeat(&mut self, out: &mut Out) {
         let commit = self.core.prefix();
-        let State::Leader(leading) = &self.state else {
+        let State::Leader(leading) = &mut self.state else {
             return;
         };
+        leading.commit_sent = leading.commit_sent.max(commit);
         let heartbeat = Heartbeat {
             ballot: leading.ballot,
             commit,
@@ -529,22 +608,11 @@ impl MultiPaxos {
         if beat {
             leading.heartbeat_elapsed = 0;
         }
-        let stale: Vec<Slot> = leading
-            .in_flight
-            .iter()
-            .filter(|(_, f)| now >= f.sent_at + retry)
-            .map(|(&s, _)| s)
-            .collect();
-        for slot in &stale {
-            if let Some(f) = leading.in_flight.get_mut(slot) {
-                f.sent_at = now;
-            }
-        }
         if beat {
             self.broadcast_heartbeat(out);
         }
-        if let (Some(&first), Some(&last)) = (stale.first(), stale.last()) {
-            self.send_accepts(first..=last, out);
+        if let Some(stale_at) = now.checked_sub(retry) {
+            self.resend_accepts(stale_at, out);
         }
     }
 
@@ -646,7 +714,7 @@ impl MultiPaxos {
     /// leader proposed, or that lies beyond every slot it proposed, means a higher ballot won
     /// phase 1 at a majority and is choosing values: this leader can choose nothing more, and
     /// steps down rather than advertise the slot.
-    fn on_decided(&mut self, decided: Decided, out: &mut Out) {
+    fn on_decided(&mut self, from: NodeId, decided: Decided, out: &mut Out) {
         let contradicted = match &self.state {
             State::Leader(leading) => decided.entries.iter().any(|e| !leading.agrees_with(e)),
             _ => false,
@@ -656,7 +724,7 @@ impl MultiPaxos {
             .iter()
             .map(|e| Ballot::from_era(e.era))
             .max();
-        self.core.on_decided(decided);
+        self.core.on_decided(from, decided, out);
         if contradicted && !self.lead_on_after_higher() {
             match (highest, self.leading()) {
                 (Some(higher), Some(mine)) if higher > mine => self.follow(higher, out),
@@ -692,7 +760,8 @@ impl MultiPaxos {
             Message::Nack(m) => self.on_nack(m, out),
             Message::Heartbeat(m) => self.on_heartbeat(from, m, out),
             Message::HeartbeatAck(m) => self.on_heartbeat_ack(from, m),
-            Message::Decided(m) => self.on_decided(m, out),
+            Message::Commit(m) => self.on_commit_notice(m, out),
+            Message::Decided(m) => self.on_decided(from, m, out),
             Message::AskDecided(m) => self.core.on_ask_decided(from, m, out),
             Message::SnapshotRequest(m) => self.core.on_snapshot_request(from, m, out),
             Message::SnapshotChunk(m) => self.on_snapshot_chunk(from, m, out),
@@ -729,6 +798,7 @@ impl Engine for MultiPaxos {
         self.core.apply_decided(out);
         self.start_held_reads(out);
         self.confirm_reads(out);
+        self.announce_commit(out);
         self.core.flush(out);
     }
 

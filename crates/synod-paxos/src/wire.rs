@@ -98,6 +98,11 @@ impl Wire for Message {
             Message::AskOutcome(m) => {
                 enc.u8(11).u64(m.slot);
             }
+            Message::Commit(m) => {
+                enc.u8(13);
+                encode_ballot(enc, m.ballot);
+                enc.u64(m.commit);
+            }
             Message::Outcome(m) => {
                 enc.u8(12).u64(m.slot);
                 match m.decided {
@@ -110,7 +115,7 @@ impl Wire for Message {
     }
 
     fn decode(dec: &mut Decoder<'_>) -> Result<Message, DecodeError> {
-        Ok(match dec.tag("paxos message", 13)? {
+        Ok(match dec.tag("paxos message", 14)? {
             0 => Message::Prepare(Prepare {
                 ballot: decode_ballot(dec)?,
                 slot: dec.u64("slot")?,
@@ -183,13 +188,17 @@ impl Wire for Message {
             11 => Message::AskOutcome(AskOutcome {
                 slot: dec.u64("slot")?,
             }),
-            _ => Message::Outcome(Outcome {
+            12 => Message::Outcome(Outcome {
                 slot: dec.u64("slot")?,
                 decided: match dec.tag("slot outcome", 3)? {
                     0 => SlotOutcome::Command(RequestId::new(dec.u64("client")?, dec.u64("seq")?)),
                     1 => SlotOutcome::NoCommand,
                     _ => SlotOutcome::Unknown,
                 },
+            }),
+            _ => Message::Commit(CommitNotice {
+                ballot: decode_ballot(dec)?,
+                commit: dec.u64("commit")?,
             }),
         })
     }
@@ -293,6 +302,10 @@ mod tests {
             Message::Outcome(Outcome {
                 slot: 12,
                 decided: SlotOutcome::Unknown,
+            }),
+            Message::Commit(CommitNotice {
+                ballot: b,
+                commit: 8,
             }),
         ]
     }

@@ -290,6 +290,7 @@ impl Raft {
             hard_state: draft
                 .hard_state
                 .then(|| encode_hard_state(self.term, self.voted_for)),
+            journal: Vec::new(),
             truncate_from: draft.truncate_from,
             entries: draft.entries,
         }));

@@ -90,6 +90,13 @@ impl Protocol for Raft {
     type Options = RaftOptions;
 
     fn boot(boot: &Boot<'_>, recovered: &Recovered, options: &RaftOptions) -> Result<Raft, String> {
+        if !recovered.journal.is_empty() {
+            // Raft's term and vote are all in its hard state; it writes no journal.
+            return Err(format!(
+                "the log holds {} journal records, which Raft never writes",
+                recovered.journal.len()
+            ));
+        }
         Raft::restart(
             raft_config(boot, options),
             recovered.hard_state.as_deref(),
@@ -166,6 +173,7 @@ macro_rules! paxos_protocol {
                 $engine::restart(
                     paxos_config(boot, options),
                     recovered.hard_state.as_deref(),
+                    &recovered.journal,
                     recovered.snapshot.clone(),
                     recovered.entries.clone(),
                 )

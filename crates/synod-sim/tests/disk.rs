@@ -238,3 +238,122 @@ fn garbage_in_unsynced_sectors_is_refused_as_damage() {
     }
     assert!(refused > 20, "{refused} of 60");
 }
+
+/// A simulated directory whose syncs of any file but `keep` fail once armed: a crash in the
+/// middle of starting a new log segment, after its bytes were handed over, before they were
+/// durable.
+struct FailingSyncs {
+    inner: SimDir,
+    armed: bool,
+    keep: String,
+}
+
+impl Dir for FailingSyncs {
+    fn list(&self) -> Result<Vec<String>> {
+        self.inner.list()
+    }
+    fn read(&self, name: &str) -> Result<Vec<u8>> {
+        self.inner.read(name)
+    }
+    fn open_read(&self, name: &str) -> Result<Box<dyn std::io::Read + '_>> {
+        self.inner.open_read(name)
+    }
+    fn len(&self, name: &str) -> Result<u64> {
+        self.inner.len(name)
+    }
+    fn subdir(&mut self, name: &str) -> Result<Self> {
+        Ok(FailingSyncs {
+            inner: self.inner.subdir(name)?,
+            armed: false,
+            keep: String::new(),
+        })
+    }
+    fn create(&mut self, name: &str) -> Result<()> {
+        self.inner.create(name)
+    }
+    fn append(&mut self, name: &str, data: &[u8]) -> Result<()> {
+        self.inner.append(name, data)
+    }
+    fn sync(&mut self, name: &str) -> Result<()> {
+        if self.armed && name != self.keep {
+            // The file's directory entry reached the disk (another sync took it along); its
+            // data did not.
+            self.inner.sync_dir()?;
+            return Err(StorageError::Misuse(format!(
+                "injected: sync of {name} fails"
+            )));
+        }
+        self.inner.sync(name)
+    }
+    fn truncate(&mut self, name: &str, len: u64) -> Result<()> {
+        self.inner.truncate(name, len)
+    }
+    fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove(&mut self, name: &str) -> Result<()> {
+        self.inner.remove(name)
+    }
+    fn sync_dir(&mut self) -> Result<()> {
+        self.inner.sync_dir()
+    }
+    fn describe(&self, name: &str) -> String {
+        self.inner.describe(name)
+    }
+}
+
+/// The hard state and journal a sealed segment holds survive a crash that tears the next
+/// segment's restatement of them, and survive the sealed segment being purged afterwards.
+#[test]
+fn a_crash_while_a_segment_starts_loses_no_hard_state_or_journal() {
+    let options = WalOptions::with_segment_bytes(4 << 10);
+    let records: Vec<Vec<u8>> = (0..24u8).map(|i| vec![i; 300]).collect();
+    for seed in 0..40 {
+        let mut rng = Rng::new(seed);
+        let dir = FailingSyncs {
+            inner: SimDir::new("wal"),
+            armed: false,
+            keep: "00000000000000000001.wal".into(),
+        };
+        let (mut log, _) = FileLog::open(dir, options).unwrap();
+        log.save_hard_state(b"term 7").unwrap();
+        log.append_journal(&records).unwrap();
+        log.append(&[entry(1, 7)]).unwrap();
+        log.flush().unwrap();
+        // The sync fills the first segment; starting the second fails before it is durable.
+        log.dir_mut().armed = true;
+        assert!(log.sync().is_err(), "seed {seed}: the injected failure");
+        let mut dir = log.into_dir();
+        dir.inner.crash(&mut rng, Unsynced::Torn);
+        dir.armed = false;
+        let (mut log, state) = FileLog::open(dir, options).unwrap();
+        assert_eq!(
+            state.hard_state.as_deref(),
+            Some(&b"term 7"[..]),
+            "seed {seed}"
+        );
+        assert_eq!(state.journal, records, "seed {seed}");
+        // Entries go on, a snapshot covers them, and the first segment is purged.
+        for i in 2..=20 {
+            log.append(&[entry(i, 7)]).unwrap();
+            log.sync().unwrap();
+        }
+        log.compact_to(synod_core::SnapshotMeta { index: 20, era: 7 })
+            .unwrap();
+        log.append(&[entry(21, 7)]).unwrap();
+        log.sync().unwrap();
+        let mut dir = log.into_dir();
+        assert!(
+            !dir.inner.list().unwrap().contains(&dir.keep),
+            "seed {seed}: the first segment was purged"
+        );
+        dir.inner.crash(&mut rng, Unsynced::Torn);
+        let (_, state) = FileLog::open(dir, options).unwrap();
+        assert_eq!(
+            state.hard_state.as_deref(),
+            Some(&b"term 7"[..]),
+            "seed {seed}"
+        );
+        assert_eq!(state.journal, records, "seed {seed}");
+    }
+}

@@ -246,10 +246,15 @@ fn the_sweep_catches_a_torn_write_taken_for_corruption() {
 #[test]
 fn the_sweep_catches_a_leader_that_leads_on_after_learning_a_higher_decision() {
     let options = PaxosOptions {
-        tweak: Some(|c| c.bugs.lead_on_after_a_higher_decision = true),
+        tweak: Some(|c| {
+            c.bugs.lead_on_after_a_higher_decision = true;
+        }),
     };
     let mut template = RunConfig::new(0, 5);
     template.faults = FaultSet::parse("leader-race,delay,drop").unwrap();
-    let summary = sweep_template::<MultiPaxos>(template, 1..=150, options);
+    // A race takes about fifty ticks: let each one play out before the next.
+    template.nemesis_interval_ticks = (60, 120);
+    template.clients = 10;
+    let summary = sweep_template::<MultiPaxos>(template, 1..=50, options);
     first_caught("multi-paxos", &summary);
 }

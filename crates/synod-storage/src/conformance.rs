@@ -80,6 +80,7 @@ pub fn log_store_suite(h: &mut impl LogHarness) {
     synced_appends_survive_a_crash(h);
     unsynced_appends_leave_a_prefix(h);
     the_last_hard_state_synced_wins(h);
+    the_journal_follows_its_hard_state(h);
     a_truncation_replaces_the_suffix(h);
     compaction_moves_the_start_of_the_log(h);
     appending_with_a_gap_is_refused(h);
@@ -130,6 +131,48 @@ pub fn the_last_hard_state_synced_wins(h: &mut impl LogHarness) {
     let (_, state) = h.crash(log);
     let hard_state = state.hard_state.expect("a synced hard state survives");
     assert!(hard_state == b"term 2, vote n3" || hard_state == b"term 3, no vote");
+}
+
+/// Journal records come back in order, after the hard state they follow; a new hard state
+/// discards them; a crash keeps a prefix of the unsynced ones. Across segment changes too.
+pub fn the_journal_follows_its_hard_state(h: &mut impl LogHarness) {
+    let mut log = h.fresh();
+    log.append_journal(&[b"before any hard state".to_vec()])
+        .unwrap();
+    log.save_hard_state(b"checkpoint 1").unwrap();
+    let records: Vec<Vec<u8>> = (0..200u32).map(|i| i.to_le_bytes().repeat(64)).collect();
+    for (i, pair) in records.chunks(2).enumerate() {
+        log.append_journal(pair).unwrap();
+        // Entries in between, so that a small segment limit seals segments under the journal.
+        log.append(&entries(i as u64 * 5 + 1..=i as u64 * 5 + 5, 1))
+            .unwrap();
+        log.sync().unwrap();
+    }
+    // A snapshot covers every entry: segments holding only covered entries may go, and the
+    // journal they held must be restated in the segments that stay.
+    log.compact_to(SnapshotMeta { index: 500, era: 1 }).unwrap();
+    for i in 0..40 {
+        log.append(&entries(501 + i * 5..=505 + i * 5, 1)).unwrap();
+        log.sync().unwrap();
+    }
+    let (mut log, state) = h.crash(log);
+    assert_eq!(state.hard_state.as_deref(), Some(&b"checkpoint 1"[..]));
+    assert_eq!(state.journal, records, "every synced record, in order");
+    log.save_hard_state(b"checkpoint 2").unwrap();
+    log.append_journal(&[b"after 2".to_vec()]).unwrap();
+    log.sync().unwrap();
+    log.append_journal(&[b"unsynced a".to_vec(), b"unsynced b".to_vec()])
+        .unwrap();
+    let (_, state) = h.crash(log);
+    assert_eq!(state.hard_state.as_deref(), Some(&b"checkpoint 2"[..]));
+    assert!(
+        [1, 2, 3].contains(&state.journal.len())
+            && state.journal[0] == b"after 2"
+            && state.journal[1..]
+                == [b"unsynced a".to_vec(), b"unsynced b".to_vec()][..state.journal.len() - 1],
+        "a prefix of the unsynced records: {:?}",
+        state.journal
+    );
 }
 
 /// Truncating then appending replaces the log's suffix.

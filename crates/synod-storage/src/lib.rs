@@ -20,7 +20,9 @@ pub mod wal;
 pub use bugs::InjectedBugs;
 pub use dir::{Dir, RealDir};
 pub use error::{Result, StorageError};
-pub use log::{recover, save_snapshot, write_persist, write_persist_to_log, LogState, LogStore};
+pub use log::{
+    recover, save_snapshot, write_persist, write_persist_to_log, LogState, LogStore, Restored,
+};
 pub use mem::{MemLog, MemSnapshots};
 pub use node::{
     open_node_stores, NodeStores, Recovered, StorageOptions, PROTOCOL_FILE, SNAP_DIR, WAL_DIR,

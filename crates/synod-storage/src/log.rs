@@ -11,6 +11,8 @@ use crate::snapshot::SnapshotStore;
 pub struct LogState {
     /// The engine's hard state, as last saved.
     pub hard_state: Option<Vec<u8>>,
+    /// The engine's journal records saved after that hard state, oldest first.
+    pub journal: Vec<Vec<u8>>,
     /// The log was compacted through here (a snapshot covers it); entries continue after it.
     pub base: Option<SnapshotMeta>,
     /// Consecutive entries after the base (from index 1 without one).
@@ -68,8 +70,11 @@ impl LogState {
 /// changes made since the last `sync` (possibly none), never a mix or a gap: a hard state is
 /// either the old value or the new one, and the log is a consecutive run of entries.
 pub trait LogStore {
-    /// Replaces the hard state.
+    /// Replaces the hard state, and discards the journal.
     fn save_hard_state(&mut self, hard_state: &[u8]) -> Result<()>;
+
+    /// Appends records to the engine's journal (kept until the next hard state).
+    fn append_journal(&mut self, records: &[Vec<u8>]) -> Result<()>;
 
     /// Removes every entry at `index` or later.
     fn truncate_from(&mut self, index: LogIndex) -> Result<()>;
@@ -89,7 +94,7 @@ pub trait LogStore {
 }
 
 /// Writes an engine's `Persist` to the stores, in the contract's order: snapshot, hard state,
-/// truncation, entries. The log part is staged (durable at the next `sync`); a snapshot is
+/// journal, truncation, entries. The log part is staged (durable at the next `sync`); a snapshot is
 /// saved at once, but only after the log, with this persist's hard state, is synced: a
 /// durable snapshot must never run ahead of the durable term, or a restart would find
 /// entries from a term the node never recorded.
@@ -109,12 +114,15 @@ pub fn write_persist(
     write_persist_to_log(log, persist)
 }
 
-/// The log's part of a `Persist` (hard state, truncation, entries), staged; all of it when the
-/// persist carries no snapshot. A runtime that shares its snapshot store with another thread
-/// calls this for such persists, so appending never waits for a snapshot being written.
+/// The log's part of a `Persist` (hard state, journal, truncation, entries), staged; all of it
+/// when the persist carries no snapshot. A runtime that shares its snapshot store with another
+/// thread calls this for such persists, so appending never waits for a snapshot being written.
 pub fn write_persist_to_log(log: &mut impl LogStore, persist: &Persist) -> Result<()> {
     if let Some(hard_state) = &persist.hard_state {
         log.save_hard_state(hard_state)?;
+    }
+    if !persist.journal.is_empty() {
+        log.append_journal(&persist.journal)?;
     }
     if let Some(index) = persist.truncate_from {
         log.truncate_from(index)?;
@@ -138,16 +146,27 @@ pub fn save_snapshot(
     log.compact_to(snapshot.meta)
 }
 
+/// What a restarting engine is handed back from its log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Its hard state.
+    pub hard_state: Option<Vec<u8>>,
+    /// Its journal records written after that hard state, oldest first.
+    pub journal: Vec<Vec<u8>>,
+    /// The log after its newest snapshot.
+    pub entries: Vec<Entry>,
+}
+
 /// Opens what a restarting node needs: the log after its newest snapshot (see
 /// [`LogState::entries_after`]), with the log store made to agree with that snapshot when a
-/// crash came between saving the snapshot and recording it in the log. Returns the hard state
-/// and the entries.
+/// crash came between saving the snapshot and recording it in the log.
 pub fn recover(
     log: &mut impl LogStore,
-    state: LogState,
+    mut state: LogState,
     snapshot: Option<SnapshotMeta>,
-) -> Result<(Option<Vec<u8>>, Vec<Entry>)> {
-    let hard_state = state.hard_state.clone();
+) -> Result<Restored> {
+    let hard_state = state.hard_state.take();
+    let journal = std::mem::take(&mut state.journal);
     let base = state.base.unwrap_or_default();
     let last = state.last_index();
     let entries = state.entries_after(snapshot)?;
@@ -158,5 +177,9 @@ pub fn recover(
         }
         log.sync()?;
     }
-    Ok((hard_state, entries))
+    Ok(Restored {
+        hard_state,
+        journal,
+        entries,
+    })
 }

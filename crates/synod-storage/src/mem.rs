@@ -11,6 +11,7 @@ use crate::snapshot::SnapshotStore;
 #[derive(Clone, Debug)]
 enum Change {
     HardState(Vec<u8>),
+    Journal(Vec<Vec<u8>>),
     Truncate(LogIndex),
     Append(Vec<Entry>),
     Base(SnapshotMeta),
@@ -46,7 +47,11 @@ impl MemLog {
 
     fn apply(state: &mut LogState, change: Change) {
         match change {
-            Change::HardState(h) => state.hard_state = Some(h),
+            Change::HardState(h) => {
+                state.hard_state = Some(h);
+                state.journal.clear();
+            }
+            Change::Journal(records) => state.journal.extend(records),
             Change::Truncate(index) => state.entries.retain(|e| e.index < index),
             Change::Append(entries) => state.entries.extend(entries),
             Change::Base(meta) => {
@@ -67,6 +72,11 @@ impl MemLog {
 impl LogStore for MemLog {
     fn save_hard_state(&mut self, hard_state: &[u8]) -> Result<()> {
         self.staged.push(Change::HardState(hard_state.to_vec()));
+        Ok(())
+    }
+
+    fn append_journal(&mut self, records: &[Vec<u8>]) -> Result<()> {
+        self.staged.push(Change::Journal(records.to_vec()));
         Ok(())
     }
 

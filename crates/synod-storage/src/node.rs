@@ -47,6 +47,8 @@ impl Default for StorageOptions {
 pub struct Recovered {
     /// The engine's hard state.
     pub hard_state: Option<Vec<u8>>,
+    /// The engine's journal records written after that hard state, oldest first.
+    pub journal: Vec<Vec<u8>>,
     /// The newest snapshot.
     pub snapshot: Option<Snapshot>,
     /// The log after the snapshot.
@@ -88,11 +90,12 @@ pub fn open_node_stores<D: Dir>(
     let snapshot = snapshots.latest()?;
     let (mut log, state) = FileLog::open(wal_dir, options.wal)?;
     let repairs = state.repairs.clone();
-    let (hard_state, entries) = recover(&mut log, state, snapshot.as_ref().map(|s| s.meta))?;
+    let restored = recover(&mut log, state, snapshot.as_ref().map(|s| s.meta))?;
     let recovered = Recovered {
-        hard_state,
+        hard_state: restored.hard_state,
+        journal: restored.journal,
         snapshot,
-        entries,
+        entries: restored.entries,
         repairs,
     };
     check_protocol(data, protocol, &recovered, options)?;
@@ -122,6 +125,7 @@ fn check_protocol<D: Dir>(
         Some(name.to_string())
     } else {
         let holds_data = recovered.hard_state.is_some()
+            || !recovered.journal.is_empty()
             || recovered.snapshot.is_some()
             || !recovered.entries.is_empty();
         holds_data.then(|| PROTOCOL_BEFORE_THE_FILE.to_string())

@@ -1,11 +1,12 @@
 //! The file log: a write-ahead log in numbered segment files.
 //!
 //! Every change is a framed, checksummed record appended to the active segment: entries,
-//! truncations, hard states and compaction bases. Recovery replays the records in order, so
+//! truncations, hard states, the engine's journal records and compaction bases. Recovery replays the records in order, so
 //! nothing is ever rewritten in place and a crash mid-write leaves a prefix of the records
 //! (a hard state is either the old one or the new one). `sync` writes all staged records with
 //! one `write` and one `fdatasync` (group commit). A segment that reaches the size limit is
-//! sealed and a new one started, beginning with the current hard state and base, so that
+//! sealed and a new one started, beginning with the current hard state and the journal records
+//! since it (restated in one record, so a crash leaves all of it or none) and the base, so that
 //! sealed segments wholly covered by a snapshot can be deleted.
 //!
 //! On open every segment is checked. In the last segment, a short or zero-filled record at the
@@ -53,6 +54,8 @@ const KIND_ENTRY: u8 = 2;
 const KIND_TRUNCATE: u8 = 3;
 const KIND_HARD_STATE: u8 = 4;
 const KIND_BASE: u8 = 5;
+const KIND_JOURNAL: u8 = 6;
+const KIND_RESTATE: u8 = 7;
 const MAGIC: &[u8; 8] = b"SYNODWAL";
 const VERSION: u64 = 1;
 const SUFFIX: &str = ".wal";
@@ -79,6 +82,18 @@ pub enum Record {
     Truncate(LogIndex),
     /// The engine's hard state.
     HardState(Vec<u8>),
+    /// A record of the engine's journal.
+    Journal(Vec<u8>),
+    /// The hard state and the journal since it, restated at the start of a segment: one
+    /// record, so that a crash while the segment is created keeps all of it or none (a torn
+    /// restatement replayed in part would discard journal records that the sealed segment
+    /// before it holds).
+    Restate {
+        /// The hard state, if one was ever saved.
+        hard_state: Option<Vec<u8>>,
+        /// The journal records after it.
+        journal: Vec<Vec<u8>>,
+    },
     /// Entries through this position are covered by a snapshot.
     Base(SnapshotMeta),
 }
@@ -100,6 +115,22 @@ impl Record {
             }),
             Record::HardState(bytes) => record::encode_with(KIND_HARD_STATE, out, |enc| {
                 enc.bytes(bytes);
+            }),
+            Record::Journal(bytes) => record::encode_with(KIND_JOURNAL, out, |enc| {
+                enc.bytes(bytes);
+            }),
+            Record::Restate {
+                hard_state,
+                journal,
+            } => record::encode_with(KIND_RESTATE, out, |enc| {
+                match hard_state {
+                    None => enc.u8(0),
+                    Some(h) => enc.u8(1).bytes(h),
+                };
+                enc.u64(journal.len() as u64);
+                for r in journal {
+                    enc.bytes(r);
+                }
             }),
             Record::Base(meta) => record::encode_with(KIND_BASE, out, |enc| {
                 enc.u64(meta.index).u64(meta.era);
@@ -127,6 +158,20 @@ impl Record {
             KIND_ENTRY => Record::Entry(Entry::decode(&mut dec)?),
             KIND_TRUNCATE => Record::Truncate(dec.u64("index")?),
             KIND_HARD_STATE => Record::HardState(dec.bytes("hard state")?.to_vec()),
+            KIND_JOURNAL => Record::Journal(dec.bytes("journal record")?.to_vec()),
+            KIND_RESTATE => {
+                let hard_state = match dec.tag("restated hard state", 2)? {
+                    0 => None,
+                    _ => Some(dec.bytes("hard state")?.to_vec()),
+                };
+                let journal = (0..dec.count("journal records")?)
+                    .map(|_| dec.bytes("journal record").map(<[u8]>::to_vec))
+                    .collect::<std::result::Result<_, _>>()?;
+                Record::Restate {
+                    hard_state,
+                    journal,
+                }
+            }
             KIND_BASE => Record::Base(SnapshotMeta {
                 index: dec.u64("index")?,
                 era: dec.u64("era")?,
@@ -286,7 +331,18 @@ fn replay<D: Dir>(dir: &D, records: &[Located]) -> Result<LogState> {
     let mut state = LogState::default();
     for located in records {
         match &located.record {
-            Record::HardState(h) => state.hard_state = Some(h.clone()),
+            Record::HardState(h) => {
+                state.hard_state = Some(h.clone());
+                state.journal.clear();
+            }
+            Record::Journal(r) => state.journal.push(r.clone()),
+            Record::Restate {
+                hard_state,
+                journal,
+            } => {
+                state.hard_state = hard_state.clone();
+                state.journal = journal.clone();
+            }
             Record::Base(meta) => state.base = Some(*meta),
             _ => {}
         }
@@ -317,6 +373,10 @@ fn replay<D: Dir>(dir: &D, records: &[Located]) -> Result<LogState> {
 struct Segment {
     seq: u64,
     bytes: u64,
+    /// Bytes of what it restates from the segments before it (0 when not known): a segment
+    /// is sealed after `segment_bytes` of new records, so a large restated journal cannot
+    /// make every sync start a new segment.
+    restated_bytes: u64,
     /// Highest entry index ever written into it.
     max_index: LogIndex,
 }
@@ -333,6 +393,8 @@ pub struct FileLog<D: Dir> {
     /// Records were handed to the active segment since its last sync.
     unsynced: bool,
     hard_state: Option<Vec<u8>>,
+    /// Journal records since the hard state, restated at the start of every new segment.
+    journal: Vec<Vec<u8>>,
     base: Option<SnapshotMeta>,
     last_index: LogIndex,
 }
@@ -366,6 +428,7 @@ impl<D: Dir> FileLog<D> {
                 Record::Segment { seq } => segments.push(Segment {
                     seq: *seq,
                     bytes: 0,
+                    restated_bytes: 0,
                     max_index: 0,
                 }),
                 Record::Entry(e) => {
@@ -387,11 +450,17 @@ impl<D: Dir> FileLog<D> {
             staged_max_index: 0,
             unsynced: false,
             hard_state: state.hard_state.clone(),
+            journal: state.journal.clone(),
             base: state.base,
             last_index: state.last_index(),
         };
-        if log.segments.is_empty() {
-            log.start_segment(1)?;
+        match log.segments.last().map(|s| s.seq) {
+            None => log.start_segment(1)?,
+            // A crash while the last segment was started may have cut off its restatement
+            // of the hard state and journal: once the segments before it were purged, those
+            // would be gone. Restate them in a new segment (cheap: it happens once a start).
+            Some(last) if log.segments.len() > 1 => log.start_segment(last + 1)?,
+            Some(_) => {}
         }
         Ok((log, state))
     }
@@ -399,6 +468,11 @@ impl<D: Dir> FileLog<D> {
     /// The directory back (the simulator crashes it and reopens).
     pub fn into_dir(self) -> D {
         self.dir
+    }
+
+    /// The directory, in place (a test arms a fault in it).
+    pub fn dir_mut(&mut self) -> &mut D {
+        &mut self.dir
     }
 
     /// Number of segment files.
@@ -410,13 +484,18 @@ impl<D: Dir> FileLog<D> {
         record.encode(&mut self.staged);
     }
 
-    /// Creates segment `seq`, restating the hard state and base, and makes it durable.
+    /// Creates segment `seq`, restating the hard state, the journal since it and the base, and
+    /// makes it durable.
     fn start_segment(&mut self, seq: u64) -> Result<()> {
         let name = segment_name(seq);
         let mut bytes = Vec::new();
         Record::Segment { seq }.encode(&mut bytes);
-        if let Some(h) = &self.hard_state {
-            Record::HardState(h.clone()).encode(&mut bytes);
+        if self.hard_state.is_some() || !self.journal.is_empty() {
+            Record::Restate {
+                hard_state: self.hard_state.clone(),
+                journal: self.journal.clone(),
+            }
+            .encode(&mut bytes);
         }
         if let Some(b) = self.base {
             Record::Base(b).encode(&mut bytes);
@@ -428,6 +507,7 @@ impl<D: Dir> FileLog<D> {
         self.segments.push(Segment {
             seq,
             bytes: bytes.len() as u64,
+            restated_bytes: bytes.len() as u64,
             max_index: 0,
         });
         Ok(())
@@ -472,8 +552,21 @@ impl<D: Dir> FileLog<D> {
 
 impl<D: Dir> LogStore for FileLog<D> {
     fn save_hard_state(&mut self, hard_state: &[u8]) -> Result<()> {
+        record::encode_with(KIND_HARD_STATE, &mut self.staged, |enc| {
+            enc.bytes(hard_state);
+        });
         self.hard_state = Some(hard_state.to_vec());
-        self.stage(&Record::HardState(hard_state.to_vec()));
+        self.journal.clear();
+        Ok(())
+    }
+
+    fn append_journal(&mut self, records: &[Vec<u8>]) -> Result<()> {
+        for r in records {
+            record::encode_with(KIND_JOURNAL, &mut self.staged, |enc| {
+                enc.bytes(r);
+            });
+        }
+        self.journal.extend_from_slice(records);
         Ok(())
     }
 
@@ -515,7 +608,8 @@ impl<D: Dir> LogStore for FileLog<D> {
             .segments
             .last()
             .expect("a log always has an active segment");
-        let (seq, full) = (active.seq, active.bytes >= self.options.segment_bytes);
+        let written = active.bytes.saturating_sub(active.restated_bytes);
+        let (seq, full) = (active.seq, written >= self.options.segment_bytes);
         self.dir.sync(&segment_name(seq))?;
         self.unsynced = false;
         if full {

@@ -216,6 +216,7 @@ fn a_snapshot_save_interrupted_before_its_rename_leaves_the_store_as_it_was() {
 fn a_restart_keeps_the_log_after_the_newest_snapshot_by_the_rule_of_section_7() {
     let state = |base: Option<(u64, u64)>, terms: &[(u64, u64)]| LogState {
         hard_state: None,
+        journal: vec![],
         base: base.map(|(index, era)| SnapshotMeta { index, era }),
         entries: terms.iter().map(|&(i, t)| entry(i, t)).collect(),
         repairs: vec![],

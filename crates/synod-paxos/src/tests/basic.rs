@@ -50,7 +50,10 @@ fn kinds(actions: &[Action<Message>]) -> Vec<String> {
     actions
         .iter()
         .map(|a| match a {
-            Action::Persist(p) => format!("persist(hard_state={})", p.hard_state.is_some()),
+            Action::Persist(p) => format!(
+                "persist(state={})",
+                p.hard_state.is_some() || !p.journal.is_empty()
+            ),
             Action::Send { to, message } => format!("send {} to {to}", message.name()),
             other => format!("{other:?}"),
         })
@@ -63,7 +66,7 @@ fn s2_2_p1_an_acceptor_accepts_the_first_proposal_it_receives() {
     let actions = receive(&mut n2, 1, accept(b(1, 1), 1, Payload::Marker(9)));
     assert_eq!(
         kinds(&actions),
-        vec!["persist(hard_state=true)", "send Accepted to n1"]
+        vec!["persist(state=true)", "send Accepted to n1"]
     );
 }
 
@@ -73,7 +76,7 @@ fn s2_5_an_acceptor_records_its_promise_in_stable_storage_before_answering() {
     let actions = receive(&mut n2, 1, prepare(b(1, 1), 7));
     assert_eq!(
         kinds(&actions),
-        vec!["persist(hard_state=true)", "send Promise to n1"]
+        vec!["persist(state=true)", "send Promise to n1"]
     );
 }
 
@@ -296,7 +299,7 @@ fn bug_switch_an_acceptor_that_forgets_promises_on_restart_accepts_below_them() 
     let actions = receive(&mut n2, 3, accept(b(6, 3), 4, Payload::Noop));
     assert_eq!(
         kinds(&actions),
-        vec!["persist(hard_state=true)", "send Accepted to n3"],
+        vec!["persist(state=true)", "send Accepted to n3"],
         "the broken promise"
     );
 }

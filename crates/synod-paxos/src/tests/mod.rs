@@ -28,9 +28,12 @@ pub(crate) fn proposal(client: u64, seq: u64) -> Proposal {
 /// What one node persisted.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Disk {
-    hard_state: Option<Vec<u8>>,
+    pub(crate) hard_state: Option<Vec<u8>>,
+    pub(crate) journal: Vec<Vec<u8>>,
     snapshot: Option<Snapshot>,
     entries: Vec<Entry>,
+    /// Bytes of hard state and journal written, in all.
+    pub(crate) state_bytes_written: usize,
 }
 
 impl Disk {
@@ -39,9 +42,13 @@ impl Disk {
             self.entries.retain(|e| e.index > s.meta.index);
             self.snapshot = Some(s);
         }
+        self.state_bytes_written += p.hard_state.as_ref().map_or(0, Vec::len)
+            + p.journal.iter().map(Vec::len).sum::<usize>();
         if let Some(h) = p.hard_state {
             self.hard_state = Some(h);
+            self.journal.clear();
         }
+        self.journal.extend(p.journal);
         self.entries.extend(p.entries);
     }
 }
@@ -56,6 +63,7 @@ impl TestEngine for crate::BasicPaxos {
         Self::restart(
             config,
             disk.hard_state.as_deref(),
+            &disk.journal,
             disk.snapshot.clone(),
             disk.entries.clone(),
         )
@@ -67,6 +75,7 @@ impl TestEngine for crate::MultiPaxos {
         Self::restart(
             config,
             disk.hard_state.as_deref(),
+            &disk.journal,
             disk.snapshot.clone(),
             disk.entries.clone(),
         )

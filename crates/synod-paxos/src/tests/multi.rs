@@ -56,21 +56,24 @@ fn s3_in_steady_state_the_leader_runs_only_phase_2_one_round_trip_per_batch() {
 }
 
 #[test]
-fn s3_decisions_reach_followers_on_the_next_accept_or_heartbeat() {
+fn s3_decisions_reach_followers_at_once_in_a_commit_notice_and_else_on_the_heartbeat() {
     let mut c = C::new(3, |_| {});
     let leader = elect(&mut c);
-    c.propose(leader, vec![proposal(1, 1)]);
-    let follower = if leader == 1 { 2 } else { 1 };
-    assert!(
-        c.commands(follower).is_empty(),
-        "the follower accepted but does not know it is decided"
-    );
     c.tick_all(3);
+    let follower = if leader == 1 { 2 } else { 1 };
+    c.propose(leader, vec![proposal(1, 1)]);
     assert_eq!(
         c.commands(follower),
         c.commands(leader),
-        "the heartbeat's commit slot told it"
+        "no tick passed: the commit notice told it"
     );
+    assert_eq!(c.count_sent(|m| matches!(m, Message::Commit(_))), 2);
+    // Without the notice, the next heartbeat's commit slot tells it.
+    c.drop_if = Some(Box::new(|_, _, m| matches!(m, Message::Commit(_))));
+    c.propose(leader, vec![proposal(1, 2)]);
+    assert_eq!(c.commands(follower).len(), 1, "accepted, not known decided");
+    c.tick_all(3);
+    assert_eq!(c.commands(follower), c.commands(leader));
 }
 
 #[test]
@@ -435,4 +438,118 @@ fn s3_a_candidate_that_learns_a_decision_while_campaigning_proposes_nothing_in_t
             "n{id} decided slot 1 as chosen"
         );
     }
+}
+
+/// A checkpoint of `id`'s acceptor as it would be written now, and its size.
+fn acceptor_state(c: &C, id: u64, slots: std::ops::RangeInclusive<u64>) -> Vec<String> {
+    let a = c.node(id).acceptor();
+    std::iter::once(format!("floor {:?}", a.floor()))
+        .chain(slots.map(|s| format!("{s}: {:?}", a.slot(s))))
+        .collect()
+}
+
+fn big_proposal(seq: u64, bytes: usize) -> synod_core::Proposal {
+    synod_core::Proposal {
+        id: RequestId::new(7, seq),
+        command: bytes::Bytes::from(vec![seq as u8; bytes]),
+    }
+}
+
+#[test]
+fn an_acceptor_persists_what_changed_not_everything_it_holds_and_restarts_to_the_same_state() {
+    let mut c = C::new(3, |_| {});
+    let leader = elect(&mut c);
+    c.tick_all(3);
+    // Nothing is decided: every answer to the leader is lost, so both followers hold every
+    // accepted value, as they do for a moment under heavy load.
+    c.drop_if = Some(Box::new(move |_, to, m| {
+        to == NodeId(leader) && matches!(m, Message::Accepted(_))
+    }));
+    let follower = (1..=3).find(|&n| n != leader).unwrap();
+    let written_before = c.disks[&NodeId(follower)].state_bytes_written;
+    for seq in 1..=300 {
+        c.propose(leader, vec![big_proposal(seq, 100)]);
+    }
+    let disk = &c.disks[&NodeId(follower)];
+    let written = disk.state_bytes_written - written_before;
+    // Restating the whole acceptor at every accept would write 300 * 301 / 2 values.
+    assert!(
+        written < 300 * 200,
+        "{written} bytes of state written for 300 accepts of 100 bytes"
+    );
+    assert!(disk.journal.len() >= 300, "journalled, not checkpointed");
+    let first = c.node(leader).decided_through() + 1;
+    let range = first..=first + 300;
+    let before = acceptor_state(&c, follower, range.clone());
+    c.crash(follower);
+    c.restart(follower);
+    assert_eq!(acceptor_state(&c, follower, range), before);
+    assert!(before[1..].iter().filter(|s| s.contains("Some")).count() >= 300);
+}
+
+#[test]
+fn a_long_journal_is_folded_into_a_checkpoint_that_restarts_to_the_same_state() {
+    let mut c = C::new(3, |_| {});
+    let leader = elect(&mut c);
+    c.tick_all(3);
+    c.drop_if = Some(Box::new(move |_, to, m| {
+        to == NodeId(leader) && matches!(m, Message::Accepted(_))
+    }));
+    let follower = (1..=3).find(|&n| n != leader).unwrap();
+    for seq in 1..=200 {
+        c.propose(leader, vec![big_proposal(seq, 4096)]);
+    }
+    let disk = &c.disks[&NodeId(follower)];
+    assert!(disk.hard_state.is_some());
+    assert!(
+        disk.journal.iter().map(Vec::len).sum::<usize>()
+            < 2 * disk.hard_state.as_ref().unwrap().len() + (256 << 10) + 8192,
+        "the journal stays within its bound"
+    );
+    assert!(
+        disk.journal.len() < 200,
+        "a checkpoint replaced older journal records"
+    );
+    let first = c.node(leader).decided_through() + 1;
+    let range = first..=first + 200;
+    let before = acceptor_state(&c, follower, range.clone());
+    c.crash(follower);
+    c.restart(follower);
+    assert_eq!(acceptor_state(&c, follower, range), before);
+}
+
+#[test]
+fn a_leader_retries_an_accept_only_to_acceptors_that_have_not_answered() {
+    let mut c = C::new(5, |_| {});
+    let leader = elect(&mut c);
+    c.tick_all(3);
+    let others: Vec<u64> = (1..=5).filter(|&n| n != leader).collect();
+    let (answers, lost_answer, down) = (others[0], others[1], [others[2], others[3]]);
+    for n in down {
+        c.crash(n);
+    }
+    c.drop_if = Some(Box::new(move |from, _, m| {
+        from == NodeId(lost_answer) && matches!(m, Message::Accepted(_))
+    }));
+    c.propose(leader, vec![proposal(1, 1)]);
+    c.sent.clear();
+    let retry = crate::Config::new(NodeId(leader), ids(5)).retry_ticks;
+    tick_node(&mut c, leader, retry);
+    let accepts_to = |c: &C, n: u64| {
+        c.sent
+            .iter()
+            .filter(|(from, to, m)| {
+                *from == NodeId(leader) && *to == NodeId(n) && matches!(m, Message::Accept(_))
+            })
+            .count()
+    };
+    assert_eq!(accepts_to(&c, answers), 0, "it accepted: not asked again");
+    assert_eq!(
+        accepts_to(&c, leader),
+        0,
+        "its own acceptor answers through the loopback"
+    );
+    assert_eq!(accepts_to(&c, lost_answer), 1);
+    assert_eq!(accepts_to(&c, down[0]), 1);
+    assert_eq!(accepts_to(&c, down[1]), 1);
 }

@@ -70,6 +70,15 @@ fn describe(record: &Record) -> String {
         },
         Record::Truncate(index) => format!("truncate from {index}"),
         Record::HardState(bytes) => format!("hard state ({} bytes: {:02x?})", bytes.len(), bytes),
+        Record::Journal(bytes) => format!("journal record ({} bytes)", bytes.len()),
+        Record::Restate {
+            hard_state,
+            journal,
+        } => format!(
+            "restated: hard state ({} bytes), {} journal records",
+            hard_state.as_ref().map_or(0, Vec::len),
+            journal.len()
+        ),
         Record::Base(meta) => format!("compacted through {} era {}", meta.index, meta.era),
     }
 }
