@@ -184,6 +184,25 @@ impl ServerConfig {
         fnv1a(text.as_bytes())
     }
 
+    /// The client sessions every member keeps for exactly-once writes (not a flag yet; one
+    /// value for the whole cluster).
+    pub fn session_limit(&self) -> usize {
+        synod_kv::Sessions::DEFAULT_LIMIT
+    }
+
+    /// The settings that shape the replicated state, which every member must share: a member
+    /// with another history window would answer a read in the past that another refuses as
+    /// compacted, one with another session limit would apply a retried write that another
+    /// drops. Compared at every peer handshake; a member started with others is refused.
+    pub fn replicated_settings(&self) -> String {
+        format!(
+            "protocol={} history-revisions={} session-limit={}",
+            self.protocol,
+            self.history_revisions,
+            self.session_limit()
+        )
+    }
+
     /// Ticks in one duration, at least one.
     pub fn ticks(&self, duration: Duration) -> u64 {
         (duration.as_nanos() / self.tick.as_nanos().max(1)).max(1) as u64

@@ -154,6 +154,7 @@ async fn start_with<P: Protocol>(
 
     let mut transport_config = TransportConfig::new(config.cluster_id(), config.id, config.peers());
     transport_config.client_url = config.client_url();
+    transport_config.settings = config.replicated_settings();
     let (inbound_tx, inbound) = mpsc::channel(8192);
     let transport = Transport::start(transport_config, peer_listener, inbound_tx);
     let directory = transport.directory().clone();
@@ -164,7 +165,7 @@ async fn start_with<P: Protocol>(
         data_dir: config.data_dir.clone(),
         tick: config.tick,
         snapshot_every: config.snapshot_every,
-        session_limit: synod_kv::Sessions::DEFAULT_LIMIT,
+        session_limit: config.session_limit(),
         history_revisions: config.history_revisions,
     };
     let (node, handle) = Node::new(

@@ -31,9 +31,9 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 /// Version of the peer protocol (handshake and framing). Peers must agree exactly.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 const MAGIC: [u8; 4] = *b"SYNP";
-/// A handshake's variable part (the client URL) is at most this long.
+/// Each of a handshake's variable parts (the client URL, the settings) is at most this long.
 const URL_BYTES_MAX: usize = 1024;
 
 /// How the transport behaves.
@@ -45,6 +45,10 @@ pub struct TransportConfig {
     pub me: NodeId,
     /// Where clients reach this node, told to peers so they can forward requests here.
     pub client_url: String,
+    /// The settings every member must share because they shape the replicated state (the
+    /// protocol, the history window, the session limit), as text; a peer with other settings
+    /// is refused, so replicas cannot drift apart by a flag given to one of them.
+    pub settings: String,
     /// Every other member and its peer address (`host:port`).
     pub peers: BTreeMap<NodeId, String>,
     /// Messages queued per peer before new ones are dropped.
@@ -66,6 +70,7 @@ impl TransportConfig {
             cluster_id,
             me,
             client_url: String::new(),
+            settings: String::new(),
             peers,
             queue_messages: 4096,
             frame_bytes_max: 64 << 20,
@@ -329,6 +334,7 @@ struct Hello {
     from: NodeId,
     to: NodeId,
     client_url: String,
+    settings: String,
 }
 
 /// Why a handshake was refused; the byte is sent to the dialer.
@@ -338,6 +344,7 @@ enum Refusal {
     Cluster = 2,
     UnknownNode = 3,
     WrongNode = 4,
+    Settings = 5,
 }
 
 impl Refusal {
@@ -347,6 +354,7 @@ impl Refusal {
             2 => Refusal::Cluster,
             3 => Refusal::UnknownNode,
             4 => Refusal::WrongNode,
+            5 => Refusal::Settings,
             _ => return None,
         })
     }
@@ -357,13 +365,15 @@ impl Refusal {
             Refusal::Cluster => "belongs to another cluster",
             Refusal::UnknownNode => "is not a member of this cluster",
             Refusal::WrongNode => "was dialled at the address of another node",
+            Refusal::Settings => "runs with other replicated settings",
         }
     }
 }
 
 fn encode_hello(hello: &Hello) -> Vec<u8> {
     let url = &hello.client_url.as_bytes()[..hello.client_url.len().min(URL_BYTES_MAX)];
-    let mut buf = Vec::with_capacity(32 + url.len());
+    let settings = &hello.settings.as_bytes()[..hello.settings.len().min(URL_BYTES_MAX)];
+    let mut buf = Vec::with_capacity(36 + url.len() + settings.len());
     buf.extend_from_slice(&MAGIC);
     buf.extend_from_slice(&hello.version.to_le_bytes());
     buf.extend_from_slice(&hello.cluster_id.to_le_bytes());
@@ -371,7 +381,20 @@ fn encode_hello(hello: &Hello) -> Vec<u8> {
     buf.extend_from_slice(&hello.to.0.to_le_bytes());
     buf.extend_from_slice(&(url.len() as u16).to_le_bytes());
     buf.extend_from_slice(url);
+    buf.extend_from_slice(&(settings.len() as u16).to_le_bytes());
+    buf.extend_from_slice(settings);
     buf
+}
+
+/// A handshake's text part: a length, then that many bytes of UTF-8.
+async fn read_text(stream: &mut (impl AsyncReadExt + Unpin), what: &str) -> io::Result<String> {
+    let len = read_u16(stream).await? as usize;
+    if len > URL_BYTES_MAX {
+        return Err(invalid(format!("{what} of {len} bytes")));
+    }
+    let mut bytes = vec![0u8; len];
+    stream.read_exact(&mut bytes).await?;
+    String::from_utf8(bytes).map_err(|_| invalid(format!("{what} is not UTF-8")))
 }
 
 async fn read_u16(stream: &mut (impl AsyncReadExt + Unpin)) -> io::Result<u16> {
@@ -402,20 +425,26 @@ async fn read_hello(stream: &mut (impl AsyncReadExt + Unpin)) -> io::Result<Hell
     let cluster_id = read_u64(stream).await?;
     let from = NodeId(read_u64(stream).await?);
     let to = NodeId(read_u64(stream).await?);
-    let url_len = read_u16(stream).await? as usize;
-    if url_len > URL_BYTES_MAX {
-        return Err(invalid(format!("client URL of {url_len} bytes")));
+    if version != PROTOCOL_VERSION {
+        // What follows may be laid out otherwise: answer with the refusal now.
+        return Ok(Hello {
+            version,
+            cluster_id,
+            from,
+            to,
+            client_url: String::new(),
+            settings: String::new(),
+        });
     }
-    let mut url = vec![0u8; url_len];
-    stream.read_exact(&mut url).await?;
-    let client_url =
-        String::from_utf8(url).map_err(|_| invalid("client URL is not UTF-8".into()))?;
+    let client_url = read_text(stream, "client URL").await?;
+    let settings = read_text(stream, "settings").await?;
     Ok(Hello {
         version,
         cluster_id,
         from,
         to,
         client_url,
+        settings,
     })
 }
 
@@ -498,6 +527,7 @@ impl<M: Wire + Send + 'static> PeerSender<M> {
                 from: self.config.me,
                 to: self.peer,
                 client_url: self.config.client_url.clone(),
+                settings: self.config.settings.clone(),
             };
             stream.write_all(&encode_hello(&hello)).await?;
             let mut head = [0u8; 5];
@@ -510,17 +540,35 @@ impl<M: Wire + Send + 'static> PeerSender<M> {
             }
             if let Some(refusal) = Refusal::from_byte(head[4]) {
                 TransportStats::add(&self.stats.handshakes_refused, 1);
+                let ours = match refusal {
+                    Refusal::Settings => format!(" (ours: {})", self.config.settings),
+                    _ => String::new(),
+                };
                 return Err(invalid(format!(
-                    "peer refused the handshake: this node {}",
+                    "peer refused the handshake: this node {}{ours}",
                     refusal.explain()
                 )));
             }
             let theirs = read_hello(&mut stream).await?;
-            if theirs.from != self.peer || theirs.cluster_id != self.config.cluster_id {
+            if theirs.version != PROTOCOL_VERSION
+                || theirs.from != self.peer
+                || theirs.cluster_id != self.config.cluster_id
+            {
                 TransportStats::add(&self.stats.handshakes_refused, 1);
                 return Err(invalid(format!(
-                    "expected {} of cluster {:x}, found {} of cluster {:x}",
-                    self.peer, self.config.cluster_id, theirs.from, theirs.cluster_id
+                    "expected {} of cluster {:x}, found {} of cluster {:x} (peer protocol {})",
+                    self.peer,
+                    self.config.cluster_id,
+                    theirs.from,
+                    theirs.cluster_id,
+                    theirs.version
+                )));
+            }
+            if theirs.settings != self.config.settings {
+                TransportStats::add(&self.stats.handshakes_refused, 1);
+                return Err(invalid(format!(
+                    "{} runs with other replicated settings: theirs {}, ours {}",
+                    self.peer, theirs.settings, self.config.settings
                 )));
             }
             self.directory.learn(self.peer, theirs.client_url);
@@ -614,8 +662,15 @@ impl<M: Wire + Send + 'static> Acceptor<M> {
         if let Err(refusal) = self.check(&hello) {
             TransportStats::add(&self.stats.handshakes_refused, 1);
             let _ = write_answer(&mut stream, Err(refusal)).await;
+            let settings = match refusal {
+                Refusal::Settings => format!(
+                    " (theirs: {}, ours: {})",
+                    hello.settings, self.config.settings
+                ),
+                _ => String::new(),
+            };
             return Err(invalid(format!(
-                "refused {} (cluster {:x}, protocol {}): it {}",
+                "refused {} (cluster {:x}, protocol {}): it {}{settings}",
                 hello.from,
                 hello.cluster_id,
                 hello.version,
@@ -628,6 +683,7 @@ impl<M: Wire + Send + 'static> Acceptor<M> {
             from: self.config.me,
             to: hello.from,
             client_url: self.config.client_url.clone(),
+            settings: self.config.settings.clone(),
         };
         write_answer(&mut stream, Ok(&ours)).await?;
         self.directory.learn(hello.from, hello.client_url);
@@ -675,6 +731,8 @@ impl<M: Wire + Send + 'static> Acceptor<M> {
             Err(Refusal::UnknownNode)
         } else if hello.to != self.config.me {
             Err(Refusal::WrongNode)
+        } else if hello.settings != self.config.settings {
+            Err(Refusal::Settings)
         } else {
             Ok(())
         }
@@ -693,6 +751,7 @@ mod tests {
             from: NodeId(2),
             to: NodeId(3),
             client_url: "http://127.0.0.1:2379".into(),
+            settings: "protocol=raft history-revisions=10000".into(),
         };
         let bytes = encode_hello(&hello);
         let mut reader = &bytes[..];

@@ -135,20 +135,51 @@ async fn foreign_and_unknown_nodes_are_refused_and_the_cluster_keeps_working() {
     deliver(&n1, 2, &mut n2, 42).await;
 }
 
+#[tokio::test]
+async fn a_member_with_other_replicated_settings_is_refused_both_ways() {
+    let (l1, a1) = listener().await;
+    let (l2, a2) = listener().await;
+    let mut c1 = config(CLUSTER, 1, &[(2, &a2)]);
+    c1.settings = "protocol=raft history-revisions=10000".into();
+    let mut c2 = config(CLUSTER, 2, &[(1, &a1)]);
+    c2.settings = "protocol=raft history-revisions=500".into();
+    let n1 = start(c1, l1);
+    let n2 = start(c2, l2);
+    for i in 0..20 {
+        n1.transport.send(NodeId(2), Note(i, vec![]));
+        n2.transport.send(NodeId(1), Note(i, vec![]));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = |n: &Node| TransportStats::get(&n.transport.stats().handshakes_refused);
+    let connects = |n: &Node| TransportStats::get(&n.transport.stats().connects);
+    assert!(
+        refused(&n1) >= 2 && refused(&n2) >= 2,
+        "{} {}",
+        refused(&n1),
+        refused(&n2)
+    );
+    assert_eq!(
+        (connects(&n1), connects(&n2)),
+        (0, 0),
+        "no connection was made"
+    );
+}
+
 /// A raw connection to a node's peer port that has introduced itself as node `from`.
 async fn introduced(address: &str, from: u64, to: u64) -> TcpStream {
     let mut s = TcpStream::connect(address).await.unwrap();
     let mut hello = b"SYNP".to_vec();
-    hello.extend_from_slice(&1u16.to_le_bytes());
+    hello.extend_from_slice(&synod_node::transport::PROTOCOL_VERSION.to_le_bytes());
     hello.extend_from_slice(&CLUSTER.to_le_bytes());
     hello.extend_from_slice(&from.to_le_bytes());
     hello.extend_from_slice(&to.to_le_bytes());
-    hello.extend_from_slice(&0u16.to_le_bytes());
+    hello.extend_from_slice(&0u16.to_le_bytes()); // no client URL
+    hello.extend_from_slice(&0u16.to_le_bytes()); // no settings
     s.write_all(&hello).await.unwrap();
     let mut answer = [0u8; 5];
     s.read_exact(&mut answer).await.unwrap();
     assert_eq!(&answer, b"SYNP\0", "handshake accepted");
-    let mut rest = [0u8; 32];
+    let mut rest = [0u8; 34];
     s.read_exact(&mut rest).await.unwrap();
     s
 }
@@ -211,11 +242,12 @@ async fn a_peer_that_never_reads_costs_bounded_memory() {
         s.read_exact(&mut hello).await.unwrap();
         let mut answer = b"SYNP\0".to_vec();
         answer.extend_from_slice(b"SYNP");
-        answer.extend_from_slice(&1u16.to_le_bytes());
+        answer.extend_from_slice(&synod_node::transport::PROTOCOL_VERSION.to_le_bytes());
         answer.extend_from_slice(&CLUSTER.to_le_bytes());
         answer.extend_from_slice(&2u64.to_le_bytes());
         answer.extend_from_slice(&1u64.to_le_bytes());
-        answer.extend_from_slice(&0u16.to_le_bytes());
+        answer.extend_from_slice(&0u16.to_le_bytes()); // no client URL
+        answer.extend_from_slice(&0u16.to_le_bytes()); // no settings
         s.write_all(&answer).await.unwrap();
         tokio::time::sleep(Duration::from_secs(60)).await;
         drop(s);

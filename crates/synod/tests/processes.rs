@@ -368,15 +368,6 @@ async fn garbage_on_every_port_is_refused_and_the_cluster_keeps_serving() {
     let via = cluster.member(leader).client.clone();
     put_until_ok(&via, "kept", "yes", Duration::from_secs(5)).await;
 
-    let hello = |cluster_id: u64, from: u64, to: u64| {
-        let mut hello = b"SYNP".to_vec();
-        hello.extend_from_slice(&1u16.to_le_bytes());
-        hello.extend_from_slice(&cluster_id.to_le_bytes());
-        hello.extend_from_slice(&from.to_le_bytes());
-        hello.extend_from_slice(&to.to_le_bytes());
-        hello.extend_from_slice(&0u16.to_le_bytes());
-        hello
-    };
     let members: std::collections::BTreeMap<_, _> =
         synod_node::config::parse_cluster(&cluster.initial_cluster).expect("parse");
     let config = synod_node::config::ServerConfig::new(
@@ -386,6 +377,18 @@ async fn garbage_on_every_port_is_refused_and_the_cluster_keeps_serving() {
         std::path::PathBuf::new(),
     );
     let real_id = config.cluster_id();
+    let settings = config.replicated_settings();
+    let hello = |cluster_id: u64, from: u64, to: u64| {
+        let mut hello = b"SYNP".to_vec();
+        hello.extend_from_slice(&synod_node::transport::PROTOCOL_VERSION.to_le_bytes());
+        hello.extend_from_slice(&cluster_id.to_le_bytes());
+        hello.extend_from_slice(&from.to_le_bytes());
+        hello.extend_from_slice(&to.to_le_bytes());
+        hello.extend_from_slice(&0u16.to_le_bytes());
+        hello.extend_from_slice(&(settings.len() as u16).to_le_bytes());
+        hello.extend_from_slice(settings.as_bytes());
+        hello
+    };
     let mut half_frame = hello(real_id, 1, leader);
     half_frame.extend_from_slice(&[0, 0, 1, 0, 7, 7]); // a length of 65536, then 2 bytes
     let inputs: Vec<(String, Vec<u8>)> = vec![
@@ -640,6 +643,35 @@ async fn a_member_started_with_another_protocol_is_refused() {
         assert!(Instant::now() < deadline, "node {victim} serves again");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Settings that shape the replicated state are the cluster's, not one member's: a member
+/// started with another history window is refused by its peers at the handshake (and refuses
+/// them), says why in its log, and never takes part; the others go on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_started_with_other_replicated_settings_is_refused_by_its_peers() {
+    let mut cluster = Cluster::start("settings", 3, &[]);
+    let leader = cluster.leader().await;
+    let victim = if leader == 1 { 2 } else { 1 };
+    cluster.kill(victim);
+    cluster.extra = vec!["--history-revisions".into(), "500".into()];
+    cluster.spawn(victim);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = cluster.log_of(victim);
+        if log.contains("runs with other replicated settings") {
+            assert!(log.contains("history-revisions=500"), "{log}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no refusal logged:\n{log}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let via = cluster.member(leader).client.clone();
+    put_until_ok(&via, "after", "yes", Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let here = cluster.member(victim).client.clone();
+    let seen = get(&here, "after", true).await.ok().flatten();
+    assert_eq!(seen, None, "the refused member learnt nothing new");
 }
 
 #[test]
