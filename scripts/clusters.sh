@@ -105,7 +105,7 @@ check_running() {
     for pid in "$@"; do
         if ! kill -0 "$pid" 2>/dev/null; then
             echo "a server (pid $pid) exited; the logs end:" >&2
-            tail -5 "$WORK"/*.log >&2
+            tail -n 5 "$WORK"/*.log >&2
             exit 1
         fi
     done

@@ -219,6 +219,11 @@ pub struct Node<E: Engine> {
 /// Commands taken from the queue per step at most.
 const COMMAND_BATCH_MAX: usize = 4096;
 
+/// Bytes of commands in one `PeerMessage::Propose` a follower hands the leader, at most (one
+/// command more when the message would be empty): far below the peer link's frame limit, so
+/// a burst of large writes is never one message the link must drop.
+const FORWARD_BYTES_MAX: usize = 4 << 20;
+
 impl<E> Node<E>
 where
     E: Engine + Send + 'static,
@@ -371,8 +376,20 @@ where
                 let (linearizable, serializable): (Vec<_>, Vec<_>) = reads
                     .into_iter()
                     .partition(|r| r.consistency == ReadConsistency::Linearizable);
-                if !proposals.is_empty() {
-                    self.transport.send(leader, PeerMessage::Propose(proposals));
+                let mut batch: Vec<Proposal> = Vec::new();
+                let mut bytes = 0;
+                for proposal in proposals {
+                    let size = proposal.command.len();
+                    if !batch.is_empty() && bytes + size > FORWARD_BYTES_MAX {
+                        let full = std::mem::take(&mut batch);
+                        self.transport.send(leader, PeerMessage::Propose(full));
+                        bytes = 0;
+                    }
+                    bytes += size;
+                    batch.push(proposal);
+                }
+                if !batch.is_empty() {
+                    self.transport.send(leader, PeerMessage::Propose(batch));
                 }
                 if !linearizable.is_empty() {
                     let ids: Vec<RequestId> = linearizable.iter().map(|r| r.id).collect();

@@ -19,6 +19,10 @@ pub struct Config {
     pub gap_timeout_ticks: u64,
     /// Entries in one Decided or Accept message at most.
     pub batch_entries_max: usize,
+    /// Bytes of commands in one Decided or Accept message at most (one command more when
+    /// the message would be empty), so that large values never make a message the peer
+    /// link refuses.
+    pub batch_bytes_max: usize,
     /// Bytes of snapshot per chunk at most.
     pub snapshot_chunk_bytes: usize,
     /// Basic Paxos: a preempted proposer waits a random, growing number of ticks before it
@@ -37,6 +41,11 @@ pub struct Config {
     pub election_timeout_ticks_max: u64,
     /// Multi-Paxos: how often the leader sends heartbeats.
     pub heartbeat_interval_ticks: u64,
+    /// Multi-Paxos: bytes of commands the leader has proposed and not yet seen chosen, at
+    /// most (one command more when none is in flight); later ones wait in its queue. This
+    /// bounds what an acceptor holds undecided, and so its checkpoint, whatever the number
+    /// of clients and the size of their values.
+    pub in_flight_bytes_max: usize,
     /// Deliberately broken rules, for proving the simulator catches them.
     #[cfg(any(test, feature = "inject-bugs"))]
     pub bugs: InjectedBugs,
@@ -69,6 +78,7 @@ impl Config {
             retry_ticks: 6,
             gap_timeout_ticks: 10,
             batch_entries_max: 256,
+            batch_bytes_max: 1 << 20,
             snapshot_chunk_bytes: 1 << 20,
             backoff: true,
             backoff_ticks_base: 3,
@@ -77,6 +87,7 @@ impl Config {
             election_timeout_ticks_min: 15,
             election_timeout_ticks_max: 30,
             heartbeat_interval_ticks: 3,
+            in_flight_bytes_max: 16 << 20,
             #[cfg(any(test, feature = "inject-bugs"))]
             bugs: InjectedBugs::default(),
         }
@@ -103,7 +114,10 @@ impl Config {
         if !timing_ok {
             return Err(ConfigError::Timing);
         }
-        if self.batch_entries_max == 0 || self.snapshot_chunk_bytes == 0 || self.instances_max == 0
+        if self.batch_entries_max == 0
+            || self.batch_bytes_max == 0
+            || self.snapshot_chunk_bytes == 0
+            || self.instances_max == 0
         {
             return Err(ConfigError::Limits);
         }

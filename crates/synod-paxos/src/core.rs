@@ -32,6 +32,10 @@ const OUTCOMES_KEPT: usize = 1 << 16;
 /// proportion to what changed.
 const JOURNAL_BYTES_MIN: usize = 256 << 10;
 
+/// ... and never beyond this: the log restates the checkpoint and journal in one record when
+/// it starts a segment, and a record holds at most 256 MiB.
+const JOURNAL_BYTES_MAX: usize = 64 << 20;
+
 /// Actions pushed by a step.
 pub(crate) type Out = Vec<Action<Message>>;
 
@@ -270,7 +274,8 @@ impl Core {
         self.journaled_round = self.max_round;
         let events: Vec<&(u64, AcceptorEvent)> = self.acceptor.events_after(after).collect();
         let complete = events.first().is_none_or(|(n, _)| *n == after + 1);
-        if complete && self.journal_bytes <= 2 * self.checkpoint_bytes + JOURNAL_BYTES_MIN {
+        let bound = (2 * self.checkpoint_bytes + JOURNAL_BYTES_MIN).min(JOURNAL_BYTES_MAX);
+        if complete && self.journal_bytes <= bound {
             let mut enc = Encoder::with_capacity(64);
             enc.u64(self.max_round).u64(events.len() as u64);
             for (_, event) in events {
@@ -462,10 +467,18 @@ impl Core {
             }
             return;
         }
-        let entries: Vec<Entry> = (ask.from..=self.prefix())
-            .take(self.config.batch_entries_max)
-            .filter_map(|s| self.decided(s).cloned())
-            .collect();
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut bytes = 0;
+        for entry in (ask.from..=self.prefix()).filter_map(|s| self.decided(s)) {
+            let size = entry.proposal().map_or(0, |p| p.command.len());
+            if entries.len() >= self.config.batch_entries_max
+                || (!entries.is_empty() && bytes + size > self.config.batch_bytes_max)
+            {
+                break;
+            }
+            bytes += size;
+            entries.push(entry.clone());
+        }
         if !entries.is_empty() {
             self.send(from, Message::Decided(Decided { entries }), out);
         }

@@ -102,8 +102,9 @@ pub struct Promise {
     /// For every slot covered that holds one: the value accepted with the highest ballot
     /// (decided values count, with the ballot that decided them).
     pub accepted: Vec<AcceptedValue>,
-    /// Slots through here are decided and compacted into a snapshot at the acceptor: their
-    /// values are no longer listed.
+    /// Slots through here are decided at the acceptor and their values not listed: compacted
+    /// into a snapshot, or (Multi-Paxos) more than one message should carry. The proposer
+    /// catches up on them before it may lead.
     pub compacted_through: Slot,
 }
 

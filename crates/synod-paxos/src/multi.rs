@@ -21,12 +21,24 @@ use crate::ballot::Ballot;
 use crate::core::{Core, Out};
 use crate::message::*;
 
+/// Bytes a value takes in an acceptor.
+fn value_bytes(value: &Payload) -> usize {
+    match value {
+        Payload::Command(p) => p.command.len(),
+        _ => 0,
+    }
+}
+
 /// A slot the leader proposed and waits on.
 #[derive(Clone, Debug)]
 struct InFlight {
     value: Payload,
     accepted: BTreeSet<NodeId>,
     sent_at: u64,
+    /// Times sent again; each retry waits twice as long as the one before (up to 16 times
+    /// `retry_ticks`), so that a slow follower is not buried under copies of what it is
+    /// still writing.
+    retries: u32,
 }
 
 /// A read round waiting for a majority to confirm the ballot.
@@ -42,6 +54,10 @@ struct Leading {
     ballot: Ballot,
     next_slot: Slot,
     in_flight: BTreeMap<Slot, InFlight>,
+    /// Bytes of the values in flight.
+    in_flight_bytes: usize,
+    /// Commands waiting for room in flight (`in_flight_bytes_max`), oldest first.
+    queued: VecDeque<Proposal>,
     /// Phase 1 recovered slots through here; reads wait until they are decided.
     recovered_through: Slot,
     heartbeat_elapsed: u64,
@@ -151,7 +167,8 @@ impl MultiPaxos {
             let waiting = leading
                 .reads_before_recovery
                 .into_iter()
-                .chain(leading.reads.into_iter().flat_map(|r| r.ids));
+                .chain(leading.reads.into_iter().flat_map(|r| r.ids))
+                .chain(leading.queued.into_iter().map(|p| p.id));
             for id in waiting {
                 out.push(Action::Reject {
                     id,
@@ -188,11 +205,25 @@ impl MultiPaxos {
             Ok(mut accepted) => {
                 self.core.acceptor_changed();
                 // Decided slots count as accepted, with the ballot that decided them: the
-                // acceptor may already have handed them to the log.
-                let decided =
-                    (prepare.slot..=self.core.prefix()).filter_map(|s| self.core.decided(s));
-                accepted
-                    .extend(decided.map(|e| (e.index, Ballot::from_era(e.era), e.payload.clone())));
+                // acceptor may already have handed them to the log. More of them than a
+                // message should carry are not listed: the candidate, that far behind,
+                // catches up on them before it may lead.
+                let decided: Vec<&synod_core::Entry> = (prepare.slot..=self.core.prefix())
+                    .filter_map(|s| self.core.decided(s))
+                    .collect();
+                let bytes: usize = decided.iter().map(|e| value_bytes(&e.payload)).sum();
+                let compacted_through = if decided.len() > self.core.config.batch_entries_max
+                    || bytes > self.core.config.batch_bytes_max
+                {
+                    self.core.prefix()
+                } else {
+                    accepted.extend(
+                        decided
+                            .iter()
+                            .map(|e| (e.index, Ballot::from_era(e.era), e.payload.clone())),
+                    );
+                    self.core.base.index
+                };
                 if from != self.core.id {
                     self.follow(prepare.ballot, out);
                 }
@@ -201,7 +232,7 @@ impl MultiPaxos {
                     slot: prepare.slot,
                     scope: Scope::Onward,
                     accepted,
-                    compacted_through: self.core.base.index,
+                    compacted_through,
                 })
             }
             Err(promised) => Message::Nack(Nack {
@@ -283,15 +314,19 @@ impl MultiPaxos {
                         value,
                         accepted: BTreeSet::new(),
                         sent_at: now,
+                        retries: 0,
                     },
                 )
             })
             .collect();
         self.leader_ballot = ballot;
+        let in_flight_bytes = in_flight.values().map(|f| value_bytes(&f.value)).sum();
         self.state = State::Leader(Box::new(Leading {
             ballot,
             next_slot: last + 1,
             in_flight,
+            in_flight_bytes,
+            queued: VecDeque::new(),
             recovered_through: last,
             heartbeat_elapsed: 0,
             commit_sent: 0,
@@ -327,21 +362,22 @@ impl MultiPaxos {
         }
     }
 
-    /// Sends Accept again for in-flight slots sent at or before `stale_at`, to each peer that
-    /// has not accepted them (its copy or its answer was lost, or it was down). Acceptors that
-    /// answered are not asked again, and this node's own acceptor never is: its answer comes
-    /// through the loopback, which loses nothing.
-    fn resend_accepts(&mut self, stale_at: u64, out: &mut Out) {
+    /// Sends Accept again for in-flight slots unanswered for `retry` ticks (doubling with each
+    /// retry), to each peer that has not accepted them (its copy or its answer was lost, or
+    /// it was down). Acceptors that answered are not asked again, and this node's own
+    /// acceptor never is: its answer comes through the loopback, which loses nothing.
+    fn resend_accepts(&mut self, retry: u64, out: &mut Out) {
         let State::Leader(leading) = &mut self.state else {
             return;
         };
         let now = self.core.ticks;
         let mut missing: BTreeMap<NodeId, Vec<(Slot, Payload)>> = BTreeMap::new();
         for (&slot, f) in leading.in_flight.iter_mut() {
-            if f.sent_at > stale_at {
+            if now < f.sent_at + (retry << f.retries.min(4)) {
                 continue;
             }
             f.sent_at = now;
+            f.retries += 1;
             for &peer in &self.core.peers {
                 if !f.accepted.contains(&peer) {
                     missing
@@ -359,28 +395,37 @@ impl MultiPaxos {
     }
 
     /// Accepts for `slots` (ascending) under this leader's ballot, one per run of consecutive
-    /// slots of at most `batch_entries_max`.
+    /// slots of at most `batch_entries_max` values and `batch_bytes_max` bytes.
     fn accept_batches(&self, slots: Vec<(Slot, Payload)>) -> Vec<Accept> {
         let commit = self.core.prefix();
         let batch_max = self.core.config.batch_entries_max;
+        let bytes_max = self.core.config.batch_bytes_max;
+        let mut bytes = 0;
         let State::Leader(leading) = &self.state else {
             return Vec::new();
         };
         let ballot = leading.ballot;
         let mut batches: Vec<Accept> = Vec::new();
         for (slot, value) in slots {
+            let size = value_bytes(&value);
             match batches.last_mut() {
                 Some(b)
-                    if b.first + b.values.len() as u64 == slot && b.values.len() < batch_max =>
+                    if b.first + b.values.len() as u64 == slot
+                        && b.values.len() < batch_max
+                        && bytes + size <= bytes_max =>
                 {
+                    bytes += size;
                     b.values.push(value)
                 }
-                _ => batches.push(Accept {
-                    ballot,
-                    first: slot,
-                    values: vec![value],
-                    commit,
-                }),
+                _ => {
+                    bytes = size;
+                    batches.push(Accept {
+                        ballot,
+                        first: slot,
+                        values: vec![value],
+                        commit,
+                    })
+                }
             }
         }
         batches
@@ -451,7 +496,7 @@ impl MultiPaxos {
         }
     }
 
-    fn on_accepted(&mut self, from: NodeId, accepted: Accepted) {
+    fn on_accepted(&mut self, from: NodeId, accepted: Accepted, out: &mut Out) {
         let quorum = self.core.quorum();
         let State::Leader(leading) = &mut self.state else {
             return;
@@ -467,6 +512,7 @@ impl MultiPaxos {
                 f.accepted.insert(from);
                 if f.accepted.len() >= quorum {
                     let f = leading.in_flight.remove(&slot).expect("present");
+                    leading.in_flight_bytes -= value_bytes(&f.value);
                     chosen.push(Entry {
                         index: slot,
                         era: ballot.era(),
@@ -475,8 +521,12 @@ impl MultiPaxos {
                 }
             }
         }
+        let room = !chosen.is_empty();
         for entry in chosen {
             self.core.learn(entry);
+        }
+        if room {
+            self.propose_queued(out);
         }
     }
 
@@ -585,10 +635,9 @@ impl MultiPaxos {
             self.core.quorum(),
             self.core.config.election_timeout_ticks_min,
         );
-        let (heartbeat_every, retry, now) = (
+        let (heartbeat_every, retry) = (
             self.core.config.heartbeat_interval_ticks,
             self.core.config.retry_ticks,
-            self.core.ticks,
         );
         let State::Leader(leading) = &mut self.state else {
             return;
@@ -611,13 +660,10 @@ impl MultiPaxos {
         if beat {
             self.broadcast_heartbeat(out);
         }
-        if let Some(stale_at) = now.checked_sub(retry) {
-            self.resend_accepts(stale_at, out);
-        }
+        self.resend_accepts(retry, out);
     }
 
     fn on_propose(&mut self, proposals: Vec<Proposal>, out: &mut Out) {
-        let now = self.core.ticks;
         let State::Leader(leading) = &mut self.state else {
             let hint = self.leader_hint();
             for p in proposals {
@@ -628,24 +674,40 @@ impl MultiPaxos {
             }
             return;
         };
-        if proposals.is_empty() {
+        leading.queued.extend(proposals);
+        self.propose_queued(out);
+    }
+
+    /// Proposes queued commands, in order, while they fit in flight.
+    fn propose_queued(&mut self, out: &mut Out) {
+        let (now, max) = (self.core.ticks, self.core.config.in_flight_bytes_max);
+        let State::Leader(leading) = &mut self.state else {
             return;
-        }
+        };
         let first = leading.next_slot;
-        for p in proposals {
+        while let Some(p) = leading.queued.front() {
+            let bytes = p.command.len();
+            if leading.in_flight_bytes > 0 && leading.in_flight_bytes + bytes > max {
+                break;
+            }
+            let p = leading.queued.pop_front().expect("front exists");
             let slot = leading.next_slot;
             leading.next_slot += 1;
+            leading.in_flight_bytes += bytes;
             leading.in_flight.insert(
                 slot,
                 InFlight {
                     value: Payload::Command(p),
                     accepted: BTreeSet::new(),
                     sent_at: now,
+                    retries: 0,
                 },
             );
         }
         let last = leading.next_slot - 1;
-        self.send_accepts(first..=last, out);
+        if last >= first {
+            self.send_accepts(first..=last, out);
+        }
     }
 
     fn on_read(&mut self, reads: Vec<ReadRequest>, out: &mut Out) {
@@ -756,7 +818,7 @@ impl MultiPaxos {
             Message::Prepare(m) => self.on_prepare(from, m, out),
             Message::Promise(m) => self.on_promise(from, m, out),
             Message::Accept(m) => self.on_accept(from, m, out),
-            Message::Accepted(m) => self.on_accepted(from, m),
+            Message::Accepted(m) => self.on_accepted(from, m, out),
             Message::Nack(m) => self.on_nack(m, out),
             Message::Heartbeat(m) => self.on_heartbeat(from, m, out),
             Message::HeartbeatAck(m) => self.on_heartbeat_ack(from, m),

@@ -553,3 +553,61 @@ fn a_leader_retries_an_accept_only_to_acceptors_that_have_not_answered() {
     assert_eq!(accepts_to(&c, down[0]), 1);
     assert_eq!(accepts_to(&c, down[1]), 1);
 }
+
+#[test]
+fn a_leader_keeps_at_most_in_flight_bytes_max_undecided_and_queues_the_rest_in_order() {
+    let mut c = C::new(3, |c| c.in_flight_bytes_max = 250);
+    let leader = elect(&mut c);
+    c.tick_all(3);
+    c.drop_if = Some(Box::new(|_, _, m| matches!(m, Message::Accepted(_))));
+    c.sent.clear();
+    c.propose(leader, (1..=10).map(|seq| big_proposal(seq, 100)).collect());
+    let proposed: usize = c
+        .sent
+        .iter()
+        .filter_map(|(_, to, m)| match m {
+            Message::Accept(a) if *to != NodeId(leader) => Some(a.values.len()),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(
+        proposed,
+        2 * 2,
+        "two values of 100 bytes fit in 250, to each follower"
+    );
+    c.drop_if = None;
+    c.tick_all(40);
+    let applied: Vec<u64> = c.commands(leader).iter().map(|(_, id)| id.seq).collect();
+    assert_eq!(
+        applied,
+        (1..=10).collect::<Vec<_>>(),
+        "all of them, in order"
+    );
+    let follower = if leader == 1 { 2 } else { 1 };
+    assert_eq!(c.commands(follower), c.commands(leader));
+}
+
+#[test]
+fn no_accept_carries_more_than_batch_bytes_max_of_values() {
+    let mut c = C::new(3, |c| c.batch_bytes_max = 1000);
+    let leader = elect(&mut c);
+    c.tick_all(3);
+    c.sent.clear();
+    c.propose(leader, (1..=5).map(|seq| big_proposal(seq, 600)).collect());
+    let to_one: Vec<usize> = c
+        .sent
+        .iter()
+        .filter_map(|(_, to, m)| match m {
+            Message::Accept(a) if *to == NodeId(if leader == 1 { 2 } else { 1 }) => {
+                Some(a.values.len())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        to_one,
+        vec![1; 5],
+        "600 + 600 bytes would pass 1000: one value each"
+    );
+    assert_eq!(c.commands(leader).len(), 5);
+}
