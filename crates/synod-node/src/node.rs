@@ -381,20 +381,27 @@ where
                 for proposal in proposals {
                     let size = proposal.command.len();
                     if !batch.is_empty() && bytes + size > FORWARD_BYTES_MAX {
-                        let full = std::mem::take(&mut batch);
-                        self.transport.send(leader, PeerMessage::Propose(full));
+                        self.forward_writes(leader, std::mem::take(&mut batch));
                         bytes = 0;
                     }
                     bytes += size;
                     batch.push(proposal);
                 }
                 if !batch.is_empty() {
-                    self.transport.send(leader, PeerMessage::Propose(batch));
+                    self.forward_writes(leader, batch);
                 }
                 if !linearizable.is_empty() {
                     let ids: Vec<RequestId> = linearizable.iter().map(|r| r.id).collect();
                     self.reads_asked.extend(ids.iter().map(|&id| (id, leader)));
-                    self.transport.send(leader, PeerMessage::ReadIndex(ids));
+                    if !self
+                        .transport
+                        .send(leader, PeerMessage::ReadIndex(ids.clone()))
+                    {
+                        for id in ids {
+                            self.reads_asked.remove(&id);
+                            self.refuse(id, Refusal::NotLeader(Some(leader)));
+                        }
+                    }
                 }
                 if !serializable.is_empty() {
                     self.step(Input::Read(serializable));
@@ -407,6 +414,18 @@ where
                 if !reads.is_empty() {
                     self.step(Input::Read(reads));
                 }
+            }
+        }
+    }
+
+    /// Hands writes to the leader. Writes the link would not even queue (its queue is full,
+    /// the leader unknown to it) never reached the leader, so they are refused at once as
+    /// "not the leader" and tried again by the API, rather than left to time out.
+    fn forward_writes(&mut self, leader: NodeId, proposals: Vec<Proposal>) {
+        let ids: Vec<RequestId> = proposals.iter().map(|p| p.id).collect();
+        if !self.transport.send(leader, PeerMessage::Propose(proposals)) {
+            for id in ids {
+                self.refuse(id, Refusal::NotLeader(Some(leader)));
             }
         }
     }

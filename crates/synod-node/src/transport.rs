@@ -209,14 +209,15 @@ impl<M: Wire + Send + 'static> Transport<M> {
 impl<M> Transport<M> {
     /// Queues `message` for `to`; drops it (and counts the drop) when the queue is full or
     /// `to` is not a peer. Never waits.
-    pub fn send(&self, to: NodeId, message: M) {
-        let delivered = self
+    pub fn send(&self, to: NodeId, message: M) -> bool {
+        let queued = self
             .queues
             .get(&to)
             .is_some_and(|queue| queue.try_send(message).is_ok());
-        if !delivered {
+        if !queued {
             TransportStats::add(&self.stats.messages_dropped, 1);
         }
+        queued
     }
 
     /// Messages waiting in `peer`'s queue.

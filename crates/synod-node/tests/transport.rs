@@ -260,8 +260,11 @@ async fn a_peer_that_never_reads_costs_bounded_memory() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let body = vec![7u8; 64 << 10];
+    let mut refused = 0;
     for i in 0..2000 {
-        n1.transport.send(NodeId(2), Note(i, body.clone()));
+        if !n1.transport.send(NodeId(2), Note(i, body.clone())) {
+            refused += 1;
+        }
         if i % 64 == 0 {
             tokio::task::yield_now().await;
         }
@@ -271,6 +274,10 @@ async fn a_peer_that_never_reads_costs_bounded_memory() {
     assert!(
         dropped > 1000,
         "2000 messages of 64 KiB to a stuck peer: {dropped} dropped"
+    );
+    assert_eq!(
+        refused, dropped,
+        "the sender is told of every message not queued"
     );
     assert!(n1.transport.queue_depth(NodeId(2)) <= 64);
 }
