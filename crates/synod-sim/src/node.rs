@@ -245,6 +245,8 @@ impl<P: Protocol> World<P> {
         node.sends.issued(persist.id);
         let incarnation = node.incarnation;
         self.stats.persists += 1;
+        self.stats.state_bytes_persisted += persist.hard_state.as_ref().map_or(0, Vec::len) as u64
+            + persist.journal.iter().map(|r| r.len() as u64).sum::<u64>();
         self.schedule(
             done_at - now,
             Event::DiskDone {

@@ -60,6 +60,10 @@ pub struct Stats {
     pub messages_duplicated: u64,
     /// Persists submitted to simulated disks.
     pub persists: u64,
+    /// Bytes of engine state (hard state and journal records) in those persists: what the
+    /// engine writes beyond the log, which must grow with what changed, not with what the
+    /// engine holds.
+    pub state_bytes_persisted: u64,
     /// Leaders elected (distinct eras with a leader).
     pub elections: u64,
     /// Node crashes.
@@ -156,6 +160,7 @@ impl Summary {
             t.messages_dropped += s.messages_dropped;
             t.messages_duplicated += s.messages_duplicated;
             t.persists += s.persists;
+            t.state_bytes_persisted += s.state_bytes_persisted;
             t.elections += s.elections;
             t.crashes += s.crashes;
             t.snapshots_taken += s.snapshots_taken;

@@ -171,6 +171,38 @@ fn basic_paxos_on_3_and_5_nodes_is_clean_under_all_faults() {
     }
 }
 
+/// Engine state written per command, per node, over a few runs with twenty clients and no
+/// snapshot to keep the acceptors small.
+fn state_bytes_per_command<P: Protocol>(options: P::Options) -> u64 {
+    let mut template = RunConfig::new(0, 3);
+    template.faults = FaultSet::parse("delay,drop").unwrap();
+    template.clients = 20;
+    template.keys = 100;
+    template.snapshot_every = 1_000_000;
+    let summary = sweep_template::<P>(template, 1..=4, options);
+    assert!(summary.failures.is_empty(), "{:?}", summary.failures);
+    let t = &summary.totals;
+    let per_command = t.state_bytes_persisted / t.committed_commands.max(1) / 3;
+    eprintln!(
+        "{}: {} commands, {} bytes of engine state persisted: {per_command} per command per node",
+        P::NAME,
+        t.committed_commands,
+        t.state_bytes_persisted
+    );
+    per_command
+}
+
+/// What an engine writes beyond its log grows with what changed, not with what it holds:
+/// here 135 (Multi) and 189 (Basic) bytes per command per node. Restating the whole acceptor
+/// at every persist writes 559 and 1,111 here, and far more under real load: a follower of a
+/// real cluster grew to 23.6 GB that way, while the simulator's frequent snapshots kept its
+/// acceptors small and it checked only safety.
+#[test]
+fn paxos_state_written_per_command_stays_small_under_load() {
+    assert!(state_bytes_per_command::<MultiPaxos>(PaxosOptions::default()) < 320);
+    assert!(state_bytes_per_command::<BasicPaxos>(PaxosOptions::default()) < 320);
+}
+
 #[test]
 fn the_sweep_catches_an_acceptor_that_forgets_its_promises_on_restart() {
     let options = PaxosOptions {
