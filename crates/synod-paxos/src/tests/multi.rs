@@ -611,3 +611,47 @@ fn no_accept_carries_more_than_batch_bytes_max_of_values() {
     );
     assert_eq!(c.commands(leader).len(), 5);
 }
+
+#[test]
+fn a_candidate_too_far_behind_for_one_promise_catches_up_before_it_leads() {
+    let mut c = C::new(3, |c| c.batch_entries_max = 8);
+    let leader = elect(&mut c);
+    c.tick_all(3);
+    let behind = (1..=3).find(|&n| n != leader).unwrap();
+    c.crash(behind);
+    for seq in 1..=20 {
+        c.propose(leader, vec![proposal(1, seq)]);
+    }
+    c.tick_all(3);
+    // The leader goes; the member that missed twenty decisions comes back and campaigns.
+    c.crash(leader);
+    c.restart(behind);
+    // Only it ticks at first, so it is the one that stands.
+    tick_node(&mut c, behind, 60);
+    c.tick_all(200);
+    assert_eq!(c.safety_violation, None);
+    let other = (1..=3).find(|&n| n != leader && n != behind).unwrap();
+    let applied: Vec<u64> = c
+        .commands(behind)
+        .iter()
+        .filter(|(_, id)| id.client.0 == 1)
+        .map(|(_, id)| id.seq)
+        .collect();
+    assert_eq!(applied, (1..=20).collect::<Vec<_>>());
+    assert!(
+        c.node(behind).leading().is_some() || c.node(other).leading().is_some(),
+        "one of the two leads"
+    );
+    let promises_listing_all = c
+        .sent
+        .iter()
+        .any(|(_, _, m)| matches!(m, Message::Promise(p) if p.accepted.len() > 8));
+    assert!(
+        !promises_listing_all,
+        "no Promise carried more than a batch"
+    );
+    let sent_to_catch_up = c.sent.iter().any(|(_, to, m)| {
+        *to == NodeId(behind) && matches!(m, Message::Promise(p) if p.compacted_through >= 20)
+    });
+    assert!(sent_to_catch_up, "the candidate was told to catch up first");
+}
