@@ -202,8 +202,11 @@ pub struct Node<E: Engine> {
     reads_after_apply: BTreeMap<u64, Vec<RequestId>>,
     /// Leader: reads followers asked it to confirm, and who asked.
     reads_for_peers: HashMap<RequestId, NodeId>,
-    /// Leader: the follower whose proposals are being stepped, to send refusals back to.
-    proposing_for: Option<NodeId>,
+    /// Leader: writes followers handed it, not yet applied or refused, and who handed each
+    /// (a refusal can come steps later: Multi-Paxos queues writes beyond its in-flight bound
+    /// and refuses them when it steps down). Emptied when this node stops leading: it refuses
+    /// nothing after that.
+    proposed_for: HashMap<RequestId, NodeId>,
     /// Leader: answers to followers gathered during a step, sent at its end.
     peer_ready: BTreeMap<NodeId, Vec<RequestId>>,
     peer_refused: BTreeMap<NodeId, Vec<RequestId>>,
@@ -273,7 +276,7 @@ where
             reads_asked: HashMap::new(),
             reads_after_apply: BTreeMap::new(),
             reads_for_peers: HashMap::new(),
-            proposing_for: None,
+            proposed_for: HashMap::new(),
             peer_ready: BTreeMap::new(),
             peer_refused: BTreeMap::new(),
             applied_era: recovered_snapshot.map_or(0, |s| s.meta.era),
@@ -434,9 +437,9 @@ where
         match message {
             PeerMessage::Engine(message) => self.step(Input::Receive { from, message }),
             PeerMessage::Propose(proposals) if self.leads() => {
-                self.proposing_for = Some(from);
+                self.proposed_for
+                    .extend(proposals.iter().map(|p| (p.id, from)));
                 self.step(Input::Propose(proposals));
-                self.proposing_for = None;
             }
             PeerMessage::ReadIndex(ids) if self.leads() => {
                 self.reads_for_peers
@@ -566,6 +569,9 @@ where
             self.apply(&mut applying);
         }
         self.actions = actions;
+        if !self.proposed_for.is_empty() && !self.leads() {
+            self.proposed_for.clear();
+        }
         self.answer_peers();
         self.publish_status();
         self.maybe_snapshot();
@@ -597,7 +603,7 @@ where
                     self.refuse(id, Refusal::NotLeader(leader_hint));
                 } else if let Some(asker) = self.reads_for_peers.remove(&id) {
                     self.peer_refused.entry(asker).or_default().push(id);
-                } else if let Some(asker) = self.proposing_for {
+                } else if let Some(asker) = self.proposed_for.remove(&id) {
                     self.peer_refused.entry(asker).or_default().push(id);
                 }
             }
@@ -626,6 +632,7 @@ where
         };
         self.shared.metrics.apply.observe(started.elapsed());
         for (id, result) in answers {
+            self.proposed_for.remove(&id);
             if let Some(reply) = self.writes.remove(&id) {
                 let counter = match &result {
                     Ok(_) => &self.shared.metrics.proposals_committed,

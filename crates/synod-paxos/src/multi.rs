@@ -35,9 +35,10 @@ struct InFlight {
     value: Payload,
     accepted: BTreeSet<NodeId>,
     sent_at: u64,
-    /// Times sent again; each retry waits twice as long as the one before (up to 16 times
+    /// Times sent again; each retry waits twice as long as the one before (up to 8 times
     /// `retry_ticks`), so that a slow follower is not buried under copies of what it is
-    /// still writing.
+    /// still writing. The lowest undecided slot, which holds back everything after it, is
+    /// retried every `retry_ticks`.
     retries: u32,
 }
 
@@ -372,8 +373,14 @@ impl MultiPaxos {
         };
         let now = self.core.ticks;
         let mut missing: BTreeMap<NodeId, Vec<(Slot, Payload)>> = BTreeMap::new();
+        let lowest = leading.in_flight.keys().next().copied();
         for (&slot, f) in leading.in_flight.iter_mut() {
-            if now < f.sent_at + (retry << f.retries.min(4)) {
+            let backoff = if Some(slot) == lowest {
+                0
+            } else {
+                f.retries.min(3)
+            };
+            if now < f.sent_at + (retry << backoff) {
                 continue;
             }
             f.sent_at = now;

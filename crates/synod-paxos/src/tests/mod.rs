@@ -98,6 +98,8 @@ pub(crate) struct Cluster<E: TestEngine> {
     pub(crate) safety_violation: Option<String>,
     pub(crate) reads_ready: BTreeMap<NodeId, Vec<RequestId>>,
     pub(crate) sent: Vec<(NodeId, NodeId, Message)>,
+    /// Requests each node refused.
+    pub(crate) rejected: Vec<(NodeId, RequestId)>,
 }
 
 impl<E: TestEngine> Cluster<E> {
@@ -114,6 +116,7 @@ impl<E: TestEngine> Cluster<E> {
             safety_violation: None,
             reads_ready: BTreeMap::new(),
             sent: Vec::new(),
+            rejected: Vec::new(),
         };
         for id in ids(n) {
             let mut c = Config::new(id, ids(n));
@@ -151,7 +154,7 @@ impl<E: TestEngine> Cluster<E> {
                 Action::Apply(entry) => self.record_apply(id, entry),
                 Action::Restore(_) => {}
                 Action::ReadReady(r) => self.reads_ready.entry(id).or_default().push(r),
-                Action::Reject { .. } => {}
+                Action::Reject { id: request, .. } => self.rejected.push((id, request)),
             }
         }
         if let Some(p) = persisted {

@@ -655,3 +655,30 @@ fn a_candidate_too_far_behind_for_one_promise_catches_up_before_it_leads() {
     });
     assert!(sent_to_catch_up, "the candidate was told to catch up first");
 }
+
+#[test]
+fn a_leader_that_steps_down_refuses_the_writes_it_queued() {
+    let mut c = C::new(3, |c| c.in_flight_bytes_max = 250);
+    let leader = elect(&mut c);
+    c.tick_all(3);
+    let others: Vec<u64> = (1..=3).filter(|&n| n != leader).collect();
+    for &n in &others {
+        c.crash(n);
+    }
+    c.propose(leader, (1..=5).map(|seq| big_proposal(seq, 100)).collect());
+    assert!(c.rejected.is_empty());
+    // Cut off from every acceptor, it steps down at the next quorum check.
+    tick_node(&mut c, leader, 40);
+    assert!(c.node(leader).leading().is_none());
+    let refused: Vec<u64> = c
+        .rejected
+        .iter()
+        .filter(|(n, _)| *n == NodeId(leader))
+        .map(|(_, id)| id.seq)
+        .collect();
+    assert_eq!(
+        refused,
+        vec![3, 4, 5],
+        "the queued ones, which never got a slot"
+    );
+}
