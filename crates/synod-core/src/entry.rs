@@ -60,7 +60,17 @@ impl Entry {
     /// Bytes this entry occupies in memory and on the wire, roughly; used for batch limits.
     pub fn size_bytes(&self) -> usize {
         const HEADER_BYTES: usize = 32;
-        HEADER_BYTES + self.proposal().map_or(0, |p| p.command.len())
+        HEADER_BYTES + self.payload.size_bytes()
+    }
+}
+
+impl Payload {
+    /// Bytes of the command it carries (0 for a no-op or a marker); used for batch limits.
+    pub fn size_bytes(&self) -> usize {
+        match self {
+            Payload::Command(p) => p.command.len(),
+            Payload::Noop | Payload::Marker(_) => 0,
+        }
     }
 }
 

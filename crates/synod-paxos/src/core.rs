@@ -470,7 +470,7 @@ impl Core {
         let mut entries: Vec<Entry> = Vec::new();
         let mut bytes = 0;
         for entry in (ask.from..=self.prefix()).filter_map(|s| self.decided(s)) {
-            let size = entry.proposal().map_or(0, |p| p.command.len());
+            let size = entry.payload.size_bytes();
             if entries.len() >= self.config.batch_entries_max
                 || (!entries.is_empty() && bytes + size > self.config.batch_bytes_max)
             {

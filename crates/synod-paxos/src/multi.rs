@@ -21,14 +21,6 @@ use crate::ballot::Ballot;
 use crate::core::{Core, Out};
 use crate::message::*;
 
-/// Bytes a value takes in an acceptor.
-fn value_bytes(value: &Payload) -> usize {
-    match value {
-        Payload::Command(p) => p.command.len(),
-        _ => 0,
-    }
-}
-
 /// A slot the leader proposed and waits on.
 #[derive(Clone, Debug)]
 struct InFlight {
@@ -212,7 +204,7 @@ impl MultiPaxos {
                 let decided: Vec<&synod_core::Entry> = (prepare.slot..=self.core.prefix())
                     .filter_map(|s| self.core.decided(s))
                     .collect();
-                let bytes: usize = decided.iter().map(|e| value_bytes(&e.payload)).sum();
+                let bytes: usize = decided.iter().map(|e| e.payload.size_bytes()).sum();
                 let compacted_through = if decided.len() > self.core.config.batch_entries_max
                     || bytes > self.core.config.batch_bytes_max
                 {
@@ -321,7 +313,7 @@ impl MultiPaxos {
             })
             .collect();
         self.leader_ballot = ballot;
-        let in_flight_bytes = in_flight.values().map(|f| value_bytes(&f.value)).sum();
+        let in_flight_bytes = in_flight.values().map(|f| f.value.size_bytes()).sum();
         self.state = State::Leader(Box::new(Leading {
             ballot,
             next_slot: last + 1,
@@ -414,7 +406,7 @@ impl MultiPaxos {
         let ballot = leading.ballot;
         let mut batches: Vec<Accept> = Vec::new();
         for (slot, value) in slots {
-            let size = value_bytes(&value);
+            let size = value.size_bytes();
             match batches.last_mut() {
                 Some(b)
                     if b.first + b.values.len() as u64 == slot
@@ -519,7 +511,7 @@ impl MultiPaxos {
                 f.accepted.insert(from);
                 if f.accepted.len() >= quorum {
                     let f = leading.in_flight.remove(&slot).expect("present");
-                    leading.in_flight_bytes -= value_bytes(&f.value);
+                    leading.in_flight_bytes -= f.value.size_bytes();
                     chosen.push(Entry {
                         index: slot,
                         era: ballot.era(),

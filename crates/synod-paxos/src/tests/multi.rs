@@ -440,12 +440,38 @@ fn s3_a_candidate_that_learns_a_decision_while_campaigning_proposes_nothing_in_t
     }
 }
 
-/// A checkpoint of `id`'s acceptor as it would be written now, and its size.
+/// What `id`'s acceptor holds: its floor, then each of `slots`, one line each.
 fn acceptor_state(c: &C, id: u64, slots: std::ops::RangeInclusive<u64>) -> Vec<String> {
     let a = c.node(id).acceptor();
     std::iter::once(format!("floor {:?}", a.floor()))
         .chain(slots.map(|s| format!("{s}: {:?}", a.slot(s))))
         .collect()
+}
+
+/// Three nodes with a leader, where nothing more is decided: every answer to the leader is
+/// lost, so both followers hold every value accepted from now on, as they do for a moment
+/// under heavy load. Returns the cluster, the leader and one follower.
+fn nothing_decided() -> (C, u64, u64) {
+    let mut c = C::new(3, |_| {});
+    let leader = elect(&mut c);
+    c.tick_all(3);
+    c.drop_if = Some(Box::new(move |_, to, m| {
+        to == NodeId(leader) && matches!(m, Message::Accepted(_))
+    }));
+    let follower = (1..=3).find(|&n| n != leader).unwrap();
+    (c, leader, follower)
+}
+
+/// Restarts `follower` and checks its acceptor holds what it held for the `count` slots after
+/// the decided ones; returns that.
+fn restart_keeps_the_acceptor(c: &mut C, leader: u64, follower: u64, count: u64) -> Vec<String> {
+    let first = c.node(leader).decided_through() + 1;
+    let range = first..=first + count;
+    let before = acceptor_state(c, follower, range.clone());
+    c.crash(follower);
+    c.restart(follower);
+    assert_eq!(acceptor_state(c, follower, range), before);
+    before
 }
 
 fn big_proposal(seq: u64, bytes: usize) -> synod_core::Proposal {
@@ -457,15 +483,7 @@ fn big_proposal(seq: u64, bytes: usize) -> synod_core::Proposal {
 
 #[test]
 fn an_acceptor_persists_what_changed_not_everything_it_holds_and_restarts_to_the_same_state() {
-    let mut c = C::new(3, |_| {});
-    let leader = elect(&mut c);
-    c.tick_all(3);
-    // Nothing is decided: every answer to the leader is lost, so both followers hold every
-    // accepted value, as they do for a moment under heavy load.
-    c.drop_if = Some(Box::new(move |_, to, m| {
-        to == NodeId(leader) && matches!(m, Message::Accepted(_))
-    }));
-    let follower = (1..=3).find(|&n| n != leader).unwrap();
+    let (mut c, leader, follower) = nothing_decided();
     let written_before = c.disks[&NodeId(follower)].state_bytes_written;
     for seq in 1..=300 {
         c.propose(leader, vec![big_proposal(seq, 100)]);
@@ -478,24 +496,13 @@ fn an_acceptor_persists_what_changed_not_everything_it_holds_and_restarts_to_the
         "{written} bytes of state written for 300 accepts of 100 bytes"
     );
     assert!(disk.journal.len() >= 300, "journalled, not checkpointed");
-    let first = c.node(leader).decided_through() + 1;
-    let range = first..=first + 300;
-    let before = acceptor_state(&c, follower, range.clone());
-    c.crash(follower);
-    c.restart(follower);
-    assert_eq!(acceptor_state(&c, follower, range), before);
+    let before = restart_keeps_the_acceptor(&mut c, leader, follower, 300);
     assert!(before[1..].iter().filter(|s| s.contains("Some")).count() >= 300);
 }
 
 #[test]
 fn a_long_journal_is_folded_into_a_checkpoint_that_restarts_to_the_same_state() {
-    let mut c = C::new(3, |_| {});
-    let leader = elect(&mut c);
-    c.tick_all(3);
-    c.drop_if = Some(Box::new(move |_, to, m| {
-        to == NodeId(leader) && matches!(m, Message::Accepted(_))
-    }));
-    let follower = (1..=3).find(|&n| n != leader).unwrap();
+    let (mut c, leader, follower) = nothing_decided();
     for seq in 1..=200 {
         c.propose(leader, vec![big_proposal(seq, 4096)]);
     }
@@ -510,12 +517,7 @@ fn a_long_journal_is_folded_into_a_checkpoint_that_restarts_to_the_same_state() 
         disk.journal.len() < 200,
         "a checkpoint replaced older journal records"
     );
-    let first = c.node(leader).decided_through() + 1;
-    let range = first..=first + 200;
-    let before = acceptor_state(&c, follower, range.clone());
-    c.crash(follower);
-    c.restart(follower);
-    assert_eq!(acceptor_state(&c, follower, range), before);
+    restart_keeps_the_acceptor(&mut c, leader, follower, 200);
 }
 
 #[test]
