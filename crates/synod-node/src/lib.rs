@@ -13,6 +13,5 @@ pub mod disk;
 pub mod http;
 pub mod metrics;
 pub mod node;
-pub mod peer;
 pub mod server;
 pub mod transport;

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
-use crate::api::{self, Api, LeaseKeeper};
+use crate::api::{self, Api};
 use crate::config::{ConfigError, ServerConfig};
 use crate::disk::Disk;
 use crate::metrics::Metrics;
@@ -162,26 +162,28 @@ async fn start_with<P: Protocol>(
 
     let options = crate::node::NodeOptions {
         id: config.id,
-        data_dir: config.data_dir.clone(),
         tick: config.tick,
+        election_timeout: config.election_timeout,
         snapshot_every: config.snapshot_every,
-        session_limit: config.session_limit(),
-        history_revisions: config.history_revisions,
     };
+    let store = synod_replica::boot_store(
+        recovered.snapshot.as_ref(),
+        config.session_limit(),
+        config.history_revisions,
+    )
+    .map_err(|reason| StartError::Recovery { dir, reason })?;
+    let snapshot_era = recovered.snapshot.as_ref().map_or(0, |s| s.meta.era);
     let (node, handle) = Node::new(
         options,
         engine,
-        recovered.snapshot.as_ref(),
+        store,
+        snapshot_era,
         transport,
         inbound,
         disk,
         disk_events,
         metrics,
-    )
-    .map_err(|e| StartError::Recovery {
-        dir,
-        reason: e.to_string(),
-    })?;
+    );
     let (node_stop, node_stop_rx) = watch::channel(false);
     let node = tokio::spawn(node.run(node_stop_rx));
 
@@ -191,10 +193,8 @@ async fn start_with<P: Protocol>(
         handle,
         config.clone(),
         directory,
-        Arc::new(LeaseKeeper::default()),
         front_stop_rx.clone(),
     ));
-    tokio::spawn(api::expire_leases(api.clone()));
     if let Some(listener) = metrics_listener {
         tokio::spawn(crate::http::serve(listener, api.clone(), transport_metrics));
     }

@@ -207,17 +207,18 @@ impl<M: Wire + Send + 'static> Transport<M> {
 }
 
 impl<M> Transport<M> {
-    /// Queues `message` for `to`; drops it (and counts the drop) when the queue is full or
-    /// `to` is not a peer. Never waits.
-    pub fn send(&self, to: NodeId, message: M) -> bool {
-        let queued = self
-            .queues
-            .get(&to)
-            .is_some_and(|queue| queue.try_send(message).is_ok());
-        if !queued {
-            TransportStats::add(&self.stats.messages_dropped, 1);
-        }
-        queued
+    /// Queues `message` for `to`; hands it back (and counts the drop) when the queue is full
+    /// or `to` is not a peer. Never waits.
+    pub fn send(&self, to: NodeId, message: M) -> Result<(), M> {
+        let refused = match self.queues.get(&to) {
+            Some(queue) => match queue.try_send(message) {
+                Ok(()) => return Ok(()),
+                Err(e) => e.into_inner(),
+            },
+            None => message,
+        };
+        TransportStats::add(&self.stats.messages_dropped, 1);
+        Err(refused)
     }
 
     /// Messages waiting in `peer`'s queue.

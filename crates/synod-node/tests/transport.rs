@@ -70,7 +70,8 @@ async fn pair() -> (Node, Node, String, String) {
 async fn deliver(from: &Node, to_id: u64, to: &mut Node, tag: u64) -> Inbound<Note> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        from.transport
+        let _ = from
+            .transport
             .send(NodeId(to_id), Note(tag, b"hello".to_vec()));
         match tokio::time::timeout(Duration::from_millis(50), to.inbox.recv()).await {
             Ok(Some(m)) if m.message.0 == tag => return m,
@@ -100,7 +101,7 @@ async fn messages_flow_both_ways_and_peers_learn_client_urls() {
     );
     // Many messages arrive in order on one connection.
     for i in 100..1100 {
-        n1.transport.send(NodeId(2), Note(i, vec![0; 100]));
+        let _ = n1.transport.send(NodeId(2), Note(i, vec![0; 100]));
     }
     let mut expected = 100;
     while expected < 1100 {
@@ -124,8 +125,8 @@ async fn foreign_and_unknown_nodes_are_refused_and_the_cluster_keeps_working() {
     let (lu, _) = listener().await;
     let unknown = start(config(CLUSTER, 9, &[(1, &a1)]), lu);
     for _ in 0..20 {
-        foreign.transport.send(NodeId(1), Note(1, vec![]));
-        unknown.transport.send(NodeId(1), Note(1, vec![]));
+        let _ = foreign.transport.send(NodeId(1), Note(1, vec![]));
+        let _ = unknown.transport.send(NodeId(1), Note(1, vec![]));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let refused = |n: &Node| TransportStats::get(&n.transport.stats().handshakes_refused);
@@ -146,8 +147,8 @@ async fn a_member_with_other_replicated_settings_is_refused_both_ways() {
     let n1 = start(c1, l1);
     let n2 = start(c2, l2);
     for i in 0..20 {
-        n1.transport.send(NodeId(2), Note(i, vec![]));
-        n2.transport.send(NodeId(1), Note(i, vec![]));
+        let _ = n1.transport.send(NodeId(2), Note(i, vec![]));
+        let _ = n2.transport.send(NodeId(1), Note(i, vec![]));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let refused = |n: &Node| TransportStats::get(&n.transport.stats().handshakes_refused);
@@ -262,7 +263,7 @@ async fn a_peer_that_never_reads_costs_bounded_memory() {
     let body = vec![7u8; 64 << 10];
     let mut refused = 0;
     for i in 0..2000 {
-        if !n1.transport.send(NodeId(2), Note(i, body.clone())) {
+        if n1.transport.send(NodeId(2), Note(i, body.clone())).is_err() {
             refused += 1;
         }
         if i % 64 == 0 {

@@ -1,11 +1,21 @@
 //! What the server and the simulator share above the engines: how each protocol boots from
-//! what a data directory holds, with the same settings in both.
+//! what a data directory holds, and the replica that drives the engine and its key-value
+//! store between the clients and the peers.
 //!
 //! The server is an IO shell around this crate (tokio, sockets, files, the wall clock) and the
 //! simulator is another (virtual time, its network and disks); what lives here runs under
 //! both, so every seed of the simulator tests it.
 
+mod lease;
+mod peer;
 mod protocol;
+mod replica;
 
+pub use lease::LeaseBugs;
+pub use peer::PeerMessage;
 pub use protocol::{has_leader, Boot, PaxosOptions, Protocol, RaftOptions, Timing, PROTOCOL_NAMES};
+pub use replica::{
+    boot_store, Answer, Call, ClientCall, Output, Refusal, Replica, ReplicaOptions, Store, Waiter,
+    FORWARD_BYTES_MAX,
+};
 pub use synod_storage::Recovered;

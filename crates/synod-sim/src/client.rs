@@ -13,8 +13,8 @@ use bytes::Bytes;
 use synod_check::{Key, KvInput, KvOutput, OpId, Value};
 use synod_core::{NodeId, RequestId, Rng};
 use synod_kv::{
-    Applied, Compare, CompareOp, CompareTarget, DeleteRangeRequest, KeyRange, PutRequest, Request,
-    Response, TxnRequest,
+    Applied, Compare, CompareOp, CompareTarget, DeleteRangeRequest, KeyRange, KvError,
+    LeaseGrantRequest, LeaseRevokeRequest, PutRequest, Request, Response, TxnRequest,
 };
 
 use crate::protocol::Protocol;
@@ -30,34 +30,62 @@ const RETRY_BACKOFF_US_MIN: u64 = 500;
 /// ...up to this.
 const RETRY_BACKOFF_US_MAX: u64 = 5 * TICK_US;
 
-/// What a client asks.
+/// What a client asks. Lease operations stand outside the register history the
+/// linearizability checker reads (expiry deletes keys no client asked to delete); the lease
+/// checker (`lease.rs`) reads what they were promised instead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum OpKind {
     Read(Key),
     Write(Key, Value),
     Cas(Key, Option<Value>, Value),
     Delete(Key),
+    /// Grant a lease with this id and TTL (seconds).
+    Grant(i64, i64),
+    /// Write the client's key under its lease.
+    Attach(i64),
+    /// Renew the lease.
+    KeepAlive(i64),
+    /// Revoke the lease, deleting its key.
+    Revoke(i64),
 }
 
 impl OpKind {
-    fn key(self) -> Key {
+    /// The register this operation reads or writes, if it is one the history covers.
+    fn key(self) -> Option<Key> {
         match self {
-            OpKind::Read(k) | OpKind::Write(k, _) | OpKind::Cas(k, _, _) | OpKind::Delete(k) => k,
+            OpKind::Read(k) | OpKind::Write(k, _) | OpKind::Cas(k, _, _) | OpKind::Delete(k) => {
+                Some(k)
+            }
+            OpKind::Grant(..) | OpKind::Attach(_) | OpKind::KeepAlive(_) | OpKind::Revoke(_) => {
+                None
+            }
         }
     }
 
-    fn input(self) -> KvInput {
-        match self {
+    fn input(self) -> Option<KvInput> {
+        Some(match self {
             OpKind::Read(key) => KvInput::Read { key },
             OpKind::Write(key, value) => KvInput::Write { key, value },
             OpKind::Cas(key, expected, new) => KvInput::Cas { key, expected, new },
             OpKind::Delete(key) => KvInput::Delete { key },
-        }
+            OpKind::Grant(..) | OpKind::Attach(_) | OpKind::KeepAlive(_) | OpKind::Revoke(_) => {
+                return None
+            }
+        })
     }
 
     fn request(self, id: RequestId) -> ClientRequest {
         let command = match self {
             OpKind::Read(key) => return ClientRequest::Read(id, key_bytes(key)),
+            OpKind::KeepAlive(lease) => return ClientRequest::KeepAlive(id, lease),
+            OpKind::Grant(lease, ttl) => Request::LeaseGrant(LeaseGrantRequest { id: lease, ttl }),
+            OpKind::Attach(lease) => Request::Put(PutRequest {
+                key: lease_key(lease),
+                value: Bytes::from_static(b"held"),
+                lease,
+                ..Default::default()
+            }),
+            OpKind::Revoke(lease) => Request::LeaseRevoke(LeaseRevokeRequest { id: lease }),
             OpKind::Write(key, value) => Request::Put(PutRequest {
                 key: key_bytes(key),
                 value: value_bytes(value),
@@ -102,6 +130,7 @@ impl OpKind {
             (OpKind::Write(..), Response::Put(_)) => Ok(KvOutput::Written),
             (OpKind::Cas(..), Response::Txn(t)) => Ok(KvOutput::Cas(t.succeeded)),
             (OpKind::Delete(_), Response::DeleteRange(_)) => Ok(KvOutput::Deleted),
+            (OpKind::Grant(..) | OpKind::Attach(_) | OpKind::Revoke(_), _) => Ok(KvOutput::Written),
             (op, response) => Err(format!("{op:?} answered with {response:?}")),
         }
     }
@@ -115,12 +144,21 @@ impl std::fmt::Display for OpKind {
             OpKind::Cas(k, Some(e), v) => write!(f, "cas k{k} {e} -> {v}"),
             OpKind::Cas(k, None, v) => write!(f, "cas k{k} absent -> {v}"),
             OpKind::Delete(k) => write!(f, "delete k{k}"),
+            OpKind::Grant(l, ttl) => write!(f, "grant lease {l} for {ttl} s"),
+            OpKind::Attach(l) => write!(f, "attach a key to lease {l}"),
+            OpKind::KeepAlive(l) => write!(f, "keep lease {l} alive"),
+            OpKind::Revoke(l) => write!(f, "revoke lease {l}"),
         }
     }
 }
 
 fn key_bytes(key: Key) -> Bytes {
     Bytes::from(format!("k{key}"))
+}
+
+/// The key a lease holder keeps under its lease.
+fn lease_key(lease: i64) -> Bytes {
+    Bytes::from(format!("lease/{lease}"))
 }
 
 /// A value's padding: a quarter of the values carry 100 to 600 bytes more, so that log
@@ -152,9 +190,14 @@ fn decode_value(bytes: &[u8]) -> Option<Value> {
 #[derive(Clone, Debug)]
 pub(crate) struct Pending {
     kind: OpKind,
-    op: OpId,
+    /// Its place in the register history (lease operations have none).
+    op: Option<OpId>,
     request: RequestId,
     invoked_at: u64,
+    /// An attempt unanswered for this long is retried at another node.
+    attempt_timeout_us: u64,
+    /// Unanswered by then, the operation is abandoned.
+    give_up_at: u64,
     /// Attempts sent so far; the newest is the one whose timeout counts.
     attempts: u32,
     /// Refusals so far; each doubles the wait before the next attempt.
@@ -162,6 +205,32 @@ pub(crate) struct Pending {
     /// Attempts whose fate is unknown: (attempt, node). A write with any left may have
     /// taken effect.
     unresolved: Vec<(u32, NodeId)>,
+}
+
+impl Pending {
+    /// A new operation. A keep-alive goes as etcd's client sends it, on one stream to one
+    /// member: not retried elsewhere unless that member refuses it, and given up (the lease
+    /// taken for lost) once `ttl` seconds pass without an answer.
+    fn new(kind: OpKind, op: Option<OpId>, request: RequestId, now: u64, ttl: i64) -> Pending {
+        let (attempt_timeout_us, give_up_after) = match kind {
+            OpKind::KeepAlive(_) => {
+                let ttl_us = ttl.max(1) as u64 * 1_000_000;
+                (ttl_us, ttl_us)
+            }
+            _ => (ATTEMPT_TIMEOUT_US, GIVE_UP_AFTER_US),
+        };
+        Pending {
+            kind,
+            op,
+            request,
+            invoked_at: now,
+            attempt_timeout_us,
+            give_up_at: now + give_up_after,
+            attempts: 0,
+            refusals: 0,
+            unresolved: Vec::new(),
+        }
+    }
 }
 
 /// One client.
@@ -174,10 +243,27 @@ pub(crate) struct Client {
     pub(crate) pending: Option<Pending>,
     rng: Rng,
     pub(crate) active: bool,
+    /// Whether this client takes leases (only where a leader keeps their clocks).
+    leases: bool,
+    /// The lease it holds, if any.
+    held: Option<HeldLease>,
+    /// Leases granted to this client so far, for fresh ids.
+    granted: i64,
+}
+
+/// A lease a client holds.
+#[derive(Clone, Copy, Debug)]
+struct HeldLease {
+    id: i64,
+    ttl: i64,
+    /// Its key is written under it.
+    attached: bool,
+    /// When the next keep-alive is due.
+    renew_at: u64,
 }
 
 impl Client {
-    pub(crate) fn new(id: u64, first_guess: NodeId, rng: Rng) -> Client {
+    pub(crate) fn new(id: u64, first_guess: NodeId, rng: Rng, leases: bool) -> Client {
         Client {
             id,
             seq: 0,
@@ -186,11 +272,40 @@ impl Client {
             pending: None,
             rng,
             active: true,
+            leases,
+            held: None,
+            granted: 0,
         }
     }
 
-    /// A random operation: 40% reads, 35% writes, 20% compare-and-swaps, 5% deletes.
-    fn next_op(&mut self, keys: u64) -> OpKind {
+    /// The next operation. A lease holder keeps its lease alive every third of its TTL, as
+    /// etcd's client does, and writes its key under it once; a client without one takes one
+    /// now and then. Otherwise a random register operation: 40% reads, 35% writes, 20%
+    /// compare-and-swaps, 5% deletes.
+    fn next_op(&mut self, keys: u64, now: u64) -> OpKind {
+        if let Some(held) = self.held {
+            if now >= held.renew_at {
+                return OpKind::KeepAlive(held.id);
+            }
+            if !held.attached {
+                return OpKind::Attach(held.id);
+            }
+        } else if self.leases && self.rng.range(0, 10) == 0 {
+            self.granted += 1;
+            let lease = self.id as i64 * 1_000_000 + self.granted;
+            return OpKind::Grant(lease, self.rng.range_inclusive(1, 3) as i64);
+        }
+        self.register_op(keys)
+    }
+
+    /// Done with a lease: mostly it is left to lapse (its holder stops renewing it and
+    /// forgets it), sometimes revoked.
+    fn drop_lease(&mut self) -> Option<OpKind> {
+        let held = self.held.take()?;
+        (self.rng.range(0, 3) == 0).then_some(OpKind::Revoke(held.id))
+    }
+
+    fn register_op(&mut self, keys: u64) -> OpKind {
         let key = self.rng.range(0, keys);
         // Values are unique across the run and say who wrote them: client 3's request 17
         // writes 3000017.
@@ -215,7 +330,9 @@ impl<P: Protocol> World<P> {
             } else {
                 self.voters[rng.index(self.voters.len())]
             };
-            self.clients.push(Client::new(id, guess, rng.fork()));
+            let leases = synod_replica::has_leader(P::NAME);
+            self.clients
+                .push(Client::new(id, guess, rng.fork(), leases));
             let start = rng.range(1, TICK_US);
             self.schedule(start, Event::ClientNext { client: id });
         }
@@ -233,19 +350,14 @@ impl<P: Protocol> World<P> {
             return;
         }
         client.seq += 1;
-        let kind = client.next_op(keys);
+        let kind = client.next_op(keys, now);
         let request = RequestId::new(id, client.seq);
-        let op = self.history.invoke(id, kind.input(), now);
+        let op = kind
+            .input()
+            .map(|input| self.history.invoke(id, input, now));
         self.stats.operations += 1;
-        self.client(id).pending = Some(Pending {
-            kind,
-            op,
-            request,
-            invoked_at: now,
-            attempts: 0,
-            refusals: 0,
-            unresolved: Vec::new(),
-        });
+        let ttl = self.client(id).held.map_or(0, |h| h.ttl);
+        self.client(id).pending = Some(Pending::new(kind, op, request, now, ttl));
         self.trace_line(|| format!("c{id} invokes {kind} as {request}"));
         self.send_attempt(id, request.seq);
     }
@@ -259,10 +371,11 @@ impl<P: Protocol> World<P> {
         let Some(pending) = client.pending.as_mut().filter(|p| p.request.seq == seq) else {
             return;
         };
-        if now >= pending.invoked_at + GIVE_UP_AFTER_US {
+        if now >= pending.give_up_at {
             return self.give_up(id);
         }
         pending.attempts += 1;
+        let timeout = pending.attempt_timeout_us;
         let attempt = pending.attempts;
         pending.unresolved.push((attempt, target));
         let request = pending.kind.request(pending.request);
@@ -279,7 +392,7 @@ impl<P: Protocol> World<P> {
             );
         }
         self.schedule(
-            ATTEMPT_TIMEOUT_US,
+            timeout,
             Event::ClientTimeout {
                 client: id,
                 seq,
@@ -295,22 +408,126 @@ impl<P: Protocol> World<P> {
         if pending.request != request {
             return;
         }
-        match reply {
-            Reply::Done(Ok(applied)) => match pending.kind.output(&applied) {
+        match (reply, pending.kind) {
+            (Reply::Ttl(ttl), OpKind::KeepAlive(lease)) => {
+                self.on_keep_alive(id, pending, lease, ttl)
+            }
+            (Reply::Done(result), OpKind::Grant(..) | OpKind::Attach(_) | OpKind::Revoke(_)) => {
+                self.on_lease_write(id, pending, result)
+            }
+            (Reply::Done(Ok(applied)), kind) => match kind.output(&applied) {
                 Ok(output) => self.finish(id, pending, output),
                 Err(e) => self.fail(crate::report::ViolationKind::Safety, format!("c{id}: {e}")),
             },
-            Reply::Done(Err(e)) => {
+            (Reply::Done(Err(e)), _) => {
                 let detail = format!("c{id}: {request} failed in the state machine: {e}");
                 self.fail(crate::report::ViolationKind::Safety, detail);
             }
-            Reply::Redirect(hint) => self.redirect(id, from, hint),
+            (Reply::Redirect(hint), _) => self.redirect(id, from, hint),
+            (Reply::Ttl(_), kind) => {
+                let detail = format!("c{id}: {kind} answered with a TTL");
+                self.fail(crate::report::ViolationKind::Safety, detail);
+            }
         }
+    }
+
+    /// A keep-alive's answer: a TTL renews the holder's promise from now (the holder counts
+    /// from when the answer arrives, as etcd's client does); 0 means the lease is gone.
+    fn on_keep_alive(&mut self, id: u64, pending: Pending, lease: i64, ttl: i64) {
+        let now = self.now;
+        self.trace_line(|| format!("c{id} {} -> TTL {ttl}", pending.request));
+        let client = self.client(id);
+        match client.held.filter(|h| h.id == lease) {
+            Some(_) if ttl > 0 => {
+                // Every third of the TTL; but now and then the holder stalls (a long GC
+                // pause, an overloaded host) and comes back about when the lease runs out.
+                let ttl_us = ttl as u64 * 1_000_000;
+                let stall = self.clients[id as usize - 1].rng.range(0, 10) == 0;
+                let client = &mut self.clients[id as usize - 1];
+                let wait = if stall {
+                    ttl_us * 8 / 10 + client.rng.range(0, ttl_us / 2)
+                } else {
+                    ttl_us / 3
+                };
+                let Some(held) = client.held.as_mut() else {
+                    return;
+                };
+                held.renew_at = now + wait;
+                self.promise(lease, now, ttl);
+                self.stats.lease_renewals += 1;
+                if self.client(id).rng.range(0, 8) == 0 {
+                    // Done with it: the next operation revokes it, or nothing does.
+                    return self.done_with_lease(id);
+                }
+            }
+            Some(_) => {
+                self.client(id).held = None;
+            }
+            None => {}
+        }
+        self.next_after_think(id);
+    }
+
+    fn done_with_lease(&mut self, id: u64) {
+        let revoke = self.client(id).drop_lease();
+        self.trace_line(|| format!("c{id} is done with its lease"));
+        match revoke {
+            Some(kind) => self.invoke_lease_op(id, kind),
+            None => self.next_after_think(id),
+        }
+    }
+
+    /// Starts a lease operation at once (outside the think time).
+    fn invoke_lease_op(&mut self, id: u64, kind: OpKind) {
+        let now = self.now;
+        let client = self.client(id);
+        client.seq += 1;
+        let request = RequestId::new(id, client.seq);
+        client.pending = Some(Pending::new(kind, None, request, now, 0));
+        self.trace_line(|| format!("c{id} invokes {kind} as {request}"));
+        self.send_attempt(id, request.seq);
+    }
+
+    /// A grant, attach or revoke applied (or failed in the store: the lease had gone).
+    fn on_lease_write(&mut self, id: u64, pending: Pending, result: Result<Applied, KvError>) {
+        let client = self.client(id);
+        match (pending.kind, result) {
+            (OpKind::Grant(lease, ttl), Ok(_)) => {
+                client.held = Some(HeldLease {
+                    id: lease,
+                    ttl,
+                    attached: false,
+                    renew_at: pending.invoked_at + ttl as u64 * 1_000_000 / 3,
+                });
+                // The grant's clock starts on the leader after the client asked for it.
+                self.promise(lease, pending.invoked_at, ttl);
+                self.stats.leases_granted += 1;
+            }
+            (OpKind::Attach(lease), Ok(_)) => {
+                if let Some(held) = client.held.as_mut().filter(|h| h.id == lease) {
+                    held.attached = true;
+                }
+            }
+            (OpKind::Attach(lease) | OpKind::Grant(lease, _), Err(_)) => {
+                if client.held.is_some_and(|h| h.id == lease) {
+                    client.held = None;
+                }
+            }
+            (OpKind::Revoke(_), _) => {}
+            (kind, result) => {
+                let detail = format!("c{id}: {kind} answered with {result:?}");
+                return self.fail(crate::report::ViolationKind::Safety, detail);
+            }
+        }
+        self.trace_line(|| format!("c{id} {} done", pending.request));
+        self.next_after_think(id);
     }
 
     fn finish(&mut self, id: u64, pending: Pending, output: KvOutput) {
         let now = self.now;
-        self.history.ok(pending.op, output.clone(), now);
+        if let Some(op) = pending.op {
+            self.history.ok(op, output.clone(), now);
+        }
         self.trace_line(|| format!("c{id} {} -> {output:?}", pending.request));
         let is_write = !matches!(pending.kind, OpKind::Read(_));
         if is_write {
@@ -322,7 +539,9 @@ impl<P: Protocol> World<P> {
             }
         }
         let client = self.client(id);
-        let key = pending.kind.key();
+        let Some(key) = pending.kind.key() else {
+            return self.next_after_think(id);
+        };
         match (pending.kind, output) {
             (_, KvOutput::Read(v)) => {
                 client.known.insert(key, v);
@@ -385,7 +604,7 @@ impl<P: Protocol> World<P> {
         else {
             return;
         };
-        if now >= pending.invoked_at + GIVE_UP_AFTER_US {
+        if now >= pending.give_up_at {
             return self.give_up(id);
         }
         let current = client.leader_guess;
@@ -402,16 +621,30 @@ impl<P: Protocol> World<P> {
         let Some(pending) = self.client(id).pending.clone() else {
             return;
         };
-        let may_have_run =
-            !matches!(pending.kind, OpKind::Read(_)) && !pending.unresolved.is_empty();
-        if may_have_run {
-            self.history.indeterminate(pending.op, now);
-            self.stats.indeterminate += 1;
-            // The client no longer knows the key's value.
-            self.client(id).known.remove(&pending.kind.key());
-        } else {
-            self.history.fail(pending.op, now);
-            self.stats.failed += 1;
+        let may_have_run = !matches!(pending.kind, OpKind::Read(_) | OpKind::KeepAlive(_))
+            && !pending.unresolved.is_empty();
+        match (pending.op, pending.kind.key()) {
+            (Some(op), Some(key)) if may_have_run => {
+                self.history.indeterminate(op, now);
+                self.stats.indeterminate += 1;
+                // The client no longer knows the key's value.
+                self.client(id).known.remove(&key);
+            }
+            (Some(op), _) => {
+                self.history.fail(op, now);
+                self.stats.failed += 1;
+            }
+            // A grant that may have applied: the client does not know it holds the lease,
+            // which then lapses. Its promise starts only if it hears so. A keep-alive
+            // unanswered for a TTL: the holder takes its lease for lost.
+            (None, _) => {
+                if let OpKind::KeepAlive(lease) = pending.kind {
+                    let client = self.client(id);
+                    if client.held.is_some_and(|h| h.id == lease) {
+                        client.held = None;
+                    }
+                }
+            }
         }
         self.trace_line(|| format!("c{id} gives up on {}", pending.request));
         self.next_after_think(id);

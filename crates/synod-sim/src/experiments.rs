@@ -61,7 +61,7 @@ pub fn dueling_proposers<P: Protocol>(
     let preemptions = world
         .nodes
         .iter()
-        .filter_map(|n| n.engine.as_ref())
+        .filter_map(|n| n.engine())
         .map(|e| e.preemptions())
         .sum();
     Duel {

@@ -25,10 +25,14 @@ pub struct FaultSet {
     /// heals while the old leader may still think it leads (and fills gaps in its log from
     /// the new leader's side).
     pub leader_race: bool,
+    /// Processes paused (as by SIGSTOP), mostly the leader's, for up to a few seconds: its
+    /// clock stops, what reaches it waits, and it carries on afterwards as if nothing
+    /// happened.
+    pub pause: bool,
 }
 
 /// Every fault name, in the order `Display` prints them.
-const NAMES: [&str; 8] = [
+const NAMES: [&str; 9] = [
     "delay",
     "drop",
     "duplicate",
@@ -37,6 +41,7 @@ const NAMES: [&str; 8] = [
     "skew",
     "disk",
     "leader-race",
+    "pause",
 ];
 
 impl FaultSet {
@@ -50,6 +55,7 @@ impl FaultSet {
         skew: true,
         disk: true,
         leader_race: true,
+        pause: true,
     };
     /// No fault: a healthy network and no crashes.
     pub const NONE: FaultSet = FaultSet {
@@ -61,9 +67,10 @@ impl FaultSet {
         skew: false,
         disk: false,
         leader_race: false,
+        pause: false,
     };
 
-    fn flags(&mut self) -> [&mut bool; 8] {
+    fn flags(&mut self) -> [&mut bool; 9] {
         [
             &mut self.delay,
             &mut self.drop,
@@ -73,6 +80,7 @@ impl FaultSet {
             &mut self.skew,
             &mut self.disk,
             &mut self.leader_race,
+            &mut self.pause,
         ]
     }
 

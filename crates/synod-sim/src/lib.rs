@@ -11,6 +11,7 @@ mod client;
 mod disk;
 pub mod experiments;
 mod faults;
+mod lease;
 mod nemesis;
 mod network;
 mod node;

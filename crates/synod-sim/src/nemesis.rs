@@ -11,6 +11,9 @@ use crate::TICK_US;
 
 /// Shortest and longest time a crashed node stays down, in ticks.
 const DOWNTIME_TICKS: (u64, u64) = (20, 400);
+/// Shortest and longest pause of a process, in ticks: from a hiccup to longer than a
+/// lease's TTL.
+const PAUSE_TICKS: (u64, u64) = (5, 300);
 
 impl<P: Protocol> World<P> {
     /// Starts the nemesis.
@@ -59,6 +62,9 @@ impl<P: Protocol> World<P> {
         }
         if faults.leader_race && self.voters.len() >= 3 {
             choices.push(Self::start_race);
+        }
+        if faults.pause {
+            choices.extend([Self::pause_node as Act<P>, Self::pause_node]);
         }
         if let Some(&action) = self.nemesis_rng.pick(&choices) {
             action(self);
@@ -167,7 +173,7 @@ impl<P: Protocol> World<P> {
     /// As [`World::crash_node`], its unsynced writes treated as `unsynced` says. Returns
     /// whether the disk was left with garbage.
     fn crash_node_leaving(&mut self, node: NodeId, unsynced: Unsynced) -> bool {
-        let down = self.nodes.iter().filter(|n| n.engine.is_none()).count();
+        let down = self.nodes.iter().filter(|n| n.replica.is_none()).count();
         let minority = (self.voters.len() - 1) / 2;
         if down + 1 > minority || !self.is_up(node) {
             return false;
@@ -315,6 +321,43 @@ impl<P: Protocol> World<P> {
                 stage,
             },
         );
+    }
+
+    /// Pauses a node, the leader two times in three: it stops in the middle of whatever it
+    /// was doing and resumes later, unaware of the gap.
+    fn pause_node(&mut self) {
+        let node = if self.nemesis_rng.range(0, 3) == 0 {
+            self.voters[self.nemesis_rng.index(self.voters.len())]
+        } else {
+            self.likely_leader()
+        };
+        if !self.is_up(node) || self.paused.contains_key(&node) {
+            return;
+        }
+        let (shortest, longest) = PAUSE_TICKS;
+        let ticks = self.nemesis_rng.range_inclusive(shortest, longest);
+        self.paused.insert(node, Vec::new());
+        self.stats.pauses += 1;
+        self.trace_line(|| format!("nemesis: pause {node} for {ticks} ticks"));
+        let incarnation = self.node(node).incarnation;
+        self.schedule(ticks * TICK_US, Event::Resume { node, incarnation });
+    }
+
+    /// A paused node carries on: what reached it meanwhile arrives now, in order, and its
+    /// clock ticks again (once at once, as a timer that missed its ticks does).
+    pub(crate) fn resume(&mut self, node: NodeId) {
+        let Some(waiting) = self.paused.remove(&node) else {
+            return;
+        };
+        self.trace_line(|| format!("{node} resumes ({} events waited)", waiting.len()));
+        // Its timer fires first: it looks at its clocks before it reads what waited.
+        if self.is_up(node) {
+            let incarnation = self.node(node).incarnation;
+            self.schedule(0, Event::Tick { node, incarnation });
+        }
+        for event in waiting {
+            self.schedule(0, event);
+        }
     }
 
     fn crash_leader(&mut self) {

@@ -1,21 +1,21 @@
-//! One simulated server: the engine, its state machine and its disk, and how the node carries
-//! out the engine's actions under the contract's rules (persist before send; completions in
-//! order). This is the simulator's stand-in for the tokio runtime of the real server.
-
-use std::collections::HashMap;
+//! One simulated server: the replica (the server's own, from `synod-replica`: engine, store,
+//! forwarding, read barriers, lease clocks, snapshot scheduling) and its disk, and how the
+//! simulator carries out the replica's outputs: persists go to the simulated disk, sends to
+//! the simulated network, answers to the simulated clients. This is the simulator's stand-in
+//! for the tokio shell of the real server.
 
 use bytes::Bytes;
-use synod_core::{
-    Action, Entry, Input, NodeId, Payload, Persist, PersistId, Rejection, RequestId, SendGate,
-    Snapshot, SnapshotMeta, Status,
-};
+use synod_core::{Entry, NodeId, Payload, Persist, PersistId, RequestId, Snapshot, Status};
 use synod_kv::{KvStore, RangeRequest, Request};
+use synod_replica::{
+    Answer, Call, ClientCall, Output, PeerMessage, Refusal, Replica, ReplicaOptions, Waiter,
+};
 
 use crate::disk::{NodeDisk, Unsynced};
 use crate::protocol::Protocol;
 use crate::report::ViolationKind;
 use crate::world::{ClientRequest, Event, Reply, World};
-use crate::SimTime;
+use crate::{SimTime, TICK_US};
 
 /// A state machine as every simulated node starts it. The history window is kept short: the
 /// simulator checks replication, not reads in the past, and snapshots (which carry the
@@ -28,10 +28,23 @@ fn new_store() -> KvStore {
 /// be interrupted.
 const SNAPSHOT_CHUNK_BYTES: usize = 256;
 
-/// One simulated server: an engine while up, and what survives it when down.
+/// Who waits for a replica's answer: a simulated client, and for a read the key it reads.
+#[derive(Clone, Debug)]
+pub(crate) struct SimWaiter {
+    client: u64,
+    request: RequestId,
+    read_key: Option<Bytes>,
+}
+
+impl Waiter for SimWaiter {}
+
+pub(crate) type SimReplica<P> = Replica<P, SimWaiter>;
+pub(crate) type SimOutput<P> = Output<<P as synod_core::Engine>::Message, SimWaiter>;
+
+/// One simulated server: a replica while up, and what survives it when down.
 pub(crate) struct SimNode<P: Protocol> {
     pub(crate) id: NodeId,
-    pub(crate) engine: Option<P>,
+    pub(crate) replica: Option<SimReplica<P>>,
     /// Bumped at every crash; events of an earlier life are ignored.
     pub(crate) incarnation: u64,
     /// The disk refused to open after the nemesis damaged it: the node stays down.
@@ -40,18 +53,9 @@ pub(crate) struct SimNode<P: Protocol> {
     pub(crate) damaged: bool,
     /// The nemesis cuts the power while this node's next write is on its way to the disk.
     pub(crate) power_loss_armed: bool,
-    pub(crate) kv: KvStore,
-    /// Era of the last entry the state machine applied (a snapshot's era).
-    applied_era: u64,
-    /// Index of the newest snapshot this node holds.
-    snapshot_index: u64,
     pub(crate) disk: NodeDisk,
     /// The disk's last sync scheduled: when it starts and when it ends.
     disk_sync: (SimTime, SimTime),
-    /// Sends waiting for the persists before them (persist before send).
-    sends: SendGate<P::Message>,
-    pub(crate) waiting_writes: HashMap<RequestId, u64>,
-    pub(crate) waiting_reads: HashMap<RequestId, (u64, Bytes)>,
     pub(crate) tick_us: SimTime,
     pub(crate) status: Option<Status>,
 }
@@ -64,22 +68,33 @@ impl<P: Protocol> SimNode<P> {
     ) -> SimNode<P> {
         SimNode {
             id,
-            engine: None,
+            replica: None,
             incarnation: 0,
             dead: false,
             damaged: false,
             power_loss_armed: false,
-            kv: new_store(),
-            applied_era: 0,
-            snapshot_index: 0,
             disk: NodeDisk::new(id.0, storage_bugs),
             disk_sync: (0, 0),
-            sends: SendGate::default(),
-            waiting_writes: HashMap::new(),
-            waiting_reads: HashMap::new(),
             tick_us,
             status: None,
         }
+    }
+
+    /// The engine, while the node is up.
+    pub(crate) fn engine(&self) -> Option<&P> {
+        self.replica.as_ref().map(Replica::engine)
+    }
+
+    /// Its monotonic clock: virtual time at this node's clock rate (skewed like its ticks).
+    pub(crate) fn clock_us(&self, now: SimTime) -> u64 {
+        (u128::from(now) * u128::from(TICK_US) / u128::from(self.tick_us.max(1))) as u64
+    }
+
+    /// A copy of the store's state, while the node is up.
+    pub(crate) fn store_snapshot(&self) -> Option<(u64, Vec<u8>)> {
+        let replica = self.replica.as_ref()?;
+        let kv = replica.store().read();
+        Some((kv.applied_index(), kv.snapshot()))
     }
 }
 
@@ -107,16 +122,18 @@ impl<P: Protocol> World<P> {
         for repair in &recovered.repairs {
             self.trace_line(|| format!("{id} {repair}"));
         }
+        let incarnation = self.node(id).incarnation;
         let seed = self
             .config
             .seed
             .wrapping_mul(1_000_003)
-            .wrapping_add(id.0 * 7919 + self.node(id).incarnation);
+            .wrapping_add(id.0 * 7919 + incarnation);
+        let timing = synod_replica::Timing::default();
         let boot = synod_replica::Boot {
             id,
             voters: &self.voters,
             seed,
-            timing: synod_replica::Timing::default(),
+            timing,
             snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES,
         };
         let engine = match P::boot(&boot, &recovered, &self.options) {
@@ -128,7 +145,7 @@ impl<P: Protocol> World<P> {
                 )
             }
         };
-        let kv = match &recovered.snapshot {
+        let store = match &recovered.snapshot {
             Some(s) => match KvStore::restore(&s.data) {
                 Ok(kv) => kv,
                 Err(e) => {
@@ -140,15 +157,23 @@ impl<P: Protocol> World<P> {
             },
             None => new_store(),
         };
+        let options = ReplicaOptions {
+            id,
+            own_client_id: synod_core::ClientId::UNTRACKED_FROM | (id.0 << 32) | incarnation,
+            snapshot_every: self.config.snapshot_every,
+            lease_extension_us: timing.election_ticks * TICK_US,
+            keep_alive_window_us: timing.election_ticks * TICK_US / 2,
+            // Every 250 ms, as the server looks.
+            lease_check_ticks: 25,
+            lease_bugs: self.config.lease_bugs,
+        };
+        let era = recovered.snapshot.as_ref().map_or(0, |s| s.meta.era);
+        let replica = Replica::new(engine, store, era, options);
         let node = self.node_mut(id);
         node.damaged = false;
-        node.applied_era = recovered.snapshot.as_ref().map_or(0, |s| s.meta.era);
-        node.snapshot_index = kv.applied_index();
-        node.kv = kv;
-        node.status = Some(engine.status());
-        node.engine = Some(engine);
-        node.sends.reset();
-        let (tick, incarnation) = (node.tick_us, node.incarnation);
+        node.status = Some(replica.status());
+        node.replica = Some(replica);
+        let tick = node.tick_us;
         self.schedule(
             tick,
             Event::Tick {
@@ -172,17 +197,16 @@ impl<P: Protocol> World<P> {
     /// Stops a node, its unsynced writes treated as `unsynced` says. Returns whether its disk
     /// was left with garbage.
     pub(crate) fn crash_leaving(&mut self, id: NodeId, unsynced: Unsynced) -> bool {
+        // A paused process can be killed too: what waited for it is lost with it.
+        self.paused.remove(&id);
         let node = &mut self.nodes[id.0 as usize - 1];
-        let Some(engine) = node.engine.take() else {
+        let Some(replica) = node.replica.take() else {
             return false;
         };
-        self.stats.preemptions += engine.preemptions();
+        self.stats.preemptions += replica.engine().preemptions();
         node.status = None;
         node.incarnation += 1;
         let garbage = node.disk.crash(&mut self.disk_rng, unsynced);
-        node.sends.reset();
-        node.waiting_writes.clear();
-        node.waiting_reads.clear();
         node.disk_sync = (0, 0);
         node.power_loss_armed = false;
         self.stats.crashes += 1;
@@ -191,7 +215,7 @@ impl<P: Protocol> World<P> {
     }
 
     pub(crate) fn restart(&mut self, id: NodeId) {
-        if self.node(id).engine.is_some() || self.node(id).dead {
+        if self.node(id).replica.is_some() || self.node(id).dead {
             return;
         }
         self.trace_line(|| format!("{id} restarts"));
@@ -199,24 +223,47 @@ impl<P: Protocol> World<P> {
     }
 
     pub(crate) fn is_up(&self, id: NodeId) -> bool {
-        self.node(id).engine.is_some()
+        self.node(id).replica.is_some()
     }
 
-    pub(crate) fn carry_out(&mut self, id: NodeId, action: Action<P::Message>) {
-        match action {
-            Action::Persist(persist) => self.submit_persist(id, persist),
-            Action::Send { to, message } => {
-                if let Some((to, message)) = self.node_mut(id).sends.send(to, message) {
-                    self.transmit(id, to, message);
+    /// Carries out a replica's outputs in order. Saving a snapshot is done at once, and the
+    /// replica's answer to it joins the queue.
+    pub(crate) fn carry_out(&mut self, id: NodeId, out: &mut Vec<SimOutput<P>>) {
+        while !out.is_empty() {
+            for output in std::mem::take(out) {
+                if self.violation.is_some() || !self.is_up(id) {
+                    return;
+                }
+                match output {
+                    Output::Persist(persist) => self.submit_persist(id, persist),
+                    Output::Send { to, message } => self.transmit(id, to, message),
+                    Output::Answer { waiter, answer } => self.answer(id, waiter, answer),
+                    Output::Applied(entry) => self.check_applied(id, entry),
+                    Output::Restored(meta) => {
+                        self.stats.snapshots_installed += 1;
+                        self.trace_line(|| {
+                            format!("{id} installs a snapshot through {}", meta.index)
+                        });
+                    }
+                    Output::SaveSnapshot { meta, store } => {
+                        let snapshot = Snapshot {
+                            meta,
+                            data: Bytes::from(store.snapshot()),
+                        };
+                        if let Err(e) = self.node_mut(id).disk.save_snapshot(&snapshot) {
+                            return self.fail(
+                                ViolationKind::Safety,
+                                format!("{id} cannot save a snapshot: {e}"),
+                            );
+                        }
+                        self.stats.snapshots_taken += 1;
+                        self.trace_line(|| format!("{id} snapshots through {}", meta.index));
+                        if let Some(replica) = self.node_mut(id).replica.as_mut() {
+                            replica.snapshot_saved(snapshot, out);
+                        }
+                    }
                 }
             }
-            Action::Apply(entry) => self.apply(id, entry),
-            Action::Restore(snapshot) => self.restore(id, snapshot),
-            Action::ReadReady(request) => self.answer_read(id, request),
-            Action::Reject {
-                id: request,
-                reason,
-            } => self.answer_rejection(id, request, reason),
         }
     }
 
@@ -241,9 +288,7 @@ impl<P: Protocol> World<P> {
             self.node_mut(id).disk_sync = (begin, end);
             end
         };
-        let node = self.node_mut(id);
-        node.sends.issued(persist.id);
-        let incarnation = node.incarnation;
+        let incarnation = self.node(id).incarnation;
         self.stats.persists += 1;
         self.stats.state_bytes_persisted += persist.hard_state.as_ref().map_or(0, Vec::len) as u64
             + persist.journal.iter().map(|r| r.len() as u64).sum::<u64>();
@@ -270,33 +315,25 @@ impl<P: Protocol> World<P> {
         if self.node(id).incarnation != incarnation || !self.is_up(id) {
             return;
         }
-        let node = self.node_mut(id);
-        if let Err(e) = node.disk.sync() {
+        if let Err(e) = self.node_mut(id).disk.sync() {
             return self.fail(
                 ViolationKind::Safety,
                 format!("{id} cannot sync its log: {e}"),
             );
         }
-        let released = node.sends.durable(done);
-        // The engine hears of the persist first, so a checker sees the state as durable when
-        // the messages that depend on it leave (the network does not keep order anyway).
-        self.step(id, Input::Persisted(done));
-        for (to, message) in released {
-            self.transmit(id, to, message);
-        }
+        self.step(id, |replica, out| replica.persisted(done, out));
     }
 
     /// State Machine Safety (paper Figure 3): no two nodes apply different commands at one
     /// index. (The era may differ: Paxos learns a decided value under later ballots too; Raft's
-    /// terms are checked by log matching.) Then the entry runs on this node's state machine
-    /// and its client, if waiting here, gets the answer.
-    fn apply(&mut self, id: NodeId, entry: Entry) {
+    /// terms are checked by log matching.)
+    fn check_applied(&mut self, id: NodeId, entry: Entry) {
         let position = entry.index as usize - 1;
         match self.safety.applied.get(position) {
             Some(first) if first.payload != entry.payload => {
                 let detail =
                     format!("state machine safety: {id} applies {entry} where {first} was applied");
-                return self.fail(ViolationKind::Safety, detail);
+                self.fail(ViolationKind::Safety, detail);
             }
             Some(_) => {}
             None => {
@@ -305,134 +342,87 @@ impl<P: Protocol> World<P> {
                     self.safety.applied.len(),
                     "entries are applied in order"
                 );
-                if matches!(entry.payload, Payload::Command(_)) {
+                if let Payload::Command(command) = &entry.payload {
                     self.stats.committed_commands += 1;
                     if let Some(crashed) = self.leader_crashed_at.take() {
                         self.stats.leader_crash_stalls_us.push(self.now - crashed);
                     }
+                    self.on_committed_command(entry.index, command);
                 }
                 self.trace_line(|| format!("{id} commits {entry}"));
-                self.safety.applied.push(entry.clone());
+                self.safety.applied.push(entry);
             }
         }
-        let node = self.node_mut(id);
-        node.applied_era = entry.era;
-        let Some((request, result)) = node.kv.apply(&entry) else {
-            return;
-        };
-        if let Some(client) = node.waiting_writes.remove(&request) {
-            self.reply(id, client, request, Reply::Done(result));
-        }
     }
 
-    /// The state machine is replaced by a snapshot received from the leader.
-    fn restore(&mut self, id: NodeId, snapshot: Snapshot) {
-        let kv = match KvStore::restore(&snapshot.data) {
-            Ok(kv) if kv.applied_index() == snapshot.meta.index => kv,
-            Ok(kv) => {
-                let detail = format!(
-                    "{id} got a snapshot through {} holding state through {}",
-                    snapshot.meta.index,
-                    kv.applied_index()
-                );
-                return self.fail(ViolationKind::Safety, detail);
-            }
-            Err(e) => {
-                return self.fail(
-                    ViolationKind::Safety,
-                    format!("{id} got a snapshot that does not decode: {e}"),
-                )
+    /// Sends a replica's answer to the client that waits for it.
+    fn answer(&mut self, id: NodeId, waiter: SimWaiter, answer: Answer) {
+        let SimWaiter {
+            client,
+            request,
+            read_key,
+        } = waiter;
+        let reply = match answer {
+            Answer::Applied(applied) => Reply::Done(Ok(applied)),
+            Answer::Refused(Refusal::Kv(e)) => Reply::Done(Err(e)),
+            Answer::Refused(Refusal::NotLeader(hint)) => Reply::Redirect(hint),
+            Answer::Refused(Refusal::Stopped) => return,
+            Answer::Ttl(ttl) => Reply::Ttl(ttl),
+            Answer::Ready => {
+                let Some(key) = read_key else { return };
+                let Some(replica) = self.node(id).replica.as_ref() else {
+                    return;
+                };
+                let read = RangeRequest {
+                    range: synod_kv::KeyRange::key(&key),
+                    ..Default::default()
+                };
+                Reply::Done(replica.store().read().range(&read))
             }
         };
-        let node = self.node_mut(id);
-        node.kv = kv;
-        node.applied_era = snapshot.meta.era;
-        node.snapshot_index = snapshot.meta.index;
-        self.stats.snapshots_installed += 1;
-        self.trace_line(|| format!("{id} installs a snapshot through {}", snapshot.meta.index));
-    }
-
-    /// Every `snapshot_every` applied entries a node snapshots its state machine, saves it,
-    /// compacts its log and tells the engine, as the real server does.
-    pub(crate) fn maybe_snapshot(&mut self, id: NodeId) {
-        let every = self.config.snapshot_every;
-        let node = self.node_mut(id);
-        let applied = node.kv.applied_index();
-        if every == 0 || node.engine.is_none() || applied < node.snapshot_index + every {
-            return;
-        }
-        let meta = SnapshotMeta {
-            index: applied,
-            era: node.applied_era,
-        };
-        let snapshot = Snapshot {
-            meta,
-            data: Bytes::from(node.kv.snapshot()),
-        };
-        if let Err(e) = node.disk.save_snapshot(&snapshot) {
-            return self.fail(
-                ViolationKind::Safety,
-                format!("{id} cannot save a snapshot: {e}"),
-            );
-        }
-        node.snapshot_index = applied;
-        self.stats.snapshots_taken += 1;
-        self.trace_line(|| format!("{id} snapshots through {applied}"));
-        self.step(id, Input::Snapshotted(snapshot));
-    }
-
-    fn answer_read(&mut self, id: NodeId, request: RequestId) {
-        let node = self.node_mut(id);
-        let Some((client, key)) = node.waiting_reads.remove(&request) else {
-            return;
-        };
-        let read = RangeRequest {
-            range: synod_kv::KeyRange::key(&key),
-            ..Default::default()
-        };
-        let applied = node.kv.range(&read);
-        self.reply(id, client, request, Reply::Done(applied));
-    }
-
-    fn answer_rejection(&mut self, id: NodeId, request: RequestId, reason: Rejection) {
-        let node = self.node_mut(id);
-        let client = node
-            .waiting_writes
-            .remove(&request)
-            .or_else(|| node.waiting_reads.remove(&request).map(|(c, _)| c));
-        let Rejection::NotLeader { leader_hint } = reason;
-        if let Some(client) = client {
-            self.reply(id, client, request, Reply::Redirect(leader_hint));
-        }
+        self.reply(id, client, request, reply);
     }
 
     pub(crate) fn on_client_request(&mut self, id: NodeId, client: u64, request: ClientRequest) {
         if !self.is_up(id) {
             return;
         }
-        self.trace_line(|| match &request {
-            ClientRequest::Write(rid, _) => format!("c{client} -> {id} write {rid}"),
-            ClientRequest::Read(rid, _) => format!("c{client} -> {id} read {rid}"),
-        });
-        match request {
+        self.trace_line(|| format!("c{client} -> {id} {request}"));
+        let (request_id, call, read_key) = match request {
             ClientRequest::Write(request_id, command) => {
-                self.node_mut(id).waiting_writes.insert(request_id, client);
-                let proposal = synod_core::Proposal {
-                    id: request_id,
-                    command: Request::encode(&command),
-                };
-                self.step(id, Input::Propose(vec![proposal]));
+                (request_id, Call::Write(Request::encode(&command)), None)
             }
-            ClientRequest::Read(request_id, key) => {
-                self.node_mut(id)
-                    .waiting_reads
-                    .insert(request_id, (client, key));
-                let read = synod_core::ReadRequest {
-                    id: request_id,
-                    consistency: synod_core::ReadConsistency::Linearizable,
-                };
-                self.step(id, Input::Read(vec![read]));
+            ClientRequest::Read(request_id, key) => (
+                request_id,
+                Call::Read(synod_core::ReadConsistency::Linearizable),
+                Some(key),
+            ),
+            ClientRequest::KeepAlive(request_id, lease) => {
+                (request_id, Call::KeepAlive(lease), None)
             }
+        };
+        let call = ClientCall {
+            id: request_id,
+            waiter: SimWaiter {
+                client,
+                request: request_id,
+                read_key,
+            },
+            call,
+        };
+        self.step(id, |replica, out| replica.submit(vec![call], out));
+    }
+}
+
+/// One line describing a peer message, for traces.
+pub(crate) fn describe<P: Protocol>(message: &PeerMessage<P::Message>) -> String {
+    match message {
+        PeerMessage::Engine(m) => P::describe(m),
+        PeerMessage::Propose(proposals) => format!("forwarded writes x{}", proposals.len()),
+        PeerMessage::ReadIndex(ids) => format!("read index for x{}", ids.len()),
+        PeerMessage::ReadReady { ids, index } => format!("reads x{} ready at {index}", ids.len()),
+        PeerMessage::Refused { ids, leader } => {
+            format!("refused x{}, leader {leader:?}", ids.len())
         }
     }
 }

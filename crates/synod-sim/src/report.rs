@@ -92,6 +92,18 @@ pub struct Stats {
     pub recovery_us: Option<u64>,
     /// Times proposers were preempted by a higher ballot (Basic Paxos).
     pub preemptions: u64,
+    /// Processes paused.
+    pub pauses: u64,
+    /// Leases granted to clients that heard so.
+    pub leases_granted: u64,
+    /// Keep-alives answered with a TTL.
+    pub lease_renewals: u64,
+    /// Leases revoked by expiry.
+    pub leases_expired: u64,
+    /// Writes a follower handed to the leader.
+    pub writes_forwarded: u64,
+    /// Linearizable reads and keep-alives a follower asked the leader to confirm.
+    pub reads_forwarded: u64,
     /// Every completed write's latency as its client saw it (invoke to answer, retries
     /// included), in microseconds.
     pub write_latencies_us: Vec<u64>,
@@ -169,6 +181,12 @@ impl Summary {
             t.disks_damaged += s.disks_damaged;
             t.disks_refused += s.disks_refused;
             t.preemptions += s.preemptions;
+            t.pauses += s.pauses;
+            t.leases_granted += s.leases_granted;
+            t.lease_renewals += s.lease_renewals;
+            t.leases_expired += s.leases_expired;
+            t.writes_forwarded += s.writes_forwarded;
+            t.reads_forwarded += s.reads_forwarded;
             t.write_latencies_us.extend(&s.write_latencies_us);
             t.leader_crash_stalls_us.extend(&s.leader_crash_stalls_us);
             t.committed_commands += s.committed_commands;
@@ -210,8 +228,22 @@ impl fmt::Display for Summary {
             t.indeterminate.to_string(),
         )?;
         row(f, "writes committed", t.committed_commands.to_string())?;
+        row(
+            f,
+            "  forwarded by a follower",
+            t.writes_forwarded.to_string(),
+        )?;
+        row(
+            f,
+            "reads confirmed for a follower",
+            t.reads_forwarded.to_string(),
+        )?;
+        row(f, "leases granted", t.leases_granted.to_string())?;
+        row(f, "  renewed by keep-alives", t.lease_renewals.to_string())?;
+        row(f, "  revoked by expiry", t.leases_expired.to_string())?;
         row(f, "leaders elected", t.elections.to_string())?;
         row(f, "node crashes", t.crashes.to_string())?;
+        row(f, "process pauses", t.pauses.to_string())?;
         row(f, "snapshots taken", t.snapshots_taken.to_string())?;
         row(
             f,

@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use synod_check::{check_kv, Verdict};
+use synod_core::NodeId;
 
 use crate::faults::FaultSet;
 use crate::protocol::Protocol;
@@ -44,6 +45,8 @@ pub struct RunConfig {
     pub trace: bool,
     /// Storage rules broken on purpose (test builds), to prove the sweep catches them.
     pub storage_bugs: synod_storage::InjectedBugs,
+    /// Lease rules broken on purpose (test builds), to prove the lease checker catches them.
+    pub lease_bugs: synod_replica::LeaseBugs,
 }
 
 impl RunConfig {
@@ -65,6 +68,7 @@ impl RunConfig {
             spread_clients: false,
             trace: false,
             storage_bugs: synod_storage::InjectedBugs::NONE,
+            lease_bugs: synod_replica::LeaseBugs::NONE,
         }
     }
 }
@@ -120,7 +124,7 @@ pub fn run<P: Protocol>(config: &RunConfig, options: &P::Options) -> RunOutcome 
     let live_preemptions: u64 = world
         .nodes
         .iter()
-        .filter_map(|n| n.engine.as_ref())
+        .filter_map(|n| n.engine())
         .map(|e| e.preemptions())
         .sum();
     world.stats.preemptions += live_preemptions;
@@ -156,7 +160,14 @@ fn play<P: Protocol>(world: &mut World<P>) {
         world.fail(ViolationKind::Liveness, detail);
     }
     world.stop_clients();
-    world.run_until(healed + (config.liveness_ticks + config.settle_ticks) * TICK_US);
+    // Leases their holders no longer renew must all expire before the end, and the log must
+    // be still again after the last expiry.
+    let lapse = if synod_replica::has_leader(P::NAME) {
+        crate::lease::LAPSE_BOUND_US
+    } else {
+        0
+    };
+    world.run_until(healed + (config.liveness_ticks + config.settle_ticks) * TICK_US + lapse);
     if world.violation.is_none() {
         world.final_checks();
     }
@@ -168,6 +179,10 @@ impl<P: Protocol> World<P> {
     pub(crate) fn heal_everything(&mut self) {
         self.nemesis_on = false;
         self.network.heal();
+        let paused: Vec<NodeId> = self.paused.keys().copied().collect();
+        for id in paused {
+            self.resume(id);
+        }
         for id in self.voters.clone() {
             self.restart(id);
         }
@@ -190,6 +205,9 @@ impl<P: Protocol> World<P> {
         if let Err(e) = self.check_convergence() {
             return self.fail(ViolationKind::Convergence, e);
         }
+        if let Err(e) = self.check_lapsed_leases() {
+            return self.fail(ViolationKind::Liveness, e);
+        }
         match check_kv(self.history.operations()) {
             Verdict::Linearizable => {}
             Verdict::Violation(v) => self.fail(ViolationKind::Linearizability, v.to_string()),
@@ -207,24 +225,23 @@ impl<P: Protocol> World<P> {
     fn check_convergence(&self) -> Result<(), String> {
         let serving: Vec<_> = self.nodes.iter().filter(|n| !n.dead).collect();
         let first = serving.first().ok_or("every node's disk was damaged")?;
-        let reference = first.kv.snapshot();
+        let down = |id: NodeId| format!("{id} is down");
+        let (_, reference) = first.store_snapshot().ok_or_else(|| down(first.id))?;
         let first_commit = first
-            .engine
-            .as_ref()
+            .engine()
             .map(|e| e.status().commit_index)
-            .ok_or(format!("{} is down", first.id))?;
+            .ok_or_else(|| down(first.id))?;
         for node in &serving {
-            let engine = node.engine.as_ref().ok_or(format!("{} is down", node.id))?;
+            let engine = node.engine().ok_or_else(|| down(node.id))?;
             let commit = engine.status().commit_index;
-            if commit != first_commit || node.kv.applied_index() != commit {
+            let (applied, state) = node.store_snapshot().ok_or_else(|| down(node.id))?;
+            if commit != first_commit || applied != commit {
                 return Err(format!(
-                    "{} committed {commit} and applied {}, {} committed {first_commit}",
-                    node.id,
-                    node.kv.applied_index(),
-                    first.id,
+                    "{} committed {commit} and applied {applied}, {} committed {first_commit}",
+                    node.id, first.id,
                 ));
             }
-            if node.kv.snapshot() != reference {
+            if state != reference {
                 return Err(format!(
                     "{} and {} applied the same log into different states",
                     node.id, first.id

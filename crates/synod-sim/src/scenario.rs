@@ -64,7 +64,7 @@ impl<P: Protocol> Scenario<P> {
         self.world
             .nodes
             .iter()
-            .filter_map(|n| n.engine.as_ref().map(|e| e.status()))
+            .filter_map(|n| n.engine().map(|e| e.status()))
             .filter(|s| s.role == Role::Leader)
             .max_by_key(|s| s.era)
             .map(|s| s.id)
@@ -72,7 +72,7 @@ impl<P: Protocol> Scenario<P> {
 
     /// What a live node believes, or `None` if it is down.
     pub fn status(&self, node: NodeId) -> Option<Status> {
-        self.world.node(node).engine.as_ref().map(|e| e.status())
+        self.world.node(node).engine().map(|e| e.status())
     }
 
     /// Cuts `node` off from every other node, both ways. Clients still reach it.

@@ -7,12 +7,13 @@ use std::collections::{BTreeMap, BinaryHeap};
 
 use bytes::Bytes;
 use synod_check::{History, KvInput, KvOutput};
-use synod_core::{Action, Entry, Input, NodeId, PersistId, RequestId, Rng, Role, Status};
+use synod_core::{Entry, NodeId, PersistId, RequestId, Rng, Role, Status};
 use synod_kv::{Applied, KvError, Request};
+use synod_replica::PeerMessage;
 
 use crate::client::Client;
 use crate::network::Network;
-use crate::node::SimNode;
+use crate::node::{describe, SimNode, SimOutput, SimReplica};
 use crate::protocol::{Invariants, Protocol};
 use crate::report::{Stats, Violation, ViolationKind};
 use crate::run::RunConfig;
@@ -26,6 +27,18 @@ pub(crate) enum ClientRequest {
     Write(RequestId, Request),
     /// A linearizable read of one key.
     Read(RequestId, Bytes),
+    /// Renew a lease.
+    KeepAlive(RequestId, i64),
+}
+
+impl std::fmt::Display for ClientRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientRequest::Write(id, _) => write!(f, "write {id}"),
+            ClientRequest::Read(id, _) => write!(f, "read {id}"),
+            ClientRequest::KeepAlive(id, lease) => write!(f, "keep-alive {id} of lease {lease}"),
+        }
+    }
 }
 
 /// What a node answers a client.
@@ -35,6 +48,8 @@ pub(crate) enum Reply {
     Done(Result<Applied, KvError>),
     /// Not the leader; try the hinted node.
     Redirect(Option<NodeId>),
+    /// A lease's TTL (0: it is gone).
+    Ttl(i64),
 }
 
 /// Something that happens at a point in virtual time.
@@ -91,6 +106,11 @@ pub(crate) enum Event<M> {
     Restart {
         node: NodeId,
     },
+    /// A paused node carries on.
+    Resume {
+        node: NodeId,
+        incarnation: u64,
+    },
     Audit,
 }
 
@@ -132,7 +152,7 @@ pub struct World<P: Protocol> {
     pub(crate) options: P::Options,
     pub(crate) now: SimTime,
     next_order: u64,
-    queue: BinaryHeap<Scheduled<P::Message>>,
+    queue: BinaryHeap<Scheduled<PeerMessage<P::Message>>>,
     pub(crate) net_rng: Rng,
     pub(crate) disk_rng: Rng,
     pub(crate) nemesis_rng: Rng,
@@ -151,7 +171,11 @@ pub struct World<P: Protocol> {
     pub(crate) nemesis_on: bool,
     /// When the nemesis last crashed the leader, until the next command commits.
     pub(crate) leader_crashed_at: Option<SimTime>,
-    scratch: Vec<Action<P::Message>>,
+    /// What lease holders were promised.
+    pub(crate) leases: crate::lease::LeaseCheck,
+    /// Paused nodes, with the events that reached each meanwhile.
+    pub(crate) paused: BTreeMap<NodeId, Vec<Event<PeerMessage<P::Message>>>>,
+    scratch: Vec<SimOutput<P>>,
 }
 
 impl<P: Protocol> World<P> {
@@ -206,6 +230,8 @@ impl<P: Protocol> World<P> {
             healed_at: None,
             nemesis_on: false,
             leader_crashed_at: None,
+            leases: crate::lease::LeaseCheck::default(),
+            paused: BTreeMap::new(),
             scratch: Vec::new(),
         };
         for id in world.voters.clone() {
@@ -215,7 +241,7 @@ impl<P: Protocol> World<P> {
         world
     }
 
-    pub(crate) fn schedule(&mut self, delay: SimTime, event: Event<P::Message>) {
+    pub(crate) fn schedule(&mut self, delay: SimTime, event: Event<PeerMessage<P::Message>>) {
         self.next_order += 1;
         self.queue.push(Scheduled {
             at: self.now + delay,
@@ -248,7 +274,10 @@ impl<P: Protocol> World<P> {
         }
     }
 
-    fn handle(&mut self, event: Event<P::Message>) {
+    fn handle(&mut self, event: Event<PeerMessage<P::Message>>) {
+        let Some(event) = self.unless_paused(event) else {
+            return;
+        };
         match event {
             Event::Tick { node, incarnation } => self.on_tick(node, incarnation),
             Event::Message { from, to, message } => self.on_message(from, to, message),
@@ -283,15 +312,42 @@ impl<P: Protocol> World<P> {
                 stage,
             } => self.on_race(leader, buddy, stage),
             Event::Restart { node } => self.restart(node),
+            Event::Resume { node, incarnation } => {
+                if self.node(node).incarnation == incarnation {
+                    self.resume(node);
+                }
+            }
             Event::Audit => self.on_audit(),
         }
+    }
+
+    /// Holds an event for a paused node until it resumes (its ticks are dropped: a paused
+    /// process's timer does not catch up). Everything else passes.
+    fn unless_paused(
+        &mut self,
+        event: Event<PeerMessage<P::Message>>,
+    ) -> Option<Event<PeerMessage<P::Message>>> {
+        let node = match &event {
+            Event::Tick { node, .. }
+            | Event::DiskDone { node, .. }
+            | Event::ToNode { node, .. } => *node,
+            Event::Message { to, .. } => *to,
+            _ => return Some(event),
+        };
+        let Some(waiting) = self.paused.get_mut(&node) else {
+            return Some(event);
+        };
+        if !matches!(event, Event::Tick { .. }) {
+            waiting.push(event);
+        }
+        None
     }
 
     fn on_tick(&mut self, id: NodeId, incarnation: u64) {
         if self.node(id).incarnation != incarnation || !self.is_up(id) {
             return;
         }
-        self.step(id, Input::Tick);
+        self.step(id, |replica, out| replica.tick(out));
         let tick = self.node(id).tick_us;
         self.schedule(
             tick,
@@ -302,37 +358,46 @@ impl<P: Protocol> World<P> {
         );
     }
 
-    fn on_message(&mut self, from: NodeId, to: NodeId, message: P::Message) {
+    fn on_message(&mut self, from: NodeId, to: NodeId, message: PeerMessage<P::Message>) {
         if !self.network.connected(from, to) || !self.is_up(to) {
             self.stats.messages_dropped += 1;
-            self.trace_line(|| format!("{from} -> {to} lost: {}", P::describe(&message)));
+            self.trace_line(|| format!("{from} -> {to} lost: {}", describe::<P>(&message)));
             return;
         }
         self.stats.messages_delivered += 1;
-        self.trace_line(|| format!("{from} -> {to} {}", P::describe(&message)));
-        self.step(to, Input::Receive { from, message });
+        self.trace_line(|| format!("{from} -> {to} {}", describe::<P>(&message)));
+        self.step(to, |replica, out| replica.receive(from, message, out));
     }
 
-    /// Feeds one input to a live node, checks the safety properties, carries out the actions,
-    /// then lets the node snapshot if it is due.
-    pub(crate) fn step(&mut self, id: NodeId, input: Input<P::Message>) {
+    /// Feeds one input to a live node's replica, checks the safety properties, then carries
+    /// out its outputs.
+    pub(crate) fn step(
+        &mut self,
+        id: NodeId,
+        input: impl FnOnce(&mut SimReplica<P>, &mut Vec<SimOutput<P>>),
+    ) {
         let mut out = std::mem::take(&mut self.scratch);
         let node = &mut self.nodes[id.0 as usize - 1];
         let incarnation = node.incarnation;
-        let Some(engine) = node.engine.as_mut() else {
+        let clock = node.clock_us(self.now);
+        let Some(replica) = node.replica.as_mut() else {
             return;
         };
-        engine.step(input, &mut out);
-        let status = engine.status();
-        if let Err(e) = self.safety.protocol.after_step(id, incarnation, engine) {
+        replica.set_clock(clock);
+        input(replica, &mut out);
+        let status = replica.status();
+        let checked = self
+            .safety
+            .protocol
+            .after_step(id, incarnation, replica.engine());
+        let fatal = replica.take_fatal().map(|reason| format!("{id}: {reason}"));
+        if let Some(e) = checked.err().or(fatal) {
             self.fail(ViolationKind::Safety, e);
         }
         self.observe_status(id, status);
-        for action in out.drain(..) {
-            self.carry_out(id, action);
-        }
+        self.carry_out(id, &mut out);
+        out.clear();
         self.scratch = out;
-        self.maybe_snapshot(id);
     }
 
     /// Election Safety (paper Figure 3): at most one leader per era.
@@ -359,10 +424,23 @@ impl<P: Protocol> World<P> {
     }
 
     /// Puts a message on the network: it may be cut off, lost, delayed or duplicated.
-    pub(crate) fn transmit(&mut self, from: NodeId, to: NodeId, message: P::Message) {
+    pub(crate) fn transmit(&mut self, from: NodeId, to: NodeId, message: PeerMessage<P::Message>) {
         self.stats.messages_sent += 1;
-        if let Some(engine) = self.nodes[from.0 as usize - 1].engine.as_ref() {
-            if let Err(e) = self.safety.protocol.before_send(from, &message, engine) {
+        match &message {
+            PeerMessage::Propose(proposals) => {
+                self.stats.writes_forwarded += proposals.len() as u64
+            }
+            PeerMessage::ReadIndex(ids) => self.stats.reads_forwarded += ids.len() as u64,
+            _ => {}
+        }
+        if let (PeerMessage::Engine(engine_message), Some(engine)) =
+            (&message, self.nodes[from.0 as usize - 1].engine())
+        {
+            if let Err(e) = self
+                .safety
+                .protocol
+                .before_send(from, engine_message, engine)
+            {
                 self.fail(ViolationKind::Safety, e);
             }
         }
@@ -385,7 +463,7 @@ impl<P: Protocol> World<P> {
             }
             _ => {
                 self.stats.messages_dropped += 1;
-                self.trace_line(|| format!("{from} -> {to} dropped: {}", P::describe(&message)));
+                self.trace_line(|| format!("{from} -> {to} dropped: {}", describe::<P>(&message)));
             }
         }
     }
@@ -396,6 +474,7 @@ impl<P: Protocol> World<P> {
         self.trace_line(|| match &reply {
             Reply::Done(_) => format!("{from} -> c{client} answers {id}"),
             Reply::Redirect(hint) => format!("{from} -> c{client} refuses {id}, leader {hint:?}"),
+            Reply::Ttl(ttl) => format!("{from} -> c{client} answers {id}: TTL {ttl}"),
         });
         let deliveries = self.network.deliveries(&mut self.net_rng);
         for delay in deliveries.iter() {
@@ -424,7 +503,7 @@ impl<P: Protocol> World<P> {
         let live: Vec<(NodeId, u64, &P)> = self
             .nodes
             .iter()
-            .filter_map(|n| n.engine.as_ref().map(|e| (n.id, n.incarnation, e)))
+            .filter_map(|n| n.engine().map(|e| (n.id, n.incarnation, e)))
             .collect();
         self.safety.protocol.periodic(&live)
     }

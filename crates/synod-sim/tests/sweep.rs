@@ -6,6 +6,7 @@
 
 use synod_paxos::{BasicPaxos, MultiPaxos};
 use synod_raft::Raft;
+use synod_replica::LeaseBugs;
 use synod_sim::{
     run, sweep, FaultSet, PaxosOptions, Protocol, RaftOptions, RunConfig, Summary, Violation,
     ViolationKind,
@@ -289,4 +290,57 @@ fn the_sweep_catches_a_leader_that_leads_on_after_learning_a_higher_decision() {
     template.clients = 10;
     let summary = sweep_template::<MultiPaxos>(template, 1..=50, options);
     first_caught("multi-paxos", &summary);
+}
+
+/// Sweeps Raft and Multi-Paxos with one lease rule broken, until the lease checker objects.
+fn lease_bug_caught(name: &str, bugs: LeaseBugs, seeds: std::ops::RangeInclusive<u64>) {
+    // Pauses and partitions of the leader while many clients hold leases.
+    let mut template = RunConfig::new(0, 3);
+    template.faults = FaultSet::parse("pause,partition,skew,delay").unwrap();
+    template.clients = 10;
+    template.nemesis_interval_ticks = (20, 150);
+    template.lease_bugs = bugs;
+    for (protocol, summary) in [
+        (
+            "raft",
+            sweep_template::<Raft>(template.clone(), seeds.clone(), RaftOptions::default()),
+        ),
+        (
+            "multi-paxos",
+            sweep_template::<MultiPaxos>(template.clone(), seeds.clone(), PaxosOptions::default()),
+        ),
+    ] {
+        let (_, first) = first_caught(&format!("{name} under {protocol}"), &summary);
+        assert!(
+            first.detail.contains("lease"),
+            "{name} under {protocol}: caught by the lease checker, not {first}"
+        );
+    }
+}
+
+#[test]
+fn the_sweep_catches_a_keep_alive_renewed_without_confirming_leadership() {
+    let bugs = LeaseBugs {
+        renew_without_confirming: true,
+        ..LeaseBugs::NONE
+    };
+    lease_bug_caught("renewing without confirming leadership", bugs, 1..=100);
+}
+
+#[test]
+fn the_sweep_catches_a_keep_alive_renewed_while_its_revoke_is_pending() {
+    let bugs = LeaseBugs {
+        renew_while_revoking: true,
+        ..LeaseBugs::NONE
+    };
+    lease_bug_caught("renewing a lease whose revoke is pending", bugs, 1..=100);
+}
+
+#[test]
+fn the_sweep_catches_an_expiry_revoke_committed_in_a_later_era() {
+    let bugs = LeaseBugs {
+        revoke_in_any_era: true,
+        ..LeaseBugs::NONE
+    };
+    lease_bug_caught("an expiry revoke not bound to its era", bugs, 1..=100);
 }

@@ -196,6 +196,54 @@ fn check_leases(all: &str, follower: &str) {
         format!("lease {id} revoked\n")
     );
     assert_eq!(etcdctl(&all, &["get", "app/leased"], None), "");
+    check_lock(&all, &follower);
+}
+
+/// `etcdctl lock` (etcd's concurrency recipe: a lease, a key under it, a transaction on create
+/// revisions, a watch on the holder before): one holder at a time, the next one in once the
+/// first lets go, and nothing left behind.
+fn check_lock(all: &str, follower: &str) {
+    let mut first = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={all}"))
+        .args(["lock", "app-lock"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("etcdctl lock");
+    let mut first_out = BufReader::new(first.stdout.take().expect("lock stdout"));
+    let mut line = String::new();
+    first_out
+        .read_line(&mut line)
+        .expect("the first holder's key");
+    assert!(line.starts_with("app-lock/"), "{line}");
+    // A second holder waits while the first holds the lock...
+    let mut second = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={follower}"))
+        .args(["lock", "app-lock", "echo", "second holder in"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("etcdctl lock");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        second.try_wait().expect("second holder").is_none(),
+        "the second holder got the lock while the first held it"
+    );
+    // ...and gets it once the first lets go (etcdctl unlocks on SIGINT).
+    let pid = first.id().to_string();
+    let _ = Command::new("kill").args(["-INT", &pid]).status();
+    let _ = first.wait();
+    let output = second.wait_with_output().expect("second holder");
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "second holder in\n"
+    );
+    assert_eq!(
+        etcdctl(all, &["get", "app-lock", "--prefix", "--keys-only"], None),
+        "",
+        "both holders let go"
+    );
 }
 
 fn check_members_and_status(cluster: &Cluster, all: &str, has_leader: bool) {

@@ -29,8 +29,6 @@ use crate::config::ServerConfig;
 use crate::node::{NodeHandle, Refusal};
 use crate::transport::PeerDirectory;
 
-pub use lease::{expire_leases, LeaseKeeper};
-
 /// Metadata key marking a request forwarded by another node.
 const FORWARDED: &str = "synod-forwarded";
 
@@ -45,8 +43,6 @@ pub struct Api {
     pub cluster_id: u64,
     /// Client URLs of the other members, learnt from their handshakes.
     pub directory: Arc<PeerDirectory>,
-    /// Lease expiry, kept by the leader.
-    pub leases: Arc<LeaseKeeper>,
     /// Fires when the server shuts down (ends watch and keep-alive streams).
     pub stop: signal::Receiver<bool>,
     channels: Mutex<HashMap<NodeId, Channel>>,
@@ -65,7 +61,6 @@ impl Api {
         node: NodeHandle,
         config: Arc<ServerConfig>,
         directory: Arc<PeerDirectory>,
-        leases: Arc<LeaseKeeper>,
         stop: signal::Receiver<bool>,
     ) -> Api {
         Api {
@@ -73,7 +68,6 @@ impl Api {
             node,
             config,
             directory,
-            leases,
             stop,
             channels: Mutex::new(HashMap::new()),
         }

@@ -1,0 +1,246 @@
+//! The leader's lease clocks, on its monotonic clock (microseconds).
+//!
+//! Which leases exist, their TTLs and their keys are replicated state (granted and revoked
+//! through the log); when a lease runs out is not: it is the leader's clock, as in etcd. The
+//! promise to a holder is that its keys are not deleted by expiry before the TTL of the last
+//! answer it got (a grant or a keep-alive) has run out. The replica keeps it so:
+//!
+//! - a keep-alive is answered only once the leader confirmed, after the keep-alive arrived,
+//!   that it still leads (a linearizable read round), only if it still leads in the same
+//!   era then, and only if that round started a moment ago by its monotonic clock: a leader
+//!   paused between the round and the answer may have been replaced meanwhile, and a holder
+//!   counts its TTL from when the answer arrives;
+//! - a lease whose deadline has passed, or whose revoke this leader has decided, is never
+//!   renewed again: the holder is told TTL 0, as etcd does;
+//! - a new leader starts the clock of every lease it finds at its TTL plus an election
+//!   timeout (etcd's extension on promotion): its predecessor may have answered a keep-alive
+//!   just before it lost touch, and that answer may still be on its way;
+//! - an expiry revoke enters the log only on the node whose clock expired the lease, in the
+//!   same step as the decision, while it leads in that era; it is never forwarded, so a
+//!   successor whose clocks were renewed since cannot commit it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use synod_kv::Lease;
+
+/// Lease rules broken on purpose, to prove that the simulator's lease checker catches the
+/// holes they open. Without the `inject-bugs` feature the type has no fields, so a production
+/// build cannot turn any of them on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeaseBugs {
+    /// A leader renews a lease on its own clock without first confirming that it still leads.
+    #[cfg(feature = "inject-bugs")]
+    pub renew_without_confirming: bool,
+    /// A keep-alive for a lease whose revoke is decided but not yet applied is answered with
+    /// the full TTL.
+    #[cfg(feature = "inject-bugs")]
+    pub renew_while_revoking: bool,
+    /// An expiry revoke goes through the ordinary write path: retried, and forwarded to
+    /// whoever leads by then, until it applies.
+    #[cfg(feature = "inject-bugs")]
+    pub revoke_in_any_era: bool,
+}
+
+impl LeaseBugs {
+    /// Every rule kept.
+    pub const NONE: LeaseBugs = LeaseBugs {
+        #[cfg(feature = "inject-bugs")]
+        renew_without_confirming: false,
+        #[cfg(feature = "inject-bugs")]
+        renew_while_revoking: false,
+        #[cfg(feature = "inject-bugs")]
+        revoke_in_any_era: false,
+    };
+
+    pub(crate) fn renew_without_confirming(&self) -> bool {
+        #[cfg(feature = "inject-bugs")]
+        return self.renew_without_confirming;
+        #[cfg(not(feature = "inject-bugs"))]
+        false
+    }
+
+    fn renew_while_revoking(&self) -> bool {
+        #[cfg(feature = "inject-bugs")]
+        return self.renew_while_revoking;
+        #[cfg(not(feature = "inject-bugs"))]
+        false
+    }
+
+    pub(crate) fn revoke_in_any_era(&self) -> bool {
+        #[cfg(feature = "inject-bugs")]
+        return self.revoke_in_any_era;
+        #[cfg(not(feature = "inject-bugs"))]
+        false
+    }
+}
+
+/// Revokes decided per sweep at most, so a mass expiry does not flood the log at once.
+const REVOKES_PER_SWEEP: usize = 256;
+
+/// The leader's deadlines, by its clock.
+#[derive(Debug, Default)]
+pub(crate) struct LeaseClocks {
+    /// The era this node leads, while it leads; clocks are kept only then.
+    era: Option<u64>,
+    deadlines: HashMap<i64, u64>,
+    /// Leases whose revoke this leader decided: doomed, never renewed again.
+    revoking: HashSet<i64>,
+    bugs: LeaseBugs,
+}
+
+impl LeaseClocks {
+    pub(crate) fn new(bugs: LeaseBugs) -> LeaseClocks {
+        LeaseClocks {
+            bugs,
+            ..LeaseClocks::default()
+        }
+    }
+
+    /// Pushes lease `id`'s deadline to `ttl` after `now`, unless its time is up (its
+    /// deadline passed, or its revoke is decided): then `false`, and the holder must be told
+    /// the lease is gone.
+    pub(crate) fn renew(&mut self, id: i64, ttl: u64, now: u64) -> bool {
+        let revoking = self.revoking.contains(&id) && !self.bugs.renew_while_revoking();
+        if revoking || self.deadlines.get(&id).is_some_and(|&d| d <= now) {
+            return false;
+        }
+        self.revoking.remove(&id);
+        self.deadlines.insert(id, now + ttl);
+        true
+    }
+
+    /// Time left on lease `id` (`ttl` if its clock has not started here).
+    pub(crate) fn remaining(&self, id: i64, ttl: u64, now: u64) -> u64 {
+        self.deadlines
+            .get(&id)
+            .map_or(ttl, |&deadline| deadline.saturating_sub(now))
+    }
+
+    /// Brings the clocks in line with the leases that exist and who leads (`leading`: the era
+    /// this node leads in); returns the leases whose time is up. `ttl_ticks` converts a TTL
+    /// in seconds to the clock's unit. In the first sweep of an era every lease's clock starts at its
+    /// TTL plus `extension`; a lease that appears later was granted under this leader and
+    /// gets its TTL. An expired lease stays marked as revoking, and is returned again
+    /// `retry` later if its revoke has not applied by then.
+    pub(crate) fn sweep(
+        &mut self,
+        leading: Option<u64>,
+        leases: &BTreeMap<i64, Lease>,
+        now: u64,
+        ttl_ticks: impl Fn(i64) -> u64,
+        extension: u64,
+        retry: u64,
+    ) -> Vec<i64> {
+        let promoted = self.era != leading;
+        if promoted {
+            self.era = leading;
+            self.deadlines.clear();
+            self.revoking.clear();
+        }
+        if leading.is_none() {
+            return Vec::new();
+        }
+        let extension = if promoted { extension } else { 0 };
+        self.deadlines.retain(|id, _| leases.contains_key(id));
+        self.revoking.retain(|id| leases.contains_key(id));
+        let mut expired = Vec::new();
+        for (&id, lease) in leases {
+            let deadline = self
+                .deadlines
+                .entry(id)
+                .or_insert_with(|| now + ttl_ticks(lease.ttl) + extension);
+            if *deadline <= now && expired.len() < REVOKES_PER_SWEEP {
+                expired.push(id);
+                self.revoking.insert(id);
+                *deadline = now + retry;
+            }
+        }
+        expired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn leases(ttls: &[(i64, i64)]) -> BTreeMap<i64, Lease> {
+        ttls.iter()
+            .map(|&(id, ttl)| {
+                let lease = Lease {
+                    ttl,
+                    keys: BTreeSet::new(),
+                };
+                (id, lease)
+            })
+            .collect()
+    }
+
+    /// One tick per second, so TTLs read as ticks.
+    fn sweep(
+        clocks: &mut LeaseClocks,
+        leading: Option<u64>,
+        all: &BTreeMap<i64, Lease>,
+        now: u64,
+    ) -> Vec<i64> {
+        clocks.sweep(leading, all, now, |ttl| ttl as u64, 2, 1)
+    }
+
+    #[test]
+    fn only_a_leader_expires_and_a_new_era_extends_the_clocks() {
+        let mut clocks = LeaseClocks::default();
+        let all = leases(&[(1, 5), (2, 60)]);
+        assert!(
+            sweep(&mut clocks, None, &all, 0).is_empty(),
+            "followers expire nothing"
+        );
+        assert!(sweep(&mut clocks, Some(3), &all, 0).is_empty());
+        assert!(
+            sweep(&mut clocks, Some(3), &all, 6).is_empty(),
+            "not before TTL + extension"
+        );
+        assert_eq!(sweep(&mut clocks, Some(3), &all, 7), vec![1]);
+        assert!(
+            sweep(&mut clocks, Some(3), &all, 7).is_empty(),
+            "a revoke in flight is not decided again at once"
+        );
+        assert_eq!(
+            sweep(&mut clocks, Some(3), &all, 8),
+            vec![1],
+            "but again if it has not applied a retry later"
+        );
+        // A new era: every lease gets its TTL and the extension again.
+        assert!(sweep(&mut clocks, Some(4), &all, 10).is_empty());
+        assert!(clocks.renew(1, 5, 14));
+        assert!(
+            sweep(&mut clocks, Some(4), &all, 18).is_empty(),
+            "kept alive"
+        );
+        assert_eq!(clocks.remaining(1, 5, 18), 1);
+        // A lease granted under this leader: its TTL, no extension.
+        let more = leases(&[(1, 5), (2, 60), (3, 5)]);
+        assert!(sweep(&mut clocks, Some(4), &more, 18).is_empty());
+        assert_eq!(clocks.remaining(3, 5, 18), 5);
+    }
+
+    #[test]
+    fn a_lease_whose_time_is_up_is_not_renewed() {
+        let mut clocks = LeaseClocks::default();
+        let all = leases(&[(1, 5), (2, 5)]);
+        clocks.sweep(Some(1), &all, 0, |ttl| ttl as u64, 0, 1);
+        // Lease 1's deadline has passed, though no sweep has seen it yet.
+        assert!(!clocks.renew(1, 5, 5), "expired: not renewed");
+        // Lease 2's revoke is decided: it stays doomed even when its deadline moves.
+        assert_eq!(
+            clocks.sweep(Some(1), &all, 5, |t| t as u64, 0, 1),
+            vec![1, 2]
+        );
+        assert!(!clocks.renew(2, 5, 5), "revoke in flight: not renewed");
+        assert!(!clocks.renew(2, 5, 7), "still revoking");
+        // Revoked, then granted again under the same id: a fresh clock.
+        let none = leases(&[]);
+        clocks.sweep(Some(1), &none, 8, |t| t as u64, 0, 1);
+        clocks.sweep(Some(1), &all, 8, |t| t as u64, 0, 1);
+        assert!(clocks.renew(2, 5, 9));
+    }
+}

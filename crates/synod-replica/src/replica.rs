@@ -1,0 +1,888 @@
+//! One replica: an engine, the key-value store it drives, and everything between them and
+//! the clients, with no IO of its own.
+//!
+//! The server (tokio, sockets, files, the wall clock) and the simulator (virtual time, its
+//! network and disks) are two shells around this type. Each feeds it inputs (client calls,
+//! peer messages, ticks, finished persists, saved snapshots) and carries out the outputs it
+//! pushes, in order: persist, send, answer a waiting client, save a snapshot. What a client
+//! can observe — which node answers, forwarding to the leader, refusals, read barriers,
+//! lease clocks, snapshot scheduling — is decided here, so every seed of the simulator tests
+//! the code the server runs.
+//!
+//! A follower takes writes and linearizable reads from its clients too: it hands writes to
+//! the leader (`PeerMessage::Propose`, keeping the client's request id) and answers when it
+//! applies the entry from its own log; it asks the leader for a read index and serves the
+//! read once it has applied that far. A request that cannot reach the leader is refused
+//! as "not the leader" at once, never left to time out.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use bytes::Bytes;
+use synod_core::{
+    Action, Engine, Entry, Input, NodeId, Persist, PersistId, Proposal, ReadConsistency,
+    ReadRequest, Rejection, RequestId, Role, SendGate, Snapshot, SnapshotMeta, Status,
+};
+use synod_kv::{Applied, KvError, KvStore, LeaseRevokeRequest, Request};
+use thiserror::Error;
+
+use crate::lease::{LeaseBugs, LeaseClocks};
+use crate::peer::PeerMessage;
+
+/// Why a request got no answer from the state machine.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum Refusal {
+    /// This node does not lead and could not hand the request to a leader; the hint says
+    /// who leads, if it knows. The request had no effect: try again (there).
+    #[error("not the leader")]
+    NotLeader(Option<NodeId>),
+    /// The node is shutting down or its disk failed.
+    #[error("server stopped")]
+    Stopped,
+    /// The request ran and failed, the same way on every replica.
+    #[error("{0}")]
+    Kv(KvError),
+}
+
+/// What a client asks of a replica.
+#[derive(Clone, Debug)]
+pub enum Call {
+    /// A command for the log (an encoded [`Request`]); answered with [`Answer::Applied`].
+    Write(Bytes),
+    /// A read barrier: answered with [`Answer::Ready`] once the local store may serve a read
+    /// of this consistency.
+    Read(ReadConsistency),
+    /// Renew a lease (leader only); answered with [`Answer::Ttl`]: its TTL, or 0 if it is
+    /// gone or its time is up.
+    KeepAlive(i64),
+    /// Seconds left on a lease by the leader's clock (leader only); [`Answer::Ttl`], -1 if
+    /// the lease does not exist.
+    TimeToLive(i64),
+}
+
+/// One client call, with the request id it goes by and what waits for the answer.
+#[derive(Debug)]
+pub struct ClientCall<W> {
+    /// Unique per request; a retried write keeps its id, so the store applies it once.
+    pub id: RequestId,
+    /// Whatever the shell needs to answer: a channel, a simulated client.
+    pub waiter: W,
+    /// What is asked.
+    pub call: Call,
+}
+
+/// The answer to a client call.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Answer {
+    /// The write applied, with this result.
+    Applied(Applied),
+    /// The read may be served from the store now.
+    Ready,
+    /// A lease's TTL in seconds.
+    Ttl(i64),
+    /// No answer from the state machine.
+    Refused(Refusal),
+}
+
+/// Something that waits for an answer.
+pub trait Waiter {
+    /// Whether nobody waits any more (the client went away), so the wait can be dropped.
+    fn abandoned(&self) -> bool {
+        false
+    }
+}
+
+/// What the shell must do, in order.
+#[derive(Debug)]
+pub enum Output<M, W> {
+    /// Write this durably, then call [`Replica::persisted`] with its id (in order).
+    Persist(Persist),
+    /// Send this to a peer. Sends leave only after the persists before them are durable:
+    /// the replica holds them back until then.
+    Send {
+        /// The peer.
+        to: NodeId,
+        /// The message.
+        message: PeerMessage<M>,
+    },
+    /// Answer a client.
+    Answer {
+        /// Who waits.
+        waiter: W,
+        /// The answer.
+        answer: Answer,
+    },
+    /// An entry was applied to the store (for checkers and traces).
+    Applied(Entry),
+    /// The store was replaced by a snapshot from the leader.
+    Restored(SnapshotMeta),
+    /// Save this copy of the store as a snapshot through `meta.index`, then call
+    /// [`Replica::snapshot_saved`]. At most one is asked for at a time.
+    SaveSnapshot {
+        /// Its position.
+        meta: SnapshotMeta,
+        /// The store as applied through `meta.index` (keys and values shared, not copied).
+        store: KvStore,
+    },
+}
+
+/// A replica's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplicaOptions {
+    /// This node.
+    pub id: NodeId,
+    /// The client id of requests the replica makes itself (lease expiry): one with the top
+    /// bit set, so sessions do not track it, and different in every life of the node.
+    pub own_client_id: u64,
+    /// Snapshot the store after this many applied entries (0: never).
+    pub snapshot_every: u64,
+    /// A new leader gives every lease this long beyond its TTL (an election timeout), in
+    /// microseconds.
+    pub lease_extension_us: u64,
+    /// A keep-alive is answered only if the leadership round that confirmed it started at
+    /// most this long ago (microseconds): a leader paused between the round and the answer
+    /// may have been replaced meanwhile.
+    pub keep_alive_window_us: u64,
+    /// How often the leader looks for expired leases, in ticks.
+    pub lease_check_ticks: u64,
+    /// Lease rules broken on purpose (test builds only).
+    pub lease_bugs: LeaseBugs,
+}
+
+/// The store, shared with whoever serves reads (the server's request handlers).
+#[derive(Debug)]
+pub struct Store(RwLock<KvStore>);
+
+impl Store {
+    /// The store, for reading; held briefly, as the replica applies under the write lock.
+    pub fn read(&self) -> RwLockReadGuard<'_, KvStore> {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, KvStore> {
+        self.0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A keep-alive waiting for its leadership round.
+#[derive(Debug)]
+struct KeepAlive<W> {
+    waiter: W,
+    lease: i64,
+    era: u64,
+    /// When the round started, by the lease clock.
+    asked_at: u64,
+}
+
+/// Bytes of commands in one `PeerMessage::Propose` a follower hands the leader, at most (one
+/// command more when the message would be empty): far below the peer link's frame limit, so
+/// a burst of large writes is never one message the link must drop.
+pub const FORWARD_BYTES_MAX: usize = 4 << 20;
+
+/// One replica. `E` is the engine, `W` what waits for an answer.
+pub struct Replica<E: Engine, W> {
+    engine: E,
+    store: Arc<Store>,
+    options: ReplicaOptions,
+    /// Ticks since this life began.
+    ticks: u64,
+    /// The lease clocks' time: the shell's monotonic clock, in microseconds. It runs on
+    /// while the process is paused, as a monotonic clock does.
+    now: u64,
+    next_seq: u64,
+    /// Sends waiting for the persists before them (persist before send).
+    sends: SendGate<E::Message>,
+    writes: HashMap<RequestId, W>,
+    reads: HashMap<RequestId, W>,
+    keep_alives: HashMap<RequestId, KeepAlive<W>>,
+    /// Follower: reads of ours a leader was asked to confirm, and which leader.
+    reads_asked: HashMap<RequestId, NodeId>,
+    /// Follower: confirmed reads waiting for this node to apply up to their index.
+    reads_after_apply: BTreeMap<u64, Vec<RequestId>>,
+    /// Leader: reads followers asked it to confirm, and who asked.
+    reads_for_peers: HashMap<RequestId, NodeId>,
+    /// Leader: writes followers handed it, not yet applied or refused, and who handed each
+    /// (a refusal can come steps later: Multi-Paxos queues writes beyond its in-flight bound
+    /// and refuses them when it steps down). Emptied when this node stops leading.
+    proposed_for: HashMap<RequestId, NodeId>,
+    /// Leader: answers to followers gathered during a step, sent at its end.
+    peer_ready: BTreeMap<NodeId, Vec<RequestId>>,
+    peer_refused: BTreeMap<NodeId, Vec<RequestId>>,
+    leases: LeaseClocks,
+    /// Expiry revokes proposed and not yet applied or refused.
+    revokes: HashMap<RequestId, i64>,
+    /// Injected bug only: expiry revokes to submit as ordinary writes.
+    revokes_to_retry: Vec<i64>,
+    /// Era of the last entry applied, for snapshot metadata.
+    applied_era: u64,
+    snapshot_index: u64,
+    snapshot_in_flight: bool,
+    status: Status,
+    actions: Vec<Action<E::Message>>,
+    /// Set when the replica cannot go on without diverging (a snapshot that does not decode).
+    fatal: Option<String>,
+}
+
+impl<E: Engine, W: Waiter> Replica<E, W> {
+    /// A replica around `engine`, with the store restored from the snapshot it booted from.
+    pub fn new(engine: E, store: KvStore, snapshot_era: u64, options: ReplicaOptions) -> Self {
+        let snapshot_index = store.applied_index();
+        Replica {
+            status: engine.status(),
+            engine,
+            store: Arc::new(Store(RwLock::new(store))),
+            options,
+            ticks: 0,
+            now: 0,
+            next_seq: 0,
+            sends: SendGate::default(),
+            writes: HashMap::new(),
+            reads: HashMap::new(),
+            keep_alives: HashMap::new(),
+            reads_asked: HashMap::new(),
+            reads_after_apply: BTreeMap::new(),
+            reads_for_peers: HashMap::new(),
+            proposed_for: HashMap::new(),
+            peer_ready: BTreeMap::new(),
+            peer_refused: BTreeMap::new(),
+            leases: LeaseClocks::new(options.lease_bugs),
+            revokes: HashMap::new(),
+            revokes_to_retry: Vec::new(),
+            applied_era: snapshot_era,
+            snapshot_index,
+            snapshot_in_flight: false,
+            actions: Vec::new(),
+            fatal: None,
+        }
+    }
+
+    /// The engine, for checkers.
+    pub fn engine(&self) -> &E {
+        &self.engine
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The engine's status after the last input.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// Why the replica cannot go on, once; the shell stops it.
+    pub fn take_fatal(&mut self) -> Option<String> {
+        self.fatal.take()
+    }
+
+    /// Sends held back for persists, for a warning when the disk falls behind.
+    pub fn sends_held(&self) -> usize {
+        self.sends.held()
+    }
+
+    /// The time by the shell's monotonic clock, in microseconds; the shell sets it before
+    /// every input (it never goes back).
+    pub fn set_clock(&mut self, now_us: u64) {
+        self.now = self.now.max(now_us);
+    }
+
+    /// A request id for a call of the shell's own (the server's clients carry none).
+    pub fn next_request_id(&mut self) -> RequestId {
+        self.next_seq += 1;
+        RequestId::new(self.options.own_client_id, self.next_seq)
+    }
+
+    /// Client calls that arrived together: writes become one proposal (or one message to
+    /// the leader), reads one leadership round.
+    pub fn submit(&mut self, calls: Vec<ClientCall<W>>, out: &mut Vec<Output<E::Message, W>>) {
+        let status = self.engine.status();
+        let leads = status.role == Role::Leader;
+        // Another node leads: hand it the writes and ask it to confirm the reads. Otherwise
+        // the engine takes them (and refuses them if nobody leads).
+        let forward_to = status.leader.filter(|&leader| leader != self.options.id);
+        let mut proposals = Vec::new();
+        let mut reads = Vec::new();
+        for ClientCall { id, waiter, call } in calls {
+            match call {
+                Call::Write(command) => {
+                    self.writes.insert(id, waiter);
+                    proposals.push(Proposal { id, command });
+                }
+                Call::Read(ReadConsistency::Serializable) => out.push(Output::Answer {
+                    waiter,
+                    answer: Answer::Ready,
+                }),
+                Call::Read(consistency) => {
+                    self.reads.insert(id, waiter);
+                    reads.push(ReadRequest { id, consistency });
+                }
+                Call::KeepAlive(_) | Call::TimeToLive(_) if !leads => out.push(Output::Answer {
+                    waiter,
+                    answer: Answer::Refused(Refusal::NotLeader(status.leader)),
+                }),
+                Call::KeepAlive(lease) if self.options.lease_bugs.renew_without_confirming() => {
+                    let answer = self.renew(lease);
+                    out.push(Output::Answer { waiter, answer });
+                }
+                Call::KeepAlive(lease) => {
+                    let keep_alive = KeepAlive {
+                        waiter,
+                        lease,
+                        era: status.era,
+                        asked_at: self.now,
+                    };
+                    self.keep_alives.insert(id, keep_alive);
+                    reads.push(ReadRequest {
+                        id,
+                        consistency: ReadConsistency::Linearizable,
+                    });
+                }
+                Call::TimeToLive(lease) => {
+                    let answer = self.time_to_live(lease);
+                    out.push(Output::Answer { waiter, answer });
+                }
+            }
+        }
+        match forward_to {
+            Some(leader) => {
+                self.forward_writes(leader, proposals, out);
+                let ids: Vec<RequestId> = reads.iter().map(|r| r.id).collect();
+                if !ids.is_empty() {
+                    self.reads_asked.extend(ids.iter().map(|&id| (id, leader)));
+                    out.push(Output::Send {
+                        to: leader,
+                        message: PeerMessage::ReadIndex(ids),
+                    });
+                }
+            }
+            None => {
+                if !proposals.is_empty() {
+                    self.step(Input::Propose(proposals), out);
+                }
+                if !reads.is_empty() {
+                    self.step(Input::Read(reads), out);
+                }
+            }
+        }
+    }
+
+    /// Hands writes to the leader in messages of at most [`FORWARD_BYTES_MAX`].
+    fn forward_writes(
+        &mut self,
+        leader: NodeId,
+        proposals: Vec<Proposal>,
+        out: &mut Vec<Output<E::Message, W>>,
+    ) {
+        let mut batch: Vec<Proposal> = Vec::new();
+        let mut bytes = 0;
+        for proposal in proposals {
+            if !batch.is_empty() && bytes + proposal.command.len() > FORWARD_BYTES_MAX {
+                let message = PeerMessage::Propose(std::mem::take(&mut batch));
+                out.push(Output::Send {
+                    to: leader,
+                    message,
+                });
+                bytes = 0;
+            }
+            bytes += proposal.command.len();
+            batch.push(proposal);
+        }
+        if !batch.is_empty() {
+            let message = PeerMessage::Propose(batch);
+            out.push(Output::Send {
+                to: leader,
+                message,
+            });
+        }
+    }
+
+    /// A forwarded message the shell could not even queue (its link's queue full, the peer
+    /// unknown): the requests in it never reached the leader, so their clients are told "not
+    /// the leader" at once and try again, rather than left to time out.
+    pub fn undeliverable(
+        &mut self,
+        to: NodeId,
+        message: PeerMessage<E::Message>,
+        out: &mut Vec<Output<E::Message, W>>,
+    ) {
+        let ids: Vec<RequestId> = match message {
+            PeerMessage::Propose(proposals) => proposals.into_iter().map(|p| p.id).collect(),
+            PeerMessage::ReadIndex(ids) => ids,
+            _ => return,
+        };
+        for id in ids {
+            self.reads_asked.remove(&id);
+            self.refuse(id, Refusal::NotLeader(Some(to)), out);
+        }
+    }
+
+    /// One tick of this node's clock.
+    pub fn tick(&mut self, out: &mut Vec<Output<E::Message, W>>) {
+        self.ticks += 1;
+        self.step(Input::Tick, out);
+        let every = self.options.lease_check_ticks.max(1);
+        if self.ticks.is_multiple_of(every) {
+            self.expire_leases(out);
+        }
+    }
+
+    /// A message from a peer.
+    pub fn receive(
+        &mut self,
+        from: NodeId,
+        message: PeerMessage<E::Message>,
+        out: &mut Vec<Output<E::Message, W>>,
+    ) {
+        let leads = self.engine.status().role == Role::Leader;
+        match message {
+            PeerMessage::Engine(message) => self.step(Input::Receive { from, message }, out),
+            PeerMessage::Propose(proposals) if leads => {
+                self.proposed_for
+                    .extend(proposals.iter().map(|p| (p.id, from)));
+                self.step(Input::Propose(proposals), out);
+            }
+            PeerMessage::ReadIndex(ids) if leads => {
+                self.reads_for_peers
+                    .extend(ids.iter().map(|&id| (id, from)));
+                let reads = ids
+                    .into_iter()
+                    .map(|id| ReadRequest {
+                        id,
+                        consistency: ReadConsistency::Linearizable,
+                    })
+                    .collect();
+                self.step(Input::Read(reads), out);
+            }
+            // Sent to a node that no longer leads: no effect, say so (and who leads).
+            PeerMessage::Propose(proposals) => {
+                let ids = proposals.iter().map(|p| p.id).collect();
+                let leader = self.engine.status().leader;
+                let message = PeerMessage::Refused { ids, leader };
+                out.push(Output::Send { to: from, message });
+            }
+            PeerMessage::ReadIndex(ids) => {
+                let leader = self.engine.status().leader;
+                let message = PeerMessage::Refused { ids, leader };
+                out.push(Output::Send { to: from, message });
+            }
+            PeerMessage::ReadReady { ids, index } => {
+                let applied = self.store.read().applied_index();
+                for id in ids {
+                    if self.reads_asked.remove(&id).is_none() {
+                        continue; // refused or abandoned meanwhile
+                    }
+                    if index <= applied {
+                        if let Some(waiter) = self.reads.remove(&id) {
+                            out.push(Output::Answer {
+                                waiter,
+                                answer: Answer::Ready,
+                            });
+                        }
+                    } else {
+                        self.reads_after_apply.entry(index).or_default().push(id);
+                    }
+                }
+            }
+            PeerMessage::Refused { ids, leader } => {
+                for id in ids {
+                    self.reads_asked.remove(&id);
+                    self.refuse(id, Refusal::NotLeader(leader), out);
+                }
+            }
+        }
+    }
+
+    /// Every persist up to `id` is durable: the sends held for them leave.
+    pub fn persisted(&mut self, id: PersistId, out: &mut Vec<Output<E::Message, W>>) {
+        let released = self.sends.durable(id);
+        // The engine hears of the persist first, so a checker sees the state as durable when
+        // the messages that depend on it leave (the network does not keep order anyway).
+        self.step(Input::Persisted(id), out);
+        out.extend(released.into_iter().map(|(to, message)| Output::Send {
+            to,
+            message: PeerMessage::Engine(message),
+        }));
+    }
+
+    /// The snapshot asked for by [`Output::SaveSnapshot`] is durable and the log compacted
+    /// through it (or the shell skipped it: the log had moved further).
+    pub fn snapshot_saved(&mut self, snapshot: Snapshot, out: &mut Vec<Output<E::Message, W>>) {
+        self.snapshot_in_flight = false;
+        self.snapshot_index = self.snapshot_index.max(snapshot.meta.index);
+        self.step(Input::Snapshotted(snapshot), out);
+    }
+
+    /// Asks the engine to hand leadership to `to` (ignored unless this node leads).
+    pub fn transfer_leadership(&mut self, to: NodeId, out: &mut Vec<Output<E::Message, W>>) {
+        self.step(Input::TransferLeadership { to }, out);
+    }
+
+    /// Drops waits whose clients went away, so that proposals that never commit (lost with a
+    /// deposed leader) do not pile up.
+    pub fn forget_abandoned(&mut self) {
+        self.writes.retain(|_, waiter| !waiter.abandoned());
+        self.reads.retain(|_, waiter| !waiter.abandoned());
+        self.keep_alives.retain(|_, k| !k.waiter.abandoned());
+        let reads = &self.reads;
+        self.reads_asked.retain(|id, _| reads.contains_key(id));
+        for ids in self.reads_after_apply.values_mut() {
+            ids.retain(|id| reads.contains_key(id));
+        }
+        self.reads_after_apply.retain(|_, ids| !ids.is_empty());
+    }
+
+    /// Everything still waiting, for the shell to refuse as it stops.
+    pub fn drain_waiters(&mut self) -> Vec<W> {
+        let mut waiters: Vec<W> = self.writes.drain().map(|(_, w)| w).collect();
+        waiters.extend(self.reads.drain().map(|(_, w)| w));
+        waiters.extend(self.keep_alives.drain().map(|(_, k)| k.waiter));
+        waiters
+    }
+
+    fn step(&mut self, input: Input<E::Message>, out: &mut Vec<Output<E::Message, W>>) {
+        let mut actions = std::mem::take(&mut self.actions);
+        self.engine.step(input, &mut actions);
+        let mut applying: Vec<Entry> = Vec::new();
+        for action in actions.drain(..) {
+            // Applies are gathered so one lock covers a run of them; anything else that
+            // depends on the store flushes them first.
+            if let Action::Apply(entry) = action {
+                applying.push(entry);
+                continue;
+            }
+            if !applying.is_empty() {
+                self.apply(&mut applying, out);
+            }
+            self.carry_out(action, out);
+        }
+        if !applying.is_empty() {
+            self.apply(&mut applying, out);
+        }
+        self.actions = actions;
+        self.after_step(out);
+    }
+
+    fn after_step(&mut self, out: &mut Vec<Output<E::Message, W>>) {
+        let status = self.engine.status();
+        if status.role != Role::Leader {
+            self.proposed_for.clear();
+        }
+        if status.leader != self.status.leader {
+            // Reads asked of a leader that no longer leads may never be answered: refuse
+            // them, and the client asks again.
+            let mut stale: Vec<RequestId> = self
+                .reads_asked
+                .iter()
+                .filter(|(_, &asked)| Some(asked) != status.leader)
+                .map(|(&id, _)| id)
+                .collect();
+            stale.sort_unstable(); // answered in a deterministic order
+            for id in stale {
+                self.reads_asked.remove(&id);
+                self.refuse(id, Refusal::NotLeader(status.leader), out);
+            }
+        }
+        self.status = status;
+        self.answer_peers(out);
+        self.maybe_snapshot(out);
+    }
+
+    fn carry_out(&mut self, action: Action<E::Message>, out: &mut Vec<Output<E::Message, W>>) {
+        match action {
+            Action::Persist(persist) => {
+                self.sends.issued(persist.id);
+                out.push(Output::Persist(persist));
+            }
+            Action::Send { to, message } => {
+                if let Some((to, message)) = self.sends.send(to, message) {
+                    let message = PeerMessage::Engine(message);
+                    out.push(Output::Send { to, message });
+                }
+            }
+            Action::Apply(entry) => self.apply(&mut vec![entry], out),
+            Action::Restore(snapshot) => self.restore(snapshot, out),
+            Action::ReadReady(id) => {
+                if let Some(waiter) = self.reads.remove(&id) {
+                    out.push(Output::Answer {
+                        waiter,
+                        answer: Answer::Ready,
+                    });
+                } else if let Some(keep_alive) = self.keep_alives.remove(&id) {
+                    self.finish_keep_alive(keep_alive, out);
+                } else if let Some(asker) = self.reads_for_peers.remove(&id) {
+                    self.peer_ready.entry(asker).or_default().push(id);
+                }
+            }
+            Action::Reject { id, reason } => {
+                let Rejection::NotLeader { leader_hint } = reason;
+                if let Some(asker) = self.reads_for_peers.remove(&id) {
+                    self.peer_refused.entry(asker).or_default().push(id);
+                } else if let Some(asker) = self.proposed_for.remove(&id) {
+                    self.peer_refused.entry(asker).or_default().push(id);
+                } else {
+                    self.refuse(id, Refusal::NotLeader(leader_hint), out);
+                }
+            }
+        }
+    }
+
+    /// Answers a waiting call with a refusal.
+    fn refuse(&mut self, id: RequestId, refusal: Refusal, out: &mut Vec<Output<E::Message, W>>) {
+        if let Some(lease) = self.revokes.remove(&id) {
+            if self.options.lease_bugs.revoke_in_any_era() {
+                self.revokes_to_retry.push(lease);
+            }
+            return;
+        }
+        let waiter = self
+            .writes
+            .remove(&id)
+            .or_else(|| self.reads.remove(&id))
+            .or_else(|| self.keep_alives.remove(&id).map(|k| k.waiter));
+        if let Some(waiter) = waiter {
+            let answer = Answer::Refused(refusal);
+            out.push(Output::Answer { waiter, answer });
+        }
+    }
+
+    /// Sends followers the answers a step produced for them.
+    fn answer_peers(&mut self, out: &mut Vec<Output<E::Message, W>>) {
+        if !self.peer_ready.is_empty() {
+            let index = self.store.read().applied_index();
+            for (to, ids) in std::mem::take(&mut self.peer_ready) {
+                let message = PeerMessage::ReadReady { ids, index };
+                out.push(Output::Send { to, message });
+            }
+        }
+        if self.peer_refused.is_empty() {
+            return;
+        }
+        let leader = self.engine.status().leader;
+        for (to, ids) in std::mem::take(&mut self.peer_refused) {
+            let message = PeerMessage::Refused { ids, leader };
+            out.push(Output::Send { to, message });
+        }
+    }
+
+    fn apply(&mut self, entries: &mut Vec<Entry>, out: &mut Vec<Output<E::Message, W>>) {
+        let mut answers = Vec::new();
+        {
+            let mut kv = self.store.write();
+            for entry in entries.drain(..) {
+                self.applied_era = entry.era;
+                if entry.index <= kv.applied_index() {
+                    continue; // already in the snapshot the store was restored from
+                }
+                if let Some(answer) = kv.apply(&entry) {
+                    answers.push(answer);
+                }
+                out.push(Output::Applied(entry));
+            }
+        }
+        for (id, result) in answers {
+            self.proposed_for.remove(&id);
+            self.revokes.remove(&id);
+            if let Some(waiter) = self.writes.remove(&id) {
+                let answer = match result {
+                    Ok(applied) => Answer::Applied(applied),
+                    Err(e) => Answer::Refused(Refusal::Kv(e)),
+                };
+                out.push(Output::Answer { waiter, answer });
+            }
+        }
+        self.release_reads(out);
+    }
+
+    /// Answers confirmed reads whose index this node has now applied.
+    fn release_reads(&mut self, out: &mut Vec<Output<E::Message, W>>) {
+        let applied = self.store.read().applied_index();
+        while let Some(entry) = self.reads_after_apply.first_entry() {
+            if *entry.key() > applied {
+                break;
+            }
+            for id in entry.remove() {
+                if let Some(waiter) = self.reads.remove(&id) {
+                    out.push(Output::Answer {
+                        waiter,
+                        answer: Answer::Ready,
+                    });
+                }
+            }
+        }
+    }
+
+    fn restore(&mut self, snapshot: Snapshot, out: &mut Vec<Output<E::Message, W>>) {
+        match KvStore::restore(&snapshot.data) {
+            Ok(kv) if kv.applied_index() == snapshot.meta.index => {
+                *self.store.write() = kv;
+                self.applied_era = snapshot.meta.era;
+                self.snapshot_index = snapshot.meta.index;
+                out.push(Output::Restored(snapshot.meta));
+                self.release_reads(out);
+            }
+            // Applying on from a state we could not restore would diverge from the others.
+            Ok(kv) => {
+                self.fatal = Some(format!(
+                    "a snapshot from the leader through {} holds state through {}",
+                    snapshot.meta.index,
+                    kv.applied_index()
+                ));
+            }
+            Err(e) => {
+                self.fatal = Some(format!("a snapshot from the leader does not decode: {e}"));
+            }
+        }
+    }
+
+    fn maybe_snapshot(&mut self, out: &mut Vec<Output<E::Message, W>>) {
+        let every = self.options.snapshot_every;
+        if every == 0 || self.snapshot_in_flight {
+            return;
+        }
+        // A copy (its keys and values shared, not copied) is encoded and written by the
+        // shell, off the replica's path: encoding hundreds of megabytes here would stall
+        // every request for seconds.
+        let (meta, store) = {
+            let kv = self.store.read();
+            let applied = kv.applied_index();
+            if applied < self.snapshot_index + every {
+                return;
+            }
+            let meta = SnapshotMeta {
+                index: applied,
+                era: self.applied_era,
+            };
+            (meta, kv.clone())
+        };
+        self.snapshot_in_flight = true;
+        out.push(Output::SaveSnapshot { meta, store });
+    }
+
+    /// Renews `lease` now, if it exists and its time is not up.
+    fn renew(&mut self, lease: i64) -> Answer {
+        let ttl = self.store.read().leases().get(&lease).map(|l| l.ttl);
+        match ttl {
+            Some(ttl) if self.leases.renew(lease, ttl_us(ttl), self.now) => Answer::Ttl(ttl),
+            // etcd answers a keep-alive of an unknown or expired lease with TTL 0.
+            _ => Answer::Ttl(0),
+        }
+    }
+
+    fn finish_keep_alive(
+        &mut self,
+        keep_alive: KeepAlive<W>,
+        out: &mut Vec<Output<E::Message, W>>,
+    ) {
+        let KeepAlive {
+            waiter,
+            lease,
+            era,
+            asked_at,
+        } = keep_alive;
+        let status = self.engine.status();
+        // Leadership was confirmed after the keep-alive arrived, and everything committed
+        // before it is applied here. But if this node was deposed since (it knows), or the
+        // round started so long ago that it may have been deposed without knowing (it was
+        // paused), its clock is not the cluster's: the holder asks again.
+        let fresh = self.now.saturating_sub(asked_at) <= self.options.keep_alive_window_us;
+        let answer = if status.role == Role::Leader && status.era == era && fresh {
+            self.renew(lease)
+        } else {
+            Answer::Refused(Refusal::NotLeader(status.leader))
+        };
+        out.push(Output::Answer { waiter, answer });
+    }
+
+    fn time_to_live(&mut self, lease: i64) -> Answer {
+        let Some(ttl) = self.store.read().leases().get(&lease).map(|l| l.ttl) else {
+            return Answer::Ttl(-1);
+        };
+        let left = self.leases.remaining(lease, ttl_us(ttl), self.now);
+        Answer::Ttl(left.div_ceil(1_000_000) as i64)
+    }
+
+    /// The leader's sweep: leases whose time is up are revoked through the log, proposed in
+    /// this very step, while this node leads in the era whose clock expired them.
+    fn expire_leases(&mut self, out: &mut Vec<Output<E::Message, W>>) {
+        let status = self.engine.status();
+        let leading = (status.role == Role::Leader).then_some(status.era);
+        let expired = {
+            let kv = self.store.read();
+            self.leases.sweep(
+                leading,
+                kv.leases(),
+                self.now,
+                ttl_us,
+                self.options.lease_extension_us,
+                1_000_000,
+            )
+        };
+        if self.options.lease_bugs.revoke_in_any_era() {
+            // The broken way: decided now, submitted at the next sweep as any write would be
+            // (forwarded to whoever leads by then), and submitted again if refused.
+            let due = std::mem::replace(&mut self.revokes_to_retry, expired);
+            let proposals: Vec<Proposal> = due
+                .into_iter()
+                .map(|lease| {
+                    let id = self.next_request_id();
+                    self.revokes.insert(id, lease);
+                    Proposal {
+                        id,
+                        command: Request::LeaseRevoke(LeaseRevokeRequest { id: lease }).encode(),
+                    }
+                })
+                .collect();
+            match status.leader.filter(|&l| l != self.options.id) {
+                _ if proposals.is_empty() => {}
+                Some(leader) => {
+                    let message = PeerMessage::Propose(proposals);
+                    out.push(Output::Send {
+                        to: leader,
+                        message,
+                    });
+                }
+                None => self.step(Input::Propose(proposals), out),
+            }
+            return;
+        }
+        if leading.is_none() || expired.is_empty() {
+            return;
+        }
+        let proposals = expired
+            .into_iter()
+            .map(|lease| {
+                let id = self.next_request_id();
+                self.revokes.insert(id, lease);
+                Proposal {
+                    id,
+                    command: Request::LeaseRevoke(LeaseRevokeRequest { id: lease }).encode(),
+                }
+            })
+            .collect();
+        self.step(Input::Propose(proposals), out);
+    }
+}
+
+/// A TTL in seconds, in microseconds.
+fn ttl_us(ttl_seconds: i64) -> u64 {
+    (ttl_seconds.max(0) as u64).saturating_mul(1_000_000)
+}
+
+/// The store a replica starts with: restored from the snapshot it booted from, or empty with
+/// the cluster's limits.
+pub fn boot_store(
+    snapshot: Option<&Snapshot>,
+    session_limit: usize,
+    history_revisions: i64,
+) -> Result<KvStore, String> {
+    match snapshot {
+        Some(s) => KvStore::restore(&s.data)
+            .map_err(|e| format!("the snapshot's state machine does not decode: {e}")),
+        None => Ok(KvStore::with_limits(session_limit, history_revisions)),
+    }
+}

@@ -1,0 +1,108 @@
+//! The lease checker: what holders were promised, against when expiry deleted their keys.
+//!
+//! A holder is promised its lease until the TTL of the last answer it got has run out on its
+//! own clock: a grant counts from when the client asked (the leader's clock cannot start
+//! earlier), a keep-alive from when its answer arrived (etcd's client counts so). Clocks here
+//! drift up to 10% apart and answers spend up to the network's worst delay in flight, so the
+//! check allows [`DRIFT`] of the TTL. Two properties:
+//!
+//! - **Safety**: no lease is revoked by expiry (a revoke the replica proposed by itself)
+//!   before its holder's promise has run out.
+//! - **Liveness**: after the heal, a lease its holder let lapse is gone within
+//!   [`LAPSE_BOUND_US`] of its promise running out.
+
+use std::collections::BTreeMap;
+
+use synod_core::{ClientId, Proposal};
+use synod_kv::Request;
+
+use crate::protocol::Protocol;
+use crate::report::ViolationKind;
+use crate::world::World;
+use crate::SimTime;
+
+/// The share of a TTL the checker allows for clock drift and answers in flight.
+const DRIFT: f64 = 0.2;
+
+/// After the heal, a lapsed lease is gone within this long after its promise ran out: a TTL
+/// (at most 3 s here) again for a leader that took over meanwhile, its election timeout, and
+/// a second of slack.
+pub(crate) const LAPSE_BOUND_US: SimTime = 7_000_000;
+
+/// What holders were promised, and when leases were expired.
+#[derive(Debug, Default)]
+pub(crate) struct LeaseCheck {
+    /// Per lease, until when its holder was promised it.
+    promised: BTreeMap<i64, SimTime>,
+    /// When each lease's grant committed.
+    granted_at: BTreeMap<i64, SimTime>,
+}
+
+impl<P: Protocol> World<P> {
+    /// A holder heard, at `from`, that its lease lives `ttl` seconds more.
+    pub(crate) fn promise(&mut self, lease: i64, from: SimTime, ttl: i64) {
+        let until = from + (ttl.max(0) as f64 * 1_000_000.0 * (1.0 - DRIFT)) as SimTime;
+        let promised = self.leases.promised.entry(lease).or_default();
+        *promised = (*promised).max(until);
+    }
+
+    /// A command committed (applied for the first time anywhere): an expiry revoke must come
+    /// after its holder's promise ran out.
+    pub(crate) fn on_committed_command(&mut self, index: u64, proposal: &Proposal) {
+        let revoke = match Request::decode(&proposal.command) {
+            Ok(Request::LeaseGrant(grant)) => {
+                self.leases.granted_at.insert(grant.id, self.now);
+                return;
+            }
+            // A revoke the replica proposed by itself, not a client's.
+            Ok(Request::LeaseRevoke(revoke))
+                if proposal.id.client.0 >= ClientId::UNTRACKED_FROM =>
+            {
+                revoke
+            }
+            _ => return,
+        };
+        self.stats.leases_expired += 1;
+        let now = self.now;
+        self.trace_line(|| format!("lease {} expires at index {index}", revoke.id));
+        if let Some(&promised) = self.leases.promised.get(&revoke.id) {
+            if now < promised {
+                let detail = format!(
+                    "lease promise: lease {} was revoked by expiry at index {index}, {} ms before \
+                     the TTL its holder was last given ran out",
+                    revoke.id,
+                    (promised - now) / 1000
+                );
+                self.fail(ViolationKind::Safety, detail);
+            }
+        }
+    }
+
+    /// At the end of a run: every lease whose promise ran out long enough ago, after the
+    /// heal, is gone.
+    pub(crate) fn check_lapsed_leases(&self) -> Result<(), String> {
+        let Some(healed) = self.healed_at else {
+            return Ok(());
+        };
+        let Some(node) = self.nodes.iter().find(|n| n.replica.is_some()) else {
+            return Ok(());
+        };
+        let Some(replica) = node.replica.as_ref() else {
+            return Ok(());
+        };
+        let kv = replica.store().read();
+        for &lease in kv.leases().keys() {
+            let promised = self.leases.promised.get(&lease).copied().unwrap_or(0);
+            let granted = self.leases.granted_at.get(&lease).copied().unwrap_or(0);
+            let since = promised.max(granted).max(healed);
+            if since + LAPSE_BOUND_US < self.now {
+                return Err(format!(
+                    "lease {lease} still exists {} ms after its promise ran out, it was \
+                     granted and the cluster healed",
+                    (self.now - since) / 1000
+                ));
+            }
+        }
+        Ok(())
+    }
+}
