@@ -25,6 +25,11 @@ pub enum Request {
     LeaseGrant(LeaseGrantRequest),
     /// End a lease, deleting the keys attached to it.
     LeaseRevoke(LeaseRevokeRequest),
+    /// A leader's lease clocks take over: expiries decided in earlier eras no longer count.
+    LeaseEpoch(LeaseEpochRequest),
+    /// End a lease whose time ran out on the clock of the leader of `era`: only while that
+    /// leader's lease epoch is the current one.
+    LeaseExpire(LeaseExpireRequest),
 }
 
 /// Which keys a request covers, with etcd's conventions: an empty `range_end` means the
@@ -196,6 +201,25 @@ pub struct LeaseRevokeRequest {
     pub id: i64,
 }
 
+/// The leader of `era` keeps the lease clocks from here on. A new leader writes one before
+/// it renews or expires any lease, so that an expiry a predecessor decided, if it commits
+/// after this (Paxos may choose a deposed leader's proposal later), has no effect: the new
+/// leader may have renewed that lease meanwhile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LeaseEpochRequest {
+    /// The leader's era (term, ballot).
+    pub era: u64,
+}
+
+/// Lease `id` expired by the clock of the leader of `era`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LeaseExpireRequest {
+    /// The lease's id.
+    pub id: i64,
+    /// The era whose leader decided it.
+    pub era: u64,
+}
+
 /// A condition on the keys of a range.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Compare {
@@ -282,6 +306,8 @@ pub enum Response {
     LeaseGrant(LeaseGrantRequest),
     /// A lease ended, its keys deleted.
     LeaseRevoke,
+    /// A lease epoch began.
+    LeaseEpoch,
 }
 
 /// Keys read.
@@ -331,7 +357,9 @@ const TAG_TXN: u64 = 3;
 const TAG_COMPACT: u64 = 4;
 const TAG_LEASE_GRANT: u64 = 5;
 const TAG_LEASE_REVOKE: u64 = 6;
-const REQUEST_TAGS: u64 = 7;
+const TAG_LEASE_EPOCH: u64 = 7;
+const TAG_LEASE_EXPIRE: u64 = 8;
+const REQUEST_TAGS: u64 = 9;
 
 impl Request {
     /// The command bytes for a log entry.
@@ -357,7 +385,9 @@ impl Request {
             | Request::DeleteRange(_)
             | Request::Compact(_)
             | Request::LeaseGrant(_)
-            | Request::LeaseRevoke(_) => false,
+            | Request::LeaseRevoke(_)
+            | Request::LeaseEpoch(_)
+            | Request::LeaseExpire(_) => false,
             Request::Txn(txn) => txn
                 .success
                 .iter()
@@ -432,6 +462,12 @@ impl Request {
             Request::LeaseRevoke(r) => {
                 enc.u64(TAG_LEASE_REVOKE).i64(r.id);
             }
+            Request::LeaseEpoch(e) => {
+                enc.u64(TAG_LEASE_EPOCH).u64(e.era);
+            }
+            Request::LeaseExpire(e) => {
+                enc.u64(TAG_LEASE_EXPIRE).i64(e.id).u64(e.era);
+            }
         }
     }
 
@@ -494,8 +530,15 @@ impl Request {
                 id: dec.i64("lease id")?,
                 ttl: dec.i64("lease ttl")?,
             }),
-            _ => Request::LeaseRevoke(LeaseRevokeRequest {
+            TAG_LEASE_REVOKE => Request::LeaseRevoke(LeaseRevokeRequest {
                 id: dec.i64("lease id")?,
+            }),
+            TAG_LEASE_EPOCH => Request::LeaseEpoch(LeaseEpochRequest {
+                era: dec.u64("lease epoch")?,
+            }),
+            _ => Request::LeaseExpire(LeaseExpireRequest {
+                id: dec.i64("lease id")?,
+                era: dec.u64("lease era")?,
             }),
         })
     }
@@ -622,6 +665,8 @@ mod tests {
                 }),
                 Request::LeaseGrant(LeaseGrantRequest { id: 5, ttl: 60 }),
                 Request::LeaseRevoke(LeaseRevokeRequest { id: -5 }),
+                Request::LeaseEpoch(LeaseEpochRequest { era: 1 << 40 }),
+                Request::LeaseExpire(LeaseExpireRequest { id: 5, era: 3 }),
                 Request::Compact(CompactRequest { revision: 3 }),
                 Request::DeleteRange(DeleteRangeRequest {
                     range: KeyRange::prefix("x"),

@@ -14,8 +14,9 @@ use crate::request::*;
 use crate::session::{Session, Sessions};
 use crate::store::{Applied, KvError, KvStore, Lease, Record};
 
-/// Format version written first; bump when the layout changes.
-const SNAPSHOT_VERSION: u64 = 2;
+/// Format version written first; bump when the layout changes. Version 3 added the lease
+/// epoch after the leases; version 2 is still read (its lease epoch is 0).
+const SNAPSHOT_VERSION: u64 = 3;
 
 impl KvStore {
     /// The whole state as bytes.
@@ -45,6 +46,7 @@ impl KvStore {
         for (id, lease) in &self.leases {
             enc.i64(*id).i64(lease.ttl);
         }
+        enc.u64(self.lease_epoch);
         enc.i64(self.history.compacted)
             .u64(self.history.events.len() as u64);
         for event in &self.history.events {
@@ -63,7 +65,7 @@ impl KvStore {
         let mut dec = Decoder::new(bytes);
         let version_offset = dec.offset();
         let version = dec.u64("snapshot version")?;
-        if version != SNAPSHOT_VERSION {
+        if version != SNAPSHOT_VERSION && version != 2 {
             return Err(DecodeError::UnknownTag {
                 what: "snapshot version",
                 tag: version,
@@ -104,6 +106,9 @@ impl KvStore {
             let ttl = dec.i64("lease ttl")?;
             let keys = BTreeSet::new();
             store.leases.insert(id, Lease { ttl, keys });
+        }
+        if version >= 3 {
+            store.lease_epoch = dec.u64("lease epoch")?;
         }
         for (key, record) in &store.keys {
             if let Some(lease) = store.leases.get_mut(&record.lease) {
@@ -263,6 +268,9 @@ fn encode_response(enc: &mut Encoder, response: &Response) {
         Response::LeaseGrant(g) => {
             enc.u64(5).i64(g.id).i64(g.ttl);
         }
+        Response::LeaseEpoch => {
+            enc.u64(7);
+        }
         Response::LeaseRevoke => {
             enc.u64(6);
         }
@@ -275,7 +283,7 @@ fn decode_response(dec: &mut Decoder<'_>) -> Result<Response, DecodeError> {
 
 fn decode_response_at(dec: &mut Decoder<'_>, depth: usize) -> Result<Response, DecodeError> {
     let offset = dec.offset();
-    Ok(match dec.tag("response", 7)? {
+    Ok(match dec.tag("response", 8)? {
         0 => {
             let count = dec.u64("count")?;
             let more = dec.bool("more")?;
@@ -304,6 +312,7 @@ fn decode_response_at(dec: &mut Decoder<'_>, depth: usize) -> Result<Response, D
             ttl: dec.i64("lease ttl")?,
         }),
         6 => Response::LeaseRevoke,
+        7 => Response::LeaseEpoch,
         _ => {
             if depth >= TXN_DEPTH_MAX {
                 return Err(DecodeError::UnknownTag {

@@ -95,6 +95,8 @@ pub struct KvStore {
     pub(crate) sessions: Sessions,
     pub(crate) history: History,
     pub(crate) leases: BTreeMap<i64, Lease>,
+    /// The era of the newest leader whose lease clocks took over (`LeaseEpoch`).
+    pub(crate) lease_epoch: u64,
     /// Revisions of history kept: older ones are compacted as writes go on (0 keeps all).
     pub(crate) history_revisions: i64,
 }
@@ -139,6 +141,7 @@ impl KvStore {
             sessions: Sessions::new(sessions),
             history: History::default(),
             leases: BTreeMap::new(),
+            lease_epoch: 0,
             history_revisions: history_revisions.max(0),
         }
     }
@@ -256,6 +259,21 @@ impl KvStore {
         &self.leases
     }
 
+    /// The result a tracked client's request got, if it is that client's newest applied
+    /// request: how a member that received the request's entry inside a snapshot, rather
+    /// than applying it, can still answer it.
+    pub fn remembered(&self, id: RequestId) -> Option<Result<Applied, KvError>> {
+        match self.sessions.replay(id)? {
+            Err(KvError::StaleRequest { .. }) => None,
+            result => Some(result),
+        }
+    }
+
+    /// The era of the newest leader whose lease clocks took over: only its expiries count.
+    pub fn lease_epoch(&self) -> u64 {
+        self.lease_epoch
+    }
+
     fn check_read_revision(&self, revision: i64) -> Result<(), KvError> {
         if revision > self.revision {
             return Err(KvError::FutureRevision);
@@ -341,6 +359,23 @@ impl KvStore {
                 }
                 Ok(Plan::Op)
             }
+            Request::LeaseEpoch(_) => {
+                only_alone("a lease epoch")?;
+                Ok(Plan::Op)
+            }
+            Request::LeaseExpire(e) => {
+                only_alone("expiring a lease")?;
+                if e.era != self.lease_epoch {
+                    return Err(KvError::Invalid(format!(
+                        "an expiry decided in era {} after era {} took over the lease clocks",
+                        e.era, self.lease_epoch
+                    )));
+                }
+                if !self.leases.contains_key(&e.id) {
+                    return Err(KvError::LeaseNotFound(e.id));
+                }
+                Ok(Plan::Op)
+            }
         }
     }
 
@@ -380,12 +415,13 @@ impl KvStore {
                 self.leases.insert(g.id, lease);
                 Response::LeaseGrant(*g)
             }
-            (Request::LeaseRevoke(r), _) => {
-                let keys = self
-                    .leases
-                    .remove(&r.id)
-                    .map(|l| l.keys)
-                    .unwrap_or_default();
+            (Request::LeaseEpoch(e), _) => {
+                self.lease_epoch = self.lease_epoch.max(e.era);
+                Response::LeaseEpoch
+            }
+            (Request::LeaseRevoke(LeaseRevokeRequest { id }), _)
+            | (Request::LeaseExpire(LeaseExpireRequest { id, .. }), _) => {
+                let keys = self.leases.remove(id).map(|l| l.keys).unwrap_or_default();
                 for key in keys {
                     *wrote = true;
                     self.remove_key(&key, revision);

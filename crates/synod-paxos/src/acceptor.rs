@@ -130,6 +130,11 @@ impl Acceptor {
         self.slots.get(&slot)
     }
 
+    /// Every slot it holds state for, in order.
+    pub fn slots(&self) -> impl Iterator<Item = (Slot, &SlotState)> {
+        self.slots.iter().map(|(&slot, state)| (slot, state))
+    }
+
     fn record(&mut self, event: AcceptorEvent) {
         self.next_event += 1;
         self.events.push_back((self.next_event, event));

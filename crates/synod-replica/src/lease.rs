@@ -28,7 +28,9 @@ use synod_kv::Lease;
 /// build cannot turn any of them on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LeaseBugs {
-    /// A leader renews a lease on its own clock without first confirming that it still leads.
+    /// The first keep-alive: a node that believes it leads renews the lease on its own clock
+    /// at once, confirming nothing (neither its leadership nor that the lease's time is not
+    /// already up by that clock).
     #[cfg(feature = "inject-bugs")]
     pub renew_without_confirming: bool,
     /// A keep-alive for a lease whose revoke is decided but not yet applied is answered with
@@ -101,7 +103,9 @@ impl LeaseClocks {
     /// the lease is gone.
     pub(crate) fn renew(&mut self, id: i64, ttl: u64, now: u64) -> bool {
         let revoking = self.revoking.contains(&id) && !self.bugs.renew_while_revoking();
-        if revoking || self.deadlines.get(&id).is_some_and(|&d| d <= now) {
+        let expired = self.deadlines.get(&id).is_some_and(|&d| d <= now)
+            && !self.bugs.renew_without_confirming();
+        if revoking || expired {
             return false;
         }
         self.revoking.remove(&id);

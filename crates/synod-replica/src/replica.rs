@@ -23,7 +23,9 @@ use synod_core::{
     Action, Engine, Entry, Input, NodeId, Persist, PersistId, Proposal, ReadConsistency,
     ReadRequest, Rejection, RequestId, Role, SendGate, Snapshot, SnapshotMeta, Status,
 };
-use synod_kv::{Applied, KvError, KvStore, LeaseRevokeRequest, Request};
+use synod_kv::{
+    Applied, KvError, KvStore, LeaseEpochRequest, LeaseExpireRequest, LeaseRevokeRequest, Request,
+};
 use thiserror::Error;
 
 use crate::lease::{LeaseBugs, LeaseClocks};
@@ -217,6 +219,8 @@ pub struct Replica<E: Engine, W> {
     revokes: HashMap<RequestId, i64>,
     /// Injected bug only: expiry revokes to submit as ordinary writes.
     revokes_to_retry: Vec<i64>,
+    /// The era whose lease epoch this node last proposed.
+    epoch_proposed: Option<u64>,
     /// Era of the last entry applied, for snapshot metadata.
     applied_era: u64,
     snapshot_index: u64,
@@ -252,6 +256,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             leases: LeaseClocks::new(options.lease_bugs),
             revokes: HashMap::new(),
             revokes_to_retry: Vec::new(),
+            epoch_proposed: None,
             applied_era: snapshot_era,
             snapshot_index,
             snapshot_in_flight: false,
@@ -588,6 +593,10 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             }
         }
         self.status = status;
+        if status.role == Role::Leader && self.epoch_proposed != Some(status.era) {
+            // Just promoted: the lease clocks become this leader's once its epoch applies.
+            self.propose_lease_epoch(out);
+        }
         self.answer_peers(out);
         self.maybe_snapshot(out);
     }
@@ -719,10 +728,31 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
     fn restore(&mut self, snapshot: Snapshot, out: &mut Vec<Output<E::Message, W>>) {
         match KvStore::restore(&snapshot.data) {
             Ok(kv) if kv.applied_index() == snapshot.meta.index => {
+                // Writes waiting here whose entries came inside the snapshot: a tracked
+                // client's session says how each went (the server's own ids are untracked:
+                // those wait for the client's timeout, as in etcd).
+                let mut answered: Vec<(RequestId, Answer)> = self
+                    .writes
+                    .keys()
+                    .filter_map(|&id| {
+                        let answer = match kv.remembered(id)? {
+                            Ok(applied) => Answer::Applied(applied),
+                            Err(e) => Answer::Refused(Refusal::Kv(e)),
+                        };
+                        Some((id, answer))
+                    })
+                    .collect();
+                answered.sort_unstable_by_key(|(id, _)| *id);
                 *self.store.write() = kv;
                 self.applied_era = snapshot.meta.era;
                 self.snapshot_index = snapshot.meta.index;
                 out.push(Output::Restored(snapshot.meta));
+                for (id, answer) in answered {
+                    self.proposed_for.remove(&id);
+                    if let Some(waiter) = self.writes.remove(&id) {
+                        out.push(Output::Answer { waiter, answer });
+                    }
+                }
                 self.release_reads(out);
             }
             // Applying on from a state we could not restore would diverge from the others.
@@ -790,7 +820,8 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         // round started so long ago that it may have been deposed without knowing (it was
         // paused), its clock is not the cluster's: the holder asks again.
         let fresh = self.now.saturating_sub(asked_at) <= self.options.keep_alive_window_us;
-        let answer = if status.role == Role::Leader && status.era == era && fresh {
+        let clocks_ours = self.store.read().lease_epoch() == era;
+        let answer = if status.role == Role::Leader && status.era == era && fresh && clocks_ours {
             self.renew(lease)
         } else {
             Answer::Refused(Refusal::NotLeader(status.leader))
@@ -806,11 +837,20 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         Answer::Ttl(left.div_ceil(1_000_000) as i64)
     }
 
-    /// The leader's sweep: leases whose time is up are revoked through the log, proposed in
-    /// this very step, while this node leads in the era whose clock expired them.
+    /// The leader's sweep. A new leader first writes its lease epoch; once that applied, its
+    /// clocks are the cluster's, and leases whose time is up are expired through the log,
+    /// proposed in this very step while this node leads in the era whose clock expired them,
+    /// and binding only while that era's epoch is the newest one applied.
     fn expire_leases(&mut self, out: &mut Vec<Output<E::Message, W>>) {
         let status = self.engine.status();
-        let leading = (status.role == Role::Leader).then_some(status.era);
+        let leads = status.role == Role::Leader;
+        let epoch = self.store.read().lease_epoch();
+        if leads && epoch != status.era {
+            // Until the epoch applies, nothing is renewed or expired here; ask again each
+            // sweep (a proposal can be lost; extra ones do nothing).
+            return self.propose_lease_epoch(out);
+        }
+        let leading = leads.then_some(status.era);
         let expired = {
             let kv = self.store.read();
             self.leases.sweep(
@@ -822,19 +862,16 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                 1_000_000,
             )
         };
-        if self.options.lease_bugs.revoke_in_any_era() {
+        let bugs = self.options.lease_bugs;
+        if bugs.revoke_in_any_era() {
             // The broken way: decided now, submitted at the next sweep as any write would be
-            // (forwarded to whoever leads by then), and submitted again if refused.
+            // (forwarded to whoever leads by then), unconditionally, and again if refused.
             let due = std::mem::replace(&mut self.revokes_to_retry, expired);
             let proposals: Vec<Proposal> = due
                 .into_iter()
                 .map(|lease| {
-                    let id = self.next_request_id();
-                    self.revokes.insert(id, lease);
-                    Proposal {
-                        id,
-                        command: Request::LeaseRevoke(LeaseRevokeRequest { id: lease }).encode(),
-                    }
+                    let request = Request::LeaseRevoke(LeaseRevokeRequest { id: lease });
+                    self.revoke_proposal(lease, request)
                 })
                 .collect();
             match status.leader.filter(|&l| l != self.options.id) {
@@ -850,21 +887,35 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             }
             return;
         }
-        if leading.is_none() || expired.is_empty() {
+        if expired.is_empty() {
             return;
         }
         let proposals = expired
             .into_iter()
             .map(|lease| {
-                let id = self.next_request_id();
-                self.revokes.insert(id, lease);
-                Proposal {
-                    id,
-                    command: Request::LeaseRevoke(LeaseRevokeRequest { id: lease }).encode(),
-                }
+                let era = status.era;
+                let request = Request::LeaseExpire(LeaseExpireRequest { id: lease, era });
+                self.revoke_proposal(lease, request)
             })
             .collect();
         self.step(Input::Propose(proposals), out);
+    }
+
+    fn propose_lease_epoch(&mut self, out: &mut Vec<Output<E::Message, W>>) {
+        let era = self.engine.status().era;
+        self.epoch_proposed = Some(era);
+        let id = self.next_request_id();
+        let command = Request::LeaseEpoch(LeaseEpochRequest { era }).encode();
+        self.step(Input::Propose(vec![Proposal { id, command }]), out);
+    }
+
+    fn revoke_proposal(&mut self, lease: i64, request: Request) -> Proposal {
+        let id = self.next_request_id();
+        self.revokes.insert(id, lease);
+        Proposal {
+            id,
+            command: request.encode(),
+        }
     }
 }
 

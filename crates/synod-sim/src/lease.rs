@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use synod_core::{ClientId, Proposal};
+use synod_core::{ClientId, NodeId, Proposal};
 use synod_kv::Request;
 
 use crate::protocol::Protocol;
@@ -48,29 +48,44 @@ impl<P: Protocol> World<P> {
 
     /// A command committed (applied for the first time anywhere): an expiry revoke must come
     /// after its holder's promise ran out.
-    pub(crate) fn on_committed_command(&mut self, index: u64, proposal: &Proposal) {
-        let revoke = match Request::decode(&proposal.command) {
+    pub(crate) fn on_committed_command(&mut self, id: NodeId, index: u64, proposal: &Proposal) {
+        let lease = match Request::decode(&proposal.command) {
             Ok(Request::LeaseGrant(grant)) => {
                 self.leases.granted_at.insert(grant.id, self.now);
                 return;
             }
-            // A revoke the replica proposed by itself, not a client's.
+            // An expiry counts only in the lease epoch of the era that decided it (the store
+            // that just applied it says which epoch that is).
+            Ok(Request::LeaseExpire(expire)) => {
+                let epoch = self
+                    .node(id)
+                    .replica
+                    .as_ref()
+                    .map(|r| r.store().read().lease_epoch());
+                if epoch != Some(expire.era) {
+                    self.trace_line(|| {
+                        format!("lease {} expiry of era {} void", expire.id, expire.era)
+                    });
+                    return;
+                }
+                expire.id
+            }
+            // A revoke the replica proposed by itself, not a client's (an injected bug).
             Ok(Request::LeaseRevoke(revoke))
                 if proposal.id.client.0 >= ClientId::UNTRACKED_FROM =>
             {
-                revoke
+                revoke.id
             }
             _ => return,
         };
         self.stats.leases_expired += 1;
         let now = self.now;
-        self.trace_line(|| format!("lease {} expires at index {index}", revoke.id));
-        if let Some(&promised) = self.leases.promised.get(&revoke.id) {
+        self.trace_line(|| format!("lease {lease} expires at index {index}"));
+        if let Some(&promised) = self.leases.promised.get(&lease) {
             if now < promised {
                 let detail = format!(
-                    "lease promise: lease {} was revoked by expiry at index {index}, {} ms before \
-                     the TTL its holder was last given ran out",
-                    revoke.id,
+                    "lease promise: lease {lease} was revoked by expiry at index {index}, {} ms \
+                     before the TTL its holder was last given ran out",
                     (promised - now) / 1000
                 );
                 self.fail(ViolationKind::Safety, detail);

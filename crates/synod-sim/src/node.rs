@@ -226,44 +226,42 @@ impl<P: Protocol> World<P> {
         self.node(id).replica.is_some()
     }
 
-    /// Carries out a replica's outputs in order. Saving a snapshot is done at once, and the
-    /// replica's answer to it joins the queue.
+    /// Carries out a replica's outputs in order. A snapshot is saved at once, and the replica
+    /// hears so in a step of its own, after these outputs (checked like any other step).
     pub(crate) fn carry_out(&mut self, id: NodeId, out: &mut Vec<SimOutput<P>>) {
-        while !out.is_empty() {
-            for output in std::mem::take(out) {
-                if self.violation.is_some() || !self.is_up(id) {
-                    return;
+        let mut saved = None;
+        for output in out.drain(..) {
+            if self.violation.is_some() || !self.is_up(id) {
+                return;
+            }
+            match output {
+                Output::Persist(persist) => self.submit_persist(id, persist),
+                Output::Send { to, message } => self.transmit(id, to, message),
+                Output::Answer { waiter, answer } => self.answer(id, waiter, answer),
+                Output::Applied(entry) => self.check_applied(id, entry),
+                Output::Restored(meta) => {
+                    self.stats.snapshots_installed += 1;
+                    self.trace_line(|| format!("{id} installs a snapshot through {}", meta.index));
                 }
-                match output {
-                    Output::Persist(persist) => self.submit_persist(id, persist),
-                    Output::Send { to, message } => self.transmit(id, to, message),
-                    Output::Answer { waiter, answer } => self.answer(id, waiter, answer),
-                    Output::Applied(entry) => self.check_applied(id, entry),
-                    Output::Restored(meta) => {
-                        self.stats.snapshots_installed += 1;
-                        self.trace_line(|| {
-                            format!("{id} installs a snapshot through {}", meta.index)
-                        });
+                Output::SaveSnapshot { meta, store } => {
+                    let snapshot = Snapshot {
+                        meta,
+                        data: Bytes::from(store.snapshot()),
+                    };
+                    if let Err(e) = self.node_mut(id).disk.save_snapshot(&snapshot) {
+                        return self.fail(
+                            ViolationKind::Safety,
+                            format!("{id} cannot save a snapshot: {e}"),
+                        );
                     }
-                    Output::SaveSnapshot { meta, store } => {
-                        let snapshot = Snapshot {
-                            meta,
-                            data: Bytes::from(store.snapshot()),
-                        };
-                        if let Err(e) = self.node_mut(id).disk.save_snapshot(&snapshot) {
-                            return self.fail(
-                                ViolationKind::Safety,
-                                format!("{id} cannot save a snapshot: {e}"),
-                            );
-                        }
-                        self.stats.snapshots_taken += 1;
-                        self.trace_line(|| format!("{id} snapshots through {}", meta.index));
-                        if let Some(replica) = self.node_mut(id).replica.as_mut() {
-                            replica.snapshot_saved(snapshot, out);
-                        }
-                    }
+                    self.stats.snapshots_taken += 1;
+                    self.trace_line(|| format!("{id} snapshots through {}", meta.index));
+                    saved = Some(snapshot);
                 }
             }
+        }
+        if let Some(snapshot) = saved {
+            self.step(id, |replica, out| replica.snapshot_saved(snapshot, out));
         }
     }
 
@@ -347,7 +345,7 @@ impl<P: Protocol> World<P> {
                     if let Some(crashed) = self.leader_crashed_at.take() {
                         self.stats.leader_crash_stalls_us.push(self.now - crashed);
                     }
-                    self.on_committed_command(entry.index, command);
+                    self.on_committed_command(id, entry.index, command);
                 }
                 self.trace_line(|| format!("{id} commits {entry}"));
                 self.safety.applied.push(entry);

@@ -67,11 +67,17 @@ pub struct PaxosInvariants {
 
 impl<P: PaxosNode + synod_core::Engine<Message = Message>> Invariants<P> for PaxosInvariants {
     fn after_step(&mut self, id: NodeId, incarnation: u64, engine: &P) -> Result<(), String> {
+        let quorum = majority(engine.voters());
         let last = match self.read_through.get(&id) {
             Some(&(inc, seen)) if inc == incarnation => seen,
-            _ => 0,
+            // A new life: what the acceptor restored from its disk is durable, even what no
+            // event of the last life showed as such (an unsynced record that survived the
+            // crash whole). It answers from it, so it counts.
+            _ => {
+                self.observe_restored(id, engine.acceptor(), quorum)?;
+                0
+            }
         };
-        let quorum = majority(engine.voters());
         // Only what is durable counts: a promise or accept lost in a crash before it was
         // persisted was never answered, and forgetting it is allowed.
         let durable = engine.durable_events();
@@ -138,7 +144,49 @@ impl<P: PaxosNode + synod_core::Engine<Message = Message>> Invariants<P> for Pax
 }
 
 impl PaxosInvariants {
+    /// Observes a restarted acceptor's state as the events that built it.
+    fn observe_restored(
+        &mut self,
+        id: NodeId,
+        acceptor: &Acceptor,
+        quorum: usize,
+    ) -> Result<(), String> {
+        let floor = AcceptorEvent::Promised {
+            slot: None,
+            ballot: acceptor.floor(),
+        };
+        self.observe_as(id, &floor, quorum, false)?;
+        for (slot, state) in acceptor.slots() {
+            if let Some((ballot, value)) = &state.accepted {
+                let accepted = AcceptorEvent::Accepted {
+                    slot,
+                    ballot: *ballot,
+                    value: value.clone(),
+                };
+                self.observe_as(id, &accepted, quorum, false)?;
+            }
+            let promised = AcceptorEvent::Promised {
+                slot: Some(slot),
+                ballot: state.promised,
+            };
+            self.observe_as(id, &promised, quorum, false)?;
+        }
+        Ok(())
+    }
+
     fn observe(&mut self, id: NodeId, event: &AcceptorEvent, quorum: usize) -> Result<(), String> {
+        self.observe_as(id, event, quorum, true)
+    }
+
+    /// Observes one durable event; `fresh` events (not restored from disk) must also keep
+    /// every promise known so far (a restored accept may predate a later promise).
+    fn observe_as(
+        &mut self,
+        id: NodeId,
+        event: &AcceptorEvent,
+        quorum: usize,
+        fresh: bool,
+    ) -> Result<(), String> {
         match event {
             AcceptorEvent::Promised { slot: None, ballot } => {
                 let held = self.promised_all.entry(id).or_default();
@@ -163,7 +211,7 @@ impl PaxosInvariants {
                         .copied()
                         .unwrap_or_default(),
                 );
-                if *ballot < promised {
+                if fresh && *ballot < promised {
                     return Err(format!("broken promise: {id} accepted ballot {ballot} in slot {slot} after promising {promised}"));
                 }
                 let (proposed, acceptors) = self

@@ -396,7 +396,6 @@ impl<P: Protocol> World<P> {
         }
         self.observe_status(id, status);
         self.carry_out(id, &mut out);
-        out.clear();
         self.scratch = out;
     }
 

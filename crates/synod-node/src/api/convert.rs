@@ -222,9 +222,10 @@ pub fn txn_response(r: kv::TxnResponse, header: pb::ResponseHeader) -> pb::TxnRe
                 kv::Response::DeleteRange(d) => Op::ResponseDeleteRange(delete_response(d, header)),
                 kv::Response::Txn(t) => Op::ResponseTxn(txn_response(t, header)),
                 // Not allowed inside a transaction; the store refuses them there.
-                kv::Response::Compact | kv::Response::LeaseGrant(_) | kv::Response::LeaseRevoke => {
-                    return None
-                }
+                kv::Response::Compact
+                | kv::Response::LeaseGrant(_)
+                | kv::Response::LeaseRevoke
+                | kv::Response::LeaseEpoch => return None,
             };
             Some(pb::ResponseOp { response: Some(op) })
         })
