@@ -84,6 +84,10 @@ const REVOKES_PER_SWEEP: usize = 256;
 pub(crate) struct LeaseClocks {
     /// The era this node leads, while it leads; clocks are kept only then.
     era: Option<u64>,
+    /// Whether this era's first sweep ran (which starts every lease's clock).
+    swept: bool,
+    /// What a clock started by a new leader gets beyond the TTL.
+    extension: u64,
     deadlines: HashMap<i64, u64>,
     /// Leases whose revoke this leader decided: doomed, never renewed again.
     revoking: HashSet<i64>,
@@ -91,16 +95,29 @@ pub(crate) struct LeaseClocks {
 }
 
 impl LeaseClocks {
-    pub(crate) fn new(bugs: LeaseBugs) -> LeaseClocks {
+    pub(crate) fn new(extension: u64, bugs: LeaseBugs) -> LeaseClocks {
         LeaseClocks {
+            extension,
             bugs,
             ..LeaseClocks::default()
         }
     }
 
-    /// Pushes lease `id`'s deadline to `ttl` after `now`, unless its time is up (its
-    /// deadline passed, or its revoke is decided): then `false`, and the holder must be told
-    /// the lease is gone.
+    /// Keeps clocks only for `leading`, the era this node leads in: clocks of an earlier
+    /// leadership of this node mean nothing in a new one, and are dropped.
+    pub(crate) fn follow(&mut self, leading: Option<u64>) {
+        if self.era != leading {
+            self.era = leading;
+            self.swept = false;
+            self.deadlines.clear();
+            self.revoking.clear();
+        }
+    }
+
+    /// Pushes lease `id`'s deadline to at least `ttl` after `now`, unless its time is up
+    /// (its deadline passed, or its revoke is decided): then `false`, and the holder must be
+    /// told the lease is gone. A deadline is never pulled in: a clock started by a new leader
+    /// keeps its extension.
     pub(crate) fn renew(&mut self, id: i64, ttl: u64, now: u64) -> bool {
         let revoking = self.revoking.contains(&id) && !self.bugs.renew_while_revoking();
         let expired = self.deadlines.get(&id).is_some_and(|&d| d <= now)
@@ -109,7 +126,13 @@ impl LeaseClocks {
             return false;
         }
         self.revoking.remove(&id);
-        self.deadlines.insert(id, now + ttl);
+        let unstarted = if self.swept {
+            0
+        } else {
+            now + ttl + self.extension
+        };
+        let deadline = self.deadlines.entry(id).or_insert(unstarted);
+        *deadline = (*deadline).max(now + ttl);
         true
     }
 
@@ -120,31 +143,23 @@ impl LeaseClocks {
             .map_or(ttl, |&deadline| deadline.saturating_sub(now))
     }
 
-    /// Brings the clocks in line with the leases that exist and who leads (`leading`: the era
-    /// this node leads in); returns the leases whose time is up. `ttl_ticks` converts a TTL
-    /// in seconds to the clock's unit. In the first sweep of an era every lease's clock starts at its
-    /// TTL plus `extension`; a lease that appears later was granted under this leader and
-    /// gets its TTL. An expired lease stays marked as revoking, and is returned again
-    /// `retry` later if its revoke has not applied by then.
+    /// Sweeps the clocks of the era followed (nothing if none): returns the leases whose time
+    /// is up. `ttl_unit` converts a TTL in seconds to the clock's unit. The era's first sweep
+    /// starts every lease's clock at its TTL plus the extension; a lease that appears later
+    /// was granted under this leader and gets its TTL. An expired lease stays marked as
+    /// revoking, and is returned again `retry` later if its revoke has not applied by then.
     pub(crate) fn sweep(
         &mut self,
-        leading: Option<u64>,
         leases: &BTreeMap<i64, Lease>,
         now: u64,
-        ttl_ticks: impl Fn(i64) -> u64,
-        extension: u64,
+        ttl_unit: impl Fn(i64) -> u64,
         retry: u64,
     ) -> Vec<i64> {
-        let promoted = self.era != leading;
-        if promoted {
-            self.era = leading;
-            self.deadlines.clear();
-            self.revoking.clear();
-        }
-        if leading.is_none() {
+        if self.era.is_none() {
             return Vec::new();
         }
-        let extension = if promoted { extension } else { 0 };
+        let extension = if self.swept { 0 } else { self.extension };
+        self.swept = true;
         self.deadlines.retain(|id, _| leases.contains_key(id));
         self.revoking.retain(|id| leases.contains_key(id));
         let mut expired = Vec::new();
@@ -152,7 +167,7 @@ impl LeaseClocks {
             let deadline = self
                 .deadlines
                 .entry(id)
-                .or_insert_with(|| now + ttl_ticks(lease.ttl) + extension);
+                .or_insert_with(|| now + ttl_unit(lease.ttl) + extension);
             if *deadline <= now && expired.len() < REVOKES_PER_SWEEP {
                 expired.push(id);
                 self.revoking.insert(id);
@@ -180,19 +195,20 @@ mod tests {
             .collect()
     }
 
-    /// One tick per second, so TTLs read as ticks.
+    /// One unit per second, so TTLs read as units; the extension is 2.
     fn sweep(
         clocks: &mut LeaseClocks,
         leading: Option<u64>,
         all: &BTreeMap<i64, Lease>,
         now: u64,
     ) -> Vec<i64> {
-        clocks.sweep(leading, all, now, |ttl| ttl as u64, 2, 1)
+        clocks.follow(leading);
+        clocks.sweep(all, now, |ttl| ttl as u64, 1)
     }
 
     #[test]
     fn only_a_leader_expires_and_a_new_era_extends_the_clocks() {
-        let mut clocks = LeaseClocks::default();
+        let mut clocks = LeaseClocks::new(2, LeaseBugs::NONE);
         let all = leases(&[(1, 5), (2, 60)]);
         assert!(
             sweep(&mut clocks, None, &all, 0).is_empty(),
@@ -229,22 +245,42 @@ mod tests {
 
     #[test]
     fn a_lease_whose_time_is_up_is_not_renewed() {
-        let mut clocks = LeaseClocks::default();
+        let mut clocks = LeaseClocks::new(0, LeaseBugs::NONE);
         let all = leases(&[(1, 5), (2, 5)]);
-        clocks.sweep(Some(1), &all, 0, |ttl| ttl as u64, 0, 1);
+        sweep(&mut clocks, Some(1), &all, 0);
         // Lease 1's deadline has passed, though no sweep has seen it yet.
         assert!(!clocks.renew(1, 5, 5), "expired: not renewed");
         // Lease 2's revoke is decided: it stays doomed even when its deadline moves.
-        assert_eq!(
-            clocks.sweep(Some(1), &all, 5, |t| t as u64, 0, 1),
-            vec![1, 2]
-        );
+        assert_eq!(sweep(&mut clocks, Some(1), &all, 5), vec![1, 2]);
         assert!(!clocks.renew(2, 5, 5), "revoke in flight: not renewed");
         assert!(!clocks.renew(2, 5, 7), "still revoking");
         // Revoked, then granted again under the same id: a fresh clock.
         let none = leases(&[]);
-        clocks.sweep(Some(1), &none, 8, |t| t as u64, 0, 1);
-        clocks.sweep(Some(1), &all, 8, |t| t as u64, 0, 1);
+        sweep(&mut clocks, Some(1), &none, 8);
+        sweep(&mut clocks, Some(1), &all, 8);
         assert!(clocks.renew(2, 5, 9));
+    }
+
+    #[test]
+    fn a_new_leadership_of_the_same_node_starts_clean_and_keeps_the_extension() {
+        let mut clocks = LeaseClocks::new(2, LeaseBugs::NONE);
+        let all = leases(&[(1, 5)]);
+        sweep(&mut clocks, Some(5), &all, 0);
+        assert_eq!(
+            sweep(&mut clocks, Some(5), &all, 7),
+            vec![1],
+            "revoking in era 5"
+        );
+        // Leading again in era 7 before any sweep: era 5's verdict is gone, and a renewal
+        // before the first sweep keeps the new leader's extension.
+        clocks.follow(Some(7));
+        assert!(
+            clocks.renew(1, 5, 8),
+            "era 5's revoke means nothing in era 7"
+        );
+        assert_eq!(clocks.remaining(1, 5, 8), 7);
+        // A renewal never pulls a deadline in.
+        assert!(clocks.renew(1, 1, 9));
+        assert_eq!(clocks.remaining(1, 5, 9), 6);
     }
 }

@@ -253,7 +253,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             proposed_for: HashMap::new(),
             peer_ready: BTreeMap::new(),
             peer_refused: BTreeMap::new(),
-            leases: LeaseClocks::new(options.lease_bugs),
+            leases: LeaseClocks::new(options.lease_extension_us, options.lease_bugs),
             revokes: HashMap::new(),
             revokes_to_retry: Vec::new(),
             epoch_proposed: None,
@@ -504,14 +504,14 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
 
     /// Every persist up to `id` is durable: the sends held for them leave.
     pub fn persisted(&mut self, id: PersistId, out: &mut Vec<Output<E::Message, W>>) {
+        // Sends held for these persists leave first, in the order the engine pushed them,
+        // ahead of anything the engine sends on hearing of the persist.
         let released = self.sends.durable(id);
-        // The engine hears of the persist first, so a checker sees the state as durable when
-        // the messages that depend on it leave (the network does not keep order anyway).
-        self.step(Input::Persisted(id), out);
         out.extend(released.into_iter().map(|(to, message)| Output::Send {
             to,
             message: PeerMessage::Engine(message),
         }));
+        self.step(Input::Persisted(id), out);
     }
 
     /// The snapshot asked for by [`Output::SaveSnapshot`] is durable and the log compacted
@@ -822,6 +822,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         let fresh = self.now.saturating_sub(asked_at) <= self.options.keep_alive_window_us;
         let clocks_ours = self.store.read().lease_epoch() == era;
         let answer = if status.role == Role::Leader && status.era == era && fresh && clocks_ours {
+            self.leases.follow(Some(era));
             self.renew(lease)
         } else {
             Answer::Refused(Refusal::NotLeader(status.leader))
@@ -833,6 +834,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         let Some(ttl) = self.store.read().leases().get(&lease).map(|l| l.ttl) else {
             return Answer::Ttl(-1);
         };
+        self.leases.follow(Some(self.engine.status().era));
         let left = self.leases.remaining(lease, ttl_us(ttl), self.now);
         Answer::Ttl(left.div_ceil(1_000_000) as i64)
     }
@@ -850,17 +852,10 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             // sweep (a proposal can be lost; extra ones do nothing).
             return self.propose_lease_epoch(out);
         }
-        let leading = leads.then_some(status.era);
+        self.leases.follow(leads.then_some(status.era));
         let expired = {
             let kv = self.store.read();
-            self.leases.sweep(
-                leading,
-                kv.leases(),
-                self.now,
-                ttl_us,
-                self.options.lease_extension_us,
-                1_000_000,
-            )
+            self.leases.sweep(kv.leases(), self.now, ttl_us, 1_000_000)
         };
         let bugs = self.options.lease_bugs;
         if bugs.revoke_in_any_era() {

@@ -377,9 +377,15 @@ impl<P: Protocol> World<P> {
         pending.attempts += 1;
         let timeout = pending.attempt_timeout_us;
         let attempt = pending.attempts;
-        pending.unresolved.push((attempt, target));
         let request = pending.kind.request(pending.request);
         let deliveries = self.network.deliveries(&mut self.net_rng);
+        // One unresolved entry per copy that will arrive: a refusal settles one copy, and a
+        // duplicate may have reached the log before its twin was refused.
+        if let Some(pending) = self.client(id).pending.as_mut() {
+            for _ in deliveries.iter() {
+                pending.unresolved.push((attempt, target));
+            }
+        }
         for delay in deliveries.iter() {
             let request = request.clone();
             self.schedule(
@@ -570,7 +576,8 @@ impl<P: Protocol> World<P> {
         let Some(pending) = client.pending.as_mut() else {
             return;
         };
-        // A refusal settles the attempt sent to that node, if only one went there.
+        // A refusal settles the copy sent to that node, if only one went there (answers can
+        // arrive twice too, so two refusals do not settle two copies).
         if pending
             .unresolved
             .iter()

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use synod_core::{ClientId, NodeId, Proposal};
+use synod_core::{ClientId, Proposal};
 use synod_kv::Request;
 
 use crate::protocol::Protocol;
@@ -36,6 +36,9 @@ pub(crate) struct LeaseCheck {
     promised: BTreeMap<i64, SimTime>,
     /// When each lease's grant committed.
     granted_at: BTreeMap<i64, SimTime>,
+    /// The lease epoch, as the committed log has it so far (the stores apply in batches, so
+    /// a store read after a batch may already hold a later epoch).
+    epoch: u64,
 }
 
 impl<P: Protocol> World<P> {
@@ -48,23 +51,25 @@ impl<P: Protocol> World<P> {
 
     /// A command committed (applied for the first time anywhere): an expiry revoke must come
     /// after its holder's promise ran out.
-    pub(crate) fn on_committed_command(&mut self, id: NodeId, index: u64, proposal: &Proposal) {
+    pub(crate) fn on_committed_command(&mut self, index: u64, proposal: &Proposal) {
         let lease = match Request::decode(&proposal.command) {
             Ok(Request::LeaseGrant(grant)) => {
                 self.leases.granted_at.insert(grant.id, self.now);
                 return;
             }
-            // An expiry counts only in the lease epoch of the era that decided it (the store
-            // that just applied it says which epoch that is).
+            Ok(Request::LeaseEpoch(epoch)) => {
+                self.leases.epoch = self.leases.epoch.max(epoch.era);
+                return;
+            }
+            // An expiry counts only in the lease epoch of the era that decided it.
             Ok(Request::LeaseExpire(expire)) => {
-                let epoch = self
-                    .node(id)
-                    .replica
-                    .as_ref()
-                    .map(|r| r.store().read().lease_epoch());
-                if epoch != Some(expire.era) {
+                if self.leases.epoch != expire.era {
+                    let epoch = self.leases.epoch;
                     self.trace_line(|| {
-                        format!("lease {} expiry of era {} void", expire.id, expire.era)
+                        format!(
+                            "lease {} expiry of era {} void in epoch {epoch}",
+                            expire.id, expire.era
+                        )
                     });
                     return;
                 }

@@ -345,7 +345,7 @@ impl<P: Protocol> World<P> {
                     if let Some(crashed) = self.leader_crashed_at.take() {
                         self.stats.leader_crash_stalls_us.push(self.now - crashed);
                     }
-                    self.on_committed_command(id, entry.index, command);
+                    self.on_committed_command(entry.index, command);
                 }
                 self.trace_line(|| format!("{id} commits {entry}"));
                 self.safety.applied.push(entry);

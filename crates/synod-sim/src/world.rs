@@ -445,7 +445,12 @@ impl<P: Protocol> World<P> {
         }
         let deliveries = self.network.deliveries(&mut self.net_rng);
         let mut delays = deliveries.iter();
-        match (delays.next(), delays.next()) {
+        // The replica's own messages (forwarded writes, read indexes and their answers) ride
+        // the server's TCP link, which never delivers twice: a refusal of a duplicate would
+        // tell a client "no effect" of a write its twin put in the log. Engine messages get
+        // every fault, to test the engines' own defences.
+        let duplicable = matches!(message, PeerMessage::Engine(_));
+        match (delays.next(), delays.next().filter(|_| duplicable)) {
             (Some(first), second) if self.network.connected(from, to) => {
                 if let Some(second) = second {
                     self.stats.messages_duplicated += 1;
