@@ -441,6 +441,7 @@ impl<P: Protocol> World<P> {
     /// from when the answer arrives, as etcd's client does); 0 means the lease is gone.
     fn on_keep_alive(&mut self, id: u64, pending: Pending, lease: i64, ttl: i64) {
         let now = self.now;
+        self.stats.completed += 1;
         self.trace_line(|| format!("c{id} {} -> TTL {ttl}", pending.request));
         let client = self.client(id);
         match client.held.filter(|h| h.id == lease) {
@@ -490,12 +491,14 @@ impl<P: Protocol> World<P> {
         client.seq += 1;
         let request = RequestId::new(id, client.seq);
         client.pending = Some(Pending::new(kind, None, request, now, 0));
+        self.stats.operations += 1;
         self.trace_line(|| format!("c{id} invokes {kind} as {request}"));
         self.send_attempt(id, request.seq);
     }
 
     /// A grant, attach or revoke applied (or failed in the store: the lease had gone).
     fn on_lease_write(&mut self, id: u64, pending: Pending, result: Result<Applied, KvError>) {
+        self.stats.completed += 1;
         let client = self.client(id);
         match (pending.kind, result) {
             (OpKind::Grant(lease, ttl), Ok(_)) => {
@@ -645,6 +648,11 @@ impl<P: Protocol> World<P> {
             // which then lapses. Its promise starts only if it hears so. A keep-alive
             // unanswered for a TTL: the holder takes its lease for lost.
             (None, _) => {
+                if may_have_run {
+                    self.stats.indeterminate += 1;
+                } else {
+                    self.stats.failed += 1;
+                }
                 if let OpKind::KeepAlive(lease) = pending.kind {
                     let client = self.client(id);
                     if client.held.is_some_and(|h| h.id == lease) {
