@@ -932,3 +932,265 @@ pub fn boot_store(
         None => Ok(KvStore::with_limits(session_limit, history_revisions)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synod_core::{Entry, Payload};
+    use synod_kv::{LeaseGrantRequest, PutRequest};
+
+    /// An engine that records what it is asked and answers with the actions a test queued.
+    struct Scripted {
+        status: Status,
+        proposed: Vec<Proposal>,
+        reads: Vec<ReadRequest>,
+        next: Vec<Action<u8>>,
+    }
+
+    impl Engine for Scripted {
+        type Message = u8;
+
+        fn step(&mut self, input: Input<u8>, out: &mut Vec<Action<u8>>) {
+            match input {
+                Input::Propose(proposals) => self.proposed.extend(proposals),
+                Input::Read(reads) => self.reads.extend(reads),
+                _ => {}
+            }
+            out.append(&mut self.next);
+        }
+
+        fn status(&self) -> Status {
+            self.status
+        }
+    }
+
+    impl Waiter for u32 {}
+
+    type Out = Vec<Output<u8, u32>>;
+
+    const WINDOW_US: u64 = 75_000;
+
+    fn replica(role: Role, leader: Option<NodeId>, era: u64) -> Replica<Scripted, u32> {
+        let status = Status {
+            id: NodeId(1),
+            role,
+            leader,
+            era,
+            commit_index: 0,
+            last_index: 0,
+        };
+        let engine = Scripted {
+            status,
+            proposed: Vec::new(),
+            reads: Vec::new(),
+            next: Vec::new(),
+        };
+        let options = ReplicaOptions {
+            id: NodeId(1),
+            own_client_id: synod_core::ClientId::UNTRACKED_FROM | 1,
+            snapshot_every: 0,
+            lease_extension_us: 150_000,
+            keep_alive_window_us: WINDOW_US,
+            lease_check_ticks: 1_000_000,
+            lease_bugs: LeaseBugs::NONE,
+        };
+        Replica::new(engine, KvStore::new(), 0, options)
+    }
+
+    fn entry(index: u64, era: u64, id: RequestId, request: &Request) -> Entry {
+        let command = request.encode();
+        Entry {
+            index,
+            era,
+            payload: Payload::Command(Proposal { id, command }),
+        }
+    }
+
+    fn answers(out: &mut Out) -> Vec<(u32, Answer)> {
+        out.drain(..)
+            .filter_map(|o| match o {
+                Output::Answer { waiter, answer } => Some((waiter, answer)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn put(key: &'static str) -> Request {
+        Request::Put(PutRequest {
+            key: Bytes::from_static(key.as_bytes()),
+            value: Bytes::from_static(b"v"),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_follower_forwards_writes_and_answers_refusals_and_snapshots() {
+        let mut r = replica(Role::Follower, Some(NodeId(2)), 3);
+        let mut out = Out::new();
+        let first = RequestId::new(7, 1);
+        let second = RequestId::new(8, 1);
+        let calls = [(first, 1), (second, 2)].map(|(id, waiter)| ClientCall {
+            id,
+            waiter,
+            call: Call::Write(put("k").encode()),
+        });
+        r.submit(calls.into(), &mut out);
+        match out.as_slice() {
+            [Output::Send {
+                to: NodeId(2),
+                message: PeerMessage::Propose(proposals),
+            }] => assert_eq!(
+                proposals.iter().map(|p| p.id).collect::<Vec<_>>(),
+                [first, second]
+            ),
+            other => panic!("the writes go to the leader, with their ids: {other:?}"),
+        }
+        assert!(
+            r.engine.proposed.is_empty(),
+            "a follower proposes nothing itself"
+        );
+        out.clear();
+
+        // The leader refuses the second: its client hears "not the leader", with the hint.
+        let refused = PeerMessage::Refused {
+            ids: vec![second],
+            leader: Some(NodeId(3)),
+        };
+        r.receive(NodeId(2), refused, &mut out);
+        assert_eq!(
+            answers(&mut out),
+            [(2, Answer::Refused(Refusal::NotLeader(Some(NodeId(3)))))]
+        );
+
+        // The first comes back inside a snapshot, not as an entry to apply: the session in
+        // the snapshot answers it.
+        let mut leader_store = KvStore::new();
+        leader_store.apply(&entry(1, 3, first, &put("k")));
+        let snapshot = Snapshot {
+            meta: SnapshotMeta { index: 1, era: 3 },
+            data: Bytes::from(leader_store.snapshot()),
+        };
+        r.engine.next.push(Action::Restore(snapshot));
+        r.receive(NodeId(2), PeerMessage::Engine(0), &mut out);
+        match answers(&mut out).as_slice() {
+            [(1, Answer::Applied(applied))] => assert_eq!(applied.revision, 2),
+            other => panic!("the forwarded write is answered from the snapshot: {other:?}"),
+        }
+    }
+
+    /// A leader of era 5 holding lease 9 (TTL 10 s), its lease epoch applied if `epoch`.
+    fn leader_with_lease(epoch: bool) -> Replica<Scripted, u32> {
+        let mut r = replica(Role::Leader, Some(NodeId(1)), 5);
+        let mut out = Out::new();
+        let grant = Request::LeaseGrant(LeaseGrantRequest { id: 9, ttl: 10 });
+        r.engine
+            .next
+            .push(Action::Apply(entry(1, 5, RequestId::new(3, 1), &grant)));
+        if epoch {
+            let epoch = Request::LeaseEpoch(LeaseEpochRequest { era: 5 });
+            r.engine
+                .next
+                .push(Action::Apply(entry(2, 5, RequestId::new(3, 2), &epoch)));
+        }
+        r.receive(NodeId(2), PeerMessage::Engine(0), &mut out);
+        let epochs = r.engine.proposed.iter().filter(
+            |p| matches!(Request::decode(&p.command), Ok(Request::LeaseEpoch(e)) if e.era == 5),
+        );
+        assert_eq!(
+            epochs.count(),
+            1,
+            "a new leader proposes its lease epoch at once"
+        );
+        r
+    }
+
+    fn keep_alive(r: &mut Replica<Scripted, u32>, asked_at: u64, answered_at: u64) -> Answer {
+        let mut out = Out::new();
+        r.set_clock(asked_at);
+        let id = RequestId::new(4, asked_at);
+        let call = ClientCall {
+            id,
+            waiter: 1,
+            call: Call::KeepAlive(9),
+        };
+        r.submit(vec![call], &mut out);
+        assert!(
+            answers(&mut out).is_empty(),
+            "nothing is answered before the leadership round"
+        );
+        assert_eq!(r.engine.reads.last().map(|read| read.id), Some(id));
+        r.set_clock(answered_at);
+        r.engine.next.push(Action::ReadReady(id));
+        r.receive(NodeId(2), PeerMessage::Engine(0), &mut out);
+        let mut answered = answers(&mut out);
+        assert_eq!(answered.len(), 1, "{answered:?}");
+        answered.remove(0).1
+    }
+
+    #[test]
+    fn a_keep_alive_is_answered_only_after_a_fresh_round_in_the_leaders_own_epoch() {
+        let mut r = leader_with_lease(true);
+        assert_eq!(keep_alive(&mut r, 1_000_000, 1_010_000), Answer::Ttl(10));
+        // A round that started longer ago than the window: the leader may have been paused
+        // and replaced meanwhile, so the holder asks again.
+        let late = 2_000_000 + WINDOW_US + 1;
+        assert!(matches!(
+            keep_alive(&mut r, 2_000_000, late),
+            Answer::Refused(Refusal::NotLeader(_))
+        ));
+        // Deposed between the round and its end: refused too.
+        r.engine.next.clear();
+        let asked = keep_alive_deposed(&mut r);
+        assert!(matches!(asked, Answer::Refused(Refusal::NotLeader(_))));
+
+        // Before its lease epoch applied, a leader renews nothing.
+        let mut early = leader_with_lease(false);
+        assert!(matches!(
+            keep_alive(&mut early, 1_000_000, 1_010_000),
+            Answer::Refused(Refusal::NotLeader(_))
+        ));
+    }
+
+    fn keep_alive_deposed(r: &mut Replica<Scripted, u32>) -> Answer {
+        let mut out = Out::new();
+        r.set_clock(3_000_000);
+        let id = RequestId::new(4, 99);
+        let call = ClientCall {
+            id,
+            waiter: 1,
+            call: Call::KeepAlive(9),
+        };
+        r.submit(vec![call], &mut out);
+        r.engine.status.era = 6;
+        r.engine.next.push(Action::ReadReady(id));
+        r.receive(NodeId(2), PeerMessage::Engine(0), &mut out);
+        answers(&mut out).remove(0).1
+    }
+
+    #[test]
+    fn an_expiry_is_proposed_in_the_step_that_decides_it_bound_to_its_era() {
+        let mut r = leader_with_lease(true);
+        r.options.lease_check_ticks = 1;
+        let mut out = Out::new();
+        r.set_clock(1_000_000);
+        r.tick(&mut out); // the epoch's first sweep: 10 s plus the 150 ms extension
+        r.set_clock(11_140_000);
+        r.tick(&mut out);
+        let expiries = |r: &Replica<Scripted, u32>| {
+            r.engine
+                .proposed
+                .iter()
+                .filter_map(|p| match Request::decode(&p.command) {
+                    Ok(Request::LeaseExpire(e)) => Some((e.id, e.era)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert!(expiries(&r).is_empty(), "not before TTL plus the extension");
+        r.set_clock(11_150_000);
+        r.tick(&mut out);
+        assert_eq!(expiries(&r), [(9, 5)]);
+        // Its revoke decided, the lease is not renewed any more.
+        assert_eq!(keep_alive(&mut r, 11_200_000, 11_210_000), Answer::Ttl(0));
+    }
+}
