@@ -177,9 +177,6 @@ pub struct Node<E: Engine> {
 /// Commands taken from the queue per step at most.
 const COMMAND_BATCH_MAX: usize = 4096;
 
-/// How often the leader looks for expired leases.
-const LEASE_CHECK_EVERY: Duration = Duration::from_millis(250);
-
 impl<E> Node<E>
 where
     E: Engine + Send + 'static,
@@ -198,14 +195,12 @@ where
         disk_events: mpsc::UnboundedReceiver<DiskEvent>,
         metrics: Arc<Metrics>,
     ) -> (Node<E>, NodeHandle) {
-        let ticks = |d: Duration| (d.as_micros() / options.tick.as_micros().max(1)).max(1) as u64;
         let replica_options = ReplicaOptions {
             id: options.id,
             own_client_id: boot_client_id(options.id),
             snapshot_every: options.snapshot_every,
-            lease_extension_us: options.election_timeout.as_micros() as u64,
-            keep_alive_window_us: options.election_timeout.as_micros() as u64 / 2,
-            lease_check_ticks: ticks(LEASE_CHECK_EVERY),
+            tick_us: options.tick.as_micros() as u64,
+            election_timeout_us: options.election_timeout.as_micros() as u64,
             lease_bugs: LeaseBugs::NONE,
         };
         let replica = Replica::new(engine, store, snapshot_era, replica_options);

@@ -16,6 +16,5 @@ pub use peer::PeerMessage;
 pub use protocol::{has_leader, Boot, PaxosOptions, Protocol, RaftOptions, Timing, PROTOCOL_NAMES};
 pub use replica::{
     boot_store, Answer, Call, ClientCall, Output, Refusal, Replica, ReplicaOptions, Store, Waiter,
-    FORWARD_BYTES_MAX,
 };
 pub use synod_storage::Recovered;

@@ -138,15 +138,13 @@ pub struct ReplicaOptions {
     pub own_client_id: u64,
     /// Snapshot the store after this many applied entries (0: never).
     pub snapshot_every: u64,
-    /// A new leader gives every lease this long beyond its TTL (an election timeout), in
-    /// microseconds.
-    pub lease_extension_us: u64,
-    /// A keep-alive is answered only if the leadership round that confirmed it started at
-    /// most this long ago (microseconds): a leader paused between the round and the answer
-    /// may have been replaced meanwhile.
-    pub keep_alive_window_us: u64,
-    /// How often the leader looks for expired leases, in ticks.
-    pub lease_check_ticks: u64,
+    /// One tick of this node's clock, in microseconds.
+    pub tick_us: u64,
+    /// An election timeout, in microseconds. A new leader gives every lease this long beyond
+    /// its TTL; a keep-alive is answered only if the leadership round that confirmed it
+    /// started at most half of it ago (a leader paused between the round and the answer may
+    /// have been replaced meanwhile).
+    pub election_timeout_us: u64,
     /// Lease rules broken on purpose (test builds only).
     pub lease_bugs: LeaseBugs,
 }
@@ -183,7 +181,10 @@ struct KeepAlive<W> {
 /// Bytes of commands in one `PeerMessage::Propose` a follower hands the leader, at most (one
 /// command more when the message would be empty): far below the peer link's frame limit, so
 /// a burst of large writes is never one message the link must drop.
-pub const FORWARD_BYTES_MAX: usize = 4 << 20;
+const FORWARD_BYTES_MAX: usize = 4 << 20;
+
+/// How often the leader looks for expired leases, in microseconds.
+const LEASE_CHECK_EVERY_US: u64 = 250_000;
 
 /// One replica. `E` is the engine, `W` what waits for an answer.
 pub struct Replica<E: Engine, W> {
@@ -215,6 +216,8 @@ pub struct Replica<E: Engine, W> {
     peer_ready: BTreeMap<NodeId, Vec<RequestId>>,
     peer_refused: BTreeMap<NodeId, Vec<RequestId>>,
     leases: LeaseClocks,
+    /// The leader sweeps its lease clocks every this many ticks.
+    lease_check_ticks: u64,
     /// Expiry revokes proposed and not yet applied or refused.
     revokes: HashMap<RequestId, i64>,
     /// Injected bug only: expiry revokes to submit as ordinary writes.
@@ -253,7 +256,8 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             proposed_for: HashMap::new(),
             peer_ready: BTreeMap::new(),
             peer_refused: BTreeMap::new(),
-            leases: LeaseClocks::new(options.lease_extension_us, options.lease_bugs),
+            leases: LeaseClocks::new(options.election_timeout_us, options.lease_bugs),
+            lease_check_ticks: (LEASE_CHECK_EVERY_US / options.tick_us.max(1)).max(1),
             revokes: HashMap::new(),
             revokes_to_retry: Vec::new(),
             epoch_proposed: None,
@@ -430,8 +434,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
     pub fn tick(&mut self, out: &mut Vec<Output<E::Message, W>>) {
         self.ticks += 1;
         self.step(Input::Tick, out);
-        let every = self.options.lease_check_ticks.max(1);
-        if self.ticks.is_multiple_of(every) {
+        if self.ticks.is_multiple_of(self.lease_check_ticks) {
             self.expire_leases(out);
         }
     }
@@ -819,7 +822,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         // before it is applied here. But if this node was deposed since (it knows), or the
         // round started so long ago that it may have been deposed without knowing (it was
         // paused), its clock is not the cluster's: the holder asks again.
-        let fresh = self.now.saturating_sub(asked_at) <= self.options.keep_alive_window_us;
+        let fresh = self.now.saturating_sub(asked_at) <= self.options.election_timeout_us / 2;
         let clocks_ours = self.store.read().lease_epoch() == era;
         let answer = if status.role == Role::Leader && status.era == era && fresh && clocks_ours {
             self.leases.follow(Some(era));
@@ -989,9 +992,8 @@ mod tests {
             id: NodeId(1),
             own_client_id: synod_core::ClientId::UNTRACKED_FROM | 1,
             snapshot_every: 0,
-            lease_extension_us: 150_000,
-            keep_alive_window_us: WINDOW_US,
-            lease_check_ticks: 1_000_000,
+            tick_us: 10_000,
+            election_timeout_us: 2 * WINDOW_US,
             lease_bugs: LeaseBugs::NONE,
         };
         Replica::new(engine, KvStore::new(), 0, options)
@@ -1170,7 +1172,7 @@ mod tests {
     #[test]
     fn an_expiry_is_proposed_in_the_step_that_decides_it_bound_to_its_era() {
         let mut r = leader_with_lease(true);
-        r.options.lease_check_ticks = 1;
+        r.lease_check_ticks = 1;
         let mut out = Out::new();
         r.set_clock(1_000_000);
         r.tick(&mut out); // the epoch's first sweep: 10 s plus the 150 ms extension

@@ -161,10 +161,8 @@ impl<P: Protocol> World<P> {
             id,
             own_client_id: synod_core::ClientId::UNTRACKED_FROM | (id.0 << 32) | incarnation,
             snapshot_every: self.config.snapshot_every,
-            lease_extension_us: timing.election_ticks * TICK_US,
-            keep_alive_window_us: timing.election_ticks * TICK_US / 2,
-            // Every 250 ms, as the server looks.
-            lease_check_ticks: 25,
+            tick_us: TICK_US,
+            election_timeout_us: timing.election_ticks * TICK_US,
             lease_bugs: self.config.lease_bugs,
         };
         let era = recovered.snapshot.as_ref().map_or(0, |s| s.meta.era);
