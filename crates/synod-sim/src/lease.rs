@@ -104,10 +104,7 @@ impl<P: Protocol> World<P> {
         let Some(healed) = self.healed_at else {
             return Ok(());
         };
-        let Some(node) = self.nodes.iter().find(|n| n.replica.is_some()) else {
-            return Ok(());
-        };
-        let Some(replica) = node.replica.as_ref() else {
+        let Some(replica) = self.nodes.iter().find_map(|n| n.replica.as_ref()) else {
             return Ok(());
         };
         let kv = replica.store().read();
