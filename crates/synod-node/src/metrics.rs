@@ -101,6 +101,9 @@ pub struct Metrics {
     pub leader_changes: Counter,
     /// 1 when this node knows a leader.
     pub has_leader: Gauge,
+    /// The node that keeps the lease clocks as far as this node knows (the leader, or under
+    /// Basic Paxos the keeper the log chose); 0 if none.
+    pub lease_keeper: Gauge,
     /// The node's role, as [`role_code`].
     pub role: Gauge,
     /// The engine's era (Raft term).
@@ -168,6 +171,13 @@ impl Metrics {
             "synod_server_has_leader",
             "1 when the node knows a leader.",
             self.has_leader.get(),
+        );
+        gauge(
+            out,
+            "synod_server_lease_keeper",
+            "The member that keeps the lease clocks (the leader, or the keeper the log chose when \
+             no member leads); 0 if none is known.",
+            self.lease_keeper.get(),
         );
         gauge(
             out,

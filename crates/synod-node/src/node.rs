@@ -7,6 +7,7 @@
 //! handed over together, so a burst of client writes becomes one proposal, one append
 //! message and one fsync.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,8 @@ enum Command {
 pub struct NodeOptions {
     /// This node.
     pub id: NodeId,
+    /// The other members.
+    pub peers: Vec<NodeId>,
     /// Length of one engine tick.
     pub tick: Duration,
     /// An election timeout: a new leader extends every lease by this much.
@@ -64,6 +67,9 @@ pub struct Shared {
     /// This node.
     pub id: NodeId,
     store: Arc<Store>,
+    /// Who keeps the lease clocks (the leader; without one, the keeper the log chose), as
+    /// of the last step; 0 if nobody is known to.
+    lease_keeper: AtomicU64,
     /// Counters and gauges.
     pub metrics: Arc<Metrics>,
 }
@@ -151,6 +157,13 @@ impl NodeHandle {
     pub fn current_status(&self) -> Status {
         *self.status.borrow()
     }
+
+    /// The node that keeps the lease clocks, where lease calls belong: the leader, or under
+    /// a protocol without one, the keeper the log chose.
+    pub fn lease_keeper(&self) -> Option<NodeId> {
+        let keeper = self.shared.lease_keeper.load(Ordering::Relaxed);
+        (keeper != 0).then_some(NodeId(keeper))
+    }
 }
 
 /// The node loop's state.
@@ -197,6 +210,7 @@ where
     ) -> (Node<E>, NodeHandle) {
         let replica_options = ReplicaOptions {
             id: options.id,
+            peers: options.peers.clone(),
             own_client_id: boot_client_id(options.id),
             snapshot_every: options.snapshot_every,
             tick_us: options.tick.as_micros() as u64,
@@ -210,6 +224,7 @@ where
         let shared = Arc::new(Shared {
             id: options.id,
             store: replica.store().clone(),
+            lease_keeper: AtomicU64::new(0),
             metrics,
         });
         let node = Node {
@@ -386,6 +401,9 @@ where
     }
 
     fn publish_status(&mut self) {
+        let keeper = self.replica.lease_keeper().map_or(0, |k| k.0);
+        self.shared.lease_keeper.store(keeper, Ordering::Relaxed);
+        self.shared.metrics.lease_keeper.set(keeper as i64);
         let status = self.replica.status();
         let previous = *self.status.borrow();
         if status == previous {

@@ -162,6 +162,7 @@ async fn start_with<P: Protocol>(
 
     let options = crate::node::NodeOptions {
         id: config.id,
+        peers: voters.iter().copied().filter(|&v| v != config.id).collect(),
         tick: config.tick,
         election_timeout: config.election_timeout,
         snapshot_every: config.snapshot_every,

@@ -6,6 +6,7 @@
 //! simulator is another (virtual time, its network and disks); what lives here runs under
 //! both, so every seed of the simulator tests it.
 
+mod keeper;
 mod lease;
 mod peer;
 mod protocol;

@@ -35,6 +35,11 @@ pub enum PeerMessage<M> {
         /// Who leads, as far as the refuser knows.
         leader: Option<NodeId>,
     },
+    /// Without a leader: the keeper of the lease clocks in this era is alive.
+    KeeperAlive {
+        /// The lease epoch it keeps.
+        era: u64,
+    },
 }
 
 fn encode_id(enc: &mut Encoder, id: &RequestId) {
@@ -84,11 +89,14 @@ impl<M: Wire> Wire for PeerMessage<M> {
                 enc.u8(4).u64(leader.map_or(0, |l| l.0));
                 encode_ids(enc, ids);
             }
+            PeerMessage::KeeperAlive { era } => {
+                enc.u8(5).u64(*era);
+            }
         }
     }
 
     fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        Ok(match dec.tag("peer message", 5)? {
+        Ok(match dec.tag("peer message", 6)? {
             0 => PeerMessage::Engine(M::decode(dec)?),
             1 => {
                 let count = dec.count("proposals")?;
@@ -108,13 +116,16 @@ impl<M: Wire> Wire for PeerMessage<M> {
                     index,
                 }
             }
-            _ => {
+            4 => {
                 let leader = dec.u64("leader")?;
                 PeerMessage::Refused {
                     leader: (leader != 0).then_some(NodeId(leader)),
                     ids: decode_ids(dec)?,
                 }
             }
+            _ => PeerMessage::KeeperAlive {
+                era: dec.u64("era")?,
+            },
         })
     }
 }
@@ -157,6 +168,7 @@ mod tests {
                 ids: vec![],
                 leader: None,
             },
+            PeerMessage::KeeperAlive { era: 7 << 32 | 2 },
         ];
         for message in messages {
             let bytes = message.to_bytes();

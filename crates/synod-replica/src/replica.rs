@@ -28,6 +28,7 @@ use synod_kv::{
 };
 use thiserror::Error;
 
+use crate::keeper::{self, KeeperWatch};
 use crate::lease::{LeaseBugs, LeaseClocks};
 use crate::peer::PeerMessage;
 
@@ -129,10 +130,12 @@ pub enum Output<M, W> {
 }
 
 /// A replica's settings.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ReplicaOptions {
     /// This node.
     pub id: NodeId,
+    /// The other members.
+    pub peers: Vec<NodeId>,
     /// The client id of requests the replica makes itself (lease expiry): one with the top
     /// bit set, so sessions do not track it, and different in every life of the node.
     pub own_client_id: u64,
@@ -224,6 +227,11 @@ pub struct Replica<E: Engine, W> {
     revokes_to_retry: Vec<i64>,
     /// The era whose lease epoch this node last proposed.
     epoch_proposed: Option<u64>,
+    /// Whether the engine has no leader (every node proposes): the lease clocks then have
+    /// a keeper chosen through the log (`keeper.rs`).
+    leaderless: bool,
+    /// Leaderless: when the keeper was last heard from, and when to claim.
+    keeper_watch: KeeperWatch,
     /// Era of the last entry applied, for snapshot metadata.
     applied_era: u64,
     snapshot_index: u64,
@@ -238,11 +246,13 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
     /// A replica around `engine`, with the store restored from the snapshot it booted from.
     pub fn new(engine: E, store: KvStore, snapshot_era: u64, options: ReplicaOptions) -> Self {
         let snapshot_index = store.applied_index();
+        let election_ticks = options.election_timeout_us / options.tick_us.max(1);
         Replica {
+            leaderless: engine.status().role == Role::Peer,
+            keeper_watch: KeeperWatch::new(options.id, election_ticks),
             status: engine.status(),
             engine,
             store: Arc::new(Store(RwLock::new(store))),
-            options,
             ticks: 0,
             now: 0,
             next_seq: 0,
@@ -266,6 +276,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             snapshot_in_flight: false,
             actions: Vec::new(),
             fatal: None,
+            options,
         }
     }
 
@@ -310,7 +321,13 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
     /// the leader), reads one leadership round.
     pub fn submit(&mut self, calls: Vec<ClientCall<W>>, out: &mut Vec<Output<E::Message, W>>) {
         let status = self.engine.status();
-        let leads = status.role == Role::Leader;
+        // The era in which this node would answer lease calls: the one it leads in (its
+        // epoch may still be on its way), or, without a leader, the epoch it keeps.
+        let lease_era = if self.leaderless {
+            self.keeping()
+        } else {
+            (status.role == Role::Leader).then_some(status.era)
+        };
         // Another node leads: hand it the writes and ask it to confirm the reads. Otherwise
         // the engine takes them (and refuses them if nobody leads).
         let forward_to = status.leader.filter(|&leader| leader != self.options.id);
@@ -330,10 +347,12 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                     self.reads.insert(id, waiter);
                     reads.push(ReadRequest { id, consistency });
                 }
-                Call::KeepAlive(_) | Call::TimeToLive(_) if !leads => out.push(Output::Answer {
-                    waiter,
-                    answer: Answer::Refused(Refusal::NotLeader(status.leader)),
-                }),
+                Call::KeepAlive(_) | Call::TimeToLive(_) if lease_era.is_none() => {
+                    out.push(Output::Answer {
+                        waiter,
+                        answer: Answer::Refused(Refusal::NotLeader(self.lease_keeper())),
+                    })
+                }
                 Call::KeepAlive(lease) if self.options.lease_bugs.renew_without_confirming() => {
                     let answer = self.renew(lease);
                     out.push(Output::Answer { waiter, answer });
@@ -342,7 +361,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                     let keep_alive = KeepAlive {
                         waiter,
                         lease,
-                        era: status.era,
+                        era: lease_era.unwrap_or_default(),
                         asked_at: self.now,
                     };
                     self.keep_alives.insert(id, keep_alive);
@@ -434,6 +453,9 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
     pub fn tick(&mut self, out: &mut Vec<Output<E::Message, W>>) {
         self.ticks += 1;
         self.step(Input::Tick, out);
+        if self.leaderless {
+            self.watch_keeper(out);
+        }
         if self.ticks.is_multiple_of(self.lease_check_ticks) {
             self.expire_leases(out);
         }
@@ -500,6 +522,12 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                 for id in ids {
                     self.reads_asked.remove(&id);
                     self.refuse(id, Refusal::NotLeader(leader), out);
+                }
+            }
+            PeerMessage::KeeperAlive { era } => {
+                // A keeper older than the epoch applied here is no keeper any more.
+                if era >= self.store.read().lease_epoch() {
+                    self.keeper_watch.heard(self.ticks);
                 }
             }
         }
@@ -598,7 +626,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         self.status = status;
         if status.role == Role::Leader && self.epoch_proposed != Some(status.era) {
             // Just promoted: the lease clocks become this leader's once its epoch applies.
-            self.propose_lease_epoch(out);
+            self.propose_lease_epoch(status.era, out);
         }
         self.answer_peers(out);
         self.maybe_snapshot(out);
@@ -817,18 +845,16 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             era,
             asked_at,
         } = keep_alive;
-        let status = self.engine.status();
         // Leadership was confirmed after the keep-alive arrived, and everything committed
         // before it is applied here. But if this node was deposed since (it knows), or the
         // round started so long ago that it may have been deposed without knowing (it was
         // paused), its clock is not the cluster's: the holder asks again.
         let fresh = self.now.saturating_sub(asked_at) <= self.options.election_timeout_us / 2;
-        let clocks_ours = self.store.read().lease_epoch() == era;
-        let answer = if status.role == Role::Leader && status.era == era && fresh && clocks_ours {
+        let answer = if fresh && self.keeping() == Some(era) {
             self.leases.follow(Some(era));
             self.renew(lease)
         } else {
-            Answer::Refused(Refusal::NotLeader(status.leader))
+            Answer::Refused(Refusal::NotLeader(self.lease_keeper()))
         };
         out.push(Output::Answer { waiter, answer });
     }
@@ -837,9 +863,55 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         let Some(ttl) = self.store.read().leases().get(&lease).map(|l| l.ttl) else {
             return Answer::Ttl(-1);
         };
-        self.leases.follow(Some(self.engine.status().era));
-        let left = self.leases.remaining(lease, ttl_us(ttl), self.now);
+        // Before its epoch applies, a new keeper's clocks have not started: the full TTL.
+        let left = match self.keeping() {
+            Some(era) => {
+                self.leases.follow(Some(era));
+                self.leases.remaining(lease, ttl_us(ttl), self.now)
+            }
+            None => ttl_us(ttl),
+        };
         Answer::Ttl(left.div_ceil(1_000_000) as i64)
+    }
+
+    /// The era whose lease clocks are this node's now: its lease epoch is the newest applied,
+    /// and it leads in that era (or, without a leader, the epoch names it).
+    fn keeping(&self) -> Option<u64> {
+        let epoch = self.store.read().lease_epoch();
+        let ours = if self.leaderless {
+            keeper::keeper_of(epoch) == Some(self.options.id)
+        } else {
+            let status = self.engine.status();
+            status.role == Role::Leader && status.era == epoch
+        };
+        ours.then_some(epoch)
+    }
+
+    /// Who keeps the lease clocks, as far as this node knows: where lease calls belong.
+    pub fn lease_keeper(&self) -> Option<NodeId> {
+        if self.leaderless {
+            keeper::keeper_of(self.store.read().lease_epoch())
+        } else {
+            self.engine.status().leader
+        }
+    }
+
+    /// Leaderless: the keeper says it is alive now and then; a member that has not heard
+    /// from it for a while claims the clocks through the log.
+    fn watch_keeper(&mut self, out: &mut Vec<Output<E::Message, W>>) {
+        let me = self.options.id;
+        let epoch = self.store.read().lease_epoch();
+        if keeper::keeper_of(epoch) == Some(me) {
+            self.keeper_watch.heard(self.ticks);
+            if self.keeper_watch.alive_due(self.ticks) {
+                for &to in &self.options.peers {
+                    let message = PeerMessage::KeeperAlive { era: epoch };
+                    out.push(Output::Send { to, message });
+                }
+            }
+        } else if keeper::can_keep(me) && self.keeper_watch.claim_due(self.ticks, epoch != 0) {
+            self.propose_lease_epoch(keeper::claim(epoch, me), out);
+        }
     }
 
     /// The leader's sweep. A new leader first writes its lease epoch; once that applied, its
@@ -848,14 +920,14 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
     /// and binding only while that era's epoch is the newest one applied.
     fn expire_leases(&mut self, out: &mut Vec<Output<E::Message, W>>) {
         let status = self.engine.status();
-        let leads = status.role == Role::Leader;
         let epoch = self.store.read().lease_epoch();
-        if leads && epoch != status.era {
+        if status.role == Role::Leader && epoch != status.era {
             // Until the epoch applies, nothing is renewed or expired here; ask again each
             // sweep (a proposal can be lost; extra ones do nothing).
-            return self.propose_lease_epoch(out);
+            return self.propose_lease_epoch(status.era, out);
         }
-        self.leases.follow(leads.then_some(status.era));
+        let keeping = self.keeping();
+        self.leases.follow(keeping);
         let expired = {
             let kv = self.store.read();
             self.leases.sweep(kv.leases(), self.now, ttl_us, 1_000_000)
@@ -885,13 +957,12 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             }
             return;
         }
-        if expired.is_empty() {
+        let Some(era) = keeping.filter(|_| !expired.is_empty()) else {
             return;
-        }
+        };
         let proposals = expired
             .into_iter()
             .map(|lease| {
-                let era = status.era;
                 let request = Request::LeaseExpire(LeaseExpireRequest { id: lease, era });
                 self.revoke_proposal(lease, request)
             })
@@ -899,8 +970,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         self.step(Input::Propose(proposals), out);
     }
 
-    fn propose_lease_epoch(&mut self, out: &mut Vec<Output<E::Message, W>>) {
-        let era = self.engine.status().era;
+    fn propose_lease_epoch(&mut self, era: u64, out: &mut Vec<Output<E::Message, W>>) {
         self.epoch_proposed = Some(era);
         let id = self.next_request_id();
         let command = Request::LeaseEpoch(LeaseEpochRequest { era }).encode();
@@ -990,6 +1060,7 @@ mod tests {
         };
         let options = ReplicaOptions {
             id: NodeId(1),
+            peers: vec![NodeId(2), NodeId(3)],
             own_client_id: synod_core::ClientId::UNTRACKED_FROM | 1,
             snapshot_every: 0,
             tick_us: 10_000,
@@ -1151,6 +1222,115 @@ mod tests {
             keep_alive(&mut early, 1_000_000, 1_010_000),
             Answer::Refused(Refusal::NotLeader(_))
         ));
+    }
+
+    /// Lease epochs the replica proposed.
+    fn epochs_proposed(r: &Replica<Scripted, u32>) -> Vec<u64> {
+        r.engine
+            .proposed
+            .iter()
+            .filter_map(|p| match Request::decode(&p.command) {
+                Ok(Request::LeaseEpoch(e)) => Some(e.era),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn apply_epoch(r: &mut Replica<Scripted, u32>, index: u64, era: u64) {
+        let epoch = Request::LeaseEpoch(LeaseEpochRequest { era });
+        let id = RequestId::new(3, index);
+        r.engine
+            .next
+            .push(Action::Apply(entry(index, 0, id, &epoch)));
+        r.receive(NodeId(2), PeerMessage::Engine(0), &mut Out::new());
+    }
+
+    #[test]
+    fn without_a_leader_a_member_claims_the_lease_clocks_and_keeps_them_while_its_epoch_is_newest()
+    {
+        let mut r = replica(Role::Peer, None, 0);
+        let mut out = Out::new();
+        let grant = Request::LeaseGrant(LeaseGrantRequest { id: 9, ttl: 10 });
+        let id = RequestId::new(3, 1);
+        r.engine.next.push(Action::Apply(entry(1, 0, id, &grant)));
+        r.receive(NodeId(2), PeerMessage::Engine(0), &mut out);
+        // No keeper yet: refused, with nobody to name.
+        let call = ClientCall {
+            id: RequestId::new(4, 1),
+            waiter: 1,
+            call: Call::KeepAlive(9),
+        };
+        r.submit(vec![call], &mut out);
+        assert_eq!(
+            answers(&mut out),
+            [(1, Answer::Refused(Refusal::NotLeader(None)))]
+        );
+        // A new cluster: node 1 claims after 10 ticks (half an election timeout of 15, plus a
+        // quarter of one for its id).
+        for _ in 0..9 {
+            r.tick(&mut out);
+        }
+        assert!(epochs_proposed(&r).is_empty());
+        r.tick(&mut out);
+        let claimed = 1 << 32 | 1;
+        assert_eq!(epochs_proposed(&r), [claimed]);
+        apply_epoch(&mut r, 2, claimed);
+        assert_eq!(r.lease_keeper(), Some(NodeId(1)));
+        assert_eq!(keep_alive(&mut r, 1_000_000, 1_010_000), Answer::Ttl(10));
+        // The keeper tells the others it is alive.
+        out.clear();
+        for _ in 0..4 {
+            r.tick(&mut out);
+        }
+        let pinged: Vec<NodeId> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    to,
+                    message: PeerMessage::KeeperAlive { era },
+                } if *era == claimed => Some(*to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(pinged, [NodeId(2), NodeId(3)]);
+        // Node 2's claim overtakes it in the log: its keep-alives are refused, naming node 2.
+        let overtaken = 2 << 32 | 2;
+        apply_epoch(&mut r, 3, overtaken);
+        r.set_clock(2_000_000);
+        let call = ClientCall {
+            id: RequestId::new(4, 3),
+            waiter: 2,
+            call: Call::KeepAlive(9),
+        };
+        r.submit(vec![call], &mut out);
+        assert_eq!(
+            answers(&mut out),
+            [(2, Answer::Refused(Refusal::NotLeader(Some(NodeId(2)))))]
+        );
+    }
+
+    #[test]
+    fn a_member_that_hears_the_keeper_does_not_claim_and_claims_once_it_falls_silent() {
+        let mut r = replica(Role::Peer, None, 0);
+        let keeper = 1 << 32 | 2;
+        apply_epoch(&mut r, 1, keeper);
+        let mut out = Out::new();
+        for tick in 0..200 {
+            if tick % 4 == 0 {
+                let alive = PeerMessage::KeeperAlive { era: keeper };
+                r.receive(NodeId(2), alive, &mut out);
+            }
+            r.tick(&mut out);
+        }
+        assert!(epochs_proposed(&r).is_empty(), "the keeper is alive");
+        // Last heard at tick 196; silent for two election timeouts plus half of one (37
+        // ticks, node 1), it claims over the keeper's epoch.
+        for _ in 0..32 {
+            r.tick(&mut out);
+        }
+        assert!(epochs_proposed(&r).is_empty());
+        r.tick(&mut out);
+        assert_eq!(epochs_proposed(&r), [2 << 32 | 1]);
     }
 
     fn keep_alive_deposed(r: &mut Replica<Scripted, u32>) -> Answer {

@@ -243,8 +243,6 @@ pub(crate) struct Client {
     pub(crate) pending: Option<Pending>,
     rng: Rng,
     pub(crate) active: bool,
-    /// Whether this client takes leases (only where a leader keeps their clocks).
-    leases: bool,
     /// The lease it holds, if any.
     held: Option<HeldLease>,
     /// Leases granted to this client so far, for fresh ids.
@@ -263,7 +261,7 @@ struct HeldLease {
 }
 
 impl Client {
-    pub(crate) fn new(id: u64, first_guess: NodeId, rng: Rng, leases: bool) -> Client {
+    pub(crate) fn new(id: u64, first_guess: NodeId, rng: Rng) -> Client {
         Client {
             id,
             seq: 0,
@@ -272,7 +270,6 @@ impl Client {
             pending: None,
             rng,
             active: true,
-            leases,
             held: None,
             granted: 0,
         }
@@ -290,7 +287,7 @@ impl Client {
             if !held.attached {
                 return OpKind::Attach(held.id);
             }
-        } else if self.leases && self.rng.range(0, 10) == 0 {
+        } else if self.rng.range(0, 10) == 0 {
             self.granted += 1;
             let lease = self.id as i64 * 1_000_000 + self.granted;
             return OpKind::Grant(lease, self.rng.range_inclusive(1, 3) as i64);
@@ -330,9 +327,7 @@ impl<P: Protocol> World<P> {
             } else {
                 self.voters[rng.index(self.voters.len())]
             };
-            let leases = synod_replica::has_leader(P::NAME);
-            self.clients
-                .push(Client::new(id, guess, rng.fork(), leases));
+            self.clients.push(Client::new(id, guess, rng.fork()));
             let start = rng.range(1, TICK_US);
             self.schedule(start, Event::ClientNext { client: id });
         }

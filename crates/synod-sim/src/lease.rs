@@ -58,7 +58,10 @@ impl<P: Protocol> World<P> {
                 return;
             }
             Ok(Request::LeaseEpoch(epoch)) => {
-                self.leases.epoch = self.leases.epoch.max(epoch.era);
+                if epoch.era > self.leases.epoch {
+                    self.leases.epoch = epoch.era;
+                    self.stats.lease_epochs += 1;
+                }
                 return;
             }
             // An expiry counts only in the lease epoch of the era that decided it.

@@ -159,6 +159,7 @@ impl<P: Protocol> World<P> {
         };
         let options = ReplicaOptions {
             id,
+            peers: self.voters.iter().copied().filter(|&v| v != id).collect(),
             own_client_id: synod_core::ClientId::UNTRACKED_FROM | (id.0 << 32) | incarnation,
             snapshot_every: self.config.snapshot_every,
             tick_us: TICK_US,
@@ -420,5 +421,6 @@ pub(crate) fn describe<P: Protocol>(message: &PeerMessage<P::Message>) -> String
         PeerMessage::Refused { ids, leader } => {
             format!("refused x{}, leader {leader:?}", ids.len())
         }
+        PeerMessage::KeeperAlive { era } => format!("lease keeper of era {era:#x} alive"),
     }
 }

@@ -100,6 +100,8 @@ pub struct Stats {
     pub lease_renewals: u64,
     /// Leases revoked by expiry.
     pub leases_expired: u64,
+    /// Times the lease clocks passed to a new leader (or, without one, a new keeper).
+    pub lease_epochs: u64,
     /// Writes a follower handed to the leader.
     pub writes_forwarded: u64,
     /// Linearizable reads and keep-alives a follower asked the leader to confirm.
@@ -185,6 +187,7 @@ impl Summary {
             t.leases_granted += s.leases_granted;
             t.lease_renewals += s.lease_renewals;
             t.leases_expired += s.leases_expired;
+            t.lease_epochs += s.lease_epochs;
             t.writes_forwarded += s.writes_forwarded;
             t.reads_forwarded += s.reads_forwarded;
             t.write_latencies_us.extend(&s.write_latencies_us);
@@ -241,6 +244,7 @@ impl fmt::Display for Summary {
         row(f, "leases granted", t.leases_granted.to_string())?;
         row(f, "  renewed by keep-alives", t.lease_renewals.to_string())?;
         row(f, "  revoked by expiry", t.leases_expired.to_string())?;
+        row(f, "  clocks taken over", t.lease_epochs.to_string())?;
         row(f, "leaders elected", t.elections.to_string())?;
         row(f, "node crashes", t.crashes.to_string())?;
         row(f, "process pauses", t.pauses.to_string())?;

@@ -162,11 +162,7 @@ fn play<P: Protocol>(world: &mut World<P>) {
     world.stop_clients();
     // Leases their holders no longer renew must all expire before the end, and the log must
     // be still again after the last expiry.
-    let lapse = if synod_replica::has_leader(P::NAME) {
-        crate::lease::LAPSE_BOUND_US
-    } else {
-        0
-    };
+    let lapse = crate::lease::LAPSE_BOUND_US;
     world.run_until(healed + (config.liveness_ticks + config.settle_ticks) * TICK_US + lapse);
     if world.violation.is_none() {
         world.final_checks();

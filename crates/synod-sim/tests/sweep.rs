@@ -292,9 +292,9 @@ fn the_sweep_catches_a_leader_that_leads_on_after_learning_a_higher_decision() {
     first_caught("multi-paxos", &summary);
 }
 
-/// Sweeps Raft and Multi-Paxos with one lease rule broken, until the lease checker objects.
+/// Sweeps every protocol with one lease rule broken, until the lease checker objects.
 fn lease_bug_caught(name: &str, bugs: LeaseBugs, seeds: std::ops::RangeInclusive<u64>) {
-    // Pauses and partitions of the leader while many clients hold leases.
+    // Pauses and partitions of the leader (or lease keeper) while many clients hold leases.
     let mut template = RunConfig::new(0, 3);
     template.faults = FaultSet::parse("pause,partition,skew,delay").unwrap();
     template.clients = 10;
@@ -308,6 +308,10 @@ fn lease_bug_caught(name: &str, bugs: LeaseBugs, seeds: std::ops::RangeInclusive
         (
             "multi-paxos",
             sweep_template::<MultiPaxos>(template.clone(), seeds.clone(), PaxosOptions::default()),
+        ),
+        (
+            "basic-paxos",
+            sweep_template::<BasicPaxos>(template.clone(), seeds.clone(), PaxosOptions::default()),
         ),
     ] {
         let (_, first) = first_caught(&format!("{name} under {protocol}"), &summary);

@@ -253,10 +253,24 @@ async fn a_paused_leader_serves_no_stale_read(protocol: &str) {
 /// believe it still holds what another client may now hold. etcd confirms leadership first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_does_not_renew_a_lease_its_successor_revoked() {
+    a_paused_lease_keeper_does_not_renew_a_lease_its_successor_revoked("raft").await;
+}
+
+/// The same under Basic Paxos, where the keeper of the lease clocks is chosen through the log
+/// and replaced by another member's claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_basic_paxos_lease_keeper_does_not_renew_a_lease_its_successor_revoked() {
+    a_paused_lease_keeper_does_not_renew_a_lease_its_successor_revoked("basic-paxos").await;
+}
+
+async fn a_paused_lease_keeper_does_not_renew_a_lease_its_successor_revoked(protocol: &str) {
     use synod_proto::etcdserverpb as pb;
     use synod_proto::etcdserverpb::lease_client::LeaseClient;
-    let cluster = Cluster::start("lease-pause", 3, &[]);
-    let leader = cluster.leader().await;
+    let cluster = Cluster::start("lease-pause", 3, &["--protocol", protocol]);
+    cluster.ready().await;
+    let leader = cluster
+        .lease_keeper_among(&[1, 2, 3], Duration::from_secs(20))
+        .await;
     let old = cluster.member(leader).client.clone();
     let granted = LeaseClient::new(common::channel(&old))
         .lease_grant(pb::LeaseGrantRequest { ttl: 2, id: 0 })
@@ -291,7 +305,9 @@ async fn a_paused_leader_does_not_renew_a_lease_its_successor_revoked() {
 
     signal(cluster.pid(leader), "STOP");
     let others: Vec<u64> = (1..=3).filter(|&n| n != leader).collect();
-    let new_leader = cluster.leader_among(&others, Duration::from_secs(10)).await;
+    let new_leader = cluster
+        .lease_keeper_among(&others, Duration::from_secs(10))
+        .await;
     let here = cluster.member(new_leader).client.clone();
     // The successor's clock runs out (TTL plus an election timeout) and the key goes.
     let deadline = Instant::now() + Duration::from_secs(15);

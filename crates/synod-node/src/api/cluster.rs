@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use synod_core::NodeId;
+use synod_core::{NodeId, Role};
 use synod_proto::etcdserverpb as pb;
 use synod_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use tonic::{Request, Response, Status};
@@ -141,6 +141,9 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         let target = NodeId(request.get_ref().target_id);
         if !api.config.initial_cluster.contains_key(&target) {
             return Err(errors::member_not_found());
+        }
+        if api.node.current_status().role == Role::Peer {
+            return Err(errors::leaderless(&api.config.protocol));
         }
         api.on_leader(
             request,

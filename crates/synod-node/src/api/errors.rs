@@ -11,12 +11,10 @@ pub fn no_leader() -> Status {
     Status::unavailable("etcdserver: no leader")
 }
 
-/// A request that needs a leader's clock or engine (leases, moving leadership) on a protocol
-/// that has no leader (Basic Paxos: every node proposes).
+/// Moving leadership on a protocol that has no leader (Basic Paxos: every node proposes).
 pub fn leaderless(protocol: &str) -> Status {
     Status::failed_precondition(format!(
-        "synod: {protocol} has no leader, and leases and leader moves need one; run raft or \
-         multi-paxos for them"
+        "synod: {protocol} has no leader to move; run raft or multi-paxos for that"
     ))
 }
 

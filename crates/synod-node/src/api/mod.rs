@@ -18,7 +18,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use synod_core::{NodeId, Role};
+use synod_core::NodeId;
 use synod_proto::etcdserverpb as pb;
 use tokio::sync::watch as signal;
 use tokio::time::Instant;
@@ -142,8 +142,8 @@ impl Api {
     }
 
     /// Serves a request that needs the leader's own state (its lease clocks, its engine):
-    /// with `local` when this node leads, else by
-    /// forwarding it with `remote`. `idempotent` requests (reads) are retried after any
+    /// with `local` when this node leads, else by forwarding it with `remote`. Under a
+    /// protocol without a leader, the node that keeps the lease clocks stands in for it. `idempotent` requests (reads) are retried after any
     /// failure to reach the leader; writes only when they surely had no effect.
     pub(crate) async fn on_leader<Req, Resp, L, LF, R, RF>(
         &self,
@@ -160,16 +160,13 @@ impl Api {
         R: Fn(Channel, Request<Req>) -> RF,
         RF: Future<Output = Result<Response<Resp>, Status>>,
     {
-        if self.node.current_status().role == Role::Peer {
-            return Err(errors::leaderless(&self.config.protocol));
-        }
         let forwarded = request.metadata().contains_key(FORWARDED);
         let body = request.into_inner();
         let deadline = Instant::now() + self.config.request_timeout;
         let me = self.node.shared.id;
         let mut status_changes = self.node.status.clone();
         loop {
-            let leader = self.node.current_status().leader;
+            let leader = self.node.lease_keeper();
             match leader {
                 Some(l) if l == me => {
                     if let Some(response) = before(deadline, local(body.clone())).await? {

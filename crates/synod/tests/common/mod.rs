@@ -272,6 +272,33 @@ impl Cluster {
         }
     }
 
+    /// Waits until the members `among` agree on who keeps the lease clocks, one of them (the
+    /// leader; under Basic Paxos, the keeper the log chose), as their metrics say.
+    pub async fn lease_keeper_among(&self, among: &[u64], within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let seen: Vec<u64> = among
+                .iter()
+                .map(|&id| {
+                    let metrics = http_get(&self.member(id).metrics, "/metrics");
+                    metrics
+                        .lines()
+                        .find_map(|l| l.strip_prefix("synod_server_lease_keeper "))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0)
+                })
+                .collect();
+            if among.contains(&seen[0]) && seen.iter().all(|&k| k == seen[0]) {
+                return seen[0];
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no agreed lease keeper among {among:?} within {within:?}: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until the cluster serves: until its members agree on a leader (returned), or,
     /// under a protocol without one (Basic Paxos), until a write goes through every member.
     pub async fn ready(&self) -> Option<u64> {
