@@ -1,9 +1,11 @@
 //! The Lease service. Granting and revoking go through the log; keeping alive, time-to-live
 //! and expiry run on the leader's lease clocks, which live in the replica
 //! (`synod_replica`'s `lease` module says what a holder is promised and how it is kept), so
-//! the simulator runs them too. A follower forwards these calls to the leader.
+//! the simulator runs them too. A follower forwards these calls to the leader (under Basic
+//! Paxos, to the keeper of the lease clocks).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use synod_core::ReadConsistency;
 use synod_kv as kv;
@@ -31,7 +33,26 @@ impl Api {
             .max(1.0) as i64
     }
 
+    /// Renews lease `id` where its clocks are kept. The holder counts the TTL from when the
+    /// answer reaches it, while the keeper renewed when it answered, so an answer that took
+    /// long to come back here (a slow relay from the keeper, a process stalled in between) is
+    /// not passed on: the keep-alive is asked again (renewing twice is harmless), and the
+    /// holder hears a TTL at most half an election timeout after this member asked.
     async fn keep_alive(&self, id: i64) -> Result<pb::LeaseKeepAliveResponse, Status> {
+        let deadline = Instant::now() + self.config.request_timeout;
+        loop {
+            let asked = Instant::now();
+            let response = self.keep_alive_once(id).await?;
+            if asked.elapsed() <= self.config.election_timeout / 2 {
+                return Ok(response);
+            }
+            if Instant::now() >= deadline {
+                return Err(errors::timed_out());
+            }
+        }
+    }
+
+    async fn keep_alive_once(&self, id: i64) -> Result<pb::LeaseKeepAliveResponse, Status> {
         let request = Request::new(pb::LeaseKeepAliveRequest { id });
         let response = self
             .on_leader(
