@@ -15,7 +15,7 @@
 //! read once it has applied that far. A request that cannot reach the leader is refused
 //! as "not the leader" at once, never left to time out.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
@@ -221,8 +221,9 @@ pub struct Replica<E: Engine, W> {
     leases: LeaseClocks,
     /// The leader sweeps its lease clocks every this many ticks.
     lease_check_ticks: u64,
-    /// Expiry revokes proposed and not yet applied or refused.
-    revokes: HashMap<RequestId, i64>,
+    /// Expiry revokes proposed and not yet applied or refused: the lease, and the era of
+    /// the clocks that expired it.
+    revokes: HashMap<RequestId, (i64, u64)>,
     /// Injected bug only: expiry revokes to submit as ordinary writes.
     revokes_to_retry: Vec<i64>,
     /// The era whose lease epoch this node last proposed.
@@ -232,6 +233,9 @@ pub struct Replica<E: Engine, W> {
     leaderless: bool,
     /// Leaderless: when the keeper was last heard from, and when to claim.
     keeper_watch: KeeperWatch,
+    /// Leaderless: the eras this node claimed the lease clocks with, in this life (those
+    /// not yet overtaken by the newest epoch applied).
+    claims: BTreeSet<u64>,
     /// Era of the last entry applied, for snapshot metadata.
     applied_era: u64,
     snapshot_index: u64,
@@ -250,6 +254,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         Replica {
             leaderless: engine.status().role == Role::Peer,
             keeper_watch: KeeperWatch::new(options.id, election_ticks),
+            claims: BTreeSet::new(),
             status: engine.status(),
             engine,
             store: Arc::new(Store(RwLock::new(store))),
@@ -673,7 +678,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
 
     /// Answers a waiting call with a refusal.
     fn refuse(&mut self, id: RequestId, refusal: Refusal, out: &mut Vec<Output<E::Message, W>>) {
-        if let Some(lease) = self.revokes.remove(&id) {
+        if let Some((lease, _)) = self.revokes.remove(&id) {
             if self.options.lease_bugs.revoke_in_any_era() {
                 self.revokes_to_retry.push(lease);
             }
@@ -879,7 +884,10 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
     fn keeping(&self) -> Option<u64> {
         let epoch = self.store.read().lease_epoch();
         let ours = if self.leaderless {
-            keeper::keeper_of(epoch) == Some(self.options.id)
+            // Claimed in this life: an epoch this node claimed before a restart names it
+            // too, but expiries it proposed then may still be decided after the clocks
+            // restarted, so it claims anew.
+            self.claims.contains(&epoch)
         } else {
             let status = self.engine.status();
             status.role == Role::Leader && status.era == epoch
@@ -901,7 +909,8 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
     fn watch_keeper(&mut self, out: &mut Vec<Output<E::Message, W>>) {
         let me = self.options.id;
         let epoch = self.store.read().lease_epoch();
-        if keeper::keeper_of(epoch) == Some(me) {
+        self.claims.retain(|&era| era >= epoch);
+        if self.claims.contains(&epoch) {
             self.keeper_watch.heard(self.ticks);
             if self.keeper_watch.alive_due(self.ticks) {
                 for &to in &self.options.peers {
@@ -909,8 +918,14 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                     out.push(Output::Send { to, message });
                 }
             }
-        } else if keeper::can_keep(me) && self.keeper_watch.claim_due(self.ticks, epoch != 0) {
-            self.propose_lease_epoch(keeper::claim(epoch, me), out);
+            return;
+        }
+        // A keeper is known, unless the newest epoch is this node's from an earlier life.
+        let keeper_known = epoch != 0 && keeper::keeper_of(epoch) != Some(me);
+        if keeper::can_keep(me) && self.keeper_watch.claim_due(self.ticks, keeper_known) {
+            let era = keeper::claim(epoch, me);
+            self.claims.insert(era);
+            self.propose_lease_epoch(era, out);
         }
     }
 
@@ -941,7 +956,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                 .into_iter()
                 .map(|lease| {
                     let request = Request::LeaseRevoke(LeaseRevokeRequest { id: lease });
-                    self.revoke_proposal(lease, request)
+                    self.revoke_proposal(lease, status.era, request)
                 })
                 .collect();
             match status.leader.filter(|&l| l != self.options.id) {
@@ -960,14 +975,23 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         let Some(era) = keeping.filter(|_| !expired.is_empty()) else {
             return;
         };
-        let proposals = expired
+        // One expiry per lease in flight: a second one could be decided after the first
+        // deleted the lease and a client granted its id again (Basic Paxos places a command
+        // that lost its slot in a later one), and delete the new lease. One is asked again
+        // only once the first was refused. Expiries of another era are void anyway.
+        self.revokes.retain(|_, (_, decided_in)| *decided_in == era);
+        let in_flight: HashSet<i64> = self.revokes.values().map(|&(lease, _)| lease).collect();
+        let proposals: Vec<Proposal> = expired
             .into_iter()
+            .filter(|lease| !in_flight.contains(lease))
             .map(|lease| {
                 let request = Request::LeaseExpire(LeaseExpireRequest { id: lease, era });
-                self.revoke_proposal(lease, request)
+                self.revoke_proposal(lease, era, request)
             })
             .collect();
-        self.step(Input::Propose(proposals), out);
+        if !proposals.is_empty() {
+            self.step(Input::Propose(proposals), out);
+        }
     }
 
     fn propose_lease_epoch(&mut self, era: u64, out: &mut Vec<Output<E::Message, W>>) {
@@ -977,9 +1001,9 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         self.step(Input::Propose(vec![Proposal { id, command }]), out);
     }
 
-    fn revoke_proposal(&mut self, lease: i64, request: Request) -> Proposal {
+    fn revoke_proposal(&mut self, lease: i64, era: u64, request: Request) -> Proposal {
         let id = self.next_request_id();
-        self.revokes.insert(id, lease);
+        self.revokes.insert(id, (lease, era));
         Proposal {
             id,
             command: request.encode(),
@@ -1307,6 +1331,41 @@ mod tests {
             answers(&mut out),
             [(2, Answer::Refused(Refusal::NotLeader(Some(NodeId(2)))))]
         );
+    }
+
+    #[test]
+    fn a_keeper_restarted_claims_its_clocks_anew_before_renewing() {
+        // Node 1's epoch from before its restart is still the newest: expiries it proposed
+        // then may yet be decided, so it renews nothing under that epoch.
+        let mut r = replica(Role::Peer, None, 0);
+        let grant = Request::LeaseGrant(LeaseGrantRequest { id: 9, ttl: 10 });
+        let id = RequestId::new(3, 1);
+        r.engine.next.push(Action::Apply(entry(1, 0, id, &grant)));
+        r.receive(NodeId(2), PeerMessage::Engine(0), &mut Out::new());
+        let earlier = 3 << 32 | 1;
+        apply_epoch(&mut r, 2, earlier);
+        let mut out = Out::new();
+        let call = ClientCall {
+            id: RequestId::new(4, 1),
+            waiter: 1,
+            call: Call::KeepAlive(9),
+        };
+        r.submit(vec![call], &mut out);
+        assert_eq!(
+            answers(&mut out),
+            [(1, Answer::Refused(Refusal::NotLeader(Some(NodeId(1)))))]
+        );
+        for _ in 0..10 {
+            r.tick(&mut out);
+        }
+        let anew = 4 << 32 | 1;
+        assert_eq!(
+            epochs_proposed(&r),
+            [anew],
+            "it claims at once, as on a new cluster"
+        );
+        apply_epoch(&mut r, 3, anew);
+        assert_eq!(keep_alive(&mut r, 1_000_000, 1_010_000), Answer::Ttl(10));
     }
 
     #[test]
