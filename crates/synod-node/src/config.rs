@@ -223,6 +223,13 @@ pub fn parse_cluster(text: &str) -> Result<BTreeMap<NodeId, String>, ConfigError
         if id == 0 {
             return Err(ConfigError::Cluster("node id 0 is reserved".into()));
         }
+        // A lease epoch names its keeper in 32 bits (Basic Paxos chooses one through the log).
+        if id > u64::from(u32::MAX) {
+            return Err(ConfigError::Cluster(format!(
+                "node id {id} is too large: ids go up to {}",
+                u32::MAX
+            )));
+        }
         let address = address.trim();
         let address = address
             .strip_prefix("http://")
@@ -261,6 +268,10 @@ mod tests {
         assert!(parse_cluster("").is_err());
         let error = parse_cluster("a=1.2.3.4:5").unwrap_err().to_string();
         assert!(error.contains("not a node id"), "{error}");
+        let error = parse_cluster("4294967296=127.0.0.1:1")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("too large"), "{error}");
         let error = parse_cluster("1=host").unwrap_err().to_string();
         assert!(error.contains("no port"), "{error}");
         let error = parse_cluster("1=h:1,1=h:2").unwrap_err().to_string();

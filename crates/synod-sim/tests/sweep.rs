@@ -309,9 +309,14 @@ fn lease_bug_caught(name: &str, bugs: LeaseBugs, seeds: std::ops::RangeInclusive
             "multi-paxos",
             sweep_template::<MultiPaxos>(template.clone(), seeds.clone(), PaxosOptions::default()),
         ),
+        // Basic Paxos hands the keeper's clocks over far more often: fewer seeds catch it.
         (
             "basic-paxos",
-            sweep_template::<BasicPaxos>(template.clone(), seeds.clone(), PaxosOptions::default()),
+            sweep_template::<BasicPaxos>(
+                template.clone(),
+                *seeds.start()..=(*seeds.end()).min(100),
+                PaxosOptions::default(),
+            ),
         ),
     ] {
         let (_, first) = first_caught(&format!("{name} under {protocol}"), &summary);
