@@ -1260,34 +1260,53 @@ mod tests {
             .collect()
     }
 
-    fn apply_epoch(r: &mut Replica<Scripted, u32>, index: u64, era: u64) {
-        let epoch = Request::LeaseEpoch(LeaseEpochRequest { era });
+    /// The engine applies `request` at `index` on the next message.
+    fn apply(r: &mut Replica<Scripted, u32>, index: u64, request: &Request) {
         let id = RequestId::new(3, index);
         r.engine
             .next
-            .push(Action::Apply(entry(index, 0, id, &epoch)));
+            .push(Action::Apply(entry(index, 0, id, request)));
         r.receive(NodeId(2), PeerMessage::Engine(0), &mut Out::new());
+    }
+
+    fn apply_epoch(r: &mut Replica<Scripted, u32>, index: u64, era: u64) {
+        apply(r, index, &Request::LeaseEpoch(LeaseEpochRequest { era }));
+    }
+
+    /// A member of a leaderless cluster holding lease 9 (TTL 10 s).
+    fn peer_with_lease() -> Replica<Scripted, u32> {
+        let mut r = replica(Role::Peer, None, 0);
+        apply(
+            &mut r,
+            1,
+            &Request::LeaseGrant(LeaseGrantRequest { id: 9, ttl: 10 }),
+        );
+        r
+    }
+
+    /// A keep-alive of lease 9 answered in the step that takes it (refused: no round).
+    fn keep_alive_answered_at_once(r: &mut Replica<Scripted, u32>, seq: u64) -> Answer {
+        let mut out = Out::new();
+        let call = ClientCall {
+            id: RequestId::new(4, seq),
+            waiter: 1,
+            call: Call::KeepAlive(9),
+        };
+        r.submit(vec![call], &mut out);
+        let mut answered = answers(&mut out);
+        assert_eq!(answered.len(), 1, "{answered:?}");
+        answered.remove(0).1
     }
 
     #[test]
     fn without_a_leader_a_member_claims_the_lease_clocks_and_keeps_them_while_its_epoch_is_newest()
     {
-        let mut r = replica(Role::Peer, None, 0);
+        let mut r = peer_with_lease();
         let mut out = Out::new();
-        let grant = Request::LeaseGrant(LeaseGrantRequest { id: 9, ttl: 10 });
-        let id = RequestId::new(3, 1);
-        r.engine.next.push(Action::Apply(entry(1, 0, id, &grant)));
-        r.receive(NodeId(2), PeerMessage::Engine(0), &mut out);
         // No keeper yet: refused, with nobody to name.
-        let call = ClientCall {
-            id: RequestId::new(4, 1),
-            waiter: 1,
-            call: Call::KeepAlive(9),
-        };
-        r.submit(vec![call], &mut out);
         assert_eq!(
-            answers(&mut out),
-            [(1, Answer::Refused(Refusal::NotLeader(None)))]
+            keep_alive_answered_at_once(&mut r, 1),
+            Answer::Refused(Refusal::NotLeader(None))
         );
         // A new cluster: node 1 claims after 10 ticks (half an election timeout of 15, plus a
         // quarter of one for its id).
@@ -1321,15 +1340,9 @@ mod tests {
         let overtaken = 2 << 32 | 2;
         apply_epoch(&mut r, 3, overtaken);
         r.set_clock(2_000_000);
-        let call = ClientCall {
-            id: RequestId::new(4, 3),
-            waiter: 2,
-            call: Call::KeepAlive(9),
-        };
-        r.submit(vec![call], &mut out);
         assert_eq!(
-            answers(&mut out),
-            [(2, Answer::Refused(Refusal::NotLeader(Some(NodeId(2)))))]
+            keep_alive_answered_at_once(&mut r, 3),
+            Answer::Refused(Refusal::NotLeader(Some(NodeId(2))))
         );
     }
 
@@ -1337,24 +1350,14 @@ mod tests {
     fn a_keeper_restarted_claims_its_clocks_anew_before_renewing() {
         // Node 1's epoch from before its restart is still the newest: expiries it proposed
         // then may yet be decided, so it renews nothing under that epoch.
-        let mut r = replica(Role::Peer, None, 0);
-        let grant = Request::LeaseGrant(LeaseGrantRequest { id: 9, ttl: 10 });
-        let id = RequestId::new(3, 1);
-        r.engine.next.push(Action::Apply(entry(1, 0, id, &grant)));
-        r.receive(NodeId(2), PeerMessage::Engine(0), &mut Out::new());
+        let mut r = peer_with_lease();
         let earlier = 3 << 32 | 1;
         apply_epoch(&mut r, 2, earlier);
-        let mut out = Out::new();
-        let call = ClientCall {
-            id: RequestId::new(4, 1),
-            waiter: 1,
-            call: Call::KeepAlive(9),
-        };
-        r.submit(vec![call], &mut out);
         assert_eq!(
-            answers(&mut out),
-            [(1, Answer::Refused(Refusal::NotLeader(Some(NodeId(1)))))]
+            keep_alive_answered_at_once(&mut r, 1),
+            Answer::Refused(Refusal::NotLeader(Some(NodeId(1))))
         );
+        let mut out = Out::new();
         for _ in 0..10 {
             r.tick(&mut out);
         }

@@ -143,8 +143,9 @@ impl Api {
 
     /// Serves a request that needs the leader's own state (its lease clocks, its engine):
     /// with `local` when this node leads, else by forwarding it with `remote`. Under a
-    /// protocol without a leader, the node that keeps the lease clocks stands in for it. `idempotent` requests (reads) are retried after any
-    /// failure to reach the leader; writes only when they surely had no effect.
+    /// protocol without a leader, the node that keeps the lease clocks stands in for it.
+    /// `idempotent` requests (reads) are retried after any failure to reach the leader;
+    /// writes only when they surely had no effect.
     pub(crate) async fn on_leader<Req, Resp, L, LF, R, RF>(
         &self,
         request: Request<Req>,
