@@ -457,10 +457,12 @@ impl Raft {
                     },
                 })
             }
-            Message::Heartbeat(m) => {
+            // It confirms no read round: the round it names was one of an older term, and
+            // the sender may lead again in this term, counting rounds from 1 anew.
+            Message::Heartbeat(_) => {
                 Message::HeartbeatResponse(crate::message::HeartbeatResponse {
                     term: self.term,
-                    read_round: m.read_round,
+                    read_round: 0,
                 })
             }
             Message::InstallSnapshot(m) => {

@@ -276,11 +276,15 @@ impl Raft {
             return;
         }
         let last_index = self.log.last_index();
+        let started = self.lead.as_ref().map_or(0, |l| l.reads.round());
         let Some(progress) = self.follower(from) else {
             return;
         };
         progress.recent_active = true;
-        progress.read_round_acked = progress.read_round_acked.max(response.read_round);
+        // A round this leadership never started confirms nothing (a confused or stale peer).
+        if response.read_round <= started {
+            progress.read_round_acked = progress.read_round_acked.max(response.read_round);
+        }
         let lagging = progress.match_index < last_index && progress.is_idle();
         if lagging {
             let probe = progress.mode == Mode::Probe;

@@ -110,3 +110,73 @@ fn one_round_serves_a_whole_batch_of_reads() {
     c.deliver_all();
     assert_eq!(c.reads_ready[&NodeId(1)].len(), 100);
 }
+
+/// A heartbeat of an earlier leadership of the same node, delayed in the network, reaches a
+/// follower after that node leads again in a later term, where it counts rounds from 1 anew.
+/// The follower's refusal carries the current term; if it echoed the old round, the leader
+/// would take it for an answer to a round of its new leadership, and confirm a read with no
+/// contact at all.
+#[test]
+fn an_answer_to_a_heartbeat_of_an_older_term_confirms_no_read_round() {
+    // Leaders change here on demand: nobody waits out the leader's lease.
+    let mut c = Cluster::new(3, |config| {
+        config.check_quorum = false;
+        config.pre_vote = false;
+    });
+    c.elect(1);
+    let old_term = c.node(1).term;
+    let stale = Message::Heartbeat(crate::Heartbeat {
+        term: old_term,
+        commit: 0,
+        read_round: 3,
+    });
+    c.elect(2);
+    c.elect(1);
+    assert!(c.node(1).term > old_term);
+    for seq in 1..=2 {
+        c.read(1, RequestId::new(9, seq), LINEAR);
+        c.deliver_all();
+    }
+    // Cut off: only the delayed heartbeat and the answer to it get through.
+    c.drop_if = Some(Box::new(|_, _, m| {
+        !matches!(m, Message::HeartbeatResponse(_))
+    }));
+    let read = RequestId::new(9, 3);
+    c.read(1, read, LINEAR);
+    c.deliver_all();
+    c.step(
+        NodeId(3),
+        Input::Receive {
+            from: NodeId(1),
+            message: stale,
+        },
+    );
+    c.deliver_all();
+    assert!(
+        !c.reads_ready[&NodeId(1)].contains(&read),
+        "no follower answered round 3"
+    );
+}
+
+#[test]
+fn an_ack_of_a_round_the_leader_never_started_confirms_nothing() {
+    let mut c = Cluster::new(3, |_| {});
+    c.elect(1);
+    let term = c.node(1).term;
+    let bogus = Message::HeartbeatResponse(crate::HeartbeatResponse {
+        term,
+        read_round: 1_000,
+    });
+    c.step(
+        NodeId(1),
+        Input::Receive {
+            from: NodeId(3),
+            message: bogus,
+        },
+    );
+    c.drop_if = Some(Box::new(|_, _, _| true));
+    let read = RequestId::new(9, 1);
+    c.read(1, read, LINEAR);
+    c.deliver_all();
+    assert!(!c.reads_ready.contains_key(&NodeId(1)));
+}
