@@ -13,8 +13,8 @@
 //! - a lease whose deadline has passed, or whose revoke this leader has decided, is never
 //!   renewed again: the holder is told TTL 0, as etcd does;
 //! - a new leader starts the clock of every lease it finds at its TTL plus an election
-//!   timeout (etcd's extension on promotion): its predecessor may have answered a keep-alive
-//!   just before it lost touch, and that answer may still be on its way;
+//!   timeout (etcd's extension on promotion): its predecessor's last answer may rest on a
+//!   confirmation that was still in flight while this leader took over;
 //! - an expiry revoke enters the log only on the node whose clock expired the lease, in the
 //!   same step as the decision, while it leads in that era; it is never forwarded, so a
 //!   successor whose clocks were renewed since cannot commit it.
@@ -112,6 +112,11 @@ impl LeaseClocks {
             self.deadlines.clear();
             self.revoking.clear();
         }
+    }
+
+    /// Whether the clocks of `era` have started (its first sweep ran).
+    pub(crate) fn started(&self, era: u64) -> bool {
+        self.era == Some(era) && self.swept
     }
 
     /// Pushes lease `id`'s deadline to at least `ttl` after `now`, unless its time is up

@@ -461,7 +461,10 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         if self.leaderless {
             self.watch_keeper(out);
         }
-        if self.ticks.is_multiple_of(self.lease_check_ticks) {
+        // A new keeper starts its clocks at the first tick after its epoch applied, not at
+        // the next sweep.
+        let starting = self.keeping().is_some_and(|era| !self.leases.started(era));
+        if starting || self.ticks.is_multiple_of(self.lease_check_ticks) {
             self.expire_leases(out);
         }
     }

@@ -19,7 +19,7 @@ use synod_kv::{
 
 use crate::protocol::Protocol;
 use crate::world::{ClientRequest, Event, Reply, World};
-use crate::TICK_US;
+use crate::{SimTime, TICK_US};
 
 /// An attempt unanswered for this long is retried at another node.
 const ATTEMPT_TIMEOUT_US: u64 = 30 * TICK_US;
@@ -402,7 +402,14 @@ impl<P: Protocol> World<P> {
         );
     }
 
-    pub(crate) fn on_reply(&mut self, id: u64, from: NodeId, request: RequestId, reply: Reply) {
+    pub(crate) fn on_reply(
+        &mut self,
+        id: u64,
+        from: NodeId,
+        request: RequestId,
+        reply: Reply,
+        sent_at: SimTime,
+    ) {
         let Some(pending) = self.client(id).pending.clone() else {
             return;
         };
@@ -411,7 +418,7 @@ impl<P: Protocol> World<P> {
         }
         match (reply, pending.kind) {
             (Reply::Ttl(ttl), OpKind::KeepAlive(lease)) => {
-                self.on_keep_alive(id, pending, lease, ttl)
+                self.on_keep_alive(id, pending, lease, ttl, sent_at)
             }
             (Reply::Done(result), OpKind::Grant(..) | OpKind::Attach(_) | OpKind::Revoke(_)) => {
                 self.on_lease_write(id, pending, result)
@@ -432,9 +439,10 @@ impl<P: Protocol> World<P> {
         }
     }
 
-    /// A keep-alive's answer: a TTL renews the holder's promise from now (the holder counts
-    /// from when the answer arrives, as etcd's client does); 0 means the lease is gone.
-    fn on_keep_alive(&mut self, id: u64, pending: Pending, lease: i64, ttl: i64) {
+    /// A keep-alive's answer, sent by its node at `sent_at`: a TTL renews the holder's promise
+    /// (the holder counts from now, when the answer arrived, as etcd's client does; the
+    /// checker from when it was sent, see `lease.rs`); 0 means the lease is gone.
+    fn on_keep_alive(&mut self, id: u64, pending: Pending, lease: i64, ttl: i64, sent_at: SimTime) {
         let now = self.now;
         self.stats.completed += 1;
         self.trace_line(|| format!("c{id} {} -> TTL {ttl}", pending.request));
@@ -455,7 +463,7 @@ impl<P: Protocol> World<P> {
                     return;
                 };
                 held.renew_at = now + wait;
-                self.promise(lease, now, ttl);
+                self.promise(lease, sent_at, ttl);
                 self.stats.lease_renewals += 1;
                 if self.client(id).rng.range(0, 8) == 0 {
                     // Done with it: the next operation revokes it, or nothing does.

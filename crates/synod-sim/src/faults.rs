@@ -5,7 +5,7 @@ use std::fmt;
 /// A set of fault kinds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FaultSet {
-    /// Random latency spikes, so messages arrive out of order.
+    /// Random latency spikes, so messages arrive out of order; and slow links, one way.
     pub delay: bool,
     /// Lost messages.
     pub drop: bool,
@@ -23,7 +23,8 @@ pub struct FaultSet {
     /// Races around a change of leader: the leader's messages reach one follower only for a
     /// moment, then the two are cut off while the rest elect a new leader, then the network
     /// heals while the old leader may still think it leads (and fills gaps in its log from
-    /// the new leader's side).
+    /// the new leader's side). Also leaderships moved by an operator (etcd's MoveLeader) while
+    /// clients keep working.
     pub leader_race: bool,
     /// Processes paused (as by SIGSTOP), mostly the leader's, for up to a few seconds: its
     /// clock stops, what reaches it waits, and it carries on afterwards as if nothing

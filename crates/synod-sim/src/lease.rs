@@ -1,28 +1,31 @@
 //! The lease checker: what holders were promised, against when expiry deleted their keys.
 //!
-//! A holder is promised its lease until the TTL of the last answer it got has run out on its
-//! own clock: a grant counts from when the client asked (the leader's clock cannot start
-//! earlier), a keep-alive from when its answer arrived (etcd's client counts so). Clocks here
-//! drift up to 10% apart and answers spend up to the network's worst delay in flight, so the
-//! check allows [`DRIFT`] of the TTL. Two properties:
+//! A holder is promised its lease until the TTL of the last answer it got (a grant or a
+//! keep-alive) has run out. etcd's client counts a keep-alive's TTL from when the answer
+//! arrives; what the answer spends in flight after its node sent it is outside any server's
+//! power, so the checker counts from when the node sent it (a grant from when the client
+//! asked: the leader's clock cannot start earlier). The TTL is measured on the clock of the
+//! node that expired the lease, which drifts from true time by up to 10% here: that node's
+//! own drift is all the slack the check allows. Two properties:
 //!
 //! - **Safety**: no lease is revoked by expiry (a revoke the replica proposed by itself)
-//!   before its holder's promise has run out.
+//!   before, by the clock of the node that decided it, the TTL of the last answer its holder
+//!   got has run out since that answer was sent. A leader that renews a lease and later
+//!   expires it keeps this to the microsecond; a leader that takes over keeps it only by
+//!   extending every clock on promotion, as etcd does, since its predecessor may have
+//!   answered a keep-alive after the successor's clocks started.
 //! - **Liveness**: after the heal, a lease its holder let lapse is gone within
 //!   [`LAPSE_BOUND_US`] of its promise running out.
 
 use std::collections::BTreeMap;
 
-use synod_core::{ClientId, Proposal};
+use synod_core::{ClientId, NodeId, Proposal};
 use synod_kv::Request;
 
 use crate::protocol::Protocol;
 use crate::report::ViolationKind;
 use crate::world::World;
 use crate::SimTime;
-
-/// The share of a TTL the checker allows for clock drift and answers in flight.
-const DRIFT: f64 = 0.2;
 
 /// After the heal, a lapsed lease is gone within this long after its promise ran out: a TTL
 /// (at most 3 s here) again for a leader that took over meanwhile, its election timeout, and
@@ -32,8 +35,8 @@ pub(crate) const LAPSE_BOUND_US: SimTime = 7_000_000;
 /// What holders were promised, and when leases were expired.
 #[derive(Debug, Default)]
 pub(crate) struct LeaseCheck {
-    /// Per lease, until when its holder was promised it.
-    promised: BTreeMap<i64, SimTime>,
+    /// Per lease, the last answer its holder got: when it was sent, and its TTL.
+    promised: BTreeMap<i64, Promise>,
     /// When each lease's grant committed.
     granted_at: BTreeMap<i64, SimTime>,
     /// The lease epoch, as the committed log has it so far (the stores apply in batches, so
@@ -41,12 +44,31 @@ pub(crate) struct LeaseCheck {
     epoch: u64,
 }
 
+/// A holder was told, by an answer sent at `from`, that its lease lives `ttl_us` more.
+#[derive(Clone, Copy, Debug)]
+struct Promise {
+    from: SimTime,
+    ttl_us: SimTime,
+}
+
+impl Promise {
+    /// When it runs out, in true time.
+    fn until(&self) -> SimTime {
+        self.from + self.ttl_us
+    }
+}
+
 impl<P: Protocol> World<P> {
-    /// A holder heard, at `from`, that its lease lives `ttl` seconds more.
+    /// A holder heard, by an answer sent at `from`, that its lease lives `ttl` seconds more.
     pub(crate) fn promise(&mut self, lease: i64, from: SimTime, ttl: i64) {
-        let until = from + (ttl.max(0) as f64 * 1_000_000.0 * (1.0 - DRIFT)) as SimTime;
-        let promised = self.leases.promised.entry(lease).or_default();
-        *promised = (*promised).max(until);
+        let promise = Promise {
+            from,
+            ttl_us: ttl.max(0) as SimTime * 1_000_000,
+        };
+        let last = self.leases.promised.entry(lease).or_insert(promise);
+        if promise.until() > last.until() {
+            *last = promise;
+        }
     }
 
     /// A command committed (applied for the first time anywhere): an expiry revoke must come
@@ -89,15 +111,23 @@ impl<P: Protocol> World<P> {
         self.stats.leases_expired += 1;
         let now = self.now;
         self.trace_line(|| format!("lease {lease} expires at index {index}"));
-        if let Some(&promised) = self.leases.promised.get(&lease) {
-            if now < promised {
-                let detail = format!(
-                    "lease promise: lease {lease} was revoked by expiry at index {index}, {} ms \
-                     before the TTL its holder was last given ran out",
-                    (promised - now) / 1000
-                );
-                self.fail(ViolationKind::Safety, detail);
-            }
+        let Some(&promise) = self.leases.promised.get(&lease) else {
+            return;
+        };
+        // The replica's own commands carry its node id in their client id.
+        let decider = NodeId((proposal.id.client.0 & !ClientId::UNTRACKED_FROM) >> 32);
+        let Some(node) = self.nodes.iter().find(|n| n.id == decider) else {
+            let detail = format!("lease {lease} expired by {decider}, not a member");
+            return self.fail(ViolationKind::Safety, detail);
+        };
+        let elapsed = node.clock_us(now) - node.clock_us(promise.from);
+        if elapsed < promise.ttl_us {
+            let detail = format!(
+                "lease promise: lease {lease} was revoked by expiry at index {index}, {} ms \
+                 (by {decider}'s clock) before the TTL its holder was last given ran out",
+                (promise.ttl_us - elapsed) / 1000
+            );
+            self.fail(ViolationKind::Safety, detail);
         }
     }
 
@@ -112,7 +142,7 @@ impl<P: Protocol> World<P> {
         };
         let kv = replica.store().read();
         for &lease in kv.leases().keys() {
-            let promised = self.leases.promised.get(&lease).copied().unwrap_or(0);
+            let promised = self.leases.promised.get(&lease).map_or(0, Promise::until);
             let granted = self.leases.granted_at.get(&lease).copied().unwrap_or(0);
             let since = promised.max(granted).max(healed);
             if since + LAPSE_BOUND_US < self.now {

@@ -1,6 +1,7 @@
 //! The nemesis: during the safety phase it keeps breaking things, at random intervals,
 //! within the run's fault set. Partitions come in four shapes: random halves, the leader
-//! alone, a bridge (two sides that only one node can talk to), and one-way links.
+//! alone, a bridge (two sides that only one node can talk to), and one-way links; links can
+//! also turn slow, one way.
 
 use synod_core::{NodeId, Role};
 
@@ -61,10 +62,13 @@ impl<P: Protocol> World<P> {
             choices.push(Self::arm_power_loss);
         }
         if faults.leader_race && self.voters.len() >= 3 {
-            choices.push(Self::start_race);
+            choices.extend([Self::start_race as Act<P>, Self::move_leader]);
         }
         if faults.pause {
             choices.extend([Self::pause_node as Act<P>, Self::pause_node]);
+        }
+        if faults.delay && self.voters.len() >= 2 {
+            choices.push(Self::slow_links);
         }
         if let Some(&action) = self.nemesis_rng.pick(&choices) {
             action(self);
@@ -154,9 +158,24 @@ impl<P: Protocol> World<P> {
     }
 
     fn heal_partition(&mut self) {
-        if !self.network.blocked.is_empty() {
+        if !self.network.blocked.is_empty() || !self.network.slow.is_empty() {
             self.network.blocked.clear();
+            self.network.slow.clear();
             self.trace_line(|| "nemesis: partition healed".to_string());
+        }
+    }
+
+    /// Slows one to three links, one way each, by 10 to 120 ms: acknowledgements that
+    /// arrive late, and a leader that hears of its successor late.
+    fn slow_links(&mut self) {
+        self.network.slow.clear();
+        let links = self.nemesis_rng.range_inclusive(1, 3);
+        for _ in 0..links {
+            let nodes = self.shuffled_nodes();
+            let (from, to) = (nodes[0], nodes[1]);
+            let extra = self.nemesis_rng.range_inclusive(10, 120) * 1_000;
+            self.network.slow.insert((from, to), extra);
+            self.trace_line(|| format!("nemesis: {from} -> {to} slowed by {} ms", extra / 1000));
         }
     }
 
@@ -273,6 +292,27 @@ impl<P: Protocol> World<P> {
                 stage,
             },
         );
+    }
+
+    /// An operator moves the leadership to another member (etcd's MoveLeader), while clients
+    /// keep working: under Raft the target campaigns at once, without waiting for the leader
+    /// to fall silent, so the old leader may still answer for a moment after the new one won.
+    fn move_leader(&mut self) {
+        let leader = self.likely_leader();
+        if !self.is_up(leader) || self.paused.contains_key(&leader) {
+            return;
+        }
+        let others: Vec<NodeId> = self
+            .voters
+            .iter()
+            .copied()
+            .filter(|&n| n != leader)
+            .collect();
+        let target = others[self.nemesis_rng.index(others.len())];
+        self.trace_line(|| format!("nemesis: move the leadership from {leader} to {target}"));
+        self.step(leader, |replica, out| {
+            replica.transfer_leadership(target, out)
+        });
     }
 
     pub(crate) fn on_race(&mut self, leader: NodeId, buddy: NodeId, stage: RaceStage) {

@@ -1,6 +1,6 @@
 //! The simulated network: latency, loss, duplication, reordering and partitions.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use synod_core::{NodeId, Rng};
 
@@ -12,6 +12,9 @@ use crate::SimTime;
 pub struct Network {
     /// Directed links that deliver nothing (partitions).
     pub blocked: BTreeSet<(NodeId, NodeId)>,
+    /// Slow directed links (a congested path, a retransmitting TCP connection): what they
+    /// carry takes this much longer, every message alike, so they still deliver in order.
+    pub slow: BTreeMap<(NodeId, NodeId), SimTime>,
     /// Chance that a message is lost.
     pub drop_rate: f64,
     /// Chance that a message arrives twice.
@@ -29,6 +32,7 @@ impl Network {
     pub fn new(rng: &mut Rng, faults: FaultSet) -> Network {
         Network {
             blocked: BTreeSet::new(),
+            slow: BTreeMap::new(),
             drop_rate: if faults.drop { rng.unit() * 0.10 } else { 0.0 },
             duplicate_rate: if faults.duplicate {
                 rng.unit() * 0.05
@@ -44,6 +48,7 @@ impl Network {
     /// A healthy network: usual latency, nothing lost, duplicated or cut.
     pub fn heal(&mut self) {
         self.blocked.clear();
+        self.slow.clear();
         self.drop_rate = 0.0;
         self.duplicate_rate = 0.0;
         self.spike_rate = 0.0;
@@ -57,13 +62,23 @@ impl Network {
     /// The delays after which copies of one message arrive: none if it is lost, two if it
     /// is duplicated.
     pub fn deliveries(&self, rng: &mut Rng) -> Deliveries {
+        self.deliveries_slowed(0, rng)
+    }
+
+    /// As [`Network::deliveries`], on the link from `from` to `to`, which may be slow.
+    pub fn deliveries_on(&self, from: NodeId, to: NodeId, rng: &mut Rng) -> Deliveries {
+        let slow = self.slow.get(&(from, to)).copied().unwrap_or(0);
+        self.deliveries_slowed(slow, rng)
+    }
+
+    fn deliveries_slowed(&self, slow: SimTime, rng: &mut Rng) -> Deliveries {
         if rng.chance(self.drop_rate) {
             return Deliveries::default();
         }
         let mut out = Deliveries::default();
-        out.push(self.latency(rng));
+        out.push(slow + self.latency(rng));
         if rng.chance(self.duplicate_rate) {
-            out.push(self.latency(rng));
+            out.push(slow + self.latency(rng));
         }
         out
     }

@@ -78,6 +78,8 @@ pub(crate) enum Event<M> {
         from: NodeId,
         id: RequestId,
         reply: Reply,
+        /// When the node answered: what happens to the answer after that is the network's.
+        sent_at: SimTime,
     },
     ClientNext {
         client: u64,
@@ -296,7 +298,8 @@ impl<P: Protocol> World<P> {
                 from,
                 id,
                 reply,
-            } => self.on_reply(client, from, id, reply),
+                sent_at,
+            } => self.on_reply(client, from, id, reply, sent_at),
             Event::ClientNext { client } => self.start_next_op(client),
             Event::ClientSend { client, seq } => self.send_attempt(client, seq),
             Event::ClientTimeout {
@@ -443,7 +446,7 @@ impl<P: Protocol> World<P> {
                 self.fail(ViolationKind::Safety, e);
             }
         }
-        let deliveries = self.network.deliveries(&mut self.net_rng);
+        let deliveries = self.network.deliveries_on(from, to, &mut self.net_rng);
         let mut delays = deliveries.iter();
         // The replica's own messages (forwarded writes, read indexes and their answers) ride
         // the server's TCP link, which never delivers twice: a refusal of a duplicate would
@@ -481,6 +484,7 @@ impl<P: Protocol> World<P> {
             Reply::Ttl(ttl) => format!("{from} -> c{client} answers {id}: TTL {ttl}"),
         });
         let deliveries = self.network.deliveries(&mut self.net_rng);
+        let sent_at = self.now;
         for delay in deliveries.iter() {
             let reply = reply.clone();
             self.schedule(
@@ -490,6 +494,7 @@ impl<P: Protocol> World<P> {
                     from,
                     id,
                     reply,
+                    sent_at,
                 },
             );
         }

@@ -294,9 +294,10 @@ fn the_sweep_catches_a_leader_that_leads_on_after_learning_a_higher_decision() {
 
 /// Sweeps every protocol with one lease rule broken, until the lease checker objects.
 fn lease_bug_caught(name: &str, bugs: LeaseBugs, seeds: std::ops::RangeInclusive<u64>) {
-    // Pauses and partitions of the leader (or lease keeper) while many clients hold leases.
+    // Pauses, partitions and moves of the leader (or lease keeper) while many clients hold
+    // leases.
     let mut template = RunConfig::new(0, 3);
-    template.faults = FaultSet::parse("pause,partition,skew,delay").unwrap();
+    template.faults = FaultSet::parse("pause,partition,skew,delay,leader-race").unwrap();
     template.clients = 10;
     template.nemesis_interval_ticks = (20, 150);
     template.lease_bugs = bugs;
