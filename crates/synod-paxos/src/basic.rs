@@ -537,7 +537,10 @@ impl BasicPaxos {
             }
             Message::AskOutcome(m) => self.on_ask_outcome(from, m, out),
             Message::Outcome(m) => self.on_outcome(m, out),
-            Message::Heartbeat(_) | Message::HeartbeatAck(_) | Message::Commit(_) => {}
+            Message::Heartbeat(_)
+            | Message::HeartbeatAck(_)
+            | Message::Commit(_)
+            | Message::TimeoutNow(_) => {}
         }
     }
 }

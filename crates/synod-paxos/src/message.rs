@@ -46,6 +46,9 @@ pub enum Message {
     /// clients whose writes they handed to the leader) without waiting for a heartbeat.
     /// Not answered.
     Commit(CommitNotice),
+    /// Multi-Paxos: the leader hands its leadership to the receiver (etcd's MoveLeader): it
+    /// should run phase 1 at once, as soon as it has learned every slot through `commit`.
+    TimeoutNow(TimeoutNow),
 }
 
 impl Message {
@@ -66,6 +69,7 @@ impl Message {
             Message::AskOutcome(_) => "AskOutcome",
             Message::Outcome(_) => "Outcome",
             Message::Commit(_) => "Commit",
+            Message::TimeoutNow(_) => "TimeoutNow",
         }
     }
 }
@@ -204,6 +208,16 @@ pub struct CommitNotice {
     pub commit: Slot,
 }
 
+/// A leader's hand-over to the member it names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimeoutNow {
+    /// The ballot of the leader handing over.
+    pub ballot: Ballot,
+    /// The leader's commit point when it handed over: the receiver campaigns once it has
+    /// learned this far, so its phase 1 need not catch up on what others compacted.
+    pub commit: Slot,
+}
+
 /// Answer to a heartbeat.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeartbeatAck {
@@ -281,6 +295,7 @@ impl std::fmt::Display for Message {
                 m.ballot, m.commit, m.read_round
             ),
             Message::Commit(m) => write!(f, "Commit b{} commit {}", m.ballot, m.commit),
+            Message::TimeoutNow(m) => write!(f, "TimeoutNow b{} commit {}", m.ballot, m.commit),
             Message::HeartbeatAck(m) => {
                 write!(f, "HeartbeatAck b{} round {}", m.ballot, m.read_round)
             }

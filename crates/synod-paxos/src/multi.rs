@@ -63,6 +63,9 @@ struct Leading {
     acked_rounds: BTreeMap<NodeId, u64>,
     reads_before_recovery: Vec<RequestId>,
     reads: VecDeque<ReadRound>,
+    /// A hand-over under way: to whom, and ticks left before this leader gives up on it and
+    /// proposes again.
+    transfer: Option<(NodeId, u64)>,
 }
 
 impl Leading {
@@ -99,6 +102,9 @@ pub struct MultiPaxos {
     leader_ballot: Ballot,
     election_elapsed: u64,
     election_timeout: u64,
+    /// A hand-over this node was offered and has not acted on yet: the ballot of the leader
+    /// that offered it, the slot it must learn through first, and the tick it lapses at.
+    takeover: Option<(Ballot, Slot, u64)>,
 }
 
 crate::core::engine_common!(MultiPaxos);
@@ -111,6 +117,7 @@ impl MultiPaxos {
             leader_ballot: Ballot::ZERO,
             election_elapsed: 0,
             election_timeout: 0,
+            takeover: None,
         };
         node.reset_election_timer();
         node
@@ -329,6 +336,7 @@ impl MultiPaxos {
             acked_rounds: BTreeMap::new(),
             reads_before_recovery: Vec::new(),
             reads: VecDeque::new(),
+            transfer: None,
         }));
         self.send_accepts(from..=last, out);
         self.start_held_reads(out);
@@ -651,6 +659,16 @@ impl MultiPaxos {
                 return self.step_down(out);
             }
         }
+        let lapsed = match &mut leading.transfer {
+            Some((_, ticks_left)) => {
+                *ticks_left = ticks_left.saturating_sub(1);
+                *ticks_left == 0
+            }
+            None => false,
+        };
+        if lapsed {
+            leading.transfer = None;
+        }
         leading.heartbeat_elapsed += 1;
         let beat = leading.heartbeat_elapsed >= heartbeat_every;
         if beat {
@@ -660,6 +678,56 @@ impl MultiPaxos {
             self.broadcast_heartbeat(out);
         }
         self.resend_accepts(retry, out);
+        if lapsed {
+            self.propose_queued(out);
+        }
+    }
+
+    /// etcd's MoveLeader: stop proposing, and tell `to` to run phase 1 as soon as it has
+    /// learned what is decided now. Its higher ballot deposes this leader, which then refuses
+    /// what it held with `to` as the hint; if no hand-over happens within an election
+    /// timeout, this leader proposes again.
+    fn transfer_leadership(&mut self, to: NodeId, out: &mut Out) {
+        let (commit, ticks) = (
+            self.core.prefix(),
+            self.core.config.election_timeout_ticks_max,
+        );
+        if to == self.core.id || !self.core.peers.contains(&to) {
+            return;
+        }
+        let State::Leader(leading) = &mut self.state else {
+            return;
+        };
+        leading.transfer = Some((to, ticks));
+        let ballot = leading.ballot;
+        self.core
+            .send(to, Message::TimeoutNow(TimeoutNow { ballot, commit }), out);
+    }
+
+    /// The leader offers this node its leadership.
+    fn on_timeout_now(&mut self, from: NodeId, offer: TimeoutNow) {
+        if offer.ballot.node != from || offer.ballot < self.leader_ballot {
+            return;
+        }
+        if matches!(self.state, State::Follower) {
+            let lapses = self.core.ticks + self.core.config.election_timeout_ticks_max;
+            self.takeover = Some((offer.ballot, offer.commit, lapses));
+        }
+    }
+
+    /// Campaigns on an offered hand-over once this node has learned through the offered
+    /// slot, unless a newer leader appeared or the offer lapsed meanwhile.
+    fn take_over(&mut self, out: &mut Out) {
+        let Some((ballot, commit, lapses)) = self.takeover else {
+            return;
+        };
+        let current = ballot == self.leader_ballot && matches!(self.state, State::Follower);
+        if !current || self.core.ticks >= lapses {
+            self.takeover = None;
+        } else if self.core.prefix() >= commit {
+            self.takeover = None;
+            self.campaign(out);
+        }
     }
 
     fn on_propose(&mut self, proposals: Vec<Proposal>, out: &mut Out) {
@@ -683,6 +751,11 @@ impl MultiPaxos {
         let State::Leader(leading) = &mut self.state else {
             return;
         };
+        if leading.transfer.is_some() {
+            // Held until the successor takes over (then refused with its name) or the
+            // hand-over lapses.
+            return;
+        }
         let first = leading.next_slot;
         while let Some(p) = leading.queued.front() {
             let bytes = p.command.len();
@@ -826,6 +899,7 @@ impl MultiPaxos {
             Message::AskDecided(m) => self.core.on_ask_decided(from, m, out),
             Message::SnapshotRequest(m) => self.core.on_snapshot_request(from, m, out),
             Message::SnapshotChunk(m) => self.on_snapshot_chunk(from, m, out),
+            Message::TimeoutNow(m) => self.on_timeout_now(from, m),
             // Basic Paxos proposers ask these; a Multi-Paxos leader re-proposes no command.
             Message::AskOutcome(_) | Message::Outcome(_) => {}
         }
@@ -847,7 +921,7 @@ impl Engine for MultiPaxos {
             Input::Read(reads) => self.on_read(reads, out),
             Input::Persisted(id) => self.core.on_persisted(id),
             Input::Snapshotted(snapshot) => self.core.on_snapshotted(snapshot),
-            Input::TransferLeadership { .. } => {}
+            Input::TransferLeadership { to } => self.transfer_leadership(to, out),
         }
         self.core.flush(out);
         // This node's acceptor answers its own proposer once the answer is durable.
@@ -857,6 +931,7 @@ impl Engine for MultiPaxos {
             self.core.flush(out);
         }
         self.core.apply_decided(out);
+        self.take_over(out);
         self.start_held_reads(out);
         self.confirm_reads(out);
         self.announce_commit(out);

@@ -103,6 +103,11 @@ impl Wire for Message {
                 encode_ballot(enc, m.ballot);
                 enc.u64(m.commit);
             }
+            Message::TimeoutNow(m) => {
+                enc.u8(14);
+                encode_ballot(enc, m.ballot);
+                enc.u64(m.commit);
+            }
             Message::Outcome(m) => {
                 enc.u8(12).u64(m.slot);
                 match m.decided {
@@ -115,7 +120,7 @@ impl Wire for Message {
     }
 
     fn decode(dec: &mut Decoder<'_>) -> Result<Message, DecodeError> {
-        Ok(match dec.tag("paxos message", 14)? {
+        Ok(match dec.tag("paxos message", 15)? {
             0 => Message::Prepare(Prepare {
                 ballot: decode_ballot(dec)?,
                 slot: dec.u64("slot")?,
@@ -196,7 +201,11 @@ impl Wire for Message {
                     _ => SlotOutcome::Unknown,
                 },
             }),
-            _ => Message::Commit(CommitNotice {
+            13 => Message::Commit(CommitNotice {
+                ballot: decode_ballot(dec)?,
+                commit: dec.u64("commit")?,
+            }),
+            _ => Message::TimeoutNow(TimeoutNow {
                 ballot: decode_ballot(dec)?,
                 commit: dec.u64("commit")?,
             }),
@@ -304,6 +313,10 @@ mod tests {
                 decided: SlotOutcome::Unknown,
             }),
             Message::Commit(CommitNotice {
+                ballot: b,
+                commit: 8,
+            }),
+            Message::TimeoutNow(TimeoutNow {
                 ballot: b,
                 commit: 8,
             }),

@@ -147,6 +147,49 @@ async fn etcdctl_works_against_synod_on(protocol: &str) {
     // the leader's clocks, or under Basic Paxos on those of the keeper the log chose.
     check_leases(&all, &follower);
     check_members_and_status(&cluster, &all, leader.is_some());
+    check_move_leader(&cluster, &all, leader);
+}
+
+/// etcdctl move-leader hands the leadership to a member it names, and the cluster goes on
+/// serving; under Basic Paxos, with nobody leading, it is refused with a clear error.
+fn check_move_leader(cluster: &Cluster, all: &str, leader: Option<u64>) {
+    let target = cluster
+        .members
+        .iter()
+        .find(|m| Some(m.id) != leader)
+        .expect("a member that does not lead")
+        .id;
+    let target_hex = format!("{target:x}");
+    let Some(leader) = leader else {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={all}"))
+            .args(["move-leader", &target_hex])
+            .output()
+            .expect("etcdctl move-leader");
+        assert!(!out.status.success());
+        // etcdctl finds no endpoint that says it leads, and stops there; a client that calls
+        // MoveLeader anyway hears that Basic Paxos has no leader to move.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("no leader"), "{stderr}");
+        return;
+    };
+    let out = etcdctl(all, &["move-leader", &target_hex], None);
+    assert!(
+        out.contains(&format!(
+            "Leadership transferred from {leader:x} to {target_hex}"
+        )),
+        "{out}"
+    );
+    let status = etcdctl(all, &["endpoint", "status"], None);
+    let leading: Vec<&str> = status
+        .lines()
+        .filter(|l| l.contains(", true, false,"))
+        .collect();
+    assert_eq!(leading.len(), 1, "{status}");
+    let id = leading[0].split(", ").nth(1);
+    assert_eq!(id, Some(target_hex.as_str()), "{status}");
+    assert_eq!(etcdctl(all, &["put", "app/moved", "1"], None), "OK\n");
 }
 
 fn check_leases(all: &str, follower: &str) {

@@ -684,3 +684,108 @@ fn a_leader_that_steps_down_refuses_the_writes_it_queued() {
         "the queued ones, which never got a slot"
     );
 }
+
+/// The follower other than `not`, lowest id first.
+fn other_than(c: &C, not: &[u64]) -> u64 {
+    (1..=c.nodes.len() as u64)
+        .find(|n| !not.contains(n))
+        .expect("enough nodes")
+}
+
+#[test]
+fn a_leader_hands_over_to_the_member_it_names_and_refuses_what_it_held_with_its_name() {
+    let mut c = C::new(3, |_| {});
+    let leader = elect(&mut c);
+    c.tick_all(3);
+    c.propose(leader, vec![proposal(1, 1)]);
+    let target = other_than(&c, &[leader]);
+    c.step(
+        NodeId(leader),
+        Input::TransferLeadership { to: NodeId(target) },
+    );
+    // Held, not proposed: the hand-over is under way.
+    c.step(NodeId(leader), Input::Propose(vec![proposal(1, 2)]));
+    assert_eq!(c.count_sent(|m| matches!(m, Message::TimeoutNow(_))), 1);
+    c.deliver_all();
+    assert_eq!(c.node(target).status().role, Role::Leader);
+    let old = c.node(leader).status();
+    assert_eq!(
+        (old.role, old.leader),
+        (Role::Follower, Some(NodeId(target)))
+    );
+    assert!(
+        c.rejected.contains(&(NodeId(leader), RequestId::new(1, 2))),
+        "the held write is refused, so its client asks the new leader"
+    );
+    assert_eq!(
+        c.commands(target),
+        c.commands(leader),
+        "nothing decided is lost"
+    );
+    assert!(c.safety_violation.is_none());
+}
+
+#[test]
+fn a_lagging_target_campaigns_only_once_it_has_learned_what_was_decided_at_the_hand_over() {
+    let mut c = C::new(3, |_| {});
+    let leader = elect(&mut c);
+    c.tick_all(3);
+    let target = other_than(&c, &[leader]);
+    // The target hears nothing for a while: the others decide without it.
+    c.drop_if = Some(Box::new(move |from, to, _| {
+        from == NodeId(target) || to == NodeId(target)
+    }));
+    c.propose(leader, (1..=5).map(|s| proposal(1, s)).collect());
+    c.drop_if = None;
+    // The offer arrives before anything else reaches it.
+    c.step(
+        NodeId(leader),
+        Input::TransferLeadership { to: NodeId(target) },
+    );
+    let offer = c
+        .queue
+        .iter()
+        .position(|(_, to, m)| *to == NodeId(target) && matches!(m, Message::TimeoutNow(_)))
+        .expect("an offer to the target");
+    let (from, to, message) = c.queue.remove(offer).unwrap();
+    c.step(to, Input::Receive { from, message });
+    assert!(
+        c.count_sent(|m| matches!(m, Message::Prepare(p) if p.ballot.node == NodeId(target))) == 0,
+        "it has not learned slots 1-5 yet"
+    );
+    // It learns them from the leader's heartbeats (about a dozen ticks), within the
+    // offer's election timeout.
+    for _ in 0..30 {
+        c.tick_all(1);
+        if c.node(target).leading().is_some() {
+            break;
+        }
+    }
+    assert_eq!(c.node(target).status().role, Role::Leader);
+    assert_eq!(c.commands(target).len(), 5);
+    assert!(c.safety_violation.is_none());
+}
+
+#[test]
+fn a_hand_over_that_does_not_happen_lapses_and_the_leader_proposes_again() {
+    let mut c = C::new(3, |_| {});
+    let leader = elect(&mut c);
+    c.tick_all(3);
+    let target = other_than(&c, &[leader]);
+    c.drop_if = Some(Box::new(|_, _, m| matches!(m, Message::TimeoutNow(_))));
+    c.step(
+        NodeId(leader),
+        Input::TransferLeadership { to: NodeId(target) },
+    );
+    c.step(NodeId(leader), Input::Propose(vec![proposal(1, 1)]));
+    c.deliver_all();
+    assert!(c.commands(leader).is_empty(), "held during the hand-over");
+    let timeout = crate::Config::new(NodeId(1), ids(3)).election_timeout_ticks_max;
+    c.tick_all(timeout + 1);
+    assert_eq!(c.node(leader).status().role, Role::Leader);
+    assert_eq!(
+        c.commands(leader).len(),
+        1,
+        "proposed once the hand-over lapsed"
+    );
+}
