@@ -138,6 +138,7 @@ impl BasicPaxos {
             ballot,
             slot,
             scope: Scope::One,
+            handover: false,
         };
         self.core.broadcast(Message::Prepare(prepare), out);
     }
@@ -481,6 +482,7 @@ impl BasicPaxos {
                 ballot: instance.ballot,
                 slot,
                 scope: Scope::One,
+                handover: false,
             }),
             Phase::Accepting(value, _) => Message::Accept(Accept {
                 ballot: instance.ballot,

@@ -92,6 +92,9 @@ pub struct Prepare {
     pub slot: Slot,
     /// One slot, or all from it on.
     pub scope: Scope,
+    /// Multi-Paxos: the candidate runs because the leader handed it the leadership, so
+    /// members still following that leader promise it all the same.
+    pub handover: bool,
 }
 
 /// Phase 1b.

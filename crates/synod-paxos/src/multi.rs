@@ -105,6 +105,12 @@ pub struct MultiPaxos {
     /// A hand-over this node was offered and has not acted on yet: the ballot of the leader
     /// that offered it, the slot it must learn through first, and the tick it lapses at.
     takeover: Option<(Ballot, Slot, u64)>,
+    /// The tick this node last heard the leader it follows (a heartbeat, an Accept or a
+    /// commit notice of its ballot).
+    leader_heard: Option<u64>,
+    /// The ballot of that leader: a follower reports a leader only once it heard it lead,
+    /// not when it merely promised its candidacy.
+    heard_ballot: Ballot,
 }
 
 crate::core::engine_common!(MultiPaxos);
@@ -118,6 +124,8 @@ impl MultiPaxos {
             election_elapsed: 0,
             election_timeout: 0,
             takeover: None,
+            leader_heard: None,
+            heard_ballot: Ballot::ZERO,
         };
         node.reset_election_timer();
         node
@@ -178,8 +186,9 @@ impl MultiPaxos {
         }
     }
 
-    /// Phase 1a for the whole future: every slot from the first undecided one.
-    fn campaign(&mut self, out: &mut Out) {
+    /// Phase 1a for the whole future: every slot from the first undecided one. `handover`:
+    /// the leader asked this node to take over.
+    fn campaign(&mut self, handover: bool, out: &mut Out) {
         let ballot = self.core.next_ballot();
         let from = self.core.prefix() + 1;
         self.state = State::Candidate {
@@ -192,11 +201,42 @@ impl MultiPaxos {
             ballot,
             slot: from,
             scope: Scope::Onward,
+            handover,
         };
         self.core.broadcast(Message::Prepare(prepare), out);
     }
 
+    /// Whether this node leads, or heard the leader it follows within the shortest election
+    /// timeout. It then promises no other candidate (the Paxos form of Raft's pre-vote and
+    /// check-quorum): a member that only lost touch with a leader the rest still follow
+    /// cannot depose it. Refusing a promise is always safe; a leader cut off from a majority
+    /// stops leading at its next quorum check, and then its followers stop hearing it.
+    fn follows_a_live_leader(&self) -> bool {
+        match self.state {
+            State::Leader(_) => true,
+            _ => self.leader_heard.is_some_and(|heard| {
+                self.core.ticks - heard < self.core.config.election_timeout_ticks_min
+            }),
+        }
+    }
+
+    /// The leader of `ballot` was heard from.
+    fn heard_leader(&mut self, ballot: Ballot) {
+        if ballot == self.leader_ballot {
+            self.leader_heard = Some(self.core.ticks);
+            self.heard_ballot = ballot;
+        }
+    }
+
     fn on_prepare(&mut self, from: NodeId, prepare: Prepare, out: &mut Out) {
+        let sticky = from != self.core.id
+            && from != self.leader_ballot.node
+            && !prepare.handover
+            && self.follows_a_live_leader();
+        if sticky {
+            // No answer: the candidate times out, and tries again once the leader is gone.
+            return;
+        }
         let reply = match self
             .core
             .acceptor
@@ -467,6 +507,7 @@ impl MultiPaxos {
                 self.core.acceptor_changed();
                 if from != self.core.id {
                     self.follow(accept.ballot, out);
+                    self.heard_leader(accept.ballot);
                     self.learn_committed(accept.ballot, accept.commit);
                 }
                 Message::Accepted(Accepted {
@@ -558,6 +599,7 @@ impl MultiPaxos {
             return self.core.send(from, Message::Nack(nack), out);
         }
         self.follow(heartbeat.ballot, out);
+        self.heard_leader(heartbeat.ballot);
         self.learn_committed(heartbeat.ballot, heartbeat.commit);
         let ack = HeartbeatAck {
             ballot: heartbeat.ballot,
@@ -592,6 +634,7 @@ impl MultiPaxos {
             return;
         }
         self.follow(notice.ballot, out);
+        self.heard_leader(notice.ballot);
         self.learn_committed(notice.ballot, notice.commit);
     }
 
@@ -630,7 +673,7 @@ impl MultiPaxos {
         if !matches!(self.state, State::Leader(_)) {
             self.election_elapsed += 1;
             if self.election_elapsed >= self.election_timeout {
-                self.campaign(out);
+                self.campaign(false, out);
             }
             return;
         }
@@ -705,10 +748,12 @@ impl MultiPaxos {
     }
 
     /// The leader offers this node its leadership.
-    fn on_timeout_now(&mut self, from: NodeId, offer: TimeoutNow) {
+    fn on_timeout_now(&mut self, from: NodeId, offer: TimeoutNow, out: &mut Out) {
         if offer.ballot.node != from || offer.ballot < self.leader_ballot {
             return;
         }
+        // The offer may overtake the new leader's first heartbeat: it names its leader too.
+        self.follow(offer.ballot, out);
         if matches!(self.state, State::Follower) {
             let lapses = self.core.ticks + self.core.config.election_timeout_ticks_max;
             self.takeover = Some((offer.ballot, offer.commit, lapses));
@@ -726,7 +771,7 @@ impl MultiPaxos {
             self.takeover = None;
         } else if self.core.prefix() >= commit {
             self.takeover = None;
-            self.campaign(out);
+            self.campaign(true, out);
         }
     }
 
@@ -899,7 +944,7 @@ impl MultiPaxos {
             Message::AskDecided(m) => self.core.on_ask_decided(from, m, out),
             Message::SnapshotRequest(m) => self.core.on_snapshot_request(from, m, out),
             Message::SnapshotChunk(m) => self.on_snapshot_chunk(from, m, out),
-            Message::TimeoutNow(m) => self.on_timeout_now(from, m),
+            Message::TimeoutNow(m) => self.on_timeout_now(from, m, out),
             // Basic Paxos proposers ask these; a Multi-Paxos leader re-proposes no command.
             Message::AskOutcome(_) | Message::Outcome(_) => {}
         }
@@ -942,7 +987,11 @@ impl Engine for MultiPaxos {
         let (role, leader) = match &self.state {
             State::Leader(_) => (Role::Leader, Some(self.core.id)),
             State::Candidate { .. } => (Role::Candidate, None),
-            State::Follower => (Role::Follower, self.leader_hint()),
+            State::Follower => {
+                let heard =
+                    self.heard_ballot == self.leader_ballot && self.heard_ballot != Ballot::ZERO;
+                (Role::Follower, heard.then_some(self.heard_ballot.node))
+            }
         };
         let era = match &self.state {
             State::Leader(l) => l.ballot.era(),

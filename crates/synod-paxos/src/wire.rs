@@ -36,6 +36,7 @@ impl Wire for Message {
                 encode_ballot(enc, m.ballot);
                 enc.u64(m.slot);
                 encode_scope(enc, m.scope);
+                enc.bool(m.handover);
             }
             Message::Promise(m) => {
                 enc.u8(1);
@@ -125,6 +126,7 @@ impl Wire for Message {
                 ballot: decode_ballot(dec)?,
                 slot: dec.u64("slot")?,
                 scope: decode_scope(dec)?,
+                handover: dec.bool("handover")?,
             }),
             1 => {
                 let (ballot, slot, scope) =
@@ -240,11 +242,13 @@ mod tests {
                 ballot: b,
                 slot: 9,
                 scope: Scope::One,
+                handover: false,
             }),
             Message::Prepare(Prepare {
                 ballot: b,
                 slot: 9,
                 scope: Scope::Onward,
+                handover: true,
             }),
             Message::Promise(Promise {
                 ballot: b,

@@ -42,6 +42,7 @@ fn prepare(ballot: Ballot, slot: u64) -> Message {
         ballot,
         slot,
         scope: Scope::One,
+        handover: false,
     })
 }
 

@@ -320,8 +320,20 @@ fn leader_learns_a_higher_ballots_decision(lead_on: bool) -> (Option<String>, bo
     assert_eq!(c.node(1).decided_through(), 0, "n1 has a gap at slot 1");
     // n3 wins phase 1 over n3-n5 and decides slot 1 (a no-op: no promise reported w).
     let crosses = move |from: NodeId, to: NodeId| (from.0 <= 2) != (to.0 <= 2);
+    // n4 and n5 stop hearing n1 for an election timeout (what they say meanwhile is lost),
+    // so they no longer hold to it.
+    c.drop_if = Some(Box::new(move |from, to, _| {
+        crosses(from, to) || from.0 >= 4
+    }));
+    tick_node(&mut c, 4, 40);
+    tick_node(&mut c, 5, 40);
     c.drop_if = Some(Box::new(move |from, to, _| crosses(from, to)));
-    tick_node(&mut c, 3, 40);
+    for _ in 0..120 {
+        tick_node(&mut c, 3, 1);
+        if c.node(3).leading().is_some() {
+            break;
+        }
+    }
     assert!(
         c.node(3).leading().is_some(),
         "n3 leads with a higher ballot"
@@ -787,5 +799,60 @@ fn a_hand_over_that_does_not_happen_lapses_and_the_leader_proposes_again() {
         c.commands(leader).len(),
         1,
         "proposed once the hand-over lapsed"
+    );
+}
+
+#[test]
+fn a_member_that_lost_touch_with_a_leader_the_rest_still_follow_cannot_depose_it() {
+    let mut c = C::new(3, |_| {});
+    let leader = elect(&mut c);
+    c.tick_all(3);
+    let ballot = c.node(leader).leading();
+    let lost = other_than(&c, &[leader]);
+    // The leader's messages no longer reach `lost`; everything else flows.
+    c.drop_if = Some(Box::new(move |from, to, _| {
+        from == NodeId(leader) && to == NodeId(lost)
+    }));
+    c.sent.clear();
+    c.tick_all(200);
+    assert!(
+        c.count_sent(|m| matches!(m, Message::Prepare(p) if p.ballot.node == NodeId(lost))) > 0,
+        "it campaigned"
+    );
+    assert_eq!(c.node(leader).leading(), ballot, "and the leader leads on");
+    c.propose(leader, vec![proposal(1, 1)]);
+    assert_eq!(c.commands(leader).len(), 1);
+    // Once the leader is gone, the others stop holding to it and elect another.
+    c.drop_if = None;
+    c.crash(leader);
+    let next = elect(&mut c);
+    assert_ne!(next, leader);
+    assert!(c.safety_violation.is_none());
+}
+
+#[test]
+fn an_offer_from_a_leader_not_heard_of_yet_is_taken_up() {
+    let mut c = C::new(3, |_| {});
+    let leader = elect(&mut c);
+    c.tick_all(3);
+    let newer = other_than(&c, &[leader]);
+    let target = other_than(&c, &[leader, newer]);
+    // A leader elected since, whose offer overtakes its first heartbeat to the target.
+    let ballot = crate::Ballot {
+        round: c.node(leader).leading().unwrap().round + 1,
+        node: NodeId(newer),
+    };
+    c.sent.clear();
+    c.step(
+        NodeId(target),
+        Input::Receive {
+            from: NodeId(newer),
+            message: Message::TimeoutNow(crate::TimeoutNow { ballot, commit: 0 }),
+        },
+    );
+    assert_eq!(
+        c.count_sent(|m| matches!(m, Message::Prepare(p) if p.handover && p.ballot > ballot)),
+        2,
+        "it campaigns at once, as a hand-over"
     );
 }
