@@ -450,10 +450,12 @@ impl Raft {
             Message::AppendEntries(m) => {
                 Message::AppendEntriesResponse(crate::message::AppendEntriesResponse {
                     term: self.term,
+                    // No hint to probe from the log's start: a leader of this term that
+                    // happens to probe at the same index takes this for its own answer.
                     outcome: crate::message::AppendOutcome::Rejected {
                         prev_log_index: m.prev_log_index,
                         conflict_term: None,
-                        conflict_index: 0,
+                        conflict_index: self.log.last_index() + 1,
                     },
                 })
             }

@@ -39,6 +39,9 @@ pub(crate) struct LeaseCheck {
     promised: BTreeMap<i64, Promise>,
     /// When each lease's grant committed.
     granted_at: BTreeMap<i64, SimTime>,
+    /// Leases expired since their last grant: when the expiry committed, and which node
+    /// decided it. An answer still in flight then may reach its holder afterwards.
+    expired: BTreeMap<i64, (SimTime, NodeId)>,
     /// The lease epoch, as the committed log has it so far (the stores apply in batches, so
     /// a store read after a batch may already hold a later epoch).
     epoch: u64,
@@ -65,6 +68,11 @@ impl<P: Protocol> World<P> {
             from,
             ttl_us: ttl.max(0) as SimTime * 1_000_000,
         };
+        // The lease may already be gone: its expiry committed while this answer was on its
+        // way (or after the answer was sent, too early).
+        if let Some(&(at, decider)) = self.leases.expired.get(&lease) {
+            self.check_promise(lease, promise, at, decider, "an expiry committed earlier");
+        }
         let last = self.leases.promised.entry(lease).or_insert(promise);
         if promise.until() > last.until() {
             *last = promise;
@@ -77,6 +85,7 @@ impl<P: Protocol> World<P> {
         let lease = match Request::decode(&proposal.command) {
             Ok(Request::LeaseGrant(grant)) => {
                 self.leases.granted_at.insert(grant.id, self.now);
+                self.leases.expired.remove(&grant.id);
                 return;
             }
             Ok(Request::LeaseEpoch(epoch)) => {
@@ -111,20 +120,36 @@ impl<P: Protocol> World<P> {
         self.stats.leases_expired += 1;
         let now = self.now;
         self.trace_line(|| format!("lease {lease} expires at index {index}"));
-        let Some(&promise) = self.leases.promised.get(&lease) else {
-            return;
-        };
         // The replica's own commands carry its node id in their client id.
         let decider = NodeId((proposal.id.client.0 & !ClientId::UNTRACKED_FROM) >> 32);
+        self.leases.expired.insert(lease, (now, decider));
+        if let Some(&promise) = self.leases.promised.get(&lease) {
+            let when = format!("expiry at index {index}");
+            self.check_promise(lease, promise, now, decider, &when);
+        }
+    }
+
+    /// An expiry that `decider` decided and that committed at `at` must come after, by the
+    /// decider's clock, the TTL of `promise` has run out since its answer was sent.
+    fn check_promise(
+        &mut self,
+        lease: i64,
+        promise: Promise,
+        at: SimTime,
+        decider: NodeId,
+        what: &str,
+    ) {
         let Some(node) = self.nodes.iter().find(|n| n.id == decider) else {
             let detail = format!("lease {lease} expired by {decider}, not a member");
             return self.fail(ViolationKind::Safety, detail);
         };
-        let elapsed = node.clock_us(now) - node.clock_us(promise.from);
+        let elapsed = node
+            .clock_us(at)
+            .saturating_sub(node.clock_us(promise.from));
         if elapsed < promise.ttl_us {
             let detail = format!(
-                "lease promise: lease {lease} was revoked by expiry at index {index}, {} ms \
-                 (by {decider}'s clock) before the TTL its holder was last given ran out",
+                "lease promise: lease {lease} was revoked by {what}, {} ms (by {decider}'s \
+                 clock) before the TTL its holder was last given ran out",
                 (promise.ttl_us - elapsed) / 1000
             );
             self.fail(ViolationKind::Safety, detail);

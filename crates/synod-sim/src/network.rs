@@ -13,7 +13,7 @@ pub struct Network {
     /// Directed links that deliver nothing (partitions).
     pub blocked: BTreeSet<(NodeId, NodeId)>,
     /// Slow directed links (a congested path, a retransmitting TCP connection): what they
-    /// carry takes this much longer, every message alike, so they still deliver in order.
+    /// carry takes this much longer, every message alike, on top of the usual latency.
     pub slow: BTreeMap<(NodeId, NodeId), SimTime>,
     /// Chance that a message is lost.
     pub drop_rate: f64,
