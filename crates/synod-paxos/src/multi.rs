@@ -741,7 +741,13 @@ impl MultiPaxos {
         let State::Leader(leading) = &mut self.state else {
             return;
         };
-        leading.transfer = Some((to, ticks));
+        // Asked again for the same target (a retrying client): the offer goes again, but the
+        // countdown goes on, so writes are not held past one election timeout.
+        let ticks_left = match leading.transfer {
+            Some((target, left)) if target == to => left,
+            _ => ticks,
+        };
+        leading.transfer = Some((to, ticks_left));
         let ballot = leading.ballot;
         self.core
             .send(to, Message::TimeoutNow(TimeoutNow { ballot, commit }), out);

@@ -10,9 +10,12 @@
 //!
 //! Claiming is only about liveness. The keeper tells the other members it is alive; a member
 //! that has not heard from it for a while claims the clocks itself. Two claims that race are
-//! both decided, and the higher era wins; a keeper cut off from the rest goes on sending, but
-//! its read rounds cannot reach a quorum, and once the newer epoch applies there its
-//! expiries are void.
+//! both decided, and the higher era wins. Members answer the keeper's pings; a keeper that
+//! stops hearing those answers from a quorum stops pinging, so a keeper whose messages still
+//! go out but whose answers do not come back (a one-way cut) is replaced. Its read rounds
+//! cannot reach a quorum meanwhile, and once the newer epoch applies its expiries are void.
+
+use std::collections::BTreeMap;
 
 use synod_core::NodeId;
 
@@ -49,6 +52,12 @@ pub(crate) struct KeeperWatch {
     /// The same, while no keeper was ever chosen (a new cluster): sooner, as there is no
     /// keeper whose pings could be late.
     first_claim_after: u64,
+    /// While this node keeps the clocks: the era, the tick it first pinged in it, and per
+    /// member the tick that member last said it heard the pings.
+    keeping: Option<(u64, u64)>,
+    heard_by: BTreeMap<NodeId, u64>,
+    /// A keeper pings on while some quorum said it heard it within this many ticks.
+    heard_within: u64,
 }
 
 impl KeeperWatch {
@@ -59,7 +68,37 @@ impl KeeperWatch {
             alive_every: (election_ticks / 4).max(1),
             claim_after: 2 * election_ticks + (me.0 % 4) * election_ticks / 2,
             first_claim_after: election_ticks / 2 + (me.0 % 4) * election_ticks / 4,
+            keeping: None,
+            heard_by: BTreeMap::new(),
+            heard_within: 2 * election_ticks,
         }
+    }
+
+    /// `member` said at `tick` that it heard this node keep the clocks in `era`.
+    pub(crate) fn heard_by(&mut self, member: NodeId, era: u64, tick: u64) {
+        if self.keeping.is_some_and(|(kept, _)| kept == era) {
+            self.heard_by.insert(member, tick);
+        }
+    }
+
+    /// Whether this node, keeping the clocks in `era`, should go on pinging at `tick`: a
+    /// quorum of `quorum` (itself included) heard it lately, or it began keeping them only a
+    /// moment ago.
+    pub(crate) fn heard_by_quorum(&mut self, era: u64, tick: u64, quorum: usize) -> bool {
+        if self.keeping.is_none_or(|(kept, _)| kept != era) {
+            self.keeping = Some((era, tick));
+            self.heard_by.clear();
+        }
+        let since = self.keeping.map_or(tick, |(_, since)| since);
+        if tick.saturating_sub(since) < self.heard_within {
+            return true;
+        }
+        let recent = self
+            .heard_by
+            .values()
+            .filter(|&&at| tick.saturating_sub(at) < self.heard_within)
+            .count();
+        recent + 1 >= quorum
     }
 
     /// The keeper was heard from (or this node is the keeper) at `tick`.
@@ -121,5 +160,34 @@ mod tests {
         assert!(!fresh.claim_due(6, false));
         assert!(fresh.claim_due(7, false));
         assert!(watch.alive_due(20) && !watch.alive_due(21));
+    }
+
+    #[test]
+    fn a_keeper_that_no_quorum_hears_falls_silent_after_a_grace() {
+        // Five members: a quorum is three, the keeper and two more.
+        let mut watch = KeeperWatch::new(NodeId(1), 10);
+        assert!(
+            watch.heard_by_quorum(7, 100, 3),
+            "a new keeper pings at once"
+        );
+        assert!(watch.heard_by_quorum(7, 119, 3));
+        watch.heard_by(NodeId(2), 7, 110);
+        assert!(
+            !watch.heard_by_quorum(7, 120, 3),
+            "one member alone is no quorum"
+        );
+        watch.heard_by(NodeId(3), 7, 115);
+        assert!(watch.heard_by_quorum(7, 120, 3));
+        assert!(
+            !watch.heard_by_quorum(7, 130, 3),
+            "member 2 said nothing for 20 ticks"
+        );
+        watch.heard_by(NodeId(4), 6, 129);
+        assert!(
+            !watch.heard_by_quorum(7, 130, 3),
+            "answers about another era do not count"
+        );
+        // A new era starts a new grace.
+        assert!(watch.heard_by_quorum(8, 131, 3));
     }
 }

@@ -40,6 +40,12 @@ pub enum PeerMessage<M> {
         /// The lease epoch it keeps.
         era: u64,
     },
+    /// Without a leader: a member heard the keeper of this era. A keeper that stops hearing
+    /// this from a quorum falls silent, so that others claim the clocks.
+    KeeperHeard {
+        /// The lease epoch the keeper said it keeps.
+        era: u64,
+    },
 }
 
 fn encode_id(enc: &mut Encoder, id: &RequestId) {
@@ -92,11 +98,14 @@ impl<M: Wire> Wire for PeerMessage<M> {
             PeerMessage::KeeperAlive { era } => {
                 enc.u8(5).u64(*era);
             }
+            PeerMessage::KeeperHeard { era } => {
+                enc.u8(6).u64(*era);
+            }
         }
     }
 
     fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        Ok(match dec.tag("peer message", 6)? {
+        Ok(match dec.tag("peer message", 7)? {
             0 => PeerMessage::Engine(M::decode(dec)?),
             1 => {
                 let count = dec.count("proposals")?;
@@ -123,7 +132,10 @@ impl<M: Wire> Wire for PeerMessage<M> {
                     ids: decode_ids(dec)?,
                 }
             }
-            _ => PeerMessage::KeeperAlive {
+            5 => PeerMessage::KeeperAlive {
+                era: dec.u64("era")?,
+            },
+            _ => PeerMessage::KeeperHeard {
                 era: dec.u64("era")?,
             },
         })
@@ -169,6 +181,7 @@ mod tests {
                 leader: None,
             },
             PeerMessage::KeeperAlive { era: 7 << 32 | 2 },
+            PeerMessage::KeeperHeard { era: 7 << 32 | 2 },
         ];
         for message in messages {
             let bytes = message.to_bytes();

@@ -536,6 +536,13 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                 // A keeper older than the epoch applied here is no keeper any more.
                 if era >= self.store.read().lease_epoch() {
                     self.keeper_watch.heard(self.ticks);
+                    let message = PeerMessage::KeeperHeard { era };
+                    out.push(Output::Send { to: from, message });
+                }
+            }
+            PeerMessage::KeeperHeard { era } => {
+                if self.claims.contains(&era) {
+                    self.keeper_watch.heard_by(from, era, self.ticks);
                 }
             }
         }
@@ -915,7 +922,12 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         self.claims.retain(|&era| era >= epoch);
         if self.claims.contains(&epoch) {
             self.keeper_watch.heard(self.ticks);
-            if self.keeper_watch.alive_due(self.ticks) {
+            let members = self.options.peers.len() + 1;
+            let quorum = members / 2 + 1;
+            // A keeper that no quorum hears (a one-way cut, a link that only sends) falls
+            // silent, so that members that can reach each other choose another.
+            let heard = self.keeper_watch.heard_by_quorum(epoch, self.ticks, quorum);
+            if heard && self.keeper_watch.alive_due(self.ticks) {
                 for &to in &self.options.peers {
                     let message = PeerMessage::KeeperAlive { era: epoch };
                     out.push(Output::Send { to, message });

@@ -422,5 +422,6 @@ pub(crate) fn describe<P: Protocol>(message: &PeerMessage<P::Message>) -> String
             format!("refused x{}, leader {leader:?}", ids.len())
         }
         PeerMessage::KeeperAlive { era } => format!("lease keeper of era {era:#x} alive"),
+        PeerMessage::KeeperHeard { era } => format!("heard the lease keeper of era {era:#x}"),
     }
 }

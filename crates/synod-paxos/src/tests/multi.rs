@@ -793,7 +793,13 @@ fn a_hand_over_that_does_not_happen_lapses_and_the_leader_proposes_again() {
     c.deliver_all();
     assert!(c.commands(leader).is_empty(), "held during the hand-over");
     let timeout = crate::Config::new(NodeId(1), ids(3)).election_timeout_ticks_max;
-    c.tick_all(timeout + 1);
+    c.tick_all(timeout / 2);
+    // Asked again halfway: the hold still ends one election timeout after the first ask.
+    c.step(
+        NodeId(leader),
+        Input::TransferLeadership { to: NodeId(target) },
+    );
+    c.tick_all(timeout - timeout / 2 + 1);
     assert_eq!(c.node(leader).status().role, Role::Leader);
     assert_eq!(
         c.commands(leader).len(),
