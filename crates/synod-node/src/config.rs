@@ -224,7 +224,7 @@ pub fn parse_cluster(text: &str) -> Result<BTreeMap<NodeId, String>, ConfigError
             return Err(ConfigError::Cluster("node id 0 is reserved".into()));
         }
         // A lease epoch names its keeper in 32 bits (Basic Paxos chooses one through the log).
-        if id > u64::from(u32::MAX) {
+        if !synod_replica::can_keep(NodeId(id)) {
             return Err(ConfigError::Cluster(format!(
                 "node id {id} is too large: ids go up to {}",
                 u32::MAX

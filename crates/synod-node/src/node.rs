@@ -402,8 +402,9 @@ where
 
     fn publish_status(&mut self) {
         let keeper = self.replica.lease_keeper().map_or(0, |k| k.0);
-        self.shared.lease_keeper.store(keeper, Ordering::Relaxed);
-        self.shared.metrics.lease_keeper.set(keeper as i64);
+        if self.shared.lease_keeper.swap(keeper, Ordering::Relaxed) != keeper {
+            self.shared.metrics.lease_keeper.set(keeper as i64);
+        }
         let status = self.replica.status();
         let previous = *self.status.borrow();
         if status == previous {

@@ -105,12 +105,10 @@ pub struct MultiPaxos {
     /// A hand-over this node was offered and has not acted on yet: the ballot of the leader
     /// that offered it, the slot it must learn through first, and the tick it lapses at.
     takeover: Option<(Ballot, Slot, u64)>,
-    /// The tick this node last heard the leader it follows (a heartbeat, an Accept or a
-    /// commit notice of its ballot).
-    leader_heard: Option<u64>,
-    /// The ballot of that leader: a follower reports a leader only once it heard it lead,
-    /// not when it merely promised its candidacy.
-    heard_ballot: Ballot,
+    /// The leader this node last heard lead (a heartbeat, an Accept or a commit notice of
+    /// the ballot it follows), and the tick it did. A follower reports a leader only once it
+    /// heard it lead, not when it merely promised its candidacy.
+    heard: Option<(Ballot, u64)>,
 }
 
 crate::core::engine_common!(MultiPaxos);
@@ -124,8 +122,7 @@ impl MultiPaxos {
             election_elapsed: 0,
             election_timeout: 0,
             takeover: None,
-            leader_heard: None,
-            heard_ballot: Ballot::ZERO,
+            heard: None,
         };
         node.reset_election_timer();
         node
@@ -214,8 +211,8 @@ impl MultiPaxos {
     fn follows_a_live_leader(&self) -> bool {
         match self.state {
             State::Leader(_) => true,
-            _ => self.leader_heard.is_some_and(|heard| {
-                self.core.ticks - heard < self.core.config.election_timeout_ticks_min
+            _ => self.heard.is_some_and(|(_, tick)| {
+                self.core.ticks - tick < self.core.config.election_timeout_ticks_min
             }),
         }
     }
@@ -223,8 +220,7 @@ impl MultiPaxos {
     /// The leader of `ballot` was heard from.
     fn heard_leader(&mut self, ballot: Ballot) {
         if ballot == self.leader_ballot {
-            self.leader_heard = Some(self.core.ticks);
-            self.heard_ballot = ballot;
+            self.heard = Some((ballot, self.core.ticks));
         }
     }
 
@@ -994,9 +990,11 @@ impl Engine for MultiPaxos {
             State::Leader(_) => (Role::Leader, Some(self.core.id)),
             State::Candidate { .. } => (Role::Candidate, None),
             State::Follower => {
-                let heard =
-                    self.heard_ballot == self.leader_ballot && self.heard_ballot != Ballot::ZERO;
-                (Role::Follower, heard.then_some(self.heard_ballot.node))
+                let leader = self
+                    .heard
+                    .filter(|&(ballot, _)| ballot == self.leader_ballot)
+                    .map(|(ballot, _)| ballot.node);
+                (Role::Follower, leader)
             }
         };
         let era = match &self.state {

@@ -22,8 +22,9 @@ use synod_core::NodeId;
 /// The low bits of a keeper's era name the keeper; the high bits count claims.
 const KEEPER_BITS: u32 = 32;
 
-/// Whether `id` can keep lease clocks (it must fit in an era's keeper bits).
-pub(crate) fn can_keep(id: NodeId) -> bool {
+/// Whether `id` can keep lease clocks (it must fit in an era's keeper bits). A member that
+/// cannot is refused at configuration.
+pub fn can_keep(id: NodeId) -> bool {
     id.0 != 0 && id.0 < 1 << KEEPER_BITS
 }
 

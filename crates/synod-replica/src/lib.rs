@@ -12,6 +12,7 @@ mod peer;
 mod protocol;
 mod replica;
 
+pub use keeper::can_keep;
 pub use lease::LeaseBugs;
 pub use peer::PeerMessage;
 pub use protocol::{has_leader, Boot, PaxosOptions, Protocol, RaftOptions, Timing, PROTOCOL_NAMES};

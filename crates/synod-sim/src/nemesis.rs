@@ -76,6 +76,15 @@ impl<P: Protocol> World<P> {
         self.schedule_nemesis();
     }
 
+    /// Every voter but `excluded`, in id order.
+    fn voters_except(&self, excluded: &[NodeId]) -> Vec<NodeId> {
+        self.voters
+            .iter()
+            .copied()
+            .filter(|n| !excluded.contains(n))
+            .collect()
+    }
+
     fn shuffled_nodes(&mut self) -> Vec<NodeId> {
         let mut nodes = self.voters.clone();
         self.nemesis_rng.shuffle(&mut nodes);
@@ -111,12 +120,7 @@ impl<P: Protocol> World<P> {
 
     fn isolate_leader(&mut self) {
         let leader = self.likely_leader();
-        let rest: Vec<NodeId> = self
-            .voters
-            .iter()
-            .copied()
-            .filter(|&n| n != leader)
-            .collect();
+        let rest = self.voters_except(&[leader]);
         self.network.blocked.clear();
         self.network.cut(&[leader], &rest);
         self.trace_line(|| format!("nemesis: isolate {leader}"));
@@ -270,12 +274,7 @@ impl<P: Protocol> World<P> {
     /// its buddy still follows it. Then the network heals.
     fn start_race(&mut self) {
         let leader = self.likely_leader();
-        let others: Vec<NodeId> = self
-            .voters
-            .iter()
-            .copied()
-            .filter(|&n| n != leader)
-            .collect();
+        let others = self.voters_except(&[leader]);
         let buddy = others[self.nemesis_rng.index(others.len())];
         self.network.blocked.clear();
         for &n in others.iter().filter(|&&n| n != buddy) {
@@ -302,12 +301,7 @@ impl<P: Protocol> World<P> {
         if !self.is_up(leader) || self.paused.contains_key(&leader) {
             return;
         }
-        let others: Vec<NodeId> = self
-            .voters
-            .iter()
-            .copied()
-            .filter(|&n| n != leader)
-            .collect();
+        let others = self.voters_except(&[leader]);
         let target = others[self.nemesis_rng.index(others.len())];
         self.trace_line(|| format!("nemesis: move the leadership from {leader} to {target}"));
         self.step(leader, |replica, out| {
@@ -327,24 +321,14 @@ impl<P: Protocol> World<P> {
             }
             RaceStage::CutOff => {
                 let pair = [leader, buddy];
-                let rest: Vec<NodeId> = self
-                    .voters
-                    .iter()
-                    .copied()
-                    .filter(|n| !pair.contains(n))
-                    .collect();
+                let rest = self.voters_except(&pair);
                 self.network.blocked.clear();
                 self.network.cut(&pair, &rest);
                 self.trace_line(|| format!("nemesis: race: {leader},{buddy} cut off"));
                 (RaceStage::Bridge, self.nemesis_rng.range_inclusive(16, 30))
             }
             RaceStage::Bridge => {
-                let rest: Vec<NodeId> = self
-                    .voters
-                    .iter()
-                    .copied()
-                    .filter(|&n| n != leader && n != buddy)
-                    .collect();
+                let rest = self.voters_except(&[leader, buddy]);
                 self.network.blocked.clear();
                 self.network.cut(&[buddy], &rest);
                 self.trace_line(|| format!("nemesis: race: {leader} bridges {buddy} and the rest"));

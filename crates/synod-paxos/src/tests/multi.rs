@@ -697,6 +697,12 @@ fn a_leader_that_steps_down_refuses_the_writes_it_queued() {
     );
 }
 
+/// An operator asks `leader` to hand its leadership to `target`.
+fn hand_over(c: &mut C, leader: u64, target: u64) {
+    let to = NodeId(target);
+    c.step(NodeId(leader), Input::TransferLeadership { to });
+}
+
 /// The follower other than `not`, lowest id first.
 fn other_than(c: &C, not: &[u64]) -> u64 {
     (1..=c.nodes.len() as u64)
@@ -711,10 +717,7 @@ fn a_leader_hands_over_to_the_member_it_names_and_refuses_what_it_held_with_its_
     c.tick_all(3);
     c.propose(leader, vec![proposal(1, 1)]);
     let target = other_than(&c, &[leader]);
-    c.step(
-        NodeId(leader),
-        Input::TransferLeadership { to: NodeId(target) },
-    );
+    hand_over(&mut c, leader, target);
     // Held, not proposed: the hand-over is under way.
     c.step(NodeId(leader), Input::Propose(vec![proposal(1, 2)]));
     assert_eq!(c.count_sent(|m| matches!(m, Message::TimeoutNow(_))), 1);
@@ -750,10 +753,7 @@ fn a_lagging_target_campaigns_only_once_it_has_learned_what_was_decided_at_the_h
     c.propose(leader, (1..=5).map(|s| proposal(1, s)).collect());
     c.drop_if = None;
     // The offer arrives before anything else reaches it.
-    c.step(
-        NodeId(leader),
-        Input::TransferLeadership { to: NodeId(target) },
-    );
+    hand_over(&mut c, leader, target);
     let offer = c
         .queue
         .iter()
@@ -785,20 +785,14 @@ fn a_hand_over_that_does_not_happen_lapses_and_the_leader_proposes_again() {
     c.tick_all(3);
     let target = other_than(&c, &[leader]);
     c.drop_if = Some(Box::new(|_, _, m| matches!(m, Message::TimeoutNow(_))));
-    c.step(
-        NodeId(leader),
-        Input::TransferLeadership { to: NodeId(target) },
-    );
+    hand_over(&mut c, leader, target);
     c.step(NodeId(leader), Input::Propose(vec![proposal(1, 1)]));
     c.deliver_all();
     assert!(c.commands(leader).is_empty(), "held during the hand-over");
     let timeout = crate::Config::new(NodeId(1), ids(3)).election_timeout_ticks_max;
     c.tick_all(timeout / 2);
     // Asked again halfway: the hold still ends one election timeout after the first ask.
-    c.step(
-        NodeId(leader),
-        Input::TransferLeadership { to: NodeId(target) },
-    );
+    hand_over(&mut c, leader, target);
     c.tick_all(timeout - timeout / 2 + 1);
     assert_eq!(c.node(leader).status().role, Role::Leader);
     assert_eq!(
