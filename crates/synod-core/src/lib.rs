@@ -7,6 +7,7 @@ pub mod codec;
 pub mod engine;
 pub mod entry;
 pub mod ids;
+pub mod log;
 pub mod quorum;
 pub mod rng;
 pub mod send_gate;
@@ -19,6 +20,7 @@ pub use engine::{
 };
 pub use entry::{Command, Entry, Payload, Proposal};
 pub use ids::{ClientId, LogIndex, NodeId, RequestId};
+pub use log::Log;
 pub use rng::Rng;
 pub use send_gate::SendGate;
 pub use snapshot::{Snapshot, SnapshotMeta};

@@ -64,7 +64,7 @@ impl Raft {
         let request = VoteRequest {
             term,
             last_log_index: self.log.last_index(),
-            last_log_term: self.log.last_term(),
+            last_log_term: self.log.last_era(),
             leader_transfer: campaign == Campaign::Transfer,
         };
         for to in self.peers.clone() {

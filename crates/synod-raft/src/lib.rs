@@ -9,7 +9,6 @@
 
 mod config;
 mod election;
-mod log;
 mod message;
 mod progress;
 mod raft;
@@ -25,7 +24,6 @@ mod tests;
 #[cfg(any(test, feature = "inject-bugs"))]
 pub use config::InjectedBugs;
 pub use config::{Config, ConfigError};
-pub use log::RaftLog;
 pub use message::*;
 pub use progress::{Mode, Progress};
 pub use raft::{decode_hard_state, encode_hard_state, Raft, RestartError};

@@ -5,13 +5,12 @@ use std::collections::{BTreeMap, VecDeque};
 
 use synod_core::codec::{DecodeError, Decoder, Encoder};
 use synod_core::{
-    Action, Engine, Entry, Input, LogIndex, NodeId, Payload, Persist, PersistId, Rejection,
+    Action, Engine, Entry, Input, Log, LogIndex, NodeId, Payload, Persist, PersistId, Rejection,
     RequestId, Rng, Role, Snapshot, SnapshotMeta, Status,
 };
 use thiserror::Error;
 
 use crate::config::{Config, ConfigError};
-use crate::log::RaftLog;
 use crate::message::{Message, Term};
 use crate::progress::Progress;
 use crate::read_index::ReadQueue;
@@ -75,7 +74,7 @@ pub struct Raft {
     // Persistent state (paper Figure 2).
     pub(crate) term: Term,
     pub(crate) voted_for: Option<NodeId>,
-    pub(crate) log: RaftLog,
+    pub(crate) log: Log,
     // Volatile state.
     pub(crate) role: Role,
     pub(crate) leader: Option<NodeId>,
@@ -117,7 +116,7 @@ impl Raft {
             config,
             term: 0,
             voted_for: None,
-            log: RaftLog::default(),
+            log: Log::default(),
             role: Role::Follower,
             leader: None,
             commit_index: 0,
@@ -156,11 +155,11 @@ impl Raft {
             raft.voted_for = voted_for;
         }
         let base = snapshot.as_ref().map(|s| s.meta).unwrap_or_default();
-        raft.log = RaftLog::from_parts(base, entries).map_err(RestartError::Log)?;
-        if raft.log.last_term() > raft.term {
+        raft.log = Log::from_parts(base, entries).map_err(RestartError::Log)?;
+        if raft.log.last_era() > raft.term {
             return Err(RestartError::Log(format!(
                 "last entry has term {} beyond the persisted term {}",
-                raft.log.last_term(),
+                raft.log.last_era(),
                 raft.term
             )));
         }
@@ -182,7 +181,7 @@ impl Raft {
     }
 
     /// The node's log.
-    pub fn log(&self) -> &RaftLog {
+    pub fn log(&self) -> &Log {
         &self.log
     }
 

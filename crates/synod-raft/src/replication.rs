@@ -72,7 +72,7 @@ impl Raft {
         let prev_log_index = progress.next_index - 1;
         let prev_log_term = self
             .log
-            .term(prev_log_index)
+            .era(prev_log_index)
             .expect("a follower's next index is within the leader's log");
         let entries = self.log.slice(
             progress.next_index,
@@ -101,7 +101,7 @@ impl Raft {
     ) {
         // Same term (settled already): `from` is this term's leader.
         self.become_follower(self.term, Some(from), out);
-        let outcome = match self.log.term(request.prev_log_index) {
+        let outcome = match self.log.era(request.prev_log_index) {
             // Everything through the commit index is the same on every log (Log Matching and
             // Leader Completeness) and may be compacted here: say how far that goes.
             _ if request.prev_log_index < self.commit_index => AppendOutcome::Accepted {
@@ -115,7 +115,7 @@ impl Raft {
             Some(term) if term != request.prev_log_term => AppendOutcome::Rejected {
                 prev_log_index: request.prev_log_index,
                 conflict_term: Some(term),
-                conflict_index: self.log.first_index_of_term_at(request.prev_log_index),
+                conflict_index: self.log.first_index_of_era_at(request.prev_log_index),
             },
             Some(_) => {
                 let match_index = self.accept_entries(&request);
@@ -136,7 +136,7 @@ impl Raft {
     fn accept_entries(&mut self, request: &AppendEntries) -> u64 {
         let mut new_entries = request.entries.iter().peekable();
         while let Some(entry) = new_entries.peek() {
-            match self.log.term(entry.index) {
+            match self.log.era(entry.index) {
                 Some(term) if term == entry.era => {
                     new_entries.next();
                 }
@@ -181,7 +181,7 @@ impl Raft {
                 conflict_index,
             } => {
                 let next = match conflict_term
-                    .and_then(|t| self.log.last_index_of_term(t, prev_log_index))
+                    .and_then(|t| self.log.last_index_of_era(t, prev_log_index))
                 {
                     Some(last_of_term) => last_of_term + 1,
                     None => conflict_index,
@@ -211,7 +211,7 @@ impl Raft {
         let mut matched: Vec<u64> = lead.progress.values().map(|p| p.match_index).collect();
         matched.push(self.durable_index);
         let candidate = majority_index(&mut matched);
-        let own_term = self.log.term(candidate) == Some(self.term);
+        let own_term = self.log.era(candidate) == Some(self.term);
         #[cfg(any(test, feature = "inject-bugs"))]
         let own_term = own_term || self.config.bugs.commit_entries_of_earlier_terms;
         if candidate > self.commit_index && own_term {

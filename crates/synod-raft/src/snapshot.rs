@@ -26,7 +26,7 @@ impl Raft {
             return;
         }
         assert_eq!(
-            self.log.term(meta.index),
+            self.log.era(meta.index),
             Some(meta.era),
             "a snapshot of applied entries matches the log"
         );

@@ -89,7 +89,7 @@ impl RaftInvariants {
         .max(log.base().index + 1);
         for index in from..=log.last_index() {
             let entry = log.entry(index).expect("index within the log");
-            let prev_term = log.term(index - 1).expect("index - 1 within the log");
+            let prev_term = log.era(index - 1).expect("index - 1 within the log");
             let key = (index, entry.era);
             match self.seen.get(&key) {
                 None => {

@@ -329,7 +329,7 @@ impl Cluster {
         let index = raft.applied_index;
         let meta = synod_core::SnapshotMeta {
             index,
-            era: raft.log.term(index).unwrap(),
+            era: raft.log.era(index).unwrap(),
         };
         let snapshot = synod_core::Snapshot {
             meta,

@@ -1,22 +1,24 @@
-//! The in-memory copy of a node's log: the entries after the last snapshot. Durability is the
-//! runtime's job: every change here is mirrored by a `Persist` action.
+//! The in-memory copy of a node's log, for the engines that keep one (Raft, ZAB): the entries
+//! after the last snapshot. Durability is the runtime's job: every change here is mirrored by
+//! a `Persist` action.
 
-use synod_core::{Entry, LogIndex, SnapshotMeta};
+use crate::entry::Entry;
+use crate::ids::LogIndex;
+use crate::snapshot::SnapshotMeta;
 
-use crate::message::Term;
-
-/// A Raft log: a snapshot base, then entries at consecutive indexes.
+/// A log: a snapshot base, then entries at consecutive indexes whose eras (Raft terms, ZAB
+/// epochs) never decrease.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RaftLog {
-    /// The log was compacted through here; index 0 (term 0) when never compacted.
+pub struct Log {
+    /// The log was compacted through here; index 0 (era 0) when never compacted.
     base: SnapshotMeta,
     entries: Vec<Entry>,
 }
 
-impl RaftLog {
+impl Log {
     /// A log holding `entries` after `base`: they must follow it at consecutive indexes, with
-    /// terms that never decrease.
-    pub fn from_parts(base: SnapshotMeta, entries: Vec<Entry>) -> Result<RaftLog, String> {
+    /// eras that never decrease.
+    pub fn from_parts(base: SnapshotMeta, entries: Vec<Entry>) -> Result<Log, String> {
         let mut previous = (base.index, base.era);
         for e in &entries {
             if e.index != previous.0 + 1 {
@@ -24,13 +26,13 @@ impl RaftLog {
             }
             if e.era < previous.1 {
                 return Err(format!(
-                    "entry {} has term {} below its predecessor's {}",
+                    "entry {} has era {} below its predecessor's {}",
                     e.index, e.era, previous.1
                 ));
             }
             previous = (e.index, e.era);
         }
-        Ok(RaftLog { base, entries })
+        Ok(Log { base, entries })
     }
 
     /// Where the log was compacted to.
@@ -43,14 +45,14 @@ impl RaftLog {
         self.base.index + self.entries.len() as LogIndex
     }
 
-    /// Term of the last entry (of the base, when no entry follows it).
-    pub fn last_term(&self) -> Term {
+    /// Era of the last entry (of the base, when no entry follows it).
+    pub fn last_era(&self) -> u64 {
         self.entries.last().map_or(self.base.era, |e| e.era)
     }
 
-    /// Term of the entry at `index`: known for the base and the entries after it, `None`
+    /// Era of the entry at `index`: known for the base and the entries after it, `None`
     /// before the base (compacted) or past the end.
-    pub fn term(&self, index: LogIndex) -> Option<Term> {
+    pub fn era(&self, index: LogIndex) -> Option<u64> {
         if index == self.base.index {
             return Some(self.base.era);
         }
@@ -85,31 +87,31 @@ impl RaftLog {
             .collect()
     }
 
-    /// Whether a candidate whose log ends at (`last_term`, `last_index`) is at least as
-    /// up-to-date as this log (paper 5.4.1): later last term wins, then the longer log.
-    pub fn is_up_to_date(&self, last_index: LogIndex, last_term: Term) -> bool {
-        (last_term, last_index) >= (self.last_term(), self.last_index())
+    /// Whether a log ending at (`last_era`, `last_index`) is at least as up-to-date as this
+    /// one (Raft paper 5.4.1): a later last era wins, then the longer log.
+    pub fn is_up_to_date(&self, last_index: LogIndex, last_era: u64) -> bool {
+        (last_era, last_index) >= (self.last_era(), self.last_index())
     }
 
-    /// The first index held of the run of entries with the same term as the one at `index`.
-    pub fn first_index_of_term_at(&self, index: LogIndex) -> LogIndex {
-        let Some(term) = self.term(index) else {
+    /// The first index held of the run of entries with the same era as the one at `index`.
+    pub fn first_index_of_era_at(&self, index: LogIndex) -> LogIndex {
+        let Some(era) = self.era(index) else {
             return index;
         };
         let mut first = index;
-        while first > self.base.index + 1 && self.term(first - 1) == Some(term) {
+        while first > self.base.index + 1 && self.era(first - 1) == Some(era) {
             first -= 1;
         }
         first
     }
 
-    /// The last index holding an entry of `term`, searching down from `at` to the base.
-    pub fn last_index_of_term(&self, term: Term, at: LogIndex) -> Option<LogIndex> {
+    /// The last index holding an entry of `era`, searching down from `at` to the base.
+    pub fn last_index_of_era(&self, era: u64, at: LogIndex) -> Option<LogIndex> {
         let mut index = at.min(self.last_index());
         while index >= self.base.index {
-            match self.term(index) {
-                Some(t) if t == term => return Some(index),
-                Some(t) if t < term => return None,
+            match self.era(index) {
+                Some(t) if t == era => return Some(index),
+                Some(t) if t < era => return None,
                 _ if index == self.base.index => return None,
                 _ => index -= 1,
             }
@@ -124,7 +126,7 @@ impl RaftLog {
             self.last_index() + 1,
             "log entries are consecutive"
         );
-        assert!(entry.era >= self.last_term(), "log terms never decrease");
+        assert!(entry.era >= self.last_era(), "log eras never decrease");
         self.entries.push(entry);
     }
 
@@ -138,14 +140,14 @@ impl RaftLog {
             .truncate((index - self.base.index - 1) as usize);
     }
 
-    /// Makes `base` the new start of the log (paper section 7): entries it covers are dropped.
-    /// If the log holds the base's entry with the same term, what follows it stays; otherwise
+    /// Makes `base` the new start of the log (Raft paper section 7): entries it covers are dropped.
+    /// If the log holds the base's entry with the same era, what follows it stays; otherwise
     /// the whole log is discarded. Returns whether entries after the base were discarded.
     pub fn compact_to(&mut self, base: SnapshotMeta) -> bool {
         if base.index <= self.base.index {
             return false;
         }
-        let keep_suffix = self.term(base.index) == Some(base.era);
+        let keep_suffix = self.era(base.index) == Some(base.era);
         let discarded = !keep_suffix && base.index < self.last_index();
         if keep_suffix {
             self.entries
@@ -161,10 +163,10 @@ impl RaftLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use synod_core::Payload;
+    use crate::entry::Payload;
 
-    fn log(base: (u64, u64), terms: &[u64]) -> RaftLog {
-        let entries = terms
+    fn log(base: (u64, u64), eras: &[u64]) -> Log {
+        let entries = eras
             .iter()
             .enumerate()
             .map(|(i, &era)| Entry {
@@ -173,7 +175,7 @@ mod tests {
                 payload: Payload::Noop,
             })
             .collect();
-        RaftLog::from_parts(
+        Log::from_parts(
             SnapshotMeta {
                 index: base.0,
                 era: base.1,
@@ -184,21 +186,21 @@ mod tests {
     }
 
     #[test]
-    fn terms_are_known_from_the_base_on() {
+    fn eras_are_known_from_the_base_on() {
         let l = log((10, 2), &[2, 3, 3]);
-        assert_eq!((l.last_index(), l.last_term()), (13, 3));
-        assert_eq!(l.term(9), None, "compacted");
-        assert_eq!(l.term(10), Some(2), "the base's term is kept");
-        assert_eq!(l.term(12), Some(3));
-        assert_eq!(l.term(14), None);
-        assert_eq!(l.first_index_of_term_at(13), 12);
+        assert_eq!((l.last_index(), l.last_era()), (13, 3));
+        assert_eq!(l.era(9), None, "compacted");
+        assert_eq!(l.era(10), Some(2), "the base's era is kept");
+        assert_eq!(l.era(12), Some(3));
+        assert_eq!(l.era(14), None);
+        assert_eq!(l.first_index_of_era_at(13), 12);
         assert_eq!(
-            l.first_index_of_term_at(11),
+            l.first_index_of_era_at(11),
             11,
             "the search stops at the base"
         );
-        assert_eq!(l.last_index_of_term(2, 13), Some(11));
-        assert_eq!(l.last_index_of_term(1, 13), None);
+        assert_eq!(l.last_index_of_era(2, 13), Some(11));
+        assert_eq!(l.last_index_of_era(1, 13), None);
         assert_eq!(l.slice(12, 10, 1 << 20).len(), 2);
     }
 
@@ -209,11 +211,11 @@ mod tests {
         assert_eq!((matching.base().index, matching.last_index()), (3, 5));
         let mut conflicting = log((0, 0), &[1, 1, 2, 2, 3]);
         assert!(conflicting.compact_to(SnapshotMeta { index: 3, era: 4 }));
-        assert_eq!((conflicting.last_index(), conflicting.last_term()), (3, 4));
+        assert_eq!((conflicting.last_index(), conflicting.last_era()), (3, 4));
         let mut short = log((0, 0), &[1]);
         assert!(!short.compact_to(SnapshotMeta { index: 9, era: 2 }));
         assert_eq!(short.last_index(), 9);
-        assert!(RaftLog::from_parts(
+        assert!(Log::from_parts(
             SnapshotMeta { index: 5, era: 1 },
             log((0, 0), &[1]).entries().to_vec()
         )
