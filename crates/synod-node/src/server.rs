@@ -13,7 +13,8 @@ use std::time::Duration;
 use synod_core::NodeId;
 use synod_paxos::{BasicPaxos, MultiPaxos};
 use synod_raft::Raft;
-use synod_replica::{Boot, PaxosOptions, Protocol, RaftOptions, Timing};
+use synod_replica::{Boot, PaxosOptions, Protocol, RaftOptions, Timing, ZabOptions};
+use synod_zab::Zab;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -96,6 +97,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     match config.protocol.as_str() {
         MultiPaxos::NAME => start_with::<MultiPaxos>(config, &PaxosOptions::default()).await,
         BasicPaxos::NAME => start_with::<BasicPaxos>(config, &PaxosOptions::default()).await,
+        Zab::NAME => start_with::<Zab>(config, &ZabOptions::default()).await,
         _ => start_with::<Raft>(config, &RaftOptions::default()).await,
     }
 }

@@ -8,9 +8,10 @@ use synod_core::{Engine, NodeId};
 use synod_paxos::{BasicPaxos, MultiPaxos};
 use synod_raft::Raft;
 use synod_storage::Recovered;
+use synod_zab::Zab;
 
 /// The names `--protocol` takes, of every protocol that boots here.
-pub const PROTOCOL_NAMES: [&str; 3] = [Raft::NAME, MultiPaxos::NAME, BasicPaxos::NAME];
+pub const PROTOCOL_NAMES: [&str; 4] = [Raft::NAME, MultiPaxos::NAME, BasicPaxos::NAME, Zab::NAME];
 
 /// Whether the protocol named `protocol` elects a leader. Basic Paxos does not: every node
 /// proposes, so nothing can hold a clock for the cluster (lease expiry) or be moved.
@@ -194,6 +195,59 @@ macro_rules! paxos_protocol {
 paxos_protocol!(BasicPaxos, "basic-paxos", BasicPaxos::preemptions);
 paxos_protocol!(MultiPaxos, "multi-paxos", |_: &MultiPaxos| 0);
 
+/// ZAB settings a test may vary.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct ZabOptions {
+    /// Adjusts the config after the defaults, e.g. to inject a bug.
+    pub tweak: Option<fn(&mut synod_zab::Config)>,
+}
+
+impl Protocol for Zab {
+    const NAME: &'static str = "zab";
+    type Options = ZabOptions;
+
+    fn boot(boot: &Boot<'_>, recovered: &Recovered, options: &ZabOptions) -> Result<Zab, String> {
+        if !recovered.journal.is_empty() {
+            // ZAB's epochs are all in its hard state; it writes no journal.
+            return Err(format!(
+                "the log holds {} journal records, which ZAB never writes",
+                recovered.journal.len()
+            ));
+        }
+        Zab::restart(
+            zab_config(boot, options),
+            recovered.hard_state.as_deref(),
+            recovered.snapshot.clone(),
+            recovered.entries.clone(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn describe(message: &synod_zab::Message) -> String {
+        message.to_string()
+    }
+}
+
+/// The session timeout is the election timeout (a follower that hears nothing from its
+/// leader for that long looks for another), and followers ping at the heartbeat interval.
+fn zab_config(boot: &Boot<'_>, options: &ZabOptions) -> synod_zab::Config {
+    let mut config = synod_zab::Config::new(boot.id, boot.voters.to_vec());
+    let Timing {
+        election_ticks,
+        heartbeat_ticks,
+    } = boot.timing;
+    config.seed = boot.seed;
+    config.session_timeout_ticks_min = election_ticks;
+    config.session_timeout_ticks_max = election_ticks * 2;
+    config.ping_interval_ticks = heartbeat_ticks;
+    config.retry_ticks = heartbeat_ticks * 2;
+    config.snapshot_chunk_bytes = boot.snapshot_chunk_bytes;
+    if let Some(tweak) = options.tweak {
+        tweak(&mut config);
+    }
+    config
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +270,9 @@ mod tests {
         let mut raft = synod_raft::Config::new(NodeId(1), voters.to_vec());
         raft.seed = 1;
         assert_eq!(raft_config(&boot, &RaftOptions::default()), raft);
+        let mut zab = synod_zab::Config::new(NodeId(1), voters.to_vec());
+        zab.seed = 1;
+        assert_eq!(zab_config(&boot, &ZabOptions::default()), zab);
     }
 
     #[test]
@@ -235,5 +292,7 @@ mod tests {
         assert_eq!(multi.status().id, NodeId(2));
         let basic = BasicPaxos::boot(&boot, &empty, &PaxosOptions::default()).expect("basic");
         assert_eq!(basic.status().id, NodeId(2));
+        let zab = Zab::boot(&boot, &empty, &ZabOptions::default()).expect("zab");
+        assert_eq!(zab.status().id, NodeId(2));
     }
 }

@@ -24,17 +24,19 @@ pub mod scenario;
 mod sweep;
 mod trace;
 mod world;
+mod zab;
 
 pub use disk::{SimDir, Unsynced};
 pub use faults::FaultSet;
 pub use paxos::{PaxosInvariants, PaxosNode};
 pub use protocol::{Invariants, Protocol};
-pub use raft::RaftInvariants;
+pub use raft::{LogEngine, LogInvariants, RaftInvariants};
 pub use report::{percentile, RunReport, Stats, Summary, Violation, ViolationKind};
 pub use run::{report_panics_quietly, run, RunConfig, RunOutcome};
 pub use sweep::sweep;
-pub use synod_replica::{PaxosOptions, RaftOptions, Recovered};
+pub use synod_replica::{PaxosOptions, RaftOptions, Recovered, ZabOptions};
 pub use world::World;
+pub use zab::ZabInvariants;
 
 /// Virtual time, in microseconds.
 pub type SimTime = u64;

@@ -1,11 +1,12 @@
 //! Running Raft in the simulator, and the safety properties of the Raft paper's Figure 3
 //! that are checked while it runs (Election Safety and State Machine Safety are checked for
-//! every protocol by the world itself).
+//! every protocol by the world itself). ZAB keeps a log the same way, and the same checks
+//! are its papers' properties (see `zab.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use synod_core::{Engine, Entry, LogIndex, NodeId, Role};
-use synod_raft::{Raft, Term};
+use synod_core::{Engine, Entry, Log, LogIndex, NodeId, Role};
+use synod_raft::Raft;
 
 use crate::protocol::{Invariants, Protocol};
 
@@ -13,59 +14,84 @@ impl Protocol for Raft {
     type Invariants = RaftInvariants;
 }
 
-/// Log Matching and Leader Completeness (paper Figure 3).
+/// An engine that keeps a log whose entries are named by (index, era), one leader per era.
+pub trait LogEngine: Engine {
+    /// The node's log.
+    fn log(&self) -> &Log;
+    /// The era it leads, while it leads (for ZAB: an established epoch).
+    fn leading_era(&self) -> Option<u64>;
+    /// Highest index it knows committed.
+    fn commit_index(&self) -> LogIndex;
+}
+
+impl LogEngine for Raft {
+    fn log(&self) -> &Log {
+        Raft::log(self)
+    }
+
+    fn leading_era(&self) -> Option<u64> {
+        (self.role() == Role::Leader).then(|| self.term())
+    }
+
+    fn commit_index(&self) -> LogIndex {
+        Raft::commit_index(self)
+    }
+}
+
+/// Log Matching and Leader Completeness (Raft paper Figure 3).
+pub type RaftInvariants = LogInvariants;
+
+/// Log Matching and Leader Completeness, for any [`LogEngine`].
 #[derive(Default)]
-pub struct RaftInvariants {
-    /// Every entry a leader has committed, with the term of the leader that committed it.
-    committed: BTreeMap<LogIndex, (Term, Entry)>,
-    /// Terms whose leader has been checked for completeness.
-    leaders_checked: BTreeSet<Term>,
-    /// Log matching: what (index, term) was seen to hold, and the term before it.
-    seen: HashMap<(LogIndex, Term), (Entry, Term)>,
+pub struct LogInvariants {
+    /// Every entry a leader has committed, with the era of the leader that committed it.
+    committed: BTreeMap<LogIndex, (u64, Entry)>,
+    /// Eras whose leader has been checked for completeness.
+    leaders_checked: BTreeSet<u64>,
+    /// Log matching: what (index, era) was seen to hold, and the era before it.
+    seen: HashMap<(LogIndex, u64), (Entry, u64)>,
     /// Per node and incarnation, the log prefix already checked (committed, so immutable).
     checked_through: BTreeMap<NodeId, (u64, LogIndex)>,
 }
 
-impl Invariants<Raft> for RaftInvariants {
-    fn after_step(&mut self, _id: NodeId, _incarnation: u64, raft: &Raft) -> Result<(), String> {
-        if raft.role() != Role::Leader {
+impl<E: LogEngine> Invariants<E> for LogInvariants {
+    fn after_step(&mut self, _id: NodeId, _incarnation: u64, engine: &E) -> Result<(), String> {
+        let Some(era) = engine.leading_era() else {
             return Ok(());
-        }
-        let term = raft.term();
-        if self.leaders_checked.insert(term) {
-            self.check_leader_completeness(raft)?;
+        };
+        if self.leaders_checked.insert(era) {
+            self.check_leader_completeness(engine, era)?;
         }
         // Entries this leader already compacted were recorded when first committed.
         let recorded = self.committed.keys().next_back().copied().unwrap_or(0);
-        let from = (recorded + 1).max(raft.log().base().index + 1);
-        for index in from..=raft.commit_index() {
-            let entry = raft
+        let from = (recorded + 1).max(engine.log().base().index + 1);
+        for index in from..=engine.commit_index() {
+            let entry = engine
                 .log()
                 .entry(index)
                 .expect("committed entries after the base are in the log");
-            self.committed.insert(index, (term, entry.clone()));
+            self.committed.insert(index, (era, entry.clone()));
         }
         Ok(())
     }
 
-    fn periodic(&mut self, live: &[(NodeId, u64, &Raft)]) -> Result<(), String> {
-        for &(id, incarnation, raft) in live {
-            self.check_log_matching(id, incarnation, raft)?;
+    fn periodic(&mut self, live: &[(NodeId, u64, &E)]) -> Result<(), String> {
+        for &(id, incarnation, engine) in live {
+            self.check_log_matching(id, incarnation, engine)?;
         }
         Ok(())
     }
 }
 
-impl RaftInvariants {
-    /// Leader Completeness: a leader of term T holds every entry committed in a term < T.
-    fn check_leader_completeness(&self, raft: &Raft) -> Result<(), String> {
-        let base = raft.log().base().index;
+impl LogInvariants {
+    /// Leader Completeness: a leader of era T holds every entry committed in an era < T.
+    fn check_leader_completeness<E: LogEngine>(&self, engine: &E, era: u64) -> Result<(), String> {
+        let base = engine.log().base().index;
         for (index, (committed_in, entry)) in self.committed.range(base + 1..) {
-            if *committed_in < raft.term() && raft.log().entry(*index) != Some(entry) {
+            if *committed_in < era && engine.log().entry(*index) != Some(entry) {
                 return Err(format!(
-                    "leader completeness: {} leads term {} without entry {entry}, committed in term {committed_in}",
-                    raft.status().id,
-                    raft.term(),
+                    "leader completeness: {} leads era {era} without entry {entry}, committed in era {committed_in}",
+                    engine.status().id,
                 ));
             }
         }
@@ -75,13 +101,13 @@ impl RaftInvariants {
     /// Log Matching: two logs with an entry of the same index and term are identical up to
     /// it. Checked inductively: every (index, term) must always hold the same entry, preceded
     /// by the same term.
-    fn check_log_matching(
+    fn check_log_matching<E: LogEngine>(
         &mut self,
         id: NodeId,
         incarnation: u64,
-        raft: &Raft,
+        engine: &E,
     ) -> Result<(), String> {
-        let log = raft.log();
+        let log = engine.log();
         let from = match self.checked_through.get(&id) {
             Some(&(inc, through)) if inc == incarnation => through + 1,
             _ => 1,
@@ -103,7 +129,7 @@ impl RaftInvariants {
                 }
             }
         }
-        let through = raft.commit_index().min(log.last_index());
+        let through = engine.commit_index().min(log.last_index());
         self.checked_through.insert(id, (incarnation, through));
         Ok(())
     }

@@ -1,0 +1,125 @@
+//! How a ZAB node is set up.
+
+use synod_core::NodeId;
+use thiserror::Error;
+
+/// Settings of one ZAB node. Times are in ticks; the runtime decides how long a tick is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// This node.
+    pub id: NodeId,
+    /// Every voting member, this node included.
+    pub voters: Vec<NodeId>,
+    /// Seeds the node's PRNG (randomized session timeouts).
+    pub seed: u64,
+    /// The session timeout: a follower that has heard nothing from its leader for this long
+    /// (drawn from `[min, max)` at each reset) goes back to election; a leader that has not
+    /// heard pings from a quorum within `min` abdicates.
+    pub session_timeout_ticks_min: u64,
+    /// See `session_timeout_ticks_min`.
+    pub session_timeout_ticks_max: u64,
+    /// How often a follower pings its leader (and a looking node repeats its vote).
+    pub ping_interval_ticks: u64,
+    /// A message that expects an answer (a proposal, a snapshot chunk, a step of discovery
+    /// or synchronization) is sent again after this long without one.
+    pub retry_ticks: u64,
+    /// Entries in one Proposal at most.
+    pub proposal_entries_max: usize,
+    /// Bytes of entries in one Proposal at most (one entry is always allowed).
+    pub proposal_bytes_max: usize,
+    /// Bytes of snapshot in one Snap chunk at most.
+    pub snapshot_chunk_bytes: usize,
+    /// Deliberately broken rules, for proving that tests and the simulator catch them.
+    #[cfg(any(test, feature = "inject-bugs"))]
+    pub bugs: InjectedBugs,
+}
+
+/// Rules a test may break on purpose. Each one makes ZAB unsafe.
+#[cfg(any(test, feature = "inject-bugs"))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InjectedBugs {
+    /// A prospective leader establishes its epoch with its own history, without checking
+    /// that it is the most up-to-date of the quorum's (breaks discovery: a leader elected
+    /// with a stale history loses what the previous epoch committed).
+    pub skip_history_check: bool,
+    /// A follower acknowledges a proposal before it is durable (breaks broadcast: a quorum
+    /// that crashes together forgets a committed transaction).
+    pub ack_before_persisting: bool,
+}
+
+impl Config {
+    /// Defaults for node `id` of a cluster of `voters`: session timeouts of 15 to 30 ticks
+    /// and pings every 3 (150-300 ms and 30 ms with 10 ms ticks, Raft's figures, so the two
+    /// compare on equal terms).
+    pub fn new(id: NodeId, voters: Vec<NodeId>) -> Self {
+        Config {
+            id,
+            voters,
+            seed: id.0,
+            session_timeout_ticks_min: 15,
+            session_timeout_ticks_max: 30,
+            ping_interval_ticks: 3,
+            retry_ticks: 6,
+            proposal_entries_max: 256,
+            proposal_bytes_max: 1 << 20,
+            snapshot_chunk_bytes: 1 << 20,
+            #[cfg(any(test, feature = "inject-bugs"))]
+            bugs: InjectedBugs::default(),
+        }
+    }
+
+    /// Checks the settings make sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut sorted = self.voters.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != self.voters.len() {
+            return Err(ConfigError::DuplicateVoter);
+        }
+        if !self.voters.contains(&self.id) {
+            return Err(ConfigError::NotAVoter(self.id));
+        }
+        if self.voters.contains(&NodeId(0)) {
+            return Err(ConfigError::ZeroId);
+        }
+        if self.ping_interval_ticks == 0
+            || self.ping_interval_ticks >= self.session_timeout_ticks_min
+        {
+            return Err(ConfigError::Timing(
+                "ping interval must be at least 1 tick and below the session timeout",
+            ));
+        }
+        if self.session_timeout_ticks_min >= self.session_timeout_ticks_max {
+            return Err(ConfigError::Timing("session timeout min must be below max"));
+        }
+        if self.retry_ticks == 0 {
+            return Err(ConfigError::Timing(
+                "the retry timeout must be at least 1 tick",
+            ));
+        }
+        if self.proposal_entries_max == 0 || self.snapshot_chunk_bytes == 0 {
+            return Err(ConfigError::Limits);
+        }
+        Ok(())
+    }
+}
+
+/// Settings that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    /// A voter is listed twice.
+    #[error("a voter is listed twice")]
+    DuplicateVoter,
+    /// This node is not in its own voter list.
+    #[error("node {0} is not one of the voters")]
+    NotAVoter(NodeId),
+    /// Node ids start at 1.
+    #[error("node id 0 is reserved")]
+    ZeroId,
+    /// Inconsistent timeouts.
+    #[error("bad timing: {0}")]
+    Timing(&'static str),
+    /// Batching limits of zero.
+    #[error("batch and snapshot chunk limits must be at least 1")]
+    Limits,
+}

@@ -1,0 +1,349 @@
+//! A follower through the three phases, and its side of the liveness check: it pings its
+//! leader and goes back to election when the leader stops answering.
+//!
+//! - Discovery: FollowerInfo (its accepted epoch) until the leader answers NewEpoch; it
+//!   accepts an epoch above its own (persisting it before AckEpoch leaves), never one below.
+//! - Synchronization: Proposals carry the leader's initial history; then NewLeader, on which
+//!   its history must equal the leader's and it takes the new epoch as current (persisted
+//!   before AckNewLeader leaves).
+//! - Broadcast: it logs each Proposal durably before it acknowledges, and delivers what
+//!   Commit (or a PingAck) says is committed.
+
+use bytes::Bytes;
+use synod_core::{Action, Entry, NodeId, Snapshot, SnapshotMeta};
+
+use crate::message::{Message, Vote, Zxid};
+use crate::zab::{Out, Phase, Zab};
+
+/// A node following a leader.
+#[derive(Debug)]
+pub(crate) struct Following {
+    /// The leader.
+    pub(crate) leader: NodeId,
+    /// The vote that elected it, repeated to looking peers.
+    pub(crate) vote: Vote,
+    /// The epoch of the leader's NewEpoch this node accepted, once it has.
+    pub(crate) epoch: Option<u64>,
+    /// Ticks since the leader was last heard.
+    heard_elapsed: u64,
+    /// How long the leader may stay silent.
+    timeout: u64,
+    /// Ticks since the last ping (or FollowerInfo, before NewEpoch).
+    since_ping: u64,
+}
+
+impl Following {
+    pub(crate) fn new(vote: Vote, timeout: u64) -> Following {
+        Following {
+            leader: vote.leader,
+            vote,
+            epoch: None,
+            heard_elapsed: 0,
+            timeout,
+            since_ping: 0,
+        }
+    }
+}
+
+impl Zab {
+    fn following(&mut self) -> Option<&mut Following> {
+        match &mut self.phase {
+            Phase::Following(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn send_follower_info(&mut self, out: &mut Out) {
+        let Some(f) = self.following() else {
+            return;
+        };
+        f.since_ping = 0;
+        let leader = f.leader;
+        let message = Message::FollowerInfo {
+            accepted_epoch: self.accepted_epoch,
+            accepted_from: self.accepted_leader,
+        };
+        self.send(leader, message, out);
+    }
+
+    /// Pings the leader every ping interval (FollowerInfo again, until it answered); goes
+    /// back to election after a session timeout without a word from it.
+    pub(crate) fn follower_tick(&mut self, out: &mut Out) {
+        let (ping_every, retry_every) = (self.config.ping_interval_ticks, self.config.retry_ticks);
+        let Some(f) = self.following() else {
+            return;
+        };
+        f.heard_elapsed += 1;
+        f.since_ping += 1;
+        if f.heard_elapsed >= f.timeout {
+            return self.start_election(out);
+        }
+        match f.epoch {
+            None if f.since_ping >= retry_every => self.send_follower_info(out),
+            Some(epoch) if f.since_ping >= ping_every => {
+                f.since_ping = 0;
+                let leader = f.leader;
+                self.send(leader, Message::Ping { epoch }, out);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether `from` is the leader this node follows and it accepted `epoch` from it; if
+    /// so, hearing from it resets the session timer.
+    fn heard_leader(&mut self, from: NodeId, epoch: u64) -> bool {
+        let timeout = self.session_timeout();
+        let Some(f) = self.following() else {
+            return false;
+        };
+        if f.leader != from || f.epoch != Some(epoch) {
+            return false;
+        }
+        f.heard_elapsed = 0;
+        f.timeout = timeout;
+        true
+    }
+
+    /// Whether this node has taken its leader's epoch as current (broadcast phase).
+    fn broadcasting(&self) -> bool {
+        matches!(&self.phase, Phase::Following(f) if f.epoch == Some(self.current_epoch))
+    }
+
+    pub(crate) fn on_leader_message(&mut self, from: NodeId, message: Message, out: &mut Out) {
+        let epoch = match &message {
+            Message::NewEpoch { epoch } => return self.on_new_epoch(from, *epoch, out),
+            Message::Proposal { epoch, .. }
+            | Message::Snap { epoch, .. }
+            | Message::NewLeader { epoch, .. }
+            | Message::Commit { epoch, .. }
+            | Message::PingAck { epoch, .. }
+            | Message::Confirm { epoch, .. } => *epoch,
+            _ => return,
+        };
+        if !self.heard_leader(from, epoch) {
+            return;
+        }
+        match message {
+            Message::Proposal {
+                prev,
+                entries,
+                commit,
+                ..
+            } => self.on_proposal(from, epoch, prev, entries, commit, out),
+            Message::Snap {
+                meta,
+                offset,
+                data,
+                done,
+                ..
+            } => self.on_snap(from, epoch, meta, offset, data, done, out),
+            Message::NewLeader { last, .. } => self.on_new_leader(from, epoch, last, out),
+            Message::Commit { commit, .. } | Message::PingAck { commit, .. }
+                if self.broadcasting() =>
+            {
+                self.commit_to(commit, out)
+            }
+            // Still following the leader of `epoch`, in broadcast: no later epoch was
+            // accepted here.
+            Message::Confirm { round, .. } if self.broadcasting() => {
+                self.send(from, Message::Confirmed { epoch, round }, out)
+            }
+            _ => {}
+        }
+    }
+
+    fn on_new_epoch(&mut self, from: NodeId, epoch: u64, out: &mut Out) {
+        let accepted = (self.accepted_epoch, self.accepted_leader);
+        let Some(f) = self.following() else {
+            return;
+        };
+        if f.leader != from {
+            return;
+        }
+        if epoch > accepted.0 || (epoch, Some(from)) == accepted {
+            f.epoch = Some(epoch);
+            f.heard_elapsed = 0;
+            if epoch > accepted.0 {
+                self.accepted_epoch = epoch;
+                self.accepted_leader = Some(from);
+                self.draft.hard_state = true;
+            }
+            let message = Message::AckEpoch {
+                epoch,
+                current_epoch: self.current_epoch,
+                last: self.last_zxid(),
+                committed: self.commit_index,
+            };
+            self.send(from, message, out);
+        } else {
+            // An epoch below one this node accepted: that leader is behind (paper, phase 1).
+            self.start_election(out);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_proposal(
+        &mut self,
+        from: NodeId,
+        epoch: u64,
+        prev: Zxid,
+        entries: Vec<Entry>,
+        commit: u64,
+        out: &mut Out,
+    ) {
+        let synchronizing = self.current_epoch < epoch;
+        let base = self.log.base().index;
+        let holds_prev = prev.counter < base || self.zxid_at(prev.counter) == Some(prev);
+        if !holds_prev {
+            // A gap (a lost Proposal) or a different history: the leader resends from what
+            // this node surely shares with it.
+            let last = if prev.counter > self.log.last_index() {
+                self.log.last_index()
+            } else {
+                self.commit_index
+            };
+            let refusal = Message::Ack {
+                epoch,
+                last,
+                ok: false,
+            };
+            return self.send(from, refusal, out);
+        }
+        let mut last = prev.counter;
+        for entry in entries {
+            // Until NewLeader, only the leader's initial history (older epochs) is taken.
+            if synchronizing && entry.era >= epoch {
+                break;
+            }
+            if entry.index <= base {
+                last = entry.index;
+                continue;
+            }
+            if entry.index != last + 1 {
+                break;
+            }
+            match self.log.era(entry.index) {
+                Some(era) if era == entry.era => {}
+                Some(_) => {
+                    self.truncate(entry.index);
+                    self.push_entry(entry.clone());
+                }
+                None => self.push_entry(entry.clone()),
+            }
+            last = entry.index;
+        }
+        let ack = Message::Ack {
+            epoch,
+            last,
+            ok: true,
+        };
+        #[cfg(any(test, feature = "inject-bugs"))]
+        if self.config.bugs.ack_before_persisting {
+            out.push(Action::Send {
+                to: from,
+                message: ack,
+            });
+            if !synchronizing {
+                self.commit_to(commit.min(last), out);
+            }
+            return;
+        }
+        self.send(from, ack, out);
+        if !synchronizing {
+            self.commit_to(commit.min(last), out);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_snap(
+        &mut self,
+        from: NodeId,
+        epoch: u64,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Bytes,
+        done: bool,
+        out: &mut Out,
+    ) {
+        if meta.index <= self.commit_index {
+            // Already has all of it: say so, so the leader goes on from there.
+            let ack = Message::SnapAck {
+                epoch,
+                meta,
+                next_offset: offset,
+                done: true,
+            };
+            return self.send(from, ack, out);
+        }
+        let received = match &mut self.incoming {
+            Some((m, bytes)) if *m == meta && bytes.len() as u64 == offset => {
+                bytes.extend_from_slice(&data);
+                bytes.len() as u64
+            }
+            _ if offset == 0 => {
+                self.incoming = Some((meta, data.to_vec()));
+                data.len() as u64
+            }
+            Some((m, bytes)) if *m == meta => bytes.len() as u64,
+            _ => 0,
+        };
+        let installed = done && received == offset + data.len() as u64;
+        if installed {
+            let Some((_, bytes)) = self.incoming.take() else {
+                return;
+            };
+            let snapshot = Snapshot {
+                meta,
+                data: Bytes::from(bytes),
+            };
+            // Keep what follows the snapshot if it agrees with it; drop the rest.
+            if self.log.era(meta.index) == Some(meta.era) {
+                self.log.compact_to(meta);
+            } else {
+                self.draft.entries.clear();
+                self.log = synod_core::Log::default();
+                self.log.compact_to(meta);
+                self.draft.truncate_from = Some(meta.index + 1);
+            }
+            self.draft.snapshot = Some(snapshot.clone());
+            self.durable_index = self.durable_index.min(meta.index);
+            self.commit_index = meta.index;
+            self.applied_index = meta.index;
+            self.snapshot = Some(snapshot.clone());
+            self.flush(out);
+            out.push(Action::Restore(snapshot));
+        }
+        let ack = Message::SnapAck {
+            epoch,
+            meta,
+            next_offset: received,
+            done: installed,
+        };
+        self.send(from, ack, out);
+    }
+
+    fn on_new_leader(&mut self, from: NodeId, epoch: u64, last: Zxid, out: &mut Out) {
+        if self.current_epoch == epoch {
+            // A copy of one already taken: this history has moved on since.
+            return self.send(from, Message::AckNewLeader { epoch }, out);
+        }
+        if self.zxid_at(last.counter) != Some(last) && last.counter >= self.log.base().index {
+            // Not synchronized yet (a Proposal was lost): say where this history ends.
+            let refusal = Message::Ack {
+                epoch,
+                last: self.log.last_index().min(last.counter),
+                ok: false,
+            };
+            return self.send(from, refusal, out);
+        }
+        // TRUNC: what lies beyond the leader's initial history was never committed.
+        if last.counter < self.log.last_index() {
+            self.truncate(last.counter + 1);
+        }
+        if self.current_epoch < epoch {
+            self.current_epoch = epoch;
+            self.draft.hard_state = true;
+        }
+        self.send(from, Message::AckNewLeader { epoch }, out);
+    }
+}
