@@ -16,7 +16,8 @@ pub use keeper::can_keep;
 pub use lease::LeaseBugs;
 pub use peer::PeerMessage;
 pub use protocol::{
-    has_leader, Boot, PaxosOptions, Protocol, RaftOptions, Timing, ZabOptions, PROTOCOL_NAMES,
+    has_leader, moves_leadership, Boot, PaxosOptions, Protocol, RaftOptions, Timing, ZabOptions,
+    PROTOCOL_NAMES,
 };
 pub use replica::{
     boot_store, Answer, Call, ClientCall, Output, Refusal, Replica, ReplicaOptions, Store, Waiter,

@@ -19,6 +19,12 @@ pub fn has_leader(protocol: &str) -> bool {
     protocol != BasicPaxos::NAME
 }
 
+/// Whether the protocol named `protocol` hands its leadership over on request (etcd's
+/// MoveLeader). ZAB, as ZooKeeper, does not: its leader leads until it fails.
+pub fn moves_leadership(protocol: &str) -> bool {
+    has_leader(protocol) && protocol != Zab::NAME
+}
+
 /// The timeouts of a node, in ticks of its clock. Every engine derives its own timers from
 /// these two, so one pair of flags means the same thing under every protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -134,3 +134,209 @@ pub fn compare_row(name: &str, summary: &Summary) -> String {
     );
     row
 }
+
+/// What one heartbeat-direction run measured (see [`heartbeat_direction`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Direction {
+    /// Messages sent per node per second with no client load.
+    pub idle_messages_per_node_s: Vec<f64>,
+    /// Messages per committed write under a steady load.
+    pub messages_per_write: Vec<f64>,
+    /// From the leader's crash to a command committed by a new leader, in microseconds.
+    pub crash_failover_us: Vec<u64>,
+    /// From the leader's isolation to a command committed by a new leader, in microseconds.
+    pub isolation_failover_us: Vec<u64>,
+    /// How long the isolated leader went on believing it led, in microseconds.
+    pub isolated_leader_led_us: Vec<u64>,
+    /// Writes the isolated leader took into its log meanwhile (never committed: each was
+    /// refused to its client in the end, or timed out).
+    pub stale_leader_writes: u64,
+    /// Writes the isolated node refused once it stopped leading, while still cut off.
+    pub stale_leader_refusals: u64,
+    /// A violation, if any property broke.
+    pub violation: Option<String>,
+}
+
+impl Direction {
+    /// Adds another run's figures.
+    pub fn add(&mut self, other: Direction) {
+        self.idle_messages_per_node_s
+            .extend(other.idle_messages_per_node_s);
+        self.messages_per_write.extend(other.messages_per_write);
+        self.crash_failover_us.extend(other.crash_failover_us);
+        self.isolation_failover_us
+            .extend(other.isolation_failover_us);
+        self.isolated_leader_led_us
+            .extend(other.isolated_leader_led_us);
+        self.stale_leader_writes += other.stale_leader_writes;
+        self.stale_leader_refusals += other.stale_leader_refusals;
+        self.violation = self.violation.take().or(other.violation);
+    }
+}
+
+/// The leader and its era, if one live node leads the highest era.
+fn leader_of<P: Protocol>(world: &World<P>) -> Option<(synod_core::NodeId, u64)> {
+    world
+        .nodes
+        .iter()
+        .filter_map(|n| n.engine().map(|e| e.status()))
+        .filter(|s| s.role == synod_core::Role::Leader)
+        .max_by_key(|s| s.era)
+        .map(|s| (s.id, s.era))
+}
+
+/// Runs tick by tick, at most `limit` ticks, until `done` holds; returns the time it took.
+fn run_until_true<P: Protocol>(
+    world: &mut World<P>,
+    limit: u64,
+    mut done: impl FnMut(&World<P>) -> bool,
+) -> Option<u64> {
+    let start = world.now;
+    for _ in 0..limit {
+        if done(world) {
+            return Some(world.now - start);
+        }
+        let next = world.now + TICK_US;
+        world.run_until(next);
+        if world.violation.is_some() {
+            return None;
+        }
+    }
+    None
+}
+
+/// Which way the liveness check runs, measured: on a healthy network, the idle traffic and
+/// the messages per write; then the leader crashes (time to a commit by a new leader); then,
+/// once the cluster recovered, the new leader is cut off from every other node while its
+/// clients keep writing to it (time to a commit by a new leader, how long the isolated one
+/// went on leading, and what it took and refused meanwhile). Raft's leader pushes
+/// heartbeats and steps down when a quorum stops answering them (check-quorum); ZAB's
+/// followers ping the leader, which abdicates when a quorum's pings stop.
+pub fn heartbeat_direction<P: Protocol>(
+    nodes: usize,
+    clients: usize,
+    seed: u64,
+    options: &P::Options,
+) -> Direction {
+    let mut config = RunConfig::new(seed, nodes);
+    config.faults = FaultSet::NONE;
+    config.clients = clients;
+    config.spread_clients = true;
+    let mut world = World::<P>::new(config, options.clone());
+    let mut out = Direction::default();
+    // Idle: a leader, no clients, 10 seconds.
+    world.run_until(300 * TICK_US);
+    let (sent, at) = (world.stats.messages_sent, world.now);
+    world.run_until(at + 1_000 * TICK_US);
+    let seconds = (world.now - at) as f64 / 1e6;
+    out.idle_messages_per_node_s
+        .push((world.stats.messages_sent - sent) as f64 / nodes as f64 / seconds);
+    // Load: messages per committed write.
+    world.add_clients(clients);
+    world.run_until(world.now + 200 * TICK_US);
+    let (sent, committed) = (world.stats.messages_sent, world.stats.committed_commands);
+    world.run_until(world.now + 1_000 * TICK_US);
+    let writes = world.stats.committed_commands - committed;
+    if writes > 0 {
+        out.messages_per_write
+            .push((world.stats.messages_sent - sent) as f64 / writes as f64);
+    }
+    // The leader crashes.
+    if let Some((leader, era)) = leader_of(&world) {
+        world.crash(leader);
+        let committed = world.stats.committed_commands;
+        let failover = run_until_true(&mut world, 3_000, |w| {
+            w.stats.committed_commands > committed
+                && leader_of(w).is_some_and(|(l, e)| l != leader && e > era)
+        });
+        out.crash_failover_us.extend(failover);
+        world.restart(leader);
+        world.run_until(world.now + 500 * TICK_US);
+    }
+    // The leader is cut off; its clients keep writing to it.
+    if let Some((leader, era)) = leader_of(&world) {
+        let others: Vec<_> = world
+            .voters
+            .iter()
+            .copied()
+            .filter(|&n| n != leader)
+            .collect();
+        world.network.cut(&[leader], &others);
+        let committed = world.stats.committed_commands;
+        let last_at_cut = world
+            .node(leader)
+            .engine()
+            .map_or(0, |e| e.status().last_index);
+        let refused_before = world.stats.refusals_by(leader);
+        let start = world.now;
+        let mut stepped_down: Option<(u64, u64)> = None;
+        let mut failover = None;
+        for _ in 0..3_000 {
+            let status = world.node(leader).engine().map(|e| e.status());
+            if stepped_down.is_none() && status.is_some_and(|s| s.role != synod_core::Role::Leader)
+            {
+                let last = status.map_or(last_at_cut, |s| s.last_index);
+                stepped_down = Some((world.now - start, last));
+            }
+            if failover.is_none()
+                && world.stats.committed_commands > committed
+                && leader_of(&world).is_some_and(|(l, e)| l != leader && e > era)
+            {
+                failover = Some(world.now - start);
+            }
+            if stepped_down.is_some() && failover.is_some() {
+                break;
+            }
+            let next = world.now + TICK_US;
+            world.run_until(next);
+            if world.violation.is_some() {
+                break;
+            }
+        }
+        out.isolation_failover_us.extend(failover);
+        if let Some((led, last)) = stepped_down {
+            out.isolated_leader_led_us.push(led);
+            out.stale_leader_writes += last.saturating_sub(last_at_cut);
+        }
+        // What it refused, still cut off, after it stopped leading: 2 more seconds.
+        world.run_until(world.now + 200 * TICK_US);
+        out.stale_leader_refusals += world.stats.refusals_by(leader) - refused_before;
+        world.network.blocked.clear();
+        world.run_until(world.now + 300 * TICK_US);
+    }
+    out.violation = world.violation.as_ref().map(|v| v.to_string());
+    out
+}
+
+/// The header of the heartbeat-direction table (Markdown).
+pub const DIRECTION_HEADER: &str = "| protocol | idle messages per node per second | messages per committed write | leader crash to a new leader's commit p50 / max (ticks) | leader isolated to a new leader's commit p50 / max (ticks) | isolated leader went on leading p50 / max (ticks) | writes the isolated leader took (lost) | writes it refused after stepping down |\n|---|---|---|---|---|---|---|---|";
+
+/// One line of the heartbeat-direction table.
+pub fn direction_row(name: &str, d: &Direction) -> String {
+    let mean = |v: &[f64]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.1}", v.iter().sum::<f64>() / v.len() as f64)
+        }
+    };
+    let spread = |v: &[u64]| {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        format!(
+            "{} / {}",
+            ticks(percentile(&v, 0.5)),
+            ticks(v.last().copied())
+        )
+    };
+    format!(
+        "| {name} | {} | {} | {} | {} | {} | {} | {} |",
+        mean(&d.idle_messages_per_node_s),
+        mean(&d.messages_per_write),
+        spread(&d.crash_failover_us),
+        spread(&d.isolation_failover_us),
+        spread(&d.isolated_leader_led_us),
+        d.stale_leader_writes,
+        d.stale_leader_refusals,
+    )
+}

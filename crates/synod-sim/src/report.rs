@@ -112,6 +112,18 @@ pub struct Stats {
     /// After each crash of the leader: how long until the next command committed, in
     /// microseconds.
     pub leader_crash_stalls_us: Vec<u64>,
+    /// Requests each node refused (not leading), indexed by node id.
+    pub refusals_by_node: Vec<u64>,
+}
+
+impl Stats {
+    /// Requests `node` refused so far.
+    pub fn refusals_by(&self, node: synod_core::NodeId) -> u64 {
+        self.refusals_by_node
+            .get(node.0 as usize)
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 /// The outcome of one seed.

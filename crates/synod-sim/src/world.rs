@@ -478,6 +478,14 @@ impl<P: Protocol> World<P> {
     /// Sends a node's answer to a client. Client links suffer loss and delay but are never
     /// partitioned: clients stand outside the cluster.
     pub(crate) fn reply(&mut self, from: NodeId, client: u64, id: RequestId, reply: Reply) {
+        if let Reply::Redirect(_) = reply {
+            let counts = &mut self.stats.refusals_by_node;
+            let at = from.0 as usize;
+            if counts.len() <= at {
+                counts.resize(at + 1, 0);
+            }
+            counts[at] += 1;
+        }
         self.trace_line(|| match &reply {
             Reply::Done(_) => format!("{from} -> c{client} answers {id}"),
             Reply::Redirect(hint) => format!("{from} -> c{client} refuses {id}, leader {hint:?}"),

@@ -6,12 +6,13 @@
 
 use synod_paxos::{BasicPaxos, MultiPaxos};
 use synod_raft::Raft;
-use synod_replica::LeaseBugs;
+use synod_replica::{LeaseBugs, ZabOptions};
 use synod_sim::{
     run, sweep, FaultSet, PaxosOptions, Protocol, RaftOptions, RunConfig, Summary, Violation,
     ViolationKind,
 };
 use synod_storage::InjectedBugs;
+use synod_zab::Zab;
 
 fn sweep_protocol<P: Protocol>(
     nodes: usize,
@@ -159,6 +160,24 @@ fn multi_paxos_on_3_5_and_7_nodes_is_clean_under_all_faults() {
             PaxosOptions::default(),
         ));
     }
+}
+
+#[test]
+fn zab_on_3_5_and_7_nodes_is_clean_under_all_faults() {
+    for (nodes, seeds) in [(3, 1..=25), (5, 1..=25), (7, 1..=15)] {
+        assert_clean(&sweep_protocol::<Zab>(nodes, seeds, ZabOptions::default()));
+    }
+}
+
+/// A leader that skips synchronization counts its initial history as committed on a quorum
+/// that does not hold it.
+#[test]
+fn the_sweep_catches_zab_skipping_synchronization() {
+    let options = ZabOptions {
+        tweak: Some(|c| c.bugs.skip_synchronization = true),
+    };
+    let summary = sweep_protocol::<Zab>(5, 1..=30, options);
+    first_caught("zab skipping synchronization", &summary);
 }
 
 #[test]

@@ -38,13 +38,10 @@ pub struct Config {
 #[cfg(any(test, feature = "inject-bugs"))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InjectedBugs {
-    /// A prospective leader establishes its epoch with its own history, without checking
-    /// that it is the most up-to-date of the quorum's (breaks discovery: a leader elected
-    /// with a stale history loses what the previous epoch committed).
-    pub skip_history_check: bool,
-    /// A follower acknowledges a proposal before it is durable (breaks broadcast: a quorum
-    /// that crashes together forgets a committed transaction).
-    pub ack_before_persisting: bool,
+    /// The leader skips synchronization: it sends NewLeader at once, and a follower takes
+    /// the epoch with whatever history it has (breaks phase 2: the epoch's initial history
+    /// counts as committed on a quorum that does not hold it).
+    pub skip_synchronization: bool,
 }
 
 impl Config {

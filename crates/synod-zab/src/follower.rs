@@ -237,17 +237,6 @@ impl Zab {
             last,
             ok: true,
         };
-        #[cfg(any(test, feature = "inject-bugs"))]
-        if self.config.bugs.ack_before_persisting {
-            out.push(Action::Send {
-                to: from,
-                message: ack,
-            });
-            if !synchronizing {
-                self.commit_to(commit.min(last), out);
-            }
-            return;
-        }
         self.send(from, ack, out);
         if !synchronizing {
             self.commit_to(commit.min(last), out);
@@ -327,7 +316,14 @@ impl Zab {
             // A copy of one already taken: this history has moved on since.
             return self.send(from, Message::AckNewLeader { epoch }, out);
         }
-        if self.zxid_at(last.counter) != Some(last) && last.counter >= self.log.base().index {
+        #[cfg(any(test, feature = "inject-bugs"))]
+        let unchecked = self.config.bugs.skip_synchronization;
+        #[cfg(not(any(test, feature = "inject-bugs")))]
+        let unchecked = false;
+        if !unchecked
+            && self.zxid_at(last.counter) != Some(last)
+            && last.counter >= self.log.base().index
+        {
             // Not synchronized yet (a Proposal was lost): say where this history ends.
             let refusal = Message::Ack {
                 epoch,
@@ -337,7 +333,7 @@ impl Zab {
             return self.send(from, refusal, out);
         }
         // TRUNC: what lies beyond the leader's initial history was never committed.
-        if last.counter < self.log.last_index() {
+        if last.counter < self.log.last_index() && !unchecked {
             self.truncate(last.counter + 1);
         }
         if self.current_epoch < epoch {

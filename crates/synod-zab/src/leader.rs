@@ -234,10 +234,6 @@ impl Zab {
             return;
         }
         let ticks = self.ticks;
-        #[cfg(any(test, feature = "inject-bugs"))]
-        let skip_check = self.config.bugs.skip_history_check;
-        #[cfg(not(any(test, feature = "inject-bugs")))]
-        let skip_check = false;
         let Some(lead) = self.leading() else {
             return;
         };
@@ -250,7 +246,7 @@ impl Zab {
         }
         // Before the epoch is established, a follower with a better history than this
         // leader's cannot be part of its quorum: what it holds may be committed.
-        if !lead.established && history > lead.own_history && !skip_check {
+        if !lead.established && history > lead.own_history {
             // That node should lead instead: back to election, where its vote wins.
             return self.start_election(out);
         }
@@ -306,6 +302,13 @@ impl Zab {
         } else {
             // SNAP: it needs what this node compacted.
             (base + 1, 0)
+        };
+        #[cfg(any(test, feature = "inject-bugs"))]
+        let (next, acked) = if self.config.bugs.skip_synchronization {
+            let initial_last = self.leading().map_or(0, |l| l.initial_last);
+            (next.max(initial_last + 1), acked.max(initial_last))
+        } else {
+            (next, acked)
         };
         let needs_snap = next <= base || (acked < base && self.snapshot.is_some());
         let snapshot_meta = self.snapshot.as_ref().map(|s| s.meta);

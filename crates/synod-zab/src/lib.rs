@@ -16,7 +16,6 @@ mod message;
 mod wire;
 mod zab;
 
-
 #[cfg(any(test, feature = "inject-bugs"))]
 pub use config::InjectedBugs;
 pub use config::{Config, ConfigError};

@@ -62,6 +62,11 @@ async fn etcdctl_works_against_synod_on_multi_paxos() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_works_against_synod_on_zab() {
+    etcdctl_works_against_synod_on("zab").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_works_against_synod_on_basic_paxos() {
     etcdctl_works_against_synod_on("basic-paxos").await;
 }
@@ -147,7 +152,27 @@ async fn etcdctl_works_against_synod_on(protocol: &str) {
     // the leader's clocks, or under Basic Paxos on those of the keeper the log chose.
     check_leases(&all, &follower);
     check_members_and_status(&cluster, &all, leader.is_some());
-    check_move_leader(&cluster, &all, leader);
+    if protocol == "zab" {
+        check_move_leader_refused(&cluster, &all);
+    } else {
+        check_move_leader(&cluster, &all, leader);
+    }
+}
+
+/// Under ZAB, as in ZooKeeper, leadership is not moved on request: etcdctl move-leader is
+/// refused with an error that says so, and the leader stays.
+fn check_move_leader_refused(cluster: &Cluster, all: &str) {
+    let target = cluster.members.last().expect("members").id;
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={all}"))
+        .args(["move-leader", &format!("{target:x}")])
+        .output()
+        .expect("etcdctl move-leader");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("moves no leadership"), "{stderr}");
+    assert_eq!(etcdctl(all, &["put", "app/stayed", "1"], None), "OK\n");
 }
 
 /// etcdctl move-leader hands the leadership to a member it names, and the cluster goes on

@@ -120,6 +120,11 @@ async fn killing_the_multi_paxos_leader_under_load_loses_no_acknowledged_write()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_zab_leader_under_load_loses_no_acknowledged_write() {
+    killing_a_member_under_load_loses_no_acknowledged_write("zab").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_basic_paxos_proposer_under_load_loses_no_acknowledged_write() {
     killing_a_member_under_load_loses_no_acknowledged_write("basic-paxos").await;
 }
@@ -203,6 +208,11 @@ async fn a_paused_leader_steps_down_and_serves_no_stale_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_multi_paxos_leader_steps_down_and_serves_no_stale_read() {
     a_paused_leader_serves_no_stale_read("multi-paxos").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_zab_leader_abdicates_and_serves_no_stale_read() {
+    a_paused_leader_serves_no_stale_read("zab").await;
 }
 
 /// The leader is stopped (SIGSTOP) while the others elect another and write; woken, it must

@@ -145,6 +145,9 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         if api.node.current_status().role == Role::Peer {
             return Err(errors::leaderless(&api.config.protocol));
         }
+        if !synod_replica::moves_leadership(&api.config.protocol) {
+            return Err(errors::no_leader_transfer(&api.config.protocol));
+        }
         api.on_leader(
             request,
             false,

@@ -18,6 +18,14 @@ pub fn leaderless(protocol: &str) -> Status {
     ))
 }
 
+/// The protocol elects its leaders but moves none on request (ZooKeeper's ZAB has no leader
+/// transfer).
+pub fn no_leader_transfer(protocol: &str) -> Status {
+    Status::failed_precondition(format!(
+        "synod: {protocol} moves no leadership on request (its leader leads until it fails); run raft or multi-paxos for that"
+    ))
+}
+
 /// The node a request was forwarded to no longer leads; the sender retries.
 pub const LEADER_CHANGED: &str = "etcdserver: leader changed";
 

@@ -51,8 +51,10 @@ pub struct SimArgs {
     /// Run an experiment instead of a sweep. `dueling-proposers`: every node has clients of
     /// its own on a healthy network; prints decided slots per 1,000 ticks and preemptions for
     /// Basic Paxos with backoff off and on, and for Multi-Paxos, summed over --seeds, each run
-    /// --safety-ticks long.
-    #[arg(long, value_parser = ["dueling-proposers"], conflicts_with_all = ["seed", "compare"])]
+    /// --safety-ticks long. `heartbeat-direction`: Raft (the leader pushes heartbeats) and
+    /// ZAB (followers ping the leader) on the same seeds: idle traffic, messages per write,
+    /// and failover after the leader crashes and after it is cut off.
+    #[arg(long, value_parser = ["dueling-proposers", "heartbeat-direction"], conflicts_with_all = ["seed", "compare"])]
     scenario: Option<String>,
     /// Run the same seeds (same faults, same client load) on each of these protocols,
     /// comma-separated, and print one table.
@@ -73,8 +75,10 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
     template.safety_ticks = args.safety_ticks;
     template.liveness_ticks = args.liveness_ticks;
     template.snapshot_every = args.snapshot_every;
-    if args.scenario.is_some() {
-        return dueling(&args, &template);
+    match args.scenario.as_deref() {
+        Some("heartbeat-direction") => return heartbeat_direction(&args, &template),
+        Some(_) => return dueling(&args, &template),
+        None => {}
     }
     if let Some(protocols) = &args.compare {
         return compare(&args, &template, protocols);
@@ -246,6 +250,45 @@ fn dueling(args: &SimArgs, template: &RunConfig) -> Result<ExitCode> {
         }
     }
     println!("\ncommand: synod sim --scenario dueling-proposers --nodes {nodes} --clients {clients} --safety-ticks {ticks} --seeds {}", args.seeds);
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Raft and ZAB on the same seeds: which way the liveness check runs, measured.
+fn heartbeat_direction(args: &SimArgs, template: &RunConfig) -> Result<ExitCode> {
+    use synod_sim::experiments::{direction_row, heartbeat_direction, Direction, DIRECTION_HEADER};
+    let seeds = parse_seeds(&args.seeds)?;
+    let (nodes, clients) = (template.nodes, template.clients);
+    println!(
+        "heartbeat direction: {nodes} nodes, {clients} clients spread over them, healthy network but for one leader crash and one leader isolation per run, {} seeds ({})\n",
+        seeds.len(),
+        args.seeds
+    );
+    println!("{DIRECTION_HEADER}");
+    let mut clean = true;
+    for name in ["raft", "zab"] {
+        let mut total = Direction::default();
+        for &seed in &seeds {
+            total.add(match name {
+                "raft" => heartbeat_direction::<Raft>(nodes, clients, seed, &Default::default()),
+                _ => {
+                    heartbeat_direction::<synod_zab::Zab>(nodes, clients, seed, &Default::default())
+                }
+            });
+        }
+        println!("{}", direction_row(name, &total));
+        if let Some(v) = &total.violation {
+            println!("  VIOLATION: {v}");
+            clean = false;
+        }
+    }
+    println!(
+        "\ncommand: synod sim --scenario heartbeat-direction --nodes {nodes} --clients {clients} --seeds {}",
+        args.seeds
+    );
     Ok(if clean {
         ExitCode::SUCCESS
     } else {
