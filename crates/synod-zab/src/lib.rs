@@ -16,6 +16,9 @@ mod message;
 mod wire;
 mod zab;
 
+#[cfg(test)]
+mod tests;
+
 #[cfg(any(test, feature = "inject-bugs"))]
 pub use config::InjectedBugs;
 pub use config::{Config, ConfigError};

@@ -1,0 +1,399 @@
+//! Exact actions of single nodes: what each phase persists and sends, and in which order.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use bytes::Bytes;
+use synod_core::{Action, Engine, Entry, Input, NodeId, Payload, Proposal, RequestId, Role};
+
+use crate::message::{Message, PeerState, Vote, Zxid};
+use crate::zab::{decode_hard_state, encode_hard_state, HardState, RestartError};
+use crate::{Config, Zab};
+
+type Out = Vec<Action<Message>>;
+
+fn config(id: u64) -> Config {
+    Config::new(NodeId(id), vec![NodeId(1), NodeId(2), NodeId(3)])
+}
+
+fn receive(zab: &mut Zab, from: u64, message: Message) -> Out {
+    let mut out = Vec::new();
+    zab.step(
+        Input::Receive {
+            from: NodeId(from),
+            message,
+        },
+        &mut out,
+    );
+    out
+}
+
+fn sends(out: &Out) -> Vec<(NodeId, Message)> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Send { to, message } => Some((*to, message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Position of the first action matching `f`.
+fn position(out: &Out, f: impl Fn(&Action<Message>) -> bool) -> usize {
+    out.iter().position(f).expect("the action is there")
+}
+
+fn entry(index: u64, epoch: u64) -> Entry {
+    Entry {
+        index,
+        era: epoch,
+        payload: Payload::Command(Proposal {
+            id: RequestId::new(7, index),
+            command: Bytes::from_static(b"w"),
+        }),
+    }
+}
+
+fn leading(leader: u64) -> Message {
+    Message::Notification {
+        round: 1,
+        vote: Vote::new(NodeId(leader), 0, Zxid::default()),
+        state: PeerState::Leading,
+    }
+}
+
+/// Node 1, following node 3, having accepted epoch 1 from it.
+fn follower_in_epoch_1() -> Zab {
+    let mut zab = Zab::new(config(1)).unwrap();
+    receive(&mut zab, 3, leading(3));
+    receive(&mut zab, 3, Message::NewEpoch { epoch: 1 });
+    zab
+}
+
+#[test]
+fn a_follower_persists_the_epoch_it_accepts_before_it_acknowledges_it() {
+    let mut zab = Zab::new(config(1)).unwrap();
+    let out = receive(&mut zab, 3, leading(3));
+    assert_eq!(
+        sends(&out),
+        vec![(
+            NodeId(3),
+            Message::FollowerInfo {
+                accepted_epoch: 0,
+                accepted_from: None
+            }
+        )]
+    );
+    let out = receive(&mut zab, 3, Message::NewEpoch { epoch: 1 });
+    let persisted = position(&out, |a| match a {
+        Action::Persist(p) => p.hard_state.as_deref().is_some_and(|h| {
+            decode_hard_state(h).unwrap()
+                == HardState {
+                    accepted_epoch: 1,
+                    accepted_leader: Some(NodeId(3)),
+                    current_epoch: 0,
+                }
+        }),
+        _ => false,
+    });
+    let acked = position(&out, |a| {
+        matches!(
+            a,
+            Action::Send {
+                message: Message::AckEpoch { epoch: 1, .. },
+                ..
+            }
+        )
+    });
+    assert!(persisted < acked, "{out:?}");
+}
+
+#[test]
+fn a_follower_offered_an_epoch_below_the_one_it_accepted_goes_back_to_election() {
+    let hard = encode_hard_state(&HardState {
+        accepted_epoch: 5,
+        accepted_leader: Some(NodeId(2)),
+        current_epoch: 4,
+    });
+    let mut zab = Zab::restart(config(1), Some(&hard), None, Vec::new()).unwrap();
+    receive(&mut zab, 3, leading(3));
+    let out = receive(&mut zab, 3, Message::NewEpoch { epoch: 3 });
+    assert_eq!(zab.status().role, Role::Candidate, "looking again");
+    assert!(sends(&out)
+        .iter()
+        .all(|(_, m)| matches!(m, Message::Notification { .. })));
+    assert_eq!(
+        zab.accepted_epoch(),
+        5,
+        "the accepted epoch never goes back"
+    );
+}
+
+#[test]
+fn the_same_epoch_from_another_leader_is_refused() {
+    // Node 1 accepted epoch 1 from node 3, then restarted and found node 2 leading.
+    let hard = encode_hard_state(&HardState {
+        accepted_epoch: 1,
+        accepted_leader: Some(NodeId(3)),
+        current_epoch: 0,
+    });
+    let mut zab = Zab::restart(config(1), Some(&hard), None, Vec::new()).unwrap();
+    receive(&mut zab, 2, leading(2));
+    assert_eq!(zab.status().role, Role::Follower);
+    receive(&mut zab, 2, Message::NewEpoch { epoch: 1 });
+    assert_eq!(zab.status().role, Role::Candidate);
+    assert_eq!(zab.accepted_epoch(), 1);
+}
+
+#[test]
+fn a_follower_logs_a_proposal_durably_before_it_acknowledges_it() {
+    let mut zab = follower_in_epoch_1();
+    receive(
+        &mut zab,
+        3,
+        Message::NewLeader {
+            epoch: 1,
+            last: Zxid::default(),
+        },
+    );
+    assert_eq!(zab.current_epoch(), 1);
+    let out = receive(
+        &mut zab,
+        3,
+        Message::Proposal {
+            epoch: 1,
+            prev: Zxid::default(),
+            entries: vec![entry(1, 1), entry(2, 1)],
+            commit: 1,
+        },
+    );
+    let logged = position(
+        &out,
+        |a| matches!(a, Action::Persist(p) if p.entries.len() == 2),
+    );
+    let acked = position(&out, |a| {
+        matches!(
+            a,
+            Action::Send {
+                message: Message::Ack {
+                    epoch: 1,
+                    last: 2,
+                    ok: true
+                },
+                ..
+            }
+        )
+    });
+    assert!(logged < acked, "{out:?}");
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Apply(e) if e.index == 1)),
+        "the commit point it carried is delivered"
+    );
+}
+
+#[test]
+fn new_leader_truncates_what_lies_beyond_the_initial_history() {
+    let hard = encode_hard_state(&HardState {
+        accepted_epoch: 1,
+        accepted_leader: Some(NodeId(2)),
+        current_epoch: 1,
+    });
+    let history = vec![entry(1, 1), entry(2, 1), entry(3, 1)];
+    let mut zab = Zab::restart(config(1), Some(&hard), None, history).unwrap();
+    // Node 3 leads with a history no less up to date (one more of epoch 1 than node 1's
+    // committed point, a different one at 2).
+    let vote = Vote::new(
+        NodeId(3),
+        1,
+        Zxid {
+            epoch: 1,
+            counter: 3,
+        },
+    );
+    let state = PeerState::Leading;
+    receive(
+        &mut zab,
+        3,
+        Message::Notification {
+            round: 1,
+            vote,
+            state,
+        },
+    );
+    receive(&mut zab, 3, Message::NewEpoch { epoch: 2 });
+    let out = receive(
+        &mut zab,
+        3,
+        Message::NewLeader {
+            epoch: 2,
+            last: Zxid {
+                epoch: 1,
+                counter: 1,
+            },
+        },
+    );
+    assert_eq!(zab.log().last_index(), 1, "TRUNC: entries 2 and 3 gone");
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::Persist(p) if p.truncate_from == Some(2))));
+    assert_eq!(zab.current_epoch(), 2);
+}
+
+/// Node 3 elected by node 1's vote, with node 1's FollowerInfo: epoch 1 proposed.
+fn prospective_leader() -> (Zab, Out) {
+    let mut zab = Zab::new(config(3)).unwrap();
+    receive(
+        &mut zab,
+        1,
+        Message::Notification {
+            round: 1,
+            vote: Vote::new(NodeId(3), 0, Zxid::default()),
+            state: PeerState::Looking,
+        },
+    );
+    let out = receive(
+        &mut zab,
+        1,
+        Message::FollowerInfo {
+            accepted_epoch: 0,
+            accepted_from: None,
+        },
+    );
+    (zab, out)
+}
+
+#[test]
+fn a_prospective_leader_proposes_an_epoch_above_every_accepted_one() {
+    let (_, out) = prospective_leader();
+    assert!(sends(&out).contains(&(NodeId(1), Message::NewEpoch { epoch: 1 })));
+}
+
+#[test]
+fn a_prospective_leader_with_a_staler_history_than_a_follower_steps_aside() {
+    let (mut zab, _) = prospective_leader();
+    receive(
+        &mut zab,
+        1,
+        Message::AckEpoch {
+            epoch: 1,
+            current_epoch: 0,
+            last: Zxid {
+                epoch: 0,
+                counter: 4,
+            },
+            committed: 0,
+        },
+    );
+    assert_eq!(zab.status().role, Role::Candidate);
+    assert_eq!(
+        zab.current_epoch(),
+        0,
+        "the epoch was never taken as current"
+    );
+    assert_eq!(zab.established_epoch(), None);
+}
+
+/// Drives the prospective leader to an established epoch with node 1.
+fn established_leader() -> Zab {
+    let (mut zab, out) = prospective_leader();
+    let mut persisted = out.iter().filter_map(|a| match a {
+        Action::Persist(p) => Some(p.id),
+        _ => None,
+    });
+    let mut last = persisted.next_back();
+    let out = receive(
+        &mut zab,
+        1,
+        Message::AckEpoch {
+            epoch: 1,
+            current_epoch: 0,
+            last: Zxid::default(),
+            committed: 0,
+        },
+    );
+    last = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Persist(p) => Some(p.id),
+            _ => None,
+        })
+        .next_back()
+        .or(last);
+    let mut out = Vec::new();
+    zab.step(Input::Persisted(last.unwrap()), &mut out);
+    receive(&mut zab, 1, Message::AckNewLeader { epoch: 1 });
+    zab
+}
+
+#[test]
+fn an_epoch_is_established_once_a_quorum_acknowledged_new_leader() {
+    let zab = established_leader();
+    assert_eq!(zab.established_epoch(), Some(1));
+    assert_eq!(zab.status().role, Role::Leader);
+}
+
+#[test]
+fn the_leader_sends_no_heartbeats_and_abdicates_when_pings_stop() {
+    let mut zab = established_leader();
+    let mut out = Vec::new();
+    for _ in 0..10 {
+        zab.step(Input::Tick, &mut out);
+        receive(&mut zab, 1, Message::Ping { epoch: 1 });
+    }
+    assert!(
+        sends(&out)
+            .iter()
+            .all(|(_, m)| !matches!(m, Message::Ping { .. })),
+        "a leader does not push liveness messages"
+    );
+    assert_eq!(zab.status().role, Role::Leader, "node 1's pings keep it");
+    for _ in 0..zab.config.session_timeout_ticks_min {
+        zab.step(Input::Tick, &mut out);
+    }
+    assert_eq!(
+        zab.status().role,
+        Role::Candidate,
+        "no quorum pings: abdicated"
+    );
+}
+
+#[test]
+fn a_follower_pings_its_leader_and_looks_again_when_it_stops_answering() {
+    let mut zab = follower_in_epoch_1();
+    receive(
+        &mut zab,
+        3,
+        Message::NewLeader {
+            epoch: 1,
+            last: Zxid::default(),
+        },
+    );
+    let mut out = Vec::new();
+    for _ in 0..zab.config.ping_interval_ticks {
+        zab.step(Input::Tick, &mut out);
+    }
+    assert!(sends(&out).contains(&(NodeId(3), Message::Ping { epoch: 1 })));
+    for _ in 0..zab.config.session_timeout_ticks_max {
+        zab.step(Input::Tick, &mut out);
+    }
+    assert_eq!(zab.status().role, Role::Candidate);
+}
+
+#[test]
+fn restart_refuses_epochs_zab_cannot_have_written() {
+    let hard = encode_hard_state(&HardState {
+        accepted_epoch: 2,
+        accepted_leader: None,
+        current_epoch: 3,
+    });
+    let err = Zab::restart(config(1), Some(&hard), None, Vec::new()).unwrap_err();
+    assert!(matches!(err, RestartError::Inconsistent(_)), "{err}");
+    let hard = encode_hard_state(&HardState {
+        accepted_epoch: 1,
+        accepted_leader: None,
+        current_epoch: 1,
+    });
+    let err = Zab::restart(config(1), Some(&hard), None, vec![entry(1, 2)]).unwrap_err();
+    assert!(matches!(err, RestartError::Inconsistent(_)), "{err}");
+    let err = Zab::restart(config(1), Some(&[1, 2]), None, Vec::new()).unwrap_err();
+    assert!(matches!(err, RestartError::HardState(_)), "{err}");
+}
