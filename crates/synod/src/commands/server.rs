@@ -46,7 +46,7 @@ pub struct ServerArgs {
     /// The log, hard state and snapshots live here.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// The replication protocol: raft, multi-paxos or basic-paxos (default raft). A data
+    /// The replication protocol: raft, multi-paxos, basic-paxos or zab (default raft). A data
     /// directory keeps the protocol it was first written with.
     #[arg(long)]
     pub protocol: Option<String>,
