@@ -716,7 +716,7 @@ fn wrong_flags_get_a_clear_error_and_exit_code_2() {
                 "--initial-cluster",
                 "1=127.0.0.1:1",
                 "--protocol",
-                "zab",
+                "viewstamped-replication",
             ],
             "not a protocol this server runs",
         ),
