@@ -8,6 +8,7 @@ pub mod engine;
 pub mod entry;
 pub mod ids;
 pub mod log;
+pub mod persist;
 pub mod quorum;
 pub mod rng;
 pub mod send_gate;
@@ -21,6 +22,7 @@ pub use engine::{
 pub use entry::{Command, Entry, Payload, Proposal};
 pub use ids::{ClientId, LogIndex, NodeId, RequestId};
 pub use log::Log;
+pub use persist::{Draft, PersistQueue};
 pub use rng::Rng;
 pub use send_gate::SendGate;
 pub use snapshot::{Snapshot, SnapshotMeta};

@@ -55,7 +55,7 @@ impl Raft {
             self.role = Role::Candidate;
             self.term += 1;
             self.voted_for = Some(self.id);
-            self.draft.hard_state = true;
+            self.disk.draft.hard_state = true;
             self.term
         };
         self.leader = None;
@@ -91,7 +91,7 @@ impl Raft {
                 .is_up_to_date(request.last_log_index, request.last_log_term);
         if granted {
             self.voted_for = Some(from);
-            self.draft.hard_state = true;
+            self.disk.draft.hard_state = true;
             self.reset_election_timer();
         }
         let response = VoteResponse {

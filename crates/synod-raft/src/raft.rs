@@ -1,12 +1,12 @@
 //! The Raft state machine: state, role changes, persistence bookkeeping and the dispatch of
 //! inputs to the handlers in `election`, `replication`, `read_index` and `transfer`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use synod_core::codec::{DecodeError, Decoder, Encoder};
 use synod_core::{
-    Action, Engine, Entry, Input, Log, LogIndex, NodeId, Payload, Persist, PersistId, Rejection,
-    RequestId, Rng, Role, Snapshot, SnapshotMeta, Status,
+    Action, Engine, Entry, Input, Log, LogIndex, NodeId, Payload, PersistId, PersistQueue,
+    Rejection, RequestId, Rng, Role, Snapshot, SnapshotMeta, Status,
 };
 use thiserror::Error;
 
@@ -46,24 +46,6 @@ pub(crate) struct LeaderState {
     pub(crate) transfer: Option<(NodeId, u64)>,
 }
 
-/// Changes made during one step that must reach disk before dependent messages leave.
-#[derive(Debug, Default)]
-pub(crate) struct Draft {
-    pub(crate) snapshot: Option<Snapshot>,
-    pub(crate) hard_state: bool,
-    pub(crate) truncate_from: Option<LogIndex>,
-    pub(crate) entries: Vec<Entry>,
-}
-
-impl Draft {
-    fn is_empty(&self) -> bool {
-        self.snapshot.is_none()
-            && !self.hard_state
-            && self.truncate_from.is_none()
-            && self.entries.is_empty()
-    }
-}
-
 /// One Raft node.
 #[derive(Debug)]
 pub struct Raft {
@@ -89,13 +71,9 @@ pub struct Raft {
     pub(crate) snapshot: Option<Snapshot>,
     /// A snapshot being received from the leader: what it covers, and the bytes so far.
     pub(crate) incoming: Option<(SnapshotMeta, Vec<u8>)>,
-    // Persistence bookkeeping.
-    pub(crate) draft: Draft,
-    next_persist_id: u64,
-    /// Persists not yet durable, with the last log index each makes durable.
-    unpersisted: VecDeque<(PersistId, Option<LogIndex>)>,
-    /// The log is durable up to here; a leader counts itself in a commit quorum only this far.
-    pub(crate) durable_index: LogIndex,
+    /// What this step must persist, and how far the log is durable (a leader counts itself
+    /// in a commit quorum only that far).
+    pub(crate) disk: PersistQueue,
 }
 
 impl Raft {
@@ -128,10 +106,7 @@ impl Raft {
             lead: None,
             snapshot: None,
             incoming: None,
-            draft: Draft::default(),
-            next_persist_id: 1,
-            unpersisted: VecDeque::new(),
-            durable_index: 0,
+            disk: PersistQueue::new(0),
         };
         raft.reset_election_timer();
         Ok(raft)
@@ -166,7 +141,7 @@ impl Raft {
         raft.commit_index = base.index;
         raft.applied_index = base.index;
         raft.snapshot = snapshot;
-        raft.durable_index = raft.log.last_index();
+        raft.disk = PersistQueue::new(raft.log.last_index());
         Ok(raft)
     }
 
@@ -228,7 +203,7 @@ impl Raft {
         if term > self.term {
             self.term = term;
             self.voted_for = None;
-            self.draft.hard_state = true;
+            self.disk.draft.hard_state = true;
         }
         if let Some(lead) = self.lead.take() {
             let hint = leader;
@@ -248,7 +223,7 @@ impl Raft {
             payload,
         };
         let index = entry.index;
-        self.draft.entries.push(entry.clone());
+        self.disk.draft.entries.push(entry.clone());
         self.log.push(entry);
         index
     }
@@ -261,38 +236,17 @@ impl Raft {
             self.commit_index
         );
         self.log.truncate_from(index);
-        self.draft.entries.retain(|e| e.index < index);
-        self.draft.truncate_from = Some(self.draft.truncate_from.map_or(index, |t| t.min(index)));
-        self.durable_index = self.durable_index.min(index - 1);
-        for (_, covers) in self.unpersisted.iter_mut() {
-            if let Some(last) = covers {
-                *last = (*last).min(index - 1);
-            }
-        }
+        self.disk.truncate(index);
     }
 
     /// Pushes the pending persist, if any. Called before any send that depends on it.
     pub(crate) fn flush(&mut self, out: &mut Out) {
-        if self.draft.is_empty() {
-            return;
-        }
-        let draft = std::mem::take(&mut self.draft);
-        let id = PersistId(self.next_persist_id);
-        self.next_persist_id += 1;
-        let touches_log =
-            draft.snapshot.is_some() || draft.truncate_from.is_some() || !draft.entries.is_empty();
-        self.unpersisted
-            .push_back((id, touches_log.then(|| self.log.last_index())));
-        out.push(Action::Persist(Persist {
-            id,
-            snapshot: draft.snapshot,
-            hard_state: draft
-                .hard_state
-                .then(|| encode_hard_state(self.term, self.voted_for)),
-            journal: Vec::new(),
-            truncate_from: draft.truncate_from,
-            entries: draft.entries,
-        }));
+        let (term, voted_for) = (self.term, self.voted_for);
+        self.disk.flush(
+            self.log.last_index(),
+            || encode_hard_state(term, voted_for),
+            out,
+        );
     }
 
     /// Sends a message that depends on everything decided so far being durable.
@@ -305,22 +259,14 @@ impl Raft {
     /// Thesis 10.2.1: a leader may replicate entries in parallel with writing them to its
     /// own disk, because it counts itself in a commit quorum only once they are durable.
     pub(crate) fn send_ahead_of_log(&mut self, to: NodeId, message: Message, out: &mut Out) {
-        if self.draft.hard_state || self.draft.truncate_from.is_some() {
+        if self.disk.holds_more_than_entries() {
             self.flush(out);
         }
         out.push(Action::Send { to, message });
     }
 
     fn on_persisted(&mut self, id: PersistId, out: &mut Out) {
-        while let Some(&(pending, covers)) = self.unpersisted.front() {
-            if pending > id {
-                break;
-            }
-            self.unpersisted.pop_front();
-            if let Some(last) = covers {
-                self.durable_index = last;
-            }
-        }
+        self.disk.persisted(id);
         if self.role == Role::Leader {
             self.maybe_commit(out);
         }

@@ -148,7 +148,7 @@ impl Raft {
             }
         }
         for entry in new_entries {
-            self.draft.entries.push(entry.clone());
+            self.disk.draft.entries.push(entry.clone());
             self.log.push(entry.clone());
         }
         request.prev_log_index + request.entries.len() as u64
@@ -209,7 +209,7 @@ impl Raft {
     pub(crate) fn maybe_commit(&mut self, out: &mut Out) {
         let Some(lead) = &self.lead else { return };
         let mut matched: Vec<u64> = lead.progress.values().map(|p| p.match_index).collect();
-        matched.push(self.durable_index);
+        matched.push(self.disk.durable_index());
         let candidate = majority_index(&mut matched);
         let own_term = self.log.era(candidate) == Some(self.term);
         #[cfg(any(test, feature = "inject-bugs"))]

@@ -160,7 +160,7 @@ impl Raft {
         if discarded {
             self.truncate(meta.index + 1);
         }
-        self.draft.snapshot = Some(snapshot.clone());
+        self.disk.draft.snapshot = Some(snapshot.clone());
         self.commit_index = meta.index;
         self.applied_index = meta.index;
         out.push(Action::Restore(snapshot.clone()));

@@ -166,7 +166,7 @@ impl Zab {
             if epoch > accepted.0 {
                 self.accepted_epoch = epoch;
                 self.accepted_leader = Some(from);
-                self.draft.hard_state = true;
+                self.disk.draft.hard_state = true;
             }
             let message = Message::AckEpoch {
                 epoch,
@@ -286,16 +286,10 @@ impl Zab {
                 data: Bytes::from(bytes),
             };
             // Keep what follows the snapshot if it agrees with it; drop the rest.
-            if self.log.era(meta.index) == Some(meta.era) {
-                self.log.compact_to(meta);
-            } else {
-                self.draft.entries.clear();
-                self.log = synod_core::Log::default();
-                self.log.compact_to(meta);
-                self.draft.truncate_from = Some(meta.index + 1);
+            if self.log.compact_to(meta) {
+                self.disk.truncate(meta.index + 1);
             }
-            self.draft.snapshot = Some(snapshot.clone());
-            self.durable_index = self.durable_index.min(meta.index);
+            self.disk.draft.snapshot = Some(snapshot.clone());
             self.commit_index = meta.index;
             self.applied_index = meta.index;
             self.snapshot = Some(snapshot.clone());
@@ -338,7 +332,7 @@ impl Zab {
         }
         if self.current_epoch < epoch {
             self.current_epoch = epoch;
-            self.draft.hard_state = true;
+            self.disk.draft.hard_state = true;
         }
         self.send(from, Message::AckNewLeader { epoch }, out);
     }

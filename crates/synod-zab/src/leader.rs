@@ -127,6 +127,15 @@ impl Leading {
         }
     }
 
+    /// The followers at `stage`.
+    fn in_stage(&self, stage: Stage) -> Vec<NodeId> {
+        self.followers
+            .iter()
+            .filter(|(_, p)| p.stage == stage)
+            .map(|(&n, _)| n)
+            .collect()
+    }
+
     /// Refuses every waiting read: this node no longer leads.
     pub(crate) fn reject_reads(self, out: &mut Out) {
         for id in self.reads.into_iter().flat_map(|r| r.ids) {
@@ -215,7 +224,7 @@ impl Zab {
         }
         self.accepted_epoch = epoch;
         self.accepted_leader = Some(id);
-        self.draft.hard_state = true;
+        self.disk.draft.hard_state = true;
         for f in followers {
             self.send(f, Message::NewEpoch { epoch }, out);
         }
@@ -269,22 +278,15 @@ impl Zab {
             return;
         }
         self.current_epoch = epoch;
-        self.draft.hard_state = true;
+        self.disk.draft.hard_state = true;
         self.flush(out);
-        let persist = self.last_persist;
+        let persist = self.disk.last_pushed();
         if let Some(lead) = self.leading() {
             lead.history_chosen = Some(persist);
         }
-        let ready: Vec<NodeId> = self
+        let ready = self
             .leading()
-            .map(|l| {
-                l.followers
-                    .iter()
-                    .filter(|(_, p)| p.stage == Stage::Synchronization)
-                    .map(|(&n, _)| n)
-                    .collect()
-            })
-            .unwrap_or_default();
+            .map_or_else(Vec::new, |l| l.in_stage(Stage::Synchronization));
         for f in ready {
             self.send_to_follower(f, out);
         }
@@ -542,19 +544,14 @@ impl Zab {
     /// epoch is established and its initial history committed.
     fn maybe_establish(&mut self, out: &mut Out) {
         let quorum = self.quorum();
-        let durable = self.durable_persist;
+        let durable = self.disk.durable();
         let Some(lead) = self.leading() else {
             return;
         };
         if lead.established || lead.history_chosen.is_none_or(|p| p > durable) {
             return;
         }
-        let broadcasting = lead
-            .followers
-            .values()
-            .filter(|p| p.stage == Stage::Broadcast)
-            .count();
-        if broadcasting + 1 < quorum {
+        if lead.in_stage(Stage::Broadcast).len() + 1 < quorum {
             return;
         }
         lead.established = true;
@@ -571,7 +568,7 @@ impl Zab {
     /// Commits what a quorum (itself for what is durable) holds.
     fn maybe_commit(&mut self, out: &mut Out) {
         let quorum = self.quorum();
-        let durable = self.durable_index;
+        let durable = self.disk.durable_index();
         let Some(lead) = self.leading() else {
             return;
         };
@@ -609,13 +606,7 @@ impl Zab {
             return;
         }
         lead.commit_sent = commit;
-        let followers: Vec<NodeId> = lead
-            .followers
-            .iter()
-            .filter(|(_, p)| p.stage == Stage::Broadcast)
-            .map(|(&n, _)| n)
-            .collect();
-        for f in followers {
+        for f in lead.in_stage(Stage::Broadcast) {
             self.send_ahead_of_log(f, Message::Commit { epoch, commit }, out);
         }
     }
@@ -706,16 +697,9 @@ impl Zab {
             };
             self.push_entry(entry);
         }
-        let followers: Vec<NodeId> = self
+        let followers = self
             .leading()
-            .map(|l| {
-                l.followers
-                    .iter()
-                    .filter(|(_, p)| p.stage == Stage::Broadcast)
-                    .map(|(&n, _)| n)
-                    .collect()
-            })
-            .unwrap_or_default();
+            .map_or_else(Vec::new, |l| l.in_stage(Stage::Broadcast));
         for f in followers {
             self.send_to_follower(f, out);
         }
@@ -751,13 +735,7 @@ impl Zab {
             read_index,
             ids: linearizable,
         });
-        let followers: Vec<NodeId> = lead
-            .followers
-            .iter()
-            .filter(|(_, p)| p.stage == Stage::Broadcast)
-            .map(|(&n, _)| n)
-            .collect();
-        for f in followers {
+        for f in lead.in_stage(Stage::Broadcast) {
             self.send_ahead_of_log(f, Message::Confirm { epoch, round }, out);
         }
         self.confirm_reads(out);

@@ -2,12 +2,10 @@
 //! following, leading), persistence bookkeeping and the dispatch of inputs to the handlers
 //! in `election`, `leader` and `follower`.
 
-use std::collections::VecDeque;
-
 use synod_core::codec::{DecodeError, Decoder, Encoder};
 use synod_core::{
-    Action, Engine, Entry, Input, Log, LogIndex, NodeId, Persist, PersistId, Rejection, RequestId,
-    Rng, Role, Snapshot, SnapshotMeta, Status,
+    Action, Engine, Entry, Input, Log, LogIndex, NodeId, PersistId, PersistQueue, Rejection,
+    RequestId, Rng, Role, Snapshot, SnapshotMeta, Status,
 };
 use thiserror::Error;
 
@@ -45,24 +43,6 @@ pub(crate) enum Phase {
     Leading(Box<Leading>),
 }
 
-/// Changes made during one step that must reach disk before dependent messages leave.
-#[derive(Debug, Default)]
-pub(crate) struct Draft {
-    pub(crate) snapshot: Option<Snapshot>,
-    pub(crate) hard_state: bool,
-    pub(crate) truncate_from: Option<LogIndex>,
-    pub(crate) entries: Vec<Entry>,
-}
-
-impl Draft {
-    fn is_empty(&self) -> bool {
-        self.snapshot.is_none()
-            && !self.hard_state
-            && self.truncate_from.is_none()
-            && self.entries.is_empty()
-    }
-}
-
 /// One ZAB node.
 #[derive(Debug)]
 pub struct Zab {
@@ -90,17 +70,9 @@ pub struct Zab {
     pub(crate) snapshot: Option<Snapshot>,
     /// A snapshot being received from the leader: what it covers, and the bytes so far.
     pub(crate) incoming: Option<(SnapshotMeta, Vec<u8>)>,
-    // Persistence bookkeeping.
-    pub(crate) draft: Draft,
-    next_persist_id: u64,
-    /// Persists not yet durable, with the last log index each makes durable.
-    unpersisted: VecDeque<(PersistId, Option<LogIndex>)>,
-    /// The log is durable up to here; a leader counts itself in a quorum only this far.
-    pub(crate) durable_index: LogIndex,
-    /// The id of the last persist pushed.
-    pub(crate) last_persist: PersistId,
-    /// Every persist up to here is durable.
-    pub(crate) durable_persist: PersistId,
+    /// What this step must persist, and how far the log is durable (a leader counts itself
+    /// in a quorum only that far).
+    pub(crate) disk: PersistQueue,
 }
 
 impl Zab {
@@ -131,12 +103,7 @@ impl Zab {
             election_round: 0,
             snapshot: None,
             incoming: None,
-            draft: Draft::default(),
-            next_persist_id: 1,
-            unpersisted: VecDeque::new(),
-            durable_index: 0,
-            last_persist: PersistId(0),
-            durable_persist: PersistId(0),
+            disk: PersistQueue::new(0),
         })
     }
 
@@ -176,7 +143,7 @@ impl Zab {
         zab.commit_index = base.index;
         zab.applied_index = base.index;
         zab.snapshot = snapshot;
-        zab.durable_index = zab.log.last_index();
+        zab.disk = PersistQueue::new(zab.log.last_index());
         let vote = zab.own_vote();
         zab.phase = Phase::Looking(Looking::new(vote));
         Ok(zab)
@@ -255,50 +222,24 @@ impl Zab {
             return;
         }
         self.log.truncate_from(index);
-        self.draft.entries.retain(|e| e.index < index);
-        self.draft.truncate_from = Some(self.draft.truncate_from.map_or(index, |t| t.min(index)));
-        self.durable_index = self.durable_index.min(index - 1);
-        for (_, covers) in self.unpersisted.iter_mut() {
-            if let Some(last) = covers {
-                *last = (*last).min(index - 1);
-            }
-        }
+        self.disk.truncate(index);
     }
 
     /// Appends one transaction to the history and to the pending persist.
     pub(crate) fn push_entry(&mut self, entry: Entry) {
-        self.draft.entries.push(entry.clone());
+        self.disk.draft.entries.push(entry.clone());
         self.log.push(entry);
     }
 
     /// Pushes the pending persist, if any. Called before any send that depends on it.
     pub(crate) fn flush(&mut self, out: &mut Out) {
-        if self.draft.is_empty() {
-            return;
-        }
-        let draft = std::mem::take(&mut self.draft);
-        let id = PersistId(self.next_persist_id);
-        self.next_persist_id += 1;
-        self.last_persist = id;
-        let touches_log =
-            draft.snapshot.is_some() || draft.truncate_from.is_some() || !draft.entries.is_empty();
-        self.unpersisted
-            .push_back((id, touches_log.then(|| self.log.last_index())));
-        let hard_state = draft.hard_state.then(|| {
-            encode_hard_state(&HardState {
-                accepted_epoch: self.accepted_epoch,
-                accepted_leader: self.accepted_leader,
-                current_epoch: self.current_epoch,
-            })
-        });
-        out.push(Action::Persist(Persist {
-            id,
-            snapshot: draft.snapshot,
-            hard_state,
-            journal: Vec::new(),
-            truncate_from: draft.truncate_from,
-            entries: draft.entries,
-        }));
+        let hard = HardState {
+            accepted_epoch: self.accepted_epoch,
+            accepted_leader: self.accepted_leader,
+            current_epoch: self.current_epoch,
+        };
+        self.disk
+            .flush(self.log.last_index(), || encode_hard_state(&hard), out);
     }
 
     /// Sends a message that depends on everything decided so far being durable.
@@ -311,23 +252,14 @@ impl Zab {
     /// quorum only for what is durable, so a follower may log it first (as ZooKeeper's
     /// leader does, and Raft's thesis 10.2.1).
     pub(crate) fn send_ahead_of_log(&mut self, to: NodeId, message: Message, out: &mut Out) {
-        if self.draft.hard_state || self.draft.truncate_from.is_some() {
+        if self.disk.holds_more_than_entries() {
             self.flush(out);
         }
         out.push(Action::Send { to, message });
     }
 
     fn on_persisted(&mut self, id: PersistId, out: &mut Out) {
-        while let Some(&(pending, covers)) = self.unpersisted.front() {
-            if pending > id {
-                break;
-            }
-            self.unpersisted.pop_front();
-            if let Some(last) = covers {
-                self.durable_index = last;
-            }
-        }
-        self.durable_persist = self.durable_persist.max(id);
+        self.disk.persisted(id);
         if matches!(self.phase, Phase::Leading(_)) {
             self.leader_on_persisted(out);
         }
