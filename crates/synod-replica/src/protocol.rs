@@ -97,13 +97,8 @@ impl Protocol for Raft {
     type Options = RaftOptions;
 
     fn boot(boot: &Boot<'_>, recovered: &Recovered, options: &RaftOptions) -> Result<Raft, String> {
-        if !recovered.journal.is_empty() {
-            // Raft's term and vote are all in its hard state; it writes no journal.
-            return Err(format!(
-                "the log holds {} journal records, which Raft never writes",
-                recovered.journal.len()
-            ));
-        }
+        // Raft's term and vote are all in its hard state.
+        refuse_journal(recovered, "Raft")?;
         Raft::restart(
             raft_config(boot, options),
             recovered.hard_state.as_deref(),
@@ -116,6 +111,18 @@ impl Protocol for Raft {
     fn describe(message: &synod_raft::Message) -> String {
         message.to_string()
     }
+}
+
+/// An engine whose whole state is its hard state writes no journal: records found are not
+/// its own.
+fn refuse_journal(recovered: &Recovered, engine: &str) -> Result<(), String> {
+    if recovered.journal.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "the log holds {} journal records, which {engine} never writes",
+        recovered.journal.len()
+    ))
 }
 
 fn raft_config(boot: &Boot<'_>, options: &RaftOptions) -> synod_raft::Config {
@@ -213,13 +220,8 @@ impl Protocol for Zab {
     type Options = ZabOptions;
 
     fn boot(boot: &Boot<'_>, recovered: &Recovered, options: &ZabOptions) -> Result<Zab, String> {
-        if !recovered.journal.is_empty() {
-            // ZAB's epochs are all in its hard state; it writes no journal.
-            return Err(format!(
-                "the log holds {} journal records, which ZAB never writes",
-                recovered.journal.len()
-            ));
-        }
+        // ZAB's epochs are all in its hard state.
+        refuse_journal(recovered, "ZAB")?;
         Zab::restart(
             zab_config(boot, options),
             recovered.hard_state.as_deref(),
