@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // tests and benchmarks fail loudly on purpose
 
-use synod_core::Rng;
+use synod_core::{Persist, PersistId, Rng, Snapshot, SnapshotMeta};
 use synod_sim::{SimDir, Unsynced};
 use synod_storage::conformance::{
     entry, log_store_suite, snapshot_store_suite, LogHarness, SnapshotHarness,
@@ -122,6 +122,54 @@ fn torn_writes_are_repaired_and_flipped_bits_refused() {
         );
     }
     assert!(torn > 30, "most crashes cut a record in half: {torn} of 50");
+}
+
+/// A snapshot from the leader replaces the tail of another history: the persist carries the
+/// snapshot and a truncation of that tail. Whatever a crash keeps of the log records written
+/// after the snapshot, a restart never finds the snapshot followed by the other tail.
+#[test]
+fn a_crash_after_a_snapshot_install_never_leaves_the_snapshot_beside_another_tail() {
+    let meta = SnapshotMeta { index: 4, era: 8 };
+    let mut compaction_lost = 0;
+    for seed in 0..60 {
+        let mut rng = Rng::new(seed);
+        let (mut log, _) = FileLog::open(SimDir::new("wal"), WalOptions::default()).unwrap();
+        let mut snapshots = FileSnapshots::open(SimDir::new("snap"), 2).unwrap();
+        log.append(&(1..=6).map(|i| entry(i, 7)).collect::<Vec<_>>())
+            .unwrap();
+        log.sync().unwrap();
+        let persist = Persist {
+            id: PersistId(1),
+            snapshot: Some(Snapshot {
+                meta,
+                data: bytes::Bytes::from_static(b"state through 4"),
+            }),
+            hard_state: Some(b"epoch 8".to_vec()),
+            journal: Vec::new(),
+            truncate_from: Some(5),
+            entries: Vec::new(),
+        };
+        write_persist(&mut log, &mut snapshots, &persist).unwrap();
+        log.flush().unwrap();
+        let mut dir = log.into_dir();
+        dir.crash(&mut rng, Unsynced::Torn);
+        let (mut log, state) = FileLog::open(dir, WalOptions::default()).unwrap();
+        if state.base != Some(meta) {
+            compaction_lost += 1;
+        }
+        let newest = snapshots.latest().unwrap().map(|s| s.meta);
+        assert_eq!(newest, Some(meta), "the snapshot is saved durably at once");
+        let restored = recover(&mut log, state, newest).unwrap();
+        assert_eq!(
+            restored.entries,
+            Vec::new(),
+            "seed {seed}: entries of era 7 after a snapshot of era 8"
+        );
+    }
+    assert!(
+        compaction_lost > 0,
+        "some crashes lost the compaction record"
+    );
 }
 
 /// Opens a node's stores in `data`, writes and syncs a hard state, crashes, opens again:

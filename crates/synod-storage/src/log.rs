@@ -95,23 +95,37 @@ pub trait LogStore {
 
 /// Writes an engine's `Persist` to the stores, in the contract's order: snapshot, hard state,
 /// journal, truncation, entries. The log part is staged (durable at the next `sync`); a snapshot is
-/// saved at once, but only after the log, with this persist's hard state, is synced: a
-/// durable snapshot must never run ahead of the durable term, or a restart would find
-/// entries from a term the node never recorded.
+/// saved at once, but only after the log, with this persist's hard state and truncation, is
+/// synced: a durable snapshot must never run ahead of the durable term, or a restart would
+/// find entries from a term the node never recorded; nor ahead of the truncation that goes
+/// with it, or a crash that kept the compaction record but lost the truncation would leave
+/// the snapshot's history followed by the tail of another.
 pub fn write_persist(
     log: &mut impl LogStore,
     snapshots: &mut impl SnapshotStore,
     persist: &Persist,
 ) -> Result<()> {
-    if let Some(snapshot) = &persist.snapshot {
-        if let Some(hard_state) = &persist.hard_state {
-            log.save_hard_state(hard_state)?;
-        }
-        log.sync()?;
-        snapshots.save(snapshot)?;
-        log.compact_to(snapshot.meta)?;
+    let Some(snapshot) = &persist.snapshot else {
+        return write_persist_to_log(log, persist);
+    };
+    if let Some(hard_state) = &persist.hard_state {
+        log.save_hard_state(hard_state)?;
     }
-    write_persist_to_log(log, persist)
+    if let Some(index) = persist.truncate_from {
+        if index <= log.last_index() {
+            log.truncate_from(index)?;
+        }
+    }
+    log.sync()?;
+    snapshots.save(snapshot)?;
+    log.compact_to(snapshot.meta)?;
+    let rest = Persist {
+        hard_state: None,
+        truncate_from: None,
+        snapshot: None,
+        ..persist.clone()
+    };
+    write_persist_to_log(log, &rest)
 }
 
 /// The log's part of a `Persist` (hard state, journal, truncation, entries), staged; all of it
