@@ -5,12 +5,15 @@
 //!   accepts an epoch above its own (persisting it before AckEpoch leaves), never one below.
 //! - Synchronization: Proposals carry the leader's initial history; then NewLeader, on which
 //!   its history must equal the leader's and it takes the new epoch as current (persisted
-//!   before AckNewLeader leaves).
+//!   before AckNewLeader leaves, and after the truncation NewLeader asked for, so no crash
+//!   leaves the new epoch beside an old tail).
 //! - Broadcast: it logs each Proposal durably before it acknowledges, and delivers what
-//!   Commit (or a PingAck) says is committed.
+//!   Commit (or a PingAck) says is committed, but only as far as its history is known to match
+//!   the leader's in this session: a commit point never reaches an entry the leader has not
+//!   vouched for.
 
 use bytes::Bytes;
-use synod_core::{Action, Entry, NodeId, Snapshot, SnapshotMeta};
+use synod_core::{Action, Entry, LogIndex, NodeId, Snapshot, SnapshotMeta};
 
 use crate::message::{Message, Vote, Zxid};
 use crate::zab::{Out, Phase, Zab};
@@ -24,6 +27,13 @@ pub(crate) struct Following {
     pub(crate) vote: Vote,
     /// The epoch of the leader's NewEpoch this node accepted, once it has.
     pub(crate) epoch: Option<u64>,
+    /// Whether this node took the leader's NewLeader, in this session: it is in broadcast.
+    /// Only what a session saw counts; a current epoch found on disk says nothing of how far
+    /// the history beside it was synchronized.
+    pub(crate) synced: bool,
+    /// The history is the leader's through here: what its Proposals, Snap and NewLeader
+    /// vouched for in this session. Commit points are capped here.
+    matched: LogIndex,
     /// Ticks since the leader was last heard.
     heard_elapsed: u64,
     /// How long the leader may stay silent.
@@ -38,6 +48,8 @@ impl Following {
             leader: vote.leader,
             vote,
             epoch: None,
+            synced: false,
+            matched: 0,
             heard_elapsed: 0,
             timeout,
             since_ping: 0,
@@ -104,9 +116,22 @@ impl Zab {
         true
     }
 
-    /// Whether this node has taken its leader's epoch as current (broadcast phase).
+    /// Whether this node took its leader's NewLeader in this session (broadcast phase).
     fn broadcasting(&self) -> bool {
-        matches!(&self.phase, Phase::Following(f) if f.epoch == Some(self.current_epoch))
+        matches!(&self.phase, Phase::Following(f) if f.synced)
+    }
+
+    /// The leader vouched for this history through `index`.
+    fn matched_through(&mut self, index: LogIndex) {
+        if let Some(f) = self.following() {
+            f.matched = f.matched.max(index);
+        }
+    }
+
+    /// Delivers what the leader says is committed, as far as this history is the leader's.
+    fn leader_committed(&mut self, commit: LogIndex, out: &mut Out) {
+        let matched = self.following().map_or(0, |f| f.matched);
+        self.commit_to(commit.min(matched), out);
     }
 
     pub(crate) fn on_leader_message(&mut self, from: NodeId, message: Message, out: &mut Out) {
@@ -141,7 +166,7 @@ impl Zab {
             Message::Commit { commit, .. } | Message::PingAck { commit, .. }
                 if self.broadcasting() =>
             {
-                self.commit_to(commit, out)
+                self.leader_committed(commit, out)
             }
             // Still following the leader of `epoch`, in broadcast: no later epoch was
             // accepted here.
@@ -191,7 +216,7 @@ impl Zab {
         commit: u64,
         out: &mut Out,
     ) {
-        let synchronizing = self.current_epoch < epoch;
+        let synchronizing = !self.broadcasting();
         let base = self.log.base().index;
         let holds_prev = prev.counter < base || self.zxid_at(prev.counter) == Some(prev);
         if !holds_prev {
@@ -232,6 +257,7 @@ impl Zab {
             }
             last = entry.index;
         }
+        self.matched_through(last);
         let ack = Message::Ack {
             epoch,
             last,
@@ -239,7 +265,7 @@ impl Zab {
         };
         self.send(from, ack, out);
         if !synchronizing {
-            self.commit_to(commit.min(last), out);
+            self.leader_committed(commit, out);
         }
     }
 
@@ -292,6 +318,7 @@ impl Zab {
             self.disk.draft.snapshot = Some(snapshot.clone());
             self.commit_index = meta.index;
             self.applied_index = meta.index;
+            self.matched_through(meta.index);
             self.snapshot = Some(snapshot.clone());
             self.flush(out);
             out.push(Action::Restore(snapshot));
@@ -306,18 +333,20 @@ impl Zab {
     }
 
     fn on_new_leader(&mut self, from: NodeId, epoch: u64, last: Zxid, out: &mut Out) {
-        if self.current_epoch == epoch {
-            // A copy of one already taken: this history has moved on since.
+        if self.broadcasting() {
+            // A copy of one already taken in this session: the history has moved on since.
             return self.send(from, Message::AckNewLeader { epoch }, out);
         }
         #[cfg(any(test, feature = "inject-bugs"))]
         let unchecked = self.config.bugs.skip_synchronization;
         #[cfg(not(any(test, feature = "inject-bugs")))]
         let unchecked = false;
-        if !unchecked
-            && self.zxid_at(last.counter) != Some(last)
-            && last.counter >= self.log.base().index
-        {
+        if last.counter < self.commit_index {
+            // This node already delivered history beyond the leader's initial one: it got it
+            // from this leader (a Snap of what it committed in this epoch, or before a
+            // restart), and everything delivered is in every later history. Nothing to cut.
+            self.matched_through(self.commit_index);
+        } else if !unchecked && self.zxid_at(last.counter) != Some(last) {
             // Not synchronized yet (a Proposal was lost): say where this history ends.
             let refusal = Message::Ack {
                 epoch,
@@ -325,10 +354,18 @@ impl Zab {
                 ok: false,
             };
             return self.send(from, refusal, out);
+        } else {
+            // TRUNC: what lies beyond the leader's initial history was never committed. It
+            // goes in a persist of its own, ahead of the new current epoch: a crash between
+            // the two must not leave the epoch beside the old tail.
+            if last.counter < self.log.last_index() && !unchecked {
+                self.truncate(last.counter + 1);
+                self.flush(out);
+            }
+            self.matched_through(last.counter);
         }
-        // TRUNC: what lies beyond the leader's initial history was never committed.
-        if last.counter < self.log.last_index() && !unchecked {
-            self.truncate(last.counter + 1);
+        if let Some(f) = self.following() {
+            f.synced = true;
         }
         if self.current_epoch < epoch {
             self.current_epoch = epoch;

@@ -232,10 +232,186 @@ fn new_leader_truncates_what_lies_beyond_the_initial_history() {
         },
     );
     assert_eq!(zab.log().last_index(), 1, "TRUNC: entries 2 and 3 gone");
-    assert!(out
-        .iter()
-        .any(|a| matches!(a, Action::Persist(p) if p.truncate_from == Some(2))));
     assert_eq!(zab.current_epoch(), 2);
+    // The truncation is durable before the new epoch is: a crash between the two writes
+    // keeps the old epoch beside the old tail, or the new epoch beside the cut history,
+    // never the new epoch beside the old tail.
+    let truncated = position(
+        &out,
+        |a| matches!(a, Action::Persist(p) if p.truncate_from == Some(2) && p.hard_state.is_none()),
+    );
+    let epoch_taken = position(&out, |a| match a {
+        Action::Persist(p) => p
+            .hard_state
+            .as_deref()
+            .is_some_and(|h| decode_hard_state(h).unwrap().current_epoch == 2),
+        _ => false,
+    });
+    let acked = position(&out, |a| {
+        matches!(
+            a,
+            Action::Send {
+                message: Message::AckNewLeader { epoch: 2 },
+                ..
+            }
+        )
+    });
+    assert!(truncated < epoch_taken && epoch_taken < acked, "{out:?}");
+}
+
+fn applied(out: &Out) -> Vec<(u64, u64)> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Apply(e) => Some((e.index, e.era)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The state a torn write could leave before the truncation had a persist of its own: the
+/// current epoch taken from the leader of epoch 2, beside a tail of epoch 1 that leader's
+/// history does not have. Rejoining that leader, the node delivers nothing until NewLeader
+/// has cut the tail, and then only what the leader vouched for.
+#[test]
+fn a_current_epoch_found_on_disk_does_not_vouch_for_the_history_beside_it() {
+    let hard = encode_hard_state(&HardState {
+        accepted_epoch: 2,
+        accepted_leader: Some(NodeId(3)),
+        current_epoch: 2,
+    });
+    let history = vec![entry(1, 1), entry(2, 1), entry(3, 1)];
+    let mut zab = Zab::restart(config(1), Some(&hard), None, history).unwrap();
+    let vote = Vote::new(
+        NodeId(3),
+        2,
+        Zxid {
+            epoch: 2,
+            counter: 3,
+        },
+    );
+    let state = PeerState::Leading;
+    receive(
+        &mut zab,
+        3,
+        Message::Notification {
+            round: 1,
+            vote,
+            state,
+        },
+    );
+    let out = receive(&mut zab, 3, Message::NewEpoch { epoch: 2 });
+    assert!(sends(&out)
+        .iter()
+        .any(|(_, m)| matches!(m, Message::AckEpoch { epoch: 2, .. })));
+    // The leader's history is 1 (epoch 1), then 2 and 3 of epoch 2, committed through 3.
+    let out = receive(
+        &mut zab,
+        3,
+        Message::PingAck {
+            epoch: 2,
+            commit: 3,
+        },
+    );
+    assert_eq!(applied(&out), vec![], "not synchronized in this session");
+    let out = receive(
+        &mut zab,
+        3,
+        Message::Proposal {
+            epoch: 2,
+            prev: Zxid {
+                epoch: 1,
+                counter: 1,
+            },
+            entries: vec![entry(2, 2)],
+            commit: 0,
+        },
+    );
+    assert_eq!(applied(&out), vec![]);
+    assert_eq!(
+        zab.log().era(2),
+        Some(1),
+        "before NewLeader only the initial history (older epochs) is taken"
+    );
+    receive(
+        &mut zab,
+        3,
+        Message::NewLeader {
+            epoch: 2,
+            last: Zxid {
+                epoch: 1,
+                counter: 1,
+            },
+        },
+    );
+    assert_eq!(zab.log().last_index(), 1, "the epoch-1 tail is cut");
+    let out = receive(
+        &mut zab,
+        3,
+        Message::Commit {
+            epoch: 2,
+            commit: 3,
+        },
+    );
+    assert_eq!(
+        applied(&out),
+        vec![(1, 1)],
+        "delivered only as far as vouched for"
+    );
+    let out = receive(
+        &mut zab,
+        3,
+        Message::Proposal {
+            epoch: 2,
+            prev: Zxid {
+                epoch: 1,
+                counter: 1,
+            },
+            entries: vec![entry(2, 2), entry(3, 2)],
+            commit: 3,
+        },
+    );
+    assert_eq!(applied(&out), vec![(2, 2), (3, 2)]);
+}
+
+/// A NewLeader from an earlier round of this follower's synchronization, arriving after a
+/// snapshot took it past the point that NewLeader names: the snapshot is of what the leader
+/// committed, so nothing is cut (and nothing committed could be).
+#[test]
+fn a_stale_new_leader_behind_an_installed_snapshot_cuts_nothing() {
+    let mut zab = follower_in_epoch_1();
+    let meta = synod_core::SnapshotMeta { index: 5, era: 1 };
+    let out = receive(
+        &mut zab,
+        3,
+        Message::Snap {
+            epoch: 1,
+            meta,
+            offset: 0,
+            data: Bytes::from_static(b"state"),
+            done: true,
+        },
+    );
+    assert!(out.iter().any(|a| matches!(a, Action::Restore(_))));
+    assert_eq!(zab.commit_index(), 5);
+    let out = receive(
+        &mut zab,
+        3,
+        Message::NewLeader {
+            epoch: 1,
+            last: Zxid {
+                epoch: 1,
+                counter: 2,
+            },
+        },
+    );
+    assert_eq!(zab.commit_index(), 5);
+    assert!(!out
+        .iter()
+        .any(|a| matches!(a, Action::Persist(p) if p.truncate_from.is_some())));
+    assert!(sends(&out)
+        .iter()
+        .any(|(_, m)| matches!(m, Message::AckNewLeader { epoch: 1 })));
+    assert_eq!(zab.current_epoch(), 1);
 }
 
 /// Node 3 elected by node 1's vote, with node 1's FollowerInfo: epoch 1 proposed.

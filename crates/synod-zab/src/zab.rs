@@ -384,14 +384,11 @@ impl Engine for Zab {
     fn status(&self) -> Status {
         let (role, leader, era) = match &self.phase {
             Phase::Looking(_) => (Role::Candidate, None, self.accepted_epoch),
-            Phase::Following(f) => {
-                let broadcasting = f.epoch.is_some_and(|e| e == self.current_epoch);
-                (
-                    Role::Follower,
-                    broadcasting.then_some(f.leader),
-                    self.accepted_epoch,
-                )
-            }
+            Phase::Following(f) => (
+                Role::Follower,
+                f.synced.then_some(f.leader),
+                self.accepted_epoch,
+            ),
             Phase::Leading(lead) if lead.established => {
                 (Role::Leader, Some(self.id), self.accepted_epoch)
             }
