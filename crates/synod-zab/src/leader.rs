@@ -51,6 +51,11 @@ pub(crate) struct Peer {
     snap: Option<(SnapshotMeta, u64)>,
     /// Ticks since it last made progress (or since something was last sent to it).
     idle: u64,
+    /// Where the leader last resent from after a refusal, until an acknowledgement or the
+    /// retry timer: a copy of that refusal (a duplicate, or an answer to a Proposal sent
+    /// before the resend) must not start one more resend, or duplication would multiply
+    /// the copies in flight with every round trip.
+    resent_from: Option<LogIndex>,
     /// The newest read round it confirmed.
     confirmed: u64,
 }
@@ -63,6 +68,7 @@ impl Peer {
             acked: 0,
             snap: None,
             idle: 0,
+            resent_from: None,
             confirmed: 0,
         }
     }
@@ -497,9 +503,15 @@ impl Zab {
                 peer.idle = 0;
             }
             peer.next = peer.next.max(last + 1);
+            peer.resent_from = None;
         } else {
             // Resend from where it surely agrees (its commit point, or its end after a gap).
-            peer.next = (last + 1).min(peer.next).max(peer.acked + 1);
+            let from_here = (last + 1).min(peer.next).max(peer.acked + 1);
+            if peer.resent_from == Some(from_here) {
+                return;
+            }
+            peer.resent_from = Some(from_here);
+            peer.next = from_here;
             if peer.next <= base {
                 peer.snap = snapshot_meta.map(|m| (m, 0));
             }
@@ -667,6 +679,7 @@ impl Zab {
                     if peer.snap.is_none() {
                         peer.next = peer.acked + 1;
                     }
+                    peer.resent_from = None;
                     resend.push(n);
                 }
             }
