@@ -12,8 +12,11 @@ use std::time::Duration;
 
 use synod_core::NodeId;
 use synod_paxos::{BasicPaxos, MultiPaxos};
+use synod_primary_backup::PrimaryBackup;
 use synod_raft::Raft;
-use synod_replica::{Boot, PaxosOptions, Protocol, RaftOptions, Timing, ZabOptions};
+use synod_replica::{
+    Boot, PaxosOptions, PrimaryBackupOptions, Protocol, RaftOptions, Timing, ZabOptions,
+};
 use synod_zab::Zab;
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -98,6 +101,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         MultiPaxos::NAME => start_with::<MultiPaxos>(config, &PaxosOptions::default()).await,
         BasicPaxos::NAME => start_with::<BasicPaxos>(config, &PaxosOptions::default()).await,
         Zab::NAME => start_with::<Zab>(config, &ZabOptions::default()).await,
+        PrimaryBackup::NAME => {
+            start_with::<PrimaryBackup>(config, &PrimaryBackupOptions::default()).await
+        }
         _ => start_with::<Raft>(config, &RaftOptions::default()).await,
     }
 }

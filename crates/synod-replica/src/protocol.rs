@@ -6,12 +6,19 @@ use std::fmt::Debug;
 use synod_core::wire::Wire;
 use synod_core::{Engine, NodeId};
 use synod_paxos::{BasicPaxos, MultiPaxos};
+use synod_primary_backup::PrimaryBackup;
 use synod_raft::Raft;
 use synod_storage::Recovered;
 use synod_zab::Zab;
 
 /// The names `--protocol` takes, of every protocol that boots here.
-pub const PROTOCOL_NAMES: [&str; 4] = [Raft::NAME, MultiPaxos::NAME, BasicPaxos::NAME, Zab::NAME];
+pub const PROTOCOL_NAMES: [&str; 5] = [
+    Raft::NAME,
+    MultiPaxos::NAME,
+    BasicPaxos::NAME,
+    Zab::NAME,
+    PrimaryBackup::NAME,
+];
 
 /// Whether the protocol named `protocol` elects a leader. Basic Paxos does not: every node
 /// proposes, so nothing can hold a clock for the cluster (lease expiry) or be moved.
@@ -23,6 +30,13 @@ pub fn has_leader(protocol: &str) -> bool {
 /// MoveLeader). ZAB, as ZooKeeper, does not: its leader leads until it fails.
 pub fn moves_leadership(protocol: &str) -> bool {
     has_leader(protocol) && protocol != Zab::NAME
+}
+
+/// Whether an operator's MoveLeader is how the protocol named `protocol` fails over, so any
+/// member that can reach the target must carry it out, not only the leader (which may be the
+/// member that failed). Synchronous primary-backup elects no one.
+pub fn fails_over_by_operator(protocol: &str) -> bool {
+    protocol == PrimaryBackup::NAME
 }
 
 /// The timeouts of a node, in ticks of its clock. Every engine derives its own timers from
@@ -236,6 +250,53 @@ impl Protocol for Zab {
     }
 }
 
+/// Synchronous primary-backup settings a test may vary.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct PrimaryBackupOptions {
+    /// Adjusts the config after the defaults, e.g. to inject a bug.
+    pub tweak: Option<fn(&mut synod_primary_backup::Config)>,
+}
+
+impl Protocol for PrimaryBackup {
+    const NAME: &'static str = "sync";
+    type Options = PrimaryBackupOptions;
+
+    fn boot(
+        boot: &Boot<'_>,
+        recovered: &Recovered,
+        options: &PrimaryBackupOptions,
+    ) -> Result<PrimaryBackup, String> {
+        // The view is all of its hard state.
+        refuse_journal(recovered, "synchronous primary-backup")?;
+        PrimaryBackup::restart(
+            primary_backup_config(boot, options),
+            recovered.hard_state.as_deref(),
+            recovered.snapshot.clone(),
+            recovered.entries.clone(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn describe(message: &synod_primary_backup::Message) -> String {
+        message.to_string()
+    }
+}
+
+/// The primary sends its heartbeat (the commit point, a read round) at the heartbeat
+/// interval; nothing here times out into a failover.
+fn primary_backup_config(
+    boot: &Boot<'_>,
+    options: &PrimaryBackupOptions,
+) -> synod_primary_backup::Config {
+    let mut config = synod_primary_backup::Config::new(boot.id, boot.voters.to_vec());
+    config.heartbeat_ticks = boot.timing.heartbeat_ticks;
+    config.retry_ticks = boot.timing.heartbeat_ticks * 2;
+    if let Some(tweak) = options.tweak {
+        tweak(&mut config);
+    }
+    config
+}
+
 /// The session timeout is the election timeout (a follower that hears nothing from its
 /// leader for that long looks for another), and followers ping at the heartbeat interval.
 fn zab_config(boot: &Boot<'_>, options: &ZabOptions) -> synod_zab::Config {
@@ -281,6 +342,11 @@ mod tests {
         let mut zab = synod_zab::Config::new(NodeId(1), voters.to_vec());
         zab.seed = 1;
         assert_eq!(zab_config(&boot, &ZabOptions::default()), zab);
+        let sync = synod_primary_backup::Config::new(NodeId(1), voters.to_vec());
+        assert_eq!(
+            primary_backup_config(&boot, &PrimaryBackupOptions::default()),
+            sync
+        );
     }
 
     #[test]
@@ -302,5 +368,8 @@ mod tests {
         assert_eq!(basic.status().id, NodeId(2));
         let zab = Zab::boot(&boot, &empty, &ZabOptions::default()).expect("zab");
         assert_eq!(zab.status().id, NodeId(2));
+        let sync =
+            PrimaryBackup::boot(&boot, &empty, &PrimaryBackupOptions::default()).expect("sync");
+        assert_eq!(sync.status().id, NodeId(2));
     }
 }

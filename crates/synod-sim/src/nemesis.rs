@@ -55,7 +55,7 @@ impl<P: Protocol> World<P> {
             let crashes: [Act<P>; 2] = [Self::crash_one, Self::crash_leader];
             choices.extend(crashes);
         }
-        if faults.disk {
+        if faults.disk && !P::WRITES_NEED_EVERY_MEMBER {
             choices.push(Self::damage_disk);
         }
         if faults.disk && faults.crash {
@@ -296,17 +296,34 @@ impl<P: Protocol> World<P> {
     /// An operator moves the leadership to another member (etcd's MoveLeader), while clients
     /// keep working: under Raft the target campaigns at once, without waiting for the leader
     /// to fall silent, so the old leader may still answer for a moment after the new one won.
+    ///
+    /// Under a protocol that fails over only by an operator's word (synchronous
+    /// primary-backup), the operator also acts when the leader is down, at a member that is
+    /// up: that is how such a cluster gets a new primary.
     fn move_leader(&mut self) {
         let leader = self.likely_leader();
-        if !self.is_up(leader) || self.paused.contains_key(&leader) {
+        let serving = |w: &Self, n: NodeId| w.is_up(n) && !w.paused.contains_key(&n);
+        let at = if serving(self, leader) {
+            leader
+        } else if synod_replica::fails_over_by_operator(P::NAME) {
+            let up: Vec<NodeId> = self
+                .voters_except(&[leader])
+                .into_iter()
+                .filter(|&n| serving(self, n))
+                .collect();
+            if up.is_empty() {
+                return;
+            }
+            up[self.nemesis_rng.index(up.len())]
+        } else {
             return;
-        }
+        };
         let others = self.voters_except(&[leader]);
         let target = others[self.nemesis_rng.index(others.len())];
-        self.trace_line(|| format!("nemesis: move the leadership from {leader} to {target}"));
-        self.step(leader, |replica, out| {
-            replica.transfer_leadership(target, out)
+        self.trace_line(|| {
+            format!("nemesis: move the leadership from {leader} to {target}, told to {at}")
         });
+        self.step(at, |replica, out| replica.transfer_leadership(target, out));
     }
 
     pub(crate) fn on_race(&mut self, leader: NodeId, buddy: NodeId, stage: RaceStage) {

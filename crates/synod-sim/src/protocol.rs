@@ -8,6 +8,12 @@ use synod_core::{Engine, NodeId};
 pub trait Protocol: synod_replica::Protocol {
     /// The safety properties checked as the run goes.
     type Invariants: Invariants<Self>;
+
+    /// Whether a write needs every member (synchronous replication). A member whose disk is
+    /// damaged stays down for good, and would stop such a cluster's writes for good, by
+    /// design (an operator would rebuild it, which Synod does not automate): the nemesis damages
+    /// no disk under such a protocol. Torn writes and crashes still happen.
+    const WRITES_NEED_EVERY_MEMBER: bool = false;
 }
 
 /// Protocol-specific safety checks. An `Err` is a violation, described for a human.

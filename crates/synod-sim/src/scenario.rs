@@ -48,6 +48,14 @@ impl<P: Protocol> Scenario<P> {
         self
     }
 
+    /// Advances virtual time by `ticks`, or to the first violation, which the caller then
+    /// inspects with [`Scenario::violation`]: for scenarios that show a broken rule caught.
+    pub fn run_ticks_to_violation(&mut self, ticks: u64) -> &mut Self {
+        let until = self.world.now + ticks * TICK_US;
+        self.world.run_until(until);
+        self
+    }
+
     /// Runs until some live node leads, and returns it; panics after 1,000 ticks.
     pub fn run_until_leader(&mut self) -> NodeId {
         for _ in 0..1_000 {
@@ -109,6 +117,14 @@ impl<P: Protocol> Scenario<P> {
     /// Restarts a crashed node from its disk.
     pub fn restart(&mut self, node: NodeId) -> &mut Self {
         self.world.restart(node);
+        self
+    }
+
+    /// An operator tells member `at` to move the leadership to `to` (etcd's MoveLeader; the
+    /// failover command of synchronous primary-backup).
+    pub fn move_leader(&mut self, at: NodeId, to: NodeId) -> &mut Self {
+        self.world
+            .step(at, |replica, out| replica.transfer_leadership(to, out));
         self
     }
 

@@ -5,8 +5,9 @@
 #![allow(clippy::unwrap_used)] // tests and benchmarks fail loudly on purpose
 
 use synod_paxos::{BasicPaxos, MultiPaxos};
+use synod_primary_backup::PrimaryBackup;
 use synod_raft::Raft;
-use synod_replica::{LeaseBugs, ZabOptions};
+use synod_replica::{LeaseBugs, PrimaryBackupOptions, ZabOptions};
 use synod_sim::{
     run, sweep, FaultSet, PaxosOptions, Protocol, RaftOptions, RunConfig, Summary, Violation,
     ViolationKind,
@@ -167,6 +168,39 @@ fn zab_on_3_5_and_7_nodes_is_clean_under_all_faults() {
     for (nodes, seeds) in [(3, 1..=25), (5, 1..=25), (7, 1..=15)] {
         assert_clean(&sweep_protocol::<Zab>(nodes, seeds, ZabOptions::default()));
     }
+}
+
+/// Synchronous primary-backup, with the operator failing over (the nemesis's MoveLeader, at
+/// any member while the primary is down). No snapshot is ever sent: every member holds every
+/// committed entry, so none falls behind a primary's compaction. No disk is damaged for good
+/// (see `Protocol::WRITES_NEED_EVERY_MEMBER`).
+#[test]
+fn sync_on_3_5_and_7_nodes_is_clean_under_all_faults() {
+    for (nodes, seeds) in [(3, 1..=25), (5, 1..=25), (7, 1..=15)] {
+        let summary = sweep_protocol::<PrimaryBackup>(nodes, seeds, Default::default());
+        assert!(summary.is_clean(), "violations:\n{:#?}", summary.failures);
+        let t = &summary.totals;
+        assert!(t.crashes > 0 && t.torn_writes_repaired > 0, "{summary}");
+        assert_eq!(t.snapshots_installed, 0, "{summary}");
+        assert!(t.committed_commands > 1_000 * summary.runs, "{summary}");
+        assert_eq!(
+            summary.recovery_ticks.len() as u64,
+            summary.runs,
+            "{summary}"
+        );
+    }
+}
+
+/// Failing over on a timeout, without consensus: a backup that stops hearing the primary
+/// promotes itself, and a primary stops waiting for a backup it stops hearing. Both sides of
+/// a partition then acknowledge writes.
+#[test]
+fn the_sweep_catches_sync_failing_over_by_itself() {
+    let options = PrimaryBackupOptions {
+        tweak: Some(|c| c.bugs.automatic_failover_ticks = 30),
+    };
+    let summary = sweep_protocol::<PrimaryBackup>(5, 1..=20, options);
+    first_caught("sync failing over by itself", &summary);
 }
 
 /// A leader that skips synchronization counts its initial history as committed on a quorum

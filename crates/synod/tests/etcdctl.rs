@@ -67,6 +67,11 @@ async fn etcdctl_works_against_synod_on_zab() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_works_against_synod_on_sync() {
+    etcdctl_works_against_synod_on("sync").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_works_against_synod_on_basic_paxos() {
     etcdctl_works_against_synod_on("basic-paxos").await;
 }

@@ -124,6 +124,13 @@ async fn killing_the_zab_leader_under_load_loses_no_acknowledged_write() {
     killing_a_member_under_load_loses_no_acknowledged_write("zab").await;
 }
 
+/// Synchronous primary-backup elects no one: a killed backup stops writes until it is back,
+/// then catches up, and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_sync_backup_under_load_loses_no_acknowledged_write() {
+    killing_a_member_under_load_loses_no_acknowledged_write("sync").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_basic_paxos_proposer_under_load_loses_no_acknowledged_write() {
     killing_a_member_under_load_loses_no_acknowledged_write("basic-paxos").await;
@@ -152,6 +159,13 @@ async fn killing_a_member_under_load_loses_no_acknowledged_write(protocol: &str)
         .collect();
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Without elections, the member killed is a backup, and the primary stays.
+    let primary = leader;
+    let (leader, first_leader) = if synod_replica::fails_over_by_operator(protocol) {
+        ((1..=3).find(|&id| id != leader).expect("a backup"), None)
+    } else {
+        (leader, first_leader)
+    };
     cluster.kill(leader);
     let killed_at = Instant::now();
     let survivors: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
@@ -161,6 +175,7 @@ async fn killing_a_member_under_load_loses_no_acknowledged_write(protocol: &str)
                 .leader_among(&survivors, Duration::from_secs(10))
                 .await
         }
+        None if primary != leader => primary,
         None => survivors[0],
     };
     eprintln!(

@@ -148,35 +148,43 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         if !synod_replica::moves_leadership(&api.config.protocol) {
             return Err(errors::no_leader_transfer(&api.config.protocol));
         }
+        if synod_replica::fails_over_by_operator(&api.config.protocol) {
+            // A failover: the member asked carries it out (it tells the target to take
+            // over), since the primary may be the member that failed.
+            return move_leader_here(api, target).await.map(Response::new);
+        }
         api.on_leader(
             request,
             false,
-            |_| async move {
-                if api.node.transfer_leadership(target).await.is_err() {
-                    return Err(errors::stopped());
-                }
-                // Wait for the target to take over (the engine gives up after a timeout).
-                let mut status = api.node.status.clone();
-                let wait = async {
-                    loop {
-                        if status.borrow().leader == Some(target) {
-                            return;
-                        }
-                        if status.changed().await.is_err() {
-                            return;
-                        }
-                    }
-                };
-                let limit = api.config.election_timeout * 3 + Duration::from_millis(500);
-                if tokio::time::timeout(limit, wait).await.is_err() {
-                    return Err(errors::timed_out());
-                }
-                Ok(Attempt::Done(pb::MoveLeaderResponse {
-                    header: Some(api.current_header()),
-                }))
-            },
+            |_| async move { move_leader_here(api, target).await.map(Attempt::Done) },
             |channel, r| async move { MaintenanceClient::new(channel).move_leader(r).await },
         )
         .await
     }
+}
+
+/// Asks this member's engine to hand the leadership to `target`, and waits until this member
+/// sees `target` lead (the engine gives up after a timeout).
+async fn move_leader_here(api: &Api, target: NodeId) -> Result<pb::MoveLeaderResponse, Status> {
+    if api.node.transfer_leadership(target).await.is_err() {
+        return Err(errors::stopped());
+    }
+    let mut status = api.node.status.clone();
+    let wait = async {
+        loop {
+            if status.borrow().leader == Some(target) {
+                return;
+            }
+            if status.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    let limit = api.config.election_timeout * 3 + Duration::from_millis(500);
+    if tokio::time::timeout(limit, wait).await.is_err() {
+        return Err(errors::timed_out());
+    }
+    Ok(pb::MoveLeaderResponse {
+        header: Some(api.current_header()),
+    })
 }

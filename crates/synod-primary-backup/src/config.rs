@@ -1,0 +1,102 @@
+//! How a primary-backup node is set up.
+
+use synod_core::NodeId;
+use thiserror::Error;
+
+/// Settings of one node. Times are in ticks; the runtime decides how long a tick is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// This node.
+    pub id: NodeId,
+    /// Every member, this node included.
+    pub voters: Vec<NodeId>,
+    /// How often the primary sends each backup the commit point (and a read round), when it
+    /// has nothing else to send.
+    pub heartbeat_ticks: u64,
+    /// Entries are sent again after this long without an acknowledgement.
+    pub retry_ticks: u64,
+    /// Entries in one Replicate at most.
+    pub batch_entries_max: usize,
+    /// Bytes of entries in one Replicate at most (one entry is always allowed).
+    pub batch_bytes_max: usize,
+    /// Deliberately broken rules, for proving that tests and the simulator catch them.
+    #[cfg(any(test, feature = "inject-bugs"))]
+    pub bugs: InjectedBugs,
+}
+
+/// Rules a test may break on purpose.
+#[cfg(any(test, feature = "inject-bugs"))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InjectedBugs {
+    /// Fail over without an operator, after this many ticks of silence (0: never): a backup
+    /// that has not heard its primary for that long makes itself primary of a new view, and a
+    /// primary stops waiting for a backup it has not heard for that long. Available under a
+    /// partition, and split-brained: both sides acknowledge writes.
+    pub automatic_failover_ticks: u64,
+}
+
+impl Config {
+    /// Defaults for node `id` of a cluster of `voters`: a heartbeat every 3 ticks (30 ms with
+    /// 10 ms ticks, as Raft's), a retry after 6.
+    pub fn new(id: NodeId, voters: Vec<NodeId>) -> Self {
+        Config {
+            id,
+            voters,
+            heartbeat_ticks: 3,
+            retry_ticks: 6,
+            batch_entries_max: 256,
+            batch_bytes_max: 1 << 20,
+            #[cfg(any(test, feature = "inject-bugs"))]
+            bugs: InjectedBugs::default(),
+        }
+    }
+
+    /// Checks the settings make sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut sorted = self.voters.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != self.voters.len() {
+            return Err(ConfigError::DuplicateVoter);
+        }
+        if !self.voters.contains(&self.id) {
+            return Err(ConfigError::NotAVoter(self.id));
+        }
+        if let Some(bad) = self
+            .voters
+            .iter()
+            .find(|n| n.0 == 0 || n.0 > crate::message::NODE_ID_MAX)
+        {
+            return Err(ConfigError::BadId(*bad));
+        }
+        if self.heartbeat_ticks == 0 || self.retry_ticks == 0 {
+            return Err(ConfigError::Timing(
+                "the heartbeat and retry intervals must be at least 1 tick",
+            ));
+        }
+        if self.batch_entries_max == 0 {
+            return Err(ConfigError::Limits);
+        }
+        Ok(())
+    }
+}
+
+/// Settings that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    /// A member is listed twice.
+    #[error("a member is listed twice")]
+    DuplicateVoter,
+    /// This node is not in its own member list.
+    #[error("node {0} is not one of the members")]
+    NotAVoter(NodeId),
+    /// Ids start at 1 and must fit a view's low bits.
+    #[error("node id {0} is outside 1..=65535")]
+    BadId(NodeId),
+    /// Inconsistent timeouts.
+    #[error("bad timing: {0}")]
+    Timing(&'static str),
+    /// Batching limits of zero.
+    #[error("the batch limit must be at least 1 entry")]
+    Limits,
+}

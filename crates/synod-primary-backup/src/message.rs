@@ -1,0 +1,125 @@
+//! What primary and backups say to each other, and what a view number means.
+
+use std::fmt;
+
+use synod_core::{Entry, LogIndex, NodeId};
+
+/// Node ids fit the low bits of a view.
+pub(crate) const NODE_ID_MAX: u64 = (1 << NODE_BITS) - 1;
+const NODE_BITS: u32 = 16;
+
+/// The primary of `view`: its low bits.
+pub fn primary_of(view: u64) -> NodeId {
+    NodeId(view & NODE_ID_MAX)
+}
+
+/// The view after `view` whose primary is `node`.
+pub(crate) fn next_view(view: u64, node: NodeId) -> u64 {
+    (((view >> NODE_BITS) + 1) << NODE_BITS) | node.0
+}
+
+/// The first view of a cluster: its lowest member is primary.
+pub(crate) fn first_view(voters: &[NodeId]) -> u64 {
+    voters.iter().map(|n| n.0).min().unwrap_or(1)
+}
+
+/// Messages between members.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// Primary to backup: the entries after `prev` (index, era), the commit point, and a read
+    /// round to confirm. Empty as a heartbeat. A backup in an older view moves to this one.
+    Replicate {
+        /// The sender's view.
+        view: u64,
+        /// Index of the entry before `entries`.
+        prev_index: LogIndex,
+        /// Its era (the view that wrote it).
+        prev_era: u64,
+        /// Entries to hold, in order.
+        entries: Vec<Entry>,
+        /// Everything through here is on every member.
+        commit: LogIndex,
+        /// The read round this message confirms the view for.
+        round: u64,
+    },
+    /// Backup to primary: it holds the primary's history durably through `last` (when `ok`),
+    /// or it does not hold `prev` and the primary should resend from after `last`.
+    Ack {
+        /// The view it answers in.
+        view: u64,
+        /// See above.
+        last: LogIndex,
+        /// Whether `prev` matched.
+        ok: bool,
+        /// The read round of the Replicate answered.
+        round: u64,
+    },
+    /// Refusal of a message from an older view: the sender is no longer primary.
+    Stale {
+        /// The view the refusing member is in.
+        view: u64,
+    },
+    /// An operator's failover, relayed by the member it was sent to: the receiver makes itself
+    /// primary of a view after `view`.
+    TakeOver {
+        /// The newest view the relaying member knew.
+        view: u64,
+    },
+}
+
+impl Message {
+    /// The view a message is sent in.
+    pub fn view(&self) -> u64 {
+        match self {
+            Message::Replicate { view, .. }
+            | Message::Ack { view, .. }
+            | Message::Stale { view }
+            | Message::TakeOver { view } => *view,
+        }
+    }
+}
+
+/// A view as `round.primary`, for traces.
+pub(crate) struct ViewName(pub u64);
+
+impl fmt::Display for ViewName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.0 >> NODE_BITS, self.0 & NODE_ID_MAX)
+    }
+}
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Message::Replicate {
+                view,
+                prev_index,
+                entries,
+                commit,
+                round,
+                ..
+            } => {
+                write!(f, "Replicate v{} after {prev_index}", ViewName(*view))?;
+                if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+                    write!(f, " {}..={}", first.index, last.index)?;
+                }
+                write!(f, " commit={commit} round={round}")
+            }
+            Message::Ack {
+                view,
+                last,
+                ok,
+                round,
+            } => {
+                let verdict = if *ok { "" } else { " refused" };
+                write!(
+                    f,
+                    "Ack v{} last={last}{verdict} round={round}",
+                    ViewName(*view)
+                )
+            }
+            Message::Stale { view } => write!(f, "Stale v{}", ViewName(*view)),
+            Message::TakeOver { view } => write!(f, "TakeOver after v{}", ViewName(*view)),
+        }
+    }
+}
