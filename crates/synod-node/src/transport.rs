@@ -33,8 +33,9 @@ use tracing::{debug, info, warn};
 /// Version of the peer protocol (handshake, framing, and what the replicated log may hold).
 /// Peers must agree exactly. 3: lease epochs and era-bound expiries in the log, snapshot
 /// format 3. 4: the Basic Paxos lease keeper's pings. 5: Multi-Paxos hands over its
-/// leadership (TimeoutNow). 6: members answer the Basic Paxos keeper's pings.
-pub const PROTOCOL_VERSION: u16 = 6;
+/// leadership (TimeoutNow). 6: members answer the Basic Paxos keeper's pings. 7: a ZAB
+/// follower's Ping says whether it is in broadcast; synchronous primary-backup.
+pub const PROTOCOL_VERSION: u16 = 7;
 const MAGIC: [u8; 4] = *b"SYNP";
 /// Each of a handshake's variable parts (the client URL, the settings) is at most this long.
 const URL_BYTES_MAX: usize = 1024;

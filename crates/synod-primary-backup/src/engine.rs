@@ -44,9 +44,10 @@ struct Backup {
     idle: u64,
     /// Ticks since it last answered at all.
     silent: u64,
-    /// Where the primary last resent from after a refusal, until an acknowledgement or the
-    /// retry timer: a duplicate of that refusal must not start one more resend.
-    resent_from: Option<LogIndex>,
+    /// Where the primary last resent from after a refusal, and when: for a retry interval,
+    /// a copy of that refusal (a duplicate, or the answer to an earlier send) starts no
+    /// other resend, or duplication would multiply the copies in flight.
+    resent_from: Option<(LogIndex, u64)>,
 }
 
 /// Linearizable reads waiting for every backup to confirm the view.
@@ -95,6 +96,7 @@ pub struct PrimaryBackup {
     commit_index: LogIndex,
     applied_index: LogIndex,
     disk: PersistQueue,
+    ticks: u64,
 }
 
 impl PrimaryBackup {
@@ -120,6 +122,7 @@ impl PrimaryBackup {
             commit_index: 0,
             applied_index: 0,
             disk: PersistQueue::new(0),
+            ticks: 0,
         })
     }
 
@@ -315,6 +318,7 @@ impl PrimaryBackup {
     }
 
     fn on_tick(&mut self, out: &mut Out) {
+        self.ticks += 1;
         let failover = self.automatic_failover_ticks();
         let (heartbeat, retry) = (self.config.heartbeat_ticks, self.config.retry_ticks);
         let me = self.id;
@@ -562,6 +566,7 @@ impl PrimaryBackup {
     }
 
     fn on_ack(&mut self, from: NodeId, last: LogIndex, ok: bool, round: u64, out: &mut Out) {
+        let (ticks, retry) = (self.ticks, self.config.retry_ticks);
         let Some(primary) = self.primary() else {
             return;
         };
@@ -578,10 +583,12 @@ impl PrimaryBackup {
             backup.resent_from = None;
         } else {
             let from_here = (last + 1).min(backup.next).max(backup.acked + 1);
-            if backup.resent_from == Some(from_here) {
-                return;
+            if let Some((at, when)) = backup.resent_from {
+                if at == from_here && ticks < when + retry {
+                    return;
+                }
             }
-            backup.resent_from = Some(from_here);
+            backup.resent_from = Some((from_here, ticks));
             backup.next = from_here;
         }
         self.maybe_commit(out);

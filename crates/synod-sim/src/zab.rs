@@ -54,9 +54,11 @@ impl ZabInvariants {
         let base = log.base();
         let commit = zab.commit_index();
         if let Some(epoch) = zab.established_epoch().filter(|&e| log.last_era() == e) {
-            let first = log.first_index_of_era_at(log.last_index());
-            let recorded = self.broadcast_through.get(&epoch).map_or(0, |&i| i);
-            let from = first.max(recorded + 1).max(base.index + 1);
+            let from = match self.broadcast_through.get(&epoch) {
+                Some(&recorded) => recorded + 1,
+                None => log.first_index_of_era_at(log.last_index()),
+            }
+            .max(base.index + 1);
             for index in from..=log.last_index() {
                 let entry = log.entry(index).expect("index within the log");
                 self.paper.broadcasts(epoch, entry, commit)?;
@@ -94,14 +96,14 @@ impl Invariants<Zab> for ZabInvariants {
         }
         self.logs
             .after_step(id, incarnation, zab)
-            .map_err(|e| format!("primary integrity: {e}"))?;
+            .map_err(|e| format!("history: {e}"))?;
         self.check_paper(id, incarnation, zab)
     }
 
     fn periodic(&mut self, live: &[(NodeId, u64, &Zab)]) -> Result<(), String> {
         self.logs
             .periodic(live)
-            .map_err(|e| format!("local primary order: {e}"))
+            .map_err(|e| format!("history: {e}"))
     }
 }
 

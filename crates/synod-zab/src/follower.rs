@@ -94,8 +94,8 @@ impl Zab {
             None if f.since_ping >= retry_every => self.send_follower_info(out),
             Some(epoch) if f.since_ping >= ping_every => {
                 f.since_ping = 0;
-                let leader = f.leader;
-                self.send(leader, Message::Ping { epoch }, out);
+                let (leader, synced) = (f.leader, f.synced);
+                self.send(leader, Message::Ping { epoch, synced }, out);
             }
             _ => {}
         }
@@ -341,7 +341,14 @@ impl Zab {
         let unchecked = self.config.bugs.skip_synchronization;
         #[cfg(not(any(test, feature = "inject-bugs")))]
         let unchecked = false;
-        if last.counter < self.commit_index {
+        if self.log.last_era() == epoch {
+            // It holds transactions of this epoch: only this leader proposed them, and only
+            // after a NewLeader of an earlier session (or in a Snap) had made the history the
+            // leader's. The whole history is the leader's, and this NewLeader may be a copy
+            // from that earlier session, naming a point the history has since moved past:
+            // cutting there would drop what this node acknowledged, maybe committed.
+            self.matched_through(self.log.last_index());
+        } else if last.counter < self.commit_index {
             // This node already delivered history beyond the leader's initial one: it got it
             // from this leader (a Snap of what it committed in this epoch, or before a
             // restart), and everything delivered is in every later history. Nothing to cut.

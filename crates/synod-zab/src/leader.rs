@@ -51,11 +51,11 @@ pub(crate) struct Peer {
     snap: Option<(SnapshotMeta, u64)>,
     /// Ticks since it last made progress (or since something was last sent to it).
     idle: u64,
-    /// Where the leader last resent from after a refusal, until an acknowledgement or the
-    /// retry timer: a copy of that refusal (a duplicate, or an answer to a Proposal sent
-    /// before the resend) must not start one more resend, or duplication would multiply
-    /// the copies in flight with every round trip.
-    resent_from: Option<LogIndex>,
+    /// Where the leader last resent from after a refusal, and when: until an
+    /// acknowledgement or a retry interval has passed, a copy of that refusal (a duplicate,
+    /// or an answer to a Proposal sent before the resend) must not start one more resend, or
+    /// duplication would multiply the copies in flight with every round trip.
+    resent_from: Option<(LogIndex, u64)>,
     /// The newest read round it confirmed.
     confirmed: u64,
 }
@@ -484,7 +484,7 @@ impl Zab {
         if self.leading_epoch() != Some(epoch) {
             return;
         }
-        let ticks = self.ticks;
+        let (ticks, retry) = (self.ticks, self.config.retry_ticks);
         let base = self.log.base().index;
         let snapshot_meta = self.snapshot.as_ref().map(|s| s.meta);
         let Some(lead) = self.leading() else {
@@ -507,10 +507,12 @@ impl Zab {
         } else {
             // Resend from where it surely agrees (its commit point, or its end after a gap).
             let from_here = (last + 1).min(peer.next).max(peer.acked + 1);
-            if peer.resent_from == Some(from_here) {
-                return;
+            if let Some((at, when)) = peer.resent_from {
+                if at == from_here && ticks < when + retry {
+                    return;
+                }
             }
-            peer.resent_from = Some(from_here);
+            peer.resent_from = Some((from_here, ticks));
             peer.next = from_here;
             if peer.next <= base {
                 peer.snap = snapshot_meta.map(|m| (m, 0));
@@ -623,7 +625,7 @@ impl Zab {
         }
     }
 
-    pub(crate) fn on_ping(&mut self, from: NodeId, epoch: u64, out: &mut Out) {
+    pub(crate) fn on_ping(&mut self, from: NodeId, epoch: u64, synced: bool, out: &mut Out) {
         if self.leading_epoch() != Some(epoch) {
             return;
         }
@@ -632,6 +634,16 @@ impl Zab {
             return;
         };
         lead.last_heard.insert(from, ticks);
+        if let Some(peer) = lead.followers.get_mut(&from) {
+            if peer.stage == Stage::Broadcast && !synced {
+                // It counted in broadcast on an AckNewLeader of an earlier session (or its
+                // FollowerInfo was lost): synchronize it again, NewLeader included.
+                peer.stage = Stage::Synchronization;
+                peer.next = peer.next.min(peer.acked + 1);
+                self.send_to_follower(from, out);
+                return;
+            }
+        }
         let broadcasting = lead
             .followers
             .get(&from)

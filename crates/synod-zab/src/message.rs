@@ -166,6 +166,10 @@ pub enum Message {
     Ping {
         /// The epoch the follower follows.
         epoch: u64,
+        /// Whether it took NewLeader in this session (is in broadcast). A leader that counts
+        /// it in broadcast on the word of an acknowledgement from an earlier session
+        /// synchronizes it again.
+        synced: bool,
     },
     /// The leader is alive, and has committed through `commit`.
     PingAck {
@@ -267,7 +271,10 @@ impl fmt::Display for Message {
             Message::NewLeader { epoch, last } => write!(f, "NewLeader {epoch} last={last}"),
             Message::AckNewLeader { epoch } => write!(f, "AckNewLeader {epoch}"),
             Message::Commit { epoch, commit } => write!(f, "Commit e{epoch} through {commit}"),
-            Message::Ping { epoch } => write!(f, "Ping e{epoch}"),
+            Message::Ping { epoch, synced } => {
+                let state = if *synced { "" } else { " unsynced" };
+                write!(f, "Ping e{epoch}{state}")
+            }
             Message::PingAck { epoch, commit } => write!(f, "PingAck e{epoch} commit={commit}"),
             Message::Confirm { epoch, round } => write!(f, "Confirm e{epoch} round={round}"),
             Message::Confirmed { epoch, round } => write!(f, "Confirmed e{epoch} round={round}"),

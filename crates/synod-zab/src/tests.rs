@@ -501,7 +501,14 @@ fn the_leader_sends_no_heartbeats_and_abdicates_when_pings_stop() {
     let mut out = Vec::new();
     for _ in 0..10 {
         zab.step(Input::Tick, &mut out);
-        receive(&mut zab, 1, Message::Ping { epoch: 1 });
+        receive(
+            &mut zab,
+            1,
+            Message::Ping {
+                epoch: 1,
+                synced: true,
+            },
+        );
     }
     assert!(
         sends(&out)
@@ -535,7 +542,13 @@ fn a_follower_pings_its_leader_and_looks_again_when_it_stops_answering() {
     for _ in 0..zab.config.ping_interval_ticks {
         zab.step(Input::Tick, &mut out);
     }
-    assert!(sends(&out).contains(&(NodeId(3), Message::Ping { epoch: 1 })));
+    assert!(sends(&out).contains(&(
+        NodeId(3),
+        Message::Ping {
+            epoch: 1,
+            synced: true,
+        }
+    )));
     for _ in 0..zab.config.session_timeout_ticks_max {
         zab.step(Input::Tick, &mut out);
     }
@@ -560,4 +573,112 @@ fn restart_refuses_epochs_zab_cannot_have_written() {
     assert!(matches!(err, RestartError::Inconsistent(_)), "{err}");
     let err = Zab::restart(config(1), Some(&[1, 2]), None, Vec::new()).unwrap_err();
     assert!(matches!(err, RestartError::HardState(_)), "{err}");
+}
+
+/// A NewLeader from a follower's earlier session in the same epoch (held back by the network)
+/// names a point its history has since moved past, with transactions of the epoch it
+/// acknowledged, maybe committed: it cuts nothing.
+#[test]
+fn a_new_leader_from_an_earlier_session_cuts_nothing_of_the_epoch() {
+    let hard = encode_hard_state(&HardState {
+        accepted_epoch: 1,
+        accepted_leader: Some(NodeId(3)),
+        current_epoch: 1,
+    });
+    // Synchronized at nothing in epoch 1, then took 1 and 2 of epoch 1, then restarted.
+    let history = vec![entry(1, 1), entry(2, 1)];
+    let mut zab = Zab::restart(config(1), Some(&hard), None, history).unwrap();
+    let vote = Vote::new(
+        NodeId(3),
+        1,
+        Zxid {
+            epoch: 1,
+            counter: 2,
+        },
+    );
+    let state = PeerState::Leading;
+    receive(
+        &mut zab,
+        3,
+        Message::Notification {
+            round: 1,
+            vote,
+            state,
+        },
+    );
+    receive(&mut zab, 3, Message::NewEpoch { epoch: 1 });
+    let stale = Message::NewLeader {
+        epoch: 1,
+        last: Zxid::default(),
+    };
+    let out = receive(&mut zab, 3, stale);
+    assert_eq!(zab.log().last_index(), 2);
+    assert!(!out
+        .iter()
+        .any(|a| matches!(a, Action::Persist(p) if p.truncate_from.is_some())));
+    let out = receive(
+        &mut zab,
+        3,
+        Message::Commit {
+            epoch: 1,
+            commit: 2,
+        },
+    );
+    assert_eq!(applied(&out), vec![(1, 1), (2, 1)]);
+}
+
+/// A leader that took a follower for one in broadcast (an AckNewLeader of its earlier
+/// session) hears from its pings that it is not, and sends it NewLeader again.
+#[test]
+fn a_follower_that_pings_unsynchronized_is_sent_new_leader_again() {
+    let mut zab = established_leader();
+    let out = receive(
+        &mut zab,
+        1,
+        Message::Ping {
+            epoch: 1,
+            synced: false,
+        },
+    );
+    assert!(
+        sends(&out)
+            .iter()
+            .any(|(to, m)| *to == NodeId(1) && matches!(m, Message::NewLeader { epoch: 1, .. })),
+        "{out:?}"
+    );
+    receive(&mut zab, 1, Message::AckNewLeader { epoch: 1 });
+    assert_eq!(zab.status().role, Role::Leader);
+}
+
+/// After a refusal the leader resends once; copies of that refusal within a retry interval
+/// start nothing more, and one after it is answered again (the resend may have been lost
+/// while proposals kept the follower busy).
+#[test]
+fn copies_of_a_refusal_start_one_resend_per_retry_interval() {
+    let mut zab = established_leader();
+    let mut out = Vec::new();
+    zab.step(
+        Input::Propose(vec![Proposal {
+            id: RequestId::new(5, 1),
+            command: Bytes::from_static(b"w"),
+        }]),
+        &mut out,
+    );
+    let refusal = Message::Ack {
+        epoch: 1,
+        last: 0,
+        ok: false,
+    };
+    let resends = |out: &Out| {
+        sends(out)
+            .iter()
+            .filter(|(to, m)| *to == NodeId(1) && matches!(m, Message::Proposal { .. }))
+            .count()
+    };
+    assert_eq!(resends(&receive(&mut zab, 1, refusal.clone())), 1);
+    assert_eq!(resends(&receive(&mut zab, 1, refusal.clone())), 0);
+    for _ in 0..zab.config.retry_ticks {
+        zab.step(Input::Tick, &mut out);
+    }
+    assert_eq!(resends(&receive(&mut zab, 1, refusal)), 1);
 }

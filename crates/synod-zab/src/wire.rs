@@ -107,8 +107,8 @@ impl Wire for Message {
             Message::Commit { epoch, commit } => {
                 enc.u8(10).u64(*epoch).u64(*commit);
             }
-            Message::Ping { epoch } => {
-                enc.u8(11).u64(*epoch);
+            Message::Ping { epoch, synced } => {
+                enc.u8(11).u64(*epoch).bool(*synced);
             }
             Message::PingAck { epoch, commit } => {
                 enc.u8(12).u64(*epoch).u64(*commit);
@@ -197,6 +197,7 @@ impl Wire for Message {
             },
             11 => Message::Ping {
                 epoch: dec.u64("epoch")?,
+                synced: dec.bool("synced")?,
             },
             12 => Message::PingAck {
                 epoch: dec.u64("epoch")?,
@@ -282,7 +283,10 @@ mod tests {
                 epoch: 4,
                 commit: 18,
             },
-            Message::Ping { epoch: 4 },
+            Message::Ping {
+                epoch: 4,
+                synced: true,
+            },
             Message::PingAck {
                 epoch: 4,
                 commit: 18,

@@ -340,7 +340,7 @@ impl Zab {
                 done,
             } => self.on_snap_ack(from, epoch, meta, next_offset, done, out),
             Message::AckNewLeader { epoch } => self.on_ack_new_leader(from, epoch, out),
-            Message::Ping { epoch } => self.on_ping(from, epoch, out),
+            Message::Ping { epoch, synced } => self.on_ping(from, epoch, synced, out),
             Message::Confirmed { epoch, round } => self.on_confirmed(from, epoch, round, out),
             // Leader to follower.
             message => self.on_leader_message(from, message, out),
