@@ -244,7 +244,9 @@ impl PrimaryBackup {
     /// Makes this member primary of the next view (an operator's failover, or a primary's
     /// restart): durably, then it brings every backup to its history before writes begin.
     fn take_over(&mut self, after: u64, out: &mut Out) {
-        let view = next_view(after.max(self.view), self.id);
+        let Some(view) = next_view(after.max(self.view), self.id) else {
+            return;
+        };
         self.join_view(view, out);
         let next = self.log.last_index() + 1;
         let backups = self
@@ -448,6 +450,11 @@ impl PrimaryBackup {
             return;
         }
         let view = message.view();
+        // A view no member leads, or one at the end of the numbers, comes from no correct
+        // peer: adopting it would persist a state this member could not restart from.
+        if !self.config.voters.contains(&primary_of(view)) || next_view(view, self.id).is_none() {
+            return;
+        }
         match message {
             // A copy from before a view this member already knows is stale (the network
             // duplicates): only a relay that knew the current view moves it on.
@@ -523,7 +530,16 @@ impl PrimaryBackup {
         }
         let mut last = prev_index;
         for entry in entries {
-            if entry.index != last + 1 {
+            // Entries out of order, of a later view than the message, of an earlier view than
+            // what precedes them, or at a committed position: no correct primary sends them.
+            let before = self.log.era(last).unwrap_or(base.era);
+            let at_commit = entry.index <= self.commit_index && entry.index > base.index;
+            let conflicts_committed = at_commit && self.log.era(entry.index) != Some(entry.era);
+            if entry.index != last + 1
+                || entry.era > view
+                || entry.era < before
+                || conflicts_committed
+            {
                 break;
             }
             last = entry.index;
@@ -567,6 +583,7 @@ impl PrimaryBackup {
 
     fn on_ack(&mut self, from: NodeId, last: LogIndex, ok: bool, round: u64, out: &mut Out) {
         let (ticks, retry) = (self.ticks, self.config.retry_ticks);
+        let written = self.log.last_index();
         let Some(primary) = self.primary() else {
             return;
         };
@@ -574,6 +591,10 @@ impl PrimaryBackup {
             return;
         };
         backup.silent = 0;
+        if last > written {
+            // Claims more than this primary ever wrote: no correct backup says that.
+            return;
+        }
         if ok {
             backup.idle = 0;
             backup.answered = true;

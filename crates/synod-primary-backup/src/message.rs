@@ -13,9 +13,10 @@ pub fn primary_of(view: u64) -> NodeId {
     NodeId(view & NODE_ID_MAX)
 }
 
-/// The view after `view` whose primary is `node`.
-pub(crate) fn next_view(view: u64, node: NodeId) -> u64 {
-    (((view >> NODE_BITS) + 1) << NODE_BITS) | node.0
+/// The view after `view` whose primary is `node`; none past the last round.
+pub(crate) fn next_view(view: u64, node: NodeId) -> Option<u64> {
+    let round = (view >> NODE_BITS).checked_add(1)?;
+    (round < 1 << (64 - NODE_BITS)).then_some((round << NODE_BITS) | node.0)
 }
 
 /// The first view of a cluster: its lowest member is primary.

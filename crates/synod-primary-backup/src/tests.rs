@@ -175,7 +175,7 @@ fn a_linearizable_read_waits_for_every_backup_to_confirm_the_view() {
 fn a_backup_in_a_later_view_fences_the_old_primary() {
     let mut node = ready_primary();
     step(&mut node, Input::Propose(vec![write(1)]));
-    let v2 = next_view(V1, NodeId(2));
+    let v2 = next_view(V1, NodeId(2)).unwrap();
     // Node 3 joined node 2's view: it refuses node 1, which steps down.
     let out = receive(&mut node, 3, Message::Stale { view: v2 });
     assert_eq!(node.status().role, Role::Follower);
@@ -202,7 +202,7 @@ fn an_operator_failover_makes_the_named_member_primary_and_its_history_wins() {
         PrimaryBackup::restart(config(2), Some(&encode_view(V1)), None, vec![entry(1, V1)])
             .unwrap();
     let out = receive(&mut new, 3, Message::TakeOver { view: V1 });
-    let v2 = next_view(V1, NodeId(2));
+    let v2 = next_view(V1, NodeId(2)).unwrap();
     assert_eq!(new.view(), v2);
     assert!(sends(&out).iter().any(|(to, m)| *to == NodeId(3)
         && matches!(m, Message::Replicate { view, prev_index: 1, .. } if *view == v2)));
@@ -243,7 +243,7 @@ fn a_restarted_primary_starts_a_new_view() {
         PrimaryBackup::restart(config(1), Some(&encode_view(V1)), None, vec![entry(1, V1)])
             .unwrap();
     step(&mut node, Input::Tick);
-    assert_eq!(node.view(), next_view(V1, NodeId(1)));
+    assert_eq!(node.view(), next_view(V1, NodeId(1)).unwrap());
     // An answer to a read round of its previous life confirms nothing now.
     let out = receive(&mut node, 2, ack(V1, 1, 1));
     assert_eq!(sends(&out).len(), 1);
@@ -256,7 +256,7 @@ fn restart_refuses_state_this_engine_cannot_have_written() {
         config(1),
         Some(&encode_view(V1)),
         None,
-        vec![entry(1, next_view(V1, NodeId(2)))],
+        vec![entry(1, next_view(V1, NodeId(2)).unwrap())],
     )
     .unwrap_err();
     assert!(err.to_string().contains("beyond the view"), "{err}");
@@ -276,5 +276,39 @@ fn automatic_failover_is_the_broken_switch_that_splits_the_brain() {
     for _ in 0..20 {
         step(&mut backup, Input::Tick);
     }
-    assert_eq!(backup.view(), next_view(1, NodeId(2)), "it promoted itself");
+    assert_eq!(
+        backup.view(),
+        next_view(1, NodeId(2)).unwrap(),
+        "it promoted itself"
+    );
+}
+
+/// Values no correct peer sends are dropped, not adopted or asserted on: an Ack claiming
+/// more than the primary wrote, a view no member leads or past the last round, entries of a
+/// later view than their message.
+#[test]
+fn impossible_values_from_a_peer_are_dropped() {
+    let mut node = ready_primary();
+    let out = receive(&mut node, 2, ack(V1, u64::MAX, 0));
+    assert!(out.is_empty(), "{out:?}");
+    let stranger = (3 << 16) | 9;
+    receive(&mut node, 2, Message::Stale { view: stranger });
+    receive(&mut node, 2, Message::TakeOver { view: u64::MAX });
+    assert_eq!(node.view(), V1);
+    assert_eq!(node.status().role, Role::Leader);
+    let mut backup = PrimaryBackup::new(config(2)).unwrap();
+    let out = receive(
+        &mut backup,
+        1,
+        Message::Replicate {
+            view: V1,
+            prev_index: 0,
+            prev_era: 0,
+            entries: vec![entry(1, next_view(V1, NodeId(3)).unwrap())],
+            commit: 0,
+            round: 0,
+        },
+    );
+    assert_eq!(backup.log().last_index(), 0);
+    assert!(sends(&out).contains(&(NodeId(1), ack(V1, 0, 0))));
 }
