@@ -879,13 +879,16 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             return Answer::Ttl(-1);
         };
         // Before its epoch applies, a new keeper's clocks have not started: the full TTL.
+        // A new keeper's extension is the cluster's slack for the hand-over, not time the
+        // holder was granted, so the answer never exceeds the granted TTL.
         let left = match self.keeping() {
             Some(era) => {
                 self.leases.follow(Some(era));
                 self.leases.remaining(lease, ttl_us(ttl), self.now)
             }
             None => ttl_us(ttl),
-        };
+        }
+        .min(ttl_us(ttl));
         Answer::Ttl(left.div_ceil(1_000_000) as i64)
     }
 
@@ -1451,5 +1454,32 @@ mod tests {
         assert_eq!(expiries(&r), [(9, 5)]);
         // Its revoke decided, the lease is not renewed any more.
         assert_eq!(keep_alive(&mut r, 11_200_000, 11_210_000), Answer::Ttl(0));
+    }
+
+    fn time_to_live(r: &mut Replica<Scripted, u32>, at: u64) -> Answer {
+        let mut out = Out::new();
+        r.set_clock(at);
+        let call = ClientCall {
+            id: RequestId::new(4, at),
+            waiter: 1,
+            call: Call::TimeToLive(9),
+        };
+        r.submit(vec![call], &mut out);
+        let mut answered = answers(&mut out);
+        assert_eq!(answered.len(), 1, "{answered:?}");
+        answered.remove(0).1
+    }
+
+    #[test]
+    fn time_to_live_never_exceeds_the_granted_ttl_even_with_a_new_keepers_extension() {
+        let mut r = leader_with_lease(true);
+        r.lease_check_ticks = 1;
+        let mut out = Out::new();
+        r.set_clock(1_000_000);
+        r.tick(&mut out); // the clock runs to 11.15 s: the TTL plus the extension
+        assert_eq!(time_to_live(&mut r, 1_000_000), Answer::Ttl(10));
+        assert_eq!(time_to_live(&mut r, 3_000_000), Answer::Ttl(9));
+        assert_eq!(time_to_live(&mut r, 6_000_000), Answer::Ttl(6));
+        assert_eq!(time_to_live(&mut r, 11_140_000), Answer::Ttl(1));
     }
 }
