@@ -23,7 +23,7 @@ use crate::entry::{Entry, Proposal};
 use crate::ids::{LogIndex, NodeId, RequestId};
 use crate::snapshot::Snapshot;
 
-/// A protocol engine: Raft, Basic or Multi-Paxos, ZAB, gossip.
+/// A protocol engine: Raft, Basic or Multi-Paxos, ZAB, primary-backup, DNS-style, gossip.
 pub trait Engine {
     /// Exactly what this engine puts on the wire between peers.
     type Message: Clone + Debug + Eq;
@@ -197,6 +197,9 @@ pub enum Role {
     Leader,
     /// No stable leader by design (Basic Paxos, gossip): every node proposes.
     Peer,
+    /// Keeps a copy of a primary's data and answers reads from it, however stale, without
+    /// asking anyone (a DNS secondary); writes go to the primary, its `leader`.
+    Secondary,
 }
 
 impl std::fmt::Display for Role {
@@ -207,6 +210,7 @@ impl std::fmt::Display for Role {
             Role::Candidate => "candidate",
             Role::Leader => "leader",
             Role::Peer => "peer",
+            Role::Secondary => "secondary",
         };
         f.write_str(name)
     }

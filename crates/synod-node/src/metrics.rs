@@ -128,6 +128,7 @@ pub fn role_code(role: Role) -> i64 {
         Role::Candidate => 2,
         Role::Leader => 3,
         Role::Peer => 4,
+        Role::Secondary => 5,
     }
 }
 
@@ -188,7 +189,7 @@ impl Metrics {
         gauge(
             out,
             "synod_server_role",
-            "0 follower, 1 pre-candidate, 2 candidate, 3 leader, 4 peer.",
+            "0 follower, 1 pre-candidate, 2 candidate, 3 leader, 4 peer, 5 secondary.",
             self.role.get(),
         );
         gauge(

@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use synod_core::NodeId;
+use synod_dns::Dns;
 use synod_paxos::{BasicPaxos, MultiPaxos};
 use synod_primary_backup::PrimaryBackup;
 use synod_raft::Raft;
 use synod_replica::{
-    Boot, PaxosOptions, PrimaryBackupOptions, Protocol, RaftOptions, Timing, ZabOptions,
+    Boot, DnsOptions, PaxosOptions, PrimaryBackupOptions, Protocol, RaftOptions, Timing, ZabOptions,
 };
 use synod_zab::Zab;
 use thiserror::Error;
@@ -104,6 +105,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         PrimaryBackup::NAME => {
             start_with::<PrimaryBackup>(config, &PrimaryBackupOptions::default()).await
         }
+        Dns::NAME => start_with::<Dns>(config, &DnsOptions::default()).await,
         _ => start_with::<Raft>(config, &RaftOptions::default()).await,
     }
 }

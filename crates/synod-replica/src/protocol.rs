@@ -5,6 +5,7 @@ use std::fmt::Debug;
 
 use synod_core::wire::Wire;
 use synod_core::{Engine, NodeId};
+use synod_dns::Dns;
 use synod_paxos::{BasicPaxos, MultiPaxos};
 use synod_primary_backup::PrimaryBackup;
 use synod_raft::Raft;
@@ -12,12 +13,13 @@ use synod_storage::Recovered;
 use synod_zab::Zab;
 
 /// The names `--protocol` takes, of every protocol that boots here.
-pub const PROTOCOL_NAMES: [&str; 5] = [
+pub const PROTOCOL_NAMES: [&str; 6] = [
     Raft::NAME,
     MultiPaxos::NAME,
     BasicPaxos::NAME,
     Zab::NAME,
     PrimaryBackup::NAME,
+    Dns::NAME,
 ];
 
 /// Whether the protocol named `protocol` elects a leader. Basic Paxos does not: every node
@@ -27,9 +29,16 @@ pub fn has_leader(protocol: &str) -> bool {
 }
 
 /// Whether the protocol named `protocol` hands its leadership over on request (etcd's
-/// MoveLeader). ZAB, as ZooKeeper, does not: its leader leads until it fails.
+/// MoveLeader). ZAB, as ZooKeeper, does not: its leader leads until it fails. Nor does
+/// DNS-style propagation, whose primary is fixed by configuration.
 pub fn moves_leadership(protocol: &str) -> bool {
-    has_leader(protocol) && protocol != Zab::NAME
+    has_leader(protocol) && protocol != Zab::NAME && protocol != Dns::NAME
+}
+
+/// Whether the protocol named `protocol` promises linearizable reads and writes. DNS-style
+/// propagation does not: a secondary answers from a copy that may be stale.
+pub fn is_linearizable(protocol: &str) -> bool {
+    protocol != Dns::NAME
 }
 
 /// Whether an operator's MoveLeader is how the protocol named `protocol` fails over, so any
@@ -282,6 +291,47 @@ impl Protocol for PrimaryBackup {
     }
 }
 
+/// DNS-style settings a test may vary.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct DnsOptions {
+    /// Adjusts the config after the defaults, e.g. to inject a bug.
+    pub tweak: Option<fn(&mut synod_dns::Config)>,
+}
+
+impl Protocol for Dns {
+    const NAME: &'static str = "dns";
+    type Options = DnsOptions;
+
+    fn boot(boot: &Boot<'_>, recovered: &Recovered, options: &DnsOptions) -> Result<Dns, String> {
+        // The primary's era is all of its hard state.
+        refuse_journal(recovered, "DNS-style propagation")?;
+        Dns::restart(
+            dns_config(boot, options),
+            recovered.hard_state.as_deref(),
+            recovered.snapshot.clone(),
+            recovered.entries.clone(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn describe(message: &synod_dns::Message) -> String {
+        message.to_string()
+    }
+}
+
+/// A secondary asks again after twice the heartbeat interval, as other engines resend; the
+/// refresh interval is the engine's own (DNS's is a property of the zone, not of failure
+/// detection).
+fn dns_config(boot: &Boot<'_>, options: &DnsOptions) -> synod_dns::Config {
+    let mut config = synod_dns::Config::new(boot.id, boot.voters.to_vec());
+    config.retry_ticks = boot.timing.heartbeat_ticks * 2;
+    config.snapshot_chunk_bytes = boot.snapshot_chunk_bytes;
+    if let Some(tweak) = options.tweak {
+        tweak(&mut config);
+    }
+    config
+}
+
 /// The primary sends its heartbeat (the commit point, a read round) at the heartbeat
 /// interval; nothing here times out into a failover.
 fn primary_backup_config(
@@ -347,6 +397,8 @@ mod tests {
             primary_backup_config(&boot, &PrimaryBackupOptions::default()),
             sync
         );
+        let dns = synod_dns::Config::new(NodeId(1), voters.to_vec());
+        assert_eq!(dns_config(&boot, &DnsOptions::default()), dns);
     }
 
     #[test]
@@ -371,5 +423,7 @@ mod tests {
         let sync =
             PrimaryBackup::boot(&boot, &empty, &PrimaryBackupOptions::default()).expect("sync");
         assert_eq!(sync.status().id, NodeId(2));
+        let dns = Dns::boot(&boot, &empty, &DnsOptions::default()).expect("dns");
+        assert_eq!(dns.status().id, NodeId(2));
     }
 }

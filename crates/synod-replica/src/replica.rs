@@ -382,6 +382,13 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             }
         }
         match forward_to {
+            // A secondary answers reads from its own copy, however stale: the model.
+            Some(leader) if status.role == Role::Secondary => {
+                self.forward_writes(leader, proposals, out);
+                if !reads.is_empty() {
+                    self.step(Input::Read(reads), out);
+                }
+            }
             Some(leader) => {
                 self.forward_writes(leader, proposals, out);
                 let ids: Vec<RequestId> = reads.iter().map(|r| r.id).collect();

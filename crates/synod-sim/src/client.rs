@@ -247,6 +247,17 @@ pub(crate) struct Client {
     held: Option<HeldLease>,
     /// Leases granted to this client so far, for fresh ids.
     granted: i64,
+    /// Answers it may reuse (under a protocol whose clients cache, as DNS resolvers do).
+    cache: BTreeMap<Key, CachedRead>,
+}
+
+/// A read's answer a client keeps until its TTL runs out.
+#[derive(Clone, Copy, Debug)]
+struct CachedRead {
+    value: Option<Value>,
+    /// The applied index it was read at.
+    index: u64,
+    expires_at: u64,
 }
 
 /// A lease a client holds.
@@ -272,6 +283,7 @@ impl Client {
             active: true,
             held: None,
             granted: 0,
+            cache: BTreeMap::new(),
         }
     }
 
@@ -354,15 +366,34 @@ impl<P: Protocol> World<P> {
         let ttl = self.client(id).held.map_or(0, |h| h.ttl);
         self.client(id).pending = Some(Pending::new(kind, op, request, now, ttl));
         self.trace_line(|| format!("c{id} invokes {kind} as {request}"));
+        if let OpKind::Read(key) = kind {
+            let cached = self.client(id).cache.get(&key).copied();
+            if let Some(hit) = cached.filter(|c| now < c.expires_at) {
+                self.stats.reads_from_cache += 1;
+                return self.read_answered(id, key, hit.value, hit.index);
+            }
+        }
         self.send_attempt(id, request.seq);
     }
 
-    /// Sends the pending operation to the node the client believes leads, or abandons it
-    /// once its deadline has passed.
+    /// Sends the pending operation to the node the client believes leads (a read, under a
+    /// protocol that does not promise linearizability, to any node), or abandons it once its
+    /// deadline has passed.
     pub(crate) fn send_attempt(&mut self, id: u64, seq: u64) {
         let now = self.now;
+        let reads_anywhere = !synod_replica::is_linearizable(P::NAME);
+        let nodes = self.voters.len();
         let client = self.client(id);
-        let target = client.leader_guess;
+        let is_read = client
+            .pending
+            .as_ref()
+            .is_some_and(|p| matches!(p.kind, OpKind::Read(_)));
+        let target = if reads_anywhere && is_read {
+            client.leader_guess = NodeId(client.rng.index(nodes) as u64 + 1);
+            client.leader_guess
+        } else {
+            client.leader_guess
+        };
         let Some(pending) = client.pending.as_mut().filter(|p| p.request.seq == seq) else {
             return;
         };
@@ -423,11 +454,35 @@ impl<P: Protocol> World<P> {
             (Reply::Done(result), OpKind::Grant(..) | OpKind::Attach(_) | OpKind::Revoke(_)) => {
                 self.on_lease_write(id, pending, result)
             }
-            (Reply::Done(Ok(applied)), kind) => match kind.output(&applied) {
+            (Reply::Read(index, Ok(applied)), OpKind::Read(key)) => match pending
+                .kind
+                .output(&applied)
+            {
+                Ok(KvOutput::Read(value)) => {
+                    if P::CLIENT_CACHE_TTL_US > 0 {
+                        let expires_at = self.now + P::CLIENT_CACHE_TTL_US;
+                        let cached = CachedRead {
+                            value,
+                            index,
+                            expires_at,
+                        };
+                        self.client(id).cache.insert(key, cached);
+                    }
+                    self.read_answered(id, key, value, index)
+                }
+                Ok(other) => {
+                    let detail = format!("c{id}: a read answered with {other:?}");
+                    self.fail(crate::report::ViolationKind::Safety, detail)
+                }
+                Err(e) => self.fail(crate::report::ViolationKind::Safety, format!("c{id}: {e}")),
+            },
+            (Reply::Done(Ok(applied)) | Reply::Read(_, Ok(applied)), kind) => match kind
+                .output(&applied)
+            {
                 Ok(output) => self.finish(id, pending, output),
                 Err(e) => self.fail(crate::report::ViolationKind::Safety, format!("c{id}: {e}")),
             },
-            (Reply::Done(Err(e)), _) => {
+            (Reply::Done(Err(e)) | Reply::Read(_, Err(e)), _) => {
                 let detail = format!("c{id}: {request} failed in the state machine: {e}");
                 self.fail(crate::report::ViolationKind::Safety, detail);
             }
@@ -535,10 +590,36 @@ impl<P: Protocol> World<P> {
         self.next_after_think(id);
     }
 
+    /// The pending read of `key` answered `value`, as of applied index `index` (by a node, or
+    /// from the client's cache): how stale it was, and whether the protocol allows that.
+    fn read_answered(&mut self, id: u64, key: Key, value: Option<Value>, index: u64) {
+        let Some(pending) = self.client(id).pending.clone() else {
+            return;
+        };
+        self.stats.reads += 1;
+        if let Some(stale) = self.freshness.staleness(key, index, pending.invoked_at) {
+            self.stats.stale_reads += 1;
+            self.stats.read_staleness_us.push(stale);
+            let bound = P::STALENESS_BOUND_US.unwrap_or(0);
+            if self.config.faults == crate::faults::FaultSet::NONE && stale > bound {
+                let detail = format!(
+                    "c{id}: {} read k{key} as of index {index}, {stale} us stale (at most {bound} us \
+                     without faults)",
+                    pending.request
+                );
+                return self.fail(crate::report::ViolationKind::Staleness, detail);
+            }
+        }
+        self.finish(id, pending, KvOutput::Read(value));
+    }
+
     fn finish(&mut self, id: u64, pending: Pending, output: KvOutput) {
         let now = self.now;
         if let Some(op) = pending.op {
             self.history.ok(op, output.clone(), now);
+        }
+        if !matches!(output, KvOutput::Read(_)) {
+            self.freshness.acknowledged(pending.request);
         }
         self.trace_line(|| format!("c{id} {} -> {output:?}", pending.request));
         let is_write = !matches!(pending.kind, OpKind::Read(_));

@@ -9,8 +9,10 @@
 
 mod client;
 mod disk;
+mod dns;
 pub mod experiments;
 mod faults;
+mod freshness;
 mod lease;
 mod nemesis;
 mod network;
@@ -28,6 +30,7 @@ mod world;
 mod zab;
 
 pub use disk::{SimDir, Unsynced};
+pub use dns::DnsInvariants;
 pub use faults::FaultSet;
 pub use paxos::{PaxosInvariants, PaxosNode};
 pub use primary_backup::PrimaryBackupInvariants;
@@ -36,7 +39,9 @@ pub use raft::{LogEngine, LogInvariants, RaftInvariants};
 pub use report::{percentile, RunReport, Stats, Summary, Violation, ViolationKind};
 pub use run::{report_panics_quietly, run, RunConfig, RunOutcome};
 pub use sweep::sweep;
-pub use synod_replica::{PaxosOptions, PrimaryBackupOptions, RaftOptions, Recovered, ZabOptions};
+pub use synod_replica::{
+    DnsOptions, PaxosOptions, PrimaryBackupOptions, RaftOptions, Recovered, ZabOptions,
+};
 pub use world::World;
 pub use zab::ZabInvariants;
 

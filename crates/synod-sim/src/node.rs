@@ -347,6 +347,7 @@ impl<P: Protocol> World<P> {
                     self.on_committed_command(entry.index, command);
                 }
                 self.trace_line(|| format!("{id} commits {entry}"));
+                self.freshness.applied(&entry, self.now);
                 self.safety.applied.push(entry);
             }
         }
@@ -374,7 +375,8 @@ impl<P: Protocol> World<P> {
                     range: synod_kv::KeyRange::key(&key),
                     ..Default::default()
                 };
-                Reply::Done(replica.store().read().range(&read))
+                let store = replica.store().read();
+                Reply::Read(store.applied_index(), store.range(&read))
             }
         };
         self.reply(id, client, request, reply);

@@ -14,6 +14,15 @@ pub trait Protocol: synod_replica::Protocol {
     /// design (an operator would rebuild it, which Synod does not automate): the nemesis damages
     /// no disk under such a protocol. Torn writes and crashes still happen.
     const WRITES_NEED_EVERY_MEMBER: bool = false;
+
+    /// How long a client may answer a read from its cache (a DNS resolver's TTL); 0: clients
+    /// cache nothing. Only a protocol that does not promise linearizability sets it.
+    const CLIENT_CACHE_TTL_US: u64 = 0;
+
+    /// How stale an answer may be, at most, while nothing fails and no message is lost; a
+    /// run without faults breaks the protocol's promise if a read is staler. `None`: no
+    /// answer is ever stale (the linearizability checker holds the protocol to that).
+    const STALENESS_BOUND_US: Option<u64> = None;
 }
 
 /// Protocol-specific safety checks. An `Err` is a violation, described for a human.

@@ -18,6 +18,8 @@ pub enum ViolationKind {
     Convergence,
     /// Code panicked: a broken internal assertion.
     Panic,
+    /// A read was staler than the protocol promises (in a run without faults).
+    Staleness,
 }
 
 impl fmt::Display for ViolationKind {
@@ -28,6 +30,7 @@ impl fmt::Display for ViolationKind {
             ViolationKind::Liveness => "liveness",
             ViolationKind::Convergence => "convergence",
             ViolationKind::Panic => "panic",
+            ViolationKind::Staleness => "staleness",
         })
     }
 }
@@ -114,6 +117,16 @@ pub struct Stats {
     pub leader_crash_stalls_us: Vec<u64>,
     /// Requests each node refused (not leading), indexed by node id.
     pub refusals_by_node: Vec<u64>,
+    /// Reads answered (by a node, or from a client's cache).
+    pub reads: u64,
+    /// Of those, answered from a client's cache.
+    pub reads_from_cache: u64,
+    /// Of those, stale: the key had changed before the read was asked (`freshness.rs`).
+    pub stale_reads: u64,
+    /// How stale each stale read was, in microseconds.
+    pub read_staleness_us: Vec<u64>,
+    /// Runs of a protocol that does not promise linearizability whose history had none.
+    pub not_linearizable: u64,
 }
 
 impl Stats {
@@ -209,6 +222,11 @@ impl Summary {
             t.completed += s.completed;
             t.failed += s.failed;
             t.indeterminate += s.indeterminate;
+            t.reads += s.reads;
+            t.reads_from_cache += s.reads_from_cache;
+            t.stale_reads += s.stale_reads;
+            t.read_staleness_us.extend(&s.read_staleness_us);
+            t.not_linearizable += s.not_linearizable;
         }
         summary.failures.sort_by_key(|(seed, _)| *seed);
         summary.recovery_ticks.sort_unstable();
@@ -297,6 +315,26 @@ impl fmt::Display for Summary {
             "-".to_string()
         };
         row(f, "messages per committed write", per_write)?;
+        if t.reads_from_cache > 0 || t.stale_reads > 0 {
+            row(f, "reads answered", t.reads.to_string())?;
+            row(f, "  from a client's cache", t.reads_from_cache.to_string())?;
+            row(f, "  stale", t.stale_reads.to_string())?;
+            let mut staleness = t.read_staleness_us.clone();
+            staleness.sort_unstable();
+            let ticks = |p: f64| percentile(&staleness, p).map(|us| us.div_ceil(TICK_US));
+            if let (Some(p50), Some(p99), Some(max)) = (ticks(0.5), ticks(0.99), ticks(1.0)) {
+                row(
+                    f,
+                    "  staleness in ticks p50/p99/max",
+                    format!("{p50} / {p99} / {max}"),
+                )?;
+            }
+            row(
+                f,
+                "runs whose history was not linearizable",
+                t.not_linearizable.to_string(),
+            )?;
+        }
         let recovery = match (
             self.percentile(0.5),
             self.percentile(0.99),

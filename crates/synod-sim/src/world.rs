@@ -50,8 +50,10 @@ impl std::fmt::Display for ClientRequest {
 /// What a node answers a client.
 #[derive(Clone, Debug)]
 pub(crate) enum Reply {
-    /// The command or read ran, with this result.
+    /// The command ran, with this result.
     Done(Result<Applied, KvError>),
+    /// The read ran on the state machine as of this applied index, with this result.
+    Read(u64, Result<Applied, KvError>),
     /// Not the leader; try the hinted node.
     Redirect(Option<NodeId>),
     /// A lease's TTL (0: it is gone).
@@ -181,6 +183,8 @@ pub struct World<P: Protocol> {
     pub(crate) leader_crashed_at: Option<SimTime>,
     /// What lease holders were promised.
     pub(crate) leases: crate::lease::LeaseCheck,
+    /// When keys changed, for how stale reads are; and the writes acknowledged.
+    pub(crate) freshness: crate::freshness::Freshness,
     /// Paused nodes, with the events that reached each meanwhile.
     pub(crate) paused: BTreeMap<NodeId, Vec<Event<PeerMessage<P::Message>>>>,
     scratch: Vec<SimOutput<P>>,
@@ -239,6 +243,7 @@ impl<P: Protocol> World<P> {
             nemesis_on: false,
             leader_crashed_at: None,
             leases: crate::lease::LeaseCheck::default(),
+            freshness: crate::freshness::Freshness::default(),
             paused: BTreeMap::new(),
             scratch: Vec::new(),
         };
@@ -506,6 +511,7 @@ impl<P: Protocol> World<P> {
         }
         self.trace_line(|| match &reply {
             Reply::Done(_) => format!("{from} -> c{client} answers {id}"),
+            Reply::Read(index, _) => format!("{from} -> c{client} answers {id} as of {index}"),
             Reply::Redirect(hint) => format!("{from} -> c{client} refuses {id}, leader {hint:?}"),
             Reply::Ttl(ttl) => format!("{from} -> c{client} answers {id}: TTL {ttl}"),
         });

@@ -4,10 +4,11 @@
 
 #![allow(clippy::unwrap_used)] // tests and benchmarks fail loudly on purpose
 
+use synod_dns::Dns;
 use synod_paxos::{BasicPaxos, MultiPaxos};
 use synod_primary_backup::PrimaryBackup;
 use synod_raft::Raft;
-use synod_replica::{LeaseBugs, PrimaryBackupOptions, ZabOptions};
+use synod_replica::{DnsOptions, LeaseBugs, PrimaryBackupOptions, ZabOptions};
 use synod_sim::{
     run, sweep, FaultSet, PaxosOptions, Protocol, RaftOptions, RunConfig, Summary, Violation,
     ViolationKind,
@@ -201,6 +202,74 @@ fn the_sweep_catches_sync_failing_over_by_itself() {
     };
     let summary = sweep_protocol::<PrimaryBackup>(5, 1..=20, options);
     first_caught("sync failing over by itself", &summary);
+}
+
+/// DNS-style propagation under every fault: serials never go back, every acknowledged write
+/// is applied, the copies converge after the heal. Its histories are not linearizable (reads
+/// at secondaries and from the clients' caches are stale), which the sweep counts.
+#[test]
+fn dns_on_3_5_and_7_nodes_keeps_its_promises_under_all_faults() {
+    for (nodes, seeds) in [(3, 1..=25), (5, 1..=25), (7, 1..=15)] {
+        let summary = sweep_protocol::<Dns>(nodes, seeds, Default::default());
+        assert!(summary.is_clean(), "violations:\n{:#?}", summary.failures);
+        let t = &summary.totals;
+        assert!(
+            t.snapshots_installed > 0,
+            "full transfers were sent: {summary}"
+        );
+        assert!(t.crashes > 0 && t.torn_writes_repaired > 0, "{summary}");
+        assert!(t.stale_reads > 0 && t.reads_from_cache > 0, "{summary}");
+        assert!(
+            t.not_linearizable > 0,
+            "stale reads break linearizability: {summary}"
+        );
+    }
+}
+
+/// Without faults, no read is staler than the refresh interval plus the clients' TTL (plus
+/// the retry interval for the transfer): the run fails with a staleness violation if one is.
+#[test]
+fn dns_reads_without_faults_are_stale_by_at_most_refresh_plus_ttl() {
+    let mut template = RunConfig::new(0, 5);
+    template.faults = FaultSet::NONE;
+    let summary = sweep_template::<Dns>(template, 1..=20, Default::default());
+    assert!(summary.is_clean(), "violations:\n{:#?}", summary.failures);
+    let t = &summary.totals;
+    assert!(t.stale_reads > 0, "{summary}");
+    let bound = <Dns as Protocol>::STALENESS_BOUND_US.unwrap();
+    assert!(
+        t.read_staleness_us.iter().all(|&us| us <= bound),
+        "{summary}"
+    );
+}
+
+/// A secondary that applies a transfer before it is durable goes back to an older serial
+/// when a crash takes the transfer with it.
+#[test]
+fn the_sweep_catches_a_dns_secondary_applying_before_durable() {
+    let options = DnsOptions {
+        tweak: Some(|c| c.bugs.apply_before_durable = true),
+    };
+    let summary = sweep_protocol::<Dns>(3, 1..=30, options);
+    let (_, first) = first_caught("dns applying before durable", &summary);
+    assert!(first.detail.contains("serials never go back"), "{first}");
+}
+
+/// A primary that stops sending transfers leaves the secondaries behind for good: the
+/// copies never converge, and without faults the reads there grow staler than the bound.
+#[test]
+fn the_sweep_catches_a_dns_primary_that_sends_no_transfers() {
+    let options = DnsOptions {
+        tweak: Some(|c| c.bugs.no_transfers = true),
+    };
+    let summary = sweep_protocol::<Dns>(3, 1..=3, options);
+    let (_, first) = first_caught("dns without transfers", &summary);
+    assert_eq!(first.kind, ViolationKind::Convergence, "{first}");
+    let mut template = RunConfig::new(0, 3);
+    template.faults = FaultSet::NONE;
+    let summary = sweep_template::<Dns>(template, 1..=3, options);
+    let (_, first) = first_caught("dns without transfers, no faults", &summary);
+    assert_eq!(first.kind, ViolationKind::Staleness, "{first}");
 }
 
 /// A leader that skips synchronization counts its initial history as committed on a quorum

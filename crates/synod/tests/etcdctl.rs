@@ -71,6 +71,56 @@ async fn etcdctl_works_against_synod_on_sync() {
     etcdctl_works_against_synod_on("sync").await;
 }
 
+/// DNS-style propagation: writes anywhere go to the primary, the primary answers reads with
+/// everything acknowledged, a secondary answers from its copy (which catches up within the
+/// refresh interval, or at once on NOTIFY), leases and transactions run at the primary, and
+/// the primary cannot be moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_works_against_synod_on_dns() {
+    if !etcdctl_installed() {
+        eprintln!("SKIPPED: etcdctl is not installed (apt-get install etcd-client)");
+        return;
+    }
+    let cluster = Cluster::start("dns", 3, &["--protocol", "dns"]);
+    let leader = cluster.ready().await;
+    let primary = cluster.members.first().expect("members");
+    assert_eq!(leader, Some(primary.id), "the lowest member is primary");
+    let secondary = cluster.members.last().expect("members").client.clone();
+    let primary_client = primary.client.clone();
+    let all = cluster.endpoints();
+
+    assert_eq!(etcdctl(&secondary, &["put", "zone/a", "1"], None), "OK\n");
+    assert_eq!(
+        etcdctl(
+            &primary_client,
+            &["get", "zone/a", "--print-value-only"],
+            None
+        ),
+        "1\n",
+        "the primary holds every acknowledged write"
+    );
+    // The secondary's copy catches up; until then it answers from what it has.
+    let mut seen = String::new();
+    for _ in 0..50 {
+        seen = etcdctl(&secondary, &["get", "zone/a", "--print-value-only"], None);
+        if seen == "1\n" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(seen, "1\n", "the secondary never caught up");
+
+    let txn = "value(\"zone/a\") = \"1\"\n\nput zone/a 2\n\nget zone/a\n\n";
+    assert_eq!(etcdctl(&secondary, &["txn"], Some(txn)), "SUCCESS\n\nOK\n");
+    assert_eq!(etcdctl(&all, &["del", "zone/a"], None), "1\n");
+    check_leases(&primary_client, &secondary);
+    // etcd's lock recipe reads who holds the lock: only the primary's reads are fresh enough
+    // for it (a stale copy could miss the holder).
+    check_lock(&primary_client, &primary_client);
+    check_members_and_status(&cluster, &all, true);
+    check_move_leader_refused(&cluster, &all);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_works_against_synod_on_basic_paxos() {
     etcdctl_works_against_synod_on("basic-paxos").await;
@@ -156,6 +206,7 @@ async fn etcdctl_works_against_synod_on(protocol: &str) {
     // Leases: grant, attach, keep alive, inspect, revoke (which deletes the key). They run on
     // the leader's clocks, or under Basic Paxos on those of the keeper the log chose.
     check_leases(&all, &follower);
+    check_lock(&all, &follower);
     check_members_and_status(&cluster, &all, leader.is_some());
     if protocol == "zab" {
         check_move_leader_refused(&cluster, &all);
@@ -259,7 +310,6 @@ fn check_leases(all: &str, follower: &str) {
         format!("lease {id} revoked\n")
     );
     assert_eq!(etcdctl(&all, &["get", "app/leased"], None), "");
-    check_lock(&all, &follower);
 }
 
 /// `etcdctl lock` (etcd's concurrency recipe: a lease, a key under it, a transaction on create

@@ -21,8 +21,13 @@ pub fn leaderless(protocol: &str) -> Status {
 /// The protocol elects its leaders but moves none on request (ZooKeeper's ZAB has no leader
 /// transfer).
 pub fn no_leader_transfer(protocol: &str) -> Status {
+    let why = if protocol == "dns" {
+        "its primary is the lowest member id, fixed by configuration"
+    } else {
+        "its leader leads until it fails"
+    };
     Status::failed_precondition(format!(
-        "synod: {protocol} moves no leadership on request (its leader leads until it fails); run raft or multi-paxos for that"
+        "synod: {protocol} moves no leadership on request ({why}); run raft or multi-paxos for that"
     ))
 }
 

@@ -14,7 +14,7 @@ use crate::progress::Progress;
 #[derive(Args, Debug)]
 pub struct SimArgs {
     /// Protocol to simulate.
-    #[arg(long, default_value = "raft", value_parser = ["raft", "multi-paxos", "basic-paxos", "zab", "sync"])]
+    #[arg(long, default_value = "raft", value_parser = ["raft", "multi-paxos", "basic-paxos", "zab", "sync", "dns"])]
     protocol: String,
     /// Nodes in the cluster (3, 5 or 7 are typical).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=15))]
@@ -89,6 +89,7 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
         "basic-paxos" => simulate::<synod_paxos::BasicPaxos>(&args, template),
         "zab" => simulate::<synod_zab::Zab>(&args, template),
         "sync" => simulate::<synod_primary_backup::PrimaryBackup>(&args, template),
+        "dns" => simulate::<synod_dns::Dns>(&args, template),
         other => bail!("unknown protocol {other}"),
     }
 }
@@ -324,7 +325,8 @@ fn compare(args: &SimArgs, template: &RunConfig, protocols: &[String]) -> Result
             "basic-paxos" => Summary::of(&sweep::<synod_paxos::BasicPaxos>(&seeds, template, &Default::default(), jobs, &report)),
             "zab" => Summary::of(&sweep::<synod_zab::Zab>(&seeds, template, &Default::default(), jobs, &report)),
             "sync" => Summary::of(&sweep::<synod_primary_backup::PrimaryBackup>(&seeds, template, &Default::default(), jobs, &report)),
-            other => bail!("unknown protocol '{other}' in --compare; expected raft, multi-paxos, basic-paxos, zab or sync"),
+            "dns" => Summary::of(&sweep::<synod_dns::Dns>(&seeds, template, &Default::default(), jobs, &report)),
+            other => bail!("unknown protocol '{other}' in --compare; expected raft, multi-paxos, basic-paxos, zab, sync or dns"),
         };
         clean &= summary.is_clean();
         rows.push(compare_row(name, &summary));

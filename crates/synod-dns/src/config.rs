@@ -1,0 +1,110 @@
+//! How a DNS-style node is set up.
+
+use synod_core::NodeId;
+use thiserror::Error;
+
+/// Settings of one node. Times are in ticks; the runtime decides how long a tick is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// This node.
+    pub id: NodeId,
+    /// Every member, this node included. The lowest is the primary.
+    pub voters: Vec<NodeId>,
+    /// A secondary asks the primary for changes this often (DNS's SOA refresh).
+    pub refresh_ticks: u64,
+    /// A question unanswered for this long is asked again (DNS's SOA retry).
+    pub retry_ticks: u64,
+    /// Whether the primary tells secondaries of a change at once (DNS NOTIFY).
+    pub notify: bool,
+    /// An incremental transfer covers a gap of this many serials at most; a secondary further
+    /// behind gets a full transfer (when the primary has a snapshot to send).
+    pub ixfr_gap_max: u64,
+    /// Entries in one incremental transfer at most.
+    pub batch_entries_max: usize,
+    /// Bytes of entries in one incremental transfer at most (one entry is always allowed).
+    pub batch_bytes_max: usize,
+    /// Bytes of snapshot in one full-transfer chunk at most.
+    pub snapshot_chunk_bytes: usize,
+    /// Deliberately broken rules, for proving that tests and the simulator catch them.
+    #[cfg(any(test, feature = "inject-bugs"))]
+    pub bugs: InjectedBugs,
+}
+
+/// Rules a test may break on purpose (all kept outside test builds).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InjectedBugs {
+    /// A secondary applies a transfer as it arrives, before it is durable: a crash then takes
+    /// its copy back to an older serial than clients already read from it.
+    pub apply_before_durable: bool,
+    /// The primary stops sending transfers: secondaries stay at whatever they hold.
+    pub no_transfers: bool,
+}
+
+impl Config {
+    /// The default refresh interval: 20 ticks (200 ms with 10 ms ticks).
+    pub const DEFAULT_REFRESH_TICKS: u64 = 20;
+    /// The default retry interval: 6 ticks.
+    pub const DEFAULT_RETRY_TICKS: u64 = 6;
+
+    /// Defaults for node `id` of a cluster of `voters`: refresh every 20 ticks, retry after
+    /// 6, NOTIFY on.
+    pub fn new(id: NodeId, voters: Vec<NodeId>) -> Self {
+        Config {
+            id,
+            voters,
+            refresh_ticks: Self::DEFAULT_REFRESH_TICKS,
+            retry_ticks: Self::DEFAULT_RETRY_TICKS,
+            notify: true,
+            ixfr_gap_max: 4096,
+            batch_entries_max: 256,
+            batch_bytes_max: 1 << 20,
+            snapshot_chunk_bytes: 1 << 20,
+            #[cfg(any(test, feature = "inject-bugs"))]
+            bugs: InjectedBugs::default(),
+        }
+    }
+
+    /// The primary: the lowest member.
+    pub fn primary(&self) -> NodeId {
+        self.voters.iter().copied().min().unwrap_or(self.id)
+    }
+
+    /// Checks the settings make sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut sorted = self.voters.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != self.voters.len() {
+            return Err(ConfigError::DuplicateVoter);
+        }
+        if !self.voters.contains(&self.id) {
+            return Err(ConfigError::NotAVoter(self.id));
+        }
+        if self.refresh_ticks == 0 || self.retry_ticks == 0 {
+            return Err(ConfigError::Timing(
+                "the refresh and retry intervals must be at least 1 tick",
+            ));
+        }
+        if self.batch_entries_max == 0 || self.snapshot_chunk_bytes == 0 {
+            return Err(ConfigError::Limits);
+        }
+        Ok(())
+    }
+}
+
+/// Settings that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    /// A member is listed twice.
+    #[error("a member is listed twice")]
+    DuplicateVoter,
+    /// This node is not in its own member list.
+    #[error("node {0} is not one of the members")]
+    NotAVoter(NodeId),
+    /// Inconsistent timeouts.
+    #[error("bad timing: {0}")]
+    Timing(&'static str),
+    /// Limits of zero.
+    #[error("the batch and snapshot chunk limits must be at least 1")]
+    Limits,
+}

@@ -1,0 +1,569 @@
+//! The DNS-style state machine: what the primary does with writes and questions, and how a
+//! secondary keeps its copy.
+
+use bytes::Bytes;
+use synod_core::codec::{DecodeError, Decoder, Encoder};
+use synod_core::{
+    Action, Engine, Entry, Input, Log, LogIndex, NodeId, Payload, PersistId, PersistQueue,
+    Proposal, ReadRequest, Rejection, RequestId, Role, Snapshot, SnapshotMeta, Status,
+};
+use thiserror::Error;
+
+use crate::config::{Config, ConfigError, InjectedBugs};
+use crate::message::Message;
+
+type Out = Vec<Action<Message>>;
+
+/// Why a node could not be rebuilt from its persisted state.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RestartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The hard state bytes do not decode.
+    #[error("hard state is corrupt: {0}")]
+    HardState(#[from] DecodeError),
+    /// The persisted state is not one this engine can have written.
+    #[error("persisted state is inconsistent: {0}")]
+    Inconsistent(String),
+}
+
+/// A secondary's side of the transfers.
+#[derive(Debug, Default)]
+struct Pull {
+    /// The highest serial the primary has told of.
+    primary_serial: LogIndex,
+    /// Ticks since it last asked the primary.
+    since_asked: u64,
+    /// A question is out and unanswered.
+    waiting: bool,
+    /// The full transfer it is receiving: the snapshot and the bytes so far.
+    incoming: Option<(SnapshotMeta, Vec<u8>)>,
+    /// A full transfer written to disk, applied once that persist is durable.
+    installing: Option<(PersistId, Snapshot)>,
+}
+
+/// One member: the primary, or a secondary holding a copy of its data.
+#[derive(Debug)]
+pub struct Dns {
+    id: NodeId,
+    primary: NodeId,
+    secondaries: Vec<NodeId>,
+    config: Config,
+    /// The primary's life (persistent, at the primary): every change it makes carries it. At
+    /// a secondary, the newest era it holds a change of.
+    era: u64,
+    log: Log,
+    /// The newest snapshot, sent in full transfers (primary).
+    snapshot: Option<Snapshot>,
+    /// Everything through here is durable here, so applied (a secondary's serial).
+    commit_index: LogIndex,
+    applied_index: LogIndex,
+    disk: PersistQueue,
+    ticks: u64,
+    /// Primary: the tick it last sent NOTIFY, and whether a change since waits for one.
+    notified_at: Option<u64>,
+    notify_due: bool,
+    /// Primary: the serial of the last change it told of (or will at the next tick).
+    notified_serial: LogIndex,
+    pull: Pull,
+}
+
+impl Dns {
+    /// A member with an empty copy at serial 0, before `restart` sets its era.
+    fn new(config: Config) -> Result<Dns, ConfigError> {
+        config.validate()?;
+        let primary = config.primary();
+        let secondaries = config
+            .voters
+            .iter()
+            .copied()
+            .filter(|&n| n != primary)
+            .collect();
+        Ok(Dns {
+            id: config.id,
+            primary,
+            secondaries,
+            config,
+            era: 0,
+            log: Log::default(),
+            snapshot: None,
+            commit_index: 0,
+            applied_index: 0,
+            disk: PersistQueue::new(0),
+            ticks: 0,
+            notified_at: None,
+            notify_due: false,
+            notified_serial: 0,
+            pull: Pull::default(),
+        })
+    }
+
+    /// A member rebuilt from what it persisted: the primary's era (as written by
+    /// `Persist::hard_state`; secondaries write none), its latest snapshot and the entries
+    /// after it. Who is primary is configuration, and the serial is where the log ends. A
+    /// primary starts a new era, persisted with (and so before) its first change.
+    pub fn restart(
+        config: Config,
+        hard_state: Option<&[u8]>,
+        snapshot: Option<Snapshot>,
+        entries: Vec<Entry>,
+    ) -> Result<Dns, RestartError> {
+        let mut node = Dns::new(config)?;
+        let base = snapshot.as_ref().map(|s| s.meta).unwrap_or_default();
+        node.log = Log::from_parts(base, entries).map_err(RestartError::Inconsistent)?;
+        let persisted_era = hard_state.map(decode_era).transpose()?;
+        if node.is_primary() {
+            let era = persisted_era.unwrap_or(0);
+            if node.log.last_era() > era {
+                return Err(RestartError::Inconsistent(format!(
+                    "the history holds changes of era {}, beyond the era {era} the primary was in",
+                    node.log.last_era()
+                )));
+            }
+            node.era = era.checked_add(1).ok_or_else(|| {
+                RestartError::Inconsistent("the primary has no era left".to_string())
+            })?;
+            node.disk.draft.hard_state = true;
+        } else {
+            if persisted_era.is_some() {
+                return Err(RestartError::Inconsistent(
+                    "a secondary holds a primary's era: its data directory is the primary's"
+                        .to_string(),
+                ));
+            }
+            node.era = node.log.last_era();
+        }
+        // Everything on its disk came from the primary's durable history (or is the
+        // primary's own): its serial is where the log ends, and the entries after the
+        // snapshot are applied again at the first step, before anything else.
+        node.commit_index = node.log.last_index();
+        node.applied_index = base.index;
+        let pending_era = node.disk.draft.hard_state;
+        node.disk = PersistQueue::new(node.log.last_index());
+        node.disk.draft.hard_state = pending_era;
+        node.snapshot = snapshot;
+        // A secondary asks at its first tick.
+        node.pull.since_asked = node.config.refresh_ticks;
+        Ok(node)
+    }
+
+    /// Whether this member is the primary.
+    pub fn is_primary(&self) -> bool {
+        self.id == self.primary
+    }
+
+    /// The primary's era (at a secondary, the newest it holds a change of).
+    pub fn era(&self) -> u64 {
+        self.era
+    }
+
+    /// Its history (the primary's, up to its serial, on a secondary).
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// Its serial: everything through here is durable here, and applied (or, right after a
+    /// restart, applied at the next step before anything else).
+    pub fn serial(&self) -> LogIndex {
+        self.commit_index
+    }
+
+    #[cfg(any(test, feature = "inject-bugs"))]
+    fn bugs(&self) -> InjectedBugs {
+        self.config.bugs
+    }
+
+    #[cfg(not(any(test, feature = "inject-bugs")))]
+    fn bugs(&self) -> InjectedBugs {
+        InjectedBugs::default()
+    }
+
+    fn flush(&mut self, out: &mut Out) {
+        let era = self.era;
+        self.disk
+            .flush(self.log.last_index(), || encode_era(era), out);
+    }
+
+    fn send(&mut self, to: NodeId, message: Message, out: &mut Out) {
+        self.flush(out);
+        out.push(Action::Send { to, message });
+    }
+
+    fn reject(&self, id: RequestId, out: &mut Out) {
+        out.push(Action::Reject {
+            id,
+            reason: Rejection::NotLeader {
+                leader_hint: Some(self.primary),
+            },
+        });
+    }
+
+    fn on_tick(&mut self, out: &mut Out) {
+        self.ticks += 1;
+        if self.is_primary() {
+            if self.notify_due {
+                self.notify(out);
+            }
+            return;
+        }
+        self.pull.since_asked += 1;
+        let due = if self.pull.waiting {
+            self.config.retry_ticks
+        } else {
+            self.config.refresh_ticks
+        };
+        if self.pull.since_asked >= due {
+            self.ask(out);
+        }
+    }
+
+    fn on_propose(&mut self, proposals: Vec<Proposal>, out: &mut Out) {
+        if !self.is_primary() {
+            for p in proposals {
+                self.reject(p.id, out);
+            }
+            return;
+        }
+        for proposal in proposals {
+            let entry = Entry {
+                index: self.log.last_index() + 1,
+                era: self.era,
+                payload: Payload::Command(proposal),
+            };
+            self.disk.draft.entries.push(entry.clone());
+            self.log.push(entry);
+        }
+    }
+
+    /// Every read is answered from the copy here, at once: a secondary's may be stale, which
+    /// is the model. (At the primary it is linearizable: it holds every acknowledged write.)
+    fn on_read(&mut self, reads: Vec<ReadRequest>, out: &mut Out) {
+        out.extend(reads.into_iter().map(|r| Action::ReadReady(r.id)));
+    }
+
+    fn on_message(&mut self, from: NodeId, message: Message, out: &mut Out) {
+        match message {
+            Message::Query { serial, receiving } if self.is_primary() => {
+                if self.secondaries.contains(&from) {
+                    self.answer(from, serial, receiving, out);
+                }
+            }
+            _ if self.is_primary() || from != self.primary => {}
+            Message::Notify { serial } => {
+                self.heard_serial(serial);
+                let idle = !self.pull.waiting && self.pull.installing.is_none();
+                if serial > self.log.last_index() && idle {
+                    self.ask(out);
+                }
+            }
+            Message::Ixfr {
+                after,
+                serial,
+                entries,
+            } => self.on_ixfr(after, serial, entries, out),
+            Message::Axfr {
+                meta,
+                offset,
+                data,
+                done,
+                serial,
+            } => self.on_axfr(meta, offset, data, done, serial, out),
+            Message::Query { .. } => {}
+        }
+    }
+
+    /// Primary: tells every secondary its serial, at most once a tick (the rest of a tick's
+    /// changes wait for the next).
+    fn notify(&mut self, out: &mut Out) {
+        if !self.config.notify {
+            return;
+        }
+        if self.notified_at == Some(self.ticks) {
+            self.notify_due = true;
+            return;
+        }
+        self.notified_at = Some(self.ticks);
+        self.notify_due = false;
+        let serial = self.commit_index;
+        for to in self.secondaries.clone() {
+            self.send(to, Message::Notify { serial }, out);
+        }
+    }
+
+    /// Primary: answers a secondary at `serial` with what follows it (or the next chunk of
+    /// the full transfer it is receiving). Only durable changes leave the primary, so no
+    /// secondary ever holds one a crash of the primary could lose.
+    fn answer(
+        &mut self,
+        to: NodeId,
+        serial: LogIndex,
+        receiving: Option<(SnapshotMeta, u64)>,
+        out: &mut Out,
+    ) {
+        let commit = self.commit_index;
+        if serial > commit || self.bugs().no_transfers {
+            // Claims more than the primary ever made durable: no correct secondary says that.
+            return;
+        }
+        let newest = self.snapshot.as_ref().map(|s| s.meta);
+        if let (Some((meta, held)), Some(newest)) = (receiving, newest) {
+            if meta == newest && serial < meta.index {
+                return self.send_chunk(to, held, out);
+            }
+        }
+        let base = self.log.base().index;
+        let gap = commit - serial;
+        let retained = serial >= base;
+        if retained && (gap <= self.config.ixfr_gap_max || self.snapshot.is_none()) {
+            let mut entries = if gap == 0 {
+                Vec::new()
+            } else {
+                let (count, bytes) = (self.config.batch_entries_max, self.config.batch_bytes_max);
+                self.log.slice(serial + 1, count, bytes)
+            };
+            entries.retain(|e| e.index <= commit);
+            let ixfr = Message::Ixfr {
+                after: serial,
+                serial: commit,
+                entries,
+            };
+            self.send(to, ixfr, out);
+        } else {
+            self.send_chunk(to, 0, out);
+        }
+    }
+
+    /// Primary: the chunk of its newest snapshot that starts at `offset`.
+    fn send_chunk(&mut self, to: NodeId, offset: u64, out: &mut Out) {
+        let serial = self.commit_index;
+        let chunk_max = self.config.snapshot_chunk_bytes;
+        let Some(snapshot) = &self.snapshot else {
+            return;
+        };
+        let start = (offset as usize).min(snapshot.data.len());
+        let end = (start + chunk_max).min(snapshot.data.len());
+        let axfr = Message::Axfr {
+            meta: snapshot.meta,
+            offset: start as u64,
+            data: snapshot.data.slice(start..end),
+            done: end == snapshot.data.len(),
+            serial,
+        };
+        self.send(to, axfr, out);
+    }
+
+    fn heard_serial(&mut self, serial: LogIndex) {
+        self.pull.primary_serial = self.pull.primary_serial.max(serial);
+    }
+
+    /// Secondary: asks the primary for what follows its serial.
+    fn ask(&mut self, out: &mut Out) {
+        if self.pull.installing.is_some() {
+            return;
+        }
+        self.pull.waiting = true;
+        self.pull.since_asked = 0;
+        let query = Message::Query {
+            serial: self.log.last_index(),
+            receiving: self
+                .pull
+                .incoming
+                .as_ref()
+                .map(|(meta, bytes)| (*meta, bytes.len() as u64)),
+        };
+        let primary = self.primary;
+        self.send(primary, query, out);
+    }
+
+    /// Asks again at once if the primary holds more than this copy.
+    fn ask_if_behind(&mut self, out: &mut Out) {
+        if self.pull.primary_serial > self.log.last_index() {
+            self.ask(out);
+        }
+    }
+
+    /// Secondary: an incremental transfer. Only the answer to the question it has out (the
+    /// changes after its serial) counts: a duplicate, or an answer to a question asked before
+    /// a crash, is dropped, and the retry interval asks again if one was lost.
+    fn on_ixfr(&mut self, after: LogIndex, serial: LogIndex, entries: Vec<Entry>, out: &mut Out) {
+        self.heard_serial(serial);
+        if self.pull.installing.is_some() || after != self.log.last_index() {
+            return;
+        }
+        self.pull.waiting = false;
+        self.pull.incoming = None;
+        for entry in entries {
+            // Out of order, of an era before what precedes it, or past the serial sent with
+            // it: no primary sends that.
+            if entry.index != self.log.last_index() + 1
+                || entry.era < self.log.last_era()
+                || entry.index > serial
+            {
+                break;
+            }
+            self.era = self.era.max(entry.era);
+            self.disk.draft.entries.push(entry.clone());
+            self.log.push(entry);
+        }
+        self.ask_if_behind(out);
+    }
+
+    /// Secondary: a chunk of a full transfer. A chunk that does not follow what it holds (a
+    /// duplicate, a late copy) is dropped, as in `on_ixfr`.
+    fn on_axfr(
+        &mut self,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Bytes,
+        done: bool,
+        serial: LogIndex,
+        out: &mut Out,
+    ) {
+        self.heard_serial(serial);
+        if self.pull.installing.is_some() {
+            return;
+        }
+        if meta.index <= self.log.last_index() {
+            // It holds all of that already (a late copy).
+            return;
+        }
+        let held = match &mut self.pull.incoming {
+            Some((m, bytes)) if *m == meta => {
+                if bytes.len() as u64 != offset {
+                    return;
+                }
+                bytes.extend_from_slice(&data);
+                bytes.len() as u64
+            }
+            _ if offset == 0 => {
+                self.pull.incoming = Some((meta, data.to_vec()));
+                data.len() as u64
+            }
+            _ => return,
+        };
+        self.pull.waiting = false;
+        if !done {
+            return self.ask(out);
+        }
+        let Some((_, bytes)) = self.pull.incoming.take() else {
+            return;
+        };
+        debug_assert_eq!(bytes.len() as u64, held);
+        let snapshot = Snapshot {
+            meta,
+            data: Bytes::from(bytes),
+        };
+        // Everything it held is older than the snapshot: the log starts after it, and the
+        // snapshot is applied once it is durable (`on_persisted`).
+        self.log.compact_to(meta);
+        self.era = self.era.max(meta.era);
+        self.disk.draft.snapshot = Some(snapshot.clone());
+        self.flush(out);
+        self.pull.installing = Some((self.disk.last_pushed(), snapshot));
+    }
+
+    fn on_persisted(&mut self, id: PersistId, out: &mut Out) {
+        self.disk.persisted(id);
+        let installed = matches!(&self.pull.installing, Some((at, _)) if *at <= id);
+        if installed {
+            if let Some((_, snapshot)) = self.pull.installing.take() {
+                self.commit_index = snapshot.meta.index;
+                self.applied_index = snapshot.meta.index;
+                self.snapshot = Some(snapshot.clone());
+                out.push(Action::Restore(snapshot));
+            }
+            self.ask_if_behind(out);
+        }
+    }
+
+    /// Applies what is durable here (everything here came from the primary's durable history,
+    /// or is the primary's own), and, at the primary, tells the secondaries.
+    fn advance(&mut self, out: &mut Out) {
+        if self.pull.installing.is_some() {
+            return;
+        }
+        let through = if self.bugs().apply_before_durable && !self.is_primary() {
+            self.log.last_index()
+        } else {
+            self.disk.durable_index()
+        };
+        let through = through.min(self.log.last_index());
+        self.commit_index = self.commit_index.max(through);
+        while self.applied_index < self.commit_index {
+            let Some(entry) = self.log.entry(self.applied_index + 1) else {
+                break;
+            };
+            self.applied_index += 1;
+            out.push(Action::Apply(entry.clone()));
+        }
+        if self.is_primary() && self.commit_index > self.notified_serial {
+            self.notified_serial = self.commit_index;
+            self.notify(out);
+        }
+    }
+
+    fn on_snapshotted(&mut self, snapshot: Snapshot) {
+        let meta = snapshot.meta;
+        if meta.index <= self.log.base().index || meta.index > self.applied_index {
+            return;
+        }
+        if self.log.era(meta.index) == Some(meta.era) {
+            self.log.compact_to(meta);
+            self.snapshot = Some(snapshot);
+        }
+    }
+}
+
+impl Engine for Dns {
+    type Message = Message;
+
+    fn step(&mut self, input: Input<Message>, out: &mut Out) {
+        // What a restart left to apply goes first: no read is answered from an older copy
+        // than the one this node answered from before it crashed.
+        self.advance(out);
+        match input {
+            Input::Tick => self.on_tick(out),
+            Input::Receive { from, message } => self.on_message(from, message, out),
+            Input::Propose(proposals) => self.on_propose(proposals, out),
+            Input::Read(reads) => self.on_read(reads, out),
+            Input::Persisted(id) => self.on_persisted(id, out),
+            Input::Snapshotted(snapshot) => self.on_snapshotted(snapshot),
+            // The primary is fixed by configuration: nothing to hand over.
+            Input::TransferLeadership { .. } => {}
+        }
+        self.flush(out);
+        self.advance(out);
+    }
+
+    fn status(&self) -> Status {
+        let (role, leader) = if self.is_primary() {
+            (Role::Leader, Some(self.id))
+        } else {
+            (Role::Secondary, Some(self.primary))
+        };
+        Status {
+            id: self.id,
+            role,
+            leader,
+            era: self.era,
+            commit_index: self.commit_index,
+            last_index: self.log.last_index(),
+        }
+    }
+}
+
+/// The hard state: the primary's era.
+pub fn encode_era(era: u64) -> Vec<u8> {
+    let mut enc = Encoder::with_capacity(8);
+    enc.u64(era);
+    enc.finish()
+}
+
+/// Reads a hard state written by [`encode_era`].
+pub fn decode_era(bytes: &[u8]) -> Result<u64, DecodeError> {
+    let mut dec = Decoder::new(bytes);
+    let era = dec.u64("era")?;
+    dec.finish()?;
+    Ok(era)
+}
