@@ -345,6 +345,15 @@ impl<P: Protocol> World<P> {
         }
     }
 
+    /// The nodes client `id` can reach: every node, unless a partition cut it off from some.
+    fn reachable(&self, id: u64) -> Vec<NodeId> {
+        self.client_reach
+            .get(&id)
+            .filter(|nodes| !nodes.is_empty())
+            .cloned()
+            .unwrap_or_else(|| self.voters.clone())
+    }
+
     fn client(&mut self, id: u64) -> &mut Client {
         &mut self.clients[id as usize - 1]
     }
@@ -382,18 +391,16 @@ impl<P: Protocol> World<P> {
     pub(crate) fn send_attempt(&mut self, id: u64, seq: u64) {
         let now = self.now;
         let reads_anywhere = !synod_replica::is_linearizable(P::NAME);
-        let nodes = self.voters.len();
+        let nodes = self.reachable(id);
         let client = self.client(id);
         let is_read = client
             .pending
             .as_ref()
             .is_some_and(|p| matches!(p.kind, OpKind::Read(_)));
-        let target = if reads_anywhere && is_read {
-            client.leader_guess = NodeId(client.rng.index(nodes) as u64 + 1);
-            client.leader_guess
-        } else {
-            client.leader_guess
-        };
+        if (reads_anywhere && is_read) || !nodes.contains(&client.leader_guess) {
+            client.leader_guess = nodes[client.rng.index(nodes.len())];
+        }
+        let target = client.leader_guess;
         let Some(pending) = client.pending.as_mut().filter(|p| p.request.seq == seq) else {
             return;
         };
@@ -601,7 +608,7 @@ impl<P: Protocol> World<P> {
             self.stats.stale_reads += 1;
             self.stats.read_staleness_us.push(stale);
             let bound = P::STALENESS_BOUND_US.unwrap_or(0);
-            if self.config.faults == crate::faults::FaultSet::NONE && stale > bound {
+            if self.fault_free && stale > bound {
                 let detail = format!(
                     "c{id}: {} read k{key} as of index {index}, {stale} us stale (at most {bound} us \
                      without faults)",
@@ -658,7 +665,7 @@ impl<P: Protocol> World<P> {
     /// A node refused the request as not the leader: try the node it names (or a random
     /// one) after a backoff that doubles with every refusal, as etcd's client does.
     fn redirect(&mut self, id: u64, from: NodeId, hint: Option<NodeId>) {
-        let nodes = self.voters.clone();
+        let nodes = self.reachable(id);
         let client = self.client(id);
         let Some(pending) = client.pending.as_mut() else {
             return;
@@ -678,7 +685,7 @@ impl<P: Protocol> World<P> {
         let backoff = (RETRY_BACKOFF_US_MIN << pending.refusals.min(16)).min(RETRY_BACKOFF_US_MAX);
         let seq = pending.request.seq;
         client.leader_guess = match hint {
-            Some(leader) if leader != from => leader,
+            Some(leader) if leader != from && nodes.contains(&leader) => leader,
             _ => nodes[client.rng.index(nodes.len())],
         };
         let delay = backoff / 2 + client.rng.range_inclusive(0, backoff / 2);
@@ -689,7 +696,7 @@ impl<P: Protocol> World<P> {
 
     pub(crate) fn on_client_timeout(&mut self, id: u64, seq: u64, attempt: u32) {
         let now = self.now;
-        let nodes = self.voters.clone();
+        let nodes = self.reachable(id);
         let client = self.client(id);
         let Some(pending) = client
             .pending

@@ -101,7 +101,7 @@ pub fn duel_row(name: &str, backoff: &str, duel: &Duel) -> String {
 pub const DUEL_HEADER: &str = "| protocol | backoff | decided slots per 1,000 ticks | commands per 1,000 ticks | preemptions | leaders elected | write latency p50 / p99 (ticks) |\n|---|---|---|---|---|---|---|";
 
 /// The header of the comparison table (Markdown).
-pub const COMPARE_HEADER: &str = "| protocol | runs | violations | writes committed | messages per write | write latency p50 / p99 (ticks) | stall after a leader crash p50 / max (ticks) | leaders elected | preemptions |\n|---|---|---|---|---|---|---|---|---|";
+pub const COMPARE_HEADER: &str = "| protocol | runs | violations | writes committed | messages per write | write latency p50 / p99 (ticks) | stall after a leader crash p50 / max (ticks) | leaders elected | preemptions | stale reads of reads answered |\n|---|---|---|---|---|---|---|---|---|---|";
 
 /// One line of the comparison table.
 pub fn compare_row(name: &str, summary: &Summary) -> String {
@@ -121,7 +121,7 @@ pub fn compare_row(name: &str, summary: &Summary) -> String {
     let mut row = String::new();
     let _ = write!(
         row,
-        "| {name} | {} | {} | {} | {per_write} | {} / {} | {} / {} | {} | {} |",
+        "| {name} | {} | {} | {} | {per_write} | {} / {} | {} / {} | {} | {} | {} of {} |",
         summary.runs,
         summary.failures.len(),
         t.committed_commands,
@@ -131,6 +131,8 @@ pub fn compare_row(name: &str, summary: &Summary) -> String {
         ticks(stalls.last().copied()),
         t.elections,
         t.preemptions,
+        t.stale_reads,
+        t.reads,
     );
     row
 }
@@ -338,5 +340,173 @@ pub fn direction_row(name: &str, d: &Direction) -> String {
         spread(&d.isolated_leader_led_us),
         d.stale_leader_writes,
         d.stale_leader_refusals,
+    )
+}
+
+/// What the CAP runs of one protocol measured (see [`cap`]), summed over seeds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cap {
+    /// Runs.
+    pub runs: u64,
+    /// Writes clients on the minority and on the majority side asked for during the
+    /// partition, and of those, the ones acknowledged before it healed.
+    pub writes: [(u64, u64); 2],
+    /// Reads asked and answered the same way, per side.
+    pub reads: [(u64, u64); 2],
+    /// Of those reads, stale ones, and how stale each was, in microseconds.
+    pub staleness_us: Vec<u64>,
+    /// Acknowledged writes missing from the history at the end.
+    pub lost_writes: u64,
+    /// From the heal to every node holding the same applied history, per run that got there.
+    pub converge_us: Vec<u64>,
+    /// Runs in which the nodes had not converged 2,000 ticks after the heal.
+    pub unconverged: u64,
+    /// Runs whose clients' history was linearizable.
+    pub linearizable: u64,
+    /// Broken invariants, with the seed.
+    pub violations: Vec<String>,
+}
+
+impl Cap {
+    /// Adds another run's figures.
+    pub fn add(&mut self, other: Cap) {
+        self.runs += other.runs;
+        for side in 0..2 {
+            self.writes[side].0 += other.writes[side].0;
+            self.writes[side].1 += other.writes[side].1;
+            self.reads[side].0 += other.reads[side].0;
+            self.reads[side].1 += other.reads[side].1;
+        }
+        self.staleness_us.extend(other.staleness_us);
+        self.lost_writes += other.lost_writes;
+        self.converge_us.extend(other.converge_us);
+        self.unconverged += other.unconverged;
+        self.linearizable += other.linearizable;
+        self.violations.extend(other.violations);
+    }
+}
+
+/// Nodes and clients of a CAP run, and the minority side: the two lowest ids (so the fixed
+/// primary of sync and dns is on it), with two fifths of the clients.
+const CAP_NODES: usize = 5;
+const CAP_CLIENTS: u64 = 10;
+const CAP_MINORITY_CLIENTS: u64 = 4;
+const CAP_PARTITION_TICKS: u64 = 1_000;
+
+/// CAP under one partition: five nodes and ten clients on a healthy network for 300 ticks;
+/// then the network splits {n1, n2} | {n3, n4, n5} for 1,000 ticks, four clients on the
+/// minority side and six on the majority side, each reaching only the nodes on its side;
+/// then the network heals, the clients stop, and the run waits for every node to hold the
+/// same applied history. Counted: what each side's clients got done during the partition,
+/// how stale their reads were, whether anything acknowledged was lost, how long the nodes
+/// took to agree, and whether the whole history was linearizable.
+pub fn cap<P: Protocol>(seed: u64, options: &P::Options) -> Cap {
+    use synod_check::{check_kv, KvInput, Outcome, Verdict};
+    use synod_core::NodeId;
+
+    let mut config = RunConfig::new(seed, CAP_NODES);
+    config.faults = FaultSet::NONE;
+    config.clients = CAP_CLIENTS as usize;
+    config.spread_clients = true;
+    let mut world = World::<P>::new(config, options.clone());
+    world.add_clients(CAP_CLIENTS as usize);
+    world.run_until(300 * TICK_US);
+    let minority: Vec<NodeId> = world.voters[..2].to_vec();
+    let majority: Vec<NodeId> = world.voters[2..].to_vec();
+    world.fault_free = false;
+    world.network.cut(&minority, &majority);
+    for client in 1..=CAP_CLIENTS {
+        let side = if client <= CAP_MINORITY_CLIENTS {
+            &minority
+        } else {
+            &majority
+        };
+        world.client_reach.insert(client, side.clone());
+    }
+    let (cut_at, stale_before) = (world.now, world.stats.read_staleness_us.len());
+    world.run_until(cut_at + CAP_PARTITION_TICKS * TICK_US);
+    let healed_at = world.now;
+    world.network.blocked.clear();
+    world.client_reach.clear();
+    world.stop_clients();
+    let mut out = Cap {
+        runs: 1,
+        staleness_us: world.stats.read_staleness_us[stale_before..].to_vec(),
+        ..Cap::default()
+    };
+    for op in world.history.operations() {
+        if op.call < cut_at || op.call >= healed_at {
+            continue;
+        }
+        let answered =
+            matches!(op.outcome, Outcome::Ok(_)) && op.end.is_some_and(|end| end <= healed_at);
+        let side = usize::from(op.client > CAP_MINORITY_CLIENTS);
+        let count = match op.input {
+            KvInput::Read { .. } => &mut out.reads[side],
+            _ => &mut out.writes[side],
+        };
+        count.0 += 1;
+        count.1 += u64::from(answered);
+    }
+    let converged = run_until_true(&mut world, 2_000, |w| {
+        let decided = w.safety.applied.len() as u64;
+        w.nodes.iter().filter(|n| !n.dead).all(|n| {
+            n.replica
+                .as_ref()
+                .is_some_and(|r| r.store().read().applied_index() == decided)
+        })
+    });
+    match converged {
+        Some(us) => out.converge_us.push(us),
+        None => out.unconverged += 1,
+    }
+    // Lease holders that stopped renewing lapse, and the last writes settle.
+    world.run_until(world.now + 500 * TICK_US + crate::lease::LAPSE_BOUND_US);
+    out.lost_writes = world.freshness.lost(&world.safety.applied).len() as u64;
+    if matches!(check_kv(world.history.operations()), Verdict::Linearizable) {
+        out.linearizable = 1;
+    }
+    if let Some(v) = &world.violation {
+        out.violations.push(format!("seed {seed}: {v}"));
+    }
+    out
+}
+
+/// The header of the CAP table (Markdown).
+pub const CAP_HEADER: &str = "| protocol | linearizable histories | writes acknowledged of asked during the partition, minority side | majority side | reads answered of asked, minority side | majority side | stale reads (staleness p50 / max, ticks) | acknowledged writes lost | ticks to converge after the heal p50 / max |\n|---|---|---|---|---|---|---|---|---|";
+
+/// One line of the CAP table.
+pub fn cap_row(name: &str, cap: &Cap) -> String {
+    let mut staleness = cap.staleness_us.clone();
+    staleness.sort_unstable();
+    let mut converge = cap.converge_us.clone();
+    converge.sort_unstable();
+    let stale = if staleness.is_empty() {
+        "0".to_string()
+    } else {
+        format!(
+            "{} ({} / {})",
+            staleness.len(),
+            ticks(percentile(&staleness, 0.5)),
+            ticks(staleness.last().copied())
+        )
+    };
+    let unconverged = if cap.unconverged > 0 {
+        format!(", {} runs never", cap.unconverged)
+    } else {
+        String::new()
+    };
+    let of = |(asked, answered): (u64, u64)| format!("{answered} of {asked}");
+    format!(
+        "| {name} | {} of {} | {} | {} | {} | {} | {stale} | {} | {} / {}{unconverged} |",
+        cap.linearizable,
+        cap.runs,
+        of(cap.writes[0]),
+        of(cap.writes[1]),
+        of(cap.reads[0]),
+        of(cap.reads[1]),
+        cap.lost_writes,
+        ticks(percentile(&converge, 0.5)),
+        ticks(converge.last().copied()),
     )
 }

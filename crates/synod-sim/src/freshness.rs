@@ -62,6 +62,16 @@ impl Freshness {
 
     /// Every acknowledged write is among the commands `applied`.
     pub(crate) fn check_acknowledged_applied(&self, applied: &[Entry]) -> Result<(), String> {
+        match self.lost(applied).first() {
+            Some(lost) => Err(format!(
+                "durability: write {lost} was acknowledged and never applied"
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The acknowledged writes that are not among the commands `applied`.
+    pub(crate) fn lost(&self, applied: &[Entry]) -> Vec<RequestId> {
         let ids: HashSet<RequestId> = applied
             .iter()
             .filter_map(|e| match &e.payload {
@@ -69,12 +79,11 @@ impl Freshness {
                 _ => None,
             })
             .collect();
-        match self.acknowledged.iter().find(|id| !ids.contains(id)) {
-            Some(lost) => Err(format!(
-                "durability: write {lost} was acknowledged and never applied"
-            )),
-            None => Ok(()),
-        }
+        self.acknowledged
+            .iter()
+            .copied()
+            .filter(|id| !ids.contains(id))
+            .collect()
     }
 }
 

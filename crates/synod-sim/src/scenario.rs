@@ -92,12 +92,14 @@ impl<P: Protocol> Scenario<P> {
             .copied()
             .filter(|&n| n != node)
             .collect();
+        self.world.fault_free = false;
         self.world.network.cut(&[node], &others);
         self
     }
 
     /// Cuts every link between the two groups, both ways.
     pub fn partition(&mut self, a: &[NodeId], b: &[NodeId]) -> &mut Self {
+        self.world.fault_free = false;
         self.world.network.cut(a, b);
         self
     }
@@ -110,6 +112,7 @@ impl<P: Protocol> Scenario<P> {
 
     /// Crashes a node: it loses everything it had not persisted.
     pub fn crash(&mut self, node: NodeId) -> &mut Self {
+        self.world.fault_free = false;
         self.world.crash(node);
         self
     }

@@ -12,6 +12,7 @@ use synod_kv::{Applied, KvError, Request};
 use synod_replica::PeerMessage;
 
 use crate::client::Client;
+use crate::faults::FaultSet;
 use crate::network::Network;
 use crate::node::{describe, SimNode, SimOutput, SimReplica};
 use crate::protocol::{Invariants, Protocol};
@@ -185,6 +186,11 @@ pub struct World<P: Protocol> {
     pub(crate) leases: crate::lease::LeaseCheck,
     /// When keys changed, for how stale reads are; and the writes acknowledged.
     pub(crate) freshness: crate::freshness::Freshness,
+    /// Clients that can reach only some nodes (their side of a partition), by client id.
+    pub(crate) client_reach: BTreeMap<u64, Vec<NodeId>>,
+    /// Nothing has failed in this run so far (no faults configured, none staged): reads are
+    /// then held to the protocol's staleness bound.
+    pub(crate) fault_free: bool,
     /// Paused nodes, with the events that reached each meanwhile.
     pub(crate) paused: BTreeMap<NodeId, Vec<Event<PeerMessage<P::Message>>>>,
     scratch: Vec<SimOutput<P>>,
@@ -217,6 +223,7 @@ impl<P: Protocol> World<P> {
         } else {
             Trace::Off
         };
+        let fault_free = config.faults == FaultSet::NONE;
         let mut world = World {
             config,
             options,
@@ -244,6 +251,8 @@ impl<P: Protocol> World<P> {
             leader_crashed_at: None,
             leases: crate::lease::LeaseCheck::default(),
             freshness: crate::freshness::Freshness::default(),
+            client_reach: BTreeMap::new(),
+            fault_free,
             paused: BTreeMap::new(),
             scratch: Vec::new(),
         };

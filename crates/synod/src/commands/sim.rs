@@ -53,8 +53,10 @@ pub struct SimArgs {
     /// Basic Paxos with backoff off and on, and for Multi-Paxos, summed over --seeds, each run
     /// --safety-ticks long. `heartbeat-direction`: Raft (the leader pushes heartbeats) and
     /// ZAB (followers ping the leader) on the same seeds: idle traffic, messages per write,
-    /// and failover after the leader crashes and after it is cut off.
-    #[arg(long, value_parser = ["dueling-proposers", "heartbeat-direction"], conflicts_with_all = ["seed", "compare"])]
+    /// and failover after the leader crashes and after it is cut off. `cap`: every protocol
+    /// under the same 2|3 partition of five nodes, with clients on both sides: what each side
+    /// got done, stale reads, lost writes, time to converge, linearizability.
+    #[arg(long, value_parser = ["dueling-proposers", "heartbeat-direction", "cap"], conflicts_with_all = ["seed", "compare"])]
     scenario: Option<String>,
     /// Run the same seeds (same faults, same client load) on each of these protocols,
     /// comma-separated, and print one table.
@@ -77,6 +79,7 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
     template.snapshot_every = args.snapshot_every;
     match args.scenario.as_deref() {
         Some("heartbeat-direction") => return heartbeat_direction(&args, &template),
+        Some("cap") => return cap(&args),
         Some(_) => return dueling(&args, &template),
         None => {}
     }
@@ -291,6 +294,46 @@ fn heartbeat_direction(args: &SimArgs, template: &RunConfig) -> Result<ExitCode>
         "\ncommand: synod sim --scenario heartbeat-direction --nodes {nodes} --clients {clients} --seeds {}",
         args.seeds
     );
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Every protocol under the same partition, on the same seeds: CAP, measured.
+fn cap(args: &SimArgs) -> Result<ExitCode> {
+    use synod_sim::experiments::{cap, cap_row, Cap, CAP_HEADER};
+    let seeds = parse_seeds(&args.seeds)?;
+    println!(
+        "CAP: 5 nodes split {{n1, n2}} | {{n3, n4, n5}} for 1,000 ticks, 4 clients on the minority side and 6 on the majority side, then healed; {} seeds ({})\n",
+        seeds.len(),
+        args.seeds
+    );
+    println!("{CAP_HEADER}");
+    let mut clean = true;
+    for name in synod_replica::PROTOCOL_NAMES {
+        let progress = Progress::new(name);
+        let mut total = Cap::default();
+        for (done, &seed) in seeds.iter().enumerate() {
+            total.add(match name {
+                "raft" => cap::<Raft>(seed, &Default::default()),
+                "multi-paxos" => cap::<synod_paxos::MultiPaxos>(seed, &Default::default()),
+                "basic-paxos" => cap::<synod_paxos::BasicPaxos>(seed, &Default::default()),
+                "zab" => cap::<synod_zab::Zab>(seed, &Default::default()),
+                "sync" => cap::<synod_primary_backup::PrimaryBackup>(seed, &Default::default()),
+                "dns" => cap::<synod_dns::Dns>(seed, &Default::default()),
+                other => bail!("no CAP run for {other}"),
+            });
+            progress.update(done + 1, seeds.len(), "");
+        }
+        println!("{}", cap_row(name, &total));
+        for v in &total.violations {
+            println!("  VIOLATION: {v}");
+            clean = false;
+        }
+    }
+    println!("\ncommand: synod sim --scenario cap --seeds {}", args.seeds);
     Ok(if clean {
         ExitCode::SUCCESS
     } else {
