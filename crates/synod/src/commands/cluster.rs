@@ -42,7 +42,7 @@ struct UpArgs {
     /// Delete what an earlier cluster left in the data directory first.
     #[arg(long)]
     fresh: bool,
-    /// The replication protocol: raft, multi-paxos, basic-paxos or zab.
+    /// The replication protocol: raft, multi-paxos, basic-paxos, zab, sync or dns.
     #[arg(long, default_value = "raft")]
     protocol: String,
     /// Passed to every node.
