@@ -473,7 +473,7 @@ pub fn cap<P: Protocol>(seed: u64, options: &P::Options) -> Cap {
 }
 
 /// The header of the CAP table (Markdown).
-pub const CAP_HEADER: &str = "| protocol | linearizable histories | writes acknowledged of asked during the partition, minority side | majority side | reads answered of asked, minority side | majority side | stale reads (staleness p50 / max, ticks) | acknowledged writes lost | ticks to converge after the heal p50 / max |\n|---|---|---|---|---|---|---|---|---|";
+pub const CAP_HEADER: &str = "| protocol | linearizable histories | writes acknowledged of asked during the partition, minority side | majority side | reads answered of asked, minority side | majority side | stale reads (staleness p50 / p99 / max, ticks) | acknowledged writes lost | ticks to converge after the heal p50 / max |\n|---|---|---|---|---|---|---|---|---|";
 
 /// One line of the CAP table.
 pub fn cap_row(name: &str, cap: &Cap) -> String {
@@ -485,9 +485,10 @@ pub fn cap_row(name: &str, cap: &Cap) -> String {
         "0".to_string()
     } else {
         format!(
-            "{} ({} / {})",
+            "{} ({} / {} / {})",
             staleness.len(),
             ticks(percentile(&staleness, 0.5)),
+            ticks(percentile(&staleness, 0.99)),
             ticks(staleness.last().copied())
         )
     };

@@ -215,6 +215,129 @@ async fn killing_a_member_under_load_loses_no_acknowledged_write(protocol: &str)
     assert_linearizable(&history);
 }
 
+/// DNS-style propagation, with its primary killed under load: while it is down no write is
+/// acknowledged and the secondaries go on answering reads from their copies; once it is back,
+/// every acknowledged write is on every member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_secondaries_answer_reads_while_the_primary_is_down_and_lose_no_write() {
+    let mut cluster = Cluster::start("dns", 3, &["--protocol", "dns"]);
+    assert_eq!(
+        cluster.ready().await,
+        Some(1),
+        "the lowest member is primary"
+    );
+    let endpoints: Vec<String> = cluster.members.iter().map(|m| m.client.clone()).collect();
+    let (stop, stopped) = watch::channel(false);
+    // Writers put keys of their own (never overwritten) through every member in turn;
+    // readers read through the secondaries. Each counts by phase what was acknowledged or
+    // answered (the phase as the call started).
+    let phase = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let now_phase =
+        |phase: &std::sync::atomic::AtomicUsize| phase.load(std::sync::atomic::Ordering::SeqCst);
+    let writers: Vec<_> = (1..=4u64)
+        .map(|w| {
+            let (endpoints, mut stopped, phase) =
+                (endpoints.clone(), stopped.clone(), phase.clone());
+            tokio::spawn(async move {
+                let channels: Vec<_> = endpoints.iter().map(|e| common::channel(e)).collect();
+                let mut acked = Vec::new();
+                let mut seq = 0usize;
+                while !*stopped.borrow_and_update() {
+                    seq += 1;
+                    let at = now_phase(&phase);
+                    let key = format!("dns/{w}/{seq}");
+                    let channel = channels[(seq + w as usize) % channels.len()].clone();
+                    if KvClient::new(channel)
+                        .put(common::put_request(&key, "v"))
+                        .await
+                        .is_ok()
+                    {
+                        acked.push((key, at));
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                acked
+            })
+        })
+        .collect();
+    let readers: Vec<_> = endpoints[1..]
+        .iter()
+        .map(|endpoint| {
+            let (channel, mut stopped, phase) =
+                (common::channel(endpoint), stopped.clone(), phase.clone());
+            tokio::spawn(async move {
+                let mut answered = [0u64; 3];
+                while !*stopped.borrow_and_update() {
+                    let at = now_phase(&phase);
+                    let mut kv = KvClient::new(channel.clone());
+                    if kv
+                        .range(common::get_request("dns/1/1", false))
+                        .await
+                        .is_ok()
+                    {
+                        answered[at] += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                answered
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    phase.store(1, std::sync::atomic::Ordering::SeqCst);
+    cluster.kill(1);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    phase.store(2, std::sync::atomic::Ordering::SeqCst);
+    cluster.spawn(1);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    stop.send(true).expect("stop the load");
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.expect("a writer"));
+    }
+    let mut answered = [0u64; 3];
+    for r in readers {
+        for (total, n) in answered.iter_mut().zip(r.await.expect("a reader")) {
+            *total += n;
+        }
+    }
+    let by_phase = |p: usize| acked.iter().filter(|(_, at)| *at == p).count();
+    eprintln!(
+        "dns: writes acknowledged before / while / after the primary was down: {} / {} / {}; reads answered: {answered:?}",
+        by_phase(0),
+        by_phase(1),
+        by_phase(2)
+    );
+    assert!(
+        by_phase(0) > 20 && by_phase(2) > 20,
+        "writes went on around the outage"
+    );
+    // A write asked while the primary was down can only have been acknowledged by a primary
+    // back up (the phase is read when the write starts).
+    assert!(
+        answered[1] > 20,
+        "the secondaries answered reads while the primary was down"
+    );
+    // Every acknowledged write reaches every member.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for member in &cluster.members {
+        for (key, _) in &acked {
+            loop {
+                let here = get(&member.client, key, true).await.ok().flatten();
+                if here.as_deref() == Some("v") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "member {} never got {key}, which was acknowledged",
+                    member.id
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_steps_down_and_serves_no_stale_read() {
     a_paused_leader_serves_no_stale_read("raft").await;
