@@ -1,7 +1,8 @@
-//! The in-memory copy of a node's log, for the engines that keep one (Raft, ZAB): the entries
-//! after the last snapshot. Durability is the runtime's job: every change here is mirrored by
-//! a `Persist` action.
+//! The in-memory copy of a node's log, for the engines that keep one (Raft, ZAB,
+//! primary-backup, DNS-style): the entries after the last snapshot. Durability is the
+//! runtime's job: every change here is mirrored by a `Persist` action.
 
+use crate::engine::Action;
 use crate::entry::Entry;
 use crate::ids::LogIndex;
 use crate::snapshot::SnapshotMeta;
@@ -117,6 +118,24 @@ impl Log {
             }
         }
         None
+    }
+
+    /// Pushes `Action::Apply` for each entry after `*applied` through `through`, in order, and
+    /// moves `*applied` there. Those entries are committed, so in the log: a snapshot covers
+    /// only what was applied.
+    pub fn apply_through<M>(
+        &self,
+        applied: &mut LogIndex,
+        through: LogIndex,
+        out: &mut Vec<Action<M>>,
+    ) {
+        while *applied < through {
+            let entry = self
+                .entry(*applied + 1)
+                .expect("committed entries are in the log until applied");
+            *applied += 1;
+            out.push(Action::Apply(entry.clone()));
+        }
     }
 
     /// Appends one entry, which must come right after the last.

@@ -1,6 +1,38 @@
-//! Quorum arithmetic shared by the engines.
+//! Quorum arithmetic and the membership checks shared by the engines.
 
-use crate::ids::LogIndex;
+use thiserror::Error;
+
+use crate::ids::{LogIndex, NodeId};
+
+/// A member list no engine can run with.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum MembersError {
+    /// A member is listed twice.
+    #[error("member {0} is listed twice")]
+    Duplicate(NodeId),
+    /// This node is not in its own member list.
+    #[error("node {0} is not one of the members")]
+    NotAMember(NodeId),
+    /// Ids start at 1, and some engines pack them into fewer bits.
+    #[error("node id {0} is outside 1..={1}")]
+    IdOutOfRange(NodeId, u64),
+}
+
+/// Checks that `voters` are distinct ids in `1..=id_max` and include `id`.
+pub fn check_members(id: NodeId, voters: &[NodeId], id_max: u64) -> Result<(), MembersError> {
+    let mut sorted = voters.to_vec();
+    sorted.sort_unstable();
+    if let Some(pair) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {
+        return Err(MembersError::Duplicate(pair[0]));
+    }
+    if let Some(&bad) = voters.iter().find(|n| n.0 == 0 || n.0 > id_max) {
+        return Err(MembersError::IdOutOfRange(bad, id_max));
+    }
+    if !voters.contains(&id) {
+        return Err(MembersError::NotAMember(id));
+    }
+    Ok(())
+}
 
 /// The smallest number of votes that is a majority of `voters`.
 pub fn majority(voters: usize) -> usize {
@@ -20,6 +52,28 @@ pub fn majority_index(matched: &mut [LogIndex]) -> LogIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_are_distinct_ids_in_range_including_this_node() {
+        let ids = |v: &[u64]| v.iter().copied().map(NodeId).collect::<Vec<_>>();
+        assert_eq!(check_members(NodeId(2), &ids(&[1, 2, 3]), 9), Ok(()));
+        assert_eq!(
+            check_members(NodeId(2), &ids(&[1, 2, 1]), 9),
+            Err(MembersError::Duplicate(NodeId(1)))
+        );
+        assert_eq!(
+            check_members(NodeId(4), &ids(&[1, 2, 3]), 9),
+            Err(MembersError::NotAMember(NodeId(4)))
+        );
+        assert_eq!(
+            check_members(NodeId(1), &ids(&[1, 0]), 9),
+            Err(MembersError::IdOutOfRange(NodeId(0), 9))
+        );
+        assert_eq!(
+            check_members(NodeId(1), &ids(&[1, 10]), 9),
+            Err(MembersError::IdOutOfRange(NodeId(10), 9))
+        );
+    }
 
     #[test]
     fn majority_of_small_clusters() {

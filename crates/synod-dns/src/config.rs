@@ -1,5 +1,6 @@
 //! How a DNS-style node is set up.
 
+use synod_core::quorum::{check_members, MembersError};
 use synod_core::NodeId;
 use thiserror::Error;
 
@@ -71,15 +72,7 @@ impl Config {
 
     /// Checks the settings make sense together.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut sorted = self.voters.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        if sorted.len() != self.voters.len() {
-            return Err(ConfigError::DuplicateVoter);
-        }
-        if !self.voters.contains(&self.id) {
-            return Err(ConfigError::NotAVoter(self.id));
-        }
+        check_members(self.id, &self.voters, u64::MAX)?;
         if self.refresh_ticks == 0 || self.retry_ticks == 0 {
             return Err(ConfigError::Timing(
                 "the refresh and retry intervals must be at least 1 tick",
@@ -95,12 +88,9 @@ impl Config {
 /// Settings that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ConfigError {
-    /// A member is listed twice.
-    #[error("a member is listed twice")]
-    DuplicateVoter,
-    /// This node is not in its own member list.
-    #[error("node {0} is not one of the members")]
-    NotAVoter(NodeId),
+    /// The members are not distinct ids from 1 including this node.
+    #[error(transparent)]
+    Members(#[from] MembersError),
     /// Inconsistent timeouts.
     #[error("bad timing: {0}")]
     Timing(&'static str),

@@ -490,13 +490,8 @@ impl Dns {
         };
         let through = through.min(self.log.last_index());
         self.commit_index = self.commit_index.max(through);
-        while self.applied_index < self.commit_index {
-            let Some(entry) = self.log.entry(self.applied_index + 1) else {
-                break;
-            };
-            self.applied_index += 1;
-            out.push(Action::Apply(entry.clone()));
-        }
+        self.log
+            .apply_through(&mut self.applied_index, self.commit_index, out);
         if self.is_primary() && self.commit_index > self.notified_serial {
             self.notified_serial = self.commit_index;
             self.notify(out);

@@ -1,5 +1,6 @@
 //! How a Paxos node is set up.
 
+use synod_core::quorum::{check_members, MembersError};
 use synod_core::NodeId;
 use thiserror::Error;
 
@@ -95,15 +96,8 @@ impl Config {
 
     /// Checks the settings make sense together.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut sorted = self.voters.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        if sorted.len() != self.voters.len() || !self.voters.contains(&self.id) {
-            return Err(ConfigError::Voters);
-        }
-        if self.voters.iter().any(|v| v.0 == 0 || v.0 >= 1 << 16) {
-            return Err(ConfigError::NodeId);
-        }
+        // Ids fit the low 16 bits of a ballot.
+        check_members(self.id, &self.voters, (1 << 16) - 1)?;
         let timing_ok = self.retry_ticks > 0
             && self.gap_timeout_ticks > 0
             && self.backoff_ticks_base > 0
@@ -128,12 +122,9 @@ impl Config {
 /// Settings that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ConfigError {
-    /// The voter list has duplicates or lacks this node.
-    #[error("the voters must be distinct and include this node")]
-    Voters,
-    /// Node ids must fit in a ballot.
-    #[error("node ids must be between 1 and 65535")]
-    NodeId,
+    /// The voters are not distinct ids that fit a ballot, including this node.
+    #[error(transparent)]
+    Members(#[from] MembersError),
     /// Inconsistent timeouts.
     #[error("timeouts must be positive, backoff base at most its max, heartbeats below the election timeout")]
     Timing,

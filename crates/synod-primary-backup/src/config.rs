@@ -1,5 +1,6 @@
 //! How a primary-backup node is set up.
 
+use synod_core::quorum::{check_members, MembersError};
 use synod_core::NodeId;
 use thiserror::Error;
 
@@ -53,22 +54,8 @@ impl Config {
 
     /// Checks the settings make sense together.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut sorted = self.voters.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        if sorted.len() != self.voters.len() {
-            return Err(ConfigError::DuplicateVoter);
-        }
-        if !self.voters.contains(&self.id) {
-            return Err(ConfigError::NotAVoter(self.id));
-        }
-        if let Some(bad) = self
-            .voters
-            .iter()
-            .find(|n| n.0 == 0 || n.0 > crate::message::NODE_ID_MAX)
-        {
-            return Err(ConfigError::BadId(*bad));
-        }
+        // Ids fit a view's low bits.
+        check_members(self.id, &self.voters, crate::message::NODE_ID_MAX)?;
         if self.heartbeat_ticks == 0 || self.retry_ticks == 0 {
             return Err(ConfigError::Timing(
                 "the heartbeat and retry intervals must be at least 1 tick",
@@ -84,15 +71,9 @@ impl Config {
 /// Settings that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ConfigError {
-    /// A member is listed twice.
-    #[error("a member is listed twice")]
-    DuplicateVoter,
-    /// This node is not in its own member list.
-    #[error("node {0} is not one of the members")]
-    NotAVoter(NodeId),
-    /// Ids start at 1 and must fit a view's low bits.
-    #[error("node id {0} is outside 1..=65535")]
-    BadId(NodeId),
+    /// The members are not distinct ids that fit a view, including this node.
+    #[error(transparent)]
+    Members(#[from] MembersError),
     /// Inconsistent timeouts.
     #[error("bad timing: {0}")]
     Timing(&'static str),

@@ -657,15 +657,8 @@ impl PrimaryBackup {
             return;
         }
         self.commit_index = index;
-        while self.applied_index < self.commit_index {
-            self.applied_index += 1;
-            let entry = self
-                .log
-                .entry(self.applied_index)
-                .expect("committed entries are in the history")
-                .clone();
-            out.push(Action::Apply(entry));
-        }
+        self.log
+            .apply_through(&mut self.applied_index, self.commit_index, out);
     }
 
     fn on_snapshotted(&mut self, snapshot: Snapshot) {

@@ -275,15 +275,8 @@ impl Raft {
     /// Emits `Apply` for every committed entry not yet applied (paper Figure 2, "Rules for
     /// Servers": if commitIndex > lastApplied, apply).
     pub(crate) fn apply_committed(&mut self, out: &mut Out) {
-        while self.applied_index < self.commit_index {
-            self.applied_index += 1;
-            let entry = self
-                .log
-                .entry(self.applied_index)
-                .expect("committed entries are in the log")
-                .clone();
-            out.push(Action::Apply(entry));
-        }
+        self.log
+            .apply_through(&mut self.applied_index, self.commit_index, out);
     }
 
     /// Raises the commit index to `index` (never lowers it) and applies.

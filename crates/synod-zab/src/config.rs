@@ -1,5 +1,6 @@
 //! How a ZAB node is set up.
 
+use synod_core::quorum::{check_members, MembersError};
 use synod_core::NodeId;
 use thiserror::Error;
 
@@ -67,18 +68,7 @@ impl Config {
 
     /// Checks the settings make sense together.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut sorted = self.voters.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        if sorted.len() != self.voters.len() {
-            return Err(ConfigError::DuplicateVoter);
-        }
-        if !self.voters.contains(&self.id) {
-            return Err(ConfigError::NotAVoter(self.id));
-        }
-        if self.voters.contains(&NodeId(0)) {
-            return Err(ConfigError::ZeroId);
-        }
+        check_members(self.id, &self.voters, u64::MAX)?;
         if self.ping_interval_ticks == 0
             || self.ping_interval_ticks >= self.session_timeout_ticks_min
         {
@@ -104,15 +94,9 @@ impl Config {
 /// Settings that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ConfigError {
-    /// A voter is listed twice.
-    #[error("a voter is listed twice")]
-    DuplicateVoter,
-    /// This node is not in its own voter list.
-    #[error("node {0} is not one of the voters")]
-    NotAVoter(NodeId),
-    /// Node ids start at 1.
-    #[error("node id 0 is reserved")]
-    ZeroId,
+    /// The voters are not distinct ids from 1 including this node.
+    #[error(transparent)]
+    Members(#[from] MembersError),
     /// Inconsistent timeouts.
     #[error("bad timing: {0}")]
     Timing(&'static str),

@@ -272,15 +272,8 @@ impl Zab {
             return;
         }
         self.commit_index = index;
-        while self.applied_index < self.commit_index {
-            self.applied_index += 1;
-            let entry = self
-                .log
-                .entry(self.applied_index)
-                .expect("committed transactions are in the history")
-                .clone();
-            out.push(Action::Apply(entry));
-        }
+        self.log
+            .apply_through(&mut self.applied_index, self.commit_index, out);
     }
 
     /// The runtime saved a snapshot of what this node applied: drop the history it covers.
