@@ -1,6 +1,8 @@
 //! The DNS-style state machine: what the primary does with writes and questions, and how a
 //! secondary keeps its copy.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use synod_core::codec::{DecodeError, Decoder, Encoder};
 use synod_core::{
@@ -56,6 +58,15 @@ pub struct Dns {
     log: Log,
     /// The newest snapshot, sent in full transfers (primary).
     snapshot: Option<Snapshot>,
+    /// Primary: the snapshot each secondary is receiving in a full transfer.
+    transfers: BTreeMap<NodeId, Snapshot>,
+    /// Primary: whether its era is durable. Until it is, writes wait in `before_era`: a
+    /// change of an era a crash could take back would share its (era, serial) with a change
+    /// of the next life.
+    era_durable: bool,
+    before_era: Vec<Proposal>,
+    /// Primary: the persist that makes its era durable, once pushed.
+    era_persist: Option<PersistId>,
     /// Everything through here is durable here, so applied (a secondary's serial).
     commit_index: LogIndex,
     applied_index: LogIndex,
@@ -88,6 +99,10 @@ impl Dns {
             era: 0,
             log: Log::default(),
             snapshot: None,
+            transfers: BTreeMap::new(),
+            era_durable: true,
+            before_era: Vec::new(),
+            era_persist: None,
             commit_index: 0,
             applied_index: 0,
             disk: PersistQueue::new(0),
@@ -125,6 +140,7 @@ impl Dns {
                 RestartError::Inconsistent("the primary has no era left".to_string())
             })?;
             node.disk.draft.hard_state = true;
+            node.era_durable = false;
         } else {
             if persisted_era.is_some() {
                 return Err(RestartError::Inconsistent(
@@ -181,8 +197,12 @@ impl Dns {
 
     fn flush(&mut self, out: &mut Out) {
         let era = self.era;
+        let carries_era = self.disk.draft.hard_state;
         self.disk
             .flush(self.log.last_index(), || encode_era(era), out);
+        if carries_era {
+            self.era_persist = Some(self.disk.last_pushed());
+        }
     }
 
     fn send(&mut self, to: NodeId, message: Message, out: &mut Out) {
@@ -223,6 +243,10 @@ impl Dns {
             for p in proposals {
                 self.reject(p.id, out);
             }
+            return;
+        }
+        if !self.era_durable {
+            self.before_era.extend(proposals);
             return;
         }
         for proposal in proposals {
@@ -306,48 +330,63 @@ impl Dns {
             // Claims more than the primary ever made durable: no correct secondary says that.
             return;
         }
-        let newest = self.snapshot.as_ref().map(|s| s.meta);
-        if let (Some((meta, held)), Some(newest)) = (receiving, newest) {
-            if meta == newest && serial < meta.index {
-                return self.send_chunk(to, held, out);
-            }
+        // A full transfer under way goes on with the snapshot it started with, even if the
+        // primary has taken a newer one since: restarting it at every snapshot could keep a
+        // slow secondary from ever finishing.
+        let continuing = self
+            .transfers
+            .get(&to)
+            .filter(|s| receiving.is_some_and(|(meta, _)| meta == s.meta) && serial < s.meta.index)
+            .cloned();
+        if let (Some(snapshot), Some((_, held))) = (continuing, receiving) {
+            return self.send_chunk(to, snapshot, held, out);
         }
-        let base = self.log.base().index;
+        self.transfers.remove(&to);
         let gap = commit - serial;
-        let retained = serial >= base;
-        if retained && (gap <= self.config.ixfr_gap_max || self.snapshot.is_none()) {
-            let mut entries = if gap == 0 {
-                Vec::new()
-            } else {
-                let (count, bytes) = (self.config.batch_entries_max, self.config.batch_bytes_max);
-                self.log.slice(serial + 1, count, bytes)
-            };
-            entries.retain(|e| e.index <= commit);
-            let ixfr = Message::Ixfr {
-                after: serial,
-                serial: commit,
-                entries,
-            };
-            self.send(to, ixfr, out);
-        } else {
-            self.send_chunk(to, 0, out);
+        // Incremental while the changes after `serial` are held and the gap is small, or when
+        // no snapshot would take the secondary past `serial` anyway.
+        let newer_snapshot = self.snapshot.clone().filter(|s| s.meta.index > serial);
+        let retained = serial >= self.log.base().index;
+        match newer_snapshot {
+            Some(snapshot) if !retained || gap > self.config.ixfr_gap_max => {
+                self.transfers.insert(to, snapshot.clone());
+                self.send_chunk(to, snapshot, 0, out);
+            }
+            _ if retained => {
+                let mut entries = if gap == 0 {
+                    Vec::new()
+                } else {
+                    let (count, bytes) =
+                        (self.config.batch_entries_max, self.config.batch_bytes_max);
+                    self.log.slice(serial + 1, count, bytes)
+                };
+                entries.retain(|e| e.index <= commit);
+                let ixfr = Message::Ixfr {
+                    after: serial,
+                    serial: commit,
+                    entries,
+                };
+                self.send(to, ixfr, out);
+            }
+            // Compacted and no snapshot past it: cannot happen (a base comes from a snapshot).
+            _ => {}
         }
     }
 
-    /// Primary: the chunk of its newest snapshot that starts at `offset`.
-    fn send_chunk(&mut self, to: NodeId, offset: u64, out: &mut Out) {
+    /// Primary: the chunk of `snapshot` that starts at `offset`. The transfer stays recorded
+    /// until the secondary asks for something else, so a lost last chunk is sent again.
+    fn send_chunk(&mut self, to: NodeId, snapshot: Snapshot, offset: u64, out: &mut Out) {
         let serial = self.commit_index;
-        let chunk_max = self.config.snapshot_chunk_bytes;
-        let Some(snapshot) = &self.snapshot else {
-            return;
-        };
-        let start = (offset as usize).min(snapshot.data.len());
-        let end = (start + chunk_max).min(snapshot.data.len());
+        let len = snapshot.data.len();
+        let start = usize::try_from(offset).unwrap_or(len).min(len);
+        let end = start
+            .saturating_add(self.config.snapshot_chunk_bytes)
+            .min(len);
         let axfr = Message::Axfr {
             meta: snapshot.meta,
             offset: start as u64,
             data: snapshot.data.slice(start..end),
-            done: end == snapshot.data.len(),
+            done: end == len,
             serial,
         };
         self.send(to, axfr, out);
@@ -393,10 +432,13 @@ impl Dns {
         }
         self.pull.waiting = false;
         self.pull.incoming = None;
+        // The answer to its own question says where the primary is now: a NOTIFY that
+        // claimed more (a bogus one) stops driving questions here.
+        self.pull.primary_serial = serial;
         for entry in entries {
             // Out of order, of an era before what precedes it, or past the serial sent with
             // it: no primary sends that.
-            if entry.index != self.log.last_index() + 1
+            if Some(entry.index) != self.log.last_index().checked_add(1)
                 || entry.era < self.log.last_era()
                 || entry.index > serial
             {
@@ -424,8 +466,9 @@ impl Dns {
         if self.pull.installing.is_some() {
             return;
         }
-        if meta.index <= self.log.last_index() {
-            // It holds all of that already (a late copy).
+        if meta.index <= self.log.last_index() || meta.index > serial {
+            // It holds all of that already (a late copy), or the snapshot claims more than
+            // the primary's own serial (no primary sends that).
             return;
         }
         let held = match &mut self.pull.incoming {
@@ -465,6 +508,13 @@ impl Dns {
 
     fn on_persisted(&mut self, id: PersistId, out: &mut Out) {
         self.disk.persisted(id);
+        if !self.era_durable && self.era_persist.is_some_and(|at| at <= id) {
+            self.era_durable = true;
+            let waiting = std::mem::take(&mut self.before_era);
+            if !waiting.is_empty() {
+                self.on_propose(waiting, out);
+            }
+        }
         let installed = matches!(&self.pull.installing, Some((at, _)) if *at <= id);
         if installed {
             if let Some((_, snapshot)) = self.pull.installing.take() {

@@ -20,8 +20,17 @@ fn config(id: u64) -> Config {
     Config::new(NodeId(id), vec![NodeId(1), NodeId(2), NodeId(3)])
 }
 
+/// A node booted on an empty disk; the primary has made its era durable.
 fn node(id: u64) -> Dns {
-    Dns::restart(config(id), None, None, Vec::new()).unwrap()
+    ready(Dns::restart(config(id), None, None, Vec::new()).unwrap())
+}
+
+/// The primary's era made durable (a first tick whose persists complete).
+fn ready(mut node: Dns) -> Dns {
+    if node.is_primary() {
+        step(&mut node, Input::Tick);
+    }
+    node
 }
 
 /// One input, without completing its persists.
@@ -31,14 +40,21 @@ fn step_slow(node: &mut Dns, input: Input<Message>) -> Out {
     out
 }
 
-/// One input, every persist completing at once, as on a fast disk.
+/// One input, every persist completing at once (and those that completing pushes), as on a
+/// fast disk.
 fn step(node: &mut Dns, input: Input<Message>) -> Out {
     let mut out = step_slow(node, input);
-    let persisted: Vec<PersistId> = persists(&out);
-    for id in persisted {
-        node.step(Input::Persisted(id), &mut out);
+    let mut done = 0;
+    loop {
+        let pending: Vec<PersistId> = persists(&out).into_iter().skip(done).collect();
+        if pending.is_empty() {
+            return out;
+        }
+        done += pending.len();
+        for id in pending {
+            node.step(Input::Persisted(id), &mut out);
+        }
     }
-    out
 }
 
 fn persists(out: &Out) -> Vec<PersistId> {
@@ -194,7 +210,7 @@ fn a_large_gap_or_compacted_changes_get_the_snapshot_in_chunks() {
     let mut cfg = config(1);
     cfg.ixfr_gap_max = 2;
     cfg.snapshot_chunk_bytes = 4;
-    let mut p = Dns::restart(cfg, None, None, Vec::new()).unwrap();
+    let mut p = ready(Dns::restart(cfg, None, None, Vec::new()).unwrap());
     step(&mut p, Input::Propose((1..=5).map(write).collect()));
     let meta = SnapshotMeta { index: 5, era: ERA };
     let snapshot = Snapshot {
@@ -358,7 +374,15 @@ fn each_life_of_the_primary_is_a_new_era_persisted_with_its_first_change() {
     let mut p = Dns::restart(config(1), Some(&era), None, vec![entry(1)]).unwrap();
     assert_eq!(p.era(), 3);
     assert_eq!(p.status().era, 3);
+    // The change waits for the era to be durable, then goes to disk after it.
     let out = step_slow(&mut p, Input::Propose(vec![write(2)]));
+    assert!(out.iter().all(|a| match a {
+        Action::Persist(p) => p.entries.is_empty(),
+        _ => true,
+    }));
+    let era_persist = persists(&out)[0];
+    let mut out = out;
+    out.extend(step_slow(&mut p, Input::Persisted(era_persist)));
     let persists: Vec<&synod_core::Persist> = out
         .iter()
         .filter_map(|a| match a {
@@ -417,4 +441,83 @@ fn with_the_bug_a_secondary_applies_before_its_disk_has_the_changes() {
         },
     );
     assert_eq!(applied(&out), [1]);
+}
+
+#[test]
+fn a_snapshot_behind_the_secondary_is_never_sent_however_large_the_gap() {
+    let mut cfg = config(1);
+    cfg.ixfr_gap_max = 2;
+    let mut p = ready(Dns::restart(cfg, None, None, Vec::new()).unwrap());
+    step(&mut p, Input::Propose((1..=3).map(write).collect()));
+    let meta = SnapshotMeta { index: 3, era: ERA };
+    let snapshot = Snapshot {
+        meta,
+        data: Bytes::from_static(b"zone"),
+    };
+    step(&mut p, Input::Snapshotted(snapshot));
+    step(&mut p, Input::Propose((4..=9).map(write).collect()));
+    // At serial 4 the gap is 5, but the snapshot (3) would not move it on: incremental.
+    let out = receive(&mut p, 2, query(4));
+    assert!(
+        matches!(&sends(&out)[..], [(_, Message::Ixfr { after: 4, entries, .. })] if entries.len() == 5),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_full_transfer_goes_on_with_its_snapshot_when_the_primary_takes_a_newer_one() {
+    let mut cfg = config(1);
+    cfg.snapshot_chunk_bytes = 4;
+    let mut p = ready(Dns::restart(cfg, None, None, Vec::new()).unwrap());
+    step(&mut p, Input::Propose((1..=3).map(write).collect()));
+    let old = SnapshotMeta { index: 3, era: ERA };
+    step(
+        &mut p,
+        Input::Snapshotted(Snapshot {
+            meta: old,
+            data: Bytes::from_static(b"old-zone"),
+        }),
+    );
+    assert!(matches!(
+        &sends(&receive(&mut p, 2, query(0)))[..],
+        [(_, Message::Axfr { offset: 0, .. })]
+    ));
+    step(&mut p, Input::Propose((4..=6).map(write).collect()));
+    step(
+        &mut p,
+        Input::Snapshotted(Snapshot {
+            meta: SnapshotMeta { index: 6, era: ERA },
+            data: Bytes::from_static(b"new-zone"),
+        }),
+    );
+    let asking = Message::Query {
+        serial: 0,
+        receiving: Some((old, 4)),
+    };
+    let out = receive(&mut p, 2, asking);
+    assert_eq!(
+        sends(&out),
+        [(
+            NodeId(2),
+            Message::Axfr {
+                meta: old,
+                offset: 4,
+                data: Bytes::from_static(b"zone"),
+                done: true,
+                serial: 6
+            }
+        )]
+    );
+}
+
+#[test]
+fn a_restarted_primary_holds_writes_until_its_era_is_durable() {
+    let mut p = Dns::restart(config(1), Some(&encode_era(1)), None, Vec::new()).unwrap();
+    let out = step_slow(&mut p, Input::Propose(vec![write(1)]));
+    assert_eq!(p.log().last_index(), 0, "not before the era is on disk");
+    let era_persist = persists(&out)[0];
+    let out = step_slow(&mut p, Input::Persisted(era_persist));
+    assert_eq!(p.log().last_index(), 1);
+    assert_eq!(p.log().last_era(), 2);
+    assert_eq!(persists(&out).len(), 1, "the write goes to disk");
 }

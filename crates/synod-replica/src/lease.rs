@@ -41,6 +41,10 @@ pub struct LeaseBugs {
     /// whoever leads by then, until it applies.
     #[cfg(feature = "inject-bugs")]
     pub revoke_in_any_era: bool,
+    /// A new leader starts every lease's clock at its TTL, without etcd's extension on
+    /// promotion.
+    #[cfg(feature = "inject-bugs")]
+    pub no_extension_on_promotion: bool,
 }
 
 impl LeaseBugs {
@@ -52,6 +56,8 @@ impl LeaseBugs {
         renew_while_revoking: false,
         #[cfg(feature = "inject-bugs")]
         revoke_in_any_era: false,
+        #[cfg(feature = "inject-bugs")]
+        no_extension_on_promotion: false,
     };
 
     pub(crate) fn renew_without_confirming(&self) -> bool {
@@ -71,6 +77,13 @@ impl LeaseBugs {
     pub(crate) fn revoke_in_any_era(&self) -> bool {
         #[cfg(feature = "inject-bugs")]
         return self.revoke_in_any_era;
+        #[cfg(not(feature = "inject-bugs"))]
+        false
+    }
+
+    fn no_extension_on_promotion(&self) -> bool {
+        #[cfg(feature = "inject-bugs")]
+        return self.no_extension_on_promotion;
         #[cfg(not(feature = "inject-bugs"))]
         false
     }
@@ -96,6 +109,11 @@ pub(crate) struct LeaseClocks {
 
 impl LeaseClocks {
     pub(crate) fn new(extension: u64, bugs: LeaseBugs) -> LeaseClocks {
+        let extension = if bugs.no_extension_on_promotion() {
+            0
+        } else {
+            extension
+        };
         LeaseClocks {
             extension,
             bugs,
@@ -139,6 +157,15 @@ impl LeaseClocks {
         let deadline = self.deadlines.entry(id).or_insert(unstarted);
         *deadline = (*deadline).max(now + ttl);
         true
+    }
+
+    /// The deadline of every lease whose clock runs here and whose revoke is not decided,
+    /// once this era's clocks started: when each would expire if nobody renewed it.
+    pub(crate) fn deadlines(&self) -> impl Iterator<Item = (i64, u64)> + '_ {
+        self.deadlines
+            .iter()
+            .filter(|(id, _)| self.swept && !self.revoking.contains(id))
+            .map(|(&id, &deadline)| (id, deadline))
     }
 
     /// Time left on lease `id` (`ttl` if its clock has not started here).

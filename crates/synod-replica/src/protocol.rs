@@ -319,12 +319,11 @@ impl Protocol for Dns {
     }
 }
 
-/// A secondary asks again after twice the heartbeat interval, as other engines resend; the
-/// refresh interval is the engine's own (DNS's is a property of the zone, not of failure
-/// detection).
+/// The refresh and retry intervals are the engine's own: DNS's are properties of the zone,
+/// not of failure detection, so the election and heartbeat timing leaves them alone (and the
+/// simulator's staleness bound is derived from the same defaults).
 fn dns_config(boot: &Boot<'_>, options: &DnsOptions) -> synod_dns::Config {
     let mut config = synod_dns::Config::new(boot.id, boot.voters.to_vec());
-    config.retry_ticks = boot.timing.heartbeat_ticks * 2;
     config.snapshot_chunk_bytes = boot.snapshot_chunk_bytes;
     if let Some(tweak) = options.tweak {
         tweak(&mut config);

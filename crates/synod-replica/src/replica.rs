@@ -915,6 +915,14 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         ours.then_some(epoch)
     }
 
+    /// The era whose lease clocks this node keeps, once they have started, and the deadline
+    /// (by this node's clock) of each lease: when it would expire if nobody renewed it. A
+    /// checker compares them with what holders were promised.
+    pub fn lease_deadlines(&self) -> Option<(u64, Vec<(i64, u64)>)> {
+        let era = self.keeping().filter(|&era| self.leases.started(era))?;
+        Some((era, self.leases.deadlines().collect()))
+    }
+
     /// Who keeps the lease clocks, as far as this node knows: where lease calls belong.
     pub fn lease_keeper(&self) -> Option<NodeId> {
         if self.leaderless {

@@ -13,7 +13,10 @@
 //!   got has run out since that answer was sent. A leader that renews a lease and later
 //!   expires it keeps this to the microsecond; a leader that takes over keeps it only by
 //!   extending every clock on promotion, as etcd does, since its predecessor may have
-//!   answered a keep-alive after the successor's clocks started.
+//!   answered a keep-alive after the successor's clocks started. Checked when an expiry
+//!   commits, and earlier too: the keeper of the newest lease epoch never holds a deadline
+//!   that would expire a lease before its promise ran out, whether or not a sweep then lands
+//!   in the gap.
 //! - **Liveness**: after the heal, a lease its holder let lapse is gone within
 //!   [`LAPSE_BOUND_US`] of its promise running out.
 
@@ -151,6 +154,43 @@ impl<P: Protocol> World<P> {
                 "lease promise: lease {lease} was revoked by {what}, {} ms (by {decider}'s \
                  clock) before the TTL its holder was last given ran out",
                 (promise.ttl_us - elapsed) / 1000
+            );
+            self.fail(ViolationKind::Safety, detail);
+        }
+    }
+
+    /// Node `id`, if it keeps the clocks of the newest lease epoch, holds no deadline before, by its own clock, the
+    /// TTL its holder was last given has run out since that answer was sent. Stricter than the
+    /// expiry check: a deadline too early is a broken promise as soon as it is set, whether or
+    /// not the holder happens to stay quiet until it passes and a sweep lands right after.
+    pub(crate) fn check_lease_deadlines(&mut self, id: NodeId) {
+        let Some(node) = self.nodes.get(id.0 as usize - 1) else {
+            return;
+        };
+        let Some(replica) = node.replica.as_ref() else {
+            return;
+        };
+        // Only the keeper of the newest epoch: an earlier keeper that has not heard of its
+        // successor yet may hold any deadline, since its expiries are void.
+        let Some((era, deadlines)) = replica.lease_deadlines() else {
+            return;
+        };
+        if era != self.leases.epoch {
+            return;
+        }
+        let early = deadlines.into_iter().find_map(|(lease, deadline)| {
+            let promise = self.leases.promised.get(&lease)?;
+            if self.leases.expired.contains_key(&lease) {
+                return None;
+            }
+            let runs_out = node.clock_us(promise.from) + promise.ttl_us;
+            (deadline < runs_out).then(|| (lease, runs_out - deadline))
+        });
+        if let Some((lease, by)) = early {
+            let detail = format!(
+                "lease promise: {id}'s clock for lease {lease} runs out {} ms (by its clock) \
+                 before the TTL its holder was last given",
+                by / 1000
             );
             self.fail(ViolationKind::Safety, detail);
         }

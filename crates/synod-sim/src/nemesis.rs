@@ -70,6 +70,9 @@ impl<P: Protocol> World<P> {
         if faults.delay && self.voters.len() >= 2 {
             choices.push(Self::slow_links);
         }
+        if faults.delay && faults.leader_race && self.voters.len() >= 3 {
+            choices.push(Self::move_leader_heard_late);
+        }
         if let Some(&action) = self.nemesis_rng.pick(&choices) {
             action(self);
         }
@@ -324,6 +327,33 @@ impl<P: Protocol> World<P> {
             format!("nemesis: move the leadership from {leader} to {target}, told to {at}")
         });
         self.step(at, |replica, out| replica.transfer_leadership(target, out));
+    }
+
+    /// Slows every link into the leader by 20 to 70 ms, then moves the leadership: the old
+    /// leader hears late both the answers to what it asked just before (a read round that
+    /// confirms a lease keep-alive) and the news of its successor, who takes over at once. Its
+    /// last answers may then leave after the successor's lease clocks started.
+    fn move_leader_heard_late(&mut self) {
+        let leader = self.likely_leader();
+        if !self.is_up(leader) || self.paused.contains_key(&leader) {
+            return;
+        }
+        self.network.slow.clear();
+        let extra = self.nemesis_rng.range_inclusive(20, 70) * 1_000;
+        for from in self.voters_except(&[leader]) {
+            self.network.slow.insert((from, leader), extra);
+        }
+        let others = self.voters_except(&[leader]);
+        let target = others[self.nemesis_rng.index(others.len())];
+        self.trace_line(|| {
+            format!(
+                "nemesis: links into {leader} slowed by {} ms; move the leadership to {target}",
+                extra / 1000
+            )
+        });
+        self.step(leader, |replica, out| {
+            replica.transfer_leadership(target, out)
+        });
     }
 
     pub(crate) fn on_race(&mut self, leader: NodeId, buddy: NodeId, stage: RaceStage) {

@@ -432,6 +432,7 @@ impl<P: Protocol> World<P> {
         self.observe_status(id, status);
         self.carry_out(id, &mut out);
         self.scratch = out;
+        self.check_lease_deadlines(id);
     }
 
     /// Election Safety (paper Figure 3): at most one leader per era.

@@ -485,3 +485,12 @@ fn the_sweep_catches_an_expiry_revoke_committed_in_a_later_era() {
     };
     lease_bug_caught("an expiry revoke not bound to its era", bugs, 1..=100);
 }
+
+#[test]
+fn the_sweep_catches_a_new_leader_without_the_extension_on_promotion() {
+    let bugs = LeaseBugs {
+        no_extension_on_promotion: true,
+        ..LeaseBugs::NONE
+    };
+    lease_bug_caught("no extension on promotion", bugs, 1..=300);
+}
