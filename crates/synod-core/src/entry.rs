@@ -120,6 +120,19 @@ impl Entry {
             payload: Payload::decode(dec)?,
         })
     }
+
+    /// Appends a list of entries: their count, then each entry.
+    pub fn encode_all(entries: &[Entry], enc: &mut Encoder) {
+        enc.u64(entries.len() as u64);
+        entries.iter().for_each(|e| e.encode(enc));
+    }
+
+    /// Reads what [`Entry::encode_all`] wrote.
+    pub fn decode_all(dec: &mut Decoder<'_>) -> Result<Vec<Entry>, DecodeError> {
+        (0..dec.count("entries")?)
+            .map(|_| Entry::decode(dec))
+            .collect()
+    }
 }
 
 impl fmt::Display for Entry {

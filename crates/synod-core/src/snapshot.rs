@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+use crate::codec::{DecodeError, Decoder, Encoder};
 use crate::ids::LogIndex;
 
 /// The last log position a snapshot covers.
@@ -11,6 +12,21 @@ pub struct SnapshotMeta {
     pub index: LogIndex,
     /// That entry's era (Raft term, ZAB epoch, Paxos ballot).
     pub era: u64,
+}
+
+impl SnapshotMeta {
+    /// Appends its encoding: index, era.
+    pub fn encode(&self, enc: &mut Encoder) {
+        enc.u64(self.index).u64(self.era);
+    }
+
+    /// Reads what [`SnapshotMeta::encode`] wrote.
+    pub fn decode(dec: &mut Decoder<'_>) -> Result<SnapshotMeta, DecodeError> {
+        Ok(SnapshotMeta {
+            index: dec.u64("snapshot index")?,
+            era: dec.u64("snapshot era")?,
+        })
+    }
 }
 
 /// The state machine as of applying every entry through `meta.index`.

@@ -6,17 +6,6 @@ use synod_core::{Entry, SnapshotMeta, Wire};
 
 use crate::message::Message;
 
-fn meta(enc: &mut Encoder, m: SnapshotMeta) {
-    enc.u64(m.index).u64(m.era);
-}
-
-fn read_meta(dec: &mut Decoder<'_>) -> Result<SnapshotMeta, DecodeError> {
-    Ok(SnapshotMeta {
-        index: dec.u64("snapshot index")?,
-        era: dec.u64("snapshot era")?,
-    })
-}
-
 impl Wire for Message {
     fn encode(&self, enc: &mut Encoder) {
         match self {
@@ -26,7 +15,7 @@ impl Wire for Message {
             Message::Query { serial, receiving } => {
                 enc.u8(1).u64(*serial).bool(receiving.is_some());
                 if let Some((m, held)) = receiving {
-                    meta(enc, *m);
+                    m.encode(enc);
                     enc.u64(*held);
                 }
             }
@@ -35,8 +24,8 @@ impl Wire for Message {
                 serial,
                 entries,
             } => {
-                enc.u8(2).u64(*after).u64(*serial).u64(entries.len() as u64);
-                entries.iter().for_each(|e| e.encode(enc));
+                enc.u8(2).u64(*after).u64(*serial);
+                Entry::encode_all(entries, enc);
             }
             Message::Axfr {
                 meta: m,
@@ -46,7 +35,7 @@ impl Wire for Message {
                 serial,
             } => {
                 enc.u8(3);
-                meta(enc, *m);
+                m.encode(enc);
                 enc.u64(*offset).bytes(data).bool(*done).u64(*serial);
             }
         }
@@ -60,7 +49,7 @@ impl Wire for Message {
             1 => {
                 let serial = dec.u64("serial")?;
                 let receiving = if dec.bool("receiving")? {
-                    Some((read_meta(dec)?, dec.u64("bytes held")?))
+                    Some((SnapshotMeta::decode(dec)?, dec.u64("bytes held")?))
                 } else {
                     None
                 };
@@ -69,9 +58,7 @@ impl Wire for Message {
             2 => {
                 let after = dec.u64("after")?;
                 let serial = dec.u64("serial")?;
-                let entries = (0..dec.count("entries")?)
-                    .map(|_| Entry::decode(dec))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let entries = Entry::decode_all(dec)?;
                 Message::Ixfr {
                     after,
                     serial,
@@ -79,7 +66,7 @@ impl Wire for Message {
                 }
             }
             _ => Message::Axfr {
-                meta: read_meta(dec)?,
+                meta: SnapshotMeta::decode(dec)?,
                 offset: dec.u64("offset")?,
                 data: dec.owned_bytes("chunk")?,
                 done: dec.bool("done")?,

@@ -21,13 +21,6 @@ fn decode_scope(dec: &mut Decoder<'_>) -> Result<Scope, DecodeError> {
     })
 }
 
-fn decode_meta(dec: &mut Decoder<'_>) -> Result<SnapshotMeta, DecodeError> {
-    Ok(SnapshotMeta {
-        index: dec.u64("index")?,
-        era: dec.u64("era")?,
-    })
-}
-
 impl Wire for Message {
     fn encode(&self, enc: &mut Encoder) {
         match self {
@@ -69,8 +62,8 @@ impl Wire for Message {
                 encode_ballot(enc, m.promised);
             }
             Message::Decided(m) => {
-                enc.u8(5).u64(m.entries.len() as u64);
-                m.entries.iter().for_each(|e| e.encode(enc));
+                enc.u8(5);
+                Entry::encode_all(&m.entries, enc);
             }
             Message::AskDecided(m) => {
                 enc.u8(6).u64(m.from);
@@ -166,9 +159,7 @@ impl Wire for Message {
                 promised: decode_ballot(dec)?,
             }),
             5 => Message::Decided(Decided {
-                entries: (0..dec.count("entries")?)
-                    .map(|_| Entry::decode(dec))
-                    .collect::<Result<_, _>>()?,
+                entries: Entry::decode_all(dec)?,
             }),
             6 => Message::AskDecided(AskDecided {
                 from: dec.u64("from")?,
@@ -183,11 +174,11 @@ impl Wire for Message {
                 read_round: dec.u64("read_round")?,
             }),
             9 => Message::SnapshotRequest(SnapshotRequest {
-                meta: decode_meta(dec)?,
+                meta: SnapshotMeta::decode(dec)?,
                 offset: dec.u64("offset")?,
             }),
             10 => Message::SnapshotChunk(SnapshotChunk {
-                meta: decode_meta(dec)?,
+                meta: SnapshotMeta::decode(dec)?,
                 offset: dec.u64("offset")?,
                 data: dec.owned_bytes("data")?,
                 done: dec.bool("done")?,

@@ -22,9 +22,8 @@ impl Wire for Message {
                     .u64(*prev_index)
                     .u64(*prev_era)
                     .u64(*commit)
-                    .u64(*round)
-                    .u64(entries.len() as u64);
-                entries.iter().for_each(|e| e.encode(enc));
+                    .u64(*round);
+                Entry::encode_all(entries, enc);
             }
             Message::Ack {
                 view,
@@ -51,9 +50,7 @@ impl Wire for Message {
                 let prev_era = dec.u64("prev era")?;
                 let commit = dec.u64("commit")?;
                 let round = dec.u64("round")?;
-                let entries = (0..dec.count("entries")?)
-                    .map(|_| Entry::decode(dec))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let entries = Entry::decode_all(dec)?;
                 Message::Replicate {
                     view,
                     prev_index,

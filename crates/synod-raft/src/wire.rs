@@ -52,8 +52,7 @@ impl Wire for Message {
                     .u64(m.prev_log_index)
                     .u64(m.prev_log_term)
                     .u64(m.leader_commit);
-                enc.u64(m.entries.len() as u64);
-                m.entries.iter().for_each(|e| e.encode(enc));
+                Entry::encode_all(&m.entries, enc);
             }
             Message::AppendEntriesResponse(m) => {
                 enc.u8(5).u64(m.term);
@@ -116,9 +115,7 @@ impl Wire for Message {
                     dec.u64("prev_log_term")?,
                     dec.u64("leader_commit")?,
                 );
-                let entries = (0..dec.count("entries")?)
-                    .map(|_| Entry::decode(dec))
-                    .collect::<Result<_, _>>()?;
+                let entries = Entry::decode_all(dec)?;
                 Message::AppendEntries(AppendEntries {
                     term,
                     prev_log_index,

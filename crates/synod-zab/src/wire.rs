@@ -17,17 +17,6 @@ fn read_zxid(dec: &mut Decoder<'_>) -> Result<Zxid, DecodeError> {
     })
 }
 
-fn meta(enc: &mut Encoder, m: SnapshotMeta) {
-    enc.u64(m.index).u64(m.era);
-}
-
-fn read_meta(dec: &mut Decoder<'_>) -> Result<SnapshotMeta, DecodeError> {
-    Ok(SnapshotMeta {
-        index: dec.u64("snapshot index")?,
-        era: dec.u64("snapshot epoch")?,
-    })
-}
-
 impl Wire for Message {
     fn encode(&self, enc: &mut Encoder) {
         match self {
@@ -70,8 +59,8 @@ impl Wire for Message {
             } => {
                 enc.u8(4).u64(*epoch);
                 zxid(enc, *prev);
-                enc.u64(*commit).u64(entries.len() as u64);
-                entries.iter().for_each(|e| e.encode(enc));
+                enc.u64(*commit);
+                Entry::encode_all(entries, enc);
             }
             Message::Ack { epoch, last, ok } => {
                 enc.u8(5).u64(*epoch).u64(*last).bool(*ok);
@@ -84,7 +73,7 @@ impl Wire for Message {
                 done,
             } => {
                 enc.u8(6).u64(*epoch);
-                meta(enc, *m);
+                m.encode(enc);
                 enc.u64(*offset).bytes(data).bool(*done);
             }
             Message::SnapAck {
@@ -94,7 +83,7 @@ impl Wire for Message {
                 done,
             } => {
                 enc.u8(7).u64(*epoch);
-                meta(enc, *m);
+                m.encode(enc);
                 enc.u64(*next_offset).bool(*done);
             }
             Message::NewLeader { epoch, last } => {
@@ -156,9 +145,7 @@ impl Wire for Message {
                 let epoch = dec.u64("epoch")?;
                 let prev = read_zxid(dec)?;
                 let commit = dec.u64("commit")?;
-                let entries = (0..dec.count("entries")?)
-                    .map(|_| Entry::decode(dec))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let entries = Entry::decode_all(dec)?;
                 Message::Proposal {
                     epoch,
                     prev,
@@ -173,14 +160,14 @@ impl Wire for Message {
             },
             6 => Message::Snap {
                 epoch: dec.u64("epoch")?,
-                meta: read_meta(dec)?,
+                meta: SnapshotMeta::decode(dec)?,
                 offset: dec.u64("offset")?,
                 data: dec.owned_bytes("data")?,
                 done: dec.bool("done")?,
             },
             7 => Message::SnapAck {
                 epoch: dec.u64("epoch")?,
-                meta: read_meta(dec)?,
+                meta: SnapshotMeta::decode(dec)?,
                 next_offset: dec.u64("next offset")?,
                 done: dec.bool("done")?,
             },
