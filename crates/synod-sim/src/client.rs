@@ -625,9 +625,6 @@ impl<P: Protocol> World<P> {
         if let Some(op) = pending.op {
             self.history.ok(op, output.clone(), now);
         }
-        if !matches!(output, KvOutput::Read(_)) {
-            self.freshness.acknowledged(pending.request);
-        }
         self.trace_line(|| format!("c{id} {} -> {output:?}", pending.request));
         let is_write = !matches!(pending.kind, OpKind::Read(_));
         if is_write {

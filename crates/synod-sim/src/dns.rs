@@ -1,8 +1,8 @@
 //! Running DNS-style propagation in the simulator. It promises no linearizability (the
 //! run counts histories without a linearization instead of failing them) and is held to
-//! what it does promise: the world's checks (replicas converge once the network heals,
-//! every acknowledged write is applied, no two nodes apply different commands at one
-//! serial), Raft's log checks (an (era, serial) names one change), and:
+//! what it does promise: the world's checks (replicas converge once the network heals; no
+//! two nodes apply different commands at one serial, so no acknowledged write is lost),
+//! Raft's log checks (an (era, serial) names one change), and:
 //!
 //! - **Serials never go back**: a node's serial (what it applied) never decreases, across
 //!   crashes included, so a client never sees a copy older than one it already read there.

@@ -8,15 +8,11 @@
 //! the cached read is asked, with the index of the answer it cached. A compare-and-swap
 //! counts as a change of its key whether or not its compare held (the check does not run the
 //! store again), so staleness errs high, never low.
-//!
-//! Also here: every acknowledged write must have been applied by the end of the run, a check
-//! the linearizability checker makes implicitly and which protocols that do not promise
-//! linearizability must pass explicitly.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use synod_check::Key;
-use synod_core::{Entry, LogIndex, Payload, RequestId};
+use synod_core::{Entry, LogIndex, Payload};
 use synod_kv::Request;
 
 /// Where and when each key changed.
@@ -26,8 +22,6 @@ pub(crate) struct Freshness {
     applied_at: Vec<u64>,
     /// The indexes that changed each register key, in order.
     changes: HashMap<Key, Vec<LogIndex>>,
-    /// Writes whose clients heard they took effect.
-    acknowledged: Vec<RequestId>,
 }
 
 impl Freshness {
@@ -53,37 +47,6 @@ impl Freshness {
         let next = changes[changes.partition_point(|&i| i <= index)..].first()?;
         let applied_at = *self.applied_at.get(*next as usize - 1)?;
         (applied_at < asked_at).then(|| asked_at - applied_at)
-    }
-
-    /// A client heard its write `id` took effect.
-    pub(crate) fn acknowledged(&mut self, id: RequestId) {
-        self.acknowledged.push(id);
-    }
-
-    /// Every acknowledged write is among the commands `applied`.
-    pub(crate) fn check_acknowledged_applied(&self, applied: &[Entry]) -> Result<(), String> {
-        match self.lost(applied).first() {
-            Some(lost) => Err(format!(
-                "durability: write {lost} was acknowledged and never applied"
-            )),
-            None => Ok(()),
-        }
-    }
-
-    /// The acknowledged writes that are not among the commands `applied`.
-    pub(crate) fn lost(&self, applied: &[Entry]) -> Vec<RequestId> {
-        let ids: HashSet<RequestId> = applied
-            .iter()
-            .filter_map(|e| match &e.payload {
-                Payload::Command(p) => Some(p.id),
-                _ => None,
-            })
-            .collect();
-        self.acknowledged
-            .iter()
-            .copied()
-            .filter(|id| !ids.contains(id))
-            .collect()
     }
 }
 
@@ -124,7 +87,7 @@ fn register(key: &[u8]) -> Option<Key> {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use synod_core::Proposal;
+    use synod_core::{Proposal, RequestId};
     use synod_kv::PutRequest;
 
     fn put(index: LogIndex, key: &str) -> Entry {
@@ -157,15 +120,5 @@ mod tests {
         assert_eq!(f.staleness(2, 2, 900), None);
         assert_eq!(f.staleness(2, 0, 900), Some(700));
         assert_eq!(f.staleness(9, 0, 900), None, "never written");
-    }
-
-    #[test]
-    fn an_acknowledged_write_never_applied_is_lost() {
-        let mut f = Freshness::default();
-        let applied = [put(1, "k1")];
-        f.acknowledged(RequestId::new(1, 1));
-        assert!(f.check_acknowledged_applied(&applied).is_ok());
-        f.acknowledged(RequestId::new(1, 7));
-        assert!(f.check_acknowledged_applied(&applied).is_err());
     }
 }

@@ -193,17 +193,14 @@ impl<P: Protocol> World<P> {
         }
     }
 
-    /// After settling: invariants once more, replicas equal, every acknowledged write
-    /// applied, and the history linearizable (for a protocol that promises it; for one that
-    /// does not, a history without a linearization is counted, not failed).
+    /// After settling: invariants once more, replicas equal, and the history linearizable
+    /// (for a protocol that promises it; for one that does not, a history without a
+    /// linearization is counted, not failed). An acknowledged write that was lost needs no
+    /// check of its own: the write was applied before it was acknowledged, and losing it
+    /// means some node applies another command at its index, a state machine safety
+    /// violation caught as it happens.
     pub(crate) fn final_checks(&mut self) {
         if let Err(e) = self.audit() {
-            return self.fail(ViolationKind::Safety, e);
-        }
-        if let Err(e) = self
-            .freshness
-            .check_acknowledged_applied(&self.safety.applied)
-        {
             return self.fail(ViolationKind::Safety, e);
         }
         if let Err(e) = self.check_convergence() {

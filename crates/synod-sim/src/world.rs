@@ -184,7 +184,7 @@ pub struct World<P: Protocol> {
     pub(crate) leader_crashed_at: Option<SimTime>,
     /// What lease holders were promised.
     pub(crate) leases: crate::lease::LeaseCheck,
-    /// When keys changed, for how stale reads are; and the writes acknowledged.
+    /// When keys changed, for how stale reads are.
     pub(crate) freshness: crate::freshness::Freshness,
     /// Clients that can reach only some nodes (their side of a partition), by client id.
     pub(crate) client_reach: BTreeMap<u64, Vec<NodeId>>,

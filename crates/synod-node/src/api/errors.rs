@@ -1,7 +1,9 @@
 //! etcd's errors, with its gRPC codes and messages, so that etcd clients react to Synod as
 //! they do to etcd: retry on "leader changed", give up on "key not found", and so on.
 
+use synod_dns::Dns;
 use synod_kv::KvError;
+use synod_replica::Protocol;
 use tonic::Status;
 
 use crate::node::Refusal;
@@ -21,7 +23,7 @@ pub fn leaderless(protocol: &str) -> Status {
 /// The protocol elects its leaders but moves none on request (ZooKeeper's ZAB has no leader
 /// transfer).
 pub fn no_leader_transfer(protocol: &str) -> Status {
-    let why = if protocol == "dns" {
+    let why = if protocol == Dns::NAME {
         "its primary is the lowest member id, fixed by configuration"
     } else {
         "its leader leads until it fails"

@@ -55,7 +55,7 @@ pub struct SimArgs {
     /// ZAB (followers ping the leader) on the same seeds: idle traffic, messages per write,
     /// and failover after the leader crashes and after it is cut off. `cap`: every protocol
     /// under the same 2|3 partition of five nodes, with clients on both sides: what each side
-    /// got done, stale reads, lost writes, time to converge, linearizability.
+    /// got done, stale reads, violations (a lost write is one), time to converge, linearizability.
     #[arg(long, value_parser = ["dueling-proposers", "heartbeat-direction", "cap"], conflicts_with_all = ["seed", "compare"])]
     scenario: Option<String>,
     /// Run the same seeds (same faults, same client load) on each of these protocols,
