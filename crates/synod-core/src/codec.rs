@@ -44,6 +44,9 @@ pub enum DecodeError {
         /// Bytes actually left.
         remaining: usize,
     },
+    /// A value that decoded but cannot be right (a field out of its range).
+    #[error("invalid input: {0}")]
+    Invalid(&'static str),
     /// Bytes were left over after the value.
     #[error("{count} unexpected trailing bytes")]
     TrailingBytes {

@@ -28,6 +28,13 @@ pub trait Engine {
     /// Exactly what this engine puts on the wire between peers.
     type Message: Clone + Debug + Eq;
 
+    /// Whether the engine orders every write in one history that every replica applies alike
+    /// (consensus, primary-backup, DNS-style). A leaderless engine that merges concurrent
+    /// writes by version instead (gossip) says `false`: each replica then applies changes in
+    /// the order it learns of them, under indices of its own; its runtime keeps no sessions
+    /// and no lease clocks, and answers a write only at [`Action::Acknowledge`].
+    const ORDERS_WRITES: bool = true;
+
     /// Handles one input, pushing the resulting actions onto `out` in the order the runtime
     /// must carry them out. `out` may already hold actions; the engine only appends.
     fn step(&mut self, input: Input<Self::Message>, out: &mut Vec<Action<Self::Message>>);
@@ -89,8 +96,14 @@ pub enum Action<M> {
     Restore(Snapshot),
     /// The state machine, as of the entries applied so far, may answer this read.
     ReadReady(RequestId),
-    /// This request was not accepted. For a proposal this is definite: the command was not
-    /// put into the log by this node, so a retry cannot apply it twice.
+    /// The write with this id, applied here already, is now on as many replicas as its
+    /// consistency level asks: answer its client. Only engines that do not order writes
+    /// ([`Engine::ORDERS_WRITES`] false) push it; the others' writes are answered as they
+    /// apply.
+    Acknowledge(RequestId),
+    /// This request was not accepted. For a proposal this is definite (the command was not
+    /// put into the log by this node, so a retry cannot apply it twice), except for
+    /// [`Rejection::Unavailable`] with `written` set.
     Reject {
         /// The refused request.
         id: RequestId,
@@ -129,12 +142,43 @@ pub struct Persist {
 }
 
 /// A read a client wants answered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReadRequest {
     /// Routes the answer back.
     pub id: RequestId,
     /// What the read may return.
     pub consistency: ReadConsistency,
+    /// The keys it reads, when the client said (`None`: any key). Engines that confirm a
+    /// read as a whole ignore it; a leaderless engine asks its peers for these keys only.
+    pub keys: Option<KeySpan>,
+}
+
+/// Keys a read covers, with etcd's conventions: an empty `range_end` means the single key
+/// `key`; `range_end == [0]` means every key from `key` on; otherwise `[key, range_end)`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeySpan {
+    /// The first key.
+    pub key: bytes::Bytes,
+    /// The end, exclusive, with the conventions above.
+    pub range_end: bytes::Bytes,
+}
+
+impl KeySpan {
+    /// Every key.
+    pub fn all() -> KeySpan {
+        KeySpan {
+            key: bytes::Bytes::from_static(&[0]),
+            range_end: bytes::Bytes::from_static(&[0]),
+        }
+    }
+
+    /// Whether `key` falls in the span.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        if self.range_end.is_empty() {
+            return key == &self.key[..];
+        }
+        key >= &self.key[..] && (self.range_end[..] == [0] || key < &self.range_end[..])
+    }
 }
 
 /// How fresh a read must be.
@@ -153,6 +197,20 @@ pub enum Rejection {
     NotLeader {
         /// The leader this node believes in, if any.
         leader_hint: Option<NodeId>,
+    },
+    /// The engine cannot run this kind of request at all (a transaction with compares, a
+    /// lease, under a model without consensus); the reason says why, for the client.
+    Unsupported(&'static str),
+    /// Fewer replicas answered than the request's consistency level needs. With `written`
+    /// clear the request had no effect; with it set, a write was taken by some replicas and
+    /// may still spread to all (as etcd's "request timed out": its outcome is unknown).
+    Unavailable {
+        /// Replicas that answered, this one included.
+        reached: u32,
+        /// Replicas the consistency level needs.
+        needed: u32,
+        /// Whether the write was taken (and may still spread).
+        written: bool,
     },
 }
 

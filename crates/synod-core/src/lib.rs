@@ -16,8 +16,8 @@ pub mod snapshot;
 pub mod wire;
 
 pub use engine::{
-    Action, Engine, Input, Persist, PersistId, ReadConsistency, ReadRequest, Rejection, Role,
-    Status,
+    Action, Engine, Input, KeySpan, Persist, PersistId, ReadConsistency, ReadRequest, Rejection,
+    Role, Status,
 };
 pub use entry::{Command, Entry, Payload, Proposal};
 pub use ids::{ClientId, LogIndex, NodeId, RequestId};

@@ -172,8 +172,9 @@ fn a_secondary_refuses_writes_naming_the_primary_and_answers_reads_from_its_copy
     let read = ReadRequest {
         id: RequestId::new(4, 1),
         consistency: ReadConsistency::Linearizable,
+        keys: None,
     };
-    let out = step(&mut s, Input::Read(vec![read]));
+    let out = step(&mut s, Input::Read(vec![read.clone()]));
     assert_eq!(out, [Action::ReadReady(read.id)], "at once, stale or not");
 }
 

@@ -31,6 +31,8 @@ pub struct Sessions {
     pub(crate) by_client: BTreeMap<ClientId, Session>,
     by_age: BTreeSet<(LogIndex, ClientId)>,
     pub(crate) limit: usize,
+    /// Set by [`Sessions::disable`]; not part of snapshots (the replica sets it again).
+    disabled: bool,
 }
 
 impl Sessions {
@@ -43,7 +45,15 @@ impl Sessions {
             by_client: BTreeMap::new(),
             by_age: BTreeSet::new(),
             limit: limit.max(1),
+            disabled: false,
         }
+    }
+
+    /// Keeps no sessions from now on: every request runs.
+    pub(crate) fn disable(&mut self) {
+        self.by_client.clear();
+        self.by_age.clear();
+        self.disabled = true;
     }
 
     /// Number of sessions held.
@@ -59,7 +69,7 @@ impl Sessions {
     /// The answer for a request that must not run: the remembered result of a retry, or an
     /// error for a request older than the session's newest. `None` means: run it.
     pub(crate) fn replay(&self, id: RequestId) -> Option<Result<Applied, KvError>> {
-        if !id.client.is_tracked() {
+        if !id.client.is_tracked() || self.disabled {
             return None;
         }
         let session = self.by_client.get(&id.client)?;
@@ -82,7 +92,7 @@ impl Sessions {
         result: Result<Applied, KvError>,
         index: LogIndex,
     ) {
-        if !id.client.is_tracked() {
+        if !id.client.is_tracked() || self.disabled {
             return;
         }
         let session = Session {

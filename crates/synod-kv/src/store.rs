@@ -235,6 +235,19 @@ impl KvStore {
         })
     }
 
+    /// Every key and its current value, in key order: what replicas that apply changes in
+    /// orders of their own (gossip) compare, since their revisions differ.
+    pub fn values(&self) -> impl Iterator<Item = (&Bytes, &Bytes)> {
+        self.keys.iter().map(|(key, record)| (key, &record.value))
+    }
+
+    /// Stops deduplicating retried writes. A replica that applies changes in an order of its
+    /// own (gossip) must apply every change its engine took: a session that refused one as
+    /// stale would leave the store behind the engine.
+    pub fn disable_sessions(&mut self) {
+        self.sessions.disable();
+    }
+
     /// The current value of one key, with its metadata.
     pub fn get(&self, key: &[u8]) -> Option<KeyValue> {
         self.keys.get_key_value(key).map(|(k, r)| key_value(k, r))

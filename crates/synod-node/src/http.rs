@@ -114,7 +114,7 @@ async fn health(api: &Api) -> Result<(), &'static str> {
     match status.proposer() {
         None => Err("no leader"),
         Some(proposer) if proposer == status.id => {
-            let barrier = api.node.read_barrier(ReadConsistency::Linearizable);
+            let barrier = api.node.read_barrier(ReadConsistency::Linearizable, None);
             match tokio::time::timeout(Duration::from_secs(2), barrier).await {
                 Ok(Ok(())) => Ok(()),
                 _ if status.role == synod_core::Role::Peer => {

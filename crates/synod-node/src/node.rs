@@ -119,12 +119,17 @@ impl NodeHandle {
 
     /// Waits until the local state machine may answer a read of `consistency`: at once for a
     /// serializable read; for a linearizable one, once the leader confirmed its leadership
-    /// and this node applied everything committed when the read arrived.
-    pub async fn read_barrier(&self, consistency: ReadConsistency) -> Result<(), Refusal> {
+    /// and this node applied everything committed when the read arrived (under gossip: once
+    /// the read level's replicas answered for `keys`, `None` meaning every key).
+    pub async fn read_barrier(
+        &self,
+        consistency: ReadConsistency,
+        keys: Option<synod_core::KeySpan>,
+    ) -> Result<(), Refusal> {
         if consistency == ReadConsistency::Serializable {
             return Ok(());
         }
-        self.call(Call::Read(consistency)).await.map(|_| ())
+        self.call(Call::Read(consistency, keys)).await.map(|_| ())
     }
 
     /// Renews a lease on the leader's clock once its leadership is confirmed: its TTL in

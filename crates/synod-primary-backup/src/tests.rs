@@ -162,6 +162,7 @@ fn a_linearizable_read_waits_for_every_backup_to_confirm_the_view() {
     let read = ReadRequest {
         id: RequestId::new(5, 1),
         consistency: ReadConsistency::Linearizable,
+        keys: None,
     };
     let out = step(&mut node, Input::Read(vec![read]));
     assert!(!out.iter().any(|a| matches!(a, Action::ReadReady(_))));

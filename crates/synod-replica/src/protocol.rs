@@ -6,6 +6,7 @@ use std::fmt::Debug;
 use synod_core::wire::Wire;
 use synod_core::{Engine, NodeId};
 use synod_dns::Dns;
+use synod_gossip::{Gossip, Level};
 use synod_paxos::{BasicPaxos, MultiPaxos};
 use synod_primary_backup::PrimaryBackup;
 use synod_raft::Raft;
@@ -13,19 +14,26 @@ use synod_storage::Recovered;
 use synod_zab::Zab;
 
 /// The names `--protocol` takes, of every protocol that boots here.
-pub const PROTOCOL_NAMES: [&str; 6] = [
+pub const PROTOCOL_NAMES: [&str; 7] = [
     Raft::NAME,
     MultiPaxos::NAME,
     BasicPaxos::NAME,
     Zab::NAME,
     PrimaryBackup::NAME,
     Dns::NAME,
+    Gossip::NAME,
 ];
 
 /// Whether the protocol named `protocol` elects a leader. Basic Paxos does not: every node
 /// proposes, so nothing can hold a clock for the cluster (lease expiry) or be moved.
 pub fn has_leader(protocol: &str) -> bool {
-    protocol != BasicPaxos::NAME
+    protocol != BasicPaxos::NAME && protocol != Gossip::NAME
+}
+
+/// Whether the protocol named `protocol` agrees on one order of writes, which transactions
+/// with compares and leases need. Gossip does not: it refuses them.
+pub fn has_consensus(protocol: &str) -> bool {
+    protocol != Gossip::NAME
 }
 
 /// Whether the protocol named `protocol` hands its leadership over on request (etcd's
@@ -36,9 +44,10 @@ pub fn moves_leadership(protocol: &str) -> bool {
 }
 
 /// Whether the protocol named `protocol` promises linearizable reads and writes. DNS-style
-/// propagation does not: a secondary answers from a copy that may be stale.
+/// propagation does not: a secondary answers from a copy that may be stale; nor does gossip,
+/// at any consistency level.
 pub fn is_linearizable(protocol: &str) -> bool {
-    protocol != Dns::NAME
+    protocol != Dns::NAME && protocol != Gossip::NAME
 }
 
 /// Whether an operator's MoveLeader is how the protocol named `protocol` fails over, so any
@@ -230,6 +239,63 @@ macro_rules! paxos_protocol {
 
 paxos_protocol!(BasicPaxos, "basic-paxos", BasicPaxos::preemptions);
 paxos_protocol!(MultiPaxos, "multi-paxos", |_: &MultiPaxos| 0);
+
+/// Gossip settings: the consistency levels (per node, as the server's flags set them) and
+/// what a test may vary.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct GossipOptions {
+    /// Replicas that must hold a write before it is answered.
+    pub write_level: Level,
+    /// Replicas a linearizable-asked read consults.
+    pub read_level: Level,
+    /// Adjusts the config after the defaults, e.g. to inject a bug.
+    pub tweak: Option<fn(&mut synod_gossip::Config)>,
+}
+
+impl Protocol for Gossip {
+    const NAME: &'static str = "gossip";
+    type Options = GossipOptions;
+
+    fn boot(
+        boot: &Boot<'_>,
+        recovered: &Recovered,
+        options: &GossipOptions,
+    ) -> Result<Gossip, String> {
+        if !recovered.entries.is_empty() {
+            return Err(format!(
+                "the log holds {} entries; gossip keeps its state in its hard state and journal, so this directory is not gossip's",
+                recovered.entries.len()
+            ));
+        }
+        let snapshot_index = recovered.snapshot.as_ref().map_or(0, |s| s.meta.index);
+        Gossip::restart(
+            gossip_config(boot, options),
+            boot.seed,
+            recovered.hard_state.as_deref(),
+            &recovered.journal,
+            snapshot_index,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn describe(message: &synod_gossip::Message) -> String {
+        message.to_string()
+    }
+}
+
+/// SWIM probes every third of an election timeout (50 ms by default); every other gossip
+/// timer follows from that (`synod_gossip::Config::new`).
+fn gossip_config(boot: &Boot<'_>, options: &GossipOptions) -> synod_gossip::Config {
+    let probe_ticks = (boot.timing.election_ticks / 3).max(2);
+    let mut config = synod_gossip::Config::new(boot.id, boot.voters.to_vec(), probe_ticks);
+    config.write_level = options.write_level;
+    config.read_level = options.read_level;
+    config.batch_bytes_max = boot.snapshot_chunk_bytes.max(1);
+    if let Some(tweak) = options.tweak {
+        tweak(&mut config);
+    }
+    config
+}
 
 /// ZAB settings a test may vary.
 #[derive(Clone, Copy, Default, Debug)]

@@ -20,7 +20,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 use synod_core::{
-    Action, Engine, Entry, Input, NodeId, Persist, PersistId, Proposal, ReadConsistency,
+    Action, Engine, Entry, Input, KeySpan, NodeId, Persist, PersistId, Proposal, ReadConsistency,
     ReadRequest, Rejection, RequestId, Role, SendGate, Snapshot, SnapshotMeta, Status,
 };
 use synod_kv::{
@@ -45,6 +45,22 @@ pub enum Refusal {
     /// The request ran and failed, the same way on every replica.
     #[error("{0}")]
     Kv(KvError),
+    /// The protocol cannot run this kind of request (a transaction or a lease under gossip);
+    /// the reason says why. The request had no effect.
+    #[error("not supported by this protocol: {0}")]
+    Unsupported(&'static str),
+    /// Fewer replicas answered than the consistency level needs. With `written` the write
+    /// was taken by some and may still spread to all: its outcome is unknown, as after a
+    /// timeout; without, it had no effect.
+    #[error("{reached} of the {needed} replicas the consistency level needs answered{}", if *written { "; the write was taken and may still spread" } else { "" })]
+    Unavailable {
+        /// Replicas that answered.
+        reached: u32,
+        /// Replicas needed.
+        needed: u32,
+        /// Whether a write was taken.
+        written: bool,
+    },
 }
 
 /// What a client asks of a replica.
@@ -53,8 +69,8 @@ pub enum Call {
     /// A command for the log (an encoded [`Request`]); answered with [`Answer::Applied`].
     Write(Bytes),
     /// A read barrier: answered with [`Answer::Ready`] once the local store may serve a read
-    /// of this consistency.
-    Read(ReadConsistency),
+    /// of this consistency, of these keys (`None`: any).
+    Read(ReadConsistency, Option<KeySpan>),
     /// Renew a lease (leader only); answered with [`Answer::Ttl`]: its TTL, or 0 if it is
     /// gone or its time is up.
     KeepAlive(i64),
@@ -215,6 +231,9 @@ pub struct Replica<E: Engine, W> {
     /// (a refusal can come steps later: Multi-Paxos queues writes beyond its in-flight bound
     /// and refuses them when it steps down). Emptied when this node stops leading.
     proposed_for: HashMap<RequestId, NodeId>,
+    /// Without ordered writes (gossip): results of writes applied here, until the engine
+    /// says enough replicas hold them (`Action::Acknowledge`).
+    unacknowledged: HashMap<RequestId, Answer>,
     /// Leader: answers to followers gathered during a step, sent at its end.
     peer_ready: BTreeMap<NodeId, Vec<RequestId>>,
     peer_refused: BTreeMap<NodeId, Vec<RequestId>>,
@@ -251,8 +270,12 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
     pub fn new(engine: E, store: KvStore, snapshot_era: u64, options: ReplicaOptions) -> Self {
         let snapshot_index = store.applied_index();
         let election_ticks = options.election_timeout_us / options.tick_us.max(1);
+        let mut store = store;
+        if !E::ORDERS_WRITES {
+            store.disable_sessions();
+        }
         Replica {
-            leaderless: engine.status().role == Role::Peer,
+            leaderless: engine.status().role == Role::Peer && E::ORDERS_WRITES,
             keeper_watch: KeeperWatch::new(options.id, election_ticks),
             claims: BTreeSet::new(),
             status: engine.status(),
@@ -269,6 +292,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             reads_after_apply: BTreeMap::new(),
             reads_for_peers: HashMap::new(),
             proposed_for: HashMap::new(),
+            unacknowledged: HashMap::new(),
             peer_ready: BTreeMap::new(),
             peer_refused: BTreeMap::new(),
             leases: LeaseClocks::new(options.election_timeout_us, options.lease_bugs),
@@ -344,13 +368,24 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                     self.writes.insert(id, waiter);
                     proposals.push(Proposal { id, command });
                 }
-                Call::Read(ReadConsistency::Serializable) => out.push(Output::Answer {
+                Call::Read(ReadConsistency::Serializable, _) => out.push(Output::Answer {
                     waiter,
                     answer: Answer::Ready,
                 }),
-                Call::Read(consistency) => {
+                Call::Read(consistency, keys) => {
                     self.reads.insert(id, waiter);
-                    reads.push(ReadRequest { id, consistency });
+                    reads.push(ReadRequest {
+                        id,
+                        consistency,
+                        keys,
+                    });
+                }
+                Call::KeepAlive(_) | Call::TimeToLive(_) if !E::ORDERS_WRITES => {
+                    let why = "leases need a clock the whole cluster agrees on, which this protocol has not";
+                    out.push(Output::Answer {
+                        waiter,
+                        answer: Answer::Refused(Refusal::Unsupported(why)),
+                    })
                 }
                 Call::KeepAlive(_) | Call::TimeToLive(_) if lease_era.is_none() => {
                     out.push(Output::Answer {
@@ -373,6 +408,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                     reads.push(ReadRequest {
                         id,
                         consistency: ReadConsistency::Linearizable,
+                        keys: None,
                     });
                 }
                 Call::TimeToLive(lease) => {
@@ -499,6 +535,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                     .map(|id| ReadRequest {
                         id,
                         consistency: ReadConsistency::Linearizable,
+                        keys: None,
                     })
                     .collect();
                 self.step(Input::Read(reads), out);
@@ -680,8 +717,38 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                     self.peer_ready.entry(asker).or_default().push(id);
                 }
             }
-            Action::Reject { id, reason } => {
-                let Rejection::NotLeader { leader_hint } = reason;
+            Action::Acknowledge(id) => {
+                if let Some(answer) = self.unacknowledged.remove(&id) {
+                    if let Some(waiter) = self.writes.remove(&id) {
+                        out.push(Output::Answer { waiter, answer });
+                    }
+                }
+            }
+            Action::Reject {
+                id,
+                reason: Rejection::Unsupported(why),
+            } => self.refuse(id, Refusal::Unsupported(why), out),
+            Action::Reject {
+                id,
+                reason:
+                    Rejection::Unavailable {
+                        reached,
+                        needed,
+                        written,
+                    },
+            } => {
+                self.unacknowledged.remove(&id);
+                let refusal = Refusal::Unavailable {
+                    reached,
+                    needed,
+                    written,
+                };
+                self.refuse(id, refusal, out);
+            }
+            Action::Reject {
+                id,
+                reason: Rejection::NotLeader { leader_hint },
+            } => {
                 if let Some(asker) = self.reads_for_peers.remove(&id) {
                     self.peer_refused.entry(asker).or_default().push(id);
                 } else if let Some(asker) = self.proposed_for.remove(&id) {
@@ -749,11 +816,16 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         for (id, result) in answers {
             self.proposed_for.remove(&id);
             self.revokes.remove(&id);
-            if let Some(waiter) = self.writes.remove(&id) {
-                let answer = match result {
-                    Ok(applied) => Answer::Applied(applied),
-                    Err(e) => Answer::Refused(Refusal::Kv(e)),
-                };
+            let answer = match result {
+                Ok(applied) => Answer::Applied(applied),
+                Err(e) => Answer::Refused(Refusal::Kv(e)),
+            };
+            if !E::ORDERS_WRITES {
+                // Answered when the engine says enough replicas hold it.
+                if self.writes.contains_key(&id) {
+                    self.unacknowledged.insert(id, answer);
+                }
+            } else if let Some(waiter) = self.writes.remove(&id) {
                 out.push(Output::Answer { waiter, answer });
             }
         }

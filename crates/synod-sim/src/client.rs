@@ -291,7 +291,14 @@ impl Client {
     /// etcd's client does, and writes its key under it once; a client without one takes one
     /// now and then. Otherwise a random register operation: 40% reads, 35% writes, 20%
     /// compare-and-swaps, 5% deletes.
-    fn next_op(&mut self, keys: u64, now: u64) -> OpKind {
+    fn next_op(&mut self, keys: u64, now: u64, consensus: bool) -> OpKind {
+        if !consensus {
+            // No leases, and a write in place of a compare-and-swap.
+            return match self.register_op(keys) {
+                OpKind::Cas(key, _, value) => OpKind::Write(key, value),
+                op => op,
+            };
+        }
         if let Some(held) = self.held {
             if now >= held.renew_at {
                 return OpKind::KeepAlive(held.id);
@@ -366,7 +373,7 @@ impl<P: Protocol> World<P> {
             return;
         }
         client.seq += 1;
-        let kind = client.next_op(keys, now);
+        let kind = client.next_op(keys, now, P::TAKES_CONSENSUS_OPS);
         let request = RequestId::new(id, client.seq);
         let op = kind
             .input()
@@ -604,9 +611,10 @@ impl<P: Protocol> World<P> {
             return;
         };
         self.stats.reads += 1;
-        if let Some(stale) = self.freshness.staleness(key, index, pending.invoked_at) {
+        if let Some((stale, behind)) = self.freshness.staleness(key, index, pending.invoked_at) {
             self.stats.stale_reads += 1;
             self.stats.read_staleness_us.push(stale);
+            self.stats.read_versions_behind.push(behind);
             let bound = P::STALENESS_BOUND_US.unwrap_or(0);
             if self.fault_free && stale > bound {
                 let detail = format!(

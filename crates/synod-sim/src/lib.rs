@@ -13,6 +13,7 @@ mod dns;
 pub mod experiments;
 mod faults;
 mod freshness;
+mod gossip;
 mod lease;
 mod nemesis;
 mod network;
@@ -32,6 +33,7 @@ mod zab;
 pub use disk::{SimDir, Unsynced};
 pub use dns::DnsInvariants;
 pub use faults::FaultSet;
+pub use gossip::{GossipInvariants, Versions};
 pub use paxos::{PaxosInvariants, PaxosNode};
 pub use primary_backup::PrimaryBackupInvariants;
 pub use protocol::{Invariants, Protocol};
@@ -40,7 +42,8 @@ pub use report::{percentile, RunReport, Stats, Summary, Violation, ViolationKind
 pub use run::{report_panics_quietly, run, RunConfig, RunOutcome};
 pub use sweep::sweep;
 pub use synod_replica::{
-    DnsOptions, PaxosOptions, PrimaryBackupOptions, RaftOptions, Recovered, ZabOptions,
+    DnsOptions, GossipOptions, PaxosOptions, PrimaryBackupOptions, RaftOptions, Recovered,
+    ZabOptions,
 };
 pub use world::World;
 pub use zab::ZabInvariants;

@@ -55,7 +55,7 @@ impl<P: Protocol> World<P> {
             let crashes: [Act<P>; 2] = [Self::crash_one, Self::crash_leader];
             choices.extend(crashes);
         }
-        if faults.disk && !P::WRITES_NEED_EVERY_MEMBER {
+        if faults.disk && !P::needs_every_member(&self.options) {
             choices.push(Self::damage_disk);
         }
         if faults.disk && faults.crash {

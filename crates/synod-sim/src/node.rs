@@ -325,6 +325,9 @@ impl<P: Protocol> World<P> {
     /// index. (The era may differ: Paxos learns a decided value under later ballots too; Raft's
     /// terms are checked by log matching.)
     fn check_applied(&mut self, id: NodeId, entry: Entry) {
+        if !P::ORDERS_WRITES {
+            return self.check_applied_unordered(id, entry);
+        }
         let position = entry.index as usize - 1;
         match self.safety.applied.get(position) {
             Some(first) if first.payload != entry.payload => {
@@ -347,10 +350,24 @@ impl<P: Protocol> World<P> {
                     self.on_committed_command(entry.index, command);
                 }
                 self.trace_line(|| format!("{id} commits {entry}"));
-                self.freshness.applied(&entry, self.now);
+                self.freshness.applied(&entry, true, self.now);
                 self.safety.applied.push(entry);
             }
         }
+    }
+
+    /// Without one order of writes (gossip) each node applies under indices of its own:
+    /// versions only move forward per key, and freshness is counted by version.
+    fn check_applied_unordered(&mut self, id: NodeId, entry: Entry) {
+        let incarnation = self.node(id).incarnation;
+        if let Err(e) = self.safety.versions.applied(id, incarnation, &entry) {
+            return self.fail(ViolationKind::Safety, e);
+        }
+        if entry.proposal().is_some_and(|p| p.id.client.is_tracked()) {
+            self.stats.committed_commands += 1;
+        }
+        self.trace_line(|| format!("{id} applies {entry}"));
+        self.freshness.applied(&entry, false, self.now);
     }
 
     /// Sends a replica's answer to the client that waits for it.
@@ -361,10 +378,23 @@ impl<P: Protocol> World<P> {
             read_key,
         } = waiter;
         let reply = match answer {
-            Answer::Applied(applied) => Reply::Done(Ok(applied)),
+            Answer::Applied(applied) => {
+                if !P::ORDERS_WRITES {
+                    self.safety.versions.acknowledged(request);
+                }
+                Reply::Done(Ok(applied))
+            }
             Answer::Refused(Refusal::Kv(e)) => Reply::Done(Err(e)),
             Answer::Refused(Refusal::NotLeader(hint)) => Reply::Redirect(hint),
             Answer::Refused(Refusal::Stopped) => return,
+            // Not enough replicas: a write that was taken may still spread, so its client
+            // waits for its timeout (the outcome is unknown); otherwise it tries again.
+            Answer::Refused(Refusal::Unavailable { written: true, .. }) => return,
+            Answer::Refused(Refusal::Unavailable { .. }) => Reply::Redirect(None),
+            Answer::Refused(Refusal::Unsupported(why)) => {
+                let detail = format!("{id} refused {request} as unsupported: {why}");
+                return self.fail(ViolationKind::Safety, detail);
+            }
             Answer::Ttl(ttl) => Reply::Ttl(ttl),
             Answer::Ready => {
                 let Some(key) = read_key else { return };
@@ -376,7 +406,22 @@ impl<P: Protocol> World<P> {
                     ..Default::default()
                 };
                 let store = replica.store().read();
-                Reply::Read(store.applied_index(), store.range(&read))
+                // The position a read is as of: the applied index, or, without one order of
+                // writes, the version of the key the store shows: the engine's, once applied;
+                // before, the last one this life applied (or 0, erring stale).
+                let position = if P::ORDERS_WRITES {
+                    store.applied_index()
+                } else {
+                    match replica.engine().version_of(&key) {
+                        Some((version, at)) if at <= store.applied_index() => version,
+                        _ => {
+                            let incarnation = self.node(id).incarnation;
+                            let versions = &self.safety.versions;
+                            versions.applied_version(id, incarnation, &key).unwrap_or(0)
+                        }
+                    }
+                };
+                Reply::Read(position, store.range(&read))
             }
         };
         self.reply(id, client, request, reply);
@@ -393,7 +438,13 @@ impl<P: Protocol> World<P> {
             }
             ClientRequest::Read(request_id, key) => (
                 request_id,
-                Call::Read(synod_core::ReadConsistency::Linearizable),
+                Call::Read(
+                    synod_core::ReadConsistency::Linearizable,
+                    Some(synod_core::KeySpan {
+                        key: key.clone(),
+                        range_end: Bytes::new(),
+                    }),
+                ),
                 Some(key),
             ),
             ClientRequest::KeepAlive(request_id, lease) => {

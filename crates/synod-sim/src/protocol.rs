@@ -15,6 +15,12 @@ pub trait Protocol: synod_replica::Protocol {
     /// no disk under such a protocol. Torn writes and crashes still happen.
     const WRITES_NEED_EVERY_MEMBER: bool = false;
 
+    /// Whether, with these options, a write or a read needs every member (the const above,
+    /// or a consistency level of ALL).
+    fn needs_every_member(_options: &Self::Options) -> bool {
+        Self::WRITES_NEED_EVERY_MEMBER
+    }
+
     /// How long a client may answer a read from its cache (a DNS resolver's TTL); 0: clients
     /// cache nothing. Only a protocol that does not promise linearizability sets it.
     const CLIENT_CACHE_TTL_US: u64 = 0;
@@ -23,6 +29,23 @@ pub trait Protocol: synod_replica::Protocol {
     /// run without faults breaks the protocol's promise if a read is staler. `None`: no
     /// answer is ever stale (the linearizability checker holds the protocol to that).
     const STALENESS_BOUND_US: Option<u64> = None;
+
+    /// Whether clients may ask what needs consensus: compare-and-swaps (transactions with
+    /// compares) and leases. A protocol without consensus refuses them (gossip), so its
+    /// clients only read, write and delete.
+    const TAKES_CONSENSUS_OPS: bool = true;
+
+    /// For a protocol that does not order writes (its replicas' revisions differ): one
+    /// number for everything the engine holds, equal on replicas that hold the same.
+    fn fingerprint(&self) -> u64 {
+        0
+    }
+
+    /// For a protocol that does not order writes: the version of `key` the engine holds and
+    /// the local index it was applied under (tombstones included).
+    fn version_of(&self, _key: &[u8]) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// Protocol-specific safety checks. An `Err` is a violation, described for a human.

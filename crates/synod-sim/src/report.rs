@@ -125,6 +125,8 @@ pub struct Stats {
     pub stale_reads: u64,
     /// How stale each stale read was, in microseconds.
     pub read_staleness_us: Vec<u64>,
+    /// How many newer versions of its key each stale read missed.
+    pub read_versions_behind: Vec<u64>,
     /// Runs of a protocol that does not promise linearizability whose history had none.
     pub not_linearizable: u64,
 }
@@ -226,6 +228,7 @@ impl Summary {
             t.reads_from_cache += s.reads_from_cache;
             t.stale_reads += s.stale_reads;
             t.read_staleness_us.extend(&s.read_staleness_us);
+            t.read_versions_behind.extend(&s.read_versions_behind);
             t.not_linearizable += s.not_linearizable;
         }
         summary.failures.sort_by_key(|(seed, _)| *seed);

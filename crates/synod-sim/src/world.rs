@@ -155,6 +155,8 @@ pub(crate) struct Safety<P: Protocol> {
     /// The first entry applied anywhere at each index (index 1 at position 0).
     pub(crate) applied: Vec<Entry>,
     pub(crate) protocol: P::Invariants,
+    /// Versions applied and acknowledged, under a protocol that does not order writes.
+    pub(crate) versions: crate::gossip::Versions,
 }
 
 /// The whole simulation.
@@ -242,6 +244,7 @@ impl<P: Protocol> World<P> {
                 leaders: BTreeMap::new(),
                 applied: Vec::new(),
                 protocol: P::Invariants::default(),
+                versions: crate::gossip::Versions::default(),
             },
             stats: Stats::default(),
             trace,

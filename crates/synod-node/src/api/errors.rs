@@ -111,5 +111,16 @@ pub fn refusal(r: Refusal) -> Status {
         Refusal::NotLeader(_) => no_leader(),
         Refusal::Stopped => stopped(),
         Refusal::Kv(e) => kv(e),
+        // etcd has no such refusal: its API always has consensus behind it. The message
+        // says what this protocol cannot do and why.
+        Refusal::Unsupported(why) => {
+            Status::unimplemented(format!("synod: not supported under this protocol: {why}"))
+        }
+        // As Cassandra's UnavailableException and write timeout; a taken write's outcome
+        // is unknown, as after etcd's "request timed out".
+        r @ Refusal::Unavailable { written: true, .. } => {
+            Status::unavailable(format!("etcdserver: request timed out ({r})"))
+        }
+        r @ Refusal::Unavailable { .. } => Status::unavailable(format!("synod: {r}")),
     }
 }

@@ -55,7 +55,14 @@ impl pb::kv_server::Kv for KvService {
             return api.local_range(request.get_ref()).map(Response::new);
         }
         api.anywhere(request, |r| async move {
-            match attempt(api.node.read_barrier(ReadConsistency::Linearizable).await)? {
+            let keys = synod_core::KeySpan {
+                key: bytes::Bytes::copy_from_slice(&r.key),
+                range_end: bytes::Bytes::copy_from_slice(&r.range_end),
+            };
+            let barrier = api
+                .node
+                .read_barrier(ReadConsistency::Linearizable, Some(keys));
+            match attempt(barrier.await)? {
                 Attempt::Done(()) => api.local_range(&r).map(Attempt::Done),
                 Attempt::NotLeader => Ok(Attempt::NotLeader),
             }

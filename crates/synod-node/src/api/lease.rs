@@ -252,7 +252,11 @@ impl pb::lease_server::Lease for LeaseService {
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
         let api = &*self.0;
         api.anywhere(request, |_| async move {
-            match attempt(api.node.read_barrier(ReadConsistency::Linearizable).await)? {
+            match attempt(
+                api.node
+                    .read_barrier(ReadConsistency::Linearizable, None)
+                    .await,
+            )? {
                 Attempt::Done(()) => {}
                 Attempt::NotLeader => return Ok(Attempt::NotLeader),
             }

@@ -227,6 +227,7 @@ fn s3_a_linearizable_read_is_answered_once_its_marker_is_decided_and_applied() {
         Input::Read(vec![ReadRequest {
             id: RequestId::new(9, 1),
             consistency: ReadConsistency::Linearizable,
+            keys: None,
         }]),
     );
     c.deliver_all();
@@ -314,6 +315,7 @@ fn s3_a_read_after_a_restart_is_not_answered_by_a_marker_from_before_it() {
             Input::Read(vec![ReadRequest {
                 id: RequestId::new(9, seq),
                 consistency: ReadConsistency::Linearizable,
+                keys: None,
             }]),
         );
     };

@@ -154,6 +154,7 @@ impl<E: TestEngine> Cluster<E> {
                 Action::Apply(entry) => self.record_apply(id, entry),
                 Action::Restore(_) => {}
                 Action::ReadReady(r) => self.reads_ready.entry(id).or_default().push(r),
+                Action::Acknowledge(_) => panic!("only engines without ordered writes acknowledge"),
                 Action::Reject { id: request, .. } => self.rejected.push((id, request)),
             }
         }

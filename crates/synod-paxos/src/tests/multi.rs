@@ -132,6 +132,7 @@ fn s3_linearizable_reads_confirm_the_ballot_with_a_majority_without_writing_the_
         Input::Read(vec![ReadRequest {
             id: RequestId::new(9, 1),
             consistency: ReadConsistency::Linearizable,
+            keys: None,
         }]),
     );
     assert!(

@@ -180,6 +180,7 @@ impl Cluster {
                 }
                 Action::Apply(entry) => self.record_apply(id, entry),
                 Action::ReadReady(r) => self.reads_ready.entry(id).or_default().push(r),
+                Action::Acknowledge(_) => panic!("only engines without ordered writes acknowledge"),
                 Action::Reject { id: r, reason } => {
                     self.rejected.entry(id).or_default().push((r, reason))
                 }
@@ -295,6 +296,7 @@ impl Cluster {
             Input::Read(vec![ReadRequest {
                 id: request,
                 consistency,
+                keys: None,
             }]),
         );
     }

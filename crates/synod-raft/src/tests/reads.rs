@@ -103,6 +103,7 @@ fn one_round_serves_a_whole_batch_of_reads() {
         .map(|s| synod_core::ReadRequest {
             id: RequestId::new(9, s),
             consistency: LINEAR,
+            keys: None,
         })
         .collect();
     c.step(NodeId(1), Input::Read(batch));

@@ -14,8 +14,11 @@ use crate::progress::Progress;
 #[derive(Args, Debug)]
 pub struct SimArgs {
     /// Protocol to simulate.
-    #[arg(long, default_value = "raft", value_parser = ["raft", "multi-paxos", "basic-paxos", "zab", "sync", "dns"])]
+    #[arg(long, default_value = "raft", value_parser = ["raft", "multi-paxos", "basic-paxos", "zab", "sync", "dns", "gossip"])]
     protocol: String,
+    /// Gossip only: the consistency level of writes and of reads (one, quorum or all).
+    #[arg(long, default_value = "one")]
+    level: synod_gossip::Level,
     /// Nodes in the cluster (3, 5 or 7 are typical).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=15))]
     nodes: u64,
@@ -93,11 +96,31 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
         "zab" => simulate::<synod_zab::Zab>(&args, template),
         "sync" => simulate::<synod_primary_backup::PrimaryBackup>(&args, template),
         "dns" => simulate::<synod_dns::Dns>(&args, template),
+        "gossip" => {
+            simulate_with::<synod_gossip::Gossip>(&args, template, &gossip_options(args.level))
+        }
         other => bail!("unknown protocol {other}"),
     }
 }
 
 fn simulate<P: Protocol>(args: &SimArgs, template: RunConfig) -> Result<ExitCode> {
+    simulate_with::<P>(args, template, &P::Options::default())
+}
+
+/// Gossip at one consistency level for reads and writes.
+fn gossip_options(level: synod_gossip::Level) -> synod_sim::GossipOptions {
+    synod_sim::GossipOptions {
+        write_level: level,
+        read_level: level,
+        tweak: None,
+    }
+}
+
+fn simulate_with<P: Protocol>(
+    args: &SimArgs,
+    template: RunConfig,
+    options: &P::Options,
+) -> Result<ExitCode> {
     // A panic is a finding like any other: reported once, with its seed, in the summary.
     synod_sim::report_panics_quietly();
     if let Some(seed) = args.seed {
@@ -108,6 +131,7 @@ fn simulate<P: Protocol>(args: &SimArgs, template: RunConfig) -> Result<ExitCode
                 trace: args.trace,
                 ..template
             },
+            options,
         );
     }
     let seeds = parse_seeds(&args.seeds)?;
@@ -126,15 +150,9 @@ fn simulate<P: Protocol>(args: &SimArgs, template: RunConfig) -> Result<ExitCode
     );
     let progress = Progress::new("sim");
     let started = Instant::now();
-    let reports = sweep::<P>(
-        &seeds,
-        &template,
-        &P::Options::default(),
-        jobs,
-        &|done, total, failed| {
-            progress.update(done, total, &format!("{failed} failed"));
-        },
-    );
+    let reports = sweep::<P>(&seeds, &template, options, jobs, &|done, total, failed| {
+        progress.update(done, total, &format!("{failed} failed"));
+    });
     let summary = Summary::of(&reports);
     println!("{summary}");
     println!("  wall time {:.1}s", started.elapsed().as_secs_f64());
@@ -152,8 +170,12 @@ fn simulate<P: Protocol>(args: &SimArgs, template: RunConfig) -> Result<ExitCode
     })
 }
 
-fn replay<P: Protocol>(args: &SimArgs, config: RunConfig) -> Result<ExitCode> {
-    let outcome = synod_sim::run::<P>(&config, &P::Options::default());
+fn replay<P: Protocol>(
+    args: &SimArgs,
+    config: RunConfig,
+    options: &P::Options,
+) -> Result<ExitCode> {
+    let outcome = synod_sim::run::<P>(&config, options);
     print!("{}", outcome.trace);
     let report = &outcome.report;
     let summary = Summary::of(std::slice::from_ref(report));
@@ -323,6 +345,7 @@ fn cap(args: &SimArgs) -> Result<ExitCode> {
                 "zab" => cap::<synod_zab::Zab>(seed, &Default::default()),
                 "sync" => cap::<synod_primary_backup::PrimaryBackup>(seed, &Default::default()),
                 "dns" => cap::<synod_dns::Dns>(seed, &Default::default()),
+                "gossip" => cap::<synod_gossip::Gossip>(seed, &gossip_options(args.level)),
                 other => bail!("no CAP run for {other}"),
             });
             progress.update(done + 1, seeds.len(), "");
@@ -369,7 +392,8 @@ fn compare(args: &SimArgs, template: &RunConfig, protocols: &[String]) -> Result
             "zab" => Summary::of(&sweep::<synod_zab::Zab>(&seeds, template, &Default::default(), jobs, &report)),
             "sync" => Summary::of(&sweep::<synod_primary_backup::PrimaryBackup>(&seeds, template, &Default::default(), jobs, &report)),
             "dns" => Summary::of(&sweep::<synod_dns::Dns>(&seeds, template, &Default::default(), jobs, &report)),
-            other => bail!("unknown protocol '{other}' in --compare; expected raft, multi-paxos, basic-paxos, zab, sync or dns"),
+            "gossip" => Summary::of(&sweep::<synod_gossip::Gossip>(&seeds, template, &gossip_options(args.level), jobs, &report)),
+            other => bail!("unknown protocol '{other}' in --compare; expected raft, multi-paxos, basic-paxos, zab, sync, dns or gossip"),
         };
         clean &= summary.is_clean();
         rows.push(compare_row(name, &summary));

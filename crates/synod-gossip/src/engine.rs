@@ -1,0 +1,992 @@
+//! The gossip engine: writes taken anywhere, versions merged by last writer wins, spread by
+//! epidemic pushes and repaired by anti-entropy.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use synod_core::codec::{Decoder, Encoder};
+use synod_core::{
+    Action, ClientId, Engine, Entry, Input, KeySpan, LogIndex, NodeId, Payload, Persist, PersistId,
+    Proposal, ReadConsistency, ReadRequest, Rejection, RequestId, Rng, Role, Status,
+};
+use synod_kv::{DeleteRangeRequest, KeyRange, PutRequest, Request};
+use thiserror::Error;
+
+use crate::config::{Config, ConfigError, Level};
+use crate::message::Message;
+use crate::store::{Record, Store, BUCKETS};
+use crate::swim::Swim;
+use crate::version::{Hlc, Version};
+
+type Out = Vec<Action<Message>>;
+
+/// The journal is restated as one hard state once it outgrows the last restatement (and
+/// this).
+const RESTATE_BYTES_MIN: usize = 1 << 20;
+/// New versions waiting to be pushed, at most; past it the oldest are dropped (anti-entropy
+/// repairs what they would have carried).
+const RUMORS_MAX: usize = 1 << 16;
+/// Hard state format.
+const HARD_STATE_FORMAT: u8 = 1;
+
+/// Why a node could not start from what its disk holds.
+#[derive(Debug, Error)]
+pub enum RestartError {
+    /// The settings are wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The hard state or a journal record does not decode.
+    #[error("gossip state on disk does not decode: {0}")]
+    Corrupt(String),
+}
+
+/// Something to do once a persist is durable.
+#[derive(Debug)]
+enum Deferred {
+    Apply(Entry),
+    Acknowledge(RequestId),
+    ReadReady(RequestId),
+}
+
+/// A write at QUORUM or ALL waiting for acknowledgements.
+#[derive(Debug)]
+struct WriteRound {
+    id: RequestId,
+    records: Vec<Record>,
+    /// Replicas holding it durably (this node once its own persist is durable).
+    acked: BTreeSet<NodeId>,
+    needed: usize,
+    deadline: u64,
+    last_sent: u64,
+    /// The persist that makes this node's own copy durable.
+    persist: PersistId,
+}
+
+/// A read at QUORUM or ALL waiting for replies.
+#[derive(Debug)]
+struct ReadRound {
+    id: RequestId,
+    replies: BTreeMap<NodeId, Vec<Record>>,
+    needed: usize,
+    deadline: u64,
+    too_large: bool,
+}
+
+/// One gossip node (see the crate documentation).
+#[derive(Debug)]
+pub struct Gossip {
+    config: Config,
+    rng: Rng,
+    ticks: u64,
+    clock: Hlc,
+    store: Store,
+    swim: Swim,
+    /// The next local index to apply under.
+    next_at: LogIndex,
+    /// The highest index applied (durable) so far.
+    applied: LogIndex,
+    next_persist: u64,
+    last_persist: PersistId,
+    durable: PersistId,
+    deferred: VecDeque<(PersistId, Deferred)>,
+    journal_bytes: usize,
+    restated_bytes: usize,
+    /// Applies owed after a restart: what the disk holds past the state machine's snapshot.
+    reapply: Vec<Entry>,
+    rumors: VecDeque<(Bytes, u32)>,
+    hints: BTreeMap<NodeId, BTreeSet<Bytes>>,
+    hints_dropped: u64,
+    next_round: u64,
+    writes: BTreeMap<u64, WriteRound>,
+    reads: BTreeMap<u64, ReadRound>,
+}
+
+impl Gossip {
+    /// A node starting from its disk: the hard state and journal (`None` and empty on a
+    /// first boot) and the index the state machine's snapshot covers.
+    pub fn restart(
+        config: Config,
+        seed: u64,
+        hard_state: Option<&[u8]>,
+        journal: &[Vec<u8>],
+        snapshot_index: LogIndex,
+    ) -> Result<Gossip, RestartError> {
+        config.validate()?;
+        let corrupt = |e: synod_core::codec::DecodeError| RestartError::Corrupt(e.to_string());
+        let mut store = Store::default();
+        let mut restated_bytes = 0;
+        if let Some(bytes) = hard_state {
+            restated_bytes = bytes.len();
+            let mut dec = Decoder::new(bytes);
+            if dec.u8("hard state format").map_err(corrupt)? != HARD_STATE_FORMAT {
+                return Err(RestartError::Corrupt(
+                    "unknown gossip hard state format".to_string(),
+                ));
+            }
+            store = Store::decode(&mut dec).map_err(corrupt)?;
+            dec.finish().map_err(corrupt)?;
+        }
+        let mut journal_bytes = 0;
+        for bytes in journal {
+            journal_bytes += bytes.len();
+            let mut dec = Decoder::new(bytes);
+            let record = Record::decode(&mut dec).map_err(corrupt)?;
+            let at = dec.u64("applied at").map_err(corrupt)?;
+            dec.finish().map_err(corrupt)?;
+            store.merge(&record, at);
+        }
+        // What the state machine's snapshot does not cover is applied again, under the
+        // same indices, in their order: the state machine ends up where it was.
+        let mut owed: Vec<(LogIndex, Record)> = store
+            .iter()
+            .filter(|(_, held)| held.at > snapshot_index)
+            .map(|(key, held)| {
+                let record = Record {
+                    key: key.clone(),
+                    version: held.version,
+                    value: held.value.clone(),
+                };
+                (held.at, record)
+            })
+            .collect();
+        owed.sort_by_key(|(at, _)| *at);
+        let reapply = owed
+            .into_iter()
+            .map(|(at, record)| replicated_entry(at, &record))
+            .collect();
+        let newest_at = store.iter().map(|(_, h)| h.at).max().unwrap_or(0);
+        let applied = newest_at.max(snapshot_index);
+        Ok(Gossip {
+            rng: Rng::new(seed),
+            ticks: 0,
+            clock: Hlc::new(store.newest()),
+            swim: Swim::new(config.id, &config.voters, config.swim),
+            store,
+            next_at: applied + 1,
+            applied,
+            next_persist: 1,
+            last_persist: PersistId(0),
+            durable: PersistId(0),
+            deferred: VecDeque::new(),
+            journal_bytes,
+            restated_bytes,
+            reapply,
+            rumors: VecDeque::new(),
+            hints: BTreeMap::new(),
+            hints_dropped: 0,
+            next_round: 0,
+            writes: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            config,
+        })
+    }
+
+    /// The versions held, for checkers.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The failure detector's view, for checkers and metrics.
+    pub fn swim(&self) -> &Swim {
+        &self.swim
+    }
+
+    /// Hints dropped because a peer's list was full.
+    pub fn hints_dropped(&self) -> u64 {
+        self.hints_dropped
+    }
+
+    /// Hints held for `peer`.
+    pub fn hints_for(&self, peer: NodeId) -> usize {
+        self.hints.get(&peer).map_or(0, BTreeSet::len)
+    }
+
+    fn members(&self) -> usize {
+        self.config.voters.len()
+    }
+
+    // ---- persistence ----
+
+    /// Makes `records` durable (already merged, each to be applied at the index beside it),
+    /// restating the whole store now and then instead of journaling.
+    fn persist(&mut self, records: &[(LogIndex, Record)], out: &mut Out) -> PersistId {
+        let id = PersistId(self.next_persist);
+        self.next_persist += 1;
+        self.last_persist = id;
+        let mut journal = Vec::with_capacity(records.len());
+        for (at, record) in records {
+            let mut enc = Encoder::with_capacity(record.size_bytes() + 16);
+            record.encode(&mut enc);
+            enc.u64(*at);
+            let bytes = enc.finish();
+            self.journal_bytes += bytes.len();
+            journal.push(bytes);
+        }
+        let mut hard_state = None;
+        if self.journal_bytes > self.restated_bytes.max(RESTATE_BYTES_MIN) {
+            let mut enc = Encoder::with_capacity(self.store.bytes() + 64);
+            enc.u8(HARD_STATE_FORMAT);
+            self.store.encode(&mut enc);
+            let bytes = enc.finish();
+            self.restated_bytes = bytes.len();
+            self.journal_bytes = 0;
+            hard_state = Some(bytes);
+            journal.clear();
+        }
+        out.push(Action::Persist(Persist {
+            id,
+            snapshot: None,
+            hard_state,
+            journal,
+            truncate_from: None,
+            entries: Vec::new(),
+        }));
+        id
+    }
+
+    /// Does `deferred` once everything persisted so far is durable (now, if it is).
+    fn after_persists(&mut self, deferred: Deferred, out: &mut Out) {
+        if self.durable >= self.last_persist && self.deferred.is_empty() {
+            self.carry_out(deferred, out);
+        } else {
+            self.deferred.push_back((self.last_persist, deferred));
+        }
+    }
+
+    fn on_persisted(&mut self, id: PersistId, out: &mut Out) {
+        self.durable = self.durable.max(id);
+        while let Some((at, _)) = self.deferred.front() {
+            if *at > self.durable {
+                break;
+            }
+            if let Some((_, deferred)) = self.deferred.pop_front() {
+                self.carry_out(deferred, out);
+            }
+        }
+        // This node's own copy of a waiting write is durable once its persist is.
+        let me = self.config.id;
+        let durable = self.durable;
+        let mut now_durable = Vec::new();
+        for (&round, w) in self.writes.iter_mut() {
+            if durable >= w.persist && w.acked.insert(me) {
+                now_durable.push(round);
+            }
+        }
+        for round in now_durable {
+            self.maybe_acknowledge(round, out);
+        }
+    }
+
+    fn carry_out(&mut self, deferred: Deferred, out: &mut Out) {
+        match deferred {
+            Deferred::Apply(entry) => {
+                self.applied = self.applied.max(entry.index);
+                out.push(Action::Apply(entry));
+            }
+            Deferred::Acknowledge(id) => out.push(Action::Acknowledge(id)),
+            Deferred::ReadReady(id) => out.push(Action::ReadReady(id)),
+        }
+    }
+
+    // ---- taking versions in ----
+
+    /// Merges records from a peer; what is new here is persisted, applied once durable, and
+    /// spread further. Returns the records taken.
+    fn take_in(&mut self, records: Vec<Record>, out: &mut Out) -> Vec<(LogIndex, Record)> {
+        let mut taken = Vec::new();
+        for record in records {
+            self.clock.observe(record.version);
+            #[cfg(any(test, feature = "inject-bugs"))]
+            if self.config.bugs.keep_first && self.store.get(&record.key).is_some() {
+                continue;
+            }
+            let at = self.next_at;
+            if self.store.merge(&record, at) {
+                self.next_at += 1;
+                taken.push((at, record));
+            }
+        }
+        if taken.is_empty() {
+            return taken;
+        }
+        self.persist(&taken, out);
+        for (at, record) in &taken {
+            // Two versions of one key in one batch: both are applied, in order.
+            self.after_persists(Deferred::Apply(replicated_entry(*at, record)), out);
+            self.rumor(record.key.clone());
+        }
+        taken
+    }
+
+    fn rumor(&mut self, key: Bytes) {
+        if self.rumors.len() >= RUMORS_MAX {
+            self.rumors.pop_front();
+        }
+        self.rumors.push_back((key, self.config.rumor_rounds));
+    }
+
+    fn hint(&mut self, peer: NodeId, key: &Bytes) {
+        let hints = self.hints.entry(peer).or_default();
+        if hints.len() >= self.config.hints_max {
+            self.hints_dropped += 1;
+        } else {
+            hints.insert(key.clone());
+        }
+    }
+
+    // ---- writes ----
+
+    fn propose(&mut self, proposals: Vec<Proposal>, out: &mut Out) {
+        for proposal in proposals {
+            self.propose_one(proposal, out);
+        }
+    }
+
+    fn propose_one(&mut self, proposal: Proposal, out: &mut Out) {
+        let id = proposal.id;
+        let request = match Request::decode(&proposal.command) {
+            Ok(request) => request,
+            Err(_) => {
+                let reason = Rejection::Unsupported("the command does not decode");
+                return out.push(Action::Reject { id, reason });
+            }
+        };
+        let targets: Vec<(Bytes, Option<Bytes>)> = match &request {
+            Request::Put(put) if put.lease != 0 || put.ignore_lease => {
+                let reason = Rejection::Unsupported(
+                    "leases need a clock the whole cluster agrees on, which gossip has not",
+                );
+                return out.push(Action::Reject { id, reason });
+            }
+            Request::Put(put) if put.ignore_value => {
+                let reason = Rejection::Unsupported(
+                    "a put that keeps the current value reads before it writes, which needs consensus",
+                );
+                return out.push(Action::Reject { id, reason });
+            }
+            Request::Put(put) => vec![(put.key.clone(), Some(put.value.clone()))],
+            // A delete of one key always writes its tombstone: other replicas may hold a
+            // value this one has not heard of yet, and the tombstone must win over it. A
+            // range delete covers the keys this replica knows in the range (a value written
+            // elsewhere that has not arrived here survives it: no range tombstones).
+            Request::DeleteRange(delete) if delete.range.range_end.is_empty() => {
+                vec![(delete.range.key.clone(), None)]
+            }
+            Request::DeleteRange(delete) => {
+                let span = key_span(&delete.range);
+                let keys = self.store.live_keys(&span);
+                keys.into_iter().map(|k| (k, None)).collect()
+            }
+            Request::Txn(_) => {
+                let reason = Rejection::Unsupported(
+                    "a transaction compares and writes atomically, which needs consensus; gossip takes put, range and delete",
+                );
+                return out.push(Action::Reject { id, reason });
+            }
+            _ => {
+                let reason = Rejection::Unsupported(
+                    "gossip takes put, range and delete; leases and compaction need consensus",
+                );
+                return out.push(Action::Reject { id, reason });
+            }
+        };
+        let n = self.members();
+        let needed = self.config.write_level.needed(n);
+        let reachable = self.swim.reachable();
+        if reachable.len() + 1 < needed {
+            let reason = Rejection::Unavailable {
+                reached: reachable.len() as u32 + 1,
+                needed: needed as u32,
+                written: false,
+            };
+            return out.push(Action::Reject { id, reason });
+        }
+        let version = Version::new(self.clock.now(self.ticks), self.config.id);
+        let first_at = self.next_at;
+        let mut records = Vec::with_capacity(targets.len());
+        for (key, value) in targets {
+            let record = Record {
+                key,
+                version,
+                value,
+            };
+            let at = self.next_at;
+            if self.store.merge(&record, at) {
+                self.next_at += 1;
+                records.push((at, record));
+            }
+        }
+        // The client's own command is applied (for its response: prev_kv, deleted count),
+        // under the last index its keys took.
+        let index = if records.is_empty() {
+            self.next_at += 1;
+            first_at
+        } else {
+            self.next_at - 1
+        };
+        // A write at QUORUM or ALL goes to every peer at once, ahead of this node's own
+        // write; the peers acknowledge once it is durable with them.
+        let round = if needed > 1 {
+            self.next_round += 1;
+            let round = self.next_round;
+            let versions: Vec<Record> = records.iter().map(|(_, r)| r.clone()).collect();
+            for peer in self.swim.peers().collect::<Vec<_>>() {
+                out.push(Action::Send {
+                    to: peer,
+                    message: Message::Push {
+                        records: versions.clone(),
+                        ack: Some(round),
+                    },
+                });
+            }
+            Some(round)
+        } else {
+            None
+        };
+        let persist = self.persist(&records, out);
+        let entry = Entry {
+            index,
+            era: version.0,
+            payload: Payload::Command(Proposal {
+                id,
+                command: proposal.command,
+            }),
+        };
+        self.after_persists(Deferred::Apply(entry), out);
+        for (_, record) in &records {
+            self.rumor(record.key.clone());
+            // Peers known to be down get a hint, handed over when they answer again.
+            let down: Vec<NodeId> = self
+                .swim
+                .peers()
+                .filter(|&p| !reachable.contains(&p))
+                .collect();
+            for peer in down {
+                self.hint(peer, &record.key);
+            }
+        }
+        match round {
+            None => self.after_persists(Deferred::Acknowledge(id), out),
+            Some(round) => {
+                self.writes.insert(
+                    round,
+                    WriteRound {
+                        id,
+                        records: records.into_iter().map(|(_, r)| r).collect(),
+                        acked: BTreeSet::new(),
+                        needed,
+                        deadline: self.ticks + self.config.request_timeout_ticks,
+                        last_sent: self.ticks,
+                        persist,
+                    },
+                );
+            }
+        }
+    }
+
+    fn maybe_acknowledge(&mut self, round: u64, out: &mut Out) {
+        let Some(w) = self.writes.get(&round) else {
+            return;
+        };
+        if w.acked.len() >= w.needed && w.acked.contains(&self.config.id) {
+            let id = w.id;
+            self.writes.remove(&round);
+            // Its apply went out with the persist that made it durable, before this.
+            self.after_persists(Deferred::Acknowledge(id), out);
+        }
+    }
+
+    fn on_push_ack(&mut self, from: NodeId, round: u64, out: &mut Out) {
+        if let Some(w) = self.writes.get_mut(&round) {
+            w.acked.insert(from);
+            self.maybe_acknowledge(round, out);
+        }
+    }
+
+    /// Sends unacknowledged pushes again, and fails writes past their deadline.
+    fn tick_writes(&mut self, out: &mut Out) {
+        let now = self.ticks;
+        let mut failed = Vec::new();
+        let peers: Vec<NodeId> = self.swim.peers().collect();
+        for (&round, w) in self.writes.iter_mut() {
+            if now >= w.deadline {
+                failed.push(round);
+            } else if now >= w.last_sent + self.config.retry_ticks {
+                w.last_sent = now;
+                for &peer in &peers {
+                    if !w.acked.contains(&peer) {
+                        out.push(Action::Send {
+                            to: peer,
+                            message: Message::Push {
+                                records: w.records.clone(),
+                                ack: Some(round),
+                            },
+                        });
+                    }
+                }
+            }
+        }
+        for round in failed {
+            let Some(w) = self.writes.remove(&round) else {
+                continue;
+            };
+            for &peer in &peers {
+                if !w.acked.contains(&peer) {
+                    for record in &w.records {
+                        self.hint(peer, &record.key);
+                    }
+                }
+            }
+            let reason = Rejection::Unavailable {
+                reached: w.acked.len() as u32,
+                needed: w.needed as u32,
+                written: true,
+            };
+            out.push(Action::Reject { id: w.id, reason });
+        }
+    }
+
+    // ---- reads ----
+
+    fn read(&mut self, requests: Vec<ReadRequest>, out: &mut Out) {
+        let n = self.members();
+        for request in requests {
+            let level = match request.consistency {
+                ReadConsistency::Linearizable => self.config.read_level,
+                ReadConsistency::Serializable => Level::One,
+            };
+            let needed = level.needed(n);
+            if needed <= 1 {
+                self.after_persists(Deferred::ReadReady(request.id), out);
+                continue;
+            }
+            let reachable = self.swim.reachable();
+            if reachable.len() + 1 < needed {
+                let reason = Rejection::Unavailable {
+                    reached: reachable.len() as u32 + 1,
+                    needed: needed as u32,
+                    written: false,
+                };
+                out.push(Action::Reject {
+                    id: request.id,
+                    reason,
+                });
+                continue;
+            }
+            self.next_round += 1;
+            let round = self.next_round;
+            let span = request.keys.unwrap_or_else(KeySpan::all);
+            for peer in reachable {
+                out.push(Action::Send {
+                    to: peer,
+                    message: Message::ReadQuery {
+                        round,
+                        span: span.clone(),
+                    },
+                });
+            }
+            self.reads.insert(
+                round,
+                ReadRound {
+                    id: request.id,
+                    replies: BTreeMap::new(),
+                    needed,
+                    deadline: self.ticks + self.config.request_timeout_ticks,
+                    too_large: false,
+                },
+            );
+        }
+    }
+
+    fn on_read_query(&mut self, from: NodeId, round: u64, span: KeySpan, out: &mut Out) {
+        let mut records = self.store.span(&span);
+        let mut bytes = 0;
+        let mut truncated = false;
+        if let Some(cut) = records.iter().position(|r| {
+            bytes += r.size_bytes();
+            bytes > self.config.read_bytes_max
+        }) {
+            records.truncate(cut);
+            truncated = true;
+        }
+        out.push(Action::Send {
+            to: from,
+            message: Message::ReadReply {
+                round,
+                records,
+                truncated,
+            },
+        });
+    }
+
+    fn on_read_reply(
+        &mut self,
+        from: NodeId,
+        round: u64,
+        records: Vec<Record>,
+        truncated: bool,
+        out: &mut Out,
+    ) {
+        let Some(r) = self.reads.get_mut(&round) else {
+            return;
+        };
+        r.too_large |= truncated;
+        r.replies.insert(from, records);
+        // This node's own copy counts as one reply.
+        if r.replies.len() + 1 < r.needed {
+            return;
+        }
+        let Some(r) = self.reads.remove(&round) else {
+            return;
+        };
+        if r.too_large {
+            let reason = Rejection::Unsupported(
+                "a read at QUORUM or ALL covers at most --gossip-read-bytes of keys and values; narrow the range or read serializable (ONE)",
+            );
+            return out.push(Action::Reject { id: r.id, reason });
+        }
+        // The newest version of each key among the replies is taken here, then every
+        // replier that answered with an older one (or none) is sent the newest (read repair).
+        let all: Vec<Record> = r.replies.values().flatten().cloned().collect();
+        self.take_in(all, out);
+        for (peer, theirs) in &r.replies {
+            let held: BTreeMap<&Bytes, Version> =
+                theirs.iter().map(|t| (&t.key, t.version)).collect();
+            let mut keys: BTreeSet<&Bytes> = held.keys().copied().collect();
+            for records in r.replies.values() {
+                keys.extend(records.iter().map(|t| &t.key));
+            }
+            let repair: Vec<Record> = keys
+                .into_iter()
+                .filter_map(|key| self.store.record(key))
+                .filter(|mine| held.get(&mine.key).is_none_or(|&v| v < mine.version))
+                .collect();
+            self.push_to(*peer, repair, out);
+        }
+        self.after_persists(Deferred::ReadReady(r.id), out);
+    }
+
+    fn tick_reads(&mut self, out: &mut Out) {
+        let now = self.ticks;
+        let expired: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| now >= r.deadline)
+            .map(|(&round, _)| round)
+            .collect();
+        for round in expired {
+            if let Some(r) = self.reads.remove(&round) {
+                let reason = Rejection::Unavailable {
+                    reached: r.replies.len() as u32 + 1,
+                    needed: r.needed as u32,
+                    written: false,
+                };
+                out.push(Action::Reject { id: r.id, reason });
+            }
+        }
+    }
+
+    // ---- dissemination ----
+
+    /// Sends `records` to `peer` in messages of at most the batch size.
+    fn push_to(&mut self, peer: NodeId, records: Vec<Record>, out: &mut Out) {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for record in records {
+            if !batch.is_empty() && bytes + record.size_bytes() > self.config.batch_bytes_max {
+                let records = std::mem::take(&mut batch);
+                out.push(Action::Send {
+                    to: peer,
+                    message: Message::Push { records, ack: None },
+                });
+                bytes = 0;
+            }
+            bytes += record.size_bytes();
+            batch.push(record);
+        }
+        if !batch.is_empty() {
+            out.push(Action::Send {
+                to: peer,
+                message: Message::Push {
+                    records: batch,
+                    ack: None,
+                },
+            });
+        }
+    }
+
+    /// One round of the epidemic: the newest rumors, up to a batch, to `fanout` peers.
+    fn spread_rumors(&mut self, out: &mut Out) {
+        if self.rumors.is_empty() {
+            return;
+        }
+        let mut peers = self.swim.reachable();
+        if peers.is_empty() {
+            return;
+        }
+        self.rng.shuffle(&mut peers);
+        peers.truncate(self.config.fanout);
+        let mut records = Vec::new();
+        let mut bytes = 0;
+        let mut kept = VecDeque::with_capacity(self.rumors.len());
+        while let Some((key, rounds)) = self.rumors.pop_front() {
+            if bytes >= self.config.batch_bytes_max {
+                kept.push_back((key, rounds));
+                continue;
+            }
+            if let Some(record) = self.store.record(&key) {
+                bytes += record.size_bytes();
+                records.push(record);
+            }
+            if rounds > 1 {
+                kept.push_back((key, rounds - 1));
+            }
+        }
+        self.rumors = kept;
+        for peer in peers {
+            out.push(Action::Send {
+                to: peer,
+                message: Message::Push {
+                    records: records.clone(),
+                    ack: None,
+                },
+            });
+        }
+    }
+
+    /// Hands a peer that answered again the versions it missed while away.
+    fn hand_off(&mut self, peer: NodeId, out: &mut Out) {
+        let Some(keys) = self.hints.get_mut(&peer) else {
+            return;
+        };
+        let mut records = Vec::new();
+        let mut bytes = 0;
+        while bytes < self.config.batch_bytes_max * 4 {
+            let Some(key) = keys.pop_first() else {
+                break;
+            };
+            if let Some(record) = self.store.record(&key) {
+                bytes += record.size_bytes();
+                records.push(record);
+            }
+        }
+        if keys.is_empty() {
+            self.hints.remove(&peer);
+        }
+        self.push_to(peer, records, out);
+    }
+
+    fn start_anti_entropy(&mut self, out: &mut Out) {
+        let mut peers = self.swim.reachable();
+        if peers.is_empty() {
+            peers = self.swim.peers().collect();
+        }
+        let Some(&peer) = self.rng.pick(&peers) else {
+            return;
+        };
+        out.push(Action::Send {
+            to: peer,
+            message: Message::Digest {
+                digests: self.store.digests().to_vec(),
+            },
+        });
+    }
+
+    fn on_digest(&mut self, from: NodeId, digests: Vec<u64>, out: &mut Out) {
+        let mine = self.store.digests();
+        let mut differing: Vec<u16> = (0..BUCKETS)
+            .filter(|&b| digests.get(b) != mine.get(b))
+            .map(|b| b as u16)
+            .collect();
+        if differing.is_empty() {
+            return;
+        }
+        self.rng.shuffle(&mut differing);
+        differing.truncate(self.config.anti_entropy_buckets_max);
+        differing.sort_unstable();
+        let buckets = differing
+            .into_iter()
+            .map(|b| (b, self.store.bucket(b)))
+            .collect();
+        out.push(Action::Send {
+            to: from,
+            message: Message::Keys { buckets },
+        });
+    }
+
+    fn on_keys(&mut self, from: NodeId, buckets: Vec<(u16, Vec<(Bytes, Version)>)>, out: &mut Out) {
+        let mut send = Vec::new();
+        let mut pull = Vec::new();
+        for (bucket, theirs) in buckets {
+            let theirs: BTreeMap<Bytes, Version> = theirs.into_iter().collect();
+            for (key, version) in self.store.bucket(bucket) {
+                if theirs.get(&key).is_none_or(|&v| v < version) {
+                    if let Some(record) = self.store.record(&key) {
+                        send.push(record);
+                    }
+                }
+            }
+            for (key, version) in theirs {
+                if self.store.get(&key).is_none_or(|h| h.version < version) {
+                    pull.push(key);
+                }
+            }
+        }
+        self.push_to(from, send, out);
+        if !pull.is_empty() {
+            out.push(Action::Send {
+                to: from,
+                message: Message::Pull { keys: pull },
+            });
+        }
+    }
+
+    fn on_pull(&mut self, from: NodeId, keys: Vec<Bytes>, out: &mut Out) {
+        let records = keys
+            .iter()
+            .filter_map(|key| self.store.record(key))
+            .collect();
+        self.push_to(from, records, out);
+    }
+
+    // ---- time ----
+
+    fn tick(&mut self, out: &mut Out) {
+        self.ticks += 1;
+        let mut messages = Vec::new();
+        self.swim.tick(self.ticks, &mut self.rng, &mut messages);
+        for (to, message) in messages {
+            out.push(Action::Send { to, message });
+        }
+        for peer in self.swim.take_heard() {
+            self.hand_off(peer, out);
+        }
+        if self.ticks.is_multiple_of(self.config.gossip_ticks) {
+            self.spread_rumors(out);
+        }
+        #[cfg(any(test, feature = "inject-bugs"))]
+        let anti_entropy = !self.config.bugs.no_anti_entropy;
+        #[cfg(not(any(test, feature = "inject-bugs")))]
+        let anti_entropy = true;
+        if anti_entropy && self.ticks.is_multiple_of(self.config.anti_entropy_ticks) {
+            self.start_anti_entropy(out);
+        }
+        self.tick_writes(out);
+        self.tick_reads(out);
+        let grace = self.config.tombstone_grace_ticks;
+        if grace > 0
+            && self
+                .ticks
+                .is_multiple_of(self.config.anti_entropy_ticks * 8)
+        {
+            let now = Version(self.clock.now(self.ticks) << 12).physical();
+            self.store.collect_tombstones(now.saturating_sub(grace));
+        }
+    }
+
+    fn receive(&mut self, from: NodeId, message: Message, out: &mut Out) {
+        match message {
+            Message::Ping { .. } | Message::Ack { .. } | Message::PingReq { .. } => {
+                let mut messages = Vec::new();
+                self.swim.receive(from, message, self.ticks, &mut messages);
+                for (to, message) in messages {
+                    out.push(Action::Send { to, message });
+                }
+                for peer in self.swim.take_heard() {
+                    self.hand_off(peer, out);
+                }
+            }
+            Message::Push { records, ack } => {
+                self.take_in(records, out);
+                if let Some(round) = ack {
+                    // Sent after the persist above (if any): the runtime holds it until the
+                    // records are durable here.
+                    out.push(Action::Send {
+                        to: from,
+                        message: Message::PushAck { round },
+                    });
+                }
+            }
+            Message::PushAck { round } => self.on_push_ack(from, round, out),
+            Message::Digest { digests } => self.on_digest(from, digests, out),
+            Message::Keys { buckets } => self.on_keys(from, buckets, out),
+            Message::Pull { keys } => self.on_pull(from, keys, out),
+            Message::ReadQuery { round, span } => self.on_read_query(from, round, span, out),
+            Message::ReadReply {
+                round,
+                records,
+                truncated,
+            } => self.on_read_reply(from, round, records, truncated, out),
+        }
+    }
+}
+
+impl Engine for Gossip {
+    type Message = Message;
+    const ORDERS_WRITES: bool = false;
+
+    fn step(&mut self, input: Input<Message>, out: &mut Out) {
+        if !self.reapply.is_empty() {
+            for entry in std::mem::take(&mut self.reapply) {
+                out.push(Action::Apply(entry));
+            }
+        }
+        match input {
+            Input::Tick => self.tick(out),
+            Input::Receive { from, message } => {
+                if from != self.config.id && self.config.voters.contains(&from) {
+                    self.receive(from, message, out);
+                }
+            }
+            Input::Propose(proposals) => self.propose(proposals, out),
+            Input::Read(requests) => self.read(requests, out),
+            Input::Persisted(id) => self.on_persisted(id, out),
+            // The state machine's snapshots are the runtime's; this engine keeps its own
+            // state in its hard state and journal.
+            Input::Snapshotted(_) | Input::TransferLeadership { .. } => {}
+        }
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            id: self.config.id,
+            role: Role::Peer,
+            leader: None,
+            era: self.swim.incarnation(),
+            commit_index: self.applied,
+            last_index: self.next_at - 1,
+        }
+    }
+}
+
+/// The entry that applies a version learned from a peer (or found on disk): a plain put or
+/// a single-key delete, outside any client session.
+fn replicated_entry(at: LogIndex, record: &Record) -> Entry {
+    let request = match &record.value {
+        Some(value) => Request::Put(PutRequest {
+            key: record.key.clone(),
+            value: value.clone(),
+            ..PutRequest::default()
+        }),
+        None => Request::DeleteRange(DeleteRangeRequest {
+            range: KeyRange::key(&record.key),
+            prev_kv: false,
+        }),
+    };
+    Entry {
+        index: at,
+        era: record.version.0,
+        payload: Payload::Command(Proposal {
+            id: RequestId::new(ClientId(0).0, at),
+            command: request.encode(),
+        }),
+    }
+}
+
+/// An etcd key range as the engine's span.
+fn key_span(range: &KeyRange) -> KeySpan {
+    KeySpan {
+        key: range.key.clone(),
+        range_end: range.range_end.clone(),
+    }
+}
