@@ -16,7 +16,7 @@ use crate::config::{Config, ConfigError, Level};
 use crate::message::Message;
 use crate::store::{Record, Store, BUCKETS};
 use crate::swim::Swim;
-use crate::version::{Hlc, Version};
+use crate::version::{Hlc, Version, CLOCK_MAX};
 
 type Out = Vec<Action<Message>>;
 
@@ -60,6 +60,10 @@ struct WriteRound {
     last_sent: u64,
     /// The persist that makes this node's own copy durable.
     persist: PersistId,
+    /// Messages the records take (each acknowledged on its own).
+    batches: usize,
+    /// Batches each peer acknowledged.
+    batches_acked: BTreeMap<NodeId, BTreeSet<usize>>,
 }
 
 /// A read at QUORUM or ALL waiting for replies.
@@ -93,6 +97,15 @@ pub struct Gossip {
     restated_bytes: usize,
     /// Applies owed after a restart: what the disk holds past the state machine's snapshot.
     reapply: Vec<Entry>,
+    /// The state machine's newest snapshot covers this index.
+    snapshot_index: LogIndex,
+    /// Whether this node's clock is known to be above every version it issued before:
+    /// false after a start with nothing on disk (a lost disk, or a new node) in a cluster
+    /// of several, until a peer's clock or version is seen. Writes wait until then, so a
+    /// node that lost its disk never issues a version its earlier life gave another value.
+    synced: bool,
+    /// Writes that arrived before the clock was synced.
+    held: Vec<Proposal>,
     rumors: VecDeque<(Bytes, u32)>,
     hints: BTreeMap<NodeId, BTreeSet<Bytes>>,
     hints_dropped: u64,
@@ -155,6 +168,7 @@ impl Gossip {
             .map(|(at, record)| replicated_entry(at, &record))
             .collect();
         let newest_at = store.iter().map(|(_, h)| h.at).max().unwrap_or(0);
+        let store_was_empty = store.is_empty();
         let applied = newest_at.max(snapshot_index);
         Ok(Gossip {
             rng: Rng::new(seed),
@@ -171,6 +185,9 @@ impl Gossip {
             journal_bytes,
             restated_bytes,
             reapply,
+            snapshot_index,
+            synced: !store_was_empty || config.voters.len() == 1,
+            held: Vec::new(),
             rumors: VecDeque::new(),
             hints: BTreeMap::new(),
             hints_dropped: 0,
@@ -295,7 +312,11 @@ impl Gossip {
     fn take_in(&mut self, records: Vec<Record>, out: &mut Out) -> Vec<(LogIndex, Record)> {
         let mut taken = Vec::new();
         for record in records {
+            if record.version.clock() >= CLOCK_MAX {
+                continue; // not believed (see CLOCK_MAX)
+            }
             self.clock.observe(record.version);
+            self.sync_clock(out);
             #[cfg(any(test, feature = "inject-bugs"))]
             if self.config.bugs.keep_first && self.store.get(&record.key).is_some() {
                 continue;
@@ -337,8 +358,21 @@ impl Gossip {
     // ---- writes ----
 
     fn propose(&mut self, proposals: Vec<Proposal>, out: &mut Out) {
+        if !self.synced {
+            self.held.extend(proposals);
+            return;
+        }
         for proposal in proposals {
             self.propose_one(proposal, out);
+        }
+    }
+
+    /// The clock has seen a peer's: writes held until then go ahead.
+    fn sync_clock(&mut self, out: &mut Out) {
+        if !self.synced {
+            self.synced = true;
+            let held = std::mem::take(&mut self.held);
+            self.propose(held, out);
         }
     }
 
@@ -424,26 +458,22 @@ impl Gossip {
         } else {
             self.next_at - 1
         };
-        // A write at QUORUM or ALL goes to every peer at once, ahead of this node's own
-        // write; the peers acknowledge once it is durable with them.
+        // Durable here before any peer hears of it: a version that reached a peer but not
+        // this disk could be issued again, with another value, after a crash.
+        let persist = self.persist(&records, out);
+        // A write at QUORUM or ALL goes to every peer (once durable here, as the runtime
+        // holds sends behind persists); they acknowledge once it is durable with them.
         let round = if needed > 1 {
             self.next_round += 1;
             let round = self.next_round;
-            let versions: Vec<Record> = records.iter().map(|(_, r)| r.clone()).collect();
+            let versions = versions_of(&records);
             for peer in self.swim.peers().collect::<Vec<_>>() {
-                out.push(Action::Send {
-                    to: peer,
-                    message: Message::Push {
-                        records: versions.clone(),
-                        ack: Some(round),
-                    },
-                });
+                self.push_acked(peer, &versions, round, out);
             }
             Some(round)
         } else {
             None
         };
-        let persist = self.persist(&records, out);
         let entry = Entry {
             index,
             era: version.0,
@@ -472,6 +502,8 @@ impl Gossip {
                     round,
                     WriteRound {
                         id,
+                        batches: batches(&versions_of(&records), self.config.batch_bytes_max).len(),
+                        batches_acked: BTreeMap::new(),
                         records: records.into_iter().map(|(_, r)| r).collect(),
                         acked: BTreeSet::new(),
                         needed,
@@ -496,9 +528,15 @@ impl Gossip {
         }
     }
 
-    fn on_push_ack(&mut self, from: NodeId, round: u64, out: &mut Out) {
+    fn on_push_ack(&mut self, from: NodeId, ack: u64, out: &mut Out) {
+        let (round, batch) = (ack >> 16, (ack & 0xffff) as usize);
         if let Some(w) = self.writes.get_mut(&round) {
-            w.acked.insert(from);
+            let acked = w.batches_acked.entry(from).or_default();
+            acked.insert(batch);
+            // A peer holds the write once every batch of it is durable there.
+            if acked.len() >= w.batches {
+                w.acked.insert(from);
+            }
             self.maybe_acknowledge(round, out);
         }
     }
@@ -507,23 +545,24 @@ impl Gossip {
     fn tick_writes(&mut self, out: &mut Out) {
         let now = self.ticks;
         let mut failed = Vec::new();
+        let mut resend = Vec::new();
         let peers: Vec<NodeId> = self.swim.peers().collect();
         for (&round, w) in self.writes.iter_mut() {
             if now >= w.deadline {
                 failed.push(round);
             } else if now >= w.last_sent + self.config.retry_ticks {
                 w.last_sent = now;
-                for &peer in &peers {
-                    if !w.acked.contains(&peer) {
-                        out.push(Action::Send {
-                            to: peer,
-                            message: Message::Push {
-                                records: w.records.clone(),
-                                ack: Some(round),
-                            },
-                        });
-                    }
-                }
+                let unacked: Vec<NodeId> = peers
+                    .iter()
+                    .copied()
+                    .filter(|p| !w.acked.contains(p))
+                    .collect();
+                resend.push((round, unacked, w.records.clone()));
+            }
+        }
+        for (round, unacked, records) in resend {
+            for peer in unacked {
+                self.push_acked(peer, &records, round, out);
             }
         }
         for round in failed {
@@ -599,16 +638,7 @@ impl Gossip {
     }
 
     fn on_read_query(&mut self, from: NodeId, round: u64, span: KeySpan, out: &mut Out) {
-        let mut records = self.store.span(&span);
-        let mut bytes = 0;
-        let mut truncated = false;
-        if let Some(cut) = records.iter().position(|r| {
-            bytes += r.size_bytes();
-            bytes > self.config.read_bytes_max
-        }) {
-            records.truncate(cut);
-            truncated = true;
-        }
+        let (records, truncated) = self.store.span_limited(&span, self.config.read_bytes_max);
         out.push(Action::Send {
             to: from,
             message: Message::ReadReply {
@@ -687,6 +717,23 @@ impl Gossip {
     }
 
     // ---- dissemination ----
+
+    /// Sends a write round's `records` to `peer`, each batch (at most the batch size)
+    /// asking for its own acknowledgement: `round << 16 | batch`.
+    fn push_acked(&mut self, peer: NodeId, records: &[Record], round: u64, out: &mut Out) {
+        for (batch, records) in batches(records, self.config.batch_bytes_max)
+            .into_iter()
+            .enumerate()
+        {
+            out.push(Action::Send {
+                to: peer,
+                message: Message::Push {
+                    records,
+                    ack: Some(round << 16 | batch as u64),
+                },
+            });
+        }
+    }
 
     /// Sends `records` to `peer` in messages of at most the batch size.
     fn push_to(&mut self, peer: NodeId, records: Vec<Record>, out: &mut Out) {
@@ -804,10 +851,18 @@ impl Gossip {
         self.rng.shuffle(&mut differing);
         differing.truncate(self.config.anti_entropy_buckets_max);
         differing.sort_unstable();
-        let buckets = differing
-            .into_iter()
-            .map(|b| (b, self.store.bucket(b)))
-            .collect();
+        // As many differing buckets as fit one message (at least one).
+        let mut buckets = Vec::new();
+        let mut bytes = 0;
+        for b in differing {
+            let keys = self.store.bucket(b);
+            let size: usize = keys.iter().map(|(k, _)| k.len() + 16).sum();
+            if !buckets.is_empty() && bytes + size > self.config.batch_bytes_max {
+                break;
+            }
+            bytes += size;
+            buckets.push((b, keys));
+        }
         out.push(Action::Send {
             to: from,
             message: Message::Keys { buckets },
@@ -817,7 +872,11 @@ impl Gossip {
     fn on_keys(&mut self, from: NodeId, buckets: Vec<(u16, Vec<(Bytes, Version)>)>, out: &mut Out) {
         let mut send = Vec::new();
         let mut pull = Vec::new();
+        let mut seen = BTreeSet::new();
         for (bucket, theirs) in buckets {
+            if !seen.insert(bucket) {
+                continue; // a bucket named twice is compared once
+            }
             let theirs: BTreeMap<Bytes, Version> = theirs.into_iter().collect();
             for (key, version) in self.store.bucket(bucket) {
                 if theirs.get(&key).is_none_or(|&v| v < version) {
@@ -833,19 +892,42 @@ impl Gossip {
             }
         }
         self.push_to(from, send, out);
-        if !pull.is_empty() {
+        let mut keys = Vec::new();
+        let mut bytes = 0;
+        for key in pull {
+            if !keys.is_empty() && bytes + key.len() > self.config.batch_bytes_max {
+                let keys = std::mem::take(&mut keys);
+                out.push(Action::Send {
+                    to: from,
+                    message: Message::Pull { keys },
+                });
+                bytes = 0;
+            }
+            bytes += key.len();
+            keys.push(key);
+        }
+        if !keys.is_empty() {
             out.push(Action::Send {
                 to: from,
-                message: Message::Pull { keys: pull },
+                message: Message::Pull { keys },
             });
         }
     }
 
     fn on_pull(&mut self, from: NodeId, keys: Vec<Bytes>, out: &mut Out) {
-        let records = keys
-            .iter()
-            .filter_map(|key| self.store.record(key))
-            .collect();
+        // Each key once, and no more than a few batches' worth per request.
+        let keys: BTreeSet<Bytes> = keys.into_iter().collect();
+        let mut records = Vec::new();
+        let mut bytes = 0;
+        for key in &keys {
+            if let Some(record) = self.store.record(key) {
+                bytes += record.size_bytes();
+                records.push(record);
+                if bytes > self.config.batch_bytes_max * 4 {
+                    break;
+                }
+            }
+        }
         self.push_to(from, records, out);
     }
 
@@ -855,9 +937,7 @@ impl Gossip {
         self.ticks += 1;
         let mut messages = Vec::new();
         self.swim.tick(self.ticks, &mut self.rng, &mut messages);
-        for (to, message) in messages {
-            out.push(Action::Send { to, message });
-        }
+        self.send_swim(messages, out);
         for peer in self.swim.take_heard() {
             self.hand_off(peer, out);
         }
@@ -879,19 +959,33 @@ impl Gossip {
                 .ticks
                 .is_multiple_of(self.config.anti_entropy_ticks * 8)
         {
-            let now = Version(self.clock.now(self.ticks) << 12).physical();
-            self.store.collect_tombstones(now.saturating_sub(grace));
+            let now = Version(self.clock.peek(self.ticks) << 12).physical();
+            self.store
+                .collect_tombstones(now.saturating_sub(grace), self.snapshot_index);
+        }
+    }
+
+    /// Sends what SWIM asked for, each ping and ack carrying this node's clock.
+    fn send_swim(&mut self, messages: Vec<(NodeId, Message)>, out: &mut Out) {
+        let now = self.clock.peek(self.ticks);
+        for (to, mut message) in messages {
+            if let Message::Ping { clock, .. } | Message::Ack { clock, .. } = &mut message {
+                *clock = now;
+            }
+            out.push(Action::Send { to, message });
         }
     }
 
     fn receive(&mut self, from: NodeId, message: Message, out: &mut Out) {
         match message {
             Message::Ping { .. } | Message::Ack { .. } | Message::PingReq { .. } => {
+                if let Message::Ping { clock, .. } | Message::Ack { clock, .. } = &message {
+                    self.clock.observe_clock(*clock);
+                    self.sync_clock(out);
+                }
                 let mut messages = Vec::new();
                 self.swim.receive(from, message, self.ticks, &mut messages);
-                for (to, message) in messages {
-                    out.push(Action::Send { to, message });
-                }
+                self.send_swim(messages, out);
                 for peer in self.swim.take_heard() {
                     self.hand_off(peer, out);
                 }
@@ -942,8 +1036,11 @@ impl Engine for Gossip {
             Input::Read(requests) => self.read(requests, out),
             Input::Persisted(id) => self.on_persisted(id, out),
             // The state machine's snapshots are the runtime's; this engine keeps its own
-            // state in its hard state and journal.
-            Input::Snapshotted(_) | Input::TransferLeadership { .. } => {}
+            // state in its hard state and journal, and only notes how far they reach.
+            Input::Snapshotted(snapshot) => {
+                self.snapshot_index = self.snapshot_index.max(snapshot.meta.index);
+            }
+            Input::TransferLeadership { .. } => {}
         }
     }
 
@@ -981,6 +1078,28 @@ fn replicated_entry(at: LogIndex, record: &Record) -> Entry {
             command: request.encode(),
         }),
     }
+}
+
+/// The records of pairs.
+fn versions_of(records: &[(LogIndex, Record)]) -> Vec<Record> {
+    records.iter().map(|(_, r)| r.clone()).collect()
+}
+
+/// `records` in messages of at most `bytes_max` (one record always fits; no records: one
+/// empty batch, so a write that changed nothing is still acknowledged).
+fn batches(records: &[Record], bytes_max: usize) -> Vec<Vec<Record>> {
+    let mut all = vec![Vec::new()];
+    let mut bytes = 0;
+    for record in records {
+        let last = all.last_mut().expect("never empty");
+        if !last.is_empty() && bytes + record.size_bytes() > bytes_max {
+            all.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += record.size_bytes();
+        all.last_mut().expect("never empty").push(record.clone());
+    }
+    all
 }
 
 /// An etcd key range as the engine's span.

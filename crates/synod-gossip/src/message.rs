@@ -37,6 +37,8 @@ pub enum Message {
     Ping {
         /// Matches the ack to the probe.
         seq: u64,
+        /// The sender's hybrid logical clock (filled in by the engine).
+        clock: u64,
         /// Membership news.
         updates: Vec<Update>,
     },
@@ -44,6 +46,8 @@ pub enum Message {
     Ack {
         /// The ping's sequence number.
         seq: u64,
+        /// The sender's hybrid logical clock (filled in by the engine).
+        clock: u64,
         /// Membership news.
         updates: Vec<Update>,
     },
@@ -127,8 +131,8 @@ impl fmt::Display for News<'_> {
 impl fmt::Display for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Message::Ping { seq, updates } => write!(f, "Ping {seq}{}", News(updates)),
-            Message::Ack { seq, updates } => write!(f, "Ack {seq}{}", News(updates)),
+            Message::Ping { seq, updates, .. } => write!(f, "Ping {seq}{}", News(updates)),
+            Message::Ack { seq, updates, .. } => write!(f, "Ack {seq}{}", News(updates)),
             Message::PingReq { seq, target, .. } => write!(f, "PingReq {seq} for {target}"),
             Message::Push { records, ack } => {
                 write!(f, "Push {} records", records.len())?;

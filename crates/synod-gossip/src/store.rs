@@ -128,12 +128,17 @@ impl Store {
     }
 
     /// Forgets the tombstones written before `physical` ticks (garbage collection after the
-    /// grace period). Returns how many went.
-    pub fn collect_tombstones(&mut self, physical: u64) -> usize {
+    /// grace period) and applied at or before `applied_through` (so a state machine restored
+    /// from its snapshot never holds a value whose tombstone is gone). Returns how many went.
+    pub fn collect_tombstones(&mut self, physical: u64, applied_through: LogIndex) -> usize {
         let old: Vec<Bytes> = self
             .map
             .iter()
-            .filter(|(_, held)| held.value.is_none() && held.version.physical() < physical)
+            .filter(|(_, held)| {
+                held.value.is_none()
+                    && held.version.physical() < physical
+                    && held.at <= applied_through
+            })
             .map(|(key, _)| key.clone())
             .collect();
         for key in &old {
@@ -170,6 +175,32 @@ impl Store {
                 value: held.value.clone(),
             })
             .collect()
+    }
+
+    /// The records in `span` in key order, stopping once they pass `bytes_max` bytes;
+    /// whether it stopped early.
+    pub fn span_limited(&self, span: &KeySpan, bytes_max: usize) -> (Vec<Record>, bool) {
+        if span.range_end.is_empty() {
+            return (self.record(&span.key).into_iter().collect(), false);
+        }
+        let mut records = Vec::new();
+        let mut bytes = 0;
+        for (key, held) in self.map.range(span.key.clone()..) {
+            if !span.contains(key) {
+                break;
+            }
+            let record = Record {
+                key: key.clone(),
+                version: held.version,
+                value: held.value.clone(),
+            };
+            bytes += record.size_bytes();
+            if bytes > bytes_max {
+                return (records, true);
+            }
+            records.push(record);
+        }
+        (records, false)
     }
 
     /// Keys with a value (not deleted) in `span`, in key order.
@@ -366,7 +397,8 @@ mod tests {
         let bytes = enc.finish();
         let decoded = Store::decode(&mut Decoder::new(&bytes)).expect("decodes");
         assert_eq!(decoded.fingerprint(), s.fingerprint());
-        assert_eq!(s.collect_tombstones(5), 1, "only the old tombstone goes");
+        assert_eq!(s.collect_tombstones(5, 1), 0, "not yet in a snapshot");
+        assert_eq!(s.collect_tombstones(5, 4), 1, "only the old tombstone goes");
         assert!(s.get(b"b").is_none() && s.get(b"c").is_some());
         assert_eq!(
             s.bucket(bucket_of(b"b") as u16)

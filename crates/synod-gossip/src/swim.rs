@@ -238,7 +238,14 @@ impl Swim {
             acked: false,
         });
         let updates = self.piggyback(target);
-        out.push((target, Message::Ping { seq, updates }));
+        out.push((
+            target,
+            Message::Ping {
+                seq,
+                clock: 0,
+                updates,
+            },
+        ));
     }
 
     /// Handles a SWIM message; answers go to `out`.
@@ -250,10 +257,17 @@ impl Swim {
         out: &mut Vec<(NodeId, Message)>,
     ) {
         match message {
-            Message::Ping { seq, updates } => {
+            Message::Ping { seq, updates, .. } => {
                 self.learn_all(updates, now);
                 let updates = self.piggyback(from);
-                out.push((from, Message::Ack { seq, updates }));
+                out.push((
+                    from,
+                    Message::Ack {
+                        seq,
+                        clock: 0,
+                        updates,
+                    },
+                ));
             }
             Message::PingReq {
                 seq,
@@ -263,7 +277,14 @@ impl Swim {
                 self.learn_all(updates, now);
                 if target == self.id {
                     let updates = self.piggyback(from);
-                    out.push((from, Message::Ack { seq, updates }));
+                    out.push((
+                        from,
+                        Message::Ack {
+                            seq,
+                            clock: 0,
+                            updates,
+                        },
+                    ));
                     return;
                 }
                 self.next_seq += 1;
@@ -281,11 +302,12 @@ impl Swim {
                     target,
                     Message::Ping {
                         seq: relay_seq,
+                        clock: 0,
                         updates,
                     },
                 ));
             }
-            Message::Ack { seq, updates } => {
+            Message::Ack { seq, updates, .. } => {
                 self.learn_all(updates, now);
                 if let Some(relay) = self.relays.remove(&seq) {
                     let updates = self.piggyback(relay.requester);
@@ -293,6 +315,7 @@ impl Swim {
                         relay.requester,
                         Message::Ack {
                             seq: relay.seq,
+                            clock: 0,
                             updates,
                         },
                     ));
@@ -323,7 +346,7 @@ impl Swim {
             // have been lost, and nobody else will repeat it.
             if update.state != MemberState::Alive {
                 if update.incarnation >= self.incarnation {
-                    self.incarnation = update.incarnation + 1;
+                    self.incarnation = update.incarnation.saturating_add(1);
                 }
                 let alive = Update {
                     member: self.id,

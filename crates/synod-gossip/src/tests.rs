@@ -69,6 +69,8 @@ impl Cluster {
             };
             cluster.nodes.insert(id, node);
         }
+        // A new member takes writes once it has seen a peer's clock: the first probes.
+        cluster.run(cluster.config.swim.probe_ticks);
         cluster
     }
 
@@ -432,6 +434,7 @@ fn swim_ignores_news_older_than_what_it_holds() {
     let mut c = Cluster::new(3, |_| {});
     let news = |state, incarnation| Message::Ping {
         seq: 1,
+        clock: 0,
         updates: vec![Update {
             member: NodeId(3),
             state,
@@ -571,10 +574,12 @@ fn messages_round_trip_and_garbage_never_panics() {
     let messages = vec![
         Message::Ping {
             seq: 1,
+            clock: 9,
             updates: vec![update],
         },
         Message::Ack {
             seq: 2,
+            clock: 10,
             updates: vec![],
         },
         Message::PingReq {
@@ -616,6 +621,38 @@ fn messages_round_trip_and_garbage_never_panics() {
         samples.push(synod_core::Wire::to_bytes(message));
     }
     conformance::garbage_never_panics::<Message>(&samples, 20_000);
+}
+
+#[test]
+fn a_member_that_starts_with_nothing_holds_writes_until_it_has_seen_a_peers_clock() {
+    let mut c = Cluster::new(3, |_| {});
+    c.put(1, "k", "old");
+    c.run(5);
+    // n1 loses its disk: its clock starts again from nothing, below its own old version.
+    let engine = c.boot(NodeId(1), None, &[], 0);
+    let node = c.nodes.get_mut(&NodeId(1)).expect("node");
+    node.engine = engine;
+    node.kv = KvStore::new();
+    node.hard_state = None;
+    node.journal.clear();
+    node.acked.clear();
+    let id = c.put(1, "k", "new");
+    assert!(
+        c.node(1).acked.is_empty() && c.node(1).rejected.is_empty(),
+        "held"
+    );
+    c.run(c.config.swim.probe_ticks * 2);
+    assert!(
+        c.node(1).acked.contains(&id),
+        "taken once a peer's clock was seen"
+    );
+    c.run(20);
+    assert!(c.converged());
+    assert_eq!(
+        c.value(2, "k"),
+        b("new"),
+        "above the version of its earlier life"
+    );
 }
 
 #[test]

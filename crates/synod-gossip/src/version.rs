@@ -4,6 +4,11 @@ use std::fmt;
 
 use synod_core::NodeId;
 
+/// Clocks at or above this are not believed (2^35 ticks of physical time: ten years of 10 ms
+/// ticks): a version from a peer that claims one is dropped, so a corrupt one cannot push
+/// every clock to where `clock << 12` overflows.
+pub const CLOCK_MAX: u64 = 1 << 51;
+
 /// The largest node id a version can name (12 bits).
 pub const NODE_ID_MAX: u64 = (1 << NODE_BITS) - 1;
 
@@ -83,7 +88,20 @@ impl Hlc {
 
     /// Takes in a version another node made, so later readings are above it.
     pub fn observe(&mut self, version: Version) {
-        self.last = self.last.max(version.clock());
+        self.observe_clock(version.clock());
+    }
+
+    /// Takes in another node's clock reading (members exchange them on every probe, so
+    /// their clocks stay within about a probe period of the fastest).
+    pub fn observe_clock(&mut self, clock: u64) {
+        if clock < CLOCK_MAX {
+            self.last = self.last.max(clock);
+        }
+    }
+
+    /// The clock at `ticks` since boot, without issuing a reading.
+    pub fn peek(&self, ticks: u64) -> u64 {
+        self.last.max((self.base + ticks) << LOGICAL_BITS)
     }
 }
 

@@ -59,12 +59,20 @@ fn decode_records(dec: &mut Decoder<'_>) -> Result<Vec<Record>, DecodeError> {
 impl Wire for Message {
     fn encode(&self, enc: &mut Encoder) {
         match self {
-            Message::Ping { seq, updates } => {
-                enc.u8(0).u64(*seq);
+            Message::Ping {
+                seq,
+                clock,
+                updates,
+            } => {
+                enc.u8(0).u64(*seq).u64(*clock);
                 encode_updates(updates, enc);
             }
-            Message::Ack { seq, updates } => {
-                enc.u8(1).u64(*seq);
+            Message::Ack {
+                seq,
+                clock,
+                updates,
+            } => {
+                enc.u8(1).u64(*seq).u64(*clock);
                 encode_updates(updates, enc);
             }
             Message::PingReq {
@@ -126,10 +134,12 @@ impl Wire for Message {
         Ok(match dec.tag("gossip message", 10)? {
             0 => Message::Ping {
                 seq: dec.u64("seq")?,
+                clock: dec.u64("clock")?,
                 updates: decode_updates(dec)?,
             },
             1 => Message::Ack {
                 seq: dec.u64("seq")?,
+                clock: dec.u64("clock")?,
                 updates: decode_updates(dec)?,
             },
             2 => Message::PingReq {

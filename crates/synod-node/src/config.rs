@@ -51,6 +51,10 @@ pub struct ServerConfig {
     pub metrics_listen: Option<String>,
     /// How often watches that asked for progress notifications get one when idle.
     pub watch_progress_interval: Duration,
+    /// Gossip: replicas that must hold a write before it is answered.
+    pub write_level: synod_gossip::Level,
+    /// Gossip: replicas a linearizable range consults (a serializable one reads this node).
+    pub read_level: synod_gossip::Level,
 }
 
 /// A setting that cannot work.
@@ -100,6 +104,8 @@ impl ServerConfig {
             request_timeout: Duration::from_secs(5),
             metrics_listen: None,
             watch_progress_interval: Duration::from_secs(600),
+            write_level: synod_gossip::Level::One,
+            read_level: synod_gossip::Level::One,
         }
     }
 

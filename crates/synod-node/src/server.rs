@@ -12,11 +12,13 @@ use std::time::Duration;
 
 use synod_core::NodeId;
 use synod_dns::Dns;
+use synod_gossip::Gossip;
 use synod_paxos::{BasicPaxos, MultiPaxos};
 use synod_primary_backup::PrimaryBackup;
 use synod_raft::Raft;
 use synod_replica::{
-    Boot, DnsOptions, PaxosOptions, PrimaryBackupOptions, Protocol, RaftOptions, Timing, ZabOptions,
+    Boot, DnsOptions, GossipOptions, PaxosOptions, PrimaryBackupOptions, Protocol, RaftOptions,
+    Timing, ZabOptions,
 };
 use synod_zab::Zab;
 use thiserror::Error;
@@ -106,6 +108,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
             start_with::<PrimaryBackup>(config, &PrimaryBackupOptions::default()).await
         }
         Dns::NAME => start_with::<Dns>(config, &DnsOptions::default()).await,
+        Gossip::NAME => {
+            let options = GossipOptions {
+                write_level: config.write_level,
+                read_level: config.read_level,
+                tweak: None,
+            };
+            start_with::<Gossip>(config, &options).await
+        }
         _ => start_with::<Raft>(config, &RaftOptions::default()).await,
     }
 }

@@ -34,6 +34,10 @@ impl Protocol for Gossip {
     /// fault-free seeds on each of 3, 5 and 7 nodes have p99 8 ticks and max 24.
     const STALENESS_BOUND_US: Option<u64> = Some(50 * crate::TICK_US);
 
+    fn acknowledges_alone(options: &GossipOptions) -> bool {
+        options.write_level == Level::One
+    }
+
     /// At ALL, a member lost for good stops every write (or read) for good, by design.
     fn needs_every_member(options: &GossipOptions) -> bool {
         options.write_level == Level::All || options.read_level == Level::All
@@ -71,8 +75,8 @@ pub struct Versions {
     /// Client writes applied at the node that took them: their key and version, until
     /// answered.
     written: HashMap<RequestId, (Bytes, u64)>,
-    /// Writes answered as done: key, version, request.
-    pub(crate) acknowledged: Vec<(Bytes, u64, RequestId)>,
+    /// Writes answered as done: key, version, request, the node that answered.
+    pub(crate) acknowledged: Vec<(Bytes, u64, RequestId, NodeId)>,
 }
 
 impl Versions {
@@ -123,19 +127,26 @@ impl Versions {
     }
 
     /// The write `request` was answered as done.
-    pub(crate) fn acknowledged(&mut self, request: RequestId) {
+    pub(crate) fn acknowledged(&mut self, request: RequestId, by: NodeId) {
         if let Some((key, version)) = self.written.remove(&request) {
-            self.acknowledged.push((key, version, request));
+            self.acknowledged.push((key, version, request, by));
         }
     }
 
     /// Every acknowledged write is held by every replica at its version or a newer one.
+    /// `lost_with` says whether a write may be lost with the node that acknowledged it (at
+    /// ONE, a member whose disk is lost for good before it passed the write on takes it
+    /// with it, as in Cassandra).
     pub(crate) fn check_kept<'a, P: Protocol + 'a>(
         &self,
         replicas: impl Iterator<Item = (NodeId, &'a P)> + Clone,
+        lost_with: impl Fn(NodeId) -> bool,
     ) -> Result<(), String> {
         let mut newest: BTreeMap<&Bytes, (u64, RequestId)> = BTreeMap::new();
-        for (key, version, request) in &self.acknowledged {
+        for (key, version, request, by) in &self.acknowledged {
+            if lost_with(*by) {
+                continue;
+            }
             let e = newest.entry(key).or_insert((*version, *request));
             if *version > e.0 {
                 *e = (*version, *request);

@@ -380,7 +380,7 @@ impl<P: Protocol> World<P> {
         let reply = match answer {
             Answer::Applied(applied) => {
                 if !P::ORDERS_WRITES {
-                    self.safety.versions.acknowledged(request);
+                    self.safety.versions.acknowledged(request, id);
                 }
                 Reply::Done(Ok(applied))
             }

@@ -35,6 +35,13 @@ pub trait Protocol: synod_replica::Protocol {
     /// clients only read, write and delete.
     const TAKES_CONSENSUS_OPS: bool = true;
 
+    /// For a protocol that does not order writes, with these options: whether a write is
+    /// acknowledged once one member holds it (gossip at ONE), so losing that member's disk
+    /// for good may lose the write.
+    fn acknowledges_alone(_options: &Self::Options) -> bool {
+        false
+    }
+
     /// For a protocol that does not order writes (its replicas' revisions differ): one
     /// number for everything the engine holds, equal on replicas that hold the same.
     fn fingerprint(&self) -> u64 {

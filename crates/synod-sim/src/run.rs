@@ -211,7 +211,10 @@ impl<P: Protocol> World<P> {
                 .nodes
                 .iter()
                 .filter_map(|n| n.engine().map(|e| (n.id, e)));
-            if let Err(e) = self.safety.versions.check_kept(replicas) {
+            let dead: Vec<NodeId> = self.nodes.iter().filter(|n| n.dead).map(|n| n.id).collect();
+            let one = P::acknowledges_alone(&self.options);
+            let lost_with = |node: NodeId| one && dead.contains(&node);
+            if let Err(e) = self.safety.versions.check_kept(replicas, lost_with) {
                 return self.fail(ViolationKind::Safety, e);
             }
         }

@@ -5,10 +5,11 @@
 #![allow(clippy::unwrap_used)] // tests and benchmarks fail loudly on purpose
 
 use synod_dns::Dns;
+use synod_gossip::{Gossip, Level};
 use synod_paxos::{BasicPaxos, MultiPaxos};
 use synod_primary_backup::PrimaryBackup;
 use synod_raft::Raft;
-use synod_replica::{DnsOptions, LeaseBugs, PrimaryBackupOptions, ZabOptions};
+use synod_replica::{DnsOptions, GossipOptions, LeaseBugs, PrimaryBackupOptions, ZabOptions};
 use synod_sim::{
     run, sweep, FaultSet, PaxosOptions, Protocol, RaftOptions, RunConfig, Summary, Violation,
     ViolationKind,
@@ -270,6 +271,71 @@ fn the_sweep_catches_a_dns_primary_that_sends_no_transfers() {
     let summary = sweep_template::<Dns>(template, 1..=3, options);
     let (_, first) = first_caught("dns without transfers, no faults", &summary);
     assert_eq!(first.kind, ViolationKind::Staleness, "{first}");
+}
+
+/// Gossip under every fault, at ONE and at QUORUM: replicas converge after the heal, every
+/// acknowledged write is held at its version or a newer one everywhere, versions applied
+/// only move forward. Its histories are not linearizable, which the sweep counts.
+#[test]
+fn gossip_on_3_5_and_7_nodes_keeps_its_promises_under_all_faults() {
+    for (nodes, seeds, level) in [
+        (3, 1..=25, Level::One),
+        (5, 1..=25, Level::One),
+        (7, 1..=15, Level::One),
+        (5, 1..=20, Level::Quorum),
+    ] {
+        let options = GossipOptions {
+            write_level: level,
+            read_level: level,
+            tweak: None,
+        };
+        let summary = sweep_protocol::<Gossip>(nodes, seeds, options);
+        assert!(summary.is_clean(), "violations:\n{:#?}", summary.failures);
+        let t = &summary.totals;
+        assert!(t.crashes > 0 && t.torn_writes_repaired > 0, "{summary}");
+        assert!(t.stale_reads > 0, "{summary}");
+        assert!(t.not_linearizable > 0, "{summary}");
+    }
+}
+
+/// Without faults, a read at ONE is stale by at most the bound the simulator holds gossip to.
+#[test]
+fn gossip_reads_without_faults_stay_within_the_staleness_bound() {
+    let mut template = RunConfig::new(0, 5);
+    template.faults = FaultSet::NONE;
+    let summary = sweep_template::<Gossip>(template, 1..=20, Default::default());
+    assert!(summary.is_clean(), "violations:\n{:#?}", summary.failures);
+    assert!(summary.totals.stale_reads > 0, "{summary}");
+}
+
+/// Without anti-entropy, versions whose pushes were lost (or sent while a member was down,
+/// past its hints) never arrive: replicas do not converge.
+#[test]
+fn the_sweep_catches_gossip_without_anti_entropy() {
+    let options = GossipOptions {
+        tweak: Some(|c| c.bugs.no_anti_entropy = true),
+        ..GossipOptions::default()
+    };
+    // Many keys: some are last written while a member is cut off, and nothing pushes them
+    // again after the heal (on five keys, every key is written again after it).
+    let mut template = RunConfig::new(0, 3);
+    template.keys = 200;
+    let summary = sweep_template::<Gossip>(template, 1..=10, options);
+    let (_, first) = first_caught("gossip without anti-entropy", &summary);
+    assert_eq!(first.kind, ViolationKind::Convergence, "{first}");
+}
+
+/// A merge that keeps the first version a replica heard of a key leaves replicas that
+/// heard concurrent writes in different orders apart for good.
+#[test]
+fn the_sweep_catches_a_gossip_merge_that_keeps_the_first_version() {
+    let options = GossipOptions {
+        tweak: Some(|c| c.bugs.keep_first = true),
+        ..GossipOptions::default()
+    };
+    let summary = sweep_protocol::<Gossip>(3, 1..=10, options);
+    let (_, first) = first_caught("gossip keeping the first version", &summary);
+    assert_eq!(first.kind, ViolationKind::Convergence, "{first}");
 }
 
 /// A leader that skips synchronization counts its initial history as committed on a quorum

@@ -75,6 +75,74 @@ async fn etcdctl_works_against_synod_on_sync() {
 /// everything acknowledged, a secondary answers from its copy (which catches up within the
 /// refresh interval, or at once on NOTIFY), leases and transactions run at the primary, and
 /// the primary cannot be moved.
+/// etcdctl run to fail: its error output.
+fn etcdctl_fails(endpoints: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg("--command-timeout=10s")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run etcdctl");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(input.as_bytes()).expect("write stdin");
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("etcdctl output");
+    assert!(!out.status.success(), "etcdctl {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Gossip takes puts, ranges and deletes on any member; what needs consensus (a
+/// transaction, a lease) is refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_works_against_synod_on_gossip() {
+    if !etcdctl_installed() {
+        eprintln!("SKIPPED: etcdctl is not installed (apt-get install etcd-client)");
+        return;
+    }
+    let cluster = Cluster::start("gossip", 3, &["--protocol", "gossip"]);
+    cluster.ready().await;
+    let first = cluster.members.first().expect("members").client.clone();
+    let last = cluster.members.last().expect("members").client.clone();
+    assert_eq!(etcdctl(&last, &["put", "g/a", "1"], None), "OK\n");
+    // The write spreads to every member within a few gossip rounds.
+    let mut seen = String::new();
+    for _ in 0..50 {
+        seen = etcdctl(&first, &["get", "g/a", "--print-value-only"], None);
+        if seen == "1\n" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(seen, "1\n", "the write never reached the first member");
+    let serializable = ["get", "g/a", "--print-value-only", "--consistency=s"];
+    assert_eq!(etcdctl(&first, &serializable, None), "1\n");
+    assert_eq!(etcdctl(&first, &["put", "g/b", "2"], None), "OK\n");
+    assert_eq!(etcdctl(&first, &["del", "g/a"], None), "1\n");
+    assert_eq!(
+        etcdctl(&first, &["get", "g/", "--prefix", "--keys-only"], None),
+        "g/b\n\n"
+    );
+    let txn = "value(\"g/b\") = \"2\"\n\nput g/b 3\n\n\n";
+    let refused = etcdctl_fails(&first, &["txn"], Some(txn));
+    assert!(
+        refused.contains("Unimplemented") && refused.contains("needs consensus"),
+        "{refused}"
+    );
+    let refused = etcdctl_fails(&last, &["lease", "grant", "10"], None);
+    assert!(refused.contains("gossip has no leases"), "{refused}");
+    assert_eq!(
+        etcdctl(&last, &["get", "g/b", "--print-value-only"], None).trim_end(),
+        "2",
+        "the refused transaction changed nothing"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_works_against_synod_on_dns() {
     if !etcdctl_installed() {

@@ -20,6 +20,14 @@ pub fn leaderless(protocol: &str) -> Status {
     ))
 }
 
+/// Leases under a protocol without consensus (gossip): nothing could hold a clock the whole
+/// cluster agrees on, so no lease call is taken.
+pub fn no_leases(protocol: &str) -> Status {
+    Status::unimplemented(format!(
+        "synod: {protocol} has no leases: they need a clock the whole cluster agrees on, which only consensus gives; run raft, multi-paxos, basic-paxos or zab for them"
+    ))
+}
+
 /// The protocol elects its leaders but moves none on request (ZooKeeper's ZAB has no leader
 /// transfer).
 pub fn no_leader_transfer(protocol: &str) -> Status {

@@ -108,6 +108,9 @@ impl pb::lease_server::Lease for LeaseService {
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         let api = &*self.0;
+        if !synod_replica::has_consensus(&api.config.protocol) {
+            return Err(errors::no_leases(&api.config.protocol));
+        }
         if request.get_ref().ttl > TTL_MAX {
             return Err(errors::lease_ttl_too_large());
         }
@@ -154,6 +157,9 @@ impl pb::lease_server::Lease for LeaseService {
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
         let api = &*self.0;
+        if !synod_replica::has_consensus(&api.config.protocol) {
+            return Err(errors::no_leases(&api.config.protocol));
+        }
         let id = request.get_ref().id;
         let revoke = kv::Request::LeaseRevoke(kv::LeaseRevokeRequest { id });
         api.on_leader(
@@ -179,6 +185,9 @@ impl pb::lease_server::Lease for LeaseService {
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let api = self.0.clone();
+        if !synod_replica::has_consensus(&api.config.protocol) {
+            return Err(errors::no_leases(&api.config.protocol));
+        }
         let mut inbound = request.into_inner();
         let (out, responses) = mpsc::channel(16);
         tokio::spawn(async move {
@@ -206,6 +215,9 @@ impl pb::lease_server::Lease for LeaseService {
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         let api = &*self.0;
+        if !synod_replica::has_consensus(&api.config.protocol) {
+            return Err(errors::no_leases(&api.config.protocol));
+        }
         api.on_leader(
             request,
             true,
@@ -251,6 +263,9 @@ impl pb::lease_server::Lease for LeaseService {
         request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
         let api = &*self.0;
+        if !synod_replica::has_consensus(&api.config.protocol) {
+            return Err(errors::no_leases(&api.config.protocol));
+        }
         api.anywhere(request, |_| async move {
             match attempt(
                 api.node

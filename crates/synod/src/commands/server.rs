@@ -46,10 +46,18 @@ pub struct ServerArgs {
     /// The log, hard state and snapshots live here.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// The replication protocol: raft, multi-paxos, basic-paxos or zab (default raft). A data
-    /// directory keeps the protocol it was first written with.
+    /// The replication protocol: raft, multi-paxos, basic-paxos, zab, sync, dns or gossip
+    /// (default raft). A data directory keeps the protocol it was first written with.
     #[arg(long)]
     pub protocol: Option<String>,
+    /// Gossip: replicas that must hold a write before it is answered: one, quorum or all
+    /// (default one).
+    #[arg(long, value_name = "LEVEL")]
+    pub write_level: Option<String>,
+    /// Gossip: replicas a linearizable range consults: one, quorum or all (default one). A
+    /// serializable range always reads this member.
+    #[arg(long, value_name = "LEVEL")]
+    pub read_level: Option<String>,
     /// One engine tick, in milliseconds.
     #[arg(long, value_name = "MS")]
     pub tick_ms: Option<u64>,
@@ -104,6 +112,10 @@ struct FileConfig {
     #[serde(alias = "data_dir")]
     data_dir: Option<PathBuf>,
     protocol: Option<String>,
+    #[serde(alias = "write_level")]
+    write_level: Option<String>,
+    #[serde(alias = "read_level")]
+    read_level: Option<String>,
     #[serde(alias = "tick_ms")]
     tick_ms: Option<u64>,
     #[serde(alias = "heartbeat_ms")]
@@ -158,6 +170,16 @@ pub fn resolve(args: &ServerArgs) -> anyhow::Result<(ServerConfig, Option<usize>
     let data_dir = pick!(data_dir).unwrap_or_else(|| PathBuf::from(format!("synod-data/n{id}")));
     let mut config = ServerConfig::new(NodeId(id), cluster, client, data_dir);
     config.protocol = protocol;
+    if let Some(level) = pick!(write_level) {
+        config.write_level = level
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--write-level: {e}"))?;
+    }
+    if let Some(level) = pick!(read_level) {
+        config.read_level = level
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--read-level: {e}"))?;
+    }
     if let Some(name) = name {
         config.name = name;
     }
