@@ -508,3 +508,123 @@ pub fn cap_row(name: &str, cap: &Cap) -> String {
         ticks(converge.last().copied()),
     )
 }
+
+/// How one gossip write spread through a healthy cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spread {
+    /// Rounds until every member held the write, anti-entropy on (as configured: every 10
+    /// rounds at the default timing). A round is a tick: a member pushes once per tick, and
+    /// every message of a round arrives before the next.
+    pub rounds: u64,
+    /// The same with anti-entropy off: the epidemic alone, which may die out before it
+    /// reaches everyone (`None`).
+    pub pushes_alone: Option<u64>,
+}
+
+/// Gossip's dissemination on its own: `nodes` members, fan-out `fanout`, no loss; one write
+/// at the first member once the members have met; rounds until all hold it.
+pub fn gossip_spread(nodes: u64, fanout: usize, seed: u64) -> Spread {
+    Spread {
+        rounds: spread_once(nodes, fanout, seed, true).unwrap_or(u64::MAX),
+        pushes_alone: spread_once(nodes, fanout, seed, false),
+    }
+}
+
+fn spread_once(nodes: u64, fanout: usize, seed: u64, anti_entropy: bool) -> Option<u64> {
+    use std::collections::VecDeque;
+
+    use synod_core::{Action, Engine, Input, NodeId, Proposal, RequestId};
+    use synod_gossip::{Config, Gossip, Message};
+    use synod_kv::{PutRequest, Request};
+
+    const ROUNDS_MAX: u64 = 1_000;
+    type Queue = VecDeque<(NodeId, NodeId, Message)>;
+    let voters: Vec<NodeId> = (1..=nodes).map(NodeId).collect();
+    let mut members: Vec<Gossip> = voters
+        .iter()
+        .map(|&id| {
+            let mut config = Config::new(id, voters.clone(), 5);
+            config.fanout = fanout;
+            if !anti_entropy {
+                config.anti_entropy_ticks = u64::MAX;
+            }
+            Gossip::restart(config, seed.wrapping_mul(7919).wrapping_add(id.0), None, &[], 0)
+                .expect("a valid gossip config")
+        })
+        .collect();
+    fn step(members: &mut [Gossip], queue: &mut Queue, id: NodeId, input: Input<Message>) {
+        let mut pending = vec![input];
+        while let Some(input) = pending.pop() {
+            let mut out = Vec::new();
+            members[id.0 as usize - 1].step(input, &mut out);
+            for action in out {
+                match action {
+                    // An instant disk.
+                    Action::Persist(p) => pending.push(Input::Persisted(p.id)),
+                    Action::Send { to, message } => queue.push_back((id, to, message)),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let round = |members: &mut Vec<Gossip>, queue: &mut Queue| {
+        for &id in &voters {
+            step(members, queue, id, Input::Tick);
+        }
+        while let Some((from, to, message)) = queue.pop_front() {
+            step(members, queue, to, Input::Receive { from, message });
+        }
+    };
+    let mut queue = Queue::new();
+    // The members meet (their first probes) before the write.
+    for _ in 0..10 {
+        round(&mut members, &mut queue);
+    }
+    let key = bytes::Bytes::from_static(b"spread");
+    let put = Request::Put(PutRequest {
+        key: key.clone(),
+        value: bytes::Bytes::from_static(b"v"),
+        ..PutRequest::default()
+    });
+    let proposal = Proposal {
+        id: RequestId::new(1, 1),
+        command: put.encode(),
+    };
+    step(&mut members, &mut queue, NodeId(1), Input::Propose(vec![proposal]));
+    let held = |members: &[Gossip]| members.iter().all(|m| m.store().get(&key).is_some());
+    let mut rounds = 0;
+    while !held(&members) {
+        if rounds == ROUNDS_MAX {
+            return None;
+        }
+        rounds += 1;
+        round(&mut members, &mut queue);
+    }
+    Some(rounds)
+}
+
+/// The table of [`gossip_spread`] over cluster sizes and fan-outs.
+pub const SPREAD_HEADER: &str = "| members | fan-out | rounds to reach all p50 / p99 / max | epidemic alone: runs that reached all | its rounds p50 / max | log2 n | log_(f+1) n + ln n / f |\n|---|---|---|---|---|---|---|";
+
+/// One row of the spread table.
+pub fn spread_row(nodes: u64, fanout: usize, spreads: &[Spread]) -> String {
+    let mut all: Vec<u64> = spreads.iter().map(|s| s.rounds).collect();
+    all.sort_unstable();
+    let mut alone: Vec<u64> = spreads.iter().filter_map(|s| s.pushes_alone).collect();
+    alone.sort_unstable();
+    let show = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    let n = nodes as f64;
+    let f = fanout as f64;
+    format!(
+        "| {nodes} | {fanout} | {} / {} / {} | {} of {} | {} / {} | {:.1} | {:.1} |",
+        show(percentile(&all, 0.5)),
+        show(percentile(&all, 0.99)),
+        show(all.last().copied()),
+        alone.len(),
+        spreads.len(),
+        show(percentile(&alone, 0.5)),
+        show(alone.last().copied()),
+        n.log2(),
+        n.ln() / (f + 1.0).ln() + n.ln() / f,
+    )
+}

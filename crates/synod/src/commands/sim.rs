@@ -19,8 +19,8 @@ pub struct SimArgs {
     /// Gossip only: the consistency level of writes and of reads (one, quorum or all).
     #[arg(long, default_value = "one")]
     level: synod_gossip::Level,
-    /// Nodes in the cluster (3, 5 or 7 are typical).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=15))]
+    /// Nodes in the cluster (3, 5 or 7 are typical; gossip runs up to 64).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=64))]
     nodes: u64,
     /// Seeds to run: an inclusive range like 1..1000, or a comma-separated list.
     #[arg(long, default_value = "1..100", conflicts_with = "seed")]
@@ -59,7 +59,10 @@ pub struct SimArgs {
     /// and failover after the leader crashes and after it is cut off. `cap`: every protocol
     /// under the same 2|3 partition of five nodes, with clients on both sides: what each side
     /// got done, stale reads, violations (a lost write is one), time to converge, linearizability.
-    #[arg(long, value_parser = ["dueling-proposers", "heartbeat-direction", "cap"], conflicts_with_all = ["seed", "compare"])]
+    /// `gossip-spread`: one write on a healthy gossip cluster of 5, 10, 20 and 50 members
+    /// with fan-outs 1 to 4, rounds until every member holds it, with anti-entropy and by the
+    /// epidemic alone, next to what epidemic theory predicts.
+    #[arg(long, value_parser = ["dueling-proposers", "heartbeat-direction", "cap", "gossip-spread"], conflicts_with_all = ["seed", "compare"])]
     scenario: Option<String>,
     /// Run the same seeds (same faults, same client load) on each of these protocols,
     /// comma-separated, and print one table.
@@ -83,6 +86,7 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
     match args.scenario.as_deref() {
         Some("heartbeat-direction") => return heartbeat_direction(&args, &template),
         Some("cap") => return cap(&args),
+        Some("gossip-spread") => return gossip_spread(&args),
         Some(_) => return dueling(&args, &template),
         None => {}
     }
@@ -334,8 +338,22 @@ fn cap(args: &SimArgs) -> Result<ExitCode> {
     );
     println!("{CAP_HEADER}");
     let mut clean = true;
-    for name in synod_replica::PROTOCOL_NAMES {
-        let progress = Progress::new(name);
+    // Gossip twice: at ONE (the available side) and at QUORUM.
+    let rows = synod_replica::PROTOCOL_NAMES
+        .iter()
+        .map(|&name| (name, name.to_string(), synod_gossip::Level::One))
+        .chain([(
+            "gossip",
+            "gossip (quorum)".to_string(),
+            synod_gossip::Level::Quorum,
+        )]);
+    for (name, label, level) in rows {
+        let label = if name == "gossip" && level == synod_gossip::Level::One {
+            "gossip (one)".to_string()
+        } else {
+            label
+        };
+        let progress = Progress::new(&label);
         let mut total = Cap::default();
         for (done, &seed) in seeds.iter().enumerate() {
             total.add(match name {
@@ -345,12 +363,12 @@ fn cap(args: &SimArgs) -> Result<ExitCode> {
                 "zab" => cap::<synod_zab::Zab>(seed, &Default::default()),
                 "sync" => cap::<synod_primary_backup::PrimaryBackup>(seed, &Default::default()),
                 "dns" => cap::<synod_dns::Dns>(seed, &Default::default()),
-                "gossip" => cap::<synod_gossip::Gossip>(seed, &gossip_options(args.level)),
+                "gossip" => cap::<synod_gossip::Gossip>(seed, &gossip_options(level)),
                 other => bail!("no CAP run for {other}"),
             });
             progress.update(done + 1, seeds.len(), "");
         }
-        println!("{}", cap_row(name, &total));
+        println!("{}", cap_row(&label, &total));
         for v in &total.violations {
             println!("  VIOLATION: {v}");
             clean = false;
@@ -362,6 +380,32 @@ fn cap(args: &SimArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Gossip's dissemination against cluster size and fan-out.
+fn gossip_spread(args: &SimArgs) -> Result<ExitCode> {
+    use synod_sim::experiments::{gossip_spread, spread_row, SPREAD_HEADER};
+    let seeds = parse_seeds(&args.seeds)?;
+    println!(
+        "gossip: one write on a healthy cluster, one push round per tick, anti-entropy every 10 rounds; {} seeds ({}) per row\n",
+        seeds.len(),
+        args.seeds
+    );
+    println!("{SPREAD_HEADER}");
+    for nodes in [5u64, 10, 20, 50] {
+        for fanout in 1..=4usize {
+            let spreads: Vec<_> = seeds
+                .iter()
+                .map(|&seed| gossip_spread(nodes, fanout, seed))
+                .collect();
+            println!("{}", spread_row(nodes, fanout, &spreads));
+        }
+    }
+    println!(
+        "\ncommand: synod sim --scenario gossip-spread --seeds {}",
+        args.seeds
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The same seeds on several protocols, one table.
