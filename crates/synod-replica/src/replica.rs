@@ -1142,15 +1142,16 @@ mod tests {
     use synod_kv::{LeaseGrantRequest, PutRequest};
 
     /// An engine that records what it is asked and answers with the actions a test queued.
-    struct Scripted {
+    struct Scripted<const ORDERED: bool = true> {
         status: Status,
         proposed: Vec<Proposal>,
         reads: Vec<ReadRequest>,
         next: Vec<Action<u8>>,
     }
 
-    impl Engine for Scripted {
+    impl<const ORDERED: bool> Engine for Scripted<ORDERED> {
         type Message = u8;
+        const ORDERS_WRITES: bool = ORDERED;
 
         fn step(&mut self, input: Input<u8>, out: &mut Vec<Action<u8>>) {
             match input {
@@ -1173,6 +1174,14 @@ mod tests {
     const WINDOW_US: u64 = 75_000;
 
     fn replica(role: Role, leader: Option<NodeId>, era: u64) -> Replica<Scripted, u32> {
+        scripted(role, leader, era)
+    }
+
+    fn scripted<const ORDERED: bool>(
+        role: Role,
+        leader: Option<NodeId>,
+        era: u64,
+    ) -> Replica<Scripted<ORDERED>, u32> {
         let status = Status {
             id: NodeId(1),
             role,
@@ -1223,6 +1232,71 @@ mod tests {
             value: Bytes::from_static(b"v"),
             ..Default::default()
         })
+    }
+
+    /// Without ordered writes (gossip): a write is answered at the engine's acknowledgement,
+    /// not at its apply; one the engine gives up on gets the refusal instead; the store
+    /// keeps no sessions; lease calls are refused as unsupported.
+    #[test]
+    fn without_ordered_writes_a_write_waits_for_its_acknowledgement() {
+        let mut r = scripted::<false>(Role::Peer, None, 0);
+        let mut out = Out::new();
+        let (first, second) = (RequestId::new(7, 1), RequestId::new(7, 2));
+        let calls = [(first, 1), (second, 2)].map(|(id, waiter)| ClientCall {
+            id,
+            waiter,
+            call: Call::Write(put("k").encode()),
+        });
+        r.submit(calls.into(), &mut out);
+        assert_eq!(r.engine.proposed.len(), 2, "proposed here, not forwarded");
+        // Both apply (the second under an older sequence number than the first: no session
+        // refuses it), neither is answered yet.
+        r.engine
+            .next
+            .push(Action::Apply(entry(1, 9, second, &put("k"))));
+        r.engine
+            .next
+            .push(Action::Apply(entry(2, 9, first, &put("k"))));
+        r.tick(&mut out);
+        assert!(
+            answers(&mut out).is_empty(),
+            "applied, not yet acknowledged"
+        );
+        assert_eq!(r.store().read().revision(), 3, "both ran");
+        r.engine.next.push(Action::Acknowledge(first));
+        let written = Rejection::Unavailable {
+            reached: 1,
+            needed: 2,
+            written: true,
+        };
+        r.engine.next.push(Action::Reject {
+            id: second,
+            reason: written,
+        });
+        r.tick(&mut out);
+        let got = answers(&mut out);
+        assert!(matches!(got[0], (1, Answer::Applied(_))), "{got:?}");
+        assert!(
+            matches!(
+                got[1],
+                (
+                    2,
+                    Answer::Refused(Refusal::Unavailable { written: true, .. })
+                )
+            ),
+            "{got:?}"
+        );
+        let calls = vec![ClientCall {
+            id: RequestId::new(7, 3),
+            waiter: 3,
+            call: Call::KeepAlive(5),
+        }];
+        r.submit(calls, &mut out);
+        let got = answers(&mut out);
+        assert!(
+            matches!(got[0], (3, Answer::Refused(Refusal::Unsupported(_)))),
+            "{got:?}"
+        );
     }
 
     #[test]
