@@ -114,7 +114,15 @@ async fn health(api: &Api) -> Result<(), &'static str> {
     match status.proposer() {
         None => Err("no leader"),
         Some(proposer) if proposer == status.id => {
-            let barrier = api.node.read_barrier(ReadConsistency::Linearizable, None);
+            // One key, as etcd's health check reads: under gossip at QUORUM or ALL a read
+            // of every key would ask the peers for the whole store.
+            let health = synod_core::KeySpan {
+                key: bytes::Bytes::from_static(b"health"),
+                range_end: bytes::Bytes::new(),
+            };
+            let barrier = api
+                .node
+                .read_barrier(ReadConsistency::Linearizable, Some(health));
             match tokio::time::timeout(Duration::from_secs(2), barrier).await {
                 Ok(Ok(())) => Ok(()),
                 _ if status.role == synod_core::Role::Peer => {

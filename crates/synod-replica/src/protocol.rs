@@ -490,5 +490,19 @@ mod tests {
         assert_eq!(sync.status().id, NodeId(2));
         let dns = Dns::boot(&boot, &empty, &DnsOptions::default()).expect("dns");
         assert_eq!(dns.status().id, NodeId(2));
+        let gossip = Gossip::boot(&boot, &empty, &GossipOptions::default()).expect("gossip");
+        assert_eq!(gossip.status().id, NodeId(2));
+        // A log with entries is another protocol's: gossip keeps none.
+        let entry = synod_core::Entry {
+            index: 1,
+            era: 1,
+            payload: synod_core::Payload::Noop,
+        };
+        let foreign = Recovered {
+            entries: vec![entry],
+            ..Recovered::default()
+        };
+        let refused = Gossip::boot(&boot, &foreign, &GossipOptions::default());
+        assert!(refused.is_err_and(|e| e.contains("not gossip's")));
     }
 }

@@ -332,6 +332,16 @@ impl fmt::Display for Summary {
                     format!("{p50} / {p99} / {max}"),
                 )?;
             }
+            let mut behind = t.read_versions_behind.clone();
+            behind.sort_unstable();
+            let at = |p: f64| percentile(&behind, p);
+            if let (Some(p50), Some(p99), Some(max)) = (at(0.5), at(0.99), at(1.0)) {
+                row(
+                    f,
+                    "  newer versions missed p50/p99/max",
+                    format!("{p50} / {p99} / {max}"),
+                )?;
+            }
             row(
                 f,
                 "runs whose history was not linearizable",
