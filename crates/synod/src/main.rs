@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one member of a cluster, serving etcd's v3 gRPC API.
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Run a local cluster on loopback: `synod cluster up --nodes 3`.
     Cluster(cluster::ClusterArgs),
     /// Put a key.
@@ -57,7 +57,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Server(args) => server::run(args),
+        Command::Server(args) => server::run(*args),
         Command::Cluster(args) => cluster::run(args),
         Command::Put(args) => client::put(args),
         Command::Get(args) => client::get(args),

@@ -109,6 +109,26 @@ async fn etcdctl_works_against_synod_on_gossip() {
     cluster.ready().await;
     let first = cluster.members.first().expect("members").client.clone();
     let last = cluster.members.last().expect("members").client.clone();
+    // A watcher on the first member sees the changes as they reach it, its own and those
+    // gossiped from the others.
+    let mut watcher = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={first}"))
+        .args(["watch", "g/", "--prefix"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcdctl watch");
+    let (lines_tx, lines) = mpsc::channel();
+    let stdout = watcher.stdout.take().expect("watch stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(etcdctl(&last, &["put", "g/a", "1"], None), "OK\n");
     // The write spreads to every member within a few gossip rounds.
     let mut seen = String::new();
@@ -136,6 +156,18 @@ async fn etcdctl_works_against_synod_on_gossip() {
     );
     let refused = etcdctl_fails(&last, &["lease", "grant", "10"], None);
     assert!(refused.contains("gossip has no leases"), "{refused}");
+    let expected = ["PUT", "g/a", "1", "PUT", "g/b", "2", "DELETE", "g/a"];
+    let mut seen = Vec::new();
+    while seen.len() < expected.len() {
+        match lines.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) if line.is_empty() => {}
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    assert_eq!(seen, expected, "the watch on the first member");
     assert_eq!(
         etcdctl(&last, &["get", "g/b", "--print-value-only"], None).trim_end(),
         "2",
