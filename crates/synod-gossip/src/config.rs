@@ -110,6 +110,9 @@ pub struct InjectedBugs {
     /// A wrong merge: the first version a replica hears of a key stays (first writer wins
     /// locally), so replicas that heard concurrent writes in different orders never agree.
     pub keep_first: bool,
+    /// A write at ONE is acknowledged as soon as it is taken, before it is durable: a crash
+    /// in between loses a write its client was told is done.
+    pub ack_before_durable: bool,
 }
 
 impl Config {

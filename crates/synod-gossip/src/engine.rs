@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use synod_core::codec::{Decoder, Encoder};
+use synod_core::quorum::majority;
 use synod_core::{
     Action, ClientId, Engine, Entry, Input, KeySpan, LogIndex, NodeId, Payload, Persist, PersistId,
     Proposal, ReadConsistency, ReadRequest, Rejection, RequestId, Rng, Role, Status,
@@ -26,6 +27,8 @@ const RESTATE_BYTES_MIN: usize = 1 << 20;
 /// New versions waiting to be pushed, at most; past it the oldest are dropped (anti-entropy
 /// repairs what they would have carried).
 const RUMORS_MAX: usize = 1 << 16;
+/// Writes held at most while the clock is not synced.
+const HELD_MAX: usize = 10_000;
 /// Hard state format.
 const HARD_STATE_FORMAT: u8 = 1;
 
@@ -104,8 +107,12 @@ pub struct Gossip {
     /// of several, until a peer's clock or version is seen. Writes wait until then, so a
     /// node that lost its disk never issues a version its earlier life gave another value.
     synced: bool,
-    /// Writes that arrived before the clock was synced.
-    held: Vec<Proposal>,
+    /// Writes that arrived before the clock was synced, with the tick they give up at.
+    held: Vec<(Proposal, u64)>,
+    /// Peers that said they hold nothing and are not synced either: once they and this
+    /// node make a majority, the cluster is new, nobody ever issued a version, and any
+    /// clock will do.
+    unsynced_peers: BTreeSet<NodeId>,
     rumors: VecDeque<(Bytes, u32)>,
     hints: BTreeMap<NodeId, BTreeSet<Bytes>>,
     hints_dropped: u64,
@@ -188,6 +195,7 @@ impl Gossip {
             snapshot_index,
             synced: !store_was_empty || config.voters.len() == 1,
             held: Vec::new(),
+            unsynced_peers: BTreeSet::new(),
             rumors: VecDeque::new(),
             hints: BTreeMap::new(),
             hints_dropped: 0,
@@ -316,7 +324,6 @@ impl Gossip {
                 continue; // not believed (see CLOCK_MAX)
             }
             self.clock.observe(record.version);
-            self.sync_clock(out);
             #[cfg(any(test, feature = "inject-bugs"))]
             if self.config.bugs.keep_first && self.store.get(&record.key).is_some() {
                 continue;
@@ -358,45 +365,100 @@ impl Gossip {
     // ---- writes ----
 
     fn propose(&mut self, proposals: Vec<Proposal>, out: &mut Out) {
-        if !self.synced {
-            self.held.extend(proposals);
-            return;
-        }
         for proposal in proposals {
-            self.propose_one(proposal, out);
+            if self.synced {
+                self.propose_one(proposal, out);
+                continue;
+            }
+            // What could never run is refused now; the rest waits for the clock, for a
+            // request timeout at most, and only so many at a time.
+            if let Err(reason) = self.writes_of(&proposal) {
+                out.push(Action::Reject {
+                    id: proposal.id,
+                    reason,
+                });
+            } else if self.held.len() >= HELD_MAX {
+                let reason = Rejection::Unavailable {
+                    reached: 1,
+                    needed: 1,
+                    written: false,
+                };
+                out.push(Action::Reject {
+                    id: proposal.id,
+                    reason,
+                });
+            } else {
+                let deadline = self.ticks + self.config.request_timeout_ticks;
+                self.held.push((proposal, deadline));
+            }
         }
     }
 
-    /// The clock has seen a peer's: writes held until then go ahead.
+    /// The clock is known to be above anything this node issued before: writes held until
+    /// then go ahead.
     fn sync_clock(&mut self, out: &mut Out) {
         if !self.synced {
             self.synced = true;
-            let held = std::mem::take(&mut self.held);
+            let held: Vec<Proposal> = std::mem::take(&mut self.held)
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect();
             self.propose(held, out);
         }
     }
 
-    fn propose_one(&mut self, proposal: Proposal, out: &mut Out) {
-        let id = proposal.id;
-        let request = match Request::decode(&proposal.command) {
-            Ok(request) => request,
-            Err(_) => {
-                let reason = Rejection::Unsupported("the command does not decode");
-                return out.push(Action::Reject { id, reason });
-            }
+    /// A peer's clock, from a ping or an ack: believed as a bound on what this node issued
+    /// before only if the peer is synced itself (a peer that also started with nothing
+    /// knows no more than this node).
+    fn on_peer_clock(&mut self, from: NodeId, clock: u64, synced: bool, out: &mut Out) {
+        self.clock.observe_clock(clock);
+        if self.synced {
+            return;
+        }
+        if synced {
+            return self.sync_clock(out);
+        }
+        self.unsynced_peers.insert(from);
+        if self.unsynced_peers.len() + 1 >= majority(self.members()) {
+            self.sync_clock(out);
+        }
+    }
+
+    /// Writes held past their deadline fail, untaken.
+    fn expire_held(&mut self, out: &mut Out) {
+        let now = self.ticks;
+        let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|(_, d)| now >= *d);
+        self.held = kept;
+        for (proposal, _) in expired {
+            let reason = Rejection::Unavailable {
+                reached: 1,
+                needed: 1,
+                written: false,
+            };
+            out.push(Action::Reject {
+                id: proposal.id,
+                reason,
+            });
+        }
+    }
+
+    /// The keys a write sets (`None`: deletes), or why gossip cannot run it.
+    fn writes_of(&self, proposal: &Proposal) -> Result<Vec<(Bytes, Option<Bytes>)>, Rejection> {
+        let Ok(request) = Request::decode(&proposal.command) else {
+            return Err(Rejection::Unsupported("the command does not decode"));
         };
-        let targets: Vec<(Bytes, Option<Bytes>)> = match &request {
+        Ok(match &request {
             Request::Put(put) if put.lease != 0 || put.ignore_lease => {
-                let reason = Rejection::Unsupported(
+                return Err(Rejection::Unsupported(
                     "leases need a clock the whole cluster agrees on, which gossip has not",
-                );
-                return out.push(Action::Reject { id, reason });
+                ));
             }
             Request::Put(put) if put.ignore_value => {
-                let reason = Rejection::Unsupported(
+                return Err(Rejection::Unsupported(
                     "a put that keeps the current value reads before it writes, which needs consensus",
-                );
-                return out.push(Action::Reject { id, reason });
+                ));
             }
             Request::Put(put) => vec![(put.key.clone(), Some(put.value.clone()))],
             // A delete of one key always writes its tombstone: other replicas may hold a
@@ -412,17 +474,23 @@ impl Gossip {
                 keys.into_iter().map(|k| (k, None)).collect()
             }
             Request::Txn(_) => {
-                let reason = Rejection::Unsupported(
+                return Err(Rejection::Unsupported(
                     "a transaction compares and writes atomically, which needs consensus; gossip takes put, range and delete",
-                );
-                return out.push(Action::Reject { id, reason });
+                ));
             }
             _ => {
-                let reason = Rejection::Unsupported(
+                return Err(Rejection::Unsupported(
                     "gossip takes put, range and delete; leases and compaction need consensus",
-                );
-                return out.push(Action::Reject { id, reason });
+                ));
             }
+        })
+    }
+
+    fn propose_one(&mut self, proposal: Proposal, out: &mut Out) {
+        let id = proposal.id;
+        let targets = match self.writes_of(&proposal) {
+            Ok(targets) => targets,
+            Err(reason) => return out.push(Action::Reject { id, reason }),
         };
         let n = self.members();
         let needed = self.config.write_level.needed(n);
@@ -435,7 +503,13 @@ impl Gossip {
             };
             return out.push(Action::Reject { id, reason });
         }
-        let version = Version::new(self.clock.now(self.ticks), self.config.id);
+        let clock = self.clock.now(self.ticks);
+        if clock >= CLOCK_MAX {
+            // Its peers would not believe the version (see CLOCK_MAX).
+            let reason = Rejection::Unsupported("this member's clock has run out of range");
+            return out.push(Action::Reject { id, reason });
+        }
+        let version = Version::new(clock, self.config.id);
         let first_at = self.next_at;
         let mut records = Vec::with_capacity(targets.len());
         for (key, value) in targets {
@@ -482,6 +556,16 @@ impl Gossip {
                 command: proposal.command,
             }),
         };
+        #[cfg(any(test, feature = "inject-bugs"))]
+        if self.config.bugs.ack_before_durable && round.is_none() {
+            // The bug: the client hears "done" before the write is on any disk.
+            self.carry_out(Deferred::Apply(entry), out);
+            self.carry_out(Deferred::Acknowledge(id), out);
+            for (_, record) in &records {
+                self.rumor(record.key.clone());
+            }
+            return;
+        }
         self.after_persists(Deferred::Apply(entry), out);
         for (_, record) in &records {
             self.rumor(record.key.clone());
@@ -873,14 +957,19 @@ impl Gossip {
         let mut send = Vec::new();
         let mut pull = Vec::new();
         let mut seen = BTreeSet::new();
+        let mut sent_bytes = 0;
         for (bucket, theirs) in buckets {
             if !seen.insert(bucket) {
                 continue; // a bucket named twice is compared once
             }
             let theirs: BTreeMap<Bytes, Version> = theirs.into_iter().collect();
             for (key, version) in self.store.bucket(bucket) {
+                if sent_bytes > self.config.batch_bytes_max * 4 {
+                    break; // the next exchange sends more
+                }
                 if theirs.get(&key).is_none_or(|&v| v < version) {
                     if let Some(record) = self.store.record(&key) {
+                        sent_bytes += record.size_bytes();
                         send.push(record);
                     }
                 }
@@ -953,6 +1042,7 @@ impl Gossip {
         }
         self.tick_writes(out);
         self.tick_reads(out);
+        self.expire_held(out);
         let grace = self.config.tombstone_grace_ticks;
         if grace > 0
             && self
@@ -969,8 +1059,11 @@ impl Gossip {
     fn send_swim(&mut self, messages: Vec<(NodeId, Message)>, out: &mut Out) {
         let now = self.clock.peek(self.ticks);
         for (to, mut message) in messages {
-            if let Message::Ping { clock, .. } | Message::Ack { clock, .. } = &mut message {
+            if let Message::Ping { clock, synced, .. } | Message::Ack { clock, synced, .. } =
+                &mut message
+            {
                 *clock = now;
+                *synced = self.synced;
             }
             out.push(Action::Send { to, message });
         }
@@ -979,9 +1072,10 @@ impl Gossip {
     fn receive(&mut self, from: NodeId, message: Message, out: &mut Out) {
         match message {
             Message::Ping { .. } | Message::Ack { .. } | Message::PingReq { .. } => {
-                if let Message::Ping { clock, .. } | Message::Ack { clock, .. } = &message {
-                    self.clock.observe_clock(*clock);
-                    self.sync_clock(out);
+                if let Message::Ping { clock, synced, .. } | Message::Ack { clock, synced, .. } =
+                    &message
+                {
+                    self.on_peer_clock(from, *clock, *synced, out);
                 }
                 let mut messages = Vec::new();
                 self.swim.receive(from, message, self.ticks, &mut messages);
@@ -990,6 +1084,10 @@ impl Gossip {
                     self.hand_off(peer, out);
                 }
             }
+            // A batch with a version no member would believe is dropped whole, unanswered:
+            // acknowledging it would count a replica that does not hold it.
+            Message::Push { records, .. }
+                if records.iter().any(|r| r.version.clock() >= CLOCK_MAX) => {}
             Message::Push { records, ack } => {
                 self.take_in(records, out);
                 if let Some(round) = ack {

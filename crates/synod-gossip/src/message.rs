@@ -39,6 +39,9 @@ pub enum Message {
         seq: u64,
         /// The sender's hybrid logical clock (filled in by the engine).
         clock: u64,
+        /// Whether that clock is above everything the sender ever issued (false while a
+        /// member that started with nothing has not seen a synced peer's clock).
+        synced: bool,
         /// Membership news.
         updates: Vec<Update>,
     },
@@ -48,6 +51,8 @@ pub enum Message {
         seq: u64,
         /// The sender's hybrid logical clock (filled in by the engine).
         clock: u64,
+        /// As in `Ping`.
+        synced: bool,
         /// Membership news.
         updates: Vec<Update>,
     },

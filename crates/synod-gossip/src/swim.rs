@@ -243,6 +243,7 @@ impl Swim {
             Message::Ping {
                 seq,
                 clock: 0,
+                synced: false,
                 updates,
             },
         ));
@@ -265,6 +266,7 @@ impl Swim {
                     Message::Ack {
                         seq,
                         clock: 0,
+                        synced: false,
                         updates,
                     },
                 ));
@@ -282,6 +284,7 @@ impl Swim {
                         Message::Ack {
                             seq,
                             clock: 0,
+                            synced: false,
                             updates,
                         },
                     ));
@@ -303,6 +306,7 @@ impl Swim {
                     Message::Ping {
                         seq: relay_seq,
                         clock: 0,
+                        synced: false,
                         updates,
                     },
                 ));
@@ -316,6 +320,7 @@ impl Swim {
                         Message::Ack {
                             seq: relay.seq,
                             clock: 0,
+                            synced: false,
                             updates,
                         },
                     ));

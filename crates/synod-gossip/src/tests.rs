@@ -435,6 +435,7 @@ fn swim_ignores_news_older_than_what_it_holds() {
     let news = |state, incarnation| Message::Ping {
         seq: 1,
         clock: 0,
+        synced: true,
         updates: vec![Update {
             member: NodeId(3),
             state,
@@ -575,11 +576,13 @@ fn messages_round_trip_and_garbage_never_panics() {
         Message::Ping {
             seq: 1,
             clock: 9,
+            synced: true,
             updates: vec![update],
         },
         Message::Ack {
             seq: 2,
             clock: 10,
+            synced: false,
             updates: vec![],
         },
         Message::PingReq {
@@ -653,6 +656,66 @@ fn a_member_that_starts_with_nothing_holds_writes_until_it_has_seen_a_peers_cloc
         b("new"),
         "above the version of its earlier life"
     );
+}
+
+#[test]
+fn old_versions_and_unsynced_peers_do_not_sync_a_member_that_lost_its_disk() {
+    // Five members: one other that holds nothing is not yet a majority of empty ones.
+    let mut c = Cluster::new(5, |_| {});
+    c.put(2, "k", "old");
+    c.run(5);
+    let old = c
+        .node(2)
+        .engine
+        .store()
+        .record(&Bytes::from("k"))
+        .expect("held");
+    let engine = c.boot(NodeId(1), None, &[], 0);
+    let node = c.nodes.get_mut(&NodeId(1)).expect("node");
+    node.engine = engine;
+    node.kv = KvStore::new();
+    node.acked.clear();
+    // An old version arriving (anti-entropy, a read reply) says nothing of the newest
+    // version this member issued before; nor does a peer that holds nothing either.
+    let push = Message::Push {
+        records: vec![old],
+        ack: None,
+    };
+    c.step(
+        NodeId(1),
+        Input::Receive {
+            from: NodeId(2),
+            message: push,
+        },
+    );
+    let unsynced = Message::Ping {
+        seq: 1,
+        clock: 0,
+        synced: false,
+        updates: vec![],
+    };
+    c.queue.clear();
+    c.step(
+        NodeId(1),
+        Input::Receive {
+            from: NodeId(3),
+            message: unsynced,
+        },
+    );
+    let id = c.put(1, "j", "v");
+    assert!(c.node(1).acked.is_empty(), "held");
+    // A synced peer's probe releases it.
+    c.run(c.config.swim.probe_ticks * 2);
+    assert!(c.node(1).acked.contains(&id));
+}
+
+#[test]
+fn a_new_cluster_syncs_on_a_majority_that_holds_nothing() {
+    // Every member starts empty; none has a synced peer, and still they take writes once a
+    // majority has met.
+    let mut c = Cluster::new(5, |_| {});
+    let id = c.put(4, "k", "v");
+    assert_eq!(c.node(4).acked, vec![id]);
 }
 
 #[test]

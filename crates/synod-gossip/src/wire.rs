@@ -62,17 +62,19 @@ impl Wire for Message {
             Message::Ping {
                 seq,
                 clock,
+                synced,
                 updates,
             } => {
-                enc.u8(0).u64(*seq).u64(*clock);
+                enc.u8(0).u64(*seq).u64(*clock).bool(*synced);
                 encode_updates(updates, enc);
             }
             Message::Ack {
                 seq,
                 clock,
+                synced,
                 updates,
             } => {
-                enc.u8(1).u64(*seq).u64(*clock);
+                enc.u8(1).u64(*seq).u64(*clock).bool(*synced);
                 encode_updates(updates, enc);
             }
             Message::PingReq {
@@ -135,11 +137,13 @@ impl Wire for Message {
             0 => Message::Ping {
                 seq: dec.u64("seq")?,
                 clock: dec.u64("clock")?,
+                synced: dec.bool("synced")?,
                 updates: decode_updates(dec)?,
             },
             1 => Message::Ack {
                 seq: dec.u64("seq")?,
                 clock: dec.u64("clock")?,
+                synced: dec.bool("synced")?,
                 updates: decode_updates(dec)?,
             },
             2 => Message::PingReq {

@@ -176,3 +176,60 @@ fn written_keys(request: &Request) -> Vec<Bytes> {
         _ => Vec::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synod_core::{Entry, Payload, Proposal};
+    use synod_kv::PutRequest;
+
+    fn engine(id: u64) -> Gossip {
+        let config = synod_gossip::Config::new(NodeId(id), vec![NodeId(1), NodeId(2)], 5);
+        Gossip::restart(config, 1, None, &[], 0).expect("boots")
+    }
+
+    fn put_entry(index: u64, version: u64, client: u64) -> Entry {
+        let request = Request::Put(PutRequest {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+            ..PutRequest::default()
+        });
+        Entry {
+            index,
+            era: version,
+            payload: Payload::Command(Proposal {
+                id: RequestId::new(client, index),
+                command: request.encode(),
+            }),
+        }
+    }
+
+    #[test]
+    fn an_acknowledged_write_no_replica_holds_is_reported_lost_unless_its_member_died() {
+        let mut versions = Versions::default();
+        let write = put_entry(1, 77 << 12 | 1, 5);
+        versions.applied(NodeId(1), 0, &write).expect("forward");
+        let request = write.proposal().expect("a command").id;
+        versions.acknowledged(request, NodeId(1));
+        // Neither replica holds key k at all.
+        let (a, b) = (engine(1), engine(2));
+        let replicas = [(NodeId(1), &a), (NodeId(2), &b)];
+        let lost = versions.check_kept(replicas.iter().copied(), |_| false);
+        assert!(lost.is_err_and(|e| e.contains("acknowledged write lost")));
+        // At ONE, with the member that took it lost for good, it may be gone.
+        let excused = versions.check_kept(replicas.iter().copied(), |n| n == NodeId(1));
+        assert!(excused.is_ok());
+    }
+
+    #[test]
+    fn a_version_applied_below_an_earlier_one_is_a_violation() {
+        let mut versions = Versions::default();
+        versions
+            .applied(NodeId(1), 0, &put_entry(1, 90, 0))
+            .expect("first");
+        let back = versions.applied(NodeId(1), 0, &put_entry(2, 80, 0));
+        assert!(back.is_err_and(|e| e.contains("only move forward")));
+        // A new life starts over (its state machine is rebuilt from disk).
+        assert!(versions.applied(NodeId(1), 1, &put_entry(1, 80, 0)).is_ok());
+    }
+}

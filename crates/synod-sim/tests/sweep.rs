@@ -338,6 +338,25 @@ fn the_sweep_catches_a_gossip_merge_that_keeps_the_first_version() {
     assert_eq!(first.kind, ViolationKind::Convergence, "{first}");
 }
 
+/// A member that applies and acknowledges a write before it is durable loses it in a crash
+/// while its state machine (restored from a snapshot taken meanwhile) may keep it: caught
+/// as replicas holding the same versions but different data, or as a lost write.
+#[test]
+fn the_sweep_catches_gossip_acknowledging_before_durable() {
+    let options = GossipOptions {
+        tweak: Some(|c| c.bugs.ack_before_durable = true),
+        ..GossipOptions::default()
+    };
+    let mut template = RunConfig::new(0, 3);
+    template.keys = 200;
+    let summary = sweep_template::<Gossip>(template, 1..=30, options);
+    let (_, first) = first_caught("gossip acknowledging before durable", &summary);
+    assert!(
+        first.detail.contains("acknowledged write lost") || first.detail.contains("different data"),
+        "{first}"
+    );
+}
+
 /// A leader that skips synchronization counts its initial history as committed on a quorum
 /// that does not hold it.
 #[test]
