@@ -27,6 +27,7 @@ use crate::protocol::{Invariants, Protocol};
 impl Protocol for Gossip {
     type Invariants = GossipInvariants;
     const TAKES_CONSENSUS_OPS: bool = false;
+    const REJOINS_EMPTY: bool = true;
     /// With nothing failing, a new version is pushed to three random members every tick for
     /// about log2 n rounds, and anti-entropy (every 10 ticks at the default timing) repairs
     /// whatever the epidemic missed (each member starts an exchange with a random peer every

@@ -73,6 +73,9 @@ impl<P: Protocol> World<P> {
         if faults.delay && faults.leader_race && self.voters.len() >= 3 {
             choices.push(Self::move_leader_heard_late);
         }
+        if faults.disk && faults.crash && P::REJOINS_EMPTY {
+            choices.push(Self::replace_disk);
+        }
         if let Some(&action) = self.nemesis_rng.pick(&choices) {
             action(self);
         }
@@ -247,6 +250,28 @@ impl<P: Protocol> World<P> {
         self.node_mut(node).damaged = true;
         self.stats.disks_damaged += 1;
         self.trace_line(|| format!("nemesis: {node} {damage}"));
+    }
+
+    /// Crashes a node (within the fault budget) and gives it a new, empty disk, as an
+    /// operator replacing a failed one would: it restarts with nothing and must catch up
+    /// from its peers without reusing a version of its earlier life.
+    fn replace_disk(&mut self) {
+        let node = self.voters[self.nemesis_rng.index(self.voters.len())];
+        if !self.is_up(node) {
+            return;
+        }
+        self.crash_node_leaving(node, Unsynced::Lost);
+        if self.is_up(node) {
+            return; // over the fault budget
+        }
+        let bugs = self.config.storage_bugs;
+        let fresh = crate::disk::NodeDisk::new(node.0, bugs);
+        let n = self.node_mut(node);
+        n.disk = fresh;
+        n.replaced = true;
+        n.damaged = false;
+        self.stats.disks_replaced += 1;
+        self.trace_line(|| format!("nemesis: {node} gets a new, empty disk"));
     }
 
     /// Arms a power loss at a node: it crashes while its next write is on its way to the

@@ -51,6 +51,9 @@ pub(crate) struct SimNode<P: Protocol> {
     pub(crate) dead: bool,
     /// The nemesis damaged this disk since it was last opened.
     pub(crate) damaged: bool,
+    /// The nemesis replaced this node's disk with an empty one at least once (a protocol
+    /// that rejoins with nothing: gossip).
+    pub(crate) replaced: bool,
     /// The nemesis cuts the power while this node's next write is on its way to the disk.
     pub(crate) power_loss_armed: bool,
     pub(crate) disk: NodeDisk,
@@ -72,6 +75,7 @@ impl<P: Protocol> SimNode<P> {
             incarnation: 0,
             dead: false,
             damaged: false,
+            replaced: false,
             power_loss_armed: false,
             disk: NodeDisk::new(id.0, storage_bugs),
             disk_sync: (0, 0),

@@ -15,6 +15,12 @@ pub trait Protocol: synod_replica::Protocol {
     /// no disk under such a protocol. Torn writes and crashes still happen.
     const WRITES_NEED_EVERY_MEMBER: bool = false;
 
+    /// Whether a member may come back with an empty disk (an operator replaced a failed
+    /// one) and rejoin: true for gossip, whose members hold no votes or promises; a
+    /// consensus member that forgot its votes could break safety. The nemesis then replaces
+    /// disks too.
+    const REJOINS_EMPTY: bool = false;
+
     /// Whether, with these options, a write or a read needs every member (the const above,
     /// or a consistency level of ALL).
     fn needs_every_member(_options: &Self::Options) -> bool {

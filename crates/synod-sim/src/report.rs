@@ -79,6 +79,8 @@ pub struct Stats {
     pub torn_writes_repaired: u64,
     /// Bits the nemesis flipped in stored data.
     pub disks_damaged: u64,
+    /// Disks the nemesis replaced with empty ones (gossip only).
+    pub disks_replaced: u64,
     /// Nodes that refused to start because their disk failed its checks.
     pub disks_refused: u64,
     /// Client commands committed (distinct log entries holding one).
@@ -208,6 +210,7 @@ impl Summary {
             t.snapshots_installed += s.snapshots_installed;
             t.torn_writes_repaired += s.torn_writes_repaired;
             t.disks_damaged += s.disks_damaged;
+            t.disks_replaced += s.disks_replaced;
             t.disks_refused += s.disks_refused;
             t.preemptions += s.preemptions;
             t.pauses += s.pauses;
@@ -297,6 +300,13 @@ impl fmt::Display for Summary {
             "disks damaged (a bit flipped, garbage left)",
             t.disks_damaged.to_string(),
         )?;
+        if t.disks_replaced > 0 {
+            row(
+                f,
+                "disks replaced by empty ones",
+                t.disks_replaced.to_string(),
+            )?;
+        }
         row(
             f,
             "  nodes that then refused to start",

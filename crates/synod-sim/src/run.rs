@@ -242,7 +242,13 @@ impl<P: Protocol> World<P> {
             .nodes
             .iter()
             .filter_map(|n| n.engine().map(|e| (n.id, e)));
-        let dead: Vec<NodeId> = self.nodes.iter().filter(|n| n.dead).map(|n| n.id).collect();
+        // Members that lost their disk for good, or had it replaced by an empty one.
+        let dead: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|n| n.dead || n.replaced)
+            .map(|n| n.id)
+            .collect();
         let one = P::acknowledges_alone(&self.options);
         let lost_with = |node: NodeId| one && dead.contains(&node);
         self.safety.versions.check_kept(replicas, lost_with)

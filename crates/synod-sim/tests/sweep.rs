@@ -293,6 +293,7 @@ fn gossip_on_3_5_and_7_nodes_keeps_its_promises_under_all_faults() {
         assert!(summary.is_clean(), "violations:\n{:#?}", summary.failures);
         let t = &summary.totals;
         assert!(t.crashes > 0 && t.torn_writes_repaired > 0, "{summary}");
+        assert!(t.disks_replaced > 0, "members rejoined empty: {summary}");
         assert!(t.stale_reads > 0, "{summary}");
         assert!(t.not_linearizable > 0, "{summary}");
     }
