@@ -378,15 +378,7 @@ impl Gossip {
                     reason,
                 });
             } else if self.held.len() >= HELD_MAX {
-                let reason = Rejection::Unavailable {
-                    reached: 1,
-                    needed: 1,
-                    written: false,
-                };
-                out.push(Action::Reject {
-                    id: proposal.id,
-                    reason,
-                });
+                refuse_unsynced(proposal.id, out);
             } else {
                 let deadline = self.ticks + self.config.request_timeout_ticks;
                 self.held.push((proposal, deadline));
@@ -432,15 +424,7 @@ impl Gossip {
             .partition(|(_, d)| now >= *d);
         self.held = kept;
         for (proposal, _) in expired {
-            let reason = Rejection::Unavailable {
-                reached: 1,
-                needed: 1,
-                written: false,
-            };
-            out.push(Action::Reject {
-                id: proposal.id,
-                reason,
-            });
+            refuse_unsynced(proposal.id, out);
         }
     }
 
@@ -472,6 +456,11 @@ impl Gossip {
                 let span = key_span(&delete.range);
                 let keys = self.store.live_keys(&span);
                 keys.into_iter().map(|k| (k, None)).collect()
+            }
+            Request::LeaseGrant(_) | Request::LeaseRevoke(_) => {
+                return Err(Rejection::Unsupported(
+                    "gossip has no leases: they need a clock the whole cluster agrees on, which only consensus gives",
+                ));
             }
             Request::Txn(_) => {
                 return Err(Rejection::Unsupported(
@@ -1176,6 +1165,17 @@ fn replicated_entry(at: LogIndex, record: &Record) -> Entry {
             command: request.encode(),
         }),
     }
+}
+
+/// A write refused, untaken, while this member's clock is not synced: only this member
+/// could have answered it.
+fn refuse_unsynced(id: RequestId, out: &mut Out) {
+    let reason = Rejection::Unavailable {
+        reached: 1,
+        needed: 1,
+        written: false,
+    };
+    out.push(Action::Reject { id, reason });
 }
 
 /// The records of pairs.

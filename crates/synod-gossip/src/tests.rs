@@ -218,6 +218,17 @@ impl Cluster {
         node.engine = engine;
         node.kv = KvStore::new();
     }
+
+    /// Node `id` restarts with a new, empty disk (and forgets what its clients were told).
+    fn lose_disk(&mut self, id: u64) {
+        let engine = self.boot(NodeId(id), None, &[], 0);
+        let node = self.nodes.get_mut(&NodeId(id)).expect("node");
+        node.engine = engine;
+        node.kv = KvStore::new();
+        node.hard_state = None;
+        node.journal.clear();
+        node.acked.clear();
+    }
 }
 
 fn put(key: &str, value: &str) -> Request {
@@ -632,13 +643,7 @@ fn a_member_that_starts_with_nothing_holds_writes_until_it_has_seen_a_peers_cloc
     c.put(1, "k", "old");
     c.run(5);
     // n1 loses its disk: its clock starts again from nothing, below its own old version.
-    let engine = c.boot(NodeId(1), None, &[], 0);
-    let node = c.nodes.get_mut(&NodeId(1)).expect("node");
-    node.engine = engine;
-    node.kv = KvStore::new();
-    node.hard_state = None;
-    node.journal.clear();
-    node.acked.clear();
+    c.lose_disk(1);
     let id = c.put(1, "k", "new");
     assert!(
         c.node(1).acked.is_empty() && c.node(1).rejected.is_empty(),
@@ -670,11 +675,7 @@ fn old_versions_and_unsynced_peers_do_not_sync_a_member_that_lost_its_disk() {
         .store()
         .record(&Bytes::from("k"))
         .expect("held");
-    let engine = c.boot(NodeId(1), None, &[], 0);
-    let node = c.nodes.get_mut(&NodeId(1)).expect("node");
-    node.engine = engine;
-    node.kv = KvStore::new();
-    node.acked.clear();
+    c.lose_disk(1);
     // An old version arriving (anti-entropy, a read reply) says nothing of the newest
     // version this member issued before; nor does a peer that holds nothing either.
     let push = Message::Push {

@@ -32,6 +32,10 @@ use crate::keeper::{self, KeeperWatch};
 use crate::lease::{LeaseBugs, LeaseClocks};
 use crate::peer::PeerMessage;
 
+/// Why a protocol that orders no writes refuses every lease call.
+pub const LEASES_NEED_CONSENSUS: &str =
+    "no leases here: they need a clock the whole cluster agrees on, which only consensus gives";
+
 /// Why a request got no answer from the state machine.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum Refusal {
@@ -381,7 +385,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                     });
                 }
                 Call::KeepAlive(_) | Call::TimeToLive(_) if !E::ORDERS_WRITES => {
-                    let why = "leases need a clock the whole cluster agrees on, which this protocol has not";
+                    let why = LEASES_NEED_CONSENSUS;
                     out.push(Output::Answer {
                         waiter,
                         answer: Answer::Refused(Refusal::Unsupported(why)),
@@ -997,6 +1001,10 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
 
     /// Who keeps the lease clocks, as far as this node knows: where lease calls belong.
     pub fn lease_keeper(&self) -> Option<NodeId> {
+        if !E::ORDERS_WRITES {
+            // No lease clocks anywhere: each member answers (refuses) its own lease calls.
+            return Some(self.options.id);
+        }
         if self.leaderless {
             keeper::keeper_of(self.store.read().lease_epoch())
         } else {

@@ -19,8 +19,8 @@ fn etcdctl_installed() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Runs etcdctl with `args` (and `stdin`), asserting success; returns its standard output.
-fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> String {
+/// Runs etcdctl with `args` (and `stdin`) to the end.
+fn run_etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
     let mut child = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoints}"))
@@ -40,7 +40,12 @@ fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> String {
             .expect("write stdin");
     }
     drop(child.stdin.take());
-    let out = child.wait_with_output().expect("etcdctl output");
+    child.wait_with_output().expect("etcdctl output")
+}
+
+/// Runs etcdctl with `args` (and `stdin`), asserting success; returns its standard output.
+fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let out = run_etcdctl(endpoints, args, stdin);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -77,24 +82,51 @@ async fn etcdctl_works_against_synod_on_sync() {
 /// the primary cannot be moved.
 /// etcdctl run to fail: its error output.
 fn etcdctl_fails(endpoints: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoints}"))
-        .arg("--command-timeout=10s")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run etcdctl");
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin");
-        pipe.write_all(input.as_bytes()).expect("write stdin");
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().expect("etcdctl output");
+    let out = run_etcdctl(endpoints, args, stdin);
     assert!(!out.status.success(), "etcdctl {args:?} succeeded");
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `etcdctl watch <prefix> --prefix` on `endpoint`, its output lines sent down the channel.
+fn watch_prefix(endpoint: &str, prefix: &str) -> (std::process::Child, mpsc::Receiver<String>) {
+    let mut watcher = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(["watch", prefix, "--prefix"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcdctl watch");
+    let (lines_tx, lines) = mpsc::channel();
+    let stdout = watcher.stdout.take().expect("watch stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (watcher, lines)
+}
+
+/// The first `count` non-empty lines a watcher printed (fewer if it falls silent for 10 s);
+/// the watcher is stopped.
+fn watched(
+    mut watcher: std::process::Child,
+    lines: mpsc::Receiver<String>,
+    count: usize,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    while seen.len() < count {
+        match lines.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) if line.is_empty() => {}
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    seen
 }
 
 /// Gossip takes puts, ranges and deletes on any member; what needs consensus (a
@@ -111,23 +143,7 @@ async fn etcdctl_works_against_synod_on_gossip() {
     let last = cluster.members.last().expect("members").client.clone();
     // A watcher on the first member sees the changes as they reach it, its own and those
     // gossiped from the others.
-    let mut watcher = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={first}"))
-        .args(["watch", "g/", "--prefix"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("etcdctl watch");
-    let (lines_tx, lines) = mpsc::channel();
-    let stdout = watcher.stdout.take().expect("watch stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let (watcher, lines) = watch_prefix(&first, "g/");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(etcdctl(&last, &["put", "g/a", "1"], None), "OK\n");
     // The write spreads to every member within a few gossip rounds.
@@ -157,16 +173,7 @@ async fn etcdctl_works_against_synod_on_gossip() {
     let refused = etcdctl_fails(&last, &["lease", "grant", "10"], None);
     assert!(refused.contains("gossip has no leases"), "{refused}");
     let expected = ["PUT", "g/a", "1", "PUT", "g/b", "2", "DELETE", "g/a"];
-    let mut seen = Vec::new();
-    while seen.len() < expected.len() {
-        match lines.recv_timeout(Duration::from_secs(10)) {
-            Ok(line) if line.is_empty() => {}
-            Ok(line) => seen.push(line),
-            Err(_) => break,
-        }
-    }
-    let _ = watcher.kill();
-    let _ = watcher.wait();
+    let seen = watched(watcher, lines, expected.len());
     assert_eq!(seen, expected, "the watch on the first member");
     assert_eq!(
         etcdctl(&last, &["get", "g/b", "--print-value-only"], None).trim_end(),
@@ -247,23 +254,7 @@ async fn etcdctl_works_against_synod_on(protocol: &str) {
         .clone();
 
     // A watcher first, to see what follows.
-    let mut watcher = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={follower}"))
-        .args(["watch", "app/", "--prefix"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("etcdctl watch");
-    let (lines_tx, lines) = mpsc::channel();
-    let stdout = watcher.stdout.take().expect("watch stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let (watcher, lines) = watch_prefix(&follower, "app/");
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     assert_eq!(etcdctl(&all, &["put", "app/a", "1"], None), "OK\n");
@@ -291,16 +282,7 @@ async fn etcdctl_works_against_synod_on(protocol: &str) {
     let expected = [
         "PUT", "app/a", "1", "PUT", "app/b", "2", "DELETE", "app/a", "PUT", "app/b", "3",
     ];
-    let mut seen = Vec::new();
-    while seen.len() < expected.len() {
-        match lines.recv_timeout(Duration::from_secs(10)) {
-            Ok(line) if line.is_empty() => {}
-            Ok(line) => seen.push(line),
-            Err(_) => break,
-        }
-    }
-    let _ = watcher.kill();
-    let _ = watcher.wait();
+    let seen = watched(watcher, lines, expected.len());
     assert_eq!(seen, expected);
 
     // Leases: grant, attach, keep alive, inspect, revoke (which deletes the key). They run on

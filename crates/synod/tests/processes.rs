@@ -319,17 +319,24 @@ async fn dns_secondaries_answer_reads_while_the_primary_is_down_and_lose_no_writ
         "the secondaries answered reads while the primary was down"
     );
     // Every acknowledged write reaches every member.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let keys: Vec<&str> = acked.iter().map(|(key, _)| key.as_str()).collect();
+    wait_everywhere(&cluster, &keys, "v", Duration::from_secs(10)).await;
+}
+
+/// Waits until every member's own copy (a serializable read) holds `value` for every key
+/// in `keys`, failing the test after `within`.
+async fn wait_everywhere(cluster: &Cluster, keys: &[&str], value: &str, within: Duration) {
+    let deadline = Instant::now() + within;
     for member in &cluster.members {
-        for (key, _) in &acked {
+        for &key in keys {
             loop {
                 let here = get(&member.client, key, true).await.ok().flatten();
-                if here.as_deref() == Some("v") {
+                if here.as_deref() == Some(value) {
                     break;
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "member {} never got {key}, which was acknowledged",
+                    "member {} holds {here:?} for {key}, acknowledged as {value:?}",
                     member.id
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1150,23 +1157,8 @@ async fn gossip_members_converge_after_a_pause_and_a_crash_under_load() {
         acked.len()
     );
     assert!(acked.len() > 50, "writes went on: {}", acked.len());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    for member in &cluster.members {
-        for key in &acked {
-            loop {
-                let here = get(&member.client, key, true).await.ok().flatten();
-                if here.as_deref() == Some("second") {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "member {} holds {here:?} for {key}, whose second write was acknowledged",
-                    member.id
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    let keys: Vec<&str> = acked.iter().map(String::as_str).collect();
+    wait_everywhere(&cluster, &keys, "second", Duration::from_secs(15)).await;
     // Converged: every member holds the same keys and values (serializable reads: each
     // member's own copy).
     let mut copies = Vec::new();
