@@ -55,6 +55,57 @@ pub struct ServerConfig {
     pub write_level: synod_gossip::Level,
     /// Gossip: replicas a linearizable range consults (a serializable one reads this node).
     pub read_level: synod_gossip::Level,
+    /// For fault tests: how fast this node's clock runs against true time (1.0: exactly).
+    /// Every timer of the node is a count of ticks, so a rate of 1.1 makes its heartbeats,
+    /// election timeouts and lease clocks all run 10% fast, as a drifting clock would.
+    pub clock_rate: f64,
+    /// For fault tests only: a protocol rule this node breaks on purpose, so a test can show
+    /// that its checker catches the consequences. Never set in production.
+    pub injected_bug: Option<InjectedBug>,
+}
+
+/// A protocol rule a server can be told to break (`synod server --inject-bug NAME`, a hidden
+/// flag), so the real-host nemesis can prove it catches what the simulator catches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InjectedBug {
+    /// Raft: a leader answers linearizable reads at once, without confirming with a quorum
+    /// that it still leads, so a leader cut off from its followers serves stale reads.
+    ReadWithoutConfirmation,
+}
+
+impl InjectedBug {
+    /// Every bug by its flag value, with the protocol it applies to.
+    pub const ALL: [(&'static str, &'static str, InjectedBug); 1] = [(
+        "read-without-confirmation",
+        "raft",
+        InjectedBug::ReadWithoutConfirmation,
+    )];
+
+    /// The protocol whose rule this bug breaks.
+    pub fn protocol(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, _, bug)| *bug == self)
+            .map_or("raft", |(_, protocol, _)| protocol)
+    }
+}
+
+impl std::str::FromStr for InjectedBug {
+    type Err = ConfigError;
+
+    fn from_str(text: &str) -> Result<Self, ConfigError> {
+        Self::ALL
+            .iter()
+            .find(|(name, _, _)| *name == text)
+            .map(|(_, _, bug)| *bug)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|(name, _, _)| *name).collect();
+                ConfigError::Invalid(format!(
+                    "--inject-bug {text}: no such bug (there are: {})",
+                    names.join(", ")
+                ))
+            })
+    }
 }
 
 /// A setting that cannot work.
@@ -106,6 +157,8 @@ impl ServerConfig {
             watch_progress_interval: Duration::from_secs(600),
             write_level: synod_gossip::Level::One,
             read_level: synod_gossip::Level::One,
+            clock_rate: 1.0,
+            injected_bug: None,
         }
     }
 
@@ -154,6 +207,21 @@ impl ServerConfig {
             return Err(ConfigError::Invalid(
                 "request size and transaction limits must be at least 1".into(),
             ));
+        }
+        if !(0.5..=2.0).contains(&self.clock_rate) {
+            return Err(ConfigError::Invalid(format!(
+                "--clock-rate {}: must be between 0.5 and 2.0",
+                self.clock_rate
+            )));
+        }
+        if let Some(bug) = self.injected_bug {
+            if bug.protocol() != self.protocol {
+                return Err(ConfigError::Invalid(format!(
+                    "--inject-bug: {bug:?} breaks a rule of {}, not of {}",
+                    bug.protocol(),
+                    self.protocol
+                )));
+            }
         }
         Ok(())
     }

@@ -55,6 +55,8 @@ pub struct NodeOptions {
     pub peers: Vec<NodeId>,
     /// Length of one engine tick.
     pub tick: Duration,
+    /// How fast the ticks come against true time (1.0 but in fault tests, which skew it).
+    pub clock_rate: f64,
     /// An election timeout: a new leader extends every lease by this much.
     pub election_timeout: Duration,
     /// Snapshot the state machine after this many applied entries (0: never).
@@ -265,7 +267,7 @@ where
     /// Runs until `stop` fires or the node cannot go on (its disk failed). Either way, what
     /// is queued for the disk is written and synced before this returns.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), String> {
-        let mut ticker = tokio::time::interval(self.options.tick);
+        let mut ticker = tokio::time::interval(self.options.tick.div_f64(self.options.clock_rate));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
         let mut outcome = Ok(());

@@ -116,7 +116,25 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
             };
             start_with::<Gossip>(config, &options).await
         }
-        _ => start_with::<Raft>(config, &RaftOptions::default()).await,
+        _ => {
+            let options = RaftOptions {
+                tweak: match config.injected_bug {
+                    #[cfg(feature = "inject-bugs")]
+                    Some(crate::config::InjectedBug::ReadWithoutConfirmation) => {
+                        Some(|c: &mut synod_raft::Config| c.bugs.read_without_confirmation = true)
+                    }
+                    #[cfg(not(feature = "inject-bugs"))]
+                    Some(_) => {
+                        return Err(StartError::Config(ConfigError::Invalid(
+                            "--inject-bug: this build has no injectable bugs (feature inject-bugs)"
+                                .into(),
+                        )))
+                    }
+                    None => None,
+                },
+            };
+            start_with::<Raft>(config, &options).await
+        }
     }
 }
 
@@ -184,6 +202,7 @@ async fn start_with<P: Protocol>(
         id: config.id,
         peers: voters.iter().copied().filter(|&v| v != config.id).collect(),
         tick: config.tick,
+        clock_rate: config.clock_rate,
         election_timeout: config.election_timeout,
         snapshot_every: config.snapshot_every,
     };

@@ -8,7 +8,7 @@ mod commands;
 mod logging;
 mod progress;
 
-use commands::{bench, client, cluster, server, sim, wal};
+use commands::{bench, client, cluster, nemesis, server, sim, wal};
 
 /// The server allocates and frees small buffers for every request; mimalloc does that with
 /// about half of glibc's cost (12% of a server's CPU under puts was the allocator).
@@ -50,6 +50,9 @@ enum Command {
     /// Run the deterministic simulator: seeded runs under faults, checked for safety,
     /// linearizability, liveness after heal and convergence.
     Sim(sim::SimArgs),
+    /// Run a cluster on real hosts of its own (network namespaces; needs root) under
+    /// partitions, packet loss, pauses and kills, with a load whose history is checked.
+    Nemesis(nemesis::NemesisArgs),
     /// Inspect a node's write-ahead log: `dump` prints its records, `check` verifies it.
     Wal(wal::WalArgs),
 }
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Status(args) => client::status(args),
         Command::Bench(args) => bench::run(args),
         Command::Sim(args) => sim::run(args),
+        Command::Nemesis(args) => nemesis::run(args),
         Command::Wal(args) => wal::run(args),
     };
     match result {

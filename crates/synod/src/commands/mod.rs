@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod client;
 pub mod cluster;
+pub mod nemesis;
 pub mod server;
 pub mod sim;
 pub mod wal;

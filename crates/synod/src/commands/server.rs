@@ -89,6 +89,14 @@ pub struct ServerArgs {
     /// Stop gracefully when standard input closes (how `synod cluster up` stops its nodes).
     #[arg(long, hide = true)]
     pub exit_on_stdin_eof: bool,
+    /// For fault tests (`synod nemesis`): run this node's clock at this rate against true
+    /// time, e.g. 1.1 for 10% fast.
+    #[arg(long, hide = true, value_name = "RATE")]
+    pub clock_rate: Option<f64>,
+    /// For fault tests only: break a protocol rule on purpose (see `InjectedBug`). Refused
+    /// unless SYNOD_ALLOW_INJECTED_BUGS=1 is set, so no production member runs one by mistake.
+    #[arg(long, hide = true, value_name = "NAME")]
+    pub inject_bug: Option<String>,
 }
 
 /// The same settings as a TOML file.
@@ -214,6 +222,15 @@ pub fn resolve(args: &ServerArgs) -> anyhow::Result<(ServerConfig, Option<usize>
     if let Some(v) = pick!(history_revisions) {
         config.history_revisions = v;
     }
+    if let Some(rate) = args.clock_rate {
+        config.clock_rate = rate;
+    }
+    if let Some(name) = &args.inject_bug {
+        if std::env::var("SYNOD_ALLOW_INJECTED_BUGS").as_deref() != Ok("1") {
+            bail!("--inject-bug breaks the protocol on purpose, for tests; it needs SYNOD_ALLOW_INJECTED_BUGS=1 in the environment");
+        }
+        config.injected_bug = Some(name.parse()?);
+    }
     config.validate()?;
     let threads = pick!(threads);
     if threads == Some(0) {
@@ -226,6 +243,18 @@ pub fn resolve(args: &ServerArgs) -> anyhow::Result<(ServerConfig, Option<usize>
 pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let (config, threads) = resolve(&args)?;
     crate::logging::init();
+    if let Some(bug) = config.injected_bug {
+        tracing::warn!(
+            ?bug,
+            "this member breaks its protocol on purpose (--inject-bug)"
+        );
+    }
+    if config.clock_rate != 1.0 {
+        tracing::warn!(
+            rate = config.clock_rate,
+            "this member's clock is skewed (--clock-rate)"
+        );
+    }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = threads {
         runtime.worker_threads(threads);
