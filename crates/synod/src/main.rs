@@ -45,6 +45,9 @@ enum Command {
     Member(client::MemberArgs),
     /// Each endpoint's leader, term, index and version.
     Status(client::StatusArgs),
+    /// Whether each endpoint serves a linearizable read (as `etcdctl endpoint health`);
+    /// exit code 1 if one does not.
+    Health(client::HealthArgs),
     /// Drive load over etcd's API and print throughput and latency percentiles.
     Bench(bench::BenchArgs),
     /// Run the deterministic simulator: seeded runs under faults, checked for safety,
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Command::Lease(args) => client::lease(args),
         Command::Member(args) => client::member(args),
         Command::Status(args) => client::status(args),
+        Command::Health(args) => client::health(args),
         Command::Bench(args) => bench::run(args),
         Command::Sim(args) => sim::run(args),
         Command::Nemesis(args) => nemesis::run(args),

@@ -258,6 +258,16 @@ pub struct StatusArgs {
     connection: Connection,
 }
 
+/// `health`.
+#[derive(Args, Debug)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// Give up on an endpoint's read after this many milliseconds.
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    command_timeout_ms: u64,
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -770,6 +780,43 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             }
         }
         Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    })
+}
+
+/// Runs `health`: as `etcdctl endpoint health`, a linearizable read of the key `health`
+/// through each endpoint, which only succeeds when the cluster has a quorum the endpoint
+/// reaches. One line per endpoint; exit code 1 if any is unhealthy (container health checks
+/// use it).
+pub fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let mut failed = false;
+        for endpoint in &args.connection.endpoints {
+            let started = std::time::Instant::now();
+            let answer = async {
+                let mut client = KvClient::new(args.connection.channel_to(endpoint).await?);
+                let mut request = tonic::Request::new(pb::RangeRequest {
+                    key: b"health".to_vec().into(),
+                    ..Default::default()
+                });
+                request.set_timeout(Duration::from_millis(args.command_timeout_ms));
+                client.range(request).await.map_err(grpc)
+            };
+            match answer.await {
+                Ok(_) => println!(
+                    "{endpoint} is healthy: successfully committed proposal: took = {:?}",
+                    started.elapsed()
+                ),
+                Err(e) => {
+                    failed = true;
+                    println!("{endpoint} is unhealthy: failed to commit proposal: {e:#}");
+                }
+            }
+        }
+        Ok(if failed {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        })
     })
 }
 

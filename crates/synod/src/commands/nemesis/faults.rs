@@ -103,7 +103,7 @@ pub struct Tally {
 }
 
 /// Shuffles `items` in place.
-fn shuffle<T>(rng: &mut Rng, items: &mut [T]) {
+pub fn shuffle<T>(rng: &mut Rng, items: &mut [T]) {
     for i in (1..items.len()).rev() {
         let j = rng.range(0, i as u64 + 1) as usize;
         items.swap(i, j);

@@ -369,8 +369,13 @@ impl Hosts {
 
 impl Drop for Hosts {
     fn drop(&mut self) {
-        // Deleting a namespace deletes its end of the veth pair, and with it the other end.
+        // A namespace's links go some time after the namespace, in the background; deleting
+        // each veth here first leaves nothing behind once the harness has exited.
         for host in &self.members {
+            let _ = run(
+                "ip",
+                &["link", "delete", &format!("{}h{}", self.tag, host.id)],
+            );
             if let Err(e) = run("ip", &["netns", "delete", &host.namespace]) {
                 eprintln!("synod nemesis: {e}");
             }

@@ -45,15 +45,25 @@ pub struct NemesisArgs {
     /// one-way, netem, pause, kill, skew.
     #[arg(long, default_value = "all")]
     faults: String,
-    /// Seconds of faults under load (the heal and the checks come after).
+    /// Seconds of faults under load, at least: the run goes on until every fault named has
+    /// been injected once. The heal and the checks come after.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     time: u64,
+    /// How long a fault is held, on average (from half of it to one and a half times it);
+    /// the quiet between two faults is half of it, on average.
+    #[arg(long, default_value_t = 4000, value_name = "MS")]
+    hold_ms: u64,
     /// Members, each on a host of its own.
     #[arg(long, default_value_t = 3)]
     nodes: u64,
     /// Clients, each going through every member in turn.
     #[arg(long, default_value_t = 8)]
     clients: u64,
+    /// How long a client waits for an answer before it gives up on an operation (a write it
+    /// gave up on may still take effect: the history records it as unknown) and goes on
+    /// through the next member, as etcd's clients fail over.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    timeout_ms: u64,
     /// Operations per second, all clients together (default: as fast as the cluster answers).
     /// Long runs use it to keep the history small enough to check.
     #[arg(long, value_name = "OPS")]
@@ -81,9 +91,6 @@ pub struct NemesisArgs {
     inject_bug: Option<String>,
 }
 
-/// How long a fault is held, and the quiet between two faults.
-const HOLD: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(6));
-const QUIET: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3));
 /// How long the cluster has, after the heal, to acknowledge a write again.
 const RECOVERY: Duration = Duration::from_secs(30);
 /// How long the load goes on after the first write acknowledged after the heal.
@@ -105,6 +112,9 @@ pub fn run(args: NemesisArgs) -> anyhow::Result<ExitCode> {
     }
     if args.clients == 0 || args.time == 0 || args.rate == Some(0) {
         bail!("--clients, --time and --rate must be at least 1");
+    }
+    if args.hold_ms < 100 || args.timeout_ms < 10 {
+        bail!("--hold-ms must be at least 100, and --timeout-ms at least 10");
     }
     if let Some(bug) = &args.inject_bug {
         let bug: synod_node::config::InjectedBug = bug.parse()?;
@@ -228,7 +238,7 @@ impl Run<'_> {
     /// Starts the load, runs the nemesis, heals, checks. Ok(true): every check passed.
     async fn drive(&self, members: &mut Members, rng: &mut Rng) -> anyhow::Result<bool> {
         let n = self.args.nodes;
-        let timeout = Duration::from_secs(3);
+        let timeout = Duration::from_millis(self.args.timeout_ms);
         let channels: Vec<Channel> = (1..=n)
             .map(|id| {
                 load::channel(
@@ -284,24 +294,39 @@ impl Run<'_> {
                 .collect();
             event(started, &format!("clock rates {}", rates.join(", ")));
         }
+        // Faults come as from a shuffled deck, so every kind is dealt once before any twice,
+        // and the run goes on past --time until every kind has been (a short run covers all).
+        let hold = Duration::from_millis(self.args.hold_ms);
         let end = Instant::now() + Duration::from_secs(self.args.time);
-        while Instant::now() < end && crashed.is_empty() {
-            let quiet = faults::span(rng, QUIET.0, QUIET.1);
+        let mut deck: Vec<Fault> = Vec::new();
+        let mut dealt_all = injectable.is_empty();
+        while (Instant::now() < end || !dealt_all) && crashed.is_empty() {
+            let quiet = faults::span(rng, hold / 4, hold * 3 / 4);
+            let remaining = end.saturating_duration_since(Instant::now());
             crashed = watch_members(
                 members,
-                quiet.min(end.saturating_duration_since(Instant::now())),
+                if dealt_all {
+                    quiet.min(remaining)
+                } else {
+                    quiet
+                },
             )
             .await;
-            if Instant::now() >= end || !crashed.is_empty() || injectable.is_empty() {
+            if (Instant::now() >= end && dealt_all) || !crashed.is_empty() || injectable.is_empty()
+            {
                 continue;
             }
-            let kind = injectable[rng.range(0, injectable.len() as u64) as usize];
+            if deck.is_empty() {
+                deck = injectable.clone();
+                faults::shuffle(rng, &mut deck);
+            }
+            let kind = deck.pop().expect("a full deck");
+            dealt_all |= deck.is_empty();
             let (what, active) =
                 faults::inject(kind, rng, self.hosts, members, leadership.current())?;
             *tally.injected.entry(kind).or_default() += 1;
             event(started, &format!("{kind}: {what}"));
-            let hold = faults::span(rng, HOLD.0, HOLD.1);
-            crashed = watch_members(members, hold).await;
+            crashed = watch_members(members, faults::span(rng, hold / 2, hold * 3 / 2)).await;
             let healed = faults::heal(active, rng, skew, self.hosts, members)?;
             event(started, &healed);
         }
