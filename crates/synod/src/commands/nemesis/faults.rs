@@ -188,11 +188,14 @@ pub fn inject(
                 Active::Network,
             )
         }
+        // Egress rules: what the member sends to the others, or what they send to it, is
+        // dropped as it leaves. The peers speak TCP, whose connections then stall both ways
+        // (acknowledgements are lost too), but the side that hears nothing notices first.
         Fault::OneWay => {
             let one = target(rng, n, leader, false);
             if rng.chance(0.5) {
                 for other in (1..=n).filter(|&o| o != one) {
-                    hosts.drop_from(other, one)?;
+                    hosts.drop_to(one, other)?;
                 }
                 (
                     format!("{one}{} cannot be heard by the others", leader_note(one)),
@@ -200,7 +203,7 @@ pub fn inject(
                 )
             } else {
                 for other in (1..=n).filter(|&o| o != one) {
-                    hosts.drop_from(one, other)?;
+                    hosts.drop_to(other, one)?;
                 }
                 (
                     format!("{one}{} cannot hear the others", leader_note(one)),

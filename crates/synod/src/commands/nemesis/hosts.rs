@@ -285,14 +285,24 @@ impl Hosts {
         run("ip", &all)
     }
 
-    /// Drops, at member `at`, every packet that comes from member `from`: a one-way cut (TCP
-    /// then fails both ways, as its acknowledgements do not come back).
+    /// Drops, at member `at`, every packet that comes from member `from` (half of a cut).
     pub fn drop_from(&self, at: u64, from: u64) -> anyhow::Result<()> {
         let source = self.host(from).address.to_string();
         self.exec(
             at,
             "iptables",
             &["-A", "INPUT", "-s", &source, "-j", "DROP"],
+        )
+    }
+
+    /// Drops, at member `at`, every packet it sends to member `to`: an egress rule, for
+    /// one-way cuts.
+    pub fn drop_to(&self, at: u64, to: u64) -> anyhow::Result<()> {
+        let destination = self.host(to).address.to_string();
+        self.exec(
+            at,
+            "iptables",
+            &["-A", "OUTPUT", "-d", &destination, "-j", "DROP"],
         )
     }
 
@@ -360,6 +370,7 @@ impl Hosts {
     pub fn heal(&self) -> anyhow::Result<()> {
         for host in &self.members {
             self.exec(host.id, "iptables", &["-F", "INPUT"])?;
+            self.exec(host.id, "iptables", &["-F", "OUTPUT"])?;
             // Only fails when no qdisc was added.
             let _ = self.exec(host.id, "tc", &["qdisc", "del", "dev", "eth0", "root"]);
         }
