@@ -208,9 +208,9 @@ impl ServerConfig {
                 "request size and transaction limits must be at least 1".into(),
             ));
         }
-        if !(0.5..=2.0).contains(&self.clock_rate) {
+        if !(0.8..=1.25).contains(&self.clock_rate) {
             return Err(ConfigError::Invalid(format!(
-                "--clock-rate {}: must be between 0.5 and 2.0",
+                "--clock-rate {}: must be between 0.8 and 1.25",
                 self.clock_rate
             )));
         }

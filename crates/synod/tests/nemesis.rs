@@ -41,6 +41,15 @@ fn nemesis(args: &[&str]) -> (Option<i32>, String) {
         .expect("run synod nemesis");
     let ours = format!("snm{}", child.id());
     let output = child.wait_with_output().expect("synod nemesis output");
+    let rules = Command::new("iptables")
+        .args(["-S", "FORWARD"])
+        .output()
+        .expect("iptables");
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    assert!(
+        !rules.contains(&format!("synod-nemesis-{ours} ")),
+        "the run left its FORWARD rule behind: {rules}"
+    );
     for what in [&["netns", "list"][..], &["-o", "link", "show"][..]] {
         let listed = Command::new("ip").args(what).output().expect("ip");
         let listed = String::from_utf8_lossy(&listed.stdout);

@@ -90,7 +90,8 @@ pub struct ServerArgs {
     #[arg(long, hide = true)]
     pub exit_on_stdin_eof: bool,
     /// For fault tests (`synod nemesis`): run this node's clock at this rate against true
-    /// time, e.g. 1.1 for 10% fast.
+    /// time, e.g. 1.1 for 10% fast (0.8 to 1.25). Refused unless
+    /// SYNOD_ALLOW_INJECTED_BUGS=1 is set.
     #[arg(long, hide = true, value_name = "RATE")]
     pub clock_rate: Option<f64>,
     /// For fault tests only: break a protocol rule on purpose (see `InjectedBug`). Refused
@@ -222,11 +223,16 @@ pub fn resolve(args: &ServerArgs) -> anyhow::Result<(ServerConfig, Option<usize>
     if let Some(v) = pick!(history_revisions) {
         config.history_revisions = v;
     }
+    // Both test switches weaken the member on purpose; neither is taken by accident.
+    let allowed = std::env::var("SYNOD_ALLOW_INJECTED_BUGS").as_deref() == Ok("1");
     if let Some(rate) = args.clock_rate {
+        if !allowed {
+            bail!("--clock-rate skews this member's clock on purpose, for fault tests; it needs SYNOD_ALLOW_INJECTED_BUGS=1 in the environment");
+        }
         config.clock_rate = rate;
     }
     if let Some(name) = &args.inject_bug {
-        if std::env::var("SYNOD_ALLOW_INJECTED_BUGS").as_deref() != Ok("1") {
+        if !allowed {
             bail!("--inject-bug breaks the protocol on purpose, for tests; it needs SYNOD_ALLOW_INJECTED_BUGS=1 in the environment");
         }
         config.injected_bug = Some(name.parse()?);

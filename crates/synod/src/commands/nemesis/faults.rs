@@ -34,6 +34,20 @@ pub enum Fault {
     Skew,
 }
 
+impl Fault {
+    /// Whether the fault cuts or degrades the network between members (which takes three).
+    pub fn cuts_the_network(self) -> bool {
+        matches!(
+            self,
+            Fault::Partition
+                | Fault::PartitionLeader
+                | Fault::Bridge
+                | Fault::OneWay
+                | Fault::Netem
+        )
+    }
+}
+
 /// Every fault by name.
 pub const FAULTS: [(&str, Fault); 8] = [
     ("partition", Fault::Partition),
@@ -220,9 +234,9 @@ pub fn inject(
                 hosts.slow(id, 50)?;
             }
             let how = if hosts.netem {
-                "delay 50±25 ms"
+                "sending to them at 512 kbit/s, 50±25 ms late"
             } else {
-                "shaped to 512 kbit/s"
+                "sending to them at 512 kbit/s"
             };
             (
                 format!("{} lose 20% of peer packets, {how}", list(hit)),

@@ -124,9 +124,11 @@ pub fn preflight() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether a process with this id is alive.
-fn alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+/// Whether names carrying this harness pid are stale: its process is gone, or it is this
+/// very process (which has made nothing yet when it sweeps, so they are an earlier harness's
+/// that had the same pid).
+fn stale(pid: u32) -> bool {
+    pid == std::process::id() || !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// The harness pid a name of ours carries (`snm<pid>...`), if it is one of ours.
@@ -136,41 +138,62 @@ fn owner(name: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// Removes what harnesses that are no longer running left behind: namespaces, bridges and
-/// FORWARD rules named after a process that is gone.
+/// The names of the links `ip -o link show` lists (`7: snm12h1@if2: <...>` gives `snm12h1`).
+fn link_names(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|line| line.split(": ").nth(1))
+        .map(|name| name.split('@').next().unwrap_or(name).to_string())
+        .collect()
+}
+
+/// Removes what harnesses that are no longer running left behind: their members' processes
+/// (a member frozen when its harness was killed never sees its standard input close),
+/// namespaces, links and FORWARD rules.
 pub fn sweep_stale() {
+    let mut tags = std::collections::BTreeSet::new();
     if let Ok(list) = output("ip", &["netns", "list"]) {
         for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
-            if owner(name).is_some_and(|pid| !alive(pid)) {
-                let _ = run("ip", &["netns", "delete", name]);
-            }
-        }
-    }
-    if let Ok(list) = output("ip", &["-o", "link", "show", "type", "bridge"]) {
-        for line in list.lines() {
-            let Some(name) = line.split(": ").nth(1) else {
+            let Some(pid) = owner(name).filter(|&pid| stale(pid)) else {
                 continue;
             };
-            if owner(name).is_some_and(|pid| !alive(pid)) {
-                let _ = run("ip", &["link", "delete", name]);
+            tags.insert(pid);
+            if let Ok(pids) = output("ip", &["netns", "pids", name]) {
+                for member in pids.split_whitespace() {
+                    let _ = run("kill", &["-KILL", member]);
+                }
+            }
+            let _ = run("ip", &["netns", "delete", name]);
+        }
+    }
+    if let Ok(list) = output("ip", &["-o", "link", "show"]) {
+        for name in link_names(&list) {
+            if let Some(pid) = owner(&name).filter(|&pid| stale(pid)) {
+                tags.insert(pid);
+                let _ = run("ip", &["link", "delete", &name]);
             }
         }
     }
     if let Ok(rules) = output("iptables", &["-S", "FORWARD"]) {
         for rule in rules.lines() {
-            let Some(tag) = rule
+            let Some(pid) = rule
                 .split("synod-nemesis-")
                 .nth(1)
-                .and_then(|t| t.split_whitespace().next())
+                .and_then(owner)
+                .filter(|&pid| stale(pid))
             else {
                 continue;
             };
-            if owner(tag).is_some_and(|pid| !alive(pid)) {
-                let mut args: Vec<&str> = vec!["-D"];
-                args.extend(rule.split_whitespace().skip(1));
-                let _ = run("iptables", &args);
-            }
+            tags.insert(pid);
         }
+    }
+    // Rebuilt from the name, not parsed back from iptables' listing, whose quoting varies.
+    for pid in tags {
+        let tag = format!("{PREFIX}{pid}");
+        let mut rule = vec!["-D".to_string()];
+        rule.extend(forward_rule(&format!("{tag}br"), &tag));
+        let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
+        while run("iptables", &rule).is_ok() {}
     }
 }
 
@@ -340,30 +363,56 @@ impl Hosts {
         Ok(())
     }
 
-    /// Slows member `at`'s link: with netem, a delay with jitter on everything it sends;
-    /// without, a token bucket that holds what it sends to 512 kbit/s and queues the rest for
-    /// up to 200 ms, which under load delays every packet and drops some.
+    /// Slows member `at`'s link to the other members (its clients are spared): what it sends
+    /// them goes through an HTB class of its own, limited to 512 kbit/s behind a short queue,
+    /// which under load delays every packet and drops some; with netem, also delayed by
+    /// `delay_ms` with jitter.
     pub fn slow(&self, at: u64, delay_ms: u32) -> anyhow::Result<()> {
+        let tc = |args: &[&str]| self.exec(at, "tc", args);
+        tc(&[
+            "qdisc", "add", "dev", "eth0", "root", "handle", "1:", "htb", "default", "1",
+        ])?;
+        tc(&[
+            "class", "add", "dev", "eth0", "parent", "1:", "classid", "1:1", "htb", "rate",
+            "10gbit",
+        ])?;
+        tc(&[
+            "class", "add", "dev", "eth0", "parent", "1:", "classid", "1:2", "htb", "rate",
+            "512kbit", "ceil", "512kbit",
+        ])?;
         if self.netem {
             let delay = format!("{delay_ms}ms");
             let jitter = format!("{}ms", delay_ms / 2);
-            self.exec(
-                at,
-                "tc",
-                &[
-                    "qdisc", "add", "dev", "eth0", "root", "netem", "delay", &delay, &jitter,
-                ],
-            )
+            tc(&[
+                "qdisc", "add", "dev", "eth0", "parent", "1:2", "netem", "delay", &delay, &jitter,
+                "limit", "100",
+            ])?;
         } else {
-            self.exec(
-                at,
-                "tc",
-                &[
-                    "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "512kbit", "burst",
-                    "8kb", "latency", "200ms",
-                ],
-            )
+            tc(&[
+                "qdisc", "add", "dev", "eth0", "parent", "1:2", "pfifo", "limit", "20",
+            ])?;
         }
+        for other in self.members.iter().filter(|m| m.id != at) {
+            let destination = format!("{}/32", other.address);
+            tc(&[
+                "filter",
+                "add",
+                "dev",
+                "eth0",
+                "parent",
+                "1:",
+                "protocol",
+                "ip",
+                "u32",
+                "match",
+                "ip",
+                "dst",
+                &destination,
+                "flowid",
+                "1:2",
+            ])?;
+        }
+        Ok(())
     }
 
     /// Undoes every network fault on every member.
@@ -419,5 +468,7 @@ mod tests {
         assert_eq!(owner("snmx"), None);
         // The longest name fits a Linux interface name (15 bytes).
         assert!(format!("{PREFIX}{}h64", 4_194_304).len() <= 15);
+        let listing = "48: snm18014br: <BROADCAST> mtu 1500\n53: snm18014h1@if2: <UP> mtu 1500\n";
+        assert_eq!(link_names(listing), vec!["snm18014br", "snm18014h1"]);
     }
 }

@@ -540,9 +540,9 @@ impl Leadership {
         mut stop: watch::Receiver<bool>,
     ) {
         while !*stop.borrow_and_update() {
-            if let Some(leader) = self.poll(&channels).await {
-                *self.current.lock().expect("leadership") = Some(leader);
-            }
+            // No leader named by anyone answering: aim leader faults at no one in particular.
+            let leader = self.poll(&channels).await;
+            *self.current.lock().expect("leadership") = leader;
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                 _ = stop.changed() => {}

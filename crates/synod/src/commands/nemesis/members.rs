@@ -125,6 +125,7 @@ impl Members {
             ])
             .args(["--threads", "1"])
             .args(["--clock-rate", &rate.to_string()])
+            .env("SYNOD_ALLOW_INJECTED_BUGS", "1")
             // If the harness dies, its members follow it (their standard input closes).
             .arg("--exit-on-stdin-eof")
             .stdin(Stdio::piped())
@@ -134,9 +135,7 @@ impl Members {
             command.args(["--snapshot-every", &every.to_string()]);
         }
         if let Some(bug) = &launch.inject_bug {
-            command
-                .args(["--inject-bug", bug])
-                .env("SYNOD_ALLOW_INJECTED_BUGS", "1");
+            command.args(["--inject-bug", bug]);
         }
         // `ip netns exec` enters the namespace and then executes the server in its own place,
         // so the child's pid is the server's: signals reach the server itself.
@@ -234,8 +233,8 @@ impl Members {
     }
 
     /// Stops every member gracefully (closing its standard input), killing what does not stop
-    /// within a few seconds.
-    pub fn stop_all(&mut self) {
+    /// within a few seconds. Returns the members that did not stop cleanly, and how.
+    pub fn stop_all(&mut self) -> Vec<(u64, String)> {
         for member in &mut self.members {
             if let Some(child) = member.child.as_mut() {
                 if member.paused {
@@ -248,24 +247,31 @@ impl Members {
             }
         }
         let deadline = Instant::now() + Duration::from_secs(10);
+        let mut unclean = Vec::new();
         for member in &mut self.members {
             let Some(mut child) = member.child.take() else {
                 continue;
             };
             loop {
                 match child.try_wait() {
-                    Ok(Some(_)) => break,
+                    Ok(Some(status)) if status.success() => break,
+                    Ok(Some(status)) => {
+                        unclean.push((member.id, status.to_string()));
+                        break;
+                    }
                     Ok(None) if Instant::now() < deadline => {
                         std::thread::sleep(Duration::from_millis(50))
                     }
                     _ => {
                         let _ = child.kill();
                         let _ = child.wait();
+                        unclean.push((member.id, "did not stop within 10 s".to_string()));
                         break;
                     }
                 }
             }
         }
+        unclean
     }
 
     /// The last lines of member `id`'s log.
@@ -276,7 +282,7 @@ impl Members {
 
 impl Drop for Members {
     fn drop(&mut self) {
-        self.stop_all();
+        let _ = self.stop_all();
     }
 }
 

@@ -127,6 +127,9 @@ pub fn run(args: NemesisArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let faults = faults::parse(&args.faults)?;
+    if args.nodes < 3 && faults.iter().any(|f| f.cuts_the_network()) {
+        bail!("--faults: partitions, cuts and packet loss need 3 members or more (--nodes)");
+    }
     hosts::preflight()?;
     hosts::sweep_stale();
 
@@ -138,6 +141,18 @@ pub fn run(args: NemesisArgs) -> anyhow::Result<ExitCode> {
     let dir = args.dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("synod-nemesis-{}", std::process::id()))
     });
+    // A run starts on empty disks: data left by an earlier run would already hold keys this
+    // run writes, and could hide a write it loses.
+    if args.dir.is_none() && dir.exists() {
+        // Named after this process, so left by an earlier harness with the same pid.
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    if std::fs::read_dir(&dir).is_ok_and(|mut entries| entries.next().is_some()) {
+        bail!(
+            "--dir {}: not empty; a run needs a directory of its own (it may hold an earlier run's data)",
+            dir.display()
+        );
+    }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let launch = Launch {
         exe: std::env::current_exe().context("cannot find the synod executable")?,
@@ -194,10 +209,10 @@ pub fn run(args: NemesisArgs) -> anyhow::Result<ExitCode> {
         let result = runtime.block_on(async {
             tokio::select! {
                 result = run.drive(&mut members, &mut rng) => result,
-                _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+                signal = stop_signal() => Err(anyhow::anyhow!("interrupted by {signal}")),
             }
         });
-        members.stop_all();
+        let _ = members.stop_all();
         result
         // The members stop, then the hosts go, also when the run failed.
     };
@@ -359,7 +374,6 @@ impl Run<'_> {
             client.await.context("a client failed")?;
         }
         watcher.await.context("the status watcher failed")?;
-        crashed.extend(members.exited());
         event(started, "load stopped; checking");
 
         // The checks.
@@ -393,6 +407,9 @@ impl Run<'_> {
             }
         };
         let check_time = checked_at.elapsed();
+        // A member that died during the checks, or does not stop cleanly, fails the run too.
+        crashed.extend(members.exited());
+        let unclean = members.stop_all();
 
         // The summary.
         let (ok, failed, unknown) = history.tally();
@@ -461,6 +478,13 @@ impl Run<'_> {
                 println!("                 {line}");
             }
         }
+        for (id, how) in &unclean {
+            pass = false;
+            println!("  stop         member {id} did not stop cleanly ({how}); its log ends:");
+            for line in members.log_tail(*id, 8).lines() {
+                println!("                 {line}");
+            }
+        }
         if let Err(problem) = &final_reads {
             pass = false;
             println!("  final reads  FAILED: {problem}");
@@ -520,7 +544,7 @@ impl Run<'_> {
                 ..Default::default()
             };
             if kv.put(put).await.is_ok() {
-                return Ok(());
+                return self.starts_empty(&mut kv).await;
             }
             if Instant::now() > deadline {
                 bail!(
@@ -530,6 +554,50 @@ impl Run<'_> {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+impl Run<'_> {
+    /// Checks the cluster holds nothing of the load's but the key `ready` just written: what
+    /// an earlier run left would hide writes this one loses.
+    async fn starts_empty(&self, kv: &mut KvClient<Channel>) -> anyhow::Result<()> {
+        let prefix = load::PREFIX.as_bytes().to_vec();
+        let request = pb::RangeRequest {
+            range_end: super::client::prefix_end(&prefix).into(),
+            key: prefix.into(),
+            count_only: true,
+            ..Default::default()
+        };
+        let count = kv
+            .range(request)
+            .await
+            .context("cannot count the keys the cluster starts with")?
+            .into_inner()
+            .count;
+        if count > 1 {
+            bail!(
+                "the cluster starts with {count} keys under {} (an earlier run's data?); a run needs empty members",
+                load::PREFIX
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Waits for Ctrl-C, SIGTERM or SIGHUP; names it.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut hangup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return "Ctrl-C";
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "Ctrl-C",
+        _ = term.recv() => "SIGTERM",
+        _ = hangup.recv() => "SIGHUP",
     }
 }
 
