@@ -193,6 +193,9 @@ async fn start_with<P: Protocol>(
     let mut transport_config = TransportConfig::new(config.cluster_id(), config.id, config.peers());
     transport_config.client_url = config.client_url();
     transport_config.settings = config.replicated_settings();
+    // A connection whose data goes unacknowledged for an election timeout is given up and
+    // redialled, so a healed network carries messages again within about that time.
+    transport_config.stall_timeout = config.election_timeout.max(Duration::from_millis(500));
     let (inbound_tx, inbound) = mpsc::channel(8192);
     let transport = Transport::start(transport_config, peer_listener, inbound_tx);
     let directory = transport.directory().clone();

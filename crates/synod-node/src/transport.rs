@@ -10,7 +10,12 @@
 //! Sends never wait: each peer has a bounded queue, and a message that finds it full is
 //! dropped and counted (engines tolerate loss; a slow or dead peer must not grow memory). A
 //! sender writes everything queued in one system call. A lost connection is redialled with
-//! exponential backoff; what was queued meanwhile is stale and is dropped. Bytes that do not
+//! exponential backoff; what was queued meanwhile is stale and is dropped. A connection whose
+//! data goes unacknowledged for `stall_timeout` is given up (TCP_USER_TIMEOUT) and redialled:
+//! otherwise TCP's retransmission backoff, doubled by every cut it runs into, leaves a healed
+//! link idle for up to two minutes (the real-host nemesis found writes under synchronous
+//! primary-backup stalled 117 s that way). A peer that redials supersedes its older inbound
+//! connection, which is closed. Bytes that do not
 //! make a frame (garbage, an oversized length, a message that does not decode, a connection
 //! cut mid-frame) close that one connection and nothing else.
 
@@ -19,14 +24,14 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use synod_core::wire::Wire;
 use synod_core::NodeId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -65,6 +70,11 @@ pub struct TransportConfig {
     pub reconnect_max: Duration,
     /// A handshake not finished in this time fails.
     pub handshake_timeout: Duration,
+    /// A dial (the TCP connect alone) not answered in this time is retried.
+    pub connect_timeout: Duration,
+    /// Data sent and not acknowledged for this long closes the connection, which is then
+    /// redialled.
+    pub stall_timeout: Duration,
 }
 
 impl TransportConfig {
@@ -81,6 +91,8 @@ impl TransportConfig {
             reconnect_min: Duration::from_millis(20),
             reconnect_max: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            stall_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -198,6 +210,7 @@ impl<M: Wire + Send + 'static> Transport<M> {
             stats: stats.clone(),
             directory: directory.clone(),
             inbound,
+            latest: Default::default(),
             message: PhantomData,
         };
         tasks.push(tokio::spawn(acceptor.run(listener)));
@@ -525,8 +538,14 @@ impl<M: Wire + Send + 'static> PeerSender<M> {
     async fn connect(&self) -> io::Result<TcpStream> {
         let timeout = self.config.handshake_timeout;
         let attempt = async {
-            let mut stream = TcpStream::connect(&self.address).await?;
+            let mut stream = tokio::time::timeout(
+                self.config.connect_timeout,
+                TcpStream::connect(&self.address),
+            )
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
             stream.set_nodelay(true)?;
+            give_up_when_stalled(&stream, self.config.stall_timeout)?;
             let hello = Hello {
                 version: PROTOCOL_VERSION,
                 cluster_id: self.config.cluster_id,
@@ -634,10 +653,36 @@ struct Acceptor<M> {
     stats: Arc<TransportStats>,
     directory: Arc<PeerDirectory>,
     inbound: mpsc::Sender<Inbound<M>>,
+    /// The newest inbound connection of each peer, by a number counted up at each accept:
+    /// a peer dials again only after giving its connection up, so an older one is dead.
+    latest: Mutex<BTreeMap<NodeId, watch::Sender<u64>>>,
     message: PhantomData<fn() -> M>,
 }
 
+/// Closes `stream` when data sent on it goes unacknowledged for `timeout` (Linux's
+/// TCP_USER_TIMEOUT; elsewhere, TCP's own much longer limit applies).
+fn give_up_when_stalled(stream: &TcpStream, timeout: Duration) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout))?;
+    #[cfg(not(target_os = "linux"))]
+    let _ = (stream, timeout);
+    Ok(())
+}
+
 impl<M: Wire + Send + 'static> Acceptor<M> {
+    /// Marks a new connection from `from` as its newest; returns its number, and a receiver
+    /// that changes when a newer one arrives.
+    fn newest(&self, from: NodeId) -> (u64, watch::Receiver<u64>) {
+        let mut latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        let sender = latest.entry(from).or_insert_with(|| watch::channel(0).0);
+        let mut number = 0;
+        sender.send_modify(|n| {
+            *n += 1;
+            number = *n;
+        });
+        (number, sender.subscribe())
+    }
+
     async fn run(self, listener: TcpListener) {
         let this = Arc::new(self);
         loop {
@@ -694,11 +739,19 @@ impl<M: Wire + Send + 'static> Acceptor<M> {
         write_answer(&mut stream, Ok(&ours)).await?;
         self.directory.learn(hello.from, hello.client_url);
         let from = hello.from;
+        let (number, mut newer) = self.newest(from);
         let mut reader = BufReader::with_capacity(256 << 10, stream);
         let mut frame = Vec::new();
         loop {
             let mut len = [0u8; 4];
-            match reader.read_exact(&mut len).await {
+            let read = tokio::select! {
+                read = reader.read_exact(&mut len) => read,
+                _ = newer.wait_for(|latest| *latest != number) => {
+                    debug!(peer = %from, "a newer connection from the peer replaces this one");
+                    return Ok(());
+                }
+            };
+            match read {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
                 Err(e) => return Err(e),

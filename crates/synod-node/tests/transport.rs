@@ -293,3 +293,30 @@ async fn a_restarted_peer_is_redialled() {
     deliver(&n1, 2, &mut n2, 99).await;
     assert!(TransportStats::get(&n1.transport.stats().connects) >= 1);
 }
+
+/// A peer dials again only after giving its connection up (a stall, a restart), so its older
+/// inbound connection, perhaps cut off where no reset can reach it, is closed rather than left
+/// waiting forever.
+#[tokio::test]
+async fn a_peer_that_dials_again_supersedes_its_older_connection() {
+    let (n1, mut n2, _, a2) = pair().await;
+    let older = introduced(&a2, 1, 2).await;
+    let newer = introduced(&a2, 1, 2).await;
+    closed(older).await;
+    // The newer one still delivers.
+    let mut newer = newer;
+    let frame = Note(9, b"still here".to_vec()).to_bytes();
+    newer
+        .write_all(&(frame.len() as u32).to_le_bytes())
+        .await
+        .unwrap();
+    newer.write_all(&frame).await.unwrap();
+    let inbound = tokio::time::timeout(Duration::from_secs(5), n2.inbox.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(inbound.message, Note(9, b"still here".to_vec()));
+    drop(newer);
+    // And the real node 1, which redials once its connection is gone, gets through again.
+    deliver(&n1, 2, &mut n2, 6).await;
+}
