@@ -847,7 +847,31 @@ async fn a_member_started_with_other_replicated_settings_is_refused_by_its_peers
 
 #[test]
 fn wrong_flags_get_a_clear_error_and_exit_code_2() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &[
+                "server",
+                "--id",
+                "1",
+                "--initial-cluster",
+                "1=127.0.0.1:1",
+                "--inject-bug",
+                "read-without-confirmation",
+            ],
+            "needs SYNOD_ALLOW_INJECTED_BUGS=1",
+        ),
+        (
+            &[
+                "server",
+                "--id",
+                "1",
+                "--initial-cluster",
+                "1=127.0.0.1:1",
+                "--clock-rate",
+                "1.1",
+            ],
+            "needs SYNOD_ALLOW_INJECTED_BUGS=1",
+        ),
         (
             &["server", "--id", "4", "--initial-cluster", "1=127.0.0.1:1"],
             "not in --initial-cluster",
@@ -882,6 +906,37 @@ fn wrong_flags_get_a_clear_error_and_exit_code_2() {
             "{args:?} should say {expected:?}: {stderr}"
         );
     }
+}
+
+/// `synod health` does what `etcdctl endpoint health` does: exit 0 while every endpoint
+/// serves a linearizable read, 1 (naming the endpoint) once one does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_says_which_endpoint_cannot_serve_a_linearizable_read() {
+    let mut cluster = Cluster::start("health", 3, &[]);
+    cluster.leader().await;
+    let health = |endpoints: &str| {
+        std::process::Command::new(common::SYNOD)
+            .args([
+                "health",
+                "--endpoints",
+                endpoints,
+                "--dial-timeout-ms",
+                "500",
+            ])
+            .output()
+            .expect("run synod health")
+    };
+    let out = health(&cluster.endpoints());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert_eq!(stdout.matches("is healthy").count(), 3, "{stdout}");
+    let gone = cluster.member(3).client.clone();
+    cluster.kill(3);
+    let out = health(&cluster.endpoints());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains(&format!("{gone} is unhealthy")), "{stdout}");
+    assert_eq!(stdout.matches("is healthy").count(), 2, "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
