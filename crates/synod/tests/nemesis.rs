@@ -78,7 +78,7 @@ fn every_protocol_survives_the_nemesis() {
     let _alone = ALONE
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let runs: Vec<_> = PROTOCOLS
+    let runs: Vec<_> = synod_replica::PROTOCOL_NAMES
         .iter()
         .map(|protocol| {
             let protocol = protocol.to_string();
@@ -129,17 +129,6 @@ fn every_protocol_survives_the_nemesis() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
-
-/// Every protocol the server runs.
-const PROTOCOLS: [&str; 7] = [
-    "raft",
-    "multi-paxos",
-    "basic-paxos",
-    "zab",
-    "sync",
-    "dns",
-    "gossip",
-];
 
 /// A Raft leader that answers linearizable reads without asking a quorum serves stale reads
 /// once it is cut off from its followers and they elect another: the history check must

@@ -2,7 +2,6 @@
 //! healed. Network faults are firewall and traffic-control rules inside the members'
 //! namespaces; process faults are signals.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -107,13 +106,6 @@ pub enum Active {
     Paused(u64),
     /// A killed member.
     Killed(u64),
-}
-
-/// The nemesis's record of what it did.
-#[derive(Default)]
-pub struct Tally {
-    /// Faults injected, by kind.
-    pub injected: BTreeMap<Fault, usize>,
 }
 
 /// Shuffles `items` in place.

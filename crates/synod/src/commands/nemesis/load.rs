@@ -93,15 +93,13 @@ impl Recorder {
         self.history.lock().expect("recorder").clone()
     }
 
-    /// Every set key whose write was acknowledged, and how many set writes there were.
-    pub fn acknowledged_set(&self) -> (BTreeSet<String>, usize) {
+    /// Every set key whose write was acknowledged.
+    pub fn acknowledged_set(&self) -> BTreeSet<String> {
         let sets = self.sets.lock().expect("recorder");
-        let acked = sets
-            .iter()
+        sets.iter()
             .filter(|(_, outcome)| matches!(outcome, Outcome::Ok(())))
             .map(|(key, _)| key.clone())
-            .collect();
-        (acked, sets.len())
+            .collect()
     }
 
     /// Counts of set writes: (acknowledged, failed, unknown).
@@ -122,6 +120,24 @@ fn surely_not_sent(status: &tonic::Status) -> bool {
     text.contains("error trying to connect")
         || text.contains("tcp connect error")
         || text.contains("Connection refused")
+}
+
+/// Records a register write (or compare-and-swap) that got no answer: a failure if it surely
+/// never reached a member, else unknown, since it may still take effect. Returns whether it
+/// may have.
+fn unanswered(
+    history: &mut History<KvInput, KvOutput>,
+    id: synod_check::OpId,
+    at: u64,
+    error: &tonic::Status,
+) -> bool {
+    if surely_not_sent(error) {
+        history.fail(id, at);
+        false
+    } else {
+        history.indeterminate(id, at);
+        true
+    }
 }
 
 /// How a client behaves.
@@ -265,14 +281,10 @@ async fn write(
             known.insert(key, Some(value));
             true
         }
-        Err(e) if surely_not_sent(&e) => {
-            history.fail(id, at);
-            false
-        }
-        // A write that timed out or lost its connection may still take effect.
-        Err(_) => {
-            history.indeterminate(id, at);
-            known.remove(&key);
+        Err(e) => {
+            if unanswered(&mut history, id, at, &e) {
+                known.remove(&key);
+            }
             false
         }
     }
@@ -335,13 +347,10 @@ async fn cas(
             }
             true
         }
-        Err(e) if surely_not_sent(&e) => {
-            history.fail(id, at);
-            false
-        }
-        Err(_) => {
-            history.indeterminate(id, at);
-            known.remove(&key);
+        Err(e) => {
+            if unanswered(&mut history, id, at, &e) {
+                known.remove(&key);
+            }
             false
         }
     }

@@ -16,6 +16,7 @@ mod hosts;
 mod load;
 mod members;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -30,7 +31,7 @@ use synod_proto::etcdserverpb::kv_client::KvClient;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
-use faults::{Fault, Tally};
+use faults::Fault;
 use hosts::Hosts;
 use load::{ClientConfig, Leadership, Recorder};
 use members::{Launch, Members, CLIENT_PORT};
@@ -294,7 +295,7 @@ impl Run<'_> {
 
         // The faults.
         let load_started = recorder.now();
-        let mut tally = Tally::default();
+        let mut injected: BTreeMap<Fault, usize> = BTreeMap::new();
         let mut crashed = Vec::new();
         let injectable: Vec<Fault> = self
             .faults
@@ -339,7 +340,7 @@ impl Run<'_> {
             dealt_all |= deck.is_empty();
             let (what, active) =
                 faults::inject(kind, rng, self.hosts, members, leadership.current())?;
-            *tally.injected.entry(kind).or_default() += 1;
+            *injected.entry(kind).or_default() += 1;
             event(started, &format!("{kind}: {what}"));
             crashed = watch_members(members, faults::span(rng, hold / 2, hold * 3 / 2)).await;
             let healed = faults::heal(active, rng, skew, self.hosts, members)?;
@@ -384,7 +385,7 @@ impl Run<'_> {
         } else {
             Ok(())
         };
-        let (acknowledged, _) = recorder.acknowledged_set();
+        let acknowledged = recorder.acknowledged_set();
         let converged = load::converge(&channels, &acknowledged, healed, deadline).await;
         let history = recorder.history();
         let checked_at = Instant::now();
@@ -432,8 +433,7 @@ impl Run<'_> {
             unknown + set_unknown,
             set_ok + set_failed + set_unknown
         );
-        let injected: Vec<String> = tally
-            .injected
+        let injected: Vec<String> = injected
             .iter()
             .map(|(kind, count)| format!("{kind} {count}"))
             .collect();
