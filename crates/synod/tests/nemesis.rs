@@ -144,10 +144,12 @@ fn the_nemesis_catches_a_raft_leader_that_reads_without_confirmation() {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     // A real run is not a seed: catching the bug takes a cut leader whose successor writes
-    // before it steps down. Alone, 30 s of cuts caught it in 4 runs of 4; three tries make a
-    // miss all but impossible, and each try that misses is reported.
+    // before it steps down, and the checker must then prove the history wrong within its
+    // budget. Alone, 30 s of cuts gave NOT LINEARIZABLE in 7 tries of 9, an inconclusive
+    // search in 1 and a miss in 1; five tries make a miss all but impossible, and every try
+    // that missed is reported.
     let mut misses = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..5 {
         let (code, text) = nemesis(&[
             "--protocol",
             "raft",
@@ -164,19 +166,23 @@ fn the_nemesis_catches_a_raft_leader_that_reads_without_confirmation() {
             "--inject-bug",
             "read-without-confirmation",
         ]);
-        if code == Some(1) {
-            assert!(text.contains("NOT LINEARIZABLE"), "{text}");
+        if code == Some(1) && text.contains("NOT LINEARIZABLE") {
             assert!(text.contains("verdict: FAIL"), "{text}");
             for miss in &misses {
                 eprintln!("a try that missed the bug:\n{miss}");
             }
             return;
         }
-        assert_eq!(code, Some(0), "the run failed otherwise:\n{text}");
+        // Anything else but a pass or an undecided search is a failure of its own.
+        let undecided = code == Some(1) && text.contains("history      inconclusive");
+        assert!(
+            code == Some(0) || undecided,
+            "the run failed otherwise:\n{text}"
+        );
         misses.push(text);
     }
     panic!(
-        "the broken leader went unnoticed in three tries:\n{}",
+        "the broken leader went unnoticed in five tries:\n{}",
         misses.join("\n")
     );
 }
