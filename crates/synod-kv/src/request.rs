@@ -396,17 +396,20 @@ impl Request {
         }
     }
 
-    /// Operations in the request, counting every request of both branches of a transaction
-    /// (what etcd's `--max-txn-ops` limits).
-    pub fn operation_count(&self) -> usize {
+    /// The longest list of operations in the request: for a transaction, the longest of its
+    /// compares, its success branch and its failure branch, and of every transaction nested
+    /// in either branch. That is what etcd's `--max-txn-ops` limits (each list alone, not
+    /// their sum); any other request counts as one.
+    pub fn longest_operation_list(&self) -> usize {
         match self {
             Request::Txn(t) => t
                 .success
                 .iter()
                 .chain(&t.failure)
-                .map(Request::operation_count)
-                .sum::<usize>()
-                .max(t.compare.len()),
+                .map(Request::longest_operation_list)
+                .chain([t.compare.len(), t.success.len(), t.failure.len()])
+                .max()
+                .unwrap_or(0),
             _ => 1,
         }
     }
@@ -728,5 +731,35 @@ mod tests {
     fn read_only_is_recursive() {
         assert!(Request::Range(RangeRequest::default()).is_read_only());
         assert!(!sample_txn().is_read_only());
+    }
+
+    #[test]
+    fn txn_operations_count_each_list_alone_as_etcd_does() {
+        let puts = |n: usize| vec![Request::Put(PutRequest::default()); n];
+        let txn = |compares: usize, success: Vec<Request>, failure: Vec<Request>| {
+            Request::Txn(TxnRequest {
+                compare: vec![
+                    Compare {
+                        range: KeyRange::key("a"),
+                        target: CompareTarget::Version(0),
+                        op: CompareOp::Equal,
+                    };
+                    compares
+                ],
+                success,
+                failure,
+            })
+        };
+        assert_eq!(
+            Request::Put(PutRequest::default()).longest_operation_list(),
+            1
+        );
+        // 100 operations on each branch are 100, not 200.
+        assert_eq!(txn(3, puts(100), puts(100)).longest_operation_list(), 100);
+        assert_eq!(txn(129, puts(1), puts(0)).longest_operation_list(), 129);
+        // A nested transaction is one operation of its branch, and is limited on its own.
+        let nested = txn(0, vec![txn(0, puts(130), vec![])], puts(2));
+        assert_eq!(nested.longest_operation_list(), 130);
+        assert_eq!(txn(0, vec![], vec![]).longest_operation_list(), 0);
     }
 }

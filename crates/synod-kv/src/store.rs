@@ -8,6 +8,7 @@
 //! in the same order give the same bytes in a snapshot.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::iter::Peekable;
 
 use bytes::Bytes;
 use synod_core::{Entry, LogIndex, Payload, RequestId};
@@ -445,8 +446,49 @@ impl KvStore {
         }
     }
 
+    /// Answers a range. In key order without revision filters (what paging clients such as
+    /// Kubernetes ask for) only the page is copied: the keys after it are counted, not
+    /// collected, so a page costs its `limit` plus a walk of the keys for `count` (which
+    /// etcd's index walks too). Other orders and filters look at every key of the range.
     fn read(&self, request: &RangeRequest) -> RangeResponse {
-        let view = self.view_at(&request.range, request.revision);
+        let filtered = request.min_mod_revision > 0
+            || request.max_mod_revision > 0
+            || request.min_create_revision > 0
+            || request.max_create_revision > 0;
+        let descending = match (request.sort_order, request.sort_target) {
+            (SortOrder::None | SortOrder::Ascend, SortTarget::Key) => false,
+            (SortOrder::Descend, SortTarget::Key) => true,
+            _ => return self.read_whole(request),
+        };
+        if filtered {
+            return self.read_whole(request);
+        }
+        let mut keys = self.view_at(&request.range, request.revision, descending);
+        let page = match (request.count_only, request.limit) {
+            (true, _) => 0,
+            (false, 0) => usize::MAX,
+            (false, limit) => usize::try_from(limit).unwrap_or(usize::MAX),
+        };
+        let mut kvs = Vec::new();
+        for viewed in keys.by_ref().take(page) {
+            let mut kv = viewed.key_value();
+            if request.keys_only {
+                kv.value = Bytes::new();
+            }
+            kvs.push(kv);
+        }
+        let count = (kvs.len() + keys.count()) as u64;
+        let more = !request.count_only && request.limit > 0 && count > request.limit;
+        RangeResponse { kvs, count, more }
+    }
+
+    /// [`KvStore::read`] the simple way: every key of the range collected, filtered, sorted,
+    /// then cut to the limit. Serves the orders and filters that need the whole range.
+    fn read_whole(&self, request: &RangeRequest) -> RangeResponse {
+        let view: Vec<KeyValue> = self
+            .view_at(&request.range, request.revision, false)
+            .map(|viewed| viewed.key_value())
+            .collect();
         let count = view.len() as u64;
         let in_bounds = |bound: i64, value: i64, min: bool| {
             bound <= 0 || if min { value >= bound } else { value <= bound }
@@ -479,23 +521,36 @@ impl KvStore {
     }
 
     /// The keys of `range` as of `revision` (the current state when it is 0 or later than
-    /// every change), in key order: the current keys with every newer change undone.
-    fn view_at(&self, range: &KeyRange, revision: i64) -> Vec<KeyValue> {
-        let current = self.scan(range).map(|(k, r)| key_value(k, r));
-        if revision <= 0 || revision >= self.history.newest() {
-            return current.collect();
-        }
-        let mut view: BTreeMap<Bytes, KeyValue> = current.map(|kv| (kv.key.clone(), kv)).collect();
-        for event in self.history.from(revision + 1).rev() {
-            if !range.contains(&event.kv.key) {
-                continue;
+    /// every change), in key order (or its reverse), without copying any: the current keys,
+    /// with the keys changed since `revision` taken as they were before their first change
+    /// after it.
+    fn view_at<'a>(&'a self, range: &'a KeyRange, revision: i64, descending: bool) -> View<'a> {
+        let mut past = BTreeMap::new();
+        if revision > 0 && revision < self.history.newest() {
+            // Newest first, so the oldest change after `revision` is the one that stays.
+            for event in self.history.from(revision + 1).rev() {
+                if range.contains(&event.kv.key) {
+                    past.insert(&event.kv.key, event.prev_kv.as_ref());
+                }
             }
-            match &event.prev_kv {
-                Some(prev) => view.insert(prev.key.clone(), prev.clone()),
-                None => view.remove(&event.kv.key),
-            };
         }
-        view.into_values().collect()
+        let current = self.scan(range);
+        let past = past.into_iter();
+        View {
+            current: if descending {
+                Box::new(current.rev()) as Box<dyn Iterator<Item = _>>
+            } else {
+                Box::new(current)
+            }
+            .peekable(),
+            past: if descending {
+                Box::new(past.rev()) as Box<dyn Iterator<Item = _>>
+            } else {
+                Box::new(past)
+            }
+            .peekable(),
+            descending,
+        }
     }
 
     fn put(&mut self, request: &PutRequest, revision: i64) -> PutResponse {
@@ -604,7 +659,7 @@ impl KvStore {
     fn scan<'a>(
         &'a self,
         range: &'a KeyRange,
-    ) -> Box<dyn Iterator<Item = (&'a Bytes, &'a Record)> + 'a> {
+    ) -> Box<dyn DoubleEndedIterator<Item = (&'a Bytes, &'a Record)> + 'a> {
         use std::ops::Bound::*;
         if range.range_end.is_empty() {
             return Box::new(self.keys.get_key_value(&range.key).into_iter());
@@ -617,6 +672,71 @@ impl KvStore {
             Excluded(&range.range_end)
         };
         Box::new(self.keys.range::<Bytes, _>((Included(&range.key), end)))
+    }
+}
+
+/// The keys of a range as of a revision, in key order or its reverse (see
+/// [`KvStore::view_at`]): the current keys merged with what the keys changed since then were.
+struct View<'a> {
+    current: Peekable<Keys<'a, &'a Record>>,
+    /// Keys changed since the revision, with what they held at it (`None`: absent).
+    past: Peekable<Keys<'a, Option<&'a KeyValue>>>,
+    descending: bool,
+}
+
+/// Keys in order, each with what the view knows of it.
+type Keys<'a, T> = Box<dyn Iterator<Item = (&'a Bytes, T)> + 'a>;
+
+/// One key of a [`View`], borrowed from the store.
+enum Viewed<'a> {
+    Current(&'a Bytes, &'a Record),
+    Past(&'a KeyValue),
+}
+
+impl Viewed<'_> {
+    fn key_value(&self) -> KeyValue {
+        match self {
+            Viewed::Current(key, record) => key_value(key, record),
+            Viewed::Past(kv) => (*kv).clone(),
+        }
+    }
+}
+
+impl<'a> Iterator for View<'a> {
+    type Item = Viewed<'a>;
+
+    fn next(&mut self) -> Option<Viewed<'a>> {
+        loop {
+            let from_past = match (self.current.peek(), self.past.peek()) {
+                (None, None) => return None,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((now, _)), Some((then, _))) => {
+                    let order = now.cmp(then);
+                    match if self.descending {
+                        order.reverse()
+                    } else {
+                        order
+                    } {
+                        std::cmp::Ordering::Less => false,
+                        std::cmp::Ordering::Greater => true,
+                        std::cmp::Ordering::Equal => {
+                            // Changed since: what it was then replaces what it is now.
+                            self.current.next();
+                            true
+                        }
+                    }
+                }
+            };
+            if !from_past {
+                let (key, record) = self.current.next()?;
+                return Some(Viewed::Current(key, record));
+            }
+            if let (_, Some(was)) = self.past.next()? {
+                return Some(Viewed::Past(was));
+            }
+            // The key did not exist at the revision.
+        }
     }
 }
 
@@ -706,4 +826,127 @@ fn branch_writes(branch: &[Request]) -> Result<(BTreeSet<Bytes>, Vec<KeyRange>),
         }
     }
     Ok((puts, deletes))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+    use synod_core::rng::Rng;
+
+    use super::*;
+
+    fn key(rng: &mut Rng) -> Bytes {
+        Bytes::from(format!("k{:02}", rng.range(0, 40)))
+    }
+
+    /// Pages read lazily are what reading the whole range and cutting it gives, at the
+    /// current revision and at past ones, in both key orders, with and without limits; and
+    /// both are what the store held at that revision (a copy kept of every state).
+    #[test]
+    fn a_page_is_what_the_whole_range_cut_to_the_limit_gives() {
+        let mut rng = Rng::new(7);
+        let mut store = KvStore::with_limits(16, 0);
+        let everything = RangeRequest {
+            range: KeyRange::prefix("k"),
+            ..Default::default()
+        };
+        let mut states: BTreeMap<i64, Vec<KeyValue>> = BTreeMap::new();
+        let mut checked = 0;
+        for step in 0..3_000 {
+            let write = if rng.chance(0.8) {
+                Request::Put(PutRequest {
+                    key: key(&mut rng),
+                    value: Bytes::from(format!("v{step}")),
+                    ..Default::default()
+                })
+            } else {
+                let from = key(&mut rng);
+                Request::DeleteRange(DeleteRangeRequest {
+                    range: KeyRange {
+                        range_end: Bytes::from(format!("k{:02}", rng.range(0, 45))),
+                        key: from,
+                    },
+                    prev_kv: false,
+                })
+            };
+            store.execute(&write).unwrap();
+            states.insert(store.revision(), store.read_whole(&everything).kvs);
+            if step % 10 != 0 {
+                continue;
+            }
+            for _ in 0..10 {
+                let low = rng.range(0, 40);
+                let range = match rng.range(0, 3) {
+                    0 => KeyRange::key(format!("k{low:02}")),
+                    1 => KeyRange {
+                        key: Bytes::from(format!("k{low:02}")),
+                        range_end: Bytes::from(format!("k{:02}", rng.range(0, 45))),
+                    },
+                    _ => KeyRange::prefix("k"),
+                };
+                let request = RangeRequest {
+                    range,
+                    limit: rng.range(0, 6),
+                    revision: if rng.chance(0.5) {
+                        0
+                    } else {
+                        rng.range_inclusive(1, store.revision() as u64) as i64
+                    },
+                    sort_order: *rng
+                        .pick(&[SortOrder::None, SortOrder::Ascend, SortOrder::Descend])
+                        .unwrap(),
+                    count_only: rng.chance(0.1),
+                    keys_only: rng.chance(0.2),
+                    ..Default::default()
+                };
+                let page = store.read(&request);
+                assert_eq!(
+                    page,
+                    store.read_whole(&request),
+                    "{request:?} at revision {}",
+                    store.revision()
+                );
+                let at = if request.revision == 0 {
+                    store.revision()
+                } else {
+                    request.revision
+                };
+                let then: Vec<&KeyValue> = states
+                    .range(..=at)
+                    .next_back()
+                    .map(|(_, state)| {
+                        state
+                            .iter()
+                            .filter(|kv| request.range.contains(&kv.key))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                assert_eq!(page.count, then.len() as u64, "{request:?}");
+                if !request.count_only {
+                    let mut keys: Vec<&Bytes> = then.iter().map(|kv| &kv.key).collect();
+                    if request.sort_order == SortOrder::Descend {
+                        keys.reverse();
+                    }
+                    if request.limit > 0 {
+                        keys.truncate(request.limit as usize);
+                    }
+                    let got: Vec<&Bytes> = page.kvs.iter().map(|kv| &kv.key).collect();
+                    assert_eq!(got, keys, "{request:?}");
+                    for kv in &page.kvs {
+                        let was = then.iter().find(|t| t.key == kv.key).unwrap();
+                        assert_eq!(kv.mod_revision, was.mod_revision, "{request:?}");
+                        let value = if request.keys_only {
+                            &Bytes::new()
+                        } else {
+                            &was.value
+                        };
+                        assert_eq!(&kv.value, value, "{request:?}");
+                    }
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 2_000);
+    }
 }

@@ -208,6 +208,11 @@ impl ServerConfig {
                 "request size and transaction limits must be at least 1".into(),
             ));
         }
+        if self.watch_progress_interval.is_zero() {
+            return Err(ConfigError::Invalid(
+                "the watch progress notify interval must be longer than zero".into(),
+            ));
+        }
         if !(0.8..=1.25).contains(&self.clock_rate) {
             return Err(ConfigError::Invalid(format!(
                 "--clock-rate {}: must be between 0.8 and 1.25",

@@ -238,6 +238,7 @@ async fn start_with<P: Protocol>(
         directory,
         front_stop_rx.clone(),
     ));
+    tokio::spawn(api::watch_leadership(api.clone()));
     if let Some(listener) = metrics_listener {
         tokio::spawn(crate::http::serve(listener, api.clone(), transport_metrics));
     }

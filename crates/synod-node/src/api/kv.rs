@@ -121,7 +121,7 @@ impl pb::kv_server::Kv for KvService {
         let api = &*self.0;
         api.check_size(request.get_ref())?;
         let txn = kv::Request::Txn(convert::txn(request.get_ref())?);
-        if txn.operation_count() > api.config.max_txn_ops {
+        if txn.longest_operation_list() > api.config.max_txn_ops {
             return Err(errors::too_many_ops());
         }
         // Read-only transactions go through the log too: simple, and linearizable.

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::leadership::stream_guard;
 use super::{attempt, errors, Api, Attempt};
 
 /// etcd's largest TTL.
@@ -179,6 +180,7 @@ impl pb::lease_server::Lease for LeaseService {
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let api = self.0.clone();
+        let mut leader = stream_guard(&api, &request);
         let mut inbound = request.into_inner();
         let (out, responses) = mpsc::channel(16);
         tokio::spawn(async move {
@@ -189,6 +191,10 @@ impl pb::lease_server::Lease for LeaseService {
                         Ok(Some(request)) => request,
                         Ok(None) | Err(_) => return,
                     },
+                    lost = leader.lost() => {
+                        let _ = out.send(Err(lost)).await;
+                        return;
+                    }
                     _ = stop.changed() => return,
                 };
                 let answer = api.keep_alive(request.id).await;

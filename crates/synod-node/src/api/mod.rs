@@ -10,8 +10,11 @@ mod cluster;
 pub mod convert;
 pub mod errors;
 mod kv;
+mod leadership;
 mod lease;
 mod watch;
+
+pub(crate) use leadership::watch_leadership;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -22,6 +25,7 @@ use synod_core::NodeId;
 use synod_proto::etcdserverpb as pb;
 use tokio::sync::watch as signal;
 use tokio::time::Instant;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
@@ -45,6 +49,9 @@ pub struct Api {
     pub directory: Arc<PeerDirectory>,
     /// Fires when the server shuts down (ends watch and keep-alive streams).
     pub stop: signal::Receiver<bool>,
+    /// `true` while this member has had no leader for a while: streams that asked for one
+    /// end (see `leadership`).
+    leaderless: signal::Sender<bool>,
     channels: Mutex<HashMap<NodeId, Channel>>,
 }
 
@@ -69,6 +76,7 @@ impl Api {
             config,
             directory,
             stop,
+            leaderless: signal::Sender::new(false),
             channels: Mutex::new(HashMap::new()),
         }
     }
@@ -296,25 +304,33 @@ pub fn router(
     // gRPC's own limit sits above etcd's request limit, so requests between the two get
     // etcd's "request is too large" rather than a transport error (etcd does the same).
     let decode_max = api.config.max_request_bytes + (512 << 10);
+    let guard = || leadership::guard(api.clone());
     server
-        .add_service(
+        .add_service(InterceptedService::new(
             pb::kv_server::KvServer::new(kv::KvService(api.clone()))
                 .max_decoding_message_size(decode_max)
                 .max_encoding_message_size(usize::MAX),
-        )
-        .add_service(
+            guard(),
+        ))
+        .add_service(InterceptedService::new(
             pb::watch_server::WatchServer::new(watch::WatchService(api.clone()))
                 .max_decoding_message_size(decode_max)
                 .max_encoding_message_size(usize::MAX),
-        )
-        .add_service(
+            guard(),
+        ))
+        .add_service(InterceptedService::new(
             pb::lease_server::LeaseServer::new(lease::LeaseService(api.clone()))
                 .max_decoding_message_size(decode_max),
-        )
-        .add_service(pb::cluster_server::ClusterServer::new(
-            cluster::ClusterService(api.clone()),
+            guard(),
         ))
-        .add_service(pb::maintenance_server::MaintenanceServer::new(
-            cluster::MaintenanceService(api),
+        .add_service(InterceptedService::new(
+            pb::cluster_server::ClusterServer::new(cluster::ClusterService(api.clone())),
+            guard(),
+        ))
+        .add_service(InterceptedService::new(
+            pb::maintenance_server::MaintenanceServer::new(cluster::MaintenanceService(
+                api.clone(),
+            )),
+            guard(),
         ))
 }

@@ -7,6 +7,12 @@
 //! number, and the history holds every change after it until it is compacted. A watcher that
 //! falls behind past the history window (a slow client, a start revision too old) is
 //! cancelled with the compaction revision, as etcd does, and the client restarts from there.
+//!
+//! A progress notification (asked for, or sent every `watch_progress_interval` to idle
+//! watchers that want it) comes only after the stream has caught up: every event at or below
+//! the revision it names has been sent before it, as etcd 3.5.8 and later promise (Kubernetes'
+//! apiserver serves consistent reads from its cache on that promise). Watch ids are never
+//! reused on a stream.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::leadership::{stream_guard, StreamGuard};
 use super::{convert, Api};
 
 /// Events per response at most, unless one revision holds more.
@@ -36,13 +43,14 @@ impl pb::watch_server::Watch for WatchService {
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let (out, responses) = mpsc::channel(64);
+        let leader = stream_guard(&self.0, &request);
         let session = Session {
             api: self.0.clone(),
             out,
             watchers: BTreeMap::new(),
             next_id: 0,
         };
-        tokio::spawn(session.run(request.into_inner()));
+        tokio::spawn(session.run(request.into_inner(), leader));
         Ok(Response::new(ReceiverStream::new(responses)))
     }
 }
@@ -76,11 +84,16 @@ struct Session {
     api: Arc<Api>,
     out: mpsc::Sender<Result<pb::WatchResponse, Status>>,
     watchers: BTreeMap<i64, Watcher>,
+    /// The next id to hand out: it only grows, so no id is used twice on a stream.
     next_id: i64,
 }
 
+/// etcd's answers to a watch it could not create.
+const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+const COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted";
+
 impl Session {
-    async fn run(mut self, mut inbound: Streaming<pb::WatchRequest>) {
+    async fn run(mut self, mut inbound: Streaming<pb::WatchRequest>, mut leader: StreamGuard) {
         let mut revisions = self.api.node.revision.clone();
         let mut stop = self.api.stop.clone();
         let period = self.api.config.watch_progress_interval;
@@ -92,10 +105,14 @@ impl Session {
                     Ok(None) | Err(_) => Err(Gone),
                 },
                 changed = revisions.changed() => match changed {
-                    Ok(()) => self.catch_up().await,
+                    Ok(()) => self.catch_up().await.map(|_| ()),
                     Err(_) => Err(Gone),
                 },
                 _ = progress.tick() => self.notify_progress().await,
+                lost = leader.lost() => {
+                    let _ = self.out.send(Err(lost)).await;
+                    Err(Gone)
+                }
                 _ = stop.changed() => Err(Gone),
             };
             if outcome.is_err() {
@@ -126,8 +143,9 @@ impl Session {
             }
             Some(RequestUnion::ProgressRequest(_)) => {
                 // Not tied to one watcher: etcd answers with watch id -1.
+                let reached = self.catch_up().await?;
                 let response = pb::WatchResponse {
-                    header: Some(self.api.current_header()),
+                    header: Some(self.api.header(reached)),
                     watch_id: -1,
                     ..Default::default()
                 };
@@ -137,30 +155,40 @@ impl Session {
         }
     }
 
-    async fn create(&mut self, create: pb::WatchCreateRequest) -> Result<(), Gone> {
-        let id = if create.watch_id != 0 {
-            create.watch_id
-        } else {
-            while self.watchers.contains_key(&self.next_id) {
-                self.next_id += 1;
-            }
-            self.next_id
-        };
+    async fn create(&mut self, mut create: pb::WatchCreateRequest) -> Result<(), Gone> {
         let (current, compacted) = {
             let kv = self.api.node.shared.kv();
             (kv.revision(), kv.compacted_revision())
         };
         let header = self.api.header(current);
-        if self.watchers.contains_key(&id) {
-            let response = pb::WatchResponse {
-                header: Some(header),
-                watch_id: id,
-                created: true,
-                canceled: true,
-                cancel_reason: "etcdserver: duplicate watch ID".into(),
-                ..Default::default()
-            };
-            return self.send(response).await;
+        let refuse = |reason: &str| pb::WatchResponse {
+            header: Some(header),
+            watch_id: -1,
+            created: true,
+            canceled: true,
+            cancel_reason: reason.into(),
+            ..Default::default()
+        };
+        if create.start_revision < 0 {
+            return self.send(refuse(COMPACTED)).await;
+        }
+        let id = if create.watch_id == 0 {
+            // etcd's auto ids (`clientv3.AutoWatchID` is 0): the lowest unused from where the
+            // last one was taken, never one taken before.
+            while self.watchers.contains_key(&self.next_id) {
+                self.next_id += 1;
+            }
+            self.next_id += 1;
+            self.next_id - 1
+        } else if self.watchers.contains_key(&create.watch_id) {
+            return self.send(refuse(DUPLICATE_ID)).await;
+        } else {
+            create.watch_id
+        };
+        if create.key.is_empty() {
+            // etcd reads an empty key as the smallest key, so that an empty key with a range
+            // end of "\0" watches every key.
+            create.key = vec![0].into();
         }
         let created = pb::WatchResponse {
             header: Some(header),
@@ -192,7 +220,7 @@ impl Session {
             active: false,
         };
         self.watchers.insert(id, watcher);
-        self.catch_up().await
+        self.catch_up().await.map(|_| ())
     }
 
     async fn cancel_compacted(&mut self, id: i64, compacted: i64) -> Result<(), Gone> {
@@ -202,14 +230,15 @@ impl Session {
             watch_id: id,
             canceled: true,
             compact_revision: compacted,
-            cancel_reason: "etcdserver: mvcc: required revision has been compacted".into(),
+            cancel_reason: COMPACTED.into(),
             ..Default::default()
         };
         self.send(response).await
     }
 
-    /// Sends every watcher what happened since it was last sent anything.
-    async fn catch_up(&mut self) -> Result<(), Gone> {
+    /// Sends every watcher what happened since it was last sent anything; returns the
+    /// revision every watcher has now been sent everything up to.
+    async fn catch_up(&mut self) -> Result<i64, Gone> {
         let mut batches = Vec::new();
         let mut compacted = Vec::new();
         let current = {
@@ -252,12 +281,14 @@ impl Session {
                 self.send(response).await?;
             }
         }
-        Ok(())
+        Ok(current)
     }
 
-    /// Tells idle watchers that asked for it how far the store has got.
+    /// Tells idle watchers that asked for it how far the store has got, once they have been
+    /// sent everything up to there.
     async fn notify_progress(&mut self) -> Result<(), Gone> {
-        let header = self.api.current_header();
+        let reached = self.catch_up().await?;
+        let header = self.api.header(reached);
         let mut idle = Vec::new();
         for (&id, watcher) in self.watchers.iter_mut() {
             if watcher.progress_notify && !watcher.active {

@@ -82,6 +82,14 @@ pub struct ServerArgs {
     /// Give up on a request after this many milliseconds.
     #[arg(long, value_name = "MS")]
     pub request_timeout_ms: Option<u64>,
+    /// How often idle watchers that asked for progress notifications get one, as a Go
+    /// duration like etcd's (`10m`, `5s`, `500ms`; default 10m).
+    #[arg(
+        long,
+        alias = "experimental-watch-progress-notify-interval",
+        value_name = "DURATION"
+    )]
+    pub watch_progress_notify_interval: Option<String>,
     /// Threads serving requests (default: one per core). Nodes that share a machine do
     /// better with a share of its cores each.
     #[arg(long, value_name = "N")]
@@ -141,6 +149,8 @@ struct FileConfig {
     history_revisions: Option<i64>,
     #[serde(alias = "request_timeout_ms")]
     request_timeout_ms: Option<u64>,
+    #[serde(alias = "watch_progress_notify_interval")]
+    watch_progress_notify_interval: Option<String>,
     threads: Option<usize>,
 }
 
@@ -211,6 +221,10 @@ pub fn resolve(args: &ServerArgs) -> anyhow::Result<(ServerConfig, Option<usize>
     if let Some(v) = pick!(request_timeout_ms) {
         config.request_timeout = ms(v);
     }
+    if let Some(v) = pick!(watch_progress_notify_interval) {
+        config.watch_progress_interval =
+            go_duration(&v).with_context(|| format!("--watch-progress-notify-interval {v}"))?;
+    }
     if let Some(v) = pick!(snapshot_every) {
         config.snapshot_every = v;
     }
@@ -243,6 +257,43 @@ pub fn resolve(args: &ServerArgs) -> anyhow::Result<(ServerConfig, Option<usize>
         bail!("--threads must be at least 1");
     }
     Ok((config, threads))
+}
+
+/// A duration written as Go writes them, which is how etcd's flags take them: one or more
+/// numbers with a unit each (`h`, `m`, `s`, `ms`, `us`, `ns`), e.g. `1h30m` or `1.5s`.
+pub fn go_duration(text: &str) -> anyhow::Result<Duration> {
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        bail!("an empty duration");
+    }
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .with_context(|| format!("{text:?} has a number without a unit (use s, ms, m or h)"))?;
+        let number: f64 = rest[..number_len]
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{text:?} is not a duration like 10m or 500ms"))?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            other => bail!("{text:?}: unknown unit {other:?} (use h, m, s, ms, us or ns)"),
+        };
+        total += number * seconds;
+        rest = &rest[unit_len..];
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| anyhow::anyhow!("{text:?} is out of range"))
 }
 
 /// Runs one member until SIGINT or SIGTERM (or its disk fails).
@@ -375,5 +426,26 @@ mod tests {
         };
         let error = resolve(&stranger).expect_err("not a member").to_string();
         assert!(error.contains("not in --initial-cluster"), "{error}");
+    }
+
+    #[test]
+    fn durations_are_read_as_go_and_etcd_write_them() {
+        let d = |t: &str| go_duration(t).expect(t);
+        assert_eq!(d("10m"), Duration::from_secs(600));
+        assert_eq!(d("1h30m"), Duration::from_secs(5400));
+        assert_eq!(d("1.5s"), Duration::from_millis(1500));
+        assert_eq!(d("250ms"), Duration::from_millis(250));
+        assert_eq!(d("0"), Duration::ZERO);
+        for bad in ["", "10", "5x", "m", "1..5s", "-1s"] {
+            assert!(go_duration(bad).is_err(), "{bad:?} was taken");
+        }
+        let args = ServerArgs {
+            id: Some(1),
+            initial_cluster: Some("1=127.0.0.1:2380".into()),
+            watch_progress_notify_interval: Some("0s".into()),
+            ..Default::default()
+        };
+        let error = format!("{:#}", resolve(&args).expect_err("zero"));
+        assert!(error.contains("longer than zero"), "{error}");
     }
 }

@@ -15,6 +15,8 @@ use synod_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use synod_proto::etcdserverpb::watch_client::WatchClient;
 use tonic::transport::Channel;
 
+mod etcd_api;
+
 /// A port nobody is listening on right now.
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
@@ -41,6 +43,11 @@ struct Cluster {
 
 impl Cluster {
     async fn start(name: &str, nodes: u64) -> Cluster {
+        Cluster::start_with(name, nodes, |_| {}).await
+    }
+
+    /// A cluster whose settings `tweak` changes from the tests' defaults.
+    async fn start_with(name: &str, nodes: u64, tweak: impl Fn(&mut ServerConfig)) -> Cluster {
         let root = temp_dir(name);
         let members: BTreeMap<NodeId, String> = (1..=nodes)
             .map(|id| (NodeId(id), format!("127.0.0.1:{}", free_port())))
@@ -56,6 +63,7 @@ impl Cluster {
             config.heartbeat_interval = Duration::from_millis(50);
             config.election_timeout = Duration::from_millis(500);
             config.snapshot_every = 50;
+            tweak(&mut config);
             configs.insert(id, config);
         }
         let mut cluster = Cluster {

@@ -1,0 +1,347 @@
+//! Corners of etcd's API that Kubernetes' apiserver and etcd's lock and election recipes lean
+//! on: transaction limits, watch ids, progress notifications and the `hasleader` guard.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use synod_core::NodeId;
+use synod_proto::etcdserverpb as pb;
+use synod_proto::etcdserverpb::kv_client::KvClient;
+use synod_proto::etcdserverpb::watch_client::WatchClient;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Streaming};
+
+use super::{put, Cluster};
+
+fn put_op(key: String) -> pb::RequestOp {
+    pb::RequestOp {
+        request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+            key: key.into_bytes().into(),
+            value: b"v".to_vec().into(),
+            ..Default::default()
+        })),
+    }
+}
+
+fn absent(key: &str) -> pb::Compare {
+    pb::Compare {
+        result: pb::compare::CompareResult::Equal as i32,
+        target: pb::compare::CompareTarget::Version as i32,
+        key: key.as_bytes().to_vec().into(),
+        target_union: Some(pb::compare::TargetUnion::Version(0)),
+        ..Default::default()
+    }
+}
+
+fn puts(prefix: &str, n: usize) -> Vec<pb::RequestOp> {
+    (0..n).map(|i| put_op(format!("{prefix}{i}"))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn txn_limits_count_compares_and_each_branch_alone_as_etcd_does() {
+    let cluster = Cluster::start("txn-limits", 3).await;
+    cluster.leader().await;
+    let mut kv = cluster.kv(NodeId(1)).await;
+
+    // 100 operations on each branch: etcd's limit of 128 is per list, not for their sum.
+    let wide = pb::TxnRequest {
+        compare: vec![absent("t/flag")],
+        success: puts("t/s", 100),
+        failure: puts("t/f", 100),
+    };
+    let answer = kv
+        .txn(wide)
+        .await
+        .expect("100 + 100 operations are allowed");
+    assert!(answer.into_inner().succeeded);
+
+    let too_many = |txn: pb::TxnRequest| {
+        let mut kv = kv.clone();
+        async move {
+            let status = kv.txn(txn).await.expect_err("refused");
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert_eq!(
+                status.message(),
+                "etcdserver: too many operations in txn request"
+            );
+        }
+    };
+    too_many(pb::TxnRequest {
+        compare: (0..129).map(|i| absent(&format!("c{i}"))).collect(),
+        ..Default::default()
+    })
+    .await;
+    too_many(pb::TxnRequest {
+        failure: puts("t/x", 129),
+        ..Default::default()
+    })
+    .await;
+    // A nested transaction is held to the limit on its own.
+    let nested = pb::RequestOp {
+        request: Some(pb::request_op::Request::RequestTxn(pb::TxnRequest {
+            success: puts("t/n", 129),
+            ..Default::default()
+        })),
+    };
+    too_many(pb::TxnRequest {
+        success: vec![nested],
+        ..Default::default()
+    })
+    .await;
+    cluster.shutdown().await;
+}
+
+/// A watch stream and the sender that feeds it requests.
+async fn open_watch(
+    cluster: &Cluster,
+    node: NodeId,
+    has_leader: bool,
+) -> Result<(mpsc::Sender<pb::WatchRequest>, Streaming<pb::WatchResponse>), tonic::Status> {
+    let (requests, rx) = mpsc::channel(16);
+    let mut request = Request::new(ReceiverStream::new(rx));
+    if has_leader {
+        request.metadata_mut().insert(
+            "hasleader",
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
+    }
+    let mut client = WatchClient::new(cluster.channel(node).await);
+    let responses = client.watch(request).await?.into_inner();
+    Ok((requests, responses))
+}
+
+fn create(key: &str, range_end: &str, watch_id: i64) -> pb::WatchRequest {
+    pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+            pb::WatchCreateRequest {
+                key: key.as_bytes().to_vec().into(),
+                range_end: range_end.as_bytes().to_vec().into(),
+                watch_id,
+                ..Default::default()
+            },
+        )),
+    }
+}
+
+fn cancel(watch_id: i64) -> pb::WatchRequest {
+    pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CancelRequest(
+            pb::WatchCancelRequest { watch_id },
+        )),
+    }
+}
+
+fn progress() -> pb::WatchRequest {
+    pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::ProgressRequest(
+            pb::WatchProgressRequest {},
+        )),
+    }
+}
+
+async fn next(responses: &mut Streaming<pb::WatchResponse>) -> pb::WatchResponse {
+    tokio::time::timeout(Duration::from_secs(10), responses.message())
+        .await
+        .expect("a watch response within 10 s")
+        .expect("the stream stays up")
+        .expect("the stream is not over")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_ids_are_never_reused_on_a_stream() {
+    let cluster = Cluster::start("watch-ids", 3).await;
+    cluster.leader().await;
+    let (requests, mut responses) = open_watch(&cluster, NodeId(2), false).await.expect("watch");
+
+    requests.send(create("a", "", 0)).await.expect("send");
+    let first = next(&mut responses).await;
+    assert!(first.created && !first.canceled);
+    requests.send(cancel(first.watch_id)).await.expect("send");
+    let cancelled = next(&mut responses).await;
+    assert!(cancelled.canceled && cancelled.watch_id == first.watch_id);
+    // The id of a cancelled watcher is not handed out again: a client still draining
+    // events of the old watcher could take them for the new one's.
+    requests.send(create("a", "", 0)).await.expect("send");
+    let second = next(&mut responses).await;
+    assert!(second.created && !second.canceled);
+    assert_ne!(second.watch_id, first.watch_id, "a watch id was reused");
+
+    // An id chosen by the client that is in use is refused with etcd's answer.
+    requests.send(create("b", "", 7)).await.expect("send");
+    assert_eq!(next(&mut responses).await.watch_id, 7);
+    requests.send(create("c", "", 7)).await.expect("send");
+    let duplicate = next(&mut responses).await;
+    assert!(duplicate.created && duplicate.canceled);
+    assert_eq!(duplicate.watch_id, -1);
+    assert_eq!(
+        duplicate.cancel_reason,
+        "mvcc: duplicate watch ID provided on the WatchStream"
+    );
+    // A negative start revision is refused as etcd refuses it.
+    let mut before_zero = create("d", "", 0);
+    if let Some(pb::watch_request::RequestUnion::CreateRequest(c)) = &mut before_zero.request_union
+    {
+        c.start_revision = -1;
+    }
+    requests.send(before_zero).await.expect("send");
+    let refused = next(&mut responses).await;
+    assert!(refused.created && refused.canceled && refused.watch_id == -1);
+    assert_eq!(
+        refused.cancel_reason,
+        "etcdserver: mvcc: required revision has been compacted"
+    );
+    cluster.shutdown().await;
+}
+
+/// Kubernetes' apiserver serves consistent reads from its watch cache once a progress
+/// notification says the cache has seen a revision; a notification that runs ahead of the
+/// events it covers makes the cache answer without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_notifications_never_run_ahead_of_the_events_they_cover() {
+    let cluster = Cluster::start_with("watch-progress", 3, |config| {
+        config.watch_progress_interval = Duration::from_millis(20);
+    })
+    .await;
+    cluster.leader().await;
+    let (requests, mut responses) = open_watch(&cluster, NodeId(1), false).await.expect("watch");
+    let mut watch = create("p/", "p0", 0);
+    if let Some(pb::watch_request::RequestUnion::CreateRequest(c)) = &mut watch.request_union {
+        c.progress_notify = true;
+    }
+    requests.send(watch).await.expect("send");
+    assert!(next(&mut responses).await.created);
+
+    // Writers on the watched prefix, and a client asking for progress all the while.
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let mut kv: KvClient<_> = cluster.kv(NodeId(1 + w % 3)).await;
+        writers.push(tokio::spawn(async move {
+            let mut revisions = Vec::new();
+            for i in 0..150 {
+                let answer = kv.put(put(&format!("p/{w}/{i}"), "x")).await.expect("put");
+                revisions.push(answer.into_inner().header.expect("header").revision);
+            }
+            revisions
+        }));
+    }
+    let asker = {
+        let requests = requests.clone();
+        tokio::spawn(async move {
+            while requests.send(progress()).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let mut written = BTreeSet::new();
+    for writer in writers {
+        written.extend(writer.await.expect("a writer"));
+    }
+    let last = *written.last().expect("writes");
+
+    let mut seen = BTreeSet::new();
+    let mut notifications = 0;
+    while seen.len() < written.len() {
+        let response = next(&mut responses).await;
+        for event in &response.events {
+            seen.insert(event.kv.as_ref().expect("a key").mod_revision);
+        }
+        if response.events.is_empty() && !response.created && !response.canceled {
+            notifications += 1;
+            let at = response.header.expect("header").revision;
+            let missing: Vec<i64> = written
+                .range(..=at.min(last))
+                .filter(|r| !seen.contains(r))
+                .copied()
+                .collect();
+            assert!(
+                missing.is_empty(),
+                "a progress notification at revision {at} came before the events of {missing:?}"
+            );
+        }
+    }
+    asker.abort();
+    assert!(notifications > 0, "progress was notified");
+    cluster.shutdown().await;
+}
+
+async fn wait_leaderless(cluster: &Cluster, node: NodeId) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut client = synod_proto::etcdserverpb::maintenance_client::MaintenanceClient::new(
+            cluster.channel(node).await,
+        );
+        if let Ok(status) = client.status(pb::StatusRequest {}).await {
+            if status.into_inner().leader == 0 {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still a leader after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// etcd's clients mark requests and streams that must not be served by a member cut off from
+/// its leader (`clientv3.WithRequireLeader`); the member refuses them at once, and ends such
+/// streams once it has had no leader for three election timeouts, so the client moves to a
+/// member that has one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_require_a_leader_are_refused_without_one() {
+    let mut cluster = Cluster::start_with("hasleader", 3, |config| {
+        config.election_timeout = Duration::from_millis(300);
+        config.request_timeout = Duration::from_secs(30);
+    })
+    .await;
+    cluster.leader().await;
+    let (requests, mut responses) = open_watch(&cluster, NodeId(1), true).await.expect("watch");
+    requests.send(create("h", "", 0)).await.expect("send");
+    assert!(next(&mut responses).await.created);
+
+    cluster.stop(NodeId(2)).await;
+    cluster.stop(NodeId(3)).await;
+    wait_leaderless(&cluster, NodeId(1)).await;
+
+    let started = tokio::time::Instant::now();
+    let mut request = Request::new(put("h", "1"));
+    request.metadata_mut().insert(
+        "hasleader",
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
+    let status = cluster
+        .kv(NodeId(1))
+        .await
+        .put(request)
+        .await
+        .expect_err("no leader");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert_eq!(status.message(), "etcdserver: no leader");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "refused at once, not after the 30 s request timeout"
+    );
+    let refused = open_watch(&cluster, NodeId(1), true)
+        .await
+        .map(|_| ())
+        .expect_err("a new stream is refused");
+    assert_eq!(refused.message(), "etcdserver: no leader");
+
+    // The stream opened while there was a leader ends within a few election timeouts.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match responses.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
+    })
+    .await
+    .expect("the stream ends within 10 s");
+    let status = ended.expect("with an error, not a clean end");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert_eq!(status.message(), "etcdserver: no leader");
+    cluster.shutdown().await;
+}
