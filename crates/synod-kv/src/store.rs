@@ -268,6 +268,42 @@ impl KvStore {
         Ok(self.history.from(revision))
     }
 
+    /// etcd's `HashKV`: a CRC-32C of every key as it was at `revision` (0: now), with its
+    /// value, revisions, version and lease, in key order, after the compaction revision.
+    /// Members that applied the same history give the same hash at the same revision, so a
+    /// difference means one of them holds different data. (etcd hashes the history kept as
+    /// well; Synod hashes the state, which members agree on whatever history they keep.)
+    pub fn hash_kv(&self, revision: i64) -> Result<KvHash, KvError> {
+        let revision = if revision == 0 {
+            self.revision
+        } else {
+            revision
+        };
+        self.check_read_revision(revision)?;
+        let compacted = self.history.compacted;
+        let mut crc = crc32c::crc32c(&compacted.to_be_bytes());
+        for viewed in self.view_at(&KeyRange::prefix(""), revision, false) {
+            let kv = viewed.key_value();
+            for number in [
+                kv.key.len() as i64,
+                kv.create_revision,
+                kv.mod_revision,
+                kv.version,
+                kv.lease,
+                kv.value.len() as i64,
+            ] {
+                crc = crc32c::crc32c_append(crc, &number.to_be_bytes());
+            }
+            crc = crc32c::crc32c_append(crc, &kv.key);
+            crc = crc32c::crc32c_append(crc, &kv.value);
+        }
+        Ok(KvHash {
+            hash: crc,
+            revision,
+            compacted,
+        })
+    }
+
     /// Every lease, by id.
     pub fn leases(&self) -> &BTreeMap<i64, Lease> {
         &self.leases
@@ -675,6 +711,17 @@ impl KvStore {
     }
 }
 
+/// What [`KvStore::hash_kv`] answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvHash {
+    /// The CRC-32C of the keys.
+    pub hash: u32,
+    /// The revision hashed.
+    pub revision: i64,
+    /// The store's compaction revision.
+    pub compacted: i64,
+}
+
 /// The keys of a range as of a revision, in key order or its reverse (see
 /// [`KvStore::view_at`]): the current keys merged with what the keys changed since then were.
 struct View<'a> {
@@ -948,5 +995,39 @@ mod tests {
             }
         }
         assert!(checked > 2_000);
+    }
+
+    #[test]
+    fn hash_kv_is_the_same_for_the_same_state_at_a_revision() {
+        let put = |key: &str, value: &str| {
+            Request::Put(PutRequest {
+                key: Bytes::copy_from_slice(key.as_bytes()),
+                value: Bytes::copy_from_slice(value.as_bytes()),
+                ..Default::default()
+            })
+        };
+        let mut long = KvStore::with_limits(16, 0);
+        let mut short = KvStore::with_limits(16, 0);
+        for store in [&mut long, &mut short] {
+            store.execute(&put("a", "1")).unwrap();
+            store.execute(&put("b", "2")).unwrap();
+        }
+        let at_two = short.hash_kv(0).unwrap();
+        assert_eq!(at_two, long.hash_kv(2).unwrap());
+        long.execute(&put("a", "3")).unwrap();
+        assert_eq!(
+            long.hash_kv(2).unwrap(),
+            at_two,
+            "the past is hashed as it was"
+        );
+        assert_ne!(long.hash_kv(0).unwrap().hash, at_two.hash);
+        short.execute(&put("a", "4")).unwrap();
+        assert_eq!(short.hash_kv(0).unwrap().revision, 3);
+        assert_ne!(
+            short.hash_kv(3).unwrap().hash,
+            long.hash_kv(3).unwrap().hash,
+            "a different value at the same revision"
+        );
+        assert_eq!(long.hash_kv(9), Err(KvError::FutureRevision));
     }
 }

@@ -5,9 +5,11 @@
 //! - [`transport`]: engine messages between peers over TCP;
 //! - [`api`]: etcd's v3 gRPC services over a node;
 //! - [`server`]: all of the above started and stopped together;
+//! - [`backup`]: a member's state as one file (etcd's `snapshot save`), and its restore;
 //! - [`metrics`] and [`http`]: what an operator watches.
 
 pub mod api;
+pub mod backup;
 pub mod config;
 pub mod disk;
 pub mod http;

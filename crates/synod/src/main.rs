@@ -8,7 +8,7 @@ mod commands;
 mod logging;
 mod progress;
 
-use commands::{bench, client, cluster, nemesis, server, sim, wal};
+use commands::{bench, client, cluster, nemesis, server, sim, snapshot, wal};
 
 /// The server allocates and frees small buffers for every request; mimalloc does that with
 /// about half of glibc's cost (12% of a server's CPU under puts was the allocator).
@@ -56,6 +56,9 @@ enum Command {
     /// Run a cluster on real hosts of its own (network namespaces; needs root) under
     /// partitions, packet loss, pauses and kills, with a load whose history is checked.
     Nemesis(nemesis::NemesisArgs),
+    /// Save a member's state to a file, check one, or restore one as a new member's data
+    /// directory (`save`, `status`, `restore`).
+    Snapshot(snapshot::SnapshotArgs),
     /// Inspect a node's write-ahead log: `dump` prints its records, `check` verifies it.
     Wal(wal::WalArgs),
 }
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Sim(args) => sim::run(args),
         Command::Nemesis(args) => nemesis::run(args),
         Command::Wal(args) => wal::run(args),
+        Command::Snapshot(args) => snapshot::run(args),
     };
     match result {
         Ok(code) => code,

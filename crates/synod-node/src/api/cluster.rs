@@ -8,9 +8,15 @@ use std::time::Duration;
 use synod_core::{NodeId, Role};
 use synod_proto::etcdserverpb as pb;
 use synod_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{errors, Api, Attempt};
+use crate::backup;
+
+/// Bytes of a snapshot in one streamed response (etcd sends 32 KiB).
+const SNAPSHOT_CHUNK: usize = 32 << 10;
 
 /// The version reported by Status: the etcd API version Synod speaks, then Synod's own.
 pub const VERSION: &str = concat!("3.5.0-synod.", env!("CARGO_PKG_VERSION"));
@@ -131,6 +137,82 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         Ok(Response::new(pb::DefragmentResponse {
             header: Some(self.0.current_header()),
         }))
+    }
+
+    async fn hash(
+        &self,
+        _request: Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
+        // etcd hashes its whole database; Synod, its whole state machine as it would
+        // snapshot it. Like etcd's, for tests: it differs between members that applied the
+        // same entries but keep different client sessions.
+        let api = self.0.clone();
+        let (revision, hash) = tokio::task::spawn_blocking(move || {
+            let kv = api.node.shared.kv();
+            (kv.revision(), crc32c::crc32c(&kv.snapshot()))
+        })
+        .await
+        .map_err(|_| Status::internal("hashing the store failed"))?;
+        Ok(Response::new(pb::HashResponse {
+            header: Some(self.0.header(revision)),
+            hash,
+        }))
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        let api = self.0.clone();
+        let revision = request.get_ref().revision;
+        let (current, hashed) = tokio::task::spawn_blocking(move || {
+            let kv = api.node.shared.kv();
+            (kv.revision(), kv.hash_kv(revision))
+        })
+        .await
+        .map_err(|_| Status::internal("hashing the store failed"))?;
+        let hashed = hashed.map_err(errors::kv)?;
+        Ok(Response::new(pb::HashKvResponse {
+            header: Some(self.0.header(current)),
+            hash: hashed.hash,
+            compact_revision: hashed.compacted,
+            hash_revision: hashed.revision,
+        }))
+    }
+
+    type SnapshotStream = ReceiverStream<Result<pb::SnapshotResponse, Status>>;
+
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        // This member's state machine as it is now, in Synod's backup format (see
+        // `backup`): what `etcdctl snapshot save` stores and `synod snapshot restore` reads.
+        let api = self.0.clone();
+        let (revision, bytes) = tokio::task::spawn_blocking(move || {
+            let kv = api.node.shared.kv();
+            (kv.revision(), backup::encode(&kv))
+        })
+        .await
+        .map_err(|_| Status::internal("taking the snapshot failed"))?;
+        let header = self.0.header(revision);
+        let (out, responses) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut sent = 0;
+            for blob in bytes.chunks(SNAPSHOT_CHUNK) {
+                sent += blob.len();
+                let response = pb::SnapshotResponse {
+                    header: Some(header),
+                    remaining_bytes: (bytes.len() - sent) as u64,
+                    blob: bytes::Bytes::copy_from_slice(blob),
+                    version: VERSION.into(),
+                };
+                if out.send(Ok(response)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(responses)))
     }
 
     async fn move_leader(

@@ -268,7 +268,7 @@ pub struct HealthArgs {
     command_timeout_ms: u64,
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -276,7 +276,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// A gRPC failure as etcdctl shows it.
-fn grpc(status: tonic::Status) -> anyhow::Error {
+pub(crate) fn grpc(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", status.message())
 }
 

@@ -6,4 +6,5 @@ pub mod cluster;
 pub mod nemesis;
 pub mod server;
 pub mod sim;
+pub mod snapshot;
 pub mod wal;
