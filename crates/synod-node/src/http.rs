@@ -1,5 +1,7 @@
-//! `/metrics` (Prometheus' text format) and `/health` over plain HTTP/1.1. Deliberately
-//! tiny: one request per connection, GET only, requests over 8 KiB refused.
+//! `/metrics` (Prometheus' text format), `/health` and `/version` over plain HTTP/1.1, on the
+//! metrics port and, as etcd serves them, on the client port next to gRPC: a connection that
+//! opens with HTTP/2's preface goes to gRPC, any other to these. Deliberately tiny: one
+//! request per connection, GET only, requests over 8 KiB refused.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,12 +9,76 @@ use std::time::Duration;
 use synod_core::ReadConsistency;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::api::Api;
 use crate::transport::MetricsRenderer;
 
 const REQUEST_BYTES_MAX: usize = 8 << 10;
+
+/// The first bytes of HTTP/2's connection preface ("PRI * HTTP/2.0..."), which every gRPC
+/// client sends first.
+const HTTP2_PREFACE: &[u8] = b"PRI ";
+
+/// How long a new client connection may stay silent before it is dropped.
+const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts on the client port until the server stops, handing gRPC connections to `grpc`
+/// (the gRPC server's incoming stream) and answering the others here.
+pub async fn split_client_port(
+    listener: TcpListener,
+    grpc: mpsc::Sender<std::io::Result<TcpStream>>,
+    api: Arc<Api>,
+    transport: MetricsRenderer,
+) {
+    let mut stop = api.stop.clone();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        // Nagle's algorithm against delayed acks costs small answers 40 ms.
+        let _ = stream.set_nodelay(true);
+        let (grpc, api, transport) = (grpc.clone(), api.clone(), transport.clone());
+        tokio::spawn(async move {
+            match tokio::time::timeout(FIRST_BYTES_TIMEOUT, opens_with_http2(&stream)).await {
+                Ok(Ok(true)) => {
+                    let _ = grpc.send(Ok(stream)).await;
+                }
+                Ok(Ok(false)) => {
+                    if let Err(e) = answer(stream, &api, &transport).await {
+                        debug!(error = %e, "an HTTP request on the client port failed");
+                    }
+                }
+                Ok(Err(_)) | Err(_) => {}
+            }
+        });
+    }
+}
+
+/// Whether the connection's first bytes are HTTP/2's preface; reads nothing off it.
+async fn opens_with_http2(stream: &TcpStream) -> std::io::Result<bool> {
+    let mut first = [0u8; HTTP2_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut first).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if n == first.len() || first[..n] != HTTP2_PREFACE[..n] {
+            return Ok(first[..n] == *HTTP2_PREFACE);
+        }
+        // A prefix of the preface so far: wait for the rest (peek returns at once while
+        // the bytes it saw are unread).
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
 
 /// Serves until the server stops.
 pub async fn serve(listener: TcpListener, api: Arc<Api>, transport: MetricsRenderer) {
@@ -89,6 +155,11 @@ async fn answer(
             api.node.shared.metrics.render(&mut body);
             transport(&mut body);
             respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &body).await
+        }
+        "/version" => {
+            // etcd's answer; the API version Synod speaks, for clients that check it.
+            let body = "{\"etcdserver\":\"3.5.0\",\"etcdcluster\":\"3.5.0\"}\n";
+            respond(&mut stream, "200 OK", "application/json", body).await
         }
         "/health" => {
             let (status, body) = match health(api).await {

@@ -226,6 +226,43 @@ impl Metrics {
             "synod_server_apply_duration_seconds",
             "Duration of applying a batch of committed entries.",
         );
+        process(out);
+    }
+}
+
+/// The process's memory, under the names Prometheus' client libraries use (etcdctl's
+/// `check datascale` reads `process_resident_memory_bytes`), from `/proc/self/status`.
+fn process(out: &mut String) {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return;
+    };
+    let kib = |field: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<i64>()
+                    .ok()
+            })
+    };
+    for (field, name, help) in [
+        (
+            "VmRSS:",
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+        ),
+        (
+            "VmSize:",
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+        ),
+    ] {
+        if let Some(value) = kib(field) {
+            gauge(out, name, help, value * 1024);
+        }
     }
 }
 
@@ -246,5 +283,17 @@ mod tests {
         assert!(out.contains("x_bucket{le=\"6.5536\"} 2\n"), "{out}");
         assert!(out.contains("x_bucket{le=\"+Inf\"} 3\n"), "{out}");
         assert!(out.contains("x_count 3\n"), "{out}");
+    }
+
+    #[test]
+    fn process_memory_is_reported_as_prometheus_clients_name_it() {
+        let mut out = String::new();
+        process(&mut out);
+        let rss = out
+            .lines()
+            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+            .and_then(|v| v.parse::<i64>().ok())
+            .expect("resident memory");
+        assert!(rss > 0, "{out}");
     }
 }

@@ -25,7 +25,6 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
 use crate::api::{self, Api};
@@ -240,18 +239,29 @@ async fn start_with<P: Protocol>(
     ));
     tokio::spawn(api::watch_leadership(api.clone()));
     if let Some(listener) = metrics_listener {
-        tokio::spawn(crate::http::serve(listener, api.clone(), transport_metrics));
+        tokio::spawn(crate::http::serve(
+            listener,
+            api.clone(),
+            transport_metrics.clone(),
+        ));
     }
     let mut shutdown = front_stop_rx;
     let mut builder = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)));
     let router = api::router(api.clone(), &mut builder);
+    // One client port for gRPC and etcd's HTTP endpoints (/metrics, /health, /version).
+    let (grpc_connections, incoming) = mpsc::channel(64);
+    tokio::spawn(crate::http::split_client_port(
+        client_listener,
+        grpc_connections,
+        api.clone(),
+        transport_metrics.clone(),
+    ));
     let grpc = tokio::spawn(async move {
         let served = router
             .serve_with_incoming_shutdown(
-                // Nagle's algorithm against delayed acks costs small answers 40 ms.
-                TcpIncoming::from(client_listener).with_nodelay(Some(true)),
+                tokio_stream::wrappers::ReceiverStream::new(incoming),
                 async move {
                     let _ = shutdown.changed().await;
                 },

@@ -591,3 +591,39 @@ async fn check_snapshot_save_and_restore(cluster: &Cluster, protocol: &str) {
         "after\n"
     );
 }
+
+/// etcd serves `/metrics`, `/health` and `/version` on the client port beside gRPC, and
+/// `etcdctl check datascale` reads the servers' memory from `/metrics` there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_check_datascale_reads_metrics_from_the_client_port() {
+    let cluster = Cluster::start("datascale", 3, &[]);
+    cluster.ready().await;
+    let client = cluster.member(1).client.clone();
+    let metrics = common::http_get(&client, "/metrics");
+    assert!(
+        metrics.contains("process_resident_memory_bytes "),
+        "{metrics}"
+    );
+    assert!(metrics.contains("synod_server_has_leader 1"), "{metrics}");
+    let health = common::http_get(&client, "/health");
+    assert!(health.contains("{\"health\":\"true\""), "{health}");
+    let version = common::http_get(&client, "/version");
+    assert!(version.contains("\"etcdserver\":\"3.5.0\""), "{version}");
+    if !etcdctl_installed() {
+        eprintln!("SKIPPED: etcdctl is not installed (apt-get install etcd-client)");
+        return;
+    }
+    let out = run_etcdctl(
+        &cluster.endpoints(),
+        &["check", "datascale", "--load=s"],
+        None,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("PASS: Approximate system memory used"),
+        "check datascale: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // gRPC still works on the same port.
+    assert_eq!(etcdctl(&client, &["put", "after", "1"], None), "OK\n");
+}
