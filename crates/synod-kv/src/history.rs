@@ -39,6 +39,13 @@ pub(crate) struct History {
     pub(crate) events: VecDeque<Event>,
     /// Reads before this revision fail; 0 before the first compaction.
     pub(crate) compacted: i64,
+    /// Bytes of keys and values of the changes kept (each change's new value).
+    pub(crate) bytes: u64,
+}
+
+/// What one change costs the store: its key and its new value.
+fn cost(event: &Event) -> u64 {
+    (event.kv.key.len() + event.kv.value.len()) as u64
 }
 
 impl History {
@@ -47,6 +54,7 @@ impl History {
             .events
             .back()
             .is_none_or(|last| last.revision() <= event.revision()));
+        self.bytes += cost(&event);
         self.events.push_back(event);
     }
 
@@ -59,8 +67,15 @@ impl History {
     /// Forgets the changes before `revision`.
     pub(crate) fn compact(&mut self, revision: i64) {
         let keep_from = self.events.partition_point(|e| e.revision() < revision);
+        let freed: u64 = self.events.range(..keep_from).map(cost).sum();
+        self.bytes -= freed;
         self.events.drain(..keep_from);
         self.compacted = revision;
+    }
+
+    /// Counts [`History::bytes`] again, after events were put in directly.
+    pub(crate) fn recount(&mut self) {
+        self.bytes = self.events.iter().map(cost).sum();
     }
 
     /// Revision of the newest change recorded, 0 if none is.

@@ -30,6 +30,49 @@ pub enum Request {
     /// End a lease whose time ran out on the clock of the leader of `era`: only while that
     /// leader's lease epoch is the current one.
     LeaseExpire(LeaseExpireRequest),
+    /// Raise or clear an alarm (etcd's `Alarm` ACTIVATE and DEACTIVATE), which every replica
+    /// then holds alike.
+    Alarm(AlarmRequest),
+}
+
+/// etcd's kinds of alarm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AlarmKind {
+    /// The store outgrew the space quota: writes that add data are refused until an
+    /// operator compacts and disarms it.
+    NoSpace,
+    /// Members hold different data at the same revision.
+    Corrupt,
+}
+
+impl AlarmKind {
+    /// etcd's number for it (`AlarmType` in its API).
+    pub fn code(self) -> i32 {
+        match self {
+            AlarmKind::NoSpace => 1,
+            AlarmKind::Corrupt => 2,
+        }
+    }
+
+    /// The kind with etcd's number `code`, if any.
+    pub fn from_code(code: i32) -> Option<AlarmKind> {
+        match code {
+            1 => Some(AlarmKind::NoSpace),
+            2 => Some(AlarmKind::Corrupt),
+            _ => None,
+        }
+    }
+}
+
+/// See [`Request::Alarm`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlarmRequest {
+    /// Raise (`true`) or clear (`false`).
+    pub activate: bool,
+    /// The member the alarm is about.
+    pub member: u64,
+    /// What it is about.
+    pub alarm: AlarmKind,
 }
 
 /// Which keys a request covers, with etcd's conventions: an empty `range_end` means the
@@ -308,6 +351,8 @@ pub enum Response {
     LeaseRevoke,
     /// A lease epoch began.
     LeaseEpoch,
+    /// The alarms raised after the change, by member.
+    Alarm(Vec<(u64, AlarmKind)>),
 }
 
 /// Keys read.
@@ -359,7 +404,8 @@ const TAG_LEASE_GRANT: u64 = 5;
 const TAG_LEASE_REVOKE: u64 = 6;
 const TAG_LEASE_EPOCH: u64 = 7;
 const TAG_LEASE_EXPIRE: u64 = 8;
-const REQUEST_TAGS: u64 = 9;
+const TAG_ALARM: u64 = 9;
+const REQUEST_TAGS: u64 = 10;
 
 impl Request {
     /// The command bytes for a log entry.
@@ -387,7 +433,8 @@ impl Request {
             | Request::LeaseGrant(_)
             | Request::LeaseRevoke(_)
             | Request::LeaseEpoch(_)
-            | Request::LeaseExpire(_) => false,
+            | Request::LeaseExpire(_)
+            | Request::Alarm(_) => false,
             Request::Txn(txn) => txn
                 .success
                 .iter()
@@ -471,6 +518,12 @@ impl Request {
             Request::LeaseExpire(e) => {
                 enc.u64(TAG_LEASE_EXPIRE).i64(e.id).u64(e.era);
             }
+            Request::Alarm(a) => {
+                enc.u64(TAG_ALARM)
+                    .bool(a.activate)
+                    .u64(a.member)
+                    .u8(a.alarm.code() as u8);
+            }
         }
     }
 
@@ -539,10 +592,27 @@ impl Request {
             TAG_LEASE_EPOCH => Request::LeaseEpoch(LeaseEpochRequest {
                 era: dec.u64("lease epoch")?,
             }),
-            _ => Request::LeaseExpire(LeaseExpireRequest {
+            TAG_LEASE_EXPIRE => Request::LeaseExpire(LeaseExpireRequest {
                 id: dec.i64("lease id")?,
                 era: dec.u64("lease era")?,
             }),
+            _ => {
+                let activate = dec.bool("alarm action")?;
+                let member = dec.u64("alarm member")?;
+                let at = dec.offset();
+                let code = dec.u8("alarm kind")?;
+                let alarm =
+                    AlarmKind::from_code(i32::from(code)).ok_or(DecodeError::UnknownTag {
+                        what: "alarm kind",
+                        tag: u64::from(code),
+                        offset: at,
+                    })?;
+                Request::Alarm(AlarmRequest {
+                    activate,
+                    member,
+                    alarm,
+                })
+            }
         })
     }
 }

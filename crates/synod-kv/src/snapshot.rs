@@ -16,7 +16,7 @@ use crate::store::{Applied, KvError, KvStore, Lease, Record};
 
 /// Format version written first; bump when the layout changes. Version 3 added the lease
 /// epoch after the leases; version 2 is still read (its lease epoch is 0).
-const SNAPSHOT_VERSION: u64 = 3;
+const SNAPSHOT_VERSION: u64 = 4;
 
 impl KvStore {
     /// The whole state as bytes.
@@ -57,6 +57,10 @@ impl KvStore {
                 encode_kv(&mut enc, prev);
             }
         }
+        enc.u64(self.alarms.len() as u64);
+        for &(member, kind) in &self.alarms {
+            enc.u64(member).u8(kind.code() as u8);
+        }
         enc.finish()
     }
 
@@ -65,7 +69,7 @@ impl KvStore {
         let mut dec = Decoder::new(bytes);
         let version_offset = dec.offset();
         let version = dec.u64("snapshot version")?;
-        if version != SNAPSHOT_VERSION && version != 2 {
+        if !(2..=SNAPSHOT_VERSION).contains(&version) {
             return Err(DecodeError::UnknownTag {
                 what: "snapshot version",
                 tag: version,
@@ -130,6 +134,26 @@ impl KvStore {
             };
             store.history.events.push_back(Event { kind, kv, prev_kv });
         }
+        store.history.recount();
+        store.key_bytes = store
+            .keys
+            .iter()
+            .map(|(key, record)| (key.len() + record.value.len()) as u64)
+            .sum();
+        if version >= 4 {
+            for _ in 0..dec.count("alarm count")? {
+                let member = dec.u64("alarm member")?;
+                let at = dec.offset();
+                let code = dec.u8("alarm kind")?;
+                let kind =
+                    AlarmKind::from_code(i32::from(code)).ok_or(DecodeError::UnknownTag {
+                        what: "alarm kind",
+                        tag: u64::from(code),
+                        offset: at,
+                    })?;
+                store.alarms.insert((member, kind));
+            }
+        }
         dec.finish()?;
         Ok(store)
     }
@@ -192,11 +216,14 @@ fn encode_result(enc: &mut Encoder, result: &Result<Applied, KvError>) {
         Err(KvError::Invalid(reason)) => {
             enc.u64(9).bytes(reason.as_bytes());
         }
+        Err(KvError::NoSpace) => {
+            enc.u64(10);
+        }
     }
 }
 
 fn decode_result(dec: &mut Decoder<'_>) -> Result<Result<Applied, KvError>, DecodeError> {
-    Ok(match dec.tag("result", 10)? {
+    Ok(match dec.tag("result", 11)? {
         0 => Ok(Applied {
             revision: dec.i64("revision")?,
             response: decode_response(dec)?,
@@ -216,6 +243,7 @@ fn decode_result(dec: &mut Decoder<'_>) -> Result<Result<Applied, KvError>, Deco
         6 => Err(KvError::LeaseNotFound(dec.i64("lease")?)),
         7 => Err(KvError::LeaseExists(dec.i64("lease")?)),
         8 => Err(KvError::KeyNotFound),
+        10 => Err(KvError::NoSpace),
         _ => Err(KvError::Invalid(
             String::from_utf8_lossy(dec.bytes("reason")?).into_owned(),
         )),
@@ -274,6 +302,12 @@ fn encode_response(enc: &mut Encoder, response: &Response) {
         Response::LeaseRevoke => {
             enc.u64(6);
         }
+        Response::Alarm(alarms) => {
+            enc.u64(8).u64(alarms.len() as u64);
+            for &(member, kind) in alarms {
+                enc.u64(member).u8(kind.code() as u8);
+            }
+        }
     }
 }
 
@@ -283,7 +317,7 @@ fn decode_response(dec: &mut Decoder<'_>) -> Result<Response, DecodeError> {
 
 fn decode_response_at(dec: &mut Decoder<'_>, depth: usize) -> Result<Response, DecodeError> {
     let offset = dec.offset();
-    Ok(match dec.tag("response", 8)? {
+    Ok(match dec.tag("response", 9)? {
         0 => {
             let count = dec.u64("count")?;
             let more = dec.bool("more")?;
@@ -313,6 +347,22 @@ fn decode_response_at(dec: &mut Decoder<'_>, depth: usize) -> Result<Response, D
         }),
         6 => Response::LeaseRevoke,
         7 => Response::LeaseEpoch,
+        8 => {
+            let mut alarms = Vec::new();
+            for _ in 0..dec.count("alarm count")? {
+                let member = dec.u64("alarm member")?;
+                let at = dec.offset();
+                let code = dec.u8("alarm kind")?;
+                let kind =
+                    AlarmKind::from_code(i32::from(code)).ok_or(DecodeError::UnknownTag {
+                        what: "alarm kind",
+                        tag: u64::from(code),
+                        offset: at,
+                    })?;
+                alarms.push((member, kind));
+            }
+            Response::Alarm(alarms)
+        }
         _ => {
             if depth >= TXN_DEPTH_MAX {
                 return Err(DecodeError::UnknownTag {

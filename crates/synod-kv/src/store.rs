@@ -51,6 +51,9 @@ pub enum KvError {
         /// The compaction revision: the oldest still readable.
         compacted: i64,
     },
+    /// A NOSPACE alarm is raised: writes that add data are refused until it is cleared.
+    #[error("mvcc: database space exceeded")]
+    NoSpace,
     /// The revision asked for has not happened yet.
     #[error("mvcc: required revision is a future revision")]
     FutureRevision,
@@ -100,6 +103,10 @@ pub struct KvStore {
     pub(crate) lease_epoch: u64,
     /// Revisions of history kept: older ones are compacted as writes go on (0 keeps all).
     pub(crate) history_revisions: i64,
+    /// Alarms raised, by member (etcd's `Alarm`).
+    pub(crate) alarms: BTreeSet<(u64, AlarmKind)>,
+    /// Bytes of keys and values of the current keys (see [`KvStore::size_bytes`]).
+    pub(crate) key_bytes: u64,
 }
 
 impl Default for KvStore {
@@ -144,7 +151,29 @@ impl KvStore {
             leases: BTreeMap::new(),
             lease_epoch: 0,
             history_revisions: history_revisions.max(0),
+            alarms: BTreeSet::new(),
+            key_bytes: 0,
         }
+    }
+
+    /// What the store holds, in bytes of keys and values: every current key once, and every
+    /// change kept in the history once (what etcd's database size counts, give or take the
+    /// current keys, which etcd keeps only as their latest change). The space quota is
+    /// checked against it.
+    pub fn size_bytes(&self) -> u64 {
+        self.key_bytes + self.history.bytes
+    }
+
+    /// The alarms raised, by member.
+    pub fn alarms(&self) -> impl Iterator<Item = (u64, AlarmKind)> + '_ {
+        self.alarms.iter().copied()
+    }
+
+    /// Whether writes that add data are refused (a NOSPACE alarm is raised).
+    pub fn out_of_space(&self) -> bool {
+        self.alarms
+            .iter()
+            .any(|&(_, kind)| kind == AlarmKind::NoSpace)
     }
 
     /// The current revision.
@@ -353,6 +382,9 @@ impl KvStore {
                 Ok(Plan::Op)
             }
             Request::Put(p) => {
+                if self.out_of_space() {
+                    return Err(KvError::NoSpace);
+                }
                 if p.ignore_value && !p.value.is_empty() {
                     return Err(KvError::Invalid("value is provided".into()));
                 }
@@ -369,6 +401,11 @@ impl KvStore {
             }
             Request::DeleteRange(_) => Ok(Plan::Op),
             Request::Txn(t) => {
+                // As etcd: a transaction that could write anything is refused whole, whichever
+                // branch it would take.
+                if !in_txn && self.out_of_space() && writes_data(request) {
+                    return Err(KvError::NoSpace);
+                }
                 let succeeded = t.compare.iter().all(|c| self.compare_holds(c));
                 let branch = if succeeded { &t.success } else { &t.failure };
                 let steps = branch
@@ -391,6 +428,9 @@ impl KvStore {
             }
             Request::LeaseGrant(g) => {
                 only_alone("granting a lease")?;
+                if self.out_of_space() {
+                    return Err(KvError::NoSpace);
+                }
                 if g.id <= 0 {
                     return Err(KvError::Invalid(format!(
                         "lease id {} is not positive",
@@ -411,6 +451,10 @@ impl KvStore {
             }
             Request::LeaseEpoch(_) => {
                 only_alone("a lease epoch")?;
+                Ok(Plan::Op)
+            }
+            Request::Alarm(_) => {
+                only_alone("an alarm")?;
                 Ok(Plan::Op)
             }
             Request::LeaseExpire(e) => {
@@ -468,6 +512,14 @@ impl KvStore {
             (Request::LeaseEpoch(e), _) => {
                 self.lease_epoch = self.lease_epoch.max(e.era);
                 Response::LeaseEpoch
+            }
+            (Request::Alarm(a), _) => {
+                if a.activate {
+                    self.alarms.insert((a.member, a.alarm));
+                } else {
+                    self.alarms.remove(&(a.member, a.alarm));
+                }
+                Response::Alarm(self.alarms().collect())
             }
             (Request::LeaseRevoke(LeaseRevokeRequest { id }), _)
             | (Request::LeaseExpire(LeaseExpireRequest { id, .. }), _) => {
@@ -622,7 +674,10 @@ impl KvStore {
             kv: key_value(&request.key, &record),
             prev_kv: prev_kv.clone(),
         });
-        self.keys.insert(request.key.clone(), record);
+        self.key_bytes += (request.key.len() + record.value.len()) as u64;
+        if let Some(old) = self.keys.insert(request.key.clone(), record) {
+            self.key_bytes -= (request.key.len() + old.value.len()) as u64;
+        }
         PutResponse {
             prev_kv: prev_kv.filter(|_| request.prev_kv),
         }
@@ -647,6 +702,7 @@ impl KvStore {
     /// Deletes one key at `revision`, recording the change; returns what it held.
     fn remove_key(&mut self, key: &Bytes, revision: i64) -> Option<KeyValue> {
         let record = self.keys.remove(key)?;
+        self.key_bytes -= (key.len() + record.value.len()) as u64;
         self.detach(record.lease, key);
         let prev = key_value(key, &record);
         self.history.push(Event {
@@ -828,6 +884,16 @@ pub(crate) fn key_value(key: &Bytes, record: &Record) -> KeyValue {
     }
 }
 
+/// Whether a request puts anything, in any branch of any transaction: what a NOSPACE alarm
+/// refuses (deletes, reads and compactions free space or take none).
+fn writes_data(request: &Request) -> bool {
+    match request {
+        Request::Put(_) => true,
+        Request::Txn(t) => t.success.iter().chain(&t.failure).any(writes_data),
+        _ => false,
+    }
+}
+
 /// etcd refuses a transaction whose branch puts one key twice, or puts a key the same branch
 /// deletes. The two branches of a nested transaction exclude each other, so they may both
 /// write a key (etcd's `checkIntervals`).
@@ -999,35 +1065,106 @@ mod tests {
 
     #[test]
     fn hash_kv_is_the_same_for_the_same_state_at_a_revision() {
-        let put = |key: &str, value: &str| {
-            Request::Put(PutRequest {
-                key: Bytes::copy_from_slice(key.as_bytes()),
-                value: Bytes::copy_from_slice(value.as_bytes()),
-                ..Default::default()
-            })
-        };
         let mut long = KvStore::with_limits(16, 0);
         let mut short = KvStore::with_limits(16, 0);
         for store in [&mut long, &mut short] {
             store.execute(&put("a", "1")).unwrap();
             store.execute(&put("b", "2")).unwrap();
         }
-        let at_two = short.hash_kv(0).unwrap();
-        assert_eq!(at_two, long.hash_kv(2).unwrap());
+        let then = short.revision();
+        let at_then = short.hash_kv(0).unwrap();
+        assert_eq!(at_then, long.hash_kv(then).unwrap());
         long.execute(&put("a", "3")).unwrap();
         assert_eq!(
-            long.hash_kv(2).unwrap(),
-            at_two,
+            long.hash_kv(then).unwrap(),
+            at_then,
             "the past is hashed as it was"
         );
-        assert_ne!(long.hash_kv(0).unwrap().hash, at_two.hash);
+        assert_ne!(long.hash_kv(0).unwrap().hash, at_then.hash);
         short.execute(&put("a", "4")).unwrap();
-        assert_eq!(short.hash_kv(0).unwrap().revision, 3);
+        assert_eq!(short.hash_kv(0).unwrap().revision, then + 1);
         assert_ne!(
-            short.hash_kv(3).unwrap().hash,
-            long.hash_kv(3).unwrap().hash,
+            short.hash_kv(then + 1).unwrap().hash,
+            long.hash_kv(then + 1).unwrap().hash,
             "a different value at the same revision"
         );
-        assert_eq!(long.hash_kv(9), Err(KvError::FutureRevision));
+        assert_eq!(long.hash_kv(then + 5), Err(KvError::FutureRevision));
+    }
+
+    fn put(key: &str, value: &str) -> Request {
+        Request::Put(PutRequest {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn size_counts_live_keys_and_kept_history_and_compaction_frees_it() {
+        let mut store = KvStore::with_limits(16, 0);
+        store.execute(&put("ab", "1234")).unwrap();
+        assert_eq!(
+            store.size_bytes(),
+            6 + 6,
+            "the key, and its change in the history"
+        );
+        store.execute(&put("ab", "12")).unwrap();
+        assert_eq!(store.size_bytes(), 4 + 6 + 4);
+        let deleted = store
+            .execute(&Request::DeleteRange(DeleteRangeRequest {
+                range: KeyRange::key("ab"),
+                prev_kv: false,
+            }))
+            .unwrap();
+        assert_eq!(store.size_bytes(), 6 + 4 + 2, "a delete keeps only its key");
+        store
+            .execute(&Request::Compact(CompactRequest {
+                revision: deleted.revision,
+            }))
+            .unwrap();
+        assert_eq!(store.size_bytes(), 2);
+        let restored = KvStore::restore(&store.snapshot()).unwrap();
+        assert_eq!(restored.size_bytes(), store.size_bytes());
+    }
+
+    #[test]
+    fn nospace_refuses_what_adds_data_and_nothing_else() {
+        let mut store = KvStore::with_limits(16, 0);
+        store.execute(&put("a", "1")).unwrap();
+        let alarm = |activate| {
+            Request::Alarm(AlarmRequest {
+                activate,
+                member: 3,
+                alarm: AlarmKind::NoSpace,
+            })
+        };
+        let raised = store.execute(&alarm(true)).unwrap();
+        assert_eq!(
+            raised.response,
+            Response::Alarm(vec![(3, AlarmKind::NoSpace)])
+        );
+        assert!(store.out_of_space());
+        assert_eq!(store.execute(&put("b", "2")), Err(KvError::NoSpace));
+        let grant = Request::LeaseGrant(LeaseGrantRequest { id: 1, ttl: 10 });
+        assert_eq!(store.execute(&grant), Err(KvError::NoSpace));
+        // A transaction that could put is refused whatever branch it would take.
+        let txn = Request::Txn(TxnRequest {
+            compare: vec![],
+            success: vec![Request::Range(RangeRequest::default())],
+            failure: vec![put("c", "3")],
+        });
+        assert_eq!(store.execute(&txn), Err(KvError::NoSpace));
+        // Reads, deletes and compactions go on.
+        let delete = Request::DeleteRange(DeleteRangeRequest {
+            range: KeyRange::key("a"),
+            prev_kv: false,
+        });
+        store.execute(&delete).unwrap();
+        // The alarm survives a snapshot, and clearing it lets writes in.
+        let mut restored = KvStore::restore(&store.snapshot()).unwrap();
+        assert!(restored.out_of_space());
+        restored.execute(&alarm(false)).unwrap();
+        assert!(!restored.out_of_space());
+        restored.execute(&put("b", "2")).unwrap();
     }
 }

@@ -43,6 +43,10 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Operations in one transaction at most (etcd's `--max-txn-ops`).
     pub max_txn_ops: usize,
+    /// The space quota, in bytes of keys and values the store holds (history included):
+    /// writes that would pass it raise a NOSPACE alarm and are refused, as etcd's
+    /// `--quota-backend-bytes`. Negative: no quota.
+    pub quota_backend_bytes: i64,
     /// Revisions of history kept for reads in the past and watches.
     pub history_revisions: i64,
     /// How long a client request may wait for the cluster before "request timed out".
@@ -126,6 +130,9 @@ pub enum ConfigError {
 }
 
 impl ServerConfig {
+    /// etcd's default space quota: 2 GiB.
+    pub const DEFAULT_QUOTA_BYTES: i64 = 2 << 30;
+
     /// Defaults for node `id` of `initial_cluster`, storing under `data_dir`.
     pub fn new(
         id: NodeId,
@@ -151,6 +158,7 @@ impl ServerConfig {
             snapshot_every: 100_000,
             max_request_bytes: 3 << 19, // 1.5 MiB, etcd's default
             max_txn_ops: 128,
+            quota_backend_bytes: Self::DEFAULT_QUOTA_BYTES,
             history_revisions: 10_000,
             request_timeout: Duration::from_secs(5),
             metrics_listen: None,

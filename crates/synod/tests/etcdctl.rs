@@ -627,3 +627,58 @@ async fn etcdctl_check_datascale_reads_metrics_from_the_client_port() {
     // gRPC still works on the same port.
     assert_eq!(etcdctl(&client, &["put", "after", "1"], None), "OK\n");
 }
+
+/// etcd's space quota: a store that outgrows `--quota-backend-bytes` raises NOSPACE, refuses
+/// writes that add data on every member, and takes them again once an operator has deleted,
+/// compacted and disarmed the alarm, as etcd's runbook has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_sees_the_space_quota_raise_and_clear_nospace() {
+    if !etcdctl_installed() {
+        eprintln!("SKIPPED: etcdctl is not installed (apt-get install etcd-client)");
+        return;
+    }
+    let cluster = Cluster::start("quota", 3, &["--quota-backend-bytes", "65536"]);
+    cluster.ready().await;
+    let all = cluster.endpoints();
+    let value = "v".repeat(1024);
+    let mut refused = None;
+    for i in 0..200 {
+        let out = run_etcdctl(&all, &["put", &format!("big/{i:03}"), &value], None);
+        if !out.status.success() {
+            refused = Some(String::from_utf8_lossy(&out.stderr).into_owned());
+            break;
+        }
+    }
+    let refused = refused.expect("200 KiB of puts went past a 64 KiB quota");
+    assert!(refused.contains("database space exceeded"), "{refused}");
+    // The alarm is replicated: every member lists it and refuses writes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let alarms = etcdctl(&all, &["alarm", "list"], None);
+        if alarms.contains("alarm:NOSPACE") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no alarm listed: {alarms}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for member in &cluster.members {
+        let out = run_etcdctl(&member.client, &["put", "small", "x"], None);
+        assert!(!out.status.success(), "member {} took a write", member.id);
+    }
+    let status = etcdctl(&all, &["endpoint", "status"], None);
+    assert!(status.contains("alarm:NOSPACE"), "{status}");
+
+    // Deleting and compacting frees the space; disarming lets writes in again.
+    etcdctl(&all, &["del", "big/", "--prefix"], None);
+    let get = etcdctl(&all, &["get", "big/", "--prefix", "-w", "json"], None);
+    let revision = json_number(&get, "revision").expect("a revision");
+    etcdctl(&all, &["compact", &revision.to_string()], None);
+    etcdctl(&all, &["defrag"], None);
+    let disarmed = etcdctl(&all, &["alarm", "disarm"], None);
+    assert!(disarmed.contains("alarm:NOSPACE"), "{disarmed}");
+    assert_eq!(etcdctl(&all, &["alarm", "list"], None), "");
+    assert_eq!(etcdctl(&all, &["put", "small", "x"], None), "OK\n");
+}

@@ -68,6 +68,18 @@ impl pb::cluster_server::Cluster for ClusterService {
     }
 }
 
+/// etcd's name for an alarm kind.
+fn alarm_name(kind: synod_kv::AlarmKind) -> &'static str {
+    match kind {
+        synod_kv::AlarmKind::NoSpace => "NOSPACE",
+        synod_kv::AlarmKind::Corrupt => "CORRUPT",
+    }
+}
+
+fn change_is_deactivation(change: &synod_kv::Request) -> bool {
+    matches!(change, synod_kv::Request::Alarm(a) if !a.activate)
+}
+
 /// Bytes under a directory, recursively; what Status reports as the database size.
 fn bytes_under(path: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
@@ -87,13 +99,54 @@ fn bytes_under(path: &Path) -> u64 {
 impl pb::maintenance_server::Maintenance for MaintenanceService {
     async fn alarm(
         &self,
-        _request: Request<pb::AlarmRequest>,
+        request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
-        // Synod raises no alarms (no space quota, no corruption checks between members yet).
-        Ok(Response::new(pb::AlarmResponse {
-            header: Some(self.0.current_header()),
-            alarms: Vec::new(),
-        }))
+        use pb::alarm_request::AlarmAction;
+        let api = &*self.0;
+        let member = |(id, kind): (u64, synod_kv::AlarmKind)| pb::AlarmMember {
+            member_id: id,
+            alarm: kind.code(),
+        };
+        let asked = *request.get_ref();
+        let action = AlarmAction::try_from(asked.action)
+            .map_err(|_| Status::invalid_argument("etcdserver: unknown alarm action"))?;
+        if action == AlarmAction::Get {
+            // Alarms are replicated state: any member's copy answers, as etcd's does.
+            let kv = api.node.shared.kv();
+            let wanted = synod_kv::AlarmKind::from_code(asked.alarm);
+            let alarms = kv
+                .alarms()
+                .filter(|&(_, kind)| wanted.is_none_or(|w| w == kind))
+                .map(member)
+                .collect();
+            return Ok(Response::new(pb::AlarmResponse {
+                header: Some(api.header(kv.revision())),
+                alarms,
+            }));
+        }
+        let kind = synod_kv::AlarmKind::from_code(asked.alarm)
+            .ok_or_else(|| Status::invalid_argument("etcdserver: no such alarm"))?;
+        let change = synod_kv::Request::Alarm(synod_kv::AlarmRequest {
+            activate: action == AlarmAction::Activate,
+            member: asked.member_id,
+            alarm: kind,
+        });
+        api.anywhere(request, |_| async {
+            Ok(match super::attempt(api.node.propose(&change).await)? {
+                Attempt::Done(applied) => {
+                    if change_is_deactivation(&change) {
+                        tracing::info!(?kind, member = asked.member_id, "an alarm was cleared");
+                    }
+                    Attempt::Done(pb::AlarmResponse {
+                        header: Some(api.header(applied.revision)),
+                        // etcd answers with the alarm changed.
+                        alarms: vec![member((asked.member_id, kind))],
+                    })
+                }
+                Attempt::NotLeader => Attempt::NotLeader,
+            })
+        })
+        .await
     }
 
     async fn status(
@@ -110,11 +163,17 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         let db_size = tokio::task::spawn_blocking(move || bytes_under(&data_dir))
             .await
             .unwrap_or(0) as i64;
-        let errors = if status.proposer().is_none() {
-            vec!["etcdserver: no leader".to_string()]
-        } else {
-            Vec::new()
+        let (mut errors, in_use): (Vec<String>, i64) = {
+            let kv = api.node.shared.kv();
+            let alarms = kv
+                .alarms()
+                .map(|(member, kind)| format!("memberID:{member} alarm:{}", alarm_name(kind)))
+                .collect();
+            (alarms, kv.size_bytes() as i64)
         };
+        if status.proposer().is_none() {
+            errors.insert(0, "etcdserver: no leader".to_string());
+        }
         Ok(Response::new(pb::StatusResponse {
             header: Some(api.header(revision)),
             version: VERSION.into(),
@@ -124,7 +183,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             raft_term: status.era,
             raft_applied_index: applied,
             errors,
-            db_size_in_use: db_size,
+            db_size_in_use: in_use,
             is_learner: false,
         }))
     }

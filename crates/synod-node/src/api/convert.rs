@@ -225,7 +225,8 @@ pub fn txn_response(r: kv::TxnResponse, header: pb::ResponseHeader) -> pb::TxnRe
                 kv::Response::Compact
                 | kv::Response::LeaseGrant(_)
                 | kv::Response::LeaseRevoke
-                | kv::Response::LeaseEpoch => return None,
+                | kv::Response::LeaseEpoch
+                | kv::Response::Alarm(_) => return None,
             };
             Some(pb::ResponseOp { response: Some(op) })
         })

@@ -84,6 +84,11 @@ pub fn lease_not_found() -> Status {
     Status::not_found("etcdserver: requested lease not found")
 }
 
+/// A NOSPACE alarm is raised, or this write would take the store past its space quota.
+pub fn no_space() -> Status {
+    Status::resource_exhausted("etcdserver: mvcc: database space exceeded")
+}
+
 /// A member id that is not in the cluster.
 pub fn member_not_found() -> Status {
     Status::not_found("etcdserver: member not found")
@@ -105,6 +110,7 @@ pub fn kv(e: KvError) -> Status {
             Status::invalid_argument("etcdserver: duplicate key given in txn request")
         }
         KvError::Invalid(reason) => Status::invalid_argument(format!("etcdserver: {reason}")),
+        KvError::NoSpace => no_space(),
         // A command that does not decode, or a stale session request: neither comes from a
         // correct etcd client through this server.
         other @ (KvError::Malformed(_) | KvError::StaleRequest { .. }) => {

@@ -37,6 +37,15 @@ impl Api {
     }
 }
 
+/// Bytes of keys and values a request may put, in every branch (what the quota counts).
+fn put_bytes(request: &kv::Request) -> usize {
+    match request {
+        kv::Request::Put(p) => p.key.len() + p.value.len(),
+        kv::Request::Txn(t) => t.success.iter().chain(&t.failure).map(put_bytes).sum(),
+        _ => 0,
+    }
+}
+
 /// The response of a write that answered with the wrong kind of result: a bug, not a client
 /// error, but not one to crash a server over.
 fn mismatch() -> Status {
@@ -76,6 +85,7 @@ impl pb::kv_server::Kv for KvService {
     ) -> Result<Response<pb::PutResponse>, Status> {
         let api = &*self.0;
         api.check_size(request.get_ref())?;
+        api.check_quota(request.get_ref().key.len() + request.get_ref().value.len())?;
         let write = kv::Request::Put(convert::put(request.get_ref())?);
         api.anywhere(request, |_| async {
             Ok(match api.write(&write).await? {
@@ -123,6 +133,10 @@ impl pb::kv_server::Kv for KvService {
         let txn = kv::Request::Txn(convert::txn(request.get_ref())?);
         if txn.longest_operation_list() > api.config.max_txn_ops {
             return Err(errors::too_many_ops());
+        }
+        let cost = put_bytes(&txn);
+        if cost > 0 {
+            api.check_quota(cost)?;
         }
         // Read-only transactions go through the log too: simple, and linearizable.
         api.anywhere(request, |_| async {

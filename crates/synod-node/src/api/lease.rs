@@ -21,6 +21,9 @@ use super::{attempt, errors, Api, Attempt};
 /// etcd's largest TTL.
 const TTL_MAX: i64 = 9_000_000_000;
 
+/// What a lease is counted as against the space quota, in bytes.
+const LEASE_COST: usize = 64;
+
 /// The Lease service.
 #[derive(Debug)]
 pub struct LeaseService(pub Arc<Api>);
@@ -112,6 +115,8 @@ impl pb::lease_server::Lease for LeaseService {
         if request.get_ref().ttl > TTL_MAX {
             return Err(errors::lease_ttl_too_large());
         }
+        // A lease costs little space, but etcd refuses it too while a NOSPACE alarm is up.
+        api.check_quota(LEASE_COST)?;
         let chosen = request.get_ref().id;
         let ttl = request.get_ref().ttl.max(api.min_ttl());
         api.on_leader(

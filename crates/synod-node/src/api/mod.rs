@@ -105,6 +105,49 @@ impl Api {
         Ok(())
     }
 
+    /// etcd's space quota, checked before a write that adds `cost` bytes: refused while a
+    /// NOSPACE alarm is raised, and refused, raising the alarm, when the write would take
+    /// the store past `--quota-backend-bytes`. (The store refuses such writes too once the
+    /// alarm is applied, on every member alike.)
+    pub fn check_quota(&self, cost: usize) -> Result<(), Status> {
+        let Ok(quota) = u64::try_from(self.config.quota_backend_bytes) else {
+            return Ok(());
+        };
+        let (raised, size) = {
+            let kv = self.node.shared.kv();
+            (kv.out_of_space(), kv.size_bytes())
+        };
+        if raised {
+            return Err(errors::no_space());
+        }
+        if size.saturating_add(cost as u64) > quota {
+            self.raise_alarm(synod_kv::AlarmKind::NoSpace);
+            return Err(errors::no_space());
+        }
+        Ok(())
+    }
+
+    /// Proposes raising `alarm` for this member, in the background, until it is applied or a
+    /// request timeout passes.
+    pub fn raise_alarm(&self, alarm: synod_kv::AlarmKind) {
+        let raise = synod_kv::Request::Alarm(synod_kv::AlarmRequest {
+            activate: true,
+            member: self.node.shared.id.0,
+            alarm,
+        });
+        let node = self.node.clone();
+        let deadline = Instant::now() + self.config.request_timeout;
+        tokio::spawn(async move {
+            while Instant::now() < deadline {
+                if node.propose(&raise).await.is_ok() {
+                    tracing::warn!(?alarm, "raised an alarm");
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+    }
+
     /// A gRPC channel to `node`'s client port, made once and reused.
     fn channel(&self, node: NodeId) -> Option<Channel> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());

@@ -76,6 +76,11 @@ pub struct ServerArgs {
     /// The most operations in one transaction.
     #[arg(long, value_name = "N")]
     pub max_txn_ops: Option<usize>,
+    /// Raise a NOSPACE alarm, and refuse writes that add data, when the store would hold
+    /// more than this many bytes of keys and values, history included (etcd's flag; 0: the
+    /// default of 2 GiB; negative: no quota).
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
+    pub quota_backend_bytes: Option<i64>,
     /// Revisions of history kept for watches and reads in the past, before compaction.
     #[arg(long, value_name = "N")]
     pub history_revisions: Option<i64>,
@@ -145,6 +150,8 @@ struct FileConfig {
     max_request_bytes: Option<usize>,
     #[serde(alias = "max_txn_ops")]
     max_txn_ops: Option<usize>,
+    #[serde(alias = "quota_backend_bytes")]
+    quota_backend_bytes: Option<i64>,
     #[serde(alias = "history_revisions")]
     history_revisions: Option<i64>,
     #[serde(alias = "request_timeout_ms")]
@@ -233,6 +240,13 @@ pub fn resolve(args: &ServerArgs) -> anyhow::Result<(ServerConfig, Option<usize>
     }
     if let Some(v) = pick!(max_txn_ops) {
         config.max_txn_ops = v;
+    }
+    if let Some(v) = pick!(quota_backend_bytes) {
+        config.quota_backend_bytes = if v == 0 {
+            ServerConfig::DEFAULT_QUOTA_BYTES
+        } else {
+            v
+        };
     }
     if let Some(v) = pick!(history_revisions) {
         config.history_revisions = v;
