@@ -47,7 +47,11 @@ pub struct ServerConfig {
     /// writes that would pass it raise a NOSPACE alarm and are refused, as etcd's
     /// `--quota-backend-bytes`. Negative: no quota.
     pub quota_backend_bytes: i64,
-    /// Revisions of history kept for reads in the past and watches.
+    /// History the leader compacts on its own (etcd's `--auto-compaction-*`); `None`, the
+    /// default as in etcd, keeps it until a client compacts.
+    pub auto_compaction: Option<crate::compactor::AutoCompaction>,
+    /// A window of history the state machine itself keeps, compacting the rest as writes go
+    /// on (every member alike); 0, the default, keeps it until compacted.
     pub history_revisions: i64,
     /// How long a client request may wait for the cluster before "request timed out".
     pub request_timeout: Duration,
@@ -159,7 +163,8 @@ impl ServerConfig {
             max_request_bytes: 3 << 19, // 1.5 MiB, etcd's default
             max_txn_ops: 128,
             quota_backend_bytes: Self::DEFAULT_QUOTA_BYTES,
-            history_revisions: 10_000,
+            auto_compaction: None,
+            history_revisions: 0,
             request_timeout: Duration::from_secs(5),
             metrics_listen: None,
             watch_progress_interval: Duration::from_secs(600),

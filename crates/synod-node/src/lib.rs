@@ -5,11 +5,13 @@
 //! - [`transport`]: engine messages between peers over TCP;
 //! - [`api`]: etcd's v3 gRPC services over a node;
 //! - [`server`]: all of the above started and stopped together;
+//! - [`compactor`]: etcd's auto-compaction, run by the leader;
 //! - [`backup`]: a member's state as one file (etcd's `snapshot save`), and its restore;
 //! - [`metrics`] and [`http`]: what an operator watches.
 
 pub mod api;
 pub mod backup;
+pub mod compactor;
 pub mod config;
 pub mod disk;
 pub mod http;

@@ -238,6 +238,9 @@ async fn start_with<P: Protocol>(
         front_stop_rx.clone(),
     ));
     tokio::spawn(api::watch_leadership(api.clone()));
+    if let Some(mode) = config.auto_compaction {
+        tokio::spawn(crate::compactor::run(api.clone(), mode));
+    }
     if let Some(listener) = metrics_listener {
         tokio::spawn(crate::http::serve(
             listener,

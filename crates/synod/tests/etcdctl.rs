@@ -682,3 +682,104 @@ async fn etcdctl_sees_the_space_quota_raise_and_clear_nospace() {
     assert_eq!(etcdctl(&all, &["alarm", "list"], None), "");
     assert_eq!(etcdctl(&all, &["put", "small", "x"], None), "OK\n");
 }
+
+/// etcd keeps history until it is compacted; `--auto-compaction-*` has the leader compact it,
+/// by age (periodic) or by count (revision).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_compaction_forgets_old_history_by_age_or_by_count() {
+    if !etcdctl_installed() {
+        eprintln!("SKIPPED: etcdctl is not installed (apt-get install etcd-client)");
+        return;
+    }
+    let compacted = |endpoints: &str, revision: i64| {
+        let out = run_etcdctl(endpoints, &["get", "k", &format!("--rev={revision}")], None);
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        !out.status.success() && text.contains("required revision has been compacted")
+    };
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    // By default nothing is compacted on its own.
+    let kept = Cluster::start("compaction-none", 3, &[]);
+    kept.ready().await;
+    let all = kept.endpoints();
+    let first = json_number(
+        &etcdctl(&all, &["put", "k", "0", "-w", "json"], None),
+        "revision",
+    )
+    .expect("a revision");
+    for i in 1..30 {
+        etcdctl(&all, &["put", "k", &i.to_string()], None);
+    }
+    assert_eq!(
+        etcdctl(
+            &all,
+            &["get", "k", &format!("--rev={first}"), "--print-value-only"],
+            None
+        ),
+        "0\n"
+    );
+    drop(kept);
+
+    let by_age = Cluster::start(
+        "compaction-periodic",
+        3,
+        &[
+            "--auto-compaction-mode",
+            "periodic",
+            "--auto-compaction-retention",
+            "1s",
+        ],
+    );
+    by_age.ready().await;
+    let all = by_age.endpoints();
+    let first = json_number(
+        &etcdctl(&all, &["put", "k", "0", "-w", "json"], None),
+        "revision",
+    )
+    .expect("a revision");
+    wait_for("a second old revision compacted away", &|| {
+        etcdctl(&all, &["put", "k", "more"], None);
+        compacted(&all, first)
+    });
+    drop(by_age);
+
+    let by_count = Cluster::start(
+        "compaction-revision",
+        3,
+        &[
+            "--auto-compaction-mode",
+            "revision",
+            "--auto-compaction-retention",
+            "5",
+        ],
+    );
+    by_count.ready().await;
+    let all = by_count.endpoints();
+    let mut last = 0;
+    for i in 0..20 {
+        let put = etcdctl(&all, &["put", "k", &i.to_string(), "-w", "json"], None);
+        last = json_number(&put, "revision").expect("a revision");
+    }
+    wait_for("all but the last five revisions compacted", &|| {
+        compacted(&all, last - 10)
+    });
+    assert_eq!(
+        etcdctl(
+            &all,
+            &[
+                "get",
+                "k",
+                &format!("--rev={}", last - 4),
+                "--print-value-only"
+            ],
+            None
+        ),
+        "15\n"
+    );
+}

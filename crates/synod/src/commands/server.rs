@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde::Deserialize;
 use synod_core::NodeId;
+use synod_node::compactor::AutoCompaction;
 use synod_node::config::{parse_cluster, ServerConfig};
 use tokio::io::AsyncReadExt;
 
@@ -81,9 +82,20 @@ pub struct ServerArgs {
     /// default of 2 GiB; negative: no quota).
     #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
     pub quota_backend_bytes: Option<i64>,
-    /// Revisions of history kept for watches and reads in the past, before compaction.
+    /// A window of revisions the state machine itself keeps for watches and reads in the
+    /// past, compacting older ones as writes go on (default 0: history is kept until a client
+    /// or --auto-compaction-retention compacts it, as in etcd).
     #[arg(long, value_name = "N")]
     pub history_revisions: Option<i64>,
+    /// How --auto-compaction-retention counts: `periodic` (a time, the default) or
+    /// `revision` (a number of revisions), as etcd's flag.
+    #[arg(long, value_name = "MODE")]
+    pub auto_compaction_mode: Option<String>,
+    /// History the leader keeps, compacting the rest: a time for `periodic` (`1h`, `30m`;
+    /// a bare number is hours, as in etcd) or a count for `revision`. 0, the default: none
+    /// is compacted on its own.
+    #[arg(long, value_name = "RETENTION")]
+    pub auto_compaction_retention: Option<String>,
     /// Give up on a request after this many milliseconds.
     #[arg(long, value_name = "MS")]
     pub request_timeout_ms: Option<u64>,
@@ -154,6 +166,10 @@ struct FileConfig {
     quota_backend_bytes: Option<i64>,
     #[serde(alias = "history_revisions")]
     history_revisions: Option<i64>,
+    #[serde(alias = "auto_compaction_mode")]
+    auto_compaction_mode: Option<String>,
+    #[serde(alias = "auto_compaction_retention")]
+    auto_compaction_retention: Option<String>,
     #[serde(alias = "request_timeout_ms")]
     request_timeout_ms: Option<u64>,
     #[serde(alias = "watch_progress_notify_interval")]
@@ -251,6 +267,10 @@ pub fn resolve(args: &ServerArgs) -> anyhow::Result<(ServerConfig, Option<usize>
     if let Some(v) = pick!(history_revisions) {
         config.history_revisions = v;
     }
+    config.auto_compaction = auto_compaction(
+        pick!(auto_compaction_mode).as_deref(),
+        pick!(auto_compaction_retention).as_deref(),
+    )?;
     // Both test switches weaken the member on purpose; neither is taken by accident.
     let allowed = std::env::var("SYNOD_ALLOW_INJECTED_BUGS").as_deref() == Ok("1");
     if let Some(rate) = args.clock_rate {
@@ -271,6 +291,32 @@ pub fn resolve(args: &ServerArgs) -> anyhow::Result<(ServerConfig, Option<usize>
         bail!("--threads must be at least 1");
     }
     Ok((config, threads))
+}
+
+/// etcd's auto-compaction flags read: `None` when the retention is absent or zero.
+fn auto_compaction(
+    mode: Option<&str>,
+    retention: Option<&str>,
+) -> anyhow::Result<Option<AutoCompaction>> {
+    let retention = retention.unwrap_or("0").trim();
+    match mode.unwrap_or("periodic") {
+        "periodic" => {
+            // A bare number is hours, as etcd reads it.
+            let every = match retention.parse::<u64>() {
+                Ok(hours) => Duration::from_secs(hours * 3600),
+                Err(_) => go_duration(retention)
+                    .with_context(|| format!("--auto-compaction-retention {retention}"))?,
+            };
+            Ok((!every.is_zero()).then_some(AutoCompaction::Periodic(every)))
+        }
+        "revision" => {
+            let keep: i64 = retention.parse().ok().filter(|&n| n >= 0).with_context(|| {
+                format!("--auto-compaction-retention {retention}: revision mode takes a number of revisions")
+            })?;
+            Ok((keep > 0).then_some(AutoCompaction::Revision(keep)))
+        }
+        other => bail!("--auto-compaction-mode {other}: periodic or revision"),
+    }
 }
 
 /// A duration written as Go writes them, which is how etcd's flags take them: one or more
@@ -461,5 +507,29 @@ mod tests {
         };
         let error = format!("{:#}", resolve(&args).expect_err("zero"));
         assert!(error.contains("longer than zero"), "{error}");
+    }
+
+    #[test]
+    fn auto_compaction_flags_read_as_etcd_reads_them() {
+        let read = |mode: Option<&str>, retention: Option<&str>| {
+            auto_compaction(mode, retention).expect("valid")
+        };
+        assert_eq!(read(None, None), None);
+        assert_eq!(read(None, Some("0")), None);
+        assert_eq!(
+            read(None, Some("1")),
+            Some(AutoCompaction::Periodic(Duration::from_secs(3600)))
+        );
+        assert_eq!(
+            read(Some("periodic"), Some("30m")),
+            Some(AutoCompaction::Periodic(Duration::from_secs(1800)))
+        );
+        assert_eq!(
+            read(Some("revision"), Some("1000")),
+            Some(AutoCompaction::Revision(1000))
+        );
+        assert!(auto_compaction(Some("revision"), Some("1h")).is_err());
+        assert!(auto_compaction(Some("hourly"), Some("1")).is_err());
+        assert!(auto_compaction(None, Some("soon")).is_err());
     }
 }
