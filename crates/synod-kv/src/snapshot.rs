@@ -219,11 +219,14 @@ fn encode_result(enc: &mut Encoder, result: &Result<Applied, KvError>) {
         Err(KvError::NoSpace) => {
             enc.u64(10);
         }
+        Err(KvError::Corrupt) => {
+            enc.u64(11);
+        }
     }
 }
 
 fn decode_result(dec: &mut Decoder<'_>) -> Result<Result<Applied, KvError>, DecodeError> {
-    Ok(match dec.tag("result", 11)? {
+    Ok(match dec.tag("result", 12)? {
         0 => Ok(Applied {
             revision: dec.i64("revision")?,
             response: decode_response(dec)?,
@@ -244,6 +247,7 @@ fn decode_result(dec: &mut Decoder<'_>) -> Result<Result<Applied, KvError>, Deco
         7 => Err(KvError::LeaseExists(dec.i64("lease")?)),
         8 => Err(KvError::KeyNotFound),
         10 => Err(KvError::NoSpace),
+        11 => Err(KvError::Corrupt),
         _ => Err(KvError::Invalid(
             String::from_utf8_lossy(dec.bytes("reason")?).into_owned(),
         )),

@@ -51,6 +51,10 @@ pub enum KvError {
         /// The compaction revision: the oldest still readable.
         compacted: i64,
     },
+    /// A CORRUPT alarm is raised: members were found to hold different data, and requests
+    /// are refused until an operator has looked and cleared it.
+    #[error("corrupt cluster")]
+    Corrupt,
     /// A NOSPACE alarm is raised: writes that add data are refused until it is cleared.
     #[error("mvcc: database space exceeded")]
     NoSpace,
@@ -167,6 +171,13 @@ impl KvStore {
     /// The alarms raised, by member.
     pub fn alarms(&self) -> impl Iterator<Item = (u64, AlarmKind)> + '_ {
         self.alarms.iter().copied()
+    }
+
+    /// Whether a CORRUPT alarm is raised (requests are refused, as etcd's corrupt applier).
+    pub fn corrupt(&self) -> bool {
+        self.alarms
+            .iter()
+            .any(|&(_, kind)| kind == AlarmKind::Corrupt)
     }
 
     /// Whether writes that add data are refused (a NOSPACE alarm is raised).
@@ -367,6 +378,16 @@ impl KvStore {
 
     /// Validates a request against the current state and decides its transactions' branches.
     fn plan(&self, request: &Request, in_txn: bool) -> Result<Plan, KvError> {
+        // As etcd's corrupt applier: every client request is refused; alarms (to clear it)
+        // and the lease clocks' own bookkeeping go on.
+        if self.corrupt()
+            && !matches!(
+                request,
+                Request::Alarm(_) | Request::LeaseEpoch(_) | Request::LeaseExpire(_)
+            )
+        {
+            return Err(KvError::Corrupt);
+        }
         let only_alone = |what: &str| {
             if in_txn {
                 Err(KvError::Invalid(format!(
@@ -1166,5 +1187,26 @@ mod tests {
         restored.execute(&alarm(false)).unwrap();
         assert!(!restored.out_of_space());
         restored.execute(&put("b", "2")).unwrap();
+    }
+
+    #[test]
+    fn corrupt_refuses_every_client_request_until_cleared() {
+        let mut store = KvStore::with_limits(16, 0);
+        let corrupt = |activate| {
+            Request::Alarm(AlarmRequest {
+                activate,
+                member: 2,
+                alarm: AlarmKind::Corrupt,
+            })
+        };
+        store.execute(&corrupt(true)).unwrap();
+        assert!(store.corrupt());
+        assert_eq!(store.execute(&put("a", "1")), Err(KvError::Corrupt));
+        let read = Request::Range(RangeRequest::default());
+        assert_eq!(store.execute(&read), Err(KvError::Corrupt));
+        let compact = Request::Compact(CompactRequest { revision: 1 });
+        assert_eq!(store.execute(&compact), Err(KvError::Corrupt));
+        store.execute(&corrupt(false)).unwrap();
+        store.execute(&put("a", "1")).unwrap();
     }
 }

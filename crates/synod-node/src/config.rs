@@ -50,6 +50,9 @@ pub struct ServerConfig {
     /// History the leader compacts on its own (etcd's `--auto-compaction-*`); `None`, the
     /// default as in etcd, keeps it until a client compacts.
     pub auto_compaction: Option<crate::compactor::AutoCompaction>,
+    /// How often the leader compares the members' data (etcd's
+    /// `--experimental-corrupt-check-time`); `None`, the default as in etcd: never.
+    pub corrupt_check_interval: Option<Duration>,
     /// A window of history the state machine itself keeps, compacting the rest as writes go
     /// on (every member alike); 0, the default, keeps it until compacted.
     pub history_revisions: i64,
@@ -164,6 +167,7 @@ impl ServerConfig {
             max_txn_ops: 128,
             quota_backend_bytes: Self::DEFAULT_QUOTA_BYTES,
             auto_compaction: None,
+            corrupt_check_interval: None,
             history_revisions: 0,
             request_timeout: Duration::from_secs(5),
             metrics_listen: None,

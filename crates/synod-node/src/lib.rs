@@ -5,7 +5,8 @@
 //! - [`transport`]: engine messages between peers over TCP;
 //! - [`api`]: etcd's v3 gRPC services over a node;
 //! - [`server`]: all of the above started and stopped together;
-//! - [`compactor`]: etcd's auto-compaction, run by the leader;
+//! - [`compactor`] and [`corruption`]: etcd's auto-compaction and corruption check, run by
+//!   the leader;
 //! - [`backup`]: a member's state as one file (etcd's `snapshot save`), and its restore;
 //! - [`metrics`] and [`http`]: what an operator watches.
 
@@ -13,6 +14,7 @@ pub mod api;
 pub mod backup;
 pub mod compactor;
 pub mod config;
+pub mod corruption;
 pub mod disk;
 pub mod http;
 pub mod metrics;

@@ -241,6 +241,9 @@ async fn start_with<P: Protocol>(
     if let Some(mode) = config.auto_compaction {
         tokio::spawn(crate::compactor::run(api.clone(), mode));
     }
+    if let Some(every) = config.corrupt_check_interval {
+        tokio::spawn(crate::corruption::run(api.clone(), every));
+    }
     if let Some(listener) = metrics_listener {
         tokio::spawn(crate::http::serve(
             listener,

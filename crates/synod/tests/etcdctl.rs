@@ -783,3 +783,107 @@ async fn auto_compaction_forgets_old_history_by_age_or_by_count() {
         "15\n"
     );
 }
+
+/// etcd's corruption check: a member whose data differs from the leader's at the same
+/// revision (here: restored from a backup whose value was changed, with every checksum made
+/// to match, as a disk that lies would) is found by the leader's periodic HashKV round; a
+/// CORRUPT alarm goes up, and the cluster refuses writes and linearizable reads until an
+/// operator clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_corruption_check_raises_an_alarm_for_a_member_holding_other_data() {
+    if !etcdctl_installed() {
+        eprintln!("SKIPPED: etcdctl is not installed (apt-get install etcd-client)");
+        return;
+    }
+    let source = Cluster::start("corrupt-source", 3, &[]);
+    source.ready().await;
+    let first = source.member(1).client.clone();
+    etcdctl(&source.endpoints(), &["put", "k", "value-A"], None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while etcdctl(
+        &first,
+        &["get", "k", "--consistency=s", "--print-value-only"],
+        None,
+    ) != "value-A\n"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "member 1 never applied the put"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let good = source.root.join("good.db");
+    etcdctl(
+        &first,
+        &["snapshot", "save", &good.display().to_string()],
+        None,
+    );
+
+    // The same backup with one value changed, and its checksums made to match.
+    let bytes = std::fs::read(&good).expect("read the backup");
+    let backup = synod_node::backup::decode(&bytes).expect("a backup");
+    let mut state = backup.state.to_vec();
+    let at = state
+        .windows(7)
+        .position(|w| w == b"value-A")
+        .expect("the value in the state");
+    state[at + 6] = b'B';
+    let store = synod_kv::KvStore::restore(&state).expect("still a store");
+    assert_eq!(store.revision(), backup.revision);
+    let bad = source.root.join("bad.db");
+    std::fs::write(&bad, synod_node::backup::encode(&store)).expect("write");
+
+    let root = source.root.join("restored");
+    for (id, file) in [(1, &good), (2, &good), (3, &bad)] {
+        let out = Command::new(env!("CARGO_BIN_EXE_synod"))
+            .arg("snapshot")
+            .arg("restore")
+            .arg(file)
+            .arg("--data-dir")
+            .arg(root.join(format!("n{id}")))
+            .output()
+            .expect("synod snapshot restore");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let restored = Cluster::start_with_data_dir(
+        "corrupt-restored",
+        3,
+        &["--corrupt-check-time", "200ms"],
+        |id| Some(root.join(format!("n{id}"))),
+    );
+    restored.ready().await;
+    let all = restored.endpoints();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let alarms = etcdctl(&all, &["alarm", "list"], None);
+        if alarms.contains("alarm:CORRUPT") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no CORRUPT alarm: {alarms}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let refused = run_etcdctl(&all, &["put", "k", "new"], None);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("corrupt cluster"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // A member's own copy can still be read, as in etcd.
+    let third = restored.member(3).client.clone();
+    assert_eq!(
+        etcdctl(
+            &third,
+            &["get", "k", "--consistency=s", "--print-value-only"],
+            None
+        ),
+        "value-B\n"
+    );
+}

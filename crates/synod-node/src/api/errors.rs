@@ -89,6 +89,11 @@ pub fn no_space() -> Status {
     Status::resource_exhausted("etcdserver: mvcc: database space exceeded")
 }
 
+/// A CORRUPT alarm is raised: members hold different data.
+pub fn corrupt() -> Status {
+    Status::data_loss("etcdserver: corrupt cluster")
+}
+
 /// A member id that is not in the cluster.
 pub fn member_not_found() -> Status {
     Status::not_found("etcdserver: member not found")
@@ -111,6 +116,7 @@ pub fn kv(e: KvError) -> Status {
         }
         KvError::Invalid(reason) => Status::invalid_argument(format!("etcdserver: {reason}")),
         KvError::NoSpace => no_space(),
+        KvError::Corrupt => corrupt(),
         // A command that does not decode, or a stale session request: neither comes from a
         // correct etcd client through this server.
         other @ (KvError::Malformed(_) | KvError::StaleRequest { .. }) => {

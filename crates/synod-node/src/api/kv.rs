@@ -72,6 +72,9 @@ impl pb::kv_server::Kv for KvService {
                 .node
                 .read_barrier(ReadConsistency::Linearizable, Some(keys));
             match attempt(barrier.await)? {
+                // As etcd, a cluster found corrupt answers no linearizable read (serializable
+                // ones, from the member's own copy, still go).
+                Attempt::Done(()) if api.node.shared.kv().corrupt() => Err(errors::corrupt()),
                 Attempt::Done(()) => api.local_range(&r).map(Attempt::Done),
                 Attempt::NotLeader => Ok(Attempt::NotLeader),
             }

@@ -130,9 +130,14 @@ impl Api {
     /// Proposes raising `alarm` for this member, in the background, until it is applied or a
     /// request timeout passes.
     pub fn raise_alarm(&self, alarm: synod_kv::AlarmKind) {
+        self.raise_alarm_for(self.node.shared.id.0, alarm);
+    }
+
+    /// As [`Api::raise_alarm`], for `member`.
+    pub fn raise_alarm_for(&self, member: u64, alarm: synod_kv::AlarmKind) {
         let raise = synod_kv::Request::Alarm(synod_kv::AlarmRequest {
             activate: true,
-            member: self.node.shared.id.0,
+            member,
             alarm,
         });
         let node = self.node.clone();
@@ -140,7 +145,7 @@ impl Api {
         tokio::spawn(async move {
             while Instant::now() < deadline {
                 if node.propose(&raise).await.is_ok() {
-                    tracing::warn!(?alarm, "raised an alarm");
+                    tracing::warn!(?alarm, member, "raised an alarm");
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -149,7 +154,7 @@ impl Api {
     }
 
     /// A gRPC channel to `node`'s client port, made once and reused.
-    fn channel(&self, node: NodeId) -> Option<Channel> {
+    pub(crate) fn channel(&self, node: NodeId) -> Option<Channel> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(channel) = channels.get(&node) {
             return Some(channel.clone());

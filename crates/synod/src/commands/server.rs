@@ -107,6 +107,14 @@ pub struct ServerArgs {
         value_name = "DURATION"
     )]
     pub watch_progress_notify_interval: Option<String>,
+    /// How often the leader compares every member's data at one revision and raises a
+    /// CORRUPT alarm for a member that differs, as a Go duration (`5m`); default: never.
+    #[arg(
+        long,
+        alias = "experimental-corrupt-check-time",
+        value_name = "DURATION"
+    )]
+    pub corrupt_check_time: Option<String>,
     /// Threads serving requests (default: one per core). Nodes that share a machine do
     /// better with a share of its cores each.
     #[arg(long, value_name = "N")]
@@ -174,6 +182,8 @@ struct FileConfig {
     request_timeout_ms: Option<u64>,
     #[serde(alias = "watch_progress_notify_interval")]
     watch_progress_notify_interval: Option<String>,
+    #[serde(alias = "corrupt_check_time")]
+    corrupt_check_time: Option<String>,
     threads: Option<usize>,
 }
 
@@ -247,6 +257,10 @@ pub fn resolve(args: &ServerArgs) -> anyhow::Result<(ServerConfig, Option<usize>
     if let Some(v) = pick!(watch_progress_notify_interval) {
         config.watch_progress_interval =
             go_duration(&v).with_context(|| format!("--watch-progress-notify-interval {v}"))?;
+    }
+    if let Some(v) = pick!(corrupt_check_time) {
+        let every = go_duration(&v).with_context(|| format!("--corrupt-check-time {v}"))?;
+        config.corrupt_check_interval = (!every.is_zero()).then_some(every);
     }
     if let Some(v) = pick!(snapshot_every) {
         config.snapshot_every = v;
