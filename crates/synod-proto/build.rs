@@ -14,6 +14,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Keys and values as `bytes::Bytes`: the server hands them to the store and back
         // without copying.
         .bytes(".")
-        .compile_protos(&["proto/rpc.proto", "proto/kv.proto"], &["proto"])?;
+        .compile_protos(
+            &[
+                "proto/rpc.proto",
+                "proto/kv.proto",
+                "proto/v3lock.proto",
+                "proto/v3election.proto",
+            ],
+            &["proto"],
+        )?;
     Ok(())
 }

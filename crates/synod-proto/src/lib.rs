@@ -13,3 +13,13 @@ pub mod mvccpb {
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
 }
+
+/// etcd's lock service (`v3lockpb`), on top of leases and revisions.
+pub mod v3lockpb {
+    tonic::include_proto!("v3lockpb");
+}
+
+/// etcd's election service (`v3electionpb`), on top of leases and revisions.
+pub mod v3electionpb {
+    tonic::include_proto!("v3electionpb");
+}

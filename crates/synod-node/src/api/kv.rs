@@ -15,7 +15,10 @@ pub struct KvService(pub Arc<Api>);
 
 impl Api {
     /// Proposes a write on this node (which believes it leads) and waits for its result.
-    async fn write(&self, request: &kv::Request) -> Result<Attempt<kv::Applied>, Status> {
+    pub(crate) async fn write(
+        &self,
+        request: &kv::Request,
+    ) -> Result<Attempt<kv::Applied>, Status> {
         attempt(self.node.propose(request).await)
     }
 

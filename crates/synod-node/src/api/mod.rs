@@ -1,4 +1,4 @@
-//! etcd's v3 gRPC API over a node: KV, Watch, Lease, Cluster and Maintenance.
+//! etcd's v3 gRPC API over a node: KV, Watch, Lease, Cluster, Maintenance, Lock and Election.
 //!
 //! Any node accepts any request. Serializable reads and watches are served from the local
 //! state machine. Writes and linearizable reads need the leader: on the leader they go to the
@@ -12,6 +12,7 @@ pub mod errors;
 mod kv;
 mod leadership;
 mod lease;
+mod recipes;
 mod watch;
 
 pub(crate) use leadership::watch_leadership;
@@ -379,6 +380,16 @@ pub fn router(
             pb::maintenance_server::MaintenanceServer::new(cluster::MaintenanceService(
                 api.clone(),
             )),
+            guard(),
+        ))
+        .add_service(InterceptedService::new(
+            synod_proto::v3lockpb::lock_server::LockServer::new(recipes::LockService(api.clone())),
+            guard(),
+        ))
+        .add_service(InterceptedService::new(
+            synod_proto::v3electionpb::election_server::ElectionServer::new(
+                recipes::ElectionService(api.clone()),
+            ),
             guard(),
         ))
 }

@@ -345,3 +345,175 @@ async fn requests_that_require_a_leader_are_refused_without_one() {
     assert_eq!(status.message(), "etcdserver: no leader");
     cluster.shutdown().await;
 }
+
+async fn grant(cluster: &Cluster, node: NodeId, ttl: i64) -> i64 {
+    let mut leases =
+        synod_proto::etcdserverpb::lease_client::LeaseClient::new(cluster.channel(node).await);
+    leases
+        .lease_grant(pb::LeaseGrantRequest { ttl, id: 0 })
+        .await
+        .expect("grant")
+        .into_inner()
+        .id
+}
+
+/// etcd's Lock service (what jetcd and the gRPC gateway use): one holder at a time, the next
+/// in line gets it when the holder unlocks or its lease goes, and a waiter that gives up
+/// leaves no key behind to block the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lock_service_lets_one_holder_in_at_a_time() {
+    use synod_proto::v3lockpb::{lock_client::LockClient, LockRequest, UnlockRequest};
+    let cluster = Cluster::start("v3lock", 3).await;
+    cluster.leader().await;
+    let first = grant(&cluster, NodeId(1), 30).await;
+    let second = grant(&cluster, NodeId(2), 30).await;
+    let mut a = LockClient::new(cluster.channel(NodeId(1)).await);
+    let mut b = LockClient::new(cluster.channel(NodeId(3)).await);
+    let lock = |lease| LockRequest {
+        name: b"job".to_vec().into(),
+        lease,
+    };
+    let held = a
+        .lock(lock(first))
+        .await
+        .expect("the first lock")
+        .into_inner();
+    assert_eq!(held.key, format!("job/{first:x}").into_bytes());
+
+    // A waiter that gives up (its call times out) leaves nothing behind.
+    let mut impatient = Request::new(lock(grant(&cluster, NodeId(3), 30).await));
+    impatient.set_timeout(Duration::from_millis(300));
+    assert!(b.clone().lock(impatient).await.is_err(), "the lock is held");
+
+    let waiting = tokio::spawn(async move { b.lock(lock(second)).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "a second holder got in");
+    a.unlock(UnlockRequest { key: held.key })
+        .await
+        .expect("unlock");
+    let next = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiter gets the lock")
+        .expect("the task")
+        .expect("the lock")
+        .into_inner();
+    assert_eq!(next.key, format!("job/{second:x}").into_bytes());
+
+    // The holder's lease going hands the lock on as well.
+    let third = grant(&cluster, NodeId(1), 30).await;
+    let mut c = LockClient::new(cluster.channel(NodeId(2)).await);
+    let waiting = tokio::spawn(async move { c.lock(lock(third)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished());
+    let mut leases =
+        synod_proto::etcdserverpb::lease_client::LeaseClient::new(cluster.channel(NodeId(1)).await);
+    leases
+        .lease_revoke(pb::LeaseRevokeRequest { id: second })
+        .await
+        .expect("revoke");
+    tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the lock passes on when the holder's lease goes")
+        .expect("the task")
+        .expect("the lock");
+    cluster.shutdown().await;
+}
+
+/// etcd's Election service: the first campaigner leads, proclaims values, and on resigning
+/// hands over to the next; observers see every leader and value in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_election_service_elects_in_order_and_observers_follow() {
+    use synod_proto::v3electionpb::{
+        election_client::ElectionClient, CampaignRequest, LeaderRequest, ProclaimRequest,
+        ResignRequest,
+    };
+    let cluster = Cluster::start("v3election", 3).await;
+    cluster.leader().await;
+    let (first, second) = (
+        grant(&cluster, NodeId(1), 30).await,
+        grant(&cluster, NodeId(2), 30).await,
+    );
+    let mut a = ElectionClient::new(cluster.channel(NodeId(1)).await);
+    let mut b = ElectionClient::new(cluster.channel(NodeId(2)).await);
+    let mut watcher = ElectionClient::new(cluster.channel(NodeId(3)).await);
+    let name = || b"primary".to_vec();
+    let no_leader = watcher
+        .leader(LeaderRequest {
+            name: name().into(),
+        })
+        .await
+        .expect_err("nobody campaigns yet");
+    assert_eq!(no_leader.message(), "election: no leader");
+
+    let campaign = |lease: i64, value: &str| CampaignRequest {
+        name: b"primary".to_vec().into(),
+        lease,
+        value: value.as_bytes().to_vec().into(),
+    };
+    let leading = a
+        .campaign(campaign(first, "a"))
+        .await
+        .expect("the first campaign")
+        .into_inner()
+        .leader
+        .expect("a leader key");
+    let mut observed = watcher
+        .observe(LeaderRequest {
+            name: name().into(),
+        })
+        .await
+        .expect("observe")
+        .into_inner();
+    assert_eq!(observed_value(&mut observed).await, "a");
+
+    let waiting = tokio::spawn(async move { b.campaign(campaign(second, "b")).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "two leaders");
+    a.proclaim(ProclaimRequest {
+        leader: Some(leading.clone()),
+        value: b"a2".to_vec().into(),
+    })
+    .await
+    .expect("proclaim");
+    assert_eq!(observed_value(&mut observed).await, "a2");
+    a.resign(ResignRequest {
+        leader: Some(leading.clone()),
+    })
+    .await
+    .expect("resign");
+    tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the next campaigner leads")
+        .expect("the task")
+        .expect("the campaign");
+    assert_eq!(observed_value(&mut observed).await, "b");
+    let current = watcher
+        .leader(LeaderRequest {
+            name: name().into(),
+        })
+        .await
+        .expect("a leader")
+        .into_inner();
+    assert_eq!(current.kv.expect("a key").value, b"b".to_vec());
+    // The old leader's key no longer leads.
+    let refused = a
+        .proclaim(ProclaimRequest {
+            leader: Some(leading),
+            value: b"late".to_vec().into(),
+        })
+        .await
+        .expect_err("not the leader any more");
+    assert_eq!(refused.message(), "election: not leader");
+    cluster.shutdown().await;
+}
+
+async fn observed_value(
+    stream: &mut tonic::Streaming<synod_proto::v3electionpb::LeaderResponse>,
+) -> String {
+    let response = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("an observation within 10 s")
+        .expect("the stream")
+        .expect("not over");
+    String::from_utf8_lossy(&response.kv.expect("a leader").value).into_owned()
+}
