@@ -8,7 +8,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::env::set_var("PROTOC", protoc);
     }
     println!("cargo:rerun-if-changed=proto");
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    let descriptors = out_dir.join("descriptors.bin");
     tonic_prost_build::configure()
+        .file_descriptor_set_path(&descriptors)
         .build_server(true)
         .build_client(true)
         // Keys and values as `bytes::Bytes`: the server hands them to the store and back
@@ -23,5 +26,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ],
             &["proto"],
         )?;
+    // Serde for every message, in protobuf's JSON mapping with the proto field names, as
+    // etcd's gRPC gateway speaks it (bytes as base64, 64-bit integers as strings).
+    pbjson_build::Builder::new()
+        .register_descriptors(&std::fs::read(&descriptors)?)?
+        .preserve_proto_field_names()
+        .build(&[".etcdserverpb", ".mvccpb", ".v3lockpb", ".v3electionpb"])?;
     Ok(())
 }

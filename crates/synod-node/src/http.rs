@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use crate::api::Api;
+use crate::api::{gateway, Api};
 use crate::transport::MetricsRenderer;
 
 const REQUEST_BYTES_MAX: usize = 8 << 10;
@@ -53,7 +53,7 @@ pub async fn split_client_port(
                     let _ = grpc.send(Ok(stream)).await;
                 }
                 Ok(Ok(false)) => {
-                    if let Err(e) = answer(stream, &api, &transport).await {
+                    if let Err(e) = answer(stream, &api, &transport, Port::Client).await {
                         debug!(error = %e, "an HTTP request on the client port failed");
                     }
                 }
@@ -97,7 +97,7 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, transport: MetricsRende
         let api = api.clone();
         let transport = transport.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &api, &transport).await {
+            if let Err(e) = answer(stream, &api, &transport, Port::Metrics).await {
                 debug!(error = %e, "an HTTP request failed");
             }
         });
@@ -106,16 +106,21 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, transport: MetricsRende
 
 async fn answer(
     mut stream: TcpStream,
-    api: &Api,
+    api: &Arc<Api>,
     transport: &MetricsRenderer,
+    port: Port,
 ) -> std::io::Result<()> {
     let mut request = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     let read_head = async {
+        // The head must end within REQUEST_BYTES_MAX; a body may follow it in the same read.
         while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 || request.len() + n > REQUEST_BYTES_MAX {
+            if request.len() > REQUEST_BYTES_MAX {
                 return Ok::<bool, std::io::Error>(false);
+            }
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(false);
             }
             request.extend_from_slice(&buf[..n]);
         }
@@ -140,12 +145,21 @@ async fn answer(
         .unwrap_or_default();
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or(path);
+    if port == Port::Client && method == "POST" && gateway::handles(path) {
+        let head_end = request
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(request.len(), |at| at + 4);
+        let body_start = request.split_off(head_end);
+        return gateway_call(stream, api, path, &request, body_start).await;
+    }
     if method != "GET" {
         return respond(
             &mut stream,
             "405 Method Not Allowed",
             "text/plain",
-            "GET only\n",
+            "GET, or POST to etcd's gateway calls under /v3/ on the client port\n",
         )
         .await;
     }
@@ -175,6 +189,104 @@ async fn answer(
             respond(&mut stream, status, "application/json", &body).await
         }
         _ => respond(&mut stream, "404 Not Found", "text/plain", "not found\n").await,
+    }
+}
+
+/// Which port a connection came in on: the gateway is served on the client port only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Port {
+    Client,
+    Metrics,
+}
+
+/// The value of header `name` (case-insensitive) in a request head.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
+
+/// Reads a gateway call's body (`Content-Length` bytes, some of which came with the head),
+/// runs it, and writes the answer: one JSON document, or JSON lines as a chunked stream
+/// until the call ends or the client goes.
+async fn gateway_call(
+    mut stream: TcpStream,
+    api: &Arc<Api>,
+    path: &str,
+    head: &[u8],
+    mut body: Vec<u8>,
+) -> std::io::Result<()> {
+    let head = String::from_utf8_lossy(head);
+    // Base64 makes a value a third larger than etcd's request limit counts it.
+    let limit = api.config.max_request_bytes * 2 + (64 << 10);
+    let length = match header(&head, "content-length").map(str::parse::<usize>) {
+        None => 0,
+        Some(Ok(n)) if n <= limit => n,
+        Some(_) => {
+            let body = "{\"error\":\"request body too large or its length unreadable\",\"code\":3}";
+            return respond(
+                &mut stream,
+                "413 Payload Too Large",
+                "application/json",
+                body,
+            )
+            .await;
+        }
+    };
+    let read_body = async {
+        let mut buf = vec![0u8; 64 << 10];
+        while body.len() < length {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            body.extend_from_slice(&buf[..n]);
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(30), read_body).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+    }
+    body.truncate(length);
+    match gateway::call(api, path, &body).await {
+        gateway::Answer::Whole(code, json) => {
+            let status = match code {
+                200 => "200 OK".to_string(),
+                other => format!("{other} {}", reason(other)),
+            };
+            respond(&mut stream, &status, "application/json", &json).await
+        }
+        gateway::Answer::Lines(mut lines) => {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+            stream.write_all(head.as_bytes()).await?;
+            while let Some(mut line) = lines.recv().await {
+                line.push('\n');
+                let chunk = format!("{:x}\r\n{line}\r\n", line.len());
+                stream.write_all(chunk.as_bytes()).await?;
+            }
+            stream.write_all(b"0\r\n\r\n").await?;
+            stream.shutdown().await
+        }
+    }
+}
+
+/// The reason phrase of the HTTP statuses the gateway answers with.
+fn reason(code: u16) -> &'static str {
+    match code {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        409 => "Conflict",
+        429 => "Too Many Requests",
+        499 => "Client Closed Request",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Internal Server Error",
     }
 }
 

@@ -80,6 +80,13 @@ pub(crate) fn stream_guard<T>(api: &Api, request: &Request<T>) -> StreamGuard {
 pub(crate) struct StreamGuard(Option<signal::Receiver<bool>>);
 
 impl StreamGuard {
+    /// A guard for a stream that did not ask for a leader: it never ends the stream.
+    pub(crate) fn none() -> StreamGuard {
+        StreamGuard(None)
+    }
+}
+
+impl StreamGuard {
     /// Resolves (with etcd's error) once the member has been leaderless for too long.
     pub(crate) async fn lost(&mut self) -> Status {
         match &mut self.0 {

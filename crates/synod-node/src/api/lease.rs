@@ -42,7 +42,7 @@ impl Api {
     /// long to come back here (a slow relay from the keeper, a process stalled in between) is
     /// not passed on: the keep-alive is asked again (renewing twice is harmless), and the
     /// holder hears a TTL at most half an election timeout after this member asked.
-    async fn keep_alive(&self, id: i64) -> Result<pb::LeaseKeepAliveResponse, Status> {
+    pub(crate) async fn keep_alive(&self, id: i64) -> Result<pb::LeaseKeepAliveResponse, Status> {
         let deadline = Instant::now() + self.config.request_timeout;
         loop {
             let asked = Instant::now();

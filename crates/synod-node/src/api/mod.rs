@@ -9,6 +9,7 @@
 mod cluster;
 pub mod convert;
 pub mod errors;
+pub mod gateway;
 mod kv;
 mod leadership;
 mod lease;

@@ -22,6 +22,7 @@ use synod_proto::etcdserverpb as pb;
 use synod_proto::mvccpb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::leadership::{stream_guard, StreamGuard};
@@ -42,17 +43,29 @@ impl pb::watch_server::Watch for WatchService {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let (out, responses) = mpsc::channel(64);
         let leader = stream_guard(&self.0, &request);
-        let session = Session {
-            api: self.0.clone(),
-            out,
-            watchers: BTreeMap::new(),
-            next_id: 0,
-        };
-        tokio::spawn(session.run(request.into_inner(), leader));
+        let responses = start(self.0.clone(), request.into_inner(), leader);
         Ok(Response::new(ReceiverStream::new(responses)))
     }
+}
+
+/// Starts a watch stream's session: `inbound` is what the client asks (creations,
+/// cancellations, progress requests), the receiver what it is sent. The session ends when
+/// `inbound` ends or fails, or the receiver is dropped.
+pub(crate) fn start(
+    api: Arc<Api>,
+    inbound: impl Stream<Item = Result<pb::WatchRequest, Status>> + Send + Unpin + 'static,
+    leader: StreamGuard,
+) -> mpsc::Receiver<Result<pb::WatchResponse, Status>> {
+    let (out, responses) = mpsc::channel(64);
+    let session = Session {
+        api,
+        out,
+        watchers: BTreeMap::new(),
+        next_id: 0,
+    };
+    tokio::spawn(session.run(inbound, leader));
+    responses
 }
 
 struct Watcher {
@@ -93,16 +106,20 @@ const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream
 const COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted";
 
 impl Session {
-    async fn run(mut self, mut inbound: Streaming<pb::WatchRequest>, mut leader: StreamGuard) {
+    async fn run(
+        mut self,
+        mut inbound: impl Stream<Item = Result<pb::WatchRequest, Status>> + Unpin,
+        mut leader: StreamGuard,
+    ) {
         let mut revisions = self.api.node.revision.clone();
         let mut stop = self.api.stop.clone();
         let period = self.api.config.watch_progress_interval;
         let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             let outcome = tokio::select! {
-                message = inbound.message() => match message {
-                    Ok(Some(request)) => self.on_request(request).await,
-                    Ok(None) | Err(_) => Err(Gone),
+                message = inbound.next() => match message {
+                    Some(Ok(request)) => self.on_request(request).await,
+                    None | Some(Err(_)) => Err(Gone),
                 },
                 changed = revisions.changed() => match changed {
                     Ok(()) => self.catch_up().await.map(|_| ()),
@@ -114,6 +131,7 @@ impl Session {
                     Err(Gone)
                 }
                 _ = stop.changed() => Err(Gone),
+                _ = self.out.closed() => Err(Gone),
             };
             if outcome.is_err() {
                 return;
