@@ -168,6 +168,22 @@ impl KvStore {
         self.key_bytes + self.history.bytes
     }
 
+    /// Makes a store restored from another cluster's backup fit a new cluster: its lease epoch
+    /// (the era of the old cluster's last leader, meaningless to the new one's eras) starts
+    /// over, and its alarms (about the old cluster's members) are dropped. Leases stay, to be
+    /// kept alive or to run out on the new cluster's clocks.
+    pub fn start_new_cluster(&mut self) {
+        self.lease_epoch = 0;
+        self.alarms.clear();
+    }
+
+    /// Keeps the history of the last `revisions` revisions from now on (0: all of it), as
+    /// [`KvStore::with_limits`] does for a new store: a restored store takes its member's
+    /// setting, so that every member compacts alike whether it booted from a snapshot or not.
+    pub fn set_history_revisions(&mut self, revisions: i64) {
+        self.history_revisions = revisions.max(0);
+    }
+
     /// The alarms raised, by member.
     pub fn alarms(&self) -> impl Iterator<Item = (u64, AlarmKind)> + '_ {
         self.alarms.iter().copied()
@@ -308,20 +324,21 @@ impl KvStore {
         Ok(self.history.from(revision))
     }
 
-    /// etcd's `HashKV`: a CRC-32C of every key as it was at `revision` (0: now), with its
-    /// value, revisions, version and lease, in key order, after the compaction revision.
+    /// etcd's `HashKV`: a CRC-32C of every key as it was at `revision` (0 or less: now), with
+    /// its value, revisions, version and lease, in key order.
     /// Members that applied the same history give the same hash at the same revision, so a
     /// difference means one of them holds different data. (etcd hashes the history kept as
     /// well; Synod hashes the state, which members agree on whatever history they keep.)
     pub fn hash_kv(&self, revision: i64) -> Result<KvHash, KvError> {
-        let revision = if revision == 0 {
+        let revision = if revision <= 0 {
             self.revision
         } else {
             revision
         };
         self.check_read_revision(revision)?;
         let compacted = self.history.compacted;
-        let mut crc = crc32c::crc32c(&compacted.to_be_bytes());
+        // The state alone: members agree on it whatever history they have compacted.
+        let mut crc = 0;
         for viewed in self.view_at(&KeyRange::prefix(""), revision, false) {
             let kv = viewed.key_value();
             for number in [
@@ -378,14 +395,10 @@ impl KvStore {
 
     /// Validates a request against the current state and decides its transactions' branches.
     fn plan(&self, request: &Request, in_txn: bool) -> Result<Plan, KvError> {
-        // As etcd's corrupt applier: every client request is refused; alarms (to clear it)
-        // and the lease clocks' own bookkeeping go on.
-        if self.corrupt()
-            && !matches!(
-                request,
-                Request::Alarm(_) | Request::LeaseEpoch(_) | Request::LeaseExpire(_)
-            )
-        {
+        // As etcd's corrupt applier: every request is refused, lease expiries too (the data
+        // stays as it is until an operator has looked); alarms (to clear it) and the lease
+        // clocks' hand-over go on.
+        if self.corrupt() && !matches!(request, Request::Alarm(_) | Request::LeaseEpoch(_)) {
             return Err(KvError::Corrupt);
         }
         let only_alone = |what: &str| {

@@ -18,6 +18,8 @@
 //! Restoring writes the state as the data directory's only snapshot, with an empty log: every
 //! member of the new cluster is restored from the same file, so all start from the same
 //! point, as after `etcdutl snapshot restore`.
+//! What belonged to the old cluster only is dropped: its lease epoch (the era of its last
+//! leader; the new cluster's eras start over) and its alarms (about its members).
 
 use std::path::Path;
 
@@ -149,13 +151,17 @@ pub fn restore(backup: &Backup, data_dir: &Path, protocol: &str) -> Result<(), B
     if recovered.snapshot.is_some() || !recovered.entries.is_empty() {
         return Err(BackupError::NotEmpty(shown));
     }
+    // The old cluster's lease epoch and alarms mean nothing to the new one.
+    let mut store =
+        KvStore::restore(&backup.state).map_err(|e| BackupError::Damaged(e.to_string()))?;
+    store.start_new_cluster();
     // Era 0: the restored cluster's first leader starts the first era after it.
     let snapshot = Snapshot {
         meta: SnapshotMeta {
             index: backup.applied_index,
             era: 0,
         },
-        data: backup.state.clone(),
+        data: store.snapshot().into(),
     };
     save_snapshot(&mut stores.log, &mut stores.snapshots, &snapshot)?;
     stores.log.sync()?;
@@ -237,7 +243,9 @@ mod tests {
             open_node_stores(&mut data, "raft", &StorageOptions::default()).unwrap();
         let snapshot = recovered.snapshot.unwrap();
         assert_eq!(snapshot.meta.index, backup.applied_index);
-        assert_eq!(snapshot.data, backup.state);
+        let restored = KvStore::restore(&snapshot.data).unwrap();
+        assert_eq!(restored.revision(), backup.revision);
+        assert_eq!(restored.lease_epoch(), 0);
         assert!(matches!(
             restore(&backup, &dir, "raft"),
             Err(BackupError::NotEmpty(_))

@@ -21,8 +21,8 @@ const REQUEST_BYTES_MAX: usize = 8 << 10;
 /// client sends first.
 const HTTP2_PREFACE: &[u8] = b"PRI ";
 
-/// How long a new client connection may stay silent before it is dropped.
-const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new client connection may take to send its first bytes before it is dropped.
+const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Accepts on the client port until the server stops, handing gRPC connections to `grpc`
 /// (the gRPC server's incoming stream) and answering the others here.
@@ -74,9 +74,9 @@ async fn opens_with_http2(stream: &TcpStream) -> std::io::Result<bool> {
         if n == first.len() || first[..n] != HTTP2_PREFACE[..n] {
             return Ok(first[..n] == *HTTP2_PREFACE);
         }
-        // A prefix of the preface so far: wait for the rest (peek returns at once while
-        // the bytes it saw are unread).
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        // A prefix of the preface so far (rare: clients send it in one segment): wait for
+        // the rest. Peek returns at once while the bytes it saw are unread, so poll gently.
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -292,10 +292,15 @@ fn reason(code: u16) -> &'static str {
 
 /// Healthy means: the node that orders this one's writes is known (the leader; itself, on a
 /// protocol without one) and, if that is this node, a linearizable read goes through here.
-async fn health(api: &Api) -> Result<(), &'static str> {
+async fn health(api: &Api) -> Result<(), String> {
+    // As etcd's: an alarm makes the member unhealthy.
+    let alarm = api.node.shared.kv().alarms().next();
+    if let Some((_, kind)) = alarm {
+        return Err(format!("ALARM {}", crate::api::alarm_name(kind)));
+    }
     let status = api.node.current_status();
     match status.proposer() {
-        None => Err("no leader"),
+        None => Err("no leader".into()),
         Some(proposer) if proposer == status.id => {
             // One key, as etcd's health check reads: under gossip at QUORUM or ALL a read
             // of every key would ask the peers for the whole store.
@@ -309,9 +314,9 @@ async fn health(api: &Api) -> Result<(), &'static str> {
             match tokio::time::timeout(Duration::from_secs(2), barrier).await {
                 Ok(Ok(())) => Ok(()),
                 _ if status.role == synod_core::Role::Peer => {
-                    Err("a linearizable read did not go through")
+                    Err("a linearizable read did not go through".into())
                 }
-                _ => Err("the leader could not confirm its leadership"),
+                _ => Err("the leader could not confirm its leadership".into()),
             }
         }
         Some(_) => Ok(()),

@@ -1137,8 +1137,13 @@ pub fn boot_store(
     history_revisions: i64,
 ) -> Result<KvStore, String> {
     match snapshot {
-        Some(s) => KvStore::restore(&s.data)
-            .map_err(|e| format!("the snapshot's state machine does not decode: {e}")),
+        Some(s) => {
+            let mut store = KvStore::restore(&s.data)
+                .map_err(|e| format!("the snapshot's state machine does not decode: {e}"))?;
+            // The member's own setting, as for a new store, whatever the snapshot's taker had.
+            store.set_history_revisions(history_revisions);
+            Ok(store)
+        }
         None => Ok(KvStore::with_limits(session_limit, history_revisions)),
     }
 }

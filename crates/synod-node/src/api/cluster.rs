@@ -69,7 +69,7 @@ impl pb::cluster_server::Cluster for ClusterService {
 }
 
 /// etcd's name for an alarm kind.
-fn alarm_name(kind: synod_kv::AlarmKind) -> &'static str {
+pub(crate) fn alarm_name(kind: synod_kv::AlarmKind) -> &'static str {
     match kind {
         synod_kv::AlarmKind::NoSpace => "NOSPACE",
         synod_kv::AlarmKind::Corrupt => "CORRUPT",
@@ -205,10 +205,11 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         // etcd hashes its whole database; Synod, its whole state machine as it would
         // snapshot it. Like etcd's, for tests: it differs between members that applied the
         // same entries but keep different client sessions.
-        let api = self.0.clone();
+        // A copy (keys and values shared, so only the maps' nodes), taken under the lock;
+        // the long work on another thread, so applying goes on meanwhile.
+        let copy = self.0.node.shared.kv().clone();
         let (revision, hash) = tokio::task::spawn_blocking(move || {
-            let kv = api.node.shared.kv();
-            (kv.revision(), crc32c::crc32c(&kv.snapshot()))
+            (copy.revision(), crc32c::crc32c(&copy.snapshot()))
         })
         .await
         .map_err(|_| Status::internal("hashing the store failed"))?;
@@ -222,14 +223,20 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
-        let api = self.0.clone();
         let revision = request.get_ref().revision;
-        let (current, hashed) = tokio::task::spawn_blocking(move || {
-            let kv = api.node.shared.kv();
-            (kv.revision(), kv.hash_kv(revision))
-        })
-        .await
-        .map_err(|_| Status::internal("hashing the store failed"))?;
+        // A revision this member is about to apply (a peer's corruption check asks for the
+        // leader's): wait a little for it rather than answer "future revision" at once.
+        let mut applied = self.0.node.revision.clone();
+        let _ = tokio::time::timeout(
+            self.0.config.election_timeout,
+            applied.wait_for(|&r| r >= revision),
+        )
+        .await;
+        let copy = self.0.node.shared.kv().clone();
+        let (current, hashed) =
+            tokio::task::spawn_blocking(move || (copy.revision(), copy.hash_kv(revision)))
+                .await
+                .map_err(|_| Status::internal("hashing the store failed"))?;
         let hashed = hashed.map_err(errors::kv)?;
         Ok(Response::new(pb::HashKvResponse {
             header: Some(self.0.header(current)),
@@ -247,16 +254,22 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         // This member's state machine as it is now, in Synod's backup format (see
         // `backup`): what `etcdctl snapshot save` stores and `synod snapshot restore` reads.
-        let api = self.0.clone();
-        let (revision, bytes) = tokio::task::spawn_blocking(move || {
-            let kv = api.node.shared.kv();
-            (kv.revision(), backup::encode(&kv))
-        })
-        .await
-        .map_err(|_| Status::internal("taking the snapshot failed"))?;
+        // One at a time: each holds a whole encoding of the store until it is sent.
+        let permit = self
+            .0
+            .clone()
+            .snapshots_permit()
+            .await
+            .ok_or_else(errors::stopped)?;
+        let copy = self.0.node.shared.kv().clone();
+        let (revision, bytes) =
+            tokio::task::spawn_blocking(move || (copy.revision(), backup::encode(&copy)))
+                .await
+                .map_err(|_| Status::internal("taking the snapshot failed"))?;
         let header = self.0.header(revision);
         let (out, responses) = mpsc::channel(4);
         tokio::spawn(async move {
+            let _permit = permit;
             let mut sent = 0;
             for blob in bytes.chunks(SNAPSHOT_CHUNK) {
                 sent += blob.len();

@@ -40,11 +40,13 @@ impl Api {
     }
 }
 
-/// Bytes of keys and values a request may put, in every branch (what the quota counts).
+/// Bytes of keys and values a request may put (what the quota counts): for a transaction,
+/// the costlier branch, since only one runs (etcd's `costTxn`).
 fn put_bytes(request: &kv::Request) -> usize {
+    let branch = |ops: &[kv::Request]| ops.iter().map(put_bytes).sum::<usize>();
     match request {
         kv::Request::Put(p) => p.key.len() + p.value.len(),
-        kv::Request::Txn(t) => t.success.iter().chain(&t.failure).map(put_bytes).sum(),
+        kv::Request::Txn(t) => branch(&t.success).max(branch(&t.failure)),
         _ => 0,
     }
 }

@@ -16,6 +16,7 @@ mod lease;
 mod recipes;
 mod watch;
 
+pub(crate) use cluster::alarm_name;
 pub(crate) use leadership::watch_leadership;
 
 use std::collections::HashMap;
@@ -54,6 +55,10 @@ pub struct Api {
     /// `true` while this member has had no leader for a while: streams that asked for one
     /// end (see `leadership`).
     leaderless: signal::Sender<bool>,
+    /// An alarm is being proposed (see `Api::raise_alarm_for`).
+    raising: Arc<std::sync::atomic::AtomicBool>,
+    /// One snapshot streamed at a time: each holds a copy of the store's encoding.
+    snapshots: Arc<tokio::sync::Semaphore>,
     channels: Mutex<HashMap<NodeId, Channel>>,
 }
 
@@ -79,6 +84,8 @@ impl Api {
             directory,
             stop,
             leaderless: signal::Sender::new(false),
+            raising: Arc::default(),
+            snapshots: Arc::new(tokio::sync::Semaphore::new(1)),
             channels: Mutex::new(HashMap::new()),
         }
     }
@@ -135,24 +142,37 @@ impl Api {
         self.raise_alarm_for(self.node.shared.id.0, alarm);
     }
 
-    /// As [`Api::raise_alarm`], for `member`.
+    /// As [`Api::raise_alarm`], for `member`. One raise at a time: refusals that come while
+    /// one is under way do not each propose it again.
     pub fn raise_alarm_for(&self, member: u64, alarm: synod_kv::AlarmKind) {
+        if self.raising.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
         let raise = synod_kv::Request::Alarm(synod_kv::AlarmRequest {
             activate: true,
             member,
             alarm,
         });
         let node = self.node.clone();
+        let raising = self.raising.clone();
         let deadline = Instant::now() + self.config.request_timeout;
         tokio::spawn(async move {
             while Instant::now() < deadline {
                 if node.propose(&raise).await.is_ok() {
                     tracing::warn!(?alarm, member, "raised an alarm");
-                    return;
+                    break;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            raising.store(false, std::sync::atomic::Ordering::Release);
         });
+    }
+
+    /// Waits for the turn to stream a snapshot; `None` if the server is going away.
+    pub(crate) async fn snapshots_permit(
+        self: Arc<Self>,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.snapshots.clone().acquire_owned().await.ok()
     }
 
     /// A gRPC channel to `node`'s client port, made once and reused.
@@ -384,13 +404,15 @@ pub fn router(
             guard(),
         ))
         .add_service(InterceptedService::new(
-            synod_proto::v3lockpb::lock_server::LockServer::new(recipes::LockService(api.clone())),
+            synod_proto::v3lockpb::lock_server::LockServer::new(recipes::LockService(api.clone()))
+                .max_decoding_message_size(decode_max),
             guard(),
         ))
         .add_service(InterceptedService::new(
             synod_proto::v3electionpb::election_server::ElectionServer::new(
                 recipes::ElectionService(api.clone()),
-            ),
+            )
+            .max_decoding_message_size(decode_max),
             guard(),
         ))
 }

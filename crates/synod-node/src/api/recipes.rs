@@ -21,6 +21,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use synod_proto::etcdserverpb as pb;
+use synod_proto::etcdserverpb::lease_server::Lease;
+
 use super::{convert, Api, Attempt};
 
 /// The Lock service.
@@ -191,15 +194,33 @@ impl Drop for Withdraw {
     }
 }
 
-/// Contends under `name` and waits for its turn; the key, its create revision and the
-/// revision the turn came at.
+/// The TTL of the lease granted to a contender that names none (etcd's session default).
+const DEFAULT_TTL: i64 = 60;
+
+/// Contends under `name` and waits for its turn; the key, its create revision, the revision
+/// the turn came at and the lease it holds under (granted for it if it named none, as etcd's
+/// servers grant a session lease, so that two contenders never share a key).
 async fn take_turn(
     api: &Arc<Api>,
     name: &[u8],
     lease: i64,
     value: Bytes,
     proclaim: bool,
-) -> Result<(Bytes, i64, i64), Status> {
+) -> Result<(Bytes, i64, i64, i64), Status> {
+    api.check_quota(name.len() + value.len() + 32)?;
+    let lease = if lease == 0 {
+        let grant = pb::LeaseGrantRequest {
+            ttl: DEFAULT_TTL,
+            id: 0,
+        };
+        super::lease::LeaseService(api.clone())
+            .lease_grant(Request::new(grant))
+            .await?
+            .into_inner()
+            .id
+    } else {
+        lease
+    };
     let prefix = prefix(name);
     let key = contender_key(&prefix, lease);
     let (revision, kv) = contend(api, &key, value.clone(), lease).await?;
@@ -216,8 +237,31 @@ async fn take_turn(
         revision = proclaim_as(api, &key, mine, value, lease).await?;
     }
     let at = wait_for_turn(api, &prefix, &key, mine, revision).await?;
+    // This member may lag: the key may be gone already (its lease ran out) where the leader
+    // is. Confirm it is still ours as of a linearizable read, as etcd's recipe does.
+    let span = synod_core::KeySpan {
+        key: key.clone(),
+        range_end: Bytes::new(),
+    };
+    match super::attempt(
+        api.node
+            .read_barrier(synod_core::ReadConsistency::Linearizable, Some(span))
+            .await,
+    )? {
+        Attempt::Done(()) => {}
+        Attempt::NotLeader => return Err(super::errors::no_leader()),
+    }
+    let still_mine = api
+        .node
+        .shared
+        .kv()
+        .get(&key)
+        .is_some_and(|kv| kv.create_revision == mine);
+    if !still_mine {
+        return Err(Status::unknown(SESSION_EXPIRED));
+    }
     withdraw.armed = false;
-    Ok((key, mine, at))
+    Ok((key, mine, at, lease))
 }
 
 /// Puts `value` on the leader's key if it is still the one created at `created`.
@@ -249,7 +293,8 @@ impl lpb::lock_server::Lock for LockService {
     ) -> Result<Response<lpb::LockResponse>, Status> {
         let api = &self.0;
         let asked = request.into_inner();
-        let (key, _, at) = take_turn(api, &asked.name, asked.lease, Bytes::new(), false).await?;
+        api.check_size(&asked)?;
+        let (key, _, at, _) = take_turn(api, &asked.name, asked.lease, Bytes::new(), false).await?;
         Ok(Response::new(lpb::LockResponse {
             header: Some(api.header(at)),
             key,
@@ -309,14 +354,16 @@ impl epb::election_server::Election for ElectionService {
     ) -> Result<Response<epb::CampaignResponse>, Status> {
         let api = &self.0;
         let asked = request.into_inner();
-        let (key, rev, at) = take_turn(api, &asked.name, asked.lease, asked.value, true).await?;
+        api.check_size(&asked)?;
+        let (key, rev, at, lease) =
+            take_turn(api, &asked.name, asked.lease, asked.value, true).await?;
         Ok(Response::new(epb::CampaignResponse {
             header: Some(api.header(at)),
             leader: Some(epb::LeaderKey {
                 name: asked.name,
                 key,
                 rev,
-                lease: asked.lease,
+                lease,
             }),
         }))
     }
@@ -327,6 +374,7 @@ impl epb::election_server::Election for ElectionService {
     ) -> Result<Response<epb::ProclaimResponse>, Status> {
         let api = &self.0;
         let asked = request.into_inner();
+        api.check_size(&asked)?;
         let leader = asked
             .leader
             .ok_or_else(|| Status::unknown(MISSING_LEADER_KEY))?;

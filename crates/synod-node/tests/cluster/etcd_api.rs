@@ -416,6 +416,29 @@ async fn the_lock_service_lets_one_holder_in_at_a_time() {
         .expect("the lock passes on when the holder's lease goes")
         .expect("the task")
         .expect("the lock");
+
+    // Callers that name no lease get one each (etcd's session lease), not one shared key.
+    let mut d = LockClient::new(cluster.channel(NodeId(3)).await);
+    let mut e = LockClient::new(cluster.channel(NodeId(1)).await);
+    let free = || LockRequest {
+        name: b"leaseless".to_vec().into(),
+        lease: 0,
+    };
+    let held = d.lock(free()).await.expect("a lock").into_inner();
+    let waiting = tokio::spawn(async move { e.lock(free()).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "two leaseless callers both hold the lock"
+    );
+    d.unlock(UnlockRequest { key: held.key })
+        .await
+        .expect("unlock");
+    tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the next caller gets it")
+        .expect("the task")
+        .expect("the lock");
     cluster.shutdown().await;
 }
 

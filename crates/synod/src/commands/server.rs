@@ -317,7 +317,9 @@ fn auto_compaction(
         "periodic" => {
             // A bare number is hours, as etcd reads it.
             let every = match retention.parse::<u64>() {
-                Ok(hours) => Duration::from_secs(hours * 3600),
+                Ok(hours) => Duration::from_secs(hours.checked_mul(3600).with_context(|| {
+                    format!("--auto-compaction-retention {retention}: too many hours")
+                })?),
                 Err(_) => go_duration(retention)
                     .with_context(|| format!("--auto-compaction-retention {retention}"))?,
             };
