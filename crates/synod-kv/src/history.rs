@@ -39,14 +39,19 @@ pub(crate) struct History {
     pub(crate) events: VecDeque<Event>,
     /// Reads before this revision fail; 0 before the first compaction.
     pub(crate) compacted: i64,
-    /// Bytes of keys and values of the changes kept (each change's new value).
+    /// What the changes kept cost the store (see [`cost`]).
     pub(crate) bytes: u64,
 }
 
-/// What one change costs the store: its key and its new value.
-fn cost(event: &Event) -> u64 {
-    (event.kv.key.len() + event.kv.value.len()) as u64
+/// What one change costs the store: its key, its new value, and a fixed share for the rest
+/// of the event (revisions, version, lease, the previous value's handle).
+pub(crate) fn cost(event: &Event) -> u64 {
+    (event.kv.key.len() + event.kv.value.len()) as u64 + ENTRY_OVERHEAD
 }
+
+/// What the store counts for each change kept and each live key beyond their key and value
+/// bytes: about what their bookkeeping takes in memory.
+pub(crate) const ENTRY_OVERHEAD: u64 = 64;
 
 impl History {
     pub(crate) fn push(&mut self, event: Event) {

@@ -138,7 +138,7 @@ impl KvStore {
         store.key_bytes = store
             .keys
             .iter()
-            .map(|(key, record)| (key.len() + record.value.len()) as u64)
+            .map(|(key, record)| crate::store::key_cost(key, record))
             .sum();
         if version >= 4 {
             for _ in 0..dec.count("alarm count")? {

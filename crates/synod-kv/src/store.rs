@@ -160,10 +160,10 @@ impl KvStore {
         }
     }
 
-    /// What the store holds, in bytes of keys and values: every current key once, and every
-    /// change kept in the history once (what etcd's database size counts, give or take the
-    /// current keys, which etcd keeps only as their latest change). The space quota is
-    /// checked against it.
+    /// What the store holds, in bytes: every current key once and every change kept in the
+    /// history once, each by its key and value and a fixed share for its bookkeeping (what
+    /// etcd's database size counts, give or take the current keys, which etcd keeps only as
+    /// their latest change). The space quota is checked against it.
     pub fn size_bytes(&self) -> u64 {
         self.key_bytes + self.history.bytes
     }
@@ -708,9 +708,9 @@ impl KvStore {
             kv: key_value(&request.key, &record),
             prev_kv: prev_kv.clone(),
         });
-        self.key_bytes += (request.key.len() + record.value.len()) as u64;
+        self.key_bytes += key_cost(&request.key, &record);
         if let Some(old) = self.keys.insert(request.key.clone(), record) {
-            self.key_bytes -= (request.key.len() + old.value.len()) as u64;
+            self.key_bytes -= key_cost(&request.key, &old);
         }
         PutResponse {
             prev_kv: prev_kv.filter(|_| request.prev_kv),
@@ -736,7 +736,7 @@ impl KvStore {
     /// Deletes one key at `revision`, recording the change; returns what it held.
     fn remove_key(&mut self, key: &Bytes, revision: i64) -> Option<KeyValue> {
         let record = self.keys.remove(key)?;
-        self.key_bytes -= (key.len() + record.value.len()) as u64;
+        self.key_bytes -= key_cost(key, &record);
         self.detach(record.lease, key);
         let prev = key_value(key, &record);
         self.history.push(Event {
@@ -916,6 +916,11 @@ pub(crate) fn key_value(key: &Bytes, record: &Record) -> KeyValue {
         version: record.version,
         lease: record.lease,
     }
+}
+
+/// What a live key costs the store: its key and value bytes and its bookkeeping.
+pub(crate) fn key_cost(key: &Bytes, record: &Record) -> u64 {
+    (key.len() + record.value.len()) as u64 + crate::history::ENTRY_OVERHEAD
 }
 
 /// Whether a request puts anything, in any branch of any transaction: what a NOSPACE alarm
@@ -1136,27 +1141,28 @@ mod tests {
     #[test]
     fn size_counts_live_keys_and_kept_history_and_compaction_frees_it() {
         let mut store = KvStore::with_limits(16, 0);
+        let o = crate::history::ENTRY_OVERHEAD;
         store.execute(&put("ab", "1234")).unwrap();
-        assert_eq!(
-            store.size_bytes(),
-            6 + 6,
-            "the key, and its change in the history"
-        );
+        assert_eq!(store.size_bytes(), 2 * (6 + o), "the key, and its change");
         store.execute(&put("ab", "12")).unwrap();
-        assert_eq!(store.size_bytes(), 4 + 6 + 4);
+        assert_eq!(store.size_bytes(), (4 + o) + (6 + o) + (4 + o));
         let deleted = store
             .execute(&Request::DeleteRange(DeleteRangeRequest {
                 range: KeyRange::key("ab"),
                 prev_kv: false,
             }))
             .unwrap();
-        assert_eq!(store.size_bytes(), 6 + 4 + 2, "a delete keeps only its key");
+        assert_eq!(
+            store.size_bytes(),
+            (6 + o) + (4 + o) + (2 + o),
+            "a delete keeps only its key"
+        );
         store
             .execute(&Request::Compact(CompactRequest {
                 revision: deleted.revision,
             }))
             .unwrap();
-        assert_eq!(store.size_bytes(), 2);
+        assert_eq!(store.size_bytes(), 2 + o);
         let restored = KvStore::restore(&store.snapshot()).unwrap();
         assert_eq!(restored.size_bytes(), store.size_bytes());
     }

@@ -104,6 +104,7 @@ struct Session {
 /// etcd's answers to a watch it could not create.
 const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
 const COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted";
+const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
 
 impl Session {
     async fn run(
@@ -189,6 +190,11 @@ impl Session {
         };
         if create.start_revision < 0 {
             return self.send(refuse(COMPACTED)).await;
+        }
+        // A range that ends at or before it starts ("\0" is "every key from here").
+        let from_key = create.range_end.as_ref() == [0];
+        if !create.range_end.is_empty() && !from_key && create.key >= create.range_end {
+            return self.send(refuse(EMPTY_RANGE)).await;
         }
         let id = if create.watch_id == 0 {
             // etcd's auto ids (`clientv3.AutoWatchID` is 0): the lowest unused from where the

@@ -191,6 +191,11 @@ async fn watch_ids_are_never_reused_on_a_stream() {
         refused.cancel_reason,
         "etcdserver: mvcc: required revision has been compacted"
     );
+    // So is a range that ends before it starts.
+    requests.send(create("z", "a", 0)).await.expect("send");
+    let empty = next(&mut responses).await;
+    assert!(empty.created && empty.canceled && empty.watch_id == -1);
+    assert_eq!(empty.cancel_reason, "mvcc: watcher range is empty");
     cluster.shutdown().await;
 }
 
