@@ -31,6 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&std::fs::read(&descriptors)?)?
         .preserve_proto_field_names()
+        .ignore_unknown_fields()
         .build(&[".etcdserverpb", ".mvccpb", ".v3lockpb", ".v3electionpb"])?;
     Ok(())
 }

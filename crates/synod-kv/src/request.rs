@@ -54,6 +54,22 @@ impl AlarmKind {
         }
     }
 
+    /// Appends its encoding (etcd's number, as a byte).
+    pub(crate) fn encode(self, enc: &mut Encoder) {
+        enc.u8(self.code() as u8);
+    }
+
+    /// Reads what [`AlarmKind::encode`] wrote.
+    pub(crate) fn decode(dec: &mut Decoder<'_>) -> Result<AlarmKind, DecodeError> {
+        let offset = dec.offset();
+        let code = dec.u8("alarm kind")?;
+        AlarmKind::from_code(i32::from(code)).ok_or(DecodeError::UnknownTag {
+            what: "alarm kind",
+            tag: u64::from(code),
+            offset,
+        })
+    }
+
     /// The kind with etcd's number `code`, if any.
     pub fn from_code(code: i32) -> Option<AlarmKind> {
         match code {
@@ -519,10 +535,8 @@ impl Request {
                 enc.u64(TAG_LEASE_EXPIRE).i64(e.id).u64(e.era);
             }
             Request::Alarm(a) => {
-                enc.u64(TAG_ALARM)
-                    .bool(a.activate)
-                    .u64(a.member)
-                    .u8(a.alarm.code() as u8);
+                enc.u64(TAG_ALARM).bool(a.activate).u64(a.member);
+                a.alarm.encode(enc);
             }
         }
     }
@@ -599,14 +613,7 @@ impl Request {
             _ => {
                 let activate = dec.bool("alarm action")?;
                 let member = dec.u64("alarm member")?;
-                let at = dec.offset();
-                let code = dec.u8("alarm kind")?;
-                let alarm =
-                    AlarmKind::from_code(i32::from(code)).ok_or(DecodeError::UnknownTag {
-                        what: "alarm kind",
-                        tag: u64::from(code),
-                        offset: at,
-                    })?;
+                let alarm = AlarmKind::decode(dec)?;
                 Request::Alarm(AlarmRequest {
                     activate,
                     member,

@@ -57,10 +57,7 @@ impl KvStore {
                 encode_kv(&mut enc, prev);
             }
         }
-        enc.u64(self.alarms.len() as u64);
-        for &(member, kind) in &self.alarms {
-            enc.u64(member).u8(kind.code() as u8);
-        }
+        encode_alarms(&mut enc, self.alarms.iter().copied());
         enc.finish()
     }
 
@@ -141,18 +138,7 @@ impl KvStore {
             .map(|(key, record)| crate::store::key_cost(key, record))
             .sum();
         if version >= 4 {
-            for _ in 0..dec.count("alarm count")? {
-                let member = dec.u64("alarm member")?;
-                let at = dec.offset();
-                let code = dec.u8("alarm kind")?;
-                let kind =
-                    AlarmKind::from_code(i32::from(code)).ok_or(DecodeError::UnknownTag {
-                        what: "alarm kind",
-                        tag: u64::from(code),
-                        offset: at,
-                    })?;
-                store.alarms.insert((member, kind));
-            }
+            store.alarms = decode_alarms(&mut dec)?.into_iter().collect();
         }
         dec.finish()?;
         Ok(store)
@@ -254,6 +240,20 @@ fn decode_result(dec: &mut Decoder<'_>) -> Result<Result<Applied, KvError>, Deco
     })
 }
 
+fn encode_alarms(enc: &mut Encoder, alarms: impl ExactSizeIterator<Item = (u64, AlarmKind)>) {
+    enc.u64(alarms.len() as u64);
+    for (member, kind) in alarms {
+        enc.u64(member);
+        kind.encode(enc);
+    }
+}
+
+fn decode_alarms(dec: &mut Decoder<'_>) -> Result<Vec<(u64, AlarmKind)>, DecodeError> {
+    (0..dec.count("alarm count")?)
+        .map(|_| Ok((dec.u64("alarm member")?, AlarmKind::decode(dec)?)))
+        .collect()
+}
+
 fn encode_kv(enc: &mut Encoder, kv: &KeyValue) {
     enc.bytes(&kv.key)
         .bytes(&kv.value)
@@ -307,10 +307,8 @@ fn encode_response(enc: &mut Encoder, response: &Response) {
             enc.u64(6);
         }
         Response::Alarm(alarms) => {
-            enc.u64(8).u64(alarms.len() as u64);
-            for &(member, kind) in alarms {
-                enc.u64(member).u8(kind.code() as u8);
-            }
+            enc.u64(8);
+            encode_alarms(enc, alarms.iter().copied());
         }
     }
 }
@@ -351,22 +349,7 @@ fn decode_response_at(dec: &mut Decoder<'_>, depth: usize) -> Result<Response, D
         }),
         6 => Response::LeaseRevoke,
         7 => Response::LeaseEpoch,
-        8 => {
-            let mut alarms = Vec::new();
-            for _ in 0..dec.count("alarm count")? {
-                let member = dec.u64("alarm member")?;
-                let at = dec.offset();
-                let code = dec.u8("alarm kind")?;
-                let kind =
-                    AlarmKind::from_code(i32::from(code)).ok_or(DecodeError::UnknownTag {
-                        what: "alarm kind",
-                        tag: u64::from(code),
-                        offset: at,
-                    })?;
-                alarms.push((member, kind));
-            }
-            Response::Alarm(alarms)
-        }
+        8 => Response::Alarm(decode_alarms(dec)?),
         _ => {
             if depth >= TXN_DEPTH_MAX {
                 return Err(DecodeError::UnknownTag {

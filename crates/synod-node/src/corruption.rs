@@ -35,7 +35,8 @@ pub async fn run(api: Arc<Api>, every: Duration) {
 }
 
 /// One round: compares this member's hash with every other member's at this revision, and
-/// raises an alarm for each that differs. Returns the members found to differ.
+/// raises an alarm for each that differs (each alarm once while its raise is under way).
+/// Returns the members found to differ.
 pub async fn check(api: &Api) -> Vec<NodeId> {
     // A copy under the lock; the hashing on another thread, so applying goes on meanwhile.
     let copy = api.node.shared.kv().clone();

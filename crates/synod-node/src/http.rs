@@ -1,7 +1,8 @@
 //! `/metrics` (Prometheus' text format), `/health` and `/version` over plain HTTP/1.1, on the
-//! metrics port and, as etcd serves them, on the client port next to gRPC: a connection that
-//! opens with HTTP/2's preface goes to gRPC, any other to these. Deliberately tiny: one
-//! request per connection, GET only, requests over 8 KiB refused.
+//! metrics port and, as etcd serves them, on the client port next to gRPC (a connection that
+//! opens with HTTP/2's preface goes to gRPC, any other here), where etcd's JSON gateway
+//! (`POST /v3/...`, see `api::gateway`) is served too. Deliberately small: one request per
+//! connection, a head of at most 8 KiB, a body only with a Content-Length.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,17 +34,7 @@ pub async fn split_client_port(
     transport: MetricsRenderer,
 ) {
     let mut stop = api.stop.clone();
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => return,
-        };
+    while let Some(stream) = accept(&listener, &mut stop).await {
         // Nagle's algorithm against delayed acks costs small answers 40 ms.
         let _ = stream.set_nodelay(true);
         let (grpc, api, transport) = (grpc.clone(), api.clone(), transport.clone());
@@ -80,20 +71,27 @@ async fn opens_with_http2(stream: &TcpStream) -> std::io::Result<bool> {
     }
 }
 
+/// The next connection, or `None` once the server stops. A failed accept (out of file
+/// descriptors, say) is tried again a little later rather than ending the port.
+async fn accept(
+    listener: &TcpListener,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Option<TcpStream> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => return Some(stream),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            },
+            _ = stop.changed() => return None,
+        }
+    }
+}
+
 /// Serves until the server stops.
 pub async fn serve(listener: TcpListener, api: Arc<Api>, transport: MetricsRenderer) {
     let mut stop = api.stop.clone();
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => return,
-        };
+    while let Some(stream) = accept(&listener, &mut stop).await {
         let api = api.clone();
         let transport = transport.clone();
         tokio::spawn(async move {
@@ -218,22 +216,41 @@ async fn gateway_call(
     mut body: Vec<u8>,
 ) -> std::io::Result<()> {
     let head = String::from_utf8_lossy(head);
+    let refuse = |status: &'static str, message: &str| {
+        let json = serde_json::json!({ "error": message, "code": 3, "message": message });
+        (status, json.to_string())
+    };
+    if header(&head, "transfer-encoding").is_some() {
+        let (status, json) = refuse(
+            "501 Not Implemented",
+            "chunked request bodies are not taken: send the body with a Content-Length",
+        );
+        return respond(&mut stream, status, "application/json", &json).await;
+    }
     // Base64 makes a value a third larger than etcd's request limit counts it.
-    let limit = api.config.max_request_bytes * 2 + (64 << 10);
+    let limit = api
+        .config
+        .max_request_bytes
+        .saturating_mul(2)
+        .saturating_add(64 << 10);
     let length = match header(&head, "content-length").map(str::parse::<usize>) {
         None => 0,
         Some(Ok(n)) if n <= limit => n,
-        Some(_) => {
-            let body = "{\"error\":\"request body too large or its length unreadable\",\"code\":3}";
-            return respond(
-                &mut stream,
-                "413 Payload Too Large",
-                "application/json",
-                body,
-            )
-            .await;
+        Some(Ok(_)) => {
+            let (status, json) = refuse("413 Payload Too Large", "the request is too large");
+            return respond(&mut stream, status, "application/json", &json).await;
+        }
+        Some(Err(_)) => {
+            let (status, json) = refuse("400 Bad Request", "the Content-Length is not a number");
+            return respond(&mut stream, status, "application/json", &json).await;
         }
     };
+    if body.len() < length
+        && header(&head, "expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+    {
+        // curl asks before sending a large body, and waits a second for this otherwise.
+        stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+    }
     let read_body = async {
         let mut buf = vec![0u8; 64 << 10];
         while body.len() < length {
@@ -251,18 +268,29 @@ async fn gateway_call(
         Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
     }
     body.truncate(length);
-    match gateway::call(api, path, &body).await {
+    // A client that goes away ends the call: a lock or campaign it waited in is withdrawn,
+    // a watch it followed stops.
+    let answer = tokio::select! {
+        answer = gateway::call(api, path, &body) => answer,
+        () = gone(&stream) => return Ok(()),
+    };
+    match answer {
         gateway::Answer::Whole(code, json) => {
             let status = match code {
                 200 => "200 OK".to_string(),
-                other => format!("{other} {}", reason(other)),
+                other => format!("{other} {}", gateway::reason_phrase(other)),
             };
             respond(&mut stream, &status, "application/json", &json).await
         }
         gateway::Answer::Lines(mut lines) => {
             let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
             stream.write_all(head.as_bytes()).await?;
-            while let Some(mut line) = lines.recv().await {
+            loop {
+                let line = tokio::select! {
+                    line = lines.recv() => line,
+                    () = gone(&stream) => return Ok(()),
+                };
+                let Some(mut line) = line else { break };
                 line.push('\n');
                 let chunk = format!("{:x}\r\n{line}\r\n", line.len());
                 stream.write_all(chunk.as_bytes()).await?;
@@ -273,20 +301,20 @@ async fn gateway_call(
     }
 }
 
-/// The reason phrase of the HTTP statuses the gateway answers with.
-fn reason(code: u16) -> &'static str {
-    match code {
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        409 => "Conflict",
-        429 => "Too Many Requests",
-        499 => "Client Closed Request",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Internal Server Error",
+/// Resolves once the client has closed its side of the connection (or it failed). Bytes it
+/// sends after its request are read and dropped.
+async fn gone(stream: &TcpStream) {
+    let mut buf = [0u8; 512];
+    loop {
+        if stream.readable().await.is_err() {
+            return;
+        }
+        match stream.try_read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
     }
 }
 

@@ -1058,6 +1058,11 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         self.leases.follow(keeping);
         let expired = {
             let kv = self.store.read();
+            if kv.corrupt() {
+                // A cluster found corrupt changes nothing, expiries included, until an
+                // operator clears the alarm; proposing them would only fill the log.
+                return;
+            }
             self.leases.sweep(kv.leases(), self.now, ttl_us, 1_000_000)
         };
         let bugs = self.options.lease_bugs;

@@ -187,5 +187,100 @@ async fn the_json_gateway_serves_etcd_calls_over_http() {
     assert!(status.starts_with("HTTP/1.1 400"), "{status}");
     assert!(body.contains("key is not provided"), "{body}");
     let (status, _) = post(&at, "/v3/nothing/here", "{}");
-    assert!(status.starts_with("HTTP/1.1 501"), "{status}");
+    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
+    // Unknown fields are ignored, as etcd's gateway ignores them.
+    let (status, body) = post(
+        &at,
+        "/v3/kv/range",
+        &format!("{{\"key\": \"{}\", \"newer_field\": 1}}", b64("foo")),
+    );
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    gateway_http_corners(&at);
+    gateway_lock_waiter_that_hangs_up_is_withdrawn(&at);
+}
+
+/// Request framing as curl and other HTTP clients send it.
+fn gateway_http_corners(at: &str) {
+    use std::io::{Read, Write};
+    // A chunked body is refused with a clear error, not taken as an empty request.
+    let mut stream = std::net::TcpStream::connect(at).expect("connect");
+    write!(
+        stream,
+        "POST /v3/lease/grant HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n9\r\n{{\"TTL\":5}}\r\n0\r\n\r\n"
+    )
+    .expect("send");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 501"), "{answer}");
+    assert!(answer.contains("Content-Length"), "{answer}");
+
+    // curl's Expect: 100-continue is answered before the body is sent.
+    let json = format!(
+        "{{\"key\": \"{}\", \"value\": \"{}\"}}",
+        b64("big"),
+        b64("v")
+    );
+    let mut stream = std::net::TcpStream::connect(at).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "POST /v3/kv/put HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        json.len()
+    )
+    .expect("send the head");
+    let mut first = [0u8; 25];
+    stream.read_exact(&mut first).expect("an interim answer");
+    assert_eq!(&first, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(json.as_bytes()).expect("send the body");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+}
+
+/// A client waiting for a lock through the gateway that hangs up leaves no key in line.
+fn gateway_lock_waiter_that_hangs_up_is_withdrawn(at: &str) {
+    use std::io::{Read, Write};
+    let lock = format!("{{\"name\": \"{}\"}}", b64("gw-lock"));
+    let (status, held) = post(at, "/v3/lock/lock", &lock);
+    assert_eq!(status, "HTTP/1.1 200 OK", "{held}");
+    let key = held
+        .split("\"key\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the lock's key")
+        .to_string();
+
+    // A second caller waits, then hangs up.
+    let mut waiter = std::net::TcpStream::connect(at).expect("connect");
+    write!(
+        waiter,
+        "POST /v3/lock/lock HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{lock}",
+        lock.len()
+    )
+    .expect("send");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    drop(waiter);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    let (status, body) = post(at, "/v3/lock/unlock", &format!("{{\"key\": \"{key}\"}}"));
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    // The next caller gets the lock at once: the one that hung up holds no place before it
+    // (its 60-second lease would otherwise keep it waiting).
+    let mut next = std::net::TcpStream::connect(at).expect("connect");
+    next.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        next,
+        "POST /v3/lock/lock HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{lock}",
+        lock.len()
+    )
+    .expect("send");
+    let mut answer = String::new();
+    let _ = next.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200 OK"),
+        "the next caller waited: {answer}"
+    );
 }

@@ -18,6 +18,9 @@ use crate::backup;
 /// Bytes of a snapshot in one streamed response (etcd sends 32 KiB).
 const SNAPSHOT_CHUNK: usize = 32 << 10;
 
+/// A snapshot stream whose client takes none of it for this long is ended.
+const SNAPSHOT_STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The version reported by Status: the etcd API version Synod speaks, then Synod's own.
 pub const VERSION: &str = concat!("3.5.0-synod.", env!("CARGO_PKG_VERSION"));
 
@@ -255,12 +258,13 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         // This member's state machine as it is now, in Synod's backup format (see
         // `backup`): what `etcdctl snapshot save` stores and `synod snapshot restore` reads.
         // One at a time: each holds a whole encoding of the store until it is sent.
-        let permit = self
-            .0
-            .clone()
-            .snapshots_permit()
-            .await
-            .ok_or_else(errors::stopped)?;
+        let permit = tokio::time::timeout(
+            self.0.config.request_timeout,
+            self.0.clone().snapshots_permit(),
+        )
+        .await
+        .map_err(|_| Status::unavailable("synod: another snapshot is being sent; try again"))?
+        .ok_or_else(errors::stopped)?;
         let copy = self.0.node.shared.kv().clone();
         let (revision, bytes) =
             tokio::task::spawn_blocking(move || (copy.revision(), backup::encode(&copy)))
@@ -279,7 +283,9 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
                     blob: bytes::Bytes::copy_from_slice(blob),
                     version: VERSION.into(),
                 };
-                if out.send(Ok(response)).await.is_err() {
+                // A client that stops reading gives the turn up after a while.
+                let sent = tokio::time::timeout(SNAPSHOT_STALL, out.send(Ok(response))).await;
+                if !matches!(sent, Ok(Ok(()))) {
                     return;
                 }
             }

@@ -4,7 +4,9 @@
 //! runs the same service code as the gRPC call of the same name. Streaming calls (watch,
 //! election observe, snapshot, lease keep-alive) answer with one JSON object per line,
 //! `{"result": ...}`, as etcd's gateway does; an error is `{"error": ..., "code": ...,
-//! "message": ...}` with the HTTP status of its gRPC code.
+//! "message": ...}` with the HTTP status of its gRPC code (in a stream, etcd's
+//! `{"error": {"grpc_code", "http_code", "message", "http_status"}}`). Unknown fields in a
+//! request are ignored, as etcd's gateway ignores them.
 
 use std::sync::Arc;
 
@@ -118,7 +120,11 @@ pub async fn call(api: &Arc<Api>, path: &str, body: &[u8]) -> Answer {
             }
             Err(answer) => answer,
         },
-        _ => error(&Status::unimplemented(format!("no gateway call at {path}"))),
+        _ => Answer::Whole(
+            404,
+            serde_json::json!({ "error": "Not Found", "code": 5, "message": "Not Found" })
+                .to_string(),
+        ),
     }
 }
 
@@ -148,7 +154,13 @@ fn line<T: Serialize>(item: Result<T, Status>) -> String {
         Ok(message) => {
             serde_json::to_value(message).map(|result| serde_json::json!({ "result": result }))
         }
-        Err(status) => Ok(serde_json::json!({ "error": error_body(&status) })),
+        // etcd's gateway gives a stream's error in these words.
+        Err(status) => Ok(serde_json::json!({ "error": {
+            "grpc_code": status.code() as i32,
+            "http_code": http_status(status.code()),
+            "message": status.message(),
+            "http_status": reason_phrase(http_status(status.code())),
+        }})),
     };
     json.map(|j| j.to_string()).unwrap_or_default()
 }
@@ -180,11 +192,29 @@ fn error(status: &Status) -> Answer {
     Answer::Whole(http_status(status.code()), error_body(status).to_string())
 }
 
-/// The HTTP status grpc-gateway gives a gRPC code.
+/// The reason phrase of an HTTP status the gateway gives.
+pub fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        429 => "Too Many Requests",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Internal Server Error",
+    }
+}
+
+/// The HTTP status grpc-gateway (v1, as etcd 3.5's) gives a gRPC code.
 fn http_status(code: Code) -> u16 {
     match code {
         Code::Ok => 200,
-        Code::Cancelled => 499,
+        Code::Cancelled => 408,
         Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => 400,
         Code::DeadlineExceeded => 504,
         Code::NotFound => 404,

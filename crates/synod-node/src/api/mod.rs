@@ -55,8 +55,8 @@ pub struct Api {
     /// `true` while this member has had no leader for a while: streams that asked for one
     /// end (see `leadership`).
     leaderless: signal::Sender<bool>,
-    /// An alarm is being proposed (see `Api::raise_alarm_for`).
-    raising: Arc<std::sync::atomic::AtomicBool>,
+    /// Alarms being proposed (see `Api::raise_alarm_for`).
+    raising: Arc<Mutex<std::collections::HashSet<(u64, synod_kv::AlarmKind)>>>,
     /// One snapshot streamed at a time: each holds a copy of the store's encoding.
     snapshots: Arc<tokio::sync::Semaphore>,
     channels: Mutex<HashMap<NodeId, Channel>>,
@@ -142,12 +142,14 @@ impl Api {
         self.raise_alarm_for(self.node.shared.id.0, alarm);
     }
 
-    /// As [`Api::raise_alarm`], for `member`. One raise at a time: refusals that come while
-    /// one is under way do not each propose it again.
+    /// As [`Api::raise_alarm`], for `member`. One raise of each alarm at a time: refusals
+    /// that come while it is under way do not each propose it again.
     pub fn raise_alarm_for(&self, member: u64, alarm: synod_kv::AlarmKind) {
-        if self.raising.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        let mut raising = self.raising.lock().unwrap_or_else(|p| p.into_inner());
+        if !raising.insert((member, alarm)) {
             return;
         }
+        drop(raising);
         let raise = synod_kv::Request::Alarm(synod_kv::AlarmRequest {
             activate: true,
             member,
@@ -164,7 +166,10 @@ impl Api {
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            raising.store(false, std::sync::atomic::Ordering::Release);
+            raising
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&(member, alarm));
         });
     }
 

@@ -239,18 +239,19 @@ async fn take_turn(
     let at = wait_for_turn(api, &prefix, &key, mine, revision).await?;
     // This member may lag: the key may be gone already (its lease ran out) where the leader
     // is. Confirm it is still ours as of a linearizable read, as etcd's recipe does.
-    let span = synod_core::KeySpan {
-        key: key.clone(),
-        range_end: Bytes::new(),
-    };
-    match super::attempt(
-        api.node
-            .read_barrier(synod_core::ReadConsistency::Linearizable, Some(span))
-            .await,
-    )? {
-        Attempt::Done(()) => {}
-        Attempt::NotLeader => return Err(super::errors::no_leader()),
-    }
+    // (Waits for a leader, and tries again across a change of leader, until the request
+    // timeout. Under dns a secondary's read barrier is its own copy: no confirmation there.)
+    api.anywhere(Request::new(()), |_| async {
+        let span = synod_core::KeySpan {
+            key: key.clone(),
+            range_end: Bytes::new(),
+        };
+        let barrier = api
+            .node
+            .read_barrier(synod_core::ReadConsistency::Linearizable, Some(span));
+        super::attempt(barrier.await)
+    })
+    .await?;
     let still_mine = api
         .node
         .shared
