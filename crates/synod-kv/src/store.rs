@@ -184,6 +184,11 @@ impl KvStore {
         self.history_revisions = revisions.max(0);
     }
 
+    /// The window of history kept (0: until compacted); see [`KvStore::set_history_revisions`].
+    pub fn history_revisions(&self) -> i64 {
+        self.history_revisions
+    }
+
     /// The alarms raised, by member.
     pub fn alarms(&self) -> impl Iterator<Item = (u64, AlarmKind)> + '_ {
         self.alarms.iter().copied()

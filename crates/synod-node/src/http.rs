@@ -363,5 +363,19 @@ async fn respond(
     );
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+    stream.shutdown().await?;
+    // Closing with request bytes unread would reset the connection, and the client might
+    // see the reset rather than the answer: read (a little, briefly) until it closes too.
+    let mut rest = [0u8; 4096];
+    let drain = async {
+        let mut left: usize = 64 << 10;
+        while left > 0 {
+            match stream.read(&mut rest).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    Ok(())
 }

@@ -856,7 +856,9 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
 
     fn restore(&mut self, snapshot: Snapshot, out: &mut Vec<Output<E::Message, W>>) {
         match KvStore::restore(&snapshot.data) {
-            Ok(kv) if kv.applied_index() == snapshot.meta.index => {
+            Ok(mut kv) if kv.applied_index() == snapshot.meta.index => {
+                // This member's own history window, whatever the sender's was.
+                kv.set_history_revisions(self.store.read().history_revisions());
                 // Writes waiting here whose entries came inside the snapshot: a tracked
                 // client's session says how each went (the server's own ids are untracked:
                 // those wait for the client's timeout, as in etcd).

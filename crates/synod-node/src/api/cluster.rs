@@ -209,7 +209,8 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         // snapshot it. Like etcd's, for tests: it differs between members that applied the
         // same entries but keep different client sessions.
         // A copy (keys and values shared, so only the maps' nodes), taken under the lock;
-        // the long work on another thread, so applying goes on meanwhile.
+        // the long work on another thread, so applying goes on meanwhile. One at a time.
+        let _permit = self.0.hash_permit().await?;
         let copy = self.0.node.shared.kv().clone();
         let (revision, hash) = tokio::task::spawn_blocking(move || {
             (copy.revision(), crc32c::crc32c(&copy.snapshot()))
@@ -235,6 +236,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             applied.wait_for(|&r| r >= revision),
         )
         .await;
+        let _permit = self.0.hash_permit().await?;
         let copy = self.0.node.shared.kv().clone();
         let (current, hashed) =
             tokio::task::spawn_blocking(move || (copy.revision(), copy.hash_kv(revision)))

@@ -59,6 +59,8 @@ pub struct Api {
     raising: Arc<Mutex<std::collections::HashSet<(u64, synod_kv::AlarmKind)>>>,
     /// One snapshot streamed at a time: each holds a copy of the store's encoding.
     snapshots: Arc<tokio::sync::Semaphore>,
+    /// One hash of the whole store at a time (`Hash`, `HashKV`): each copies the store.
+    hashes: Arc<tokio::sync::Semaphore>,
     channels: Mutex<HashMap<NodeId, Channel>>,
 }
 
@@ -86,6 +88,7 @@ impl Api {
             leaderless: signal::Sender::new(false),
             raising: Arc::default(),
             snapshots: Arc::new(tokio::sync::Semaphore::new(1)),
+            hashes: Arc::new(tokio::sync::Semaphore::new(1)),
             channels: Mutex::new(HashMap::new()),
         }
     }
@@ -178,6 +181,22 @@ impl Api {
         self: Arc<Self>,
     ) -> Option<tokio::sync::OwnedSemaphorePermit> {
         self.snapshots.clone().acquire_owned().await.ok()
+    }
+
+    /// Waits (up to the request timeout) for the turn to hash the whole store.
+    pub(crate) async fn hash_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        match tokio::time::timeout(
+            self.config.request_timeout,
+            self.hashes.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(errors::stopped()),
+            Err(_) => Err(Status::unavailable(
+                "synod: another hash of the store is under way; try again",
+            )),
+        }
     }
 
     /// A gRPC channel to `node`'s client port, made once and reused.
