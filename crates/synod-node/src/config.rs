@@ -24,6 +24,8 @@ pub struct ServerConfig {
     pub peer_listen: Option<String>,
     /// Every member and its peer address, this node included.
     pub initial_cluster: BTreeMap<NodeId, String>,
+    /// Every member's name, as `member list` shows it (`n<id>` unless named otherwise).
+    pub member_names: BTreeMap<NodeId, String>,
     /// Mixed into the cluster id, so two clusters on one network cannot join by mistake.
     pub cluster_token: String,
     /// Where the log and snapshots live.
@@ -153,6 +155,10 @@ impl ServerConfig {
             client_listen,
             advertise_client_url: None,
             peer_listen: None,
+            member_names: initial_cluster
+                .keys()
+                .map(|id| (*id, format!("n{}", id.0)))
+                .collect(),
             initial_cluster,
             cluster_token: "synod".into(),
             data_dir,
@@ -306,16 +312,77 @@ impl ServerConfig {
 }
 
 /// Parses `1=127.0.0.1:2380,2=127.0.0.1:2381`; an `http://` in front of an address is allowed.
+/// etcd's form, `infra0=http://10.0.1.10:2380,...` as `etcdctl member add` prints it, works too
+/// (see [`parse_named_cluster`]).
 pub fn parse_cluster(text: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
-    let mut members = BTreeMap::new();
+    Ok(parse_named_cluster(text)?.members)
+}
+
+/// A cluster list read: every member's id and peer address, and its name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterList {
+    /// Every member and its peer address.
+    pub members: BTreeMap<NodeId, String>,
+    /// Every member's name: as given in etcd's form, else `n<id>`.
+    pub names: BTreeMap<NodeId, String>,
+}
+
+impl ClusterList {
+    /// The id of the member called `name`.
+    pub fn id_of(&self, name: &str) -> Option<NodeId> {
+        self.names
+            .iter()
+            .find_map(|(&id, n)| (n == name).then_some(id))
+    }
+}
+
+/// Parses a cluster list whose entries are `ID=ADDRESS` (ids from 1, as Synod writes them),
+/// `n<ID>=ADDRESS`, or etcd's `NAME=http://HOST:PORT`. With etcd's names (every entry must
+/// have one), members get the ids 1, 2, 3... in the order listed, which every member reads
+/// alike since they are all given the same list.
+pub fn parse_named_cluster(text: &str) -> Result<ClusterList, ConfigError> {
+    let mut entries = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, address) = part
+        let (key, address) = part
             .split_once('=')
             .ok_or_else(|| ConfigError::Cluster(format!("'{part}' is not ID=HOST:PORT")))?;
-        let id: u64 = id
-            .trim()
-            .parse()
-            .map_err(|_| ConfigError::Cluster(format!("'{id}' is not a node id (a number)")))?;
+        let address = address.trim();
+        if address.starts_with("https://") {
+            return Err(ConfigError::Cluster(format!(
+                "'{address}': TLS between members is not built yet; give http:// or HOST:PORT"
+            )));
+        }
+        let address = address
+            .strip_prefix("http://")
+            .unwrap_or(address)
+            .trim_end_matches('/');
+        if !address.contains(':') {
+            return Err(ConfigError::Cluster(format!(
+                "'{address}' has no port; write HOST:PORT"
+            )));
+        }
+        entries.push((key.trim().to_string(), address.to_string()));
+    }
+    if entries.is_empty() {
+        return Err(ConfigError::Cluster("no members given".into()));
+    }
+    // Ids as given (`1` or `n1`) when every entry gives one; else etcd's names, numbered.
+    let given: Option<Vec<u64>> = entries
+        .iter()
+        .map(|(key, _)| key.strip_prefix('n').unwrap_or(key).parse::<u64>().ok())
+        .collect();
+    let named = given.is_none();
+    if named && entries.iter().any(|(key, _)| key.parse::<u64>().is_ok()) {
+        return Err(ConfigError::Cluster(
+            "give every member a node id (1=HOST:PORT) or every one a name (infra0=http://HOST:PORT), not some of each".into(),
+        ));
+    }
+    let ids = given.unwrap_or_else(|| (1..=entries.len() as u64).collect());
+    let mut list = ClusterList {
+        members: BTreeMap::new(),
+        names: BTreeMap::new(),
+    };
+    for ((key, address), id) in entries.into_iter().zip(ids) {
         if id == 0 {
             return Err(ConfigError::Cluster("node id 0 is reserved".into()));
         }
@@ -326,24 +393,16 @@ pub fn parse_cluster(text: &str) -> Result<BTreeMap<NodeId, String>, ConfigError
                 u32::MAX
             )));
         }
-        let address = address.trim();
-        let address = address
-            .strip_prefix("http://")
-            .unwrap_or(address)
-            .trim_end_matches('/');
-        if !address.contains(':') {
-            return Err(ConfigError::Cluster(format!(
-                "'{address}' has no port; write HOST:PORT"
-            )));
+        let name = if named { key } else { format!("n{id}") };
+        if list.id_of(&name).is_some() {
+            return Err(ConfigError::Cluster(format!("{name} is listed twice")));
         }
-        if members.insert(NodeId(id), address.to_string()).is_some() {
+        if list.members.insert(NodeId(id), address).is_some() {
             return Err(ConfigError::Cluster(format!("node {id} is listed twice")));
         }
+        list.names.insert(NodeId(id), name);
     }
-    if members.is_empty() {
-        return Err(ConfigError::Cluster("no members given".into()));
-    }
-    Ok(members)
+    Ok(list)
 }
 
 /// FNV-1a, 64 bits: stable across builds and platforms, unlike std's hasher.
@@ -362,8 +421,10 @@ mod tests {
         let members = parse_cluster("1=127.0.0.1:2380, 2=http://127.0.0.1:2381/").unwrap();
         assert_eq!(members[&NodeId(2)], "127.0.0.1:2381");
         assert!(parse_cluster("").is_err());
-        let error = parse_cluster("a=1.2.3.4:5").unwrap_err().to_string();
-        assert!(error.contains("not a node id"), "{error}");
+        let error = parse_cluster("a=1.2.3.4:5,2=1.2.3.4:6")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not some of each"), "{error}");
         let error = parse_cluster("4294967296=127.0.0.1:1")
             .unwrap_err()
             .to_string();
@@ -372,6 +433,23 @@ mod tests {
         assert!(error.contains("no port"), "{error}");
         let error = parse_cluster("1=h:1,1=h:2").unwrap_err().to_string();
         assert!(error.contains("twice"), "{error}");
+        let error = parse_cluster("1=https://h:1").unwrap_err().to_string();
+        assert!(error.contains("TLS"), "{error}");
+    }
+
+    #[test]
+    fn etcds_named_cluster_lists_number_members_in_order() {
+        // As `etcdctl member add` prints it for etcd's runbooks.
+        let list = parse_named_cluster(
+            "infra0=http://10.0.1.10:2380,infra1=http://10.0.1.11:2380,infra2=http://10.0.1.12:2380",
+        )
+        .unwrap();
+        assert_eq!(list.members[&NodeId(2)], "10.0.1.11:2380");
+        assert_eq!(list.names[&NodeId(3)], "infra2");
+        assert_eq!(list.id_of("infra0"), Some(NodeId(1)));
+        let synod = parse_named_cluster("n2=h:2,n5=h:5").unwrap();
+        assert_eq!(synod.id_of("n5"), Some(NodeId(5)));
+        assert!(parse_named_cluster("a=h:1,a=h:2").is_err());
     }
 
     #[test]

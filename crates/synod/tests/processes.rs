@@ -847,7 +847,7 @@ async fn a_member_started_with_other_replicated_settings_is_refused_by_its_peers
 
 #[test]
 fn wrong_flags_get_a_clear_error_and_exit_code_2() {
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
         (
             &[
                 "server",
@@ -891,7 +891,29 @@ fn wrong_flags_get_a_clear_error_and_exit_code_2() {
         ),
         (
             &["server", "--id", "1", "--initial-cluster", "one=x"],
-            "is not a node id",
+            "has no port",
+        ),
+        (
+            &[
+                "server",
+                "--id",
+                "1",
+                "--initial-cluster",
+                "1=h:1,two=http://h:2",
+            ],
+            "not some of each",
+        ),
+        (
+            &[
+                "server",
+                "--id",
+                "1",
+                "--initial-cluster",
+                "1=h:1",
+                "--initial-cluster-state",
+                "existing",
+            ],
+            "membership changes",
         ),
     ];
     for (args, expected) in cases {

@@ -43,7 +43,11 @@ impl Api {
                 let (name, client_url) = if id == me {
                     (self.config.name.clone(), Some(self.config.client_url()))
                 } else {
-                    (format!("n{}", id.0), self.directory.client_url(id))
+                    let name = self.config.member_names.get(&id).cloned();
+                    (
+                        name.unwrap_or_else(|| format!("n{}", id.0)),
+                        self.directory.client_url(id),
+                    )
                 };
                 pb::Member {
                     id: id.0,

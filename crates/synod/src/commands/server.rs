@@ -10,7 +10,7 @@ use clap::Args;
 use serde::Deserialize;
 use synod_core::NodeId;
 use synod_node::compactor::AutoCompaction;
-use synod_node::config::{parse_cluster, ServerConfig};
+use synod_node::config::{parse_named_cluster, ServerConfig};
 use tokio::io::AsyncReadExt;
 
 /// Flags of `synod server`. Every setting can also come from `--config FILE` (TOML, the same
@@ -26,9 +26,15 @@ pub struct ServerArgs {
     /// A human-readable name (default: n<id>); `n<id>` also works in place of --id.
     #[arg(long)]
     pub name: Option<String>,
-    /// Every member's peer address: `1=127.0.0.1:2380,2=127.0.0.1:2390,...`.
+    /// Every member's peer address: `1=127.0.0.1:2380,2=127.0.0.1:2390,...`, or etcd's
+    /// `infra0=http://10.0.1.10:2380,...` (members numbered in the order listed; --name picks
+    /// this one).
     #[arg(long, value_name = "LIST")]
     pub initial_cluster: Option<String>,
+    /// etcd's flag: `new` (the default) starts a new cluster. `existing`, joining a running
+    /// cluster as a new member, needs membership changes, which Synod does not have yet.
+    #[arg(long, value_name = "STATE")]
+    pub initial_cluster_state: Option<String>,
     /// Mixed into the cluster id, so two clusters with the same members refuse each other.
     #[arg(long)]
     pub cluster_token: Option<String>,
@@ -141,6 +147,8 @@ struct FileConfig {
     name: Option<String>,
     #[serde(alias = "initial_cluster")]
     initial_cluster: Option<String>,
+    #[serde(alias = "initial_cluster_state")]
+    initial_cluster_state: Option<String>,
     #[serde(alias = "cluster_token")]
     cluster_token: Option<String>,
     #[serde(alias = "listen_client")]
@@ -206,18 +214,28 @@ pub fn resolve(args: &ServerArgs) -> anyhow::Result<(ServerConfig, Option<usize>
     }
     let protocol = pick!(protocol).unwrap_or_else(|| "raft".into());
     let name = pick!(name);
-    let id = match (pick!(id), &name) {
-        (Some(id), _) => id,
-        (None, Some(name)) => name
-            .strip_prefix('n')
-            .and_then(|n| n.parse().ok())
-            .with_context(|| format!("--name {name} does not say the id; give --id too"))?,
-        (None, None) => bail!("give this member's --id (or a --name like n1)"),
-    };
+    match pick!(initial_cluster_state).as_deref() {
+        None | Some("new") => {}
+        Some("existing") => bail!(
+            "--initial-cluster-state existing: joining a running cluster as a new member needs membership changes (etcdctl member add), which Synod does not have yet; start every member of a new cluster with --initial-cluster-state new"
+        ),
+        Some(other) => bail!("--initial-cluster-state {other}: new or existing"),
+    }
+    if pick!(id).is_none() && name.is_none() {
+        bail!("give this member's --id (or its --name in --initial-cluster)");
+    }
     let cluster_text = pick!(initial_cluster).context(
         "give --initial-cluster, e.g. 1=127.0.0.1:2380,2=127.0.0.1:2390,3=127.0.0.1:2400",
     )?;
-    let cluster: BTreeMap<NodeId, String> = parse_cluster(&cluster_text)?;
+    let list = parse_named_cluster(&cluster_text)?;
+    let id = match (pick!(id), &name) {
+        (Some(id), _) => id,
+        (None, Some(name)) => list.id_of(name).map(|id| id.0).with_context(|| {
+            format!("--name {name} is not in --initial-cluster; give --id, or a name listed there")
+        })?,
+        (None, None) => bail!("give this member's --id (or its --name in --initial-cluster)"),
+    };
+    let cluster: BTreeMap<NodeId, String> = list.members.clone();
     let client = pick!(listen_client).unwrap_or_else(|| "127.0.0.1:2379".into());
     let data_dir = pick!(data_dir).unwrap_or_else(|| PathBuf::from(format!("synod-data/n{id}")));
     let mut config = ServerConfig::new(NodeId(id), cluster, client, data_dir);
@@ -232,9 +250,15 @@ pub fn resolve(args: &ServerArgs) -> anyhow::Result<(ServerConfig, Option<usize>
             .parse()
             .map_err(|e| anyhow::anyhow!("--read-level: {e}"))?;
     }
-    if let Some(name) = name {
-        config.name = name;
-    }
+    config.name = match name {
+        Some(name) => name,
+        None => list
+            .names
+            .get(&NodeId(id))
+            .cloned()
+            .unwrap_or_else(|| format!("n{id}")),
+    };
+    config.member_names = list.names;
     if let Some(token) = pick!(cluster_token) {
         config.cluster_token = token;
     }
@@ -501,6 +525,37 @@ mod tests {
             ..Default::default()
         };
         let error = resolve(&stranger).expect_err("not a member").to_string();
+        assert!(error.contains("not in --initial-cluster"), "{error}");
+    }
+
+    #[test]
+    fn etcds_cluster_flags_work_as_its_runbooks_write_them() {
+        let args = ServerArgs {
+            name: Some("infra1".into()),
+            initial_cluster: Some(
+                "infra0=http://127.0.0.1:2380,infra1=http://127.0.0.1:2390,infra2=http://127.0.0.1:2400".into(),
+            ),
+            initial_cluster_state: Some("new".into()),
+            ..Default::default()
+        };
+        let (config, _) = resolve(&args).expect("etcd's form");
+        assert_eq!(config.id, NodeId(2));
+        assert_eq!(config.name, "infra1");
+        assert_eq!(config.member_names[&NodeId(3)], "infra2");
+        assert_eq!(config.peer_listen(), "127.0.0.1:2390");
+
+        let joining = ServerArgs {
+            initial_cluster_state: Some("existing".into()),
+            ..args
+        };
+        let error = format!("{:#}", resolve(&joining).expect_err("existing"));
+        assert!(error.contains("membership changes"), "{error}");
+        let stranger = ServerArgs {
+            name: Some("infra9".into()),
+            initial_cluster: Some("infra0=http://127.0.0.1:2380".into()),
+            ..Default::default()
+        };
+        let error = format!("{:#}", resolve(&stranger).expect_err("not listed"));
         assert!(error.contains("not in --initial-cluster"), "{error}");
     }
 
