@@ -184,6 +184,12 @@ impl KvStore {
         self.history_revisions = revisions.max(0);
     }
 
+    /// Whether any key of `range` now was created before `revision`, found without copying
+    /// any (what a lock's waiter asks after every change).
+    pub fn any_created_before(&self, range: &KeyRange, revision: i64) -> bool {
+        self.scan(range).any(|(_, r)| r.create_revision < revision)
+    }
+
     /// The window of history kept (0: until compacted); see [`KvStore::set_history_revisions`].
     pub fn history_revisions(&self) -> i64 {
         self.history_revisions

@@ -128,23 +128,13 @@ async fn wait_for_turn(
 ) -> Result<i64, Status> {
     let mut revisions = api.node.revision.clone();
     let mut stop = api.stop.clone();
-    // (A count would not do: etcd's count ignores the revision filters.)
-    let earlier = kv::RangeRequest {
-        range: kv::KeyRange::prefix(prefix),
-        max_create_revision: mine - 1,
-        keys_only: true,
-        limit: 1,
-        ..Default::default()
-    };
+    let range = kv::KeyRange::prefix(prefix);
     loop {
         let seen = {
             let store = api.node.shared.kv();
             let current = store.revision();
-            let ahead = match store.range(&earlier).map(|a| a.response) {
-                Ok(kv::Response::Range(r)) => r.kvs.len(),
-                _ => 1,
-            };
-            (current >= revision && ahead == 0).then(|| {
+            let ahead = store.any_created_before(&range, mine);
+            (current >= revision && !ahead).then(|| {
                 let still_mine = store.get(key).is_some_and(|kv| kv.create_revision == mine);
                 (current, still_mine)
             })
