@@ -143,7 +143,7 @@ async fn answer(
         .unwrap_or_default();
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or(path);
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
     if port == Port::Client && method == "POST" && gateway::handles(path) {
         let head_end = request
             .windows(4)
@@ -174,7 +174,7 @@ async fn answer(
             respond(&mut stream, "200 OK", "application/json", body).await
         }
         "/health" => {
-            let (status, body) = match health(api).await {
+            let (status, body) = match health(api, query).await {
                 Ok(()) => (
                     "200 OK",
                     "{\"health\":\"true\",\"reason\":\"\"}\n".to_string(),
@@ -320,15 +320,37 @@ async fn gone(stream: &TcpStream) {
 
 /// Healthy means: the node that orders this one's writes is known (the leader; itself, on a
 /// protocol without one) and, if that is this node, a linearizable read goes through here.
-async fn health(api: &Api) -> Result<(), String> {
-    // As etcd's: an alarm makes the member unhealthy.
-    let alarm = api.node.shared.kv().alarms().next();
-    if let Some((_, kind)) = alarm {
-        return Err(format!("ALARM {}", crate::api::alarm_name(kind)));
+///
+/// As etcd's: an alarm makes the member unhealthy unless the query excludes it
+/// (`?exclude=NOSPACE`, as kubeadm's probes ask), and `serializable=true` skips the
+/// linearizable read (the leader must still be known).
+async fn health(api: &Api, query: &str) -> Result<(), String> {
+    let params: Vec<(&str, &str)> = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .collect();
+    let excluded = |name: &str| {
+        params
+            .iter()
+            .any(|&(key, value)| key == "exclude" && value.eq_ignore_ascii_case(name))
+    };
+    let serializable = params
+        .iter()
+        .any(|&(key, value)| key == "serializable" && value == "true");
+    let alarm = api
+        .node
+        .shared
+        .kv()
+        .alarms()
+        .map(|(_, kind)| crate::api::alarm_name(kind))
+        .find(|name| !excluded(name));
+    if let Some(name) = alarm {
+        return Err(format!("ALARM {name}"));
     }
     let status = api.node.current_status();
     match status.proposer() {
         None => Err("no leader".into()),
+        Some(_) if serializable => Ok(()),
         Some(proposer) if proposer == status.id => {
             // One key, as etcd's health check reads: under gossip at QUORUM or ALL a read
             // of every key would ask the peers for the whole store.

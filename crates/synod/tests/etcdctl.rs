@@ -688,6 +688,12 @@ async fn etcdctl_sees_the_space_quota_raise_and_clear_nospace() {
     assert!(status.contains("alarm:NOSPACE"), "{status}");
     let health = common::http_get(&cluster.member(1).client, "/health");
     assert!(health.contains("ALARM NOSPACE"), "{health}");
+    // kubeadm's probe leaves NOSPACE out: the member is alive, only full.
+    let probe = common::http_get(
+        &cluster.member(1).client,
+        "/health?exclude=NOSPACE&serializable=true",
+    );
+    assert!(probe.contains("{\"health\":\"true\""), "{probe}");
 
     // Deleting and compacting frees the space; disarming lets writes in again.
     etcdctl(&all, &["del", "big/", "--prefix"], None);
