@@ -140,7 +140,7 @@ pub fn decode(bytes: &[u8]) -> Result<Backup, BackupError> {
 
 /// Makes `data_dir` (which must be empty or absent) the data directory of a member running
 /// `protocol` that starts from `backup`.
-pub fn restore(backup: &Backup, data_dir: &Path, protocol: &str) -> Result<(), BackupError> {
+pub fn restore(backup: Backup, data_dir: &Path, protocol: &str) -> Result<(), BackupError> {
     let shown = data_dir.display().to_string();
     if std::fs::read_dir(data_dir).is_ok_and(|mut entries| entries.next().is_some()) {
         return Err(BackupError::NotEmpty(shown));
@@ -152,8 +152,7 @@ pub fn restore(backup: &Backup, data_dir: &Path, protocol: &str) -> Result<(), B
         return Err(BackupError::NotEmpty(shown));
     }
     // The old cluster's lease epoch and alarms mean nothing to the new one.
-    let mut store =
-        KvStore::restore(&backup.state).map_err(|e| BackupError::Damaged(e.to_string()))?;
+    let mut store = backup.store;
     store.start_new_cluster();
     // Era 0: the restored cluster's first leader starts the first era after it.
     let snapshot = Snapshot {
@@ -237,17 +236,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("synod-restore-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let backup = decode(&encode(&store())).unwrap();
-        restore(&backup, &dir, "raft").unwrap();
+        let (index, revision) = (backup.applied_index, backup.revision);
+        restore(backup, &dir, "raft").unwrap();
         let mut data = RealDir::open(&dir).unwrap();
         let (_, recovered) =
             open_node_stores(&mut data, "raft", &StorageOptions::default()).unwrap();
         let snapshot = recovered.snapshot.unwrap();
-        assert_eq!(snapshot.meta.index, backup.applied_index);
+        assert_eq!(snapshot.meta.index, index);
         let restored = KvStore::restore(&snapshot.data).unwrap();
-        assert_eq!(restored.revision(), backup.revision);
+        assert_eq!(restored.revision(), revision);
         assert_eq!(restored.lease_epoch(), 0);
         assert!(matches!(
-            restore(&backup, &dir, "raft"),
+            restore(decode(&encode(&store())).unwrap(), &dir, "raft"),
             Err(BackupError::NotEmpty(_))
         ));
         let _ = std::fs::remove_dir_all(&dir);

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use synod_core::{NodeId, Role};
+use synod_core::Role;
 use synod_kv::AlarmKind;
 use synod_proto::etcdserverpb as pb;
 use synod_proto::etcdserverpb::maintenance_client::MaintenanceClient;
@@ -36,14 +36,12 @@ pub async fn run(api: Arc<Api>, every: Duration) {
 
 /// One round: compares this member's hash with every other member's at this revision, and
 /// raises an alarm for each that differs (each alarm once while its raise is under way).
-/// Returns the members found to differ.
-pub async fn check(api: &Api) -> Vec<NodeId> {
+pub async fn check(api: &Api) {
     // A copy under the lock; the hashing on another thread, so applying goes on meanwhile.
     let copy = api.node.shared.kv().clone();
     let Ok(Ok(mine)) = tokio::task::spawn_blocking(move || copy.hash_kv(0)).await else {
-        return Vec::new();
+        return;
     };
-    let mut differ = Vec::new();
     for &peer in api.config.peers().keys() {
         let Some(channel) = api.channel(peer) else {
             continue;
@@ -79,7 +77,5 @@ pub async fn check(api: &Api) -> Vec<NodeId> {
             "a member holds different data at the same revision: raising a CORRUPT alarm"
         );
         api.raise_alarm_for(peer.0, AlarmKind::Corrupt);
-        differ.push(peer);
     }
-    differ
 }

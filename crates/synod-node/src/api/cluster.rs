@@ -83,8 +83,13 @@ pub(crate) fn alarm_name(kind: synod_kv::AlarmKind) -> &'static str {
     }
 }
 
-fn change_is_deactivation(change: &synod_kv::Request) -> bool {
-    matches!(change, synod_kv::Request::Alarm(a) if !a.activate)
+/// Waits for this member's turn to hash the whole store.
+async fn api_hash_turn(api: &Api) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+    api.copy_turn(
+        &api.hashes,
+        "synod: another hash of the store is under way; try again",
+    )
+    .await
 }
 
 /// Bytes under a directory, recursively; what Status reports as the database size.
@@ -141,7 +146,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         api.anywhere(request, |_| async {
             Ok(match super::attempt(api.node.propose(&change).await)? {
                 Attempt::Done(applied) => {
-                    if change_is_deactivation(&change) {
+                    if action == AlarmAction::Deactivate {
                         tracing::info!(?kind, member = asked.member_id, "an alarm was cleared");
                     }
                     Attempt::Done(pb::AlarmResponse {
@@ -214,7 +219,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         // same entries but keep different client sessions.
         // A copy (keys and values shared, so only the maps' nodes), taken under the lock;
         // the long work on another thread, so applying goes on meanwhile. One at a time.
-        let _permit = self.0.hash_permit().await?;
+        let _turn = api_hash_turn(&self.0).await?;
         let copy = self.0.node.shared.kv().clone();
         let (revision, hash) = tokio::task::spawn_blocking(move || {
             (copy.revision(), crc32c::crc32c(&copy.snapshot()))
@@ -240,7 +245,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             applied.wait_for(|&r| r >= revision),
         )
         .await;
-        let _permit = self.0.hash_permit().await?;
+        let _turn = api_hash_turn(&self.0).await?;
         let copy = self.0.node.shared.kv().clone();
         let (current, hashed) =
             tokio::task::spawn_blocking(move || (copy.revision(), copy.hash_kv(revision)))
@@ -264,13 +269,13 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         // This member's state machine as it is now, in Synod's backup format (see
         // `backup`): what `etcdctl snapshot save` stores and `synod snapshot restore` reads.
         // One at a time: each holds a whole encoding of the store until it is sent.
-        let permit = tokio::time::timeout(
-            self.0.config.request_timeout,
-            self.0.clone().snapshots_permit(),
-        )
-        .await
-        .map_err(|_| Status::unavailable("synod: another snapshot is being sent; try again"))?
-        .ok_or_else(errors::stopped)?;
+        let api = &self.0;
+        let turn = api
+            .copy_turn(
+                &api.snapshots,
+                "synod: another snapshot is being sent; try again",
+            )
+            .await?;
         let copy = self.0.node.shared.kv().clone();
         let (revision, bytes) =
             tokio::task::spawn_blocking(move || (copy.revision(), backup::encode(&copy)))
@@ -278,15 +283,18 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
                 .map_err(|_| Status::internal("taking the snapshot failed"))?;
         let header = self.0.header(revision);
         let (out, responses) = mpsc::channel(4);
+        // Chunks are slices of the one encoding, not copies of it.
+        let bytes = bytes::Bytes::from(bytes);
         tokio::spawn(async move {
-            let _permit = permit;
+            let _turn = turn;
             let mut sent = 0;
-            for blob in bytes.chunks(SNAPSHOT_CHUNK) {
+            while sent < bytes.len() {
+                let blob = bytes.slice(sent..(sent + SNAPSHOT_CHUNK).min(bytes.len()));
                 sent += blob.len();
                 let response = pb::SnapshotResponse {
                     header: Some(header),
                     remaining_bytes: (bytes.len() - sent) as u64,
-                    blob: bytes::Bytes::copy_from_slice(blob),
+                    blob,
                     version: VERSION.into(),
                 };
                 // A client that stops reading gives the turn up after a while.

@@ -58,9 +58,9 @@ pub struct Api {
     /// Alarms being proposed (see `Api::raise_alarm_for`).
     raising: Arc<Mutex<std::collections::HashSet<(u64, synod_kv::AlarmKind)>>>,
     /// One snapshot streamed at a time: each holds a copy of the store's encoding.
-    snapshots: Arc<tokio::sync::Semaphore>,
+    pub(crate) snapshots: Arc<tokio::sync::Semaphore>,
     /// One hash of the whole store at a time (`Hash`, `HashKV`): each copies the store.
-    hashes: Arc<tokio::sync::Semaphore>,
+    pub(crate) hashes: Arc<tokio::sync::Semaphore>,
     channels: Mutex<HashMap<NodeId, Channel>>,
 }
 
@@ -176,26 +176,19 @@ impl Api {
         });
     }
 
-    /// Waits for the turn to stream a snapshot; `None` if the server is going away.
-    pub(crate) async fn snapshots_permit(
-        self: Arc<Self>,
-    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.snapshots.clone().acquire_owned().await.ok()
-    }
-
-    /// Waits (up to the request timeout) for the turn to hash the whole store.
-    pub(crate) async fn hash_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
-        match tokio::time::timeout(
-            self.config.request_timeout,
-            self.hashes.clone().acquire_owned(),
-        )
-        .await
+    /// Waits (up to the request timeout) for a turn at work that copies the whole store:
+    /// `snapshots` or `hashes`, each one at a time. `busy` says what the caller was waiting
+    /// behind if the turn does not come.
+    pub(crate) async fn copy_turn(
+        &self,
+        turns: &Arc<tokio::sync::Semaphore>,
+        busy: &'static str,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        match tokio::time::timeout(self.config.request_timeout, turns.clone().acquire_owned()).await
         {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_)) => Err(errors::stopped()),
-            Err(_) => Err(Status::unavailable(
-                "synod: another hash of the store is under way; try again",
-            )),
+            Err(_) => Err(Status::unavailable(busy)),
         }
     }
 

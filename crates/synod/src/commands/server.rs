@@ -228,12 +228,17 @@ pub fn resolve(args: &ServerArgs) -> anyhow::Result<(ServerConfig, Option<usize>
         "give --initial-cluster, e.g. 1=127.0.0.1:2380,2=127.0.0.1:2390,3=127.0.0.1:2400",
     )?;
     let list = parse_named_cluster(&cluster_text)?;
-    let id = match (pick!(id), &name) {
-        (Some(id), _) => id,
-        (None, Some(name)) => list.id_of(name).map(|id| id.0).with_context(|| {
-            format!("--name {name} is not in --initial-cluster; give --id, or a name listed there")
-        })?,
-        (None, None) => bail!("give this member's --id (or its --name in --initial-cluster)"),
+    let id = match pick!(id) {
+        Some(id) => id,
+        // Checked above: without an id there is a name.
+        None => {
+            let name = name.as_deref().unwrap_or_default();
+            list.id_of(name).map(|id| id.0).with_context(|| {
+                format!(
+                    "--name {name} is not in --initial-cluster; give --id, or a name listed there"
+                )
+            })?
+        }
     };
     let cluster: BTreeMap<NodeId, String> = list.members.clone();
     let client = pick!(listen_client).unwrap_or_else(|| "127.0.0.1:2379".into());

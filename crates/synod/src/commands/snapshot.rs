@@ -81,12 +81,11 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
                 bail!("--protocol {protocol}: a gossip member keeps its own copy of every key beside the store, which a snapshot does not hold; restore into a protocol that orders writes, or let a new gossip member fill up from its peers");
             }
             let backup = read(&file)?;
-            backup::restore(&backup, &data_dir, &protocol)
+            let (revision, keys) = (backup.revision, backup.store.len());
+            backup::restore(backup, &data_dir, &protocol)
                 .with_context(|| format!("cannot restore into {}", data_dir.display()))?;
             println!(
-                "restored revision {} ({} keys) into {} for {protocol}",
-                backup.revision,
-                backup.store.len(),
+                "restored revision {revision} ({keys} keys) into {} for {protocol}",
                 data_dir.display()
             );
             Ok(ExitCode::SUCCESS)
