@@ -121,10 +121,11 @@ pub enum Verdict {
     Linearizable,
     /// This key's history is not.
     Violation(Violation),
-    /// The search on this key ran out of budget.
+    /// No key's history is shown wrong, but the search ran out of budget on these keys, so
+    /// the history as a whole is undecided.
     Inconclusive {
-        /// The key.
-        key: Key,
+        /// The undecided keys, in order.
+        keys: Vec<Key>,
     },
 }
 
@@ -169,24 +170,37 @@ impl fmt::Display for Violation {
 
 /// Checks a whole history key by key. Failed operations are dropped (they had no effect);
 /// indeterminate and pending ones may take effect at any time after their call, or never.
+///
+/// A key the search cannot decide does not end the check: a violation on any other key still
+/// decides the whole history, and only a history with no violation anywhere is inconclusive.
 pub fn check_kv(ops: &[Operation<KvInput, KvOutput>]) -> Verdict {
+    check_kv_within(ops, SEARCH_BUDGET_PER_KEY)
+}
+
+/// [`check_kv`] with the search's budget per key given.
+pub fn check_kv_within(ops: &[Operation<KvInput, KvOutput>], budget_per_key: u64) -> Verdict {
     let mut by_key: BTreeMap<Key, Vec<&Operation<KvInput, KvOutput>>> = BTreeMap::new();
     for op in ops {
         if op.outcome != Outcome::Fail {
             by_key.entry(op.input.key()).or_default().push(op);
         }
     }
+    let mut undecided = Vec::new();
     for (key, key_ops) in by_key {
         let owned: Vec<Operation<KvInput, KvOutput>> = key_ops.into_iter().cloned().collect();
-        match check(&Register, &owned, SEARCH_BUDGET_PER_KEY) {
+        match check(&Register, &owned, budget_per_key) {
             SearchResult::Linearizable => {}
-            SearchResult::Inconclusive => return Verdict::Inconclusive { key },
+            SearchResult::Inconclusive => undecided.push(key),
             SearchResult::Violation { stuck, prefix } => {
                 return Verdict::Violation(explain(key, &owned, stuck, &prefix))
             }
         }
     }
-    Verdict::Linearizable
+    if undecided.is_empty() {
+        Verdict::Linearizable
+    } else {
+        Verdict::Inconclusive { keys: undecided }
+    }
 }
 
 /// How many operations before the stuck one are shown for context.
@@ -229,6 +243,15 @@ fn explain(
             .map(|&i| describe(&ops[i]))
             .collect(),
         prefix_len: prefix.len(),
+    }
+}
+
+/// Names keys for a person: `key k3` or `keys k0, k3`.
+pub fn key_list(keys: &[Key]) -> String {
+    let names: Vec<String> = keys.iter().map(|k| format!("k{k}")).collect();
+    match names.len() {
+        1 => format!("key {}", names[0]),
+        _ => format!("keys {}", names.join(", ")),
     }
 }
 

@@ -55,6 +55,35 @@ fn concurrent_reads_may_see_either_side_of_a_write() {
     assert_eq!(check_kv(&ops), Verdict::Linearizable);
 }
 
+/// A key the search cannot decide within its budget does not hide a violation on another key;
+/// with none elsewhere, the verdict names the undecided key.
+#[test]
+fn an_undecided_key_does_not_hide_a_violation_on_another() {
+    // Key 0: twenty overlapping writes nobody saw the end of, then reads; too many orders for
+    // a budget of 50 configurations.
+    let mut rows: Vec<(u64, KvInput, Time, Time, Option<KvOutput>)> = (0..20)
+        .map(|i| (i, write(0, i + 1), i, 100, None))
+        .collect();
+    rows.push((30, read(0), 200, 210, saw(Some(7))));
+    rows.push((31, read(0), 220, 230, saw(Some(3))));
+    let undecided = history(&rows);
+    assert_eq!(
+        check_kv_within(&undecided, 50),
+        Verdict::Inconclusive { keys: vec![0] }
+    );
+    assert_eq!(check_kv(&undecided), Verdict::Linearizable);
+
+    // Key 1, after it in the search's order: a stale read.
+    rows.push((40, write(1, 1), 0, 10, W));
+    rows.push((41, write(1, 2), 20, 30, W));
+    rows.push((42, read(1), 40, 50, saw(Some(1))));
+    let both = history(&rows);
+    let Verdict::Violation(v) = check_kv_within(&both, 50) else {
+        panic!("the stale read on key 1 went unseen");
+    };
+    assert_eq!(v.key, 1);
+}
+
 #[test]
 fn a_stale_read_is_caught() {
     // Both writes complete, then a read returns the first value.

@@ -222,10 +222,11 @@ impl<P: Protocol> World<P> {
         match verdict {
             Verdict::Linearizable => {}
             Verdict::Violation(v) => self.fail(ViolationKind::Linearizability, v.to_string()),
-            Verdict::Inconclusive { key } => self.fail(
+            Verdict::Inconclusive { keys } => self.fail(
                 ViolationKind::Linearizability,
                 format!(
-                    "the checker ran out of budget on key k{key}; the history could not be decided"
+                    "the checker ran out of budget on {}; the history could not be decided",
+                    synod_check::key_list(&keys)
                 ),
             ),
         }

@@ -393,8 +393,10 @@ impl Run<'_> {
             match check_kv(history.operations()) {
                 Verdict::Linearizable => Ok("linearizable".to_string()),
                 Verdict::Violation(v) => Err(format!("NOT LINEARIZABLE: {v}")),
-                Verdict::Inconclusive { key } => Err(format!(
-                    "inconclusive: the search on register {key} ran out of budget"
+                Verdict::Inconclusive { keys } => Err(format!(
+                    "inconclusive: the search ran out of budget on {} and found no violation \
+                     elsewhere",
+                    synod_check::key_list(&keys)
                 )),
             }
         } else {
