@@ -12,7 +12,7 @@ mod search;
 
 pub use history::{History, OpId, Operation, Outcome, Time};
 pub use kv::{
-    check_kv, check_kv_within, describe, key_list, Key, KvInput, KvOutput, Register, Value, Verdict, Violation,
-    SEARCH_BUDGET_PER_KEY,
+    check_kv, check_kv_within, describe, key_list, Key, KvInput, KvOutput, Register, Value,
+    Verdict, Violation, SEARCH_BUDGET_PER_KEY,
 };
 pub use search::{check, Model, SearchResult};

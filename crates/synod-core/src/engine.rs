@@ -21,6 +21,7 @@ use std::fmt::Debug;
 
 use crate::entry::{Entry, Proposal};
 use crate::ids::{LogIndex, NodeId, RequestId};
+use crate::membership::{Membership, MembershipChange, MembershipRefusal};
 use crate::snapshot::Snapshot;
 
 /// A protocol engine: Raft, Basic or Multi-Paxos, ZAB, primary-backup, DNS-style, gossip.
@@ -41,6 +42,19 @@ pub trait Engine {
 
     /// A snapshot of what this node currently believes, for clients, metrics and checkers.
     fn status(&self) -> Status;
+
+    /// The membership in force here, for an engine whose membership changes through its log
+    /// (the newest membership entry it holds, committed or not); `None` for one whose members
+    /// are fixed at boot. The runtime connects to whoever is in it.
+    fn membership(&self) -> Option<&Membership> {
+        None
+    }
+
+    /// The membership as of `index`, an index this node applied and has not compacted: what
+    /// a snapshot through `index` must record. `None` as for [`Engine::membership`].
+    fn membership_at(&self, _index: LogIndex) -> Option<Membership> {
+        None
+    }
 }
 
 /// Something that happened to a node.
@@ -72,6 +86,16 @@ pub enum Input<M> {
     TransferLeadership {
         /// The node that should lead next.
         to: NodeId,
+    },
+    /// An operator asks to change the membership. The leader orders it as a log entry
+    /// ([`crate::Payload::Membership`]) answered as it applies, or refuses it with
+    /// [`Rejection::Membership`]; an engine that cannot change its membership refuses it with
+    /// [`Rejection::Unsupported`].
+    ChangeMembership {
+        /// Routes the answer back.
+        id: RequestId,
+        /// What to change.
+        change: MembershipChange,
     },
 }
 
@@ -110,6 +134,16 @@ pub enum Action<M> {
         /// Why, with what the client needs to retry elsewhere.
         reason: Rejection,
     },
+}
+
+impl<M> Action<M> {
+    /// The refusal of an engine that cannot change its membership.
+    pub fn membership_unsupported(id: RequestId) -> Action<M> {
+        Action::Reject {
+            id,
+            reason: Rejection::Unsupported(crate::membership::FIXED_MEMBERSHIP),
+        }
+    }
 }
 
 /// Identifies one [`Action::Persist`]; increases by one with every persist of an engine.
@@ -201,6 +235,8 @@ pub enum Rejection {
     /// The engine cannot run this kind of request at all (a transaction with compares, a
     /// lease, under a model without consensus); the reason says why, for the client.
     Unsupported(&'static str),
+    /// A membership change that cannot be made now, or at all.
+    Membership(MembershipRefusal),
     /// Fewer replicas answered than the request's consistency level needs. With `written`
     /// clear the request had no effect; with it set, a write was taken by some replicas and
     /// may still spread to all (as etcd's "request timed out": its outcome is unknown).

@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use crate::codec::{DecodeError, Decoder, Encoder};
 use crate::ids::{LogIndex, RequestId};
+use crate::membership::Membership;
 
 /// A client command: opaque bytes to the engines, decoded only by the state machine.
 pub type Command = Bytes;
@@ -32,6 +33,14 @@ pub enum Payload {
     /// proposed it, so that node can tell its own entry from anyone else's. Basic Paxos orders
     /// a read behind one: two no-ops are indistinguishable, two markers are not.
     Marker(u64),
+    /// The cluster's whole membership from this entry on, replacing the one before. `id`
+    /// is the operator's request that changed it, answered when the entry applies.
+    Membership {
+        /// The request that asked for the change.
+        id: RequestId,
+        /// Every member after the change.
+        membership: Membership,
+    },
 }
 
 /// One position of a replicated log.
@@ -53,7 +62,7 @@ impl Entry {
     pub fn proposal(&self) -> Option<&Proposal> {
         match &self.payload {
             Payload::Command(p) => Some(p),
-            Payload::Noop | Payload::Marker(_) => None,
+            Payload::Noop | Payload::Marker(_) | Payload::Membership { .. } => None,
         }
     }
 
@@ -69,6 +78,7 @@ impl Payload {
     pub fn size_bytes(&self) -> usize {
         match self {
             Payload::Command(p) => p.command.len(),
+            Payload::Membership { membership, .. } => 64 * membership.members.len(),
             Payload::Noop | Payload::Marker(_) => 0,
         }
     }
@@ -89,18 +99,26 @@ impl Payload {
             Payload::Marker(token) => {
                 enc.u8(2).u64(*token);
             }
+            Payload::Membership { id, membership } => {
+                enc.u8(3).u64(id.client.0).u64(id.seq);
+                membership.encode(enc);
+            }
         }
     }
 
     /// Reads what [`Payload::encode`] wrote.
     pub fn decode(dec: &mut Decoder<'_>) -> Result<Payload, DecodeError> {
-        Ok(match dec.tag("payload", 3)? {
+        Ok(match dec.tag("payload", 4)? {
             0 => Payload::Noop,
             1 => Payload::Command(Proposal {
                 id: RequestId::new(dec.u64("client")?, dec.u64("seq")?),
                 command: dec.owned_bytes("command")?,
             }),
-            _ => Payload::Marker(dec.u64("marker")?),
+            2 => Payload::Marker(dec.u64("marker")?),
+            _ => Payload::Membership {
+                id: RequestId::new(dec.u64("client")?, dec.u64("seq")?),
+                membership: Membership::decode(dec)?,
+            },
         })
     }
 }
@@ -141,6 +159,9 @@ impl fmt::Display for Entry {
             Payload::Noop => write!(f, "{}@{}:noop", self.index, self.era),
             Payload::Marker(token) => write!(f, "{}@{}:marker-{token:x}", self.index, self.era),
             Payload::Command(p) => write!(f, "{}@{}:{}", self.index, self.era, p.id),
+            Payload::Membership { membership, .. } => {
+                write!(f, "{}@{}:members{membership}", self.index, self.era)
+            }
         }
     }
 }

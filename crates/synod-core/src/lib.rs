@@ -8,6 +8,7 @@ pub mod engine;
 pub mod entry;
 pub mod ids;
 pub mod log;
+pub mod membership;
 pub mod persist;
 pub mod quorum;
 pub mod rng;
@@ -22,6 +23,7 @@ pub use engine::{
 pub use entry::{Command, Entry, Payload, Proposal};
 pub use ids::{ClientId, LogIndex, NodeId, RequestId};
 pub use log::Log;
+pub use membership::{Member, Membership, MembershipChange, MembershipRefusal};
 pub use persist::{Draft, PersistQueue};
 pub use rng::Rng;
 pub use send_gate::SendGate;

@@ -4,6 +4,7 @@ use bytes::Bytes;
 
 use crate::codec::{DecodeError, Decoder, Encoder};
 use crate::ids::LogIndex;
+use crate::membership::Membership;
 
 /// The last log position a snapshot covers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -34,6 +35,9 @@ impl SnapshotMeta {
 pub struct Snapshot {
     /// What it covers.
     pub meta: SnapshotMeta,
+    /// The membership as of `meta.index`, when a change through the log set one; `None`
+    /// means the cluster still has the membership it booted with.
+    pub membership: Option<Membership>,
     /// The state machine's own encoding of its state (opaque to engines and storage).
     pub data: Bytes,
 }

@@ -494,6 +494,7 @@ impl Dns {
         };
         debug_assert_eq!(bytes.len() as u64, held);
         let snapshot = Snapshot {
+            membership: None,
             meta,
             data: Bytes::from(bytes),
         };
@@ -576,6 +577,7 @@ impl Engine for Dns {
             Input::Snapshotted(snapshot) => self.on_snapshotted(snapshot),
             // The primary is fixed by configuration: nothing to hand over.
             Input::TransferLeadership { .. } => {}
+            Input::ChangeMembership { id, .. } => out.push(Action::membership_unsupported(id)),
         }
         self.flush(out);
         self.advance(out);

@@ -215,6 +215,7 @@ fn a_large_gap_or_compacted_changes_get_the_snapshot_in_chunks() {
     step(&mut p, Input::Propose((1..=5).map(write).collect()));
     let meta = SnapshotMeta { index: 5, era: ERA };
     let snapshot = Snapshot {
+        membership: None,
         meta,
         data: Bytes::from_static(b"zone-data"),
     };
@@ -452,6 +453,7 @@ fn a_snapshot_behind_the_secondary_is_never_sent_however_large_the_gap() {
     step(&mut p, Input::Propose((1..=3).map(write).collect()));
     let meta = SnapshotMeta { index: 3, era: ERA };
     let snapshot = Snapshot {
+        membership: None,
         meta,
         data: Bytes::from_static(b"zone"),
     };
@@ -475,6 +477,7 @@ fn a_full_transfer_goes_on_with_its_snapshot_when_the_primary_takes_a_newer_one(
     step(
         &mut p,
         Input::Snapshotted(Snapshot {
+            membership: None,
             meta: old,
             data: Bytes::from_static(b"old-zone"),
         }),
@@ -487,6 +490,7 @@ fn a_full_transfer_goes_on_with_its_snapshot_when_the_primary_takes_a_newer_one(
     step(
         &mut p,
         Input::Snapshotted(Snapshot {
+            membership: None,
             meta: SnapshotMeta { index: 6, era: ERA },
             data: Bytes::from_static(b"new-zone"),
         }),

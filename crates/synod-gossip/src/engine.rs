@@ -1128,6 +1128,7 @@ impl Engine for Gossip {
                 self.snapshot_index = self.snapshot_index.max(snapshot.meta.index);
             }
             Input::TransferLeadership { .. } => {}
+            Input::ChangeMembership { id, .. } => out.push(Action::membership_unsupported(id)),
         }
     }
 

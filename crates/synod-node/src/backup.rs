@@ -155,7 +155,10 @@ pub fn restore(backup: Backup, data_dir: &Path, protocol: &str) -> Result<(), Ba
     let mut store = backup.store;
     store.start_new_cluster();
     // Era 0: the restored cluster's first leader starts the first era after it.
+    // The new cluster's membership is the one it boots with (`--initial-cluster`), as in
+    // etcd's restore: the old cluster's members are not in a backup.
     let snapshot = Snapshot {
+        membership: None,
         meta: SnapshotMeta {
             index: backup.applied_index,
             era: 0,

@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use bytes::Bytes;
-use synod_core::{Persist, PersistId, Snapshot, SnapshotMeta};
+use synod_core::{Membership, Persist, PersistId, Snapshot, SnapshotMeta};
 use synod_kv::KvStore;
 use synod_storage::{
     open_node_stores, write_persist, write_persist_to_log, FileLog, FileSnapshots, LogStore,
@@ -36,7 +36,7 @@ use crate::metrics::Metrics;
 enum Job {
     Persist(Persist),
     /// Snapshot this copy of the state machine, as of `meta`.
-    Snapshot(SnapshotMeta, Box<KvStore>),
+    Snapshot(SnapshotMeta, Option<Membership>, Box<KvStore>),
     /// The snapshot is durable: compact the log through it.
     Compact(Snapshot),
 }
@@ -111,8 +111,13 @@ impl Disk {
 
     /// Queues saving a snapshot of `state`, a copy of the node's own state machine as of
     /// `meta`; [`DiskEvent::SnapshotWritten`] follows once it is durable.
-    pub fn save_snapshot(&self, meta: SnapshotMeta, state: KvStore) {
-        self.submit(Job::Snapshot(meta, Box::new(state)));
+    pub fn save_snapshot(
+        &self,
+        meta: SnapshotMeta,
+        membership: Option<Membership>,
+        state: KvStore,
+    ) {
+        self.submit(Job::Snapshot(meta, membership, Box::new(state)));
     }
 
     /// Compacts the log through a snapshot reported written; [`DiskEvent::SnapshotSaved`]
@@ -201,15 +206,20 @@ fn run(
     }
 }
 
+/// A snapshot of the node's own state machine to write: its position, the membership as of
+/// it, and the store.
+type OwnSnapshot = (SnapshotMeta, Option<Membership>, Box<KvStore>);
+
 /// Encodes and writes the node's own snapshots, one after another.
 fn write_own_snapshots(
     snapshots: &SharedSnapshots,
-    queue: std_mpsc::Receiver<(SnapshotMeta, Box<KvStore>)>,
+    queue: std_mpsc::Receiver<OwnSnapshot>,
     events: &mpsc::UnboundedSender<DiskEvent>,
 ) {
-    while let Ok((meta, state)) = queue.recv() {
+    while let Ok((meta, membership, state)) = queue.recv() {
         let written = catch_unwind(AssertUnwindSafe(|| {
             let snapshot = Snapshot {
+                membership,
                 meta,
                 data: Bytes::from(state.snapshot()),
             };
@@ -239,7 +249,7 @@ struct DiskThread {
     log: FileLog<RealDir>,
     snapshots: SharedSnapshots,
     /// Where the node's own snapshots go to be written.
-    own: std_mpsc::Sender<(SnapshotMeta, Box<KvStore>)>,
+    own: std_mpsc::Sender<OwnSnapshot>,
     /// The log is compacted through this index.
     compacted: u64,
 }
@@ -276,11 +286,11 @@ impl DiskThread {
                     }
                     newest = Some(persist.id);
                 }
-                Job::Snapshot(meta, state) => {
+                Job::Snapshot(meta, membership, state) => {
                     // A durable snapshot must not run ahead of the durable log (see
                     // `write_persist`): what the copy applied is synced before it is written.
                     self.log.sync()?;
-                    if self.own.send((meta, state)).is_err() {
+                    if self.own.send((meta, membership, state)).is_err() {
                         return Err(StorageError::Misuse("the snapshot thread stopped".into()));
                     }
                 }

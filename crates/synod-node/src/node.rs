@@ -74,9 +74,19 @@ pub struct Shared {
     lease_keeper: AtomicU64,
     /// Counters and gauges.
     pub metrics: Arc<Metrics>,
+    /// The membership in force, under a protocol whose membership changes through its log.
+    pub membership: std::sync::RwLock<Option<synod_core::Membership>>,
 }
 
 impl Shared {
+    /// The membership in force, under a protocol whose membership changes through its log.
+    pub fn membership(&self) -> Option<synod_core::Membership> {
+        self.membership
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     /// The state machine, for reading. Held briefly: the node loop applies under the write
     /// lock.
     pub fn kv(&self) -> std::sync::RwLockReadGuard<'_, KvStore> {
@@ -233,6 +243,7 @@ where
             store: replica.store().clone(),
             lease_keeper: AtomicU64::new(0),
             metrics,
+            membership: std::sync::RwLock::new(replica.membership().cloned()),
         });
         let node = Node {
             replica,
@@ -383,11 +394,16 @@ where
                         let _ = waiter.sender.send(answer);
                     }
                     Output::Applied(_) => applied = true,
+                    Output::Membership(membership) => self.on_membership(membership),
                     Output::Restored(meta) => {
                         applied = true;
                         info!(index = meta.index, "installed a snapshot from the leader");
                     }
-                    Output::SaveSnapshot { meta, store } => self.disk.save_snapshot(meta, store),
+                    Output::SaveSnapshot {
+                        meta,
+                        membership,
+                        store,
+                    } => self.disk.save_snapshot(meta, membership, store),
                 }
             }
         }
@@ -407,6 +423,16 @@ where
             });
         }
         self.publish_status();
+    }
+
+    /// The membership in force changed: connect to whoever is in it now.
+    fn on_membership(&mut self, membership: synod_core::Membership) {
+        info!(%membership, "the membership in force changed");
+        *self
+            .shared
+            .membership
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(membership);
     }
 
     fn publish_status(&mut self) {

@@ -377,7 +377,9 @@ impl BasicPaxos {
         match own {
             Payload::Noop => {}
             Payload::Marker(_) => self.waiting.push_front(own),
-            Payload::Command(_) => {
+            // Basic Paxos refuses membership changes, so it never proposes one; were it to,
+            // its fate would be as uncertain as a command's.
+            Payload::Command(_) | Payload::Membership { .. } => {
                 let doubt = Doubt {
                     own,
                     asked: 0,
@@ -568,6 +570,7 @@ impl Engine for BasicPaxos {
             Input::Snapshotted(snapshot) => self.core.on_snapshotted(snapshot),
             // There is no leader to transfer.
             Input::TransferLeadership { .. } => {}
+            Input::ChangeMembership { id, .. } => out.push(Action::membership_unsupported(id)),
         }
         self.core.flush(out);
         // This node's acceptor answers its own proposer once the answer is durable.

@@ -617,6 +617,7 @@ impl Core {
         let incoming = self.incoming.take().expect("collected above");
         self.install(
             Snapshot {
+                membership: None,
                 meta,
                 data: Bytes::from(incoming.bytes),
             },

@@ -969,6 +969,7 @@ impl Engine for MultiPaxos {
             Input::Persisted(id) => self.core.on_persisted(id),
             Input::Snapshotted(snapshot) => self.core.on_snapshotted(snapshot),
             Input::TransferLeadership { to } => self.transfer_leadership(to, out),
+            Input::ChangeMembership { id, .. } => out.push(Action::membership_unsupported(id)),
         }
         self.core.flush(out);
         // This node's acceptor answers its own proposer once the answer is durable.

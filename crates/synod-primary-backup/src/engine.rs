@@ -695,6 +695,7 @@ impl Engine for PrimaryBackup {
                     self.send(to, Message::TakeOver { view }, out);
                 }
             }
+            Input::ChangeMembership { id, .. } => out.push(Action::membership_unsupported(id)),
         }
         self.flush(out);
     }

@@ -10,7 +10,9 @@ use thiserror::Error;
 pub struct Config {
     /// This node.
     pub id: NodeId,
-    /// Every voting member, this node included.
+    /// Every voting member at boot, this node included; empty for a node that joins a running
+    /// cluster and learns the membership from the leader's log or snapshot. Once the log or
+    /// a snapshot holds a membership, that one rules.
     pub voters: Vec<NodeId>,
     /// Seeds the node's PRNG (randomized election timeouts).
     pub seed: u64,
@@ -55,6 +57,9 @@ pub struct InjectedBugs {
     /// A leader answers linearizable reads at once, without confirming with a quorum that it
     /// still leads (breaks thesis 6.4: a deposed leader serves stale reads).
     pub read_without_confirmation: bool,
+    /// A leader starts a membership change while another is uncommitted, or before an
+    /// entry of its own term committed (breaks thesis 4.1 and its 2015 erratum).
+    pub change_membership_while_pending: bool,
 }
 
 impl Config {
@@ -83,7 +88,9 @@ impl Config {
 
     /// Checks the settings make sense together.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_members(self.id, &self.voters, u64::MAX)?;
+        if !self.voters.is_empty() {
+            check_members(self.id, &self.voters, u64::MAX)?;
+        }
         if self.heartbeat_interval_ticks == 0
             || self.heartbeat_interval_ticks >= self.election_timeout_ticks_min
         {

@@ -67,7 +67,10 @@ impl Raft {
             last_log_term: self.log.last_era(),
             leader_transfer: campaign == Campaign::Transfer,
         };
-        for to in self.peers.clone() {
+        for to in self.membership.voters() {
+            if to == self.id {
+                continue;
+            }
             let message = match campaign {
                 Campaign::PreVote => Message::PreVote(request.clone()),
                 Campaign::Vote | Campaign::Transfer => Message::RequestVote(request.clone()),
@@ -142,8 +145,10 @@ impl Raft {
     }
 
     fn tally(&self) -> Tally {
-        let granted = self.votes.values().filter(|&&g| g).count();
-        let refused = self.votes.len() - granted;
+        // Only voters' answers count (a learner or a stranger may answer too).
+        let counted = || self.votes.iter().filter(|(&id, _)| self.is_voter(id));
+        let granted = counted().filter(|(_, &g)| g).count();
+        let refused = counted().count() - granted;
         if granted >= self.quorum() {
             Tally::Won
         } else if refused > self.cluster_size() - self.quorum() {

@@ -9,6 +9,7 @@
 
 mod config;
 mod election;
+mod membership;
 mod message;
 mod progress;
 mod raft;

@@ -1,7 +1,7 @@
 //! What Raft nodes say to each other (paper Figure 2, thesis chapters 3, 6 and 9).
 
 use bytes::Bytes;
-use synod_core::{Entry, LogIndex, SnapshotMeta};
+use synod_core::{Entry, LogIndex, Membership, SnapshotMeta};
 
 /// A Raft term (paper 5.1): a number that only grows, at most one leader per term.
 pub type Term = u64;
@@ -186,6 +186,9 @@ pub struct InstallSnapshot {
     pub data: Bytes,
     /// Whether this is the last chunk.
     pub done: bool,
+    /// The membership as of the snapshot (paper section 7: the snapshot carries the latest
+    /// configuration it covers), sent with the last chunk.
+    pub membership: Option<Membership>,
 }
 
 /// An answer to a snapshot chunk.

@@ -39,6 +39,8 @@ pub struct Progress {
     pub mode: Mode,
     /// Whether the follower answered anything since the last quorum check.
     pub recent_active: bool,
+    /// The leader's tick when it last heard from the follower in its term.
+    pub heard_at: Option<u64>,
     /// Highest ReadIndex round the follower confirmed.
     pub read_round_acked: u64,
     /// Highest commit point sent to the follower (in an append or a heartbeat).
@@ -54,6 +56,7 @@ impl Progress {
             next_index,
             mode: Mode::Probe,
             recent_active: false,
+            heard_at: None,
             read_round_acked: 0,
             commit_sent: 0,
             inflight: VecDeque::new(),

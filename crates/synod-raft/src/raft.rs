@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use synod_core::codec::{DecodeError, Decoder, Encoder};
 use synod_core::{
-    Action, Engine, Entry, Input, Log, LogIndex, NodeId, Payload, PersistId, PersistQueue,
-    Rejection, RequestId, Rng, Role, Snapshot, SnapshotMeta, Status,
+    Action, Engine, Entry, Input, Log, LogIndex, Membership, NodeId, Payload, PersistId,
+    PersistQueue, Rejection, RequestId, Rng, Role, Snapshot, SnapshotMeta, Status,
 };
 use thiserror::Error;
 
@@ -50,7 +50,13 @@ pub(crate) struct LeaderState {
 #[derive(Debug)]
 pub struct Raft {
     pub(crate) id: NodeId,
+    /// Every other member, voters and learners: whom a leader replicates to.
     pub(crate) peers: Vec<NodeId>,
+    /// The membership in force: set by the newest membership entry in the log, committed or
+    /// not (thesis 4.1), else by the snapshot, else by the boot configuration.
+    pub(crate) membership: Membership,
+    /// The index of the entry that set `membership` (0 when the snapshot or boot did).
+    pub(crate) membership_index: LogIndex,
     pub(crate) config: Config,
     pub(crate) rng: Rng,
     // Persistent state (paper Figure 2).
@@ -80,16 +86,11 @@ impl Raft {
     /// A node that has never run: term 0, empty log.
     pub fn new(config: Config) -> Result<Raft, ConfigError> {
         config.validate()?;
-        let mut peers: Vec<NodeId> = config
-            .voters
-            .iter()
-            .copied()
-            .filter(|&v| v != config.id)
-            .collect();
-        peers.sort_unstable();
         let mut raft = Raft {
             id: config.id,
-            peers,
+            peers: Vec::new(),
+            membership: Membership::default(),
+            membership_index: 0,
             rng: Rng::new(config.seed),
             config,
             term: 0,
@@ -108,6 +109,7 @@ impl Raft {
             incoming: None,
             disk: PersistQueue::new(0),
         };
+        raft.refresh_membership();
         raft.reset_election_timer();
         Ok(raft)
     }
@@ -142,6 +144,7 @@ impl Raft {
         raft.applied_index = base.index;
         raft.snapshot = snapshot;
         raft.disk = PersistQueue::new(raft.log.last_index());
+        raft.refresh_membership();
         Ok(raft)
     }
 
@@ -177,11 +180,16 @@ impl Raft {
 
     /// Number of voters.
     pub(crate) fn cluster_size(&self) -> usize {
-        self.peers.len() + 1
+        self.membership.voters().len()
     }
 
     pub(crate) fn quorum(&self) -> usize {
         synod_core::quorum::majority(self.cluster_size())
+    }
+
+    /// Whether `id` votes in the membership in force.
+    pub(crate) fn is_voter(&self, id: NodeId) -> bool {
+        self.membership.is_voter(id)
     }
 
     pub(crate) fn reset_election_timer(&mut self) {
@@ -310,7 +318,9 @@ impl Raft {
             self.tick_leader(out);
         } else {
             self.election_elapsed += 1;
-            if self.election_elapsed >= self.election_timeout {
+            // Learners, removed members and nodes that have not yet learned the membership
+            // never campaign (thesis 4.2.1, 4.2.2).
+            if self.election_elapsed >= self.election_timeout && self.is_voter(self.id) {
                 self.start_election(out);
             }
         }
@@ -332,11 +342,17 @@ impl Raft {
     }
 
     fn on_message(&mut self, from: NodeId, message: Message, out: &mut Out) {
-        if from == self.id || !self.peers.contains(&from) {
+        // Messages from outside the membership are taken: a node that joins hears from the
+        // leader before it knows the membership, and votes count only from voters.
+        if from == self.id {
             return;
         }
         if !self.settle_term(from, &message, out) {
             return;
+        }
+        let ticks = self.ticks;
+        if let Some(progress) = self.follower(from) {
+            progress.heard_at = Some(ticks);
         }
         match message {
             Message::PreVote(m) => self.on_pre_vote(from, m, out),
@@ -440,6 +456,7 @@ impl Engine for Raft {
             Input::Persisted(id) => self.on_persisted(id, out),
             Input::Snapshotted(snapshot) => self.on_snapshotted(snapshot),
             Input::TransferLeadership { to } => self.on_transfer_leadership(to, out),
+            Input::ChangeMembership { id, change } => self.on_change_membership(id, change, out),
         }
         self.flush(out);
         debug_assert!(self.commit_index <= self.log.last_index());
@@ -455,6 +472,14 @@ impl Engine for Raft {
             commit_index: self.commit_index,
             last_index: self.log.last_index(),
         }
+    }
+
+    fn membership(&self) -> Option<&Membership> {
+        Some(&self.membership)
+    }
+
+    fn membership_at(&self, index: LogIndex) -> Option<Membership> {
+        Some(self.membership_as_of(index))
     }
 }
 

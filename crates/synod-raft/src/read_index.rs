@@ -122,15 +122,18 @@ impl Raft {
     pub(crate) fn confirm_reads(&mut self, out: &mut Out) {
         let quorum = self.quorum();
         let applied = self.applied_index;
+        let own = usize::from(self.membership.is_voter(self.id));
+        let membership = &self.membership;
         let Some(lead) = self.lead.as_mut() else {
             return;
         };
         while let Some(front) = lead.reads.pending.front() {
-            let acks = 1 + lead
-                .progress
-                .values()
-                .filter(|p| p.read_round_acked >= front.round)
-                .count();
+            let acks = own
+                + lead
+                    .progress
+                    .iter()
+                    .filter(|(&id, p)| p.read_round_acked >= front.round && membership.is_voter(id))
+                    .count();
             if acks < quorum || applied < front.read_index {
                 break;
             }

@@ -135,12 +135,15 @@ impl Raft {
     /// entry (paper Figure 2, receiver rules 3 and 4). Returns the last index it covers.
     fn accept_entries(&mut self, request: &AppendEntries) -> u64 {
         let mut new_entries = request.entries.iter().peekable();
+        // A membership entry takes effect as it is appended and ends as it is cut (4.1).
+        let mut membership_moved = false;
         while let Some(entry) = new_entries.peek() {
             match self.log.era(entry.index) {
                 Some(term) if term == entry.era => {
                     new_entries.next();
                 }
                 Some(_) => {
+                    membership_moved |= entry.index <= self.membership_index;
                     self.truncate(entry.index);
                     break;
                 }
@@ -148,8 +151,12 @@ impl Raft {
             }
         }
         for entry in new_entries {
+            membership_moved |= matches!(entry.payload, Payload::Membership { .. });
             self.disk.draft.entries.push(entry.clone());
             self.log.push(entry.clone());
+        }
+        if membership_moved {
+            self.refresh_membership();
         }
         request.prev_log_index + request.entries.len() as u64
     }
@@ -208,8 +215,19 @@ impl Raft {
     /// counts replicas only for entries of its own term; earlier ones commit with them.
     pub(crate) fn maybe_commit(&mut self, out: &mut Out) {
         let Some(lead) = &self.lead else { return };
-        let mut matched: Vec<u64> = lead.progress.values().map(|p| p.match_index).collect();
-        matched.push(self.disk.durable_index());
+        let mut matched: Vec<u64> = lead
+            .progress
+            .iter()
+            .filter(|(&id, _)| self.membership.is_voter(id))
+            .map(|(_, p)| p.match_index)
+            .collect();
+        // A leader being removed manages the cluster without counting itself (4.2.2).
+        if self.membership.is_voter(self.id) {
+            matched.push(self.disk.durable_index());
+        }
+        if matched.is_empty() {
+            return;
+        }
         let candidate = majority_index(&mut matched);
         let own_term = self.log.era(candidate) == Some(self.term);
         #[cfg(any(test, feature = "inject-bugs"))]
@@ -221,6 +239,7 @@ impl Raft {
         // Also when the commit point did not move now: a follower whose append was in flight
         // when it moved has just answered, and that append carried the older point.
         self.announce_commit(out);
+        self.step_down_if_removed(out);
     }
 
     /// Tells followers the commit point at once, not with the next heartbeat, so they apply
@@ -351,10 +370,17 @@ impl Raft {
     /// marks for the next period.
     fn heard_from_quorum(&mut self) -> bool {
         let quorum = self.quorum();
+        let own = usize::from(self.membership.is_voter(self.id));
+        let membership = &self.membership;
         let Some(lead) = self.lead.as_mut() else {
             return false;
         };
-        let active = 1 + lead.progress.values().filter(|p| p.recent_active).count();
+        let active = own
+            + lead
+                .progress
+                .iter()
+                .filter(|(&id, p)| p.recent_active && membership.is_voter(id))
+                .count();
         lead.progress
             .values_mut()
             .for_each(|p| p.recent_active = false);

@@ -14,7 +14,7 @@ use crate::raft::{Out, Raft};
 
 impl Raft {
     /// The runtime saved a snapshot of what this node applied: drop the log it covers.
-    pub(crate) fn on_snapshotted(&mut self, snapshot: Snapshot) {
+    pub(crate) fn on_snapshotted(&mut self, mut snapshot: Snapshot) {
         let meta = snapshot.meta;
         assert!(
             meta.index <= self.applied_index,
@@ -30,6 +30,13 @@ impl Raft {
             Some(meta.era),
             "a snapshot of applied entries matches the log"
         );
+        // The runtime records the membership it applied; it is the one the log holds there.
+        let membership = self.membership_as_of(meta.index);
+        debug_assert!(
+            snapshot.membership.is_none() || snapshot.membership.as_ref() == Some(&membership),
+            "the runtime's snapshot holds the membership the log holds at its index"
+        );
+        snapshot.membership = Some(membership);
         self.log.compact_to(meta);
         self.snapshot = Some(snapshot);
     }
@@ -63,6 +70,7 @@ impl Raft {
             offset,
             data,
             done: end == snapshot.data.len(),
+            membership: snapshot.membership.clone(),
         });
         self.send_ahead_of_log(to, message, out);
         true
@@ -145,6 +153,7 @@ impl Raft {
         self.install(
             Snapshot {
                 meta,
+                membership: chunk.membership,
                 data: Bytes::from(bytes),
             },
             out,
@@ -165,5 +174,6 @@ impl Raft {
         self.applied_index = meta.index;
         out.push(Action::Restore(snapshot.clone()));
         self.snapshot = Some(snapshot);
+        self.refresh_membership();
     }
 }

@@ -11,7 +11,7 @@ use crate::raft::{Out, Raft};
 
 impl Raft {
     pub(crate) fn on_transfer_leadership(&mut self, to: NodeId, out: &mut Out) {
-        if self.role != Role::Leader || to == self.id || !self.peers.contains(&to) {
+        if self.role != Role::Leader || to == self.id || !self.is_voter(to) {
             return;
         }
         let Some(lead) = self.lead.as_mut() else {

@@ -2,7 +2,7 @@
 //! append new variants, never renumber.
 
 use synod_core::codec::{DecodeError, Decoder, Encoder};
-use synod_core::{Entry, SnapshotMeta, Wire};
+use synod_core::{Entry, Membership, SnapshotMeta, Wire};
 
 use crate::message::*;
 
@@ -86,7 +86,11 @@ impl Wire for Message {
                     .u64(m.meta.era)
                     .u64(m.offset)
                     .bytes(&m.data)
-                    .bool(m.done);
+                    .bool(m.done)
+                    .bool(m.membership.is_some());
+                if let Some(membership) = &m.membership {
+                    membership.encode(enc);
+                }
             }
             Message::InstallSnapshotResponse(m) => {
                 enc.u8(10)
@@ -164,6 +168,11 @@ impl Wire for Message {
                 offset: dec.u64("offset")?,
                 data: dec.owned_bytes("data")?,
                 done: dec.bool("done")?,
+                membership: if dec.bool("has membership")? {
+                    Some(Membership::decode(dec)?)
+                } else {
+                    None
+                },
             }),
             11 => Message::Commit(CommitNotice {
                 term: dec.u64("term")?,
@@ -273,6 +282,18 @@ mod tests {
                 offset: 256,
                 data: Bytes::from_static(b"chunk"),
                 done: false,
+                membership: None,
+            }),
+            Message::InstallSnapshot(InstallSnapshot {
+                term: 4,
+                meta,
+                offset: 261,
+                data: Bytes::from_static(b"last"),
+                done: true,
+                membership: Some(synod_core::Membership::of_voters(&[
+                    synod_core::NodeId(1),
+                    synod_core::NodeId(4),
+                ])),
             }),
             Message::InstallSnapshotResponse(InstallSnapshotResponse {
                 term: 4,

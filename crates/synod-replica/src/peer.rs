@@ -10,7 +10,7 @@
 
 use synod_core::codec::{DecodeError, Decoder, Encoder};
 use synod_core::wire::Wire;
-use synod_core::{ClientId, NodeId, Proposal, RequestId};
+use synod_core::{ClientId, MembershipChange, MembershipRefusal, NodeId, Proposal, RequestId};
 
 /// One message between nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +45,21 @@ pub enum PeerMessage<M> {
     KeeperHeard {
         /// The lease epoch the keeper said it keeps.
         era: u64,
+    },
+    /// A membership change a follower took from an operator, for the leader to order under
+    /// the follower's request id.
+    ChangeMembership {
+        /// The request.
+        id: RequestId,
+        /// The change.
+        change: MembershipChange,
+    },
+    /// The leader refused a membership change it was handed: it had no effect.
+    MembershipRefused {
+        /// The request.
+        id: RequestId,
+        /// Why.
+        refusal: MembershipRefusal,
     },
 }
 
@@ -101,11 +116,21 @@ impl<M: Wire> Wire for PeerMessage<M> {
             PeerMessage::KeeperHeard { era } => {
                 enc.u8(6).u64(*era);
             }
+            PeerMessage::ChangeMembership { id, change } => {
+                enc.u8(7);
+                encode_id(enc, id);
+                change.encode(enc);
+            }
+            PeerMessage::MembershipRefused { id, refusal } => {
+                enc.u8(8);
+                encode_id(enc, id);
+                refusal.encode(enc);
+            }
         }
     }
 
     fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        Ok(match dec.tag("peer message", 7)? {
+        Ok(match dec.tag("peer message", 9)? {
             0 => PeerMessage::Engine(M::decode(dec)?),
             1 => {
                 let count = dec.count("proposals")?;
@@ -135,8 +160,16 @@ impl<M: Wire> Wire for PeerMessage<M> {
             5 => PeerMessage::KeeperAlive {
                 era: dec.u64("era")?,
             },
-            _ => PeerMessage::KeeperHeard {
+            6 => PeerMessage::KeeperHeard {
                 era: dec.u64("era")?,
+            },
+            7 => PeerMessage::ChangeMembership {
+                id: decode_id(dec)?,
+                change: MembershipChange::decode(dec)?,
+            },
+            _ => PeerMessage::MembershipRefused {
+                id: decode_id(dec)?,
+                refusal: MembershipRefusal::decode(dec)?,
             },
         })
     }
@@ -182,6 +215,25 @@ mod tests {
             },
             PeerMessage::KeeperAlive { era: 7 << 32 | 2 },
             PeerMessage::KeeperHeard { era: 7 << 32 | 2 },
+            PeerMessage::ChangeMembership {
+                id,
+                change: MembershipChange::Add {
+                    peer_urls: vec!["http://10.0.0.4:2380".into()],
+                    learner: true,
+                },
+            },
+            PeerMessage::ChangeMembership {
+                id,
+                change: MembershipChange::Publish {
+                    id: NodeId(4),
+                    name: "four".into(),
+                    client_urls: vec!["http://10.0.0.4:2379".into()],
+                },
+            },
+            PeerMessage::MembershipRefused {
+                id,
+                refusal: MembershipRefusal::LearnerNotReady,
+            },
         ];
         for message in messages {
             let bytes = message.to_bytes();

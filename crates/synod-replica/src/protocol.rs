@@ -99,6 +99,9 @@ pub trait Protocol: Engine<Message: Wire + Send> + Sized + Send + 'static {
     const NAME: &'static str;
     /// Settings a test may vary (for instance to inject a bug).
     type Options: Clone + Default + Send + Sync + Debug;
+    /// Whether its membership changes through its log ([`Engine::membership`]); a node
+    /// booted with no voters then joins a running cluster.
+    const CHANGES_MEMBERSHIP: bool = false;
 
     /// A node built from what its disk holds (nothing on first boot).
     fn boot(
@@ -127,6 +130,7 @@ pub struct RaftOptions {
 impl Protocol for Raft {
     const NAME: &'static str = "raft";
     type Options = RaftOptions;
+    const CHANGES_MEMBERSHIP: bool = true;
 
     fn boot(boot: &Boot<'_>, recovered: &Recovered, options: &RaftOptions) -> Result<Raft, String> {
         // Raft's term and vote are all in its hard state.

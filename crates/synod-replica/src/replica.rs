@@ -13,15 +13,17 @@
 //! the leader (`PeerMessage::Propose`, keeping the client's request id) and answers when it
 //! applies the entry from its own log; it asks the leader for a read index and serves the
 //! read once it has applied that far. A request that cannot reach the leader is refused
-//! as "not the leader" at once, never left to time out.
+//! as "not the leader" at once, never left to time out. Membership changes travel the same
+//! way (`PeerMessage::ChangeMembership`) and are answered as their entry applies.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 use synod_core::{
-    Action, Engine, Entry, Input, KeySpan, NodeId, Persist, PersistId, Proposal, ReadConsistency,
-    ReadRequest, Rejection, RequestId, Role, SendGate, Snapshot, SnapshotMeta, Status,
+    Action, Engine, Entry, Input, KeySpan, Membership, MembershipChange, MembershipRefusal, NodeId,
+    Payload, Persist, PersistId, Proposal, ReadConsistency, ReadRequest, Rejection, RequestId,
+    Role, SendGate, Snapshot, SnapshotMeta, Status,
 };
 use synod_kv::{
     Applied, KvError, KvStore, LeaseEpochRequest, LeaseExpireRequest, LeaseRevokeRequest, Request,
@@ -53,6 +55,9 @@ pub enum Refusal {
     /// the reason says why. The request had no effect.
     #[error("not supported by this protocol: {0}")]
     Unsupported(&'static str),
+    /// The membership change cannot be made (now); the request had no effect.
+    #[error("{0}")]
+    Membership(MembershipRefusal),
     /// Fewer replicas answered than the consistency level needs. With `written` the write
     /// was taken by some and may still spread to all: its outcome is unknown, as after a
     /// timeout; without, it had no effect.
@@ -81,6 +86,9 @@ pub enum Call {
     /// Seconds left on a lease by the leader's clock (leader only); [`Answer::Ttl`], -1 if
     /// the lease does not exist.
     TimeToLive(i64),
+    /// Change the membership; answered with [`Answer::Membership`] once the change applies
+    /// here.
+    ChangeMembership(MembershipChange),
 }
 
 /// One client call, with the request id it goes by and what waits for the answer.
@@ -103,6 +111,8 @@ pub enum Answer {
     Ready,
     /// A lease's TTL in seconds.
     Ttl(i64),
+    /// The membership after the change asked for.
+    Membership(Membership),
     /// No answer from the state machine.
     Refused(Refusal),
 }
@@ -139,11 +149,16 @@ pub enum Output<M, W> {
     Applied(Entry),
     /// The store was replaced by a snapshot from the leader.
     Restored(SnapshotMeta),
+    /// The membership in force changed (a change was appended, cut off, or came with a
+    /// snapshot): the shell connects to the members in it.
+    Membership(Membership),
     /// Save this copy of the store as a snapshot through `meta.index`, then call
     /// [`Replica::snapshot_saved`]. At most one is asked for at a time.
     SaveSnapshot {
         /// Its position.
         meta: SnapshotMeta,
+        /// The membership as of `meta.index`, to save with it.
+        membership: Option<Membership>,
         /// The store as applied through `meta.index` (keys and values shared, not copied).
         store: KvStore,
     },
@@ -231,6 +246,10 @@ pub struct Replica<E: Engine, W> {
     reads_after_apply: BTreeMap<u64, Vec<RequestId>>,
     /// Leader: reads followers asked it to confirm, and who asked.
     reads_for_peers: HashMap<RequestId, NodeId>,
+    /// Membership changes waiting for their entry to apply here.
+    changes: HashMap<RequestId, W>,
+    /// The membership in force as last told to the shell.
+    membership: Option<Membership>,
     /// Leader: writes followers handed it, not yet applied or refused, and who handed each
     /// (a refusal can come steps later: Multi-Paxos queues writes beyond its in-flight bound
     /// and refuses them when it steps down). Emptied when this node stops leading.
@@ -278,6 +297,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         if !E::ORDERS_WRITES {
             store.disable_sessions();
         }
+        let membership = engine.membership().cloned();
         Replica {
             leaderless: engine.status().role == Role::Peer && E::ORDERS_WRITES,
             keeper_watch: KeeperWatch::new(options.id, election_ticks),
@@ -295,6 +315,8 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             reads_asked: HashMap::new(),
             reads_after_apply: BTreeMap::new(),
             reads_for_peers: HashMap::new(),
+            changes: HashMap::new(),
+            membership,
             proposed_for: HashMap::new(),
             unacknowledged: HashMap::new(),
             peer_ready: BTreeMap::new(),
@@ -326,6 +348,11 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
     /// The engine's status after the last input.
     pub fn status(&self) -> Status {
         self.status
+    }
+
+    /// The membership in force, for an engine whose membership changes through its log.
+    pub fn membership(&self) -> Option<&Membership> {
+        self.membership.as_ref()
     }
 
     /// Why the replica cannot go on, once; the shell stops it.
@@ -366,8 +393,21 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         let forward_to = status.leader.filter(|&leader| leader != self.options.id);
         let mut proposals = Vec::new();
         let mut reads = Vec::new();
+        let mut changes = Vec::new();
         for ClientCall { id, waiter, call } in calls {
             match call {
+                // Refused here, not handed to a leader that would refuse it the same way.
+                Call::ChangeMembership(_) if self.engine.membership().is_none() => {
+                    let why = synod_core::membership::FIXED_MEMBERSHIP;
+                    out.push(Output::Answer {
+                        waiter,
+                        answer: Answer::Refused(Refusal::Unsupported(why)),
+                    });
+                }
+                Call::ChangeMembership(change) => {
+                    self.changes.insert(id, waiter);
+                    changes.push((id, change));
+                }
                 Call::Write(command) => {
                     self.writes.insert(id, waiter);
                     proposals.push(Proposal { id, command });
@@ -419,6 +459,15 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                     let answer = self.time_to_live(lease);
                     out.push(Output::Answer { waiter, answer });
                 }
+            }
+        }
+        for (id, change) in changes {
+            match forward_to {
+                Some(leader) => out.push(Output::Send {
+                    to: leader,
+                    message: PeerMessage::ChangeMembership { id, change },
+                }),
+                None => self.step(Input::ChangeMembership { id, change }, out),
             }
         }
         match forward_to {
@@ -493,6 +542,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         let ids: Vec<RequestId> = match message {
             PeerMessage::Propose(proposals) => proposals.into_iter().map(|p| p.id).collect(),
             PeerMessage::ReadIndex(ids) => ids,
+            PeerMessage::ChangeMembership { id, .. } => vec![id],
             _ => return,
         };
         for id in ids {
@@ -543,6 +593,21 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                     })
                     .collect();
                 self.step(Input::Read(reads), out);
+            }
+            PeerMessage::ChangeMembership { id, change } if leads => {
+                self.proposed_for.insert(id, from);
+                self.step(Input::ChangeMembership { id, change }, out);
+            }
+            PeerMessage::ChangeMembership { id, .. } => {
+                let leader = self.engine.status().leader;
+                let message = PeerMessage::Refused {
+                    ids: vec![id],
+                    leader,
+                };
+                out.push(Output::Send { to: from, message });
+            }
+            PeerMessage::MembershipRefused { id, refusal } => {
+                self.refuse(id, Refusal::Membership(refusal), out);
             }
             // Sent to a node that no longer leads: no effect, say so (and who leads).
             PeerMessage::Propose(proposals) => {
@@ -627,6 +692,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         self.writes.retain(|_, waiter| !waiter.abandoned());
         self.reads.retain(|_, waiter| !waiter.abandoned());
         self.keep_alives.retain(|_, k| !k.waiter.abandoned());
+        self.changes.retain(|_, waiter| !waiter.abandoned());
         let reads = &self.reads;
         self.reads_asked.retain(|id, _| reads.contains_key(id));
         for ids in self.reads_after_apply.values_mut() {
@@ -640,6 +706,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         let mut waiters: Vec<W> = self.writes.drain().map(|(_, w)| w).collect();
         waiters.extend(self.reads.drain().map(|(_, w)| w));
         waiters.extend(self.keep_alives.drain().map(|(_, k)| k.waiter));
+        waiters.extend(self.changes.drain().map(|(_, w)| w));
         waiters
     }
 
@@ -687,6 +754,12 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             }
         }
         self.status = status;
+        if self.engine.membership() != self.membership.as_ref() {
+            self.membership = self.engine.membership().cloned();
+            if let Some(membership) = &self.membership {
+                out.push(Output::Membership(membership.clone()));
+            }
+        }
         if status.role == Role::Leader && self.epoch_proposed != Some(status.era) {
             // Just promoted: the lease clocks become this leader's once its epoch applies.
             self.propose_lease_epoch(status.era, out);
@@ -734,6 +807,17 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             } => self.refuse(id, Refusal::Unsupported(why), out),
             Action::Reject {
                 id,
+                reason: Rejection::Membership(refusal),
+            } => {
+                if let Some(asker) = self.proposed_for.remove(&id) {
+                    let message = PeerMessage::MembershipRefused { id, refusal };
+                    out.push(Output::Send { to: asker, message });
+                } else {
+                    self.refuse(id, Refusal::Membership(refusal), out);
+                }
+            }
+            Action::Reject {
+                id,
                 reason:
                     Rejection::Unavailable {
                         reached,
@@ -776,7 +860,8 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             .writes
             .remove(&id)
             .or_else(|| self.reads.remove(&id))
-            .or_else(|| self.keep_alives.remove(&id).map(|k| k.waiter));
+            .or_else(|| self.keep_alives.remove(&id).map(|k| k.waiter))
+            .or_else(|| self.changes.remove(&id));
         if let Some(waiter) = waiter {
             let answer = Answer::Refused(refusal);
             out.push(Output::Answer { waiter, answer });
@@ -804,6 +889,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
 
     fn apply(&mut self, entries: &mut Vec<Entry>, out: &mut Vec<Output<E::Message, W>>) {
         let mut answers = Vec::new();
+        let mut changed = Vec::new();
         {
             let mut kv = self.store.write();
             for entry in entries.drain(..) {
@@ -814,7 +900,17 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                 if let Some(answer) = kv.apply(&entry) {
                     answers.push(answer);
                 }
+                if let Payload::Membership { id, membership } = &entry.payload {
+                    changed.push((*id, membership.clone()));
+                }
                 out.push(Output::Applied(entry));
+            }
+        }
+        for (id, membership) in changed {
+            self.proposed_for.remove(&id);
+            if let Some(waiter) = self.changes.remove(&id) {
+                let answer = Answer::Membership(membership);
+                out.push(Output::Answer { waiter, answer });
             }
         }
         for (id, result) in answers {
@@ -921,7 +1017,12 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             (meta, kv.clone())
         };
         self.snapshot_in_flight = true;
-        out.push(Output::SaveSnapshot { meta, store });
+        let membership = self.engine.membership_at(meta.index);
+        out.push(Output::SaveSnapshot {
+            meta,
+            membership,
+            store,
+        });
     }
 
     /// Renews `lease` now, if it exists and its time is not up.
@@ -1363,6 +1464,7 @@ mod tests {
         let mut leader_store = KvStore::new();
         leader_store.apply(&entry(1, 3, first, &put("k")));
         let snapshot = Snapshot {
+            membership: None,
             meta: SnapshotMeta { index: 1, era: 3 },
             data: Bytes::from(leader_store.snapshot()),
         };

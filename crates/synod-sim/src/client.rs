@@ -358,7 +358,7 @@ impl<P: Protocol> World<P> {
             .get(&id)
             .filter(|nodes| !nodes.is_empty())
             .cloned()
-            .unwrap_or_else(|| self.voters.clone())
+            .unwrap_or_else(|| self.everyone.clone())
     }
 
     fn client(&mut self, id: u64) -> &mut Client {

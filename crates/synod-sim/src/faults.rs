@@ -30,10 +30,14 @@ pub struct FaultSet {
     /// clock stops, what reaches it waits, and it carries on afterwards as if nothing
     /// happened.
     pub pause: bool,
+    /// An operator changes the membership (under protocols that can): spare nodes join as
+    /// learners or voters, learners are promoted, voters (the leader, a crashed or a cut-off
+    /// one among them) are removed, all while the other faults go on.
+    pub membership: bool,
 }
 
 /// Every fault name, in the order `Display` prints them.
-const NAMES: [&str; 9] = [
+const NAMES: [&str; 10] = [
     "delay",
     "drop",
     "duplicate",
@@ -43,6 +47,7 @@ const NAMES: [&str; 9] = [
     "disk",
     "leader-race",
     "pause",
+    "membership",
 ];
 
 impl FaultSet {
@@ -57,6 +62,7 @@ impl FaultSet {
         disk: true,
         leader_race: true,
         pause: true,
+        membership: true,
     };
     /// No fault: a healthy network and no crashes.
     pub const NONE: FaultSet = FaultSet {
@@ -69,9 +75,10 @@ impl FaultSet {
         disk: false,
         leader_race: false,
         pause: false,
+        membership: false,
     };
 
-    fn flags(&mut self) -> [&mut bool; 9] {
+    fn flags(&mut self) -> [&mut bool; 10] {
         [
             &mut self.delay,
             &mut self.drop,
@@ -82,6 +89,7 @@ impl FaultSet {
             &mut self.disk,
             &mut self.leader_race,
             &mut self.pause,
+            &mut self.membership,
         ]
     }
 

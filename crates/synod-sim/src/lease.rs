@@ -202,7 +202,14 @@ impl<P: Protocol> World<P> {
         let Some(healed) = self.healed_at else {
             return Ok(());
         };
-        let Some(replica) = self.nodes.iter().find_map(|n| n.replica.as_ref()) else {
+        // A member's store: a node removed from the membership keeps what it held.
+        let members = self.final_members();
+        let Some(replica) = self
+            .nodes
+            .iter()
+            .filter(|n| members.as_ref().is_none_or(|m| m.contains(&n.id)))
+            .find_map(|n| n.replica.as_ref())
+        else {
             return Ok(());
         };
         let kv = replica.store().read();

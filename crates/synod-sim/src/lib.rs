@@ -15,6 +15,7 @@ mod faults;
 mod freshness;
 mod gossip;
 mod lease;
+mod membership;
 mod nemesis;
 mod network;
 mod node;

@@ -40,7 +40,7 @@ impl<P: Protocol> World<P> {
         type Act<P> = fn(&mut World<P>);
         let mut choices: Vec<Act<P>> = Vec::new();
         // A partition needs two nodes to separate.
-        if faults.partition && self.voters.len() >= 2 {
+        if faults.partition && self.everyone.len() >= 2 {
             let partitions: [Act<P>; 6] = [
                 Self::partition_halves,
                 Self::isolate_leader,
@@ -61,20 +61,23 @@ impl<P: Protocol> World<P> {
         if faults.disk && faults.crash {
             choices.push(Self::arm_power_loss);
         }
-        if faults.leader_race && self.voters.len() >= 3 {
+        if faults.leader_race && self.everyone.len() >= 3 {
             choices.extend([Self::start_race as Act<P>, Self::move_leader]);
         }
         if faults.pause {
             choices.extend([Self::pause_node as Act<P>, Self::pause_node]);
         }
-        if faults.delay && self.voters.len() >= 2 {
+        if faults.delay && self.everyone.len() >= 2 {
             choices.push(Self::slow_links);
         }
-        if faults.delay && faults.leader_race && self.voters.len() >= 3 {
+        if faults.delay && faults.leader_race && self.everyone.len() >= 3 {
             choices.push(Self::move_leader_heard_late);
         }
         if faults.disk && faults.crash && P::REJOINS_EMPTY {
             choices.push(Self::replace_disk);
+        }
+        if faults.membership && P::CHANGES_MEMBERSHIP {
+            choices.extend([Self::change_membership as Act<P>, Self::change_membership]);
         }
         if let Some(&action) = self.nemesis_rng.pick(&choices) {
             action(self);
@@ -82,9 +85,9 @@ impl<P: Protocol> World<P> {
         self.schedule_nemesis();
     }
 
-    /// Every voter but `excluded`, in id order.
-    fn voters_except(&self, excluded: &[NodeId]) -> Vec<NodeId> {
-        self.voters
+    /// Every node but `excluded`, in id order.
+    fn nodes_except(&self, excluded: &[NodeId]) -> Vec<NodeId> {
+        self.everyone
             .iter()
             .copied()
             .filter(|n| !excluded.contains(n))
@@ -92,7 +95,7 @@ impl<P: Protocol> World<P> {
     }
 
     fn shuffled_nodes(&mut self) -> Vec<NodeId> {
-        let mut nodes = self.voters.clone();
+        let mut nodes = self.everyone.clone();
         self.nemesis_rng.shuffle(&mut nodes);
         nodes
     }
@@ -120,13 +123,13 @@ impl<P: Protocol> World<P> {
             .map(|(_, id)| id);
         match leader {
             Some(id) => id,
-            None => self.voters[self.nemesis_rng.index(self.voters.len())],
+            None => self.everyone[self.nemesis_rng.index(self.everyone.len())],
         }
     }
 
     fn isolate_leader(&mut self) {
         let leader = self.likely_leader();
-        let rest = self.voters_except(&[leader]);
+        let rest = self.nodes_except(&[leader]);
         self.network.blocked.clear();
         self.network.cut(&[leader], &rest);
         self.trace_line(|| format!("nemesis: isolate {leader}"));
@@ -153,7 +156,7 @@ impl<P: Protocol> World<P> {
 
     fn one_way(&mut self) {
         self.network.blocked.clear();
-        let links = self.nemesis_rng.range(1, self.voters.len() as u64 + 1);
+        let links = self.nemesis_rng.range(1, self.everyone.len() as u64 + 1);
         for _ in 0..links {
             let nodes = self.shuffled_nodes();
             self.network.blocked.insert((nodes[0], nodes[1]));
@@ -202,9 +205,11 @@ impl<P: Protocol> World<P> {
     /// As [`World::crash_node`], its unsynced writes treated as `unsynced` says. Returns
     /// whether the disk was left with garbage.
     fn crash_node_leaving(&mut self, node: NodeId, unsynced: Unsynced) -> bool {
-        let down = self.nodes.iter().filter(|n| n.replica.is_none()).count();
-        let minority = (self.voters.len() - 1) / 2;
-        if down + 1 > minority || !self.is_up(node) {
+        // Down voters stay within a minority of the voters; anyone else may go down.
+        let voting = self.voting();
+        let down = voting.iter().filter(|&&v| !self.is_up(v)).count();
+        let minority = (voting.len().max(1) - 1) / 2;
+        if (voting.contains(&node) && down + 1 > minority) || !self.is_up(node) {
             return false;
         }
         let garbage = self.crash_leaving(node, unsynced);
@@ -214,7 +219,7 @@ impl<P: Protocol> World<P> {
     }
 
     fn crash_one(&mut self) {
-        let node = self.voters[self.nemesis_rng.index(self.voters.len())];
+        let node = self.everyone[self.nemesis_rng.index(self.everyone.len())];
         self.crash_node(node);
     }
 
@@ -223,7 +228,7 @@ impl<P: Protocol> World<P> {
     /// what it stored flips. Neither can be told from the other, so the node must refuse to
     /// start; it then stays down, counted against the budget.
     fn damage_disk(&mut self) {
-        let node = self.voters[self.nemesis_rng.index(self.voters.len())];
+        let node = self.everyone[self.nemesis_rng.index(self.everyone.len())];
         let mut damage = None;
         if self.is_up(node) {
             let unsynced = if self.nemesis_rng.chance(0.5) {
@@ -256,7 +261,7 @@ impl<P: Protocol> World<P> {
     /// operator replacing a failed one would: it restarts with nothing and must catch up
     /// from its peers without reusing a version of its earlier life.
     fn replace_disk(&mut self) {
-        let node = self.voters[self.nemesis_rng.index(self.voters.len())];
+        let node = self.everyone[self.nemesis_rng.index(self.everyone.len())];
         if !self.is_up(node) {
             return;
         }
@@ -278,7 +283,7 @@ impl<P: Protocol> World<P> {
     /// disk, before the sync, so that write may survive torn (a prefix, or zeroed sectors).
     /// Crashes at random moments rarely catch a write in flight; this one always does.
     fn arm_power_loss(&mut self) {
-        let node = self.voters[self.nemesis_rng.index(self.voters.len())];
+        let node = self.everyone[self.nemesis_rng.index(self.everyone.len())];
         if self.is_up(node) {
             self.node_mut(node).power_loss_armed = true;
         }
@@ -302,7 +307,7 @@ impl<P: Protocol> World<P> {
     /// its buddy still follows it. Then the network heals.
     fn start_race(&mut self) {
         let leader = self.likely_leader();
-        let others = self.voters_except(&[leader]);
+        let others = self.nodes_except(&[leader]);
         let buddy = others[self.nemesis_rng.index(others.len())];
         self.network.blocked.clear();
         for &n in others.iter().filter(|&&n| n != buddy) {
@@ -335,7 +340,7 @@ impl<P: Protocol> World<P> {
             leader
         } else if synod_replica::fails_over_by_operator(P::NAME) {
             let up: Vec<NodeId> = self
-                .voters_except(&[leader])
+                .nodes_except(&[leader])
                 .into_iter()
                 .filter(|&n| serving(self, n))
                 .collect();
@@ -346,7 +351,7 @@ impl<P: Protocol> World<P> {
         } else {
             return;
         };
-        let others = self.voters_except(&[leader]);
+        let others = self.nodes_except(&[leader]);
         let target = others[self.nemesis_rng.index(others.len())];
         self.trace_line(|| {
             format!("nemesis: move the leadership from {leader} to {target}, told to {at}")
@@ -365,10 +370,10 @@ impl<P: Protocol> World<P> {
         }
         self.network.slow.clear();
         let extra = self.nemesis_rng.range_inclusive(20, 70) * 1_000;
-        for from in self.voters_except(&[leader]) {
+        for from in self.nodes_except(&[leader]) {
             self.network.slow.insert((from, leader), extra);
         }
-        let others = self.voters_except(&[leader]);
+        let others = self.nodes_except(&[leader]);
         let target = others[self.nemesis_rng.index(others.len())];
         self.trace_line(|| {
             format!(
@@ -393,14 +398,14 @@ impl<P: Protocol> World<P> {
             }
             RaceStage::CutOff => {
                 let pair = [leader, buddy];
-                let rest = self.voters_except(&pair);
+                let rest = self.nodes_except(&pair);
                 self.network.blocked.clear();
                 self.network.cut(&pair, &rest);
                 self.trace_line(|| format!("nemesis: race: {leader},{buddy} cut off"));
                 (RaceStage::Bridge, self.nemesis_rng.range_inclusive(16, 30))
             }
             RaceStage::Bridge => {
-                let rest = self.voters_except(&[leader, buddy]);
+                let rest = self.nodes_except(&[leader, buddy]);
                 self.network.blocked.clear();
                 self.network.cut(&[buddy], &rest);
                 self.trace_line(|| format!("nemesis: race: {leader} bridges {buddy} and the rest"));
@@ -423,7 +428,7 @@ impl<P: Protocol> World<P> {
     /// was doing and resumes later, unaware of the gap.
     fn pause_node(&mut self) {
         let node = if self.nemesis_rng.range(0, 3) == 0 {
-            self.voters[self.nemesis_rng.index(self.voters.len())]
+            self.everyone[self.nemesis_rng.index(self.everyone.len())]
         } else {
             self.likely_leader()
         };

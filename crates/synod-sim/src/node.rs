@@ -38,6 +38,17 @@ pub(crate) struct SimWaiter {
 
 impl Waiter for SimWaiter {}
 
+impl SimWaiter {
+    /// The operator, waiting for a membership change.
+    pub(crate) fn operator(request: RequestId) -> SimWaiter {
+        SimWaiter {
+            client: crate::membership::OPERATOR,
+            request,
+            read_key: None,
+        }
+    }
+}
+
 pub(crate) type SimReplica<P> = Replica<P, SimWaiter>;
 pub(crate) type SimOutput<P> = Output<<P as synod_core::Engine>::Message, SimWaiter>;
 
@@ -133,9 +144,15 @@ impl<P: Protocol> World<P> {
             .wrapping_mul(1_000_003)
             .wrapping_add(id.0 * 7919 + incarnation);
         let timing = synod_replica::Timing::default();
+        // A spare knows no membership: it joins when the operator adds it.
+        let voters: &[NodeId] = if self.spares.contains(&id) {
+            &[]
+        } else {
+            &self.voters
+        };
         let boot = synod_replica::Boot {
             id,
-            voters: &self.voters,
+            voters,
             seed,
             timing,
             snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES,
@@ -163,7 +180,7 @@ impl<P: Protocol> World<P> {
         };
         let options = ReplicaOptions {
             id,
-            peers: self.voters.iter().copied().filter(|&v| v != id).collect(),
+            peers: voters.iter().copied().filter(|&v| v != id).collect(),
             own_client_id: synod_core::ClientId::UNTRACKED_FROM | (id.0 << 32) | incarnation,
             snapshot_every: self.config.snapshot_every,
             tick_us: TICK_US,
@@ -242,12 +259,20 @@ impl<P: Protocol> World<P> {
                 Output::Send { to, message } => self.transmit(id, to, message),
                 Output::Answer { waiter, answer } => self.answer(id, waiter, answer),
                 Output::Applied(entry) => self.check_applied(id, entry),
+                Output::Membership(membership) => {
+                    self.trace_line(|| format!("{id} runs with membership {membership}"));
+                }
                 Output::Restored(meta) => {
                     self.stats.snapshots_installed += 1;
                     self.trace_line(|| format!("{id} installs a snapshot through {}", meta.index));
                 }
-                Output::SaveSnapshot { meta, store } => {
+                Output::SaveSnapshot {
+                    meta,
+                    membership,
+                    store,
+                } => {
                     let snapshot = Snapshot {
+                        membership,
                         meta,
                         data: Bytes::from(store.snapshot()),
                     };
@@ -381,6 +406,9 @@ impl<P: Protocol> World<P> {
             request,
             read_key,
         } = waiter;
+        if client == crate::membership::OPERATOR {
+            return self.operator_answer(id, answer);
+        }
         let reply = match answer {
             Answer::Applied(applied) => {
                 if !P::ORDERS_WRITES {
@@ -400,6 +428,11 @@ impl<P: Protocol> World<P> {
                 return self.fail(ViolationKind::Safety, detail);
             }
             Answer::Ttl(ttl) => Reply::Ttl(ttl),
+            Answer::Membership(_) | Answer::Refused(Refusal::Membership(_)) => {
+                let detail =
+                    format!("{id} answered client request {request} as a membership change");
+                return self.fail(ViolationKind::Safety, detail);
+            }
             Answer::Ready => {
                 let Some(key) = read_key else { return };
                 let Some(replica) = self.node(id).replica.as_ref() else {
@@ -480,5 +513,9 @@ pub(crate) fn describe<P: Protocol>(message: &PeerMessage<P::Message>) -> String
         }
         PeerMessage::KeeperAlive { era } => format!("lease keeper of era {era:#x} alive"),
         PeerMessage::KeeperHeard { era } => format!("heard the lease keeper of era {era:#x}"),
+        PeerMessage::ChangeMembership { change, .. } => format!("membership change {change:?}"),
+        PeerMessage::MembershipRefused { refusal, .. } => {
+            format!("membership change refused: {refusal}")
+        }
     }
 }

@@ -99,6 +99,12 @@ pub struct Stats {
     pub preemptions: u64,
     /// Processes paused.
     pub pauses: u64,
+    /// Membership changes the operator asked for.
+    pub membership_asked: u64,
+    /// Of those, applied (the operator heard the new membership).
+    pub membership_changed: u64,
+    /// Of those, refused as unsafe now (a change pending, a learner behind, too few up).
+    pub membership_refused: u64,
     /// Leases granted to clients that heard so.
     pub leases_granted: u64,
     /// Keep-alives answered with a TTL.
@@ -214,6 +220,9 @@ impl Summary {
             t.disks_refused += s.disks_refused;
             t.preemptions += s.preemptions;
             t.pauses += s.pauses;
+            t.membership_asked += s.membership_asked;
+            t.membership_changed += s.membership_changed;
+            t.membership_refused += s.membership_refused;
             t.leases_granted += s.leases_granted;
             t.lease_renewals += s.lease_renewals;
             t.leases_expired += s.leases_expired;
@@ -284,6 +293,16 @@ impl fmt::Display for Summary {
         row(f, "leaders elected", t.elections.to_string())?;
         row(f, "node crashes", t.crashes.to_string())?;
         row(f, "process pauses", t.pauses.to_string())?;
+        if t.membership_asked > 0 {
+            row(
+                f,
+                "membership changes asked / applied / refused",
+                format!(
+                    "{} / {} / {}",
+                    t.membership_asked, t.membership_changed, t.membership_refused
+                ),
+            )?;
+        }
         row(f, "snapshots taken", t.snapshots_taken.to_string())?;
         row(
             f,

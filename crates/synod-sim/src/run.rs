@@ -179,7 +179,7 @@ impl<P: Protocol> World<P> {
         for id in paused {
             self.resume(id);
         }
-        for id in self.voters.clone() {
+        for id in self.everyone.clone() {
             self.restart(id);
         }
         self.healed_at = Some(self.now);
@@ -258,7 +258,14 @@ impl<P: Protocol> World<P> {
     /// Every node still in service is up, has committed and applied the same log, and holds
     /// the same state.
     pub(crate) fn check_convergence(&self) -> Result<(), String> {
-        let serving: Vec<_> = self.nodes.iter().filter(|n| !n.dead).collect();
+        // Under membership changes, the members of the final membership (removed nodes and
+        // spares never added hold what they held when they left, or nothing).
+        let members = self.final_members();
+        let serving: Vec<_> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.dead && members.as_ref().is_none_or(|m| m.contains(&n.id)))
+            .collect();
         let first = serving.first().ok_or("every node's disk was damaged")?;
         let down = |id: NodeId| format!("{id} is down");
         if !P::ORDERS_WRITES {

@@ -159,6 +159,9 @@ pub(crate) struct Safety<P: Protocol> {
     pub(crate) versions: crate::gossip::Versions,
 }
 
+/// Spare nodes a run with membership faults starts, for the operator to add.
+const SPARE_NODES: usize = 2;
+
 /// The whole simulation.
 pub struct World<P: Protocol> {
     pub(crate) config: RunConfig,
@@ -169,7 +172,12 @@ pub struct World<P: Protocol> {
     pub(crate) net_rng: Rng,
     pub(crate) disk_rng: Rng,
     pub(crate) nemesis_rng: Rng,
+    /// The members the cluster boots with, all voters.
     pub(crate) voters: Vec<NodeId>,
+    /// Nodes that boot knowing no membership and wait to be added (membership faults).
+    pub(crate) spares: Vec<NodeId>,
+    /// Every node, members first: what the nemesis and the clients may reach.
+    pub(crate) everyone: Vec<NodeId>,
     pub(crate) nodes: Vec<SimNode<P>>,
     pub(crate) clients: Vec<Client>,
     pub(crate) history: History<KvInput, KvOutput>,
@@ -195,6 +203,8 @@ pub struct World<P: Protocol> {
     pub(crate) fault_free: bool,
     /// Paused nodes, with the events that reached each meanwhile.
     pub(crate) paused: BTreeMap<NodeId, Vec<Event<PeerMessage<P::Message>>>>,
+    /// The operator's last request number (membership changes).
+    pub(crate) operator_seq: u64,
     scratch: Vec<SimOutput<P>>,
 }
 
@@ -208,7 +218,16 @@ impl<P: Protocol> World<P> {
         let mut node_rng = root.fork();
         let network = Network::new(&mut net_rng, config.faults);
         let voters: Vec<NodeId> = (1..=config.nodes as u64).map(NodeId).collect();
-        let nodes = voters
+        let spare_count = if config.faults.membership && P::CHANGES_MEMBERSHIP {
+            SPARE_NODES
+        } else {
+            0
+        };
+        let spares: Vec<NodeId> = (1..=spare_count as u64)
+            .map(|i| NodeId(config.nodes as u64 + i))
+            .collect();
+        let everyone: Vec<NodeId> = voters.iter().chain(&spares).copied().collect();
+        let nodes = everyone
             .iter()
             .map(|&id| {
                 let skew = if config.faults.skew {
@@ -236,6 +255,8 @@ impl<P: Protocol> World<P> {
             disk_rng,
             nemesis_rng,
             voters,
+            spares,
+            everyone,
             nodes,
             clients: Vec::new(),
             history: History::new(),
@@ -257,9 +278,10 @@ impl<P: Protocol> World<P> {
             client_reach: BTreeMap::new(),
             fault_free,
             paused: BTreeMap::new(),
+            operator_seq: 0,
             scratch: Vec::new(),
         };
-        for id in world.voters.clone() {
+        for id in world.everyone.clone() {
             world.boot(id);
         }
         world.schedule(100 * TICK_US, Event::Audit);

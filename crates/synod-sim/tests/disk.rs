@@ -141,6 +141,7 @@ fn a_crash_after_a_snapshot_install_never_leaves_the_snapshot_beside_another_tai
         let persist = Persist {
             id: PersistId(1),
             snapshot: Some(Snapshot {
+                membership: None,
                 meta,
                 data: bytes::Bytes::from_static(b"state through 4"),
             }),

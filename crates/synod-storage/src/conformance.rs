@@ -246,8 +246,13 @@ pub fn long_logs_with_repeated_compaction(h: &mut impl LogHarness) {
 
 fn snapshot(index: LogIndex, era: u64) -> Snapshot {
     let data: Vec<u8> = (0..index * 3).map(|i| (i * 7 + era) as u8).collect();
+    // Every other one holds a membership, which must come back as it went in.
+    let membership = era.is_multiple_of(2).then(|| {
+        synod_core::Membership::of_voters(&[synod_core::NodeId(1), synod_core::NodeId(index)])
+    });
     Snapshot {
         meta: SnapshotMeta { index, era },
+        membership,
         data: Bytes::from(data),
     }
 }
@@ -281,6 +286,7 @@ pub fn snapshot_store_suite(h: &mut impl SnapshotHarness) {
     assert_eq!(store.latest().unwrap(), Some(snapshot(30, 2)));
     let empty = Snapshot {
         meta: SnapshotMeta { index: 50, era: 3 },
+        membership: None,
         data: Bytes::new(),
     };
     let mut store = store;

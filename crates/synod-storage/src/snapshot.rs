@@ -4,7 +4,7 @@ use std::io::Read;
 
 use bytes::Bytes;
 use synod_core::codec::{Decoder, Encoder};
-use synod_core::{Snapshot, SnapshotMeta};
+use synod_core::{Membership, Snapshot, SnapshotMeta};
 
 use crate::dir::Dir;
 use crate::error::{Result, StorageError};
@@ -34,7 +34,8 @@ const KIND_SNAPSHOT_HEADER: u8 = 17;
 /// One piece of the state machine's data.
 const KIND_SNAPSHOT_CHUNK: u8 = 18;
 const MAGIC: &[u8; 8] = b"SYNODSNP";
-const VERSION: u64 = 2;
+/// Version 3 adds the membership to the header; version 2 files (without it) are read.
+const VERSION: u64 = 3;
 const SUFFIX: &str = ".snap";
 const TEMP_SUFFIX: &str = ".snap.tmp";
 
@@ -139,7 +140,11 @@ impl<D: Dir> FileSnapshots<D> {
             .u64(snapshot.meta.index)
             .u64(snapshot.meta.era)
             .u64(data.len() as u64)
-            .u64(chunks as u64);
+            .u64(chunks as u64)
+            .bool(snapshot.membership.is_some());
+        if let Some(membership) = &snapshot.membership {
+            membership.encode(&mut header);
+        }
         let mut framed = Vec::with_capacity(self.chunk_bytes.min(data.len()) + 64);
         record::encode(KIND_SNAPSHOT_HEADER, &header.finish(), &mut framed);
         self.dir.append(name, &framed)?;
@@ -220,7 +225,7 @@ fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
-/// The chunks after a version 2 header, gathered into the data they make up.
+/// The chunks after a version 2 or 3 header, gathered into the data they make up.
 fn read_chunked(
     reader: &mut RecordReader<'_>,
     header: &[u8],
@@ -237,15 +242,20 @@ fn read_chunked(
             era: dec.u64("era")?,
         };
         let (len, chunks) = (dec.u64("data length")?, dec.u64("chunk count")?);
+        let membership = if version >= 3 && dec.bool("has membership")? {
+            Some(Membership::decode(&mut dec)?)
+        } else {
+            None
+        };
         dec.finish()?;
-        Ok::<_, synod_core::codec::DecodeError>(Some((version, meta, len, chunks)))
+        Ok::<_, synod_core::codec::DecodeError>(Some((version, meta, len, chunks, membership)))
     })();
-    let (version, meta, len, chunks) = match fields {
+    let (version, meta, len, chunks, membership) = match fields {
         Ok(Some(fields)) => fields,
         Ok(None) => return Err(reader.corrupt("not a Synod snapshot".to_string())),
         Err(e) => return Err(reader.corrupt(e.to_string())),
     };
-    if version != VERSION {
+    if !(2..=VERSION).contains(&version) {
         let reason = format!("snapshot format version {version} is not supported");
         return Err(reader.corrupt(reason));
     }
@@ -277,6 +287,7 @@ fn read_chunked(
     }
     Ok(Snapshot {
         meta,
+        membership,
         data: Bytes::from(data),
     })
 }
@@ -314,7 +325,11 @@ fn decode_v1(payload: &[u8], expected: SnapshotMeta) -> std::result::Result<Snap
         ));
     }
     check_meta(meta, expected)?;
-    Ok(Snapshot { meta, data })
+    Ok(Snapshot {
+        meta,
+        membership: None,
+        data,
+    })
 }
 
 impl<D: Dir> SnapshotStore for FileSnapshots<D> {

@@ -166,6 +166,7 @@ fn a_damaged_snapshot_refuses_to_load() {
     let dir = TempDir::new("snapshot");
     let mut store = FileSnapshots::open(RealDir::open(&dir.0).unwrap(), 2).unwrap();
     let snapshot = Snapshot {
+        membership: None,
         meta: SnapshotMeta { index: 9, era: 2 },
         data: bytes::Bytes::from(vec![7u8; 500]),
     };
@@ -192,6 +193,7 @@ fn a_snapshot_save_interrupted_before_its_rename_leaves_the_store_as_it_was() {
     let dir = TempDir::new("snaptemp");
     let mut store = FileSnapshots::open(RealDir::open(&dir.0).unwrap(), 2).unwrap();
     let first = Snapshot {
+        membership: None,
         meta: SnapshotMeta { index: 5, era: 1 },
         data: bytes::Bytes::from_static(b"state"),
     };
@@ -362,6 +364,7 @@ fn a_snapshot_larger_than_the_largest_record_is_saved_in_chunks_and_read_back() 
     let size = record::PAYLOAD_BYTES_MAX + 4096 + 7;
     let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
     let snapshot = Snapshot {
+        membership: None,
         meta: SnapshotMeta { index: 77, era: 3 },
         data: bytes::Bytes::from(data),
     };
@@ -383,6 +386,7 @@ fn a_snapshot_cut_at_a_chunk_boundary_or_damaged_in_a_chunk_is_refused() {
     let dir = TempDir::new("snap-chunks");
     let meta = SnapshotMeta { index: 4, era: 1 };
     let snapshot = Snapshot {
+        membership: None,
         meta,
         data: bytes::Bytes::from(vec![3u8; 10_000]),
     };

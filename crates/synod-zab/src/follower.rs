@@ -308,6 +308,7 @@ impl Zab {
                 return;
             };
             let snapshot = Snapshot {
+                membership: None,
                 meta,
                 data: Bytes::from(bytes),
             };

@@ -368,6 +368,7 @@ impl Engine for Zab {
             Input::Snapshotted(snapshot) => self.on_snapshotted(snapshot),
             // ZooKeeper moves no leadership on request: the leader stays until it fails.
             Input::TransferLeadership { .. } => {}
+            Input::ChangeMembership { id, .. } => out.push(Action::membership_unsupported(id)),
         }
         self.flush(out);
         debug_assert!(self.commit_index <= self.log.last_index());

@@ -36,6 +36,7 @@ fn dump_and_check_a_data_directory_and_name_the_damage() {
     let mut snaps = FileSnapshots::open(RealDir::open(data.join("snap")).unwrap(), 2).unwrap();
     snaps
         .save(&Snapshot {
+            membership: None,
             meta: SnapshotMeta { index: 20, era: 3 },
             data: bytes::Bytes::from_static(b"kv state"),
         })

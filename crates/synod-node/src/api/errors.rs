@@ -1,6 +1,7 @@
 //! etcd's errors, with its gRPC codes and messages, so that etcd clients react to Synod as
 //! they do to etcd: retry on "leader changed", give up on "key not found", and so on.
 
+use synod_core::MembershipRefusal;
 use synod_dns::Dns;
 use synod_kv::KvError;
 use synod_replica::Protocol;
@@ -142,5 +143,22 @@ pub fn refusal(r: Refusal) -> Status {
             Status::unavailable(format!("etcdserver: request timed out ({r})"))
         }
         r @ Refusal::Unavailable { .. } => Status::unavailable(format!("synod: {r}")),
+        Refusal::Membership(refusal) => membership(refusal),
+    }
+}
+
+/// A refused membership change, with etcd's code and message for it.
+pub fn membership(refusal: MembershipRefusal) -> Status {
+    let message = refusal.message();
+    match refusal {
+        MembershipRefusal::NotFound => Status::not_found(message),
+        MembershipRefusal::BadUrls => Status::invalid_argument(message),
+        MembershipRefusal::ChangePending => Status::unavailable(message),
+        MembershipRefusal::PeerUrlExists
+        | MembershipRefusal::NotLearner
+        | MembershipRefusal::LearnerNotReady
+        | MembershipRefusal::TooManyLearners
+        | MembershipRefusal::NotEnoughStarted
+        | MembershipRefusal::LastVoter => Status::failed_precondition(message),
     }
 }

@@ -385,6 +385,7 @@ fn proposer_that_missed_its_decision_comes_back(repropose_without_asking: bool) 
         let applied = &c.applied[&n(id)];
         let era = applied.iter().find(|e| e.index == 2).unwrap().era;
         let snapshot = Snapshot {
+            membership: None,
             meta: synod_core::SnapshotMeta { index: 2, era },
             data: Bytes::from_static(b"state through slot 2"),
         };

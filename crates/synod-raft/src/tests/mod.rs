@@ -4,6 +4,7 @@
 
 mod election;
 mod exact;
+mod membership;
 mod reads;
 mod replication;
 mod restart;
@@ -151,6 +152,23 @@ impl Cluster {
             cluster.disks.insert(id, Disk::default());
         }
         cluster
+    }
+
+    /// Starts node `id` knowing no membership, as a server started to join a running
+    /// cluster does.
+    pub(crate) fn join(&mut self, id: u64) {
+        let mut c = Config::new(NodeId(id), vec![]);
+        c.seed = id;
+        self.nodes.insert(NodeId(id), Raft::new(c.clone()).unwrap());
+        self.configs.insert(NodeId(id), c);
+        self.disks.insert(NodeId(id), Disk::default());
+    }
+
+    /// Asks node `at` for a membership change and delivers what follows.
+    pub(crate) fn change(&mut self, at: u64, seq: u64, change: synod_core::MembershipChange) {
+        let id = RequestId::new(7_000, seq);
+        self.step(NodeId(at), Input::ChangeMembership { id, change });
+        self.deliver_all();
     }
 
     pub(crate) fn node(&self, id: u64) -> &Raft {
@@ -333,7 +351,9 @@ impl Cluster {
             index,
             era: raft.log.era(index).unwrap(),
         };
+        // As the runtime does: the membership as of the snapshot is saved with it.
         let snapshot = synod_core::Snapshot {
+            membership: Engine::membership_at(raft, index),
             meta,
             data: Bytes::from(format!("state of n{id} through {index}")),
         };

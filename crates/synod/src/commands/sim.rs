@@ -29,7 +29,8 @@ pub struct SimArgs {
     #[arg(long)]
     seed: Option<u64>,
     /// Faults to inject: all, none, or a list of delay, drop, duplicate, partition, crash, skew,
-    /// disk.
+    /// disk, leader-race, pause, membership (an operator adds, promotes and removes members,
+    /// under protocols whose membership can change).
     #[arg(long, default_value = "all")]
     faults: String,
     /// Print a readable trace of the run (with --seed only).

@@ -67,6 +67,10 @@ fn describe(record: &Record) -> String {
                 p.id,
                 p.command.len()
             ),
+            Payload::Membership { id, membership } => format!(
+                "entry {} era {} membership {membership} (request {id})",
+                e.index, e.era
+            ),
         },
         Record::Truncate(index) => format!("truncate from {index}"),
         Record::HardState(bytes) => format!("hard state ({} bytes: {:02x?})", bytes.len(), bytes),

@@ -1,0 +1,182 @@
+//! Membership changes, one server at a time (thesis 4.1 to 4.3).
+//!
+//! A change is a log entry holding the whole new membership. Every node uses the newest
+//! membership in its log as soon as the entry is appended, committed or not, and falls back to
+//! the one before if the entry is cut off (4.1). Because a change adds or removes at most one
+//! voter, every majority of the old voters overlaps every majority of the new ones. The leader
+//! starts a change only when the previous one is committed and when an entry of its own term
+//! is: without the second rule, a leader elected by the old voters could overwrite a change
+//! that a leader of the new voters committed (Ongaro's 2015 erratum to the single-server
+//! algorithm, the fix etcd and every production Raft adopted).
+//!
+//! Learners (4.2.1) receive the log and snapshots but never vote, never campaign and never
+//! count in a quorum; a caught-up learner can be promoted. A leader removed from the
+//! membership keeps leading, without counting itself, until the change commits, then steps
+//! down (4.2.2). Removed servers may still time out; pre-vote and check-quorum keep them from
+//! disrupting the cluster (4.2.3).
+
+use synod_core::{
+    Action, LogIndex, Membership, MembershipChange, MembershipRefusal, NodeId, Payload, Rejection,
+    RequestId, Role,
+};
+
+use crate::message::{Message, TimeoutNow};
+use crate::progress::Progress;
+use crate::raft::{Out, Raft};
+
+impl Raft {
+    /// Recomputes the membership in force from the log, the snapshot and the boot
+    /// configuration, and brings the leader's follower list in line with it.
+    pub(crate) fn refresh_membership(&mut self) {
+        let from_log = self.log_membership_through(self.log.last_index());
+        let (membership, index) = match from_log {
+            Some((index, membership)) => (membership, index),
+            None => (self.base_membership(), 0),
+        };
+        self.membership = membership;
+        self.membership_index = index;
+        self.peers = self
+            .membership
+            .ids()
+            .into_iter()
+            .filter(|&id| id != self.id)
+            .collect();
+        let next = self.log.last_index() + 1;
+        let peers = self.peers.clone();
+        if let Some(lead) = self.lead.as_mut() {
+            lead.progress.retain(|id, _| peers.contains(id));
+            for id in peers {
+                lead.progress
+                    .entry(id)
+                    .or_insert_with(|| Progress::new(next));
+            }
+            if lead
+                .transfer
+                .is_some_and(|(to, _)| !self.membership.is_voter(to))
+            {
+                lead.transfer = None;
+            }
+        }
+    }
+
+    /// The membership the snapshot holds, else the boot configuration.
+    fn base_membership(&self) -> Membership {
+        match self.snapshot.as_ref().and_then(|s| s.membership.clone()) {
+            Some(membership) => membership,
+            None => Membership::of_voters(&self.config.voters),
+        }
+    }
+
+    /// The newest membership entry in the log at or below `index`, with its index.
+    fn log_membership_through(&self, index: LogIndex) -> Option<(LogIndex, Membership)> {
+        let first = self.log.base().index + 1;
+        (first..=index.min(self.log.last_index()))
+            .rev()
+            .find_map(|i| match self.log.entry(i).map(|e| &e.payload) {
+                Some(Payload::Membership { membership, .. }) => Some((i, membership.clone())),
+                _ => None,
+            })
+    }
+
+    /// The membership in force as of `index` (an index this node holds or has compacted).
+    pub(crate) fn membership_as_of(&self, index: LogIndex) -> Membership {
+        match self.log_membership_through(index) {
+            Some((_, membership)) => membership,
+            None => self.base_membership(),
+        }
+    }
+
+    /// An operator's change: the leader checks it and appends it; anyone else refuses it.
+    pub(crate) fn on_change_membership(
+        &mut self,
+        id: RequestId,
+        change: MembershipChange,
+        out: &mut Out,
+    ) {
+        let transferring = self.lead.as_ref().is_some_and(|l| l.transfer.is_some());
+        if self.role != Role::Leader || transferring {
+            return self.reject(id, out);
+        }
+        let next = match self.check_change(&change) {
+            Ok(next) => next,
+            Err(refusal) => {
+                return out.push(Action::Reject {
+                    id,
+                    reason: Rejection::Membership(refusal),
+                })
+            }
+        };
+        self.append(Payload::Membership {
+            id,
+            membership: next,
+        });
+        self.refresh_membership();
+        self.broadcast_append(out);
+        self.maybe_commit(out);
+    }
+
+    /// The membership after `change`, if this leader may make it now.
+    fn check_change(&self, change: &MembershipChange) -> Result<Membership, MembershipRefusal> {
+        let term_committed = self
+            .lead
+            .as_ref()
+            .is_some_and(|l| self.commit_index >= l.term_start_index);
+        let pending = self.membership_index > self.commit_index || !term_committed;
+        #[cfg(any(test, feature = "inject-bugs"))]
+        let pending = pending && !self.config.bugs.change_membership_while_pending;
+        if pending {
+            return Err(MembershipRefusal::ChangePending);
+        }
+        let next = self.membership.changed(change)?;
+        if let MembershipChange::Promote { id } = change {
+            // As etcd: a learner is ready once it holds 90% of the leader's log.
+            let matched = self.progress(*id).map_or(0, |p| p.match_index);
+            if matched.saturating_mul(10) < self.log.last_index().saturating_mul(9) {
+                return Err(MembershipRefusal::LearnerNotReady);
+            }
+        }
+        // The new voters must be able to form a quorum with the members that answer now,
+        // or the change would leave the cluster unable to commit anything, itself included.
+        let voters = next.voters();
+        if voters != self.membership.voters() {
+            let active = voters
+                .iter()
+                .filter(|&&v| v == self.id || self.recently_heard(v))
+                .count();
+            if active < synod_core::quorum::majority(voters.len()) {
+                return Err(MembershipRefusal::NotEnoughStarted);
+            }
+        }
+        Ok(next)
+    }
+
+    /// Whether the leader heard from `id` within the last election timeout.
+    fn recently_heard(&self, id: NodeId) -> bool {
+        let window = self.config.election_timeout_ticks_min;
+        self.progress(id)
+            .is_some_and(|p| p.heard_at.is_some_and(|at| at + window >= self.ticks))
+    }
+
+    /// A leader whose own removal has committed steps down (thesis 4.2.2), first telling the
+    /// voter with the most of its log to campaign at once, so the cluster does not wait an
+    /// election timeout for a new leader.
+    pub(crate) fn step_down_if_removed(&mut self, out: &mut Out) {
+        let removed = !self.membership.contains(self.id);
+        if self.role != Role::Leader || !removed || self.membership_index > self.commit_index {
+            return;
+        }
+        let successor = self.lead.as_ref().and_then(|lead| {
+            lead.progress
+                .iter()
+                .filter(|(&id, _)| self.membership.is_voter(id))
+                .max_by_key(|(_, p)| p.match_index)
+                .filter(|(_, p)| p.match_index == self.log.last_index())
+                .map(|(&id, _)| id)
+        });
+        if let Some(to) = successor {
+            let message = Message::TimeoutNow(TimeoutNow { term: self.term });
+            self.send(to, message, out);
+        }
+        self.become_follower(self.term, None, out);
+    }
+}
