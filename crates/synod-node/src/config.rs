@@ -24,6 +24,11 @@ pub struct ServerConfig {
     pub peer_listen: Option<String>,
     /// Every member and its peer address, this node included.
     pub initial_cluster: BTreeMap<NodeId, String>,
+    /// Joins a running cluster (etcd's `--initial-cluster-state existing`): the node learns
+    /// its id and the cluster's from the first member that dials it (after `member add`), and
+    /// the membership from the leader's log. `id` then only picks this node's entry of
+    /// `initial_cluster` (its name and peer address).
+    pub join: bool,
     /// Every member's name, as `member list` shows it (`n<id>` unless named otherwise).
     pub member_names: BTreeMap<NodeId, String>,
     /// Mixed into the cluster id, so two clusters on one network cannot join by mistake.
@@ -160,6 +165,7 @@ impl ServerConfig {
                 .map(|id| (*id, format!("n{}", id.0)))
                 .collect(),
             initial_cluster,
+            join: false,
             cluster_token: "synod".into(),
             data_dir,
             protocol: "raft".into(),

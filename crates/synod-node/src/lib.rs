@@ -17,6 +17,7 @@ pub mod config;
 pub mod corruption;
 pub mod disk;
 pub mod http;
+pub mod identity;
 pub mod metrics;
 pub mod node;
 pub mod server;

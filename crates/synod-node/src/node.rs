@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use synod_core::wire::Wire;
-use synod_core::{Engine, NodeId, ReadConsistency, Status};
+use synod_core::{Engine, Membership, MembershipChange, NodeId, ReadConsistency, Status};
 use synod_kv::{Applied, KvStore, Request};
 use synod_replica::{
     Answer, Call, ClientCall, LeaseBugs, Output, PeerMessage, Replica, ReplicaOptions, Store,
@@ -51,6 +51,10 @@ enum Command {
 pub struct NodeOptions {
     /// This node.
     pub id: NodeId,
+    /// Its name (`--name`), published in the membership once it joined a running cluster.
+    pub name: String,
+    /// Where clients reach it, published with its name.
+    pub client_url: String,
     /// The other members.
     pub peers: Vec<NodeId>,
     /// Length of one engine tick.
@@ -162,6 +166,15 @@ impl NodeHandle {
         }
     }
 
+    /// Changes the membership; answered with the membership after the change once it applied
+    /// here.
+    pub async fn change_membership(&self, change: MembershipChange) -> Result<Membership, Refusal> {
+        match self.call(Call::ChangeMembership(change)).await? {
+            Answer::Membership(membership) => Ok(membership),
+            _ => Err(Refusal::Stopped),
+        }
+    }
+
     /// Asks the engine to hand leadership to `to` (ignored unless this node leads).
     pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), Refusal> {
         self.commands
@@ -202,6 +215,10 @@ pub struct Node<E: Engine> {
     out: Vec<Output<E::Message, Reply>>,
     /// Set when the node must stop: it cannot go on without diverging or losing data.
     fatal: Option<String>,
+    /// This member's name and client URL on their way into the membership.
+    publishing: Option<oneshot::Receiver<Answer>>,
+    /// The membership last applied here (committed), if any changed since boot.
+    applied_membership: Option<Membership>,
 }
 
 /// Commands taken from the queue per step at most.
@@ -260,6 +277,8 @@ where
             stepped_at: Instant::now(),
             out: Vec::new(),
             fatal: None,
+            publishing: None,
+            applied_membership: None,
         };
         let handle = NodeHandle {
             commands: commands_tx,
@@ -304,7 +323,11 @@ where
                     }
                     None => self.fatal = Some("the disk thread stopped".to_string()),
                 },
-                _ = housekeeping.tick() => self.forget_abandoned(),
+                _ = housekeeping.tick() => {
+                    self.forget_abandoned();
+                    self.clock();
+                    self.publish_attributes(&mut out);
+                }
                 _ = stop.changed() => break,
             }
             self.carry_out(&mut out);
@@ -395,6 +418,10 @@ where
                     }
                     Output::Applied(_) => applied = true,
                     Output::Membership(membership) => self.on_membership(membership),
+                    Output::MembershipApplied(membership) => {
+                        self.applied_membership = Some(membership);
+                        self.connect_members();
+                    }
                     Output::Restored(meta) => {
                         applied = true;
                         info!(index = meta.index, "installed a snapshot from the leader");
@@ -425,14 +452,76 @@ where
         self.publish_status();
     }
 
+    /// A member that joined a running cluster has no name in the membership yet: it asks for
+    /// its name and client URL to be recorded (etcd members publish their attributes so), and
+    /// asks again each second until that applied.
+    fn publish_attributes(&mut self, out: &mut Vec<Output<E::Message, Reply>>) {
+        if let Some(pending) = self.publishing.as_mut() {
+            match pending.try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) => return,
+                Ok(Answer::Membership(_)) => {}
+                Ok(answer) => warn!(
+                    ?answer,
+                    "publishing this member's name was refused; retrying"
+                ),
+                Err(oneshot::error::TryRecvError::Closed) => {}
+            }
+            self.publishing = None;
+        }
+        let me = self.options.id;
+        let unnamed = self
+            .replica
+            .membership()
+            .and_then(|m| m.get(me))
+            .is_some_and(|m| m.name.is_empty());
+        if !unnamed || self.replica.status().leader.is_none() {
+            return;
+        }
+        let (sender, receiver) = oneshot::channel();
+        let change = MembershipChange::Publish {
+            id: me,
+            name: self.options.name.clone(),
+            client_urls: vec![self.options.client_url.clone()],
+        };
+        let call = ClientCall {
+            id: self.replica.next_request_id(),
+            waiter: Reply {
+                sender,
+                write: false,
+            },
+            call: Call::ChangeMembership(change),
+        };
+        self.publishing = Some(receiver);
+        self.replica.submit(vec![call], out);
+    }
+
+    /// Connects to every member of the membership in force and of the one last applied: a
+    /// member being removed must still hear the entry that removes it, and the leader's word
+    /// once it commits (the removed leader hands over with it).
+    fn connect_members(&mut self) {
+        let me = self.options.id;
+        let mut peers = std::collections::BTreeMap::new();
+        for membership in [&self.applied_membership, &self.shared.membership()]
+            .into_iter()
+            .flatten()
+        {
+            peers.extend(crate::identity::peers_of(membership, me));
+        }
+        self.transport.set_peers(&peers);
+    }
+
     /// The membership in force changed: connect to whoever is in it now.
     fn on_membership(&mut self, membership: synod_core::Membership) {
         info!(%membership, "the membership in force changed");
+        if !membership.contains(self.options.id) && !membership.members.is_empty() {
+            warn!("this member is not in the membership in force: it was removed, or has not been added yet");
+        }
         *self
             .shared
             .membership
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(membership);
+        self.connect_members();
     }
 
     fn publish_status(&mut self) {

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use synod_core::NodeId;
+use synod_core::{Membership, NodeId};
 use synod_dns::Dns;
 use synod_gossip::Gossip;
 use synod_paxos::{BasicPaxos, MultiPaxos};
@@ -139,7 +139,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
 
 /// Starts a server running protocol `P`.
 async fn start_with<P: Protocol>(
-    config: ServerConfig,
+    mut config: ServerConfig,
     options: &P::Options,
 ) -> Result<RunningServer, StartError> {
     let dir = config.data_dir.display().to_string();
@@ -149,10 +149,34 @@ async fn start_with<P: Protocol>(
             dir: dir.clone(),
             cause,
         })?;
-    let voters: Vec<NodeId> = config.initial_cluster.keys().copied().collect();
+    // This node's entry of the cluster list says where peers reach it (and, unless told
+    // otherwise, where it listens), whatever id it turns out to have.
+    let advertised_peer = config
+        .initial_cluster
+        .get(&config.id)
+        .cloned()
+        .unwrap_or_else(|| config.peer_listen());
+    config.peer_listen = Some(config.peer_listen());
+    let peer_listener = bind("peers", &config.peer_listen()).await?;
+    let identity = crate::identity::establish(&config, &recovered, &peer_listener)
+        .await
+        .map_err(|reason| StartError::Recovery {
+            dir: dir.clone(),
+            reason,
+        })?;
+    config.id = identity.id;
+    // A member that joined a running cluster learns its membership from the leader's log;
+    // one that booted the cluster starts from the cluster list, with names and addresses.
+    let (voters, members): (Vec<NodeId>, Option<Membership>) = if identity.joined {
+        (Vec::new(), None)
+    } else {
+        let members = crate::identity::boot_membership(&config);
+        (members.voters(), Some(members))
+    };
     let boot = Boot {
         id: config.id,
         voters: &voters,
+        members: members.as_ref(),
         seed: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(config.id.0, |d| d.as_nanos() as u64 ^ config.id.0),
@@ -167,7 +191,6 @@ async fn start_with<P: Protocol>(
         reason,
     })?;
 
-    let peer_listener = bind("peers", &config.peer_listen()).await?;
     let client_listener = bind("clients", &config.client_listen).await?;
     let metrics_listener = match &config.metrics_listen {
         Some(address) => Some(bind("metrics", address).await?),
@@ -189,19 +212,29 @@ async fn start_with<P: Protocol>(
         })?;
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
 
-    let mut transport_config = TransportConfig::new(config.cluster_id(), config.id, config.peers());
+    // The peers of the membership in force (after changes, not the cluster list's); a joining
+    // node that has heard nothing yet takes whoever of its cluster dials.
+    let peers = match engine.membership() {
+        Some(membership) => crate::identity::peers_of(membership, config.id),
+        None => config.peers(),
+    };
+    let open = identity.joined && peers.is_empty();
+    let mut transport_config = TransportConfig::new(identity.cluster_id, config.id, peers);
     transport_config.client_url = config.client_url();
+    transport_config.peer_address = advertised_peer;
     transport_config.settings = config.replicated_settings();
     // A connection whose data goes unacknowledged for an election timeout is given up and
     // redialled, so a healed network carries messages again within about that time.
     transport_config.stall_timeout = config.election_timeout.max(Duration::from_millis(500));
     let (inbound_tx, inbound) = mpsc::channel(8192);
-    let transport = Transport::start(transport_config, peer_listener, inbound_tx);
+    let transport = Transport::start(transport_config, peer_listener, inbound_tx, open);
     let directory = transport.directory().clone();
     let transport_metrics = transport.metrics_renderer();
 
     let options = crate::node::NodeOptions {
         id: config.id,
+        name: config.name.clone(),
+        client_url: config.client_url(),
         peers: voters.iter().copied().filter(|&v| v != config.id).collect(),
         tick: config.tick,
         clock_rate: config.clock_rate,
@@ -233,6 +266,7 @@ async fn start_with<P: Protocol>(
     let config = Arc::new(config);
     let api = Arc::new(Api::new(
         handle,
+        identity.cluster_id,
         config.clone(),
         directory,
         front_stop_rx.clone(),

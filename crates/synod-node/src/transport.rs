@@ -18,8 +18,13 @@
 //! connection, which is closed. Bytes that do not
 //! make a frame (garbage, an oversized length, a message that does not decode, a connection
 //! cut mid-frame) close that one connection and nothing else.
+//!
+//! The peers change with the membership ([`Transport::set_peers`]): a new member gets a
+//! queue and a dialler, a removed one loses them, and the acceptor takes handshakes only from
+//! the members of the day. A node that joins a running cluster knows no member at first: it
+//! takes whoever dials it until the membership reaches it through the log.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
@@ -39,8 +44,10 @@ use tracing::{debug, info, warn};
 /// Peers must agree exactly. 3: lease epochs and era-bound expiries in the log, snapshot
 /// format 3. 4: the Basic Paxos lease keeper's pings. 5: Multi-Paxos hands over its
 /// leadership (TimeoutNow). 6: members answer the Basic Paxos keeper's pings. 7: a ZAB
-/// follower's Ping says whether it is in broadcast; synchronous primary-backup.
-pub const PROTOCOL_VERSION: u16 = 7;
+/// follower's Ping says whether it is in broadcast; synchronous primary-backup. 8: Raft
+/// membership changes (a membership entry in the log, the membership with InstallSnapshot,
+/// changes forwarded to the leader).
+pub const PROTOCOL_VERSION: u16 = 8;
 const MAGIC: [u8; 4] = *b"SYNP";
 /// Each of a handshake's variable parts (the client URL, the settings) is at most this long.
 const URL_BYTES_MAX: usize = 1024;
@@ -54,6 +61,9 @@ pub struct TransportConfig {
     pub me: NodeId,
     /// Where clients reach this node, told to peers so they can forward requests here.
     pub client_url: String,
+    /// Where peers reach this node (`host:port`), told to peers so a member that joined and
+    /// knows no membership yet can answer whoever dialled it.
+    pub peer_address: String,
     /// The settings every member must share because they shape the replicated state (the
     /// protocol, the history window, the session limit), as text; a peer with other settings
     /// is refused, so replicas cannot drift apart by a flag given to one of them.
@@ -84,6 +94,7 @@ impl TransportConfig {
             cluster_id,
             me,
             client_url: String::new(),
+            peer_address: String::new(),
             settings: String::new(),
             peers,
             queue_messages: 4096,
@@ -163,72 +174,159 @@ impl PeerDirectory {
     }
 }
 
+/// Who may connect: the peers of the day, or anyone (`None`) until a joining node learns
+/// the membership.
+type Admitted = Arc<RwLock<Option<BTreeSet<NodeId>>>>;
+
+/// One peer's queue and the task that drains it into the connection.
+struct Link<M> {
+    address: String,
+    queue: mpsc::Sender<M>,
+    task: JoinHandle<()>,
+}
+
 /// The sending half: one queue per peer, each drained by a task that owns the connection.
 pub struct Transport<M> {
-    queues: BTreeMap<NodeId, mpsc::Sender<M>>,
+    config: Arc<TransportConfig>,
+    links: BTreeMap<NodeId, Link<M>>,
+    /// Weak handles on the queues, for the metrics.
+    queues: Arc<Mutex<BTreeMap<NodeId, mpsc::WeakSender<M>>>>,
+    admitted: Admitted,
+    /// While anyone may connect: who did, and where it listens, to answer it.
+    dialled_by: Arc<Mutex<BTreeMap<NodeId, String>>>,
     stats: Arc<TransportStats>,
     directory: Arc<PeerDirectory>,
-    tasks: Vec<JoinHandle<()>>,
+    acceptor: JoinHandle<()>,
 }
 
 impl<M> fmt::Debug for Transport<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Transport")
-            .field("peers", &self.queues.keys().collect::<Vec<_>>())
+            .field("peers", &self.links.keys().collect::<Vec<_>>())
             .finish()
     }
 }
 
 impl<M: Wire + Send + 'static> Transport<M> {
     /// Starts accepting peers on `listener` (their messages go to `inbound`) and dialling
-    /// every peer of `config`. Must run inside a tokio runtime.
+    /// every peer of `config`. With `open`, anyone of the cluster may connect until the first
+    /// [`Transport::set_peers`] (a node joining a running cluster). Must run inside a tokio
+    /// runtime.
     pub fn start(
         config: TransportConfig,
         listener: TcpListener,
         inbound: mpsc::Sender<Inbound<M>>,
+        open: bool,
     ) -> Transport<M> {
+        let peers = config.peers.clone();
         let config = Arc::new(config);
         let stats = Arc::new(TransportStats::default());
         let directory = Arc::new(PeerDirectory::default());
-        let mut tasks = Vec::new();
-        let mut queues = BTreeMap::new();
-        for (&peer, address) in &config.peers {
-            let (tx, rx) = mpsc::channel(config.queue_messages.max(1));
-            queues.insert(peer, tx);
-            let sender = PeerSender {
-                config: config.clone(),
-                peer,
-                address: address.clone(),
-                queue: rx,
-                stats: stats.clone(),
-                directory: directory.clone(),
-            };
-            tasks.push(tokio::spawn(sender.run()));
-        }
+        let admitted: Admitted = Arc::new(RwLock::new(
+            (!open).then(|| peers.keys().copied().collect()),
+        ));
+        let dialled_by: Arc<Mutex<BTreeMap<NodeId, String>>> = Arc::default();
         let acceptor = Acceptor::<M> {
-            config,
+            config: config.clone(),
+            admitted: admitted.clone(),
+            dialled_by: dialled_by.clone(),
             stats: stats.clone(),
             directory: directory.clone(),
             inbound,
             latest: Default::default(),
             message: PhantomData,
         };
-        tasks.push(tokio::spawn(acceptor.run(listener)));
-        Transport {
-            queues,
+        let acceptor = tokio::spawn(acceptor.run(listener));
+        let mut transport = Transport {
+            config,
+            links: BTreeMap::new(),
+            queues: Default::default(),
+            admitted,
+            dialled_by,
             stats,
             directory,
-            tasks,
+            acceptor,
+        };
+        for (peer, address) in peers {
+            transport.link(peer, address);
         }
+        transport
+    }
+
+    /// Starts a queue and a dialler for `peer` at `address`.
+    fn link(&mut self, peer: NodeId, address: String) {
+        let (queue, rx) = mpsc::channel(self.config.queue_messages.max(1));
+        let sender = PeerSender {
+            config: self.config.clone(),
+            peer,
+            address: address.clone(),
+            queue: rx,
+            stats: self.stats.clone(),
+            directory: self.directory.clone(),
+        };
+        lock(&self.queues).insert(peer, queue.downgrade());
+        let task = tokio::spawn(sender.run());
+        self.links.insert(
+            peer,
+            Link {
+                address,
+                queue,
+                task,
+            },
+        );
+    }
+
+    /// The peers are now these (every other member and its `host:port`): new ones are
+    /// dialled, removed ones dropped with what was queued for them, moved ones redialled at
+    /// their new address; only these may connect from now on.
+    pub fn set_peers(&mut self, peers: &BTreeMap<NodeId, String>) {
+        let gone: Vec<NodeId> = self
+            .links
+            .iter()
+            .filter(|(id, link)| peers.get(id) != Some(&link.address))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in gone {
+            if let Some(link) = self.links.remove(&id) {
+                link.task.abort();
+                lock(&self.queues).remove(&id);
+                info!(peer = %id, address = %link.address, "no longer a peer at this address");
+            }
+        }
+        for (&id, address) in peers {
+            if !self.links.contains_key(&id) {
+                info!(peer = %id, %address, "a new peer");
+                self.link(id, address.clone());
+            }
+        }
+        *self
+            .admitted
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Some(peers.keys().copied().collect());
+        lock(&self.dialled_by).clear();
     }
 }
 
-impl<M> Transport<M> {
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl<M: Wire + Send + 'static> Transport<M> {
     /// Queues `message` for `to`; hands it back (and counts the drop) when the queue is full
     /// or `to` is not a peer. Never waits.
-    pub fn send(&self, to: NodeId, message: M) -> Result<(), M> {
-        let refused = match self.queues.get(&to) {
-            Some(queue) => match queue.try_send(message) {
+    pub fn send(&mut self, to: NodeId, message: M) -> Result<(), M> {
+        if !self.links.contains_key(&to) {
+            // A joining node answers the members that dialled it before it knows them all.
+            let address = lock(&self.dialled_by).get(&to).cloned();
+            if let Some(address) = address {
+                self.link(to, address);
+            }
+        }
+        let refused = match self.links.get(&to) {
+            Some(link) => match link.queue.try_send(message) {
                 Ok(()) => return Ok(()),
                 Err(e) => e.into_inner(),
             },
@@ -240,9 +338,9 @@ impl<M> Transport<M> {
 
     /// Messages waiting in `peer`'s queue.
     pub fn queue_depth(&self, peer: NodeId) -> usize {
-        self.queues
+        self.links
             .get(&peer)
-            .map_or(0, |q| q.max_capacity() - q.capacity())
+            .map_or(0, |l| l.queue.max_capacity() - l.queue.capacity())
     }
 
     /// The transport's counters.
@@ -262,11 +360,7 @@ impl<M> Transport<M> {
         M: Send + 'static,
     {
         let stats = Arc::downgrade(&self.stats);
-        let queues: Vec<(NodeId, mpsc::WeakSender<M>)> = self
-            .queues
-            .iter()
-            .map(|(id, q)| (*id, q.downgrade()))
-            .collect();
+        let queues = Arc::downgrade(&self.queues);
         Arc::new(move |out: &mut String| {
             use std::fmt::Write;
             let Some(stats) = stats.upgrade() else {
@@ -321,6 +415,13 @@ impl<M> Transport<M> {
                 out,
                 "# HELP {name} Messages waiting to be sent, per peer.\n# TYPE {name} gauge"
             );
+            let Some(queues) = queues.upgrade() else {
+                return;
+            };
+            let queues: Vec<(NodeId, mpsc::WeakSender<M>)> = lock(&queues)
+                .iter()
+                .map(|(&id, q)| (id, q.clone()))
+                .collect();
             for (peer, queue) in &queues {
                 let depth = queue
                     .upgrade()
@@ -336,8 +437,9 @@ pub type MetricsRenderer = Arc<dyn Fn(&mut String) + Send + Sync>;
 
 impl<M> Drop for Transport<M> {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
+        self.acceptor.abort();
+        for link in self.links.values() {
+            link.task.abort();
         }
     }
 }
@@ -354,6 +456,8 @@ struct Hello {
     to: NodeId,
     client_url: String,
     settings: String,
+    /// Where the sender listens for peers (`host:port`).
+    peer_address: String,
 }
 
 /// Why a handshake was refused; the byte is sent to the dialer.
@@ -392,7 +496,8 @@ impl Refusal {
 fn encode_hello(hello: &Hello) -> Vec<u8> {
     let url = &hello.client_url.as_bytes()[..hello.client_url.len().min(URL_BYTES_MAX)];
     let settings = &hello.settings.as_bytes()[..hello.settings.len().min(URL_BYTES_MAX)];
-    let mut buf = Vec::with_capacity(36 + url.len() + settings.len());
+    let peer = &hello.peer_address.as_bytes()[..hello.peer_address.len().min(URL_BYTES_MAX)];
+    let mut buf = Vec::with_capacity(38 + url.len() + settings.len() + peer.len());
     buf.extend_from_slice(&MAGIC);
     buf.extend_from_slice(&hello.version.to_le_bytes());
     buf.extend_from_slice(&hello.cluster_id.to_le_bytes());
@@ -402,6 +507,8 @@ fn encode_hello(hello: &Hello) -> Vec<u8> {
     buf.extend_from_slice(url);
     buf.extend_from_slice(&(settings.len() as u16).to_le_bytes());
     buf.extend_from_slice(settings);
+    buf.extend_from_slice(&(peer.len() as u16).to_le_bytes());
+    buf.extend_from_slice(peer);
     buf
 }
 
@@ -453,10 +560,12 @@ async fn read_hello(stream: &mut (impl AsyncReadExt + Unpin)) -> io::Result<Hell
             to,
             client_url: String::new(),
             settings: String::new(),
+            peer_address: String::new(),
         });
     }
     let client_url = read_text(stream, "client URL").await?;
     let settings = read_text(stream, "settings").await?;
+    let peer_address = read_text(stream, "peer address").await?;
     Ok(Hello {
         version,
         cluster_id,
@@ -464,6 +573,7 @@ async fn read_hello(stream: &mut (impl AsyncReadExt + Unpin)) -> io::Result<Hell
         to,
         client_url,
         settings,
+        peer_address,
     })
 }
 
@@ -478,6 +588,45 @@ async fn write_answer(stream: &mut TcpStream, answer: Result<&Hello, Refusal>) -
         Err(refusal) => buf.push(refusal as u8),
     }
     stream.write_all(&buf).await
+}
+
+/// For a node joining a running cluster: waits until a member dials it, and returns the
+/// cluster's id and the id that member knows this node by (the one `member add` gave the
+/// peer address it dialled). That first connection is closed unanswered; the member dials
+/// again and finds the transport started. Handshakes of another protocol version or with
+/// other replicated settings are refused with a log line, as the transport would.
+pub async fn await_identity(
+    listener: &TcpListener,
+    settings: &str,
+    timeout: Duration,
+) -> (u64, NodeId) {
+    loop {
+        let (mut stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, "cannot accept a peer connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        match tokio::time::timeout(timeout, read_hello(&mut stream)).await {
+            Ok(Ok(hello)) if hello.version != PROTOCOL_VERSION => {
+                warn!(%remote, version = hello.version, "a peer of another protocol version dialled");
+            }
+            Ok(Ok(hello)) if hello.settings != settings => {
+                warn!(%remote, theirs = %hello.settings, ours = %settings,
+                      "a peer with other replicated settings dialled");
+            }
+            Ok(Ok(hello)) if hello.to.0 != 0 => {
+                info!(%remote, member = %hello.from, id = %hello.to,
+                      cluster = format!("{:x}", hello.cluster_id), "joined: a member dialled");
+                return (hello.cluster_id, hello.to);
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(%remote, error = %e, "a peer connection without a handshake"),
+            Err(_) => warn!(%remote, "no handshake in time"),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -553,6 +702,7 @@ impl<M: Wire + Send + 'static> PeerSender<M> {
                 to: self.peer,
                 client_url: self.config.client_url.clone(),
                 settings: self.config.settings.clone(),
+                peer_address: self.config.peer_address.clone(),
             };
             stream.write_all(&encode_hello(&hello)).await?;
             let mut head = [0u8; 5];
@@ -650,6 +800,8 @@ impl<M: Wire + Send + 'static> PeerSender<M> {
 
 struct Acceptor<M> {
     config: Arc<TransportConfig>,
+    admitted: Admitted,
+    dialled_by: Arc<Mutex<BTreeMap<NodeId, String>>>,
     stats: Arc<TransportStats>,
     directory: Arc<PeerDirectory>,
     inbound: mpsc::Sender<Inbound<M>>,
@@ -735,8 +887,17 @@ impl<M: Wire + Send + 'static> Acceptor<M> {
             to: hello.from,
             client_url: self.config.client_url.clone(),
             settings: self.config.settings.clone(),
+            peer_address: self.config.peer_address.clone(),
         };
         write_answer(&mut stream, Ok(&ours)).await?;
+        let open = self
+            .admitted
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_none();
+        if open && !hello.peer_address.is_empty() {
+            lock(&self.dialled_by).insert(hello.from, hello.peer_address.clone());
+        }
         self.directory.learn(hello.from, hello.client_url);
         let from = hello.from;
         let (number, mut newer) = self.newest(from);
@@ -786,7 +947,13 @@ impl<M: Wire + Send + 'static> Acceptor<M> {
             Err(Refusal::Version)
         } else if hello.cluster_id != self.config.cluster_id {
             Err(Refusal::Cluster)
-        } else if !self.config.peers.contains_key(&hello.from) {
+        } else if !self
+            .admitted
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .is_none_or(|peers| peers.contains(&hello.from))
+        {
             Err(Refusal::UnknownNode)
         } else if hello.to != self.config.me {
             Err(Refusal::WrongNode)
@@ -811,6 +978,7 @@ mod tests {
             to: NodeId(3),
             client_url: "http://127.0.0.1:2379".into(),
             settings: "protocol=raft history-revisions=10000".into(),
+            peer_address: "127.0.0.1:2380".into(),
         };
         let bytes = encode_hello(&hello);
         let mut reader = &bytes[..];

@@ -50,10 +50,19 @@ fn config(cluster: u64, me: u64, peers: &[(u64, &str)]) -> TransportConfig {
     c
 }
 
+/// A node that takes whoever of its cluster dials (a member joining a running cluster).
+fn start_open(config: TransportConfig, listener: TcpListener) -> Node {
+    let (tx, inbox) = mpsc::channel(1024);
+    Node {
+        transport: Transport::start(config, listener, tx, true),
+        inbox,
+    }
+}
+
 fn start(config: TransportConfig, listener: TcpListener) -> Node {
     let (tx, inbox) = mpsc::channel(1024);
     Node {
-        transport: Transport::start(config, listener, tx),
+        transport: Transport::start(config, listener, tx, false),
         inbox,
     }
 }
@@ -67,7 +76,7 @@ async fn pair() -> (Node, Node, String, String) {
 }
 
 /// Sends until one arrives (the first sends may be dropped while the connection opens).
-async fn deliver(from: &Node, to_id: u64, to: &mut Node, tag: u64) -> Inbound<Note> {
+async fn deliver(from: &mut Node, to_id: u64, to: &mut Node, tag: u64) -> Inbound<Note> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let _ = from
@@ -83,12 +92,11 @@ async fn deliver(from: &Node, to_id: u64, to: &mut Node, tag: u64) -> Inbound<No
 
 #[tokio::test]
 async fn messages_flow_both_ways_and_peers_learn_client_urls() {
-    let (n1, mut n2, _, _) = pair().await;
-    let got = deliver(&n1, 2, &mut n2, 7).await;
+    let (mut n1, mut n2, _, _) = pair().await;
+    let got = deliver(&mut n1, 2, &mut n2, 7).await;
     assert_eq!(got.from, NodeId(1));
     assert_eq!(got.message.1, b"hello");
-    let mut n1 = n1;
-    let back = deliver(&n2, 1, &mut n1, 8).await;
+    let back = deliver(&mut n2, 1, &mut n1, 8).await;
     assert_eq!(back.from, NodeId(2));
     // Both sides heard the other's client URL in a handshake.
     assert_eq!(
@@ -118,12 +126,12 @@ async fn messages_flow_both_ways_and_peers_learn_client_urls() {
 
 #[tokio::test]
 async fn foreign_and_unknown_nodes_are_refused_and_the_cluster_keeps_working() {
-    let (n1, mut n2, a1, _) = pair().await;
+    let (mut n1, mut n2, a1, _) = pair().await;
     // A node of another cluster, and an unknown node of this one, both dial n1.
     let (lf, _) = listener().await;
-    let foreign = start(config(0xbad, 2, &[(1, &a1)]), lf);
+    let mut foreign = start(config(0xbad, 2, &[(1, &a1)]), lf);
     let (lu, _) = listener().await;
-    let unknown = start(config(CLUSTER, 9, &[(1, &a1)]), lu);
+    let mut unknown = start(config(CLUSTER, 9, &[(1, &a1)]), lu);
     for _ in 0..20 {
         let _ = foreign.transport.send(NodeId(1), Note(1, vec![]));
         let _ = unknown.transport.send(NodeId(1), Note(1, vec![]));
@@ -133,7 +141,7 @@ async fn foreign_and_unknown_nodes_are_refused_and_the_cluster_keeps_working() {
     assert!(refused(&n1) >= 2, "n1 refused {} handshakes", refused(&n1));
     assert!(refused(&foreign) >= 1 && refused(&unknown) >= 1);
     assert_eq!(TransportStats::get(&foreign.transport.stats().connects), 0);
-    deliver(&n1, 2, &mut n2, 42).await;
+    deliver(&mut n1, 2, &mut n2, 42).await;
 }
 
 #[tokio::test]
@@ -144,8 +152,8 @@ async fn a_member_with_other_replicated_settings_is_refused_both_ways() {
     c1.settings = "protocol=raft history-revisions=10000".into();
     let mut c2 = config(CLUSTER, 2, &[(1, &a1)]);
     c2.settings = "protocol=raft history-revisions=500".into();
-    let n1 = start(c1, l1);
-    let n2 = start(c2, l2);
+    let mut n1 = start(c1, l1);
+    let mut n2 = start(c2, l2);
     for i in 0..20 {
         let _ = n1.transport.send(NodeId(2), Note(i, vec![]));
         let _ = n2.transport.send(NodeId(1), Note(i, vec![]));
@@ -176,6 +184,7 @@ async fn introduced(address: &str, from: u64, to: u64) -> TcpStream {
     hello.extend_from_slice(&to.to_le_bytes());
     hello.extend_from_slice(&0u16.to_le_bytes()); // no client URL
     hello.extend_from_slice(&0u16.to_le_bytes()); // no settings
+    hello.extend_from_slice(&0u16.to_le_bytes()); // no peer address
     s.write_all(&hello).await.unwrap();
     let mut answer = [0u8; 5];
     s.read_exact(&mut answer).await.unwrap();
@@ -202,7 +211,7 @@ async fn closed(mut s: TcpStream) {
 
 #[tokio::test]
 async fn bad_bytes_close_only_their_own_connection() {
-    let (n1, mut n2, _, a2) = pair().await;
+    let (mut n1, mut n2, _, a2) = pair().await;
     // Garbage instead of a handshake.
     let mut garbage = TcpStream::connect(&a2).await.unwrap();
     garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
@@ -230,7 +239,7 @@ async fn bad_bytes_close_only_their_own_connection() {
         n2.inbox.try_recv().is_err(),
         "no bad frame became a message"
     );
-    deliver(&n1, 2, &mut n2, 5).await;
+    deliver(&mut n1, 2, &mut n2, 5).await;
 }
 
 #[tokio::test]
@@ -249,6 +258,7 @@ async fn a_peer_that_never_reads_costs_bounded_memory() {
         answer.extend_from_slice(&1u64.to_le_bytes());
         answer.extend_from_slice(&0u16.to_le_bytes()); // no client URL
         answer.extend_from_slice(&0u16.to_le_bytes()); // no settings
+        answer.extend_from_slice(&0u16.to_le_bytes()); // no peer address
         s.write_all(&answer).await.unwrap();
         tokio::time::sleep(Duration::from_secs(60)).await;
         drop(s);
@@ -256,7 +266,7 @@ async fn a_peer_that_never_reads_costs_bounded_memory() {
     let (l1, _) = listener().await;
     let mut c = config(CLUSTER, 1, &[(2, &fake_address)]);
     c.queue_messages = 64;
-    let n1 = start(c, l1);
+    let mut n1 = start(c, l1);
     while TransportStats::get(&n1.transport.stats().connects) == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -285,12 +295,12 @@ async fn a_peer_that_never_reads_costs_bounded_memory() {
 
 #[tokio::test]
 async fn a_restarted_peer_is_redialled() {
-    let (n1, n2, a1, a2) = pair().await;
+    let (mut n1, n2, a1, a2) = pair().await;
     drop(n2);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let l2 = TcpListener::bind(&a2).await.unwrap();
     let mut n2 = start(config(CLUSTER, 2, &[(1, &a1)]), l2);
-    deliver(&n1, 2, &mut n2, 99).await;
+    deliver(&mut n1, 2, &mut n2, 99).await;
     assert!(TransportStats::get(&n1.transport.stats().connects) >= 1);
 }
 
@@ -299,7 +309,7 @@ async fn a_restarted_peer_is_redialled() {
 /// waiting forever.
 #[tokio::test]
 async fn a_peer_that_dials_again_supersedes_its_older_connection() {
-    let (n1, mut n2, _, a2) = pair().await;
+    let (mut n1, mut n2, _, a2) = pair().await;
     let older = introduced(&a2, 1, 2).await;
     let newer = introduced(&a2, 1, 2).await;
     closed(older).await;
@@ -318,5 +328,46 @@ async fn a_peer_that_dials_again_supersedes_its_older_connection() {
     assert_eq!(inbound.message, Note(9, b"still here".to_vec()));
     drop(newer);
     // And the real node 1, which redials once its connection is gone, gets through again.
-    deliver(&n1, 2, &mut n2, 6).await;
+    deliver(&mut n1, 2, &mut n2, 6).await;
+}
+
+/// A member that joins knows nobody: it takes the member that dials it and answers it at the
+/// peer address that member gave. Once it knows the membership, only members may connect,
+/// and a peer that left is dropped while a new one is dialled.
+#[tokio::test]
+async fn a_joining_node_answers_who_dialled_and_follows_the_membership() {
+    let (l1, a1) = listener().await;
+    let (l4, a4) = listener().await;
+    let mut c1 = config(CLUSTER, 1, &[(4, &a4)]);
+    c1.peer_address = a1.clone();
+    let mut n1 = start(c1, l1);
+    let mut n4 = start_open(config(CLUSTER, 4, &[]), l4);
+    let got = deliver(&mut n1, 4, &mut n4, 1).await;
+    assert_eq!(got.from, NodeId(1));
+    let back = deliver(&mut n4, 1, &mut n1, 2).await;
+    assert_eq!(
+        back.from,
+        NodeId(4),
+        "n4 answered n1 at the address n1 gave"
+    );
+
+    // n4 learns a membership without n1 but with n3: n1 is refused from now on.
+    let (l3, a3) = listener().await;
+    let mut n3 = start(config(CLUSTER, 3, &[(4, &a4)]), l3);
+    n4.transport
+        .set_peers(&BTreeMap::from([(NodeId(3), a3.clone())]));
+    let got = deliver(&mut n4, 3, &mut n3, 3).await;
+    assert_eq!(got.from, NodeId(4));
+    assert!(
+        n4.transport.send(NodeId(1), Note(4, vec![])).is_err(),
+        "n1 is no longer a peer"
+    );
+    let (l9, a9) = listener().await;
+    let mut stranger = start(config(CLUSTER, 1, &[(4, &a4)]), l9);
+    let _ = a9;
+    for _ in 0..20 {
+        let _ = stranger.transport.send(NodeId(4), Note(5, vec![]));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(TransportStats::get(&n4.transport.stats().handshakes_refused) >= 1);
 }

@@ -1,7 +1,7 @@
 //! How a Raft node is set up.
 
 use synod_core::quorum::{check_members, MembersError};
-use synod_core::NodeId;
+use synod_core::{Membership, NodeId};
 use thiserror::Error;
 
 /// Settings of one Raft node. Times are in ticks; the runtime decides how long a tick is
@@ -14,6 +14,9 @@ pub struct Config {
     /// cluster and learns the membership from the leader's log or snapshot. Once the log or
     /// a snapshot holds a membership, that one rules.
     pub voters: Vec<NodeId>,
+    /// The boot voters with their names and addresses, as the runtime knows them; `None`:
+    /// ids only. Its voters must be `voters`.
+    pub boot_membership: Option<Membership>,
     /// Seeds the node's PRNG (randomized election timeouts).
     pub seed: u64,
     /// Shortest election timeout. A follower that heard from a leader more recently than
@@ -69,6 +72,7 @@ impl Config {
         Config {
             id,
             voters,
+            boot_membership: None,
             seed: id.0,
             election_timeout_ticks_min: 15,
             election_timeout_ticks_max: 30,
@@ -90,6 +94,11 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !self.voters.is_empty() {
             check_members(self.id, &self.voters, u64::MAX)?;
+        }
+        if let Some(m) = &self.boot_membership {
+            if m.voters() != self.voters || m.members.iter().any(|m| m.learner) {
+                return Err(ConfigError::BootMembership);
+            }
         }
         if self.heartbeat_interval_ticks == 0
             || self.heartbeat_interval_ticks >= self.election_timeout_ticks_min
@@ -127,6 +136,9 @@ pub enum ConfigError {
     /// Inconsistent timeouts.
     #[error("bad timing: {0}")]
     Timing(&'static str),
+    /// The boot membership is not the boot voters.
+    #[error("the boot membership lists other members than the voters")]
+    BootMembership,
     /// Batching limits of zero.
     #[error("inflight, batch and snapshot chunk limits must be at least 1")]
     Limits,

@@ -41,7 +41,8 @@ impl Raft {
 
     /// The leader asked us to take over (thesis 3.10): campaign at once.
     pub(crate) fn on_timeout_now(&mut self, out: &mut Out) {
-        if self.role != Role::Leader {
+        // Only a voter may campaign (a late TimeoutNow can reach a member since removed).
+        if self.role != Role::Leader && self.is_voter(self.id) {
             self.campaign(Campaign::Transfer, out);
         }
     }
@@ -151,7 +152,7 @@ impl Raft {
         let refused = counted().count() - granted;
         if granted >= self.quorum() {
             Tally::Won
-        } else if refused > self.cluster_size() - self.quorum() {
+        } else if refused > self.cluster_size().saturating_sub(self.quorum()) {
             Tally::Lost
         } else {
             Tally::Open

@@ -35,12 +35,16 @@ impl Raft {
         };
         self.membership = membership;
         self.membership_index = index;
-        self.peers = self
-            .membership
-            .ids()
-            .into_iter()
-            .filter(|&id| id != self.id)
-            .collect();
+        // Replicate to the members in force and, until their removal commits, to those being
+        // removed: they learn of it from the entry itself (else a removed follower would
+        // never hear that it was, and keep asking for votes).
+        let committed = self.membership_as_of(self.commit_index);
+        let mut peers: Vec<NodeId> = self.membership.ids();
+        peers.extend(committed.ids());
+        peers.sort_unstable();
+        peers.dedup();
+        peers.retain(|&id| id != self.id);
+        self.peers = peers;
         let next = self.log.last_index() + 1;
         let peers = self.peers.clone();
         if let Some(lead) = self.lead.as_mut() {
@@ -63,7 +67,10 @@ impl Raft {
     fn base_membership(&self) -> Membership {
         match self.snapshot.as_ref().and_then(|s| s.membership.clone()) {
             Some(membership) => membership,
-            None => Membership::of_voters(&self.config.voters),
+            None => match &self.config.boot_membership {
+                Some(membership) => membership.clone(),
+                None => Membership::of_voters(&self.config.voters),
+            },
         }
     }
 
@@ -155,6 +162,14 @@ impl Raft {
         let window = self.config.election_timeout_ticks_min;
         self.progress(id)
             .is_some_and(|p| p.heard_at.is_some_and(|at| at + window >= self.ticks))
+    }
+
+    /// The commit point moved: once it passes the newest membership entry, members that entry
+    /// removed are no longer replicated to.
+    pub(crate) fn on_commit_past_membership(&mut self, before: LogIndex) {
+        if before < self.membership_index && self.membership_index <= self.commit_index {
+            self.refresh_membership();
+        }
     }
 
     /// A leader whose own removal has committed steps down (thesis 4.2.2), first telling the

@@ -233,7 +233,9 @@ impl Raft {
         #[cfg(any(test, feature = "inject-bugs"))]
         let own_term = own_term || self.config.bugs.commit_entries_of_earlier_terms;
         if candidate > self.commit_index && own_term {
+            let before = self.commit_index;
             self.commit_to(candidate, out);
+            self.on_commit_past_membership(before);
             self.on_commit_advanced(out);
         }
         // Also when the commit point did not move now: a follower whose append was in flight

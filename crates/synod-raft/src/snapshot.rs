@@ -70,7 +70,9 @@ impl Raft {
             offset,
             data,
             done: end == snapshot.data.len(),
-            membership: snapshot.membership.clone(),
+            // Never left for the receiver to guess (a snapshot saved before memberships
+            // were recorded holds none): what this log says held at its index.
+            membership: Some(self.membership_as_of(snapshot.meta.index)),
         });
         self.send_ahead_of_log(to, message, out);
         true

@@ -85,6 +85,9 @@ pub struct Boot<'a> {
     pub id: NodeId,
     /// Every voting member, this node included.
     pub voters: &'a [NodeId],
+    /// The same members with their names and addresses, for a protocol whose membership
+    /// changes through its log (it starts from this one); `None`: ids only.
+    pub members: Option<&'a synod_core::Membership>,
     /// Seeds the engine's PRNG; a new one each life.
     pub seed: u64,
     /// Its timeouts.
@@ -163,6 +166,7 @@ fn refuse_journal(recovered: &Recovered, engine: &str) -> Result<(), String> {
 
 fn raft_config(boot: &Boot<'_>, options: &RaftOptions) -> synod_raft::Config {
     let mut config = synod_raft::Config::new(boot.id, boot.voters.to_vec());
+    config.boot_membership = boot.members.cloned();
     let Timing {
         election_ticks,
         heartbeat_ticks,
@@ -448,6 +452,7 @@ mod tests {
         let boot = Boot {
             id: NodeId(1),
             voters: &voters,
+            members: None,
             seed: 1,
             timing: Timing::default(),
             snapshot_chunk_bytes: 1 << 20,
@@ -476,6 +481,7 @@ mod tests {
         let boot = Boot {
             id: NodeId(2),
             voters: &voters,
+            members: None,
             seed: 7,
             timing: Timing::default(),
             snapshot_chunk_bytes: 1 << 20,

@@ -55,6 +55,10 @@ pub enum Refusal {
     /// the reason says why. The request had no effect.
     #[error("not supported by this protocol: {0}")]
     Unsupported(&'static str),
+    /// The request may or may not have taken effect, and this node cannot tell (its entry came
+    /// inside a snapshot, which keeps no answers for it), as after a timeout.
+    #[error("the outcome is unknown")]
+    OutcomeUnknown,
     /// The membership change cannot be made (now); the request had no effect.
     #[error("{0}")]
     Membership(MembershipRefusal),
@@ -152,6 +156,9 @@ pub enum Output<M, W> {
     /// The membership in force changed (a change was appended, cut off, or came with a
     /// snapshot): the shell connects to the members in it.
     Membership(Membership),
+    /// A membership change applied here (it is committed): the shell may let go of members
+    /// it removed, which until now still had to hear of their removal.
+    MembershipApplied(Membership),
     /// Save this copy of the store as a snapshot through `meta.index`, then call
     /// [`Replica::snapshot_saved`]. At most one is asked for at a time.
     SaveSnapshot {
@@ -902,6 +909,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                 }
                 if let Payload::Membership { id, membership } = &entry.payload {
                     changed.push((*id, membership.clone()));
+                    out.push(Output::MembershipApplied(membership.clone()));
                 }
                 out.push(Output::Applied(entry));
             }
@@ -979,6 +987,13 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                     if let Some(waiter) = self.writes.remove(&id) {
                         out.push(Output::Answer { waiter, answer });
                     }
+                }
+                // A membership change whose entry came inside the snapshot (or was cut) is
+                // never applied here: its outcome is unknown, as after a timeout.
+                let mut changes: Vec<RequestId> = self.changes.keys().copied().collect();
+                changes.sort_unstable();
+                for id in changes {
+                    self.refuse(id, Refusal::OutcomeUnknown, out);
                 }
                 self.release_reads(out);
             }

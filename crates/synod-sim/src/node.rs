@@ -153,6 +153,7 @@ impl<P: Protocol> World<P> {
         let boot = synod_replica::Boot {
             id,
             voters,
+            members: None,
             seed,
             timing,
             snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES,
@@ -262,6 +263,7 @@ impl<P: Protocol> World<P> {
                 Output::Membership(membership) => {
                     self.trace_line(|| format!("{id} runs with membership {membership}"));
                 }
+                Output::MembershipApplied(_) => {}
                 Output::Restored(meta) => {
                     self.stats.snapshots_installed += 1;
                     self.trace_line(|| format!("{id} installs a snapshot through {}", meta.index));
@@ -421,7 +423,8 @@ impl<P: Protocol> World<P> {
             Answer::Refused(Refusal::Stopped) => return,
             // Not enough replicas: a write that was taken may still spread, so its client
             // waits for its timeout (the outcome is unknown); otherwise it tries again.
-            Answer::Refused(Refusal::Unavailable { written: true, .. }) => return,
+            Answer::Refused(Refusal::Unavailable { written: true, .. })
+            | Answer::Refused(Refusal::OutcomeUnknown) => return,
             Answer::Refused(Refusal::Unavailable { .. }) => Reply::Redirect(None),
             Answer::Refused(Refusal::Unsupported(why)) => {
                 let detail = format!("{id} refused {request} as unsupported: {why}");

@@ -511,6 +511,8 @@ fn the_sweep_catches_log_directories_not_made_durable() {
         skip_directory_sync: true,
         ..InjectedBugs::NONE
     };
+    // The storage faults alone: an operator's membership changes only dilute the crashes.
+    template.faults.membership = false;
     for (name, summary) in [
         (
             "raft",

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use synod_core::{NodeId, Role};
+use synod_core::{Membership, MembershipChange, NodeId, Role};
 use synod_proto::etcdserverpb as pb;
 use synod_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use tokio::sync::mpsc;
@@ -33,8 +33,43 @@ pub struct ClusterService(pub Arc<Api>);
 pub struct MaintenanceService(pub Arc<Api>);
 
 impl Api {
-    /// Every member as etcd describes it.
+    /// Every member as etcd describes it: of the membership in force, under a protocol whose
+    /// membership changes; else of the cluster list.
     pub fn members(&self) -> Vec<pb::Member> {
+        match self.node.shared.membership() {
+            Some(membership) => self.describe(&membership),
+            None => self.listed_members(),
+        }
+    }
+
+    /// The members of `membership` as etcd describes them. A member that has not said its
+    /// client URL yet is given the one its peers learned in their handshake, if any.
+    pub fn describe(&self, membership: &Membership) -> Vec<pb::Member> {
+        let me = self.node.shared.id;
+        membership
+            .members
+            .iter()
+            .map(|m| {
+                let client_urls = if !m.client_urls.is_empty() {
+                    m.client_urls.clone()
+                } else if m.id == me {
+                    vec![self.config.client_url()]
+                } else {
+                    self.directory.client_url(m.id).into_iter().collect()
+                };
+                pb::Member {
+                    id: m.id.0,
+                    name: m.name.clone(),
+                    peer_ur_ls: m.peer_urls.clone(),
+                    client_ur_ls: client_urls,
+                    is_learner: m.learner,
+                }
+            })
+            .collect()
+    }
+
+    /// The members of the cluster list, for a protocol whose membership is fixed.
+    fn listed_members(&self) -> Vec<pb::Member> {
         let me = self.node.shared.id;
         self.config
             .initial_cluster
@@ -61,8 +96,121 @@ impl Api {
     }
 }
 
+/// Peer URLs as etcd takes them: `http://host:port`, each once. (TLS between members is not
+/// built yet, so `https` is refused.)
+fn check_peer_urls(urls: &[String]) -> Result<Vec<String>, Status> {
+    let invalid = |why: String| {
+        Status::invalid_argument(format!("etcdserver: given member URLs are invalid ({why})"))
+    };
+    if urls.is_empty() {
+        return Err(invalid("none given".into()));
+    }
+    let mut checked: Vec<String> = Vec::new();
+    for url in urls {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| invalid(format!("{url}: give http://HOST:PORT")))?;
+        let rest = rest.trim_end_matches('/');
+        let port = rest
+            .rsplit_once(':')
+            .map(|(host, port)| (host, port.parse::<u16>()));
+        match port {
+            Some((host, Ok(_))) if !host.is_empty() && !rest.contains('/') => {}
+            _ => return Err(invalid(format!("{url}: give http://HOST:PORT"))),
+        }
+        let url = format!("http://{rest}");
+        if !checked.contains(&url) {
+            checked.push(url);
+        }
+    }
+    Ok(checked)
+}
+
+impl ClusterService {
+    /// Asks for a membership change and answers with the membership after it.
+    async fn change(
+        &self,
+        change: MembershipChange,
+    ) -> Result<(pb::ResponseHeader, Membership), Status> {
+        let api = &self.0;
+        if api.node.shared.membership().is_none() {
+            return Err(errors::refusal(synod_replica::Refusal::Unsupported(
+                synod_core::membership::FIXED_MEMBERSHIP,
+            )));
+        }
+        let membership = tokio::time::timeout(
+            api.config.request_timeout,
+            api.node.change_membership(change),
+        )
+        .await
+        .map_err(|_| errors::timed_out())?
+        .map_err(errors::refusal)?;
+        Ok((api.current_header(), membership))
+    }
+}
+
 #[tonic::async_trait]
 impl pb::cluster_server::Cluster for ClusterService {
+    async fn member_add(
+        &self,
+        request: Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        let request = request.into_inner();
+        let peer_urls = check_peer_urls(&request.peer_ur_ls)?;
+        let change = MembershipChange::Add {
+            peer_urls: peer_urls.clone(),
+            learner: request.is_learner,
+        };
+        let (header, membership) = self.change(change).await?;
+        let members = self.0.describe(&membership);
+        let member = members.iter().find(|m| m.peer_ur_ls == peer_urls).cloned();
+        Ok(Response::new(pb::MemberAddResponse {
+            header: Some(header),
+            member,
+            members,
+        }))
+    }
+
+    async fn member_remove(
+        &self,
+        request: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        let id = NodeId(request.get_ref().id);
+        let (header, membership) = self.change(MembershipChange::Remove { id }).await?;
+        Ok(Response::new(pb::MemberRemoveResponse {
+            header: Some(header),
+            members: self.0.describe(&membership),
+        }))
+    }
+
+    async fn member_update(
+        &self,
+        request: Request<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        let request = request.into_inner();
+        let change = MembershipChange::Update {
+            id: NodeId(request.id),
+            peer_urls: check_peer_urls(&request.peer_ur_ls)?,
+        };
+        let (header, membership) = self.change(change).await?;
+        Ok(Response::new(pb::MemberUpdateResponse {
+            header: Some(header),
+            members: self.0.describe(&membership),
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        request: Request<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        let id = NodeId(request.get_ref().id);
+        let (header, membership) = self.change(MembershipChange::Promote { id }).await?;
+        Ok(Response::new(pb::MemberPromoteResponse {
+            header: Some(header),
+            members: self.0.describe(&membership),
+        }))
+    }
+
     async fn member_list(
         &self,
         _request: Request<pb::MemberListRequest>,
@@ -313,7 +461,11 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
         let api = &*self.0;
         let target = NodeId(request.get_ref().target_id);
-        if !api.config.initial_cluster.contains_key(&target) {
+        let known = match api.node.shared.membership() {
+            Some(membership) => membership.is_voter(target),
+            None => api.config.initial_cluster.contains_key(&target),
+        };
+        if !known {
             return Err(errors::member_not_found());
         }
         if api.node.current_status().role == Role::Peer {

@@ -144,6 +144,7 @@ pub fn refusal(r: Refusal) -> Status {
         }
         r @ Refusal::Unavailable { .. } => Status::unavailable(format!("synod: {r}")),
         Refusal::Membership(refusal) => membership(refusal),
+        Refusal::OutcomeUnknown => timed_out(),
     }
 }
 

@@ -75,12 +75,13 @@ impl Api {
     /// The API of `node`.
     pub fn new(
         node: NodeHandle,
+        cluster_id: u64,
         config: Arc<ServerConfig>,
         directory: Arc<PeerDirectory>,
         stop: signal::Receiver<bool>,
     ) -> Api {
         Api {
-            cluster_id: config.cluster_id(),
+            cluster_id,
             node,
             config,
             directory,

@@ -249,6 +249,60 @@ pub struct MemberArgs {
 enum MemberCommand {
     /// Every member with its URLs.
     List,
+    /// Adds a member reached at --peer-urls (raft); prints how to start it, as etcdctl does.
+    Add {
+        /// The new member's name (its --name).
+        name: String,
+        /// Where its peers will reach it: http://HOST:PORT, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        peer_urls: Vec<String>,
+        /// Add it as a learner, which receives the log but does not vote until promoted.
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Removes a member, by the hex id `member list` shows.
+    Remove {
+        /// The member's id, in hex.
+        id: String,
+    },
+    /// Makes a learner that has caught up a voter.
+    Promote {
+        /// The learner's id, in hex.
+        id: String,
+    },
+    /// Changes where a member's peers reach it.
+    Update {
+        /// The member's id, in hex.
+        id: String,
+        /// Its new peer URLs, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        peer_urls: Vec<String>,
+    },
+}
+
+/// A member id as etcdctl writes it: hex.
+fn member_id(text: &str) -> anyhow::Result<u64> {
+    u64::from_str_radix(text.trim_start_matches("0x"), 16).map_err(|e| {
+        anyhow::anyhow!("bad member ID '{text}' (hex, as `member list` shows it): {e}")
+    })
+}
+
+fn print_members(members: &[pb::Member]) {
+    for m in members {
+        let started = if m.name.is_empty() {
+            "unstarted"
+        } else {
+            "started"
+        };
+        println!(
+            "{:x}, {started}, {}, {}, {}, {}",
+            m.id,
+            m.name,
+            m.peer_ur_ls.join(","),
+            m.client_ur_ls.join(","),
+            m.is_learner
+        );
+    }
 }
 
 /// `status`.
@@ -724,23 +778,86 @@ pub fn lease(args: LeaseArgs) -> anyhow::Result<ExitCode> {
 pub fn member(args: MemberArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let mut cluster = ClusterClient::new(args.connection.channel().await?);
-        let MemberCommand::List = args.command;
-        let r = cluster
-            .member_list(pb::MemberListRequest {
-                linearizable: false,
-            })
-            .await
-            .map_err(grpc)?
-            .into_inner();
-        for m in r.members {
-            println!(
-                "{:x}, started, {}, {}, {}, {}",
-                m.id,
-                m.name,
-                m.peer_ur_ls.join(","),
-                m.client_ur_ls.join(","),
-                m.is_learner
-            );
+        let cluster_id = |h: Option<pb::ResponseHeader>| h.map_or(0, |h| h.cluster_id);
+        match args.command {
+            MemberCommand::List => {
+                let r = cluster
+                    .member_list(pb::MemberListRequest {
+                        linearizable: false,
+                    })
+                    .await
+                    .map_err(grpc)?
+                    .into_inner();
+                print_members(&r.members);
+            }
+            MemberCommand::Add {
+                name,
+                peer_urls,
+                learner,
+            } => {
+                let r = cluster
+                    .member_add(pb::MemberAddRequest {
+                        peer_ur_ls: peer_urls,
+                        is_learner: learner,
+                    })
+                    .await
+                    .map_err(grpc)?
+                    .into_inner();
+                let id = r.member.as_ref().map_or(0, |m| m.id);
+                let kind = if learner { "learner" } else { "member" };
+                println!(
+                    "Member {id:x} added to cluster {:x} as a {kind}",
+                    cluster_id(r.header)
+                );
+                // As etcdctl prints it: the list the new member starts with, by name.
+                let list: Vec<String> = r
+                    .members
+                    .iter()
+                    .flat_map(|m| {
+                        let name = if m.id == id { name.clone() } else { m.name.clone() };
+                        m.peer_ur_ls.iter().map(move |u| format!("{name}={u}"))
+                    })
+                    .collect();
+                println!();
+                println!("ETCD_NAME=\"{name}\"");
+                println!("ETCD_INITIAL_CLUSTER=\"{}\"", list.join(","));
+                println!("ETCD_INITIAL_CLUSTER_STATE=\"existing\"");
+                println!();
+                println!(
+                    "start it with: synod server --name {name} --initial-cluster {} --initial-cluster-state existing --data-dir <empty dir> ...",
+                    list.join(",")
+                );
+            }
+            MemberCommand::Remove { id } => {
+                let id = member_id(&id)?;
+                let r = cluster
+                    .member_remove(pb::MemberRemoveRequest { id })
+                    .await
+                    .map_err(grpc)?
+                    .into_inner();
+                println!("Member {id:x} removed from cluster {:x}", cluster_id(r.header));
+            }
+            MemberCommand::Promote { id } => {
+                let id = member_id(&id)?;
+                let r = cluster
+                    .member_promote(pb::MemberPromoteRequest { id })
+                    .await
+                    .map_err(grpc)?
+                    .into_inner();
+                println!("Member {id:x} promoted in cluster {:x}", cluster_id(r.header));
+            }
+            MemberCommand::Update { id, peer_urls } => {
+                let id = member_id(&id)?;
+                let r = cluster
+                    .member_update(pb::MemberUpdateRequest {
+                        id,
+                        peer_ur_ls: peer_urls,
+                    })
+                    .await
+                    .map_err(grpc)?
+                    .into_inner();
+                println!("Member {id:x} updated in cluster {:x}", cluster_id(r.header));
+            }
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -31,8 +31,9 @@ pub struct ServerArgs {
     /// this one).
     #[arg(long, value_name = "LIST")]
     pub initial_cluster: Option<String>,
-    /// etcd's flag: `new` (the default) starts a new cluster. `existing`, joining a running
-    /// cluster as a new member, needs membership changes, which Synod does not have yet.
+    /// etcd's flag: `new` (the default) starts a new cluster. `existing` joins a running one
+    /// (raft) after `member add`: give the list `member add` prints, this member's --name,
+    /// and an empty data directory; the member learns its id from the cluster.
     #[arg(long, value_name = "STATE")]
     pub initial_cluster_state: Option<String>,
     /// Mixed into the cluster id, so two clusters with the same members refuse each other.
@@ -214,13 +215,11 @@ pub fn resolve(args: &ServerArgs) -> anyhow::Result<(ServerConfig, Option<usize>
     }
     let protocol = pick!(protocol).unwrap_or_else(|| "raft".into());
     let name = pick!(name);
-    match pick!(initial_cluster_state).as_deref() {
-        None | Some("new") => {}
-        Some("existing") => bail!(
-            "--initial-cluster-state existing: joining a running cluster as a new member needs membership changes (etcdctl member add), which Synod does not have yet; start every member of a new cluster with --initial-cluster-state new"
-        ),
+    let join = match pick!(initial_cluster_state).as_deref() {
+        None | Some("new") => false,
+        Some("existing") => true,
         Some(other) => bail!("--initial-cluster-state {other}: new or existing"),
-    }
+    };
     if pick!(id).is_none() && name.is_none() {
         bail!("give this member's --id (or its --name in --initial-cluster)");
     }
@@ -245,6 +244,13 @@ pub fn resolve(args: &ServerArgs) -> anyhow::Result<(ServerConfig, Option<usize>
     let data_dir = pick!(data_dir).unwrap_or_else(|| PathBuf::from(format!("synod-data/n{id}")));
     let mut config = ServerConfig::new(NodeId(id), cluster, client, data_dir);
     config.protocol = protocol;
+    config.join = join;
+    if join && config.protocol != "raft" {
+        bail!(
+            "--initial-cluster-state existing: {} cannot add members to a running cluster yet (raft can)",
+            config.protocol
+        );
+    }
     if let Some(level) = pick!(write_level) {
         config.write_level = level
             .parse()
@@ -551,10 +557,22 @@ mod tests {
 
         let joining = ServerArgs {
             initial_cluster_state: Some("existing".into()),
+            ..args.clone()
+        };
+        let (config, _) = resolve(&joining).expect("existing");
+        assert!(config.join);
+        assert_eq!(
+            config.peer_listen(),
+            "127.0.0.1:2390",
+            "its own entry, by name"
+        );
+        let elsewhere = ServerArgs {
+            initial_cluster_state: Some("existing".into()),
+            protocol: Some("zab".into()),
             ..args
         };
-        let error = format!("{:#}", resolve(&joining).expect_err("existing"));
-        assert!(error.contains("membership changes"), "{error}");
+        let error = format!("{:#}", resolve(&elsewhere).expect_err("zab"));
+        assert!(error.contains("cannot add members"), "{error}");
         let stranger = ServerArgs {
             name: Some("infra9".into()),
             initial_cluster: Some("infra0=http://127.0.0.1:2380".into()),

@@ -82,6 +82,9 @@ pub struct Member {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     pub child: Option<Child>,
+    /// For a member that joined a running cluster: the cluster list it was started with
+    /// (`member add`'s), with which it starts as `--initial-cluster-state existing`.
+    pub joined_with: Option<String>,
 }
 
 /// A cluster of `synod server` processes.
@@ -136,6 +139,7 @@ impl Cluster {
                 data_dir: data_dir(id).unwrap_or_else(|| root.join(format!("n{id}"))),
                 log: root.join(format!("n{id}.log")),
                 child: None,
+                joined_with: None,
             })
             .collect();
         let initial_cluster = members
@@ -165,10 +169,42 @@ impl Cluster {
         &mut self.members[(id - 1) as usize]
     }
 
+    /// Ports and a directory for member `id`, not started: the member `member add` will
+    /// add next. Its peer URL is `http://` and its `peer`.
+    pub fn prepare_member(&mut self, id: u64) -> &Member {
+        assert_eq!(
+            id as usize,
+            self.members.len() + 1,
+            "members are numbered in order"
+        );
+        self.members.push(Member {
+            id,
+            client: format!("127.0.0.1:{}", free_port()),
+            peer: format!("127.0.0.1:{}", free_port()),
+            metrics: format!("127.0.0.1:{}", free_port()),
+            data_dir: self.root.join(format!("n{id}")),
+            log: self.root.join(format!("n{id}.log")),
+            child: None,
+            joined_with: None,
+        });
+        self.member(id)
+    }
+
+    /// Starts a prepared member to join the running cluster, with the cluster list
+    /// `member add` printed (`id=host:port,...`, this member included).
+    pub fn join(&mut self, id: u64, cluster_list: &str) {
+        self.member_mut(id).joined_with = Some(cluster_list.to_string());
+        self.spawn(id);
+    }
+
     /// Starts (or restarts) member `id`.
     pub fn spawn(&mut self, id: u64) {
-        let initial = self.initial_cluster.clone();
+        let mut initial = self.initial_cluster.clone();
         let mut extra = self.extra.clone();
+        if let Some(list) = &self.member(id).joined_with {
+            initial = list.clone();
+            extra.extend(["--initial-cluster-state".into(), "existing".into()]);
+        }
         if self.short_timeouts {
             let timeouts = ["--election-timeout-ms", "500", "--heartbeat-ms", "50"];
             extra.splice(0..0, timeouts.map(String::from));

@@ -1,0 +1,199 @@
+//! Who this member is: its id and its cluster's, kept in the data directory.
+//!
+//! A member that boots a cluster takes its id from the cluster list and derives the cluster's
+//! id from the list and the token. A member that joins a running cluster (`--initial-cluster-
+//! state existing`, after `member add`) knows neither: it waits for a member to dial its peer
+//! address, and takes the cluster id and its own id from that member's handshake (the id
+//! `member add` gave that address). Either way both are written to `member` in the data
+//! directory, so a restart is the same member of the same cluster whatever the flags say, and
+//! a data directory is never started as another member.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use synod_core::{Member, Membership, NodeId};
+use synod_storage::Recovered;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::config::ServerConfig;
+
+/// The file in the data directory.
+const FILE: &str = "member";
+
+/// This member's identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// Its id.
+    pub id: NodeId,
+    /// Its cluster's id.
+    pub cluster_id: u64,
+    /// Whether it joined a running cluster (rather than booting it).
+    pub joined: bool,
+}
+
+impl Identity {
+    fn encode(&self) -> String {
+        format!(
+            "id={}\ncluster={:x}\njoined={}\n",
+            self.id.0, self.cluster_id, self.joined
+        )
+    }
+
+    fn decode(text: &str) -> Result<Identity, String> {
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix('='))
+                .ok_or_else(|| format!("no {name}= line"))
+        };
+        let id = field("id")?
+            .parse::<u64>()
+            .map_err(|e| format!("id: {e}"))?;
+        let cluster_id =
+            u64::from_str_radix(field("cluster")?, 16).map_err(|e| format!("cluster: {e}"))?;
+        let joined = field("joined")?
+            .parse::<bool>()
+            .map_err(|e| format!("joined: {e}"))?;
+        if id == 0 {
+            return Err("id 0".into());
+        }
+        Ok(Identity {
+            id: NodeId(id),
+            cluster_id,
+            joined,
+        })
+    }
+}
+
+/// Reads this member's identity from its data directory, or establishes it: from the flags
+/// for a member that boots the cluster, from the first member that dials for one that joins.
+pub async fn establish(
+    config: &ServerConfig,
+    recovered: &Recovered,
+    peer_listener: &TcpListener,
+) -> Result<Identity, String> {
+    let path = config.data_dir.join(FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let identity = Identity::decode(&text).map_err(|e| {
+                format!(
+                    "{} is damaged ({e}); it says who this member is",
+                    path.display()
+                )
+            })?;
+            if !identity.joined && !config.join && identity.id != config.id {
+                return Err(format!(
+                    "this data directory belongs to member {}, not {}",
+                    identity.id, config.id
+                ));
+            }
+            return Ok(identity);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    }
+    let has_state = recovered.snapshot.is_some()
+        || !recovered.entries.is_empty()
+        || recovered.hard_state.is_some();
+    let identity = if config.join {
+        if has_state {
+            return Err(
+                "--initial-cluster-state existing joins with an empty data directory; this one holds a member's state".into(),
+            );
+        }
+        info!(
+            address = %config.peer_listen(),
+            "joining a running cluster: waiting for a member to dial (after `member add` of this peer URL)"
+        );
+        let settings = config.replicated_settings();
+        let (cluster_id, id) =
+            crate::transport::await_identity(peer_listener, &settings, Duration::from_secs(5))
+                .await;
+        Identity {
+            id,
+            cluster_id,
+            joined: true,
+        }
+    } else {
+        Identity {
+            id: config.id,
+            cluster_id: config.cluster_id(),
+            joined: false,
+        }
+    };
+    write(&config.data_dir, &identity)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(identity)
+}
+
+/// Writes the file whole or not at all: a temporary file, synced, renamed, the directory
+/// synced.
+fn write(dir: &Path, identity: &Identity) -> std::io::Result<()> {
+    let temp = dir.join(format!("{FILE}.tmp"));
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(identity.encode().as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temp, dir.join(FILE))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The membership a cluster boots with: every member of the cluster list, a voter, with its
+/// name and peer URL.
+pub fn boot_membership(config: &ServerConfig) -> Membership {
+    let members: Vec<Member> = config
+        .initial_cluster
+        .iter()
+        .map(|(&id, address)| Member {
+            id,
+            name: config
+                .member_names
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| format!("n{}", id.0)),
+            peer_urls: vec![format!("http://{address}")],
+            client_urls: Vec::new(),
+            learner: false,
+        })
+        .collect();
+    let next_id = members.last().map_or(1, |m| m.id.0 + 1);
+    Membership { members, next_id }
+}
+
+/// Every other member of `membership` and the `host:port` its first peer URL names.
+pub fn peers_of(membership: &Membership, me: NodeId) -> BTreeMap<NodeId, String> {
+    membership
+        .members
+        .iter()
+        .filter(|m| m.id != me)
+        .filter_map(|m| Some((m.id, peer_address(m.peer_urls.first()?))))
+        .collect()
+}
+
+/// `host:port` of a peer URL (`http://host:port/` or `host:port`).
+pub fn peer_address(url: &str) -> String {
+    url.strip_prefix("http://")
+        .unwrap_or(url)
+        .trim_end_matches('/')
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_round_trips_and_damage_is_named() {
+        let identity = Identity {
+            id: NodeId(4),
+            cluster_id: 0xdead_beef,
+            joined: true,
+        };
+        assert_eq!(Identity::decode(&identity.encode()), Ok(identity));
+        assert!(Identity::decode("id=4\n").unwrap_err().contains("cluster"));
+        assert!(Identity::decode("id=x\ncluster=1\njoined=true\n")
+            .unwrap_err()
+            .contains("id"));
+    }
+}
