@@ -911,3 +911,143 @@ async fn the_corruption_check_raises_an_alarm_for_a_member_holding_other_data() 
         "value-B\n"
     );
 }
+
+/// Retries an etcdctl command for up to `within` (a learner catching up, a leader being
+/// elected); returns its output once it succeeds.
+fn etcdctl_until_ok(endpoints: &str, args: &[&str], within: Duration) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let out = run_etcdctl(endpoints, args, None);
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "etcdctl {args:?} kept failing: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// etcd's membership runbook with etcdctl, as its documentation writes it: `member add
+/// --learner` prints the settings for the new member, which starts with them and an empty
+/// data directory; `member promote` makes it a voter once it caught up; `member remove` takes
+/// a member out. Unsafe or wrong changes get etcd's errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_adds_promotes_and_removes_members() {
+    if !etcdctl_installed() {
+        eprintln!("etcdctl is not installed (apt install etcd-client); skipped");
+        return;
+    }
+    let mut cluster = Cluster::start("etcdctl-members", 3, &["--protocol", "raft"]);
+    cluster.keep_on_failure();
+    cluster.ready().await;
+    let all = cluster.endpoints();
+    etcdctl(&all, &["put", "before", "1"], None);
+    let peer = cluster.prepare_member(4).peer.clone();
+    let added = etcdctl(
+        &all,
+        &[
+            "member",
+            "add",
+            "n4",
+            &format!("--peer-urls=http://{peer}"),
+            "--learner",
+        ],
+        None,
+    );
+    assert!(
+        added.contains("Member") && added.contains("added to cluster"),
+        "{added}"
+    );
+    let setting = |name: &str| {
+        added
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=\"")))
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("{name} in:\n{added}"))
+            .to_string()
+    };
+    assert_eq!(setting("ETCD_NAME"), "n4");
+    assert_eq!(setting("ETCD_INITIAL_CLUSTER_STATE"), "existing");
+    let list = setting("ETCD_INITIAL_CLUSTER");
+    assert!(list.contains(&format!("n4=http://{peer}")), "{list}");
+    // A second learner while one is not promoted: etcd's limit of one.
+    let error = etcdctl_fails(
+        &all,
+        &[
+            "member",
+            "add",
+            "n5",
+            "--peer-urls=http://127.0.0.1:1",
+            "--learner",
+        ],
+        None,
+    );
+    assert!(error.contains("too many learner members"), "{error}");
+
+    cluster.join(4, &list);
+    // Once started, the new member says its name and client URL.
+    let started = format!("4, started, n4, http://{peer}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut members = etcdctl(&all, &["member", "list"], None);
+    while !members.contains(&started) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{started} in:\n{members}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        members = etcdctl(&all, &["member", "list"], None);
+    }
+    assert!(
+        members
+            .lines()
+            .any(|l| l.starts_with("4,") && l.ends_with("true")),
+        "a learner: {members}"
+    );
+    // A voter cannot be promoted; the learner can, once it holds the log.
+    let error = etcdctl_fails(&all, &["member", "promote", "1"], None);
+    assert!(
+        error.contains("can only promote a learner member"),
+        "{error}"
+    );
+    let promoted = etcdctl_until_ok(&all, &["member", "promote", "4"], Duration::from_secs(20));
+    assert!(promoted.contains("promoted"), "{promoted}");
+    let new = cluster.member(4).client.clone();
+    assert_eq!(
+        etcdctl_until_ok(
+            &new,
+            &["get", "before", "--print-value-only"],
+            Duration::from_secs(10)
+        )
+        .trim(),
+        "1"
+    );
+
+    // Remove one of the first members; the rest, the new one among them, serve on.
+    let error = etcdctl_fails(&all, &["member", "remove", "9"], None);
+    assert!(error.contains("member not found"), "{error}");
+    let removed = etcdctl(&new, &["member", "remove", "2"], None);
+    assert!(removed.contains("removed from cluster"), "{removed}");
+    cluster.kill(2);
+    let rest = format!(
+        "{},{},{}",
+        cluster.member(1).client,
+        cluster.member(3).client,
+        new
+    );
+    etcdctl_until_ok(&rest, &["put", "after", "2"], Duration::from_secs(10));
+    let members = etcdctl(&rest, &["member", "list"], None);
+    assert_eq!(members.lines().count(), 3, "{members}");
+    assert!(!members.lines().any(|l| l.starts_with("2,")), "{members}");
+    let status = etcdctl(&rest, &["endpoint", "status"], None);
+    assert_eq!(
+        status
+            .lines()
+            .filter(|l| l.contains(", true, false,"))
+            .count(),
+        1,
+        "one leader among the three: {status}"
+    );
+}

@@ -5,6 +5,13 @@
 //! real processes, so one can be killed (`kill -9`) to watch the others carry on. Ctrl-C stops
 //! them all gracefully; so does the end of this process (each node exits when its standard
 //! input, a pipe from here, closes).
+//!
+//! Under Raft the cluster can grow and shrink: `cluster up --nodes 5` on the data of a
+//! three-node cluster adds two members (`member add`, then each started to join), and
+//! `--nodes 3` on a five-node one removes the newest two (`member remove`, their data
+//! deleted). The data directory's `cluster` file remembers the members, so a restart starts
+//! the same ones; ids are never reused, so a node's ports follow its id (node id i: base +
+//! 10(i-1)).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -13,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use synod_proto::etcdserverpb as pb;
+use synod_proto::etcdserverpb::cluster_client::ClusterClient;
 use synod_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 
 /// `synod cluster ...`.
@@ -30,7 +38,8 @@ enum ClusterCommand {
 
 #[derive(Args, Debug)]
 struct UpArgs {
-    /// How many nodes.
+    /// How many nodes. On the data of an earlier Raft cluster of another size, members are
+    /// added or removed to make it this many.
     #[arg(long, default_value_t = 3)]
     nodes: u64,
     /// The first node's client port; every node takes ten ports from here.
@@ -73,24 +82,161 @@ fn port(base: u16, node: u64, offset: u64) -> anyhow::Result<u16> {
         .context("--base-port leaves no room for that many nodes")
 }
 
-/// Remembers the shape of the cluster in its data directory, and refuses another shape there:
-/// a node's log only makes sense with the members it was written with.
-fn claim_data_dir(dir: &Path, shape: &str, fresh: bool) -> anyhow::Result<()> {
-    if fresh && dir.exists() {
+/// What the data directory's `cluster` file remembers: the flags that shape the cluster, the
+/// members it booted with (their `--initial-cluster`) and the members it has now.
+#[derive(Debug, PartialEq, Eq)]
+struct Shape {
+    base_port: u16,
+    protocol: String,
+    boot: Vec<u64>,
+    members: Vec<u64>,
+    /// The highest member id ever used here (ids are never reused).
+    highest: u64,
+}
+
+impl Shape {
+    fn encode(&self) -> String {
+        let ids = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        format!(
+            "base-port={} protocol={} boot={} members={} highest={}\n",
+            self.base_port,
+            self.protocol,
+            ids(&self.boot),
+            ids(&self.members),
+            self.highest
+        )
+    }
+
+    /// Reads the file; the form older versions wrote (`nodes=N`) means members 1..=N.
+    fn decode(text: &str) -> Option<Shape> {
+        let field = |name: &str| {
+            text.split_whitespace()
+                .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+        };
+        let ids = |v: &str| -> Option<Vec<u64>> { v.split(',').map(|i| i.parse().ok()).collect() };
+        let (boot, members) = match (field("boot"), field("members"), field("nodes")) {
+            (Some(boot), Some(members), _) => (ids(boot)?, ids(members)?),
+            (_, _, Some(n)) => {
+                let all: Vec<u64> = (1..=n.parse().ok()?).collect();
+                (all.clone(), all)
+            }
+            _ => return None,
+        };
+        let highest = match field("highest") {
+            Some(h) => h.parse().ok()?,
+            None => boot.iter().chain(&members).copied().max()?,
+        };
+        Some(Shape {
+            base_port: field("base-port")?.parse().ok()?,
+            protocol: field("protocol")?.to_string(),
+            boot,
+            members,
+            highest,
+        })
+    }
+
+    fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        let path = dir.join("cluster");
+        std::fs::write(&path, self.encode())
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+}
+
+/// Reads what an earlier cluster left in `dir` (or starts a new one of `nodes` members), and
+/// refuses other flags there: a node's log only makes sense with the members it was written
+/// with.
+fn claim_data_dir(dir: &Path, args: &UpArgs) -> anyhow::Result<Shape> {
+    if args.fresh && dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let marker = dir.join("cluster");
-    match std::fs::read_to_string(&marker) {
-        Ok(existing) if existing.trim() == shape => Ok(()),
-        Ok(existing) => bail!(
-            "{} holds a cluster of another shape ({}); use the same flags, another --data-dir, or --fresh",
+    let Ok(text) = std::fs::read_to_string(&marker) else {
+        let all: Vec<u64> = (1..=args.nodes).collect();
+        let shape = Shape {
+            base_port: args.base_port,
+            protocol: args.protocol.clone(),
+            boot: all.clone(),
+            members: all,
+            highest: args.nodes,
+        };
+        shape.save(dir)?;
+        return Ok(shape);
+    };
+    let shape = Shape::decode(&text)
+        .with_context(|| format!("{} is damaged: {}", marker.display(), text.trim()))?;
+    let resizing = shape.members.len() as u64 != args.nodes;
+    if shape.base_port != args.base_port
+        || shape.protocol != args.protocol
+        || (resizing && args.protocol != "raft")
+    {
+        bail!(
+            "{} holds a cluster of another shape ({}); use the same flags, another --data-dir, or --fresh (only a raft cluster changes its number of nodes)",
             dir.display(),
-            existing.trim()
-        ),
-        Err(_) => std::fs::write(&marker, format!("{shape}\n"))
-            .with_context(|| format!("cannot write {}", marker.display())),
+            text.trim()
+        );
     }
+    Ok(shape)
+}
+
+/// Starts node `id`: a member the cluster booted with, or (`joining`, the cluster list to
+/// join with) one added later.
+fn spawn(args: &UpArgs, shape: &Shape, id: u64, joining: Option<&str>) -> anyhow::Result<Node> {
+    let exe = std::env::current_exe().context("cannot find the synod executable")?;
+    // The nodes share this machine: each gets its share of the cores.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (cores / args.nodes.max(1) as usize).max(1);
+    let boot_list = shape
+        .boot
+        .iter()
+        .map(|&i| Ok(format!("{i}=127.0.0.1:{}", port(args.base_port, i - 1, 1)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .join(",");
+    let client = format!("127.0.0.1:{}", port(args.base_port, id - 1, 0)?);
+    let log = args.data_dir.join(format!("n{id}.log"));
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
+    let mut command = Command::new(&exe);
+    command
+        .arg("server")
+        .args(["--id", &id.to_string()])
+        .args(["--listen-client", &client])
+        .args([
+            "--listen-metrics",
+            &format!("127.0.0.1:{}", port(args.base_port, id - 1, 2)?),
+        ])
+        .arg("--data-dir")
+        .arg(args.data_dir.join(format!("n{id}")))
+        .args(["--protocol", &args.protocol])
+        .args([
+            "--election-timeout-ms",
+            &args.election_timeout_ms.to_string(),
+        ])
+        .args(["--heartbeat-ms", &args.heartbeat_ms.to_string()])
+        .args(["--threads", &threads.to_string()])
+        .arg("--exit-on-stdin-eof")
+        .stdin(Stdio::piped())
+        .stdout(log_file.try_clone().context("cannot share the log file")?)
+        .stderr(log_file);
+    match joining {
+        // A member added later: its data directory says who it is once it has joined.
+        Some(list) => command
+            .args(["--initial-cluster", list])
+            .args(["--initial-cluster-state", "existing"]),
+        None => command.args(["--initial-cluster", &boot_list]),
+    };
+    let child = command
+        .spawn()
+        .with_context(|| format!("cannot start node {id}"))?;
+    Ok(Node {
+        id,
+        client,
+        child: Some(child),
+        log,
+    })
 }
 
 fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
@@ -104,82 +250,126 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             synod_replica::PROTOCOL_NAMES.join(", ")
         );
     }
-    let shape = format!(
-        "nodes={} base-port={} protocol={}",
-        args.nodes, args.base_port, args.protocol
-    );
-    claim_data_dir(&args.data_dir, &shape, args.fresh)?;
-    let mut initial = Vec::new();
-    for i in 0..args.nodes {
-        initial.push(format!(
-            "{}=127.0.0.1:{}",
-            i + 1,
-            port(args.base_port, i, 1)?
-        ));
-    }
-    let initial = initial.join(",");
-    let exe = std::env::current_exe().context("cannot find the synod executable")?;
-    // The nodes share this machine: each gets its share of the cores.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = (cores / args.nodes as usize).max(1);
+    let mut shape = claim_data_dir(&args.data_dir, &args)?;
     let mut nodes = Vec::new();
-    for i in 0..args.nodes {
-        let id = i + 1;
-        let client = format!("127.0.0.1:{}", port(args.base_port, i, 0)?);
-        let log = args.data_dir.join(format!("n{id}.log"));
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .with_context(|| format!("cannot open {}", log.display()))?;
-        let child = Command::new(&exe)
-            .arg("server")
-            .args(["--id", &id.to_string()])
-            .args(["--initial-cluster", &initial])
-            .args(["--listen-client", &client])
-            .args([
-                "--listen-metrics",
-                &format!("127.0.0.1:{}", port(args.base_port, i, 2)?),
-            ])
-            .arg("--data-dir")
-            .arg(args.data_dir.join(format!("n{id}")))
-            .args(["--protocol", &args.protocol])
-            .args([
-                "--election-timeout-ms",
-                &args.election_timeout_ms.to_string(),
-            ])
-            .args(["--heartbeat-ms", &args.heartbeat_ms.to_string()])
-            .args(["--threads", &threads.to_string()])
-            .arg("--exit-on-stdin-eof")
-            .stdin(Stdio::piped())
-            .stdout(log_file.try_clone().context("cannot share the log file")?)
-            .stderr(log_file)
-            .spawn()
-            .with_context(|| format!("cannot start node {id}"))?;
-        nodes.push(Node {
-            id,
-            client,
-            child: Some(child),
-            log,
-        });
+    for &id in &shape.members {
+        let joined = !shape.boot.contains(&id);
+        // A member that joined restarts on its data; the list only names its own entry.
+        let own = format!("{id}=127.0.0.1:{}", port(args.base_port, id - 1, 1)?);
+        nodes.push(spawn(&args, &shape, id, joined.then_some(own.as_str()))?);
     }
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let outcome = runtime.block_on(supervise(&mut nodes, &args.protocol));
+    let outcome = runtime.block_on(async {
+        wait_until_serving(&mut nodes, &args.protocol).await?;
+        resize(&args, &mut shape, &mut nodes).await?;
+        supervise(&mut nodes, &args.protocol).await
+    });
     stop_all(&mut nodes);
     outcome
 }
 
-/// Waits for a leader (or, on a protocol without one, for every node to answer), prints how
-/// to reach the cluster, then watches the nodes until Ctrl-C.
-async fn supervise(nodes: &mut [Node], protocol: &str) -> anyhow::Result<ExitCode> {
+/// Adds members (each started to join) or removes the newest ones until the cluster has
+/// `--nodes`, saving the members after each change.
+async fn resize(args: &UpArgs, shape: &mut Shape, nodes: &mut Vec<Node>) -> anyhow::Result<()> {
+    let target = args.nodes as usize;
+    if shape.members.len() == target {
+        return Ok(());
+    }
+    let admin = |nodes: &[Node]| {
+        let url = super::client::url(&nodes[0].client);
+        tonic::transport::Endpoint::from_shared(url).map(|e| ClusterClient::new(e.connect_lazy()))
+    };
+    while shape.members.len() < target {
+        let cluster = admin(nodes)?;
+        // The id the cluster hands out next (ids are never reused) decides the ports.
+        let next = shape.highest + 1;
+        let peer = format!("http://127.0.0.1:{}", port(args.base_port, next - 1, 1)?);
+        let added = with_retries(|| {
+            let (mut cluster, peer) = (cluster.clone(), peer.clone());
+            async move {
+                let request = pb::MemberAddRequest {
+                    peer_ur_ls: vec![peer],
+                    is_learner: false,
+                };
+                cluster.member_add(request).await
+            }
+        })
+        .await?;
+        let id = added.member.as_ref().map_or(0, |m| m.id);
+        if id != next {
+            bail!("the cluster gave the new member id {id}, not {next}: its ports would clash; remove it (synod member remove {id:x}) and use another --data-dir");
+        }
+        let list = added
+            .members
+            .iter()
+            .filter_map(|m| Some(format!("{}={}", m.id, m.peer_ur_ls.first()?)))
+            .collect::<Vec<_>>()
+            .join(",");
+        shape.members.push(id);
+        shape.highest = id;
+        shape.save(&args.data_dir)?;
+        nodes.push(spawn(args, shape, id, Some(&list))?);
+        println!("synod: added node {id}");
+        wait_until_serving(nodes, &args.protocol).await?;
+    }
+    while shape.members.len() > target {
+        let Some(&id) = shape.members.iter().max() else {
+            break;
+        };
+        // Ask a member that stays.
+        let keep = nodes
+            .iter()
+            .position(|n| n.id != id)
+            .context("no member stays")?;
+        let url = super::client::url(&nodes[keep].client);
+        let cluster =
+            ClusterClient::new(tonic::transport::Endpoint::from_shared(url)?.connect_lazy());
+        with_retries(|| {
+            let mut cluster = cluster.clone();
+            async move { cluster.member_remove(pb::MemberRemoveRequest { id }).await }
+        })
+        .await?;
+        shape.members.retain(|&m| m != id);
+        shape.save(&args.data_dir)?;
+        if let Some(at) = nodes.iter().position(|n| n.id == id) {
+            let mut node = nodes.remove(at);
+            stop_all(std::slice::from_mut(&mut node));
+        }
+        let data = args.data_dir.join(format!("n{id}"));
+        std::fs::remove_dir_all(&data)
+            .with_context(|| format!("cannot delete {}", data.display()))?;
+        println!("synod: removed node {id}");
+        wait_until_serving(nodes, &args.protocol).await?;
+    }
+    Ok(())
+}
+
+/// Retries a call to the cluster for up to 20 s (a leader being elected, a change pending).
+async fn with_retries<T, F, Fut>(mut call: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match call().await {
+            Ok(response) => return Ok(response.into_inner()),
+            Err(e) if Instant::now() > deadline => bail!("{}", e.message()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Waits until the nodes agree on a leader (or, without one, all answer).
+async fn wait_until_serving(nodes: &mut [Node], protocol: &str) -> anyhow::Result<Option<u64>> {
     let endpoints: Vec<String> = nodes.iter().map(|n| n.client.clone()).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     let leaderless = !synod_replica::has_leader(protocol);
-    let leader = loop {
+    loop {
         for node in nodes.iter_mut() {
             if let Some(status) = node
                 .child
@@ -195,13 +385,20 @@ async fn supervise(nodes: &mut [Node], protocol: &str) -> anyhow::Result<ExitCod
             }
         }
         if let Some(leader) = agreed_leader(&endpoints, leaderless).await {
-            break leader;
+            return Ok(leader);
         }
         if Instant::now() > deadline {
             bail!("no leader after 30 s; see the logs next to the data");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    }
+}
+
+/// Waits for a leader (or, on a protocol without one, for every node to answer), prints how
+/// to reach the cluster, then watches the nodes until Ctrl-C.
+async fn supervise(nodes: &mut [Node], protocol: &str) -> anyhow::Result<ExitCode> {
+    let endpoints: Vec<String> = nodes.iter().map(|n| n.client.clone()).collect();
+    let leader = wait_until_serving(nodes, protocol).await?;
     let list = endpoints.join(",");
     match leader {
         Some(leader) => println!("synod: {} nodes up, node {leader} leads", nodes.len()),
@@ -333,4 +530,25 @@ fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(10)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cluster_file_round_trips_and_reads_the_older_form() {
+        let shape = Shape {
+            base_port: 2379,
+            protocol: "raft".into(),
+            boot: vec![1, 2, 3],
+            members: vec![1, 3, 5],
+            highest: 5,
+        };
+        assert_eq!(Shape::decode(&shape.encode()), Some(shape));
+        let older = Shape::decode("nodes=3 base-port=2379 protocol=zab\n").expect("older form");
+        assert_eq!(older.members, vec![1, 2, 3]);
+        assert_eq!((older.boot.len(), older.highest), (3, 3));
+        assert_eq!(Shape::decode("base-port=x protocol=raft nodes=3"), None);
+    }
 }
