@@ -42,7 +42,17 @@ pub async fn check(api: &Api) {
     let Ok(Ok(mine)) = tokio::task::spawn_blocking(move || copy.hash_kv(0)).await else {
         return;
     };
-    for &peer in api.config.peers().keys() {
+    // The members of the day, under a protocol whose membership changes.
+    let me = api.node.shared.id;
+    let peers: Vec<synod_core::NodeId> = match api.node.shared.membership() {
+        Some(membership) => membership
+            .ids()
+            .into_iter()
+            .filter(|&id| id != me)
+            .collect(),
+        None => api.config.peers().keys().copied().collect(),
+    };
+    for peer in peers {
         let Some(channel) = api.channel(peer) else {
             continue;
         };

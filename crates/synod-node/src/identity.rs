@@ -6,7 +6,14 @@
 //! address, and takes the cluster id and its own id from that member's handshake (the id
 //! `member add` gave that address). Either way both are written to `member` in the data
 //! directory, so a restart is the same member of the same cluster whatever the flags say, and
-//! a data directory is never started as another member.
+//! a data directory is never started as another member. A joining member keeps what it was
+//! told only once the membership it applied (committed) lists that id at its own peer URL:
+//! a stale member still dialling an address that once belonged to another id, or an entry
+//! that was cut, cannot give it an identity for good.
+//!
+//! A member that joined has nobody to ask before the first member dials it; a member that
+//! restarts before its identity was confirmed finds state but no `member` file and is refused
+//! with the reason (start it again on an empty data directory).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -32,6 +39,9 @@ pub struct Identity {
     pub cluster_id: u64,
     /// Whether it joined a running cluster (rather than booting it).
     pub joined: bool,
+    /// Whether it is kept in the data directory (a joining member's is kept once the
+    /// membership confirms it).
+    pub kept: bool,
 }
 
 impl Identity {
@@ -63,6 +73,7 @@ impl Identity {
             id: NodeId(id),
             cluster_id,
             joined,
+            kept: true,
         })
     }
 }
@@ -115,17 +126,51 @@ pub async fn establish(
             id,
             cluster_id,
             joined: true,
+            kept: false,
         }
     } else {
         Identity {
             id: config.id,
             cluster_id: config.cluster_id(),
             joined: false,
+            kept: true,
         }
     };
-    write(&config.data_dir, &identity)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    if !identity.joined {
+        keep(&config.data_dir, &identity)?;
+    }
     Ok(identity)
+}
+
+/// Writes the identity to the data directory, for good.
+pub fn keep(dir: &Path, identity: &Identity) -> Result<(), String> {
+    write(dir, identity).map_err(|e| format!("cannot write {}: {e}", dir.join(FILE).display()))
+}
+
+/// What the membership a joining member applied says of the identity it was given: `Ok(true)`
+/// once it lists this id at this member's peer URL (the identity is then kept), `Ok(false)`
+/// while it does not list this id yet, and an error when it lists this id at another URL or
+/// this URL under another id (a stale member dialled: this member was told a wrong id).
+pub fn confirm(membership: &Membership, id: NodeId, peer_address: &str) -> Result<bool, String> {
+    let ours = |m: &Member| {
+        m.peer_urls
+            .iter()
+            .any(|u| peer_address_of(u) == peer_address)
+    };
+    if let Some(other) = membership.members.iter().find(|m| ours(m) && m.id != id) {
+        return Err(format!(
+            "this member was told it is {id}, but the membership gives its peer address {peer_address} to {}; start it again on an empty data directory",
+            other.id
+        ));
+    }
+    match membership.get(id) {
+        Some(m) if ours(m) => Ok(true),
+        Some(m) => Err(format!(
+            "this member was told it is {id}, but the membership gives {id} the peer URLs {:?}, not {peer_address}",
+            m.peer_urls
+        )),
+        None => Ok(false),
+    }
 }
 
 /// Writes the file whole or not at all: a temporary file, synced, renamed, the directory
@@ -173,10 +218,13 @@ pub fn peers_of(membership: &Membership, me: NodeId) -> BTreeMap<NodeId, String>
 
 /// `host:port` of a peer URL (`http://host:port/` or `host:port`).
 pub fn peer_address(url: &str) -> String {
+    peer_address_of(url).to_string()
+}
+
+fn peer_address_of(url: &str) -> &str {
     url.strip_prefix("http://")
         .unwrap_or(url)
         .trim_end_matches('/')
-        .to_string()
 }
 
 #[cfg(test)]
@@ -184,11 +232,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_joining_members_id_is_confirmed_only_at_its_own_address() {
+        let member = |id: u64, url: &str| Member {
+            id: NodeId(id),
+            peer_urls: vec![url.to_string()],
+            ..Member::default()
+        };
+        let before = Membership {
+            members: vec![member(1, "http://a:1")],
+            next_id: 2,
+        };
+        let mut after = before.clone();
+        after.members.push(member(2, "http://b:1/"));
+        assert_eq!(
+            confirm(&before, NodeId(2), "b:1"),
+            Ok(false),
+            "not added yet"
+        );
+        assert_eq!(confirm(&after, NodeId(2), "b:1"), Ok(true));
+        // Told 3 by a stale member, while the membership gives this address to 2.
+        assert!(confirm(&after, NodeId(3), "b:1")
+            .unwrap_err()
+            .contains("to n2"));
+        // Told 2, while the membership gives 2 another address.
+        assert!(confirm(&after, NodeId(2), "c:1")
+            .unwrap_err()
+            .contains("not c:1"));
+    }
+
+    #[test]
     fn the_file_round_trips_and_damage_is_named() {
         let identity = Identity {
             id: NodeId(4),
             cluster_id: 0xdead_beef,
             joined: true,
+            kept: true,
         };
         assert_eq!(Identity::decode(&identity.encode()), Ok(identity));
         assert!(Identity::decode("id=4\n").unwrap_err().contains("cluster"));

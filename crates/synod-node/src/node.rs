@@ -57,6 +57,11 @@ pub struct NodeOptions {
     pub client_url: String,
     /// The other members.
     pub peers: Vec<NodeId>,
+    /// For a member that joined a running cluster and has not yet seen the membership confirm
+    /// the identity it was given: that identity, kept in the data directory once confirmed.
+    pub joining: Option<JoinCheck>,
+    /// Whether this member joined a running cluster (rather than booting it).
+    pub joined: bool,
     /// Length of one engine tick.
     pub tick: Duration,
     /// How fast the ticks come against true time (1.0 but in fault tests, which skew it).
@@ -66,6 +71,24 @@ pub struct NodeOptions {
     /// Snapshot the state machine after this many applied entries (0: never).
     pub snapshot_every: u64,
 }
+
+/// A joining member's identity, to confirm against the membership it applies.
+#[derive(Clone, Debug)]
+pub struct JoinCheck {
+    /// What the first member that dialled said.
+    pub identity: crate::identity::Identity,
+    /// Where to keep it once confirmed.
+    pub data_dir: std::path::PathBuf,
+    /// This member's peer address (`host:port`), as the membership must list it.
+    pub peer_address: String,
+}
+
+/// How long a member whose removal applied goes on (passing on what it must, its successor's
+/// TimeoutNow above all) before it stops, as etcd's removed members do.
+const REMOVED_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a removed member stays connected after its removal applied here.
+const LINGER: Duration = Duration::from_secs(10);
 
 /// What the server's request handlers share with the node loop.
 #[derive(Debug)]
@@ -217,8 +240,16 @@ pub struct Node<E: Engine> {
     fatal: Option<String>,
     /// This member's name and client URL on their way into the membership.
     publishing: Option<oneshot::Receiver<Answer>>,
-    /// The membership last applied here (committed), if any changed since boot.
+    /// The membership last applied here (committed).
     applied_membership: Option<Membership>,
+    /// Whether a membership applied here listed this member (so one without it removed it).
+    was_member: bool,
+    /// When this member's removal applied here.
+    removed_at: Option<Instant>,
+    /// The peers to connect to changed during this batch of outputs.
+    members_changed: bool,
+    /// Members removed lately, still connected until their removal has reached them.
+    lingering: std::collections::BTreeMap<NodeId, (String, Instant)>,
 }
 
 /// Commands taken from the queue per step at most.
@@ -252,6 +283,15 @@ where
             lease_bugs: LeaseBugs::NONE,
         };
         let replica = Replica::new(engine, store, snapshot_era, replica_options);
+        // What this member applied before it stopped: a removal pending then still needs the
+        // member being removed connected, and a member listed there is one (not yet removed).
+        let applied_membership = replica
+            .engine()
+            .membership_at(replica.store().read().applied_index());
+        let was_member = applied_membership
+            .as_ref()
+            .is_some_and(|m| m.contains(options.id))
+            && options.joining.is_none();
         let (commands_tx, commands) = mpsc::channel(COMMAND_BATCH_MAX * 4);
         let (status, status_rx) = watch::channel(replica.status());
         let (revision, revision_rx) = watch::channel(replica.store().read().revision());
@@ -278,7 +318,11 @@ where
             out: Vec::new(),
             fatal: None,
             publishing: None,
-            applied_membership: None,
+            applied_membership,
+            was_member,
+            removed_at: None,
+            members_changed: false,
+            lingering: std::collections::BTreeMap::new(),
         };
         let handle = NodeHandle {
             commands: commands_tx,
@@ -327,6 +371,14 @@ where
                     self.forget_abandoned();
                     self.clock();
                     self.publish_attributes(&mut out);
+                    let lingered = self.lingering.len();
+                    self.lingering.retain(|_, (_, since)| since.elapsed() < LINGER);
+                    if self.lingering.len() != lingered {
+                        self.connect_members();
+                    }
+                    if self.removed_at.is_some_and(|at| at.elapsed() >= REMOVED_GRACE) {
+                        self.fatal = Some("this member was removed from the cluster".into());
+                    }
                 }
                 _ = stop.changed() => break,
             }
@@ -418,10 +470,7 @@ where
                     }
                     Output::Applied(_) => applied = true,
                     Output::Membership(membership) => self.on_membership(membership),
-                    Output::MembershipApplied(membership) => {
-                        self.applied_membership = Some(membership);
-                        self.connect_members();
-                    }
+                    Output::MembershipApplied(membership) => self.on_membership_applied(membership),
                     Output::Restored(meta) => {
                         applied = true;
                         info!(index = meta.index, "installed a snapshot from the leader");
@@ -449,6 +498,9 @@ where
                 changed
             });
         }
+        if std::mem::take(&mut self.members_changed) {
+            self.connect_members();
+        }
         self.publish_status();
     }
 
@@ -469,12 +521,18 @@ where
             self.publishing = None;
         }
         let me = self.options.id;
-        let unnamed = self
+        // A member that joined has no name yet; one that published before says again when its
+        // client URL changed. (Members the cluster booted with are named by the cluster list
+        // and their client URLs come with the peer handshakes.)
+        let client_urls = [self.options.client_url.clone()];
+        let stale = self
             .replica
             .membership()
             .and_then(|m| m.get(me))
-            .is_some_and(|m| m.name.is_empty());
-        if !unnamed || self.replica.status().leader.is_none() {
+            .is_some_and(|m| {
+                m.name.is_empty() || (!m.client_urls.is_empty() && m.client_urls != client_urls)
+            });
+        if !stale || self.replica.status().leader.is_none() {
             return;
         }
         let (sender, receiver) = oneshot::channel();
@@ -495,6 +553,48 @@ where
         self.replica.submit(vec![call], out);
     }
 
+    /// A membership change applied (committed): a joining member's identity may be confirmed
+    /// (or shown wrong); a member removed stops after a grace period; members removed are let go.
+    fn on_membership_applied(&mut self, membership: Membership) {
+        let me = self.options.id;
+        if let Some(check) = &self.options.joining {
+            match crate::identity::confirm(&membership, me, &check.peer_address) {
+                Ok(true) => {
+                    match crate::identity::keep(&check.data_dir, &check.identity) {
+                        Ok(()) => {
+                            info!(id = %me, "joined: the membership confirms this member's id")
+                        }
+                        Err(e) => self.fatal = Some(e),
+                    }
+                    self.options.joining = None;
+                }
+                Ok(false) => {}
+                Err(e) => self.fatal = Some(e),
+            }
+        }
+        if membership.contains(me) {
+            self.was_member = true;
+        } else if self.was_member && self.removed_at.is_none() {
+            error!(
+                "this member was removed from the cluster; it stops in {:?}",
+                REMOVED_GRACE
+            );
+            self.removed_at = Some(Instant::now());
+        }
+        // Members this change removed stay connected a while: the leader still tells them
+        // that their removal committed.
+        if let Some(before) = &self.applied_membership {
+            for (id, address) in crate::identity::peers_of(before, me) {
+                if !membership.contains(id) {
+                    self.lingering.insert(id, (address, Instant::now()));
+                }
+            }
+        }
+        self.applied_membership = Some(membership);
+        // After this batch of outputs: a removed member's last messages go out first.
+        self.members_changed = true;
+    }
+
     /// Connects to every member of the membership in force and of the one last applied: a
     /// member being removed must still hear the entry that removes it, and the leader's word
     /// once it commits (the removed leader hands over with it).
@@ -507,7 +607,13 @@ where
         {
             peers.extend(crate::identity::peers_of(membership, me));
         }
-        self.transport.set_peers(&peers);
+        for (&id, (address, _)) in &self.lingering {
+            peers.entry(id).or_insert_with(|| address.clone());
+        }
+        // A joining member catching up through memberships from before it was added keeps
+        // talking to whoever dialled it (the leader among them) until it is a member.
+        let open = self.options.joined && !self.shared.membership().is_some_and(|m| m.contains(me));
+        self.transport.set_peers(&peers, open);
     }
 
     /// The membership in force changed: connect to whoever is in it now.

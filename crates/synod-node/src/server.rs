@@ -221,7 +221,7 @@ async fn start_with<P: Protocol>(
     let open = identity.joined && peers.is_empty();
     let mut transport_config = TransportConfig::new(identity.cluster_id, config.id, peers);
     transport_config.client_url = config.client_url();
-    transport_config.peer_address = advertised_peer;
+    transport_config.peer_address = advertised_peer.clone();
     transport_config.settings = config.replicated_settings();
     // A connection whose data goes unacknowledged for an election timeout is given up and
     // redialled, so a healed network carries messages again within about that time.
@@ -233,6 +233,12 @@ async fn start_with<P: Protocol>(
 
     let options = crate::node::NodeOptions {
         id: config.id,
+        joining: (identity.joined && !identity.kept).then(|| crate::node::JoinCheck {
+            identity,
+            data_dir: config.data_dir.clone(),
+            peer_address: advertised_peer.clone(),
+        }),
+        joined: identity.joined,
         name: config.name.clone(),
         client_url: config.client_url(),
         peers: voters.iter().copied().filter(|&v| v != config.id).collect(),

@@ -278,17 +278,28 @@ impl<M: Wire + Send + 'static> Transport<M> {
 
     /// The peers are now these (every other member and its `host:port`): new ones are
     /// dialled, removed ones dropped with what was queued for them, moved ones redialled at
-    /// their new address; only these may connect from now on.
-    pub fn set_peers(&mut self, peers: &BTreeMap<NodeId, String>) {
+    /// their new address; only these may connect from now on. With `open` (a joining node
+    /// that is not yet in the membership it runs with, catching up through older ones),
+    /// anyone of the cluster may still connect and those who dialled keep their links.
+    pub fn set_peers(&mut self, peers: &BTreeMap<NodeId, String>, open: bool) {
+        let dialled = if open {
+            lock(&self.dialled_by).clone()
+        } else {
+            BTreeMap::new()
+        };
         let gone: Vec<NodeId> = self
             .links
             .iter()
-            .filter(|(id, link)| peers.get(id) != Some(&link.address))
+            .filter(|(id, link)| {
+                peers.get(id) != Some(&link.address) && dialled.get(id) != Some(&link.address)
+            })
             .map(|(&id, _)| id)
             .collect();
         for id in gone {
+            // Its queue closes: the sender writes what is queued (a removed member's last
+            // news: that its removal committed), then ends; it dials no more.
             if let Some(link) = self.links.remove(&id) {
-                link.task.abort();
+                drop(link.queue);
                 lock(&self.queues).remove(&id);
                 info!(peer = %id, address = %link.address, "no longer a peer at this address");
             }
@@ -303,8 +314,10 @@ impl<M: Wire + Send + 'static> Transport<M> {
             .admitted
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) =
-            Some(peers.keys().copied().collect());
-        lock(&self.dialled_by).clear();
+            (!open).then(|| peers.keys().copied().collect());
+        if !open {
+            lock(&self.dialled_by).clear();
+        }
     }
 }
 

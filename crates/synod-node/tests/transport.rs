@@ -355,7 +355,7 @@ async fn a_joining_node_answers_who_dialled_and_follows_the_membership() {
     let (l3, a3) = listener().await;
     let mut n3 = start(config(CLUSTER, 3, &[(4, &a4)]), l3);
     n4.transport
-        .set_peers(&BTreeMap::from([(NodeId(3), a3.clone())]));
+        .set_peers(&BTreeMap::from([(NodeId(3), a3.clone())]), false);
     let got = deliver(&mut n4, 3, &mut n3, 3).await;
     assert_eq!(got.from, NodeId(4));
     assert!(

@@ -190,6 +190,7 @@ impl Raft {
             quorum_check_elapsed: 0,
             reads: ReadQueue::default(),
             transfer: None,
+            lingering: BTreeMap::new(),
         });
         self.append(Payload::Noop);
         self.broadcast_append(out);

@@ -20,7 +20,7 @@ use synod_core::{
     RequestId, Role,
 };
 
-use crate::message::{Message, TimeoutNow};
+use crate::message::{CommitNotice, Message, TimeoutNow};
 use crate::progress::Progress;
 use crate::raft::{Out, Raft};
 
@@ -41,6 +41,9 @@ impl Raft {
         let committed = self.membership_as_of(self.commit_index);
         let mut peers: Vec<NodeId> = self.membership.ids();
         peers.extend(committed.ids());
+        if let Some(lead) = &self.lead {
+            peers.extend(lead.lingering.keys());
+        }
         peers.sort_unstable();
         peers.dedup();
         peers.retain(|&id| id != self.id);
@@ -165,9 +168,53 @@ impl Raft {
     }
 
     /// The commit point moved: once it passes the newest membership entry, members that entry
-    /// removed are no longer replicated to.
-    pub(crate) fn on_commit_past_membership(&mut self, before: LogIndex) {
-        if before < self.membership_index && self.membership_index <= self.commit_index {
+    /// removed hear that it committed (so they apply their own removal, and their runtime can
+    /// stop them), and are no longer replicated to.
+    pub(crate) fn on_commit_past_membership(&mut self, before: LogIndex, out: &mut Out) {
+        if before >= self.membership_index || self.membership_index > self.commit_index {
+            return;
+        }
+        let ticks = self.ticks;
+        let membership = &self.membership;
+        let notices: Vec<(NodeId, LogIndex)> = match self.lead.as_mut() {
+            Some(lead) => {
+                let removed: Vec<(NodeId, LogIndex)> = lead
+                    .progress
+                    .iter()
+                    .filter(|(&id, _)| !membership.contains(id))
+                    .map(|(&id, p)| (id, p.match_index))
+                    .collect();
+                lead.lingering
+                    .extend(removed.iter().map(|&(id, _)| (id, ticks)));
+                removed
+            }
+            None => Vec::new(),
+        };
+        for (to, matched) in notices {
+            let notice = CommitNotice {
+                term: self.term,
+                commit: self.commit_index.min(matched),
+            };
+            self.send_ahead_of_log(to, Message::Commit(notice), out);
+        }
+        self.refresh_membership();
+    }
+
+    /// Lets go of removed members once they were sent a commit point covering their removal,
+    /// or after ten election timeouts (one that is down may never hear it).
+    pub(crate) fn tick_lingering(&mut self) {
+        let (index, now) = (self.membership_index, self.ticks);
+        let patience = 10 * self.config.election_timeout_ticks_min;
+        let Some(lead) = self.lead.as_mut() else {
+            return;
+        };
+        let progress = &lead.progress;
+        let before = lead.lingering.len();
+        lead.lingering.retain(|id, &mut since| {
+            let told = progress.get(id).is_some_and(|p| p.commit_sent >= index);
+            !told && now < since + patience
+        });
+        if lead.lingering.len() != before {
             self.refresh_membership();
         }
     }

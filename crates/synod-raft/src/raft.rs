@@ -44,6 +44,10 @@ pub(crate) struct LeaderState {
     pub(crate) reads: ReadQueue,
     /// An ongoing leadership transfer: the target and the ticks spent so far.
     pub(crate) transfer: Option<(NodeId, u64)>,
+    /// Members the last committed change removed that have not yet been sent a commit point
+    /// covering it, with the tick they were removed at: they are replicated to a while
+    /// longer, so they apply their own removal (and their runtime stops them).
+    pub(crate) lingering: BTreeMap<NodeId, u64>,
 }
 
 /// One Raft node.

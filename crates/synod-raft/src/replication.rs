@@ -235,7 +235,7 @@ impl Raft {
         if candidate > self.commit_index && own_term {
             let before = self.commit_index;
             self.commit_to(candidate, out);
-            self.on_commit_past_membership(before);
+            self.on_commit_past_membership(before, out);
             self.on_commit_advanced(out);
         }
         // Also when the commit point did not move now: a follower whose append was in flight
@@ -366,6 +366,7 @@ impl Raft {
         }
         self.retry_stalled_appends(out);
         self.tick_transfer();
+        self.tick_lingering();
     }
 
     /// Whether a majority (this node included) answered since the last check; resets the

@@ -449,11 +449,18 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                     out.push(Output::Answer { waiter, answer });
                 }
                 Call::KeepAlive(lease) => {
+                    // A client that asks again under the same id (its first try timed out)
+                    // may be answered by the round its first try started: the answer must be
+                    // judged by when that one was asked, and in its era.
+                    let (asked_at, era) = match self.keep_alives.get(&id) {
+                        Some(earlier) => (earlier.asked_at, earlier.era),
+                        None => (self.now, lease_era.unwrap_or_default()),
+                    };
                     let keep_alive = KeepAlive {
                         waiter,
                         lease,
-                        era: lease_era.unwrap_or_default(),
-                        asked_at: self.now,
+                        era,
+                        asked_at,
                     };
                     self.keep_alives.insert(id, keep_alive);
                     reads.push(ReadRequest {
@@ -1562,6 +1569,37 @@ mod tests {
             keep_alive(&mut early, 1_000_000, 1_010_000),
             Answer::Refused(Refusal::NotLeader(_))
         ));
+    }
+
+    /// A client whose keep-alive timed out asks again under the same id. If the round its
+    /// first try started confirms it, the answer is judged by when that try was asked: the
+    /// leader may have been paused and replaced in between (the simulator found this).
+    #[test]
+    fn a_keep_alive_asked_again_is_judged_by_its_first_try() {
+        let mut r = leader_with_lease(true);
+        let mut out = Out::new();
+        let id = RequestId::new(4, 77);
+        let call = |waiter| ClientCall {
+            id,
+            waiter,
+            call: Call::KeepAlive(9),
+        };
+        r.set_clock(1_000_000);
+        r.submit(vec![call(1)], &mut out);
+        // Paused past the window; the retry arrives as it resumes, then the first round ends.
+        let resumed = 1_000_000 + WINDOW_US + 1;
+        r.set_clock(resumed);
+        r.submit(vec![call(2)], &mut out);
+        r.engine.next.push(Action::ReadReady(id));
+        r.receive(NodeId(2), PeerMessage::Engine(0), &mut out);
+        let answered = answers(&mut out);
+        assert!(
+            matches!(
+                answered.as_slice(),
+                [(2, Answer::Refused(Refusal::NotLeader(_)))]
+            ),
+            "{answered:?}"
+        );
     }
 
     /// Lease epochs the replica proposed.

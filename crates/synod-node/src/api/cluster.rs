@@ -99,8 +99,10 @@ impl Api {
 /// Peer URLs as etcd takes them: `http://host:port`, each once. (TLS between members is not
 /// built yet, so `https` is refused.)
 fn check_peer_urls(urls: &[String]) -> Result<Vec<String>, Status> {
+    // etcd's clients map errors by their exact text: the reason goes to the log.
     let invalid = |why: String| {
-        Status::invalid_argument(format!("etcdserver: given member URLs are invalid ({why})"))
+        tracing::info!(reason = %why, "refused member URLs");
+        Status::invalid_argument("etcdserver: given member URLs are invalid")
     };
     if urls.is_empty() {
         return Err(invalid("none given".into()));
@@ -344,7 +346,12 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             raft_applied_index: applied,
             errors,
             db_size_in_use: in_use,
-            is_learner: false,
+            is_learner: api
+                .node
+                .shared
+                .membership()
+                .and_then(|m| m.get(api.node.shared.id).map(|me| me.learner))
+                .unwrap_or(false),
         }))
     }
 

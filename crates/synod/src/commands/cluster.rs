@@ -113,7 +113,11 @@ impl Shape {
             text.split_whitespace()
                 .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
         };
-        let ids = |v: &str| -> Option<Vec<u64>> { v.split(',').map(|i| i.parse().ok()).collect() };
+        let ids = |v: &str| -> Option<Vec<u64>> {
+            v.split(',')
+                .map(|i| i.parse().ok().filter(|&id| id > 0))
+                .collect()
+        };
         let (boot, members) = match (field("boot"), field("members"), field("nodes")) {
             (Some(boot), Some(members), _) => (ids(boot)?, ids(members)?),
             (_, _, Some(n)) => {
@@ -126,6 +130,9 @@ impl Shape {
             Some(h) => h.parse().ok()?,
             None => boot.iter().chain(&members).copied().max()?,
         };
+        if boot.is_empty() || members.is_empty() || members.iter().any(|&m| m > highest) {
+            return None;
+        }
         Some(Shape {
             base_port: field("base-port")?.parse().ok()?,
             protocol: field("protocol")?.to_string(),
@@ -288,23 +295,13 @@ async fn resize(args: &UpArgs, shape: &mut Shape, nodes: &mut Vec<Node>) -> anyh
         // The id the cluster hands out next (ids are never reused) decides the ports.
         let next = shape.highest + 1;
         let peer = format!("http://127.0.0.1:{}", port(args.base_port, next - 1, 1)?);
-        let added = with_retries(|| {
-            let (mut cluster, peer) = (cluster.clone(), peer.clone());
-            async move {
-                let request = pb::MemberAddRequest {
-                    peer_ur_ls: vec![peer],
-                    is_learner: false,
-                };
-                cluster.member_add(request).await
-            }
-        })
-        .await?;
-        let id = added.member.as_ref().map_or(0, |m| m.id);
+        // A run that stopped midway (or an add that committed but timed out) left the member
+        // in the cluster: take it as added.
+        let (id, members) = add_member(&cluster, &peer).await?;
         if id != next {
             bail!("the cluster gave the new member id {id}, not {next}: its ports would clash; remove it (synod member remove {id:x}) and use another --data-dir");
         }
-        let list = added
-            .members
+        let list = members
             .iter()
             .filter_map(|m| Some(format!("{}={}", m.id, m.peer_ur_ls.first()?)))
             .collect::<Vec<_>>()
@@ -328,11 +325,7 @@ async fn resize(args: &UpArgs, shape: &mut Shape, nodes: &mut Vec<Node>) -> anyh
         let url = super::client::url(&nodes[keep].client);
         let cluster =
             ClusterClient::new(tonic::transport::Endpoint::from_shared(url)?.connect_lazy());
-        with_retries(|| {
-            let mut cluster = cluster.clone();
-            async move { cluster.member_remove(pb::MemberRemoveRequest { id }).await }
-        })
-        .await?;
+        remove_member(&cluster, id).await?;
         shape.members.retain(|&m| m != id);
         shape.save(&args.data_dir)?;
         if let Some(at) = nodes.iter().position(|n| n.id == id) {
@@ -346,6 +339,67 @@ async fn resize(args: &UpArgs, shape: &mut Shape, nodes: &mut Vec<Node>) -> anyh
         wait_until_serving(nodes, &args.protocol).await?;
     }
     Ok(())
+}
+
+type Admin = ClusterClient<tonic::transport::Channel>;
+
+/// The members now, asked of `cluster` (retried while a leader is elected).
+async fn list_members(cluster: &Admin) -> anyhow::Result<Vec<pb::Member>> {
+    let listed = with_retries(|| {
+        let mut cluster = cluster.clone();
+        async move {
+            let request = pb::MemberListRequest { linearizable: true };
+            cluster.member_list(request).await
+        }
+    })
+    .await?;
+    Ok(listed.members)
+}
+
+/// Adds a voter at `peer`, or finds it added already; returns its id and the members.
+async fn add_member(cluster: &Admin, peer: &str) -> anyhow::Result<(u64, Vec<pb::Member>)> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let members = list_members(cluster).await?;
+        if let Some(m) = members
+            .iter()
+            .find(|m| m.peer_ur_ls.iter().any(|u| u == peer))
+        {
+            return Ok((m.id, members));
+        }
+        let request = pb::MemberAddRequest {
+            peer_ur_ls: vec![peer.to_string()],
+            is_learner: false,
+        };
+        match cluster.clone().member_add(request).await {
+            Ok(added) => {
+                let added = added.into_inner();
+                let id = added.member.as_ref().map_or(0, |m| m.id);
+                return Ok((id, added.members));
+            }
+            Err(e) if Instant::now() > deadline => bail!("member add {peer}: {}", e.message()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Removes member `id`, or finds it removed already.
+async fn remove_member(cluster: &Admin, id: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if !list_members(cluster).await?.iter().any(|m| m.id == id) {
+            return Ok(());
+        }
+        match cluster
+            .clone()
+            .member_remove(pb::MemberRemoveRequest { id })
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() > deadline => bail!("member remove {id:x}: {}", e.message()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
 /// Retries a call to the cluster for up to 20 s (a leader being elected, a change pending).
