@@ -259,6 +259,11 @@ impl Membership {
             .collect()
     }
 
+    /// How many members vote.
+    pub fn voter_count(&self) -> usize {
+        self.members.iter().filter(|m| !m.learner).count()
+    }
+
     /// Every member's id, ordered.
     pub fn ids(&self) -> Vec<NodeId> {
         self.members.iter().map(|m| m.id).collect()
@@ -297,7 +302,7 @@ impl Membership {
             }
             MembershipChange::Remove { id } => {
                 let member = self.get(*id).ok_or(MembershipRefusal::NotFound)?;
-                if !member.learner && self.voters().len() == 1 {
+                if !member.learner && self.voter_count() == 1 {
                     return Err(MembershipRefusal::LastVoter);
                 }
                 next.members.retain(|m| m.id != *id);

@@ -184,7 +184,7 @@ impl Raft {
 
     /// Number of voters.
     pub(crate) fn cluster_size(&self) -> usize {
-        self.membership.voters().len()
+        self.membership.voter_count()
     }
 
     pub(crate) fn quorum(&self) -> usize {

@@ -725,6 +725,12 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
     }
 
     fn step(&mut self, input: Input<E::Message>, out: &mut Vec<Output<E::Message, W>>) {
+        // Only a peer's message or an operator's change moves the membership in force (the
+        // engine contract says so): other steps, ticks above all, skip comparing it.
+        let membership_may_move = matches!(
+            input,
+            Input::Receive { .. } | Input::ChangeMembership { .. }
+        );
         let mut actions = std::mem::take(&mut self.actions);
         self.engine.step(input, &mut actions);
         let mut applying: Vec<Entry> = Vec::new();
@@ -744,10 +750,10 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             self.apply(&mut applying, out);
         }
         self.actions = actions;
-        self.after_step(out);
+        self.after_step(membership_may_move, out);
     }
 
-    fn after_step(&mut self, out: &mut Vec<Output<E::Message, W>>) {
+    fn after_step(&mut self, membership_may_move: bool, out: &mut Vec<Output<E::Message, W>>) {
         let status = self.engine.status();
         if status.role != Role::Leader {
             self.proposed_for.clear();
@@ -768,7 +774,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             }
         }
         self.status = status;
-        if self.engine.membership() != self.membership.as_ref() {
+        if membership_may_move && self.engine.membership() != self.membership.as_ref() {
             self.membership = self.engine.membership().cloned();
             if let Some(membership) = &self.membership {
                 out.push(Output::Membership(membership.clone()));

@@ -831,48 +831,9 @@ async fn metrics_and_health_are_served_over_http() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_up_serves_and_stops_cleanly_on_ctrl_c() {
-    use std::io::BufRead;
     let root = common::temp_dir("cluster-up");
     let base = common::free_port_block(30);
-    let stderr_path = root.join("cluster-up.stderr");
-    let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-    let mut child = std::process::Command::new(common::SYNOD)
-        .args([
-            "cluster",
-            "up",
-            "--nodes",
-            "3",
-            "--base-port",
-            &base.to_string(),
-        ])
-        .arg("--data-dir")
-        .arg(root.join("data"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .expect("start cluster up");
-    let stdout = child.stdout.take().expect("stdout");
-    let (lines_tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let mut banner = Vec::new();
-    while !banner.iter().any(|l: &String| l.starts_with("Ctrl-C")) {
-        match lines.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => banner.push(line),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let said = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-                panic!("cluster up never said it was up: {banner:?}; its stderr:\n{said}");
-            }
-        }
-    }
+    let (mut child, banner) = cluster_up(&root.join("data"), base, 3);
     assert!(banner[0].contains("3 nodes up"), "{banner:?}");
     assert!(
         banner.iter().any(|l| l.contains("etcdctl --endpoints=")),

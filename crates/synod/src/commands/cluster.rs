@@ -343,17 +343,17 @@ async fn resize(args: &UpArgs, shape: &mut Shape, nodes: &mut Vec<Node>) -> anyh
 
 type Admin = ClusterClient<tonic::transport::Channel>;
 
-/// The members now, asked of `cluster` (retried while a leader is elected).
+/// The members now, asked of `cluster` (retried for up to 20 s while a leader is elected).
 async fn list_members(cluster: &Admin) -> anyhow::Result<Vec<pb::Member>> {
-    let listed = with_retries(|| {
-        let mut cluster = cluster.clone();
-        async move {
-            let request = pb::MemberListRequest { linearizable: true };
-            cluster.member_list(request).await
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let request = pb::MemberListRequest { linearizable: true };
+        match cluster.clone().member_list(request).await {
+            Ok(listed) => return Ok(listed.into_inner().members),
+            Err(e) if Instant::now() > deadline => bail!("member list: {}", e.message()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
-    })
-    .await?;
-    Ok(listed.members)
+    }
 }
 
 /// Adds a voter at `peer`, or finds it added already; returns its id and the members.
@@ -397,22 +397,6 @@ async fn remove_member(cluster: &Admin, id: u64) -> anyhow::Result<()> {
         {
             Ok(_) => return Ok(()),
             Err(e) if Instant::now() > deadline => bail!("member remove {id:x}: {}", e.message()),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-}
-
-/// Retries a call to the cluster for up to 20 s (a leader being elected, a change pending).
-async fn with_retries<T, F, Fut>(mut call: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match call().await {
-            Ok(response) => return Ok(response.into_inner()),
-            Err(e) if Instant::now() > deadline => bail!("{}", e.message()),
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
