@@ -56,6 +56,13 @@ pub trait Engine {
     fn membership_at(&self, _index: LogIndex) -> Option<Membership> {
         None
     }
+
+    /// Whether a snapshot through `index` may be taken now. An engine whose membership
+    /// changes take effect some entries after they are decided refuses one that would fall
+    /// between the two: a snapshot records one membership, the one in force after it.
+    fn may_snapshot_at(&self, _index: LogIndex) -> bool {
+        true
+    }
 }
 
 /// Something that happened to a node.

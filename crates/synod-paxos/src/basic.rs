@@ -76,7 +76,7 @@ pub struct BasicPaxos {
     preemptions: u64,
 }
 
-crate::core::engine_common!(BasicPaxos);
+crate::core::engine_common!(BasicPaxos, joins: false);
 
 impl BasicPaxos {
     fn with_core(mut core: Core) -> BasicPaxos {
@@ -193,8 +193,8 @@ impl BasicPaxos {
     /// Phase 2a (P2c): with promises from a majority, propose the value of the highest
     /// ballot any of them accepted, or this proposer's own value if none did.
     fn on_promise(&mut self, from: NodeId, promise: Promise, out: &mut Out) {
-        let quorum = self.core.quorum();
         let slot = promise.slot;
+        let quorum = self.core.quorum_at(slot);
         if promise.compacted_through >= slot {
             // Decided long ago and compacted away at that acceptor: learn it, try elsewhere.
             self.core.decided_hint = self.core.decided_hint.max(promise.compacted_through);
@@ -273,8 +273,8 @@ impl BasicPaxos {
 
     /// A majority accepted: the value is chosen (section 2.3); tell every learner.
     fn on_accepted(&mut self, from: NodeId, accepted: Accepted, out: &mut Out) {
-        let quorum = self.core.quorum();
         let slot = accepted.first;
+        let quorum = self.core.quorum_at(slot);
         let Some(instance) = self.instances.get_mut(&slot) else {
             return;
         };

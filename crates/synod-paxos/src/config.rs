@@ -1,16 +1,27 @@
 //! How a Paxos node is set up.
 
 use synod_core::quorum::{check_members, MembersError};
-use synod_core::NodeId;
+use synod_core::{Membership, NodeId};
 use thiserror::Error;
+
+/// The highest node id: ids fit the low 16 bits of a ballot.
+const ID_MAX: u64 = (1 << 16) - 1;
 
 /// Settings of one Paxos node (either engine). Times are in ticks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// This node.
     pub id: NodeId,
-    /// Every acceptor, this node included.
+    /// Every acceptor, this node included; empty for a node joining a running cluster (it
+    /// learns the membership from the decided log).
     pub voters: Vec<NodeId>,
+    /// The boot voters with their names and addresses, as the runtime knows them; `None`:
+    /// ids only. Its voters must be `voters`.
+    pub boot_membership: Option<Membership>,
+    /// Multi-Paxos: a membership decided in slot `i` governs slots from `i + window` on
+    /// (Lamport's alpha), so a leader that knows the decided log through `s - window` knows
+    /// which acceptors decide slot `s`. It is also the most slots a leader has in flight.
+    pub reconfig_window: u64,
     /// Seeds the node's PRNG (backoff, election timeouts).
     pub seed: u64,
     /// A proposer whose Prepare or Accept went unanswered this long sends it again.
@@ -64,6 +75,9 @@ pub struct InjectedBugs {
     /// it proposed (a higher ballot chose there) keeps leading, and its commit point tells
     /// followers that what they accepted under its ballot there is decided.
     pub lead_on_after_a_higher_decision: bool,
+    /// Multi-Paxos: a leader counts every acceptance toward a slot's majority, a learner's
+    /// or a member's of another membership too, not only those of the slot's voters.
+    pub count_every_acceptance: bool,
     /// Basic Paxos: a proposer whose slot was compacted before it learned the slot's value
     /// proposes its command again at once, without asking whether it was chosen there.
     pub repropose_without_asking: bool,
@@ -75,6 +89,8 @@ impl Config {
         Config {
             id,
             voters,
+            boot_membership: None,
+            reconfig_window: 512,
             seed: id.0,
             retry_ticks: 6,
             gap_timeout_ticks: 10,
@@ -96,8 +112,17 @@ impl Config {
 
     /// Checks the settings make sense together.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        // Ids fit the low 16 bits of a ballot.
-        check_members(self.id, &self.voters, (1 << 16) - 1)?;
+        // Ids fit the low 16 bits of a ballot; a node that joins (no voters) checks its own.
+        if self.voters.is_empty() {
+            check_members(self.id, &[self.id], ID_MAX)?;
+        } else {
+            check_members(self.id, &self.voters, ID_MAX)?;
+        }
+        if let Some(m) = &self.boot_membership {
+            if m.voters() != self.voters || m.members.iter().any(|m| m.learner) {
+                return Err(ConfigError::BootMembership);
+            }
+        }
         let timing_ok = self.retry_ticks > 0
             && self.gap_timeout_ticks > 0
             && self.backoff_ticks_base > 0
@@ -112,6 +137,7 @@ impl Config {
             || self.batch_bytes_max == 0
             || self.snapshot_chunk_bytes == 0
             || self.instances_max == 0
+            || self.reconfig_window == 0
         {
             return Err(ConfigError::Limits);
         }
@@ -129,6 +155,9 @@ pub enum ConfigError {
     #[error("timeouts must be positive, backoff base at most its max, heartbeats below the election timeout")]
     Timing,
     /// Limits of zero.
-    #[error("batch, chunk and instance limits must be at least 1")]
+    #[error("batch, chunk, instance and reconfiguration-window limits must be at least 1")]
     Limits,
+    /// The boot membership is not the boot voters.
+    #[error("the boot membership lists other members than the voters")]
+    BootMembership,
 }

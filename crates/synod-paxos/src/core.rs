@@ -12,7 +12,8 @@ use bytes::Bytes;
 use synod_core::codec::{DecodeError, Decoder, Encoder};
 use synod_core::quorum::majority;
 use synod_core::{
-    Action, Entry, LogIndex, NodeId, Persist, PersistId, Rng, Snapshot, SnapshotMeta,
+    Action, Entry, LogIndex, Membership, NodeId, Payload, Persist, PersistId, Rng, Snapshot,
+    SnapshotMeta,
 };
 use thiserror::Error;
 
@@ -86,7 +87,13 @@ struct Draft {
 #[derive(Debug)]
 pub(crate) struct Core {
     pub(crate) id: NodeId,
+    /// Whom this node talks to: every member of the newest membership it knows decided, and
+    /// every acceptor of a slot it may still have to decide (`refresh_peers`).
     pub(crate) peers: Vec<NodeId>,
+    /// The membership in force after the snapshot base: the snapshot's, else the boot one.
+    pub(crate) base_membership: Membership,
+    /// Membership changes in the decided log after the base, by slot.
+    pub(crate) memberships: BTreeMap<Slot, Membership>,
     pub(crate) config: Config,
     pub(crate) rng: Rng,
     pub(crate) ticks: u64,
@@ -135,16 +142,15 @@ pub(crate) struct Core {
 impl Core {
     pub(crate) fn new(config: Config) -> Result<Core, ConfigError> {
         config.validate()?;
-        let mut peers: Vec<NodeId> = config
-            .voters
-            .iter()
-            .copied()
-            .filter(|&v| v != config.id)
-            .collect();
-        peers.sort_unstable();
-        Ok(Core {
+        let base_membership = match &config.boot_membership {
+            Some(membership) => membership.clone(),
+            None => Membership::of_voters(&config.voters),
+        };
+        let mut core = Core {
             id: config.id,
-            peers,
+            peers: Vec::new(),
+            base_membership,
+            memberships: BTreeMap::new(),
             rng: Rng::new(config.seed),
             config,
             ticks: 0,
@@ -172,7 +178,9 @@ impl Core {
             journaled_round: 0,
             checkpoint_bytes: 0,
             journal_bytes: 0,
-        })
+        };
+        core.refresh_peers();
+        Ok(core)
     }
 
     /// A node rebuilt from its hard state and the journal after it, its newest snapshot and
@@ -216,7 +224,18 @@ impl Core {
                 )));
             }
         }
+        if let Some(membership) = snapshot.as_ref().and_then(|s| s.membership.clone()) {
+            core.base_membership = membership;
+        }
+        core.memberships = entries
+            .iter()
+            .filter_map(|e| match &e.payload {
+                Payload::Membership { membership, .. } => Some((e.index, membership.clone())),
+                _ => None,
+            })
+            .collect();
         core.log = entries;
+        core.refresh_peers();
         core.applied = core.base.index;
         core.decided_hint = core.prefix();
         core.snapshot = snapshot;
@@ -234,8 +253,9 @@ impl Core {
         self.base.index + self.log.len() as Slot
     }
 
-    pub(crate) fn quorum(&self) -> usize {
-        majority(self.peers.len() + 1)
+    /// Votes that make a majority of the acceptors deciding `slot`.
+    pub(crate) fn quorum_at(&self, slot: Slot) -> usize {
+        majority(self.config_at(slot).voter_count())
     }
 
     /// A fresh ballot above every round this node used or saw; persisted before any message
@@ -386,22 +406,45 @@ impl Core {
         self.decided_hint = self.decided_hint.max(slot);
         if slot <= self.prefix() {
             debug_assert!(
-                self.decided(slot)
-                    .is_none_or(|d| d.payload == entry.payload),
+                self.decided(slot).is_none_or(|d| d.payload == entry.payload
+                    || (d.payload == Payload::Noop
+                        && matches!(entry.payload, Payload::Membership { .. }))),
                 "slot {slot} decided twice with different values"
             );
             return false;
         }
         self.ahead.insert(slot, entry);
         let before = self.prefix();
-        while let Some(next) = self.ahead.remove(&(self.prefix() + 1)) {
+        self.append_ahead();
+        if self.prefix() > before {
+            self.gap = None;
+            self.after_log_grew(before);
+        }
+        self.prefix() > before
+    }
+
+    /// Moves the decided entries that now follow the log from `ahead` into it.
+    ///
+    /// A membership that does not follow from the newest one before it is stale: a leader
+    /// made it from an older membership, and a later leader recovered it in phase 1 after
+    /// another change was decided in an earlier slot. Taking it would undo that change, which
+    /// its operator was told succeeded, so it goes into the log as a no-op; every node decides
+    /// so alike, from the log before it. (A node that joined and knows no membership yet
+    /// takes the first it learns: it learns what precedes it from others' logs, where stale
+    /// ones are no-ops already.)
+    fn append_ahead(&mut self) {
+        while let Some(mut next) = self.ahead.remove(&(self.prefix() + 1)) {
+            if let Payload::Membership { membership, .. } = &next.payload {
+                let newest = self.newest_membership();
+                if newest.members.is_empty() || membership.follows_from(newest) {
+                    self.memberships.insert(next.index, membership.clone());
+                } else {
+                    next.payload = Payload::Noop;
+                }
+            }
             self.draft.entries.push(next.clone());
             self.log.push(next);
         }
-        if self.prefix() > before {
-            self.gap = None;
-        }
-        self.prefix() > before
     }
 
     /// Pushes `Apply` for every decided entry not yet applied; returns them for the engine.
@@ -523,6 +566,10 @@ impl Core {
             }
         }
         self.base = meta;
+        if let Some(membership) = &snapshot.membership {
+            self.base_membership = membership.clone();
+        }
+        self.memberships = self.memberships.split_off(&(meta.index + 1));
         self.snapshot = Some(snapshot);
     }
 
@@ -541,11 +588,13 @@ impl Core {
     fn send_chunk(&mut self, to: NodeId, snapshot: &Snapshot, offset: u64, out: &mut Out) {
         let start = (offset as usize).min(snapshot.data.len());
         let end = (start + self.config.snapshot_chunk_bytes).min(snapshot.data.len());
+        let done = end == snapshot.data.len();
         let chunk = SnapshotChunk {
             meta: snapshot.meta,
             offset: start as u64,
             data: snapshot.data.slice(start..end),
-            done: end == snapshot.data.len(),
+            done,
+            membership: snapshot.membership.clone().filter(|_| done),
         };
         self.send(to, Message::SnapshotChunk(chunk), out);
     }
@@ -617,7 +666,7 @@ impl Core {
         let incoming = self.incoming.take().expect("collected above");
         self.install(
             Snapshot {
-                membership: None,
+                membership: chunk.membership,
                 meta,
                 data: Bytes::from(incoming.bytes),
             },
@@ -631,11 +680,14 @@ impl Core {
         self.base = meta;
         self.log.clear();
         self.draft.entries.clear();
-        self.ahead = self.ahead.split_off(&(meta.index + 1));
-        while let Some(next) = self.ahead.remove(&(self.prefix() + 1)) {
-            self.draft.entries.push(next.clone());
-            self.log.push(next);
+        if let Some(membership) = &snapshot.membership {
+            self.base_membership = membership.clone();
         }
+        self.memberships.clear();
+        self.ahead = self.ahead.split_off(&(meta.index + 1));
+        self.append_ahead();
+        // The snapshot may bring a membership this node never saw decided.
+        self.refresh_peers();
         self.applied = meta.index;
         self.decided_hint = self.decided_hint.max(self.prefix());
         self.draft.snapshot = Some(snapshot.clone());
@@ -654,12 +706,17 @@ fn outcome_of(entry: &Entry) -> SlotOutcome {
 /// The constructors and read-only views every Paxos engine offers, written once: each engine
 /// is a `Core` plus its proposer, built by its own `with_core`.
 macro_rules! engine_common {
-    ($engine:ident) => {
+    ($engine:ident, joins: $joins:literal) => {
         impl $engine {
-            /// A node that has never run.
+            /// A node that has never run; with no voters, one that joins a running cluster
+            /// (if this engine's membership changes).
             pub fn new(
                 config: $crate::config::Config,
             ) -> Result<$engine, $crate::config::ConfigError> {
+                if !$joins && config.voters.is_empty() {
+                    let error = synod_core::quorum::MembersError::NotAMember(config.id);
+                    return Err($crate::config::ConfigError::Members(error));
+                }
                 Ok($engine::with_core($crate::core::Core::new(config)?))
             }
 
@@ -672,6 +729,10 @@ macro_rules! engine_common {
                 snapshot: Option<synod_core::Snapshot>,
                 entries: Vec<synod_core::Entry>,
             ) -> Result<$engine, $crate::core::RestartError> {
+                if !$joins && config.voters.is_empty() {
+                    let error = synod_core::quorum::MembersError::NotAMember(config.id);
+                    return Err($crate::config::ConfigError::Members(error).into());
+                }
                 Ok($engine::with_core($crate::core::Core::restart(
                     config, hard_state, journal, snapshot, entries,
                 )?))
@@ -693,9 +754,19 @@ macro_rules! engine_common {
                 self.core.durable_events()
             }
 
-            /// Number of acceptors in the cluster.
+            /// The voters deciding `slot`, if this node knows them: `slot` lies after its
+            /// snapshot and no further than the reconfiguration window beyond its decided log.
+            pub fn voters_at(&self, slot: synod_core::LogIndex) -> Option<Vec<synod_core::NodeId>> {
+                let known =
+                    slot > self.core.base.index && slot <= self.core.prefix() + self.core.window();
+                // A node that joined knows no membership before the first one it learned.
+                let voters = self.core.config_at(slot).voters();
+                (known && !voters.is_empty()).then_some(voters)
+            }
+
+            /// Number of acceptors deciding the first undecided slot.
             pub fn voters(&self) -> usize {
-                self.core.peers.len() + 1
+                self.core.config_at(self.core.prefix() + 1).voter_count()
             }
         }
     };

@@ -12,6 +12,7 @@ mod ballot;
 mod basic;
 mod config;
 mod core;
+mod membership;
 mod message;
 mod multi;
 mod wire;

@@ -1,7 +1,7 @@
 //! What Paxos nodes say to each other, in the words of "Paxos Made Simple" (Lamport, 2001).
 
 use bytes::Bytes;
-use synod_core::{Entry, Payload, RequestId, SnapshotMeta};
+use synod_core::{Entry, Membership, Payload, RequestId, SnapshotMeta};
 
 use crate::ballot::Ballot;
 
@@ -228,6 +228,9 @@ pub struct HeartbeatAck {
     pub ballot: Ballot,
     /// The read round answered.
     pub read_round: u64,
+    /// The follower's decided log ends here (the leader promotes a learner only once it
+    /// has nearly all of it).
+    pub prefix: Slot,
 }
 
 /// A request for a snapshot chunk.
@@ -250,6 +253,8 @@ pub struct SnapshotChunk {
     pub data: Bytes,
     /// Whether this is the last chunk.
     pub done: bool,
+    /// The last chunk: the membership the snapshot records.
+    pub membership: Option<Membership>,
 }
 
 impl std::fmt::Display for Message {

@@ -13,8 +13,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use synod_core::{
-    Action, Engine, Entry, Input, NodeId, Payload, Proposal, ReadConsistency, ReadRequest,
-    Rejection, RequestId, Role, Status,
+    Action, Engine, Entry, Input, LogIndex, Membership, NodeId, Payload, Proposal, ReadConsistency,
+    ReadRequest, Rejection, RequestId, Role, Status,
 };
 
 use crate::ballot::Ballot;
@@ -49,10 +49,21 @@ struct Leading {
     in_flight: BTreeMap<Slot, InFlight>,
     /// Bytes of the values in flight.
     in_flight_bytes: usize,
-    /// Commands waiting for room in flight (`in_flight_bytes_max`), oldest first.
-    queued: VecDeque<Proposal>,
+    /// Commands and membership changes waiting for room in flight (`in_flight_bytes_max`,
+    /// the reconfiguration window), oldest first.
+    queued: VecDeque<Payload>,
     /// Phase 1 recovered slots through here; reads wait until they are decided.
     recovered_through: Slot,
+    /// Values phase 1 recovered in slots beyond the reconfiguration window, proposed as the
+    /// window reaches them.
+    held: BTreeMap<Slot, Payload>,
+    /// The acceptors that promised this ballot: the leader proposes in a slot only if they
+    /// hold a majority of that slot's voters.
+    promised: BTreeSet<NodeId>,
+    /// When each peer was last heard from with this ballot, and the end of its decided log
+    /// as its last heartbeat answer gave it.
+    heard_at: BTreeMap<NodeId, u64>,
+    prefixes: BTreeMap<NodeId, Slot>,
     heartbeat_elapsed: u64,
     /// The highest commit slot sent to every follower.
     commit_sent: Slot,
@@ -84,11 +95,13 @@ impl Leading {
 #[derive(Debug)]
 enum State {
     Follower,
-    /// Phase 1 for every slot from `from` on, with the promises so far.
+    /// Phase 1 for every slot from `from` on, with the promises so far, and what it will
+    /// propose once it leads.
     Candidate {
         ballot: Ballot,
         from: Slot,
         promises: BTreeMap<NodeId, Promise>,
+        waiting: VecDeque<Payload>,
     },
     Leader(Box<Leading>),
 }
@@ -111,7 +124,7 @@ pub struct MultiPaxos {
     heard: Option<(Ballot, u64)>,
 }
 
-crate::core::engine_common!(MultiPaxos);
+crate::core::engine_common!(MultiPaxos, joins: true);
 
 impl MultiPaxos {
     fn with_core(core: Core) -> MultiPaxos {
@@ -168,30 +181,47 @@ impl MultiPaxos {
 
     fn step_down(&mut self, out: &mut Out) {
         let hint = self.leader_hint();
-        if let State::Leader(leading) = std::mem::replace(&mut self.state, State::Follower) {
-            let waiting = leading
+        let waiting: Vec<RequestId> = match std::mem::replace(&mut self.state, State::Follower) {
+            State::Leader(leading) => leading
                 .reads_before_recovery
                 .into_iter()
                 .chain(leading.reads.into_iter().flat_map(|r| r.ids))
-                .chain(leading.queued.into_iter().map(|p| p.id));
-            for id in waiting {
-                out.push(Action::Reject {
-                    id,
-                    reason: Rejection::NotLeader { leader_hint: hint },
-                });
-            }
+                .chain(leading.queued.iter().filter_map(payload_id))
+                .collect(),
+            State::Candidate { waiting, .. } => waiting.iter().filter_map(payload_id).collect(),
+            State::Follower => Vec::new(),
+        };
+        for id in waiting {
+            out.push(Action::Reject {
+                id,
+                reason: Rejection::NotLeader { leader_hint: hint },
+            });
         }
     }
 
     /// Phase 1a for the whole future: every slot from the first undecided one. `handover`:
     /// the leader asked this node to take over.
     fn campaign(&mut self, handover: bool, out: &mut Out) {
-        let ballot = self.core.next_ballot();
         let from = self.core.prefix() + 1;
+        if !self.core.config_at(from).is_voter(self.core.id) {
+            // A learner, a member being added or one removed: it never leads.
+            self.reset_election_timer();
+            return;
+        }
+        // Writes a leader queued, and those queued while campaigning, wait for the outcome:
+        // a leader runs phase 1 again when new voters come into force, and keeps them.
+        let waiting = match &mut self.state {
+            State::Leader(leading) => std::mem::take(&mut leading.queued),
+            State::Candidate { waiting, .. } => std::mem::take(waiting),
+            State::Follower => VecDeque::new(),
+        };
+        self.step_down(out);
+        let ballot = self.core.next_ballot();
         self.state = State::Candidate {
             ballot,
             from,
             promises: BTreeMap::new(),
+            waiting,
         };
         self.reset_election_timer();
         let prepare = Prepare {
@@ -281,11 +311,11 @@ impl MultiPaxos {
     }
 
     fn on_promise(&mut self, from: NodeId, promise: Promise, out: &mut Out) {
-        let quorum = self.core.quorum();
         let State::Candidate {
             ballot,
             from: first,
             promises,
+            ..
         } = &mut self.state
         else {
             return;
@@ -297,17 +327,27 @@ impl MultiPaxos {
             // Others compacted slots this node never learned: it cannot fill them, so it
             // catches up first and does not lead now.
             self.core.decided_hint = self.core.decided_hint.max(promise.compacted_through);
-            self.state = State::Follower;
-            return;
+            return self.step_down(out);
         }
         promises.insert(from, promise);
-        if promises.len() >= quorum {
+        // A majority of the voters of every slot it could propose in now, its own acceptor's
+        // promise among them: that one reports everything this node proposed as leader
+        // before (its own Accepts reach it first), which is so recovered, not dropped.
+        let me = self.core.id;
+        let won = promises.contains_key(&me)
+            && self
+                .core
+                .window_configs()
+                .into_iter()
+                .all(|m| Core::majority_of(m, |n| promises.contains_key(&n)));
+        if won {
             self.become_leader(out);
         }
     }
 
     /// P2c for every undecided slot at once: propose the highest-ballot value any promise
-    /// reported, and a no-op in every hole below the highest such slot.
+    /// reported, and a no-op in every hole below the highest such slot (as far as the
+    /// reconfiguration window reaches now; `propose_queued` goes on as it moves).
     ///
     /// Slots this node already knows decided (it may have learned some while campaigning, or
     /// beyond a gap in its log) get no Accept from this ballot, so that no follower holds a
@@ -318,20 +358,22 @@ impl MultiPaxos {
             ballot,
             from,
             promises,
+            waiting,
         } = std::mem::replace(&mut self.state, State::Follower)
         else {
             return;
         };
+        let promised: BTreeSet<NodeId> = promises.keys().copied().collect();
         let mut recovered: BTreeMap<Slot, (Ballot, Payload)> = BTreeMap::new();
         for (slot, b, value) in promises.into_values().flat_map(|p| p.accepted) {
             if slot >= from && recovered.get(&slot).is_none_or(|(held, _)| *held < b) {
                 recovered.insert(slot, (b, value));
             }
         }
-        let (prefix, ahead) = (self.core.prefix(), &self.core.ahead);
+        let prefix = self.core.prefix();
         let last = [
             recovered.keys().next_back().copied(),
-            ahead.keys().next_back().copied(),
+            self.core.ahead.keys().next_back().copied(),
             Some(prefix),
             Some(from - 1),
         ]
@@ -339,31 +381,22 @@ impl MultiPaxos {
         .flatten()
         .max()
         .unwrap_or(prefix);
-        let now = self.core.ticks;
-        let in_flight: BTreeMap<Slot, InFlight> = (from.max(prefix + 1)..=last)
-            .filter(|s| !ahead.contains_key(s))
-            .map(|s| {
-                let value = recovered.remove(&s).map_or(Payload::Noop, |(_, v)| v);
-                (
-                    s,
-                    InFlight {
-                        value,
-                        accepted: BTreeSet::new(),
-                        sent_at: now,
-                        retries: 0,
-                    },
-                )
-            })
-            .collect();
+        let next_slot = from.max(prefix + 1);
+        // What is decided already is not proposed again, nor held as pending.
+        recovered.retain(|s, _| *s >= next_slot && !self.core.ahead.contains_key(s));
         self.leader_ballot = ballot;
-        let in_flight_bytes = in_flight.values().map(|f| f.value.size_bytes()).sum();
+        let now = self.core.ticks;
         self.state = State::Leader(Box::new(Leading {
             ballot,
-            next_slot: last + 1,
-            in_flight,
-            in_flight_bytes,
-            queued: VecDeque::new(),
+            next_slot,
+            in_flight: BTreeMap::new(),
+            in_flight_bytes: 0,
+            queued: waiting,
             recovered_through: last,
+            held: recovered.into_iter().map(|(s, (_, v))| (s, v)).collect(),
+            heard_at: promised.iter().map(|&n| (n, now)).collect(),
+            promised,
+            prefixes: BTreeMap::new(),
             heartbeat_elapsed: 0,
             commit_sent: 0,
             quorum_check_elapsed: 0,
@@ -374,7 +407,7 @@ impl MultiPaxos {
             reads: VecDeque::new(),
             transfer: None,
         }));
-        self.send_accepts(from..=last, out);
+        self.propose_queued(out);
         self.start_held_reads(out);
     }
 
@@ -541,7 +574,6 @@ impl MultiPaxos {
     }
 
     fn on_accepted(&mut self, from: NodeId, accepted: Accepted, out: &mut Out) {
-        let quorum = self.core.quorum();
         let State::Leader(leading) = &mut self.state else {
             return;
         };
@@ -549,12 +581,19 @@ impl MultiPaxos {
             return;
         }
         leading.active.insert(from);
+        leading.heard_at.insert(from, self.core.ticks);
         let ballot = leading.ballot;
         let mut chosen = Vec::new();
         for slot in accepted.first..accepted.first + accepted.count {
             if let Some(f) = leading.in_flight.get_mut(&slot) {
                 f.accepted.insert(from);
-                if f.accepted.len() >= quorum {
+                let voters = self.core.config_at(slot);
+                let chosen_here = Core::majority_of(voters, |n| f.accepted.contains(&n));
+                #[cfg(any(test, feature = "inject-bugs"))]
+                let chosen_here = chosen_here
+                    || (self.core.config.bugs.count_every_acceptance
+                        && f.accepted.len() >= synod_core::quorum::majority(voters.voter_count()));
+                if chosen_here {
                     let f = leading.in_flight.remove(&slot).expect("present");
                     leading.in_flight_bytes -= f.value.size_bytes();
                     chosen.push(Entry {
@@ -600,6 +639,7 @@ impl MultiPaxos {
         let ack = HeartbeatAck {
             ballot: heartbeat.ballot,
             read_round: heartbeat.read_round,
+            prefix: self.core.prefix(),
         };
         self.core.send(from, Message::HeartbeatAck(ack), out);
     }
@@ -640,6 +680,8 @@ impl MultiPaxos {
         };
         if ack.ballot == leading.ballot {
             leading.active.insert(from);
+            leading.heard_at.insert(from, self.core.ticks);
+            leading.prefixes.insert(from, ack.prefix);
             let acked = leading.acked_rounds.entry(from).or_insert(0);
             *acked = (*acked).max(ack.read_round);
         }
@@ -677,10 +719,8 @@ impl MultiPaxos {
     }
 
     fn tick_leader(&mut self, out: &mut Out) {
-        let (quorum, window) = (
-            self.core.quorum(),
-            self.core.config.election_timeout_ticks_min,
-        );
+        let window = self.core.config.election_timeout_ticks_min;
+        let me = self.core.id;
         let (heartbeat_every, retry) = (
             self.core.config.heartbeat_interval_ticks,
             self.core.config.retry_ticks,
@@ -691,9 +731,9 @@ impl MultiPaxos {
         leading.quorum_check_elapsed += 1;
         if leading.quorum_check_elapsed >= window {
             leading.quorum_check_elapsed = 0;
-            let heard = leading.active.len() + 1;
-            leading.active.clear();
-            if heard < quorum {
+            let active = std::mem::take(&mut leading.active);
+            let voters = self.core.config_at(self.core.prefix() + 1);
+            if !Core::majority_of(voters, |n| n == me || active.contains(&n)) {
                 // Cut off from a majority: stop taking requests, so clients find the leader.
                 return self.step_down(out);
             }
@@ -731,7 +771,8 @@ impl MultiPaxos {
             self.core.prefix(),
             self.core.config.election_timeout_ticks_max,
         );
-        if to == self.core.id || !self.core.peers.contains(&to) {
+        let voter = self.core.config_at(commit + 1).is_voter(to);
+        if to == self.core.id || !voter {
             return;
         }
         let State::Leader(leading) = &mut self.state else {
@@ -754,8 +795,10 @@ impl MultiPaxos {
         if offer.ballot.node != from || offer.ballot < self.leader_ballot {
             return;
         }
-        // The offer may overtake the new leader's first heartbeat: it names its leader too.
+        // The offer may overtake the new leader's first heartbeat: it names its leader too,
+        // and the slot to learn through first.
         self.follow(offer.ballot, out);
+        self.core.decided_hint = self.core.decided_hint.max(offer.commit);
         if matches!(self.state, State::Follower) {
             let lapses = self.core.ticks + self.core.config.election_timeout_ticks_max;
             self.takeover = Some((offer.ballot, offer.commit, lapses));
@@ -788,13 +831,28 @@ impl MultiPaxos {
             }
             return;
         };
-        leading.queued.extend(proposals);
+        leading
+            .queued
+            .extend(proposals.into_iter().map(Payload::Command));
         self.propose_queued(out);
     }
 
-    /// Proposes queued commands, in order, while they fit in flight.
+    /// Proposes, slot after slot while the reconfiguration window allows: what phase 1
+    /// recovered (a no-op in a hole), then queued commands while they fit in flight, then
+    /// no-ops up to where a decided membership takes effect, so that it does at once.
+    ///
+    /// A slot whose voters are not a majority of those that promised this ballot (a new
+    /// membership came into the window) needs phase 1 with them first: the leader runs it
+    /// again, for everything undecided, with a higher ballot.
     fn propose_queued(&mut self, out: &mut Out) {
         let (now, max) = (self.core.ticks, self.core.config.in_flight_bytes_max);
+        let horizon = self.core.prefix() + self.core.window();
+        let coming_into_force = self
+            .core
+            .memberships
+            .keys()
+            .next_back()
+            .map_or(0, |&i| i + self.core.window());
         let State::Leader(leading) = &mut self.state else {
             return;
         };
@@ -804,19 +862,41 @@ impl MultiPaxos {
             return;
         }
         let first = leading.next_slot;
-        while let Some(p) = leading.queued.front() {
-            let bytes = p.command.len();
-            if leading.in_flight_bytes > 0 && leading.in_flight_bytes + bytes > max {
+        let mut prepared = true;
+        while leading.next_slot <= horizon {
+            let slot = leading.next_slot;
+            let recovering = slot <= leading.recovered_through;
+            if recovering && (slot <= self.core.prefix() || self.core.ahead.contains_key(&slot)) {
+                leading.held.remove(&slot);
+                leading.next_slot += 1;
+                continue;
+            }
+            let bytes = match leading.queued.front() {
+                _ if recovering => 0,
+                Some(p) => p.size_bytes(),
+                None if slot < coming_into_force => 0,
+                None => break,
+            };
+            let full = leading.in_flight_bytes > 0 && leading.in_flight_bytes + bytes > max;
+            if full && !recovering {
                 break;
             }
-            let p = leading.queued.pop_front().expect("front exists");
-            let slot = leading.next_slot;
+            let voters = self.core.config_at(slot);
+            if !Core::majority_of(voters, |n| leading.promised.contains(&n)) {
+                prepared = false;
+                break;
+            }
+            let value = if recovering {
+                leading.held.remove(&slot).unwrap_or(Payload::Noop)
+            } else {
+                leading.queued.pop_front().unwrap_or(Payload::Noop)
+            };
             leading.next_slot += 1;
-            leading.in_flight_bytes += bytes;
+            leading.in_flight_bytes += value.size_bytes();
             leading.in_flight.insert(
                 slot,
                 InFlight {
-                    value: Payload::Command(p),
+                    value,
                     accepted: BTreeSet::new(),
                     sent_at: now,
                     retries: 0,
@@ -826,6 +906,9 @@ impl MultiPaxos {
         let last = leading.next_slot - 1;
         if last >= first {
             self.send_accepts(first..=last, out);
+        }
+        if !prepared {
+            self.campaign(false, out);
         }
     }
 
@@ -870,17 +953,21 @@ impl MultiPaxos {
 
     /// Answers every read round a majority confirmed, once its index is applied.
     fn confirm_reads(&mut self, out: &mut Out) {
-        let (quorum, applied) = (self.core.quorum(), self.core.applied);
+        let (me, applied) = (self.core.id, self.core.applied);
+        let configs = self.core.window_configs();
         let State::Leader(leading) = &mut self.state else {
             return;
         };
         while let Some(front) = leading.reads.front() {
-            let acks = 1 + leading
-                .acked_rounds
-                .values()
-                .filter(|&&r| r >= front.round)
-                .count();
-            if acks < quorum || applied < front.read_index {
+            let acked = |n: NodeId| {
+                n == me
+                    || leading
+                        .acked_rounds
+                        .get(&n)
+                        .is_some_and(|&r| r >= front.round)
+            };
+            let confirmed = configs.iter().all(|m| Core::majority_of(m, acked));
+            if !confirmed || applied < front.read_index {
                 break;
             }
             let done = leading.reads.pop_front().expect("front exists");
@@ -953,23 +1040,132 @@ impl MultiPaxos {
     }
 }
 
+/// Membership changes (see `crate::membership` for how they take effect).
+impl MultiPaxos {
+    /// An operator's change: the leader checks it and proposes it; anyone else refuses it.
+    fn on_change_membership(
+        &mut self,
+        id: RequestId,
+        change: synod_core::MembershipChange,
+        out: &mut Out,
+    ) {
+        let hint = self.leader_hint();
+        let checked = match &self.state {
+            State::Leader(leading) if leading.transfer.is_none() => {
+                self.check_change(leading, &change)
+            }
+            _ => {
+                let reason = Rejection::NotLeader { leader_hint: hint };
+                return out.push(Action::Reject { id, reason });
+            }
+        };
+        let membership = match checked {
+            Ok(next) => next,
+            Err(refusal) => {
+                let reason = Rejection::Membership(refusal);
+                return out.push(Action::Reject { id, reason });
+            }
+        };
+        if let State::Leader(leading) = &mut self.state {
+            leading
+                .queued
+                .push_back(Payload::Membership { id, membership });
+        }
+        self.propose_queued(out);
+    }
+
+    /// The membership after `change`, if this leader may make it now: one change at a time
+    /// (none proposed, recovered or decided and not yet in force), a learner promoted only
+    /// once it holds 90% of the decided log (as etcd), and new voters able to form a
+    /// majority with the members heard from lately.
+    fn check_change(
+        &self,
+        leading: &Leading,
+        change: &synod_core::MembershipChange,
+    ) -> Result<Membership, synod_core::MembershipRefusal> {
+        use synod_core::{MembershipChange, MembershipRefusal};
+        let is_change = |p: &Payload| matches!(p, Payload::Membership { .. });
+        let pending = self.core.change_coming()
+            || leading.in_flight.values().any(|f| is_change(&f.value))
+            || leading.held.values().any(is_change)
+            || leading.queued.iter().any(is_change);
+        if pending {
+            return Err(MembershipRefusal::ChangePending);
+        }
+        let current = self.core.newest_membership();
+        let next = current.changed(change)?;
+        let prefix = self.core.prefix();
+        if let MembershipChange::Promote { id } = change {
+            let held = leading.prefixes.get(id).copied().unwrap_or(0);
+            if held.saturating_mul(10) < prefix.saturating_mul(9) {
+                return Err(MembershipRefusal::LearnerNotReady);
+            }
+        }
+        if next.voters() != current.voters() {
+            let (me, now) = (self.core.id, self.core.ticks);
+            let window = self.core.config.election_timeout_ticks_min;
+            let recently = |n: NodeId| {
+                n == me
+                    || leading
+                        .heard_at
+                        .get(&n)
+                        .is_some_and(|&at| at + window >= now)
+            };
+            if !Core::majority_of(&next, recently) {
+                return Err(MembershipRefusal::NotEnoughStarted);
+            }
+        }
+        Ok(next)
+    }
+
+    /// A leader that no longer votes in the first undecided slot (its removal took effect)
+    /// hands over to the voter with the most of the decided log, and steps down.
+    fn step_down_if_removed(&mut self, out: &mut Out) {
+        let prefix = self.core.prefix();
+        let voters = self.core.config_at(prefix + 1);
+        if voters.is_voter(self.core.id) {
+            return;
+        }
+        let State::Leader(leading) = &self.state else {
+            return;
+        };
+        let successor = leading
+            .prefixes
+            .iter()
+            .filter(|(&n, _)| voters.is_voter(n))
+            .max_by_key(|(_, &held)| held)
+            .map(|(&n, _)| n);
+        let ballot = leading.ballot;
+        // The followers hear the commit point that put the removal in force (with no more
+        // writes, nothing else would carry it), and the successor learns through it.
+        self.announce_commit(out);
+        if let Some(to) = successor {
+            let offer = TimeoutNow {
+                ballot,
+                commit: prefix,
+            };
+            self.core.send(to, Message::TimeoutNow(offer), out);
+        }
+        self.step_down(out);
+    }
+}
+
 impl Engine for MultiPaxos {
     type Message = Message;
 
     fn step(&mut self, input: Input<Message>, out: &mut Vec<Action<Message>>) {
         match input {
             Input::Tick => self.on_tick(out),
-            Input::Receive { from, message } => {
-                if self.core.peers.contains(&from) {
-                    self.on_message(from, message, out)
-                }
-            }
+            // From anyone: a node's own view of the membership may lag behind (a member
+            // added after the newest change it knows may lead it now). Who may decide what
+            // is settled by the decided log, not by whom a node listens to.
+            Input::Receive { from, message } => self.on_message(from, message, out),
             Input::Propose(proposals) => self.on_propose(proposals, out),
             Input::Read(reads) => self.on_read(reads, out),
             Input::Persisted(id) => self.core.on_persisted(id),
             Input::Snapshotted(snapshot) => self.core.on_snapshotted(snapshot),
             Input::TransferLeadership { to } => self.transfer_leadership(to, out),
-            Input::ChangeMembership { id, .. } => out.push(Action::membership_unsupported(id)),
+            Input::ChangeMembership { id, change } => self.on_change_membership(id, change, out),
         }
         self.core.flush(out);
         // This node's acceptor answers its own proposer once the answer is durable.
@@ -979,6 +1175,8 @@ impl Engine for MultiPaxos {
             self.core.flush(out);
         }
         self.core.apply_decided(out);
+        self.step_down_if_removed(out);
+        self.propose_queued(out);
         self.take_over(out);
         self.start_held_reads(out);
         self.confirm_reads(out);
@@ -1011,5 +1209,26 @@ impl Engine for MultiPaxos {
             commit_index: self.core.prefix(),
             last_index: self.core.prefix(),
         }
+    }
+
+    fn membership(&self) -> Option<&Membership> {
+        Some(self.core.newest_membership())
+    }
+
+    fn membership_at(&self, index: LogIndex) -> Option<Membership> {
+        self.core.membership_as_of(index).cloned()
+    }
+
+    fn may_snapshot_at(&self, index: LogIndex) -> bool {
+        self.core.may_snapshot_at(index)
+    }
+}
+
+/// The request a queued value answers, if any.
+fn payload_id(payload: &Payload) -> Option<RequestId> {
+    match payload {
+        Payload::Command(p) => Some(p.id),
+        Payload::Membership { id, .. } => Some(*id),
+        Payload::Noop | Payload::Marker(_) => None,
     }
 }

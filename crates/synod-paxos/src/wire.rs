@@ -2,7 +2,7 @@
 //! append new variants, never renumber.
 
 use synod_core::codec::{DecodeError, Decoder, Encoder};
-use synod_core::{Entry, Payload, RequestId, SnapshotMeta, Wire};
+use synod_core::{Entry, Membership, Payload, RequestId, SnapshotMeta, Wire};
 
 use crate::acceptor::{decode_ballot, encode_ballot};
 use crate::message::*;
@@ -76,7 +76,7 @@ impl Wire for Message {
             Message::HeartbeatAck(m) => {
                 enc.u8(8);
                 encode_ballot(enc, m.ballot);
-                enc.u64(m.read_round);
+                enc.u64(m.read_round).u64(m.prefix);
             }
             Message::SnapshotRequest(m) => {
                 enc.u8(9).u64(m.meta.index).u64(m.meta.era).u64(m.offset);
@@ -87,7 +87,11 @@ impl Wire for Message {
                     .u64(m.meta.era)
                     .u64(m.offset)
                     .bytes(&m.data)
-                    .bool(m.done);
+                    .bool(m.done)
+                    .bool(m.membership.is_some());
+                if let Some(membership) = &m.membership {
+                    membership.encode(enc);
+                }
             }
             Message::AskOutcome(m) => {
                 enc.u8(11).u64(m.slot);
@@ -172,6 +176,7 @@ impl Wire for Message {
             8 => Message::HeartbeatAck(HeartbeatAck {
                 ballot: decode_ballot(dec)?,
                 read_round: dec.u64("read_round")?,
+                prefix: dec.u64("prefix")?,
             }),
             9 => Message::SnapshotRequest(SnapshotRequest {
                 meta: SnapshotMeta::decode(dec)?,
@@ -182,6 +187,11 @@ impl Wire for Message {
                 offset: dec.u64("offset")?,
                 data: dec.owned_bytes("data")?,
                 done: dec.bool("done")?,
+                membership: if dec.bool("has membership")? {
+                    Some(Membership::decode(dec)?)
+                } else {
+                    None
+                },
             }),
             11 => Message::AskOutcome(AskOutcome {
                 slot: dec.u64("slot")?,
@@ -286,6 +296,7 @@ mod tests {
             Message::HeartbeatAck(HeartbeatAck {
                 ballot: b,
                 read_round: 2,
+                prefix: 40,
             }),
             Message::SnapshotRequest(SnapshotRequest { meta, offset: 100 }),
             Message::SnapshotChunk(SnapshotChunk {
@@ -293,6 +304,7 @@ mod tests {
                 offset: 100,
                 data: Bytes::from_static(b"bytes"),
                 done: true,
+                membership: Some(Membership::of_voters(&[NodeId(1), NodeId(4)])),
             }),
             Message::AskOutcome(AskOutcome { slot: 12 }),
             Message::Outcome(Outcome {

@@ -24,6 +24,21 @@ pub const PROTOCOL_NAMES: [&str; 7] = [
     Gossip::NAME,
 ];
 
+/// Whether the protocol named `protocol` changes its membership through its log
+/// ([`Protocol::CHANGES_MEMBERSHIP`]): a running cluster of it takes members in and out.
+pub fn changes_membership(protocol: &str) -> bool {
+    match protocol {
+        n if n == Raft::NAME => Raft::CHANGES_MEMBERSHIP,
+        n if n == MultiPaxos::NAME => MultiPaxos::CHANGES_MEMBERSHIP,
+        n if n == BasicPaxos::NAME => BasicPaxos::CHANGES_MEMBERSHIP,
+        n if n == Zab::NAME => Zab::CHANGES_MEMBERSHIP,
+        n if n == PrimaryBackup::NAME => PrimaryBackup::CHANGES_MEMBERSHIP,
+        n if n == Dns::NAME => Dns::CHANGES_MEMBERSHIP,
+        n if n == Gossip::NAME => Gossip::CHANGES_MEMBERSHIP,
+        _ => false,
+    }
+}
+
 /// Whether the protocol named `protocol` elects a leader. Basic Paxos does not: every node
 /// proposes, so nothing can hold a clock for the cluster (lease expiry) or be moved.
 pub fn has_leader(protocol: &str) -> bool {
@@ -193,6 +208,7 @@ pub struct PaxosOptions {
 
 fn paxos_config(boot: &Boot<'_>, options: &PaxosOptions) -> synod_paxos::Config {
     let mut config = synod_paxos::Config::new(boot.id, boot.voters.to_vec());
+    config.boot_membership = boot.members.cloned();
     let Timing {
         election_ticks,
         heartbeat_ticks,
@@ -214,10 +230,11 @@ fn paxos_config(boot: &Boot<'_>, options: &PaxosOptions) -> synod_paxos::Config 
 }
 
 macro_rules! paxos_protocol {
-    ($engine:ident, $name:literal, $preemptions:expr) => {
+    ($engine:ident, $name:literal, $changes_membership:literal, $preemptions:expr) => {
         impl Protocol for $engine {
             const NAME: &'static str = $name;
             type Options = PaxosOptions;
+            const CHANGES_MEMBERSHIP: bool = $changes_membership;
 
             fn boot(
                 boot: &Boot<'_>,
@@ -245,8 +262,8 @@ macro_rules! paxos_protocol {
     };
 }
 
-paxos_protocol!(BasicPaxos, "basic-paxos", BasicPaxos::preemptions);
-paxos_protocol!(MultiPaxos, "multi-paxos", |_: &MultiPaxos| 0);
+paxos_protocol!(BasicPaxos, "basic-paxos", false, BasicPaxos::preemptions);
+paxos_protocol!(MultiPaxos, "multi-paxos", true, |_: &MultiPaxos| 0);
 
 /// Gossip settings: the consistency levels (per node, as the server's flags set them) and
 /// what a test may vary.

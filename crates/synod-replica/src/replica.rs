@@ -1035,7 +1035,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         let (meta, store) = {
             let kv = self.store.read();
             let applied = kv.applied_index();
-            if applied < self.snapshot_index + every {
+            if applied < self.snapshot_index + every || !self.engine.may_snapshot_at(applied) {
                 return;
             }
             let meta = SnapshotMeta {

@@ -3,7 +3,7 @@
 //! ballot proposes one value per slot, and at most one value is chosen per slot. (That no two
 //! learners learn different values is the world's state machine safety check.)
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use synod_core::quorum::majority;
 use synod_core::{NodeId, Payload};
@@ -15,8 +15,9 @@ use crate::protocol::{Invariants, Protocol};
 pub trait PaxosNode {
     /// The node's acceptor.
     fn acceptor(&self) -> &Acceptor;
-    /// Acceptors in the cluster.
-    fn voters(&self) -> usize;
+    /// The voters deciding `slot`, if the node knows them (membership changes decide that
+    /// through the log).
+    fn voters_at(&self, slot: Slot) -> Option<Vec<NodeId>>;
     /// Acceptor events through this number are durable.
     fn durable_events(&self) -> u64;
     /// Slots through here are in the node's decided log (answered from it, not the acceptor).
@@ -30,8 +31,8 @@ macro_rules! paxos_protocol {
             fn acceptor(&self) -> &Acceptor {
                 $engine::acceptor(self)
             }
-            fn voters(&self) -> usize {
-                $engine::voters(self)
+            fn voters_at(&self, slot: Slot) -> Option<Vec<NodeId>> {
+                $engine::voters_at(self, slot)
             }
             fn durable_events(&self) -> u64 {
                 $engine::durable_events(self)
@@ -63,18 +64,20 @@ pub struct PaxosInvariants {
     votes: BTreeMap<(Slot, Ballot), (Payload, Vec<NodeId>)>,
     /// The value chosen in each slot.
     chosen: BTreeMap<Slot, (Ballot, Payload)>,
+    /// Votes whose slot's voters no node consulted so far knew: whether they chose a value
+    /// is decided once one does.
+    undetermined: BTreeSet<(Slot, Ballot)>,
 }
 
 impl<P: PaxosNode + synod_core::Engine<Message = Message>> Invariants<P> for PaxosInvariants {
     fn after_step(&mut self, id: NodeId, incarnation: u64, engine: &P) -> Result<(), String> {
-        let quorum = majority(engine.voters());
         let last = match self.read_through.get(&id) {
             Some(&(inc, seen)) if inc == incarnation => seen,
             // A new life: what the acceptor restored from its disk is durable, even what no
             // event of the last life showed as such (an unsynced record that survived the
             // crash whole). It answers from it, so it counts.
             _ => {
-                self.observe_restored(id, engine.acceptor(), quorum)?;
+                self.observe_restored(id, engine.acceptor())?;
                 0
             }
         };
@@ -88,10 +91,10 @@ impl<P: PaxosNode + synod_core::Engine<Message = Message>> Invariants<P> for Pax
             .take_while(|(seq, _)| *seq <= durable)
         {
             newest = *seq;
-            self.observe(id, event, quorum)?;
+            self.observe(id, event)?;
         }
         self.read_through.insert(id, (incarnation, newest));
-        Ok(())
+        self.determine_chosen(engine)
     }
 
     fn periodic(&mut self, _live: &[(NodeId, u64, &P)]) -> Result<(), String> {
@@ -145,17 +148,12 @@ impl<P: PaxosNode + synod_core::Engine<Message = Message>> Invariants<P> for Pax
 
 impl PaxosInvariants {
     /// Observes a restarted acceptor's state as the events that built it.
-    fn observe_restored(
-        &mut self,
-        id: NodeId,
-        acceptor: &Acceptor,
-        quorum: usize,
-    ) -> Result<(), String> {
+    fn observe_restored(&mut self, id: NodeId, acceptor: &Acceptor) -> Result<(), String> {
         let floor = AcceptorEvent::Promised {
             slot: None,
             ballot: acceptor.floor(),
         };
-        self.observe_as(id, &floor, quorum, false)?;
+        self.observe_as(id, &floor, false)?;
         for (slot, state) in acceptor.slots() {
             if let Some((ballot, value)) = &state.accepted {
                 let accepted = AcceptorEvent::Accepted {
@@ -163,30 +161,24 @@ impl PaxosInvariants {
                     ballot: *ballot,
                     value: value.clone(),
                 };
-                self.observe_as(id, &accepted, quorum, false)?;
+                self.observe_as(id, &accepted, false)?;
             }
             let promised = AcceptorEvent::Promised {
                 slot: Some(slot),
                 ballot: state.promised,
             };
-            self.observe_as(id, &promised, quorum, false)?;
+            self.observe_as(id, &promised, false)?;
         }
         Ok(())
     }
 
-    fn observe(&mut self, id: NodeId, event: &AcceptorEvent, quorum: usize) -> Result<(), String> {
-        self.observe_as(id, event, quorum, true)
+    fn observe(&mut self, id: NodeId, event: &AcceptorEvent) -> Result<(), String> {
+        self.observe_as(id, event, true)
     }
 
     /// Observes one durable event; `fresh` events (not restored from disk) must also keep
     /// every promise known so far (a restored accept may predate a later promise).
-    fn observe_as(
-        &mut self,
-        id: NodeId,
-        event: &AcceptorEvent,
-        quorum: usize,
-        fresh: bool,
-    ) -> Result<(), String> {
+    fn observe_as(&mut self, id: NodeId, event: &AcceptorEvent, fresh: bool) -> Result<(), String> {
         match event {
             AcceptorEvent::Promised { slot: None, ballot } => {
                 let held = self.promised_all.entry(id).or_default();
@@ -225,19 +217,40 @@ impl PaxosInvariants {
                 }
                 if !acceptors.contains(&id) {
                     acceptors.push(id);
-                }
-                if acceptors.len() >= quorum {
-                    match self.chosen.get(slot) {
-                        Some((_, chosen)) if chosen != value => {
-                            return Err(format!("two values chosen in slot {slot}: {chosen:?} and {value:?} (ballot {ballot})"));
-                        }
-                        Some(_) => {}
-                        None => {
-                            self.chosen.insert(*slot, (*ballot, value.clone()));
-                        }
-                    }
+                    self.undetermined.insert((*slot, *ballot));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Whether the votes not yet judged chose a value, for the slots whose voters `engine`
+    /// knows: a majority of the slot's voters (not learners, not members of another
+    /// membership) accepted it under one ballot.
+    fn determine_chosen<P: PaxosNode>(&mut self, engine: &P) -> Result<(), String> {
+        let mut judged = Vec::new();
+        for &(slot, ballot) in &self.undetermined {
+            let Some(voters) = engine.voters_at(slot) else {
+                continue;
+            };
+            judged.push((slot, ballot));
+            let (value, acceptors) = &self.votes[&(slot, ballot)];
+            let votes = acceptors.iter().filter(|a| voters.contains(a)).count();
+            if votes < majority(voters.len()) {
+                continue;
+            }
+            match self.chosen.get(&slot) {
+                Some((_, chosen)) if chosen != value => {
+                    return Err(format!("two values chosen in slot {slot}: {chosen:?} and {value:?} (ballot {ballot})"));
+                }
+                Some(_) => {}
+                None => {
+                    self.chosen.insert(slot, (ballot, value.clone()));
+                }
+            }
+        }
+        for key in judged {
+            self.undetermined.remove(&key);
         }
         Ok(())
     }

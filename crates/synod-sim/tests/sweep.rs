@@ -190,6 +190,22 @@ fn the_sweep_catches_membership_changes_that_do_not_wait_for_each_other() {
     assert_eq!(first.kind, ViolationKind::Safety, "{first}");
 }
 
+/// A slot is chosen by a majority of its own voters: a Multi-Paxos leader that counts a
+/// learner's acceptance (or a removed member's) decides values a majority never accepted,
+/// and another leader chooses otherwise there.
+#[test]
+fn the_sweep_catches_a_multi_paxos_leader_counting_learners_in_a_majority() {
+    let options = PaxosOptions {
+        tweak: Some(|c| c.bugs.count_every_acceptance = true),
+    };
+    let mut template = RunConfig::new(0, 3);
+    template.faults = FaultSet::parse("partition,crash,membership,delay").expect("fault names");
+    template.nemesis_interval_ticks = (5, 60);
+    let summary = sweep_until_caught::<MultiPaxos>(template, 1..=2_000, options);
+    let (_, first) = first_caught("counting learners", &summary);
+    assert_eq!(first.kind, ViolationKind::Safety, "{first}");
+}
+
 #[test]
 fn a_run_without_faults_elects_once_and_loses_nothing() {
     let mut config = RunConfig::new(7, 5);

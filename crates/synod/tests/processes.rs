@@ -238,11 +238,22 @@ where
 /// members. Every client history stays linearizable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_member_is_replaced_by_a_fresh_one_under_load() {
+    a_sigkilled_member_is_replaced_under_load("raft").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_multi_paxos_member_is_replaced_by_a_fresh_one_under_load() {
+    a_sigkilled_member_is_replaced_under_load("multi-paxos").await;
+}
+
+async fn a_sigkilled_member_is_replaced_under_load(protocol: &str) {
     use synod_proto::etcdserverpb::cluster_client::ClusterClient;
     use synod_proto::etcdserverpb::{MemberAddRequest, MemberRemoveRequest};
 
-    let mut cluster = Cluster::start("replace", 3, &["--snapshot-every", "300"]);
-    let leader = cluster.ready().await.expect("raft elects a leader");
+    let name = format!("replace-{protocol}");
+    let flags = ["--snapshot-every", "300", "--protocol", protocol];
+    let mut cluster = Cluster::start(&name, 3, &flags);
+    let leader = cluster.ready().await.expect("elects a leader");
     let fresh = cluster.prepare_member(4).client.clone();
     // The clients know the new member's address from the start: until it runs, calls to it
     // fail without effect.
@@ -833,7 +844,7 @@ async fn metrics_and_health_are_served_over_http() {
 async fn cluster_up_serves_and_stops_cleanly_on_ctrl_c() {
     let root = common::temp_dir("cluster-up");
     let base = common::free_port_block(30);
-    let (mut child, banner) = cluster_up(&root.join("data"), base, 3);
+    let (mut child, banner) = cluster_up(&root.join("data"), base, 3, "raft");
     assert!(banner[0].contains("3 nodes up"), "{banner:?}");
     assert!(
         banner.iter().any(|l| l.contains("etcdctl --endpoints=")),
@@ -866,12 +877,18 @@ async fn cluster_up_serves_and_stops_cleanly_on_ctrl_c() {
 
 /// Runs `synod cluster up --nodes N` on `data` until it says it is up; returns the process
 /// and what it printed.
-fn cluster_up(data: &std::path::Path, base: u16, nodes: u64) -> (std::process::Child, Vec<String>) {
+fn cluster_up(
+    data: &std::path::Path,
+    base: u16,
+    nodes: u64,
+    protocol: &str,
+) -> (std::process::Child, Vec<String>) {
     use std::io::BufRead;
     let stderr_path = data.with_extension(format!("up{nodes}.stderr"));
     let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
     let mut child = std::process::Command::new(common::SYNOD)
         .args(["cluster", "up", "--nodes", &nodes.to_string()])
+        .args(["--protocol", protocol])
         .args(["--base-port", &base.to_string()])
         .arg("--data-dir")
         .arg(data)
@@ -909,7 +926,17 @@ fn cluster_up(data: &std::path::Path, base: u16, nodes: u64) -> (std::process::C
 /// restart starts the members it has now.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_up_grows_and_shrinks_a_raft_cluster() {
-    let root = common::temp_dir("cluster-resize");
+    cluster_up_grows_and_shrinks("raft").await;
+}
+
+/// The same, for Multi-Paxos.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_up_grows_and_shrinks_a_multi_paxos_cluster() {
+    cluster_up_grows_and_shrinks("multi-paxos").await;
+}
+
+async fn cluster_up_grows_and_shrinks(protocol: &str) {
+    let root = common::temp_dir(&format!("cluster-resize-{protocol}"));
     let data = root.join("data");
     let base = common::free_port_block(60);
     let client = |id: u64| format!("127.0.0.1:{}", base + 10 * (id as u16 - 1));
@@ -919,12 +946,12 @@ async fn cluster_up_grows_and_shrinks_a_raft_cluster() {
         assert!(status.success(), "{status}");
     };
 
-    let (child, banner) = cluster_up(&data, base, 3);
+    let (child, banner) = cluster_up(&data, base, 3, protocol);
     assert!(banner[0].contains("3 nodes up"), "{banner:?}");
     put_until_ok(&client(1), "resize", "before", Duration::from_secs(5)).await;
     stop(child);
 
-    let (child, banner) = cluster_up(&data, base, 4);
+    let (child, banner) = cluster_up(&data, base, 4, protocol);
     assert!(
         banner.iter().any(|l| l == "synod: added node 4"),
         "{banner:?}"
@@ -943,13 +970,13 @@ async fn cluster_up_grows_and_shrinks_a_raft_cluster() {
     stop(child);
 
     // Restarted as it is now, then shrunk: the newest member goes, with its data.
-    let (child, banner) = cluster_up(&data, base, 4);
+    let (child, banner) = cluster_up(&data, base, 4, protocol);
     assert!(
         banner.iter().any(|l| l.contains("4 nodes up")),
         "{banner:?}"
     );
     stop(child);
-    let (child, banner) = cluster_up(&data, base, 3);
+    let (child, banner) = cluster_up(&data, base, 3, protocol);
     assert!(
         banner.iter().any(|l| l == "synod: removed node 4"),
         "{banner:?}"
@@ -966,7 +993,7 @@ async fn cluster_up_grows_and_shrinks_a_raft_cluster() {
     stop(child);
 
     // Grown again, the new member gets a new id (never 4 again) and the ports that go with it.
-    let (child, banner) = cluster_up(&data, base, 4);
+    let (child, banner) = cluster_up(&data, base, 4, protocol);
     assert!(
         banner.iter().any(|l| l == "synod: added node 5"),
         "{banner:?}"

@@ -436,6 +436,7 @@ fn s3_a_snapshot_transfer_resumes_where_it_stands_after_a_duplicate_or_a_loss() 
             offset: offset as u64,
             data: data.slice(offset..offset + 4),
             done,
+            membership: None,
         })
     };
     let asked = |actions: &[Action<Message>]| -> Vec<u64> {

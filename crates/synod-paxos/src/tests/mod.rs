@@ -3,6 +3,7 @@
 //! the implementation (2.5) and the state machine (3).
 
 mod basic;
+mod membership;
 mod multi;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -128,6 +129,18 @@ impl<E: TestEngine> Cluster<E> {
             cluster.disks.insert(id, Disk::default());
         }
         cluster
+    }
+
+    /// Boots node `id` with no voters: it joins the running cluster once a membership change
+    /// adds it.
+    pub(crate) fn join(&mut self, id: u64, tweak: impl Fn(&mut Config)) {
+        let node = NodeId(id);
+        let mut c = Config::new(node, Vec::new());
+        tweak(&mut c);
+        self.nodes
+            .insert(node, E::boot(c.clone(), &Disk::default()).unwrap());
+        self.configs.insert(node, c);
+        self.disks.insert(node, Disk::default());
     }
 
     pub(crate) fn node(&self, id: u64) -> &E {

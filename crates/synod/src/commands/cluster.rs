@@ -175,10 +175,10 @@ fn claim_data_dir(dir: &Path, args: &UpArgs) -> anyhow::Result<Shape> {
     let resizing = shape.members.len() as u64 != args.nodes;
     if shape.base_port != args.base_port
         || shape.protocol != args.protocol
-        || (resizing && args.protocol != "raft")
+        || (resizing && !synod_replica::changes_membership(&args.protocol))
     {
         bail!(
-            "{} holds a cluster of another shape ({}); use the same flags, another --data-dir, or --fresh (only a raft cluster changes its number of nodes)",
+            "{} holds a cluster of another shape ({}); use the same flags, another --data-dir, or --fresh (only a raft or multi-paxos cluster changes its number of nodes)",
             dir.display(),
             text.trim()
         );

@@ -32,8 +32,9 @@ pub struct ServerArgs {
     #[arg(long, value_name = "LIST")]
     pub initial_cluster: Option<String>,
     /// etcd's flag: `new` (the default) starts a new cluster. `existing` joins a running one
-    /// (raft) after `member add`: give the list `member add` prints, this member's --name,
-    /// and an empty data directory; the member learns its id from the cluster.
+    /// (raft, multi-paxos) after `member add`: give the list `member add` prints, this
+    /// member's --name, and an empty data directory; the member learns its id from the
+    /// cluster.
     #[arg(long, value_name = "STATE")]
     pub initial_cluster_state: Option<String>,
     /// Mixed into the cluster id, so two clusters with the same members refuse each other.
@@ -245,9 +246,9 @@ pub fn resolve(args: &ServerArgs) -> anyhow::Result<(ServerConfig, Option<usize>
     let mut config = ServerConfig::new(NodeId(id), cluster, client, data_dir);
     config.protocol = protocol;
     config.join = join;
-    if join && config.protocol != "raft" {
+    if join && !synod_replica::changes_membership(&config.protocol) {
         bail!(
-            "--initial-cluster-state existing: {} cannot add members to a running cluster yet (raft can)",
+            "--initial-cluster-state existing: {} cannot add members to a running cluster yet (raft and multi-paxos can)",
             config.protocol
         );
     }

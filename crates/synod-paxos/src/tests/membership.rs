@@ -1,0 +1,276 @@
+//! Multi-Paxos membership changes: a change decided in slot `i` governs the slots from
+//! `i + window` on (Lamport's reconfiguration through the log).
+
+use synod_core::{
+    Engine, Input, MembershipChange, MembershipRefusal, NodeId, Payload, RequestId, Role,
+};
+
+use super::*;
+use crate::MultiPaxos;
+
+type C = Cluster<MultiPaxos>;
+
+/// A small window, so that tests see changes take effect after a few slots.
+const WINDOW: u64 = 8;
+
+fn small_window(c: &mut Config) {
+    c.reconfig_window = WINDOW;
+}
+
+fn leader(c: &C) -> Option<u64> {
+    c.nodes
+        .iter()
+        .find(|(id, n)| !c.down.contains(id) && n.leading().is_some())
+        .map(|(id, _)| id.0)
+}
+
+fn elect(c: &mut C) -> u64 {
+    for _ in 0..300 {
+        c.tick_all(1);
+        if let Some(n) = leader(c) {
+            return n;
+        }
+    }
+    panic!("no leader");
+}
+
+/// Asks the leader for `change` until it is decided; returns the refusals on the way.
+fn change(c: &mut C, seq: u64, change: MembershipChange) -> Vec<MembershipRefusal> {
+    let id = RequestId::new(99, seq);
+    let mut refusals = Vec::new();
+    for _ in 0..50 {
+        let lead = elect(c);
+        let mut out = Vec::new();
+        c.nodes.get_mut(&NodeId(lead)).unwrap().step(
+            Input::ChangeMembership {
+                id,
+                change: change.clone(),
+            },
+            &mut out,
+        );
+        let refused = out.iter().find_map(|a| match a {
+            Action::Reject {
+                reason: synod_core::Rejection::Membership(r),
+                ..
+            } => Some(*r),
+            _ => None,
+        });
+        // Let the harness carry out what the step asked for.
+        for action in out {
+            match action {
+                Action::Persist(p) => {
+                    let pid = p.id;
+                    c.disks.get_mut(&NodeId(lead)).unwrap().apply(p);
+                    c.step(NodeId(lead), Input::Persisted(pid));
+                }
+                Action::Send { to, message } => c.queue.push_back((NodeId(lead), to, message)),
+                _ => {}
+            }
+        }
+        c.tick_all(10);
+        match refused {
+            Some(r) => refusals.push(r),
+            None if applied_change(c, lead, id) => return refusals,
+            None => {}
+        }
+    }
+    panic!("{change:?} never decided; refused {refusals:?}");
+}
+
+fn applied_change(c: &C, node: u64, id: RequestId) -> bool {
+    c.applied.get(&NodeId(node)).is_some_and(|log| {
+        log.iter()
+            .any(|e| matches!(&e.payload, Payload::Membership { id: m, .. } if *m == id))
+    })
+}
+
+fn write(c: &mut C, seq: u64) {
+    let lead = elect(c);
+    c.propose(lead, vec![proposal(1, seq)]);
+    c.tick_all(5);
+}
+
+fn voters(c: &C, node: u64) -> Vec<u64> {
+    let n = c.node(node);
+    let slot = n.decided_through() + 1;
+    n.voters_at(slot).unwrap().iter().map(|v| v.0).collect()
+}
+
+#[test]
+fn a_learner_joins_catches_up_is_promoted_and_then_votes() {
+    let mut c = C::new(3, small_window);
+    for seq in 1..=20 {
+        write(&mut c, seq);
+    }
+    c.join(4, small_window);
+    change(
+        &mut c,
+        1,
+        MembershipChange::Add {
+            peer_urls: vec!["sim://n4".into()],
+            learner: true,
+        },
+    );
+    c.tick_all(30);
+    let lead = elect(&mut c);
+    assert_eq!(
+        c.commands(4),
+        c.commands(lead),
+        "the learner has the whole log"
+    );
+    assert_eq!(voters(&c, lead), vec![1, 2, 3], "a learner does not vote");
+    assert!(
+        c.node(4)
+            .membership()
+            .unwrap()
+            .get(NodeId(4))
+            .unwrap()
+            .learner
+    );
+
+    change(&mut c, 2, MembershipChange::Promote { id: NodeId(4) });
+    c.tick_all(30);
+    assert_eq!(voters(&c, lead), vec![1, 2, 3, 4]);
+    // Four voters: with two of the old ones down, nothing is decided; with one, it is.
+    let others: Vec<u64> = (1..=3).filter(|&n| n != lead).collect();
+    c.crash(others[0]);
+    write(&mut c, 21);
+    let lead = elect(&mut c);
+    assert_eq!(c.commands(lead).last().unwrap().1, RequestId::new(1, 21));
+    assert_eq!(c.commands(4), c.commands(lead));
+    assert!(c.safety_violation.is_none(), "{:?}", c.safety_violation);
+}
+
+#[test]
+fn a_second_change_waits_until_the_first_is_in_force() {
+    let mut c = C::new(3, |c| c.reconfig_window = 1000);
+    elect(&mut c);
+    c.join(4, |c| c.reconfig_window = 1000);
+    let add = MembershipChange::Add {
+        peer_urls: vec!["sim://n4".into()],
+        learner: true,
+    };
+    assert!(change(&mut c, 1, add).is_empty());
+    // The leader fills the window with no-ops at once, so the change comes into force, and
+    // the next one may be made, without waiting for clients to write.
+    let refusals = change(&mut c, 2, MembershipChange::Promote { id: NodeId(4) });
+    let lead = elect(&mut c);
+    assert!(c.node(lead).decided_through() >= 1000);
+    assert!(
+        refusals.iter().all(|r| matches!(
+            r,
+            MembershipRefusal::ChangePending | MembershipRefusal::LearnerNotReady
+        )),
+        "{refusals:?}"
+    );
+    assert_eq!(voters(&c, lead), vec![1, 2, 3, 4]);
+}
+
+#[test]
+fn a_removed_leader_steps_down_once_its_removal_is_in_force_and_the_rest_go_on() {
+    let mut c = C::new(3, small_window);
+    let lead = elect(&mut c);
+    write(&mut c, 1);
+    change(&mut c, 1, MembershipChange::Remove { id: NodeId(lead) });
+    // It hands over at once (with nothing written since, the commit point that put the
+    // removal in force reaches the successor all the same): no election timeout passes.
+    let mut ticks = 0;
+    while leader(&c).is_none_or(|l| l == lead) {
+        assert!(ticks < 10, "no hand-over within {ticks} ticks");
+        c.tick_all(1);
+        ticks += 1;
+    }
+    let next = elect(&mut c);
+    assert_ne!(next, lead);
+    assert_ne!(c.node(lead).status().role, Role::Leader);
+    let rest: Vec<u64> = (1..=3).filter(|&n| n != lead).collect();
+    assert_eq!(voters(&c, next), rest);
+    // Two voters left: both are needed, and the removed node is not.
+    c.crash(lead);
+    write(&mut c, 2);
+    assert_eq!(c.commands(next).last().unwrap().1, RequestId::new(1, 2));
+    assert!(c.safety_violation.is_none(), "{:?}", c.safety_violation);
+}
+
+#[test]
+fn a_snapshot_is_not_taken_inside_a_window_and_records_the_membership_in_force() {
+    let mut c = C::new(3, small_window);
+    let lead = elect(&mut c);
+    write(&mut c, 1);
+    c.join(4, small_window);
+    change(
+        &mut c,
+        1,
+        MembershipChange::Add {
+            peer_urls: vec!["sim://n4".into()],
+            learner: true,
+        },
+    );
+    let node = c.node(lead);
+    let decided = node.decided_through();
+    let change_slot = c.applied[&NodeId(lead)]
+        .iter()
+        .find(|e| matches!(e.payload, Payload::Membership { .. }))
+        .unwrap()
+        .index;
+    for index in change_slot..decided {
+        let inside = index + 1 < change_slot + WINDOW;
+        assert_eq!(
+            node.may_snapshot_at(index),
+            !inside,
+            "snapshot through {index}"
+        );
+    }
+    assert!(node.membership_at(decided).unwrap().contains(NodeId(4)));
+    assert!(!node
+        .membership_at(change_slot - 1)
+        .unwrap()
+        .contains(NodeId(4)));
+}
+
+/// Each slot is decided on its own, so a change a leader made from an older membership can be
+/// recovered and decided after another change: it does not follow from the membership before
+/// it, and taking it would undo that change. Every node takes it for a no-op.
+#[test]
+fn a_stale_membership_decided_after_a_newer_change_is_a_noop() {
+    let mut node = MultiPaxos::new(Config::new(NodeId(1), ids(3))).unwrap();
+    let boot = synod_core::Membership::of_voters(&ids(3));
+    let removed = boot
+        .changed(&MembershipChange::Remove { id: NodeId(3) })
+        .unwrap();
+    let stale = boot
+        .changed(&MembershipChange::Add {
+            peer_urls: vec!["sim://n4".into()],
+            learner: true,
+        })
+        .unwrap();
+    let entry = |index, seq, membership| synod_core::Entry {
+        index,
+        era: 0,
+        payload: Payload::Membership {
+            id: RequestId::new(99, seq),
+            membership,
+        },
+    };
+    let decided = crate::Decided {
+        entries: vec![entry(1, 1, removed.clone()), entry(2, 2, stale)],
+    };
+    let out = step(
+        &mut node,
+        Input::Receive {
+            from: NodeId(2),
+            message: Message::Decided(decided),
+        },
+    );
+    let applied: Vec<&Payload> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Apply(e) => Some(&e.payload),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(applied.len(), 2);
+    assert!(matches!(applied[0], Payload::Membership { .. }));
+    assert_eq!(applied[1], &Payload::Noop);
+    assert_eq!(node.membership(), Some(&removed));
+}
