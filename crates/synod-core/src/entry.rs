@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use crate::codec::{DecodeError, Decoder, Encoder};
 use crate::ids::{LogIndex, RequestId};
-use crate::membership::Membership;
+use crate::membership::{Membership, MembershipChange};
 
 /// A client command: opaque bytes to the engines, decoded only by the state machine.
 pub type Command = Bytes;
@@ -41,6 +41,17 @@ pub enum Payload {
         /// Every member after the change.
         membership: Membership,
     },
+    /// A membership change as proposed, not yet made: an engine whose slots are decided each
+    /// on its own (Paxos) proposes the change, and makes it on the membership in force when
+    /// the value joins its decided log, turning it into [`Payload::Membership`] there (or into
+    /// a no-op, when the change is no longer valid), as etcd checks a change when it applies.
+    /// It never reaches a state machine.
+    MembershipChange {
+        /// The request that asked for the change.
+        id: RequestId,
+        /// What to change.
+        change: MembershipChange,
+    },
 }
 
 /// One position of a replicated log.
@@ -62,7 +73,10 @@ impl Entry {
     pub fn proposal(&self) -> Option<&Proposal> {
         match &self.payload {
             Payload::Command(p) => Some(p),
-            Payload::Noop | Payload::Marker(_) | Payload::Membership { .. } => None,
+            Payload::Noop
+            | Payload::Marker(_)
+            | Payload::Membership { .. }
+            | Payload::MembershipChange { .. } => None,
         }
     }
 
@@ -79,6 +93,7 @@ impl Payload {
         match self {
             Payload::Command(p) => p.command.len(),
             Payload::Membership { membership, .. } => 64 * membership.members.len(),
+            Payload::MembershipChange { .. } => 64,
             Payload::Noop | Payload::Marker(_) => 0,
         }
     }
@@ -103,21 +118,29 @@ impl Payload {
                 enc.u8(3).u64(id.client.0).u64(id.seq);
                 membership.encode(enc);
             }
+            Payload::MembershipChange { id, change } => {
+                enc.u8(4).u64(id.client.0).u64(id.seq);
+                change.encode(enc);
+            }
         }
     }
 
     /// Reads what [`Payload::encode`] wrote.
     pub fn decode(dec: &mut Decoder<'_>) -> Result<Payload, DecodeError> {
-        Ok(match dec.tag("payload", 4)? {
+        Ok(match dec.tag("payload", 5)? {
             0 => Payload::Noop,
             1 => Payload::Command(Proposal {
                 id: RequestId::new(dec.u64("client")?, dec.u64("seq")?),
                 command: dec.owned_bytes("command")?,
             }),
             2 => Payload::Marker(dec.u64("marker")?),
-            _ => Payload::Membership {
+            3 => Payload::Membership {
                 id: RequestId::new(dec.u64("client")?, dec.u64("seq")?),
                 membership: Membership::decode(dec)?,
+            },
+            _ => Payload::MembershipChange {
+                id: RequestId::new(dec.u64("client")?, dec.u64("seq")?),
+                change: MembershipChange::decode(dec)?,
             },
         })
     }
@@ -161,6 +184,9 @@ impl fmt::Display for Entry {
             Payload::Command(p) => write!(f, "{}@{}:{}", self.index, self.era, p.id),
             Payload::Membership { membership, .. } => {
                 write!(f, "{}@{}:members{membership}", self.index, self.era)
+            }
+            Payload::MembershipChange { change, .. } => {
+                write!(f, "{}@{}:change {change:?}", self.index, self.era)
             }
         }
     }

@@ -213,7 +213,7 @@ impl MembershipChange {
 
 /// Why an engine whose members are fixed at boot refuses a membership change.
 pub const FIXED_MEMBERSHIP: &str =
-    "membership changes are not built for this protocol yet (raft and multi-paxos have them)";
+    "membership changes are not built for this protocol yet (raft and both paxos engines have them)";
 
 /// Learners a cluster may hold at once (etcd's default `--max-learners`).
 pub const LEARNERS_MAX: usize = 1;
@@ -335,35 +335,6 @@ impl Membership {
         }
         next.members.sort_by_key(|m| m.id);
         Ok(next)
-    }
-
-    /// Whether this membership is `base`, or `base` after one change. An engine whose change
-    /// values can be decided out of the order they were made in (Paxos, where each slot is
-    /// decided on its own) takes one that does not follow from the membership before it for
-    /// a stale proposal, and ignores it.
-    pub fn follows_from(&self, base: &Membership) -> bool {
-        if self == base {
-            return true;
-        }
-        let added: Vec<&Member> = self
-            .members
-            .iter()
-            .filter(|m| !base.contains(m.id))
-            .collect();
-        let removed = base.members.iter().filter(|m| !self.contains(m.id)).count();
-        let altered = self
-            .members
-            .iter()
-            .filter(|m| base.get(m.id).is_some_and(|b| b != *m))
-            .count();
-        match (added.as_slice(), removed, altered) {
-            ([new], 0, 0) => {
-                let id = base.next_id.max(1);
-                new.id.0 == id && self.next_id == id + 1
-            }
-            ([], 1, 0) | ([], 0, 1) => self.next_id == base.next_id,
-            _ => false,
-        }
     }
 
     fn member_mut(&mut self, id: NodeId) -> Result<&mut Member, MembershipRefusal> {
@@ -515,52 +486,5 @@ mod tests {
         let mut dec = Decoder::new(&bytes);
         assert_eq!(Membership::decode(&mut dec), Ok(m));
         dec.finish().unwrap();
-    }
-
-    #[test]
-    fn a_membership_follows_from_the_one_it_was_changed_from_and_no_other() {
-        let base = Membership::of_voters(&[NodeId(1), NodeId(2), NodeId(3)]);
-        let change = |m: &Membership, c: MembershipChange| m.changed(&c).unwrap();
-        let added = change(
-            &base,
-            MembershipChange::Add {
-                peer_urls: urls("http://d:1"),
-                learner: true,
-            },
-        );
-        let removed = change(&base, MembershipChange::Remove { id: NodeId(3) });
-        let promoted = change(&added, MembershipChange::Promote { id: NodeId(4) });
-        let renamed = change(
-            &base,
-            MembershipChange::Publish {
-                id: NodeId(2),
-                name: "b".into(),
-                client_urls: urls("http://b:2379"),
-            },
-        );
-        for (next, from) in [
-            (&base, &base),
-            (&added, &base),
-            (&removed, &base),
-            (&promoted, &added),
-            (&renamed, &base),
-        ] {
-            assert!(next.follows_from(from), "{next} from {from}");
-        }
-        // Two changes apart, or made from another membership than the one before it: stale.
-        // (A learner added and promoted is what adding a voter makes: that one follows.)
-        assert!(promoted.follows_from(&base));
-        assert!(!promoted.follows_from(&removed));
-        assert!(!renamed.follows_from(&removed));
-        assert!(!added.follows_from(&removed));
-        assert!(!removed.follows_from(&added));
-        let added_after_removal = change(
-            &removed,
-            MembershipChange::Add {
-                peer_urls: urls("http://e:1"),
-                learner: false,
-            },
-        );
-        assert!(!added.follows_from(&added_after_removal));
     }
 }

@@ -18,8 +18,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use synod_core::{
-    Action, Engine, Entry, Input, NodeId, Payload, ReadConsistency, ReadRequest, RequestId, Role,
-    Status,
+    Action, Engine, Entry, Input, LogIndex, Membership, MembershipChange, MembershipRefusal,
+    NodeId, Payload, ReadConsistency, ReadRequest, Rejection, RequestId, Role, Status,
 };
 
 use crate::ballot::Ballot;
@@ -74,9 +74,12 @@ pub struct BasicPaxos {
     /// Read batches waiting for their marker to be decided and applied.
     reads: BTreeMap<u64, Vec<RequestId>>,
     preemptions: u64,
+    /// A membership change of this node's decided: it fills the slots up to this one with
+    /// no-ops, so the change takes effect without waiting for writes.
+    padding_through: Slot,
 }
 
-crate::core::engine_common!(BasicPaxos, joins: false);
+crate::core::engine_common!(BasicPaxos, joins: true);
 
 impl BasicPaxos {
     fn with_core(mut core: Core) -> BasicPaxos {
@@ -89,6 +92,7 @@ impl BasicPaxos {
             abandoned: 0,
             reads: BTreeMap::new(),
             preemptions: 0,
+            padding_through: 0,
         }
     }
 
@@ -112,13 +116,31 @@ impl BasicPaxos {
         known.max(ahead).max(mine) + 1
     }
 
-    /// Starts instances for waiting values, up to the instance limit.
+    /// Starts instances for waiting values (then no-ops that bring this node's membership
+    /// change into force), up to the instance limit, in slots whose voters this node knows:
+    /// no further than the reconfiguration window beyond its decided log.
     fn start_instances(&mut self, out: &mut Out) {
-        while self.instances.len() < self.core.config.instances_max {
-            let Some(value) = self.waiting.pop_front() else {
-                break;
-            };
+        // A member removed proposes no more: it stops hearing of decisions, and what it
+        // proposed (a claim on the lease clocks, say) would unsettle the members in force.
+        if !self.core.newest_membership().contains(self.core.id) {
+            return;
+        }
+        loop {
             let slot = self.next_free_slot();
+            let known = slot <= self.core.prefix() + self.core.window()
+                && self.core.config_at(slot).voter_count() > 0;
+            // No-ops that bring a change into force go out all at once (the window is short):
+            // until they are decided, the members before the change must stay a quorum.
+            let padding = self.waiting.is_empty() && slot <= self.padding_through;
+            let room = self.instances.len() < self.core.config.instances_max || padding;
+            if !known || !room {
+                break;
+            }
+            let value = match self.waiting.pop_front() {
+                Some(value) => value,
+                None if padding => Payload::Noop,
+                None => break,
+            };
             self.start(slot, value, 0, out);
         }
     }
@@ -194,7 +216,6 @@ impl BasicPaxos {
     /// ballot any of them accepted, or this proposer's own value if none did.
     fn on_promise(&mut self, from: NodeId, promise: Promise, out: &mut Out) {
         let slot = promise.slot;
-        let quorum = self.core.quorum_at(slot);
         if promise.compacted_through >= slot {
             // Decided long ago and compacted away at that acceptor: learn it, try elsewhere.
             self.core.decided_hint = self.core.decided_hint.max(promise.compacted_through);
@@ -213,7 +234,7 @@ impl BasicPaxos {
             from,
             promise.accepted.into_iter().next().map(|(_, b, v)| (b, v)),
         );
-        if promises.len() < quorum {
+        if !Core::majority_of(self.core.config_at(slot), |n| promises.contains_key(&n)) {
             return;
         }
         let value = promises
@@ -274,7 +295,6 @@ impl BasicPaxos {
     /// A majority accepted: the value is chosen (section 2.3); tell every learner.
     fn on_accepted(&mut self, from: NodeId, accepted: Accepted, out: &mut Out) {
         let slot = accepted.first;
-        let quorum = self.core.quorum_at(slot);
         let Some(instance) = self.instances.get_mut(&slot) else {
             return;
         };
@@ -285,7 +305,7 @@ impl BasicPaxos {
             return;
         }
         acceptors.insert(from);
-        if acceptors.len() < quorum {
+        if !Core::majority_of(self.core.config_at(slot), |n| acceptors.contains(&n)) {
             return;
         }
         let entry = Entry {
@@ -348,7 +368,21 @@ impl BasicPaxos {
                 .map(|e| e.payload.clone());
             match chosen {
                 Some(chosen) if chosen == instance.own => {}
+                // This node's change, made: it brings it into force with no-ops.
+                Some(Payload::Membership { id: made, .. }) if matches!(&instance.own, Payload::MembershipChange { id, .. } if *id == made) =>
+                {
+                    self.padding_through = slot + self.core.window() - 1;
+                }
                 Some(_) if instance.own == Payload::Noop => {}
+                // The change lost its slot, or was no longer valid when it was decided:
+                // another change was made meanwhile. It is not asked again on a membership
+                // its operator did not see.
+                Some(_) if matches!(instance.own, Payload::MembershipChange { .. }) => {
+                    if let Payload::MembershipChange { id, .. } = instance.own {
+                        let reason = Rejection::Membership(MembershipRefusal::ChangePending);
+                        out.push(Action::Reject { id, reason });
+                    }
+                }
                 Some(_) => self.waiting.push_front(instance.own),
                 // Inside a snapshot this node installed: what was chosen is not known here.
                 None => self.lost_slot(slot, instance.own, out),
@@ -377,9 +411,10 @@ impl BasicPaxos {
         match own {
             Payload::Noop => {}
             Payload::Marker(_) => self.waiting.push_front(own),
-            // Basic Paxos refuses membership changes, so it never proposes one; were it to,
-            // its fate would be as uncertain as a command's.
-            Payload::Command(_) | Payload::Membership { .. } => {
+            // A change is not made again from a membership that may no longer be the newest;
+            // its operator sees a timeout and looks.
+            Payload::Membership { .. } | Payload::MembershipChange { .. } => {}
+            Payload::Command(_) => {
                 let doubt = Doubt {
                     own,
                     asked: 0,
@@ -555,11 +590,8 @@ impl Engine for BasicPaxos {
     fn step(&mut self, input: Input<Message>, out: &mut Vec<Action<Message>>) {
         match input {
             Input::Tick => self.on_tick(out),
-            Input::Receive { from, message } => {
-                if self.core.peers.contains(&from) {
-                    self.on_message(from, message, out)
-                }
-            }
+            // From anyone: a node's view of the membership may lag behind the cluster's.
+            Input::Receive { from, message } => self.on_message(from, message, out),
             Input::Propose(proposals) => {
                 self.waiting
                     .extend(proposals.into_iter().map(Payload::Command));
@@ -570,7 +602,7 @@ impl Engine for BasicPaxos {
             Input::Snapshotted(snapshot) => self.core.on_snapshotted(snapshot),
             // There is no leader to transfer.
             Input::TransferLeadership { .. } => {}
-            Input::ChangeMembership { id, .. } => out.push(Action::membership_unsupported(id)),
+            Input::ChangeMembership { id, change } => self.on_change_membership(id, change, out),
         }
         self.core.flush(out);
         // This node's acceptor answers its own proposer once the answer is durable.
@@ -598,6 +630,58 @@ impl Engine for BasicPaxos {
             commit_index: self.core.prefix(),
             last_index: self.core.prefix(),
         }
+    }
+
+    fn membership(&self) -> Option<&Membership> {
+        Some(self.core.newest_membership())
+    }
+
+    fn membership_at(&self, index: LogIndex) -> Option<Membership> {
+        self.core.membership_as_of(index).cloned()
+    }
+
+    fn may_snapshot_at(&self, index: LogIndex) -> bool {
+        self.core.may_snapshot_at(index)
+    }
+}
+
+/// Membership changes (see `crate::membership` for how they take effect). Any node proposes
+/// one, as it proposes a command; two made at once from the same membership are both
+/// decided, and the later one, no longer following from the membership before it, counts
+/// for nothing (its proposer refuses it as pending).
+impl BasicPaxos {
+    fn on_change_membership(&mut self, id: RequestId, change: MembershipChange, out: &mut Out) {
+        let reason = match self.check_change(&change) {
+            Ok(_) => {
+                self.waiting
+                    .push_back(Payload::MembershipChange { id, change });
+                return self.start_instances(out);
+            }
+            Err(refusal) => Rejection::Membership(refusal),
+        };
+        out.push(Action::Reject { id, reason });
+    }
+
+    /// The membership after `change`, if this node may propose it now: none of its own in
+    /// progress, none decided and not yet in force. Without a leader's heartbeats a node does
+    /// not know which members are up, nor how far a learner got: etcd's checks that new voters
+    /// can form a quorum and that a learner caught up are left to the operator here.
+    fn check_change(&self, change: &MembershipChange) -> Result<Membership, MembershipRefusal> {
+        let is_change = |p: &Payload| {
+            matches!(
+                p,
+                Payload::Membership { .. } | Payload::MembershipChange { .. }
+            )
+        };
+        let pending = self.core.change_coming()
+            || self.waiting.iter().any(is_change)
+            || self.instances.values().any(|i| is_change(&i.own))
+            || self.core.ahead.values().any(|e| is_change(&e.payload));
+        if pending {
+            return Err(MembershipRefusal::ChangePending);
+        }
+        let next = self.core.newest_membership().changed(change)?;
+        Ok(next)
     }
 }
 

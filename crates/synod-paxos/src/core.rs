@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use synod_core::codec::{DecodeError, Decoder, Encoder};
-use synod_core::quorum::majority;
 use synod_core::{
     Action, Entry, LogIndex, Membership, NodeId, Payload, Persist, PersistId, Rng, Snapshot,
     SnapshotMeta,
@@ -116,6 +115,9 @@ pub(crate) struct Core {
     pub(crate) keep_outcomes: bool,
     /// The highest slot known decided somewhere.
     pub(crate) decided_hint: Slot,
+    /// The last node that told this one of a decision: whom a node that joined, knowing no
+    /// peers yet, asks for what it missed.
+    informant: Option<NodeId>,
     /// When the current gap in the log was noticed, and when it was last asked about.
     gap: Option<(u64, u64)>,
     draft: Draft,
@@ -165,6 +167,7 @@ impl Core {
             outcomes: BTreeMap::new(),
             keep_outcomes: false,
             decided_hint: 0,
+            informant: None,
             gap: None,
             draft: Draft::default(),
             next_persist: 1,
@@ -251,11 +254,6 @@ impl Core {
     /// The last slot of the decided log.
     pub(crate) fn prefix(&self) -> Slot {
         self.base.index + self.log.len() as Slot
-    }
-
-    /// Votes that make a majority of the acceptors deciding `slot`.
-    pub(crate) fn quorum_at(&self, slot: Slot) -> usize {
-        majority(self.config_at(slot).voter_count())
     }
 
     /// A fresh ballot above every round this node used or saw; persisted before any message
@@ -406,10 +404,11 @@ impl Core {
         self.decided_hint = self.decided_hint.max(slot);
         if slot <= self.prefix() {
             debug_assert!(
-                self.decided(slot).is_none_or(|d| d.payload == entry.payload
-                    || (d.payload == Payload::Noop
-                        && matches!(entry.payload, Payload::Membership { .. }))),
-                "slot {slot} decided twice with different values"
+                self.decided(slot)
+                    .is_none_or(|d| decided_as(&entry.payload, &d.payload)),
+                "slot {slot} decided twice with different values: {:?} then {:?}",
+                self.decided(slot).map(|d| &d.payload),
+                entry.payload
             );
             return false;
         }
@@ -425,22 +424,34 @@ impl Core {
 
     /// Moves the decided entries that now follow the log from `ahead` into it.
     ///
-    /// A membership that does not follow from the newest one before it is stale: a leader
-    /// made it from an older membership, and a later leader recovered it in phase 1 after
-    /// another change was decided in an earlier slot. Taking it would undo that change, which
-    /// its operator was told succeeded, so it goes into the log as a no-op; every node decides
-    /// so alike, from the log before it. (A node that joined and knows no membership yet
-    /// takes the first it learns: it learns what precedes it from others' logs, where stale
-    /// ones are no-ops already.)
+    /// A membership change is made here, on the newest membership before its slot, as etcd
+    /// checks a change when it applies: slots are decided each on its own, so a change can be
+    /// decided after another one its proposer never saw (a leader recovered it in phase 1 from
+    /// an older leader; two Basic Paxos proposers made one each). Made on the membership it
+    /// was asked of, it could undo the other, which its operator was told succeeded. One no
+    /// longer valid becomes a no-op. Every node decides so alike, from the log before it;
+    /// a node that joined and knows no membership yet cannot make one, and waits to learn the
+    /// slot from another's log (where changes are made) as it would fill a gap.
     fn append_ahead(&mut self) {
-        while let Some(mut next) = self.ahead.remove(&(self.prefix() + 1)) {
+        let next_slot = |core: &Core| core.prefix() + 1;
+        while let Some(next) = self.ahead.get(&next_slot(self)) {
+            let unmakeable = matches!(next.payload, Payload::MembershipChange { .. })
+                && self.newest_membership().members.is_empty();
+            if unmakeable {
+                break;
+            }
+            let mut next = self.ahead.remove(&next_slot(self)).expect("just seen");
+            if let Payload::MembershipChange { id, change } = &next.payload {
+                next.payload = match self.newest_membership().changed(change) {
+                    Ok(membership) => Payload::Membership {
+                        id: *id,
+                        membership,
+                    },
+                    Err(_) => Payload::Noop,
+                };
+            }
             if let Payload::Membership { membership, .. } = &next.payload {
-                let newest = self.newest_membership();
-                if newest.members.is_empty() || membership.follows_from(newest) {
-                    self.memberships.insert(next.index, membership.clone());
-                } else {
-                    next.payload = Payload::Noop;
-                }
+                self.memberships.insert(next.index, membership.clone());
             }
             self.draft.entries.push(next.clone());
             self.log.push(next);
@@ -492,7 +503,8 @@ impl Core {
             } else {
                 let to = ask
                     .filter(|&n| n != self.id)
-                    .or_else(|| self.rng.pick(&self.peers).copied());
+                    .or_else(|| self.rng.pick(&self.peers).copied())
+                    .or(self.informant);
                 if let Some(to) = to {
                     let from = self.prefix() + 1;
                     self.send(to, Message::AskDecided(AskDecided { from }), out);
@@ -531,6 +543,7 @@ impl Core {
     /// is asked for at once: a learner far behind catches up at a batch per round trip, not a
     /// batch per gap timeout.
     pub(crate) fn on_decided(&mut self, from: NodeId, decided: Decided, out: &mut Out) {
+        self.informant = Some(from);
         let before = self.prefix();
         for entry in decided.entries {
             self.learn(entry);
@@ -694,6 +707,25 @@ impl Core {
         out.push(Action::Restore(snapshot.clone()));
         self.snapshot = Some(snapshot);
     }
+}
+
+/// Whether a slot whose decided log holds `decided` was decided with the value `proposed`:
+/// the same value, or the membership change `proposed` asked for, made (or found no longer
+/// valid) when it joined the log.
+pub(crate) fn decided_as(proposed: &Payload, decided: &Payload) -> bool {
+    match (proposed, decided) {
+        (Payload::MembershipChange { id, .. }, Payload::Membership { id: made, .. }) => id == made,
+        (Payload::MembershipChange { .. }, Payload::Noop) => true,
+        _ => proposed == decided,
+    }
+}
+
+/// Whether two values for one slot are one decision: equal, or a membership change and what
+/// a decided log made of it. A node reports a decided slot as its log holds it (the change
+/// made, or a no-op when it was no longer valid), so a proposer may carry the made form on
+/// under a higher ballot; every node that makes the change gets that very form.
+pub fn same_decision(a: &Payload, b: &Payload) -> bool {
+    decided_as(a, b) || decided_as(b, a)
 }
 
 fn outcome_of(entry: &Entry) -> SlotOutcome {

@@ -26,6 +26,6 @@ pub use basic::BasicPaxos;
 #[cfg(any(test, feature = "inject-bugs"))]
 pub use config::InjectedBugs;
 pub use config::{Config, ConfigError};
-pub use core::RestartError;
+pub use core::{same_decision, RestartError};
 pub use message::*;
 pub use multi::MultiPaxos;

@@ -73,8 +73,12 @@ impl Core {
     /// Whether the nodes in `set` (this one counting only if it is in it) hold a majority of
     /// the voters of `membership`.
     pub(crate) fn majority_of(membership: &Membership, set: impl Fn(NodeId) -> bool) -> bool {
-        let voters = membership.voters();
-        voters.iter().filter(|&&v| set(v)).count() >= majority(voters.len())
+        let (mut voters, mut votes) = (0, 0);
+        for member in membership.members.iter().filter(|m| !m.learner) {
+            voters += 1;
+            votes += usize::from(set(member.id));
+        }
+        votes >= majority(voters)
     }
 
     /// A membership decided and not yet in force: the leader may start no other change.

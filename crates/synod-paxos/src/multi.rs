@@ -88,7 +88,7 @@ impl Leading {
         }
         self.in_flight
             .get(&entry.index)
-            .is_none_or(|f| f.value == entry.payload)
+            .is_none_or(|f| crate::core::decided_as(&f.value, &entry.payload))
     }
 }
 
@@ -954,10 +954,13 @@ impl MultiPaxos {
     /// Answers every read round a majority confirmed, once its index is applied.
     fn confirm_reads(&mut self, out: &mut Out) {
         let (me, applied) = (self.core.id, self.core.applied);
-        let configs = self.core.window_configs();
         let State::Leader(leading) = &mut self.state else {
             return;
         };
+        if leading.reads.is_empty() {
+            return;
+        }
+        let configs = self.core.window_configs();
         while let Some(front) = leading.reads.front() {
             let acked = |n: NodeId| {
                 n == me
@@ -1059,17 +1062,14 @@ impl MultiPaxos {
                 return out.push(Action::Reject { id, reason });
             }
         };
-        let membership = match checked {
-            Ok(next) => next,
-            Err(refusal) => {
-                let reason = Rejection::Membership(refusal);
-                return out.push(Action::Reject { id, reason });
-            }
-        };
+        if let Err(refusal) = checked {
+            let reason = Rejection::Membership(refusal);
+            return out.push(Action::Reject { id, reason });
+        }
         if let State::Leader(leading) = &mut self.state {
             leading
                 .queued
-                .push_back(Payload::Membership { id, membership });
+                .push_back(Payload::MembershipChange { id, change });
         }
         self.propose_queued(out);
     }
@@ -1084,7 +1084,12 @@ impl MultiPaxos {
         change: &synod_core::MembershipChange,
     ) -> Result<Membership, synod_core::MembershipRefusal> {
         use synod_core::{MembershipChange, MembershipRefusal};
-        let is_change = |p: &Payload| matches!(p, Payload::Membership { .. });
+        let is_change = |p: &Payload| {
+            matches!(
+                p,
+                Payload::Membership { .. } | Payload::MembershipChange { .. }
+            )
+        };
         let pending = self.core.change_coming()
             || leading.in_flight.values().any(|f| is_change(&f.value))
             || leading.held.values().any(is_change)
@@ -1228,7 +1233,7 @@ impl Engine for MultiPaxos {
 fn payload_id(payload: &Payload) -> Option<RequestId> {
     match payload {
         Payload::Command(p) => Some(p.id),
-        Payload::Membership { id, .. } => Some(*id),
+        Payload::Membership { id, .. } | Payload::MembershipChange { id, .. } => Some(*id),
         Payload::Noop | Payload::Marker(_) => None,
     }
 }

@@ -660,8 +660,11 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                 }
             }
             PeerMessage::KeeperAlive { era } => {
-                // A keeper older than the epoch applied here is no keeper any more.
-                if era >= self.store.read().lease_epoch() {
+                // A keeper older than the epoch applied here is no keeper any more, nor is
+                // one no longer a member (removed, it may not know it yet, and must not keep
+                // the members in force from claiming the clocks).
+                let member = self.membership.as_ref().is_none_or(|m| m.contains(from));
+                if member && era >= self.store.read().lease_epoch() {
                     self.keeper_watch.heard(self.ticks);
                     let message = PeerMessage::KeeperHeard { era };
                     out.push(Output::Send { to: from, message });
@@ -1151,13 +1154,20 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         self.claims.retain(|&era| era >= epoch);
         if self.claims.contains(&epoch) {
             self.keeper_watch.heard(self.ticks);
-            let members = self.options.peers.len() + 1;
-            let quorum = members / 2 + 1;
+            // The members in force, when the membership changes through the log.
+            let (peers, voters) = match &self.membership {
+                Some(m) => {
+                    let peers: Vec<NodeId> = m.ids().into_iter().filter(|&n| n != me).collect();
+                    (peers, m.voter_count())
+                }
+                None => (self.options.peers.clone(), self.options.peers.len() + 1),
+            };
+            let quorum = voters / 2 + 1;
             // A keeper that no quorum hears (a one-way cut, a link that only sends) falls
             // silent, so that members that can reach each other choose another.
             let heard = self.keeper_watch.heard_by_quorum(epoch, self.ticks, quorum);
             if heard && self.keeper_watch.alive_due(self.ticks) {
-                for &to in &self.options.peers {
+                for to in peers {
                     let message = PeerMessage::KeeperAlive { era: epoch };
                     out.push(Output::Send { to, message });
                 }
@@ -1166,7 +1176,8 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         }
         // A keeper is known, unless the newest epoch is this node's from an earlier life.
         let keeper_known = epoch != 0 && keeper::keeper_of(epoch) != Some(me);
-        if keeper::can_keep(me) && self.keeper_watch.claim_due(self.ticks, keeper_known) {
+        let member = self.membership.as_ref().is_none_or(|m| m.contains(me));
+        if member && keeper::can_keep(me) && self.keeper_watch.claim_due(self.ticks, keeper_known) {
             let era = keeper::claim(epoch, me);
             self.claims.insert(era);
             self.propose_lease_epoch(era, out);

@@ -100,25 +100,38 @@ impl<P: Protocol> World<P> {
         let voters = membership.voters();
         let learner = membership.members.iter().find(|m| m.learner).map(|m| m.id);
         let next = NodeId(membership.next_id);
+        let down = |w: &Self, v: NodeId| !w.is_up(v) || w.node(v).dead;
+        // A new voter must leave a majority up, as a careful operator checks (Raft and
+        // Multi-Paxos refuse one that does not; Basic Paxos, without a leader hearing
+        // everyone, cannot tell).
+        let voter_fits = |w: &Self, new: NodeId| {
+            let down_after = voters.iter().chain([&new]).filter(|&&v| down(w, v)).count();
+            down_after <= voters.len() / 2
+        };
         let mut choices: Vec<MembershipChange> = Vec::new();
         if let Some(id) = learner {
-            choices.extend([
-                MembershipChange::Promote { id },
-                MembershipChange::Promote { id },
-                MembershipChange::Remove { id },
-            ]);
+            if voter_fits(self, id) {
+                choices.extend([
+                    MembershipChange::Promote { id },
+                    MembershipChange::Promote { id },
+                ]);
+            }
+            choices.push(MembershipChange::Remove { id });
         } else if voters.len() < VOTERS.1 && self.spares.contains(&next) {
             let peer_urls = vec![format!("sim://{next}")];
-            for learner in [true, false] {
+            choices.push(MembershipChange::Add {
+                peer_urls: peer_urls.clone(),
+                learner: true,
+            });
+            if voter_fits(self, next) {
                 choices.push(MembershipChange::Add {
-                    peer_urls: peer_urls.clone(),
-                    learner,
+                    peer_urls,
+                    learner: false,
                 });
             }
         }
         if voters.len() > VOTERS.0 {
             let id = voters[self.nemesis_rng.index(voters.len())];
-            let down = |w: &Self, v: NodeId| !w.is_up(v) || w.node(v).dead;
             let down_after = voters.iter().filter(|&&v| v != id && down(self, v)).count();
             if down_after <= (voters.len() - 2) / 2 {
                 choices.push(MembershipChange::Remove { id });

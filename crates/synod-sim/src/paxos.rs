@@ -210,7 +210,7 @@ impl PaxosInvariants {
                     .votes
                     .entry((*slot, *ballot))
                     .or_insert_with(|| (value.clone(), Vec::new()));
-                if proposed != value {
+                if !synod_paxos::same_decision(proposed, value) {
                     return Err(format!(
                         "ballot {ballot} proposed two values for slot {slot}"
                     ));
@@ -240,7 +240,7 @@ impl PaxosInvariants {
                 continue;
             }
             match self.chosen.get(&slot) {
-                Some((_, chosen)) if chosen != value => {
+                Some((_, chosen)) if !synod_paxos::same_decision(chosen, value) => {
                     return Err(format!("two values chosen in slot {slot}: {chosen:?} and {value:?} (ballot {ballot})"));
                 }
                 Some(_) => {}

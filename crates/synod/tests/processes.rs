@@ -929,10 +929,15 @@ async fn cluster_up_grows_and_shrinks_a_raft_cluster() {
     cluster_up_grows_and_shrinks("raft").await;
 }
 
-/// The same, for Multi-Paxos.
+/// The same, for Multi-Paxos and for Basic Paxos.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_up_grows_and_shrinks_a_multi_paxos_cluster() {
     cluster_up_grows_and_shrinks("multi-paxos").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_up_grows_and_shrinks_a_basic_paxos_cluster() {
+    cluster_up_grows_and_shrinks("basic-paxos").await;
 }
 
 async fn cluster_up_grows_and_shrinks(protocol: &str) {

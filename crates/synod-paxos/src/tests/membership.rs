@@ -228,32 +228,33 @@ fn a_snapshot_is_not_taken_inside_a_window_and_records_the_membership_in_force()
         .contains(NodeId(4)));
 }
 
-/// Each slot is decided on its own, so a change a leader made from an older membership can be
-/// recovered and decided after another change: it does not follow from the membership before
-/// it, and taking it would undo that change. Every node takes it for a no-op.
+/// Each slot is decided on its own, so a change can be decided after another its proposer
+/// never saw. It is made on the membership before its slot, as etcd checks a change when it
+/// applies: it does not undo the other, and one no longer valid is a no-op, on every node.
 #[test]
-fn a_stale_membership_decided_after_a_newer_change_is_a_noop() {
+fn a_change_is_made_on_the_membership_before_its_slot() {
     let mut node = MultiPaxos::new(Config::new(NodeId(1), ids(3))).unwrap();
-    let boot = synod_core::Membership::of_voters(&ids(3));
-    let removed = boot
-        .changed(&MembershipChange::Remove { id: NodeId(3) })
-        .unwrap();
-    let stale = boot
-        .changed(&MembershipChange::Add {
-            peer_urls: vec!["sim://n4".into()],
-            learner: true,
-        })
-        .unwrap();
-    let entry = |index, seq, membership| synod_core::Entry {
+    let entry = |index, change| synod_core::Entry {
         index,
         era: 0,
-        payload: Payload::Membership {
-            id: RequestId::new(99, seq),
-            membership,
+        payload: Payload::MembershipChange {
+            id: RequestId::new(99, index),
+            change,
         },
     };
     let decided = crate::Decided {
-        entries: vec![entry(1, 1, removed.clone()), entry(2, 2, stale)],
+        entries: vec![
+            entry(1, MembershipChange::Remove { id: NodeId(3) }),
+            // Asked of a leader that had not seen the removal.
+            entry(
+                2,
+                MembershipChange::Add {
+                    peer_urls: vec!["sim://n4".into()],
+                    learner: false,
+                },
+            ),
+            entry(3, MembershipChange::Promote { id: NodeId(3) }),
+        ],
     };
     let out = step(
         &mut node,
@@ -269,8 +270,150 @@ fn a_stale_membership_decided_after_a_newer_change_is_a_noop() {
             _ => None,
         })
         .collect();
-    assert_eq!(applied.len(), 2);
+    assert_eq!(applied.len(), 3);
     assert!(matches!(applied[0], Payload::Membership { .. }));
-    assert_eq!(applied[1], &Payload::Noop);
-    assert_eq!(node.membership(), Some(&removed));
+    assert!(matches!(applied[1], Payload::Membership { .. }));
+    assert_eq!(
+        applied[2],
+        &Payload::Noop,
+        "node 3 is no longer there to promote"
+    );
+    let members = node.membership().unwrap();
+    assert_eq!(members.voters(), vec![NodeId(1), NodeId(2), NodeId(4)]);
+}
+
+/// Basic Paxos changes its membership the same way, without a leader: any node proposes a
+/// change as it proposes a command, and fills the window with no-ops once it is decided.
+mod basic {
+    use super::*;
+    use crate::BasicPaxos;
+
+    type B = Cluster<BasicPaxos>;
+
+    fn ask(c: &mut B, node: u64, seq: u64, change: MembershipChange) -> Vec<Action<Message>> {
+        let id = RequestId::new(99, seq);
+        let mut out = Vec::new();
+        let input = Input::ChangeMembership { id, change };
+        c.nodes
+            .get_mut(&NodeId(node))
+            .unwrap()
+            .step(input, &mut out);
+        for action in out.iter().cloned() {
+            match action {
+                Action::Persist(p) => {
+                    let pid = p.id;
+                    c.disks.get_mut(&NodeId(node)).unwrap().apply(p);
+                    c.step(NodeId(node), Input::Persisted(pid));
+                }
+                Action::Send { to, message } => c.queue.push_back((NodeId(node), to, message)),
+                _ => {}
+            }
+        }
+        c.tick_all(40);
+        out
+    }
+
+    fn voters(c: &B, node: u64) -> Vec<u64> {
+        let n = c.node(node);
+        let slot = n.decided_through() + 1;
+        n.voters_at(slot).unwrap().iter().map(|v| v.0).collect()
+    }
+
+    #[test]
+    fn a_learner_joins_is_promoted_and_votes_and_a_removed_voter_is_not_needed() {
+        let mut c = B::new(3, small_window);
+        for seq in 1..=5 {
+            c.propose(1, vec![proposal(1, seq)]);
+            c.tick_all(5);
+        }
+        c.join(4, small_window);
+        let add = MembershipChange::Add {
+            peer_urls: vec!["sim://n4".into()],
+            learner: true,
+        };
+        assert!(ask(&mut c, 2, 1, add)
+            .iter()
+            .all(|a| !matches!(a, Action::Reject { .. })));
+        assert_eq!(
+            c.commands(4),
+            c.commands(1),
+            "the learner has the whole log"
+        );
+        assert_eq!(voters(&c, 1), vec![1, 2, 3], "a learner does not vote");
+
+        ask(&mut c, 3, 2, MembershipChange::Promote { id: NodeId(4) });
+        assert_eq!(voters(&c, 1), vec![1, 2, 3, 4]);
+        ask(&mut c, 4, 3, MembershipChange::Remove { id: NodeId(1) });
+        assert_eq!(voters(&c, 2), vec![2, 3, 4]);
+        // Node 1 is not needed any more: with it down, 2, 3 and 4 decide.
+        c.crash(1);
+        c.propose(4, vec![proposal(4, 1)]);
+        c.tick_all(20);
+        assert_eq!(c.commands(2).last().unwrap().1, RequestId::new(4, 1));
+        assert_eq!(c.commands(4), c.commands(2));
+        assert!(c.safety_violation.is_none(), "{:?}", c.safety_violation);
+    }
+
+    #[test]
+    fn two_changes_asked_of_two_nodes_at_once_are_each_made_or_refused_alike_everywhere() {
+        let mut c = B::new(3, small_window);
+        c.propose(1, vec![proposal(1, 1)]);
+        c.tick_all(5);
+        c.join(4, small_window);
+        c.join(5, small_window);
+        let add = |n: u64| MembershipChange::Add {
+            peer_urls: vec![format!("sim://n{n}")],
+            learner: false,
+        };
+        // Both asked before either is decided: each node makes its change from the same
+        // membership.
+        let mut out1 = Vec::new();
+        let mut out2 = Vec::new();
+        let first = Input::ChangeMembership {
+            id: RequestId::new(99, 1),
+            change: add(4),
+        };
+        let second = Input::ChangeMembership {
+            id: RequestId::new(99, 2),
+            change: add(5),
+        };
+        c.nodes.get_mut(&NodeId(1)).unwrap().step(first, &mut out1);
+        c.nodes.get_mut(&NodeId(2)).unwrap().step(second, &mut out2);
+        for (node, out) in [(1, out1), (2, out2)] {
+            for action in out {
+                if let Action::Reject { id: request, .. } = &action {
+                    c.rejected.push((NodeId(node), *request));
+                }
+                match action {
+                    Action::Persist(p) => {
+                        let pid = p.id;
+                        c.disks.get_mut(&NodeId(node)).unwrap().apply(p);
+                        c.step(NodeId(node), Input::Persisted(pid));
+                    }
+                    Action::Send { to, message } => c.queue.push_back((NodeId(node), to, message)),
+                    _ => {}
+                }
+            }
+        }
+        c.tick_all(60);
+        // Each is made on the membership before its slot, the same on every node; one that
+        // lost its slot to the other is refused as pending (its operator asks again).
+        let members = c.node(3).membership().unwrap().clone();
+        for n in members.ids() {
+            assert_eq!(c.node(n.0).membership(), Some(&members), "node {n}");
+        }
+        for seq in [1, 2] {
+            let id = RequestId::new(99, seq);
+            let made = c.applied[&NodeId(3)]
+                .iter()
+                .any(|e| matches!(&e.payload, Payload::Membership { id: m, .. } if *m == id));
+            let refused = c.rejected.iter().any(|(_, r)| *r == id);
+            assert!(
+                made != refused,
+                "change {seq}: made {made}, refused {refused}"
+            );
+        }
+        assert!(members.ids().len() >= 4, "{members}");
+        assert!(c.safety_violation.is_none(), "{:?}", c.safety_violation);
+    }
 }

@@ -249,8 +249,8 @@ pub struct MemberArgs {
 enum MemberCommand {
     /// Every member with its URLs.
     List,
-    /// Adds a member reached at --peer-urls (raft, multi-paxos); prints how to start it, as
-    /// etcdctl does.
+    /// Adds a member reached at --peer-urls (raft, multi-paxos, basic-paxos); prints how to
+    /// start it, as etcdctl does.
     Add {
         /// The new member's name (its --name).
         name: String,

@@ -32,9 +32,9 @@ pub struct ServerArgs {
     #[arg(long, value_name = "LIST")]
     pub initial_cluster: Option<String>,
     /// etcd's flag: `new` (the default) starts a new cluster. `existing` joins a running one
-    /// (raft, multi-paxos) after `member add`: give the list `member add` prints, this
-    /// member's --name, and an empty data directory; the member learns its id from the
-    /// cluster.
+    /// (raft, multi-paxos, basic-paxos) after `member add`: give the list `member add`
+    /// prints, this member's --name, and an empty data directory; the member learns its id
+    /// from the cluster.
     #[arg(long, value_name = "STATE")]
     pub initial_cluster_state: Option<String>,
     /// Mixed into the cluster id, so two clusters with the same members refuse each other.
@@ -248,7 +248,7 @@ pub fn resolve(args: &ServerArgs) -> anyhow::Result<(ServerConfig, Option<usize>
     config.join = join;
     if join && !synod_replica::changes_membership(&config.protocol) {
         bail!(
-            "--initial-cluster-state existing: {} cannot add members to a running cluster yet (raft and multi-paxos can)",
+            "--initial-cluster-state existing: {} cannot add members to a running cluster yet (raft, multi-paxos and basic-paxos can)",
             config.protocol
         );
     }

@@ -71,6 +71,10 @@ fn describe(record: &Record) -> String {
                 "entry {} era {} membership {membership} (request {id})",
                 e.index, e.era
             ),
+            Payload::MembershipChange { id, change } => format!(
+                "entry {} era {} membership change {change:?} (request {id})",
+                e.index, e.era
+            ),
         },
         Record::Truncate(index) => format!("truncate from {index}"),
         Record::HardState(bytes) => format!("hard state ({} bytes: {:02x?})", bytes.len(), bytes),
