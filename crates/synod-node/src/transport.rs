@@ -46,8 +46,9 @@ use tracing::{debug, info, warn};
 /// leadership (TimeoutNow). 6: members answer the Basic Paxos keeper's pings. 7: a ZAB
 /// follower's Ping says whether it is in broadcast; synchronous primary-backup. 8: Raft
 /// membership changes (a membership entry in the log, the membership with InstallSnapshot,
-/// changes forwarded to the leader). 9: Multi-Paxos membership changes (a follower's decided
-/// log end in its heartbeat answer, the membership with the last snapshot chunk).
+/// changes forwarded to the leader). 9: Paxos membership changes (the change itself as a
+/// value, a follower's decided log end in its heartbeat answer, the membership with the last
+/// snapshot chunk).
 pub const PROTOCOL_VERSION: u16 = 9;
 const MAGIC: [u8; 4] = *b"SYNP";
 /// Each of a handshake's variable parts (the client URL, the settings) is at most this long.

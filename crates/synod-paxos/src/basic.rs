@@ -261,7 +261,7 @@ impl BasicPaxos {
             return;
         };
         if let Some(decided) = self.core.decided(slot) {
-            if decided.payload == value {
+            if self.core.decided_as(slot, &value, &decided.payload) {
                 let accepted = Accepted {
                     ballot: accept.ballot,
                     first: slot,
@@ -357,7 +357,15 @@ impl BasicPaxos {
             .instances
             .keys()
             .copied()
-            .filter(|&s| s <= prefix || self.core.ahead.contains_key(&s))
+            .filter(|&s| {
+                // A change still in `ahead` is not made yet: it settles once in the log.
+                s <= prefix
+                    || self
+                        .core
+                        .ahead
+                        .get(&s)
+                        .is_some_and(|e| !matches!(e.payload, Payload::MembershipChange { .. }))
+            })
             .collect();
         for slot in decided {
             let instance = self.instances.remove(&slot).expect("listed above");
@@ -677,10 +685,11 @@ impl BasicPaxos {
             || self.waiting.iter().any(is_change)
             || self.instances.values().any(|i| is_change(&i.own))
             || self.core.ahead.values().any(|e| is_change(&e.payload));
+        // A change that can never be made says why first, then one that must wait.
+        let next = self.core.newest_membership().changed(change)?;
         if pending {
             return Err(MembershipRefusal::ChangePending);
         }
-        let next = self.core.newest_membership().changed(change)?;
         Ok(next)
     }
 }

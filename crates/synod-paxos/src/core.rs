@@ -404,8 +404,11 @@ impl Core {
         self.decided_hint = self.decided_hint.max(slot);
         if slot <= self.prefix() {
             debug_assert!(
-                self.decided(slot)
-                    .is_none_or(|d| decided_as(&entry.payload, &d.payload)),
+                self.decided(slot).is_none_or(|d| self.decided_as(
+                    slot,
+                    &entry.payload,
+                    &d.payload
+                )),
                 "slot {slot} decided twice with different values: {:?} then {:?}",
                 self.decided(slot).map(|d| &d.payload),
                 entry.payload
@@ -455,6 +458,32 @@ impl Core {
             }
             self.draft.entries.push(next.clone());
             self.log.push(next);
+        }
+    }
+
+    /// Whether `slot`, decided in this node's log as `decided`, was decided with the value
+    /// `proposed`: the same value, or the membership change `proposed` made on the membership
+    /// before the slot, exactly as `append_ahead` made it. `slot` must be in the log.
+    pub(crate) fn decided_as(&self, slot: Slot, proposed: &Payload, decided: &Payload) -> bool {
+        match proposed {
+            Payload::MembershipChange { id, change } => {
+                let before = self
+                    .memberships
+                    .range(..slot)
+                    .next_back()
+                    .map_or(&self.base_membership, |(_, m)| m);
+                match before.changed(change) {
+                    Ok(membership) => {
+                        *decided
+                            == Payload::Membership {
+                                id: *id,
+                                membership,
+                            }
+                    }
+                    Err(_) => *decided == Payload::Noop,
+                }
+            }
+            _ => proposed == decided,
         }
     }
 
@@ -709,23 +738,28 @@ impl Core {
     }
 }
 
-/// Whether a slot whose decided log holds `decided` was decided with the value `proposed`:
-/// the same value, or the membership change `proposed` asked for, made (or found no longer
-/// valid) when it joined the log.
-pub(crate) fn decided_as(proposed: &Payload, decided: &Payload) -> bool {
+/// Whether `decided`, as a decided log holds it, is the value `proposed` or the membership
+/// change `proposed` asked for, made under the same request. (Made into a no-op, a change
+/// is told apart from another value only by the membership before its slot: see
+/// `Core::decided_as`.)
+pub(crate) fn made_from(proposed: &Payload, decided: &Payload) -> bool {
     match (proposed, decided) {
         (Payload::MembershipChange { id, .. }, Payload::Membership { id: made, .. }) => id == made,
-        (Payload::MembershipChange { .. }, Payload::Noop) => true,
         _ => proposed == decided,
     }
 }
 
-/// Whether two values for one slot are one decision: equal, or a membership change and what
-/// a decided log made of it. A node reports a decided slot as its log holds it (the change
-/// made, or a no-op when it was no longer valid), so a proposer may carry the made form on
-/// under a higher ballot; every node that makes the change gets that very form.
+/// Whether two values for one slot are one decision, as far as the values alone tell: equal,
+/// or a membership change and what a decided log made of it (`made_from`, either way), or a
+/// change and a no-op (what a log makes of a change no longer valid; only the membership
+/// before the slot tells it from a no-op decided otherwise, and a checker comparing what
+/// nodes applied catches that). A node reports a decided slot as its log holds it, so a
+/// proposer may carry the made form on under a higher ballot.
 pub fn same_decision(a: &Payload, b: &Payload) -> bool {
-    decided_as(a, b) || decided_as(b, a)
+    let change_and_noop = |x: &Payload, y: &Payload| {
+        matches!(x, Payload::MembershipChange { .. }) && *y == Payload::Noop
+    };
+    made_from(a, b) || made_from(b, a) || change_and_noop(a, b) || change_and_noop(b, a)
 }
 
 fn outcome_of(entry: &Entry) -> SlotOutcome {

@@ -86,9 +86,11 @@ impl Leading {
         if entry.index >= self.next_slot {
             return false;
         }
+        // A change this leader proposed agrees only with itself made, under its request id: a
+        // no-op there may be a higher ballot's hole filler.
         self.in_flight
             .get(&entry.index)
-            .is_none_or(|f| crate::core::decided_as(&f.value, &entry.payload))
+            .is_none_or(|f| crate::core::made_from(&f.value, &entry.payload))
     }
 }
 
@@ -520,7 +522,7 @@ impl MultiPaxos {
             }
             let slot = accept.first + i as u64;
             match self.core.decided(slot) {
-                Some(decided) if decided.payload == value => {}
+                Some(decided) if self.core.decided_as(slot, &value, &decided.payload) => {}
                 Some(decided) => refused = Some(Ballot::from_era(decided.era).max(floor)),
                 None if slot <= self.core.base.index => refused = Some(floor),
                 None => refused = self.core.acceptor.accept(slot, accept.ballot, value).err(),
@@ -856,6 +858,13 @@ impl MultiPaxos {
         let State::Leader(leading) = &mut self.state else {
             return;
         };
+        // Slots learned decided otherwise (from a peer, in a snapshot) need no more Accepts.
+        while let Some(entry) = leading.in_flight.first_entry() {
+            if *entry.key() > self.core.prefix() {
+                break;
+            }
+            leading.in_flight_bytes -= entry.remove().value.size_bytes();
+        }
         if leading.transfer.is_some() {
             // Held until the successor takes over (then refused with its name) or the
             // hand-over lapses.
@@ -1094,11 +1103,13 @@ impl MultiPaxos {
             || leading.in_flight.values().any(|f| is_change(&f.value))
             || leading.held.values().any(is_change)
             || leading.queued.iter().any(is_change);
+        // A change that can never be made says why first (etcd's answers to a second
+        // learner, to an unknown id), then one that must wait.
+        let current = self.core.newest_membership();
+        let next = current.changed(change)?;
         if pending {
             return Err(MembershipRefusal::ChangePending);
         }
-        let current = self.core.newest_membership();
-        let next = current.changed(change)?;
         let prefix = self.core.prefix();
         if let MembershipChange::Promote { id } = change {
             let held = leading.prefixes.get(id).copied().unwrap_or(0);

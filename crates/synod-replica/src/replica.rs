@@ -671,7 +671,9 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                 }
             }
             PeerMessage::KeeperHeard { era } => {
-                if self.claims.contains(&era) {
+                // Only voters make the quorum that must hear the keeper.
+                let voter = self.membership.as_ref().is_none_or(|m| m.is_voter(from));
+                if voter && self.claims.contains(&era) {
                     self.keeper_watch.heard_by(from, era, self.ticks);
                 }
             }

@@ -417,3 +417,102 @@ mod basic {
         assert!(c.safety_violation.is_none(), "{:?}", c.safety_violation);
     }
 }
+
+/// A slot decided with a change is the change made: an acceptor that holds the made form
+/// acknowledges the change proposed again under the same request (a new leader recovered it
+/// from another acceptor), and refuses another change there.
+#[test]
+fn an_acceptor_acknowledges_a_change_it_decided_made_and_refuses_another() {
+    let mut node = MultiPaxos::new(Config::new(NodeId(1), ids(3))).unwrap();
+    let remove = |seq, id| Payload::MembershipChange {
+        id: RequestId::new(99, seq),
+        change: MembershipChange::Remove { id: NodeId(id) },
+    };
+    let decided = crate::Decided {
+        entries: vec![synod_core::Entry {
+            index: 1,
+            era: 0,
+            payload: remove(1, 3),
+        }],
+    };
+    let from2 = |message| Input::Receive {
+        from: NodeId(2),
+        message,
+    };
+    step(&mut node, from2(Message::Decided(decided)));
+    let accept = |value| {
+        Message::Accept(crate::Accept {
+            ballot: crate::Ballot {
+                round: 5,
+                node: NodeId(2),
+            },
+            first: 1,
+            values: vec![value],
+            commit: 0,
+        })
+    };
+    let answers = |out: Vec<Action<Message>>| -> Vec<&'static str> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Send {
+                    message: Message::Accepted(_),
+                    ..
+                } => Some("accepted"),
+                Action::Send {
+                    message: Message::Nack(_),
+                    ..
+                } => Some("nack"),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        answers(step(&mut node, from2(accept(remove(1, 3))))),
+        ["accepted"]
+    );
+    assert_eq!(
+        answers(step(&mut node, from2(accept(remove(2, 2))))),
+        ["nack"]
+    );
+}
+
+/// A leader that proposed a change in a slot and learns that slot was decided a no-op by
+/// another ballot has been overtaken there: it steps down rather than advertise a commit
+/// point over a slot where its followers hold the change.
+#[test]
+fn a_leader_whose_change_lost_its_slot_to_a_noop_steps_down() {
+    let mut c = C::new(3, small_window);
+    let lead = elect(&mut c);
+    c.tick_all(5);
+    let slot = c.node(lead).decided_through() + 1;
+    // The change goes out, but nothing comes back.
+    c.drop_if = Some(Box::new(move |from, _, _| from != NodeId(lead)));
+    let input = Input::ChangeMembership {
+        id: RequestId::new(99, 1),
+        change: MembershipChange::Remove { id: NodeId(lead) },
+    };
+    c.step(NodeId(lead), input);
+    c.deliver_all();
+    c.drop_if = None;
+    assert!(c.node(lead).leading().is_some());
+    let other = if lead == 1 { 2 } else { 1 };
+    let noop = crate::Decided {
+        entries: vec![synod_core::Entry {
+            index: slot,
+            era: crate::Ballot {
+                round: 1_000,
+                node: NodeId(other),
+            }
+            .era(),
+            payload: Payload::Noop,
+        }],
+    };
+    c.step(
+        NodeId(lead),
+        Input::Receive {
+            from: NodeId(other),
+            message: Message::Decided(noop),
+        },
+    );
+    assert!(c.node(lead).leading().is_none());
+}
