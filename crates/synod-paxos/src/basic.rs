@@ -74,9 +74,11 @@ pub struct BasicPaxos {
     /// Read batches waiting for their marker to be decided and applied.
     reads: BTreeMap<u64, Vec<RequestId>>,
     preemptions: u64,
-    /// A membership change of this node's decided: it fills the slots up to this one with
-    /// no-ops, so the change takes effect without waiting for writes.
+    /// A membership change decided: this node fills the slots up to this one with no-ops,
+    /// so the change takes effect without waiting for writes.
     padding_through: Slot,
+    /// Since when a decided change has been waiting to take effect, as this node saw it.
+    change_coming_since: Option<u64>,
 }
 
 crate::core::engine_common!(BasicPaxos, joins: true);
@@ -93,6 +95,7 @@ impl BasicPaxos {
             reads: BTreeMap::new(),
             preemptions: 0,
             padding_through: 0,
+            change_coming_since: None,
         }
     }
 
@@ -487,6 +490,7 @@ impl BasicPaxos {
         self.core.ticks += 1;
         let now = self.core.ticks;
         let retry = self.core.config.retry_ticks;
+        self.pad_a_waiting_change(out);
         let slots: Vec<Slot> = self.instances.keys().copied().collect();
         for slot in slots {
             let Some(instance) = self.instances.get(&slot).cloned() else {
@@ -650,6 +654,30 @@ impl Engine for BasicPaxos {
 
     fn may_snapshot_at(&self, index: LogIndex) -> bool {
         self.core.may_snapshot_at(index)
+    }
+}
+
+impl BasicPaxos {
+    /// The proposer of a change fills its window with no-ops as soon as it is decided; if it
+    /// crashed or restarted first, nobody would, and without writes the change would never
+    /// take effect (and every later change be refused as pending). So any member that sees a
+    /// change waiting for a while, with nothing of its own in progress, fills it.
+    fn pad_a_waiting_change(&mut self, out: &mut Out) {
+        if !self.core.change_coming() {
+            self.change_coming_since = None;
+            return;
+        }
+        let now = self.core.ticks;
+        let since = *self.change_coming_since.get_or_insert(now);
+        let patience = 2 * self.core.config.gap_timeout_ticks;
+        if now < since + patience || !self.instances.is_empty() || !self.waiting.is_empty() {
+            return;
+        }
+        let Some(&decided) = self.core.memberships.keys().next_back() else {
+            return;
+        };
+        self.padding_through = self.padding_through.max(decided + self.core.window() - 1);
+        self.start_instances(out);
     }
 }
 

@@ -516,3 +516,39 @@ fn a_leader_whose_change_lost_its_slot_to_a_noop_steps_down() {
     );
     assert!(c.node(lead).leading().is_none());
 }
+
+/// A change whose proposer went down before filling the window still takes effect: the
+/// members that see it waiting fill it, and the next change can be made, with no writes.
+#[test]
+fn a_basic_paxos_change_takes_effect_when_its_proposer_crashed_before_filling_the_window() {
+    use crate::BasicPaxos;
+    let mut c: Cluster<BasicPaxos> = Cluster::new(3, |c| c.reconfig_window = 1000);
+    c.propose(1, vec![proposal(1, 1)]);
+    c.tick_all(5);
+    c.join(4, |c| c.reconfig_window = 1000);
+    let input = Input::ChangeMembership {
+        id: RequestId::new(99, 1),
+        change: MembershipChange::Add {
+            peer_urls: vec!["sim://n4".into()],
+            learner: true,
+        },
+    };
+    // Node 1's no-ops after the change (slot 2) never get out; then it goes down.
+    c.drop_if = Some(Box::new(|from, _, m| {
+        from == NodeId(1) && matches!(m, Message::Prepare(p) if p.slot > 2)
+    }));
+    c.step(NodeId(1), input);
+    c.deliver_all();
+    assert!(c.node(1).membership().unwrap().contains(NodeId(4)));
+    assert!(c.node(2).decided_through() < 10);
+    c.crash(1);
+    c.drop_if = None;
+    c.tick_all(400);
+    let node = c.node(2);
+    assert!(node.membership().unwrap().contains(NodeId(4)));
+    assert!(
+        node.decided_through() >= 1000,
+        "the window was filled: through {}",
+        node.decided_through()
+    );
+}
