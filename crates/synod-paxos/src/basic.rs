@@ -703,12 +703,7 @@ impl BasicPaxos {
     /// not know which members are up, nor how far a learner got: etcd's checks that new voters
     /// can form a quorum and that a learner caught up are left to the operator here.
     fn check_change(&self, change: &MembershipChange) -> Result<Membership, MembershipRefusal> {
-        let is_change = |p: &Payload| {
-            matches!(
-                p,
-                Payload::Membership { .. } | Payload::MembershipChange { .. }
-            )
-        };
+        let is_change = crate::core::is_membership;
         let pending = self.core.change_coming()
             || self.waiting.iter().any(is_change)
             || self.instances.values().any(|i| is_change(&i.own))

@@ -738,6 +738,15 @@ impl Core {
     }
 }
 
+/// Whether a value changes the membership (proposed, or made in a decided log): while one is
+/// in progress, another change is refused as pending.
+pub(crate) fn is_membership(value: &Payload) -> bool {
+    matches!(
+        value,
+        Payload::Membership { .. } | Payload::MembershipChange { .. }
+    )
+}
+
 /// Whether `decided`, as a decided log holds it, is the value `proposed` or the membership
 /// change `proposed` asked for, made under the same request. (Made into a no-op, a change
 /// is told apart from another value only by the membership before its slot: see

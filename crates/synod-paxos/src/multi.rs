@@ -1093,12 +1093,7 @@ impl MultiPaxos {
         change: &synod_core::MembershipChange,
     ) -> Result<Membership, synod_core::MembershipRefusal> {
         use synod_core::{MembershipChange, MembershipRefusal};
-        let is_change = |p: &Payload| {
-            matches!(
-                p,
-                Payload::Membership { .. } | Payload::MembershipChange { .. }
-            )
-        };
+        let is_change = crate::core::is_membership;
         let pending = self.core.change_coming()
             || leading.in_flight.values().any(|f| is_change(&f.value))
             || leading.held.values().any(is_change)
@@ -1170,6 +1165,7 @@ impl Engine for MultiPaxos {
     type Message = Message;
 
     fn step(&mut self, input: Input<Message>, out: &mut Vec<Action<Message>>) {
+        let prefix_before = self.core.prefix();
         match input {
             Input::Tick => self.on_tick(out),
             // From anyone: a node's own view of the membership may lag behind (a member
@@ -1191,8 +1187,12 @@ impl Engine for MultiPaxos {
             self.core.flush(out);
         }
         self.core.apply_decided(out);
-        self.step_down_if_removed(out);
-        self.propose_queued(out);
+        if self.core.prefix() != prefix_before {
+            // The window moved (and may have brought a membership into force): the leader
+            // may propose further, or no longer vote.
+            self.step_down_if_removed(out);
+            self.propose_queued(out);
+        }
         self.take_over(out);
         self.start_held_reads(out);
         self.confirm_reads(out);

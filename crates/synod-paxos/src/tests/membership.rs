@@ -40,14 +40,11 @@ fn change(c: &mut C, seq: u64, change: MembershipChange) -> Vec<MembershipRefusa
     let mut refusals = Vec::new();
     for _ in 0..50 {
         let lead = elect(c);
-        let mut out = Vec::new();
-        c.nodes.get_mut(&NodeId(lead)).unwrap().step(
-            Input::ChangeMembership {
-                id,
-                change: change.clone(),
-            },
-            &mut out,
-        );
+        let input = Input::ChangeMembership {
+            id,
+            change: change.clone(),
+        };
+        let out = c.step_returning(NodeId(lead), input);
         let refused = out.iter().find_map(|a| match a {
             Action::Reject {
                 reason: synod_core::Rejection::Membership(r),
@@ -55,18 +52,6 @@ fn change(c: &mut C, seq: u64, change: MembershipChange) -> Vec<MembershipRefusa
             } => Some(*r),
             _ => None,
         });
-        // Let the harness carry out what the step asked for.
-        for action in out {
-            match action {
-                Action::Persist(p) => {
-                    let pid = p.id;
-                    c.disks.get_mut(&NodeId(lead)).unwrap().apply(p);
-                    c.step(NodeId(lead), Input::Persisted(pid));
-                }
-                Action::Send { to, message } => c.queue.push_back((NodeId(lead), to, message)),
-                _ => {}
-            }
-        }
         c.tick_all(10);
         match refused {
             Some(r) => refusals.push(r),
@@ -292,23 +277,7 @@ mod basic {
 
     fn ask(c: &mut B, node: u64, seq: u64, change: MembershipChange) -> Vec<Action<Message>> {
         let id = RequestId::new(99, seq);
-        let mut out = Vec::new();
-        let input = Input::ChangeMembership { id, change };
-        c.nodes
-            .get_mut(&NodeId(node))
-            .unwrap()
-            .step(input, &mut out);
-        for action in out.iter().cloned() {
-            match action {
-                Action::Persist(p) => {
-                    let pid = p.id;
-                    c.disks.get_mut(&NodeId(node)).unwrap().apply(p);
-                    c.step(NodeId(node), Input::Persisted(pid));
-                }
-                Action::Send { to, message } => c.queue.push_back((NodeId(node), to, message)),
-                _ => {}
-            }
-        }
+        let out = c.step_returning(NodeId(node), Input::ChangeMembership { id, change });
         c.tick_all(40);
         out
     }
@@ -367,8 +336,6 @@ mod basic {
         };
         // Both asked before either is decided: each node makes its change from the same
         // membership.
-        let mut out1 = Vec::new();
-        let mut out2 = Vec::new();
         let first = Input::ChangeMembership {
             id: RequestId::new(99, 1),
             change: add(4),
@@ -377,24 +344,8 @@ mod basic {
             id: RequestId::new(99, 2),
             change: add(5),
         };
-        c.nodes.get_mut(&NodeId(1)).unwrap().step(first, &mut out1);
-        c.nodes.get_mut(&NodeId(2)).unwrap().step(second, &mut out2);
-        for (node, out) in [(1, out1), (2, out2)] {
-            for action in out {
-                if let Action::Reject { id: request, .. } = &action {
-                    c.rejected.push((NodeId(node), *request));
-                }
-                match action {
-                    Action::Persist(p) => {
-                        let pid = p.id;
-                        c.disks.get_mut(&NodeId(node)).unwrap().apply(p);
-                        c.step(NodeId(node), Input::Persisted(pid));
-                    }
-                    Action::Send { to, message } => c.queue.push_back((NodeId(node), to, message)),
-                    _ => {}
-                }
-            }
-        }
+        c.step_returning(NodeId(1), first);
+        c.step_returning(NodeId(2), second);
         c.tick_all(60);
         // Each is made on the membership before its slot, the same on every node; one that
         // lost its slot to the other is refused as pending (its operator asks again).

@@ -148,11 +148,22 @@ impl<E: TestEngine> Cluster<E> {
     }
 
     pub(crate) fn step(&mut self, id: NodeId, input: Input<Message>) {
+        self.step_returning(id, input);
+    }
+
+    /// Steps node `id` and carries out what it asked for, as [`Cluster::step`]; returns the
+    /// actions, for a test that looks at them (a refusal's reason, say).
+    pub(crate) fn step_returning(
+        &mut self,
+        id: NodeId,
+        input: Input<Message>,
+    ) -> Vec<Action<Message>> {
         if self.down.contains(&id) {
-            return;
+            return Vec::new();
         }
         let mut out = Vec::new();
         self.nodes.get_mut(&id).unwrap().step(input, &mut out);
+        let actions = out.clone();
         let mut persisted = None;
         for action in out {
             match action {
@@ -174,6 +185,7 @@ impl<E: TestEngine> Cluster<E> {
         if let Some(p) = persisted {
             self.step(id, Input::Persisted(p));
         }
+        actions
     }
 
     fn record_apply(&mut self, id: NodeId, entry: Entry) {
