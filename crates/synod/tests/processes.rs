@@ -7,7 +7,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{get, put_until_ok, signal, Cluster};
+use common::{get, get_until_ok, put_until_ok, signal, Cluster};
 use synod_check::{check_kv, History, KvInput, KvOutput, Verdict};
 use synod_proto::etcdserverpb::kv_client::KvClient;
 use tokio::sync::watch;
@@ -953,7 +953,7 @@ async fn cluster_up_grows_and_shrinks(protocol: &str) {
 
     let (child, banner) = cluster_up(&data, base, 3, protocol);
     assert!(banner[0].contains("3 nodes up"), "{banner:?}");
-    put_until_ok(&client(1), "resize", "before", Duration::from_secs(5)).await;
+    put_until_ok(&client(1), "resize", "before", Duration::from_secs(15)).await;
     stop(child);
 
     let (child, banner) = cluster_up(&data, base, 4, protocol);
@@ -966,9 +966,8 @@ async fn cluster_up_grows_and_shrinks(protocol: &str) {
         "{banner:?}"
     );
     assert_eq!(
-        get(&client(4), "resize", false)
+        get_until_ok(&client(4), "resize", false, Duration::from_secs(15))
             .await
-            .expect("read")
             .as_deref(),
         Some("before")
     );
@@ -994,7 +993,7 @@ async fn cluster_up_grows_and_shrinks(protocol: &str) {
         !data.join("n4").exists(),
         "the removed member's data is gone"
     );
-    put_until_ok(&client(2), "resize", "after", Duration::from_secs(5)).await;
+    put_until_ok(&client(2), "resize", "after", Duration::from_secs(15)).await;
     stop(child);
 
     // Grown again, the new member gets a new id (never 4 again) and the ports that go with it.
@@ -1004,9 +1003,8 @@ async fn cluster_up_grows_and_shrinks(protocol: &str) {
         "{banner:?}"
     );
     assert_eq!(
-        get(&client(5), "resize", false)
+        get_until_ok(&client(5), "resize", false, Duration::from_secs(15))
             .await
-            .expect("read")
             .as_deref(),
         Some("after")
     );

@@ -21,6 +21,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use synod_proto::etcdserverpb as pb;
 use synod_proto::etcdserverpb::cluster_client::ClusterClient;
+use synod_proto::etcdserverpb::kv_client::KvClient;
 use synod_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 
 /// `synod cluster ...`.
@@ -423,10 +424,16 @@ async fn wait_until_serving(nodes: &mut [Node], protocol: &str) -> anyhow::Resul
             }
         }
         if let Some(leader) = agreed_leader(&endpoints, leaderless).await {
-            return Ok(leader);
+            // Up means serving: every member answers a linearizable read (what etcdctl's
+            // endpoint health asks), not only names a leader. A member that just joined may
+            // still be catching up the log.
+            if !synod_replica::is_linearizable(protocol) || all_read_linearizably(&endpoints).await
+            {
+                return Ok(leader);
+            }
         }
         if Instant::now() > deadline {
-            bail!("no leader after 30 s; see the logs next to the data");
+            bail!("the nodes did not all serve within 30 s; see the logs next to the data");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -532,6 +539,29 @@ async fn agreed_leader(endpoints: &[String], leaderless: bool) -> Option<Option<
     } else {
         leader.map(Some)
     }
+}
+
+/// Whether every endpoint answers a linearizable read of `health` within a second.
+async fn all_read_linearizably(endpoints: &[String]) -> bool {
+    for endpoint in endpoints {
+        let Ok(channel) = tonic::transport::Endpoint::from_shared(super::client::url(endpoint))
+        else {
+            return false;
+        };
+        let mut kv = KvClient::new(channel.connect_lazy());
+        let read = kv.range(pb::RangeRequest {
+            key: b"health".to_vec().into(),
+            count_only: true,
+            ..Default::default()
+        });
+        if !matches!(
+            tokio::time::timeout(Duration::from_secs(1), read).await,
+            Ok(Ok(_))
+        ) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Closes every node's standard input (each then stops gracefully) and waits for them.

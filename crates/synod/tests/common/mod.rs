@@ -457,6 +457,24 @@ pub async fn get(
         .map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
 }
 
+/// The value of `key` by a read of the given kind, retried until one is answered within
+/// `within` (a member that just started may not serve yet).
+pub async fn get_until_ok(
+    address: &str,
+    key: &str,
+    serializable: bool,
+    within: Duration,
+) -> Option<String> {
+    let deadline = Instant::now() + within;
+    loop {
+        match get(address, key, serializable).await {
+            Ok(value) => return value,
+            Err(e) => assert!(Instant::now() < deadline, "get {key} via {address}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The body of an HTTP GET of `path` on `address`, with its status line.
 pub fn http_get(address: &str, path: &str) -> String {
     use std::io::{Read, Write};
