@@ -213,7 +213,7 @@ impl MembershipChange {
 
 /// Why an engine whose members are fixed at boot refuses a membership change.
 pub const FIXED_MEMBERSHIP: &str =
-    "membership changes are not built for this protocol yet (raft and both paxos engines have them)";
+    "membership changes are not built for this protocol yet (raft, both paxos engines and zab have them)";
 
 /// Learners a cluster may hold at once (etcd's default `--max-learners`).
 pub const LEARNERS_MAX: usize = 1;

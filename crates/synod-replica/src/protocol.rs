@@ -337,6 +337,7 @@ pub struct ZabOptions {
 impl Protocol for Zab {
     const NAME: &'static str = "zab";
     type Options = ZabOptions;
+    const CHANGES_MEMBERSHIP: bool = true;
 
     fn boot(boot: &Boot<'_>, recovered: &Recovered, options: &ZabOptions) -> Result<Zab, String> {
         // ZAB's epochs are all in its hard state.
@@ -446,6 +447,7 @@ fn primary_backup_config(
 /// leader for that long looks for another), and followers ping at the heartbeat interval.
 fn zab_config(boot: &Boot<'_>, options: &ZabOptions) -> synod_zab::Config {
     let mut config = synod_zab::Config::new(boot.id, boot.voters.to_vec());
+    config.boot_membership = boot.members.cloned();
     let Timing {
         election_ticks,
         heartbeat_ticks,

@@ -206,6 +206,22 @@ fn the_sweep_catches_a_multi_paxos_leader_counting_learners_in_a_majority() {
     assert_eq!(first.kind, ViolationKind::Safety, "{first}");
 }
 
+/// Only the voters in force make a ZAB quorum: a leader that counts learners (and members
+/// being removed) commits what no majority of voters holds, and a later epoch's leader,
+/// elected by voters that never saw it, drops it.
+#[test]
+fn the_sweep_catches_a_zab_leader_counting_learners_in_a_quorum() {
+    let options = ZabOptions {
+        tweak: Some(|c| c.bugs.count_every_follower = true),
+    };
+    let mut template = RunConfig::new(0, 3);
+    template.faults = FaultSet::parse("partition,crash,membership,delay").expect("fault names");
+    template.nemesis_interval_ticks = (5, 60);
+    let summary = sweep_until_caught::<Zab>(template, 1..=2_000, options);
+    let (_, first) = first_caught("counting learners", &summary);
+    assert_eq!(first.kind, ViolationKind::Safety, "{first}");
+}
+
 #[test]
 fn a_run_without_faults_elects_once_and_loses_nothing() {
     let mut config = RunConfig::new(7, 5);

@@ -1,7 +1,7 @@
 //! How a ZAB node is set up.
 
 use synod_core::quorum::{check_members, MembersError};
-use synod_core::NodeId;
+use synod_core::{Membership, NodeId};
 use thiserror::Error;
 
 /// Settings of one ZAB node. Times are in ticks; the runtime decides how long a tick is.
@@ -9,8 +9,13 @@ use thiserror::Error;
 pub struct Config {
     /// This node.
     pub id: NodeId,
-    /// Every voting member, this node included.
+    /// Every voting member at boot, this node included; empty for a node that joins a
+    /// running cluster and learns the membership from the leader's history or snapshot.
+    /// Once the history or a snapshot holds a membership, that one rules.
     pub voters: Vec<NodeId>,
+    /// The boot members with their names and addresses, if the runtime knows them (else
+    /// `voters`, ids only).
+    pub boot_membership: Option<Membership>,
     /// Seeds the node's PRNG (randomized session timeouts).
     pub seed: u64,
     /// The session timeout: a follower that has heard nothing from its leader for this long
@@ -43,6 +48,10 @@ pub struct InjectedBugs {
     /// the epoch with whatever history it has (breaks phase 2: the epoch's initial history
     /// counts as committed on a quorum that does not hold it).
     pub skip_synchronization: bool,
+    /// The leader counts every follower in broadcast toward a commit quorum, learners and
+    /// members being removed included (breaks the rule that only the voters in force make a
+    /// quorum: a transaction commits that no majority of voters holds).
+    pub count_every_follower: bool,
 }
 
 impl Config {
@@ -53,6 +62,7 @@ impl Config {
         Config {
             id,
             voters,
+            boot_membership: None,
             seed: id.0,
             session_timeout_ticks_min: 15,
             session_timeout_ticks_max: 30,
@@ -68,7 +78,14 @@ impl Config {
 
     /// Checks the settings make sense together.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_members(self.id, &self.voters, u64::MAX)?;
+        if !self.voters.is_empty() {
+            check_members(self.id, &self.voters, u64::MAX)?;
+        }
+        if let Some(m) = &self.boot_membership {
+            if m.voters() != self.voters || m.members.iter().any(|m| m.learner) {
+                return Err(ConfigError::BootMembership);
+            }
+        }
         if self.ping_interval_ticks == 0
             || self.ping_interval_ticks >= self.session_timeout_ticks_min
         {
@@ -97,6 +114,9 @@ pub enum ConfigError {
     /// The voters are not distinct ids from 1 including this node.
     #[error(transparent)]
     Members(#[from] MembersError),
+    /// The boot membership is not the boot voters.
+    #[error("the boot membership lists other members than the voters")]
+    BootMembership,
     /// Inconsistent timeouts.
     #[error("bad timing: {0}")]
     Timing(&'static str),

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use synod_core::NodeId;
+use synod_core::{Membership, NodeId};
 
 use crate::follower::Following;
 use crate::leader::Leading;
@@ -29,6 +29,18 @@ pub(crate) struct Looking {
     votes: BTreeMap<NodeId, Vote>,
     /// Ticks since it last told its peers its vote.
     since_broadcast: u64,
+    /// When it last answered each node whose vote it does not count.
+    answered: BTreeMap<NodeId, u64>,
+    /// A quorum agrees with its vote: it decides at this tick unless a better vote comes.
+    settle_at: Option<u64>,
+}
+
+/// How many voters' votes, its own included, name the node `l` votes for.
+fn agreeing(l: &Looking, membership: &Membership) -> usize {
+    l.votes
+        .iter()
+        .filter(|(&n, v)| v.leader == l.vote.leader && membership.is_voter(n))
+        .count()
 }
 
 impl Looking {
@@ -37,6 +49,8 @@ impl Looking {
             vote,
             votes: BTreeMap::new(),
             since_broadcast: 0,
+            answered: BTreeMap::new(),
+            settle_at: None,
         }
     }
 }
@@ -58,6 +72,27 @@ impl Zab {
         }
     }
 
+    /// Tells a member that joined (or has not asked to follow) whom this node leads: it
+    /// knows no one to ask.
+    pub(crate) fn invite(&mut self, to: NodeId, out: &mut Out) {
+        let message = self.notification();
+        self.send(to, message, out);
+    }
+
+    /// Tells `to` this node's vote, at most once a tick: a node that does not count the
+    /// sender's vote answers it, and two that each count the other out (their histories hold
+    /// different uncommitted changes) must not answer each other without end.
+    fn answer(&mut self, to: NodeId, out: &mut Out) {
+        let ticks = self.ticks;
+        if let Phase::Looking(l) = &mut self.phase {
+            if l.answered.insert(to, ticks) == Some(ticks) {
+                return;
+            }
+        }
+        let message = self.notification();
+        self.send(to, message, out);
+    }
+
     /// Tells every peer this node's vote.
     pub(crate) fn broadcast_vote(&mut self, out: &mut Out) {
         let message = self.notification();
@@ -76,6 +111,9 @@ impl Zab {
             return;
         };
         l.since_broadcast += 1;
+        if l.settle_at.is_some_and(|at| at <= self.ticks) {
+            return self.settle(out);
+        }
         if l.since_broadcast >= every {
             self.broadcast_vote(out);
         }
@@ -100,15 +138,40 @@ impl Zab {
             }
             return;
         };
+        let voter = self.membership.is_voter(self.id);
         if state != PeerState::Looking {
             // Join a leader that says it leads, with a history at least as up to date as
-            // this node's: a leader with a worse one could never take this node in (its
-            // AckEpoch would not count).
-            if state == PeerState::Leading && vote.leader == from && vote >= own {
+            // this node's: a leader with a worse one could never take this voter in (its
+            // AckEpoch would not count). A learner, or a node that joins, follows whoever
+            // leads: only voters' histories decide what was committed.
+            if state == PeerState::Leading && vote.leader == from && (vote >= own || !voter) {
                 self.election_round = self.election_round.max(round);
                 return self.decide(vote, out);
             }
             return;
+        }
+        if !voter {
+            // Not a voter as its own history tells: a learner, or a node that joined and
+            // lost its history in a crash before it was synchronized, whom the others count
+            // as a voter. It decides nothing and never votes for itself, but takes the best
+            // vote it hears and answers with it, for whoever counts it (it may know no one to
+            // tell otherwise).
+            if round > round_now {
+                self.election_round = round;
+                l.vote = own;
+            }
+            if round >= round_now && vote.leader != self.id && vote > l.vote {
+                l.vote = vote;
+            }
+            return self.answer(from, out);
+        }
+        if !self.membership.is_voter(from) {
+            // A vote from a node this one does not know as a voter does not count, but is
+            // answered: this node's history may be the one behind (the sender joined in a
+            // change it has not seen yet), and the sender must hear its vote. The votes this
+            // node takes may name such a node too: as in Raft, whoever has the most
+            // up-to-date history may lead, and leads by the membership that history holds.
+            return self.answer(from, out);
         }
         let changed = if round > round_now {
             // A newer round: start over in it, with the better of this node and the vote.
@@ -134,12 +197,32 @@ impl Zab {
         l.votes.insert(from, vote);
         let mine = l.vote;
         l.votes.insert(self.id, mine);
-        let agreeing = l.votes.values().filter(|v| v.leader == mine.leader).count();
+        if changed {
+            l.settle_at = None;
+        }
+        if l.settle_at.is_none() && agreeing(l, &self.membership) >= quorum {
+            // As ZooKeeper's finalize wait: a better vote may be on its way (a voter that
+            // counted this one's in a quorum may be about to switch), so the decision waits
+            // a ping interval for it. Without it, a node whose history is behind, and counts
+            // a smaller quorum, can settle on a voter's first vote of every round, before
+            // that voter switches to a better one, and never help elect anyone.
+            l.settle_at = Some(self.ticks + self.config.ping_interval_ticks);
+        }
         if changed {
             self.broadcast_vote(out);
         }
-        if agreeing >= quorum {
-            self.decide(mine, out);
+    }
+
+    /// The finalize wait is over: decides if a quorum still agrees with this node's vote.
+    fn settle(&mut self, out: &mut Out) {
+        let quorum = self.quorum();
+        let Phase::Looking(l) = &mut self.phase else {
+            return;
+        };
+        l.settle_at = None;
+        if agreeing(l, &self.membership) >= quorum {
+            let vote = l.vote;
+            self.decide(vote, out);
         }
     }
 

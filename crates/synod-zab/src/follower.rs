@@ -13,7 +13,7 @@
 //!   vouched for.
 
 use bytes::Bytes;
-use synod_core::{Action, Entry, LogIndex, NodeId, Snapshot, SnapshotMeta};
+use synod_core::{Action, Entry, LogIndex, Membership, NodeId, Snapshot, SnapshotMeta};
 
 use crate::message::{Message, Vote, Zxid};
 use crate::zab::{Out, Phase, Zab};
@@ -131,7 +131,9 @@ impl Zab {
     /// Delivers what the leader says is committed, as far as this history is the leader's.
     fn leader_committed(&mut self, commit: LogIndex, out: &mut Out) {
         let matched = self.following().map_or(0, |f| f.matched);
+        let before = self.commit_index;
         self.commit_to(commit.min(matched), out);
+        self.after_commit(before, out);
     }
 
     pub(crate) fn on_leader_message(&mut self, from: NodeId, message: Message, out: &mut Out) {
@@ -160,8 +162,9 @@ impl Zab {
                 offset,
                 data,
                 done,
+                membership,
                 ..
-            } => self.on_snap(from, epoch, meta, offset, data, done, out),
+            } => self.on_snap(from, epoch, meta, offset, data, (done, membership), out),
             Message::NewLeader { last, .. } => self.on_new_leader(from, epoch, last, out),
             Message::Commit { commit, .. } | Message::PingAck { commit, .. }
                 if self.broadcasting() =>
@@ -277,7 +280,7 @@ impl Zab {
         meta: SnapshotMeta,
         offset: u64,
         data: Bytes,
-        done: bool,
+        (done, membership): (bool, Option<Membership>),
         out: &mut Out,
     ) {
         if meta.index <= self.commit_index {
@@ -308,7 +311,7 @@ impl Zab {
                 return;
             };
             let snapshot = Snapshot {
-                membership: None,
+                membership,
                 meta,
                 data: Bytes::from(bytes),
             };
@@ -321,6 +324,7 @@ impl Zab {
             self.applied_index = meta.index;
             self.matched_through(meta.index);
             self.snapshot = Some(snapshot.clone());
+            self.refresh_membership();
             self.flush(out);
             out.push(Action::Restore(snapshot));
         }

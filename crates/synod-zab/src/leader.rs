@@ -21,8 +21,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use synod_core::{
-    Action, Entry, LogIndex, NodeId, Payload, PersistId, Proposal, ReadConsistency, ReadRequest,
-    RequestId, SnapshotMeta,
+    Action, Entry, LogIndex, Membership, NodeId, Payload, PersistId, Proposal, ReadConsistency,
+    ReadRequest, RequestId, SnapshotMeta,
 };
 
 use crate::message::{Message, Zxid};
@@ -46,7 +46,7 @@ pub(crate) struct Peer {
     /// The next position to send it.
     next: LogIndex,
     /// It holds durably the leader's history through here.
-    acked: LogIndex,
+    pub(crate) acked: LogIndex,
     /// The snapshot chunk it is receiving: the snapshot and the next offset.
     snap: Option<(SnapshotMeta, u64)>,
     /// Ticks since it last made progress (or since something was last sent to it).
@@ -103,7 +103,7 @@ pub(crate) struct Leading {
     pub(crate) established: bool,
     pub(crate) followers: BTreeMap<NodeId, Peer>,
     /// When each follower was last heard, in ticks.
-    last_heard: BTreeMap<NodeId, u64>,
+    pub(crate) last_heard: BTreeMap<NodeId, u64>,
     /// When it began leading, in ticks.
     started: u64,
     /// Commit point last sent to followers.
@@ -181,6 +181,10 @@ impl Zab {
         out: &mut Out,
     ) {
         let (id, ticks) = (self.id, self.ticks);
+        if !self.membership.contains(from) {
+            // Removed, or not yet added as this leader's history tells.
+            return;
+        }
         let Some(lead) = self.leading() else {
             return;
         };
@@ -214,10 +218,11 @@ impl Zab {
     fn maybe_propose_epoch(&mut self, out: &mut Out) {
         let quorum = self.quorum();
         let (id, ticks) = (self.id, self.ticks);
-        let Some(lead) = self.leading() else {
+        let Phase::Leading(lead) = &mut self.phase else {
             return;
         };
-        if lead.epoch.is_some() || lead.infos.len() < quorum {
+        let voters = &self.membership;
+        if lead.epoch.is_some() || count_voters(voters, lead.infos.keys()) < quorum {
             return;
         }
         let epoch = lead.infos.values().max().copied().unwrap_or(0) + 1;
@@ -249,6 +254,7 @@ impl Zab {
             return;
         }
         let ticks = self.ticks;
+        let voter = self.is_voter(from);
         let Some(lead) = self.leading() else {
             return;
         };
@@ -259,9 +265,10 @@ impl Zab {
         if peer.stage != Stage::Discovery {
             return;
         }
-        // Before the epoch is established, a follower with a better history than this
-        // leader's cannot be part of its quorum: what it holds may be committed.
-        if !lead.established && history > lead.own_history {
+        // Before the epoch is established, a voter with a better history than this leader's
+        // cannot be part of its quorum: what it holds may be committed. (A learner's counts
+        // in no quorum: whatever it holds beyond the leader's history was never committed.)
+        if !lead.established && voter && history > lead.own_history {
             // That node should lead instead: back to election, where its vote wins.
             return self.start_election(out);
         }
@@ -274,13 +281,14 @@ impl Zab {
     /// takes the epoch as current (durably, before it counts itself for NewLeader).
     fn maybe_choose_history(&mut self, out: &mut Out) {
         let quorum = self.quorum();
-        let Some(lead) = self.leading() else {
+        let Phase::Leading(lead) = &mut self.phase else {
             return;
         };
         let Some(epoch) = lead.epoch else {
             return;
         };
-        if lead.history_chosen.is_some() || lead.acked_epoch.len() < quorum {
+        let acked = count_voters(&self.membership, lead.acked_epoch.iter());
+        if lead.history_chosen.is_some() || acked < quorum {
             return;
         }
         self.current_epoch = epoch;
@@ -429,12 +437,14 @@ impl Zab {
         let start = (offset as usize).min(snapshot.data.len());
         let end = (start + chunk_max).min(snapshot.data.len());
         let data: Bytes = snapshot.data.slice(start..end);
+        let done = end == snapshot.data.len();
         let message = Message::Snap {
             epoch,
             meta,
             offset: start as u64,
             data,
-            done: end == snapshot.data.len(),
+            done,
+            membership: snapshot.membership.clone().filter(|_| done),
         };
         self.send_ahead_of_log(to, message, out);
     }
@@ -559,19 +569,23 @@ impl Zab {
     fn maybe_establish(&mut self, out: &mut Out) {
         let quorum = self.quorum();
         let durable = self.disk.durable();
-        let Some(lead) = self.leading() else {
+        let id = self.id;
+        let Phase::Leading(lead) = &mut self.phase else {
             return;
         };
         if lead.established || lead.history_chosen.is_none_or(|p| p > durable) {
             return;
         }
-        if lead.in_stage(Stage::Broadcast).len() + 1 < quorum {
+        let synced = lead.in_stage(Stage::Broadcast);
+        if count_voters(&self.membership, synced.iter().chain([&id])) < quorum {
             return;
         }
         lead.established = true;
         let initial_last = lead.initial_last;
+        let before = self.commit_index;
         self.commit_to(initial_last, out);
         self.send_commit(out);
+        self.after_commit(before, out);
     }
 
     pub(crate) fn leader_on_persisted(&mut self, out: &mut Out) {
@@ -583,18 +597,25 @@ impl Zab {
     fn maybe_commit(&mut self, out: &mut Out) {
         let quorum = self.quorum();
         let durable = self.disk.durable_index();
-        let Some(lead) = self.leading() else {
+        let id = self.id;
+        let Phase::Leading(lead) = &mut self.phase else {
             return;
         };
         if !lead.established {
             return;
         }
+        // Voters only; the leader too, unless a change being made removes it.
+        let voters = &self.membership;
+        #[cfg(any(test, feature = "inject-bugs"))]
+        let everyone = self.config.bugs.count_every_follower;
+        #[cfg(not(any(test, feature = "inject-bugs")))]
+        let everyone = false;
         let mut held: Vec<LogIndex> = lead
             .followers
-            .values()
-            .filter(|p| p.stage == Stage::Broadcast)
-            .map(|p| p.acked)
-            .chain(std::iter::once(durable))
+            .iter()
+            .filter(|(&n, p)| p.stage == Stage::Broadcast && (everyone || voters.is_voter(n)))
+            .map(|(_, p)| p.acked)
+            .chain(voters.is_voter(id).then_some(durable))
             .collect();
         if held.len() < quorum {
             return;
@@ -602,8 +623,10 @@ impl Zab {
         held.sort_unstable_by(|a, b| b.cmp(a));
         let point = held[quorum - 1];
         if point > self.commit_index {
+            let before = self.commit_index;
             self.commit_to(point, out);
             self.send_commit(out);
+            self.after_commit(before, out);
         }
         self.confirm_reads(out);
     }
@@ -662,19 +685,34 @@ impl Zab {
         let session = self.config.session_timeout_ticks_min;
         let give_up = self.config.session_timeout_ticks_max * 2;
         let retry = self.config.retry_ticks;
-        let ticks = self.ticks;
-        let Some(lead) = self.leading() else {
+        let (id, ticks) = (self.id, self.ticks);
+        let invite_now = ticks % retry == 0;
+        let Phase::Leading(lead) = &mut self.phase else {
             return;
         };
         let heard = lead
             .last_heard
-            .values()
-            .filter(|&&at| ticks.saturating_sub(at) < session)
-            .count();
+            .iter()
+            .filter(|(_, &at)| ticks.saturating_sub(at) < session)
+            .map(|(n, _)| n);
+        let heard = count_voters(&self.membership, heard.chain([&id]));
         let stuck = !lead.established && ticks.saturating_sub(lead.started) >= give_up;
-        if heard + 1 < quorum || stuck {
+        if heard < quorum || stuck {
             return self.start_election(out);
         }
+        // Members that have not asked to follow, or that did and went silent in discovery
+        // (restarted, they are looking again): a node that joined knows no one to ask.
+        let uninvited: Vec<NodeId> = if invite_now {
+            (self.peers.iter().copied())
+                .filter(|n| {
+                    lead.followers
+                        .get(n)
+                        .is_none_or(|p| p.stage == Stage::Discovery)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let epoch = lead.epoch;
         let mut resend = Vec::new();
         let mut again_new_epoch = Vec::new();
@@ -704,6 +742,9 @@ impl Zab {
         for n in resend {
             self.send_to_follower(n, out);
         }
+        for n in uninvited {
+            self.invite(n, out);
+        }
     }
 
     pub(crate) fn on_propose(&mut self, proposals: Vec<Proposal>, out: &mut Out) {
@@ -722,6 +763,11 @@ impl Zab {
             };
             self.push_entry(entry);
         }
+        self.broadcast_proposals(out);
+    }
+
+    /// Sends what is new in the history to every follower in broadcast.
+    pub(crate) fn broadcast_proposals(&mut self, out: &mut Out) {
         let followers = self
             .leading()
             .map_or_else(Vec::new, |l| l.in_stage(Stage::Broadcast));
@@ -788,15 +834,17 @@ impl Zab {
     fn confirm_reads(&mut self, out: &mut Out) {
         let quorum = self.quorum();
         let applied = self.applied_index;
-        let Some(lead) = self.leading() else {
+        let id = self.id;
+        let Phase::Leading(lead) = &mut self.phase else {
             return;
         };
         while let Some(front) = lead.reads.front() {
-            let confirmed = 1 + lead
+            let confirmed = lead
                 .followers
-                .values()
-                .filter(|p| p.stage == Stage::Broadcast && p.confirmed >= front.round)
-                .count();
+                .iter()
+                .filter(|(_, p)| p.stage == Stage::Broadcast && p.confirmed >= front.round)
+                .map(|(n, _)| n);
+            let confirmed = count_voters(&self.membership, confirmed.chain([&id]));
             if confirmed < quorum || applied < front.read_index {
                 break;
             }
@@ -804,4 +852,9 @@ impl Zab {
             out.extend(done.ids.into_iter().map(Action::ReadReady));
         }
     }
+}
+
+/// How many of `ids` vote in `membership`.
+fn count_voters<'a>(membership: &Membership, ids: impl Iterator<Item = &'a NodeId>) -> usize {
+    ids.filter(|&&n| membership.is_voter(n)).count()
 }

@@ -12,10 +12,13 @@ mod config;
 mod election;
 mod follower;
 mod leader;
+mod membership;
 mod message;
 mod wire;
 mod zab;
 
+#[cfg(test)]
+mod membership_tests;
 #[cfg(test)]
 mod tests;
 

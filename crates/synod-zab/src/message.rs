@@ -8,7 +8,7 @@
 use std::fmt;
 
 use bytes::Bytes;
-use synod_core::{Entry, LogIndex, NodeId, SnapshotMeta};
+use synod_core::{Entry, LogIndex, Membership, NodeId, SnapshotMeta};
 
 /// A transaction id: the epoch of the leader that proposed it, and its position. ZooKeeper
 /// restarts the counter in every epoch; Synod's counter is the position in the history, which
@@ -128,6 +128,10 @@ pub enum Message {
         data: Bytes,
         /// Whether it is the last chunk.
         done: bool,
+        /// The membership the snapshot was taken under, on the last chunk: a node that
+        /// joined learns who the members are from it when the history that named them was
+        /// compacted.
+        membership: Option<Membership>,
     },
     /// A follower received a snapshot up to `next_offset` (installed it durably, if `done`).
     SnapAck {
@@ -250,6 +254,7 @@ impl fmt::Display for Message {
                 offset,
                 data,
                 done,
+                ..
             } => write!(
                 f,
                 "Snap e{epoch} through {} offset={offset} len={}{}",

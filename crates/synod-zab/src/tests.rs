@@ -389,6 +389,7 @@ fn a_stale_new_leader_behind_an_installed_snapshot_cuts_nothing() {
             offset: 0,
             data: Bytes::from_static(b"state"),
             done: true,
+            membership: None,
         },
     );
     assert!(out.iter().any(|a| matches!(a, Action::Restore(_))));
@@ -426,6 +427,17 @@ fn prospective_leader() -> (Zab, Out) {
             state: PeerState::Looking,
         },
     );
+    // It decides after the finalize wait, if no better vote came meanwhile.
+    let mut ticked = Vec::new();
+    for _ in 0..zab.config.ping_interval_ticks {
+        zab.step(Input::Tick, &mut ticked);
+    }
+    assert_eq!(
+        zab.status().role,
+        Role::Candidate,
+        "leading, not established"
+    );
+    assert!(matches!(zab.phase, crate::zab::Phase::Leading(_)));
     let out = receive(
         &mut zab,
         1,

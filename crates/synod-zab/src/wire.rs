@@ -2,7 +2,7 @@
 //! append new variants, never renumber.
 
 use synod_core::codec::{DecodeError, Decoder, Encoder};
-use synod_core::{Entry, NodeId, SnapshotMeta, Wire};
+use synod_core::{Entry, Membership, NodeId, SnapshotMeta, Wire};
 
 use crate::message::{Message, PeerState, Vote, Zxid};
 
@@ -71,10 +71,17 @@ impl Wire for Message {
                 offset,
                 data,
                 done,
+                membership,
             } => {
                 enc.u8(6).u64(*epoch);
                 m.encode(enc);
-                enc.u64(*offset).bytes(data).bool(*done);
+                enc.u64(*offset)
+                    .bytes(data)
+                    .bool(*done)
+                    .bool(membership.is_some());
+                if let Some(membership) = membership {
+                    membership.encode(enc);
+                }
             }
             Message::SnapAck {
                 epoch,
@@ -164,6 +171,11 @@ impl Wire for Message {
                 offset: dec.u64("offset")?,
                 data: dec.owned_bytes("data")?,
                 done: dec.bool("done")?,
+                membership: if dec.bool("has membership")? {
+                    Some(Membership::decode(dec)?)
+                } else {
+                    None
+                },
             },
             7 => Message::SnapAck {
                 epoch: dec.u64("epoch")?,
@@ -257,6 +269,15 @@ mod tests {
                 offset: 7,
                 data: Bytes::from_static(b"state"),
                 done: true,
+                membership: Some(Membership::of_voters(&[NodeId(1), NodeId(2)])),
+            },
+            Message::Snap {
+                epoch: 4,
+                meta: m,
+                offset: 0,
+                data: Bytes::from_static(b"st"),
+                done: false,
+                membership: None,
             },
             Message::SnapAck {
                 epoch: 4,

@@ -4,8 +4,8 @@
 
 use synod_core::codec::{DecodeError, Decoder, Encoder};
 use synod_core::{
-    Action, Engine, Entry, Input, Log, LogIndex, NodeId, PersistId, PersistQueue, Rejection,
-    RequestId, Rng, Role, Snapshot, SnapshotMeta, Status,
+    Action, Engine, Entry, Input, Log, LogIndex, Membership, NodeId, Payload, PersistId,
+    PersistQueue, Rejection, RequestId, Rng, Role, Snapshot, SnapshotMeta, Status,
 };
 use thiserror::Error;
 
@@ -47,7 +47,14 @@ pub(crate) enum Phase {
 #[derive(Debug)]
 pub struct Zab {
     pub(crate) id: NodeId,
+    /// Whom this node talks to: the members in force and those whose removal has not
+    /// committed yet (`membership`).
     pub(crate) peers: Vec<NodeId>,
+    /// The membership in force: the newest in the history, committed or not, else the
+    /// snapshot's, else the boot one.
+    pub(crate) membership: Membership,
+    /// Where the history holds `membership` (0 when the snapshot or boot gave it).
+    pub(crate) membership_index: LogIndex,
     pub(crate) config: Config,
     pub(crate) rng: Rng,
     // Persistent state (the paper's f.p, f.a and history).
@@ -79,17 +86,12 @@ impl Zab {
     /// A node that has never run: epoch 0, empty history, looking for a leader.
     pub fn new(config: Config) -> Result<Zab, ConfigError> {
         config.validate()?;
-        let mut peers: Vec<NodeId> = config
-            .voters
-            .iter()
-            .copied()
-            .filter(|&v| v != config.id)
-            .collect();
-        peers.sort_unstable();
         let id = config.id;
-        Ok(Zab {
+        let mut zab = Zab {
             id,
-            peers,
+            peers: Vec::new(),
+            membership: Membership::default(),
+            membership_index: 0,
             rng: Rng::new(config.seed),
             config,
             accepted_epoch: 0,
@@ -104,7 +106,9 @@ impl Zab {
             snapshot: None,
             incoming: None,
             disk: PersistQueue::new(0),
-        })
+        };
+        zab.refresh_membership();
+        Ok(zab)
     }
 
     /// A node rebuilt from what it persisted before a crash: its hard state (as written by
@@ -144,6 +148,7 @@ impl Zab {
         zab.applied_index = base.index;
         zab.snapshot = snapshot;
         zab.disk = PersistQueue::new(zab.log.last_index());
+        zab.refresh_membership();
         let vote = zab.own_vote();
         zab.phase = Phase::Looking(Looking::new(vote));
         Ok(zab)
@@ -199,8 +204,9 @@ impl Zab {
         Vote::new(self.id, self.current_epoch, self.last_zxid())
     }
 
+    /// A majority of the voters in force.
     pub(crate) fn quorum(&self) -> usize {
-        synod_core::quorum::majority(self.peers.len() + 1)
+        synod_core::quorum::majority(self.membership.voter_count())
     }
 
     pub(crate) fn session_timeout(&mut self) -> u64 {
@@ -223,12 +229,19 @@ impl Zab {
         }
         self.log.truncate_from(index);
         self.disk.truncate(index);
+        if self.membership_index >= index {
+            self.refresh_membership();
+        }
     }
 
     /// Appends one transaction to the history and to the pending persist.
     pub(crate) fn push_entry(&mut self, entry: Entry) {
+        let membership = matches!(entry.payload, Payload::Membership { .. });
         self.disk.draft.entries.push(entry.clone());
         self.log.push(entry);
+        if membership {
+            self.refresh_membership();
+        }
     }
 
     /// Pushes the pending persist, if any. Called before any send that depends on it.
@@ -287,6 +300,7 @@ impl Zab {
         }
         self.log.compact_to(meta);
         self.snapshot = Some(snapshot);
+        self.refresh_membership();
     }
 
     pub(crate) fn reject(&self, id: RequestId, out: &mut Out) {
@@ -308,7 +322,10 @@ impl Zab {
     }
 
     fn on_message(&mut self, from: NodeId, message: Message, out: &mut Out) {
-        if from == self.id || !self.peers.contains(&from) {
+        // Messages count whoever sends them, as in Raft (thesis 4.1): a node whose history is
+        // behind may not know a member that the others elect, and must still hear it. What
+        // counts is decided where it counts: only voters make quorums, only members follow.
+        if from == self.id {
             return;
         }
         match message {
@@ -368,7 +385,7 @@ impl Engine for Zab {
             Input::Snapshotted(snapshot) => self.on_snapshotted(snapshot),
             // ZooKeeper moves no leadership on request: the leader stays until it fails.
             Input::TransferLeadership { .. } => {}
-            Input::ChangeMembership { id, .. } => out.push(Action::membership_unsupported(id)),
+            Input::ChangeMembership { id, change } => self.on_change_membership(id, change, out),
         }
         self.flush(out);
         debug_assert!(self.commit_index <= self.log.last_index());
@@ -396,6 +413,14 @@ impl Engine for Zab {
             commit_index: self.commit_index,
             last_index: self.log.last_index(),
         }
+    }
+
+    fn membership(&self) -> Option<&Membership> {
+        Some(&self.membership)
+    }
+
+    fn membership_at(&self, index: LogIndex) -> Option<Membership> {
+        Some(self.membership_as_of(index))
     }
 }
 

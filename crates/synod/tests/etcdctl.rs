@@ -944,6 +944,11 @@ async fn etcdctl_adds_promotes_and_removes_multi_paxos_members() {
     membership_runbook("multi-paxos").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_adds_promotes_and_removes_zab_members() {
+    membership_runbook("zab").await;
+}
+
 async fn membership_runbook(protocol: &str) {
     if !etcdctl_installed() {
         eprintln!("etcdctl is not installed (apt install etcd-client); skipped");

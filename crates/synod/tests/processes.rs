@@ -246,6 +246,11 @@ async fn a_sigkilled_multi_paxos_member_is_replaced_by_a_fresh_one_under_load() 
     a_sigkilled_member_is_replaced_under_load("multi-paxos").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_zab_member_is_replaced_by_a_fresh_one_under_load() {
+    a_sigkilled_member_is_replaced_under_load("zab").await;
+}
+
 async fn a_sigkilled_member_is_replaced_under_load(protocol: &str) {
     use synod_proto::etcdserverpb::cluster_client::ClusterClient;
     use synod_proto::etcdserverpb::{MemberAddRequest, MemberRemoveRequest};
@@ -929,7 +934,7 @@ async fn cluster_up_grows_and_shrinks_a_raft_cluster() {
     cluster_up_grows_and_shrinks("raft").await;
 }
 
-/// The same, for Multi-Paxos and for Basic Paxos.
+/// The same, for Multi-Paxos, Basic Paxos and ZAB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_up_grows_and_shrinks_a_multi_paxos_cluster() {
     cluster_up_grows_and_shrinks("multi-paxos").await;
@@ -938,6 +943,11 @@ async fn cluster_up_grows_and_shrinks_a_multi_paxos_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_up_grows_and_shrinks_a_basic_paxos_cluster() {
     cluster_up_grows_and_shrinks("basic-paxos").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_up_grows_and_shrinks_a_zab_cluster() {
+    cluster_up_grows_and_shrinks("zab").await;
 }
 
 async fn cluster_up_grows_and_shrinks(protocol: &str) {
@@ -1156,7 +1166,7 @@ fn wrong_flags_get_a_clear_error_and_exit_code_2() {
                 "--initial-cluster-state",
                 "existing",
                 "--protocol",
-                "zab",
+                "sync",
             ],
             "cannot add members",
         ),

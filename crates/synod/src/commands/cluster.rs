@@ -179,7 +179,7 @@ fn claim_data_dir(dir: &Path, args: &UpArgs) -> anyhow::Result<Shape> {
         || (resizing && !synod_replica::changes_membership(&args.protocol))
     {
         bail!(
-            "{} holds a cluster of another shape ({}); use the same flags, another --data-dir, or --fresh (only a raft, multi-paxos or basic-paxos cluster changes its number of nodes)",
+            "{} holds a cluster of another shape ({}); use the same flags, another --data-dir, or --fresh (only a raft, multi-paxos, basic-paxos or zab cluster changes its number of nodes)",
             dir.display(),
             text.trim()
         );

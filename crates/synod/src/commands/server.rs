@@ -248,7 +248,7 @@ pub fn resolve(args: &ServerArgs) -> anyhow::Result<(ServerConfig, Option<usize>
     config.join = join;
     if join && !synod_replica::changes_membership(&config.protocol) {
         bail!(
-            "--initial-cluster-state existing: {} cannot add members to a running cluster yet (raft, multi-paxos and basic-paxos can)",
+            "--initial-cluster-state existing: {} cannot add members to a running cluster yet (raft, multi-paxos, basic-paxos and zab can)",
             config.protocol
         );
     }

@@ -1,0 +1,273 @@
+//! Membership changes across a few nodes wired together: learners follow and never count,
+//! a caught-up learner is promoted, a removed leader abdicates once its removal commits,
+//! and unsafe changes are refused with etcd's reasons.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use synod_core::{
+    Action, Engine, Input, MembershipChange, MembershipRefusal, NodeId, Payload, Proposal,
+    Rejection, RequestId, Role,
+};
+
+use crate::message::Message;
+use crate::{Config, Zab};
+
+/// Nodes that hear each other at once and persist at once, unless cut off.
+struct Net {
+    nodes: BTreeMap<NodeId, Zab>,
+    queue: VecDeque<(NodeId, NodeId, Message)>,
+    cut: BTreeSet<NodeId>,
+    /// Per node, the commands it applied, in order.
+    applied: BTreeMap<NodeId, Vec<u64>>,
+    /// Answers to the operator, by request.
+    refused: BTreeMap<RequestId, Rejection>,
+    seq: u64,
+}
+
+fn config(id: u64, voters: &[u64]) -> Config {
+    Config::new(NodeId(id), voters.iter().copied().map(NodeId).collect())
+}
+
+impl Net {
+    fn new(voters: &[u64]) -> Net {
+        let mut net = Net {
+            nodes: BTreeMap::new(),
+            queue: VecDeque::new(),
+            cut: BTreeSet::new(),
+            applied: BTreeMap::new(),
+            refused: BTreeMap::new(),
+            seq: 0,
+        };
+        for &id in voters {
+            net.nodes
+                .insert(NodeId(id), Zab::new(config(id, voters)).unwrap());
+        }
+        net
+    }
+
+    /// A node that joins: it knows no members.
+    fn join(&mut self, id: u64) {
+        self.nodes
+            .insert(NodeId(id), Zab::new(config(id, &[])).unwrap());
+    }
+
+    fn step(&mut self, id: NodeId, input: Input<Message>) {
+        let mut out = Vec::new();
+        self.nodes.get_mut(&id).unwrap().step(input, &mut out);
+        let mut persisted = None;
+        for action in out {
+            match action {
+                Action::Send { to, message } => self.queue.push_back((id, to, message)),
+                Action::Persist(p) => persisted = Some(p.id),
+                Action::Apply(entry) => {
+                    if let Payload::Command(p) = entry.payload {
+                        self.applied.entry(id).or_default().push(p.id.seq);
+                    }
+                }
+                Action::Reject { id, reason } => {
+                    self.refused.insert(id, reason);
+                }
+                _ => {}
+            }
+        }
+        if let Some(p) = persisted {
+            self.step(id, Input::Persisted(p));
+        }
+    }
+
+    /// Delivers what is in flight, then ticks everyone, `ticks` times.
+    fn run(&mut self, ticks: u64) {
+        for _ in 0..ticks {
+            while let Some((from, to, message)) = self.queue.pop_front() {
+                if self.cut.contains(&from) || self.cut.contains(&to) {
+                    continue;
+                }
+                if self.nodes.contains_key(&to) {
+                    self.step(to, Input::Receive { from, message });
+                }
+            }
+            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+            for id in ids {
+                if !self.cut.contains(&id) {
+                    self.step(id, Input::Tick);
+                }
+            }
+        }
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .find(|(id, z)| !self.cut.contains(id) && z.established_epoch().is_some())
+            .map(|(&id, _)| id)
+    }
+
+    fn elect(&mut self) -> NodeId {
+        for _ in 0..200 {
+            self.run(1);
+            if let Some(id) = self.leader() {
+                return id;
+            }
+        }
+        panic!("no leader elected");
+    }
+
+    fn propose(&mut self, at: NodeId) -> u64 {
+        self.seq += 1;
+        let proposal = Proposal {
+            id: RequestId::new(1, self.seq),
+            command: Bytes::from_static(b"w"),
+        };
+        self.step(at, Input::Propose(vec![proposal]));
+        self.seq
+    }
+
+    fn change(&mut self, at: NodeId, change: MembershipChange) -> RequestId {
+        self.seq += 1;
+        let id = RequestId::new(2, self.seq);
+        self.step(at, Input::ChangeMembership { id, change });
+        id
+    }
+
+    fn applied(&self, id: u64) -> &[u64] {
+        self.applied.get(&NodeId(id)).map_or(&[], Vec::as_slice)
+    }
+}
+
+fn add(peer: &str, learner: bool) -> MembershipChange {
+    MembershipChange::Add {
+        peer_urls: vec![peer.to_string()],
+        learner,
+    }
+}
+
+#[test]
+fn a_learner_follows_counts_in_no_quorum_and_votes_once_promoted() {
+    let mut net = Net::new(&[1, 2, 3]);
+    let leader = net.elect();
+    let first = net.propose(leader);
+    net.run(5);
+    net.join(4);
+    net.change(leader, add("http://four", true));
+    net.run(20);
+    assert!(net.applied(4).contains(&first), "the learner caught up");
+    assert_eq!(
+        net.nodes[&NodeId(4)].status().role,
+        Role::Follower,
+        "it follows the leader it was invited by"
+    );
+
+    // With the other two voters cut off, the learner does not make a quorum.
+    let others: Vec<NodeId> = [1, 2, 3]
+        .into_iter()
+        .map(NodeId)
+        .filter(|&n| n != leader)
+        .collect();
+    net.cut.extend(others.iter().copied());
+    let lonely = net.propose(leader);
+    net.run(3);
+    assert!(
+        !net.applied(leader.0).contains(&lonely),
+        "committed with a learner in the quorum"
+    );
+    net.cut.clear();
+    let leader = net.elect();
+    net.run(20);
+
+    // Promoted, it counts: one voter of four down still leaves a quorum.
+    let promoted = net.change(leader, MembershipChange::Promote { id: NodeId(4) });
+    net.run(10);
+    assert!(!net.refused.contains_key(&promoted), "{:?}", net.refused);
+    assert!(net.nodes[&leader].membership.is_voter(NodeId(4)));
+    let down = others[0];
+    net.cut.insert(down);
+    let with_four = net.propose(leader);
+    net.run(5);
+    assert!(net.applied(4).contains(&with_four));
+    assert!(net.applied(leader.0).contains(&with_four));
+}
+
+#[test]
+fn a_removed_leader_abdicates_once_its_removal_commits_and_the_rest_elect_another() {
+    let mut net = Net::new(&[1, 2, 3, 4]);
+    let leader = net.elect();
+    net.run(10);
+    let removal = net.change(leader, MembershipChange::Remove { id: leader });
+    net.run(3);
+    assert!(!net.refused.contains_key(&removal));
+    assert_ne!(
+        net.nodes[&leader].status().role,
+        Role::Leader,
+        "it stepped down once the change committed"
+    );
+    net.cut.insert(leader);
+    let next = net.elect();
+    assert_ne!(next, leader);
+    let write = net.propose(next);
+    net.run(5);
+    for id in [1, 2, 3, 4].into_iter().filter(|&n| n != leader.0) {
+        assert!(net.applied(id).contains(&write), "node {id}");
+    }
+    assert!(!net.nodes[&next].membership.contains(leader));
+}
+
+#[test]
+fn unsafe_changes_are_refused_with_etcds_reasons() {
+    let mut net = Net::new(&[1, 2, 3]);
+    let leader = net.elect();
+    net.run(5);
+    let follower = [1, 2, 3].map(NodeId).into_iter().find(|&n| n != leader);
+    let refusal = |net: &Net, id| match net.refused.get(&id) {
+        Some(Rejection::Membership(r)) => Some(*r),
+        _ => None,
+    };
+
+    // A follower refuses: only the leader changes the membership.
+    let at_follower = net.change(follower.unwrap(), add("http://x", true));
+    assert!(matches!(
+        net.refused.get(&at_follower),
+        Some(Rejection::NotLeader { .. })
+    ));
+
+    // A second change while the first is uncommitted.
+    net.join(4);
+    net.change(leader, add("http://four", true));
+    let second = net.change(leader, add("http://five", false));
+    assert_eq!(
+        refusal(&net, second),
+        Some(MembershipRefusal::ChangePending)
+    );
+    net.run(5);
+
+    // A learner far behind is not promoted (node 4 cut off from the start of a long log).
+    net.cut.insert(NodeId(4));
+    for _ in 0..20 {
+        net.propose(leader);
+    }
+    net.run(5);
+    let early = net.change(leader, MembershipChange::Promote { id: NodeId(4) });
+    assert_eq!(
+        refusal(&net, early),
+        Some(MembershipRefusal::LearnerNotReady)
+    );
+
+    // Two voters down of four: a new voter that is not even started would lose the quorum.
+    net.cut.clear();
+    net.run(20);
+    let others: Vec<NodeId> = [1, 2, 3]
+        .map(NodeId)
+        .into_iter()
+        .filter(|&n| n != leader)
+        .collect();
+    net.cut.insert(others[0]);
+    let session = net.nodes[&leader].config.session_timeout_ticks_min;
+    net.run(session + 1);
+    let unstarted = net.change(leader, add("http://six", false));
+    assert_eq!(
+        refusal(&net, unstarted),
+        Some(MembershipRefusal::NotEnoughStarted)
+    );
+}
