@@ -29,8 +29,9 @@ pub(crate) struct Looking {
     votes: BTreeMap<NodeId, Vote>,
     /// Ticks since it last told its peers its vote.
     since_broadcast: u64,
-    /// When it last answered each node whose vote it does not count.
-    answered: BTreeMap<NodeId, u64>,
+    /// What it last answered from each node it answers rather than counts (its round and
+    /// vote), and when.
+    answered: BTreeMap<NodeId, ((u64, Vote), u64)>,
     /// A quorum agrees with its vote: it decides at this tick unless a better vote comes.
     settle_at: Option<u64>,
 }
@@ -79,13 +80,15 @@ impl Zab {
         self.send(to, message, out);
     }
 
-    /// Tells `to` this node's vote, at most once a tick: a node that does not count the
-    /// sender's vote answers it, and two that each count the other out (their histories hold
-    /// different uncommitted changes) must not answer each other without end.
-    fn answer(&mut self, to: NodeId, out: &mut Out) {
-        let ticks = self.ticks;
+    /// Tells `to` this node's vote in answer to `heard` (its round and vote), when that is
+    /// news or a broadcast interval has passed since the last answer: a node answers votes it
+    /// does not count, and two that each count the other out (their histories hold different
+    /// uncommitted changes) must not answer each other without end.
+    fn answer(&mut self, to: NodeId, heard: (u64, Vote), out: &mut Out) {
+        let (ticks, every) = (self.ticks, self.config.ping_interval_ticks * 2);
         if let Phase::Looking(l) = &mut self.phase {
-            if l.answered.insert(to, ticks) == Some(ticks) {
+            let last = l.answered.insert(to, (heard, ticks));
+            if last.is_some_and(|(seen, at)| seen == heard && ticks < at + every) {
                 return;
             }
         }
@@ -151,19 +154,23 @@ impl Zab {
             return;
         }
         if !voter {
-            // Not a voter as its own history tells: a learner, or a node that joined and
-            // lost its history in a crash before it was synchronized, whom the others count
-            // as a voter. It decides nothing and never votes for itself, but takes the best
-            // vote it hears and answers with it, for whoever counts it (it may know no one to
-            // tell otherwise).
+            // Not a voter as its own history tells: a learner, a member whose removal it
+            // holds, or a node that joined and lost its history in a crash before it was
+            // synchronized, whom the others may still count as a voter. It decides nothing
+            // and never names itself (it would never lead), but backs the best vote it hears
+            // for a history at least as up to date as its own (a leader with a worse one
+            // would step down at its AckEpoch), and answers with it, for whoever counts it.
             if round > round_now {
                 self.election_round = round;
-                l.vote = own;
+                l.vote = Vote::NONE;
             }
-            if round >= round_now && vote.leader != self.id && vote > l.vote {
+            let backs = vote.leader != self.id
+                && vote != Vote::NONE
+                && (vote.epoch, vote.zxid) >= (own.epoch, own.zxid);
+            if round >= round_now && backs && vote > l.vote {
                 l.vote = vote;
             }
-            return self.answer(from, out);
+            return self.answer(from, (round, vote), out);
         }
         if !self.membership.is_voter(from) {
             // A vote from a node this one does not know as a voter does not count, but is
@@ -171,7 +178,7 @@ impl Zab {
             // change it has not seen yet), and the sender must hear its vote. The votes this
             // node takes may name such a node too: as in Raft, whoever has the most
             // up-to-date history may lead, and leads by the membership that history holds.
-            return self.answer(from, out);
+            return self.answer(from, (round, vote), out);
         }
         let changed = if round > round_now {
             // A newer round: start over in it, with the better of this node and the vote.

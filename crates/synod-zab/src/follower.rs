@@ -252,6 +252,9 @@ impl Zab {
             }
             match self.log.era(entry.index) {
                 Some(era) if era == entry.era => {}
+                // A different transaction where this node delivered one: no correct leader
+                // sends it (every later history holds what was committed). Taken no further.
+                Some(_) if entry.index <= self.commit_index => break,
                 Some(_) => {
                     self.truncate(entry.index);
                     self.push_entry(entry.clone());

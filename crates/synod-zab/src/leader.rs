@@ -348,6 +348,7 @@ impl Zab {
     /// Sends a follower what it needs next: a snapshot chunk, a Proposal, or NewLeader.
     fn send_to_follower(&mut self, to: NodeId, out: &mut Out) {
         let commit = self.commit_index;
+        let voter = self.is_voter(to);
         let last_index = self.log.last_index();
         let (entries_max, bytes_max) = (
             self.config.proposal_entries_max,
@@ -364,6 +365,12 @@ impl Zab {
         let Some(peer) = lead.followers.get_mut(&to) else {
             return;
         };
+        if peer.stage == Stage::Synchronization && chosen.is_none() && !voter {
+            // A learner's history may be better than this prospective leader's (its
+            // AckEpoch does not make it step down): until a quorum of voters with no better
+            // history made this one the epoch's, it may lack what the learner delivered.
+            return;
+        }
         peer.idle = 0;
         if let Some((meta, offset)) = peer.snap {
             return self.send_snap_chunk(to, epoch, meta, offset, out);
@@ -700,14 +707,22 @@ impl Zab {
         if heard < quorum || stuck {
             return self.start_election(out);
         }
-        // Members that have not asked to follow, or that did and went silent in discovery
-        // (restarted, they are looking again): a node that joined knows no one to ask.
+        // Members that have not asked to follow, or that went silent (a follower says
+        // something every ping interval; one that stopped may be looking again, after a
+        // restart or a session timeout): a node that joined knows no one to ask.
         let uninvited: Vec<NodeId> = if invite_now {
             (self.peers.iter().copied())
+                .filter(|&n| self.membership.contains(n))
                 .filter(|n| {
-                    lead.followers
+                    let silent = lead
+                        .last_heard
                         .get(n)
-                        .is_none_or(|p| p.stage == Stage::Discovery)
+                        .is_none_or(|&at| ticks.saturating_sub(at) >= retry);
+                    silent
+                        || lead
+                            .followers
+                            .get(n)
+                            .is_none_or(|p| p.stage == Stage::Discovery)
                 })
                 .collect()
         } else {

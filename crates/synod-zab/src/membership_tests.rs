@@ -271,3 +271,61 @@ fn unsafe_changes_are_refused_with_etcds_reasons() {
         Some(MembershipRefusal::NotEnoughStarted)
     );
 }
+
+/// Runs until a leader other than `not` is established, or panics.
+fn elect_other_than(net: &mut Net, not: NodeId, within: u64) -> NodeId {
+    for _ in 0..within {
+        net.run(1);
+        assert_eq!(
+            net.nodes[&not].established_epoch(),
+            None,
+            "a node that is no voter in its own eyes leads"
+        );
+        if let Some(id) = net.leader().filter(|&id| id != not) {
+            return id;
+        }
+    }
+    panic!("no leader elected in {within} ticks");
+}
+
+#[test]
+fn a_leader_whose_removal_is_uncommitted_and_that_stays_up_is_never_elected_again() {
+    // Equal histories elect the highest id: node 3.
+    let mut net = Net::new(&[1, 2, 3]);
+    let leader = net.elect();
+    assert_eq!(leader, NodeId(3));
+    net.run(5);
+    // Its removal reaches node 1 only; with node 2 cut off it cannot commit, and node 3,
+    // no voter in its own eyes, hears too few voters and abdicates.
+    net.cut.insert(NodeId(2));
+    net.change(leader, MembershipChange::Remove { id: leader });
+    net.run(60);
+    assert_eq!(net.nodes[&leader].established_epoch(), None);
+    // Node 3 and node 1 hold the removal and the best history; node 2 does not, and still
+    // counts node 3. Node 3 must not be named: it would never lead.
+    net.cut.clear();
+    let next = elect_other_than(&mut net, leader, 300);
+    let write = net.propose(next);
+    net.run(5);
+    assert!(net.applied(1).contains(&write) && net.applied(2).contains(&write));
+}
+
+#[test]
+fn a_removed_leader_left_running_beside_a_voter_that_missed_its_removal_is_never_elected() {
+    let mut net = Net::new(&[1, 2, 3, 4]);
+    let leader = net.elect();
+    assert_eq!(leader, NodeId(4));
+    net.run(5);
+    // Nodes 1 and 2 commit the removal; node 3 misses it and still counts node 4.
+    net.cut.insert(NodeId(3));
+    net.change(leader, MembershipChange::Remove { id: leader });
+    net.run(3);
+    assert_eq!(net.nodes[&leader].established_epoch(), None, "it abdicated");
+    net.cut.clear();
+    let next = elect_other_than(&mut net, leader, 300);
+    let write = net.propose(next);
+    net.run(5);
+    for id in [1, 2, 3] {
+        assert!(net.applied(id).contains(&write), "node {id}");
+    }
+}

@@ -288,6 +288,17 @@ impl fmt::Display for Message {
 }
 
 impl Vote {
+    /// No vote: what a node that is not a voter in its own eyes says until it backs a
+    /// candidate. It names no node and is below every real vote, so no one takes it.
+    pub const NONE: Vote = Vote {
+        epoch: 0,
+        zxid: Zxid {
+            epoch: 0,
+            counter: 0,
+        },
+        leader: NodeId(0),
+    };
+
     /// A vote for `leader` with its epoch and last zxid.
     pub fn new(leader: NodeId, epoch: u64, zxid: Zxid) -> Vote {
         Vote {

@@ -98,7 +98,7 @@ impl Zab {
             accepted_leader: None,
             current_epoch: 0,
             log: Log::default(),
-            phase: Phase::Looking(Looking::new(Vote::new(id, 0, Zxid::default()))),
+            phase: Phase::Looking(Looking::new(Vote::NONE)),
             commit_index: 0,
             applied_index: 0,
             ticks: 0,
@@ -108,6 +108,7 @@ impl Zab {
             disk: PersistQueue::new(0),
         };
         zab.refresh_membership();
+        zab.phase = Phase::Looking(Looking::new(zab.first_vote()));
         Ok(zab)
     }
 
@@ -149,8 +150,7 @@ impl Zab {
         zab.snapshot = snapshot;
         zab.disk = PersistQueue::new(zab.log.last_index());
         zab.refresh_membership();
-        let vote = zab.own_vote();
-        zab.phase = Phase::Looking(Looking::new(vote));
+        zab.phase = Phase::Looking(Looking::new(zab.first_vote()));
         Ok(zab)
     }
 
@@ -202,6 +202,17 @@ impl Zab {
     /// A vote for this node, as it stands.
     pub(crate) fn own_vote(&self) -> Vote {
         Vote::new(self.id, self.current_epoch, self.last_zxid())
+    }
+
+    /// The vote an election starts with: for itself, if it is a voter in its own eyes; no
+    /// vote otherwise (a learner, a member being removed, a node that joins must never be
+    /// elected, and the others may count it as a voter).
+    pub(crate) fn first_vote(&self) -> Vote {
+        if self.membership.is_voter(self.id) {
+            self.own_vote()
+        } else {
+            Vote::NONE
+        }
     }
 
     /// A majority of the voters in force.
@@ -360,7 +371,7 @@ impl Zab {
     /// Goes back to election (a follower that lost its leader, a leader that lost its
     /// quorum, a prospective leader that could not establish its epoch).
     pub(crate) fn start_election(&mut self, out: &mut Out) {
-        let vote = self.own_vote();
+        let vote = self.first_vote();
         if let Phase::Leading(lead) =
             std::mem::replace(&mut self.phase, Phase::Looking(Looking::new(vote)))
         {

@@ -569,10 +569,10 @@ mod tests {
         );
         let elsewhere = ServerArgs {
             initial_cluster_state: Some("existing".into()),
-            protocol: Some("zab".into()),
+            protocol: Some("sync".into()),
             ..args
         };
-        let error = format!("{:#}", resolve(&elsewhere).expect_err("zab"));
+        let error = format!("{:#}", resolve(&elsewhere).expect_err("sync"));
         assert!(error.contains("cannot add members"), "{error}");
         let stranger = ServerArgs {
             name: Some("infra9".into()),
