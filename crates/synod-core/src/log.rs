@@ -3,8 +3,9 @@
 //! runtime's job: every change here is mirrored by a `Persist` action.
 
 use crate::engine::Action;
-use crate::entry::Entry;
+use crate::entry::{Entry, Payload};
 use crate::ids::LogIndex;
+use crate::membership::Membership;
 use crate::snapshot::SnapshotMeta;
 
 /// A log: a snapshot base, then entries at consecutive indexes whose eras (Raft terms, ZAB
@@ -17,6 +18,18 @@ pub struct Log {
 }
 
 impl Log {
+    /// The newest membership entry at or below `index`, with its index (engines whose
+    /// membership rules from the moment it is held: Raft, ZAB).
+    pub fn membership_through(&self, index: LogIndex) -> Option<(LogIndex, Membership)> {
+        let first = self.base.index + 1;
+        (first..=index.min(self.last_index())).rev().find_map(|i| {
+            match self.entry(i).map(|e| &e.payload) {
+                Some(Payload::Membership { membership, .. }) => Some((i, membership.clone())),
+                _ => None,
+            }
+        })
+    }
+
     /// A log holding `entries` after `base`: they must follow it at consecutive indexes, with
     /// eras that never decrease.
     pub fn from_parts(base: SnapshotMeta, entries: Vec<Entry>) -> Result<Log, String> {

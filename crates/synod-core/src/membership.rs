@@ -235,6 +235,13 @@ impl Membership {
         Membership { members, next_id }
     }
 
+    /// The membership a node boots with: the one the runtime gave (with names and
+    /// addresses), else `voters` alone.
+    pub fn at_boot(boot: Option<&Membership>, voters: &[NodeId]) -> Membership {
+        boot.cloned()
+            .unwrap_or_else(|| Membership::of_voters(voters))
+    }
+
     /// The member with this id.
     pub fn get(&self, id: NodeId) -> Option<&Member> {
         self.members.iter().find(|m| m.id == id)

@@ -144,10 +144,7 @@ pub(crate) struct Core {
 impl Core {
     pub(crate) fn new(config: Config) -> Result<Core, ConfigError> {
         config.validate()?;
-        let base_membership = match &config.boot_membership {
-            Some(membership) => membership.clone(),
-            None => Membership::of_voters(&config.voters),
-        };
+        let base_membership = Membership::at_boot(config.boot_membership.as_ref(), &config.voters);
         let mut core = Core {
             id: config.id,
             peers: Vec::new(),

@@ -28,7 +28,7 @@ impl Raft {
     /// Recomputes the membership in force from the log, the snapshot and the boot
     /// configuration, and brings the leader's follower list in line with it.
     pub(crate) fn refresh_membership(&mut self) {
-        let from_log = self.log_membership_through(self.log.last_index());
+        let from_log = self.log.membership_through(self.log.last_index());
         let (membership, index) = match from_log {
             Some((index, membership)) => (membership, index),
             None => (self.base_membership(), 0),
@@ -70,27 +70,13 @@ impl Raft {
     fn base_membership(&self) -> Membership {
         match self.snapshot.as_ref().and_then(|s| s.membership.clone()) {
             Some(membership) => membership,
-            None => match &self.config.boot_membership {
-                Some(membership) => membership.clone(),
-                None => Membership::of_voters(&self.config.voters),
-            },
+            None => Membership::at_boot(self.config.boot_membership.as_ref(), &self.config.voters),
         }
-    }
-
-    /// The newest membership entry in the log at or below `index`, with its index.
-    fn log_membership_through(&self, index: LogIndex) -> Option<(LogIndex, Membership)> {
-        let first = self.log.base().index + 1;
-        (first..=index.min(self.log.last_index()))
-            .rev()
-            .find_map(|i| match self.log.entry(i).map(|e| &e.payload) {
-                Some(Payload::Membership { membership, .. }) => Some((i, membership.clone())),
-                _ => None,
-            })
     }
 
     /// The membership in force as of `index` (an index this node holds or has compacted).
     pub(crate) fn membership_as_of(&self, index: LogIndex) -> Membership {
-        match self.log_membership_through(index) {
+        match self.log.membership_through(index) {
             Some((_, membership)) => membership,
             None => self.base_membership(),
         }

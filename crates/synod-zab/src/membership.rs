@@ -38,28 +38,13 @@ impl Zab {
     fn base_membership(&self) -> Membership {
         match self.snapshot.as_ref().and_then(|s| s.membership.clone()) {
             Some(membership) => membership,
-            None => match &self.config.boot_membership {
-                Some(membership) => membership.clone(),
-                None => Membership::of_voters(&self.config.voters),
-            },
+            None => Membership::at_boot(self.config.boot_membership.as_ref(), &self.config.voters),
         }
-    }
-
-    /// The newest membership transaction in the history at or below `index`, with its
-    /// position.
-    fn history_membership_through(&self, index: LogIndex) -> Option<(LogIndex, Membership)> {
-        let first = self.log.base().index + 1;
-        (first..=index.min(self.log.last_index()))
-            .rev()
-            .find_map(|i| match self.log.entry(i).map(|e| &e.payload) {
-                Some(Payload::Membership { membership, .. }) => Some((i, membership.clone())),
-                _ => None,
-            })
     }
 
     /// The membership in force as of `index` (a position this node holds or compacted).
     pub(crate) fn membership_as_of(&self, index: LogIndex) -> Membership {
-        match self.history_membership_through(index) {
+        match self.log.membership_through(index) {
             Some((_, membership)) => membership,
             None => self.base_membership(),
         }
@@ -70,7 +55,8 @@ impl Zab {
     /// removal commits, the members being removed (they learn of it from the history).
     pub(crate) fn refresh_membership(&mut self) {
         let (index, membership) = self
-            .history_membership_through(self.log.last_index())
+            .log
+            .membership_through(self.log.last_index())
             .unwrap_or_else(|| (0, self.base_membership()));
         self.membership = membership;
         self.membership_index = index;
