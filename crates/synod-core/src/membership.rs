@@ -252,6 +252,11 @@ impl Membership {
         self.get(id).is_some()
     }
 
+    /// Whether `id` is a learner here: a member that follows without voting.
+    pub fn is_learner(&self, id: NodeId) -> bool {
+        self.get(id).is_some_and(|m| m.learner)
+    }
+
     /// Whether `id` votes.
     pub fn is_voter(&self, id: NodeId) -> bool {
         self.get(id).is_some_and(|m| !m.learner)

@@ -114,6 +114,15 @@ impl Shared {
             .clone()
     }
 
+    /// Whether this member is a learner in the membership in force.
+    pub fn is_learner(&self) -> bool {
+        self.membership
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .is_some_and(|m| m.is_learner(self.id))
+    }
+
     /// The state machine, for reading. Held briefly: the node loop applies under the write
     /// lock.
     pub fn kv(&self) -> std::sync::RwLockReadGuard<'_, KvStore> {

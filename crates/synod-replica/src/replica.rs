@@ -59,6 +59,10 @@ pub enum Refusal {
     /// inside a snapshot, which keeps no answers for it), as after a timeout.
     #[error("the outcome is unknown")]
     OutcomeUnknown,
+    /// This node is a learner, which serves only serializable reads (as etcd's: "rpc not
+    /// supported for learner"); the request had no effect: ask a voting member.
+    #[error("rpc not supported for learner")]
+    Learner,
     /// The membership change cannot be made (now); the request had no effect.
     #[error("{0}")]
     Membership(MembershipRefusal),
@@ -93,6 +97,17 @@ pub enum Call {
     /// Change the membership; answered with [`Answer::Membership`] once the change applies
     /// here.
     ChangeMembership(MembershipChange),
+}
+
+/// Whether a learner answers `call`: as etcd's learners, only serializable reads (they are
+/// no faster to catch up than any follower, and clients should move to a voter for the
+/// rest); and the one change a learner makes itself, publishing its own name.
+fn learners_serve(call: &Call, me: NodeId) -> bool {
+    match call {
+        Call::Read(consistency, _) => *consistency == ReadConsistency::Serializable,
+        Call::ChangeMembership(MembershipChange::Publish { id, .. }) => *id == me,
+        _ => false,
+    }
 }
 
 /// One client call, with the request id it goes by and what waits for the answer.
@@ -362,6 +377,14 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         self.membership.as_ref()
     }
 
+    /// Whether this node is a learner in the membership in force: it follows the log and
+    /// serves serializable reads, and refuses every other call, as etcd's learners do.
+    pub fn is_learner(&self) -> bool {
+        self.membership
+            .as_ref()
+            .is_some_and(|m| m.is_learner(self.options.id))
+    }
+
     /// Why the replica cannot go on, once; the shell stops it.
     pub fn take_fatal(&mut self) -> Option<String> {
         self.fatal.take()
@@ -401,7 +424,15 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         let mut proposals = Vec::new();
         let mut reads = Vec::new();
         let mut changes = Vec::new();
+        let learner = self.is_learner();
         for ClientCall { id, waiter, call } in calls {
+            if learner && !learners_serve(&call, self.options.id) {
+                out.push(Output::Answer {
+                    waiter,
+                    answer: Answer::Refused(Refusal::Learner),
+                });
+                continue;
+            }
             match call {
                 // Refused here, not handed to a leader that would refuse it the same way.
                 Call::ChangeMembership(_) if self.engine.membership().is_none() => {
@@ -1306,6 +1337,7 @@ mod tests {
     /// An engine that records what it is asked and answers with the actions a test queued.
     struct Scripted<const ORDERED: bool = true> {
         status: Status,
+        membership: Option<Membership>,
         proposed: Vec<Proposal>,
         reads: Vec<ReadRequest>,
         next: Vec<Action<u8>>,
@@ -1326,6 +1358,10 @@ mod tests {
 
         fn status(&self) -> Status {
             self.status
+        }
+
+        fn membership(&self) -> Option<&Membership> {
+            self.membership.as_ref()
         }
     }
 
@@ -1354,6 +1390,7 @@ mod tests {
         };
         let engine = Scripted {
             status,
+            membership: None,
             proposed: Vec::new(),
             reads: Vec::new(),
             next: Vec::new(),
@@ -1394,6 +1431,67 @@ mod tests {
             value: Bytes::from_static(b"v"),
             ..Default::default()
         })
+    }
+
+    /// A learner answers serializable reads and publishes its own name; every other call is
+    /// refused at once, without reaching the leader, so that its client asks a voter.
+    #[test]
+    fn a_learner_serves_only_serializable_reads_and_its_own_name() {
+        let mut r = replica(Role::Follower, Some(NodeId(2)), 3);
+        let mut out = Out::new();
+        let mut membership = Membership::of_voters(&[NodeId(1), NodeId(2), NodeId(3)]);
+        for m in &mut membership.members {
+            m.learner = m.id == NodeId(1);
+        }
+        r.engine.membership = Some(membership);
+        r.receive(NodeId(2), PeerMessage::Engine(0), &mut out);
+        assert!(r.is_learner());
+        out.clear();
+
+        let call = |waiter: u32, call: Call| ClientCall {
+            id: RequestId::new(7, u64::from(waiter)),
+            waiter,
+            call,
+        };
+        let publish = |id: NodeId| MembershipChange::Publish {
+            id,
+            name: "n".into(),
+            client_urls: vec!["http://127.0.0.1:1".into()],
+        };
+        r.submit(
+            vec![
+                call(1, Call::Read(ReadConsistency::Serializable, None)),
+                call(2, Call::Read(ReadConsistency::Linearizable, None)),
+                call(3, Call::Write(put("k").encode())),
+                call(4, Call::KeepAlive(5)),
+                call(5, Call::TimeToLive(5)),
+                call(
+                    6,
+                    Call::ChangeMembership(MembershipChange::Remove { id: NodeId(3) }),
+                ),
+                call(7, Call::ChangeMembership(publish(NodeId(2)))),
+                call(8, Call::ChangeMembership(publish(NodeId(1)))),
+            ],
+            &mut out,
+        );
+        let learner = Answer::Refused(Refusal::Learner);
+        let sends = out
+            .iter()
+            .filter(|o| matches!(o, Output::Send { .. }))
+            .count();
+        assert_eq!(
+            answers(&mut out),
+            [
+                (1, Answer::Ready),
+                (2, learner.clone()),
+                (3, learner.clone()),
+                (4, learner.clone()),
+                (5, learner.clone()),
+                (6, learner.clone()),
+                (7, learner),
+            ]
+        );
+        assert_eq!(sends, 1, "only its own name goes to the leader");
     }
 
     /// Without ordered writes (gossip): a write is answered at the engine's acknowledgement,

@@ -78,6 +78,14 @@ impl<P: Protocol> World<P> {
         let Some(&at) = self.nemesis_rng.pick(&up) else {
             return;
         };
+        self.ask_for_changes(at, changes);
+    }
+
+    /// Hands `changes` to node `at` in one batch, as the operator's calls.
+    pub(crate) fn ask_for_changes(&mut self, at: NodeId, changes: Vec<MembershipChange>) {
+        let membership = self
+            .current_membership()
+            .map_or_else(String::new, |m| m.to_string());
         let mut calls = Vec::new();
         for change in changes {
             self.operator_seq += 1;

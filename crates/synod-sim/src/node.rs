@@ -420,6 +420,8 @@ impl<P: Protocol> World<P> {
             }
             Answer::Refused(Refusal::Kv(e)) => Reply::Done(Err(e)),
             Answer::Refused(Refusal::NotLeader(hint)) => Reply::Redirect(hint),
+            // As an etcd client that hears "rpc not supported for learner": another member.
+            Answer::Refused(Refusal::Learner) => Reply::Redirect(None),
             Answer::Refused(Refusal::Stopped) => return,
             // Not enough replicas: a write that was taken may still spread, so its client
             // waits for its timeout (the outcome is unknown); otherwise it tries again.

@@ -5,7 +5,7 @@
 //! A scenario has no nemesis and a perfect network unless the test breaks something itself;
 //! every safety property is still checked at every step.
 
-use synod_core::{NodeId, Role, Status};
+use synod_core::{Membership, MembershipChange, NodeId, Role, Status};
 
 use crate::faults::FaultSet;
 use crate::protocol::Protocol;
@@ -32,6 +32,47 @@ impl<P: Protocol> Scenario<P> {
         Scenario {
             world: World::new(config, options),
         }
+    }
+
+    /// A healthy cluster of `nodes` and two spare nodes that know no membership, for the
+    /// test to add with [`Scenario::change_membership`] (numbered after the members).
+    pub fn with_spares(nodes: usize, seed: u64, options: P::Options) -> Scenario<P> {
+        let mut config = RunConfig::new(seed, nodes);
+        config.faults = FaultSet {
+            membership: true,
+            ..FaultSet::NONE
+        };
+        let mut world = World::new(config, options);
+        // Spares are no fault: only the test breaks things.
+        world.fault_free = true;
+        Scenario { world }
+    }
+
+    /// The spare nodes, which boot knowing no membership.
+    pub fn spares(&self) -> Vec<NodeId> {
+        self.world.spares.clone()
+    }
+
+    /// The operator asks node `at` for `changes` in one batch, as a hasty script would; the
+    /// answers come when each change applies (or is refused).
+    pub fn change_membership(&mut self, at: NodeId, changes: Vec<MembershipChange>) -> &mut Self {
+        self.world.ask_for_changes(at, changes);
+        self
+    }
+
+    /// The membership a live node runs with, if it is up and its protocol has one.
+    pub fn membership(&self, node: NodeId) -> Option<Membership> {
+        self.world.node(node).engine()?.membership().cloned()
+    }
+
+    /// Membership changes asked, applied and refused so far.
+    pub fn membership_changes(&self) -> (u64, u64, u64) {
+        let s = &self.world.stats;
+        (
+            s.membership_asked,
+            s.membership_changed,
+            s.membership_refused,
+        )
     }
 
     /// Starts `count` more clients doing random reads, writes and compare-and-swaps.

@@ -164,3 +164,64 @@ mod paxos {
         s.assert_linearizable();
     }
 }
+
+/// Raft's single-server changes, forced into the one shape where they matter.
+mod membership {
+    use synod_core::{MembershipChange, NodeId};
+    use synod_raft::Raft;
+    use synod_sim::scenario::Scenario;
+    use synod_sim::{RaftOptions, ViolationKind};
+
+    /// The leader of three is asked to add both spares as voters at once, just after a
+    /// partition put it and the spares on one side and the two old voters on the other. If
+    /// both additions went into its log, its side would be a majority of the five and the
+    /// old voters a majority of the three they know, and each side would commit on its own.
+    fn add_two_voters_across_a_split(options: RaftOptions) -> (Scenario<Raft>, NodeId) {
+        let mut s = Scenario::<Raft>::with_spares(3, 21, options);
+        s.clients(4);
+        let leader = s.run_until_leader();
+        s.run_ticks(100);
+        let spares = s.spares();
+        let old: Vec<NodeId> = (1..=3).map(NodeId).filter(|&n| n != leader).collect();
+        let side: Vec<NodeId> = [leader].iter().chain(&spares).copied().collect();
+        s.partition(&side, &old);
+        let adds = spares
+            .iter()
+            .map(|n| MembershipChange::Add {
+                peer_urls: vec![format!("sim://{n}")],
+                learner: false,
+            })
+            .collect();
+        s.change_membership(leader, adds);
+        (s, leader)
+    }
+
+    #[test]
+    fn a_second_change_waits_for_the_first_so_a_split_cannot_elect_two_majorities() {
+        let (mut s, old_leader) = add_two_voters_across_a_split(RaftOptions::default());
+        s.run_ticks(400);
+        let (asked, _, refused) = s.membership_changes();
+        assert_eq!((asked, refused), (2, 1), "the second change is refused");
+        let leader = s.leader().expect("the old voters elect a leader");
+        assert_ne!(leader, old_leader, "the leader lost its majority of four");
+        let voters = s.membership(leader).unwrap().voters();
+        assert_eq!(
+            voters.len(),
+            3,
+            "the first change never committed: {voters:?}"
+        );
+        s.heal();
+        s.assert_linearizable();
+    }
+
+    #[test]
+    fn the_checker_catches_a_change_started_while_another_is_pending() {
+        let options = RaftOptions {
+            tweak: Some(|c| c.bugs.change_membership_while_pending = true),
+        };
+        let (mut s, _) = add_two_voters_across_a_split(options);
+        s.run_ticks_to_violation(600);
+        let violation = s.violation().expect("two majorities commit apart");
+        assert_eq!(violation.kind, ViolationKind::Safety, "{violation}");
+    }
+}

@@ -173,23 +173,6 @@ fn the_sweep_catches_granting_two_votes_in_a_term() {
     );
 }
 
-/// Membership changes one at a time are what keeps old and new majorities overlapping: a
-/// leader that starts a change while another is uncommitted lets two leaders be elected by
-/// disjoint quorums, which the sweep must see.
-#[test]
-fn the_sweep_catches_membership_changes_that_do_not_wait_for_each_other() {
-    let options = RaftOptions {
-        tweak: Some(|c| c.bugs.change_membership_while_pending = true),
-    };
-    let mut template = RunConfig::new(0, 3);
-    // Changes asked often, while partitions and crashes split the cluster.
-    template.faults = FaultSet::parse("partition,crash,membership,delay").expect("fault names");
-    template.nemesis_interval_ticks = (5, 60);
-    let summary = sweep_until_caught::<Raft>(template, 1..=2_000, options);
-    let (_, first) = first_caught("changes that do not wait", &summary);
-    assert_eq!(first.kind, ViolationKind::Safety, "{first}");
-}
-
 /// A slot is chosen by a majority of its own voters: a Multi-Paxos leader that counts a
 /// learner's acceptance (or a removed member's) decides values a majority never accepted,
 /// and another leader chooses otherwise there.

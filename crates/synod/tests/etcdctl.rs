@@ -1021,6 +1021,21 @@ async fn membership_runbook(protocol: &str) {
             .any(|l| l.starts_with("4,") && l.ends_with("true")),
         "a learner: {members}"
     );
+    // A learner serves serializable reads and its status, and sends clients elsewhere for
+    // the rest, with etcd's error.
+    let learner = cluster.member(4).client.clone();
+    let error = etcdctl_fails(&learner, &["put", "k", "v"], None);
+    assert!(error.contains("rpc not supported for learner"), "{error}");
+    let error = etcdctl_fails(&learner, &["get", "before"], None);
+    assert!(error.contains("rpc not supported for learner"), "{error}");
+    let stale = etcdctl_until_ok(
+        &learner,
+        &["get", "before", "--consistency=s", "--print-value-only"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(stale.trim(), "1");
+    let status = etcdctl(&learner, &["endpoint", "status"], None);
+    assert!(status.contains(", false, true,"), "a learner: {status}");
     // A voter cannot be promoted; the learner can, once it holds the log.
     let error = etcdctl_fails(&all, &["member", "promote", "1"], None);
     assert!(

@@ -263,6 +263,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
+        super::learner::refuse(&self.0)?;
         use pb::alarm_request::AlarmAction;
         let api = &*self.0;
         let member = |(id, kind): (u64, synod_kv::AlarmKind)| pb::AlarmMember {
@@ -359,6 +360,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         _request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        super::learner::refuse(&self.0)?;
         // Nothing to defragment: the log is compacted by snapshots.
         Ok(Response::new(pb::DefragmentResponse {
             header: Some(self.0.current_header()),
@@ -466,6 +468,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        super::learner::refuse(&self.0)?;
         let api = &*self.0;
         let target = NodeId(request.get_ref().target_id);
         let known = match api.node.shared.membership() {

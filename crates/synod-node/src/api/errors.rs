@@ -55,6 +55,11 @@ pub fn timed_out() -> Status {
     Status::unavailable("etcdserver: request timed out")
 }
 
+/// A learner refuses everything but serializable reads and its own status.
+pub fn learner() -> Status {
+    Status::unavailable("etcdserver: rpc not supported for learner")
+}
+
 /// The server is shutting down.
 pub fn stopped() -> Status {
     Status::unavailable("etcdserver: server stopped")
@@ -145,6 +150,7 @@ pub fn refusal(r: Refusal) -> Status {
         r @ Refusal::Unavailable { .. } => Status::unavailable(format!("synod: {r}")),
         Refusal::Membership(refusal) => membership(refusal),
         Refusal::OutcomeUnknown => timed_out(),
+        Refusal::Learner => learner(),
     }
 }
 

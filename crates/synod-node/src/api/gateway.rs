@@ -51,6 +51,11 @@ pub async fn call(api: &Arc<Api>, path: &str, body: &[u8]) -> Answer {
     } else {
         body
     };
+    if !super::learner::gateway_serves(path) {
+        if let Err(status) = super::learner::refuse(api) {
+            return error(&status);
+        }
+    }
     macro_rules! unary {
         ($service:expr, $method:ident) => {
             match parse(body) {

@@ -12,6 +12,7 @@ pub mod errors;
 pub mod gateway;
 mod kv;
 mod leadership;
+mod learner;
 mod lease;
 mod recipes;
 mod watch;
@@ -392,45 +393,53 @@ pub fn router(
     // gRPC's own limit sits above etcd's request limit, so requests between the two get
     // etcd's "request is too large" rather than a transport error (etcd does the same).
     let decode_max = api.config.max_request_bytes + (512 << 10);
-    let guard = || leadership::guard(api.clone());
+    // Every service refuses marked requests without a leader; some refuse learners too.
+    let guard = |learners| {
+        let (mut leader, mut learner) = (
+            leadership::guard(api.clone()),
+            learner::guard(api.clone(), learners),
+        );
+        move |request| leader(request).and_then(&mut learner)
+    };
+    use learner::Learners::{Refused, Served};
     server
         .add_service(InterceptedService::new(
             pb::kv_server::KvServer::new(kv::KvService(api.clone()))
                 .max_decoding_message_size(decode_max)
                 .max_encoding_message_size(usize::MAX),
-            guard(),
+            guard(Served),
         ))
         .add_service(InterceptedService::new(
             pb::watch_server::WatchServer::new(watch::WatchService(api.clone()))
                 .max_decoding_message_size(decode_max)
                 .max_encoding_message_size(usize::MAX),
-            guard(),
+            guard(Refused),
         ))
         .add_service(InterceptedService::new(
             pb::lease_server::LeaseServer::new(lease::LeaseService(api.clone()))
                 .max_decoding_message_size(decode_max),
-            guard(),
+            guard(Refused),
         ))
         .add_service(InterceptedService::new(
             pb::cluster_server::ClusterServer::new(cluster::ClusterService(api.clone())),
-            guard(),
+            guard(Refused),
         ))
         .add_service(InterceptedService::new(
             pb::maintenance_server::MaintenanceServer::new(cluster::MaintenanceService(
                 api.clone(),
             )),
-            guard(),
+            guard(Served),
         ))
         .add_service(InterceptedService::new(
             synod_proto::v3lockpb::lock_server::LockServer::new(recipes::LockService(api.clone()))
                 .max_decoding_message_size(decode_max),
-            guard(),
+            guard(Refused),
         ))
         .add_service(InterceptedService::new(
             synod_proto::v3electionpb::election_server::ElectionServer::new(
                 recipes::ElectionService(api.clone()),
             )
             .max_decoding_message_size(decode_max),
-            guard(),
+            guard(Refused),
         ))
 }
