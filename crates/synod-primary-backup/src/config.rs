@@ -1,7 +1,7 @@
 //! How a primary-backup node is set up.
 
 use synod_core::quorum::{check_members, MembersError};
-use synod_core::NodeId;
+use synod_core::{Membership, NodeId};
 use thiserror::Error;
 
 /// Settings of one node. Times are in ticks; the runtime decides how long a tick is.
@@ -9,8 +9,15 @@ use thiserror::Error;
 pub struct Config {
     /// This node.
     pub id: NodeId,
-    /// Every member, this node included.
+    /// Every member the cluster boots with, this node included; empty for a node that joins
+    /// a running cluster, which learns the membership from its primary's history or snapshot.
+    /// Once the history or a snapshot holds a membership, that one rules.
     pub voters: Vec<NodeId>,
+    /// The boot members with their names and addresses (the voters' ids), if the runtime has
+    /// them.
+    pub boot_membership: Option<Membership>,
+    /// Bytes of snapshot in one Snap chunk at most.
+    pub snapshot_chunk_bytes: usize,
     /// How often the primary sends each backup the commit point (and a read round), when it
     /// has nothing else to send.
     pub heartbeat_ticks: u64,
@@ -34,6 +41,10 @@ pub struct InjectedBugs {
     /// primary stops waiting for a backup it has not heard for that long. Available under a
     /// partition, and split-brained: both sides acknowledge writes.
     pub automatic_failover_ticks: u64,
+    /// Commit on the voters of the membership as of the commit point, not on those in force
+    /// at each entry: a voter just added is not waited for, and a failover to it loses
+    /// entries committed without it.
+    pub commit_without_new_voters: bool,
 }
 
 impl Config {
@@ -47,6 +58,8 @@ impl Config {
             retry_ticks: 6,
             batch_entries_max: 256,
             batch_bytes_max: 1 << 20,
+            boot_membership: None,
+            snapshot_chunk_bytes: 1 << 20,
             #[cfg(any(test, feature = "inject-bugs"))]
             bugs: InjectedBugs::default(),
         }
@@ -55,13 +68,20 @@ impl Config {
     /// Checks the settings make sense together.
     pub fn validate(&self) -> Result<(), ConfigError> {
         // Ids fit a view's low bits.
-        check_members(self.id, &self.voters, crate::message::NODE_ID_MAX)?;
+        if !self.voters.is_empty() {
+            check_members(self.id, &self.voters, crate::message::NODE_ID_MAX)?;
+        }
+        if let Some(m) = &self.boot_membership {
+            if m.voters() != self.voters || m.members.iter().any(|m| m.learner) {
+                return Err(ConfigError::BootMembership);
+            }
+        }
         if self.heartbeat_ticks == 0 || self.retry_ticks == 0 {
             return Err(ConfigError::Timing(
                 "the heartbeat and retry intervals must be at least 1 tick",
             ));
         }
-        if self.batch_entries_max == 0 {
+        if self.batch_entries_max == 0 || self.snapshot_chunk_bytes == 0 {
             return Err(ConfigError::Limits);
         }
         Ok(())
@@ -77,7 +97,10 @@ pub enum ConfigError {
     /// Inconsistent timeouts.
     #[error("bad timing: {0}")]
     Timing(&'static str),
+    /// The boot membership is not the boot voters.
+    #[error("the boot membership lists other members than the voters")]
+    BootMembership,
     /// Batching limits of zero.
-    #[error("the batch limit must be at least 1 entry")]
+    #[error("the batch and snapshot chunk limits must be at least 1")]
     Limits,
 }

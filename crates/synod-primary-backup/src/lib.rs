@@ -22,14 +22,19 @@
 
 mod config;
 mod engine;
+mod membership;
 mod message;
 mod wire;
 
+#[cfg(test)]
+mod membership_tests;
 #[cfg(test)]
 mod tests;
 
 #[cfg(any(test, feature = "inject-bugs"))]
 pub use config::InjectedBugs;
 pub use config::{Config, ConfigError};
-pub use engine::{decode_view, encode_view, PrimaryBackup, RestartError};
+pub use engine::{
+    decode_hard_state, decode_view, encode_hard_state, encode_view, PrimaryBackup, RestartError,
+};
 pub use message::{primary_of, Message};

@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-use synod_core::{Entry, LogIndex, NodeId};
+use bytes::Bytes;
+use synod_core::{Entry, LogIndex, Membership, NodeId, SnapshotMeta};
 
 /// Node ids fit the low bits of a view.
 pub(crate) const NODE_ID_MAX: u64 = (1 << NODE_BITS) - 1;
@@ -19,9 +20,11 @@ pub(crate) fn next_view(view: u64, node: NodeId) -> Option<u64> {
     (round < 1 << (64 - NODE_BITS)).then_some((round << NODE_BITS) | node.0)
 }
 
-/// The first view of a cluster: its lowest member is primary.
+/// The first view of a cluster: its lowest member is primary. A node that joins a running
+/// cluster boots knowing no members, in view 0, which names no primary; it takes the view of
+/// the primary that first replicates to it.
 pub(crate) fn first_view(voters: &[NodeId]) -> u64 {
-    voters.iter().map(|n| n.0).min().unwrap_or(1)
+    voters.iter().map(|n| n.0).min().unwrap_or(0)
 }
 
 /// Messages between members.
@@ -60,11 +63,45 @@ pub enum Message {
         /// The view the refusing member is in.
         view: u64,
     },
-    /// An operator's failover, relayed by the member it was sent to: the receiver makes itself
-    /// primary of a view after `view`.
+    /// An operator's failover, relayed by the member it was sent to, or a removed primary's
+    /// hand-over: the receiver makes itself primary of a view after `view`. It carries the
+    /// sender's commit point, which the receiver takes if it holds that very entry: a
+    /// member takes over only once it knows the membership that makes it a voter committed.
     TakeOver {
         /// The newest view the relaying member knew.
         view: u64,
+        /// The sender's commit point.
+        commit: LogIndex,
+        /// The era of the entry there.
+        commit_era: u64,
+    },
+    /// Primary to a backup that needs what the primary compacted (a member that joined, or
+    /// one far behind): a chunk of its newest snapshot.
+    Snap {
+        /// The sender's view.
+        view: u64,
+        /// The snapshot's position.
+        meta: SnapshotMeta,
+        /// Where this chunk starts in the snapshot's bytes.
+        offset: u64,
+        /// The chunk.
+        data: Bytes,
+        /// Whether it is the last chunk.
+        done: bool,
+        /// The membership the snapshot records (with the last chunk).
+        membership: Option<Membership>,
+    },
+    /// Backup to primary: the snapshot's bytes it holds (`next_offset`), or that it installed
+    /// it durably (`done`).
+    SnapAck {
+        /// The view it answers in.
+        view: u64,
+        /// The snapshot it answers for.
+        meta: SnapshotMeta,
+        /// The bytes it holds so far.
+        next_offset: u64,
+        /// It installed the snapshot.
+        done: bool,
     },
 }
 
@@ -75,7 +112,9 @@ impl Message {
             Message::Replicate { view, .. }
             | Message::Ack { view, .. }
             | Message::Stale { view }
-            | Message::TakeOver { view } => *view,
+            | Message::TakeOver { view, .. }
+            | Message::Snap { view, .. }
+            | Message::SnapAck { view, .. } => *view,
         }
     }
 }
@@ -120,7 +159,36 @@ impl fmt::Display for Message {
                 )
             }
             Message::Stale { view } => write!(f, "Stale v{}", ViewName(*view)),
-            Message::TakeOver { view } => write!(f, "TakeOver after v{}", ViewName(*view)),
+            Message::TakeOver { view, commit, .. } => {
+                write!(f, "TakeOver after v{} commit={commit}", ViewName(*view))
+            }
+            Message::Snap {
+                view,
+                meta,
+                offset,
+                data,
+                done,
+                ..
+            } => write!(
+                f,
+                "Snap v{} through {} offset={offset} len={}{}",
+                ViewName(*view),
+                meta.index,
+                data.len(),
+                if *done { " done" } else { "" }
+            ),
+            Message::SnapAck {
+                view,
+                meta,
+                next_offset,
+                done,
+            } => write!(
+                f,
+                "SnapAck v{} through {} next={next_offset}{}",
+                ViewName(*view),
+                meta.index,
+                if *done { " installed" } else { "" }
+            ),
         }
     }
 }

@@ -196,13 +196,25 @@ fn an_operator_failover_makes_the_named_member_primary_and_its_history_wins() {
     let out = step(&mut relay, Input::TransferLeadership { to: NodeId(2) });
     assert_eq!(
         sends(&out),
-        vec![(NodeId(2), Message::TakeOver { view: 1 })]
+        vec![(
+            NodeId(2),
+            Message::TakeOver {
+                view: 1,
+                commit: 0,
+                commit_era: 0
+            }
+        )]
     );
     // Node 2 holds entry 1 of view 1; node 3 also holds an entry 2 that never committed.
     let mut new =
         PrimaryBackup::restart(config(2), Some(&encode_view(V1)), None, vec![entry(1, V1)])
             .unwrap();
-    let out = receive(&mut new, 3, Message::TakeOver { view: V1 });
+    let take_over = Message::TakeOver {
+        view: V1,
+        commit: 0,
+        commit_era: 0,
+    };
+    let out = receive(&mut new, 3, take_over);
     let v2 = next_view(V1, NodeId(2)).unwrap();
     assert_eq!(new.view(), v2);
     assert!(sends(&out).iter().any(|(to, m)| *to == NodeId(3)
@@ -261,12 +273,16 @@ fn restart_refuses_state_this_engine_cannot_have_written() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("beyond the view"), "{err}");
-    let err = PrimaryBackup::restart(config(1), Some(&[1, 2]), None, Vec::new()).unwrap_err();
+    let err = PrimaryBackup::restart(config(1), Some(&[1, 2, 3]), None, Vec::new()).unwrap_err();
     assert!(err.to_string().contains("corrupt"), "{err}");
+    // A committed membership entry beyond the history it holds.
+    let hard_state = crate::encode_hard_state(V1, 2);
+    let err =
+        PrimaryBackup::restart(config(1), Some(&hard_state), None, vec![entry(1, V1)]).unwrap_err();
+    assert!(err.to_string().contains("committed membership"), "{err}");
+    // A view whose primary is no member now is one a member since removed took over.
     let stranger = (1 << 16) | 9;
-    let err = PrimaryBackup::restart(config(1), Some(&encode_view(stranger)), None, Vec::new())
-        .unwrap_err();
-    assert!(err.to_string().contains("not a member"), "{err}");
+    PrimaryBackup::restart(config(1), Some(&encode_view(stranger)), None, Vec::new()).unwrap();
 }
 
 #[test]
@@ -292,9 +308,15 @@ fn impossible_values_from_a_peer_are_dropped() {
     let mut node = ready_primary();
     let out = receive(&mut node, 2, ack(V1, u64::MAX, 0));
     assert!(out.is_empty(), "{out:?}");
+    // A later view from no voter moves no primary; nor a view past the last round.
     let stranger = (3 << 16) | 9;
-    receive(&mut node, 2, Message::Stale { view: stranger });
-    receive(&mut node, 2, Message::TakeOver { view: u64::MAX });
+    receive(&mut node, 9, Message::Stale { view: stranger });
+    let end = Message::TakeOver {
+        view: u64::MAX,
+        commit: 0,
+        commit_era: 0,
+    };
+    receive(&mut node, 2, end);
     assert_eq!(node.view(), V1);
     assert_eq!(node.status().role, Role::Leader);
     let mut backup = PrimaryBackup::new(config(2)).unwrap();

@@ -2,7 +2,7 @@
 //! between members: append new variants, never renumber.
 
 use synod_core::codec::{DecodeError, Decoder, Encoder};
-use synod_core::{Entry, Wire};
+use synod_core::{Entry, Membership, SnapshotMeta, Wire};
 
 use crate::message::Message;
 
@@ -36,14 +36,46 @@ impl Wire for Message {
             Message::Stale { view } => {
                 enc.u8(2).u64(*view);
             }
-            Message::TakeOver { view } => {
-                enc.u8(3).u64(*view);
+            Message::TakeOver {
+                view,
+                commit,
+                commit_era,
+            } => {
+                enc.u8(3).u64(*view).u64(*commit).u64(*commit_era);
+            }
+            Message::Snap {
+                view,
+                meta,
+                offset,
+                data,
+                done,
+                membership,
+            } => {
+                enc.u8(4).u64(*view);
+                meta.encode(enc);
+                enc.u64(*offset)
+                    .bytes(data)
+                    .bool(*done)
+                    .bool(membership.is_some());
+                if let Some(membership) = membership {
+                    membership.encode(enc);
+                }
+            }
+            Message::SnapAck {
+                view,
+                meta,
+                next_offset,
+                done,
+            } => {
+                enc.u8(5).u64(*view);
+                meta.encode(enc);
+                enc.u64(*next_offset).bool(*done);
             }
         }
     }
 
     fn decode(dec: &mut Decoder<'_>) -> Result<Message, DecodeError> {
-        Ok(match dec.tag("primary-backup message", 4)? {
+        Ok(match dec.tag("primary-backup message", 6)? {
             0 => {
                 let view = dec.u64("view")?;
                 let prev_index = dec.u64("prev index")?;
@@ -69,8 +101,28 @@ impl Wire for Message {
             2 => Message::Stale {
                 view: dec.u64("view")?,
             },
-            _ => Message::TakeOver {
+            3 => Message::TakeOver {
                 view: dec.u64("view")?,
+                commit: dec.u64("commit")?,
+                commit_era: dec.u64("commit era")?,
+            },
+            4 => Message::Snap {
+                view: dec.u64("view")?,
+                meta: SnapshotMeta::decode(dec)?,
+                offset: dec.u64("offset")?,
+                data: dec.owned_bytes("data")?,
+                done: dec.bool("done")?,
+                membership: if dec.bool("has membership")? {
+                    Some(Membership::decode(dec)?)
+                } else {
+                    None
+                },
+            },
+            _ => Message::SnapAck {
+                view: dec.u64("view")?,
+                meta: SnapshotMeta::decode(dec)?,
+                next_offset: dec.u64("next offset")?,
+                done: dec.bool("done")?,
             },
         })
     }
@@ -108,7 +160,25 @@ mod tests {
                 round: 4,
             },
             Message::Stale { view: 9 },
-            Message::TakeOver { view: 9 },
+            Message::TakeOver {
+                view: 9,
+                commit: 17,
+                commit_era: 1,
+            },
+            Message::Snap {
+                view: 9,
+                meta: SnapshotMeta { index: 40, era: 9 },
+                offset: 4096,
+                data: Bytes::from_static(b"state"),
+                done: true,
+                membership: Some(Membership::of_voters(&[synod_core::NodeId(1)])),
+            },
+            Message::SnapAck {
+                view: 9,
+                meta: SnapshotMeta { index: 40, era: 9 },
+                next_offset: 4101,
+                done: false,
+            },
         ]
     }
 

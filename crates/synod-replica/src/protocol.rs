@@ -366,6 +366,7 @@ pub struct PrimaryBackupOptions {
 impl Protocol for PrimaryBackup {
     const NAME: &'static str = "sync";
     type Options = PrimaryBackupOptions;
+    const CHANGES_MEMBERSHIP: bool = true;
 
     fn boot(
         boot: &Boot<'_>,
@@ -435,6 +436,8 @@ fn primary_backup_config(
     options: &PrimaryBackupOptions,
 ) -> synod_primary_backup::Config {
     let mut config = synod_primary_backup::Config::new(boot.id, boot.voters.to_vec());
+    config.boot_membership = boot.members.cloned();
+    config.snapshot_chunk_bytes = boot.snapshot_chunk_bytes.max(1);
     config.heartbeat_ticks = boot.timing.heartbeat_ticks;
     config.retry_ticks = boot.timing.heartbeat_ticks * 2;
     if let Some(tweak) = options.tweak {

@@ -351,7 +351,16 @@ impl<P: Protocol> World<P> {
         } else {
             return;
         };
-        let others = self.nodes_except(&[leader]);
+        let mut others = self.nodes_except(&[leader]);
+        if synod_replica::fails_over_by_operator(P::NAME) {
+            // The operator fails over to a voter, as `member list` shows them: any other
+            // member would refuse (a removed one that does not know it, not always).
+            let voting = self.voting();
+            others.retain(|n| voting.contains(n));
+            if others.is_empty() {
+                return;
+            }
+        }
         let target = others[self.nemesis_rng.index(others.len())];
         self.trace_line(|| {
             format!("nemesis: move the leadership from {leader} to {target}, told to {at}")

@@ -3,10 +3,11 @@
 //! (a primary holds everything committed before its view; an (index, view) names one entry and
 //! histories holding it agree before it), the claim that makes the model synchronous:
 //!
-//! - **On every member**: an entry a primary committed is in the history of every member,
-//!   up or restarted, from the moment it is committed.
+//! - **On every member**: an entry a primary committed is in the history of every voter of
+//!   the membership in force at it, up or restarted, from the moment it is committed
+//!   (learners, members that joined later and members removed before it need not hold it).
 
-use synod_core::{Entry, Log, LogIndex, NodeId};
+use synod_core::{Engine, Entry, Log, LogIndex, Membership, NodeId};
 use synod_primary_backup::PrimaryBackup;
 
 use crate::protocol::{Invariants, Protocol};
@@ -35,8 +36,8 @@ impl LogEngine for PrimaryBackup {
 #[derive(Default)]
 pub struct PrimaryBackupInvariants {
     logs: LogInvariants,
-    /// The newest entry a primary committed.
-    newest_committed: Option<Entry>,
+    /// The newest entry a primary committed, and the membership in force at it there.
+    newest_committed: Option<(Entry, Option<Membership>)>,
 }
 
 impl Invariants<PrimaryBackup> for PrimaryBackupInvariants {
@@ -52,10 +53,10 @@ impl Invariants<PrimaryBackup> for PrimaryBackupInvariants {
             let newer = self
                 .newest_committed
                 .as_ref()
-                .is_none_or(|e| e.index < commit);
+                .is_none_or(|(e, _)| e.index < commit);
             if newer {
                 if let Some(entry) = node.log().entry(commit) {
-                    self.newest_committed = Some(entry.clone());
+                    self.newest_committed = Some((entry.clone(), node.membership_at(commit)));
                 }
             }
         }
@@ -64,10 +65,13 @@ impl Invariants<PrimaryBackup> for PrimaryBackupInvariants {
 
     fn periodic(&mut self, live: &[(NodeId, u64, &PrimaryBackup)]) -> Result<(), String> {
         self.logs.periodic(live)?;
-        let Some(committed) = &self.newest_committed else {
+        let Some((committed, membership)) = &self.newest_committed else {
             return Ok(());
         };
         for &(id, _, node) in live {
+            if membership.as_ref().is_some_and(|m| !m.is_voter(id)) {
+                continue;
+            }
             let log = node.log();
             if committed.index <= log.base().index {
                 continue;

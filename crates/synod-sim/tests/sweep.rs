@@ -205,6 +205,23 @@ fn the_sweep_catches_a_zab_leader_counting_learners_in_a_quorum() {
     assert_eq!(first.kind, ViolationKind::Safety, "{first}");
 }
 
+/// Under synchronous replication an entry needs every voter in force at it: a primary that
+/// waits only for the voters of its commit point commits without a voter just added, and a
+/// failover to that voter (or the next check) finds a committed entry missing.
+#[test]
+fn the_sweep_catches_a_primary_that_does_not_wait_for_a_new_voter() {
+    let options = PrimaryBackupOptions {
+        tweak: Some(|c| c.bugs.commit_without_new_voters = true),
+    };
+    let mut template = RunConfig::new(0, 3);
+    template.faults =
+        FaultSet::parse("partition,crash,membership,leader-race,delay").expect("fault names");
+    template.nemesis_interval_ticks = (5, 60);
+    let summary = sweep_until_caught::<PrimaryBackup>(template, 1..=500, options);
+    let (_, first) = first_caught("commits without a new voter", &summary);
+    assert_eq!(first.kind, ViolationKind::Safety, "{first}");
+}
+
 #[test]
 fn a_run_without_faults_elects_once_and_loses_nothing() {
     let mut config = RunConfig::new(7, 5);

@@ -949,6 +949,11 @@ async fn etcdctl_adds_promotes_and_removes_zab_members() {
     membership_runbook("zab").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_adds_promotes_and_removes_sync_members() {
+    membership_runbook("sync").await;
+}
+
 async fn membership_runbook(protocol: &str) {
     if !etcdctl_installed() {
         eprintln!("etcdctl is not installed (apt install etcd-client); skipped");
