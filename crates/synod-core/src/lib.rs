@@ -14,6 +14,7 @@ pub mod quorum;
 pub mod rng;
 pub mod send_gate;
 pub mod snapshot;
+pub mod testing;
 pub mod wire;
 
 pub use engine::{

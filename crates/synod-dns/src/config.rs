@@ -1,7 +1,7 @@
 //! How a DNS-style node is set up.
 
 use synod_core::quorum::{check_members, MembersError};
-use synod_core::NodeId;
+use synod_core::{Membership, NodeId};
 use thiserror::Error;
 
 /// Settings of one node. Times are in ticks; the runtime decides how long a tick is.
@@ -9,8 +9,13 @@ use thiserror::Error;
 pub struct Config {
     /// This node.
     pub id: NodeId,
-    /// Every member, this node included. The lowest is the primary.
+    /// Every member the cluster boots with, this node included; empty for a node that joins
+    /// a running cluster (it learns the membership from the transfers). The lowest voter of
+    /// the membership in force is the primary.
     pub voters: Vec<NodeId>,
+    /// The boot members with their names and addresses (the voters' ids), if the runtime has
+    /// them.
+    pub boot_membership: Option<Membership>,
     /// A secondary asks the primary for changes this often (DNS's SOA refresh).
     pub refresh_ticks: u64,
     /// A question unanswered for this long is asked again (DNS's SOA retry).
@@ -39,6 +44,9 @@ pub struct InjectedBugs {
     pub apply_before_durable: bool,
     /// The primary stops sending transfers: secondaries stay at whatever they hold.
     pub no_transfers: bool,
+    /// A primary that removed itself goes on leading and taking writes: the next primary,
+    /// which took over at the removal, gives the same serials to other changes.
+    pub lead_after_own_removal: bool,
 }
 
 impl Config {
@@ -53,6 +61,7 @@ impl Config {
         Config {
             id,
             voters,
+            boot_membership: None,
             refresh_ticks: Self::DEFAULT_REFRESH_TICKS,
             retry_ticks: Self::DEFAULT_RETRY_TICKS,
             notify: true,
@@ -65,14 +74,16 @@ impl Config {
         }
     }
 
-    /// The primary: the lowest member.
-    pub fn primary(&self) -> NodeId {
-        self.voters.iter().copied().min().unwrap_or(self.id)
-    }
-
     /// Checks the settings make sense together.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_members(self.id, &self.voters, u64::MAX)?;
+        if !self.voters.is_empty() {
+            check_members(self.id, &self.voters, u64::MAX)?;
+        }
+        if let Some(m) = &self.boot_membership {
+            if m.voters() != self.voters || m.members.iter().any(|m| m.learner) {
+                return Err(ConfigError::BootMembership);
+            }
+        }
         if self.refresh_ticks == 0 || self.retry_ticks == 0 {
             return Err(ConfigError::Timing(
                 "the refresh and retry intervals must be at least 1 tick",
@@ -91,6 +102,9 @@ pub enum ConfigError {
     /// The members are not distinct ids from 1 including this node.
     #[error(transparent)]
     Members(#[from] MembersError),
+    /// The boot membership is not the boot voters.
+    #[error("the boot membership lists other members than the voters")]
+    BootMembership,
     /// Inconsistent timeouts.
     #[error("bad timing: {0}")]
     Timing(&'static str),

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use synod_core::codec::{DecodeError, Decoder, Encoder};
 use synod_core::{
-    Action, Engine, Entry, Input, Log, LogIndex, NodeId, Payload, PersistId, PersistQueue,
-    Proposal, ReadRequest, Rejection, RequestId, Role, Snapshot, SnapshotMeta, Status,
+    Action, Engine, Entry, Input, Log, LogIndex, Membership, NodeId, Payload, PersistId,
+    PersistQueue, Proposal, ReadRequest, Rejection, RequestId, Role, Snapshot, SnapshotMeta,
+    Status,
 };
 use thiserror::Error;
 
@@ -32,69 +33,87 @@ pub enum RestartError {
 
 /// A secondary's side of the transfers.
 #[derive(Debug, Default)]
-struct Pull {
+pub(crate) struct Pull {
     /// The highest serial the primary has told of.
-    primary_serial: LogIndex,
+    pub(crate) primary_serial: LogIndex,
     /// Ticks since it last asked the primary.
-    since_asked: u64,
+    pub(crate) since_asked: u64,
     /// A question is out and unanswered.
-    waiting: bool,
+    pub(crate) waiting: bool,
     /// The full transfer it is receiving: the snapshot and the bytes so far.
-    incoming: Option<(SnapshotMeta, Vec<u8>)>,
+    pub(crate) incoming: Option<(SnapshotMeta, Vec<u8>)>,
     /// A full transfer written to disk, applied once that persist is durable.
-    installing: Option<(PersistId, Snapshot)>,
+    pub(crate) installing: Option<(PersistId, Snapshot)>,
+    /// Whom it asks: the primary, or a member that told of a newer serial (a new primary
+    /// this copy does not know of yet, or, for a member that joined, the primary itself).
+    pub(crate) source: Option<NodeId>,
 }
 
 /// One member: the primary, or a secondary holding a copy of its data.
 #[derive(Debug)]
 pub struct Dns {
-    id: NodeId,
-    primary: NodeId,
-    secondaries: Vec<NodeId>,
-    config: Config,
+    pub(crate) id: NodeId,
+    /// The lowest voter of the membership in force (`NodeId(0)`, no one, for a member that
+    /// joined and knows no membership yet).
+    pub(crate) primary: NodeId,
+    /// The other members, which the primary notifies.
+    pub(crate) secondaries: Vec<NodeId>,
+    /// The newest membership in its history (committed, in DNS terms, once durable), else
+    /// the snapshot's, else the boot one.
+    pub(crate) membership: Membership,
+    /// A primary that removed itself: it notifies the members of its last changes (its own
+    /// removal among them) as a primary would, for the rest of this life.
+    pub(crate) handing_over: bool,
+    /// The highest era this member ever persisted as primary: a member that becomes primary
+    /// takes an era above it and above every change it holds.
+    pub(crate) era_floor: u64,
+    pub(crate) config: Config,
     /// The primary's life (persistent, at the primary): every change it makes carries it. At
     /// a secondary, the newest era it holds a change of.
-    era: u64,
-    log: Log,
+    pub(crate) era: u64,
+    pub(crate) log: Log,
     /// The newest snapshot, sent in full transfers (primary).
-    snapshot: Option<Snapshot>,
+    pub(crate) snapshot: Option<Snapshot>,
     /// Primary: the snapshot each secondary is receiving in a full transfer.
-    transfers: BTreeMap<NodeId, Snapshot>,
+    pub(crate) transfers: BTreeMap<NodeId, Snapshot>,
     /// Primary: whether its era is durable. Until it is, writes wait in `before_era`: a
     /// change of an era a crash could take back would share its (era, serial) with a change
     /// of the next life.
-    era_durable: bool,
-    before_era: Vec<Proposal>,
+    pub(crate) era_durable: bool,
+    pub(crate) before_era: Vec<Proposal>,
     /// Primary: the persist that makes its era durable, once pushed.
-    era_persist: Option<PersistId>,
+    pub(crate) era_persist: Option<PersistId>,
     /// Everything through here is durable here, so applied (a secondary's serial).
-    commit_index: LogIndex,
-    applied_index: LogIndex,
-    disk: PersistQueue,
-    ticks: u64,
+    pub(crate) commit_index: LogIndex,
+    pub(crate) applied_index: LogIndex,
+    pub(crate) disk: PersistQueue,
+    pub(crate) ticks: u64,
+    /// When each member last asked this member (a question or a NOTIFY repeated to it): the
+    /// primary repeats its NOTIFY to a member silent for longer than a refresh and a retry,
+    /// as RFC 1996 retransmits it until answered (a member that joined knows whom to ask only
+    /// from it).
+    pub(crate) asked_at: BTreeMap<NodeId, u64>,
     /// Primary: the tick it last sent NOTIFY, and whether a change since waits for one.
-    notified_at: Option<u64>,
-    notify_due: bool,
+    pub(crate) notified_at: Option<u64>,
+    pub(crate) notify_due: bool,
     /// Primary: the serial of the last change it told of (or will at the next tick).
-    notified_serial: LogIndex,
-    pull: Pull,
+    pub(crate) notified_serial: LogIndex,
+    pub(crate) pull: Pull,
 }
 
 impl Dns {
     /// A member with an empty copy at serial 0, before `restart` sets its era.
     fn new(config: Config) -> Result<Dns, ConfigError> {
         config.validate()?;
-        let primary = config.primary();
-        let secondaries = config
-            .voters
-            .iter()
-            .copied()
-            .filter(|&n| n != primary)
-            .collect();
+        let membership = Membership::at_boot(config.boot_membership.as_ref(), &config.voters);
         Ok(Dns {
             id: config.id,
-            primary,
-            secondaries,
+            primary: NodeId(0),
+            secondaries: Vec::new(),
+            membership,
+            era_floor: 0,
+            handing_over: false,
+            asked_at: BTreeMap::new(),
             config,
             era: 0,
             log: Log::default(),
@@ -127,38 +146,19 @@ impl Dns {
         let mut node = Dns::new(config)?;
         let base = snapshot.as_ref().map(|s| s.meta).unwrap_or_default();
         node.log = Log::from_parts(base, entries).map_err(RestartError::Inconsistent)?;
-        let persisted_era = hard_state.map(decode_era).transpose()?;
-        if node.is_primary() {
-            let era = persisted_era.unwrap_or(0);
-            if node.log.last_era() > era {
-                return Err(RestartError::Inconsistent(format!(
-                    "the history holds changes of era {}, beyond the era {era} the primary was in",
-                    node.log.last_era()
-                )));
-            }
-            node.era = era.checked_add(1).ok_or_else(|| {
-                RestartError::Inconsistent("the primary has no era left".to_string())
-            })?;
-            node.disk.draft.hard_state = true;
-            node.era_durable = false;
-        } else {
-            if persisted_era.is_some() {
-                return Err(RestartError::Inconsistent(
-                    "a secondary holds a primary's era: its data directory is the primary's"
-                        .to_string(),
-                ));
-            }
-            node.era = node.log.last_era();
-        }
+        // A member that was primary (or is one now, and never persisted an era: it became
+        // primary by the change it pulled last, and crashed before its era was durable)
+        // starts a new era, above its last and above every change it holds.
+        node.era_floor = hard_state.map(decode_era).transpose()?.unwrap_or(0);
+        node.era = node.log.last_era();
+        node.snapshot = snapshot;
         // Everything on its disk came from the primary's durable history (or is the
         // primary's own): its serial is where the log ends, and the entries after the
         // snapshot are applied again at the first step, before anything else.
         node.commit_index = node.log.last_index();
         node.applied_index = base.index;
-        let pending_era = node.disk.draft.hard_state;
         node.disk = PersistQueue::new(node.log.last_index());
-        node.disk.draft.hard_state = pending_era;
-        node.snapshot = snapshot;
+        node.refresh_membership();
         // A secondary asks at its first tick.
         node.pull.since_asked = node.config.refresh_ticks;
         Ok(node)
@@ -195,6 +195,11 @@ impl Dns {
         InjectedBugs::default()
     }
 
+    /// Broken on purpose: a primary that removed itself still leads.
+    fn leads_after_own_removal(&self) -> bool {
+        self.bugs().lead_after_own_removal && self.handing_over
+    }
+
     fn flush(&mut self, out: &mut Out) {
         let era = self.era;
         let carries_era = self.disk.draft.hard_state;
@@ -210,20 +215,28 @@ impl Dns {
         out.push(Action::Send { to, message });
     }
 
-    fn reject(&self, id: RequestId, out: &mut Out) {
+    pub(crate) fn reject(&self, id: RequestId, out: &mut Out) {
         out.push(Action::Reject {
             id,
             reason: Rejection::NotLeader {
-                leader_hint: Some(self.primary),
+                leader_hint: self.known_primary(),
             },
         });
     }
 
+    /// The primary, if this member knows one.
+    fn known_primary(&self) -> Option<NodeId> {
+        (self.primary != NodeId(0)).then_some(self.primary)
+    }
+
     fn on_tick(&mut self, out: &mut Out) {
         self.ticks += 1;
-        if self.is_primary() {
+        if self.is_primary() || self.handing_over {
             if self.notify_due {
                 self.notify(out);
+            }
+            if self.is_primary() {
+                self.notify_the_silent(out);
             }
             return;
         }
@@ -239,7 +252,7 @@ impl Dns {
     }
 
     fn on_propose(&mut self, proposals: Vec<Proposal>, out: &mut Out) {
-        if !self.is_primary() {
+        if !self.is_primary() && !self.leads_after_own_removal() {
             for p in proposals {
                 self.reject(p.id, out);
             }
@@ -268,19 +281,35 @@ impl Dns {
 
     fn on_message(&mut self, from: NodeId, message: Message, out: &mut Out) {
         match message {
-            Message::Query { serial, receiving } if self.is_primary() => {
-                if self.secondaries.contains(&from) {
-                    self.answer(from, serial, receiving, out);
-                }
+            // Every member answers from its durable copy, a prefix of the one history: the
+            // primary, and a primary that removed itself while the others pull that change
+            // from it (as DNS secondaries may serve as masters to others).
+            Message::Query { serial, receiving } => {
+                self.asked_at.insert(from, self.ticks);
+                self.answer(from, serial, receiving, out)
             }
-            _ if self.is_primary() || from != self.primary => {}
+            _ if self.is_primary() => {}
             Message::Notify { serial } => {
+                // From the primary; or from a member holding more than this copy: a new
+                // primary this member does not know of yet, or, for a member that joined,
+                // the primary itself. It asks there.
+                let member = self.membership.contains(from) || self.membership.ids().is_empty();
+                if from != self.primary && (serial <= self.log.last_index() || !member) {
+                    return;
+                }
+                if from != self.source() {
+                    self.pull.source = Some(from);
+                    self.pull.waiting = false;
+                    self.pull.incoming = None;
+                    self.pull.primary_serial = 0;
+                }
                 self.heard_serial(serial);
                 let idle = !self.pull.waiting && self.pull.installing.is_none();
                 if serial > self.log.last_index() && idle {
                     self.ask(out);
                 }
             }
+            _ if from != self.source() => {}
             Message::Ixfr {
                 after,
                 serial,
@@ -292,9 +321,14 @@ impl Dns {
                 data,
                 done,
                 serial,
-            } => self.on_axfr(meta, offset, data, done, serial, out),
-            Message::Query { .. } => {}
+                membership,
+            } => self.on_axfr(meta, offset, data, (done, membership), serial, out),
         }
+    }
+
+    /// Whom a secondary asks.
+    fn source(&self) -> NodeId {
+        self.pull.source.unwrap_or(self.primary)
     }
 
     /// Primary: tells every secondary its serial, at most once a tick (the rest of a tick's
@@ -315,6 +349,24 @@ impl Dns {
         }
     }
 
+    /// Primary: repeats its NOTIFY, once a retry interval, to every member that has not asked
+    /// for longer than a refresh and a retry (its NOTIFY was lost, or it joined and knows no
+    /// one else to ask).
+    fn notify_the_silent(&mut self, out: &mut Out) {
+        let (refresh, retry) = (self.config.refresh_ticks, self.config.retry_ticks);
+        if !self.config.notify || !self.ticks.is_multiple_of(retry) {
+            return;
+        }
+        let serial = self.commit_index;
+        for to in self.secondaries.clone() {
+            let asked = *self.asked_at.entry(to).or_insert(self.ticks);
+            if self.ticks - asked >= refresh + retry {
+                self.asked_at.insert(to, self.ticks);
+                self.send(to, Message::Notify { serial }, out);
+            }
+        }
+    }
+
     /// Primary: answers a secondary at `serial` with what follows it (or the next chunk of
     /// the full transfer it is receiving). Only durable changes leave the primary, so no
     /// secondary ever holds one a crash of the primary could lose.
@@ -326,7 +378,7 @@ impl Dns {
         out: &mut Out,
     ) {
         let commit = self.commit_index;
-        if serial > commit || self.bugs().no_transfers {
+        if serial > commit || self.bugs().no_transfers || self.pull.installing.is_some() {
             // Claims more than the primary ever made durable: no correct secondary says that.
             return;
         }
@@ -382,12 +434,14 @@ impl Dns {
         let end = start
             .saturating_add(self.config.snapshot_chunk_bytes)
             .min(len);
+        let done = end == len;
         let axfr = Message::Axfr {
             meta: snapshot.meta,
             offset: start as u64,
             data: snapshot.data.slice(start..end),
-            done: end == len,
+            done,
             serial,
+            membership: snapshot.membership.clone().filter(|_| done),
         };
         self.send(to, axfr, out);
     }
@@ -411,8 +465,11 @@ impl Dns {
                 .as_ref()
                 .map(|(meta, bytes)| (*meta, bytes.len() as u64)),
         };
-        let primary = self.primary;
-        self.send(primary, query, out);
+        let source = self.source();
+        if source == NodeId(0) || source == self.id {
+            return; // joining: it waits for the primary's NOTIFY
+        }
+        self.send(source, query, out);
     }
 
     /// Asks again at once if the primary holds more than this copy.
@@ -435,6 +492,7 @@ impl Dns {
         // The answer to its own question says where the primary is now: a NOTIFY that
         // claimed more (a bogus one) stops driving questions here.
         self.pull.primary_serial = serial;
+        let mut membership_moved = false;
         for entry in entries {
             // Out of order, of an era before what precedes it, or past the serial sent with
             // it: no primary sends that.
@@ -444,9 +502,16 @@ impl Dns {
             {
                 break;
             }
+            membership_moved |= matches!(entry.payload, Payload::Membership { .. });
             self.era = self.era.max(entry.era);
             self.disk.draft.entries.push(entry.clone());
             self.log.push(entry);
+        }
+        if membership_moved {
+            self.refresh_membership();
+            if self.is_primary() {
+                return;
+            }
         }
         self.ask_if_behind(out);
     }
@@ -458,7 +523,7 @@ impl Dns {
         meta: SnapshotMeta,
         offset: u64,
         data: Bytes,
-        done: bool,
+        (done, membership): (bool, Option<Membership>),
         serial: LogIndex,
         out: &mut Out,
     ) {
@@ -494,7 +559,7 @@ impl Dns {
         };
         debug_assert_eq!(bytes.len() as u64, held);
         let snapshot = Snapshot {
-            membership: None,
+            membership,
             meta,
             data: Bytes::from(bytes),
         };
@@ -523,8 +588,11 @@ impl Dns {
                 self.applied_index = snapshot.meta.index;
                 self.snapshot = Some(snapshot.clone());
                 out.push(Action::Restore(snapshot));
+                self.refresh_membership();
             }
-            self.ask_if_behind(out);
+            if !self.is_primary() {
+                self.ask_if_behind(out);
+            }
         }
     }
 
@@ -543,7 +611,7 @@ impl Dns {
         self.commit_index = self.commit_index.max(through);
         self.log
             .apply_through(&mut self.applied_index, self.commit_index, out);
-        if self.is_primary() && self.commit_index > self.notified_serial {
+        if (self.is_primary() || self.handing_over) && self.commit_index > self.notified_serial {
             self.notified_serial = self.commit_index;
             self.notify(out);
         }
@@ -575,19 +643,27 @@ impl Engine for Dns {
             Input::Read(reads) => self.on_read(reads, out),
             Input::Persisted(id) => self.on_persisted(id, out),
             Input::Snapshotted(snapshot) => self.on_snapshotted(snapshot),
-            // The primary is fixed by configuration: nothing to hand over.
+            // The primary is the lowest voter: it moves only with the membership.
             Input::TransferLeadership { .. } => {}
-            Input::ChangeMembership { id, .. } => out.push(Action::membership_unsupported(id)),
+            Input::ChangeMembership { id, change } => self.on_change_membership(id, change, out),
         }
         self.flush(out);
         self.advance(out);
     }
 
+    fn membership(&self) -> Option<&Membership> {
+        Some(&self.membership)
+    }
+
+    fn membership_at(&self, index: LogIndex) -> Option<Membership> {
+        Some(self.membership_as_of(index))
+    }
+
     fn status(&self) -> Status {
-        let (role, leader) = if self.is_primary() {
+        let (role, leader) = if self.is_primary() || self.leads_after_own_removal() {
             (Role::Leader, Some(self.id))
         } else {
-            (Role::Secondary, Some(self.primary))
+            (Role::Secondary, self.known_primary())
         };
         Status {
             id: self.id,

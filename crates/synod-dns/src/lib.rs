@@ -1,7 +1,7 @@
 //! DNS-style propagation: the simplest weak model, one writer and copies that lag.
 //!
-//! One node, the **primary** (the lowest member id, fixed by configuration as a DNS zone's
-//! master is), takes every write, makes it durable, and stamps it with the next **serial**
+//! One node, the **primary** (the lowest voter of the membership in force, as a zone has one
+//! master), takes every write, makes it durable, and stamps it with the next **serial**
 //! (its log index). The other members are **secondaries**: each holds a copy of the primary's
 //! data as of some serial and answers reads from that copy, however old, without asking
 //! anyone. Secondaries never take writes of their own (a write sent to one is handed to the
@@ -31,12 +31,19 @@
 //! by at most the refresh interval plus the TTL (NOTIFY usually makes it far less); a
 //! secondary cut off from the primary keeps answering from its copy, ever more stale. While
 //! the primary is down, nobody takes writes.
+//!
+//! The membership changes as a zone's name servers do, through the primary's own changes;
+//! removing the primary hands the zone to the next lowest voter once that one holds the
+//! removal (see `membership.rs`).
 
 mod config;
 mod engine;
+mod membership;
 mod message;
 mod wire;
 
+#[cfg(test)]
+mod membership_tests;
 #[cfg(test)]
 mod tests;
 

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use bytes::Bytes;
-use synod_core::{Entry, LogIndex, SnapshotMeta};
+use synod_core::{Entry, LogIndex, Membership, SnapshotMeta};
 
 /// Messages between members.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +44,8 @@ pub enum Message {
         done: bool,
         /// The primary's serial.
         serial: LogIndex,
+        /// The membership the snapshot records (with the last chunk).
+        membership: Option<Membership>,
     },
 }
 
@@ -74,6 +76,7 @@ impl fmt::Display for Message {
                 data,
                 done,
                 serial,
+                ..
             } => write!(
                 f,
                 "Axfr snapshot@{} offset={offset} len={}{} serial={serial}",

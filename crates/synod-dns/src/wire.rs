@@ -2,7 +2,7 @@
 //! members: append new variants, never renumber.
 
 use synod_core::codec::{DecodeError, Decoder, Encoder};
-use synod_core::{Entry, SnapshotMeta, Wire};
+use synod_core::{Entry, Membership, SnapshotMeta, Wire};
 
 use crate::message::Message;
 
@@ -33,10 +33,18 @@ impl Wire for Message {
                 data,
                 done,
                 serial,
+                membership,
             } => {
                 enc.u8(3);
                 m.encode(enc);
-                enc.u64(*offset).bytes(data).bool(*done).u64(*serial);
+                enc.u64(*offset)
+                    .bytes(data)
+                    .bool(*done)
+                    .u64(*serial)
+                    .bool(membership.is_some());
+                if let Some(membership) = membership {
+                    membership.encode(enc);
+                }
             }
         }
     }
@@ -71,6 +79,11 @@ impl Wire for Message {
                 data: dec.owned_bytes("chunk")?,
                 done: dec.bool("done")?,
                 serial: dec.u64("serial")?,
+                membership: if dec.bool("has membership")? {
+                    Some(Membership::decode(dec)?)
+                } else {
+                    None
+                },
             },
         })
     }
@@ -114,6 +127,7 @@ mod tests {
                 data: Bytes::from_static(b"zone"),
                 done: true,
                 serial: 41,
+                membership: Some(Membership::of_voters(&[synod_core::NodeId(2)])),
             },
         ]
     }

@@ -49,7 +49,8 @@ use tracing::{debug, info, warn};
 /// changes forwarded to the leader). 9: Paxos membership changes (the change itself as a
 /// value, a follower's decided log end in its heartbeat answer, the membership with the last
 /// snapshot chunk). 10: ZAB membership changes (the membership with the last snapshot chunk).
-/// 11: primary-backup membership changes (snapshot chunks, a commit point with TakeOver).
+/// 11: primary-backup and DNS membership changes (primary-backup's snapshot chunks and a
+/// commit point with TakeOver; the membership with DNS's last full-transfer chunk).
 pub const PROTOCOL_VERSION: u16 = 11;
 const MAGIC: [u8; 4] = *b"SYNP";
 /// Each of a handshake's variable parts (the client URL, the settings) is at most this long.

@@ -53,7 +53,7 @@ pub fn has_consensus(protocol: &str) -> bool {
 
 /// Whether the protocol named `protocol` hands its leadership over on request (etcd's
 /// MoveLeader). ZAB, as ZooKeeper, does not: its leader leads until it fails. Nor does
-/// DNS-style propagation, whose primary is fixed by configuration.
+/// DNS-style propagation, whose primary is the lowest voter and moves only with the membership.
 pub fn moves_leadership(protocol: &str) -> bool {
     has_leader(protocol) && protocol != Zab::NAME && protocol != Dns::NAME
 }
@@ -399,6 +399,7 @@ pub struct DnsOptions {
 impl Protocol for Dns {
     const NAME: &'static str = "dns";
     type Options = DnsOptions;
+    const CHANGES_MEMBERSHIP: bool = true;
 
     fn boot(boot: &Boot<'_>, recovered: &Recovered, options: &DnsOptions) -> Result<Dns, String> {
         // The primary's era is all of its hard state.
@@ -422,6 +423,7 @@ impl Protocol for Dns {
 /// simulator's staleness bound is derived from the same defaults).
 fn dns_config(boot: &Boot<'_>, options: &DnsOptions) -> synod_dns::Config {
     let mut config = synod_dns::Config::new(boot.id, boot.voters.to_vec());
+    config.boot_membership = boot.members.cloned();
     config.snapshot_chunk_bytes = boot.snapshot_chunk_bytes;
     if let Some(tweak) = options.tweak {
         tweak(&mut config);

@@ -352,6 +352,22 @@ fn the_sweep_catches_a_dns_primary_that_sends_no_transfers() {
     assert_eq!(first.kind, ViolationKind::Staleness, "{first}");
 }
 
+/// Removing the DNS primary hands the zone to the next voter at the removal's serial: an old
+/// primary that kept taking writes would give serials after it to other changes than the new
+/// primary's, which the sweep sees as two changes applied at one serial.
+#[test]
+fn the_sweep_catches_a_removed_dns_primary_that_keeps_writing() {
+    let options = DnsOptions {
+        tweak: Some(|c| c.bugs.lead_after_own_removal = true),
+    };
+    let mut template = RunConfig::new(0, 3);
+    template.faults = FaultSet::parse("partition,crash,membership,delay").expect("fault names");
+    template.nemesis_interval_ticks = (5, 60);
+    let summary = sweep_until_caught::<Dns>(template, 1..=500, options);
+    let (_, first) = first_caught("a removed dns primary writing", &summary);
+    assert_eq!(first.kind, ViolationKind::Safety, "{first}");
+}
+
 /// Gossip under every fault, at ONE and at QUORUM: replicas converge after the heal, every
 /// acknowledged write is held at its version or a newer one everywhere, versions applied
 /// only move forward. Its histories are not linearizable, which the sweep counts.

@@ -4,27 +4,25 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use synod_core::testing::{add, Net as Wired};
+use synod_core::{Engine, MembershipChange, MembershipRefusal, NodeId, Rejection, Role};
 
-use bytes::Bytes;
-use synod_core::{
-    Action, Engine, Input, MembershipChange, MembershipRefusal, NodeId, Payload, Proposal,
-    Rejection, RequestId, Role,
-};
-
-use crate::message::Message;
 use crate::{Config, Zab};
 
-/// Nodes that hear each other at once and persist at once, unless cut off.
-struct Net {
-    nodes: BTreeMap<NodeId, Zab>,
-    queue: VecDeque<(NodeId, NodeId, Message)>,
-    cut: BTreeSet<NodeId>,
-    /// Per node, the commands it applied, in order.
-    applied: BTreeMap<NodeId, Vec<u64>>,
-    /// Answers to the operator, by request.
-    refused: BTreeMap<RequestId, Rejection>,
-    seq: u64,
+/// Nodes wired together (see `synod_core::testing`), with what ZAB adds.
+struct Net(Wired<Zab>);
+
+impl std::ops::Deref for Net {
+    type Target = Wired<Zab>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Net {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 fn config(id: u64, voters: &[u64]) -> Config {
@@ -33,14 +31,7 @@ fn config(id: u64, voters: &[u64]) -> Config {
 
 impl Net {
     fn new(voters: &[u64]) -> Net {
-        let mut net = Net {
-            nodes: BTreeMap::new(),
-            queue: VecDeque::new(),
-            cut: BTreeSet::new(),
-            applied: BTreeMap::new(),
-            refused: BTreeMap::new(),
-            seq: 0,
-        };
+        let mut net = Net(Wired::default());
         for &id in voters {
             net.nodes
                 .insert(NodeId(id), Zab::new(config(id, voters)).unwrap());
@@ -52,50 +43,6 @@ impl Net {
     fn join(&mut self, id: u64) {
         self.nodes
             .insert(NodeId(id), Zab::new(config(id, &[])).unwrap());
-    }
-
-    fn step(&mut self, id: NodeId, input: Input<Message>) {
-        let mut out = Vec::new();
-        self.nodes.get_mut(&id).unwrap().step(input, &mut out);
-        let mut persisted = None;
-        for action in out {
-            match action {
-                Action::Send { to, message } => self.queue.push_back((id, to, message)),
-                Action::Persist(p) => persisted = Some(p.id),
-                Action::Apply(entry) => {
-                    if let Payload::Command(p) = entry.payload {
-                        self.applied.entry(id).or_default().push(p.id.seq);
-                    }
-                }
-                Action::Reject { id, reason } => {
-                    self.refused.insert(id, reason);
-                }
-                _ => {}
-            }
-        }
-        if let Some(p) = persisted {
-            self.step(id, Input::Persisted(p));
-        }
-    }
-
-    /// Delivers what is in flight, then ticks everyone, `ticks` times.
-    fn run(&mut self, ticks: u64) {
-        for _ in 0..ticks {
-            while let Some((from, to, message)) = self.queue.pop_front() {
-                if self.cut.contains(&from) || self.cut.contains(&to) {
-                    continue;
-                }
-                if self.nodes.contains_key(&to) {
-                    self.step(to, Input::Receive { from, message });
-                }
-            }
-            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
-            for id in ids {
-                if !self.cut.contains(&id) {
-                    self.step(id, Input::Tick);
-                }
-            }
-        }
     }
 
     fn leader(&self) -> Option<NodeId> {
@@ -116,31 +63,7 @@ impl Net {
     }
 
     fn propose(&mut self, at: NodeId) -> u64 {
-        self.seq += 1;
-        let proposal = Proposal {
-            id: RequestId::new(1, self.seq),
-            command: Bytes::from_static(b"w"),
-        };
-        self.step(at, Input::Propose(vec![proposal]));
-        self.seq
-    }
-
-    fn change(&mut self, at: NodeId, change: MembershipChange) -> RequestId {
-        self.seq += 1;
-        let id = RequestId::new(2, self.seq);
-        self.step(at, Input::ChangeMembership { id, change });
-        id
-    }
-
-    fn applied(&self, id: u64) -> &[u64] {
-        self.applied.get(&NodeId(id)).map_or(&[], Vec::as_slice)
-    }
-}
-
-fn add(peer: &str, learner: bool) -> MembershipChange {
-    MembershipChange::Add {
-        peer_urls: vec![peer.to_string()],
-        learner,
+        self.write(at)
     }
 }
 

@@ -954,6 +954,11 @@ async fn etcdctl_adds_promotes_and_removes_sync_members() {
     membership_runbook("sync").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_adds_promotes_and_removes_dns_members() {
+    membership_runbook("dns").await;
+}
+
 async fn membership_runbook(protocol: &str) {
     if !etcdctl_installed() {
         eprintln!("etcdctl is not installed (apt install etcd-client); skipped");
@@ -1087,4 +1092,43 @@ async fn membership_runbook(protocol: &str) {
         1,
         "one leader among the three: {status}"
     );
+}
+
+/// DNS-style propagation hands its zone over when the primary is removed: the next lowest
+/// member becomes primary once it holds the removal, with every write the old one took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_removes_the_dns_primary_and_the_next_member_takes_its_writes() {
+    if !etcdctl_installed() {
+        eprintln!("etcdctl is not installed (apt install etcd-client); skipped");
+        return;
+    }
+    let mut cluster = Cluster::start("etcdctl-dns-primary", 3, &["--protocol", "dns"]);
+    cluster.keep_on_failure();
+    assert_eq!(
+        cluster.ready().await,
+        Some(1),
+        "the lowest member is primary"
+    );
+    let all = cluster.endpoints();
+    etcdctl(&all, &["put", "before", "1"], None);
+    let removed = etcdctl(&all, &["member", "remove", "1"], None);
+    assert!(removed.contains("removed from cluster"), "{removed}");
+    let rest = format!("{},{}", cluster.member(2).client, cluster.member(3).client);
+    etcdctl_until_ok(&rest, &["put", "after", "2"], Duration::from_secs(10));
+    cluster.kill(1);
+    let third = cluster.member(3).client.clone();
+    for (key, value) in [("before", "1"), ("after", "2")] {
+        let got = etcdctl_until_ok(
+            &third,
+            &["get", key, "--print-value-only"],
+            Duration::from_secs(10),
+        );
+        assert_eq!(got.trim(), value, "{key} at member 3");
+    }
+    let status = etcdctl(&rest, &["endpoint", "status"], None);
+    let leader = status
+        .lines()
+        .find(|l| l.contains(", true, false,"))
+        .unwrap_or_else(|| panic!("a primary among the two: {status}"));
+    assert!(leader.starts_with(&cluster.member(2).client), "{status}");
 }

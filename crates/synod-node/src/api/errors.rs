@@ -33,7 +33,7 @@ pub fn no_leases(protocol: &str) -> Status {
 /// transfer).
 pub fn no_leader_transfer(protocol: &str) -> Status {
     let why = if protocol == Dns::NAME {
-        "its primary is the lowest member id, fixed by configuration"
+        "its primary is the lowest voting member, and moves only when the membership changes"
     } else {
         "its leader leads until it fails"
     };

@@ -248,7 +248,7 @@ pub fn resolve(args: &ServerArgs) -> anyhow::Result<(ServerConfig, Option<usize>
     config.join = join;
     if join && !synod_replica::changes_membership(&config.protocol) {
         bail!(
-            "--initial-cluster-state existing: {} cannot add members to a running cluster yet (raft, multi-paxos, basic-paxos, zab and sync can)",
+            "--initial-cluster-state existing: {} cannot add members to a running cluster yet (every protocol but gossip can)",
             config.protocol
         );
     }
@@ -569,10 +569,10 @@ mod tests {
         );
         let elsewhere = ServerArgs {
             initial_cluster_state: Some("existing".into()),
-            protocol: Some("dns".into()),
+            protocol: Some("gossip".into()),
             ..args
         };
-        let error = format!("{:#}", resolve(&elsewhere).expect_err("dns"));
+        let error = format!("{:#}", resolve(&elsewhere).expect_err("gossip"));
         assert!(error.contains("cannot add members"), "{error}");
         let stranger = ServerArgs {
             name: Some("infra9".into()),
