@@ -21,13 +21,14 @@ impl Log {
     /// The newest membership entry at or below `index`, with its index (engines whose
     /// membership rules from the moment it is held: Raft, ZAB).
     pub fn membership_through(&self, index: LogIndex) -> Option<(LogIndex, Membership)> {
-        let first = self.base.index + 1;
-        (first..=index.min(self.last_index())).rev().find_map(|i| {
-            match self.entry(i).map(|e| &e.payload) {
-                Some(Payload::Membership { membership, .. }) => Some((i, membership.clone())),
+        self.entries
+            .iter()
+            .rev()
+            .skip_while(|e| e.index > index)
+            .find_map(|e| match &e.payload {
+                Payload::Membership { membership, .. } => Some((e.index, membership.clone())),
                 _ => None,
-            }
-        })
+            })
     }
 
     /// A log holding `entries` after `base`: they must follow it at consecutive indexes, with
@@ -75,7 +76,7 @@ impl Log {
 
     /// The entry at `index`, if it is held (after the base, up to the end).
     pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
-        let position = index.checked_sub(self.base.index + 1)?;
+        let position = index.checked_sub(self.base.index)?.checked_sub(1)?;
         self.entries.get(position as usize)
     }
 

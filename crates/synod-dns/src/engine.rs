@@ -44,6 +44,8 @@ pub(crate) struct Pull {
     pub(crate) incoming: Option<(SnapshotMeta, Vec<u8>)>,
     /// A full transfer written to disk, applied once that persist is durable.
     pub(crate) installing: Option<(PersistId, Snapshot)>,
+    /// Questions asked again without an answer since the last one answered.
+    pub(crate) unanswered: u32,
     /// Whom it asks: the primary, or a member that told of a newer serial (a new primary
     /// this copy does not know of yet, or, for a member that joined, the primary itself).
     pub(crate) source: Option<NodeId>,
@@ -81,6 +83,8 @@ pub struct Dns {
     /// of the next life.
     pub(crate) era_durable: bool,
     pub(crate) before_era: Vec<Proposal>,
+    /// Primary: reads that wait for its era to be durable (see `on_read`).
+    pub(crate) reads_before_era: Vec<RequestId>,
     /// Primary: the persist that makes its era durable, once pushed.
     pub(crate) era_persist: Option<PersistId>,
     /// Everything through here is durable here, so applied (a secondary's serial).
@@ -88,10 +92,11 @@ pub struct Dns {
     pub(crate) applied_index: LogIndex,
     pub(crate) disk: PersistQueue,
     pub(crate) ticks: u64,
-    /// When each member last asked this member (a question or a NOTIFY repeated to it): the
-    /// primary repeats its NOTIFY to a member silent for longer than a refresh and a retry,
-    /// as RFC 1996 retransmits it until answered (a member that joined knows whom to ask only
-    /// from it).
+    /// When each member last asked this member (or, for one never heard, when this member
+    /// first looked): the primary repeats its NOTIFY every retry interval to a member silent
+    /// for longer than a refresh and a retry, as RFC 1996 retransmits it until answered (a
+    /// member that joined knows whom to ask only from it), and moves the primary only to a
+    /// member that asked lately.
     pub(crate) asked_at: BTreeMap<NodeId, u64>,
     /// Primary: the tick it last sent NOTIFY, and whether a change since waits for one.
     pub(crate) notified_at: Option<u64>,
@@ -121,6 +126,7 @@ impl Dns {
             transfers: BTreeMap::new(),
             era_durable: true,
             before_era: Vec::new(),
+            reads_before_era: Vec::new(),
             era_persist: None,
             commit_index: 0,
             applied_index: 0,
@@ -167,6 +173,12 @@ impl Dns {
     /// Whether this member is the primary.
     pub fn is_primary(&self) -> bool {
         self.id == self.primary
+    }
+
+    /// Whether this member is a primary that removed itself (it still notifies, and its
+    /// writes and its removal are the history its successor continues).
+    pub fn is_handing_over(&self) -> bool {
+        self.handing_over
     }
 
     /// The primary's era (at a secondary, the newest it holds a change of).
@@ -275,7 +287,14 @@ impl Dns {
 
     /// Every read is answered from the copy here, at once: a secondary's may be stale, which
     /// is the model. (At the primary it is linearizable: it holds every acknowledged write.)
+    /// A member that has just become primary holds its predecessor's last writes on its disk
+    /// only once its era is (the era's persist comes after them): its reads wait until then.
     fn on_read(&mut self, reads: Vec<ReadRequest>, out: &mut Out) {
+        if self.is_primary() && !self.era_durable {
+            self.reads_before_era
+                .extend(reads.into_iter().map(|r| r.id));
+            return;
+        }
         out.extend(reads.into_iter().map(|r| Action::ReadReady(r.id)));
     }
 
@@ -297,11 +316,8 @@ impl Dns {
                 if from != self.primary && (serial <= self.log.last_index() || !member) {
                     return;
                 }
-                if from != self.source() {
-                    self.pull.source = Some(from);
-                    self.pull.waiting = false;
-                    self.pull.incoming = None;
-                    self.pull.primary_serial = 0;
+                if from != self.source() && !self.switch_source(from) {
+                    return;
                 }
                 self.heard_serial(serial);
                 let idle = !self.pull.waiting && self.pull.installing.is_none();
@@ -329,6 +345,25 @@ impl Dns {
     /// Whom a secondary asks.
     fn source(&self) -> NodeId {
         self.pull.source.unwrap_or(self.primary)
+    }
+
+    /// Asks `to` from now on, unless the member it asks now is answering (a transfer under
+    /// way, or a question out that was not yet asked again): members holding more than this
+    /// copy would otherwise take turns and restart its transfers without end.
+    fn switch_source(&mut self, to: NodeId) -> bool {
+        let current = self.source();
+        let known = current != NodeId(0) && current != self.id;
+        let busy =
+            self.pull.waiting || self.pull.incoming.is_some() || self.pull.installing.is_some();
+        if known && busy && self.pull.unanswered == 0 {
+            return false;
+        }
+        self.pull.source = Some(to);
+        self.pull.waiting = false;
+        self.pull.incoming = None;
+        self.pull.unanswered = 0;
+        self.pull.primary_serial = 0;
+        true
     }
 
     /// Primary: tells every secondary its serial, at most once a tick (the rest of a tick's
@@ -361,7 +396,6 @@ impl Dns {
         for to in self.secondaries.clone() {
             let asked = *self.asked_at.entry(to).or_insert(self.ticks);
             if self.ticks - asked >= refresh + retry {
-                self.asked_at.insert(to, self.ticks);
                 self.send(to, Message::Notify { serial }, out);
             }
         }
@@ -378,6 +412,16 @@ impl Dns {
         out: &mut Out,
     ) {
         let commit = self.commit_index;
+        if serial > commit && !self.is_primary() && self.membership.contains(to) {
+            // A member holding more than this copy (the one history's longer prefix): ask
+            // it. After a primary's removal, with the old primary gone, this is how a
+            // successor that missed the removal gets it from a member that has it.
+            if to != self.source() && !self.switch_source(to) {
+                return;
+            }
+            self.heard_serial(serial);
+            return self.ask_if_behind(out);
+        }
         if serial > commit || self.bugs().no_transfers || self.pull.installing.is_some() {
             // Claims more than the primary ever made durable: no correct secondary says that.
             return;
@@ -455,6 +499,9 @@ impl Dns {
         if self.pull.installing.is_some() {
             return;
         }
+        if self.pull.waiting {
+            self.pull.unanswered = self.pull.unanswered.saturating_add(1);
+        }
         self.pull.waiting = true;
         self.pull.since_asked = 0;
         let query = Message::Query {
@@ -488,6 +535,7 @@ impl Dns {
             return;
         }
         self.pull.waiting = false;
+        self.pull.unanswered = 0;
         self.pull.incoming = None;
         // The answer to its own question says where the primary is now: a NOTIFY that
         // claimed more (a bogus one) stops driving questions here.
@@ -531,7 +579,7 @@ impl Dns {
         if self.pull.installing.is_some() {
             return;
         }
-        if meta.index <= self.log.last_index() || meta.index > serial {
+        if meta.index <= self.log.last_index() || meta.index > serial || meta.index == u64::MAX {
             // It holds all of that already (a late copy), or the snapshot claims more than
             // the primary's own serial (no primary sends that).
             return;
@@ -551,6 +599,7 @@ impl Dns {
             _ => return,
         };
         self.pull.waiting = false;
+        self.pull.unanswered = 0;
         if !done {
             return self.ask(out);
         }
@@ -614,6 +663,10 @@ impl Dns {
         if (self.is_primary() || self.handing_over) && self.commit_index > self.notified_serial {
             self.notified_serial = self.commit_index;
             self.notify(out);
+        }
+        if self.era_durable && !self.reads_before_era.is_empty() {
+            let ready = std::mem::take(&mut self.reads_before_era);
+            out.extend(ready.into_iter().map(Action::ReadReady));
         }
     }
 

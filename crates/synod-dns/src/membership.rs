@@ -12,14 +12,20 @@
 //!   so it holds every change the old primary ever made durable (nothing follows the
 //!   removal there): acknowledged writes survive the hand-over. It starts an era above every
 //!   change it holds and above any it had before, so an (era, serial) still names one change.
-//!   Until every member has pulled the removal, the old primary answers their questions
-//!   (every member answers from its durable copy); one that is gone is replaced by the new
-//!   primary's NOTIFY, which a member takes from anyone holding more than it does.
+//!   The others pull the removal from the old primary while it runs (every member answers
+//!   from its durable copy, a prefix of the one history), or from each other: a member asked
+//!   by, or notified by, a member holding more than it does asks that member instead, unless
+//!   the one it asks is answering. So the new primary's NOTIFY reaches those that missed
+//!   the removal, and a successor that missed it gets it from any member that has it. Reads
+//!   at the new primary wait until its era, and the changes before it, are on its disk.
+//! - A change that moves the primary (its removal, or a promotion of a lower id) is refused
+//!   unless the successor asked lately: the zone would wait for a member that may be down.
 //! - DNS has no quorum, hence no pending change to wait for and no learner to judge: the
 //!   changes apply in the primary's order, one serial each.
 
 use synod_core::{
-    Action, Entry, LogIndex, Membership, MembershipChange, NodeId, Payload, Rejection, RequestId,
+    Action, Entry, LogIndex, Membership, MembershipChange, MembershipRefusal, NodeId, Payload,
+    Rejection, RequestId,
 };
 
 use crate::engine::Dns;
@@ -59,7 +65,9 @@ impl Dns {
         let me = self.id;
         self.secondaries = self.membership.ids();
         self.secondaries.retain(|&id| id != me);
-        if self.primary != before {
+        // A new primary is asked from now on, unless the member asked now holds more than
+        // this copy (the newest membership there may name another primary still).
+        if self.primary != before && self.pull.primary_serial <= self.log.last_index() {
             self.pull.source = None;
         }
         if self.is_primary() && !was_primary {
@@ -77,6 +85,22 @@ impl Dns {
         self.notified_serial = 0;
     }
 
+    /// The membership after `change`, if the primary may make it now: one that moves the
+    /// primary (its own removal, or a promotion of a lower id) needs the successor to have
+    /// asked lately, or the zone would wait for a member that may be down.
+    fn check_change(&self, change: &MembershipChange) -> Result<Membership, MembershipRefusal> {
+        let next = self.membership.changed(change)?;
+        let successor = next.voters().into_iter().min();
+        if let Some(successor) = successor.filter(|&s| s != self.id) {
+            let window = self.config.refresh_ticks + self.config.retry_ticks;
+            let asked = self.asked_at.get(&successor);
+            if asked.is_none_or(|&at| self.ticks.saturating_sub(at) > window) {
+                return Err(MembershipRefusal::NotEnoughStarted);
+            }
+        }
+        Ok(next)
+    }
+
     /// An operator's change: the primary appends it, as one of its changes; any other member
     /// refuses it (the replica hands it to the primary first).
     pub(crate) fn on_change_membership(
@@ -88,7 +112,7 @@ impl Dns {
         if !self.is_primary() || !self.era_durable {
             return self.reject(id, out);
         }
-        let next = match self.membership.changed(&change) {
+        let next = match self.check_change(&change) {
             Ok(next) => next,
             Err(refusal) => {
                 return out.push(Action::Reject {

@@ -133,3 +133,47 @@ fn a_member_that_joined_and_missed_the_notify_hears_it_again() {
     assert!(net.applied(4).contains(&write));
     assert_eq!(net.nodes[&NodeId(4)].status().leader, Some(p));
 }
+
+#[test]
+fn a_successor_that_missed_the_removal_gets_it_from_a_member_that_has_it() {
+    let mut net = cluster(&[1, 2, 3]);
+    let (old, new) = (NodeId(1), NodeId(2));
+    let write = net.write(old);
+    net.run(30);
+    let removal = net.change(old, MembershipChange::Remove { id: old });
+    assert!(!net.refused.contains_key(&removal), "{:?}", net.refused);
+    // The successor is cut off before it pulls the removal; member 3 pulls it, then the old
+    // primary is gone for good.
+    net.cut.insert(new);
+    net.run(30);
+    assert_eq!(net.nodes[&NodeId(3)].status().leader, Some(new));
+    net.cut.insert(old);
+    net.cut.remove(&new);
+    net.run(60);
+    assert!(
+        net.nodes[&new].is_primary(),
+        "it pulled the removal from member 3"
+    );
+    assert!(net.applied(2).contains(&write));
+    let next = net.write(new);
+    net.run(10);
+    assert!(net.applied(3).contains(&next));
+}
+
+#[test]
+fn a_change_that_moves_the_primary_waits_for_the_successor_to_be_heard() {
+    let mut net = cluster(&[1, 2, 3]);
+    net.run(30);
+    net.cut.insert(NodeId(2));
+    net.run(40);
+    let removal = net.change(NodeId(1), MembershipChange::Remove { id: NodeId(1) });
+    assert_eq!(
+        net.refused.get(&removal),
+        Some(&synod_core::Rejection::Membership(
+            synod_core::MembershipRefusal::NotEnoughStarted
+        ))
+    );
+    // Removing a silent secondary moves no primary: taken.
+    let other = net.change(NodeId(1), MembershipChange::Remove { id: NodeId(2) });
+    assert!(!net.refused.contains_key(&other));
+}

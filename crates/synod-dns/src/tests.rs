@@ -271,10 +271,16 @@ fn a_secondary_asks_on_refresh_and_on_notify_and_again_after_the_retry_interval(
     assert_eq!(applied(&out), [1]);
     assert_eq!(sends(&out), [(NodeId(1), query(1))], "behind: it asks on");
     // A NOTIFY from a stranger means nothing; from another member that holds more (a new
-    // primary it does not know of yet), it asks there at once.
+    // primary it does not know of yet), it asks there once the member it asks now stops
+    // answering (it asked again without an answer), not while it answers.
     let s_before = s.serial();
     assert!(sends(&receive(&mut s, 9, Message::Notify { serial: 9 })).is_empty());
     assert_eq!(s.serial(), s_before);
+    assert!(sends(&receive(&mut s, 3, Message::Notify { serial: 9 })).is_empty());
+    let asked_again: Vec<_> = (0..6)
+        .flat_map(|_| sends(&step(&mut s, Input::Tick)))
+        .collect();
+    assert_eq!(asked_again, [(NodeId(1), query(1))]);
     let out = receive(&mut s, 3, Message::Notify { serial: 9 });
     assert_eq!(sends(&out), [(NodeId(3), query(1))]);
 }

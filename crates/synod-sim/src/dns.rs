@@ -42,8 +42,10 @@ impl LogEngine for Dns {
         Dns::log(self)
     }
 
+    /// The primary's era, and a removed primary's while it hands over: the writes it made
+    /// durable and its own removal are committed too.
     fn leading_era(&self) -> Option<u64> {
-        self.is_primary().then_some(self.era())
+        (self.is_primary() || self.is_handing_over()).then_some(self.era())
     }
 
     fn commit_index(&self) -> LogIndex {

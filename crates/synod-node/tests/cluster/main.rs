@@ -17,10 +17,22 @@ use tonic::transport::Channel;
 
 mod etcd_api;
 
-/// A port nobody is listening on right now.
+/// A port nobody listens on right now, below the kernel's ephemeral range (a port from
+/// `bind(0)` can be handed to a peer's outgoing connection before the server binds it, which
+/// then fails with "address in use"), and one no other test of this binary was given.
 fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("local address").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 3_000; // below the ports `synod`'s own process tests use (10,000 on)
+    const SPAN: u32 = 6_500;
+    let offset = std::process::id().wrapping_mul(7_919) % SPAN;
+    for _ in 0..SPAN {
+        let port = (LOW + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {LOW} and {}", LOW + SPAN);
 }
 
 /// A fresh directory under the system's temporary directory.
