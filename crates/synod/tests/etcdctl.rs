@@ -912,6 +912,23 @@ async fn the_corruption_check_raises_an_alarm_for_a_member_holding_other_data() 
     );
 }
 
+/// Reads `key` through `endpoints` until it shows `expected` (a member that reads from a
+/// copy that may still be catching up: a learner's serializable read, any read under DNS),
+/// for up to 10 s; returns the last value read.
+fn etcdctl_read_until(endpoints: &str, key: &str, flags: &[&str], expected: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut args = vec!["get", key, "--print-value-only"];
+    args.extend_from_slice(flags);
+    loop {
+        let out = run_etcdctl(endpoints, &args, None);
+        let value = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if (out.status.success() && value == expected) || std::time::Instant::now() > deadline {
+            return value;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Retries an etcdctl command for up to `within` (a learner catching up, a leader being
 /// elected); returns its output once it succeeds.
 fn etcdctl_until_ok(endpoints: &str, args: &[&str], within: Duration) -> String {
@@ -1038,12 +1055,8 @@ async fn membership_runbook(protocol: &str) {
     assert!(error.contains("rpc not supported for learner"), "{error}");
     let error = etcdctl_fails(&learner, &["get", "before"], None);
     assert!(error.contains("rpc not supported for learner"), "{error}");
-    let stale = etcdctl_until_ok(
-        &learner,
-        &["get", "before", "--consistency=s", "--print-value-only"],
-        Duration::from_secs(10),
-    );
-    assert_eq!(stale.trim(), "1");
+    let stale = etcdctl_read_until(&learner, "before", &["--consistency=s"], "1");
+    assert_eq!(stale, "1");
     let status = etcdctl(&learner, &["endpoint", "status"], None);
     assert!(status.contains(", false, true,"), "a learner: {status}");
     // A voter cannot be promoted; the learner can, once it holds the log.
@@ -1055,15 +1068,7 @@ async fn membership_runbook(protocol: &str) {
     let promoted = etcdctl_until_ok(&all, &["member", "promote", "4"], Duration::from_secs(20));
     assert!(promoted.contains("promoted"), "{promoted}");
     let new = cluster.member(4).client.clone();
-    assert_eq!(
-        etcdctl_until_ok(
-            &new,
-            &["get", "before", "--print-value-only"],
-            Duration::from_secs(10)
-        )
-        .trim(),
-        "1"
-    );
+    assert_eq!(etcdctl_read_until(&new, "before", &[], "1"), "1");
 
     // Remove one of the first members; the rest, the new one among them, serve on.
     let error = etcdctl_fails(&all, &["member", "remove", "9"], None);
@@ -1118,12 +1123,8 @@ async fn etcdctl_removes_the_dns_primary_and_the_next_member_takes_its_writes() 
     cluster.kill(1);
     let third = cluster.member(3).client.clone();
     for (key, value) in [("before", "1"), ("after", "2")] {
-        let got = etcdctl_until_ok(
-            &third,
-            &["get", key, "--print-value-only"],
-            Duration::from_secs(10),
-        );
-        assert_eq!(got.trim(), value, "{key} at member 3");
+        let got = etcdctl_read_until(&third, key, &[], value);
+        assert_eq!(got, value, "{key} at member 3");
     }
     let status = etcdctl(&rest, &["endpoint", "status"], None);
     let leader = status
