@@ -31,6 +31,17 @@ impl Log {
             })
     }
 
+    /// The membership in force as of `index`: the newest membership entry at or below it,
+    /// with its index, else `base` (the one the log starts from) at index 0.
+    pub fn membership_or(
+        &self,
+        index: LogIndex,
+        base: impl FnOnce() -> Membership,
+    ) -> (LogIndex, Membership) {
+        self.membership_through(index)
+            .unwrap_or_else(|| (0, base()))
+    }
+
     /// A log holding `entries` after `base`: they must follow it at consecutive indexes, with
     /// eras that never decrease.
     pub fn from_parts(base: SnapshotMeta, entries: Vec<Entry>) -> Result<Log, String> {

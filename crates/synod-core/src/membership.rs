@@ -242,6 +242,18 @@ impl Membership {
             .unwrap_or_else(|| Membership::of_voters(voters))
     }
 
+    /// The membership a node's log starts from: the one its snapshot records, else the boot
+    /// one ([`Membership::at_boot`]).
+    pub fn under_log(
+        snapshot: Option<&crate::snapshot::Snapshot>,
+        boot: Option<&Membership>,
+        voters: &[NodeId],
+    ) -> Membership {
+        snapshot
+            .and_then(|s| s.membership.clone())
+            .unwrap_or_else(|| Membership::at_boot(boot, voters))
+    }
+
     /// The member with this id.
     pub fn get(&self, id: NodeId) -> Option<&Member> {
         self.members.iter().find(|m| m.id == id)

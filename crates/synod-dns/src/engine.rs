@@ -312,7 +312,7 @@ impl Dns {
                 // From the primary; or from a member holding more than this copy: a new
                 // primary this member does not know of yet, or, for a member that joined,
                 // the primary itself. It asks there.
-                let member = self.membership.contains(from) || self.membership.ids().is_empty();
+                let member = self.membership.contains(from) || self.membership.members.is_empty();
                 if from != self.primary && (serial <= self.log.last_index() || !member) {
                     return;
                 }

@@ -36,18 +36,16 @@ type Out = Vec<Action<Message>>;
 impl Dns {
     /// The membership the snapshot holds, else the boot configuration.
     fn base_membership(&self) -> Membership {
-        match self.snapshot.as_ref().and_then(|s| s.membership.clone()) {
-            Some(membership) => membership,
-            None => Membership::at_boot(self.config.boot_membership.as_ref(), &self.config.voters),
-        }
+        Membership::under_log(
+            self.snapshot.as_ref(),
+            self.config.boot_membership.as_ref(),
+            &self.config.voters,
+        )
     }
 
     /// The membership in force as of `index` (a position this member holds or compacted).
     pub(crate) fn membership_as_of(&self, index: LogIndex) -> Membership {
-        match self.log.membership_through(index) {
-            Some((_, membership)) => membership,
-            None => self.base_membership(),
-        }
+        self.log.membership_or(index, || self.base_membership()).1
     }
 
     /// Recomputes the membership in force, the primary and the secondaries; a member that

@@ -308,19 +308,7 @@ impl PrimaryBackup {
 
     /// Moves to a later view as a backup of its primary, durably before it answers anyone.
     fn join_view(&mut self, view: u64, out: &mut Out) {
-        if let Duty::Primary(primary) = std::mem::replace(
-            &mut self.duty,
-            Duty::Backup {
-                heard: false,
-                silent: 0,
-            },
-        ) {
-            for read in primary.reads {
-                for id in read.ids {
-                    self.reject(id, out);
-                }
-            }
-        }
+        self.step_down(out);
         self.view = view;
         self.successor = None;
         self.disk.draft.hard_state = true;
@@ -571,6 +559,10 @@ impl PrimaryBackup {
     fn serve_reads(&mut self, out: &mut Out) {
         let failover = self.automatic_failover_ticks();
         let applied = self.applied_index;
+        // Most acknowledgements come with no read waiting: nothing to gather the voters for.
+        if self.primary().is_none_or(|p| p.reads.is_empty()) {
+            return;
+        }
         let voters = self.counted_voters();
         let Some(primary) = self.primary() else {
             return;

@@ -36,18 +36,16 @@ use crate::zab::{Out, Phase, Zab};
 impl Zab {
     /// The membership the snapshot holds, else the boot configuration.
     fn base_membership(&self) -> Membership {
-        match self.snapshot.as_ref().and_then(|s| s.membership.clone()) {
-            Some(membership) => membership,
-            None => Membership::at_boot(self.config.boot_membership.as_ref(), &self.config.voters),
-        }
+        Membership::under_log(
+            self.snapshot.as_ref(),
+            self.config.boot_membership.as_ref(),
+            &self.config.voters,
+        )
     }
 
     /// The membership in force as of `index` (a position this node holds or compacted).
     pub(crate) fn membership_as_of(&self, index: LogIndex) -> Membership {
-        match self.log.membership_through(index) {
-            Some((_, membership)) => membership,
-            None => self.base_membership(),
-        }
+        self.log.membership_or(index, || self.base_membership()).1
     }
 
     /// Recomputes the membership in force from the history, the snapshot and the boot
@@ -56,8 +54,7 @@ impl Zab {
     pub(crate) fn refresh_membership(&mut self) {
         let (index, membership) = self
             .log
-            .membership_through(self.log.last_index())
-            .unwrap_or_else(|| (0, self.base_membership()));
+            .membership_or(self.log.last_index(), || self.base_membership());
         self.membership = membership;
         self.membership_index = index;
         let mut peers = self.membership.ids();
