@@ -144,16 +144,6 @@ pub enum Action<M> {
     },
 }
 
-impl<M> Action<M> {
-    /// The refusal of an engine that cannot change its membership.
-    pub fn membership_unsupported(id: RequestId) -> Action<M> {
-        Action::Reject {
-            id,
-            reason: Rejection::Unsupported(crate::membership::FIXED_MEMBERSHIP),
-        }
-    }
-}
-
 /// Identifies one [`Action::Persist`]; increases by one with every persist of an engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PersistId(pub u64);

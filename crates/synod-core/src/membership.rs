@@ -211,9 +211,9 @@ impl MembershipChange {
     }
 }
 
-/// Why an engine whose members are fixed at boot refuses a membership change.
-pub const FIXED_MEMBERSHIP: &str =
-    "membership changes are not built for this protocol yet (raft, both paxos engines and zab have them)";
+/// Why a runtime refuses a membership change for an engine whose members are fixed at boot
+/// ([`crate::Engine::membership`] is `None`; every served protocol changes its own).
+pub const FIXED_MEMBERSHIP: &str = "this engine's members are fixed when it boots";
 
 /// Learners a cluster may hold at once (etcd's default `--max-learners`).
 pub const LEARNERS_MAX: usize = 1;

@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use synod_core::quorum::{check_members, majority, MembersError};
-use synod_core::NodeId;
+use synod_core::{Membership, NodeId};
 use thiserror::Error;
 
 use crate::swim::SwimTiming;
@@ -63,8 +63,13 @@ impl FromStr for Level {
 pub struct Config {
     /// This node.
     pub id: NodeId,
-    /// Every member, this node included; each holds every key.
+    /// Every member the cluster boots with, this node included; each holds every key. Empty
+    /// for a node that joins a running cluster: it learns the membership from the first
+    /// member that pings it.
     pub voters: Vec<NodeId>,
+    /// The boot members with their names and addresses (the voters' ids), if the runtime has
+    /// them.
+    pub boot_membership: Option<Membership>,
     /// Replicas that must hold a write before its client is answered.
     pub write_level: Level,
     /// Replicas consulted by a linearizable-asked read (a serializable one reads ONE).
@@ -113,6 +118,10 @@ pub struct InjectedBugs {
     /// A write at ONE is acknowledged as soon as it is taken, before it is durable: a crash
     /// in between loses a write its client was told is done.
     pub ack_before_durable: bool,
+    /// A member back with an empty disk votes on membership changes at once: it may promise
+    /// afresh for a change it accepted in its earlier life, and a second membership can be
+    /// agreed for one epoch.
+    pub vote_after_disk_loss: bool,
 }
 
 impl Config {
@@ -128,6 +137,7 @@ impl Config {
         Config {
             id,
             voters,
+            boot_membership: None,
             write_level: Level::One,
             read_level: Level::One,
             swim: SwimTiming {
@@ -154,7 +164,19 @@ impl Config {
 
     /// Checks the settings make sense together.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_members(self.id, &self.voters, NODE_ID_MAX)?;
+        if !self.voters.is_empty() {
+            check_members(self.id, &self.voters, NODE_ID_MAX)?;
+        } else if self.id.0 == 0 || self.id.0 > NODE_ID_MAX {
+            return Err(ConfigError::Members(MembersError::IdOutOfRange(
+                self.id,
+                NODE_ID_MAX,
+            )));
+        }
+        if let Some(m) = &self.boot_membership {
+            if m.voters() != self.voters || m.members.iter().any(|m| m.learner) {
+                return Err(ConfigError::BootMembership);
+            }
+        }
         let s = &self.swim;
         if s.probe_ticks < 2 || s.ack_ticks == 0 || s.ack_ticks >= s.probe_ticks {
             return Err(ConfigError::Timing(
@@ -179,6 +201,9 @@ pub enum ConfigError {
     /// The members are not distinct ids in 1..=4095 including this node.
     #[error(transparent)]
     Members(#[from] MembersError),
+    /// The boot membership is not the boot voters.
+    #[error("the boot membership lists other members than the voters")]
+    BootMembership,
     /// Inconsistent timeouts.
     #[error("bad timing: {0}")]
     Timing(&'static str),

@@ -7,19 +7,21 @@ use bytes::Bytes;
 use synod_core::codec::{Decoder, Encoder};
 use synod_core::quorum::majority;
 use synod_core::{
-    Action, ClientId, Engine, Entry, Input, KeySpan, LogIndex, NodeId, Payload, Persist, PersistId,
-    Proposal, ReadConsistency, ReadRequest, Rejection, RequestId, Rng, Role, Status,
+    Action, ClientId, Engine, Entry, Input, KeySpan, LogIndex, Membership, NodeId, Payload,
+    Persist, PersistId, Proposal, ReadConsistency, ReadRequest, Rejection, RequestId, Rng, Role,
+    Status,
 };
 use synod_kv::{DeleteRangeRequest, KeyRange, PutRequest, Request};
 use thiserror::Error;
 
 use crate::config::{Config, ConfigError, Level};
+use crate::membership::{Agreement, Proposing};
 use crate::message::Message;
 use crate::store::{Record, Store, BUCKETS};
 use crate::swim::Swim;
 use crate::version::{Hlc, Version, CLOCK_MAX};
 
-type Out = Vec<Action<Message>>;
+pub(crate) type Out = Vec<Action<Message>>;
 
 /// The journal is restated as one hard state once it outgrows the last restatement (and
 /// this).
@@ -29,8 +31,13 @@ const RESTATE_BYTES_MIN: usize = 1 << 20;
 const RUMORS_MAX: usize = 1 << 16;
 /// Writes held at most while the clock is not synced.
 const HELD_MAX: usize = 10_000;
-/// Hard state format.
-const HARD_STATE_FORMAT: u8 = 1;
+/// Hard state format: the agreed membership, then the versions. (Format 1, the versions
+/// alone, was followed by journal records of versions without a tag; it is still read.)
+const HARD_STATE_FORMAT: u8 = 2;
+/// A journal record of a version taken, under format 2.
+const JOURNAL_VERSION: u8 = 0;
+/// A journal record of the membership agreement, under format 2.
+const JOURNAL_AGREEMENT: u8 = 1;
 
 /// Why a node could not start from what its disk holds.
 #[derive(Debug, Error)]
@@ -45,7 +52,7 @@ pub enum RestartError {
 
 /// Something to do once a persist is durable.
 #[derive(Debug)]
-enum Deferred {
+pub(crate) enum Deferred {
     Apply(Entry),
     Acknowledge(RequestId),
     ReadReady(RequestId),
@@ -82,14 +89,24 @@ struct ReadRound {
 /// One gossip node (see the crate documentation).
 #[derive(Debug)]
 pub struct Gossip {
-    config: Config,
+    pub(crate) config: Config,
     rng: Rng,
-    ticks: u64,
+    pub(crate) ticks: u64,
     clock: Hlc,
     store: Store,
-    swim: Swim,
+    pub(crate) swim: Swim,
+    /// The membership agreed, and this node's promises and acceptances for the next.
+    pub(crate) agreement: Agreement,
+    /// The change this node is proposing, if any.
+    pub(crate) proposing: Option<Proposing>,
+    /// The highest ballot round heard of (a new proposal goes above it).
+    pub(crate) round_seen: u64,
+    /// The request id of this life's barrier proposal (see membership.rs).
+    pub(crate) barrier: RequestId,
+    /// Whether the next persist restates everything (the disk holds an older format).
+    restate_next: bool,
     /// The next local index to apply under.
-    next_at: LogIndex,
+    pub(crate) next_at: LogIndex,
     /// The highest index applied (durable) so far.
     applied: LogIndex,
     next_persist: u64,
@@ -134,26 +151,52 @@ impl Gossip {
         config.validate()?;
         let corrupt = |e: synod_core::codec::DecodeError| RestartError::Corrupt(e.to_string());
         let mut store = Store::default();
+        let boot = Membership::at_boot(config.boot_membership.as_ref(), &config.voters);
+        let mut agreement = Agreement::boot(boot);
+        // Joining with nothing on disk: this node may have voted in an earlier life and
+        // forgotten it (see membership.rs).
+        agreement.amnesic = hard_state.is_none() && journal.is_empty() && config.voters.is_empty();
+        #[cfg(any(test, feature = "inject-bugs"))]
+        if config.bugs.vote_after_disk_loss {
+            agreement.amnesic = false;
+        }
         let mut restated_bytes = 0;
+        let mut format = None;
         if let Some(bytes) = hard_state {
             restated_bytes = bytes.len();
             let mut dec = Decoder::new(bytes);
-            if dec.u8("hard state format").map_err(corrupt)? != HARD_STATE_FORMAT {
-                return Err(RestartError::Corrupt(
-                    "unknown gossip hard state format".to_string(),
-                ));
+            let found = dec.u8("hard state format").map_err(corrupt)?;
+            if found == HARD_STATE_FORMAT {
+                agreement = Agreement::decode(&mut dec).map_err(corrupt)?;
+            } else if found != 1 {
+                return Err(RestartError::Corrupt(format!(
+                    "unknown gossip hard state format {found}"
+                )));
             }
             store = Store::decode(&mut dec).map_err(corrupt)?;
             dec.finish().map_err(corrupt)?;
+            format = Some(found);
         }
+        // Journal records follow the hard state's format; with no hard state they are
+        // format 1's (this version restates everything on its first persist).
+        let tagged = format == Some(HARD_STATE_FORMAT);
         let mut journal_bytes = 0;
         for bytes in journal {
             journal_bytes += bytes.len();
             let mut dec = Decoder::new(bytes);
-            let record = Record::decode(&mut dec).map_err(corrupt)?;
-            let at = dec.u64("applied at").map_err(corrupt)?;
+            let tag = if tagged {
+                dec.tag("gossip journal record", 2).map_err(corrupt)? as u8
+            } else {
+                JOURNAL_VERSION
+            };
+            if tag == JOURNAL_AGREEMENT {
+                agreement = Agreement::decode(&mut dec).map_err(corrupt)?;
+            } else {
+                let record = Record::decode(&mut dec).map_err(corrupt)?;
+                let at = dec.u64("applied at").map_err(corrupt)?;
+                store.merge(&record, at);
+            }
             dec.finish().map_err(corrupt)?;
-            store.merge(&record, at);
         }
         // What the state machine's snapshot does not cover is applied again, under the
         // same indices, in their order: the state machine ends up where it was.
@@ -177,11 +220,22 @@ impl Gossip {
         let newest_at = store.iter().map(|(_, h)| h.at).max().unwrap_or(0);
         let store_was_empty = store.is_empty();
         let applied = newest_at.max(snapshot_index);
+        // A cluster booting with nothing anywhere may start its clocks anywhere, once a
+        // majority of its boot voters agree that none of them holds anything.
+        let synced =
+            !store_was_empty || (agreement.epoch == 0 && agreement.membership.members.len() == 1);
+        let mut rng = Rng::new(seed);
+        let barrier = RequestId::new(crate::membership::barrier_client(config.id), rng.next_u64());
         Ok(Gossip {
-            rng: Rng::new(seed),
+            barrier,
+            rng,
             ticks: 0,
             clock: Hlc::new(store.newest()),
-            swim: Swim::new(config.id, &config.voters, config.swim),
+            swim: Swim::new(config.id, &agreement.membership.ids(), config.swim),
+            agreement,
+            proposing: None,
+            round_seen: 0,
+            restate_next: format != Some(HARD_STATE_FORMAT),
             store,
             next_at: applied + 1,
             applied,
@@ -193,7 +247,7 @@ impl Gossip {
             restated_bytes,
             reapply,
             snapshot_index,
-            synced: !store_was_empty || config.voters.len() == 1,
+            synced,
             held: Vec::new(),
             unsynced_peers: BTreeSet::new(),
             rumors: VecDeque::new(),
@@ -216,6 +270,11 @@ impl Gossip {
         &self.swim
     }
 
+    /// Membership changes agreed so far.
+    pub fn membership_epoch(&self) -> u64 {
+        self.agreement.epoch
+    }
+
     /// Hints dropped because a peer's list was full.
     pub fn hints_dropped(&self) -> u64 {
         self.hints_dropped
@@ -226,8 +285,19 @@ impl Gossip {
         self.hints.get(&peer).map_or(0, BTreeSet::len)
     }
 
-    fn members(&self) -> usize {
-        self.config.voters.len()
+    /// Voters: the members every consistency level counts (learners count toward none).
+    fn voters(&self) -> Vec<NodeId> {
+        self.agreed().voters()
+    }
+
+    /// The voters answering probes, this node included if it votes.
+    fn reachable_voters(&self) -> usize {
+        let voters = self.voters();
+        let reachable = self.swim.reachable();
+        voters
+            .iter()
+            .filter(|&&v| v == self.config.id || reachable.contains(&v))
+            .count()
     }
 
     // ---- persistence ----
@@ -235,22 +305,39 @@ impl Gossip {
     /// Makes `records` durable (already merged, each to be applied at the index beside it),
     /// restating the whole store now and then instead of journaling.
     fn persist(&mut self, records: &[(LogIndex, Record)], out: &mut Out) -> PersistId {
+        let journal = records
+            .iter()
+            .map(|(at, record)| {
+                let mut enc = Encoder::with_capacity(record.size_bytes() + 16);
+                enc.u8(JOURNAL_VERSION);
+                record.encode(&mut enc);
+                enc.u64(*at);
+                enc.finish()
+            })
+            .collect();
+        self.persist_journal(journal, out)
+    }
+
+    /// Makes the membership agreement as it now stands durable.
+    pub(crate) fn persist_agreement(&mut self, out: &mut Out) -> PersistId {
+        let mut enc = Encoder::with_capacity(256);
+        enc.u8(JOURNAL_AGREEMENT);
+        self.agreement.encode(&mut enc);
+        let journal = vec![enc.finish()];
+        self.persist_journal(journal, out)
+    }
+
+    fn persist_journal(&mut self, mut journal: Vec<Vec<u8>>, out: &mut Out) -> PersistId {
         let id = PersistId(self.next_persist);
         self.next_persist += 1;
         self.last_persist = id;
-        let mut journal = Vec::with_capacity(records.len());
-        for (at, record) in records {
-            let mut enc = Encoder::with_capacity(record.size_bytes() + 16);
-            record.encode(&mut enc);
-            enc.u64(*at);
-            let bytes = enc.finish();
-            self.journal_bytes += bytes.len();
-            journal.push(bytes);
-        }
+        self.journal_bytes += journal.iter().map(Vec::len).sum::<usize>();
         let mut hard_state = None;
-        if self.journal_bytes > self.restated_bytes.max(RESTATE_BYTES_MIN) {
-            let mut enc = Encoder::with_capacity(self.store.bytes() + 64);
+        if self.restate_next || self.journal_bytes > self.restated_bytes.max(RESTATE_BYTES_MIN) {
+            self.restate_next = false;
+            let mut enc = Encoder::with_capacity(self.store.bytes() + 256);
             enc.u8(HARD_STATE_FORMAT);
+            self.agreement.encode(&mut enc);
             self.store.encode(&mut enc);
             let bytes = enc.finish();
             self.restated_bytes = bytes.len();
@@ -270,7 +357,7 @@ impl Gossip {
     }
 
     /// Does `deferred` once everything persisted so far is durable (now, if it is).
-    fn after_persists(&mut self, deferred: Deferred, out: &mut Out) {
+    pub(crate) fn after_persists(&mut self, deferred: Deferred, out: &mut Out) {
         if self.durable >= self.last_persist && self.deferred.is_empty() {
             self.carry_out(deferred, out);
         } else {
@@ -366,7 +453,14 @@ impl Gossip {
 
     fn propose(&mut self, proposals: Vec<Proposal>, out: &mut Out) {
         for proposal in proposals {
-            if self.synced {
+            if !self.is_member() {
+                // Removed, or joined and not yet told the membership: not this node's to take.
+                let reason = Rejection::NotLeader { leader_hint: None };
+                out.push(Action::Reject {
+                    id: proposal.id,
+                    reason,
+                });
+            } else if self.synced {
                 self.propose_one(proposal, out);
                 continue;
             }
@@ -410,9 +504,27 @@ impl Gossip {
         if synced {
             return self.sync_clock(out);
         }
+        // Only the boot voters of a cluster that never changed its membership can tell it is
+        // new: a node that joined later meets members that hold (or held) versions.
+        let voters = self.voters();
+        if self.agreement.epoch != 0 || !voters.contains(&from) || !voters.contains(&self.config.id)
+        {
+            return;
+        }
         self.unsynced_peers.insert(from);
-        if self.unsynced_peers.len() + 1 >= majority(self.members()) {
+        if self.unsynced_peers.len() + 1 >= majority(voters.len()) {
             self.sync_clock(out);
+        }
+    }
+
+    /// Writes held for the clock fail, untaken: this node is no longer a member.
+    pub(crate) fn refuse_held(&mut self, out: &mut Out) {
+        for (proposal, _) in std::mem::take(&mut self.held) {
+            let reason = Rejection::NotLeader { leader_hint: None };
+            out.push(Action::Reject {
+                id: proposal.id,
+                reason,
+            });
         }
     }
 
@@ -481,12 +593,13 @@ impl Gossip {
             Ok(targets) => targets,
             Err(reason) => return out.push(Action::Reject { id, reason }),
         };
-        let n = self.members();
+        let n = self.voters().len();
         let needed = self.config.write_level.needed(n);
         let reachable = self.swim.reachable();
-        if reachable.len() + 1 < needed {
+        let answering = self.reachable_voters();
+        if answering < needed {
             let reason = Rejection::Unavailable {
-                reached: reachable.len() as u32 + 1,
+                reached: answering as u32,
                 needed: needed as u32,
                 written: false,
             };
@@ -593,7 +706,9 @@ impl Gossip {
         let Some(w) = self.writes.get(&round) else {
             return;
         };
-        if w.acked.len() >= w.needed && w.acked.contains(&self.config.id) {
+        let voters = self.agreed().voters();
+        let held = w.acked.iter().filter(|n| voters.contains(n)).count();
+        if held >= w.needed && w.acked.contains(&self.config.id) {
             let id = w.id;
             self.writes.remove(&round);
             // Its apply went out with the persist that made it durable, before this.
@@ -661,8 +776,16 @@ impl Gossip {
     // ---- reads ----
 
     fn read(&mut self, requests: Vec<ReadRequest>, out: &mut Out) {
-        let n = self.members();
+        let n = self.voters().len();
         for request in requests {
+            if !self.is_member() {
+                let reason = Rejection::NotLeader { leader_hint: None };
+                out.push(Action::Reject {
+                    id: request.id,
+                    reason,
+                });
+                continue;
+            }
             let level = match request.consistency {
                 ReadConsistency::Linearizable => self.config.read_level,
                 ReadConsistency::Serializable => Level::One,
@@ -672,10 +795,10 @@ impl Gossip {
                 self.after_persists(Deferred::ReadReady(request.id), out);
                 continue;
             }
-            let reachable = self.swim.reachable();
-            if reachable.len() + 1 < needed {
+            let answering = self.reachable_voters();
+            if answering < needed {
                 let reason = Rejection::Unavailable {
-                    reached: reachable.len() as u32 + 1,
+                    reached: answering as u32,
                     needed: needed as u32,
                     written: false,
                 };
@@ -685,10 +808,17 @@ impl Gossip {
                 });
                 continue;
             }
+            let voters = self.voters();
+            let asked: Vec<NodeId> = self
+                .swim
+                .reachable()
+                .into_iter()
+                .filter(|p| voters.contains(p))
+                .collect();
             self.next_round += 1;
             let round = self.next_round;
             let span = request.keys.unwrap_or_else(KeySpan::all);
-            for peer in reachable {
+            for peer in asked {
                 out.push(Action::Send {
                     to: peer,
                     message: Message::ReadQuery {
@@ -1031,6 +1161,7 @@ impl Gossip {
         }
         self.tick_writes(out);
         self.tick_reads(out);
+        self.tick_proposal(out);
         self.expire_held(out);
         let grace = self.config.tombstone_grace_ticks;
         if grace > 0
@@ -1044,27 +1175,58 @@ impl Gossip {
         }
     }
 
-    /// Sends what SWIM asked for, each ping and ack carrying this node's clock.
+    /// Sends what SWIM asked for, each ping and ack carrying this node's clock and epoch.
     fn send_swim(&mut self, messages: Vec<(NodeId, Message)>, out: &mut Out) {
         let now = self.clock.peek(self.ticks);
         for (to, mut message) in messages {
-            if let Message::Ping { clock, synced, .. } | Message::Ack { clock, synced, .. } =
-                &mut message
+            if let Message::Ping {
+                clock,
+                synced,
+                epoch,
+                listed,
+                ..
+            }
+            | Message::Ack {
+                clock,
+                synced,
+                epoch,
+                listed,
+                ..
+            } = &mut message
             {
                 *clock = now;
                 *synced = self.synced;
+                *epoch = self.agreement.epoch;
+                *listed = self.is_member();
             }
             out.push(Action::Send { to, message });
         }
     }
 
     fn receive(&mut self, from: NodeId, message: Message, out: &mut Out) {
+        let member = self.agreed().contains(from);
         match message {
+            // The failure detector answers anyone (see swim.rs); clocks count from members.
             Message::Ping { .. } | Message::Ack { .. } | Message::PingReq { .. } => {
-                if let Message::Ping { clock, synced, .. } | Message::Ack { clock, synced, .. } =
-                    &message
+                if let Message::Ping {
+                    clock,
+                    synced,
+                    epoch,
+                    listed,
+                    ..
+                }
+                | Message::Ack {
+                    clock,
+                    synced,
+                    epoch,
+                    listed,
+                    ..
+                } = &message
                 {
-                    self.on_peer_clock(from, *clock, *synced, out);
+                    self.on_peer_epoch(from, *epoch, *listed, out);
+                    if member || !self.is_member() {
+                        self.on_peer_clock(from, *clock, *synced, out);
+                    }
                 }
                 let mut messages = Vec::new();
                 self.swim.receive(from, message, self.ticks, &mut messages);
@@ -1073,6 +1235,26 @@ impl Gossip {
                     self.hand_off(peer, out);
                 }
             }
+            // The membership agreement: news of it from anyone, the votes from members.
+            Message::Agreed { .. } => self.receive_agreement(from, message, out),
+            Message::Prepare { .. }
+            | Message::Promise { .. }
+            | Message::Accept { .. }
+            | Message::Accepted { .. }
+            | Message::Outbid { .. } => {
+                if member {
+                    self.receive_agreement(from, message, out);
+                }
+            }
+            // Versions from a node that is not (or no longer) a member are not taken, except
+            // from a removed member handing over what it holds.
+            Message::Push { .. }
+            | Message::Digest { .. }
+            | Message::Keys { .. }
+            | Message::Pull { .. }
+                if !self.may_hand_versions(from) => {}
+            Message::PushAck { .. } | Message::ReadQuery { .. } | Message::ReadReply { .. }
+                if !member => {}
             // A batch with a version no member would believe is dropped whole, unanswered:
             // acknowledging it would count a replica that does not hold it.
             Message::Push { records, .. }
@@ -1115,7 +1297,7 @@ impl Engine for Gossip {
         match input {
             Input::Tick => self.tick(out),
             Input::Receive { from, message } => {
-                if from != self.config.id && self.config.voters.contains(&from) {
+                if from != self.config.id {
                     self.receive(from, message, out);
                 }
             }
@@ -1128,8 +1310,18 @@ impl Engine for Gossip {
                 self.snapshot_index = self.snapshot_index.max(snapshot.meta.index);
             }
             Input::TransferLeadership { .. } => {}
-            Input::ChangeMembership { id, .. } => out.push(Action::membership_unsupported(id)),
+            Input::ChangeMembership { id, change } => self.on_change_membership(id, change, out),
         }
+    }
+
+    fn membership(&self) -> Option<&Membership> {
+        Some(self.agreed())
+    }
+
+    /// Gossip's indices are each member's own and its membership is not in them: a
+    /// snapshot records the membership agreed when it is taken.
+    fn membership_at(&self, _index: LogIndex) -> Option<Membership> {
+        Some(self.agreed().clone())
     }
 
     fn status(&self) -> Status {

@@ -43,6 +43,7 @@
 
 mod config;
 mod engine;
+mod membership;
 mod message;
 mod store;
 mod swim;
@@ -56,7 +57,7 @@ mod tests;
 pub use config::InjectedBugs;
 pub use config::{Config, ConfigError, Level};
 pub use engine::{Gossip, RestartError};
-pub use message::{MemberState, Message, Update};
+pub use message::{Candidate, MemberState, Message, Update};
 pub use store::{bucket_of, Held, Record, Store, BUCKETS};
 pub use swim::{Swim, SwimTiming};
 pub use version::{Hlc, Version, NODE_ID_MAX};

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use bytes::Bytes;
-use synod_core::{KeySpan, NodeId};
+use synod_core::{KeySpan, Membership, NodeId, RequestId};
 
 use crate::store::Record;
 use crate::version::Version;
@@ -42,7 +42,13 @@ pub enum Message {
         /// Whether that clock is above everything the sender ever issued (false while a
         /// member that started with nothing has not seen a synced peer's clock).
         synced: bool,
-        /// Membership news.
+        /// The membership changes the sender holds as agreed (filled in by the engine): a
+        /// peer that holds more sends it the newer membership.
+        epoch: u64,
+        /// Whether the sender finds itself in the membership it holds (filled in by the
+        /// engine): a member that does not (it joined knowing nobody) is sent the membership.
+        listed: bool,
+        /// Failure detector news.
         updates: Vec<Update>,
     },
     /// SWIM: here I am (or, relayed, `target` is there).
@@ -53,7 +59,11 @@ pub enum Message {
         clock: u64,
         /// As in `Ping`.
         synced: bool,
-        /// Membership news.
+        /// As in `Ping`.
+        epoch: u64,
+        /// As in `Ping`.
+        listed: bool,
+        /// Failure detector news.
         updates: Vec<Update>,
     },
     /// SWIM: please ping `target` for me and relay its ack.
@@ -109,6 +119,65 @@ pub enum Message {
         /// Whether more keys were in the span than fit in one message.
         truncated: bool,
     },
+    /// Membership agreement, phase 1: promise to take no lower ballot for the change after
+    /// `epoch`, and say what you accepted for it.
+    Prepare {
+        /// The changes agreed so far, as the proposer holds them.
+        epoch: u64,
+        /// The proposer's ballot.
+        ballot: u64,
+    },
+    /// The answer to a `Prepare`: promised.
+    Promise {
+        /// As in the `Prepare`.
+        epoch: u64,
+        /// As in the `Prepare`.
+        ballot: u64,
+        /// What this voter accepted for the change after `epoch`, if anything.
+        accepted: Option<Candidate>,
+    },
+    /// Membership agreement, phase 2: accept this membership as the one after `epoch`.
+    Accept {
+        /// As in the `Prepare`.
+        epoch: u64,
+        /// The value, under the proposer's ballot.
+        candidate: Candidate,
+    },
+    /// The answer to an `Accept`: accepted (durably).
+    Accepted {
+        /// As in the `Accept`.
+        epoch: u64,
+        /// As in the `Accept`.
+        ballot: u64,
+    },
+    /// A `Prepare` or `Accept` refused: this voter promised a higher ballot.
+    Outbid {
+        /// As in the refused message.
+        epoch: u64,
+        /// The ballot promised.
+        promised: u64,
+    },
+    /// The membership agreed after `epoch - 1` changes: sent to every member once agreed, and
+    /// to any node heard holding fewer changes.
+    Agreed {
+        /// Changes agreed, this one included.
+        epoch: u64,
+        /// The operator's request that made the last change.
+        id: RequestId,
+        /// The membership.
+        membership: Membership,
+    },
+}
+
+/// A membership proposed as the one after some epoch, under a ballot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// The ballot it was proposed (and accepted) under.
+    pub ballot: u64,
+    /// The operator's request it answers.
+    pub id: RequestId,
+    /// Every member after the change.
+    pub membership: Membership,
 }
 
 /// Membership news as a trace shows it: ` [n3 suspect@2, n4 alive@1]`.
@@ -154,6 +223,34 @@ impl fmt::Display for Message {
             Message::ReadReply { round, records, .. } => {
                 write!(f, "ReadReply {round}: {} records", records.len())
             }
+            Message::Prepare { epoch, ballot } => {
+                write!(f, "Prepare epoch {epoch} ballot {ballot}")
+            }
+            Message::Promise {
+                epoch,
+                ballot,
+                accepted,
+            } => {
+                write!(f, "Promise epoch {epoch} ballot {ballot}")?;
+                if let Some(c) = accepted {
+                    write!(f, " (accepted {} at {})", c.membership, c.ballot)?;
+                }
+                Ok(())
+            }
+            Message::Accept { epoch, candidate } => write!(
+                f,
+                "Accept epoch {epoch} ballot {}: {}",
+                candidate.ballot, candidate.membership
+            ),
+            Message::Accepted { epoch, ballot } => {
+                write!(f, "Accepted epoch {epoch} ballot {ballot}")
+            }
+            Message::Outbid { epoch, promised } => {
+                write!(f, "Outbid epoch {epoch}: promised {promised}")
+            }
+            Message::Agreed {
+                epoch, membership, ..
+            } => write!(f, "Agreed epoch {epoch}: {membership}"),
         }
     }
 }

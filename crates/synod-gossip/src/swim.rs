@@ -10,8 +10,11 @@
 //! News of members travels piggybacked on pings and acks, each item sent a few times
 //! (a multiple of log n), newest first.
 //!
-//! Membership is fixed by configuration here, so a dead member is still probed: when a
-//! partition heals, the prober's ping tells it what it is held to be, and it refutes.
+//! Who is a member is not SWIM's to decide here: the engine hands it the members of the
+//! membership agreed (`set_peers`). A dead member is still probed: when a partition heals,
+//! the prober's ping tells it what it is held to be, and it refutes. A ping from a node that
+//! is not a member is answered all the same (a member that was removed, or one that has
+//! joined and not yet learned the membership, must hear back to learn it).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -112,6 +115,27 @@ impl Swim {
             retransmits,
             heard: Vec::new(),
         }
+    }
+
+    /// Makes `peers` the members probed: new ones start alive at incarnation 0, those no
+    /// longer listed are forgotten, the others keep their state.
+    pub fn set_peers(&mut self, peers: &[NodeId]) {
+        let peers: Vec<NodeId> = peers.iter().copied().filter(|&p| p != self.id).collect();
+        self.members.retain(|id, _| peers.contains(id));
+        for &p in &peers {
+            self.members.entry(p).or_insert(Member {
+                state: MemberState::Alive,
+                incarnation: 0,
+                since: 0,
+            });
+        }
+        self.news
+            .retain(|(u, _)| peers.contains(&u.member) || u.member == self.id);
+        if self.probe.is_some_and(|p| !peers.contains(&p.target)) {
+            self.probe = None;
+        }
+        self.order = peers;
+        self.cursor = usize::MAX;
     }
 
     /// This node's incarnation.
@@ -244,6 +268,8 @@ impl Swim {
                 seq,
                 clock: 0,
                 synced: false,
+                epoch: 0,
+                listed: false,
                 updates,
             },
         ));
@@ -267,6 +293,8 @@ impl Swim {
                         seq,
                         clock: 0,
                         synced: false,
+                        epoch: 0,
+                        listed: false,
                         updates,
                     },
                 ));
@@ -285,6 +313,8 @@ impl Swim {
                             seq,
                             clock: 0,
                             synced: false,
+                            epoch: 0,
+                            listed: false,
                             updates,
                         },
                     ));
@@ -307,6 +337,8 @@ impl Swim {
                         seq: relay_seq,
                         clock: 0,
                         synced: false,
+                        epoch: 0,
+                        listed: false,
                         updates,
                     },
                 ));
@@ -321,6 +353,8 @@ impl Swim {
                             seq: relay.seq,
                             clock: 0,
                             synced: false,
+                            epoch: 0,
+                            listed: false,
                             updates,
                         },
                     ));

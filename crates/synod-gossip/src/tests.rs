@@ -17,6 +17,8 @@ use crate::message::{MemberState, Message, Update};
 use crate::store::Record;
 use crate::version::Version;
 
+mod membership;
+
 struct Node {
     engine: Gossip,
     kv: KvStore,
@@ -127,6 +129,7 @@ impl Cluster {
             let push = matches!(message, Message::Push { ack: None, .. });
             if self.down.contains(&from)
                 || self.down.contains(&to)
+                || !self.nodes.contains_key(&to)
                 || self.cut.contains(&(from, to))
                 || (push && self.drop_pushes)
             {
@@ -447,6 +450,8 @@ fn swim_ignores_news_older_than_what_it_holds() {
         seq: 1,
         clock: 0,
         synced: true,
+        epoch: 0,
+        listed: true,
         updates: vec![Update {
             member: NodeId(3),
             state,
@@ -583,17 +588,29 @@ fn messages_round_trip_and_garbage_never_panics() {
         state: MemberState::Suspect,
         incarnation: 4,
     };
+    let mut membership = synod_core::Membership::of_voters(&[NodeId(1), NodeId(2)]);
+    membership.members[1].learner = true;
+    membership.members[0].peer_urls = vec!["http://a:1".to_string()];
+    let candidate = crate::message::Candidate {
+        ballot: 4 << 12 | 1,
+        id: RequestId::new(9, 2),
+        membership,
+    };
     let messages = vec![
         Message::Ping {
             seq: 1,
             clock: 9,
             synced: true,
+            epoch: 3,
+            listed: true,
             updates: vec![update],
         },
         Message::Ack {
             seq: 2,
             clock: 10,
             synced: false,
+            epoch: 0,
+            listed: true,
             updates: vec![],
         },
         Message::PingReq {
@@ -627,6 +644,37 @@ fn messages_round_trip_and_garbage_never_panics() {
             round: 4,
             records: vec![tombstone],
             truncated: true,
+        },
+        Message::Prepare {
+            epoch: 2,
+            ballot: 5 << 12 | 3,
+        },
+        Message::Promise {
+            epoch: 2,
+            ballot: 5 << 12 | 3,
+            accepted: None,
+        },
+        Message::Promise {
+            epoch: 2,
+            ballot: 5 << 12 | 3,
+            accepted: Some(candidate.clone()),
+        },
+        Message::Accept {
+            epoch: 2,
+            candidate: candidate.clone(),
+        },
+        Message::Accepted {
+            epoch: 2,
+            ballot: 4 << 12 | 1,
+        },
+        Message::Outbid {
+            epoch: 2,
+            promised: 6 << 12 | 2,
+        },
+        Message::Agreed {
+            epoch: 3,
+            id: candidate.id,
+            membership: candidate.membership.clone(),
         },
     ];
     let mut samples = Vec::new();
@@ -693,6 +741,8 @@ fn old_versions_and_unsynced_peers_do_not_sync_a_member_that_lost_its_disk() {
         seq: 1,
         clock: 0,
         synced: false,
+        epoch: 0,
+        listed: true,
         updates: vec![],
     };
     c.queue.clear();

@@ -2,9 +2,9 @@
 //! members: append new variants, never renumber.
 
 use synod_core::codec::{DecodeError, Decoder, Encoder};
-use synod_core::{KeySpan, NodeId, Wire};
+use synod_core::{KeySpan, Membership, NodeId, RequestId, Wire};
 
-use crate::message::{MemberState, Message, Update};
+use crate::message::{Candidate, MemberState, Message, Update};
 use crate::store::{Record, BUCKETS};
 use crate::version::Version;
 
@@ -40,6 +40,19 @@ fn decode_updates(dec: &mut Decoder<'_>) -> Result<Vec<Update>, DecodeError> {
     Ok(updates)
 }
 
+fn encode_candidate(c: &Candidate, enc: &mut Encoder) {
+    enc.u64(c.ballot).u64(c.id.client.0).u64(c.id.seq);
+    c.membership.encode(enc);
+}
+
+fn decode_candidate(dec: &mut Decoder<'_>) -> Result<Candidate, DecodeError> {
+    Ok(Candidate {
+        ballot: dec.u64("ballot")?,
+        id: RequestId::new(dec.u64("client")?, dec.u64("seq")?),
+        membership: Membership::decode(dec)?,
+    })
+}
+
 fn encode_records(records: &[Record], enc: &mut Encoder) {
     enc.u64(records.len() as u64);
     for r in records {
@@ -63,18 +76,32 @@ impl Wire for Message {
                 seq,
                 clock,
                 synced,
+                epoch,
+                listed,
                 updates,
             } => {
-                enc.u8(0).u64(*seq).u64(*clock).bool(*synced);
+                enc.u8(0)
+                    .u64(*seq)
+                    .u64(*clock)
+                    .bool(*synced)
+                    .u64(*epoch)
+                    .bool(*listed);
                 encode_updates(updates, enc);
             }
             Message::Ack {
                 seq,
                 clock,
                 synced,
+                epoch,
+                listed,
                 updates,
             } => {
-                enc.u8(1).u64(*seq).u64(*clock).bool(*synced);
+                enc.u8(1)
+                    .u64(*seq)
+                    .u64(*clock)
+                    .bool(*synced)
+                    .u64(*epoch)
+                    .bool(*listed);
                 encode_updates(updates, enc);
             }
             Message::PingReq {
@@ -129,21 +156,56 @@ impl Wire for Message {
                 encode_records(records, enc);
                 enc.bool(*truncated);
             }
+            Message::Prepare { epoch, ballot } => {
+                enc.u8(10).u64(*epoch).u64(*ballot);
+            }
+            Message::Promise {
+                epoch,
+                ballot,
+                accepted,
+            } => {
+                enc.u8(11).u64(*epoch).u64(*ballot).bool(accepted.is_some());
+                if let Some(c) = accepted {
+                    encode_candidate(c, enc);
+                }
+            }
+            Message::Accept { epoch, candidate } => {
+                enc.u8(12).u64(*epoch);
+                encode_candidate(candidate, enc);
+            }
+            Message::Accepted { epoch, ballot } => {
+                enc.u8(13).u64(*epoch).u64(*ballot);
+            }
+            Message::Outbid { epoch, promised } => {
+                enc.u8(14).u64(*epoch).u64(*promised);
+            }
+            Message::Agreed {
+                epoch,
+                id,
+                membership,
+            } => {
+                enc.u8(15).u64(*epoch).u64(id.client.0).u64(id.seq);
+                membership.encode(enc);
+            }
         }
     }
 
     fn decode(dec: &mut Decoder<'_>) -> Result<Message, DecodeError> {
-        Ok(match dec.tag("gossip message", 10)? {
+        Ok(match dec.tag("gossip message", 16)? {
             0 => Message::Ping {
                 seq: dec.u64("seq")?,
                 clock: dec.u64("clock")?,
                 synced: dec.bool("synced")?,
+                epoch: dec.u64("epoch")?,
+                listed: dec.bool("listed")?,
                 updates: decode_updates(dec)?,
             },
             1 => Message::Ack {
                 seq: dec.u64("seq")?,
                 clock: dec.u64("clock")?,
                 synced: dec.bool("synced")?,
+                epoch: dec.u64("epoch")?,
+                listed: dec.bool("listed")?,
                 updates: decode_updates(dec)?,
             },
             2 => Message::PingReq {
@@ -206,10 +268,45 @@ impl Wire for Message {
                     range_end: dec.owned_bytes("range end")?,
                 },
             },
-            _ => Message::ReadReply {
+            9 => Message::ReadReply {
                 round: dec.u64("round")?,
                 records: decode_records(dec)?,
                 truncated: dec.bool("truncated")?,
+            },
+            10 => Message::Prepare {
+                epoch: dec.u64("epoch")?,
+                ballot: dec.u64("ballot")?,
+            },
+            11 => {
+                let epoch = dec.u64("epoch")?;
+                let ballot = dec.u64("ballot")?;
+                let accepted = if dec.bool("accepted")? {
+                    Some(decode_candidate(dec)?)
+                } else {
+                    None
+                };
+                Message::Promise {
+                    epoch,
+                    ballot,
+                    accepted,
+                }
+            }
+            12 => Message::Accept {
+                epoch: dec.u64("epoch")?,
+                candidate: decode_candidate(dec)?,
+            },
+            13 => Message::Accepted {
+                epoch: dec.u64("epoch")?,
+                ballot: dec.u64("ballot")?,
+            },
+            14 => Message::Outbid {
+                epoch: dec.u64("epoch")?,
+                promised: dec.u64("promised")?,
+            },
+            _ => Message::Agreed {
+                epoch: dec.u64("epoch")?,
+                id: RequestId::new(dec.u64("client")?, dec.u64("seq")?),
+                membership: Membership::decode(dec)?,
             },
         })
     }

@@ -541,7 +541,8 @@ where
             .is_some_and(|m| {
                 m.name.is_empty() || (!m.client_urls.is_empty() && m.client_urls != client_urls)
             });
-        if !stale || self.replica.status().leader.is_none() {
+        // Nobody to order it yet (no leader known; a leaderless member proposes itself).
+        if !stale || self.replica.status().proposer().is_none() {
             return;
         }
         let (sender, receiver) = oneshot::channel();

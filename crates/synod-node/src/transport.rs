@@ -51,7 +51,9 @@ use tracing::{debug, info, warn};
 /// snapshot chunk). 10: ZAB membership changes (the membership with the last snapshot chunk).
 /// 11: primary-backup and DNS membership changes (primary-backup's snapshot chunks and a
 /// commit point with TakeOver; the membership with DNS's last full-transfer chunk).
-pub const PROTOCOL_VERSION: u16 = 11;
+/// 12: gossip membership changes (the epoch and listing on pings and acks, the agreement
+/// messages).
+pub const PROTOCOL_VERSION: u16 = 12;
 const MAGIC: [u8; 4] = *b"SYNP";
 /// Each of a handshake's variable parts (the client URL, the settings) is at most this long.
 const URL_BYTES_MAX: usize = 1024;

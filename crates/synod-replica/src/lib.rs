@@ -16,9 +16,9 @@ pub use keeper::can_keep;
 pub use lease::LeaseBugs;
 pub use peer::PeerMessage;
 pub use protocol::{
-    changes_membership, fails_over_by_operator, has_consensus, has_leader, is_linearizable,
-    moves_leadership, Boot, DnsOptions, GossipOptions, PaxosOptions, PrimaryBackupOptions,
-    Protocol, RaftOptions, Timing, ZabOptions, PROTOCOL_NAMES,
+    fails_over_by_operator, has_consensus, has_leader, is_linearizable, moves_leadership, Boot,
+    DnsOptions, GossipOptions, PaxosOptions, PrimaryBackupOptions, Protocol, RaftOptions, Timing,
+    ZabOptions, PROTOCOL_NAMES,
 };
 pub use replica::{
     boot_store, Answer, Call, ClientCall, Output, Refusal, Replica, ReplicaOptions, Store, Waiter,

@@ -24,21 +24,6 @@ pub const PROTOCOL_NAMES: [&str; 7] = [
     Gossip::NAME,
 ];
 
-/// Whether the protocol named `protocol` changes its membership through its log
-/// ([`Protocol::CHANGES_MEMBERSHIP`]): a running cluster of it takes members in and out.
-pub fn changes_membership(protocol: &str) -> bool {
-    match protocol {
-        n if n == Raft::NAME => Raft::CHANGES_MEMBERSHIP,
-        n if n == MultiPaxos::NAME => MultiPaxos::CHANGES_MEMBERSHIP,
-        n if n == BasicPaxos::NAME => BasicPaxos::CHANGES_MEMBERSHIP,
-        n if n == Zab::NAME => Zab::CHANGES_MEMBERSHIP,
-        n if n == PrimaryBackup::NAME => PrimaryBackup::CHANGES_MEMBERSHIP,
-        n if n == Dns::NAME => Dns::CHANGES_MEMBERSHIP,
-        n if n == Gossip::NAME => Gossip::CHANGES_MEMBERSHIP,
-        _ => false,
-    }
-}
-
 /// Whether the protocol named `protocol` elects a leader. Basic Paxos does not: every node
 /// proposes, so nothing can hold a clock for the cluster (lease expiry) or be moved.
 pub fn has_leader(protocol: &str) -> bool {
@@ -285,6 +270,7 @@ pub struct GossipOptions {
 impl Protocol for Gossip {
     const NAME: &'static str = "gossip";
     type Options = GossipOptions;
+    const CHANGES_MEMBERSHIP: bool = true;
 
     fn boot(
         boot: &Boot<'_>,
@@ -318,6 +304,7 @@ impl Protocol for Gossip {
 fn gossip_config(boot: &Boot<'_>, options: &GossipOptions) -> synod_gossip::Config {
     let probe_ticks = (boot.timing.election_ticks / 3).max(2);
     let mut config = synod_gossip::Config::new(boot.id, boot.voters.to_vec(), probe_ticks);
+    config.boot_membership = boot.members.cloned();
     config.write_level = options.write_level;
     config.read_level = options.read_level;
     config.batch_bytes_max = boot.snapshot_chunk_bytes.max(1);

@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
-use synod_core::{Entry, NodeId, RequestId};
+use synod_core::{Engine, Entry, NodeId, RequestId};
 use synod_gossip::{Gossip, Level};
 use synod_kv::Request;
 use synod_replica::GossipOptions;
@@ -48,18 +48,47 @@ impl Protocol for Gossip {
         self.store().fingerprint()
     }
 
+    /// Changes agreed; among nodes at one epoch, one that is in its own membership (a node
+    /// that joined and has not heard yet holds an empty one).
+    fn membership_rank(&self) -> (u64, u64) {
+        let listed = self
+            .membership()
+            .is_some_and(|m| m.contains(self.status().id));
+        (self.membership_epoch(), u64::from(listed))
+    }
+
     fn version_of(&self, key: &[u8]) -> Option<(u64, u64)> {
         self.store().get(key).map(|held| (held.version.0, held.at))
     }
 }
 
-/// Gossip's engine-level checks run on applies and at the end (`Versions`); nothing more
-/// per step.
+/// Gossip's data is checked on applies and at the end (`Versions`); per step, its
+/// membership: **one membership per epoch**, the one property its agreement exists for.
 #[derive(Default)]
-pub struct GossipInvariants;
+pub struct GossipInvariants {
+    /// The membership first seen held at each epoch after the boot one, and by whom.
+    agreed: HashMap<u64, (synod_core::Membership, NodeId)>,
+}
 
 impl Invariants<Gossip> for GossipInvariants {
-    fn after_step(&mut self, _: NodeId, _: u64, _: &Gossip) -> Result<(), String> {
+    fn after_step(&mut self, id: NodeId, _: u64, engine: &Gossip) -> Result<(), String> {
+        let epoch = engine.membership_epoch();
+        let Some(membership) = engine.membership() else {
+            return Ok(());
+        };
+        // Epoch 0 is the boot membership, which a node that joined holds empty.
+        if epoch == 0 {
+            return Ok(());
+        }
+        let (first, by) = self
+            .agreed
+            .entry(epoch)
+            .or_insert_with(|| (membership.clone(), id));
+        if first != membership {
+            return Err(format!(
+                "two memberships agreed for epoch {epoch}: {by} holds {first}, {id} holds {membership}"
+            ));
+        }
         Ok(())
     }
 

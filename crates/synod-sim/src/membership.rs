@@ -31,10 +31,7 @@ impl<P: Protocol> World<P> {
         self.nodes
             .iter()
             .filter_map(|n| n.engine())
-            .max_by_key(|e| {
-                let s = e.status();
-                (s.commit_index, s.last_index)
-            })
+            .max_by_key(|e| e.membership_rank())
             .and_then(|e| e.membership().cloned())
     }
 

@@ -144,8 +144,11 @@ impl<P: Protocol> World<P> {
             .wrapping_mul(1_000_003)
             .wrapping_add(id.0 * 7919 + incarnation);
         let timing = synod_replica::Timing::default();
-        // A spare knows no membership: it joins when the operator adds it.
-        let voters: &[NodeId] = if self.spares.contains(&id) {
+        // A spare knows no membership: it joins when the operator adds it. So does a member
+        // whose disk was replaced by an empty one (it joins again, as it would with
+        // `--initial-cluster-state existing`).
+        let rejoins = self.node(id).replaced && P::CHANGES_MEMBERSHIP;
+        let voters: &[NodeId] = if self.spares.contains(&id) || rejoins {
             &[]
         } else {
             &self.voters

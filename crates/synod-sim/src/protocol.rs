@@ -16,10 +16,19 @@ pub trait Protocol: synod_replica::Protocol {
     const WRITES_NEED_EVERY_MEMBER: bool = false;
 
     /// Whether a member may come back with an empty disk (an operator replaced a failed
-    /// one) and rejoin: true for gossip, whose members hold no votes or promises; a
+    /// one) and rejoin: true for gossip, whose data needs no votes and whose members back
+    /// from an empty disk abstain from membership votes until they may vote again; a
     /// consensus member that forgot its votes could break safety. The nemesis then replaces
     /// disks too.
     const REJOINS_EMPTY: bool = false;
+
+    /// Where this node stands in its membership's history, for finding the newest
+    /// membership: by default how far its log goes; an engine whose indices are its own
+    /// (gossip) counts its agreed changes instead.
+    fn membership_rank(&self) -> (u64, u64) {
+        let s = self.status();
+        (s.commit_index, s.last_index)
+    }
 
     /// Whether, with these options, a write or a read needs every member (the const above,
     /// or a consistency level of ALL).

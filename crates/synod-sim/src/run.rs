@@ -239,9 +239,13 @@ impl<P: Protocol> World<P> {
         if P::ORDERS_WRITES {
             return Ok(());
         }
+        // The members of the final membership hold every acknowledged write (a removed
+        // member handed over what it held; a spare never added holds nothing).
+        let members = self.final_members();
         let replicas = self
             .nodes
             .iter()
+            .filter(|n| members.as_ref().is_none_or(|m| m.contains(&n.id)))
             .filter_map(|n| n.engine().map(|e| (n.id, e)));
         // Members that lost their disk for good, or had it replaced by an empty one.
         let dead: Vec<NodeId> = self

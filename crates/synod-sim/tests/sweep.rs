@@ -389,6 +389,10 @@ fn gossip_on_3_5_and_7_nodes_keeps_its_promises_under_all_faults() {
         let t = &summary.totals;
         assert!(t.crashes > 0 && t.torn_writes_repaired > 0, "{summary}");
         assert!(t.disks_replaced > 0, "members rejoined empty: {summary}");
+        assert!(
+            t.membership_changed > 0,
+            "the operator changed memberships: {summary}"
+        );
         assert!(t.stale_reads > 0, "{summary}");
         assert!(t.not_linearizable > 0, "{summary}");
     }

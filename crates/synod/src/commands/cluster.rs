@@ -173,13 +173,9 @@ fn claim_data_dir(dir: &Path, args: &UpArgs) -> anyhow::Result<Shape> {
     };
     let shape = Shape::decode(&text)
         .with_context(|| format!("{} is damaged: {}", marker.display(), text.trim()))?;
-    let resizing = shape.members.len() as u64 != args.nodes;
-    if shape.base_port != args.base_port
-        || shape.protocol != args.protocol
-        || (resizing && !synod_replica::changes_membership(&args.protocol))
-    {
+    if shape.base_port != args.base_port || shape.protocol != args.protocol {
         bail!(
-            "{} holds a cluster of another shape ({}); use the same flags, another --data-dir, or --fresh (only a raft, multi-paxos, basic-paxos or zab cluster changes its number of nodes)",
+            "{} holds a cluster of another shape ({}); use the same flags, another --data-dir, or --fresh (--nodes may change: the cluster grows or shrinks)",
             dir.display(),
             text.trim()
         );

@@ -246,12 +246,6 @@ pub fn resolve(args: &ServerArgs) -> anyhow::Result<(ServerConfig, Option<usize>
     let mut config = ServerConfig::new(NodeId(id), cluster, client, data_dir);
     config.protocol = protocol;
     config.join = join;
-    if join && !synod_replica::changes_membership(&config.protocol) {
-        bail!(
-            "--initial-cluster-state existing: {} cannot add members to a running cluster yet (every protocol but gossip can)",
-            config.protocol
-        );
-    }
     if let Some(level) = pick!(write_level) {
         config.write_level = level
             .parse()
@@ -567,13 +561,6 @@ mod tests {
             "127.0.0.1:2390",
             "its own entry, by name"
         );
-        let elsewhere = ServerArgs {
-            initial_cluster_state: Some("existing".into()),
-            protocol: Some("gossip".into()),
-            ..args
-        };
-        let error = format!("{:#}", resolve(&elsewhere).expect_err("gossip"));
-        assert!(error.contains("cannot add members"), "{error}");
         let stranger = ServerArgs {
             name: Some("infra9".into()),
             initial_cluster: Some("infra0=http://127.0.0.1:2380".into()),
