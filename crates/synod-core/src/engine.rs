@@ -63,6 +63,13 @@ pub trait Engine {
     fn may_snapshot_at(&self, _index: LogIndex) -> bool {
         true
     }
+
+    /// Whether this node, removed from the membership, still holds what the members may
+    /// lack and must hand it over before it stops. A leaderless engine's removed member may
+    /// hold writes only it took (gossip); a member of one ordered history never does.
+    fn owes_handover(&self) -> bool {
+        false
+    }
 }
 
 /// Something that happened to a node.

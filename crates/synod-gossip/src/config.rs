@@ -122,6 +122,8 @@ pub struct InjectedBugs {
     /// afresh for a change it accepted in its earlier life, and a second membership can be
     /// agreed for one epoch.
     pub vote_after_disk_loss: bool,
+    /// A removed member says it owes nothing at once: it stops with writes only it held.
+    pub leave_without_handover: bool,
 }
 
 impl Config {

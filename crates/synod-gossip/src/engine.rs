@@ -90,10 +90,10 @@ struct ReadRound {
 #[derive(Debug)]
 pub struct Gossip {
     pub(crate) config: Config,
-    rng: Rng,
+    pub(crate) rng: Rng,
     pub(crate) ticks: u64,
     clock: Hlc,
-    store: Store,
+    pub(crate) store: Store,
     pub(crate) swim: Swim,
     /// The membership agreed, and this node's promises and acceptances for the next.
     pub(crate) agreement: Agreement,
@@ -103,6 +103,11 @@ pub struct Gossip {
     pub(crate) round_seen: u64,
     /// The request id of this life's barrier proposal (see membership.rs).
     pub(crate) barrier: RequestId,
+    /// Removed: the buckets no member has yet said it holds everything of (see membership.rs).
+    pub(crate) owed: BTreeSet<u16>,
+    /// When this voter last accepted a value (or started, holding one): one undecided for a
+    /// request timeout is proposed again.
+    pub(crate) accepted_at: u64,
     /// Whether the next persist restates everything (the disk holds an older format).
     restate_next: bool,
     /// The next local index to apply under.
@@ -226,8 +231,17 @@ impl Gossip {
             !store_was_empty || (agreement.epoch == 0 && agreement.membership.members.len() == 1);
         let mut rng = Rng::new(seed);
         let barrier = RequestId::new(crate::membership::barrier_client(config.id), rng.next_u64());
+        let removed =
+            !agreement.membership.contains(config.id) && config.id.0 < agreement.membership.next_id;
+        let owed = if removed {
+            (0..BUCKETS as u16).collect()
+        } else {
+            BTreeSet::new()
+        };
         Ok(Gossip {
             barrier,
+            owed,
+            accepted_at: 0,
             rng,
             ticks: 0,
             clock: Hlc::new(store.newest()),
@@ -425,6 +439,14 @@ impl Gossip {
             return taken;
         }
         self.persist(&taken, out);
+        if self.is_removed() {
+            // Owed to the members again.
+            self.owed.extend(
+                taken
+                    .iter()
+                    .map(|(_, r)| crate::store::bucket_of(&r.key) as u16),
+            );
+        }
         for (at, record) in &taken {
             // Two versions of one key in one batch: both are applied, in order.
             self.after_persists(Deferred::Apply(replicated_entry(*at, record)), out);
@@ -460,7 +482,9 @@ impl Gossip {
                     id: proposal.id,
                     reason,
                 });
-            } else if self.synced {
+                continue;
+            }
+            if self.synced {
                 self.propose_one(proposal, out);
                 continue;
             }
@@ -504,11 +528,10 @@ impl Gossip {
         if synced {
             return self.sync_clock(out);
         }
-        // Only the boot voters of a cluster that never changed its membership can tell it is
-        // new: a node that joined later meets members that hold (or held) versions.
+        // Voters that start from their own disks (not a joined or replaced one, which may
+        // have issued versions in a life it forgot) can tell that nobody ever issued one.
         let voters = self.voters();
-        if self.agreement.epoch != 0 || !voters.contains(&from) || !voters.contains(&self.config.id)
-        {
+        if self.agreement.amnesic || !voters.contains(&from) || !voters.contains(&self.config.id) {
             return;
         }
         self.unsynced_peers.insert(from);
@@ -706,9 +729,11 @@ impl Gossip {
         let Some(w) = self.writes.get(&round) else {
             return;
         };
+        // Counted against the voters now: a voter added while the write waits is waited for.
         let voters = self.agreed().voters();
+        let needed = self.config.write_level.needed(voters.len()).max(1);
         let held = w.acked.iter().filter(|n| voters.contains(n)).count();
-        if held >= w.needed && w.acked.contains(&self.config.id) {
+        if held >= needed && w.acked.contains(&self.config.id) {
             let id = w.id;
             self.writes.remove(&round);
             // Its apply went out with the persist that made it durable, before this.
@@ -1073,6 +1098,10 @@ impl Gossip {
     }
 
     fn on_keys(&mut self, from: NodeId, buckets: Vec<(u16, Vec<(Bytes, Version)>)>, out: &mut Out) {
+        // A removed member handing over: take what it offers, send it nothing, and say which
+        // buckets lacked nothing.
+        let handing_over = !self.agreed().contains(from);
+        let mut held = Vec::new();
         let mut send = Vec::new();
         let mut pull = Vec::new();
         let mut seen = BTreeSet::new();
@@ -1082,7 +1111,12 @@ impl Gossip {
                 continue; // a bucket named twice is compared once
             }
             let theirs: BTreeMap<Bytes, Version> = theirs.into_iter().collect();
-            for (key, version) in self.store.bucket(bucket) {
+            let mine = if handing_over {
+                Vec::new()
+            } else {
+                self.store.bucket(bucket)
+            };
+            for (key, version) in mine {
                 if sent_bytes > self.config.batch_bytes_max * 4 {
                     break; // the next exchange sends more
                 }
@@ -1093,13 +1127,25 @@ impl Gossip {
                     }
                 }
             }
+            let lacked = pull.len();
             for (key, version) in theirs {
                 if self.store.get(&key).is_none_or(|h| h.version < version) {
                     pull.push(key);
                 }
             }
+            if pull.len() == lacked {
+                held.push(bucket);
+            }
         }
-        self.push_to(from, send, out);
+        if handing_over {
+            // Sent after every persist of what this node holds: durable when it arrives.
+            out.push(Action::Send {
+                to: from,
+                message: Message::Held { buckets: held },
+            });
+        } else {
+            self.push_to(from, send, out);
+        }
         let mut keys = Vec::new();
         let mut bytes = 0;
         for key in pull {
@@ -1157,7 +1203,11 @@ impl Gossip {
         #[cfg(not(any(test, feature = "inject-bugs")))]
         let anti_entropy = true;
         if anti_entropy && self.ticks.is_multiple_of(self.config.anti_entropy_ticks) {
-            self.start_anti_entropy(out);
+            if self.is_removed() {
+                self.hand_over(out);
+            } else {
+                self.start_anti_entropy(out);
+            }
         }
         self.tick_writes(out);
         self.tick_reads(out);
@@ -1271,6 +1321,13 @@ impl Gossip {
                 }
             }
             Message::PushAck { round } => self.on_push_ack(from, round, out),
+            Message::Held { buckets } => {
+                if member {
+                    for b in buckets {
+                        self.owed.remove(&b);
+                    }
+                }
+            }
             Message::Digest { digests } => self.on_digest(from, digests, out),
             Message::Keys { buckets } => self.on_keys(from, buckets, out),
             Message::Pull { keys } => self.on_pull(from, keys, out),
@@ -1316,6 +1373,10 @@ impl Engine for Gossip {
 
     fn membership(&self) -> Option<&Membership> {
         Some(self.agreed())
+    }
+
+    fn owes_handover(&self) -> bool {
+        Gossip::owes_handover(self)
     }
 
     /// Gossip's indices are each member's own and its membership is not in them: a

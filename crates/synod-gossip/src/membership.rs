@@ -41,7 +41,10 @@
 //! a change that changes nothing. A majority of the *other* voters decides it, and any value
 //! an earlier life of it helped agree shows up in their promises and is carried instead.
 //! Once its barrier is agreed, every change an earlier life could have voted on is decided,
-//! and it votes again. A node that boots a cluster (`--initial-cluster-state new`, as etcd
+//! and it votes again. Having forgotten its ballots too, it first asks a majority of the
+//! others what they promised (a `Prepare` under ballot 0, which no proposal uses) and
+//! proposes above all of it: any ballot an earlier life took to phase 2 was promised by a
+//! majority, so it is never used again with another value. A node that boots a cluster (`--initial-cluster-state new`, as etcd
 //! means it) starts from nothing by definition and votes at once.
 //!
 //! A learner gets every version (pushes, anti-entropy) but counts toward no consistency
@@ -157,6 +160,7 @@ pub(crate) struct Proposing {
     client: Option<RequestId>,
     /// The epoch the change follows.
     epoch: u64,
+    /// Its ballot; 0 while a proposer that lost its disk asks what the voters promised.
     ballot: u64,
     /// The voters of that epoch: whose majority decides.
     voters: Vec<NodeId>,
@@ -197,6 +201,50 @@ impl Gossip {
     /// votes.
     pub(crate) fn votes(&self) -> bool {
         self.agreed().is_voter(self.config.id) && !self.agreement.amnesic
+    }
+
+    /// Whether this node was a member and is no more (a node that joined and has not heard
+    /// yet holds a membership that has not handed out its id).
+    pub(crate) fn is_removed(&self) -> bool {
+        !self.is_member() && self.config.id.0 < self.agreed().next_id
+    }
+
+    /// Removed, and no member has yet said it holds everything of every bucket: what this
+    /// node holds may be needed.
+    pub fn owes_handover(&self) -> bool {
+        #[cfg(any(test, feature = "inject-bugs"))]
+        if self.config.bugs.leave_without_handover {
+            return false;
+        }
+        self.is_removed() && !self.owed.is_empty()
+    }
+
+    /// A removed member's round of handing over: the keys and versions of the buckets it
+    /// still owes, to a member, which pulls what it lacks and says which buckets lacked
+    /// nothing.
+    pub(crate) fn hand_over(&mut self, out: &mut Out) {
+        let mut members = self.swim.reachable();
+        if members.is_empty() {
+            members = self.swim.peers().collect();
+        }
+        let Some(&to) = self.rng.pick(&members) else {
+            return;
+        };
+        let mut buckets = Vec::new();
+        let mut bytes = 0;
+        for &b in self.owed.iter().take(self.config.anti_entropy_buckets_max) {
+            let keys = self.store.bucket(b);
+            let size: usize = keys.iter().map(|(k, _)| k.len() + 16).sum();
+            if !buckets.is_empty() && bytes + size > self.config.batch_bytes_max {
+                break;
+            }
+            bytes += size;
+            buckets.push((b, keys));
+        }
+        out.push(Action::Send {
+            to,
+            message: Message::Keys { buckets },
+        });
     }
 
     /// Whether this node is a member of the membership it holds.
@@ -288,8 +336,13 @@ impl Gossip {
         .unwrap_or(0)
         .max(self.round_seen)
             + 1;
-        let ballot = round << BALLOT_ID_BITS | me.0;
-        self.agreement.proposed = ballot;
+        // A proposer that lost its disk does not know which ballots it used: it asks first.
+        let ballot = if self.agreement.amnesic {
+            0
+        } else {
+            round << BALLOT_ID_BITS | me.0
+        };
+        self.agreement.proposed = self.agreement.proposed.max(ballot);
         self.proposing = Some(Proposing {
             client: Some(id),
             epoch: self.agreement.epoch,
@@ -317,7 +370,7 @@ impl Gossip {
             return;
         };
         let (epoch, ballot, accepting) = (p.epoch, p.ballot, p.value.is_some());
-        if !accepting && p.heard.is_empty() {
+        if !accepting && p.heard.is_empty() && ballot != 0 {
             // The ballot is used: durably, before anyone hears it.
             self.persist_agreement(out);
         }
@@ -368,7 +421,7 @@ impl Gossip {
                 accepted,
             } => self.on_promise(from, epoch, ballot, accepted, out),
             Message::Accepted { epoch, ballot } => self.on_accepted(from, epoch, ballot, out),
-            Message::Outbid { epoch, promised } => self.on_outbid(epoch, promised, out),
+            Message::Outbid { epoch, promised } => self.on_outbid(from, epoch, promised, out),
             Message::Agreed {
                 epoch,
                 id,
@@ -437,6 +490,7 @@ impl Gossip {
             return; // one value per ballot (a proposer that lost its disk may reuse one)
         }
         if self.agreement.accepted.as_ref() != Some(&candidate) {
+            self.accepted_at = self.ticks;
             self.agreement.promised = ballot;
             self.agreement.accepted = Some(candidate);
             self.persist_agreement(out);
@@ -472,6 +526,9 @@ impl Gossip {
         }
         if p.heard.len() < majority(p.voters.len()) {
             return;
+        }
+        if p.ballot == 0 {
+            return self.propose_above_promises(out);
         }
         // Phase 2, with the value a voter may already have accepted (it may have been
         // agreed), else the operator's.
@@ -522,16 +579,42 @@ impl Gossip {
         }
     }
 
-    fn on_outbid(&mut self, epoch: u64, promised: u64, out: &mut Out) {
+    fn on_outbid(&mut self, from: NodeId, epoch: u64, promised: u64, out: &mut Out) {
         self.round_seen = self.round_seen.max(ballot_round(promised));
-        let Some(p) = &self.proposing else {
+        let Some(p) = &mut self.proposing else {
             return;
         };
         if p.epoch != epoch || promised <= p.ballot {
             return;
         }
+        if p.ballot == 0 {
+            // The answer asked for: what this voter promised.
+            if p.voters.contains(&from)
+                && p.heard.insert(from)
+                && p.heard.len() >= majority(p.voters.len())
+            {
+                self.propose_above_promises(out);
+            }
+            return;
+        }
         // Another proposer is at work on this change: give way.
         self.give_up(GiveUp::Outbid, out);
+    }
+
+    /// A majority of the voters said what they promised: the proposal goes on under a ballot
+    /// above all of it.
+    fn propose_above_promises(&mut self, out: &mut Out) {
+        let me = self.config.id;
+        let round = self.round_seen.max(ballot_round(self.agreement.proposed)) + 1;
+        let ballot = round << BALLOT_ID_BITS | me.0;
+        let Some(p) = &mut self.proposing else {
+            return;
+        };
+        p.ballot = ballot;
+        p.asked.ballot = ballot;
+        p.heard.clear();
+        self.agreement.proposed = ballot;
+        self.send_phase(out);
     }
 
     /// Abandons the proposal, refusing its client: definitely if no voter can have
@@ -591,6 +674,7 @@ impl Gossip {
     fn adopt(&mut self, epoch: u64, id: RequestId, membership: Membership, out: &mut Out) {
         // This node's barrier, proposed in this life, agreed: it votes again.
         let amnesic = self.agreement.amnesic && id != self.barrier;
+        let was_member = self.is_member();
         self.agreement = Agreement {
             epoch,
             made_by: id,
@@ -602,6 +686,9 @@ impl Gossip {
         };
         self.persist_agreement(out);
         self.swim.set_peers(&membership.ids());
+        if was_member && !self.is_member() {
+            self.owed = (0..crate::store::BUCKETS as u16).collect();
+        }
         let at = self.next_at;
         self.next_at += 1;
         let entry = Entry {
@@ -635,23 +722,38 @@ impl Gossip {
         }
     }
 
-    /// A voter that lost its disk proposes its barrier, now and then until it is agreed.
-    fn propose_barrier(&mut self, out: &mut Out) {
+    /// Proposals nobody asked for, now and then: a voter that lost its disk proposes its
+    /// barrier until it is agreed; a voter that accepted a value and has heard no decision
+    /// for a request timeout proposes too, so the value is agreed (or not) even if its
+    /// proposer is gone (a proposer that removed itself stops once it has handed over).
+    fn propose_unasked(&mut self, out: &mut Out) {
         let me = self.config.id;
-        if !self.agreement.amnesic || !self.agreed().is_voter(me) || self.proposing.is_some() {
+        if !self.agreed().is_voter(me) || self.proposing.is_some() {
             return;
         }
+        let id = if self.agreement.amnesic {
+            self.barrier
+        } else if self.agreement.accepted.is_some()
+            && self.ticks >= self.accepted_at + self.config.request_timeout_ticks
+        {
+            self.accepted_at = self.ticks;
+            RequestId::new(barrier_client(me), self.rng.next_u64())
+        } else {
+            return;
+        };
         let Some(member) = self.agreed().get(me) else {
             return;
         };
+        // A change that changes nothing: this member's attributes published again. Phase 1
+        // carries instead any value a voter accepted.
         let change = MembershipChange::Publish {
             id: me,
             name: member.name.clone(),
             client_urls: member.client_urls.clone(),
         };
-        // Refused now (a majority of the others is not answering): the next period. Its
-        // refusals and timeouts answer nobody.
-        if self.start_change(self.barrier, &change).is_ok() {
+        // Refused now (a majority is not answering): the next period. Its refusals and
+        // timeouts answer nobody.
+        if self.start_change(id, &change).is_ok() {
             if let Some(p) = &mut self.proposing {
                 p.client = None;
             }
@@ -662,7 +764,7 @@ impl Gossip {
     /// Sends unanswered phase messages again, and gives up on a proposal past its deadline.
     pub(crate) fn tick_proposal(&mut self, out: &mut Out) {
         if self.ticks.is_multiple_of(self.config.retry_ticks) {
-            self.propose_barrier(out);
+            self.propose_unasked(out);
         }
         let Some(p) = &self.proposing else {
             return;

@@ -157,6 +157,13 @@ pub enum Message {
         /// The ballot promised.
         promised: u64,
     },
+    /// The answer to a removed member's `Keys`: the buckets in which the receiver lacked
+    /// nothing the removed member offered (it pulled what it lacked in the others, and holds
+    /// everything it holds durably by the time this arrives).
+    Held {
+        /// The buckets.
+        buckets: Vec<u16>,
+    },
     /// The membership agreed after `epoch - 1` changes: sent to every member once agreed, and
     /// to any node heard holding fewer changes.
     Agreed {
@@ -248,6 +255,7 @@ impl fmt::Display for Message {
             Message::Outbid { epoch, promised } => {
                 write!(f, "Outbid epoch {epoch}: promised {promised}")
             }
+            Message::Held { buckets } => write!(f, "Held {} buckets", buckets.len()),
             Message::Agreed {
                 epoch, membership, ..
             } => write!(f, "Agreed epoch {epoch}: {membership}"),

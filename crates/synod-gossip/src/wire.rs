@@ -179,6 +179,12 @@ impl Wire for Message {
             Message::Outbid { epoch, promised } => {
                 enc.u8(14).u64(*epoch).u64(*promised);
             }
+            Message::Held { buckets } => {
+                enc.u8(16).u64(buckets.len() as u64);
+                for b in buckets {
+                    enc.u64(u64::from(*b));
+                }
+            }
             Message::Agreed {
                 epoch,
                 id,
@@ -191,7 +197,7 @@ impl Wire for Message {
     }
 
     fn decode(dec: &mut Decoder<'_>) -> Result<Message, DecodeError> {
-        Ok(match dec.tag("gossip message", 16)? {
+        Ok(match dec.tag("gossip message", 17)? {
             0 => Message::Ping {
                 seq: dec.u64("seq")?,
                 clock: dec.u64("clock")?,
@@ -303,6 +309,18 @@ impl Wire for Message {
                 epoch: dec.u64("epoch")?,
                 promised: dec.u64("promised")?,
             },
+            16 => {
+                let count = dec.count("buckets")?;
+                let mut buckets = Vec::with_capacity(count.min(BUCKETS));
+                for _ in 0..count {
+                    let bucket = dec.u64("bucket")?;
+                    if bucket >= BUCKETS as u64 {
+                        return Err(DecodeError::Invalid("bucket out of range"));
+                    }
+                    buckets.push(bucket as u16);
+                }
+                Message::Held { buckets }
+            }
             _ => Message::Agreed {
                 epoch: dec.u64("epoch")?,
                 id: RequestId::new(dec.u64("client")?, dec.u64("seq")?),

@@ -385,9 +385,7 @@ where
                     if self.lingering.len() != lingered {
                         self.connect_members();
                     }
-                    if self.removed_at.is_some_and(|at| at.elapsed() >= REMOVED_GRACE) {
-                        self.fatal = Some("this member was removed from the cluster".into());
-                    }
+                    self.stop_if_removed();
                 }
                 _ = stop.changed() => break,
             }
@@ -563,6 +561,24 @@ where
         self.replica.submit(vec![call], out);
     }
 
+    /// A removed member stops after the grace period, once it has handed over what only it
+    /// may hold (gossip), or once its members let it go (`LINGER`) whatever it still owes.
+    fn stop_if_removed(&mut self) {
+        let Some(at) = self.removed_at else {
+            return;
+        };
+        let owes = self.replica.engine().owes_handover();
+        if at.elapsed() < REMOVED_GRACE || (owes && at.elapsed() < LINGER) {
+            return;
+        }
+        if owes {
+            error!(
+                "this member stops without having handed over everything it holds: the members stopped taking it; what only it held is lost"
+            );
+        }
+        self.fatal = Some("this member was removed from the cluster".into());
+    }
+
     /// A membership change applied (committed): a joining member's identity may be confirmed
     /// (or shown wrong); a member removed stops after a grace period; members removed are let go.
     fn on_membership_applied(&mut self, membership: Membership) {
@@ -586,8 +602,8 @@ where
             self.was_member = true;
         } else if self.was_member && self.removed_at.is_none() {
             error!(
-                "this member was removed from the cluster; it stops in {:?}",
-                REMOVED_GRACE
+                "this member was removed from the cluster; it stops in {:?} (under gossip, once it has handed over what it holds, within {:?})",
+                REMOVED_GRACE, LINGER
             );
             self.removed_at = Some(Instant::now());
         }

@@ -65,6 +65,10 @@ pub(crate) struct SimNode<P: Protocol> {
     /// The nemesis replaced this node's disk with an empty one at least once (a protocol
     /// that rejoins with nothing: gossip).
     pub(crate) replaced: bool,
+    /// Removed from the membership, it handed over what it held and stopped for good, as a
+    /// removed server does (under a protocol whose removed members may hold writes only
+    /// they took: gossip). Unlike a dead node, whatever it acknowledged must be kept.
+    pub(crate) left: bool,
     /// The nemesis cuts the power while this node's next write is on its way to the disk.
     pub(crate) power_loss_armed: bool,
     pub(crate) disk: NodeDisk,
@@ -87,6 +91,7 @@ impl<P: Protocol> SimNode<P> {
             dead: false,
             damaged: false,
             replaced: false,
+            left: false,
             power_loss_armed: false,
             disk: NodeDisk::new(id.0, storage_bugs),
             disk_sync: (0, 0),
@@ -239,7 +244,7 @@ impl<P: Protocol> World<P> {
     }
 
     pub(crate) fn restart(&mut self, id: NodeId) {
-        if self.node(id).replica.is_some() || self.node(id).dead {
+        if self.node(id).replica.is_some() || self.node(id).dead || self.node(id).left {
             return;
         }
         self.trace_line(|| format!("{id} restarts"));

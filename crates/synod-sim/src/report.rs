@@ -105,6 +105,8 @@ pub struct Stats {
     pub membership_changed: u64,
     /// Of those, refused as unsafe now (a change pending, a learner behind, too few up).
     pub membership_refused: u64,
+    /// Removed members that handed over what they held and stopped (gossip).
+    pub members_left: u64,
     /// Leases granted to clients that heard so.
     pub leases_granted: u64,
     /// Keep-alives answered with a TTL.
@@ -223,6 +225,7 @@ impl Summary {
             t.membership_asked += s.membership_asked;
             t.membership_changed += s.membership_changed;
             t.membership_refused += s.membership_refused;
+            t.members_left += s.members_left;
             t.leases_granted += s.leases_granted;
             t.lease_renewals += s.lease_renewals;
             t.leases_expired += s.leases_expired;
@@ -301,6 +304,13 @@ impl fmt::Display for Summary {
                     "{} / {} / {}",
                     t.membership_asked, t.membership_changed, t.membership_refused
                 ),
+            )?;
+        }
+        if t.members_left > 0 {
+            row(
+                f,
+                "  removed members that handed over and left",
+                t.members_left.to_string(),
             )?;
         }
         row(f, "snapshots taken", t.snapshots_taken.to_string())?;

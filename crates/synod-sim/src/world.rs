@@ -458,6 +458,30 @@ impl<P: Protocol> World<P> {
         self.carry_out(id, &mut out);
         self.scratch = out;
         self.check_lease_deadlines(id);
+        self.leave_if_handed_over(id);
+    }
+
+    /// A removed member of a leaderless protocol stops for good once it has handed over
+    /// what it held, as the server does; the final checks then hold the members to every
+    /// write it acknowledged. (Removed members of an ordered history keep running here, to
+    /// show they do not disturb the cluster.)
+    fn leave_if_handed_over(&mut self, id: NodeId) {
+        if P::ORDERS_WRITES {
+            return;
+        }
+        let Some(engine) = self.node(id).engine() else {
+            return;
+        };
+        let removed = engine
+            .membership()
+            .is_some_and(|m| !m.contains(id) && id.0 < m.next_id);
+        if !removed || engine.owes_handover() {
+            return;
+        }
+        self.crash_leaving(id, crate::disk::Unsynced::Lost);
+        self.node_mut(id).left = true;
+        self.stats.members_left += 1;
+        self.trace_line(|| format!("{id} handed over what it held and leaves the cluster"));
     }
 
     /// Election Safety (paper Figure 3): at most one leader per era.

@@ -398,6 +398,22 @@ fn gossip_on_3_5_and_7_nodes_keeps_its_promises_under_all_faults() {
     }
 }
 
+/// A removed member that stops without handing over takes the writes only it held (at ONE,
+/// during a partition) with it: caught as an acknowledged write the members lack.
+#[test]
+fn the_sweep_catches_a_removed_gossip_member_leaving_without_handing_over() {
+    let options = GossipOptions {
+        tweak: Some(|c| c.bugs.leave_without_handover = true),
+        ..GossipOptions::default()
+    };
+    let mut template = RunConfig::new(0, 5);
+    template.faults = FaultSet::parse("partition,membership,delay").expect("fault names");
+    template.keys = 200;
+    let summary = sweep_until_caught::<Gossip>(template, 1..=300, options);
+    let (_, first) = first_caught("a removed gossip member leaving early", &summary);
+    assert!(first.detail.contains("acknowledged write lost"), "{first}");
+}
+
 /// Without faults, a read at ONE is stale by at most the bound the simulator holds gossip to.
 #[test]
 fn gossip_reads_without_faults_stay_within_the_staleness_bound() {

@@ -90,6 +90,12 @@ fn an_added_member_learns_the_membership_from_a_ping_and_gets_every_version() {
         Some(Rejection::NotLeader { .. })
     ));
     c.run(40);
+    assert_eq!(
+        c.value(4, "early"),
+        None,
+        "a refused write is never taken later"
+    );
+    assert_eq!(c.value(1, "early"), None);
     assert_eq!(c.members(4), c.members(1));
     assert!(c
         .node(4)
@@ -408,4 +414,80 @@ fn a_member_that_votes_right_after_losing_its_disk_lets_two_memberships_be_agree
         five(2),
         "n2 and the forgetful n3 agreed another value for epoch 1"
     );
+}
+
+#[test]
+fn a_proposer_back_from_an_empty_disk_never_reuses_a_ballot_of_its_earlier_life() {
+    let mut c = Cluster::new(5, |_| {});
+    // n5's earlier life: promises from n1, n2 and itself, then v1 accepted by n1 and n5 only.
+    c.step(
+        NodeId(5),
+        Input::ChangeMembership {
+            id: RequestId::new(9, 1),
+            change: add("http://six", true),
+        },
+    );
+    c.deliver_unless(|from, to, m| {
+        let far = |n: NodeId| n == NodeId(3) || n == NodeId(4);
+        far(from)
+            || far(to)
+            || (matches!(m, Message::Accept { .. }) && to == NodeId(2))
+            || (matches!(m, Message::Accepted { .. }) && to == NodeId(5))
+    });
+    let old = c.node(5).engine.agreement.proposed;
+    assert!(
+        c.node(2).engine.agreement.promised == old && c.node(1).engine.agreement.accepted.is_some()
+    );
+    // Its disk is replaced; it cannot reach n1, which holds v1.
+    c.join(5);
+    c.partition(&[1]);
+    c.cut.remove(&(NodeId(1), NodeId(2)));
+    c.cut.remove(&(NodeId(2), NodeId(1)));
+    // Every ballot it proposes under is the asking one (0) or above what n2 promised.
+    let mut ballots = Vec::new();
+    for _ in 0..60 {
+        for id in c.nodes.keys().copied().collect::<Vec<_>>() {
+            c.step(id, Input::Tick);
+        }
+        while let Some((from, to, message)) = c.queue.pop_front() {
+            match &message {
+                Message::Prepare { ballot, .. } if from == NodeId(5) => ballots.push(*ballot),
+                Message::Accept { candidate, .. } if from == NodeId(5) => {
+                    ballots.push(candidate.ballot)
+                }
+                _ => {}
+            }
+            if !c.cut.contains(&(from, to)) && c.nodes.contains_key(&to) {
+                c.step(to, Input::Receive { from, message });
+            }
+        }
+    }
+    assert!(
+        !c.node(5).engine.agreement.amnesic,
+        "its barrier was agreed"
+    );
+    assert!(ballots.contains(&0), "it asked first: {ballots:?}");
+    assert!(
+        ballots
+            .iter()
+            .all(|&b| b == 0 || ballot_round(b) > ballot_round(old)),
+        "{ballots:?} against {old}"
+    );
+    // n1 proposes next, with v1 accepted under the old ballot: one membership per epoch.
+    c.cut.clear();
+    c.change(1, MembershipChange::Remove { id: NodeId(4) });
+    c.run(60);
+    let epoch = c.node(1).engine.membership_epoch();
+    for n in 2..=5 {
+        assert_eq!(c.node(n).engine.membership_epoch(), epoch, "n{n}");
+        assert_eq!(
+            c.node(n).engine.membership(),
+            c.node(1).engine.membership(),
+            "n{n}"
+        );
+    }
+}
+
+fn ballot_round(ballot: u64) -> u64 {
+    ballot >> 12
 }
