@@ -103,8 +103,9 @@ pub struct Gossip {
     pub(crate) round_seen: u64,
     /// The request id of this life's barrier proposal (see membership.rs).
     pub(crate) barrier: RequestId,
-    /// Removed: the buckets no member has yet said it holds everything of (see membership.rs).
-    pub(crate) owed: BTreeSet<u16>,
+    /// Removed: the buckets not yet handed over, with the members that said they hold
+    /// everything of each (see membership.rs).
+    pub(crate) owed: BTreeMap<u16, BTreeSet<NodeId>>,
     /// When this voter last accepted a value (or started, holding one): one undecided for a
     /// request timeout is proposed again.
     pub(crate) accepted_at: u64,
@@ -234,9 +235,9 @@ impl Gossip {
         let removed =
             !agreement.membership.contains(config.id) && config.id.0 < agreement.membership.next_id;
         let owed = if removed {
-            (0..BUCKETS as u16).collect()
+            (0..BUCKETS as u16).map(|b| (b, BTreeSet::new())).collect()
         } else {
-            BTreeSet::new()
+            BTreeMap::new()
         };
         Ok(Gossip {
             barrier,
@@ -441,11 +442,10 @@ impl Gossip {
         self.persist(&taken, out);
         if self.is_removed() {
             // Owed to the members again.
-            self.owed.extend(
-                taken
-                    .iter()
-                    .map(|(_, r)| crate::store::bucket_of(&r.key) as u16),
-            );
+            for (_, r) in &taken {
+                let b = crate::store::bucket_of(&r.key) as u16;
+                self.owed.insert(b, BTreeSet::new());
+            }
         }
         for (at, record) in &taken {
             // Two versions of one key in one batch: both are applied, in order.
@@ -722,6 +722,14 @@ impl Gossip {
                     },
                 );
             }
+        }
+    }
+
+    /// Every waiting write counted again (the voters changed).
+    pub(crate) fn recount_writes(&mut self, out: &mut Out) {
+        let rounds: Vec<u64> = self.writes.keys().copied().collect();
+        for round in rounds {
+            self.maybe_acknowledge(round, out);
         }
     }
 
@@ -1214,7 +1222,9 @@ impl Gossip {
         self.tick_proposal(out);
         self.expire_held(out);
         let grace = self.config.tombstone_grace_ticks;
+        // A removed member keeps its tombstones until it has handed them over.
         if grace > 0
+            && self.owed.is_empty()
             && self
                 .ticks
                 .is_multiple_of(self.config.anti_entropy_ticks * 8)
@@ -1323,9 +1333,7 @@ impl Gossip {
             Message::PushAck { round } => self.on_push_ack(from, round, out),
             Message::Held { buckets } => {
                 if member {
-                    for b in buckets {
-                        self.owed.remove(&b);
-                    }
+                    self.on_held(from, buckets);
                 }
             }
             Message::Digest { digests } => self.on_digest(from, digests, out),

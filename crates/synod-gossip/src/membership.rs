@@ -162,6 +162,9 @@ pub(crate) struct Proposing {
     epoch: u64,
     /// Its ballot; 0 while a proposer that lost its disk asks what the voters promised.
     ballot: u64,
+    /// While it asks: the question's random nonce, which only answers to it echo (an answer
+    /// to an earlier life's question, or to its earlier ballots, says too little).
+    nonce: u64,
     /// The voters of that epoch: whose majority decides.
     voters: Vec<NodeId>,
     /// The membership the operator asked for.
@@ -219,6 +222,21 @@ impl Gossip {
         self.is_removed() && !self.owed.is_empty()
     }
 
+    /// A member said it holds everything of these buckets: a bucket is handed over once two
+    /// members (or every voter, if fewer) have, so one lost disk does not lose what only
+    /// this node held.
+    pub(crate) fn on_held(&mut self, from: NodeId, buckets: Vec<u16>) {
+        let enough = self.agreed().voter_count().clamp(1, 2);
+        for b in buckets {
+            if let Some(holders) = self.owed.get_mut(&b) {
+                holders.insert(from);
+                if holders.len() >= enough {
+                    self.owed.remove(&b);
+                }
+            }
+        }
+    }
+
     /// A removed member's round of handing over: the keys and versions of the buckets it
     /// still owes, to a member, which pulls what it lacks and says which buckets lacked
     /// nothing.
@@ -232,7 +250,15 @@ impl Gossip {
         };
         let mut buckets = Vec::new();
         let mut bytes = 0;
-        for &b in self.owed.iter().take(self.config.anti_entropy_buckets_max) {
+        // The buckets this member has not said it holds.
+        let offered: Vec<u16> = self
+            .owed
+            .iter()
+            .filter(|(_, holders)| !holders.contains(&to))
+            .map(|(&b, _)| b)
+            .take(self.config.anti_entropy_buckets_max)
+            .collect();
+        for b in offered {
             let keys = self.store.bucket(b);
             let size: usize = keys.iter().map(|(k, _)| k.len() + 16).sum();
             if !buckets.is_empty() && bytes + size > self.config.batch_bytes_max {
@@ -343,10 +369,16 @@ impl Gossip {
             round << BALLOT_ID_BITS | me.0
         };
         self.agreement.proposed = self.agreement.proposed.max(ballot);
+        let nonce = if ballot == 0 {
+            self.rng.next_u64() | 1
+        } else {
+            0
+        };
         self.proposing = Some(Proposing {
             client: Some(id),
             epoch: self.agreement.epoch,
             ballot,
+            nonce,
             voters,
             asked: Candidate {
                 ballot,
@@ -378,7 +410,11 @@ impl Gossip {
             return;
         };
         let message = match &p.value {
-            None => Message::Prepare { epoch, ballot },
+            None => Message::Prepare {
+                epoch,
+                ballot,
+                nonce: p.nonce,
+            },
             Some(candidate) => Message::Accept {
                 epoch,
                 candidate: candidate.clone(),
@@ -413,15 +449,27 @@ impl Gossip {
     /// A membership message, from a peer or (a proposer's own answer) from this node.
     pub(crate) fn receive_agreement(&mut self, from: NodeId, message: Message, out: &mut Out) {
         match message {
-            Message::Prepare { epoch, ballot } => self.on_prepare(from, epoch, ballot, out),
+            Message::Prepare {
+                epoch,
+                ballot,
+                nonce,
+            } => self.on_prepare(from, epoch, ballot, nonce, out),
             Message::Accept { epoch, candidate } => self.on_accept(from, epoch, candidate, out),
             Message::Promise {
                 epoch,
                 ballot,
+                nonce,
                 accepted,
-            } => self.on_promise(from, epoch, ballot, accepted, out),
-            Message::Accepted { epoch, ballot } => self.on_accepted(from, epoch, ballot, out),
-            Message::Outbid { epoch, promised } => self.on_outbid(from, epoch, promised, out),
+            } => self.on_promise(from, (epoch, ballot, nonce), accepted, out),
+            Message::Accepted { epoch, ballot, id } => {
+                self.on_accepted(from, epoch, ballot, id, out)
+            }
+            Message::Outbid {
+                epoch,
+                refused,
+                nonce,
+                promised,
+            } => self.on_outbid(from, (epoch, refused, nonce), promised, out),
             Message::Agreed {
                 epoch,
                 id,
@@ -449,14 +497,19 @@ impl Gossip {
         }
     }
 
-    fn on_prepare(&mut self, from: NodeId, epoch: u64, ballot: u64, out: &mut Out) {
+    fn on_prepare(&mut self, from: NodeId, epoch: u64, ballot: u64, nonce: u64, out: &mut Out) {
         self.round_seen = self.round_seen.max(ballot_round(ballot));
         if !self.votes_on(from, epoch, out) {
             return;
         }
         if ballot < self.agreement.promised {
-            let promised = self.agreement.promised;
-            return self.answer(from, Message::Outbid { epoch, promised }, out);
+            let outbid = Message::Outbid {
+                epoch,
+                refused: ballot,
+                nonce,
+                promised: self.agreement.promised,
+            };
+            return self.answer(from, outbid, out);
         }
         if ballot > self.agreement.promised {
             self.agreement.promised = ballot;
@@ -466,6 +519,7 @@ impl Gossip {
         let promise = Message::Promise {
             epoch,
             ballot,
+            nonce,
             accepted,
         };
         self.answer(from, promise, out);
@@ -476,10 +530,15 @@ impl Gossip {
         if !self.votes_on(from, epoch, out) {
             return;
         }
-        let ballot = candidate.ballot;
+        let (ballot, candidate_id) = (candidate.ballot, candidate.id);
         if ballot < self.agreement.promised {
-            let promised = self.agreement.promised;
-            return self.answer(from, Message::Outbid { epoch, promised }, out);
+            let outbid = Message::Outbid {
+                epoch,
+                refused: ballot,
+                nonce: 0,
+                promised: self.agreement.promised,
+            };
+            return self.answer(from, outbid, out);
         }
         if self
             .agreement
@@ -495,7 +554,12 @@ impl Gossip {
             self.agreement.accepted = Some(candidate);
             self.persist_agreement(out);
         }
-        self.answer(from, Message::Accepted { epoch, ballot }, out);
+        let id = self
+            .agreement
+            .accepted
+            .as_ref()
+            .map_or(candidate_id, |a| a.id);
+        self.answer(from, Message::Accepted { epoch, ballot, id }, out);
     }
 
     /// The proposal these answers are for, if it is still in its phase `value_sent`.
@@ -508,12 +572,14 @@ impl Gossip {
     fn on_promise(
         &mut self,
         from: NodeId,
-        epoch: u64,
-        ballot: u64,
+        (epoch, ballot, nonce): (u64, u64, u64),
         accepted: Option<Candidate>,
         out: &mut Out,
     ) {
-        let Some(p) = self.proposal_for(epoch, ballot, false) else {
+        let Some(p) = self
+            .proposal_for(epoch, ballot, false)
+            .filter(|p| p.nonce == nonce)
+        else {
             return;
         };
         if !p.voters.contains(&from) || !p.heard.insert(from) {
@@ -553,8 +619,13 @@ impl Gossip {
         self.send_phase(out);
     }
 
-    fn on_accepted(&mut self, from: NodeId, epoch: u64, ballot: u64, out: &mut Out) {
-        let Some(p) = self.proposal_for(epoch, ballot, true) else {
+    fn on_accepted(&mut self, from: NodeId, epoch: u64, ballot: u64, id: RequestId, out: &mut Out) {
+        // Counted only for this value: a ballot reused by a proposer that lost its disk
+        // must not count an acceptance of its earlier life's value.
+        let Some(p) = self
+            .proposal_for(epoch, ballot, true)
+            .filter(|p| p.value.as_ref().is_some_and(|v| v.id == id))
+        else {
             return;
         };
         if !p.voters.contains(&from) || !p.heard.insert(from) {
@@ -579,12 +650,19 @@ impl Gossip {
         }
     }
 
-    fn on_outbid(&mut self, from: NodeId, epoch: u64, promised: u64, out: &mut Out) {
+    fn on_outbid(
+        &mut self,
+        from: NodeId,
+        (epoch, refused, nonce): (u64, u64, u64),
+        promised: u64,
+        out: &mut Out,
+    ) {
         self.round_seen = self.round_seen.max(ballot_round(promised));
         let Some(p) = &mut self.proposing else {
             return;
         };
-        if p.epoch != epoch || promised <= p.ballot {
+        // An answer to this proposal's current question only.
+        if p.epoch != epoch || refused != p.ballot || nonce != p.nonce || promised <= p.ballot {
             return;
         }
         if p.ballot == 0 {
@@ -611,6 +689,7 @@ impl Gossip {
             return;
         };
         p.ballot = ballot;
+        p.nonce = 0;
         p.asked.ballot = ballot;
         p.heard.clear();
         self.agreement.proposed = ballot;
@@ -687,8 +766,12 @@ impl Gossip {
         self.persist_agreement(out);
         self.swim.set_peers(&membership.ids());
         if was_member && !self.is_member() {
-            self.owed = (0..crate::store::BUCKETS as u16).collect();
+            self.owed = (0..crate::store::BUCKETS as u16)
+                .map(|b| (b, BTreeSet::new()))
+                .collect();
         }
+        // Writes waiting at QUORUM or ALL count the voters agreed now.
+        self.recount_writes(out);
         let at = self.next_at;
         self.next_at += 1;
         let entry = Entry {

@@ -124,8 +124,12 @@ pub enum Message {
     Prepare {
         /// The changes agreed so far, as the proposer holds them.
         epoch: u64,
-        /// The proposer's ballot.
+        /// The proposer's ballot (0: a proposer back from an empty disk asks what was
+        /// promised; see membership.rs).
         ballot: u64,
+        /// Echoed in the answer, so that a proposer asking under ballot 0 counts only answers
+        /// to this question (random then, 0 otherwise).
+        nonce: u64,
     },
     /// The answer to a `Prepare`: promised.
     Promise {
@@ -133,6 +137,8 @@ pub enum Message {
         epoch: u64,
         /// As in the `Prepare`.
         ballot: u64,
+        /// As in the `Prepare`.
+        nonce: u64,
         /// What this voter accepted for the change after `epoch`, if anything.
         accepted: Option<Candidate>,
     },
@@ -149,11 +155,17 @@ pub enum Message {
         epoch: u64,
         /// As in the `Accept`.
         ballot: u64,
+        /// The request of the value accepted.
+        id: RequestId,
     },
     /// A `Prepare` or `Accept` refused: this voter promised a higher ballot.
     Outbid {
         /// As in the refused message.
         epoch: u64,
+        /// The ballot refused.
+        refused: u64,
+        /// The refused `Prepare`'s nonce (0 for an `Accept`).
+        nonce: u64,
         /// The ballot promised.
         promised: u64,
     },
@@ -230,13 +242,14 @@ impl fmt::Display for Message {
             Message::ReadReply { round, records, .. } => {
                 write!(f, "ReadReply {round}: {} records", records.len())
             }
-            Message::Prepare { epoch, ballot } => {
+            Message::Prepare { epoch, ballot, .. } => {
                 write!(f, "Prepare epoch {epoch} ballot {ballot}")
             }
             Message::Promise {
                 epoch,
                 ballot,
                 accepted,
+                ..
             } => {
                 write!(f, "Promise epoch {epoch} ballot {ballot}")?;
                 if let Some(c) = accepted {
@@ -249,12 +262,18 @@ impl fmt::Display for Message {
                 "Accept epoch {epoch} ballot {}: {}",
                 candidate.ballot, candidate.membership
             ),
-            Message::Accepted { epoch, ballot } => {
+            Message::Accepted { epoch, ballot, .. } => {
                 write!(f, "Accepted epoch {epoch} ballot {ballot}")
             }
-            Message::Outbid { epoch, promised } => {
-                write!(f, "Outbid epoch {epoch}: promised {promised}")
-            }
+            Message::Outbid {
+                epoch,
+                refused,
+                promised,
+                ..
+            } => write!(
+                f,
+                "Outbid epoch {epoch}: {refused} refused, promised {promised}"
+            ),
             Message::Held { buckets } => write!(f, "Held {} buckets", buckets.len()),
             Message::Agreed {
                 epoch, membership, ..

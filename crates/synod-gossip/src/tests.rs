@@ -648,15 +648,18 @@ fn messages_round_trip_and_garbage_never_panics() {
         Message::Prepare {
             epoch: 2,
             ballot: 5 << 12 | 3,
+            nonce: 0,
         },
         Message::Promise {
             epoch: 2,
-            ballot: 5 << 12 | 3,
+            ballot: 0,
+            nonce: 77,
             accepted: None,
         },
         Message::Promise {
             epoch: 2,
             ballot: 5 << 12 | 3,
+            nonce: 0,
             accepted: Some(candidate.clone()),
         },
         Message::Accept {
@@ -666,10 +669,16 @@ fn messages_round_trip_and_garbage_never_panics() {
         Message::Accepted {
             epoch: 2,
             ballot: 4 << 12 | 1,
+            id: candidate.id,
         },
         Message::Outbid {
             epoch: 2,
+            refused: 0,
+            nonce: 77,
             promised: 6 << 12 | 2,
+        },
+        Message::Held {
+            buckets: vec![0, 7, 255],
         },
         Message::Agreed {
             epoch: 3,

@@ -156,15 +156,24 @@ impl Wire for Message {
                 encode_records(records, enc);
                 enc.bool(*truncated);
             }
-            Message::Prepare { epoch, ballot } => {
-                enc.u8(10).u64(*epoch).u64(*ballot);
+            Message::Prepare {
+                epoch,
+                ballot,
+                nonce,
+            } => {
+                enc.u8(10).u64(*epoch).u64(*ballot).u64(*nonce);
             }
             Message::Promise {
                 epoch,
                 ballot,
+                nonce,
                 accepted,
             } => {
-                enc.u8(11).u64(*epoch).u64(*ballot).bool(accepted.is_some());
+                enc.u8(11)
+                    .u64(*epoch)
+                    .u64(*ballot)
+                    .u64(*nonce)
+                    .bool(accepted.is_some());
                 if let Some(c) = accepted {
                     encode_candidate(c, enc);
                 }
@@ -173,11 +182,24 @@ impl Wire for Message {
                 enc.u8(12).u64(*epoch);
                 encode_candidate(candidate, enc);
             }
-            Message::Accepted { epoch, ballot } => {
-                enc.u8(13).u64(*epoch).u64(*ballot);
+            Message::Accepted { epoch, ballot, id } => {
+                enc.u8(13)
+                    .u64(*epoch)
+                    .u64(*ballot)
+                    .u64(id.client.0)
+                    .u64(id.seq);
             }
-            Message::Outbid { epoch, promised } => {
-                enc.u8(14).u64(*epoch).u64(*promised);
+            Message::Outbid {
+                epoch,
+                refused,
+                nonce,
+                promised,
+            } => {
+                enc.u8(14)
+                    .u64(*epoch)
+                    .u64(*refused)
+                    .u64(*nonce)
+                    .u64(*promised);
             }
             Message::Held { buckets } => {
                 enc.u8(16).u64(buckets.len() as u64);
@@ -282,10 +304,12 @@ impl Wire for Message {
             10 => Message::Prepare {
                 epoch: dec.u64("epoch")?,
                 ballot: dec.u64("ballot")?,
+                nonce: dec.u64("nonce")?,
             },
             11 => {
                 let epoch = dec.u64("epoch")?;
                 let ballot = dec.u64("ballot")?;
+                let nonce = dec.u64("nonce")?;
                 let accepted = if dec.bool("accepted")? {
                     Some(decode_candidate(dec)?)
                 } else {
@@ -294,6 +318,7 @@ impl Wire for Message {
                 Message::Promise {
                     epoch,
                     ballot,
+                    nonce,
                     accepted,
                 }
             }
@@ -304,9 +329,12 @@ impl Wire for Message {
             13 => Message::Accepted {
                 epoch: dec.u64("epoch")?,
                 ballot: dec.u64("ballot")?,
+                id: RequestId::new(dec.u64("client")?, dec.u64("seq")?),
             },
             14 => Message::Outbid {
                 epoch: dec.u64("epoch")?,
+                refused: dec.u64("refused ballot")?,
+                nonce: dec.u64("nonce")?,
                 promised: dec.u64("promised")?,
             },
             16 => {

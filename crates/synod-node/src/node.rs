@@ -255,6 +255,8 @@ pub struct Node<E: Engine> {
     was_member: bool,
     /// When this member's removal applied here.
     removed_at: Option<Instant>,
+    /// When a removed member last said it still owes a handover.
+    owing_said: Option<Instant>,
     /// The peers to connect to changed during this batch of outputs.
     members_changed: bool,
     /// Members removed lately, still connected until their removal has reached them.
@@ -330,6 +332,7 @@ where
             applied_membership,
             was_member,
             removed_at: None,
+            owing_said: None,
             members_changed: false,
             lingering: std::collections::BTreeMap::new(),
         };
@@ -561,20 +564,22 @@ where
         self.replica.submit(vec![call], out);
     }
 
-    /// A removed member stops after the grace period, once it has handed over what only it
-    /// may hold (gossip), or once its members let it go (`LINGER`) whatever it still owes.
+    /// A removed member stops after the grace period, and under gossip only once it has
+    /// handed over what only it may hold (the members keep admitting it for that), saying
+    /// every `LINGER` that it still owes.
     fn stop_if_removed(&mut self) {
         let Some(at) = self.removed_at else {
             return;
         };
-        let owes = self.replica.engine().owes_handover();
-        if at.elapsed() < REMOVED_GRACE || (owes && at.elapsed() < LINGER) {
+        if at.elapsed() < REMOVED_GRACE {
             return;
         }
-        if owes {
-            error!(
-                "this member stops without having handed over everything it holds: the members stopped taking it; what only it held is lost"
-            );
+        if self.replica.engine().owes_handover() {
+            if self.owing_said.is_none_or(|said| said.elapsed() >= LINGER) {
+                warn!("this member was removed and still hands over what it holds to the members; it stops once they hold it");
+                self.owing_said = Some(Instant::now());
+            }
+            return;
         }
         self.fatal = Some("this member was removed from the cluster".into());
     }
@@ -602,8 +607,8 @@ where
             self.was_member = true;
         } else if self.was_member && self.removed_at.is_none() {
             error!(
-                "this member was removed from the cluster; it stops in {:?} (under gossip, once it has handed over what it holds, within {:?})",
-                REMOVED_GRACE, LINGER
+                "this member was removed from the cluster; it stops in {:?} (under gossip, once it has handed over what it holds)",
+                REMOVED_GRACE
             );
             self.removed_at = Some(Instant::now());
         }
@@ -639,6 +644,13 @@ where
         // A joining member catching up through memberships from before it was added keeps
         // talking to whoever dialled it (the leader among them) until it is a member.
         let open = self.options.joined && !self.shared.membership().is_some_and(|m| m.contains(me));
+        // Under a leaderless protocol a removed member may hold writes only it took: it may
+        // still connect, to hear of its removal and hand them over, however long it was away.
+        if !E::ORDERS_WRITES {
+            if let Some(membership) = self.shared.membership() {
+                self.transport.admit_former_members(membership.next_id);
+            }
+        }
         self.transport.set_peers(&peers, open);
     }
 

@@ -52,8 +52,9 @@ use tracing::{debug, info, warn};
 /// 11: primary-backup and DNS membership changes (primary-backup's snapshot chunks and a
 /// commit point with TakeOver; the membership with DNS's last full-transfer chunk).
 /// 12: gossip membership changes (the epoch and listing on pings and acks, the agreement
-/// messages).
-pub const PROTOCOL_VERSION: u16 = 12;
+/// messages). 13: gossip's removed members hand over (`Held`), and the agreement's answers
+/// name what they answer (nonces, the value accepted).
+pub const PROTOCOL_VERSION: u16 = 13;
 const MAGIC: [u8; 4] = *b"SYNP";
 /// Each of a handshake's variable parts (the client URL, the settings) is at most this long.
 const URL_BYTES_MAX: usize = 1024;
@@ -198,7 +199,12 @@ pub struct Transport<M> {
     /// Weak handles on the queues, for the metrics.
     queues: Arc<Mutex<BTreeMap<NodeId, mpsc::WeakSender<M>>>>,
     admitted: Admitted,
-    /// While anyone may connect: who did, and where it listens, to answer it.
+    /// Nodes with an id below this that are no longer peers may still connect (0: none):
+    /// a leaderless protocol's removed members, which hand over what they hold and must
+    /// hear that they were removed however long they were away.
+    former_below: Arc<AtomicU64>,
+    /// While anyone may connect, and for former members: who did, and where it listens, to
+    /// answer it.
     dialled_by: Arc<Mutex<BTreeMap<NodeId, String>>>,
     stats: Arc<TransportStats>,
     directory: Arc<PeerDirectory>,
@@ -232,9 +238,11 @@ impl<M: Wire + Send + 'static> Transport<M> {
             (!open).then(|| peers.keys().copied().collect()),
         ));
         let dialled_by: Arc<Mutex<BTreeMap<NodeId, String>>> = Arc::default();
+        let former_below = Arc::new(AtomicU64::new(0));
         let acceptor = Acceptor::<M> {
             config: config.clone(),
             admitted: admitted.clone(),
+            former_below: former_below.clone(),
             dialled_by: dialled_by.clone(),
             stats: stats.clone(),
             directory: directory.clone(),
@@ -248,6 +256,7 @@ impl<M: Wire + Send + 'static> Transport<M> {
             links: BTreeMap::new(),
             queues: Default::default(),
             admitted,
+            former_below,
             dialled_by,
             stats,
             directory,
@@ -288,11 +297,12 @@ impl<M: Wire + Send + 'static> Transport<M> {
     /// that is not yet in the membership it runs with, catching up through older ones),
     /// anyone of the cluster may still connect and those who dialled keep their links.
     pub fn set_peers(&mut self, peers: &BTreeMap<NodeId, String>, open: bool) {
-        let dialled = if open {
-            lock(&self.dialled_by).clone()
-        } else {
-            BTreeMap::new()
-        };
+        let former_below = self.former_below.load(Ordering::Relaxed);
+        if !open {
+            // Former members that dialled keep their way back.
+            lock(&self.dialled_by).retain(|id, _| id.0 < former_below && !peers.contains_key(id));
+        }
+        let dialled = lock(&self.dialled_by).clone();
         let gone: Vec<NodeId> = self
             .links
             .iter()
@@ -321,9 +331,13 @@ impl<M: Wire + Send + 'static> Transport<M> {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) =
             (!open).then(|| peers.keys().copied().collect());
-        if !open {
-            lock(&self.dialled_by).clear();
-        }
+    }
+
+    /// Lets nodes with an id below `below` connect although they are no longer peers, and
+    /// answers them where their handshake says they listen (`below` is the membership's next
+    /// id: every node ever a member).
+    pub fn admit_former_members(&self, below: u64) {
+        self.former_below.store(below, Ordering::Relaxed);
     }
 }
 
@@ -820,6 +834,7 @@ impl<M: Wire + Send + 'static> PeerSender<M> {
 struct Acceptor<M> {
     config: Arc<TransportConfig>,
     admitted: Admitted,
+    former_below: Arc<AtomicU64>,
     dialled_by: Arc<Mutex<BTreeMap<NodeId, String>>>,
     stats: Arc<TransportStats>,
     directory: Arc<PeerDirectory>,
@@ -909,12 +924,17 @@ impl<M: Wire + Send + 'static> Acceptor<M> {
             peer_address: self.config.peer_address.clone(),
         };
         write_answer(&mut stream, Ok(&ours)).await?;
-        let open = self
-            .admitted
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .is_none();
-        if open && !hello.peer_address.is_empty() {
+        let (open, peer) = {
+            let admitted = self
+                .admitted
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let peer = admitted.as_ref().is_none_or(|p| p.contains(&hello.from));
+            (admitted.is_none(), peer)
+        };
+        // Anyone while open, and a former member (admitted although not a peer), is answered
+        // where it listens.
+        if (open || !peer) && !hello.peer_address.is_empty() {
             lock(&self.dialled_by).insert(hello.from, hello.peer_address.clone());
         }
         self.directory.learn(hello.from, hello.client_url);
@@ -972,6 +992,7 @@ impl<M: Wire + Send + 'static> Acceptor<M> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .as_ref()
             .is_none_or(|peers| peers.contains(&hello.from))
+            && hello.from.0 >= self.former_below.load(Ordering::Relaxed)
         {
             Err(Refusal::UnknownNode)
         } else if hello.to != self.config.me {

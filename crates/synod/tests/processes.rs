@@ -1450,6 +1450,42 @@ async fn a_member_whose_disk_fails_stops_with_a_clear_error() {
 /// partition) while the others take writes, then another is killed and restarted. Once all
 /// are back, every acknowledged write is on every member, and the members converge: each
 /// holds the same keys with the same values.
+/// A gossip member removed while it was down learns of its removal when it comes back, long
+/// after the others let removed members go under the other protocols, hands over what it
+/// holds, and stops on its own; what it took before is on the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gossip_member_removed_while_down_learns_it_on_return_and_stops() {
+    use synod_proto::etcdserverpb::cluster_client::ClusterClient;
+    use synod_proto::etcdserverpb::MemberRemoveRequest;
+    let mut cluster = Cluster::start("gossip-removed-away", 3, &["--protocol", "gossip"]);
+    cluster.keep_on_failure();
+    cluster.ready().await;
+    let away = cluster.member(3).client.clone();
+    put_until_ok(&away, "taken-by-3", "v", Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.kill(3);
+    let admin = ClusterClient::new(common::channel(&cluster.member(1).client));
+    with_retries("remove the member that is down", || {
+        let mut admin = admin.clone();
+        async move { admin.member_remove(MemberRemoveRequest { id: 3 }).await }
+    })
+    .await;
+    // Longer than the others keep a removed member connected under the ordered protocols.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    cluster.spawn(3);
+    let mut child = cluster.members[2].child.take().expect("spawned");
+    let status = common::wait_exit(&mut child, Duration::from_secs(30))
+        .expect("a removed member stops on its own");
+    assert!(!status.success(), "it stops with the reason: {status}");
+    let log = cluster.log_of(3);
+    assert!(log.contains("removed from the cluster"), "{log}");
+    for id in [1, 2] {
+        let here = cluster.member(id).client.clone();
+        let value = get_until_ok(&here, "taken-by-3", true, Duration::from_secs(10)).await;
+        assert_eq!(value.as_deref(), Some("v"), "n{id}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gossip_members_converge_after_a_pause_and_a_crash_under_load() {
     let mut cluster = Cluster::start("gossip", 3, &["--protocol", "gossip"]);

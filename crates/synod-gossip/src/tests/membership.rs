@@ -291,6 +291,7 @@ fn promises_and_the_agreed_membership_survive_a_restart() {
             message: Message::Prepare {
                 epoch: 1,
                 ballot: 50 << 12 | 1,
+                nonce: 0,
             },
         },
     );
@@ -303,6 +304,7 @@ fn promises_and_the_agreed_membership_survive_a_restart() {
             message: Message::Prepare {
                 epoch: 1,
                 ballot: 40 << 12 | 3,
+                nonce: 0,
             },
         },
     );
