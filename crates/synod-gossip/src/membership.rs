@@ -241,6 +241,14 @@ impl Gossip {
     /// still owes, to a member, which pulls what it lacks and says which buckets lacked
     /// nothing.
     pub(crate) fn hand_over(&mut self, out: &mut Out) {
+        // Holders count while they are members, and as many as the voters now allow (the
+        // membership may have shrunk since they answered).
+        let enough = self.agreed().voter_count().clamp(1, 2);
+        let agreed = self.agreed().clone();
+        self.owed.retain(|_, holders| {
+            holders.retain(|id| agreed.contains(*id));
+            holders.len() < enough
+        });
         let mut members = self.swim.reachable();
         if members.is_empty() {
             members = self.swim.peers().collect();

@@ -303,6 +303,21 @@ where
             .as_ref()
             .is_some_and(|m| m.contains(options.id))
             && options.joining.is_none();
+        // A member removed (and told so) before it stopped still owes what it owed then: a
+        // gossip member hands over again, then stops; any other stops after the grace period.
+        let removed_at = replica
+            .membership()
+            .is_some_and(|m| {
+                !m.members.is_empty() && !m.contains(options.id) && options.id.0 < m.next_id
+            })
+            .then(Instant::now);
+        // Under a leaderless protocol the members take removed members back (see
+        // `connect_members`), from the start.
+        if !E::ORDERS_WRITES {
+            if let Some(m) = replica.membership() {
+                transport.admit_former_members(m.next_id);
+            }
+        }
         let (commands_tx, commands) = mpsc::channel(COMMAND_BATCH_MAX * 4);
         let (status, status_rx) = watch::channel(replica.status());
         let (revision, revision_rx) = watch::channel(replica.store().read().revision());
@@ -331,7 +346,7 @@ where
             publishing: None,
             applied_membership,
             was_member,
-            removed_at: None,
+            removed_at,
             owing_said: None,
             members_changed: false,
             lingering: std::collections::BTreeMap::new(),

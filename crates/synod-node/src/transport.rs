@@ -299,8 +299,21 @@ impl<M: Wire + Send + 'static> Transport<M> {
     pub fn set_peers(&mut self, peers: &BTreeMap<NodeId, String>, open: bool) {
         let former_below = self.former_below.load(Ordering::Relaxed);
         if !open {
-            // Former members that dialled keep their way back.
-            lock(&self.dialled_by).retain(|id, _| id.0 < former_below && !peers.contains_key(id));
+            let mut dialled = lock(&self.dialled_by);
+            // A peer that leaves (a member removed) is a former member: its link stays, so
+            // that it can still be answered while it hands over.
+            for (id, link) in &self.links {
+                if id.0 < former_below && !peers.contains_key(id) {
+                    dialled.entry(*id).or_insert_with(|| link.address.clone());
+                }
+            }
+            // Former members keep their way back, except at an address a member now has (an
+            // operator reusing a removed member's address must not see it dialled as the old
+            // id).
+            let taken: BTreeSet<&String> = peers.values().collect();
+            dialled.retain(|id, address| {
+                id.0 < former_below && !peers.contains_key(id) && !taken.contains(address)
+            });
         }
         let dialled = lock(&self.dialled_by).clone();
         let gone: Vec<NodeId> = self
@@ -982,18 +995,18 @@ impl<M: Wire + Send + 'static> Acceptor<M> {
     }
 
     fn check(&self, hello: &Hello) -> Result<(), Refusal> {
-        if hello.version != PROTOCOL_VERSION {
-            Err(Refusal::Version)
-        } else if hello.cluster_id != self.config.cluster_id {
-            Err(Refusal::Cluster)
-        } else if !self
+        let peer = self
             .admitted
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .as_ref()
-            .is_none_or(|peers| peers.contains(&hello.from))
-            && hello.from.0 >= self.former_below.load(Ordering::Relaxed)
-        {
+            .is_none_or(|peers| peers.contains(&hello.from));
+        let former = (1..self.former_below.load(Ordering::Relaxed)).contains(&hello.from.0);
+        if hello.version != PROTOCOL_VERSION {
+            Err(Refusal::Version)
+        } else if hello.cluster_id != self.config.cluster_id {
+            Err(Refusal::Cluster)
+        } else if !peer && !former {
             Err(Refusal::UnknownNode)
         } else if hello.to != self.config.me {
             Err(Refusal::WrongNode)

@@ -371,3 +371,42 @@ async fn a_joining_node_answers_who_dialled_and_follows_the_membership() {
     }
     assert!(TransportStats::get(&n4.transport.stats().handshakes_refused) >= 1);
 }
+
+/// Under a leaderless protocol a removed member (an id below the membership's next id) may
+/// still connect and is answered where it listens, also after the membership dropped it;
+/// an id never handed out is refused, and a former member's way back ends when its address
+/// is given to a new member.
+#[tokio::test]
+async fn former_members_are_admitted_and_answered_until_their_address_is_reused() {
+    let (l1, a1) = listener().await;
+    let (l2, a2) = listener().await;
+    let mut c2 = config(CLUSTER, 2, &[(1, &a1)]);
+    c2.peer_address = a2.clone();
+    let mut n1 = start(config(CLUSTER, 1, &[(2, &a2)]), l1);
+    let mut n2 = start(c2, l2);
+    n1.transport.admit_former_members(3);
+    deliver(&mut n1, 2, &mut n2, 1).await;
+    deliver(&mut n2, 1, &mut n1, 2).await;
+    // n2 is removed: n1's membership no longer lists it, but it may still talk both ways.
+    n1.transport.set_peers(&BTreeMap::new(), false);
+    let got = deliver(&mut n2, 1, &mut n1, 3).await;
+    assert_eq!(got.from, NodeId(2));
+    let back = deliver(&mut n1, 2, &mut n2, 4).await;
+    assert_eq!(back.from, NodeId(1), "answered at the address n2 gave");
+    // An id the membership never handed out is refused.
+    let (l7, _) = listener().await;
+    let mut stranger = start(config(CLUSTER, 7, &[(1, &a1)]), l7);
+    let refused = TransportStats::get(&n1.transport.stats().handshakes_refused);
+    for _ in 0..20 {
+        let _ = stranger.transport.send(NodeId(1), Note(5, vec![]));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(TransportStats::get(&n1.transport.stats().handshakes_refused) > refused);
+    // n2's address goes to a new member, n3: n1 no longer answers n2 there.
+    n1.transport
+        .set_peers(&BTreeMap::from([(NodeId(3), a2.clone())]), false);
+    assert!(
+        n1.transport.send(NodeId(2), Note(6, vec![])).is_err(),
+        "no way back at an address a member has now"
+    );
+}

@@ -1452,7 +1452,8 @@ async fn a_member_whose_disk_fails_stops_with_a_clear_error() {
 /// holds the same keys with the same values.
 /// A gossip member removed while it was down learns of its removal when it comes back, long
 /// after the others let removed members go under the other protocols, hands over what it
-/// holds, and stops on its own; what it took before is on the others.
+/// holds, and stops on its own; what it took before is on the others. One removed while up
+/// does the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gossip_member_removed_while_down_learns_it_on_return_and_stops() {
     use synod_proto::etcdserverpb::cluster_client::ClusterClient;
@@ -1484,6 +1485,27 @@ async fn a_gossip_member_removed_while_down_learns_it_on_return_and_stops() {
         let value = get_until_ok(&here, "taken-by-3", true, Duration::from_secs(10)).await;
         assert_eq!(value.as_deref(), Some("v"), "n{id}");
     }
+    // A member removed while it is up and connected hands over too (past the time the
+    // others keep a removed member's links under the ordered protocols), then stops.
+    put_until_ok(
+        &cluster.member(2).client,
+        "taken-by-2",
+        "w",
+        Duration::from_secs(10),
+    )
+    .await;
+    with_retries("remove a member that is up", || {
+        let mut admin = admin.clone();
+        async move { admin.member_remove(MemberRemoveRequest { id: 2 }).await }
+    })
+    .await;
+    let mut child = cluster.members[1].child.take().expect("running");
+    let status = common::wait_exit(&mut child, Duration::from_secs(60))
+        .expect("a removed member stops once it has handed over");
+    assert!(!status.success(), "it stops with the reason: {status}");
+    let here = cluster.member(1).client.clone();
+    let value = get_until_ok(&here, "taken-by-2", true, Duration::from_secs(10)).await;
+    assert_eq!(value.as_deref(), Some("w"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
