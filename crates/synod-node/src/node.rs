@@ -305,8 +305,10 @@ where
             && options.joining.is_none();
         // A member removed (and told so) before it stopped still owes what it owed then: a
         // gossip member hands over again, then stops; any other stops after the grace period.
-        let removed_at = replica
-            .membership()
+        // (The membership applied, not the newest in the log: a removal not yet committed may
+        // still be cut.)
+        let removed_at = applied_membership
+            .as_ref()
             .is_some_and(|m| {
                 !m.members.is_empty() && !m.contains(options.id) && options.id.0 < m.next_id
             })
