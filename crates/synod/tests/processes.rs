@@ -1475,8 +1475,11 @@ async fn a_gossip_member_removed_while_down_learns_it_on_return_and_stops() {
     tokio::time::sleep(Duration::from_secs(12)).await;
     cluster.spawn(3);
     let mut child = cluster.members[2].child.take().expect("spawned");
-    let status = common::wait_exit(&mut child, Duration::from_secs(30))
-        .expect("a removed member stops on its own");
+    let status = common::wait_exit(&mut child, Duration::from_secs(30));
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("a removed member stops on its own:\n{}", cluster.log_of(3));
+    };
     assert!(!status.success(), "it stops with the reason: {status}");
     let log = cluster.log_of(3);
     assert!(log.contains("removed from the cluster"), "{log}");
@@ -1500,8 +1503,14 @@ async fn a_gossip_member_removed_while_down_learns_it_on_return_and_stops() {
     })
     .await;
     let mut child = cluster.members[1].child.take().expect("running");
-    let status = common::wait_exit(&mut child, Duration::from_secs(60))
-        .expect("a removed member stops once it has handed over");
+    let status = common::wait_exit(&mut child, Duration::from_secs(60));
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!(
+            "a removed member stops once it has handed over:\n{}",
+            cluster.log_of(2)
+        );
+    };
     assert!(!status.success(), "it stops with the reason: {status}");
     let here = cluster.member(1).client.clone();
     let value = get_until_ok(&here, "taken-by-2", true, Duration::from_secs(10)).await;
