@@ -327,6 +327,12 @@ async fn resize(args: &UpArgs, shape: &mut Shape, nodes: &mut Vec<Node>) -> anyh
         shape.save(&args.data_dir)?;
         if let Some(at) = nodes.iter().position(|n| n.id == id) {
             let mut node = nodes.remove(at);
+            // Without consensus (gossip) a removed member may hold writes only it took: it
+            // stops on its own once it has handed them over, and is stopped only if that
+            // takes too long. Any other's data is on the members already.
+            if !synod_replica::has_consensus(&args.protocol) {
+                wait_for_exit(&mut node, Duration::from_secs(60)).await;
+            }
             stop_all(std::slice::from_mut(&mut node));
         }
         let data = args.data_dir.join(format!("n{id}"));
@@ -561,6 +567,29 @@ async fn all_read_linearizably(endpoints: &[String]) -> bool {
 }
 
 /// Closes every node's standard input (each then stops gracefully) and waits for them.
+/// Waits up to `within` for `node` to stop on its own.
+async fn wait_for_exit(node: &mut Node, within: Duration) {
+    let deadline = Instant::now() + within;
+    while let Some(child) = node.child.as_mut() {
+        match child.try_wait() {
+            Ok(None) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Ok(Some(_)) => {
+                node.child = None;
+                return;
+            }
+            _ => {
+                eprintln!(
+                    "synod: removed node {} did not stop on its own within {within:?}; stopping it",
+                    node.id
+                );
+                return;
+            }
+        }
+    }
+}
+
 fn stop_all(nodes: &mut [Node]) {
     for node in nodes.iter_mut() {
         if let Some(child) = node.child.as_mut() {

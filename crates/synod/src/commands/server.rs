@@ -426,7 +426,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let exit = runtime.block_on(async move {
         let mut server = synod_node::server::start(config).await?;
         let reason = tokio::select! {
             reason = stop_signal(args.exit_on_stdin_eof) => reason,
@@ -443,7 +443,12 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
         }
-    })
+    });
+    // A read of standard input (`--exit-on-stdin-eof`) may still be blocked in the runtime's
+    // blocking pool: exit without waiting for it (a member that stopped on its own, removed
+    // from the cluster, would otherwise wait for its standard input to close).
+    runtime.shutdown_background();
+    exit
 }
 
 /// Resolves on SIGINT, SIGTERM or (when asked) the end of standard input.
