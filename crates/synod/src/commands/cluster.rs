@@ -445,6 +445,12 @@ async fn wait_until_serving(nodes: &mut [Node], protocol: &str) -> anyhow::Resul
 /// to reach the cluster, then watches the nodes until Ctrl-C.
 async fn supervise(nodes: &mut [Node], protocol: &str) -> anyhow::Result<ExitCode> {
     let endpoints: Vec<String> = nodes.iter().map(|n| n.client.clone()).collect();
+    // Listening before the banner says Ctrl-C stops the cluster, and all along: a signal
+    // stream keeps a signal that arrives while the loop below is busy (a `ctrl_c()` future
+    // made anew each turn would miss it).
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let leader = wait_until_serving(nodes, protocol).await?;
     let list = endpoints.join(",");
     match leader {
@@ -472,19 +478,10 @@ async fn supervise(nodes: &mut [Node], protocol: &str) -> anyhow::Result<ExitCod
     println!("Ctrl-C stops the cluster; its data stays in place for the next start.");
 
     let mut interval = tokio::time::interval(Duration::from_millis(200));
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::pin!(terminate);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = &mut terminate => break,
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
             _ = interval.tick() => {}
         }
         let mut running = 0;
