@@ -1087,22 +1087,27 @@ impl Gossip {
         self.rng.shuffle(&mut differing);
         differing.truncate(self.config.anti_entropy_buckets_max);
         differing.sort_unstable();
-        // As many differing buckets as fit one message (at least one).
-        let mut buckets = Vec::new();
+        out.push(Action::Send {
+            to: from,
+            message: self.keys_of(differing),
+        });
+    }
+
+    /// A `Keys` message with the keys and versions of `buckets`, as many as fit one message
+    /// (at least one).
+    pub(crate) fn keys_of(&self, buckets: impl IntoIterator<Item = u16>) -> Message {
+        let mut listed = Vec::new();
         let mut bytes = 0;
-        for b in differing {
+        for b in buckets {
             let keys = self.store.bucket(b);
             let size: usize = keys.iter().map(|(k, _)| k.len() + 16).sum();
-            if !buckets.is_empty() && bytes + size > self.config.batch_bytes_max {
+            if !listed.is_empty() && bytes + size > self.config.batch_bytes_max {
                 break;
             }
             bytes += size;
-            buckets.push((b, keys));
+            listed.push((b, keys));
         }
-        out.push(Action::Send {
-            to: from,
-            message: Message::Keys { buckets },
-        });
+        Message::Keys { buckets: listed }
     }
 
     fn on_keys(&mut self, from: NodeId, buckets: Vec<(u16, Vec<(Bytes, Version)>)>, out: &mut Out) {

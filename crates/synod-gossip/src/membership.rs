@@ -256,8 +256,6 @@ impl Gossip {
         let Some(&to) = self.rng.pick(&members) else {
             return;
         };
-        let mut buckets = Vec::new();
-        let mut bytes = 0;
         // The buckets this member has not said it holds.
         let offered: Vec<u16> = self
             .owed
@@ -266,19 +264,8 @@ impl Gossip {
             .map(|(&b, _)| b)
             .take(self.config.anti_entropy_buckets_max)
             .collect();
-        for b in offered {
-            let keys = self.store.bucket(b);
-            let size: usize = keys.iter().map(|(k, _)| k.len() + 16).sum();
-            if !buckets.is_empty() && bytes + size > self.config.batch_bytes_max {
-                break;
-            }
-            bytes += size;
-            buckets.push((b, keys));
-        }
-        out.push(Action::Send {
-            to,
-            message: Message::Keys { buckets },
-        });
+        let message = self.keys_of(offered);
+        out.push(Action::Send { to, message });
     }
 
     /// Whether this node is a member of the membership it holds.
