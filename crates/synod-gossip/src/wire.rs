@@ -40,6 +40,15 @@ fn decode_updates(dec: &mut Decoder<'_>) -> Result<Vec<Update>, DecodeError> {
     Ok(updates)
 }
 
+/// A bucket number, refused when out of range.
+fn decode_bucket(dec: &mut Decoder<'_>) -> Result<u16, DecodeError> {
+    let bucket = dec.u64("bucket")?;
+    if bucket >= BUCKETS as u64 {
+        return Err(DecodeError::Invalid("bucket out of range"));
+    }
+    Ok(bucket as u16)
+}
+
 fn encode_candidate(c: &Candidate, enc: &mut Encoder) {
     enc.u64(c.ballot).u64(c.id.client.0).u64(c.id.seq);
     c.membership.encode(enc);
@@ -268,16 +277,13 @@ impl Wire for Message {
                 let count = dec.count("buckets")?;
                 let mut buckets = Vec::with_capacity(count.min(BUCKETS));
                 for _ in 0..count {
-                    let bucket = dec.u64("bucket")?;
-                    if bucket >= BUCKETS as u64 {
-                        return Err(DecodeError::Invalid("bucket out of range"));
-                    }
+                    let bucket = decode_bucket(dec)?;
                     let n = dec.count("keys")?;
                     let mut keys = Vec::with_capacity(n.min(1024));
                     for _ in 0..n {
                         keys.push((dec.owned_bytes("key")?, Version(dec.u64("version")?)));
                     }
-                    buckets.push((bucket as u16, keys));
+                    buckets.push((bucket, keys));
                 }
                 Message::Keys { buckets }
             }
@@ -341,11 +347,7 @@ impl Wire for Message {
                 let count = dec.count("buckets")?;
                 let mut buckets = Vec::with_capacity(count.min(BUCKETS));
                 for _ in 0..count {
-                    let bucket = dec.u64("bucket")?;
-                    if bucket >= BUCKETS as u64 {
-                        return Err(DecodeError::Invalid("bucket out of range"));
-                    }
-                    buckets.push(bucket as u16);
+                    buckets.push(decode_bucket(dec)?);
                 }
                 Message::Held { buckets }
             }
