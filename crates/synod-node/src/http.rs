@@ -3,17 +3,28 @@
 //! opens with HTTP/2's preface goes to gRPC, any other here), where etcd's JSON gateway
 //! (`POST /v3/...`, see `api::gateway`) is served too. Deliberately small: one request per
 //! connection, a head of at most 8 KiB, a body only with a Content-Length.
+//!
+//! With TLS on the client port (`--cert-file`), every connection must open with a TLS
+//! handshake, and which side it goes to is read off the protocol the client offered (ALPN):
+//! gRPC clients offer only `h2`; a client offering HTTP/1.1 too (curl, a browser) is
+//! answered here. A client that offers none is told apart by its first bytes, as without
+//! TLS.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use synod_core::ReadConsistency;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::api::{gateway, Api};
+use crate::tls::{ClientTls, Io};
 use crate::transport::MetricsRenderer;
 
 const REQUEST_BYTES_MAX: usize = 8 << 10;
@@ -25,32 +36,228 @@ const HTTP2_PREFACE: &[u8] = b"PRI ";
 /// How long a new client connection may take to send its first bytes before it is dropped.
 const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Who is at the other end of a client connection, as the gRPC services see it (in each
+/// request's extensions).
+#[derive(Clone, Debug, Default)]
+pub struct ClientInfo {
+    /// Its address.
+    pub remote: Option<SocketAddr>,
+    /// The common name of the certificate it presented, verified against the trusted CA.
+    pub common_name: Option<Arc<str>>,
+}
+
+/// A client connection for the gRPC server: plain TCP or TLS.
+pub struct ClientConn {
+    io: Pin<Box<dyn Io>>,
+    info: ClientInfo,
+}
+
+impl tonic::transport::server::Connected for ClientConn {
+    type ConnectInfo = ClientInfo;
+
+    fn connect_info(&self) -> ClientInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for ClientConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.io.as_mut().poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ClientConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.io.as_mut().poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.io.as_mut().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.io.as_mut().poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.io.as_mut().poll_shutdown(cx)
+    }
+}
+
 /// Accepts on the client port until the server stops, handing gRPC connections to `grpc`
-/// (the gRPC server's incoming stream) and answering the others here.
+/// (the gRPC server's incoming stream) and answering the others here; with `tls`, after a
+/// TLS handshake.
 pub async fn split_client_port(
     listener: TcpListener,
-    grpc: mpsc::Sender<std::io::Result<TcpStream>>,
+    grpc: mpsc::Sender<std::io::Result<ClientConn>>,
     api: Arc<Api>,
     transport: MetricsRenderer,
+    tls: Option<Arc<ClientTls>>,
 ) {
     let mut stop = api.stop.clone();
     while let Some(stream) = accept(&listener, &mut stop).await {
         // Nagle's algorithm against delayed acks costs small answers 40 ms.
         let _ = stream.set_nodelay(true);
-        let (grpc, api, transport) = (grpc.clone(), api.clone(), transport.clone());
+        let (grpc, api, transport, tls) =
+            (grpc.clone(), api.clone(), transport.clone(), tls.clone());
         tokio::spawn(async move {
-            match tokio::time::timeout(FIRST_BYTES_TIMEOUT, opens_with_http2(&stream)).await {
-                Ok(Ok(true)) => {
-                    let _ = grpc.send(Ok(stream)).await;
-                }
-                Ok(Ok(false)) => {
-                    if let Err(e) = answer(stream, &api, &transport, Port::Client).await {
-                        debug!(error = %e, "an HTTP request on the client port failed");
-                    }
-                }
-                Ok(Err(_)) | Err(_) => {}
+            let remote = stream.peer_addr().ok();
+            let Some(opened) = open(stream, tls.as_deref(), remote).await else {
+                return;
+            };
+            if opened.http2 {
+                let info = ClientInfo {
+                    remote,
+                    common_name: opened.common_name,
+                };
+                let conn = ClientConn {
+                    io: opened.io,
+                    info,
+                };
+                let _ = grpc.send(Ok(conn)).await;
+            } else if let Err(e) = answer(opened.io, &api, &transport, Port::Client).await {
+                debug!(error = %e, "an HTTP request on the client port failed");
             }
         });
+    }
+}
+
+/// A client connection past its TLS handshake (if any), with what it speaks.
+struct Opened {
+    io: Pin<Box<dyn Io>>,
+    http2: bool,
+    common_name: Option<Arc<str>>,
+}
+
+/// Runs the TLS handshake (with `tls`) and tells HTTP/2 from HTTP/1; `None` if the
+/// connection fails or stalls first.
+async fn open(
+    stream: TcpStream,
+    tls: Option<&ClientTls>,
+    remote: Option<SocketAddr>,
+) -> Option<Opened> {
+    let Some(tls) = tls else {
+        let first = tokio::time::timeout(FIRST_BYTES_TIMEOUT, opens_with_http2(&stream)).await;
+        let http2 = first.ok()?.ok()?;
+        return Some(Opened {
+            io: Box::pin(stream),
+            http2,
+            common_name: None,
+        });
+    };
+    let stream = match tls.accept(stream).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            // Plain text on a TLS port, an untrusted certificate, a stalled handshake: one
+            // line, and the connection is closed.
+            info!(client = ?remote, error = %e, "refused a client connection: TLS handshake failed");
+            return None;
+        }
+    };
+    let session = stream.get_ref().1;
+    let common_name = session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|cert| crate::tls::common_name(cert))
+        .map(Arc::from);
+    let (io, http2): (Pin<Box<dyn Io>>, bool) = match session.alpn_protocol() {
+        Some(protocol) => {
+            let http2 = protocol == b"h2";
+            (Box::pin(stream), http2)
+        }
+        None => {
+            let mut stream = Rewound::new(stream);
+            let first = tokio::time::timeout(FIRST_BYTES_TIMEOUT, stream.peek(HTTP2_PREFACE.len()));
+            let seen = first.await.ok()?.ok()?;
+            let http2 = seen == HTTP2_PREFACE;
+            (Box::pin(stream), http2)
+        }
+    };
+    Some(Opened {
+        io,
+        http2,
+        common_name,
+    })
+}
+
+/// A stream whose first bytes were read to look at them, and are read again.
+struct Rewound<S> {
+    inner: S,
+    seen: Vec<u8>,
+    at: usize,
+}
+
+impl<S: AsyncRead + Unpin> Rewound<S> {
+    fn new(inner: S) -> Self {
+        Rewound {
+            inner,
+            seen: Vec::new(),
+            at: 0,
+        }
+    }
+
+    /// Reads until `len` bytes are seen (fewer if the stream ends), and returns them.
+    async fn peek(&mut self, len: usize) -> std::io::Result<&[u8]> {
+        while self.seen.len() < len {
+            let mut buf = vec![0u8; len - self.seen.len()];
+            let n = self.inner.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            self.seen.extend_from_slice(&buf[..n]);
+        }
+        Ok(&self.seen)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewound<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.at < self.seen.len() {
+            let n = (self.seen.len() - self.at).min(buf.remaining());
+            let at = self.at;
+            buf.put_slice(&self.seen[at..at + n]);
+            self.at += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewound<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -103,7 +310,7 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, transport: MetricsRende
 }
 
 async fn answer(
-    mut stream: TcpStream,
+    mut stream: impl Io,
     api: &Arc<Api>,
     transport: &MetricsRenderer,
     port: Port,
@@ -209,7 +416,7 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 /// runs it, and writes the answer: one JSON document, or JSON lines as a chunked stream
 /// until the call ends or the client goes.
 async fn gateway_call(
-    mut stream: TcpStream,
+    mut stream: impl Io,
     api: &Arc<Api>,
     path: &str,
     head: &[u8],
@@ -272,7 +479,7 @@ async fn gateway_call(
     // a watch it followed stops.
     let answer = tokio::select! {
         answer = gateway::call(api, path, &body) => answer,
-        () = gone(&stream) => return Ok(()),
+        () = gone(&mut stream) => return Ok(()),
     };
     match answer {
         gateway::Answer::Whole(code, json) => {
@@ -288,7 +495,7 @@ async fn gateway_call(
             loop {
                 let line = tokio::select! {
                     line = lines.recv() => line,
-                    () = gone(&stream) => return Ok(()),
+                    () = gone(&mut stream) => return Ok(()),
                 };
                 let Some(mut line) = line else { break };
                 line.push('\n');
@@ -303,19 +510,9 @@ async fn gateway_call(
 
 /// Resolves once the client has closed its side of the connection (or it failed). Bytes it
 /// sends after its request are read and dropped.
-async fn gone(stream: &TcpStream) {
+async fn gone(stream: &mut impl Io) {
     let mut buf = [0u8; 512];
-    loop {
-        if stream.readable().await.is_err() {
-            return;
-        }
-        match stream.try_read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
-        }
-    }
+    while let Ok(1..) = stream.read(&mut buf).await {}
 }
 
 /// Healthy means: the node that orders this one's writes is known (the leader; itself, on a
@@ -374,7 +571,7 @@ async fn health(api: &Api, query: &str) -> Result<(), String> {
 }
 
 async fn respond(
-    stream: &mut TcpStream,
+    stream: &mut impl Io,
     status: &str,
     content_type: &str,
     body: &str,

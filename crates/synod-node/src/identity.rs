@@ -84,6 +84,7 @@ pub async fn establish(
     config: &ServerConfig,
     recovered: &Recovered,
     peer_listener: &TcpListener,
+    tls: Option<&crate::tls::PeerTls>,
 ) -> Result<Identity, String> {
     let path = config.data_dir.join(FILE);
     match std::fs::read_to_string(&path) {
@@ -120,7 +121,7 @@ pub async fn establish(
         );
         let settings = config.replicated_settings();
         let (cluster_id, id) =
-            crate::transport::await_identity(peer_listener, &settings, Duration::from_secs(5))
+            crate::transport::await_identity(peer_listener, &settings, Duration::from_secs(5), tls)
                 .await;
         Identity {
             id,
@@ -197,7 +198,7 @@ pub fn boot_membership(config: &ServerConfig) -> Membership {
                 .get(&id)
                 .cloned()
                 .unwrap_or_else(|| format!("n{}", id.0)),
-            peer_urls: vec![format!("http://{address}")],
+            peer_urls: vec![format!("{}://{address}", config.peer_scheme())],
             client_urls: Vec::new(),
             learner: false,
         })
@@ -216,13 +217,14 @@ pub fn peers_of(membership: &Membership, me: NodeId) -> BTreeMap<NodeId, String>
         .collect()
 }
 
-/// `host:port` of a peer URL (`http://host:port/` or `host:port`).
+/// `host:port` of a peer URL (`http://host:port/`, `https://...` or `host:port`).
 pub fn peer_address(url: &str) -> String {
     peer_address_of(url).to_string()
 }
 
 fn peer_address_of(url: &str) -> &str {
     url.strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
         .unwrap_or(url)
         .trim_end_matches('/')
 }

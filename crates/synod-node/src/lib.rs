@@ -8,7 +8,8 @@
 //! - [`compactor`] and [`corruption`]: etcd's auto-compaction and corruption check, run by
 //!   the leader;
 //! - [`backup`]: a member's state as one file (etcd's `snapshot save`), and its restore;
-//! - [`metrics`] and [`http`]: what an operator watches.
+//! - [`metrics`] and [`http`]: what an operator watches;
+//! - [`tls`]: TLS on the client port and the peer link.
 
 pub mod api;
 pub mod backup;
@@ -21,4 +22,5 @@ pub mod identity;
 pub mod metrics;
 pub mod node;
 pub mod server;
+pub mod tls;
 pub mod transport;

@@ -32,6 +32,7 @@ use crate::config::{ConfigError, ServerConfig};
 use crate::disk::Disk;
 use crate::metrics::Metrics;
 use crate::node::Node;
+use crate::tls::{ClientTls, PeerTls};
 use crate::transport::{Transport, TransportConfig};
 
 /// Why a server did not start.
@@ -56,6 +57,14 @@ pub enum StartError {
         dir: String,
         /// What went wrong.
         reason: String,
+    },
+    /// The certificates do not load.
+    #[error("{what}: {cause}")]
+    Tls {
+        /// Which side: clients or peers.
+        what: &'static str,
+        /// What went wrong.
+        cause: crate::tls::TlsError,
     },
     /// A port could not be bound.
     #[error("cannot listen on {address} ({what}): {source}")]
@@ -143,6 +152,25 @@ async fn start_with<P: Protocol>(
     options: &P::Options,
 ) -> Result<RunningServer, StartError> {
     let dir = config.data_dir.display().to_string();
+    // Certificates first: a typo in a path should not cost a disk recovery to find out.
+    let client_tls = match &config.client_tls {
+        Some(files) => Some(Arc::new(ClientTls::new(files.clone()).map_err(
+            |cause| StartError::Tls {
+                what: "client TLS (--cert-file, --key-file, --trusted-ca-file)",
+                cause,
+            },
+        )?)),
+        None => None,
+    };
+    let peer_tls = match &config.peer_tls {
+        Some(files) => Some(Arc::new(PeerTls::new(files.clone()).map_err(|cause| {
+            StartError::Tls {
+                what: "peer TLS (--peer-cert-file, --peer-key-file, --peer-trusted-ca-file)",
+                cause,
+            }
+        })?)),
+        None => None,
+    };
     let metrics = Arc::new(Metrics::default());
     let (disk, disk_events, recovered) = Disk::open(&config.data_dir, P::NAME, metrics.clone())
         .map_err(|cause| StartError::Storage {
@@ -158,12 +186,13 @@ async fn start_with<P: Protocol>(
         .unwrap_or_else(|| config.peer_listen());
     config.peer_listen = Some(config.peer_listen());
     let peer_listener = bind("peers", &config.peer_listen()).await?;
-    let identity = crate::identity::establish(&config, &recovered, &peer_listener)
-        .await
-        .map_err(|reason| StartError::Recovery {
-            dir: dir.clone(),
-            reason,
-        })?;
+    let identity =
+        crate::identity::establish(&config, &recovered, &peer_listener, peer_tls.as_deref())
+            .await
+            .map_err(|reason| StartError::Recovery {
+                dir: dir.clone(),
+                reason,
+            })?;
     config.id = identity.id;
     // A member that joined a running cluster learns its membership from the leader's log;
     // one that booted the cluster starts from the cluster list, with names and addresses.
@@ -223,6 +252,7 @@ async fn start_with<P: Protocol>(
     transport_config.client_url = config.client_url();
     transport_config.peer_address = advertised_peer.clone();
     transport_config.settings = config.replicated_settings();
+    transport_config.tls = peer_tls;
     // A connection whose data goes unacknowledged for an election timeout is given up and
     // redialled, so a healed network carries messages again within about that time.
     transport_config.stall_timeout = config.election_timeout.max(Duration::from_millis(500));
@@ -303,6 +333,7 @@ async fn start_with<P: Protocol>(
         grpc_connections,
         api.clone(),
         transport_metrics.clone(),
+        client_tls,
     ));
     let grpc = tokio::spawn(async move {
         let served = router

@@ -40,6 +40,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::tls::{Io, PeerTls};
+
 /// Version of the peer protocol (handshake, framing, and what the replicated log may hold).
 /// Peers must agree exactly. 3: lease epochs and era-bound expiries in the log, snapshot
 /// format 3. 4: the Basic Paxos lease keeper's pings. 5: Multi-Paxos hands over its
@@ -92,6 +94,8 @@ pub struct TransportConfig {
     /// Data sent and not acknowledged for this long closes the connection, which is then
     /// redialled.
     pub stall_timeout: Duration,
+    /// TLS on every connection, both ways (`None`: plain TCP).
+    pub tls: Option<Arc<PeerTls>>,
 }
 
 impl TransportConfig {
@@ -111,6 +115,7 @@ impl TransportConfig {
             handshake_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(1),
             stall_timeout: Duration::from_secs(2),
+            tls: None,
         }
     }
 }
@@ -183,7 +188,8 @@ impl PeerDirectory {
 
 /// Who may connect: the peers of the day, or anyone (`None`) until a joining node learns
 /// the membership.
-type Admitted = Arc<RwLock<Option<BTreeSet<NodeId>>>>;
+/// Who may connect (`None`: anyone of the cluster), and where each listens for peers.
+type Admitted = Arc<RwLock<Option<BTreeMap<NodeId, String>>>>;
 
 /// One peer's queue and the task that drains it into the connection.
 struct Link<M> {
@@ -234,9 +240,7 @@ impl<M: Wire + Send + 'static> Transport<M> {
         let config = Arc::new(config);
         let stats = Arc::new(TransportStats::default());
         let directory = Arc::new(PeerDirectory::default());
-        let admitted: Admitted = Arc::new(RwLock::new(
-            (!open).then(|| peers.keys().copied().collect()),
-        ));
+        let admitted: Admitted = Arc::new(RwLock::new((!open).then(|| peers.clone())));
         let dialled_by: Arc<Mutex<BTreeMap<NodeId, String>>> = Arc::default();
         let former_below = Arc::new(AtomicU64::new(0));
         let acceptor = Acceptor::<M> {
@@ -342,8 +346,7 @@ impl<M: Wire + Send + 'static> Transport<M> {
         *self
             .admitted
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
-            (!open).then(|| peers.keys().copied().collect());
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = (!open).then(|| peers.clone());
     }
 
     /// Lets nodes with an id below `below` connect although they are no longer peers, and
@@ -514,6 +517,7 @@ enum Refusal {
     UnknownNode = 3,
     WrongNode = 4,
     Settings = 5,
+    Identity = 6,
 }
 
 impl Refusal {
@@ -524,6 +528,7 @@ impl Refusal {
             3 => Refusal::UnknownNode,
             4 => Refusal::WrongNode,
             5 => Refusal::Settings,
+            6 => Refusal::Identity,
             _ => return None,
         })
     }
@@ -535,6 +540,7 @@ impl Refusal {
             Refusal::UnknownNode => "is not a member of this cluster",
             Refusal::WrongNode => "was dialled at the address of another node",
             Refusal::Settings => "runs with other replicated settings",
+            Refusal::Identity => "presented a certificate not issued for its peer address",
         }
     }
 }
@@ -624,7 +630,7 @@ async fn read_hello(stream: &mut (impl AsyncReadExt + Unpin)) -> io::Result<Hell
 }
 
 /// The listener's answer: 0 and its own hello, or a refusal byte.
-async fn write_answer(stream: &mut TcpStream, answer: Result<&Hello, Refusal>) -> io::Result<()> {
+async fn write_answer(stream: &mut impl Io, answer: Result<&Hello, Refusal>) -> io::Result<()> {
     let mut buf = MAGIC.to_vec();
     match answer {
         Ok(hello) => {
@@ -645,15 +651,31 @@ pub async fn await_identity(
     listener: &TcpListener,
     settings: &str,
     timeout: Duration,
+    tls: Option<&PeerTls>,
 ) -> (u64, NodeId) {
     loop {
-        let (mut stream, remote) = match listener.accept().await {
+        let (stream, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 warn!(error = %e, "cannot accept a peer connection");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+        };
+        let (mut stream, cert): (Box<dyn Io>, _) = match tls {
+            Some(tls) => match tls.accept(stream, timeout).await {
+                Ok(stream) => {
+                    let session = stream.get_ref().1;
+                    let cert = session.peer_certificates().and_then(|c| c.first());
+                    let cert = cert.map(|c| c.clone().into_owned());
+                    (Box::new(stream), cert)
+                }
+                Err(e) => {
+                    warn!(%remote, error = %e, "refused a peer connection: TLS handshake failed");
+                    continue;
+                }
+            },
+            None => (Box::new(stream), None),
         };
         match tokio::time::timeout(timeout, read_hello(&mut stream)).await {
             Ok(Ok(hello)) if hello.version != PROTOCOL_VERSION => {
@@ -662,6 +684,15 @@ pub async fn await_identity(
             Ok(Ok(hello)) if hello.settings != settings => {
                 warn!(%remote, theirs = %hello.settings, ours = %settings,
                       "a peer with other replicated settings dialled");
+            }
+            Ok(Ok(hello))
+                if tls.is_some_and(|tls| {
+                    tls.check_member(cert.as_ref(), &hello.peer_address)
+                        .is_err()
+                }) =>
+            {
+                warn!(%remote, member = %hello.from, address = %hello.peer_address,
+                      "refused a peer: its certificate is not issued for its peer address");
             }
             Ok(Ok(hello)) if hello.to.0 != 0 => {
                 info!(%remote, member = %hello.from, id = %hello.to,
@@ -730,10 +761,10 @@ impl<M: Wire + Send + 'static> PeerSender<M> {
         }
     }
 
-    async fn connect(&self) -> io::Result<TcpStream> {
+    async fn connect(&self) -> io::Result<Box<dyn Io>> {
         let timeout = self.config.handshake_timeout;
         let attempt = async {
-            let mut stream = tokio::time::timeout(
+            let stream = tokio::time::timeout(
                 self.config.connect_timeout,
                 TcpStream::connect(&self.address),
             )
@@ -741,6 +772,12 @@ impl<M: Wire + Send + 'static> PeerSender<M> {
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
             stream.set_nodelay(true)?;
             give_up_when_stalled(&stream, self.config.stall_timeout)?;
+            let mut stream: Box<dyn Io> = match &self.config.tls {
+                Some(tls) => Box::new(tls.dial(stream, &self.address).await.map_err(|e| {
+                    invalid(format!("TLS handshake with {} failed: {e}", self.address))
+                })?),
+                None => Box::new(stream),
+            };
             let hello = Hello {
                 version: PROTOCOL_VERSION,
                 cluster_id: self.config.cluster_id,
@@ -802,7 +839,7 @@ impl<M: Wire + Send + 'static> PeerSender<M> {
 
     /// Writes queued messages until the connection fails (`Err`) or the transport is dropped
     /// (`Ok`).
-    async fn pump(&mut self, mut stream: TcpStream) -> io::Result<()> {
+    async fn pump(&mut self, mut stream: Box<dyn Io>) -> io::Result<()> {
         let mut batch = Vec::with_capacity(64 << 10);
         loop {
             let Some(first) = self.queue.recv().await else {
@@ -904,9 +941,26 @@ impl<M: Wire + Send + 'static> Acceptor<M> {
         }
     }
 
-    async fn serve(&self, mut stream: TcpStream) -> io::Result<()> {
+    async fn serve(&self, stream: TcpStream) -> io::Result<()> {
         let _ = stream.set_nodelay(true);
-        let hello = tokio::time::timeout(self.config.handshake_timeout, read_hello(&mut stream))
+        let limit = self.config.handshake_timeout;
+        let (mut stream, tls): (Box<dyn Io>, _) = match &self.config.tls {
+            Some(tls) => {
+                let stream = tls.accept(stream, limit).await.map_err(|e| {
+                    TransportStats::add(&self.stats.handshakes_refused, 1);
+                    invalid(format!("TLS handshake failed: {e}"))
+                })?;
+                let cert = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|cert| cert.clone().into_owned());
+                (Box::new(stream) as Box<dyn Io>, Some((tls, cert)))
+            }
+            None => (Box::new(stream), None),
+        };
+        let hello = tokio::time::timeout(limit, read_hello(&mut stream))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no handshake in time"))??;
         if let Err(refusal) = self.check(&hello) {
@@ -927,6 +981,17 @@ impl<M: Wire + Send + 'static> Acceptor<M> {
                 refusal.explain()
             )));
         }
+        if let Some((tls, cert)) = tls {
+            let address = self.address_of(&hello);
+            if let Err(why) = tls.check_member(cert.as_ref(), &address) {
+                TransportStats::add(&self.stats.handshakes_refused, 1);
+                let _ = write_answer(&mut stream, Err(Refusal::Identity)).await;
+                return Err(invalid(format!(
+                    "refused {} (peer address {address}): {why}",
+                    hello.from
+                )));
+            }
+        }
         let ours = Hello {
             version: PROTOCOL_VERSION,
             cluster_id: self.config.cluster_id,
@@ -942,7 +1007,9 @@ impl<M: Wire + Send + 'static> Acceptor<M> {
                 .admitted
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let peer = admitted.as_ref().is_none_or(|p| p.contains(&hello.from));
+            let peer = admitted
+                .as_ref()
+                .is_none_or(|p| p.contains_key(&hello.from));
             (admitted.is_none(), peer)
         };
         // Anyone while open, and a former member (admitted although not a peer), is answered
@@ -994,13 +1061,28 @@ impl<M: Wire + Send + 'static> Acceptor<M> {
         }
     }
 
+    /// Where the member `hello` names listens for peers, as this node knows it (as it says,
+    /// while this node knows no membership).
+    fn address_of(&self, hello: &Hello) -> String {
+        let admitted = self
+            .admitted
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        admitted
+            .as_ref()
+            .and_then(|peers| peers.get(&hello.from))
+            .or(lock(&self.dialled_by).get(&hello.from))
+            .cloned()
+            .unwrap_or_else(|| hello.peer_address.clone())
+    }
+
     fn check(&self, hello: &Hello) -> Result<(), Refusal> {
         let peer = self
             .admitted
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .as_ref()
-            .is_none_or(|peers| peers.contains(&hello.from));
+            .is_none_or(|peers| peers.contains_key(&hello.from));
         let former = (1..self.former_below.load(Ordering::Relaxed)).contains(&hello.from.0);
         if hello.version != PROTOCOL_VERSION {
             Err(Refusal::Version)

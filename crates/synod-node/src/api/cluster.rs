@@ -87,7 +87,7 @@ impl Api {
                 pb::Member {
                     id: id.0,
                     name,
-                    peer_ur_ls: vec![format!("http://{peer}")],
+                    peer_ur_ls: vec![format!("{}://{peer}", self.config.peer_scheme())],
                     client_ur_ls: client_url.into_iter().collect(),
                     is_learner: false,
                 }
@@ -96,8 +96,8 @@ impl Api {
     }
 }
 
-/// Peer URLs as etcd takes them: `http://host:port`, each once. (TLS between members is not
-/// built yet, so `https` is refused.)
+/// Peer URLs as etcd takes them: `http://host:port` or `https://host:port`, each once.
+/// (Whether members speak TLS is the `--peer-*` flags' to say, not the scheme's.)
 fn check_peer_urls(urls: &[String]) -> Result<Vec<String>, Status> {
     // etcd's clients map errors by their exact text: the reason goes to the log.
     let invalid = |why: String| {
@@ -109,8 +109,9 @@ fn check_peer_urls(urls: &[String]) -> Result<Vec<String>, Status> {
     }
     let mut checked: Vec<String> = Vec::new();
     for url in urls {
-        let rest = url
-            .strip_prefix("http://")
+        let (scheme, rest) = url
+            .split_once("://")
+            .filter(|(scheme, _)| ["http", "https"].contains(scheme))
             .ok_or_else(|| invalid(format!("{url}: give http://HOST:PORT")))?;
         let rest = rest.trim_end_matches('/');
         let port = rest
@@ -120,7 +121,7 @@ fn check_peer_urls(urls: &[String]) -> Result<Vec<String>, Status> {
             Some((host, Ok(_))) if !host.is_empty() && !rest.contains('/') => {}
             _ => return Err(invalid(format!("{url}: give http://HOST:PORT"))),
         }
-        let url = format!("http://{rest}");
+        let url = format!("{scheme}://{rest}");
         if !checked.contains(&url) {
             checked.push(url);
         }

@@ -2,6 +2,7 @@
 //! `member list` and `status`. Output follows etcdctl's simple format, so either tool's
 //! output reads the same.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use synod_proto::etcdserverpb::lease_client::LeaseClient;
 use synod_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use synod_proto::etcdserverpb::watch_client::WatchClient;
 use synod_proto::mvccpb;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// Where the cluster is.
 #[derive(Args, Debug, Clone)]
@@ -30,6 +31,55 @@ pub struct Connection {
     /// Give up connecting after this many milliseconds.
     #[arg(long, default_value_t = 2000, value_name = "MS", global = true)]
     pub dial_timeout_ms: u64,
+    #[command(flatten)]
+    pub tls: Tls,
+}
+
+/// TLS to the cluster, with etcdctl's flag names.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Tls {
+    /// Speak TLS, and verify the servers' certificates against this CA (PEM).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub cacert: Option<PathBuf>,
+    /// Present this client certificate (PEM), for servers run with --client-cert-auth; its
+    /// common name is the user it authenticates as.
+    #[arg(long, value_name = "FILE", global = true, requires = "tls_key")]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(
+        long = "key",
+        id = "tls_key",
+        value_name = "FILE",
+        global = true,
+        requires = "cert"
+    )]
+    pub key: Option<PathBuf>,
+}
+
+impl Tls {
+    /// An endpoint for `endpoint` (`host:port` or a URL): `https://` and TLS with --cacert.
+    pub fn endpoint(&self, endpoint: &str) -> anyhow::Result<Endpoint> {
+        let Some(ca) = &self.cacert else {
+            return Endpoint::from_shared(url(endpoint))
+                .with_context(|| format!("{endpoint} is not an address"));
+        };
+        let read = |path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        let https = if endpoint.contains("://") {
+            endpoint.replacen("http://", "https://", 1)
+        } else {
+            format!("https://{endpoint}")
+        };
+        Endpoint::from_shared(https)
+            .with_context(|| format!("{endpoint} is not an address"))?
+            .tls_config(config)
+            .context("the TLS settings do not work")
+    }
 }
 
 /// `http://` in front of a bare address.
@@ -44,8 +94,8 @@ pub fn url(endpoint: &str) -> String {
 impl Connection {
     /// A channel to one endpoint.
     pub async fn channel_to(&self, endpoint: &str) -> anyhow::Result<Channel> {
-        Endpoint::from_shared(url(endpoint))
-            .with_context(|| format!("{endpoint} is not an address"))?
+        self.tls
+            .endpoint(endpoint)?
             .connect_timeout(Duration::from_millis(self.dial_timeout_ms))
             .tcp_nodelay(true)
             .connect()

@@ -23,6 +23,9 @@ use synod_proto::etcdserverpb as pb;
 use synod_proto::etcdserverpb::cluster_client::ClusterClient;
 use synod_proto::etcdserverpb::kv_client::KvClient;
 use synod_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use tonic::transport::Endpoint;
+
+use super::client::Tls;
 
 /// `synod cluster ...`.
 #[derive(Args, Debug)]
@@ -61,11 +64,18 @@ struct UpArgs {
     /// Passed to every node.
     #[arg(long, default_value_t = 100, value_name = "MS")]
     heartbeat_ms: u64,
+    /// TLS on the client port and between members, with client certificates required: a CA
+    /// and certificates are made for the cluster (once) under DATA_DIR/tls, with a client
+    /// certificate for the user `root`.
+    #[arg(long)]
+    tls: bool,
 }
 
 struct Node {
     id: u64,
     client: String,
+    /// How to reach `client` (with TLS under `--tls`).
+    endpoint: Endpoint,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -93,18 +103,21 @@ struct Shape {
     members: Vec<u64>,
     /// The highest member id ever used here (ids are never reused).
     highest: u64,
+    /// TLS everywhere (`--tls`), with the certificates under `tls/`.
+    tls: bool,
 }
 
 impl Shape {
     fn encode(&self) -> String {
         let ids = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
         format!(
-            "base-port={} protocol={} boot={} members={} highest={}\n",
+            "base-port={} protocol={} boot={} members={} highest={}{}\n",
             self.base_port,
             self.protocol,
             ids(&self.boot),
             ids(&self.members),
-            self.highest
+            self.highest,
+            if self.tls { " tls=1" } else { "" }
         )
     }
 
@@ -140,6 +153,7 @@ impl Shape {
             boot,
             members,
             highest,
+            tls: field("tls") == Some("1"),
         })
     }
 
@@ -167,13 +181,15 @@ fn claim_data_dir(dir: &Path, args: &UpArgs) -> anyhow::Result<Shape> {
             boot: all.clone(),
             members: all,
             highest: args.nodes,
+            tls: args.tls,
         };
         shape.save(dir)?;
         return Ok(shape);
     };
     let shape = Shape::decode(&text)
         .with_context(|| format!("{} is damaged: {}", marker.display(), text.trim()))?;
-    if shape.base_port != args.base_port || shape.protocol != args.protocol {
+    if shape.base_port != args.base_port || shape.protocol != args.protocol || shape.tls != args.tls
+    {
         bail!(
             "{} holds a cluster of another shape ({}); use the same flags, another --data-dir, or --fresh (--nodes may change: the cluster grows or shrinks)",
             dir.display(),
@@ -181,6 +197,57 @@ fn claim_data_dir(dir: &Path, args: &UpArgs) -> anyhow::Result<Shape> {
         );
     }
     Ok(shape)
+}
+
+/// Where `--tls` keeps the cluster's CA and certificates.
+fn tls_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("tls")
+}
+
+/// Makes the CA and certificates of a `--tls` cluster, unless an earlier run made them.
+fn make_certificates(data_dir: &Path) -> anyhow::Result<()> {
+    let dir = tls_dir(data_dir);
+    if dir.join("ca.crt").exists() {
+        return Ok(());
+    }
+    let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+    synod_node::tls::authority::generate(&dir, "Synod local CA", &[("server", &hosts)], &["root"])
+        .map_err(|e| anyhow::anyhow!("cannot make the cluster's certificates: {e}"))?;
+    println!("synod: made a CA and certificates under {}", dir.display());
+    Ok(())
+}
+
+/// A node's TLS flags under `--tls`: the same certificate for clients and peers, and
+/// certificates required of both.
+fn tls_flags(data_dir: &Path, tls: bool) -> Vec<String> {
+    if !tls {
+        return Vec::new();
+    }
+    let dir = tls_dir(data_dir);
+    let file = |name: &str| dir.join(name).display().to_string();
+    let mut flags = Vec::new();
+    for side in ["", "peer-"] {
+        flags.extend([
+            format!("--{side}cert-file={}", file("server.crt")),
+            format!("--{side}key-file={}", file("server.key")),
+            format!("--{side}trusted-ca-file={}", file("ca.crt")),
+            format!("--{side}client-cert-auth"),
+        ]);
+    }
+    flags
+}
+
+/// How this command reaches the nodes: as `root`, by certificate, under `--tls`.
+fn client_tls(data_dir: &Path, tls: bool) -> Tls {
+    if !tls {
+        return Tls::default();
+    }
+    let dir = tls_dir(data_dir);
+    Tls {
+        cacert: Some(dir.join("ca.crt")),
+        cert: Some(dir.join("root.crt")),
+        key: Some(dir.join("root.key")),
+    }
 }
 
 /// Starts node `id`: a member the cluster booted with, or (`joining`, the cluster list to
@@ -221,6 +288,7 @@ fn spawn(args: &UpArgs, shape: &Shape, id: u64, joining: Option<&str>) -> anyhow
         ])
         .args(["--heartbeat-ms", &args.heartbeat_ms.to_string()])
         .args(["--threads", &threads.to_string()])
+        .args(tls_flags(&args.data_dir, shape.tls))
         .arg("--exit-on-stdin-eof")
         .stdin(Stdio::piped())
         .stdout(log_file.try_clone().context("cannot share the log file")?)
@@ -237,6 +305,7 @@ fn spawn(args: &UpArgs, shape: &Shape, id: u64, joining: Option<&str>) -> anyhow
         .with_context(|| format!("cannot start node {id}"))?;
     Ok(Node {
         id,
+        endpoint: client_tls(&args.data_dir, shape.tls).endpoint(&client)?,
         client,
         child: Some(child),
         log,
@@ -255,6 +324,9 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let mut shape = claim_data_dir(&args.data_dir, &args)?;
+    if shape.tls {
+        make_certificates(&args.data_dir)?;
+    }
     let mut nodes = Vec::new();
     for &id in &shape.members {
         let joined = !shape.boot.contains(&id);
@@ -270,7 +342,12 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let outcome = runtime.block_on(async {
         wait_until_serving(&mut nodes, &args.protocol).await?;
         resize(&args, &mut shape, &mut nodes).await?;
-        supervise(&mut nodes, &args.protocol).await
+        supervise(
+            &mut nodes,
+            &args.protocol,
+            &client_tls(&args.data_dir, shape.tls),
+        )
+        .await
     });
     stop_all(&mut nodes);
     outcome
@@ -283,15 +360,16 @@ async fn resize(args: &UpArgs, shape: &mut Shape, nodes: &mut Vec<Node>) -> anyh
     if shape.members.len() == target {
         return Ok(());
     }
-    let admin = |nodes: &[Node]| {
-        let url = super::client::url(&nodes[0].client);
-        tonic::transport::Endpoint::from_shared(url).map(|e| ClusterClient::new(e.connect_lazy()))
-    };
+    let admin = |node: &Node| ClusterClient::new(node.endpoint.connect_lazy());
+    let scheme = if shape.tls { "https" } else { "http" };
     while shape.members.len() < target {
-        let cluster = admin(nodes)?;
+        let cluster = admin(&nodes[0]);
         // The id the cluster hands out next (ids are never reused) decides the ports.
         let next = shape.highest + 1;
-        let peer = format!("http://127.0.0.1:{}", port(args.base_port, next - 1, 1)?);
+        let peer = format!(
+            "{scheme}://127.0.0.1:{}",
+            port(args.base_port, next - 1, 1)?
+        );
         // A run that stopped midway (or an add that committed but timed out) left the member
         // in the cluster: take it as added.
         let (id, members) = add_member(&cluster, &peer).await?;
@@ -319,9 +397,7 @@ async fn resize(args: &UpArgs, shape: &mut Shape, nodes: &mut Vec<Node>) -> anyh
             .iter()
             .position(|n| n.id != id)
             .context("no member stays")?;
-        let url = super::client::url(&nodes[keep].client);
-        let cluster =
-            ClusterClient::new(tonic::transport::Endpoint::from_shared(url)?.connect_lazy());
+        let cluster = admin(&nodes[keep]);
         remove_member(&cluster, id).await?;
         shape.members.retain(|&m| m != id);
         shape.save(&args.data_dir)?;
@@ -407,7 +483,7 @@ async fn remove_member(cluster: &Admin, id: u64) -> anyhow::Result<()> {
 
 /// Waits until the nodes agree on a leader (or, without one, all answer).
 async fn wait_until_serving(nodes: &mut [Node], protocol: &str) -> anyhow::Result<Option<u64>> {
-    let endpoints: Vec<String> = nodes.iter().map(|n| n.client.clone()).collect();
+    let endpoints: Vec<Endpoint> = nodes.iter().map(|n| n.endpoint.clone()).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     let leaderless = !synod_replica::has_leader(protocol);
     loop {
@@ -443,8 +519,16 @@ async fn wait_until_serving(nodes: &mut [Node], protocol: &str) -> anyhow::Resul
 
 /// Waits for a leader (or, on a protocol without one, for every node to answer), prints how
 /// to reach the cluster, then watches the nodes until Ctrl-C.
-async fn supervise(nodes: &mut [Node], protocol: &str) -> anyhow::Result<ExitCode> {
-    let endpoints: Vec<String> = nodes.iter().map(|n| n.client.clone()).collect();
+async fn supervise(nodes: &mut [Node], protocol: &str, tls: &Tls) -> anyhow::Result<ExitCode> {
+    let scheme = if tls.cacert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let endpoints: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("{scheme}://{}", n.client))
+        .collect();
     // Listening before the banner says Ctrl-C stops the cluster, and all along: a signal
     // stream keeps a signal that arrives while the loop below is busy (a `ctrl_c()` future
     // made anew each turn would miss it).
@@ -468,12 +552,21 @@ async fn supervise(nodes: &mut [Node], protocol: &str) -> anyhow::Result<ExitCod
             node.log.display()
         );
     }
+    let flags = match (&tls.cacert, &tls.cert, &tls.key) {
+        (Some(ca), Some(cert), Some(key)) => format!(
+            " --cacert={} --cert={} --key={}",
+            ca.display(),
+            cert.display(),
+            key.display()
+        ),
+        _ => String::new(),
+    };
     println!();
     println!("try:");
-    println!("  etcdctl --endpoints={list} put greeting hello");
-    println!("  etcdctl --endpoints={list} get greeting");
-    println!("  synod get greeting --endpoints {list}");
-    println!("  synod status --endpoints {list}");
+    println!("  etcdctl --endpoints={list}{flags} put greeting hello");
+    println!("  etcdctl --endpoints={list}{flags} get greeting");
+    println!("  synod get greeting --endpoints {list}{flags}");
+    println!("  synod status --endpoints {list}{flags}");
     println!();
     println!("Ctrl-C stops the cluster; its data stays in place for the next start.");
 
@@ -510,12 +603,11 @@ async fn supervise(nodes: &mut [Node], protocol: &str) -> anyhow::Result<ExitCod
 }
 
 /// The leader every endpoint names, once they agree.
-async fn agreed_leader(endpoints: &[String], leaderless: bool) -> Option<Option<u64>> {
+async fn agreed_leader(endpoints: &[Endpoint], leaderless: bool) -> Option<Option<u64>> {
     let mut leader = None;
     for endpoint in endpoints {
-        let url = super::client::url(endpoint);
-        let channel = tonic::transport::Endpoint::from_shared(url)
-            .ok()?
+        let channel = endpoint
+            .clone()
             .connect_timeout(Duration::from_millis(300))
             .connect()
             .await
@@ -541,13 +633,9 @@ async fn agreed_leader(endpoints: &[String], leaderless: bool) -> Option<Option<
 }
 
 /// Whether every endpoint answers a linearizable read of `health` within a second.
-async fn all_read_linearizably(endpoints: &[String]) -> bool {
+async fn all_read_linearizably(endpoints: &[Endpoint]) -> bool {
     for endpoint in endpoints {
-        let Ok(channel) = tonic::transport::Endpoint::from_shared(super::client::url(endpoint))
-        else {
-            return false;
-        };
-        let mut kv = KvClient::new(channel.connect_lazy());
+        let mut kv = KvClient::new(endpoint.connect_lazy());
         let read = kv.range(pb::RangeRequest {
             key: b"health".to_vec().into(),
             count_only: true,
@@ -634,6 +722,7 @@ mod tests {
             boot: vec![1, 2, 3],
             members: vec![1, 3, 5],
             highest: 5,
+            tls: true,
         };
         assert_eq!(Shape::decode(&shape.encode()), Some(shape));
         let older = Shape::decode("nodes=3 base-port=2379 protocol=zab\n").expect("older form");

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use synod_core::NodeId;
 use synod_node::compactor::AutoCompaction;
 use synod_node::config::{parse_named_cluster, ServerConfig};
+use synod_node::tls::TlsFiles;
 use tokio::io::AsyncReadExt;
 
 /// Flags of `synod server`. Every setting can also come from `--config FILE` (TOML, the same
@@ -127,6 +128,34 @@ pub struct ServerArgs {
     /// better with a share of its cores each.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// TLS on the client port: this server's certificate (PEM). Clients must then speak
+    /// TLS, and the advertised client URL is `https://`.
+    #[arg(long, value_name = "FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// The private key of --cert-file (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// The CA that clients' certificates must chain to (PEM); with it alone, a certificate
+    /// is checked if a client presents one.
+    #[arg(long, value_name = "FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require every client to present a certificate that chains to --trusted-ca-file.
+    #[arg(long)]
+    pub client_cert_auth: bool,
+    /// TLS on the peer link: this member's certificate (PEM), presented both when it dials
+    /// and when it is dialled, and valid for the host of its peer address.
+    #[arg(long, value_name = "FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// The private key of --peer-cert-file (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// The CA every member's certificate must chain to (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Require a member that dials to present a certificate that chains to
+    /// --peer-trusted-ca-file and is issued for the host of its peer address.
+    #[arg(long)]
+    pub peer_client_cert_auth: bool,
     /// Stop gracefully when standard input closes (how `synod cluster up` stops its nodes).
     #[arg(long, hide = true)]
     pub exit_on_stdin_eof: bool,
@@ -195,6 +224,22 @@ struct FileConfig {
     #[serde(alias = "corrupt_check_time")]
     corrupt_check_time: Option<String>,
     threads: Option<usize>,
+    #[serde(alias = "cert_file")]
+    cert_file: Option<PathBuf>,
+    #[serde(alias = "key_file")]
+    key_file: Option<PathBuf>,
+    #[serde(alias = "trusted_ca_file")]
+    trusted_ca_file: Option<PathBuf>,
+    #[serde(alias = "client_cert_auth")]
+    client_cert_auth: Option<bool>,
+    #[serde(alias = "peer_cert_file")]
+    peer_cert_file: Option<PathBuf>,
+    #[serde(alias = "peer_key_file")]
+    peer_key_file: Option<PathBuf>,
+    #[serde(alias = "peer_trusted_ca_file")]
+    peer_trusted_ca_file: Option<PathBuf>,
+    #[serde(alias = "peer_client_cert_auth")]
+    peer_client_cert_auth: Option<bool>,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -315,6 +360,23 @@ pub fn resolve(args: &ServerArgs) -> anyhow::Result<(ServerConfig, Option<usize>
         pick!(auto_compaction_mode).as_deref(),
         pick!(auto_compaction_retention).as_deref(),
     )?;
+    config.client_tls = tls_files(
+        "",
+        pick!(cert_file),
+        pick!(key_file),
+        pick!(trusted_ca_file),
+        args.client_cert_auth || file.client_cert_auth == Some(true),
+    )?;
+    config.peer_tls = tls_files(
+        "peer-",
+        pick!(peer_cert_file),
+        pick!(peer_key_file),
+        pick!(peer_trusted_ca_file),
+        args.peer_client_cert_auth || file.peer_client_cert_auth == Some(true),
+    )?;
+    if config.peer_tls.is_none() && cluster_text.contains("https://") {
+        bail!("--initial-cluster names https:// peer URLs: give --peer-cert-file, --peer-key-file and --peer-trusted-ca-file for TLS between members");
+    }
     // Both test switches weaken the member on purpose; neither is taken by accident.
     let allowed = std::env::var("SYNOD_ALLOW_INJECTED_BUGS").as_deref() == Ok("1");
     if let Some(rate) = args.clock_rate {
@@ -335,6 +397,41 @@ pub fn resolve(args: &ServerArgs) -> anyhow::Result<(ServerConfig, Option<usize>
         bail!("--threads must be at least 1");
     }
     Ok((config, threads))
+}
+
+/// One side's TLS flags (`--cert-file`... or `--peer-cert-file`...), checked to fit
+/// together: a certificate needs its key, and asking for client certificates needs a CA.
+fn tls_files(
+    side: &str,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    trusted_ca: Option<PathBuf>,
+    client_cert_auth: bool,
+) -> anyhow::Result<Option<TlsFiles>> {
+    match (cert, key) {
+        (None, None) => {
+            if client_cert_auth || trusted_ca.is_some() {
+                bail!("--{side}client-cert-auth and --{side}trusted-ca-file need TLS: give --{side}cert-file and --{side}key-file too");
+            }
+            Ok(None)
+        }
+        (Some(_), None) => bail!("--{side}cert-file needs its --{side}key-file"),
+        (None, Some(_)) => bail!("--{side}key-file needs its --{side}cert-file"),
+        (Some(cert), Some(key)) => {
+            if client_cert_auth && trusted_ca.is_none() {
+                bail!("--{side}client-cert-auth needs --{side}trusted-ca-file: the CA client certificates must chain to");
+            }
+            if side == "peer-" && trusted_ca.is_none() {
+                bail!("--peer-cert-file needs --peer-trusted-ca-file: members check each other's certificates against it");
+            }
+            Ok(Some(TlsFiles {
+                cert,
+                key,
+                trusted_ca,
+                client_cert_auth,
+            }))
+        }
+    }
 }
 
 /// etcd's auto-compaction flags read: `None` when the retention is absent or zero.
