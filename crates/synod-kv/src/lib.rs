@@ -6,6 +6,7 @@
 //! (Raft's ReadIndex) use [`KvStore::range`] once the engine says the read is ready; watches
 //! read the history with [`KvStore::events_from`].
 
+pub mod auth;
 mod history;
 mod request;
 mod session;

@@ -4,6 +4,8 @@
 use bytes::Bytes;
 use synod_core::codec::{DecodeError, Decoder, Encoder};
 
+use crate::auth::AuthRequest;
+
 /// Transactions may nest (a branch may hold a transaction); deeper nesting is refused so a
 /// hostile command cannot exhaust the stack.
 pub const TXN_DEPTH_MAX: usize = 8;
@@ -33,6 +35,16 @@ pub enum Request {
     /// Raise or clear an alarm (etcd's `Alarm` ACTIVATE and DEACTIVATE), which every replica
     /// then holds alike.
     Alarm(AlarmRequest),
+    /// A change to users, roles, or whether auth is on.
+    Auth(AuthRequest),
+    /// `request`, made by `user`: while auth is on, it runs only if the user's permissions
+    /// (as they are when it is applied) allow it.
+    As {
+        /// Who asked.
+        user: String,
+        /// What.
+        request: Box<Request>,
+    },
 }
 
 /// etcd's kinds of alarm.
@@ -369,6 +381,8 @@ pub enum Response {
     LeaseEpoch,
     /// The alarms raised after the change, by member.
     Alarm(Vec<(u64, AlarmKind)>),
+    /// Users, roles or auth changed.
+    Auth,
 }
 
 /// Keys read.
@@ -421,7 +435,9 @@ const TAG_LEASE_REVOKE: u64 = 6;
 const TAG_LEASE_EPOCH: u64 = 7;
 const TAG_LEASE_EXPIRE: u64 = 8;
 const TAG_ALARM: u64 = 9;
-const REQUEST_TAGS: u64 = 10;
+const TAG_AUTH: u64 = 10;
+const TAG_AS: u64 = 11;
+const REQUEST_TAGS: u64 = 12;
 
 impl Request {
     /// The command bytes for a log entry.
@@ -450,7 +466,9 @@ impl Request {
             | Request::LeaseRevoke(_)
             | Request::LeaseEpoch(_)
             | Request::LeaseExpire(_)
-            | Request::Alarm(_) => false,
+            | Request::Alarm(_)
+            | Request::Auth(_) => false,
+            Request::As { request, .. } => request.is_read_only(),
             Request::Txn(txn) => txn
                 .success
                 .iter()
@@ -473,6 +491,7 @@ impl Request {
                 .chain([t.compare.len(), t.success.len(), t.failure.len()])
                 .max()
                 .unwrap_or(0),
+            Request::As { request, .. } => request.longest_operation_list(),
             _ => 1,
         }
     }
@@ -537,6 +556,14 @@ impl Request {
             Request::Alarm(a) => {
                 enc.u64(TAG_ALARM).bool(a.activate).u64(a.member);
                 a.alarm.encode(enc);
+            }
+            Request::Auth(a) => {
+                enc.u64(TAG_AUTH);
+                a.encode(enc);
+            }
+            Request::As { user, request } => {
+                enc.u64(TAG_AS).bytes(user.as_bytes());
+                request.encode_into(enc);
             }
         }
     }
@@ -610,6 +637,29 @@ impl Request {
                 id: dec.i64("lease id")?,
                 era: dec.u64("lease era")?,
             }),
+            TAG_AUTH => Request::Auth(AuthRequest::decode(dec)?),
+            TAG_AS => {
+                let user = dec.bytes("user")?;
+                let user =
+                    String::from_utf8(user.to_vec()).map_err(|_| DecodeError::UnknownTag {
+                        what: "user name that is not UTF-8",
+                        tag: TAG_AS,
+                        offset,
+                    })?;
+                let request = Request::decode_from(dec, depth + 1)?;
+                if matches!(request, Request::As { .. }) || depth > 0 {
+                    return Err(DecodeError::UnknownTag {
+                        what: "a user's request inside another",
+                        tag: TAG_AS,
+                        offset,
+                    });
+                }
+                Request::As {
+                    user,
+                    request: Box::new(request),
+                }
+            }
+            // `tag` refused any other.
             _ => {
                 let activate = dec.bool("alarm action")?;
                 let member = dec.u64("alarm member")?;

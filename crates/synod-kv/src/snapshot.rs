@@ -16,7 +16,7 @@ use crate::store::{Applied, KvError, KvStore, Lease, Record};
 
 /// Format version written first; bump when the layout changes. Version 3 added the lease
 /// epoch after the leases; version 2 is still read (its lease epoch is 0).
-const SNAPSHOT_VERSION: u64 = 4;
+const SNAPSHOT_VERSION: u64 = 5;
 
 impl KvStore {
     /// The whole state as bytes.
@@ -58,6 +58,7 @@ impl KvStore {
             }
         }
         encode_alarms(&mut enc, self.alarms.iter().copied());
+        self.auth.encode(&mut enc);
         enc.finish()
     }
 
@@ -140,6 +141,9 @@ impl KvStore {
         if version >= 4 {
             store.alarms = decode_alarms(&mut dec)?.into_iter().collect();
         }
+        if version >= 5 {
+            store.auth = crate::auth::AuthState::decode(&mut dec)?;
+        }
         dec.finish()?;
         Ok(store)
     }
@@ -208,11 +212,15 @@ fn encode_result(enc: &mut Encoder, result: &Result<Applied, KvError>) {
         Err(KvError::Corrupt) => {
             enc.u64(11);
         }
+        Err(KvError::Auth(error)) => {
+            enc.u64(12).u8(error.code());
+        }
     }
 }
 
 fn decode_result(dec: &mut Decoder<'_>) -> Result<Result<Applied, KvError>, DecodeError> {
-    Ok(match dec.tag("result", 12)? {
+    let offset = dec.offset();
+    Ok(match dec.tag("result", 13)? {
         0 => Ok(Applied {
             revision: dec.i64("revision")?,
             response: decode_response(dec)?,
@@ -234,6 +242,15 @@ fn decode_result(dec: &mut Decoder<'_>) -> Result<Result<Applied, KvError>, Deco
         8 => Err(KvError::KeyNotFound),
         10 => Err(KvError::NoSpace),
         11 => Err(KvError::Corrupt),
+        12 => {
+            let code = dec.u8("auth error")?;
+            let error = crate::auth::AuthError::from_code(code).ok_or(DecodeError::UnknownTag {
+                what: "auth error",
+                tag: u64::from(code),
+                offset,
+            })?;
+            Err(KvError::Auth(error))
+        }
         _ => Err(KvError::Invalid(
             String::from_utf8_lossy(dec.bytes("reason")?).into_owned(),
         )),
@@ -310,6 +327,9 @@ fn encode_response(enc: &mut Encoder, response: &Response) {
             enc.u64(8);
             encode_alarms(enc, alarms.iter().copied());
         }
+        Response::Auth => {
+            enc.u64(9);
+        }
     }
 }
 
@@ -319,7 +339,7 @@ fn decode_response(dec: &mut Decoder<'_>) -> Result<Response, DecodeError> {
 
 fn decode_response_at(dec: &mut Decoder<'_>, depth: usize) -> Result<Response, DecodeError> {
     let offset = dec.offset();
-    Ok(match dec.tag("response", 9)? {
+    Ok(match dec.tag("response", 10)? {
         0 => {
             let count = dec.u64("count")?;
             let more = dec.bool("more")?;
@@ -350,6 +370,7 @@ fn decode_response_at(dec: &mut Decoder<'_>, depth: usize) -> Result<Response, D
         6 => Response::LeaseRevoke,
         7 => Response::LeaseEpoch,
         8 => Response::Alarm(decode_alarms(dec)?),
+        9 => Response::Auth,
         _ => {
             if depth >= TXN_DEPTH_MAX {
                 return Err(DecodeError::UnknownTag {

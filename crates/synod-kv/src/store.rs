@@ -73,6 +73,10 @@ pub enum KvError {
     /// The request contradicts itself or is not allowed where it is.
     #[error("{0}")]
     Invalid(String),
+    /// Refused by auth: a change to users or roles that cannot be made, or a request its
+    /// user may not make.
+    #[error("{0}")]
+    Auth(crate::auth::AuthError),
 }
 
 /// Stored metadata of one key.
@@ -111,6 +115,8 @@ pub struct KvStore {
     pub(crate) alarms: BTreeSet<(u64, AlarmKind)>,
     /// Bytes of keys and values of the current keys (see [`KvStore::size_bytes`]).
     pub(crate) key_bytes: u64,
+    /// Users, roles, and whether auth is on.
+    pub(crate) auth: crate::auth::AuthState,
 }
 
 impl Default for KvStore {
@@ -157,6 +163,7 @@ impl KvStore {
             history_revisions: history_revisions.max(0),
             alarms: BTreeSet::new(),
             key_bytes: 0,
+            auth: Default::default(),
         }
     }
 
@@ -272,6 +279,25 @@ impl KvStore {
     /// Runs a request now, outside any session. Reads never change the store. A request
     /// that fails changes nothing.
     pub fn execute(&mut self, request: &Request) -> Result<Applied, KvError> {
+        match request {
+            Request::As { user, request } => {
+                if self.auth.enabled {
+                    self.check_user(user, request).map_err(KvError::Auth)?;
+                }
+                return self.execute(request);
+            }
+            Request::Auth(change) => {
+                if self.corrupt() {
+                    return Err(KvError::Corrupt);
+                }
+                self.auth.apply(change).map_err(KvError::Auth)?;
+                return Ok(Applied {
+                    revision: self.revision,
+                    response: Response::Auth,
+                });
+            }
+            _ => {}
+        }
         check_duplicates(request)?;
         let plan = self.plan(request, false)?;
         let next_revision = self.revision + 1;
@@ -292,6 +318,30 @@ impl KvStore {
             revision: self.revision,
             response,
         })
+    }
+
+    /// Users, roles, and whether auth is on.
+    pub fn auth(&self) -> &crate::auth::AuthState {
+        &self.auth
+    }
+
+    /// Whether `user` may run `request` under the auth rules now in force: its permissions,
+    /// and for a lease revocation, write access to every key attached to the lease (etcd's
+    /// rule).
+    pub fn check_user(&self, user: &str, request: &Request) -> Result<(), crate::auth::AuthError> {
+        self.auth.check(user, request)?;
+        if let Request::LeaseRevoke(revoke) = request {
+            let keys = self.leases.get(&revoke.id).map(|l| &l.keys);
+            for key in keys.into_iter().flatten() {
+                if !self
+                    .auth
+                    .allows(user, crate::auth::Access::Write, &KeyRange::key(key))
+                {
+                    return Err(crate::auth::AuthError::PermissionDenied);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Answers a read against the current state (or the revision it names).
@@ -515,6 +565,13 @@ impl KvStore {
                 }
                 Ok(Plan::Op)
             }
+            Request::Auth(_) => {
+                only_alone("changing users or roles")?;
+                Ok(Plan::Op)
+            }
+            Request::As { .. } => Err(KvError::Invalid(
+                "a user's request inside a transaction".into(),
+            )),
         }
     }
 
@@ -576,6 +633,9 @@ impl KvStore {
                 Response::LeaseRevoke
             }
             (Request::Txn(_), Plan::Op) => unreachable!("a transaction is always planned"),
+            (Request::Auth(_) | Request::As { .. }, _) => {
+                unreachable!("run by execute, refused in a transaction by plan")
+            }
         }
     }
 

@@ -73,6 +73,8 @@ pub struct ServerConfig {
     pub write_level: synod_gossip::Level,
     /// Gossip: replicas a linearizable range consults (a serializable one reads this node).
     pub read_level: synod_gossip::Level,
+    /// How long a token from `Authenticate` is good for (etcd's `--auth-token-ttl`).
+    pub auth_token_ttl: Duration,
     /// TLS on the client port (`--cert-file`, `--key-file`, `--trusted-ca-file`,
     /// `--client-cert-auth`); `None`: plain.
     pub client_tls: Option<crate::tls::TlsFiles>,
@@ -191,6 +193,7 @@ impl ServerConfig {
             watch_progress_interval: Duration::from_secs(600),
             write_level: synod_gossip::Level::One,
             read_level: synod_gossip::Level::One,
+            auth_token_ttl: Duration::from_secs(300),
             client_tls: None,
             peer_tls: None,
             clock_rate: 1.0,

@@ -300,13 +300,20 @@ async fn start_with<P: Protocol>(
 
     let (front_stop, front_stop_rx) = watch::channel(false);
     let config = Arc::new(config);
-    let api = Arc::new(Api::new(
-        handle,
-        identity.cluster_id,
-        config.clone(),
-        directory,
-        front_stop_rx.clone(),
-    ));
+    let forward_tls = forward_tls(&config).map_err(|cause| StartError::Tls {
+        what: "client TLS, to forward requests to other members",
+        cause,
+    })?;
+    let api = Arc::new(
+        Api::new(
+            handle,
+            identity.cluster_id,
+            config.clone(),
+            directory,
+            front_stop_rx.clone(),
+        )
+        .with_forward_tls(forward_tls),
+    );
     tokio::spawn(api::watch_leadership(api.clone()));
     if let Some(mode) = config.auto_compaction {
         tokio::spawn(crate::compactor::run(api.clone(), mode));
@@ -365,6 +372,34 @@ async fn start_with<P: Protocol>(
         grpc,
         node,
     })
+}
+
+/// How a member reaches other members' client ports (to forward a request to the leader)
+/// when they speak TLS: it checks them against the client CA (the peer CA if there is none)
+/// and presents its own server certificate, as a client's.
+fn forward_tls(
+    config: &ServerConfig,
+) -> Result<Option<tonic::transport::ClientTlsConfig>, crate::tls::TlsError> {
+    let Some(files) = &config.client_tls else {
+        return Ok(None);
+    };
+    let ca = files
+        .trusted_ca
+        .as_ref()
+        .or(config.peer_tls.as_ref().and_then(|p| p.trusted_ca.as_ref()));
+    let read = |path: &std::path::PathBuf| {
+        std::fs::read(path).map_err(|source| crate::tls::TlsError::Read {
+            path: path.clone(),
+            source,
+        })
+    };
+    let mut tls = tonic::transport::ClientTlsConfig::new().identity(
+        tonic::transport::Identity::from_pem(read(&files.cert)?, read(&files.key)?),
+    );
+    if let Some(ca) = ca {
+        tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(tls))
 }
 
 impl RunningServer {

@@ -10,6 +10,12 @@ pub mod mvccpb {
     include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
 }
 
+/// Users, roles and permissions (etcd's `authpb`).
+pub mod authpb {
+    tonic::include_proto!("authpb");
+    include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
+}
+
 /// Requests, responses and services (etcd's `etcdserverpb`).
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");

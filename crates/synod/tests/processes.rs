@@ -849,7 +849,7 @@ async fn metrics_and_health_are_served_over_http() {
 async fn cluster_up_serves_and_stops_cleanly_on_ctrl_c() {
     let root = common::temp_dir("cluster-up");
     let base = common::free_port_block(30);
-    let (mut child, banner) = cluster_up(&root.join("data"), base, 3, "raft");
+    let (mut child, banner) = common::cluster_up(&root.join("data"), base, 3, "raft", &[]);
     assert!(banner[0].contains("3 nodes up"), "{banner:?}");
     assert!(
         banner.iter().any(|l| l.contains("etcdctl --endpoints=")),
@@ -878,52 +878,6 @@ async fn cluster_up_serves_and_stops_cleanly_on_ctrl_c() {
         );
     }
     let _ = std::fs::remove_dir_all(&root);
-}
-
-/// Runs `synod cluster up --nodes N` on `data` until it says it is up; returns the process
-/// and what it printed.
-fn cluster_up(
-    data: &std::path::Path,
-    base: u16,
-    nodes: u64,
-    protocol: &str,
-) -> (std::process::Child, Vec<String>) {
-    use std::io::BufRead;
-    let stderr_path = data.with_extension(format!("up{nodes}.stderr"));
-    let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-    let mut child = std::process::Command::new(common::SYNOD)
-        .args(["cluster", "up", "--nodes", &nodes.to_string()])
-        .args(["--protocol", protocol])
-        .args(["--base-port", &base.to_string()])
-        .arg("--data-dir")
-        .arg(data)
-        .stdout(std::process::Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .expect("start cluster up");
-    let stdout = child.stdout.take().expect("stdout");
-    let (lines_tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let mut banner = Vec::new();
-    while !banner.iter().any(|l: &String| l.starts_with("Ctrl-C")) {
-        match lines.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) => banner.push(line),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let said = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-                panic!("cluster up never said it was up: {banner:?}; its stderr:\n{said}");
-            }
-        }
-    }
-    (child, banner)
 }
 
 /// `cluster up` grows a Raft cluster by adding members and shrinks it by removing the newest,
@@ -996,12 +950,12 @@ async fn cluster_up_grows_and_shrinks(protocol: &str) {
         assert!(status.success(), "{status}");
     };
 
-    let (child, banner) = cluster_up(&data, base, 3, protocol);
+    let (child, banner) = common::cluster_up(&data, base, 3, protocol, &[]);
     assert!(banner[0].contains("3 nodes up"), "{banner:?}");
     put_until_ok(&client(1), "resize", "before", Duration::from_secs(15)).await;
     stop(child);
 
-    let (child, banner) = cluster_up(&data, base, 4, protocol);
+    let (child, banner) = common::cluster_up(&data, base, 4, protocol, &[]);
     assert!(
         banner.iter().any(|l| l == "synod: added node 4"),
         "{banner:?}"
@@ -1019,13 +973,13 @@ async fn cluster_up_grows_and_shrinks(protocol: &str) {
     stop(child);
 
     // Restarted as it is now, then shrunk: the newest member goes, with its data.
-    let (child, banner) = cluster_up(&data, base, 4, protocol);
+    let (child, banner) = common::cluster_up(&data, base, 4, protocol, &[]);
     assert!(
         banner.iter().any(|l| l.contains("4 nodes up")),
         "{banner:?}"
     );
     stop(child);
-    let (child, banner) = cluster_up(&data, base, 3, protocol);
+    let (child, banner) = common::cluster_up(&data, base, 3, protocol, &[]);
     assert!(
         banner.iter().any(|l| l == "synod: removed node 4"),
         "{banner:?}"
@@ -1042,7 +996,7 @@ async fn cluster_up_grows_and_shrinks(protocol: &str) {
     stop(child);
 
     // Grown again, the new member gets a new id (never 4 again) and the ports that go with it.
-    let (child, banner) = cluster_up(&data, base, 4, protocol);
+    let (child, banner) = common::cluster_up(&data, base, 4, protocol, &[]);
     assert!(
         banner.iter().any(|l| l == "synod: added node 5"),
         "{banner:?}"

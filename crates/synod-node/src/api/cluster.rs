@@ -158,6 +158,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        self.0.check_admin(&request)?;
         let request = request.into_inner();
         let peer_urls = check_peer_urls(&request.peer_ur_ls)?;
         let change = MembershipChange::Add {
@@ -178,6 +179,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        self.0.check_admin(&request)?;
         let id = NodeId(request.get_ref().id);
         let (header, membership) = self.change(MembershipChange::Remove { id }).await?;
         Ok(Response::new(pb::MemberRemoveResponse {
@@ -190,6 +192,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        self.0.check_admin(&request)?;
         let request = request.into_inner();
         let change = MembershipChange::Update {
             id: NodeId(request.id),
@@ -206,6 +209,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        self.0.check_admin(&request)?;
         let id = NodeId(request.get_ref().id);
         let (header, membership) = self.change(MembershipChange::Promote { id }).await?;
         Ok(Response::new(pb::MemberPromoteResponse {
@@ -264,6 +268,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
+        self.0.check_admin(&request)?;
         super::learner::refuse(&self.0)?;
         use pb::alarm_request::AlarmAction;
         let api = &*self.0;
@@ -359,8 +364,9 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _request: Request<pb::DefragmentRequest>,
+        request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.0.check_admin(&request)?;
         super::learner::refuse(&self.0)?;
         // Nothing to defragment: the log is compacted by snapshots.
         Ok(Response::new(pb::DefragmentResponse {
@@ -370,8 +376,9 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
 
     async fn hash(
         &self,
-        _request: Request<pb::HashRequest>,
+        request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
+        self.0.check_admin(&request)?;
         // etcd hashes its whole database; Synod, its whole state machine as it would
         // snapshot it. Like etcd's, for tests: it differs between members that applied the
         // same entries but keep different client sessions.
@@ -394,6 +401,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
+        self.0.check_admin(&request)?;
         let revision = request.get_ref().revision;
         // A revision this member is about to apply (a peer's corruption check asks for the
         // leader's): wait a little for it rather than answer "future revision" at once.
@@ -422,8 +430,9 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _request: Request<pb::SnapshotRequest>,
+        request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.0.check_admin(&request)?;
         // This member's state machine as it is now, in Synod's backup format (see
         // `backup`): what `etcdctl snapshot save` stores and `synod snapshot restore` reads.
         // One at a time: each holds a whole encoding of the store until it is sent.
@@ -469,6 +478,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        self.0.check_admin(&request)?;
         super::learner::refuse(&self.0)?;
         let api = &*self.0;
         let target = NodeId(request.get_ref().target_id);

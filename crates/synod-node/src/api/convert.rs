@@ -226,7 +226,8 @@ pub fn txn_response(r: kv::TxnResponse, header: pb::ResponseHeader) -> pb::TxnRe
                 | kv::Response::LeaseGrant(_)
                 | kv::Response::LeaseRevoke
                 | kv::Response::LeaseEpoch
-                | kv::Response::Alarm(_) => return None,
+                | kv::Response::Alarm(_)
+                | kv::Response::Auth => return None,
             };
             Some(pb::ResponseOp { response: Some(op) })
         })

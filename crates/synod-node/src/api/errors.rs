@@ -123,6 +123,7 @@ pub fn kv(e: KvError) -> Status {
         KvError::Invalid(reason) => Status::invalid_argument(format!("etcdserver: {reason}")),
         KvError::NoSpace => no_space(),
         KvError::Corrupt => corrupt(),
+        KvError::Auth(e) => super::auth::status(e),
         // A command that does not decode, or a stale session request: neither comes from a
         // correct etcd client through this server.
         other @ (KvError::Malformed(_) | KvError::StaleRequest { .. }) => {

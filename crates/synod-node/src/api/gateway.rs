@@ -119,8 +119,14 @@ pub async fn call(api: &Arc<Api>, path: &str, body: &[u8]) -> Answer {
         "/v3/watch" => match parse::<pb::WatchRequest>(body) {
             // One request (a creation), then the watch's responses until the client goes.
             Ok(request) => {
+                // The gateway takes no credentials: while auth is on, this is refused.
+                let user = match api.caller(&Request::new(())) {
+                    Ok(user) => user,
+                    Err(status) => return error(&status),
+                };
                 let inbound = tokio_stream::once(Ok(request)).chain(tokio_stream::pending());
-                let responses = super::watch::start(api.clone(), inbound, StreamGuard::none());
+                let responses =
+                    super::watch::start(api.clone(), inbound, StreamGuard::none(), user);
                 lines(tokio_stream::wrappers::ReceiverStream::new(responses))
             }
             Err(answer) => answer,

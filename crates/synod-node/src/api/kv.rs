@@ -65,6 +65,11 @@ impl pb::kv_server::Kv for KvService {
     ) -> Result<Response<pb::RangeResponse>, Status> {
         let api = &*self.0;
         api.check_size(request.get_ref())?;
+        let keys = kv::KeyRange {
+            key: request.get_ref().key.clone(),
+            range_end: request.get_ref().range_end.clone(),
+        };
+        api.check_access(&request, synod_kv::auth::Access::Read, &keys)?;
         if request.get_ref().serializable {
             return api.local_range(request.get_ref()).map(Response::new);
         }
@@ -94,7 +99,7 @@ impl pb::kv_server::Kv for KvService {
         let api = &*self.0;
         api.check_size(request.get_ref())?;
         api.check_quota(request.get_ref().key.len() + request.get_ref().value.len())?;
-        let write = kv::Request::Put(convert::put(request.get_ref())?);
+        let write = api.as_caller(&request, kv::Request::Put(convert::put(request.get_ref())?))?;
         api.anywhere(request, |_| async {
             Ok(match api.write(&write).await? {
                 Attempt::Done(applied) => {
@@ -117,6 +122,7 @@ impl pb::kv_server::Kv for KvService {
         let api = &*self.0;
         api.check_size(request.get_ref())?;
         let write = kv::Request::DeleteRange(convert::delete(request.get_ref())?);
+        let write = api.as_caller(&request, write)?;
         api.anywhere(request, |_| async {
             Ok(match api.write(&write).await? {
                 Attempt::Done(applied) => {
@@ -146,6 +152,7 @@ impl pb::kv_server::Kv for KvService {
         if cost > 0 {
             api.check_quota(cost)?;
         }
+        let txn = api.as_caller(&request, txn)?;
         // Read-only transactions go through the log too: simple, and linearizable.
         api.anywhere(request, |_| async {
             Ok(match api.write(&txn).await? {
@@ -170,6 +177,7 @@ impl pb::kv_server::Kv for KvService {
         let compact = kv::Request::Compact(kv::CompactRequest {
             revision: request.get_ref().revision,
         });
+        let compact = api.as_caller(&request, compact)?;
         api.anywhere(request, |_| async {
             Ok(match api.write(&compact).await? {
                 Attempt::Done(applied) => Attempt::Done(pb::CompactionResponse {

@@ -111,6 +111,7 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        self.0.caller(&request)?;
         let api = &*self.0;
         if request.get_ref().ttl > TTL_MAX {
             return Err(errors::lease_ttl_too_large());
@@ -159,6 +160,11 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let revoke = synod_kv::LeaseRevokeRequest {
+            id: request.get_ref().id,
+        };
+        self.0
+            .as_caller(&request, synod_kv::Request::LeaseRevoke(revoke))?;
         let api = &*self.0;
         let id = request.get_ref().id;
         let revoke = kv::Request::LeaseRevoke(kv::LeaseRevokeRequest { id });
@@ -184,6 +190,7 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        self.0.caller(&request)?;
         let api = self.0.clone();
         let mut leader = stream_guard(&api, &request);
         let mut inbound = request.into_inner();
@@ -216,6 +223,7 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        self.0.caller(&request)?;
         let api = &*self.0;
         api.on_leader(
             request,
@@ -261,6 +269,7 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        self.0.caller(&request)?;
         let api = &*self.0;
         // No replica call of its own (a read of the store's lease table, always empty
         // here): refused as the other lease calls are, without a read round for nothing.

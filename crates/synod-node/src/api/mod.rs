@@ -6,6 +6,7 @@
 //! the leader's client port, marked so the leader does not forward them again. When there is
 //! no leader, requests wait for one until the request timeout.
 
+mod auth;
 mod cluster;
 pub mod convert;
 pub mod errors;
@@ -63,6 +64,11 @@ pub struct Api {
     /// One hash of the whole store at a time (`Hash`, `HashKV`): each copies the store.
     pub(crate) hashes: Arc<tokio::sync::Semaphore>,
     channels: Mutex<HashMap<NodeId, Channel>>,
+    /// How this member reaches other members' client ports to forward requests: with TLS
+    /// (its own certificate as the client's) when the client port has it.
+    forward_tls: Option<tonic::transport::ClientTlsConfig>,
+    /// Failed logins and password checks under way.
+    pub(crate) logins: auth::Logins,
 }
 
 /// How one attempt to serve a request locally went.
@@ -92,7 +98,15 @@ impl Api {
             snapshots: Arc::new(tokio::sync::Semaphore::new(1)),
             hashes: Arc::new(tokio::sync::Semaphore::new(1)),
             channels: Mutex::new(HashMap::new()),
+            forward_tls: None,
+            logins: auth::Logins::default(),
         }
+    }
+
+    /// Forwards to other members' client ports with this TLS configuration.
+    pub fn with_forward_tls(mut self, tls: Option<tonic::transport::ClientTlsConfig>) -> Api {
+        self.forward_tls = tls;
+        self
     }
 
     /// The response header etcd puts on every answer.
@@ -201,10 +215,13 @@ impl Api {
             return Some(channel.clone());
         }
         let url = self.directory.client_url(node)?;
-        let endpoint = Endpoint::from_shared(url)
+        let mut endpoint = Endpoint::from_shared(url)
             .ok()?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true);
+        if let Some(tls) = &self.forward_tls {
+            endpoint = endpoint.tls_config(tls.clone()).ok()?;
+        }
         let channel = endpoint.connect_lazy();
         channels.insert(node, channel.clone());
         Some(channel)
@@ -259,6 +276,10 @@ impl Api {
         RF: Future<Output = Result<Response<Resp>, Status>>,
     {
         let forwarded = request.metadata().contains_key(FORWARDED);
+        // The leader checks the caller again: it goes along as a token of its own.
+        let token = self
+            .forward_token(&request)
+            .and_then(|t| tonic::metadata::MetadataValue::try_from(t).ok());
         let body = request.into_inner();
         let deadline = Instant::now() + self.config.request_timeout;
         let me = self.node.shared.id;
@@ -278,6 +299,9 @@ impl Api {
                         request
                             .metadata_mut()
                             .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+                        if let Some(token) = &token {
+                            request.metadata_mut().insert(auth::TOKEN, token.clone());
+                        }
                         match remote(channel, request).await {
                             Ok(mut response) => {
                                 // The answer comes from this member, as etcd's would.
@@ -393,13 +417,15 @@ pub fn router(
     // gRPC's own limit sits above etcd's request limit, so requests between the two get
     // etcd's "request is too large" rather than a transport error (etcd does the same).
     let decode_max = api.config.max_request_bytes + (512 << 10);
-    // Every service refuses marked requests without a leader; some refuse learners too.
+    // Every service finds the caller (refusing a bad token), refuses marked requests
+    // without a leader; some refuse learners too.
     let guard = |learners| {
-        let (mut leader, mut learner) = (
+        let (mut caller, mut leader, mut learner) = (
+            auth::guard(api.clone()),
             leadership::guard(api.clone()),
             learner::guard(api.clone(), learners),
         );
-        move |request| leader(request).and_then(&mut learner)
+        move |request| caller(request).and_then(&mut leader).and_then(&mut learner)
     };
     use learner::Learners::{Refused, Served};
     server
@@ -429,6 +455,10 @@ pub fn router(
                 api.clone(),
             )),
             guard(Served),
+        ))
+        .add_service(InterceptedService::new(
+            pb::auth_server::AuthServer::new(auth::AuthService(api.clone())),
+            guard(Refused),
         ))
         .add_service(InterceptedService::new(
             synod_proto::v3lockpb::lock_server::LockServer::new(recipes::LockService(api.clone()))

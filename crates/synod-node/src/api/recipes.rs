@@ -282,6 +282,11 @@ impl lpb::lock_server::Lock for LockService {
         &self,
         request: Request<lpb::LockRequest>,
     ) -> Result<Response<lpb::LockResponse>, Status> {
+        self.0.check_access(
+            &request,
+            synod_kv::auth::Access::Write,
+            &kv::KeyRange::prefix(&request.get_ref().name),
+        )?;
         let api = &self.0;
         let asked = request.into_inner();
         api.check_size(&asked)?;
@@ -296,6 +301,11 @@ impl lpb::lock_server::Lock for LockService {
         &self,
         request: Request<lpb::UnlockRequest>,
     ) -> Result<Response<lpb::UnlockResponse>, Status> {
+        self.0.check_access(
+            &request,
+            synod_kv::auth::Access::Write,
+            &kv::KeyRange::key(&request.get_ref().key),
+        )?;
         let api = &self.0;
         let delete = kv::Request::DeleteRange(kv::DeleteRangeRequest {
             range: kv::KeyRange::key(&request.get_ref().key),
@@ -343,6 +353,11 @@ impl epb::election_server::Election for ElectionService {
         &self,
         request: Request<epb::CampaignRequest>,
     ) -> Result<Response<epb::CampaignResponse>, Status> {
+        self.0.check_access(
+            &request,
+            synod_kv::auth::Access::Write,
+            &kv::KeyRange::prefix(&request.get_ref().name),
+        )?;
         let api = &self.0;
         let asked = request.into_inner();
         api.check_size(&asked)?;
@@ -363,6 +378,14 @@ impl epb::election_server::Election for ElectionService {
         &self,
         request: Request<epb::ProclaimRequest>,
     ) -> Result<Response<epb::ProclaimResponse>, Status> {
+        let key = request
+            .get_ref()
+            .leader
+            .as_ref()
+            .map(|l| kv::KeyRange::key(&l.key))
+            .unwrap_or_default();
+        self.0
+            .check_access(&request, synod_kv::auth::Access::Write, &key)?;
         let api = &self.0;
         let asked = request.into_inner();
         api.check_size(&asked)?;
@@ -379,6 +402,11 @@ impl epb::election_server::Election for ElectionService {
         &self,
         request: Request<epb::LeaderRequest>,
     ) -> Result<Response<epb::LeaderResponse>, Status> {
+        self.0.check_access(
+            &request,
+            synod_kv::auth::Access::Read,
+            &kv::KeyRange::prefix(&request.get_ref().name),
+        )?;
         let api = &self.0;
         let (revision, leader) = leader_of(api, &request.get_ref().name).await?;
         let kv = leader.ok_or_else(|| Status::unknown(NO_LEADER))?;
@@ -394,6 +422,11 @@ impl epb::election_server::Election for ElectionService {
         &self,
         request: Request<epb::LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        self.0.check_access(
+            &request,
+            synod_kv::auth::Access::Read,
+            &kv::KeyRange::prefix(&request.get_ref().name),
+        )?;
         let api = self.0.clone();
         let range = kv::RangeRequest {
             range: kv::KeyRange::prefix(prefix(&request.get_ref().name)),
@@ -445,6 +478,14 @@ impl epb::election_server::Election for ElectionService {
         &self,
         request: Request<epb::ResignRequest>,
     ) -> Result<Response<epb::ResignResponse>, Status> {
+        let key = request
+            .get_ref()
+            .leader
+            .as_ref()
+            .map(|l| kv::KeyRange::key(&l.key))
+            .unwrap_or_default();
+        self.0
+            .check_access(&request, synod_kv::auth::Access::Write, &key)?;
         let api = &self.0;
         let leader = request
             .into_inner()

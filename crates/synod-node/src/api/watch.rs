@@ -44,7 +44,8 @@ impl pb::watch_server::Watch for WatchService {
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let leader = stream_guard(&self.0, &request);
-        let responses = start(self.0.clone(), request.into_inner(), leader);
+        let user = self.0.caller(&request)?;
+        let responses = start(self.0.clone(), request.into_inner(), leader, user);
         Ok(Response::new(ReceiverStream::new(responses)))
     }
 }
@@ -56,10 +57,12 @@ pub(crate) fn start(
     api: Arc<Api>,
     inbound: impl Stream<Item = Result<pb::WatchRequest, Status>> + Send + Unpin + 'static,
     leader: StreamGuard,
+    user: Option<String>,
 ) -> mpsc::Receiver<Result<pb::WatchResponse, Status>> {
     let (out, responses) = mpsc::channel(64);
     let session = Session {
         api,
+        user,
         out,
         watchers: BTreeMap::new(),
         next_id: 0,
@@ -95,6 +98,9 @@ struct Gone;
 
 struct Session {
     api: Arc<Api>,
+    /// Who opened the stream, while auth is on: each watch it creates needs read access to
+    /// its keys.
+    user: Option<String>,
     out: mpsc::Sender<Result<pb::WatchResponse, Status>>,
     watchers: BTreeMap<i64, Watcher>,
     /// The next id to hand out: it only grows, so no id is used twice on a stream.
@@ -105,6 +111,7 @@ struct Session {
 const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
 const COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted";
 const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
+const PERMISSION_DENIED: &str = "etcdserver: permission denied";
 
 impl Session {
     async fn run(
@@ -213,6 +220,22 @@ impl Session {
             // etcd reads an empty key as the smallest key, so that an empty key with a range
             // end of "\0" watches every key.
             create.key = vec![0].into();
+        }
+        if let Some(user) = &self.user {
+            let range = KeyRange {
+                key: create.key.clone(),
+                range_end: create.range_end.clone(),
+            };
+            let allowed =
+                self.api
+                    .node
+                    .shared
+                    .kv()
+                    .auth()
+                    .allows(user, synod_kv::auth::Access::Read, &range);
+            if !allowed {
+                return self.send(refuse(PERMISSION_DENIED)).await;
+            }
         }
         let created = pb::WatchResponse {
             header: Some(header),

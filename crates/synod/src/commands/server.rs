@@ -128,6 +128,9 @@ pub struct ServerArgs {
     /// better with a share of its cores each.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// How long a token from Authenticate is good for, in seconds (etcd's, default 300).
+    #[arg(long, value_name = "SECONDS")]
+    pub auth_token_ttl: Option<u64>,
     /// TLS on the client port: this server's certificate (PEM). Clients must then speak
     /// TLS, and the advertised client URL is `https://`.
     #[arg(long, value_name = "FILE")]
@@ -224,6 +227,8 @@ struct FileConfig {
     #[serde(alias = "corrupt_check_time")]
     corrupt_check_time: Option<String>,
     threads: Option<usize>,
+    #[serde(alias = "auth_token_ttl")]
+    auth_token_ttl: Option<u64>,
     #[serde(alias = "cert_file")]
     cert_file: Option<PathBuf>,
     #[serde(alias = "key_file")]
@@ -360,6 +365,12 @@ pub fn resolve(args: &ServerArgs) -> anyhow::Result<(ServerConfig, Option<usize>
         pick!(auto_compaction_mode).as_deref(),
         pick!(auto_compaction_retention).as_deref(),
     )?;
+    if let Some(ttl) = pick!(auth_token_ttl) {
+        if ttl == 0 {
+            bail!("--auth-token-ttl must be at least 1 second");
+        }
+        config.auth_token_ttl = Duration::from_secs(ttl);
+    }
     config.client_tls = tls_files(
         "",
         pick!(cert_file),

@@ -95,6 +95,8 @@ pub struct Cluster {
     pub extra: Vec<String>,
     /// Run with short election and heartbeat timeouts, so tests see failovers quickly.
     short_timeouts: bool,
+    /// TLS on clients and peers, with client certificates required.
+    pub tls: Option<ClientCerts>,
     /// Keep the directory (and logs) for a look after a failure.
     keep: bool,
 }
@@ -103,7 +105,13 @@ impl Cluster {
     /// Starts `n` members with short timeouts (election 500 ms, heartbeat 50 ms) and `extra`
     /// flags on each.
     pub fn start(name: &str, n: u64, extra: &[&str]) -> Cluster {
-        Cluster::build(name, n, extra, |_| None, true)
+        Cluster::build(name, n, extra, |_| None, true, false)
+    }
+
+    /// As [`Cluster::start`], with TLS on the client port and between members, client
+    /// certificates required on both (a CA and certificates made for the cluster).
+    pub fn start_tls(name: &str, n: u64, extra: &[&str]) -> Cluster {
+        Cluster::build(name, n, extra, |_| None, true, true)
     }
 
     /// As [`Cluster::start`], with member `id`'s data directory where `data_dir(id)` says
@@ -114,12 +122,12 @@ impl Cluster {
         extra: &[&str],
         data_dir: impl Fn(u64) -> Option<PathBuf>,
     ) -> Cluster {
-        Cluster::build(name, n, extra, data_dir, true)
+        Cluster::build(name, n, extra, data_dir, true, false)
     }
 
     /// As [`Cluster::start`], with the server's default timeouts (as `cluster up` runs).
     pub fn start_with_default_timeouts(name: &str, n: u64, extra: &[&str]) -> Cluster {
-        Cluster::build(name, n, extra, |_| None, false)
+        Cluster::build(name, n, extra, |_| None, false, false)
     }
 
     fn build(
@@ -128,8 +136,24 @@ impl Cluster {
         extra: &[&str],
         data_dir: impl Fn(u64) -> Option<PathBuf>,
         short_timeouts: bool,
+        tls: bool,
     ) -> Cluster {
         let root = temp_dir(name);
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let tls = tls.then(|| {
+            let certs = make_certs(&root.join("tls"));
+            let dir = root.join("tls");
+            let file = |name: &str| dir.join(name).display().to_string();
+            for side in ["", "peer-"] {
+                extra.extend([
+                    format!("--{side}cert-file={}", file("server.crt")),
+                    format!("--{side}key-file={}", file("server.key")),
+                    format!("--{side}trusted-ca-file={}", file("ca.crt")),
+                    format!("--{side}client-cert-auth"),
+                ]);
+            }
+            certs
+        });
         let members: Vec<Member> = (1..=n)
             .map(|id| Member {
                 id,
@@ -151,8 +175,9 @@ impl Cluster {
             root,
             members,
             initial_cluster,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra,
             short_timeouts,
+            tls,
             keep: false,
         };
         for id in 1..=n {
@@ -208,6 +233,11 @@ impl Cluster {
         if self.short_timeouts {
             let timeouts = ["--election-timeout-ms", "500", "--heartbeat-ms", "50"];
             extra.splice(0..0, timeouts.map(String::from));
+        }
+        if let Some(certs) = &self.tls {
+            let client = self.member(id).client.clone();
+            let mut members = TLS_MEMBERS.lock().unwrap_or_else(|p| p.into_inner());
+            members.insert(client, certs.clone());
         }
         let member = self.member_mut(id);
         let log = std::fs::OpenOptions::new()
@@ -396,10 +426,73 @@ pub fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
     }
 }
 
+/// What a client presents to a member that runs TLS: the CA to check it against, and a
+/// certificate (for `--client-cert-auth`), whose common name is `root`.
+#[derive(Clone, Debug)]
+pub struct ClientCerts {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ClientCerts {
+    /// etcdctl's flags for them.
+    pub fn etcdctl_flags(&self) -> Vec<String> {
+        vec![
+            format!("--cacert={}", self.ca.display()),
+            format!("--cert={}", self.cert.display()),
+            format!("--key={}", self.key.display()),
+        ]
+    }
+}
+
+/// Client addresses of members that run TLS, and how to reach them: every helper here (and
+/// the etcdctl tests' runner) looks an address up, so one test body runs with TLS or without.
+static TLS_MEMBERS: std::sync::Mutex<std::collections::BTreeMap<String, ClientCerts>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// How to reach `address` (`host:port`, or a list or URL naming it first) if it runs TLS.
+pub fn tls_of(address: &str) -> Option<ClientCerts> {
+    let first = address.split(',').next().unwrap_or(address);
+    let first = first.split_once("://").map_or(first, |(_, rest)| rest);
+    let members = TLS_MEMBERS.lock().unwrap_or_else(|p| p.into_inner());
+    members.get(first.trim_end_matches('/')).cloned()
+}
+
+/// A CA and certificates for a test cluster under `dir`: one for every member (clients and
+/// peers, valid for 127.0.0.1) and a client certificate for `root`.
+pub fn make_certs(dir: &Path) -> ClientCerts {
+    let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+    let files =
+        synod_node::tls::authority::generate(dir, "test CA", &[("server", &hosts)], &["root"])
+            .expect("make certificates");
+    let (cert, key) = files.of("root").expect("root's");
+    ClientCerts {
+        ca: files.ca.clone(),
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+    }
+}
+
 /// A channel to one client address; connects lazily, so a dead member fails per request.
 pub fn channel(address: &str) -> Channel {
-    Endpoint::from_shared(format!("http://{address}"))
-        .expect("a valid address")
+    let endpoint = match tls_of(address) {
+        None => Endpoint::from_shared(format!("http://{address}")).expect("a valid address"),
+        Some(certs) => {
+            let read = |path: &PathBuf| std::fs::read(path).expect("read a certificate");
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(read(&certs.ca)))
+                .identity(tonic::transport::Identity::from_pem(
+                    read(&certs.cert),
+                    read(&certs.key),
+                ));
+            Endpoint::from_shared(format!("https://{address}"))
+                .expect("a valid address")
+                .tls_config(tls)
+                .expect("TLS settings")
+        }
+    };
+    endpoint
         .connect_timeout(Duration::from_millis(500))
         .timeout(Duration::from_secs(3))
         .connect_lazy()
@@ -505,4 +598,52 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// Runs `synod cluster up --nodes N` (and `extra` flags) on `data` until it says it is up; returns the process
+/// and what it printed.
+pub fn cluster_up(
+    data: &std::path::Path,
+    base: u16,
+    nodes: u64,
+    protocol: &str,
+    extra: &[&str],
+) -> (std::process::Child, Vec<String>) {
+    use std::io::BufRead;
+    let stderr_path = data.with_extension(format!("up{nodes}.stderr"));
+    let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+    let mut child = std::process::Command::new(SYNOD)
+        .args(["cluster", "up", "--nodes", &nodes.to_string()])
+        .args(["--protocol", protocol])
+        .args(["--base-port", &base.to_string()])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("start cluster up");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut banner = Vec::new();
+    while !banner.iter().any(|l: &String| l.starts_with("Ctrl-C")) {
+        match lines.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => banner.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let said = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                panic!("cluster up never said it was up: {banner:?}; its stderr:\n{said}");
+            }
+        }
+    }
+    (child, banner)
 }
