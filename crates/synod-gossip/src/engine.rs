@@ -568,6 +568,13 @@ impl Gossip {
         let Ok(request) = Request::decode(&proposal.command) else {
             return Err(Rejection::Unsupported("the command does not decode"));
         };
+        // A client's write names its user; gossip has no log to agree on users and roles,
+        // so auth is never on under it (enabling it is refused below) and the write is taken
+        // as it is.
+        let request = match request {
+            Request::As { request, .. } => *request,
+            other => other,
+        };
         Ok(match &request {
             Request::Put(put) if put.lease != 0 || put.ignore_lease => {
                 return Err(Rejection::Unsupported(
@@ -600,6 +607,11 @@ impl Gossip {
             Request::Txn(_) => {
                 return Err(Rejection::Unsupported(
                     "a transaction compares and writes atomically, which needs consensus; gossip takes put, range and delete",
+                ));
+            }
+            Request::Auth(_) => {
+                return Err(Rejection::Unsupported(
+                    "users, roles and auth need a log every member applies alike, which only consensus gives",
                 ));
             }
             _ => {

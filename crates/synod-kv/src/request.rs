@@ -37,11 +37,17 @@ pub enum Request {
     Alarm(AlarmRequest),
     /// A change to users, roles, or whether auth is on.
     Auth(AuthRequest),
-    /// `request`, made by `user`: while auth is on, it runs only if the user's permissions
-    /// (as they are when it is applied) allow it.
+    /// `request`, made by a client as `user`: while auth is on, it runs only if the user's
+    /// permissions (as they are when it is applied) allow it, and, for a user that showed a
+    /// token, only if its password has not changed since the token was issued. A request
+    /// taken while auth was off has no user: if auth is on by the time it is applied, it is
+    /// refused.
     As {
-        /// Who asked.
-        user: String,
+        /// Who asked (`None`: auth was off where the request was taken).
+        user: Option<String>,
+        /// The auth revision the user's password was set at, as the token says (`None`: the
+        /// user came by client certificate).
+        since: Option<u64>,
         /// What.
         request: Box<Request>,
     },
@@ -561,8 +567,16 @@ impl Request {
                 enc.u64(TAG_AUTH);
                 a.encode(enc);
             }
-            Request::As { user, request } => {
-                enc.u64(TAG_AS).bytes(user.as_bytes());
+            Request::As {
+                user,
+                since,
+                request,
+            } => {
+                enc.u64(TAG_AS)
+                    .bool(user.is_some())
+                    .bytes(user.as_deref().unwrap_or("").as_bytes())
+                    .bool(since.is_some())
+                    .u64(since.unwrap_or(0));
                 request.encode_into(enc);
             }
         }
@@ -639,6 +653,7 @@ impl Request {
             }),
             TAG_AUTH => Request::Auth(AuthRequest::decode(dec)?),
             TAG_AS => {
+                let has_user = dec.bool("has user")?;
                 let user = dec.bytes("user")?;
                 let user =
                     String::from_utf8(user.to_vec()).map_err(|_| DecodeError::UnknownTag {
@@ -646,7 +661,11 @@ impl Request {
                         tag: TAG_AS,
                         offset,
                     })?;
-                let request = Request::decode_from(dec, depth + 1)?;
+                let has_since = dec.bool("has since")?;
+                let since = dec.u64("since")?;
+                // At the top only (checked below), so the request inside is decoded at the
+                // same depth: a user's request nests as deep as anyone's.
+                let request = Request::decode_from(dec, depth)?;
                 if matches!(request, Request::As { .. }) || depth > 0 {
                     return Err(DecodeError::UnknownTag {
                         what: "a user's request inside another",
@@ -655,7 +674,8 @@ impl Request {
                     });
                 }
                 Request::As {
-                    user,
+                    user: has_user.then_some(user),
+                    since: has_since.then_some(since),
                     request: Box::new(request),
                 }
             }

@@ -280,8 +280,20 @@ impl KvStore {
     /// that fails changes nothing.
     pub fn execute(&mut self, request: &Request) -> Result<Applied, KvError> {
         match request {
-            Request::As { user, request } => {
+            Request::As {
+                user,
+                since,
+                request,
+            } => {
                 if self.auth.enabled {
+                    use crate::auth::AuthError;
+                    let Some(user) = user else {
+                        return Err(KvError::Auth(AuthError::UserEmpty));
+                    };
+                    let current = self.auth.users.get(user).map(|u| u.since);
+                    if since.is_some() && *since != current {
+                        return Err(KvError::Auth(AuthError::InvalidAuthToken));
+                    }
                     self.check_user(user, request).map_err(KvError::Auth)?;
                 }
                 return self.execute(request);

@@ -56,9 +56,14 @@ pub async fn check(api: &Api) {
         let Some(channel) = api.channel(peer) else {
             continue;
         };
-        let asked = pb::HashKvRequest {
+        let mut asked = tonic::Request::new(pb::HashKvRequest {
             revision: mine.revision,
-        };
+        });
+        // HashKV is root's while auth is on: a member asks as root, as it may (it holds
+        // the key tokens are signed with).
+        if let Some(token) = api.member_token() {
+            asked.metadata_mut().insert(crate::api::TOKEN, token);
+        }
         let answer = tokio::time::timeout(
             api.config.request_timeout,
             MaintenanceClient::new(channel).hash_kv(asked),

@@ -120,9 +120,14 @@ pub async fn establish(
             "joining a running cluster: waiting for a member to dial (after `member add` of this peer URL)"
         );
         let settings = config.replicated_settings();
-        let (cluster_id, id) =
-            crate::transport::await_identity(peer_listener, &settings, Duration::from_secs(5), tls)
-                .await;
+        let (cluster_id, id) = crate::transport::await_identity(
+            peer_listener,
+            &settings,
+            Duration::from_secs(5),
+            tls,
+            &config.initial_cluster.values().cloned().collect(),
+        )
+        .await;
         Identity {
             id,
             cluster_id,

@@ -171,6 +171,13 @@ async fn start_with<P: Protocol>(
         })?)),
         None => None,
     };
+    if config
+        .peer_tls
+        .as_ref()
+        .is_some_and(|files| !files.client_cert_auth)
+    {
+        warn!("peer TLS without --peer-client-cert-auth: anyone who reaches the peer port can speak for a member (and so change users and roles); give --peer-client-cert-auth");
+    }
     let metrics = Arc::new(Metrics::default());
     let (disk, disk_events, recovered) = Disk::open(&config.data_dir, P::NAME, metrics.clone())
         .map_err(|cause| StartError::Storage {
@@ -253,6 +260,7 @@ async fn start_with<P: Protocol>(
     transport_config.peer_address = advertised_peer.clone();
     transport_config.settings = config.replicated_settings();
     transport_config.tls = peer_tls;
+    transport_config.listed = config.initial_cluster.values().cloned().collect();
     // A connection whose data goes unacknowledged for an election timeout is given up and
     // redialled, so a healed network carries messages again within about that time.
     transport_config.stall_timeout = config.election_timeout.max(Duration::from_millis(500));

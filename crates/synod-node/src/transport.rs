@@ -55,8 +55,9 @@ use crate::tls::{Io, PeerTls};
 /// commit point with TakeOver; the membership with DNS's last full-transfer chunk).
 /// 12: gossip membership changes (the epoch and listing on pings and acks, the agreement
 /// messages). 13: gossip's removed members hand over (`Held`), and the agreement's answers
-/// name what they answer (nonces, the value accepted).
-pub const PROTOCOL_VERSION: u16 = 13;
+/// name what they answer (nonces, the value accepted). 14: auth in the log (users, roles, a
+/// client's request with its user), snapshot format 5.
+pub const PROTOCOL_VERSION: u16 = 14;
 const MAGIC: [u8; 4] = *b"SYNP";
 /// Each of a handshake's variable parts (the client URL, the settings) is at most this long.
 const URL_BYTES_MAX: usize = 1024;
@@ -96,6 +97,10 @@ pub struct TransportConfig {
     pub stall_timeout: Duration,
     /// TLS on every connection, both ways (`None`: plain TCP).
     pub tls: Option<Arc<PeerTls>>,
+    /// The peer addresses of the cluster list this node was started with: with TLS, a
+    /// dialler this node knows no address of (while it joins) must be at one of these, and
+    /// its certificate valid for it.
+    pub listed: BTreeSet<String>,
 }
 
 impl TransportConfig {
@@ -116,6 +121,7 @@ impl TransportConfig {
             connect_timeout: Duration::from_secs(1),
             stall_timeout: Duration::from_secs(2),
             tls: None,
+            listed: BTreeSet::new(),
         }
     }
 }
@@ -652,6 +658,7 @@ pub async fn await_identity(
     settings: &str,
     timeout: Duration,
     tls: Option<&PeerTls>,
+    listed: &BTreeSet<String>,
 ) -> (u64, NodeId) {
     loop {
         let (stream, remote) = match listener.accept().await {
@@ -687,8 +694,11 @@ pub async fn await_identity(
             }
             Ok(Ok(hello))
                 if tls.is_some_and(|tls| {
-                    tls.check_member(cert.as_ref(), &hello.peer_address)
-                        .is_err()
+                    tls.client_cert_auth
+                        && (!listed.contains(&hello.peer_address)
+                            || tls
+                                .check_member(cert.as_ref(), &hello.peer_address)
+                                .is_err())
                 }) =>
             {
                 warn!(%remote, member = %hello.from, address = %hello.peer_address,
@@ -981,8 +991,15 @@ impl<M: Wire + Send + 'static> Acceptor<M> {
                 refusal.explain()
             )));
         }
-        if let Some((tls, cert)) = tls {
-            let address = self.address_of(&hello);
+        if let Some((tls, cert)) = tls.filter(|(tls, _)| tls.client_cert_auth) {
+            let Some(address) = self.address_of(&hello) else {
+                TransportStats::add(&self.stats.handshakes_refused, 1);
+                let _ = write_answer(&mut stream, Err(Refusal::Identity)).await;
+                return Err(invalid(format!(
+                    "refused {}: it says it listens at {}, where this node knows no member",
+                    hello.from, hello.peer_address
+                )));
+            };
             if let Err(why) = tls.check_member(cert.as_ref(), &address) {
                 TransportStats::add(&self.stats.handshakes_refused, 1);
                 let _ = write_answer(&mut stream, Err(Refusal::Identity)).await;
@@ -1014,8 +1031,17 @@ impl<M: Wire + Send + 'static> Acceptor<M> {
         };
         // Anyone while open, and a former member (admitted although not a peer), is answered
         // where it listens.
+        // (A former member's way back, learnt from the membership, is not overwritten by what
+        // it says.)
         if (open || !peer) && !hello.peer_address.is_empty() {
-            lock(&self.dialled_by).insert(hello.from, hello.peer_address.clone());
+            let mut dialled = lock(&self.dialled_by);
+            if open {
+                dialled.insert(hello.from, hello.peer_address.clone());
+            } else {
+                dialled
+                    .entry(hello.from)
+                    .or_insert_with(|| hello.peer_address.clone());
+            }
         }
         self.directory.learn(hello.from, hello.client_url);
         let from = hello.from;
@@ -1063,17 +1089,22 @@ impl<M: Wire + Send + 'static> Acceptor<M> {
 
     /// Where the member `hello` names listens for peers, as this node knows it (as it says,
     /// while this node knows no membership).
-    fn address_of(&self, hello: &Hello) -> String {
+    /// `None` when this node knows of no such member there: what a dialler says of itself
+    /// is taken only at an address of the cluster list this node was started with.
+    fn address_of(&self, hello: &Hello) -> Option<String> {
         let admitted = self
             .admitted
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        admitted
+        let known = admitted
             .as_ref()
             .and_then(|peers| peers.get(&hello.from))
             .or(lock(&self.dialled_by).get(&hello.from))
-            .cloned()
-            .unwrap_or_else(|| hello.peer_address.clone())
+            .cloned();
+        known.or_else(|| {
+            let listed = self.config.listed.contains(&hello.peer_address);
+            listed.then(|| hello.peer_address.clone())
+        })
     }
 
     fn check(&self, hello: &Hello) -> Result<(), Refusal> {

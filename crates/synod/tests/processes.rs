@@ -114,6 +114,13 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
     killing_a_member_under_load_loses_no_acknowledged_write("raft").await;
 }
 
+/// The same with TLS on clients and peers (client certificates required): the leader's
+/// successor is elected over TLS links, and the clients reconnect with their certificates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_under_load_over_tls_loses_no_acknowledged_write() {
+    killing_a_member_of_under_load_loses_no_acknowledged_write(Cluster::start_tls, "raft").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_multi_paxos_leader_under_load_loses_no_acknowledged_write() {
     killing_a_member_under_load_loses_no_acknowledged_write("multi-paxos").await;
@@ -139,7 +146,14 @@ async fn killing_a_basic_paxos_proposer_under_load_loses_no_acknowledged_write()
 /// Six clients write and read through every member while the leader (under Basic Paxos, which
 /// has none, member 1) is killed and restarted; their history must be linearizable.
 async fn killing_a_member_under_load_loses_no_acknowledged_write(protocol: &str) {
-    let mut cluster = Cluster::start(protocol, 3, &["--protocol", protocol]);
+    killing_a_member_of_under_load_loses_no_acknowledged_write(Cluster::start, protocol).await;
+}
+
+async fn killing_a_member_of_under_load_loses_no_acknowledged_write(
+    start: fn(&str, u64, &[&str]) -> Cluster,
+    protocol: &str,
+) {
+    let mut cluster = start(protocol, 3, &["--protocol", protocol]);
     let first_leader = cluster.ready().await;
     let leader = first_leader.unwrap_or(1);
     let endpoints: Vec<String> = cluster.members.iter().map(|m| m.client.clone()).collect();
@@ -511,8 +525,21 @@ async fn a_paused_zab_leader_abdicates_and_serves_no_stale_read() {
 
 /// The leader is stopped (SIGSTOP) while the others elect another and write; woken, it must
 /// not answer a linearizable read with what it knew before.
+/// The same over TLS: a paused leader's peers cut it off over TLS links.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_over_tls_serves_no_stale_read() {
+    a_paused_leader_of_serves_no_stale_read(Cluster::start_tls, "raft").await;
+}
+
 async fn a_paused_leader_serves_no_stale_read(protocol: &str) {
-    let cluster = Cluster::start(protocol, 3, &["--protocol", protocol]);
+    a_paused_leader_of_serves_no_stale_read(Cluster::start, protocol).await;
+}
+
+async fn a_paused_leader_of_serves_no_stale_read(
+    start: fn(&str, u64, &[&str]) -> Cluster,
+    protocol: &str,
+) {
+    let cluster = start(protocol, 3, &["--protocol", protocol]);
     let leader = cluster.leader().await;
     let old = cluster.member(leader).client.clone();
     put_until_ok(&old, "k", "before", Duration::from_secs(5)).await;

@@ -54,7 +54,15 @@ const FORWARD_TOKEN_TTL: Duration = Duration::from_secs(30);
 /// Who made a request, as the interceptor found out: `None` when it gave no token and no
 /// client certificate.
 #[derive(Clone, Debug)]
-pub(crate) struct Caller(pub Option<String>);
+pub(crate) struct Caller(pub Option<Principal>);
+
+/// A user, and for one that showed a token, the password generation the token was issued
+/// for (the state machine refuses its writes once the password changed).
+#[derive(Clone, Debug)]
+pub(crate) struct Principal {
+    pub name: String,
+    pub since: Option<u64>,
+}
 
 /// The login bookkeeping of one member.
 #[derive(Debug)]
@@ -72,30 +80,69 @@ impl Default for Logins {
     }
 }
 
+/// Names tracked at once; past this, logins are refused until old windows pass.
+const NAMES_MAX: usize = 10_000;
+/// Bytes of a user name that count (longer names are tracked by this prefix).
+const NAME_BYTES_MAX: usize = 256;
+
 impl Logins {
-    fn locked_out(&self, name: &str) -> bool {
-        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        failures.get(name).is_some_and(|(since, count)| {
-            since.elapsed() < FAILURE_WINDOW && *count >= FAILURES_ALLOWED
-        })
+    fn key(name: &str) -> String {
+        let mut end = name.len().min(NAME_BYTES_MAX);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name[..end].to_string()
     }
 
-    /// Counts a failure; `true` the first time the name goes over the limit (to log once).
-    fn failed(&self, name: &str) -> bool {
+    /// Counts an attempt for `name` before its password is checked, so that attempts made
+    /// all at once count as much as attempts made one after another; refuses it once the
+    /// name has had [`FAILURES_ALLOWED`] within the window.
+    fn begin(&self, name: &str) -> Result<(), AuthError> {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        // Forget old windows, so the map cannot grow without bound under a flood of names.
-        if failures.len() > 10_000 {
+        if failures.len() >= NAMES_MAX {
             failures.retain(|_, (since, _)| since.elapsed() < FAILURE_WINDOW);
+            if failures.len() >= NAMES_MAX {
+                return Err(AuthError::TooManyRequests);
+            }
         }
         let entry = failures
-            .entry(name.to_string())
+            .entry(Self::key(name))
             .or_insert((Instant::now(), 0));
         if entry.0.elapsed() >= FAILURE_WINDOW {
             *entry = (Instant::now(), 0);
         }
+        if entry.1 >= FAILURES_ALLOWED {
+            return Err(AuthError::TooManyRequests);
+        }
         entry.1 += 1;
-        entry.1 == FAILURES_ALLOWED
+        Ok(())
     }
+
+    /// The attempt begun for `name` succeeded: it does not count.
+    fn succeeded(&self, name: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = failures.get_mut(&Self::key(name)) {
+            entry.1 = entry.1.saturating_sub(1);
+        }
+    }
+
+    /// The attempt begun for `name` failed; `true` when that used up its allowance (to log
+    /// once).
+    fn failed(&self, name: &str) -> bool {
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures
+            .get(&Self::key(name))
+            .is_some_and(|(_, count)| *count == FAILURES_ALLOWED)
+    }
+}
+
+/// A hash to check a password against when the user does not exist (or has no password),
+/// so that such a login costs what any other does and its answer's timing tells nothing.
+fn decoy_hash() -> Option<&'static str> {
+    static DECOY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    DECOY
+        .get_or_init(|| bcrypt::hash("synod: no such user", BCRYPT_COST).ok())
+        .as_deref()
 }
 
 /// An auth error as etcd's gRPC status.
@@ -148,8 +195,9 @@ pub(crate) fn issue(auth: &AuthState, user: &str, ttl: Duration) -> Option<Strin
     Some(format!("{body}.{}", hex(&signature)))
 }
 
-/// The user a token names, if it verifies, has not expired, and its user is unchanged.
-pub(crate) fn verify(auth: &AuthState, token: &str) -> Result<String, AuthError> {
+/// The user a token names (and the password generation it was issued for), if it verifies,
+/// has not expired, and its user is unchanged.
+pub(crate) fn verify(auth: &AuthState, token: &str) -> Result<(String, u64), AuthError> {
     let invalid = AuthError::InvalidAuthToken;
     let (body, signature) = token.rsplit_once('.').ok_or(invalid)?;
     let signature = unhex(signature).ok_or(invalid)?;
@@ -169,13 +217,16 @@ pub(crate) fn verify(auth: &AuthState, token: &str) -> Result<String, AuthError>
     if expiry <= now_secs() || auth.users.get(&name).is_none_or(|u| u.since != since) {
         return Err(invalid);
     }
-    Ok(name)
+    Ok((name, since))
 }
 
 /// An interceptor for every service: finds the caller (token first, else the client
-/// certificate's common name) and refuses a token that does not verify while auth is on.
+/// certificate's common name) and refuses a token that does not verify while auth is on
+/// (etcd's clients log in again when told so). With `lenient` (the Auth service, where a
+/// client with a stale token comes to log in again), such a token counts as none.
 pub(crate) fn guard(
     api: Arc<Api>,
+    lenient: bool,
 ) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |mut request: Request<()>| {
         let store = api.node.shared.kv();
@@ -185,15 +236,27 @@ pub(crate) fn guard(
         }
         let caller = match request.metadata().get(TOKEN) {
             Some(token) => {
-                let token = token
+                let verified = token
                     .to_str()
-                    .map_err(|_| status(AuthError::InvalidAuthToken))?;
-                Some(verify(auth, token).map_err(status)?)
+                    .map_err(|_| AuthError::InvalidAuthToken)
+                    .and_then(|token| verify(auth, token));
+                match verified {
+                    Ok((name, since)) => Some(Principal {
+                        name,
+                        since: Some(since),
+                    }),
+                    Err(_) if lenient => None,
+                    Err(e) => return Err(status(e)),
+                }
             }
             None => request
                 .extensions()
                 .get::<ClientInfo>()
-                .and_then(|info| info.common_name.as_deref().map(String::from)),
+                .and_then(|info| info.common_name.as_deref())
+                .map(|name| Principal {
+                    name: name.to_string(),
+                    since: None,
+                }),
         };
         drop(store);
         request.extensions_mut().insert(Caller(caller));
@@ -205,32 +268,43 @@ impl Api {
     /// The user a request is made by while auth is on (`None` while it is off), or etcd's
     /// "user name is empty" for a request that names none.
     pub(crate) fn caller<T>(&self, request: &Request<T>) -> Result<Option<String>, Status> {
+        Ok(self.principal(request)?.map(|p| p.name))
+    }
+
+    /// [`Api::caller`], with the password generation of its token.
+    pub(crate) fn principal<T>(&self, request: &Request<T>) -> Result<Option<Principal>, Status> {
         if !self.node.shared.kv().auth().enabled {
             return Ok(None);
         }
         match request.extensions().get::<Caller>() {
-            Some(Caller(Some(user))) => Ok(Some(user.clone())),
+            Some(Caller(Some(principal))) => Ok(Some(principal.clone())),
             _ => Err(status(AuthError::UserEmpty)),
         }
     }
 
     /// `write` as made by the request's caller: checked now against the rules in force, and
-    /// again by the state machine when it is applied.
+    /// again by the state machine when it is applied (where a write taken while auth was off
+    /// is refused if auth is on by then).
     pub(crate) fn as_caller<T>(
         &self,
         request: &Request<T>,
         write: kv::Request,
     ) -> Result<kv::Request, Status> {
-        let Some(user) = self.caller(request)? else {
-            return Ok(write);
+        let Some(Principal { name, since }) = self.principal(request)? else {
+            return Ok(kv::Request::As {
+                user: None,
+                since: None,
+                request: Box::new(write),
+            });
         };
         self.node
             .shared
             .kv()
-            .check_user(&user, &write)
+            .check_user(&name, &write)
             .map_err(status)?;
         Ok(kv::Request::As {
-            user,
+            user: Some(name),
+            since,
             request: Box::new(write),
         })
     }
@@ -264,12 +338,26 @@ impl Api {
         }
     }
 
+    /// While auth is on, a short-lived token for root, for the calls members make to each
+    /// other's client ports on their own account (the corruption check's HashKV).
+    pub fn member_token(&self) -> Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+        let store = self.node.shared.kv();
+        if !store.auth().enabled {
+            return None;
+        }
+        issue(store.auth(), ROOT, FORWARD_TOKEN_TTL)?.parse().ok()
+    }
+
     /// A token for a request this member forwards on its caller's behalf.
     pub(crate) fn forward_token<T>(&self, request: &Request<T>) -> Option<String> {
-        let Some(Caller(Some(user))) = request.extensions().get::<Caller>() else {
+        let Some(Caller(Some(principal))) = request.extensions().get::<Caller>() else {
             return None;
         };
-        issue(self.node.shared.kv().auth(), user, FORWARD_TOKEN_TTL)
+        issue(
+            self.node.shared.kv().auth(),
+            &principal.name,
+            FORWARD_TOKEN_TTL,
+        )
     }
 
     /// Proposes an auth change made by the request's caller and waits for it.
@@ -377,9 +465,6 @@ impl pb::auth_server::Auth for AuthService {
             .get::<ClientInfo>()
             .and_then(|i| i.remote);
         let pb::AuthenticateRequest { name, password } = request.into_inner();
-        if api.logins.locked_out(&name) {
-            return Err(status(AuthError::TooManyRequests));
-        }
         let hash = {
             let store = api.node.shared.kv();
             if !store.auth().enabled {
@@ -391,23 +476,27 @@ impl pb::auth_server::Auth for AuthService {
                 .get(&name)
                 .and_then(|u| u.password_hash.clone())
         };
-        let verified = match hash {
-            Some(hash) => {
-                let _turn = api
-                    .logins
-                    .verifying
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| errors::stopped())?;
-                tokio::task::spawn_blocking(move || {
-                    bcrypt::verify(password, &hash).unwrap_or(false)
-                })
-                .await
-                .unwrap_or(false)
+        api.logins.begin(&name).map_err(status)?;
+        // At most a few password checks at once; a login that waits past the request
+        // timeout for its turn is told to come back later.
+        let turn = api.logins.verifying.clone().acquire_owned();
+        let turn = match tokio::time::timeout(api.config.request_timeout, turn).await {
+            Ok(Ok(turn)) => turn,
+            Ok(Err(_)) => return Err(errors::stopped()),
+            Err(_) => {
+                api.logins.succeeded(&name);
+                return Err(status(AuthError::TooManyRequests));
             }
-            None => false,
         };
+        let known = hash.is_some();
+        let hash = hash.or_else(|| decoy_hash().map(String::from));
+        let verified = tokio::task::spawn_blocking(move || {
+            let matches = hash.is_some_and(|h| bcrypt::verify(password, &h).unwrap_or(false));
+            matches && known
+        })
+        .await
+        .unwrap_or(false);
+        drop(turn);
         if !verified {
             if api.logins.failed(&name) {
                 warn!(user = %name, client = ?remote, window = ?FAILURE_WINDOW,
@@ -415,6 +504,7 @@ impl pb::auth_server::Auth for AuthService {
             }
             return Err(status(AuthError::AuthFailed));
         }
+        api.logins.succeeded(&name);
         let store = api.node.shared.kv();
         let token = issue(store.auth(), &name, api.config.auth_token_ttl)
             .ok_or_else(|| status(AuthError::AuthFailed))?;
@@ -687,7 +777,7 @@ mod tests {
     fn tokens_verify_until_their_user_or_key_changes() {
         let auth = auth_with("alice", 3);
         let token = issue(&auth, "alice", Duration::from_secs(60)).expect("issued");
-        assert_eq!(verify(&auth, &token), Ok("alice".into()));
+        assert_eq!(verify(&auth, &token), Ok(("alice".into(), 3)));
         // Another key (auth enabled again), a changed password, a deleted user.
         let mut rekeyed = auth.clone();
         rekeyed.token_key = Bytes::from_static(b"another key");
@@ -727,12 +817,33 @@ mod tests {
     fn failed_logins_lock_a_name_out_for_a_window() {
         let logins = Logins::default();
         for i in 1..FAILURES_ALLOWED {
-            assert!(!logins.failed("mallory"), "failure {i}");
-            assert!(!logins.locked_out("mallory"));
+            assert_eq!(logins.begin("mallory"), Ok(()), "attempt {i}");
+            assert!(!logins.failed("mallory"));
         }
+        assert_eq!(logins.begin("mallory"), Ok(()));
         assert!(logins.failed("mallory"), "the limit is reported once");
-        assert!(logins.locked_out("mallory"));
-        assert!(!logins.failed("mallory"));
-        assert!(!logins.locked_out("alice"), "other names are not affected");
+        assert_eq!(logins.begin("mallory"), Err(AuthError::TooManyRequests));
+        assert_eq!(
+            logins.begin("alice"),
+            Ok(()),
+            "other names are not affected"
+        );
+        // Attempts begun together count before any is checked; a success gives one back.
+        logins.succeeded("alice");
+        for _ in 0..FAILURES_ALLOWED {
+            assert_eq!(logins.begin("bob"), Ok(()));
+        }
+        assert_eq!(logins.begin("bob"), Err(AuthError::TooManyRequests));
+        logins.succeeded("bob");
+        assert_eq!(logins.begin("bob"), Ok(()));
+        // Very long names are tracked by their first bytes.
+        let long = "x".repeat(10_000);
+        for _ in 0..FAILURES_ALLOWED {
+            assert_eq!(logins.begin(&long), Ok(()));
+        }
+        assert_eq!(
+            logins.begin(&format!("{long}y")),
+            Err(AuthError::TooManyRequests)
+        );
     }
 }

@@ -95,8 +95,12 @@ pub async fn call(api: &Arc<Api>, path: &str, body: &[u8]) -> Answer {
         "/v3/lease/leases" | "/v3/kv/lease/leases" => unary!(lease, lease_leases),
         "/v3/lease/keepalive" => match parse::<pb::LeaseKeepAliveRequest>(body) {
             Ok(request) => {
+                // The gateway takes no credentials: while auth is on, this is refused.
+                if let Err(status) = api.caller(&Request::new(())) {
+                    return error(&status);
+                }
                 let (out, answer) = mpsc::channel(1);
-                let _ = out.try_send(line(api.keep_alive(request.id).await));
+                let _ = out.try_send(line(api.keep_alive(request.id, None).await));
                 Answer::Lines(answer)
             }
             Err(answer) => answer,

@@ -42,11 +42,17 @@ impl Api {
     /// long to come back here (a slow relay from the keeper, a process stalled in between) is
     /// not passed on: the keep-alive is asked again (renewing twice is harmless), and the
     /// holder hears a TTL at most half an election timeout after this member asked.
-    pub(crate) async fn keep_alive(&self, id: i64) -> Result<pb::LeaseKeepAliveResponse, Status> {
+    /// `caller` is who asked (while auth is on), so that a keep-alive forwarded to the
+    /// leader keeps its user.
+    pub(crate) async fn keep_alive(
+        &self,
+        id: i64,
+        caller: Option<&super::auth::Caller>,
+    ) -> Result<pb::LeaseKeepAliveResponse, Status> {
         let deadline = Instant::now() + self.config.request_timeout;
         loop {
             let asked = Instant::now();
-            let response = self.keep_alive_once(id).await?;
+            let response = self.keep_alive_once(id, caller).await?;
             if asked.elapsed() <= self.config.election_timeout / 2 {
                 return Ok(response);
             }
@@ -56,8 +62,15 @@ impl Api {
         }
     }
 
-    async fn keep_alive_once(&self, id: i64) -> Result<pb::LeaseKeepAliveResponse, Status> {
-        let request = Request::new(pb::LeaseKeepAliveRequest { id });
+    async fn keep_alive_once(
+        &self,
+        id: i64,
+        caller: Option<&super::auth::Caller>,
+    ) -> Result<pb::LeaseKeepAliveResponse, Status> {
+        let mut request = Request::new(pb::LeaseKeepAliveRequest { id });
+        if let Some(caller) = caller {
+            request.extensions_mut().insert(caller.clone());
+        }
         let response = self
             .on_leader(
                 request,
@@ -163,11 +176,11 @@ impl pb::lease_server::Lease for LeaseService {
         let revoke = synod_kv::LeaseRevokeRequest {
             id: request.get_ref().id,
         };
-        self.0
+        // Checked now, and again when applied (write access to every key of the lease).
+        let revoke = self
+            .0
             .as_caller(&request, synod_kv::Request::LeaseRevoke(revoke))?;
         let api = &*self.0;
-        let id = request.get_ref().id;
-        let revoke = kv::Request::LeaseRevoke(kv::LeaseRevokeRequest { id });
         api.on_leader(
             request,
             false,
@@ -191,6 +204,7 @@ impl pb::lease_server::Lease for LeaseService {
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         self.0.caller(&request)?;
+        let caller = request.extensions().get::<super::auth::Caller>().cloned();
         let api = self.0.clone();
         let mut leader = stream_guard(&api, &request);
         let mut inbound = request.into_inner();
@@ -209,7 +223,7 @@ impl pb::lease_server::Lease for LeaseService {
                     }
                     _ = stop.changed() => return,
                 };
-                let answer = api.keep_alive(request.id).await;
+                let answer = api.keep_alive(request.id, caller.as_ref()).await;
                 let failed = answer.is_err();
                 if out.send(answer).await.is_err() || failed {
                     return;
@@ -223,8 +237,23 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
-        self.0.caller(&request)?;
+        let user = self.0.caller(&request)?;
         let api = &*self.0;
+        // With `keys`, the answer names keys: the caller must be allowed to read each
+        // (etcd's fix for CVE-2023-32082).
+        if let (Some(user), true) = (&user, request.get_ref().keys) {
+            let kv = api.node.shared.kv();
+            let keys = kv.leases().get(&request.get_ref().id).map(|l| &l.keys);
+            let readable = keys.into_iter().flatten().all(|key| {
+                kv.auth()
+                    .allows(user, synod_kv::auth::Access::Read, &kv::KeyRange::key(key))
+            });
+            if !readable {
+                return Err(super::auth::status(
+                    synod_kv::auth::AuthError::PermissionDenied,
+                ));
+            }
+        }
         api.on_leader(
             request,
             true,

@@ -18,6 +18,7 @@ mod lease;
 mod recipes;
 mod watch;
 
+pub(crate) use auth::TOKEN;
 pub(crate) use cluster::alarm_name;
 pub(crate) use leadership::watch_leadership;
 
@@ -419,14 +420,15 @@ pub fn router(
     let decode_max = api.config.max_request_bytes + (512 << 10);
     // Every service finds the caller (refusing a bad token), refuses marked requests
     // without a leader; some refuse learners too.
-    let guard = |learners| {
+    let guard_with = |learners, lenient| {
         let (mut caller, mut leader, mut learner) = (
-            auth::guard(api.clone()),
+            auth::guard(api.clone(), lenient),
             leadership::guard(api.clone()),
             learner::guard(api.clone(), learners),
         );
         move |request| caller(request).and_then(&mut leader).and_then(&mut learner)
     };
+    let guard = |learners| guard_with(learners, false);
     use learner::Learners::{Refused, Served};
     server
         .add_service(InterceptedService::new(
@@ -458,7 +460,7 @@ pub fn router(
         ))
         .add_service(InterceptedService::new(
             pb::auth_server::AuthServer::new(auth::AuthService(api.clone())),
-            guard(Refused),
+            guard_with(Refused, true),
         ))
         .add_service(InterceptedService::new(
             synod_proto::v3lockpb::lock_server::LockServer::new(recipes::LockService(api.clone()))

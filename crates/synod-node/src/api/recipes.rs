@@ -36,14 +36,26 @@ pub struct ElectionService(pub Arc<Api>);
 
 /// etcd's answers (errors of its `concurrency` package, passed through as they are).
 const SESSION_EXPIRED: &str = "mutex: session is expired";
+/// Who a recipe's transactions run for.
+type Who = Option<super::auth::Principal>;
+
 const NOT_LEADER: &str = "election: not leader";
 const NO_LEADER: &str = "election: no leader";
 const MISSING_LEADER_KEY: &str = "\"leader\" field must be provided";
 
 impl Api {
     /// Runs `txn` through the log on whichever member leads; its revision and result.
-    async fn txn_anywhere(&self, txn: kv::TxnRequest) -> Result<(i64, kv::TxnResponse), Status> {
-        let request = kv::Request::Txn(txn);
+    /// `who` is the client it runs for (its user, while auth is on).
+    async fn txn_anywhere(
+        &self,
+        who: &Who,
+        txn: kv::TxnRequest,
+    ) -> Result<(i64, kv::TxnResponse), Status> {
+        let request = kv::Request::As {
+            user: who.as_ref().map(|p| p.name.clone()),
+            since: who.as_ref().and_then(|p| p.since),
+            request: Box::new(kv::Request::Txn(txn)),
+        };
         self.anywhere(Request::new(()), |_| async {
             Ok(match self.write(&request).await? {
                 Attempt::Done(applied) => match applied.response {
@@ -93,6 +105,7 @@ fn put(key: &Bytes, value: Bytes, lease: i64) -> kv::Request {
 /// now is (its create revision is the contender's place in line).
 async fn contend(
     api: &Api,
+    who: &Who,
     key: &Bytes,
     value: Bytes,
     lease: i64,
@@ -102,11 +115,14 @@ async fn contend(
         ..Default::default()
     });
     let (revision, result) = api
-        .txn_anywhere(kv::TxnRequest {
-            compare: vec![created_at(key, 0)],
-            success: vec![put(key, value.clone(), lease), get.clone()],
-            failure: vec![get],
-        })
+        .txn_anywhere(
+            who,
+            kv::TxnRequest {
+                compare: vec![created_at(key, 0)],
+                success: vec![put(key, value.clone(), lease), get.clone()],
+                failure: vec![get],
+            },
+        )
         .await?;
     let found = result.responses.into_iter().find_map(|r| match r {
         kv::Response::Range(range) => range.kvs.into_iter().next(),
@@ -157,6 +173,7 @@ async fn wait_for_turn(
 /// dropped), unless disarmed: its place in line must not block the others forever.
 struct Withdraw {
     api: Arc<Api>,
+    who: Who,
     key: Bytes,
     created: i64,
     armed: bool,
@@ -168,17 +185,22 @@ impl Drop for Withdraw {
             return;
         }
         let (api, key, created) = (self.api.clone(), self.key.clone(), self.created);
+        let who = self.who.clone();
         tokio::spawn(async move {
+            let who = &who;
             let delete = kv::Request::DeleteRange(kv::DeleteRangeRequest {
                 range: kv::KeyRange::key(&key),
                 prev_kv: false,
             });
             let _ = api
-                .txn_anywhere(kv::TxnRequest {
-                    compare: vec![created_at(&key, created)],
-                    success: vec![delete],
-                    failure: vec![],
-                })
+                .txn_anywhere(
+                    who,
+                    kv::TxnRequest {
+                        compare: vec![created_at(&key, created)],
+                        success: vec![delete],
+                        failure: vec![],
+                    },
+                )
                 .await;
         });
     }
@@ -192,6 +214,7 @@ const DEFAULT_TTL: i64 = 60;
 /// servers grant a session lease, so that two contenders never share a key).
 async fn take_turn(
     api: &Arc<Api>,
+    who: &Who,
     name: &[u8],
     lease: i64,
     value: Bytes,
@@ -213,10 +236,11 @@ async fn take_turn(
     };
     let prefix = prefix(name);
     let key = contender_key(&prefix, lease);
-    let (revision, kv) = contend(api, &key, value.clone(), lease).await?;
+    let (revision, kv) = contend(api, who, &key, value.clone(), lease).await?;
     let mine = kv.create_revision;
     let mut withdraw = Withdraw {
         api: api.clone(),
+        who: who.clone(),
         key: key.clone(),
         created: mine,
         armed: true,
@@ -224,7 +248,7 @@ async fn take_turn(
     // Contending again with another value (a campaign resumed): say the new one.
     let mut revision = revision;
     if proclaim && kv.value != value {
-        revision = proclaim_as(api, &key, mine, value, lease).await?;
+        revision = proclaim_as(api, who, &key, mine, value, lease).await?;
     }
     let at = wait_for_turn(api, &prefix, &key, mine, revision).await?;
     // This member may lag: the key may be gone already (its lease ran out) where the leader
@@ -258,17 +282,21 @@ async fn take_turn(
 /// Puts `value` on the leader's key if it is still the one created at `created`.
 async fn proclaim_as(
     api: &Api,
+    who: &Who,
     key: &Bytes,
     created: i64,
     value: Bytes,
     lease: i64,
 ) -> Result<i64, Status> {
     let (revision, result) = api
-        .txn_anywhere(kv::TxnRequest {
-            compare: vec![created_at(key, created)],
-            success: vec![put(key, value, lease)],
-            failure: vec![],
-        })
+        .txn_anywhere(
+            who,
+            kv::TxnRequest {
+                compare: vec![created_at(key, created)],
+                success: vec![put(key, value, lease)],
+                failure: vec![],
+            },
+        )
         .await?;
     if !result.succeeded {
         return Err(Status::unknown(NOT_LEADER));
@@ -287,10 +315,12 @@ impl lpb::lock_server::Lock for LockService {
             synod_kv::auth::Access::Write,
             &kv::KeyRange::prefix(&request.get_ref().name),
         )?;
+        let who = &self.0.principal(&request)?;
         let api = &self.0;
         let asked = request.into_inner();
         api.check_size(&asked)?;
-        let (key, _, at, _) = take_turn(api, &asked.name, asked.lease, Bytes::new(), false).await?;
+        let (key, _, at, _) =
+            take_turn(api, who, &asked.name, asked.lease, Bytes::new(), false).await?;
         Ok(Response::new(lpb::LockResponse {
             header: Some(api.header(at)),
             key,
@@ -306,17 +336,21 @@ impl lpb::lock_server::Lock for LockService {
             synod_kv::auth::Access::Write,
             &kv::KeyRange::key(&request.get_ref().key),
         )?;
+        let who = &self.0.principal(&request)?;
         let api = &self.0;
         let delete = kv::Request::DeleteRange(kv::DeleteRangeRequest {
             range: kv::KeyRange::key(&request.get_ref().key),
             prev_kv: false,
         });
         let (revision, _) = api
-            .txn_anywhere(kv::TxnRequest {
-                compare: vec![],
-                success: vec![delete],
-                failure: vec![],
-            })
+            .txn_anywhere(
+                who,
+                kv::TxnRequest {
+                    compare: vec![],
+                    success: vec![delete],
+                    failure: vec![],
+                },
+            )
             .await?;
         Ok(Response::new(lpb::UnlockResponse {
             header: Some(api.header(revision)),
@@ -325,7 +359,11 @@ impl lpb::lock_server::Lock for LockService {
 }
 
 /// The first contender under `name` (the leader), as of a linearizable read.
-async fn leader_of(api: &Api, name: &[u8]) -> Result<(i64, Option<kv::KeyValue>), Status> {
+async fn leader_of(
+    api: &Api,
+    who: &Who,
+    name: &[u8],
+) -> Result<(i64, Option<kv::KeyValue>), Status> {
     let first = kv::Request::Range(kv::RangeRequest {
         range: kv::KeyRange::prefix(prefix(name)),
         sort_order: kv::SortOrder::Ascend,
@@ -334,11 +372,14 @@ async fn leader_of(api: &Api, name: &[u8]) -> Result<(i64, Option<kv::KeyValue>)
         ..Default::default()
     });
     let (revision, result) = api
-        .txn_anywhere(kv::TxnRequest {
-            compare: vec![],
-            success: vec![first],
-            failure: vec![],
-        })
+        .txn_anywhere(
+            who,
+            kv::TxnRequest {
+                compare: vec![],
+                success: vec![first],
+                failure: vec![],
+            },
+        )
         .await?;
     let leader = result.responses.into_iter().find_map(|r| match r {
         kv::Response::Range(range) => range.kvs.into_iter().next(),
@@ -358,11 +399,12 @@ impl epb::election_server::Election for ElectionService {
             synod_kv::auth::Access::Write,
             &kv::KeyRange::prefix(&request.get_ref().name),
         )?;
+        let who = &self.0.principal(&request)?;
         let api = &self.0;
         let asked = request.into_inner();
         api.check_size(&asked)?;
         let (key, rev, at, lease) =
-            take_turn(api, &asked.name, asked.lease, asked.value, true).await?;
+            take_turn(api, who, &asked.name, asked.lease, asked.value, true).await?;
         Ok(Response::new(epb::CampaignResponse {
             header: Some(api.header(at)),
             leader: Some(epb::LeaderKey {
@@ -386,13 +428,15 @@ impl epb::election_server::Election for ElectionService {
             .unwrap_or_default();
         self.0
             .check_access(&request, synod_kv::auth::Access::Write, &key)?;
+        let who = &self.0.principal(&request)?;
         let api = &self.0;
         let asked = request.into_inner();
         api.check_size(&asked)?;
         let leader = asked
             .leader
             .ok_or_else(|| Status::unknown(MISSING_LEADER_KEY))?;
-        let revision = proclaim_as(api, &leader.key, leader.rev, asked.value, leader.lease).await?;
+        let revision =
+            proclaim_as(api, who, &leader.key, leader.rev, asked.value, leader.lease).await?;
         Ok(Response::new(epb::ProclaimResponse {
             header: Some(api.header(revision)),
         }))
@@ -407,8 +451,9 @@ impl epb::election_server::Election for ElectionService {
             synod_kv::auth::Access::Read,
             &kv::KeyRange::prefix(&request.get_ref().name),
         )?;
+        let who = &self.0.principal(&request)?;
         let api = &self.0;
-        let (revision, leader) = leader_of(api, &request.get_ref().name).await?;
+        let (revision, leader) = leader_of(api, who, &request.get_ref().name).await?;
         let kv = leader.ok_or_else(|| Status::unknown(NO_LEADER))?;
         Ok(Response::new(epb::LeaderResponse {
             header: Some(api.header(revision)),
@@ -486,6 +531,7 @@ impl epb::election_server::Election for ElectionService {
             .unwrap_or_default();
         self.0
             .check_access(&request, synod_kv::auth::Access::Write, &key)?;
+        let who = &self.0.principal(&request)?;
         let api = &self.0;
         let leader = request
             .into_inner()
@@ -496,11 +542,14 @@ impl epb::election_server::Election for ElectionService {
             prev_kv: false,
         });
         let (revision, _) = api
-            .txn_anywhere(kv::TxnRequest {
-                compare: vec![created_at(&leader.key, leader.rev)],
-                success: vec![delete],
-                failure: vec![],
-            })
+            .txn_anywhere(
+                who,
+                kv::TxnRequest {
+                    compare: vec![created_at(&leader.key, leader.rev)],
+                    success: vec![delete],
+                    failure: vec![],
+                },
+            )
             .await?;
         Ok(Response::new(epb::ResignResponse {
             header: Some(api.header(revision)),

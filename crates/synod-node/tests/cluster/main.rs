@@ -16,6 +16,7 @@ use synod_proto::etcdserverpb::watch_client::WatchClient;
 use tonic::transport::Channel;
 
 mod etcd_api;
+mod security;
 
 /// A port nobody listens on right now, below the kernel's ephemeral range (a port from
 /// `bind(0)` can be handed to a peer's outgoing connection before the server binds it, which

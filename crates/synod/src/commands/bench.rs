@@ -15,7 +15,6 @@ use clap::{Args, ValueEnum};
 use synod_core::Rng;
 use synod_proto::etcdserverpb as pb;
 use synod_proto::etcdserverpb::kv_client::KvClient;
-use tonic::transport::Channel;
 
 use super::client::Connection;
 use crate::progress::Progress;
@@ -169,7 +168,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 struct Client {
-    kv: KvClient<Channel>,
+    kv: KvClient<super::client::Authed>,
     rng: Rng,
     workload: Workload,
     key_space: u64,

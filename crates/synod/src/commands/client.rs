@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use synod_proto::etcdserverpb as pb;
+use synod_proto::etcdserverpb::auth_client::AuthClient;
 use synod_proto::etcdserverpb::cluster_client::ClusterClient;
 use synod_proto::etcdserverpb::kv_client::KvClient;
 use synod_proto::etcdserverpb::lease_client::LeaseClient;
@@ -33,6 +34,32 @@ pub struct Connection {
     pub dial_timeout_ms: u64,
     #[command(flatten)]
     pub tls: Tls,
+    /// Authenticate as this user (`NAME:PASSWORD`, or NAME with --password), as etcdctl's
+    /// --user; each request then carries the token the cluster gave.
+    #[arg(long, value_name = "NAME[:PASSWORD]", global = true)]
+    pub user: Option<String>,
+    /// The password of --user.
+    #[arg(long, value_name = "PASSWORD", global = true)]
+    pub password: Option<String>,
+}
+
+/// A channel whose requests carry the token of `--user`, if one was given.
+pub type Authed = tonic::service::interceptor::InterceptedService<Channel, WithToken>;
+
+/// Puts a token in every request's metadata, where etcd's clients put it.
+#[derive(Clone, Debug, Default)]
+pub struct WithToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for WithToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request.metadata_mut().insert("token", token.clone());
+        }
+        Ok(request)
+    }
 }
 
 /// TLS to the cluster, with etcdctl's flag names.
@@ -92,19 +119,55 @@ pub fn url(endpoint: &str) -> String {
 }
 
 impl Connection {
-    /// A channel to one endpoint.
-    pub async fn channel_to(&self, endpoint: &str) -> anyhow::Result<Channel> {
-        self.tls
+    /// A channel to one endpoint, authenticated as --user if given.
+    pub async fn channel_to(&self, endpoint: &str) -> anyhow::Result<Authed> {
+        let channel = self
+            .tls
             .endpoint(endpoint)?
             .connect_timeout(Duration::from_millis(self.dial_timeout_ms))
             .tcp_nodelay(true)
             .connect()
             .await
-            .with_context(|| format!("cannot connect to {endpoint}"))
+            .with_context(|| format!("cannot connect to {endpoint}"))?;
+        let token = match &self.user {
+            Some(user) => Some(self.authenticate(&channel, user).await?),
+            None => None,
+        };
+        Ok(tonic::service::interceptor::InterceptedService::new(
+            channel,
+            WithToken(token),
+        ))
+    }
+
+    /// Logs in as `user` (`NAME:PASSWORD` or NAME with --password); returns the token.
+    async fn authenticate(
+        &self,
+        channel: &Channel,
+        user: &str,
+    ) -> anyhow::Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+        let (name, password) = match (user.split_once(':'), &self.password) {
+            (Some((name, password)), None) => (name, password),
+            (None, Some(password)) => (user, password.as_str()),
+            (Some(_), Some(_)) => bail!("--password given, and a password in --user too"),
+            (None, None) => bail!("give --user NAME:PASSWORD, or --password"),
+        };
+        let request = pb::AuthenticateRequest {
+            name: name.into(),
+            password: password.into(),
+        };
+        let token = AuthClient::new(channel.clone())
+            .authenticate(request)
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+            .into_inner()
+            .token;
+        token
+            .parse()
+            .map_err(|_| anyhow::anyhow!("the cluster answered a token that is not text"))
     }
 
     /// A channel to the first endpoint that answers.
-    pub async fn channel(&self) -> anyhow::Result<Channel> {
+    pub async fn channel(&self) -> anyhow::Result<Authed> {
         let mut last = None;
         for endpoint in &self.endpoints {
             match self.channel_to(endpoint).await {
@@ -132,7 +195,8 @@ pub struct KeyRange {
 }
 
 impl KeyRange {
-    fn bytes(&self) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    /// The key and range end, as etcd's API takes them.
+    pub fn bytes(&self) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
         let key = self.key.as_bytes().to_vec();
         let end = match (&self.range_end, self.prefix, self.from_key) {
             (Some(end), false, false) => end.as_bytes().to_vec(),
