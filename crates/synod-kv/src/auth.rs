@@ -809,6 +809,89 @@ mod tests {
     }
 
     #[test]
+    fn the_store_checks_a_clients_write_when_it_is_applied() {
+        use crate::request::PutRequest;
+        use crate::store::{KvError, KvStore};
+        let put = |user: Option<&str>, since: Option<u64>| Request::As {
+            user: user.map(String::from),
+            since,
+            request: Box::new(Request::Put(PutRequest {
+                key: Bytes::from_static(b"app/x"),
+                value: Bytes::from_static(b"1"),
+                ..Default::default()
+            })),
+        };
+        let mut store = KvStore::new();
+        store.execute(&put(None, None)).expect("auth is off");
+        let reader = reader_of("app/");
+        for change in [
+            AuthRequest::UserAdd {
+                name: ROOT.into(),
+                password_hash: Some("h".into()),
+            },
+            AuthRequest::UserGrantRole {
+                user: ROOT.into(),
+                role: ROOT.into(),
+            },
+            AuthRequest::RoleAdd { name: "r".into() },
+            AuthRequest::RoleGrantPermission {
+                role: "r".into(),
+                permission: reader.roles["r"].permissions[0].clone(),
+            },
+            AuthRequest::UserAdd {
+                name: "u".into(),
+                password_hash: None,
+            },
+            AuthRequest::UserGrantRole {
+                user: "u".into(),
+                role: "r".into(),
+            },
+            AuthRequest::Enable {
+                token_key: Bytes::from_static(b"key"),
+            },
+        ] {
+            store.execute(&Request::Auth(change)).expect("applies");
+        }
+        let refused = |store: &mut KvStore, request: &Request| match store.execute(request) {
+            Err(KvError::Auth(error)) => error,
+            other => panic!("not refused: {other:?}"),
+        };
+        // Taken while auth was off, applied after it went on: refused.
+        assert_eq!(refused(&mut store, &put(None, None)), AuthError::UserEmpty);
+        assert_eq!(
+            refused(&mut store, &put(Some("u"), None)),
+            AuthError::PermissionDenied
+        );
+        let since = store.auth().users[ROOT].since;
+        assert_eq!(
+            refused(&mut store, &put(Some(ROOT), Some(since - 1))),
+            AuthError::InvalidAuthToken,
+            "a token from before the password changed"
+        );
+        store
+            .execute(&put(Some(ROOT), Some(since)))
+            .expect("root's token");
+        store
+            .execute(&put(Some(ROOT), None))
+            .expect("root's certificate");
+        // Auth changes need root while auth is on.
+        let as_user = |user: &str| Request::As {
+            user: Some(user.into()),
+            since: None,
+            request: Box::new(Request::Auth(AuthRequest::Disable)),
+        };
+        assert_eq!(
+            refused(&mut store, &as_user("u")),
+            AuthError::PermissionDenied
+        );
+        // Snapshots carry it all.
+        let restored = KvStore::restore(&store.snapshot()).expect("restores");
+        assert_eq!(restored.auth(), store.auth());
+        store.execute(&as_user(ROOT)).expect("root disables auth");
+        assert!(!store.auth().enabled);
+    }
+
+    #[test]
     fn requests_and_state_round_trip() {
         let state = reader_of("a/");
         let mut enc = Encoder::with_capacity(64);

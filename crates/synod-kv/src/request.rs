@@ -461,6 +461,14 @@ impl Request {
         Ok(request)
     }
 
+    /// The request itself, without the user a client's request carries ([`Request::As`]).
+    pub fn inner(&self) -> &Request {
+        match self {
+            Request::As { request, .. } => request,
+            other => other,
+        }
+    }
+
     /// Whether the request only reads (and so need not enter the log on Raft).
     pub fn is_read_only(&self) -> bool {
         match self {

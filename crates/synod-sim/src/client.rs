@@ -78,7 +78,11 @@ impl OpKind {
         let command = match self {
             OpKind::Read(key) => return ClientRequest::Read(id, key_bytes(key)),
             OpKind::KeepAlive(lease) => return ClientRequest::KeepAlive(id, lease),
-            OpKind::Grant(lease, ttl) => Request::LeaseGrant(LeaseGrantRequest { id: lease, ttl }),
+            // The server proposes grants as they are (the lease id is its own choice).
+            OpKind::Grant(lease, ttl) => {
+                let grant = Request::LeaseGrant(LeaseGrantRequest { id: lease, ttl });
+                return ClientRequest::Write(id, grant);
+            }
             OpKind::Attach(lease) => Request::Put(PutRequest {
                 key: lease_key(lease),
                 value: Bytes::from_static(b"held"),
@@ -113,6 +117,12 @@ impl OpKind {
                 range: KeyRange::key(key_bytes(key)),
                 prev_kv: false,
             }),
+        };
+        // As the server sends a client's write: with its user, none while auth is off.
+        let command = Request::As {
+            user: None,
+            since: None,
+            request: Box::new(command),
         };
         ClientRequest::Write(id, command)
     }

@@ -81,6 +81,7 @@ pub(crate) fn keys_written(request: &Request) -> Vec<Key> {
                 }
             }
         }
+        Request::As { request, .. } => return keys_written(request),
         _ => {}
     }
     keys

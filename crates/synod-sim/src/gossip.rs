@@ -198,7 +198,7 @@ impl Versions {
 
 /// The keys a put or delete of the workload writes.
 fn written_keys(request: &Request) -> Vec<Bytes> {
-    match request {
+    match request.inner() {
         Request::Put(put) => vec![put.key.clone()],
         Request::DeleteRange(delete) if delete.range.range_end.is_empty() => {
             vec![delete.range.key.clone()]

@@ -8,7 +8,7 @@ mod commands;
 mod logging;
 mod progress;
 
-use commands::{bench, client, cluster, nemesis, server, sim, snapshot, wal};
+use commands::{auth, bench, client, cluster, nemesis, server, sim, snapshot, wal};
 
 /// The server allocates and frees small buffers for every request; mimalloc does that with
 /// about half of glibc's cost (12% of a server's CPU under puts was the allocator).
@@ -61,6 +61,14 @@ enum Command {
     Snapshot(snapshot::SnapshotArgs),
     /// Inspect a node's write-ahead log: `dump` prints its records, `check` verifies it.
     Wal(wal::WalArgs),
+    /// Add, list, inspect and delete users, set passwords, grant and revoke roles (as
+    /// etcdctl's `user`).
+    User(auth::UserArgs),
+    /// Add, list, inspect and delete roles, grant and revoke permissions on keys (as
+    /// etcdctl's `role`).
+    Role(auth::RoleArgs),
+    /// Turn authentication on or off, or show whether it is on (as etcdctl's `auth`).
+    Auth(auth::AuthArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +90,9 @@ fn main() -> ExitCode {
         Command::Nemesis(args) => nemesis::run(args),
         Command::Wal(args) => wal::run(args),
         Command::Snapshot(args) => snapshot::run(args),
+        Command::User(args) => auth::user(args),
+        Command::Role(args) => auth::role(args),
+        Command::Auth(args) => auth::auth(args),
     };
     match result {
         Ok(code) => code,

@@ -1583,3 +1583,95 @@ async fn gossip_members_converge_after_a_pause_and_a_crash_under_load() {
         copies[2].len()
     );
 }
+
+/// `synod user`, `synod role` and `synod auth` run etcd's auth runbook with etcdctl's words,
+/// and `--user` logs the other commands in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synods_user_role_and_auth_commands_manage_access() {
+    let cluster = Cluster::start("synod-auth", 3, &[]);
+    cluster.ready().await;
+    let endpoints = cluster.endpoints();
+    let synod = |args: &[&str]| {
+        let out = std::process::Command::new(common::SYNOD)
+            .args(args)
+            .args(["--endpoints", &endpoints])
+            .output()
+            .expect("run synod");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    for (args, said) in [
+        (&["user", "add", "root:rootpw"][..], "User root created\n"),
+        (
+            &["user", "grant-role", "root", "root"],
+            "Role root is granted to user root\n",
+        ),
+        (&["role", "add", "reader"], "Role reader created\n"),
+        (
+            &[
+                "role",
+                "grant-permission",
+                "reader",
+                "read",
+                "app/",
+                "--prefix",
+            ],
+            "Role reader updated\n",
+        ),
+        (
+            &["user", "add", "alice", "--new-user-password", "alicepw"],
+            "User alice created\n",
+        ),
+        (
+            &["user", "grant-role", "alice", "reader"],
+            "Role reader is granted to user alice\n",
+        ),
+        (&["put", "app/x", "1"], "OK\n"),
+        (&["auth", "enable"], "Authentication Enabled\n"),
+        (&["get", "app/x", "--user", "alice:alicepw"], "app/x\n1\n"),
+        (
+            &["role", "get", "reader", "--user", "root:rootpw"],
+            "Role reader\nKV Read:\n\t[app/, app0) (prefix app/)\nKV Write:\n",
+        ),
+        (&["user", "list", "--user", "root:rootpw"], "alice\nroot\n"),
+        (
+            &["user", "passwd", "alice:newpw", "--user", "root:rootpw"],
+            "Password updated\n",
+        ),
+        (
+            &["get", "app/x", "--user", "alice", "--password", "newpw"],
+            "app/x\n1\n",
+        ),
+        (
+            &["auth", "disable", "--user", "root:rootpw"],
+            "Authentication Disabled\n",
+        ),
+    ] {
+        assert_eq!(synod(args), (true, said.to_string()), "synod {args:?}");
+    }
+    let (ok, said) = synod(&["auth", "status"]);
+    assert!(
+        ok && said.starts_with("Authentication Status: false"),
+        "{said}"
+    );
+    // While on: no user, a wrong password, a write the role does not allow.
+    synod(&["auth", "enable", "--user", "root:rootpw"]);
+    for (args, error) in [
+        (&["put", "app/y", "1"][..], "user name is empty"),
+        (
+            &["get", "app/x", "--user", "alice:alicepw"],
+            "authentication failed",
+        ),
+        (
+            &["put", "app/y", "1", "--user", "alice:newpw"],
+            "permission denied",
+        ),
+    ] {
+        let (ok, said) = synod(args);
+        assert!(!ok && said.contains(error), "synod {args:?}: {said}");
+    }
+}

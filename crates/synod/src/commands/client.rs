@@ -130,7 +130,7 @@ impl Connection {
             .await
             .with_context(|| format!("cannot connect to {endpoint}"))?;
         let token = match &self.user {
-            Some(user) => Some(self.authenticate(&channel, user).await?),
+            Some(user) => self.authenticate(&channel, user).await?,
             None => None,
         };
         Ok(tonic::service::interceptor::InterceptedService::new(
@@ -139,12 +139,13 @@ impl Connection {
         ))
     }
 
-    /// Logs in as `user` (`NAME:PASSWORD` or NAME with --password); returns the token.
+    /// Logs in as `user` (`NAME:PASSWORD` or NAME with --password); returns the token, or
+    /// none while auth is off (as etcd's clients, which go on without one).
     async fn authenticate(
         &self,
         channel: &Channel,
         user: &str,
-    ) -> anyhow::Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+    ) -> anyhow::Result<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>> {
         let (name, password) = match (user.split_once(':'), &self.password) {
             (Some((name, password)), None) => (name, password),
             (None, Some(password)) => (user, password.as_str()),
@@ -155,14 +156,16 @@ impl Connection {
             name: name.into(),
             password: password.into(),
         };
-        let token = AuthClient::new(channel.clone())
-            .authenticate(request)
-            .await
-            .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-            .into_inner()
-            .token;
+        let token = match AuthClient::new(channel.clone()).authenticate(request).await {
+            Ok(answer) => answer.into_inner().token,
+            Err(s) if s.message() == "etcdserver: authentication is not enabled" => {
+                return Ok(None);
+            }
+            Err(s) => bail!("{}", s.message()),
+        };
         token
             .parse()
+            .map(Some)
             .map_err(|_| anyhow::anyhow!("the cluster answered a token that is not text"))
     }
 
@@ -195,6 +198,11 @@ pub struct KeyRange {
 }
 
 impl KeyRange {
+    /// The key (the first of the range).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     /// The key and range end, as etcd's API takes them.
     pub fn bytes(&self) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
         let key = self.key.as_bytes().to_vec();

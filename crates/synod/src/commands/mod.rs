@@ -1,5 +1,6 @@
 //! The subcommands of `synod`.
 
+pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod cluster;
