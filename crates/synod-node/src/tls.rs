@@ -491,6 +491,22 @@ pub mod authority {
         pub issued: Vec<(String, PathBuf, PathBuf)>,
     }
 
+    /// The flags of a member whose certificate is `server` under `dir` (as `generate` names
+    /// them): TLS on clients and peers alike, client certificates required on both.
+    pub fn server_flags(dir: &Path) -> Vec<String> {
+        let file = |name: &str| dir.join(name).display().to_string();
+        let mut flags = Vec::new();
+        for side in ["", "peer-"] {
+            flags.extend([
+                format!("--{side}cert-file={}", file("server.crt")),
+                format!("--{side}key-file={}", file("server.key")),
+                format!("--{side}trusted-ca-file={}", file("ca.crt")),
+                format!("--{side}client-cert-auth"),
+            ]);
+        }
+        flags
+    }
+
     impl Files {
         /// The certificate and key issued to `name`.
         pub fn of(&self, name: &str) -> Option<(&Path, &Path)> {

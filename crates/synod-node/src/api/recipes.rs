@@ -36,6 +36,19 @@ pub struct ElectionService(pub Arc<Api>);
 
 /// etcd's answers (errors of its `concurrency` package, passed through as they are).
 const SESSION_EXPIRED: &str = "mutex: session is expired";
+/// Proclaiming and resigning write the key of the leadership `leader` names: the caller must
+/// be allowed to write it.
+fn check_leader_key<T>(
+    api: &Api,
+    request: &Request<T>,
+    leader: Option<&epb::LeaderKey>,
+) -> Result<(), Status> {
+    let key = leader
+        .map(|l| kv::KeyRange::key(&l.key))
+        .unwrap_or_default();
+    api.check_access(request, synod_kv::auth::Access::Write, &key)
+}
+
 /// Who a recipe's transactions run for.
 type Who = Option<super::auth::Principal>;
 
@@ -420,14 +433,7 @@ impl epb::election_server::Election for ElectionService {
         &self,
         request: Request<epb::ProclaimRequest>,
     ) -> Result<Response<epb::ProclaimResponse>, Status> {
-        let key = request
-            .get_ref()
-            .leader
-            .as_ref()
-            .map(|l| kv::KeyRange::key(&l.key))
-            .unwrap_or_default();
-        self.0
-            .check_access(&request, synod_kv::auth::Access::Write, &key)?;
+        check_leader_key(&self.0, &request, request.get_ref().leader.as_ref())?;
         let who = &self.0.principal(&request)?;
         let api = &self.0;
         let asked = request.into_inner();
@@ -523,14 +529,7 @@ impl epb::election_server::Election for ElectionService {
         &self,
         request: Request<epb::ResignRequest>,
     ) -> Result<Response<epb::ResignResponse>, Status> {
-        let key = request
-            .get_ref()
-            .leader
-            .as_ref()
-            .map(|l| kv::KeyRange::key(&l.key))
-            .unwrap_or_default();
-        self.0
-            .check_access(&request, synod_kv::auth::Access::Write, &key)?;
+        check_leader_key(&self.0, &request, request.get_ref().leader.as_ref())?;
         let who = &self.0.principal(&request)?;
         let api = &self.0;
         let leader = request

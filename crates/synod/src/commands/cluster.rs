@@ -223,18 +223,7 @@ fn tls_flags(data_dir: &Path, tls: bool) -> Vec<String> {
     if !tls {
         return Vec::new();
     }
-    let dir = tls_dir(data_dir);
-    let file = |name: &str| dir.join(name).display().to_string();
-    let mut flags = Vec::new();
-    for side in ["", "peer-"] {
-        flags.extend([
-            format!("--{side}cert-file={}", file("server.crt")),
-            format!("--{side}key-file={}", file("server.key")),
-            format!("--{side}trusted-ca-file={}", file("ca.crt")),
-            format!("--{side}client-cert-auth"),
-        ]);
-    }
-    flags
+    synod_node::tls::authority::server_flags(&tls_dir(data_dir))
 }
 
 /// How this command reaches the nodes: as `root`, by certificate, under `--tls`.

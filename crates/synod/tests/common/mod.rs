@@ -142,16 +142,7 @@ impl Cluster {
         let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let tls = tls.then(|| {
             let certs = make_certs(&root.join("tls"));
-            let dir = root.join("tls");
-            let file = |name: &str| dir.join(name).display().to_string();
-            for side in ["", "peer-"] {
-                extra.extend([
-                    format!("--{side}cert-file={}", file("server.crt")),
-                    format!("--{side}key-file={}", file("server.key")),
-                    format!("--{side}trusted-ca-file={}", file("ca.crt")),
-                    format!("--{side}client-cert-auth"),
-                ]);
-            }
+            extra.extend(synod_node::tls::authority::server_flags(&root.join("tls")));
             certs
         });
         let members: Vec<Member> = (1..=n)
