@@ -478,7 +478,7 @@ async fn gateway_call(
     // A client that goes away ends the call: a lock or campaign it waited in is withdrawn,
     // a watch it followed stops.
     let answer = tokio::select! {
-        answer = gateway::call(api, path, &body) => answer,
+        answer = gateway::call(api, path, &body, header(&head, "authorization")) => answer,
         () = gone(&mut stream) => return Ok(()),
     };
     match answer {

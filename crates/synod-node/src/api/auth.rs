@@ -264,6 +264,20 @@ pub(crate) fn guard(
     }
 }
 
+/// The caller a gateway request's token names, while auth is on (`None` without a token or
+/// while auth is off).
+pub(crate) fn caller_of(api: &Api, token: Option<&str>) -> Result<Option<Caller>, Status> {
+    let store = api.node.shared.kv();
+    let (Some(token), true) = (token, store.auth().enabled) else {
+        return Ok(None);
+    };
+    let (name, since) = verify(store.auth(), token.trim()).map_err(status)?;
+    Ok(Some(Caller(Some(Principal {
+        name,
+        since: Some(since),
+    }))))
+}
+
 impl Api {
     /// The user a request is made by while auth is on (`None` while it is off), or etcd's
     /// "user name is empty" for a request that names none.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use synod_proto::etcdserverpb as pb;
+use synod_proto::etcdserverpb::auth_server::Auth;
 use synod_proto::etcdserverpb::cluster_server::Cluster;
 use synod_proto::etcdserverpb::kv_server::Kv;
 use synod_proto::etcdserverpb::lease_server::Lease;
@@ -23,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status};
 
+use super::auth::AuthService;
 use super::cluster::{ClusterService, MaintenanceService};
 use super::kv::KvService;
 use super::leadership::StreamGuard;
@@ -43,8 +45,18 @@ pub fn handles(path: &str) -> bool {
     path.starts_with("/v3/")
 }
 
-/// Runs the gateway call `path` with the JSON `body`.
-pub async fn call(api: &Arc<Api>, path: &str, body: &[u8]) -> Answer {
+/// `message` as a request of `caller`.
+fn with_caller<T>(message: T, caller: &Option<super::auth::Caller>) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(caller) = caller {
+        request.extensions_mut().insert(caller.clone());
+    }
+    request
+}
+
+/// Runs the gateway call `path` with the JSON `body`, as the user `token` names (etcd's
+/// gateway takes the token from `/v3/auth/authenticate` in the `Authorization` header).
+pub async fn call(api: &Arc<Api>, path: &str, body: &[u8], token: Option<&str>) -> Answer {
     // An empty body is an empty message, as `curl -X POST` without data sends.
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
@@ -56,10 +68,17 @@ pub async fn call(api: &Arc<Api>, path: &str, body: &[u8]) -> Answer {
             return error(&status);
         }
     }
+    // Who calls, as the gRPC interceptor finds it (a bad token is none for the auth calls,
+    // where a client comes to log in again).
+    let caller = match super::auth::caller_of(api, token) {
+        Ok(caller) => caller,
+        Err(_) if path.starts_with("/v3/auth/") => None,
+        Err(status) => return error(&status),
+    };
     macro_rules! unary {
         ($service:expr, $method:ident) => {
             match parse(body) {
-                Ok(request) => whole($service.$method(Request::new(request)).await),
+                Ok(message) => whole($service.$method(with_caller(message, &caller)).await),
                 Err(answer) => answer,
             }
         };
@@ -67,7 +86,7 @@ pub async fn call(api: &Arc<Api>, path: &str, body: &[u8]) -> Answer {
     macro_rules! streaming {
         ($service:expr, $method:ident) => {
             match parse(body) {
-                Ok(request) => match $service.$method(Request::new(request)).await {
+                Ok(message) => match $service.$method(with_caller(message, &caller)).await {
                     Ok(responses) => lines(responses.into_inner()),
                     Err(status) => error(&status),
                 },
@@ -81,7 +100,25 @@ pub async fn call(api: &Arc<Api>, path: &str, body: &[u8]) -> Answer {
     let maintenance = MaintenanceService(api.clone());
     let lock = LockService(api.clone());
     let election = ElectionService(api.clone());
+    let auth = AuthService(api.clone());
     match path {
+        "/v3/auth/enable" => unary!(auth, auth_enable),
+        "/v3/auth/disable" => unary!(auth, auth_disable),
+        "/v3/auth/status" => unary!(auth, auth_status),
+        "/v3/auth/authenticate" => unary!(auth, authenticate),
+        "/v3/auth/user/add" => unary!(auth, user_add),
+        "/v3/auth/user/get" => unary!(auth, user_get),
+        "/v3/auth/user/list" => unary!(auth, user_list),
+        "/v3/auth/user/delete" => unary!(auth, user_delete),
+        "/v3/auth/user/changepw" => unary!(auth, user_change_password),
+        "/v3/auth/user/grant" => unary!(auth, user_grant_role),
+        "/v3/auth/user/revoke" => unary!(auth, user_revoke_role),
+        "/v3/auth/role/add" => unary!(auth, role_add),
+        "/v3/auth/role/get" => unary!(auth, role_get),
+        "/v3/auth/role/list" => unary!(auth, role_list),
+        "/v3/auth/role/delete" => unary!(auth, role_delete),
+        "/v3/auth/role/grant" => unary!(auth, role_grant_permission),
+        "/v3/auth/role/revoke" => unary!(auth, role_revoke_permission),
         "/v3/kv/range" => unary!(kv, range),
         "/v3/kv/put" => unary!(kv, put),
         "/v3/kv/deleterange" => unary!(kv, delete_range),
@@ -94,13 +131,13 @@ pub async fn call(api: &Arc<Api>, path: &str, body: &[u8]) -> Answer {
         }
         "/v3/lease/leases" | "/v3/kv/lease/leases" => unary!(lease, lease_leases),
         "/v3/lease/keepalive" => match parse::<pb::LeaseKeepAliveRequest>(body) {
-            Ok(request) => {
-                // The gateway takes no credentials: while auth is on, this is refused.
-                if let Err(status) = api.caller(&Request::new(())) {
+            Ok(message) => {
+                if let Err(status) = api.caller(&with_caller((), &caller)) {
                     return error(&status);
                 }
                 let (out, answer) = mpsc::channel(1);
-                let _ = out.try_send(line(api.keep_alive(request.id, None).await));
+                let id = message.id;
+                let _ = out.try_send(line(api.keep_alive(id, caller.as_ref()).await));
                 Answer::Lines(answer)
             }
             Err(answer) => answer,
@@ -122,13 +159,12 @@ pub async fn call(api: &Arc<Api>, path: &str, body: &[u8]) -> Answer {
         "/v3/election/observe" => streaming!(election, observe),
         "/v3/watch" => match parse::<pb::WatchRequest>(body) {
             // One request (a creation), then the watch's responses until the client goes.
-            Ok(request) => {
-                // The gateway takes no credentials: while auth is on, this is refused.
-                let user = match api.caller(&Request::new(())) {
+            Ok(message) => {
+                let user = match api.caller(&with_caller((), &caller)) {
                     Ok(user) => user,
                     Err(status) => return error(&status),
                 };
-                let inbound = tokio_stream::once(Ok(request)).chain(tokio_stream::pending());
+                let inbound = tokio_stream::once(Ok(message)).chain(tokio_stream::pending());
                 let responses =
                     super::watch::start(api.clone(), inbound, StreamGuard::none(), user);
                 lines(tokio_stream::wrappers::ReceiverStream::new(responses))

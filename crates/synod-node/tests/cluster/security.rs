@@ -83,6 +83,15 @@ async fn tokens_expire_are_revoked_by_a_password_change_and_are_checked_everywhe
         assert_eq!(status.code(), tonic::Code::Unauthenticated, "{bad}");
         assert_eq!(status.message(), "etcdserver: invalid auth token");
     }
+    // etcd's JSON gateway takes the token in `Authorization`, and refuses without one.
+    let address = cluster.servers[&NodeId(1)].client_addr;
+    let body = r#"{"key":"Zw==","value":"MQ=="}"#;
+    let answer = gateway(address, "/v3/kv/put", body, Some(&token)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let answer = gateway(address, "/v3/kv/put", body, None).await;
+    assert!(answer.contains("user name is empty"), "{answer}");
+    let answer = gateway(address, "/v3/kv/put", body, Some("forged")).await;
+    assert!(answer.contains("invalid auth token"), "{answer}");
     // A password change voids the tokens issued before it.
     let change = pb::AuthUserChangePasswordRequest {
         name: "root".into(),
@@ -178,6 +187,27 @@ async fn tokens_expire_are_revoked_by_a_password_change_and_are_checked_everywhe
 }
 
 use tokio_stream::StreamExt as _;
+
+/// One call to etcd's JSON gateway on the client port (plain HTTP/1.1); the whole answer.
+async fn gateway(
+    address: std::net::SocketAddr,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> String {
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let authorization = token.map_or(String::new(), |t| format!("Authorization: {t}\r\n"));
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\n{authorization}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("read");
+    String::from_utf8_lossy(&answer).into_owned()
+}
 
 /// A TLS channel to `address`, trusting `ca`, presenting `identity`'s certificate.
 async fn tls_channel(
