@@ -278,6 +278,18 @@ pub(crate) fn caller_of(api: &Api, token: Option<&str>) -> Result<Option<Caller>
     }))))
 }
 
+/// The caller of `request` under `auth`: `None` while auth is off, etcd's "user name is
+/// empty" for a request that names none while it is on.
+fn principal_under<T>(auth: &AuthState, request: &Request<T>) -> Result<Option<Principal>, Status> {
+    if !auth.enabled {
+        return Ok(None);
+    }
+    match request.extensions().get::<Caller>() {
+        Some(Caller(Some(principal))) => Ok(Some(principal.clone())),
+        _ => Err(status(AuthError::UserEmpty)),
+    }
+}
+
 impl Api {
     /// The user a request is made by while auth is on (`None` while it is off), or etcd's
     /// "user name is empty" for a request that names none.
@@ -287,13 +299,7 @@ impl Api {
 
     /// [`Api::caller`], with the password generation of its token.
     pub(crate) fn principal<T>(&self, request: &Request<T>) -> Result<Option<Principal>, Status> {
-        if !self.node.shared.kv().auth().enabled {
-            return Ok(None);
-        }
-        match request.extensions().get::<Caller>() {
-            Some(Caller(Some(principal))) => Ok(Some(principal.clone())),
-            _ => Err(status(AuthError::UserEmpty)),
-        }
+        principal_under(self.node.shared.kv().auth(), request)
     }
 
     /// `write` as made by the request's caller: checked now against the rules in force, and
@@ -304,51 +310,41 @@ impl Api {
         request: &Request<T>,
         write: kv::Request,
     ) -> Result<kv::Request, Status> {
-        let Some(Principal { name, since }) = self.principal(request)? else {
-            return Ok(kv::Request::As {
-                user: None,
-                since: None,
-                request: Box::new(write),
-            });
-        };
-        self.node
-            .shared
-            .kv()
-            .check_user(&name, &write)
-            .map_err(status)?;
+        let store = self.node.shared.kv();
+        let principal = principal_under(store.auth(), request)?;
+        if let Some(p) = &principal {
+            store.check_user(&p.name, &write).map_err(status)?;
+        }
         Ok(kv::Request::As {
-            user: Some(name),
-            since,
+            user: principal.as_ref().map(|p| p.name.clone()),
+            since: principal.and_then(|p| p.since),
             request: Box::new(write),
         })
     }
 
-    /// Checks the caller may have `access` to `range` (reads, watches).
+    /// Checks the caller may have `access` to `range` (reads, watches, recipes); the caller.
     pub(crate) fn check_access<T>(
         &self,
         request: &Request<T>,
         access: Access,
         range: &kv::KeyRange,
-    ) -> Result<(), Status> {
-        let Some(user) = self.caller(request)? else {
-            return Ok(());
-        };
-        if self.node.shared.kv().auth().allows(&user, access, range) {
-            Ok(())
-        } else {
-            Err(status(AuthError::PermissionDenied))
+    ) -> Result<Option<Principal>, Status> {
+        let store = self.node.shared.kv();
+        let principal = principal_under(store.auth(), request)?;
+        match &principal {
+            Some(p) if !store.auth().allows(&p.name, access, range) => {
+                Err(status(AuthError::PermissionDenied))
+            }
+            _ => Ok(principal),
         }
     }
 
     /// Checks the caller has the root role (cluster, maintenance and auth management).
     pub(crate) fn check_admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let Some(user) = self.caller(request)? else {
-            return Ok(());
-        };
-        if self.node.shared.kv().auth().is_admin(&user) {
-            Ok(())
-        } else {
-            Err(status(AuthError::PermissionDenied))
+        let store = self.node.shared.kv();
+        match principal_under(store.auth(), request)? {
+            Some(p) if !store.auth().is_admin(&p.name) => Err(status(AuthError::PermissionDenied)),
+            _ => Ok(()),
         }
     }
 

@@ -42,7 +42,7 @@ fn check_leader_key<T>(
     api: &Api,
     request: &Request<T>,
     leader: Option<&epb::LeaderKey>,
-) -> Result<(), Status> {
+) -> Result<Who, Status> {
     let key = leader
         .map(|l| kv::KeyRange::key(&l.key))
         .unwrap_or_default();
@@ -323,12 +323,11 @@ impl lpb::lock_server::Lock for LockService {
         &self,
         request: Request<lpb::LockRequest>,
     ) -> Result<Response<lpb::LockResponse>, Status> {
-        self.0.check_access(
+        let who = &self.0.check_access(
             &request,
             synod_kv::auth::Access::Write,
             &kv::KeyRange::prefix(&request.get_ref().name),
         )?;
-        let who = &self.0.principal(&request)?;
         let api = &self.0;
         let asked = request.into_inner();
         api.check_size(&asked)?;
@@ -344,12 +343,11 @@ impl lpb::lock_server::Lock for LockService {
         &self,
         request: Request<lpb::UnlockRequest>,
     ) -> Result<Response<lpb::UnlockResponse>, Status> {
-        self.0.check_access(
+        let who = &self.0.check_access(
             &request,
             synod_kv::auth::Access::Write,
             &kv::KeyRange::key(&request.get_ref().key),
         )?;
-        let who = &self.0.principal(&request)?;
         let api = &self.0;
         let delete = kv::Request::DeleteRange(kv::DeleteRangeRequest {
             range: kv::KeyRange::key(&request.get_ref().key),
@@ -407,12 +405,11 @@ impl epb::election_server::Election for ElectionService {
         &self,
         request: Request<epb::CampaignRequest>,
     ) -> Result<Response<epb::CampaignResponse>, Status> {
-        self.0.check_access(
+        let who = &self.0.check_access(
             &request,
             synod_kv::auth::Access::Write,
             &kv::KeyRange::prefix(&request.get_ref().name),
         )?;
-        let who = &self.0.principal(&request)?;
         let api = &self.0;
         let asked = request.into_inner();
         api.check_size(&asked)?;
@@ -433,8 +430,7 @@ impl epb::election_server::Election for ElectionService {
         &self,
         request: Request<epb::ProclaimRequest>,
     ) -> Result<Response<epb::ProclaimResponse>, Status> {
-        check_leader_key(&self.0, &request, request.get_ref().leader.as_ref())?;
-        let who = &self.0.principal(&request)?;
+        let who = &check_leader_key(&self.0, &request, request.get_ref().leader.as_ref())?;
         let api = &self.0;
         let asked = request.into_inner();
         api.check_size(&asked)?;
@@ -452,12 +448,11 @@ impl epb::election_server::Election for ElectionService {
         &self,
         request: Request<epb::LeaderRequest>,
     ) -> Result<Response<epb::LeaderResponse>, Status> {
-        self.0.check_access(
+        let who = &self.0.check_access(
             &request,
             synod_kv::auth::Access::Read,
             &kv::KeyRange::prefix(&request.get_ref().name),
         )?;
-        let who = &self.0.principal(&request)?;
         let api = &self.0;
         let (revision, leader) = leader_of(api, who, &request.get_ref().name).await?;
         let kv = leader.ok_or_else(|| Status::unknown(NO_LEADER))?;
@@ -529,8 +524,7 @@ impl epb::election_server::Election for ElectionService {
         &self,
         request: Request<epb::ResignRequest>,
     ) -> Result<Response<epb::ResignResponse>, Status> {
-        check_leader_key(&self.0, &request, request.get_ref().leader.as_ref())?;
-        let who = &self.0.principal(&request)?;
+        let who = &check_leader_key(&self.0, &request, request.get_ref().leader.as_ref())?;
         let api = &self.0;
         let leader = request
             .into_inner()
