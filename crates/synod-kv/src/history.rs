@@ -1,7 +1,8 @@
 //! The store's history: every change since the last compaction, in revision order. It serves
 //! reads at a past revision (by undoing newer changes) and watches that start in the past.
+//! A persistent vector, as the store's maps are: a snapshot's copy of it costs nothing.
 
-use std::collections::VecDeque;
+use std::cmp::Ordering;
 
 use crate::request::KeyValue;
 
@@ -36,7 +37,7 @@ impl Event {
 /// Changes from the compaction revision on.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct History {
-    pub(crate) events: VecDeque<Event>,
+    pub(crate) events: imbl::Vector<Event>,
     /// Reads before this revision fail; 0 before the first compaction.
     pub(crate) compacted: i64,
     /// What the changes kept cost the store (see [`cost`]).
@@ -65,17 +66,40 @@ impl History {
 
     /// Changes at `revision` or later, oldest first.
     pub(crate) fn from(&self, revision: i64) -> impl DoubleEndedIterator<Item = &Event> {
-        let start = self.events.partition_point(|e| e.revision() < revision);
-        self.events.range(start..)
+        let start = self.first_at(revision);
+        self.events.focus().narrow(start..).into_iter()
     }
 
     /// Forgets the changes before `revision`.
     pub(crate) fn compact(&mut self, revision: i64) {
-        let keep_from = self.events.partition_point(|e| e.revision() < revision);
-        let freed: u64 = self.events.range(..keep_from).map(cost).sum();
+        let keep_from = self.first_at(revision);
+        let freed: u64 = self
+            .events
+            .focus()
+            .narrow(..keep_from)
+            .into_iter()
+            .map(cost)
+            .sum();
         self.bytes -= freed;
-        self.events.drain(..keep_from);
+        self.events = self.events.skip(keep_from);
         self.compacted = revision;
+    }
+
+    /// The position of the first change at `revision` or later (one revision can hold many
+    /// changes: a transaction's).
+    fn first_at(&self, revision: i64) -> usize {
+        let before = |e: &Event| {
+            if e.revision() < revision {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            }
+        };
+        // `before` never answers Equal, so the search ends where the changes at `revision`
+        // or later begin.
+        match self.events.binary_search_by(before) {
+            Ok(at) | Err(at) => at,
+        }
     }
 
     /// Counts [`History::bytes`] again, after events were put in directly.

@@ -16,4 +16,4 @@ mod store;
 pub use history::{Event, EventKind};
 pub use request::*;
 pub use session::Sessions;
-pub use store::{Applied, KvError, KvHash, KvStore, Lease};
+pub use store::{Applied, KvError, KvHash, KvStore, Lease, Leases};

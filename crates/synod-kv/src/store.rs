@@ -98,15 +98,24 @@ pub struct Lease {
     pub keys: BTreeSet<Bytes>,
 }
 
+/// Every lease, by id: a persistent map, so copying it for a snapshot is free.
+pub type Leases = imbl::OrdMap<i64, Lease>;
+
 /// The replicated key-value state machine.
+///
+/// The keys and the leases are persistent B-trees whose nodes are shared between copies and
+/// copied only when written, so [`Clone`] costs the same for ten keys as for ten million:
+/// the replica snapshots a copy taken between two applies and encodes it on another thread,
+/// while applying goes on (`Output::SaveSnapshot`). A write after the copy duplicates the
+/// nodes on its path once; the copy keeps the old ones until it is dropped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvStore {
-    pub(crate) keys: BTreeMap<Bytes, Record>,
+    pub(crate) keys: imbl::OrdMap<Bytes, Record>,
     pub(crate) revision: i64,
     pub(crate) applied_index: LogIndex,
     pub(crate) sessions: Sessions,
     pub(crate) history: History,
-    pub(crate) leases: BTreeMap<i64, Lease>,
+    pub(crate) leases: Leases,
     /// The era of the newest leader whose lease clocks took over (`LeaseEpoch`).
     pub(crate) lease_epoch: u64,
     /// Revisions of history kept: older ones are compacted as writes go on (0 keeps all).
@@ -153,12 +162,12 @@ impl KvStore {
     /// must use the same limits; a snapshot carries them to the replicas restored from it.
     pub fn with_limits(sessions: usize, history_revisions: i64) -> Self {
         KvStore {
-            keys: BTreeMap::new(),
+            keys: imbl::OrdMap::new(),
             revision: 1,
             applied_index: 0,
             sessions: Sessions::new(sessions),
             history: History::default(),
-            leases: BTreeMap::new(),
+            leases: Leases::new(),
             lease_epoch: 0,
             history_revisions: history_revisions.max(0),
             alarms: BTreeSet::new(),
@@ -435,7 +444,7 @@ impl KvStore {
     }
 
     /// Every lease, by id.
-    pub fn leases(&self) -> &BTreeMap<i64, Lease> {
+    pub fn leases(&self) -> &Leases {
         &self.leases
     }
 
@@ -880,7 +889,7 @@ impl KvStore {
         } else {
             Excluded(&range.range_end)
         };
-        Box::new(self.keys.range::<Bytes, _>((Included(&range.key), end)))
+        Box::new(self.keys.range::<_, Bytes>((Included(&range.key), end)))
     }
 }
 

@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use synod_core::codec::DecodeError;
 use synod_core::wire::Wire;
-use synod_core::{Engine, Membership, MembershipChange, NodeId, ReadConsistency, Status};
+use synod_core::{Engine, Membership, MembershipChange, NodeId, ReadConsistency, Snapshot, Status};
 use synod_kv::{Applied, KvStore, Request};
 use synod_replica::{
     Answer, Call, ClientCall, LeaseBugs, Output, PeerMessage, Replica, ReplicaOptions, Store,
@@ -237,6 +238,12 @@ pub struct Node<E: Engine> {
     commands: mpsc::Receiver<Command>,
     disk: Disk,
     disk_events: mpsc::UnboundedReceiver<DiskEvent>,
+    /// Stores decoded from snapshots from the leader, on a thread of their own each
+    /// (`Output::LoadSnapshot`).
+    loaded: (
+        mpsc::UnboundedSender<Result<KvStore, DecodeError>>,
+        mpsc::UnboundedReceiver<Result<KvStore, DecodeError>>,
+    ),
     status: watch::Sender<Status>,
     revision: watch::Sender<i64>,
     options: NodeOptions,
@@ -338,6 +345,7 @@ where
             commands,
             disk,
             disk_events,
+            loaded: mpsc::unbounded_channel(),
             status,
             revision,
             options,
@@ -388,6 +396,10 @@ where
                 Some(first) = self.commands.recv() => {
                     self.clock();
                     self.on_commands(first, &mut out);
+                }
+                Some(decoded) = self.loaded.1.recv() => {
+                    self.clock();
+                    self.replica.snapshot_loaded(decoded, &mut out);
                 }
                 event = self.disk_events.recv() => match event {
                     Some(event) => {
@@ -472,6 +484,26 @@ where
         }
     }
 
+    /// Decodes the store in a snapshot from the leader on a thread of its own: the node loop
+    /// goes on (the engine answers its peers) while it takes seconds for millions of keys.
+    fn load_snapshot(&mut self, snapshot: Snapshot) {
+        info!(
+            index = snapshot.meta.index,
+            bytes = snapshot.data.len(),
+            "loading a snapshot from the leader"
+        );
+        let loaded = self.loaded.0.clone();
+        let spawned = std::thread::Builder::new()
+            .name("snapshot-load".to_string())
+            .spawn(move || {
+                // The node loop may have stopped meanwhile: then nobody waits for the store.
+                let _ = loaded.send(KvStore::restore(&snapshot.data));
+            });
+        if let Err(e) = spawned {
+            self.fatal = Some(format!("cannot start a thread to load a snapshot: {e}"));
+        }
+    }
+
     /// Carries out the replica's outputs in order, then publishes what changed.
     fn carry_out(&mut self, out: &mut Vec<Output<E::Message, Reply>>) {
         let mut applied = false;
@@ -498,6 +530,7 @@ where
                     Output::Applied(_) => applied = true,
                     Output::Membership(membership) => self.on_membership(membership),
                     Output::MembershipApplied(membership) => self.on_membership_applied(membership),
+                    Output::LoadSnapshot(snapshot) => self.load_snapshot(snapshot),
                     Output::Restored(meta) => {
                         applied = true;
                         info!(index = meta.index, "installed a snapshot from the leader");

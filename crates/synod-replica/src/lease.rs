@@ -19,9 +19,9 @@
 //!   same step as the decision, while it leads in that era; it is never forwarded, so a
 //!   successor whose clocks were renewed since cannot commit it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
-use synod_kv::Lease;
+use synod_kv::Leases;
 
 /// Lease rules broken on purpose, to prove that the simulator's lease checker catches the
 /// holes they open. Without the `inject-bugs` feature the type has no fields, so a production
@@ -182,7 +182,7 @@ impl LeaseClocks {
     /// revoking, and is returned again `retry` later if its revoke has not applied by then.
     pub(crate) fn sweep(
         &mut self,
-        leases: &BTreeMap<i64, Lease>,
+        leases: &Leases,
         now: u64,
         ttl_unit: impl Fn(i64) -> u64,
         retry: u64,
@@ -214,8 +214,9 @@ impl LeaseClocks {
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
+    use synod_kv::Lease;
 
-    fn leases(ttls: &[(i64, i64)]) -> BTreeMap<i64, Lease> {
+    fn leases(ttls: &[(i64, i64)]) -> Leases {
         ttls.iter()
             .map(|&(id, ttl)| {
                 let lease = Lease {
@@ -228,12 +229,7 @@ mod tests {
     }
 
     /// One unit per second, so TTLs read as units; the extension is 2.
-    fn sweep(
-        clocks: &mut LeaseClocks,
-        leading: Option<u64>,
-        all: &BTreeMap<i64, Lease>,
-        now: u64,
-    ) -> Vec<i64> {
+    fn sweep(clocks: &mut LeaseClocks, leading: Option<u64>, all: &Leases, now: u64) -> Vec<i64> {
         clocks.follow(leading);
         clocks.sweep(all, now, |ttl| ttl as u64, 1)
     }

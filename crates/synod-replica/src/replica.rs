@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
+use synod_core::codec::DecodeError;
 use synod_core::{
     Action, Engine, Entry, Input, KeySpan, Membership, MembershipChange, MembershipRefusal, NodeId,
     Payload, Persist, PersistId, Proposal, ReadConsistency, ReadRequest, Rejection, RequestId,
@@ -174,6 +175,12 @@ pub enum Output<M, W> {
     /// A membership change applied here (it is committed): the shell may let go of members
     /// it removed, which until now still had to hear of their removal.
     MembershipApplied(Membership),
+    /// Decode the store in this snapshot from the leader, off the applying path (it takes
+    /// about a second per million keys), then call [`Replica::snapshot_loaded`]. Until then
+    /// the replica applies nothing and answers nothing: what the engine decides meanwhile
+    /// waits, in order, except its persists and sends, so this member goes on taking part in
+    /// the protocol (acknowledging entries, voting, answering heartbeats) while it loads.
+    LoadSnapshot(Snapshot),
     /// Save this copy of the store as a snapshot through `meta.index`, then call
     /// [`Replica::snapshot_saved`]. At most one is asked for at a time.
     SaveSnapshot {
@@ -236,6 +243,13 @@ struct KeepAlive<W> {
     era: u64,
     /// When the round started, by the lease clock.
     asked_at: u64,
+}
+
+/// A snapshot from the leader whose store the shell is decoding.
+struct Loading<M> {
+    meta: SnapshotMeta,
+    /// The engine's actions since, other than persists and sends, in order.
+    waiting: Vec<Action<M>>,
 }
 
 /// Bytes of commands in one `PeerMessage::Propose` a follower hands the leader, at most (one
@@ -304,6 +318,9 @@ pub struct Replica<E: Engine, W> {
     applied_era: u64,
     snapshot_index: u64,
     snapshot_in_flight: bool,
+    /// A snapshot from the leader being decoded by the shell, and the engine's actions that
+    /// wait for it (see [`Output::LoadSnapshot`]).
+    loading: Option<Loading<E::Message>>,
     status: Status,
     actions: Vec<Action<E::Message>>,
     /// Set when the replica cannot go on without diverging (a snapshot that does not decode).
@@ -351,6 +368,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             applied_era: snapshot_era,
             snapshot_index,
             snapshot_in_flight: false,
+            loading: None,
             actions: Vec::new(),
             fatal: None,
             options,
@@ -723,6 +741,37 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         self.step(Input::Persisted(id), out);
     }
 
+    /// The store of the snapshot asked for by [`Output::LoadSnapshot`] is decoded (or
+    /// failed to decode): it takes the place of this replica's, and what waited for it is
+    /// carried out, in the order the engine decided it.
+    pub fn snapshot_loaded(
+        &mut self,
+        decoded: Result<KvStore, DecodeError>,
+        out: &mut Vec<Output<E::Message, W>>,
+    ) {
+        let Some(loading) = self.loading.take() else {
+            return;
+        };
+        self.restore(loading.meta, decoded, out);
+        let mut applying = Vec::new();
+        for action in loading.waiting {
+            if self.loading.is_none() {
+                if let Action::Apply(entry) = action {
+                    applying.push(entry);
+                    continue;
+                }
+                if !applying.is_empty() {
+                    self.apply(&mut applying, out);
+                }
+            }
+            self.carry_out(action, out);
+        }
+        if !applying.is_empty() {
+            self.apply(&mut applying, out);
+        }
+        self.after_step(false, out);
+    }
+
     /// The snapshot asked for by [`Output::SaveSnapshot`] is durable and the log compacted
     /// through it (or the shell skipped it: the log had moved further).
     pub fn snapshot_saved(&mut self, snapshot: Snapshot, out: &mut Vec<Output<E::Message, W>>) {
@@ -772,11 +821,14 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         let mut applying: Vec<Entry> = Vec::new();
         for action in actions.drain(..) {
             // Applies are gathered so one lock covers a run of them; anything else that
-            // depends on the store flushes them first.
-            if let Action::Apply(entry) = action {
-                applying.push(entry);
-                continue;
-            }
+            // depends on the store flushes them first. While a snapshot loads, they wait.
+            let action = match action {
+                Action::Apply(entry) if self.loading.is_none() => {
+                    applying.push(entry);
+                    continue;
+                }
+                action => action,
+            };
             if !applying.is_empty() {
                 self.apply(&mut applying, out);
             }
@@ -825,6 +877,12 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
     }
 
     fn carry_out(&mut self, action: Action<E::Message>, out: &mut Vec<Output<E::Message, W>>) {
+        if let Some(loading) = &mut self.loading {
+            if !matches!(action, Action::Persist(_) | Action::Send { .. }) {
+                loading.waiting.push(action);
+                return;
+            }
+        }
         match action {
             Action::Persist(persist) => {
                 self.sends.issued(persist.id);
@@ -837,7 +895,13 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                 }
             }
             Action::Apply(entry) => self.apply(&mut vec![entry], out),
-            Action::Restore(snapshot) => self.restore(snapshot, out),
+            Action::Restore(snapshot) => {
+                self.loading = Some(Loading {
+                    meta: snapshot.meta,
+                    waiting: Vec::new(),
+                });
+                out.push(Output::LoadSnapshot(snapshot));
+            }
             Action::ReadReady(id) => {
                 if let Some(waiter) = self.reads.remove(&id) {
                     out.push(Output::Answer {
@@ -1007,9 +1071,15 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         }
     }
 
-    fn restore(&mut self, snapshot: Snapshot, out: &mut Vec<Output<E::Message, W>>) {
-        match KvStore::restore(&snapshot.data) {
-            Ok(mut kv) if kv.applied_index() == snapshot.meta.index => {
+    /// Puts the store decoded from a snapshot from the leader in place.
+    fn restore(
+        &mut self,
+        meta: SnapshotMeta,
+        decoded: Result<KvStore, DecodeError>,
+        out: &mut Vec<Output<E::Message, W>>,
+    ) {
+        match decoded {
+            Ok(mut kv) if kv.applied_index() == meta.index => {
                 // This member's own history window, whatever the sender's was.
                 kv.set_history_revisions(self.store.read().history_revisions());
                 // Writes waiting here whose entries came inside the snapshot: a tracked
@@ -1028,9 +1098,9 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                     .collect();
                 answered.sort_unstable_by_key(|(id, _)| *id);
                 *self.store.write() = kv;
-                self.applied_era = snapshot.meta.era;
-                self.snapshot_index = snapshot.meta.index;
-                out.push(Output::Restored(snapshot.meta));
+                self.applied_era = meta.era;
+                self.snapshot_index = meta.index;
+                out.push(Output::Restored(meta));
                 for (id, answer) in answered {
                     self.proposed_for.remove(&id);
                     if let Some(waiter) = self.writes.remove(&id) {
@@ -1050,7 +1120,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             Ok(kv) => {
                 self.fatal = Some(format!(
                     "a snapshot from the leader through {} holds state through {}",
-                    snapshot.meta.index,
+                    meta.index,
                     kv.applied_index()
                 ));
             }
@@ -1062,7 +1132,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
 
     fn maybe_snapshot(&mut self, out: &mut Vec<Output<E::Message, W>>) {
         let every = self.options.snapshot_every;
-        if every == 0 || self.snapshot_in_flight {
+        if every == 0 || self.snapshot_in_flight || self.loading.is_some() {
             return;
         }
         // A copy (its keys and values shared, not copied) is encoded and written by the
@@ -1607,12 +1677,51 @@ mod tests {
             meta: SnapshotMeta { index: 1, era: 3 },
             data: Bytes::from(leader_store.snapshot()),
         };
+        let data = snapshot.data.clone();
         r.engine.next.push(Action::Restore(snapshot));
         r.receive(NodeId(2), PeerMessage::Engine(0), &mut out);
+        match out.as_slice() {
+            [Output::LoadSnapshot(s)] => assert_eq!(s.meta.index, 1),
+            other => panic!("the shell is asked to decode the snapshot: {other:?}"),
+        }
+        out.clear();
+
+        // While it decodes, the engine goes on: its sends leave at once, the entry it
+        // commits after the snapshot waits for the store.
+        let later = RequestId::new(9, 1);
+        r.engine.next.push(Action::Send {
+            to: NodeId(2),
+            message: 1,
+        });
+        r.engine
+            .next
+            .push(Action::Apply(entry(2, 3, later, &put("j"))));
+        r.receive(NodeId(2), PeerMessage::Engine(0), &mut out);
+        assert!(
+            matches!(
+                out.as_slice(),
+                [Output::Send {
+                    to: NodeId(2),
+                    message: PeerMessage::Engine(1)
+                }]
+            ),
+            "only the send goes out while the snapshot loads: {out:?}"
+        );
+        out.clear();
+        assert_eq!(r.store().read().applied_index(), 0, "nothing applied yet");
+
+        r.snapshot_loaded(KvStore::restore(&data), &mut out);
         match answers(&mut out).as_slice() {
             [(1, Answer::Applied(applied))] => assert_eq!(applied.revision, 2),
             other => panic!("the forwarded write is answered from the snapshot: {other:?}"),
         }
+        let kv = r.store().read();
+        assert_eq!(
+            kv.applied_index(),
+            2,
+            "the waiting entry applied after the snapshot"
+        );
+        assert_eq!(kv.revision(), 3);
     }
 
     /// A leader of era 5 holding lease 9 (TTL 10 s), its lease epoch applied if `epoch`.

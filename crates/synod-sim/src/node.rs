@@ -5,6 +5,7 @@
 //! for the tokio shell of the real server.
 
 use bytes::Bytes;
+use synod_core::codec::DecodeError;
 use synod_core::{Entry, NodeId, Payload, Persist, PersistId, RequestId, Snapshot, Status};
 use synod_kv::{KvStore, RangeRequest, Request};
 use synod_replica::{
@@ -76,6 +77,9 @@ pub(crate) struct SimNode<P: Protocol> {
     disk_sync: (SimTime, SimTime),
     pub(crate) tick_us: SimTime,
     pub(crate) status: Option<Status>,
+    /// A snapshot from the leader being decoded, as the server does on another thread: the
+    /// store is handed over when its `SnapshotLoaded` event comes.
+    loading: Option<Result<KvStore, DecodeError>>,
 }
 
 impl<P: Protocol> SimNode<P> {
@@ -97,6 +101,7 @@ impl<P: Protocol> SimNode<P> {
             disk_sync: (0, 0),
             tick_us,
             status: None,
+            loading: None,
         }
     }
 
@@ -238,6 +243,7 @@ impl<P: Protocol> World<P> {
         let garbage = node.disk.crash(&mut self.disk_rng, unsynced);
         node.disk_sync = (0, 0);
         node.power_loss_armed = false;
+        node.loading = None;
         self.stats.crashes += 1;
         self.trace_line(|| format!("{id} crashes"));
         garbage
@@ -272,6 +278,7 @@ impl<P: Protocol> World<P> {
                     self.trace_line(|| format!("{id} runs with membership {membership}"));
                 }
                 Output::MembershipApplied(_) => {}
+                Output::LoadSnapshot(snapshot) => self.load_snapshot(id, &snapshot),
                 Output::Restored(meta) => {
                     self.stats.snapshots_installed += 1;
                     self.trace_line(|| format!("{id} installs a snapshot through {}", meta.index));
@@ -301,6 +308,35 @@ impl<P: Protocol> World<P> {
         if let Some(snapshot) = saved {
             self.step(id, |replica, out| replica.snapshot_saved(snapshot, out));
         }
+    }
+
+    /// Decodes a snapshot from the leader now, and hands the store over a while later: the
+    /// server decodes on another thread, so a member's engine goes on (and its clients
+    /// wait) while a snapshot loads.
+    fn load_snapshot(&mut self, id: NodeId, snapshot: &Snapshot) {
+        self.node_mut(id).loading = Some(KvStore::restore(&snapshot.data));
+        let incarnation = self.node(id).incarnation;
+        // About a second per million keys on the server; here up to a few ticks, so engine
+        // messages, ticks and client requests arrive while the store is not there.
+        let delay = self.disk_rng.range_inclusive(1_000, 5 * TICK_US);
+        self.schedule(
+            delay,
+            Event::SnapshotLoaded {
+                node: id,
+                incarnation,
+            },
+        );
+    }
+
+    /// The store of the snapshot a node was loading is decoded.
+    pub(crate) fn on_snapshot_loaded(&mut self, id: NodeId, incarnation: u64) {
+        if self.node(id).incarnation != incarnation || !self.is_up(id) {
+            return;
+        }
+        let Some(decoded) = self.node_mut(id).loading.take() else {
+            return;
+        };
+        self.step(id, |replica, out| replica.snapshot_loaded(decoded, out));
     }
 
     /// Hands a persist to the disk at once (unsynced, so a crash may lose or tear it) and

@@ -77,6 +77,11 @@ pub(crate) enum Event<M> {
         incarnation: u64,
         id: PersistId,
     },
+    /// A snapshot from the leader is decoded (`SimNode::loading`).
+    SnapshotLoaded {
+        node: NodeId,
+        incarnation: u64,
+    },
     ToNode {
         node: NodeId,
         client: u64,
@@ -345,6 +350,9 @@ impl<P: Protocol> World<P> {
                 incarnation,
                 id,
             } => self.on_disk_done(node, incarnation, id),
+            Event::SnapshotLoaded { node, incarnation } => {
+                self.on_snapshot_loaded(node, incarnation)
+            }
             Event::ToNode {
                 node,
                 client,
@@ -390,6 +398,7 @@ impl<P: Protocol> World<P> {
         let node = match &event {
             Event::Tick { node, .. }
             | Event::DiskDone { node, .. }
+            | Event::SnapshotLoaded { node, .. }
             | Event::ToNode { node, .. } => *node,
             Event::Message { to, .. } => *to,
             _ => return Some(event),
