@@ -74,20 +74,30 @@ start_etcd() {
     done
 }
 
-# start_synod [PROTOCOL]: three Synod nodes running PROTOCOL (default raft), on fresh data.
+# start_synod [PROTOCOL]: three Synod nodes running PROTOCOL (default raft), on fresh data,
+# each with the flags in SYNOD_FLAGS as well.
 start_synod() {
     local protocol=${1:-raft}
-    local cluster="1=127.0.0.1:32380,2=127.0.0.1:32390,3=127.0.0.1:32400"
     SYNOD_PIDS=()
     for i in 1 2 3; do
-        local client=$((32379 + (i - 1) * 10))
         rm -rf "$WORK/synod$i"
-        RUST_LOG=warn $SYNOD server --id "$i" --initial-cluster "$cluster" --threads "$THREADS" \
-            --listen-client "127.0.0.1:$client" --data-dir "$WORK/synod$i" \
-            --protocol "$protocol" >"$WORK/synod$i.log" 2>&1 &
-        PIDS+=($!)
-        SYNOD_PIDS+=($!)
+        start_synod_member "$i" "$protocol"
     done
+}
+
+# start_synod_member ID [PROTOCOL]: (re)starts one member of start_synod's cluster on the data
+# it has; its pid replaces the old one in SYNOD_PIDS.
+start_synod_member() {
+    local i=$1 protocol=${2:-raft}
+    local cluster="1=127.0.0.1:32380,2=127.0.0.1:32390,3=127.0.0.1:32400"
+    local client=$((32379 + (i - 1) * 10))
+    local flags
+    read -r -a flags <<<"${SYNOD_FLAGS:-}"
+    RUST_LOG=${RUST_LOG:-warn} $SYNOD server --id "$i" --initial-cluster "$cluster" \
+        --threads "$THREADS" --listen-client "127.0.0.1:$client" --data-dir "$WORK/synod$i" \
+        --protocol "$protocol" "${flags[@]}" >>"$WORK/synod$i.log" 2>&1 &
+    PIDS+=($!)
+    SYNOD_PIDS[i - 1]=$!
 }
 
 # Stops the Synod nodes start_synod started, and waits for them to go.

@@ -4,9 +4,7 @@
 //! the same entries produce identical snapshot bytes; the simulator compares them to check
 //! that replicas converged. Integrity (checksums) is the snapshot store's job, not this one's.
 
-use std::collections::BTreeSet;
 use synod_core::codec::{DecodeError, Decoder, Encoder};
-
 use synod_core::ClientId;
 
 use crate::history::{Event, EventKind};
@@ -106,7 +104,7 @@ impl KvStore {
         for _ in 0..dec.count("lease count")? {
             let id = dec.i64("lease id")?;
             let ttl = dec.i64("lease ttl")?;
-            let keys = BTreeSet::new();
+            let keys = imbl::OrdSet::new();
             store.leases.insert(id, Lease { ttl, keys });
         }
         if version >= 3 {

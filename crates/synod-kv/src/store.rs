@@ -94,8 +94,9 @@ pub(crate) struct Record {
 pub struct Lease {
     /// Time to live granted, in seconds.
     pub ttl: i64,
-    /// Keys attached to it.
-    pub keys: BTreeSet<Bytes>,
+    /// Keys attached to it (a persistent set, as the store's maps: a lease holding a million
+    /// keys is not copied when a snapshot's copy of the store shares it).
+    pub keys: imbl::OrdSet<Bytes>,
 }
 
 /// Every lease, by id: a persistent map, so copying it for a snapshot is free.
@@ -627,7 +628,7 @@ impl KvStore {
             (Request::LeaseGrant(g), _) => {
                 let lease = Lease {
                     ttl: g.ttl,
-                    keys: BTreeSet::new(),
+                    keys: imbl::OrdSet::new(),
                 };
                 self.leases.insert(g.id, lease);
                 Response::LeaseGrant(*g)

@@ -213,7 +213,6 @@ impl LeaseClocks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeSet;
     use synod_kv::Lease;
 
     fn leases(ttls: &[(i64, i64)]) -> Leases {
@@ -221,7 +220,7 @@ mod tests {
             .map(|&(id, ttl)| {
                 let lease = Lease {
                     ttl,
-                    keys: BTreeSet::new(),
+                    keys: Default::default(),
                 };
                 (id, lease)
             })

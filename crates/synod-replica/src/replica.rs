@@ -248,6 +248,8 @@ struct KeepAlive<W> {
 /// A snapshot from the leader whose store the shell is decoding.
 struct Loading<M> {
     meta: SnapshotMeta,
+    /// Membership changes waiting when the snapshot came: their entries may be inside it.
+    changes: Vec<RequestId>,
     /// The engine's actions since, other than persists and sends, in order.
     waiting: Vec<Action<M>>,
 }
@@ -493,6 +495,13 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                         answer: Answer::Refused(Refusal::NotLeader(self.lease_keeper())),
                     })
                 }
+                // The leases are in the snapshot still loading: no answer from the old ones.
+                Call::KeepAlive(_) | Call::TimeToLive(_) if self.loading.is_some() => {
+                    out.push(Output::Answer {
+                        waiter,
+                        answer: Answer::Refused(Refusal::NotLeader(None)),
+                    })
+                }
                 Call::KeepAlive(lease) if self.options.lease_bugs.renew_without_confirming() => {
                     let answer = self.renew(lease);
                     out.push(Output::Answer { waiter, answer });
@@ -615,7 +624,14 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
     }
 
     /// One tick of this node's clock.
+    ///
+    /// While a snapshot from the leader loads, time stands still for the engine: the member
+    /// answers what its peers ask (appends, votes) but starts nothing, above all no election,
+    /// since a leader whose store is not there could serve no one until it is.
     pub fn tick(&mut self, out: &mut Vec<Output<E::Message, W>>) {
+        if self.loading.is_some() {
+            return;
+        }
         self.ticks += 1;
         self.step(Input::Tick, out);
         if self.leaderless {
@@ -752,7 +768,12 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         let Some(loading) = self.loading.take() else {
             return;
         };
-        self.restore(loading.meta, decoded, out);
+        self.restore(loading.meta, decoded, loading.changes, out);
+        if self.fatal.is_some() {
+            // The store could not be put in place: applying or answering anything now would
+            // start from a state no other member holds. The node stops.
+            return;
+        }
         let mut applying = Vec::new();
         for action in loading.waiting {
             if self.loading.is_none() {
@@ -843,7 +864,9 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
 
     fn after_step(&mut self, membership_may_move: bool, out: &mut Vec<Output<E::Message, W>>) {
         let status = self.engine.status();
-        if status.role != Role::Leader {
+        // (While a snapshot loads, the engine's refusals of proposals it took as leader wait
+        // in order: they still need to know whom to tell.)
+        if status.role != Role::Leader && self.loading.is_none() {
             self.proposed_for.clear();
         }
         if status.leader != self.status.leader {
@@ -896,8 +919,11 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             }
             Action::Apply(entry) => self.apply(&mut vec![entry], out),
             Action::Restore(snapshot) => {
+                let mut changes: Vec<RequestId> = self.changes.keys().copied().collect();
+                changes.sort_unstable();
                 self.loading = Some(Loading {
                     meta: snapshot.meta,
+                    changes,
                     waiting: Vec::new(),
                 });
                 out.push(Output::LoadSnapshot(snapshot));
@@ -1076,6 +1102,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         &mut self,
         meta: SnapshotMeta,
         decoded: Result<KvStore, DecodeError>,
+        changes: Vec<RequestId>,
         out: &mut Vec<Output<E::Message, W>>,
     ) {
         match decoded {
@@ -1108,9 +1135,8 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                     }
                 }
                 // A membership change whose entry came inside the snapshot (or was cut) is
-                // never applied here: its outcome is unknown, as after a timeout.
-                let mut changes: Vec<RequestId> = self.changes.keys().copied().collect();
-                changes.sort_unstable();
+                // never applied here: its outcome is unknown, as after a timeout. (Changes
+                // asked for while the snapshot loaded are still to be decided.)
                 for id in changes {
                     self.refuse(id, Refusal::OutcomeUnknown, out);
                 }

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The cliff as the data grows, on a three-member Raft cluster (release build, one thread per
+# server, fsync on): fill it with PUTS puts of 256-byte values under random keys out of as many,
+# then measure LOAD puts by CLIENTS clients
+#   - on a cluster that never snapshots (--snapshot-every 0): the baseline;
+#   - on one that snapshots every 100,000 entries (the default), so the load crosses several;
+#   - while a follower that was down for 250,000 puts comes back and installs a snapshot;
+# and each member's resident memory per key, and how long a member takes to restart.
+#
+#   scripts/bench-snapshot.sh                    # PUTS=1000000 (about 632,000 distinct keys)
+#   PUTS=10000000 LOAD=500000 scripts/bench-snapshot.sh
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+PUTS=${PUTS:-1000000}
+LOAD=${LOAD:-300000}
+CLIENTS=${CLIENTS:-64}
+# shellcheck source=scripts/clusters.sh
+source scripts/clusters.sh
+
+ALL=$SYNOD_ENDPOINTS
+bench() { # bench ENDPOINTS TOTAL CLIENTS: one put load, its JSON line
+    $SYNOD bench put --endpoints "$1" --total "$2" --clients "$3" --value-size 256 \
+        --key-space "$PUTS" --format json 2>/dev/null
+}
+row() { # row LABEL JSON
+    printf '  %-44s %8.0f puts/s  p50 %6.2f  p99 %7.2f  p99.9 %7.2f  max %8.2f ms  errors %s\n' "$1" \
+        "$(echo "$2" | field throughput)" "$(echo "$2" | field p50_ms)" "$(echo "$2" | field p99_ms)" \
+        "$(echo "$2" | field p999_ms)" "$(echo "$2" | field max_ms)" "$(echo "$2" | field errors)"
+}
+rss_mb() { ps -o rss= -p "$1" | awk '{printf "%.0f", $1 / 1024}'; }
+# Seconds since START until member ID answers a serializable read.
+serving_after() {
+    local id=$1 start=$2 client=$((32379 + ($1 - 1) * 10))
+    until $SYNOD get bench/ready --consistency s --endpoints "127.0.0.1:$client" \
+        --dial-timeout-ms 200 >/dev/null 2>&1; do sleep 0.05; done
+    echo "$start $(date +%s.%N)" | awk '{printf "%.2f", $2 - $1}'
+}
+
+fill() {
+    wait_ready "$ALL"
+    local out keys
+    out=$(bench "$ALL" "$PUTS" 256)
+    row "fill: $PUTS puts, 256 clients" "$out"
+    keys=$($SYNOD get bench/ --prefix --count-only --endpoints "$ALL")
+    for i in 1 2 3; do
+        echo "  member $i: $(rss_mb "${SYNOD_PIDS[i - 1]}") MB resident," \
+            "$(ps -o rss= -p "${SYNOD_PIDS[i - 1]}" | awk -v k="$keys" '{printf "%.0f", $1 * 1024 / k}') bytes per key ($keys keys)"
+    done
+}
+
+restart_member() { # restart_member ID: kill -9 and restart, timed
+    kill -9 "${SYNOD_PIDS[$1 - 1]}"
+    wait "${SYNOD_PIDS[$1 - 1]}" 2>/dev/null || true
+    local start
+    start=$(date +%s.%N)
+    start_synod_member "$1"
+    echo "  member $1 restarted (kill -9) and served reads after $(serving_after "$1" "$start") s"
+}
+
+echo "== no snapshots (--snapshot-every 0)"
+SYNOD_FLAGS="--snapshot-every 0" start_synod
+fill
+row "$LOAD puts, $CLIENTS clients" "$(bench "$ALL" "$LOAD" "$CLIENTS")"
+restart_member 2
+check_running "${SYNOD_PIDS[@]}"
+stop_synod
+
+echo "== snapshots every 100,000 entries"
+start_synod
+fill
+row "$LOAD puts, $CLIENTS clients, snapshots taken" "$(bench "$ALL" "$LOAD" "$CLIENTS")"
+restart_member 2
+# Member 3 misses enough that the leader's log no longer holds what it lacks.
+kill -9 "${SYNOD_PIDS[2]}"
+wait "${SYNOD_PIDS[2]}" 2>/dev/null || true
+bench 127.0.0.1:32379,127.0.0.1:32389 250000 "$CLIENTS" >/dev/null
+RUST_LOG=info start_synod_member 3
+row "$LOAD puts, $CLIENTS clients, member 3 installing" \
+    "$(bench 127.0.0.1:32379,127.0.0.1:32389 "$LOAD" "$CLIENTS")"
+grep -h "installed a snapshot\|loading a snapshot" "$WORK/synod3.log" | tail -2 | cut -c1-160 || true
+check_running "${SYNOD_PIDS[@]}"
+stop_synod
