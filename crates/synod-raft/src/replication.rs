@@ -402,7 +402,13 @@ impl Raft {
             .iter_mut()
             .filter(|(_, p)| p.is_stalled(now, retry))
             .map(|(&id, p)| {
-                p.probe_from(p.match_index + 1);
+                match p.mode {
+                    // A snapshot's transfer resumes with the chunk that went unanswered:
+                    // starting over would never end for a snapshot of gigabytes, whose
+                    // chunks a busy follower may take longer than the retry to answer.
+                    Mode::Snapshot { index, offset } => p.send_snapshot_from(index, offset),
+                    _ => p.probe_from(p.match_index + 1),
+                }
                 id
             })
             .collect();

@@ -259,6 +259,12 @@ struct Loading<M> {
 /// a burst of large writes is never one message the link must drop.
 const FORWARD_BYTES_MAX: usize = 4 << 20;
 
+/// A snapshot waits until the commands applied since the last one add up to at least this
+/// fraction of the store's size (`KvStore::size_bytes`, history included): writing the whole
+/// store then costs at most this many times the bytes the log took meanwhile, and a restart
+/// replays at most this fraction of the store on top of the snapshot.
+const SNAPSHOT_LOG_SHARE: u64 = 4;
+
 /// How often the leader looks for expired leases, in microseconds.
 const LEASE_CHECK_EVERY_US: u64 = 250_000;
 
@@ -320,6 +326,8 @@ pub struct Replica<E: Engine, W> {
     applied_era: u64,
     snapshot_index: u64,
     snapshot_in_flight: bool,
+    /// Bytes of commands applied since the last snapshot (taken or restored).
+    applied_bytes: u64,
     /// A snapshot from the leader being decoded by the shell, and the engine's actions that
     /// wait for it (see [`Output::LoadSnapshot`]).
     loading: Option<Loading<E::Message>>,
@@ -370,6 +378,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             applied_era: snapshot_era,
             snapshot_index,
             snapshot_in_flight: false,
+            applied_bytes: 0,
             loading: None,
             actions: Vec::new(),
             fatal: None,
@@ -1043,6 +1052,9 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                 if entry.index <= kv.applied_index() {
                     continue; // already in the snapshot the store was restored from
                 }
+                if let Payload::Command(proposal) = &entry.payload {
+                    self.applied_bytes += proposal.command.len() as u64;
+                }
                 if let Some(answer) = kv.apply(&entry) {
                     answers.push(answer);
                 }
@@ -1127,6 +1139,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                 *self.store.write() = kv;
                 self.applied_era = meta.era;
                 self.snapshot_index = meta.index;
+                self.applied_bytes = 0;
                 out.push(Output::Restored(meta));
                 for (id, answer) in answered {
                     self.proposed_for.remove(&id);
@@ -1167,7 +1180,13 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         let (meta, store) = {
             let kv = self.store.read();
             let applied = kv.applied_index();
-            if applied < self.snapshot_index + every || !self.engine.may_snapshot_at(applied) {
+            // Every `every` entries, but no sooner than the log since the last snapshot
+            // holds a share of what the store does: a store of gigabytes is not rewritten
+            // for every hundred thousand small writes (see `SNAPSHOT_LOG_SHARE`).
+            if applied < self.snapshot_index + every
+                || self.applied_bytes < kv.size_bytes() / SNAPSHOT_LOG_SHARE
+                || !self.engine.may_snapshot_at(applied)
+            {
                 return;
             }
             let meta = SnapshotMeta {
@@ -1177,6 +1196,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             (meta, kv.clone())
         };
         self.snapshot_in_flight = true;
+        self.applied_bytes = 0;
         let membership = self.engine.membership_at(meta.index);
         out.push(Output::SaveSnapshot {
             meta,

@@ -95,6 +95,37 @@ fn s7_snapshots_travel_in_bounded_chunks_while_heartbeats_go_on() {
 }
 
 #[test]
+fn s7_a_stalled_transfer_resumes_where_it_was_not_from_the_start() {
+    let mut c = lagging_follower(7);
+    // n3 answers the first chunk, then its answers are lost for longer than the append
+    // retry: a follower busy taking a chunk of a large snapshot.
+    c.drop_if = Some(Box::new(|from, _, m| {
+        from == NodeId(3) && matches!(m, Message::InstallSnapshotResponse(r) if r.next_offset >= 14)
+    }));
+    c.sent.clear();
+    c.tick(1, 30);
+    let offsets: Vec<u64> = c
+        .sent
+        .iter()
+        .filter_map(|(_, _, m)| match m {
+            Message::InstallSnapshot(s) => Some(s.offset),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        offsets.iter().filter(|&&offset| offset == 7).count() >= 2,
+        "the unanswered chunk is sent again: {offsets:?}"
+    );
+    assert!(
+        offsets.is_sorted(),
+        "resent from where the transfer was, never from the start: {offsets:?}"
+    );
+    c.drop_if = None;
+    c.tick(1, 30);
+    assert_eq!(c.applied_indexes(3).len(), 41);
+}
+
+#[test]
 fn s7_lost_chunks_are_sent_again() {
     let mut c = lagging_follower(5);
     let lost = std::cell::Cell::new(0);
