@@ -4,7 +4,8 @@
 # then measure LOAD puts by CLIENTS clients
 #   - on a cluster that never snapshots (--snapshot-every 0): the baseline;
 #   - on one that snapshots every 100,000 entries (the default), so the load crosses several;
-#   - while a follower that was down for 250,000 puts comes back and installs a snapshot;
+#   - while a follower that was down for 2 x PUTS puts comes back and catches up (by a
+#     snapshot if the leader's log no longer holds what it lacks; the counts are printed);
 # and each member's resident memory per key, and how long a member takes to restart.
 #
 #   scripts/bench-snapshot.sh                    # PUTS=1000000 (about 632,000 distinct keys)
@@ -17,6 +18,8 @@ LOAD=${LOAD:-300000}
 CLIENTS=${CLIENTS:-64}
 # shellcheck source=scripts/clusters.sh
 source scripts/clusters.sh
+# Snapshots taken and installed are counted from the members' logs.
+export RUST_LOG=info
 
 ALL=$SYNOD_ENDPOINTS
 bench() { # bench ENDPOINTS TOTAL CLIENTS: one put load, its JSON line
@@ -29,11 +32,14 @@ row() { # row LABEL JSON
         "$(echo "$2" | field p999_ms)" "$(echo "$2" | field max_ms)" "$(echo "$2" | field errors)"
 }
 rss_mb() { ps -o rss= -p "$1" | awk '{printf "%.0f", $1 / 1024}'; }
-# Seconds since START until member ID answers a serializable read.
-serving_after() {
-    local id=$1 start=$2 client=$((32379 + ($1 - 1) * 10))
-    until $SYNOD get bench/ready --consistency s --endpoints "127.0.0.1:$client" \
-        --dial-timeout-ms 200 >/dev/null 2>&1; do sleep 0.05; done
+# Seconds since START until member ID holds COUNT keys of its own (serializable reads): its
+# snapshot loaded and its log replayed up to what the cluster committed.
+caught_up_after() {
+    local id=$1 start=$2 count=$3 client=$((32379 + ($1 - 1) * 10))
+    until [ "$($SYNOD get bench/ --prefix --count-only --consistency s \
+        --endpoints "127.0.0.1:$client" --dial-timeout-ms 200 2>/dev/null)" = "$count" ]; do
+        sleep 0.05
+    done
     echo "$start $(date +%s.%N)" | awk '{printf "%.2f", $2 - $1}'
 }
 
@@ -49,13 +55,15 @@ fill() {
     done
 }
 
-restart_member() { # restart_member ID: kill -9 and restart, timed
+restart_member() { # restart_member ID: kill -9 and restart, timed until it caught up
+    local start count
+    count=$($SYNOD get bench/ --prefix --count-only --endpoints "$ALL")
     kill -9 "${SYNOD_PIDS[$1 - 1]}"
     wait "${SYNOD_PIDS[$1 - 1]}" 2>/dev/null || true
-    local start
     start=$(date +%s.%N)
     start_synod_member "$1"
-    echo "  member $1 restarted (kill -9) and served reads after $(serving_after "$1" "$start") s"
+    echo "  member $1 restarted (kill -9) and held all $count keys again after" \
+        "$(caught_up_after "$1" "$start" "$count") s"
 }
 
 echo "== no snapshots (--snapshot-every 0)"
@@ -71,13 +79,21 @@ start_synod
 fill
 row "$LOAD puts, $CLIENTS clients, snapshots taken" "$(bench "$ALL" "$LOAD" "$CLIENTS")"
 restart_member 2
-# Member 3 misses enough that the leader's log no longer holds what it lacks.
+# Member 3 misses enough that the leader's log no longer holds what it lacks: as many puts
+# as twice the fill (a snapshot waits for a quarter of the store's bytes in the log).
 kill -9 "${SYNOD_PIDS[2]}"
 wait "${SYNOD_PIDS[2]}" 2>/dev/null || true
-bench 127.0.0.1:32379,127.0.0.1:32389 250000 "$CLIENTS" >/dev/null
-RUST_LOG=info start_synod_member 3
-row "$LOAD puts, $CLIENTS clients, member 3 installing" \
+row "$((2 * PUTS)) puts, 256 clients, member 3 down" \
+    "$(bench 127.0.0.1:32379,127.0.0.1:32389 $((2 * PUTS)) 256)"
+RESTARTED=$(date +%s.%N)
+start_synod_member 3
+row "$LOAD puts, $CLIENTS clients, member 3 catching up" \
     "$(bench 127.0.0.1:32379,127.0.0.1:32389 "$LOAD" "$CLIENTS")"
-grep -h "installed a snapshot\|loading a snapshot" "$WORK/synod3.log" | tail -2 | cut -c1-160 || true
+COUNT=$($SYNOD get bench/ --prefix --count-only --endpoints "$ALL")
+echo "  member 3 held all $COUNT keys again $(caught_up_after 3 "$RESTARTED" "$COUNT") s after it restarted"
+for i in 1 2 3; do
+    echo "  member $i: $(grep -c "saved a snapshot" "$WORK/synod$i.log") snapshots taken," \
+        "$(grep -c "installed a snapshot" "$WORK/synod$i.log") installed from the leader"
+done
 check_running "${SYNOD_PIDS[@]}"
 stop_synod
