@@ -115,9 +115,9 @@ impl Disk {
         &self,
         meta: SnapshotMeta,
         membership: Option<Membership>,
-        state: KvStore,
+        state: Box<KvStore>,
     ) {
-        self.submit(Job::Snapshot(meta, membership, Box::new(state)));
+        self.submit(Job::Snapshot(meta, membership, state));
     }
 
     /// Compacts the log through a snapshot reported written; [`DiskEvent::SnapshotSaved`]

@@ -229,6 +229,9 @@ impl NodeHandle {
     }
 }
 
+/// A store decoded from a snapshot from the leader, or why it could not be.
+type Loaded = Result<KvStore, DecodeError>;
+
 /// The node loop's state.
 pub struct Node<E: Engine> {
     replica: Replica<E, Reply>,
@@ -241,8 +244,8 @@ pub struct Node<E: Engine> {
     /// Stores decoded from snapshots from the leader, on a thread of their own each
     /// (`Output::LoadSnapshot`).
     loaded: (
-        mpsc::UnboundedSender<Result<KvStore, DecodeError>>,
-        mpsc::UnboundedReceiver<Result<KvStore, DecodeError>>,
+        mpsc::UnboundedSender<Loaded>,
+        mpsc::UnboundedReceiver<Loaded>,
     ),
     status: watch::Sender<Status>,
     revision: watch::Sender<i64>,

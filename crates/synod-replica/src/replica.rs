@@ -189,7 +189,7 @@ pub enum Output<M, W> {
         /// The membership as of `meta.index`, to save with it.
         membership: Option<Membership>,
         /// The store as applied through `meta.index` (keys and values shared, not copied).
-        store: KvStore,
+        store: Box<KvStore>,
     },
 }
 
@@ -1193,7 +1193,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                 index: applied,
                 era: self.applied_era,
             };
-            (meta, kv.clone())
+            (meta, Box::new(kv.clone()))
         };
         self.snapshot_in_flight = true;
         self.applied_bytes = 0;
