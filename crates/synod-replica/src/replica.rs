@@ -265,6 +265,10 @@ const FORWARD_BYTES_MAX: usize = 4 << 20;
 /// replays at most this fraction of the store on top of the snapshot.
 const SNAPSHOT_LOG_SHARE: u64 = 4;
 
+/// Stores smaller than this snapshot every `snapshot_every` entries whatever the share: their
+/// snapshots are cheap, and an operator who asked for frequent ones gets them.
+const SNAPSHOT_SHARE_FROM_BYTES: u64 = 64 << 20;
+
 /// How often the leader looks for expired leases, in microseconds.
 const LEASE_CHECK_EVERY_US: u64 = 250_000;
 
@@ -1183,8 +1187,9 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             // Every `every` entries, but no sooner than the log since the last snapshot
             // holds a share of what the store does: a store of gigabytes is not rewritten
             // for every hundred thousand small writes (see `SNAPSHOT_LOG_SHARE`).
+            let large = kv.size_bytes() >= SNAPSHOT_SHARE_FROM_BYTES;
             if applied < self.snapshot_index + every
-                || self.applied_bytes < kv.size_bytes() / SNAPSHOT_LOG_SHARE
+                || (large && self.applied_bytes < kv.size_bytes() / SNAPSHOT_LOG_SHARE)
                 || !self.engine.may_snapshot_at(applied)
             {
                 return;
