@@ -787,22 +787,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             // start from a state no other member holds. The node stops.
             return;
         }
-        let mut applying = Vec::new();
-        for action in loading.waiting {
-            if self.loading.is_none() {
-                if let Action::Apply(entry) = action {
-                    applying.push(entry);
-                    continue;
-                }
-                if !applying.is_empty() {
-                    self.apply(&mut applying, out);
-                }
-            }
-            self.carry_out(action, out);
-        }
-        if !applying.is_empty() {
-            self.apply(&mut applying, out);
-        }
+        self.carry_out_all(loading.waiting, out);
         self.after_step(false, out);
     }
 
@@ -852,10 +837,21 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         );
         let mut actions = std::mem::take(&mut self.actions);
         self.engine.step(input, &mut actions);
+        self.carry_out_all(actions.drain(..), out);
+        self.actions = actions;
+        self.after_step(membership_may_move, out);
+    }
+
+    /// Carries out the engine's actions in order. Applies are gathered so one lock covers a
+    /// run of them; anything else that depends on the store flushes them first. While a
+    /// snapshot loads (from a `Restore` among them on), they wait with the rest.
+    fn carry_out_all(
+        &mut self,
+        actions: impl IntoIterator<Item = Action<E::Message>>,
+        out: &mut Vec<Output<E::Message, W>>,
+    ) {
         let mut applying: Vec<Entry> = Vec::new();
-        for action in actions.drain(..) {
-            // Applies are gathered so one lock covers a run of them; anything else that
-            // depends on the store flushes them first. While a snapshot loads, they wait.
+        for action in actions {
             let action = match action {
                 Action::Apply(entry) if self.loading.is_none() => {
                     applying.push(entry);
@@ -871,8 +867,6 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         if !applying.is_empty() {
             self.apply(&mut applying, out);
         }
-        self.actions = actions;
-        self.after_step(membership_may_move, out);
     }
 
     fn after_step(&mut self, membership_may_move: bool, out: &mut Vec<Output<E::Message, W>>) {
