@@ -70,6 +70,22 @@ pub trait Engine {
     fn owes_handover(&self) -> bool {
         false
     }
+
+    /// The timer after which this node acts on its own if it hears nothing (stands for
+    /// election, suspects its leader), for viewers and metrics: `None` while none runs (a
+    /// leader, or an engine without one).
+    fn election_timer(&self) -> Option<ElectionTimer> {
+        None
+    }
+}
+
+/// How far a node's election timer has run, in ticks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ElectionTimer {
+    /// Ticks since it last heard from a leader (or since its last election began).
+    pub elapsed: u64,
+    /// Ticks after which it acts.
+    pub timeout: u64,
 }
 
 /// Something that happened to a node.

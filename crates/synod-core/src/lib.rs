@@ -18,8 +18,8 @@ pub mod testing;
 pub mod wire;
 
 pub use engine::{
-    Action, Engine, Input, KeySpan, Persist, PersistId, ReadConsistency, ReadRequest, Rejection,
-    Role, Status,
+    Action, ElectionTimer, Engine, Input, KeySpan, Persist, PersistId, ReadConsistency,
+    ReadRequest, Rejection, Role, Status,
 };
 pub use entry::{Command, Entry, Payload, Proposal};
 pub use ids::{ClientId, LogIndex, NodeId, RequestId};

@@ -820,6 +820,12 @@ macro_rules! engine_common {
                 self.core.prefix()
             }
 
+            /// The newest `max` entries of the decided log (for viewers).
+            pub fn decided_tail(&self, max: usize) -> &[synod_core::Entry] {
+                let log = &self.core.log;
+                &log[log.len().saturating_sub(max)..]
+            }
+
             /// Acceptor events through this number are durable, so may have been answered;
             /// later ones could still vanish in a crash (for checkers).
             pub fn durable_events(&self) -> u64 {

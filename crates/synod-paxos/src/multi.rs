@@ -1200,6 +1200,13 @@ impl Engine for MultiPaxos {
         self.core.flush(out);
     }
 
+    fn election_timer(&self) -> Option<synod_core::ElectionTimer> {
+        (!matches!(self.state, State::Leader(_))).then_some(synod_core::ElectionTimer {
+            elapsed: self.election_elapsed,
+            timeout: self.election_timeout,
+        })
+    }
+
     fn status(&self) -> Status {
         let (role, leader) = match &self.state {
             State::Leader(_) => (Role::Leader, Some(self.core.id)),

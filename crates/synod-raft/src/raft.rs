@@ -482,6 +482,13 @@ impl Engine for Raft {
         Some(&self.membership)
     }
 
+    fn election_timer(&self) -> Option<synod_core::ElectionTimer> {
+        (self.role != Role::Leader && self.is_voter(self.id)).then_some(synod_core::ElectionTimer {
+            elapsed: self.election_elapsed,
+            timeout: self.election_timeout,
+        })
+    }
+
     fn membership_at(&self, index: LogIndex) -> Option<Membership> {
         Some(self.membership_as_of(index))
     }

@@ -428,6 +428,10 @@ impl<P: Protocol> World<P> {
         let timeout = pending.attempt_timeout_us;
         let attempt = pending.attempts;
         let request = pending.kind.request(pending.request);
+        let op = pending.op;
+        if let (Some(timeline), Some(op)) = (&mut self.timeline, op) {
+            timeline.invoke(now, op.0, id, target);
+        }
         let deliveries = self.network.deliveries(&mut self.net_rng);
         // One unresolved entry per copy that will arrive: a refusal settles one copy, and a
         // duplicate may have reached the log before its twin was refused.

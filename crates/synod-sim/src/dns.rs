@@ -35,6 +35,10 @@ impl Protocol for Dns {
             + synod_dns::Config::DEFAULT_RETRY_TICKS)
             * TICK_US,
     );
+
+    fn log_tail(&self, max: usize) -> (synod_core::LogIndex, Vec<Option<u64>>) {
+        crate::protocol::tail_of(self.log(), max)
+    }
 }
 
 impl LogEngine for Dns {

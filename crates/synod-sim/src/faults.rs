@@ -36,8 +36,8 @@ pub struct FaultSet {
     pub membership: bool,
 }
 
-/// Every fault name, in the order `Display` prints them.
-const NAMES: [&str; 10] = [
+/// Every fault name, as `--faults` takes them, in the order `Display` prints them.
+pub const NAMES: [&str; 10] = [
     "delay",
     "drop",
     "duplicate",

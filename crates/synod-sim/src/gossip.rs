@@ -25,6 +25,10 @@ use synod_replica::GossipOptions;
 use crate::protocol::{Invariants, Protocol};
 
 impl Protocol for Gossip {
+    fn replay_flags(options: &Self::Options) -> String {
+        format!(" --level {}", options.write_level)
+    }
+
     type Invariants = GossipInvariants;
     const TAKES_CONSENSUS_OPS: bool = false;
     const REJOINS_EMPTY: bool = true;

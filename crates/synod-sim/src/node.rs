@@ -393,6 +393,9 @@ impl<P: Protocol> World<P> {
                 format!("{id} cannot sync its log: {e}"),
             );
         }
+        if let Some(timeline) = &mut self.timeline {
+            timeline.node_event(self.now, "sync", id);
+        }
         self.step(id, |replica, out| replica.persisted(done, out));
     }
 

@@ -26,7 +26,7 @@ pub trait PaxosNode {
 
 /// The simulator's glue for one Paxos engine; both expose the same constructors and views.
 macro_rules! paxos_protocol {
-    ($engine:ident) => {
+    ($engine:ident, $era_label:expr) => {
         impl PaxosNode for $engine {
             fn acceptor(&self) -> &Acceptor {
                 $engine::acceptor(self)
@@ -44,12 +44,58 @@ macro_rules! paxos_protocol {
 
         impl Protocol for $engine {
             type Invariants = PaxosInvariants;
+
+            /// The decided log's newest slots, then the slots after it that the acceptor
+            /// holds something for (accepted values not yet known decided).
+            fn log_tail(&self, max: usize) -> (synod_core::LogIndex, Vec<Option<u64>>) {
+                slots_tail(
+                    $engine::decided_tail(self, max),
+                    $engine::decided_through(self),
+                    $engine::acceptor(self),
+                    max,
+                )
+            }
+
+            fn era_label(era: u64) -> String {
+                $era_label(era)
+            }
         }
     };
 }
 
-paxos_protocol!(BasicPaxos);
-paxos_protocol!(MultiPaxos);
+/// Decided slots, then undecided ones through the highest the acceptor holds: the newest
+/// `max` of them.
+fn slots_tail(
+    decided: &[synod_core::Entry],
+    decided_through: synod_core::LogIndex,
+    acceptor: &Acceptor,
+    max: usize,
+) -> (synod_core::LogIndex, Vec<Option<u64>>) {
+    let pending: BTreeMap<Slot, u64> = acceptor
+        .slots()
+        .filter(|(slot, _)| *slot > decided_through)
+        .filter_map(|(slot, state)| state.accepted.as_ref().map(|(b, _)| (slot, b.era())))
+        .collect();
+    let last = pending
+        .keys()
+        .next_back()
+        .copied()
+        .unwrap_or(decided_through);
+    // The decided entries are consecutive and end at `decided_through`.
+    let decided_from = decided_through + 1 - decided.len() as u64;
+    let first = decided_from.max((last + 1).saturating_sub(max as u64));
+    let eras = (first..=last)
+        .map(|slot| match slot.checked_sub(decided_from) {
+            Some(at) if slot <= decided_through => decided.get(at as usize).map(|e| e.era),
+            _ => pending.get(&slot).copied(),
+        })
+        .collect();
+    (first, eras)
+}
+
+// Basic Paxos's status carries the highest round it has seen; Multi-Paxos's, its ballot.
+paxos_protocol!(BasicPaxos, |round: u64| round.to_string());
+paxos_protocol!(MultiPaxos, |era| Ballot::from_era(era).to_string());
 
 /// The checks, fed by the acceptors' event journals.
 #[derive(Default)]

@@ -16,6 +16,10 @@ use crate::raft::{LogEngine, LogInvariants};
 impl Protocol for PrimaryBackup {
     type Invariants = PrimaryBackupInvariants;
     const WRITES_NEED_EVERY_MEMBER: bool = true;
+
+    fn log_tail(&self, max: usize) -> (synod_core::LogIndex, Vec<Option<u64>>) {
+        crate::protocol::tail_of(self.log(), max)
+    }
 }
 
 impl LogEngine for PrimaryBackup {

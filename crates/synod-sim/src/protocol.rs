@@ -1,7 +1,7 @@
 //! What the simulator needs from a protocol beyond how a replica boots it
 //! ([`synod_replica::Protocol`]): which safety properties of its paper to check while it runs.
 
-use synod_core::{Engine, NodeId};
+use synod_core::{Engine, Log, LogIndex, NodeId};
 
 /// A protocol the simulator can run: one that boots as a replica does, with the safety
 /// properties of its paper to check while it runs.
@@ -68,6 +68,32 @@ pub trait Protocol: synod_replica::Protocol {
     fn version_of(&self, _key: &[u8]) -> Option<(u64, u64)> {
         None
     }
+
+    /// For viewers: the newest entries of the node's log (for Paxos, its slots), at most
+    /// `max`: the index of the first, and the era of each (`None`: a slot with nothing
+    /// accepted yet). Empty for an engine without one log (gossip).
+    fn log_tail(&self, _max: usize) -> (LogIndex, Vec<Option<u64>>) {
+        (0, Vec::new())
+    }
+
+    /// Flags of `synod sim` that select these options, after the protocol's, for a replay
+    /// command line (gossip's consistency level).
+    fn replay_flags(_options: &Self::Options) -> String {
+        String::new()
+    }
+
+    /// How a viewer writes one of this protocol's eras (a Paxos ballot as round.node).
+    fn era_label(era: u64) -> String {
+        era.to_string()
+    }
+}
+
+/// [`Protocol::log_tail`] of an engine that keeps a [`Log`].
+pub(crate) fn tail_of(log: &Log, max: usize) -> (LogIndex, Vec<Option<u64>>) {
+    let entries = log.entries();
+    let tail = &entries[entries.len().saturating_sub(max)..];
+    let first = tail.first().map_or(log.last_index() + 1, |e| e.index);
+    (first, tail.iter().map(|e| Some(e.era)).collect())
 }
 
 /// Protocol-specific safety checks. An `Err` is a violation, described for a human.

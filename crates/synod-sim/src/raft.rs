@@ -12,6 +12,10 @@ use crate::protocol::{Invariants, Protocol};
 
 impl Protocol for Raft {
     type Invariants = RaftInvariants;
+
+    fn log_tail(&self, max: usize) -> (synod_core::LogIndex, Vec<Option<u64>>) {
+        crate::protocol::tail_of(self.log(), max)
+    }
 }
 
 /// An engine that keeps a log whose entries are named by (index, era), one leader per era.

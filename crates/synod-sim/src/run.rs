@@ -9,8 +9,10 @@ use synod_check::{check_kv, Verdict};
 use synod_core::NodeId;
 
 use crate::faults::FaultSet;
+use crate::intervention::Intervention;
 use crate::protocol::Protocol;
 use crate::report::{RunReport, Violation, ViolationKind};
+use crate::timeline::Document;
 use crate::world::World;
 use crate::TICK_US;
 
@@ -43,6 +45,10 @@ pub struct RunConfig {
     pub spread_clients: bool,
     /// Keep a readable trace.
     pub trace: bool,
+    /// Record the run for a viewer (the JSON of `docs/trace-format.md`).
+    pub record: bool,
+    /// What a viewer does to the run, in time order.
+    pub interventions: Vec<Intervention>,
     /// Storage rules broken on purpose (test builds), to prove the sweep catches them.
     pub storage_bugs: synod_storage::InjectedBugs,
     /// Lease rules broken on purpose (test builds), to prove the lease checker catches them.
@@ -67,19 +73,23 @@ impl RunConfig {
             snapshot_every: 200,
             spread_clients: false,
             trace: false,
+            record: false,
+            interventions: Vec::new(),
             storage_bugs: synod_storage::InjectedBugs::NONE,
             lease_bugs: synod_replica::LeaseBugs::NONE,
         }
     }
 }
 
-/// A finished run: its report and, if asked for, its trace.
+/// A finished run: its report and, if asked for, its trace and its recording.
 #[derive(Debug)]
 pub struct RunOutcome {
     /// What the run found.
     pub report: RunReport,
     /// The readable trace; empty unless `trace` was set.
     pub trace: String,
+    /// The run for a viewer, as the JSON of `docs/trace-format.md`, if `record` was set.
+    pub recording: Option<String>,
 }
 
 thread_local! {
@@ -128,6 +138,18 @@ pub fn run<P: Protocol>(config: &RunConfig, options: &P::Options) -> RunOutcome 
         .map(|e| e.preemptions())
         .sum();
     world.stats.preemptions += live_preemptions;
+    let recording = world.timeline.as_ref().map(|timeline| {
+        timeline.document(Document {
+            run: run_fields::<P>(config, options, &world),
+            members: &world.everyone,
+            history: world.history.operations(),
+            violation: world.violation.as_ref().map(|v| {
+                let at = world.violated_at.unwrap_or(world.now);
+                (v.kind.to_string(), v.detail.clone(), at)
+            }),
+            linearizable: world.linearizable,
+        })
+    });
     RunOutcome {
         report: RunReport {
             seed: config.seed,
@@ -136,7 +158,53 @@ pub fn run<P: Protocol>(config: &RunConfig, options: &P::Options) -> RunOutcome 
             violation: world.violation.clone(),
         },
         trace: world.trace.text().to_string(),
+        recording,
     }
+}
+
+/// The `run` object of a recording: what shaped the run, and the command that replays it.
+fn run_fields<P: Protocol>(config: &RunConfig, options: &P::Options, world: &World<P>) -> String {
+    let replay = format!(
+        "synod sim --protocol {}{} --nodes {} --seed {} --faults {} --clients {} --keys {} \
+         --safety-ticks {} --liveness-ticks {} --snapshot-every {}",
+        P::NAME,
+        P::replay_flags(options),
+        config.nodes,
+        config.seed,
+        config.faults,
+        config.clients,
+        config.keys,
+        config.safety_ticks,
+        config.liveness_ticks,
+        config.snapshot_every,
+    );
+    let mut out = String::new();
+    out.push_str("\"protocol\":");
+    crate::timeline::string(&mut out, P::NAME);
+    out.push_str(&format!(
+        ",\"nodes\":{},\"seed\":{},\"faults\":\"{}\",\"clients\":{},\"keys\":{},\
+         \"safety_ticks\":{},\"liveness_ticks\":{},\"snapshot_every\":{},\"tick_us\":{TICK_US},\
+         \"healed_at\":{},\"ended_at\":{},\"interventions\":",
+        config.nodes,
+        config.seed,
+        config.faults,
+        config.clients,
+        config.keys,
+        config.safety_ticks,
+        config.liveness_ticks,
+        config.snapshot_every,
+        world
+            .healed_at
+            .map_or("null".to_string(), |t| t.to_string()),
+        world.now,
+    ));
+    crate::timeline::string(
+        &mut out,
+        &Intervention::list_to_string(&config.interventions),
+    );
+    out.push_str(",\"replay\":");
+    crate::timeline::string(&mut out, &replay);
+    out
 }
 
 fn play<P: Protocol>(world: &mut World<P>) {
@@ -214,11 +282,17 @@ impl<P: Protocol> World<P> {
         }
         let verdict = check_kv(self.history.operations());
         if !synod_replica::is_linearizable(P::NAME) {
+            self.linearizable = "not promised";
             if matches!(verdict, Verdict::Violation(_)) {
                 self.stats.not_linearizable += 1;
             }
             return;
         }
+        self.linearizable = match verdict {
+            Verdict::Linearizable => "yes",
+            Verdict::Violation(_) => "no",
+            Verdict::Inconclusive { .. } => "undecided",
+        };
         match verdict {
             Verdict::Linearizable => {}
             Verdict::Violation(v) => self.fail(ViolationKind::Linearizability, v.to_string()),

@@ -18,6 +18,7 @@ use crate::node::{describe, SimNode, SimOutput, SimReplica};
 use crate::protocol::{Invariants, Protocol};
 use crate::report::{Stats, Violation, ViolationKind};
 use crate::run::RunConfig;
+use crate::timeline::Timeline;
 use crate::trace::Trace;
 use crate::{SimTime, TICK_US};
 
@@ -71,6 +72,8 @@ pub(crate) enum Event<M> {
         from: NodeId,
         to: NodeId,
         message: M,
+        /// Its id in a recording (0 when not recording).
+        recorded: u64,
     },
     DiskDone {
         node: NodeId,
@@ -128,6 +131,8 @@ pub(crate) enum Event<M> {
         incarnation: u64,
     },
     Audit,
+    /// A viewer's crash, restart, cut or mend.
+    Intervene(crate::intervention::Action),
 }
 
 struct Scheduled<M> {
@@ -210,6 +215,12 @@ pub struct World<P: Protocol> {
     pub(crate) paused: BTreeMap<NodeId, Vec<Event<PeerMessage<P::Message>>>>,
     /// The operator's last request number (membership changes).
     pub(crate) operator_seq: u64,
+    /// When the violation was found.
+    pub(crate) violated_at: Option<SimTime>,
+    /// The run recorded for a viewer, if asked for.
+    pub(crate) timeline: Option<Timeline>,
+    /// What the final check said of linearizability (for the recording's verdict).
+    pub(crate) linearizable: &'static str,
     scratch: Vec<SimOutput<P>>,
 }
 
@@ -250,6 +261,8 @@ impl<P: Protocol> World<P> {
             Trace::Off
         };
         let fault_free = config.faults == FaultSet::NONE;
+        let timeline = config.record.then(|| Timeline::new(&everyone));
+        let interventions = config.interventions.clone();
         let mut world = World {
             config,
             options,
@@ -284,12 +297,18 @@ impl<P: Protocol> World<P> {
             fault_free,
             paused: BTreeMap::new(),
             operator_seq: 0,
+            violated_at: None,
+            timeline,
+            linearizable: "not checked",
             scratch: Vec::new(),
         };
         for id in world.everyone.clone() {
             world.boot(id);
         }
         world.schedule(100 * TICK_US, Event::Audit);
+        for intervention in interventions {
+            world.schedule(intervention.at, Event::Intervene(intervention.action));
+        }
         world
     }
 
@@ -344,7 +363,12 @@ impl<P: Protocol> World<P> {
         };
         match event {
             Event::Tick { node, incarnation } => self.on_tick(node, incarnation),
-            Event::Message { from, to, message } => self.on_message(from, to, message),
+            Event::Message {
+                from,
+                to,
+                message,
+                recorded,
+            } => self.on_message(from, to, message, recorded),
             Event::DiskDone {
                 node,
                 incarnation,
@@ -386,6 +410,33 @@ impl<P: Protocol> World<P> {
                 }
             }
             Event::Audit => self.on_audit(),
+            Event::Intervene(action) => self.intervene(action),
+        }
+        if let Some(timeline) = &mut self.timeline {
+            let nodes = self
+                .nodes
+                .iter()
+                .map(|n| (n.id, n.replica.is_some(), self.paused.contains_key(&n.id)));
+            timeline.observe(self.now, nodes, &self.network.blocked);
+        }
+    }
+
+    /// Carries out a viewer's intervention.
+    fn intervene(&mut self, action: crate::intervention::Action) {
+        use crate::intervention::Action;
+        self.trace_line(|| format!("viewer: {action}"));
+        match action {
+            Action::Crash(node) => {
+                if self.is_up(node) {
+                    self.crash(node);
+                }
+            }
+            Action::Restart(node) => self.restart(node),
+            Action::Cut(a, b) => self.network.cut(&[a], &[b]),
+            Action::Mend(a, b) => {
+                self.network.blocked.remove(&(a, b));
+                self.network.blocked.remove(&(b, a));
+            }
         }
     }
 
@@ -427,8 +478,18 @@ impl<P: Protocol> World<P> {
         );
     }
 
-    fn on_message(&mut self, from: NodeId, to: NodeId, message: PeerMessage<P::Message>) {
-        if !self.network.connected(from, to) || !self.is_up(to) {
+    fn on_message(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        message: PeerMessage<P::Message>,
+        recorded: u64,
+    ) {
+        let handled = self.network.connected(from, to) && self.is_up(to);
+        if let Some(timeline) = &mut self.timeline {
+            timeline.arrived(self.now, recorded, handled);
+        }
+        if !handled {
             self.stats.messages_dropped += 1;
             self.trace_line(|| format!("{from} -> {to} lost: {}", describe::<P>(&message)));
             return;
@@ -464,6 +525,7 @@ impl<P: Protocol> World<P> {
             self.fail(ViolationKind::Safety, e);
         }
         self.observe_status(id, status);
+        self.record_step(id);
         self.carry_out(id, &mut out);
         self.scratch = out;
         self.check_lease_deadlines(id);
@@ -491,6 +553,28 @@ impl<P: Protocol> World<P> {
         self.node_mut(id).left = true;
         self.stats.members_left += 1;
         self.trace_line(|| format!("{id} handed over what it held and leaves the cluster"));
+    }
+
+    /// Records what a step changed at a node, when recording.
+    fn record_step(&mut self, id: NodeId) {
+        let Some(timeline) = &mut self.timeline else {
+            return;
+        };
+        let node = &self.nodes[id.0 as usize - 1];
+        let Some(replica) = node.replica.as_ref() else {
+            return;
+        };
+        let engine = replica.engine();
+        let applied = replica.store().read().applied_index();
+        timeline.node_stepped(
+            self.now,
+            &replica.status(),
+            applied,
+            engine.log_tail(crate::timeline::LOG_TAIL),
+            P::era_label,
+            engine.election_timer(),
+            node.tick_us,
+        );
     }
 
     /// Election Safety (paper Figure 3): at most one leader per era.
@@ -548,22 +632,50 @@ impl<P: Protocol> World<P> {
             (Some(first), second) if self.network.connected(from, to) => {
                 if let Some(second) = second {
                     self.stats.messages_duplicated += 1;
+                    let recorded = self.record_send(from, to, &message, Some(second));
                     self.schedule(
                         second,
                         Event::Message {
                             from,
                             to,
                             message: message.clone(),
+                            recorded,
                         },
                     );
                 }
-                self.schedule(first, Event::Message { from, to, message });
+                let recorded = self.record_send(from, to, &message, Some(first));
+                self.schedule(
+                    first,
+                    Event::Message {
+                        from,
+                        to,
+                        message,
+                        recorded,
+                    },
+                );
             }
             _ => {
                 self.stats.messages_dropped += 1;
+                self.record_send(from, to, &message, None);
                 self.trace_line(|| format!("{from} -> {to} dropped: {}", describe::<P>(&message)));
             }
         }
+    }
+
+    /// Records a message leaving, arriving after `delay` (`None`: dropped at once); returns
+    /// its id in the recording (0 when not recording).
+    fn record_send(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        message: &PeerMessage<P::Message>,
+        delay: Option<SimTime>,
+    ) -> u64 {
+        let Some(timeline) = &mut self.timeline else {
+            return 0;
+        };
+        let arrive = delay.map(|d| self.now + d);
+        timeline.send(self.now, from, to, &describe::<P>(message), arrive)
     }
 
     /// Sends a node's answer to a client. Client links suffer loss and delay but are never
@@ -621,15 +733,23 @@ impl<P: Protocol> World<P> {
     pub(crate) fn fail(&mut self, kind: ViolationKind, detail: String) {
         if self.violation.is_none() {
             self.trace_line(|| format!("VIOLATION ({kind}): {detail}"));
+            if let Some(timeline) = &mut self.timeline {
+                timeline.violation(self.now, &kind.to_string(), &detail);
+            }
+            self.violated_at = Some(self.now);
             self.violation = Some(Violation { kind, detail });
         }
     }
 
     /// Adds a line to the trace, built only when tracing.
     pub(crate) fn trace_line(&mut self, line: impl FnOnce() -> String) {
-        if self.trace.is_on() {
-            let text = line();
-            self.trace.line(self.now, &text);
+        if !self.trace.is_on() && self.timeline.is_none() {
+            return;
+        }
+        let text = line();
+        self.trace.line(self.now, &text);
+        if let Some(timeline) = &mut self.timeline {
+            timeline.trace_line(self.now, &text);
         }
     }
 }

@@ -22,6 +22,10 @@ use crate::raft::{LogEngine, LogInvariants};
 
 impl Protocol for Zab {
     type Invariants = ZabInvariants;
+
+    fn log_tail(&self, max: usize) -> (synod_core::LogIndex, Vec<Option<u64>>) {
+        crate::protocol::tail_of(self.log(), max)
+    }
 }
 
 impl LogEngine for Zab {

@@ -35,9 +35,9 @@ pub(crate) struct Following {
     /// vouched for in this session. Commit points are capped here.
     matched: LogIndex,
     /// Ticks since the leader was last heard.
-    heard_elapsed: u64,
+    pub(crate) heard_elapsed: u64,
     /// How long the leader may stay silent.
-    timeout: u64,
+    pub(crate) timeout: u64,
     /// Ticks since the last ping (or FollowerInfo, before NewEpoch).
     since_ping: u64,
 }

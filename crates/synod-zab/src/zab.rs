@@ -430,6 +430,18 @@ impl Engine for Zab {
         Some(&self.membership)
     }
 
+    /// A follower's session timer: it goes back to election after this long without a word
+    /// from its leader.
+    fn election_timer(&self) -> Option<synod_core::ElectionTimer> {
+        match &self.phase {
+            Phase::Following(f) => Some(synod_core::ElectionTimer {
+                elapsed: f.heard_elapsed,
+                timeout: f.timeout,
+            }),
+            _ => None,
+        }
+    }
+
     fn membership_at(&self, index: LogIndex) -> Option<Membership> {
         Some(self.membership_as_of(index))
     }
