@@ -1,4 +1,5 @@
-//! `/metrics` (Prometheus' text format), `/health` and `/version` over plain HTTP/1.1, on the
+//! `/metrics` (Prometheus' text format), `/health`, `/version`, and the live view (`/live`, a
+//! page, and `/status`, the JSON it polls) over plain HTTP/1.1, on the
 //! metrics port and, as etcd serves them, on the client port next to gRPC (a connection that
 //! opens with HTTP/2's preface goes to gRPC, any other here), where etcd's JSON gateway
 //! (`POST /v3/...`, see `api::gateway`) is served too. Deliberately small: one request per
@@ -393,8 +394,86 @@ async fn answer(
             };
             respond(&mut stream, status, "application/json", &body).await
         }
+        "/status" => {
+            // The live view polls every member from one page: each answers any origin.
+            let body = status_json(api);
+            let cors = "Access-Control-Allow-Origin: *\r\nCache-Control: no-store\r\n";
+            respond_with(&mut stream, "200 OK", "application/json", cors, &body).await
+        }
+        "/live" => respond(&mut stream, "200 OK", "text/html; charset=utf-8", LIVE_HTML).await,
         _ => respond(&mut stream, "404 Not Found", "text/plain", "not found\n").await,
     }
+}
+
+/// The live view of a cluster (`/live`): one page that polls every member's `/status`.
+const LIVE_HTML: &str = include_str!("live.html");
+
+/// What `/status` answers: this member's view of the cluster and its counters, for the live
+/// view.
+fn status_json(api: &Api) -> String {
+    use std::fmt::Write as _;
+    let shared = &api.node.shared;
+    let status = api.node.current_status();
+    let applied = shared.kv().applied_index();
+    let metrics = &shared.metrics;
+    let members: Vec<String> = match shared.membership() {
+        Some(membership) => membership
+            .voters()
+            .into_iter()
+            .map(|id| id.0.to_string())
+            .collect(),
+        None => api
+            .config
+            .initial_cluster
+            .keys()
+            .map(|id| id.0.to_string())
+            .collect(),
+    };
+    let mut out = String::with_capacity(2048);
+    let _ = write!(
+        out,
+        "{{\"id\":{},\"pid\":{},\"name\":{},\"protocol\":{},\"role\":\"{}\",\"era\":{},\"leader\":{},\
+         \"commit\":{},\"applied\":{applied},\"last\":{},\"members\":[{}],\"uptime_s\":{:.3},\
+         \"proposals_committed\":{},\"proposals_failed\":{},\"leader_changes\":{},\
+         \"requests\":{},\"latency\":",
+        shared.id.0,
+        std::process::id(),
+        json_string(&api.config.name),
+        json_string(&api.config.protocol),
+        role_name(status.role),
+        status.era,
+        status.leader.map_or("null".to_string(), |l| l.0.to_string()),
+        status.commit_index,
+        status.last_index,
+        members.join(","),
+        metrics.started.0.elapsed().as_secs_f64(),
+        metrics.proposals_committed.get(),
+        metrics.proposals_failed.get(),
+        metrics.leader_changes.get(),
+        metrics.requests.count(),
+    );
+    metrics.requests.json(&mut out);
+    out.push_str(",\"fsync\":");
+    metrics.fsync.json(&mut out);
+    out.push_str("}\n");
+    out
+}
+
+fn role_name(role: synod_core::Role) -> &'static str {
+    use synod_core::Role;
+    match role {
+        Role::Follower => "follower",
+        Role::PreCandidate => "pre-candidate",
+        Role::Candidate => "candidate",
+        Role::Leader => "leader",
+        Role::Peer => "peer",
+        Role::Secondary => "secondary",
+    }
+}
+
+/// `text` as a JSON string.
+fn json_string(text: &str) -> String {
+    serde_json::Value::String(text.to_string()).to_string()
 }
 
 /// Which port a connection came in on: the gateway is served on the client port only.
@@ -576,8 +655,19 @@ async fn respond(
     content_type: &str,
     body: &str,
 ) -> std::io::Result<()> {
+    respond_with(stream, status, content_type, "", body).await
+}
+
+/// [`respond`] with `extra` header lines (each ending in CRLF).
+async fn respond_with(
+    stream: &mut impl Io,
+    status: &str,
+    content_type: &str,
+    extra: &str,
+    body: &str,
+) -> std::io::Result<()> {
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;

@@ -76,6 +76,28 @@ impl Histogram {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// The histogram as JSON for the live view: `bounds` in seconds, `counts` per bucket
+    /// (not cumulative; the last count is of durations above the last bound), `count` and
+    /// `sum` in seconds.
+    pub fn json(&self, out: &mut String) {
+        let bounds: Vec<String> = BUCKETS.iter().map(|b| b.to_string()).collect();
+        let mut counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let count = self.count();
+        counts.push(count.saturating_sub(counts.iter().sum()));
+        let counts: Vec<String> = counts.iter().map(u64::to_string).collect();
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = write!(
+            out,
+            "{{\"bounds\":[{}],\"counts\":[{}],\"count\":{count},\"sum\":{sum}}}",
+            bounds.join(","),
+            counts.join(",")
+        );
+    }
+
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0;
@@ -118,6 +140,21 @@ pub struct Metrics {
     pub apply: Histogram,
     /// Snapshots saved.
     pub snapshots: Counter,
+    /// Duration of each client write and linearizable read, from the node's API to its
+    /// answer (replication, fsync and apply included).
+    pub requests: Histogram,
+    /// When the node started.
+    pub started: Started,
+}
+
+/// When something started; `Default` is now.
+#[derive(Debug)]
+pub struct Started(pub std::time::Instant);
+
+impl Default for Started {
+    fn default() -> Started {
+        Started(std::time::Instant::now())
+    }
 }
 
 /// Roles as gauge values.
@@ -225,6 +262,11 @@ impl Metrics {
             out,
             "synod_server_apply_duration_seconds",
             "Duration of applying a batch of committed entries.",
+        );
+        self.requests.render(
+            out,
+            "synod_server_request_duration_seconds",
+            "Duration of client writes and linearizable reads, from arrival to answer.",
         );
         process(out);
     }

@@ -160,7 +160,10 @@ impl NodeHandle {
     /// Replicates a write and waits until it is applied here. Cancel-safe: dropping the
     /// future abandons the wait, not the write (which may still commit).
     pub async fn propose(&self, request: &Request) -> Result<Applied, Refusal> {
-        match self.call(Call::Write(request.encode())).await? {
+        let started = std::time::Instant::now();
+        let answer = self.call(Call::Write(request.encode())).await;
+        self.shared.metrics.requests.observe(started.elapsed());
+        match answer? {
             Answer::Applied(applied) => Ok(applied),
             _ => Err(Refusal::Stopped),
         }
@@ -178,7 +181,10 @@ impl NodeHandle {
         if consistency == ReadConsistency::Serializable {
             return Ok(());
         }
-        self.call(Call::Read(consistency, keys)).await.map(|_| ())
+        let started = std::time::Instant::now();
+        let answer = self.call(Call::Read(consistency, keys)).await;
+        self.shared.metrics.requests.observe(started.elapsed());
+        answer.map(|_| ())
     }
 
     /// Renews a lease on the leader's clock once its leadership is confirmed: its TTL in

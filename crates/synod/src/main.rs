@@ -8,7 +8,7 @@ mod commands;
 mod logging;
 mod progress;
 
-use commands::{auth, bench, client, cluster, nemesis, server, sim, snapshot, wal};
+use commands::{auth, bench, client, cluster, nemesis, server, sim, snapshot, viz, wal};
 
 /// The server allocates and frees small buffers for every request; mimalloc does that with
 /// about half of glibc's cost (12% of a server's CPU under puts was the allocator).
@@ -53,6 +53,10 @@ enum Command {
     /// Run the deterministic simulator: seeded runs under faults, checked for safety,
     /// linearizability, liveness after heal and convergence.
     Sim(sim::SimArgs),
+    /// Serve a web page that runs the simulator and plays runs back: pick a protocol and
+    /// faults, watch the messages, crash a node by clicking it (`synod viz`, then open the
+    /// printed address).
+    Viz(viz::VizArgs),
     /// Run a cluster on real hosts of its own (network namespaces; needs root) under
     /// partitions, packet loss, pauses and kills, with a load whose history is checked.
     Nemesis(nemesis::NemesisArgs),
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
         Command::Health(args) => client::health(args),
         Command::Bench(args) => bench::run(args),
         Command::Sim(args) => sim::run(args),
+        Command::Viz(args) => viz::run(args),
         Command::Nemesis(args) => nemesis::run(args),
         Command::Wal(args) => wal::run(args),
         Command::Snapshot(args) => snapshot::run(args),

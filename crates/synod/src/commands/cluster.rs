@@ -74,6 +74,8 @@ struct UpArgs {
 struct Node {
     id: u64,
     client: String,
+    /// Where it serves metrics and the live view, `host:port`.
+    metrics: String,
     /// How to reach `client` (with TLS under `--tls`).
     endpoint: Endpoint,
     child: Option<Child>,
@@ -253,6 +255,7 @@ fn spawn(args: &UpArgs, shape: &Shape, id: u64, joining: Option<&str>) -> anyhow
         .collect::<anyhow::Result<Vec<_>>>()?
         .join(",");
     let client = format!("127.0.0.1:{}", port(args.base_port, id - 1, 0)?);
+    let metrics = format!("127.0.0.1:{}", port(args.base_port, id - 1, 2)?);
     let log = args.data_dir.join(format!("n{id}.log"));
     let log_file = std::fs::OpenOptions::new()
         .create(true)
@@ -264,10 +267,7 @@ fn spawn(args: &UpArgs, shape: &Shape, id: u64, joining: Option<&str>) -> anyhow
         .arg("server")
         .args(["--id", &id.to_string()])
         .args(["--listen-client", &client])
-        .args([
-            "--listen-metrics",
-            &format!("127.0.0.1:{}", port(args.base_port, id - 1, 2)?),
-        ])
+        .args(["--listen-metrics", &metrics])
         .arg("--data-dir")
         .arg(args.data_dir.join(format!("n{id}")))
         .args(["--protocol", &args.protocol])
@@ -296,6 +296,7 @@ fn spawn(args: &UpArgs, shape: &Shape, id: u64, joining: Option<&str>) -> anyhow
         id,
         endpoint: client_tls(&args.data_dir, shape.tls).endpoint(&client)?,
         client,
+        metrics,
         child: Some(child),
         log,
     })
@@ -550,6 +551,13 @@ async fn supervise(nodes: &mut [Node], protocol: &str, tls: &Tls) -> anyhow::Res
         ),
         _ => String::new(),
     };
+    let metrics: Vec<&str> = nodes.iter().map(|n| n.metrics.as_str()).collect();
+    println!();
+    println!(
+        "live view: http://{}/live?members={}",
+        metrics[0],
+        metrics.join(",")
+    );
     println!();
     println!("try:");
     println!("  etcdctl --endpoints={list}{flags} put greeting hello");

@@ -8,4 +8,5 @@ pub mod nemesis;
 pub mod server;
 pub mod sim;
 pub mod snapshot;
+pub mod viz;
 pub mod wal;

@@ -36,6 +36,10 @@ pub struct SimArgs {
     /// Print a readable trace of the run (with --seed only).
     #[arg(long, requires = "seed")]
     trace: bool,
+    /// Write the run, recorded for a viewer, to this file as JSON (with --seed only; the
+    /// format is docs/trace-format.md, the one `synod viz` plays back).
+    #[arg(long, requires = "seed", value_name = "FILE")]
+    trace_json: Option<std::path::PathBuf>,
     /// Concurrent clients (at least one: liveness is judged by their writes).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
     clients: u64,
@@ -108,6 +112,39 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
     }
 }
 
+/// The protocols the simulator runs, by the names `--protocol` takes.
+pub const PROTOCOLS: [&str; 7] = [
+    "raft",
+    "multi-paxos",
+    "basic-paxos",
+    "zab",
+    "sync",
+    "dns",
+    "gossip",
+];
+
+/// Runs one seed of `protocol` and returns it recorded for a viewer (`docs/trace-format.md`).
+pub fn record(protocol: &str, level: synod_gossip::Level, config: &RunConfig) -> Result<String> {
+    fn go<P: Protocol>(config: &RunConfig, options: &P::Options) -> Option<String> {
+        let config = RunConfig {
+            record: true,
+            ..config.clone()
+        };
+        synod_sim::run::<P>(&config, options).recording
+    }
+    let recording = match protocol {
+        "raft" => go::<Raft>(config, &Default::default()),
+        "multi-paxos" => go::<synod_paxos::MultiPaxos>(config, &Default::default()),
+        "basic-paxos" => go::<synod_paxos::BasicPaxos>(config, &Default::default()),
+        "zab" => go::<synod_zab::Zab>(config, &Default::default()),
+        "sync" => go::<synod_primary_backup::PrimaryBackup>(config, &Default::default()),
+        "dns" => go::<synod_dns::Dns>(config, &Default::default()),
+        "gossip" => go::<synod_gossip::Gossip>(config, &gossip_options(level)),
+        other => bail!("unknown protocol {other}; one of {}", PROTOCOLS.join(", ")),
+    };
+    recording.context("the run was not recorded")
+}
+
 fn simulate<P: Protocol>(args: &SimArgs, template: RunConfig) -> Result<ExitCode> {
     simulate_with::<P>(args, template, &P::Options::default())
 }
@@ -134,6 +171,7 @@ fn simulate_with<P: Protocol>(
             RunConfig {
                 seed,
                 trace: args.trace,
+                record: args.trace_json.is_some(),
                 ..template
             },
             options,
@@ -167,6 +205,10 @@ fn simulate_with<P: Protocol>(
             "  replay with a trace: {} --trace",
             replay_command::<P>(args, *seed)
         );
+        println!(
+            "  or watch it: synod viz, then open http://127.0.0.1:7070/?{}",
+            viz_query::<P>(args, *seed)
+        );
     }
     Ok(if summary.is_clean() {
         ExitCode::SUCCESS
@@ -182,6 +224,11 @@ fn replay<P: Protocol>(
 ) -> Result<ExitCode> {
     let outcome = synod_sim::run::<P>(&config, options);
     print!("{}", outcome.trace);
+    if let (Some(path), Some(recording)) = (&args.trace_json, &outcome.recording) {
+        std::fs::write(path, recording)
+            .with_context(|| format!("cannot write the recording to {}", path.display()))?;
+        println!("recording written to {}", path.display());
+    }
     let report = &outcome.report;
     let summary = Summary::of(std::slice::from_ref(report));
     println!(
@@ -476,6 +523,22 @@ fn replay_command<P: Protocol>(args: &SimArgs, seed: u64) -> String {
         args.safety_ticks,
         args.liveness_ticks,
         args.snapshot_every
+    )
+}
+
+/// The query string of `synod viz`'s page that shows this seed.
+fn viz_query<P: Protocol>(args: &SimArgs, seed: u64) -> String {
+    format!(
+        "protocol={}&nodes={}&seed={seed}&faults={}&clients={}&keys={}&safety-ticks={}&liveness-ticks={}&snapshot-every={}&level={}",
+        P::NAME,
+        args.nodes,
+        args.faults,
+        args.clients,
+        args.keys,
+        args.safety_ticks,
+        args.liveness_ticks,
+        args.snapshot_every,
+        args.level,
     )
 }
 
