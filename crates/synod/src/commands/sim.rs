@@ -123,8 +123,17 @@ pub const PROTOCOLS: [&str; 7] = [
     "gossip",
 ];
 
+/// Settings of one protocol a viewer may change.
+#[derive(Clone, Copy, Debug)]
+pub struct Variant {
+    /// Gossip: the consistency level of writes and reads.
+    pub level: synod_gossip::Level,
+    /// Basic Paxos: whether a preempted proposer backs off (off shows the livelock).
+    pub backoff: bool,
+}
+
 /// Runs one seed of `protocol` and returns it recorded for a viewer (`docs/trace-format.md`).
-pub fn record(protocol: &str, level: synod_gossip::Level, config: &RunConfig) -> Result<String> {
+pub fn record(protocol: &str, variant: Variant, config: &RunConfig) -> Result<String> {
     fn go<P: Protocol>(config: &RunConfig, options: &P::Options) -> Option<String> {
         let config = RunConfig {
             record: true,
@@ -135,11 +144,17 @@ pub fn record(protocol: &str, level: synod_gossip::Level, config: &RunConfig) ->
     let recording = match protocol {
         "raft" => go::<Raft>(config, &Default::default()),
         "multi-paxos" => go::<synod_paxos::MultiPaxos>(config, &Default::default()),
-        "basic-paxos" => go::<synod_paxos::BasicPaxos>(config, &Default::default()),
+        "basic-paxos" => {
+            let options = synod_sim::PaxosOptions {
+                tweak: (!variant.backoff)
+                    .then_some(|c: &mut synod_paxos::Config| c.backoff = false),
+            };
+            go::<synod_paxos::BasicPaxos>(config, &options)
+        }
         "zab" => go::<synod_zab::Zab>(config, &Default::default()),
         "sync" => go::<synod_primary_backup::PrimaryBackup>(config, &Default::default()),
         "dns" => go::<synod_dns::Dns>(config, &Default::default()),
-        "gossip" => go::<synod_gossip::Gossip>(config, &gossip_options(level)),
+        "gossip" => go::<synod_gossip::Gossip>(config, &gossip_options(variant.level)),
         other => bail!("unknown protocol {other}; one of {}", PROTOCOLS.join(", ")),
     };
     recording.context("the run was not recorded")

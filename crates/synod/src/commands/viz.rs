@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use super::sim::{record, PROTOCOLS};
+use super::sim::{record, Variant, PROTOCOLS};
 
 const INDEX_HTML: &str = include_str!("../viz/index.html");
 const VIZ_JS: &str = include_str!("../viz/viz.js");
@@ -195,7 +195,7 @@ fn options() -> String {
     format!(
         "{{\"protocols\":[{}],\"faults\":[{}],\"defaults\":{{\"protocol\":\"{}\",\"nodes\":{},\
          \"seed\":{},\"faults\":\"{}\",\"clients\":{},\"keys\":{},\"safety-ticks\":{},\
-         \"liveness-ticks\":{},\"snapshot-every\":{},\"level\":\"{}\"}}}}\n",
+         \"liveness-ticks\":{},\"snapshot-every\":{},\"level\":\"{}\",\"backoff\":\"{}\"}}}}\n",
         quoted(&PROTOCOLS),
         quoted(&synod_sim::FAULT_NAMES),
         d.protocol,
@@ -207,7 +207,8 @@ fn options() -> String {
         d.config.safety_ticks,
         d.config.liveness_ticks,
         d.config.snapshot_every,
-        d.level,
+        d.variant.level,
+        if d.variant.backoff { "on" } else { "off" },
     )
 }
 
@@ -215,7 +216,7 @@ fn options() -> String {
 #[derive(Clone, Debug)]
 struct Settings {
     protocol: String,
-    level: synod_gossip::Level,
+    variant: Variant,
     config: RunConfig,
 }
 
@@ -230,7 +231,10 @@ impl Default for Settings {
         config.liveness_ticks = 500;
         Settings {
             protocol: "raft".to_string(),
-            level: synod_gossip::Level::One,
+            variant: Variant {
+                level: synod_gossip::Level::One,
+                backoff: true,
+            },
             config,
         }
     }
@@ -272,7 +276,14 @@ impl Settings {
                 "safety-ticks" => config.safety_ticks = number(1, 20_000)?,
                 "liveness-ticks" => config.liveness_ticks = number(1, 10_000)?,
                 "snapshot-every" => config.snapshot_every = number(0, 1_000_000)?,
-                "level" => settings.level = value.parse()?,
+                "level" => settings.variant.level = value.parse()?,
+                "backoff" => {
+                    settings.variant.backoff = match value.as_str() {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(format!("backoff is on or off, not {value:?}")),
+                    }
+                }
                 "do" => interventions = value,
                 _ => {}
             }
@@ -290,7 +301,7 @@ impl Settings {
         let mut config = self.config.clone();
         // Basic Paxos's proposers duel when every node has clients of its own.
         config.spread_clients = self.protocol == "basic-paxos";
-        record(&self.protocol, self.level, &config)
+        record(&self.protocol, self.variant, &config)
     }
 }
 
@@ -350,6 +361,7 @@ mod tests {
             ("do=crash:7@1", "not a node"),
             ("seed=%zz", "bad escape"),
             ("level=most", "consistency level"),
+            ("backoff=maybe", "backoff is on or off"),
         ] {
             let error = Settings::from_query(query).expect_err(query);
             assert!(error.contains(says), "{query}: {error}");

@@ -37,13 +37,13 @@
 
   /** The parameters of a run, in the order the query string lists them. */
   const PARAM_NAMES = ['protocol', 'nodes', 'seed', 'faults', 'clients', 'keys',
-    'safety-ticks', 'liveness-ticks', 'snapshot-every', 'level'];
+    'safety-ticks', 'liveness-ticks', 'snapshot-every', 'level', 'backoff'];
   /** The server's defaults (replaced by /api/options when it answers). */
   const PAGE_DEFAULTS = { protocol: 'raft', nodes: '3', seed: '1', faults: 'none', clients: '3',
-    keys: '3', 'safety-ticks': '1000', 'liveness-ticks': '500', 'snapshot-every': '200', level: 'one' };
+    keys: '3', 'safety-ticks': '1000', 'liveness-ticks': '500', 'snapshot-every': '200', level: 'one', backoff: 'on' };
   /** `synod sim`'s own defaults: what a pasted command means for a flag it leaves out. */
   const SIM_DEFAULTS = { protocol: 'raft', nodes: '5', seed: '1', faults: 'all', clients: '5',
-    keys: '5', 'safety-ticks': '3000', 'liveness-ticks': '1000', 'snapshot-every': '200', level: 'one' };
+    keys: '5', 'safety-ticks': '3000', 'liveness-ticks': '1000', 'snapshot-every': '200', level: 'one', backoff: 'on' };
   const FALLBACK_OPTIONS = {
     protocols: ['raft', 'multi-paxos', 'basic-paxos', 'zab', 'sync', 'dns', 'gossip'],
     faults: ['delay', 'drop', 'duplicate', 'partition', 'crash', 'skew', 'disk', 'leader-race',
