@@ -8,6 +8,10 @@
 #   SCALE=4 scripts/bench-vs-etcd.sh    # four times as many requests per row
 #   PROTOCOLS=raft scripts/bench-vs-etcd.sh   # Synod on these protocols only (default: all
 #                                             # three, each on fresh data, one after another)
+#   LOAD=conns scripts/bench-vs-etcd.sh  # puts with one HTTP/2 connection per client, as
+#                                        # when many independent clients connect
+#   LOAD=large scripts/bench-vs-etcd.sh  # 64 KiB and 1 MiB values, at 1 and 16 clients
+#   LOAD="default conns large" ...       # several tables' rows in one run
 #
 # Six server processes and the load share this machine, so each server gets the same share
 # of its cores: THREADS (default: cores / 3, at least 1) is both etcd's GOMAXPROCS and
@@ -26,23 +30,40 @@ start_etcd
 wait_ready "$ETCD_ENDPOINTS"
 check_running "${ETCD_PIDS[@]}"
 
-# workload clients total
-ROWS=(
-    "put 1 $((1000 * SCALE))"
-    "put 16 $((10000 * SCALE))"
-    "put 64 $((20000 * SCALE))"
-    "put 256 $((40000 * SCALE))"
-    "get 64 $((20000 * SCALE))"
-)
+# workload clients total conns value-size key-space (conns 0: one connection per 16
+# clients). Large values go to few keys, so the store stays a few hundred MB.
+ROWS=()
+for load in ${LOAD:-default}; do
+    case $load in
+        default) ROWS+=(
+            "put 1 $((1000 * SCALE)) 0 256 100000"
+            "put 16 $((10000 * SCALE)) 0 256 100000"
+            "put 64 $((20000 * SCALE)) 0 256 100000"
+            "put 256 $((40000 * SCALE)) 0 256 100000"
+            "get 64 $((20000 * SCALE)) 0 256 100000"
+        ) ;;
+        conns) ROWS+=(
+            "put 64 $((20000 * SCALE)) 64 256 100000"
+            "put 256 $((40000 * SCALE)) 256 256 100000"
+        ) ;;
+        large) ROWS+=(
+            "put 1 $((300 * SCALE)) 0 65536 1000"
+            "put 16 $((3000 * SCALE)) 0 65536 1000"
+            "put 1 $((60 * SCALE)) 0 1048576 100"
+            "put 16 $((400 * SCALE)) 0 1048576 100"
+        ) ;;
+        *) echo "LOAD is default, conns or large, not $load" >&2; exit 2 ;;
+    esac
+done
 
 # Runs one row against one system; prints "throughput p50 p99 p999 cpu_ms_per_op errors".
 measure() {
-    local workload=$1 clients=$2 total=$3 endpoints=$4
-    shift 4
+    local workload=$1 clients=$2 total=$3 conns=$4 size=$5 keys=$6 endpoints=$7
+    shift 7
     local before after out
     before=$(cpu_seconds "$@")
-    out=$($SYNOD bench "$workload" --endpoints "$endpoints" --clients "$clients" \
-        --total "$total" --value-size 256 --key-space 100000 --format json)
+    out=$($SYNOD bench "$workload" --endpoints "$endpoints" --clients "$clients" --conns "$conns" \
+        --total "$total" --value-size "$size" --key-space "$keys" --format json)
     after=$(cpu_seconds "$@")
     local ok
     ok=$(echo "$out" | field ok)
@@ -51,10 +72,28 @@ measure() {
 
 # etcd first, every row; then each protocol on a fresh Synod cluster, every row, next to it.
 declare -A ETCD_ROWS
+# Warms up with a tenth of the row's load, then measures it.
+warm_and_measure() {
+    local workload=$1 clients=$2 total=$3 conns=$4 size=$5 keys=$6 endpoints=$7
+    $SYNOD bench "$workload" --endpoints "$endpoints" --clients "$clients" --conns "$conns" \
+        --total $((total / 10 + 1)) --value-size "$size" --key-space "$keys" --format json >/dev/null
+    measure "$@"
+}
+
+# A row's name in the table: the load, with the connections and value size when not the
+# default ones.
+row_name() {
+    local workload=$1 clients=$2 conns=$4 size=$5
+    local name="$workload x$clients"
+    [ "$conns" != 0 ] && name="$name c$conns"
+    if [ "$size" -ge 1048576 ]; then name="$name $((size / 1048576))MiB";
+    elif [ "$size" -ge 1024 ]; then name="$name $((size / 1024))KiB"; fi
+    echo "$name"
+}
+
 for row in "${ROWS[@]}"; do
-    read -r workload clients total <<<"$row"
-    $SYNOD bench "$workload" --endpoints "$ETCD_ENDPOINTS" --clients "$clients" --total $((total / 10 + 1)) --format json >/dev/null
-    ETCD_ROWS[$row]=$(measure "$workload" "$clients" "$total" "$ETCD_ENDPOINTS" "${ETCD_PIDS[@]}")
+    read -r workload clients total conns size keys <<<"$row"
+    ETCD_ROWS[$row]=$(warm_and_measure "$workload" "$clients" "$total" "$conns" "$size" "$keys" "$ETCD_ENDPOINTS" "${ETCD_PIDS[@]}")
 done
 
 printf "%-26s | %-48s | %-48s | %s\n" "" "etcd $(etcd --version | awk '/etcd Version/ {print $3}')" "synod $($SYNOD --version | awk '{print $2}')" "synod / etcd"
@@ -65,13 +104,11 @@ for protocol in $PROTOCOLS; do
     wait_ready "$SYNOD_ENDPOINTS"
     check_running "${SYNOD_PIDS[@]}"
     for row in "${ROWS[@]}"; do
-        read -r workload clients total <<<"$row"
-        # Warm up with the same load, then measure.
-        $SYNOD bench "$workload" --endpoints "$SYNOD_ENDPOINTS" --clients "$clients" --total $((total / 10 + 1)) --format json >/dev/null
+        read -r workload clients total conns size keys <<<"$row"
         read -r et ep50 ep99 ep999 ecpu eerr <<<"${ETCD_ROWS[$row]}"
-        read -r st sp50 sp99 sp999 scpu serr <<<"$(measure "$workload" "$clients" "$total" "$SYNOD_ENDPOINTS" "${SYNOD_PIDS[@]}")"
+        read -r st sp50 sp99 sp999 scpu serr <<<"$(warm_and_measure "$workload" "$clients" "$total" "$conns" "$size" "$keys" "$SYNOD_ENDPOINTS" "${SYNOD_PIDS[@]}")"
         printf "%-26s | %9.0f %7.2f %7.2f %7.2f %8.3f %5d | %9.0f %7.2f %7.2f %7.2f %8.3f %5d | %6.2f %6.2f %6.2f\n" \
-            "$protocol, $workload x$clients" "$et" "$ep50" "$ep99" "$ep999" "$ecpu" "$eerr" "$st" "$sp50" "$sp99" "$sp999" "$scpu" "$serr" \
+            "$protocol, $(row_name "$workload" "$clients" "$total" "$conns" "$size")" "$et" "$ep50" "$ep99" "$ep999" "$ecpu" "$eerr" "$st" "$sp50" "$sp99" "$sp999" "$scpu" "$serr" \
             "$(echo "$st $et" | awk '{print $1 / $2}')" "$(echo "$sp99 $ep99" | awk '{print ($2 > 0 ? $1 / $2 : 0)}')" "$(echo "$scpu $ecpu" | awk '{print ($2 > 0 ? $1 / $2 : 0)}')"
     done
     stop_synod

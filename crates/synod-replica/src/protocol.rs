@@ -187,7 +187,10 @@ fn raft_config(boot: &Boot<'_>, options: &RaftOptions) -> synod_raft::Config {
 /// Paxos settings a test or the command line may vary.
 #[derive(Clone, Copy, Default, Debug)]
 pub struct PaxosOptions {
-    /// Adjusts the config after the defaults (to turn backoff off, or inject a bug).
+    /// Basic Paxos: a preempted proposer retries at once, without the randomized backoff
+    /// (to show the duelling proposers' livelock).
+    pub no_backoff: bool,
+    /// Adjusts the config after the defaults (to inject a bug).
     pub tweak: Option<fn(&mut synod_paxos::Config)>,
 }
 
@@ -208,6 +211,9 @@ fn paxos_config(boot: &Boot<'_>, options: &PaxosOptions) -> synod_paxos::Config 
     config.backoff_ticks_base = heartbeat_ticks;
     config.backoff_ticks_max = heartbeat_ticks * 20;
     config.snapshot_chunk_bytes = boot.snapshot_chunk_bytes;
+    if options.no_backoff {
+        config.backoff = false;
+    }
     if let Some(tweak) = options.tweak {
         tweak(&mut config);
     }

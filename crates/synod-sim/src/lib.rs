@@ -49,7 +49,7 @@ pub use synod_replica::{
     DnsOptions, GossipOptions, PaxosOptions, PrimaryBackupOptions, RaftOptions, Recovered,
     ZabOptions,
 };
-pub use world::World;
+pub use world::{World, SPARE_NODES};
 pub use zab::ZabInvariants;
 
 /// Virtual time, in microseconds.

@@ -212,6 +212,7 @@ impl<P: Protocol> World<P> {
         if (voting.contains(&node) && down + 1 > minority) || !self.is_up(node) {
             return false;
         }
+        self.trace_line(|| format!("nemesis: crash {node}"));
         let garbage = self.crash_leaving(node, unsynced);
         let downtime = self.nemesis_rng.range(DOWNTIME_TICKS.0, DOWNTIME_TICKS.1) * TICK_US;
         self.schedule(downtime, Event::Restart { node });
@@ -286,6 +287,7 @@ impl<P: Protocol> World<P> {
         let node = self.everyone[self.nemesis_rng.index(self.everyone.len())];
         if self.is_up(node) {
             self.node_mut(node).power_loss_armed = true;
+            self.trace_line(|| format!("nemesis: power loss armed at {node}, for its next write"));
         }
     }
 

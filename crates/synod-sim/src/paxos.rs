@@ -59,6 +59,14 @@ macro_rules! paxos_protocol {
             fn era_label(era: u64) -> String {
                 $era_label(era)
             }
+
+            fn replay_flags(options: &Self::Options) -> String {
+                if options.no_backoff {
+                    " --backoff off".to_string()
+                } else {
+                    String::new()
+                }
+            }
         }
     };
 }

@@ -11,7 +11,7 @@ use synod_core::NodeId;
 use crate::faults::FaultSet;
 use crate::intervention::Intervention;
 use crate::protocol::Protocol;
-use crate::report::{RunReport, Violation, ViolationKind};
+use crate::report::{RunReport, ViolationKind};
 use crate::timeline::Document;
 use crate::world::World;
 use crate::TICK_US;
@@ -126,10 +126,7 @@ pub fn run<P: Protocol>(config: &RunConfig, options: &P::Options) -> RunOutcome 
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "unknown panic".to_string());
-        world.violation.get_or_insert(Violation {
-            kind: ViolationKind::Panic,
-            detail: message,
-        });
+        world.fail(ViolationKind::Panic, message);
     }
     let live_preemptions: u64 = world
         .nodes
@@ -165,10 +162,15 @@ pub fn run<P: Protocol>(config: &RunConfig, options: &P::Options) -> RunOutcome 
 /// The `run` object of a recording: what shaped the run, and the command that replays it.
 fn run_fields<P: Protocol>(config: &RunConfig, options: &P::Options, world: &World<P>) -> String {
     let replay = format!(
-        "synod sim --protocol {}{} --nodes {} --seed {} --faults {} --clients {} --keys {} \
+        "synod sim --protocol {}{}{} --nodes {} --seed {} --faults {} --clients {} --keys {} \
          --safety-ticks {} --liveness-ticks {} --snapshot-every {}",
         P::NAME,
         P::replay_flags(options),
+        if config.spread_clients {
+            " --spread-clients"
+        } else {
+            ""
+        },
         config.nodes,
         config.seed,
         config.faults,
@@ -182,13 +184,14 @@ fn run_fields<P: Protocol>(config: &RunConfig, options: &P::Options, world: &Wor
     out.push_str("\"protocol\":");
     crate::timeline::string(&mut out, P::NAME);
     out.push_str(&format!(
-        ",\"nodes\":{},\"seed\":{},\"faults\":\"{}\",\"clients\":{},\"keys\":{},\
+        ",\"nodes\":{},\"seed\":{},\"faults\":\"{}\",\"clients\":{},\"spread_clients\":\"{}\",\"keys\":{},\
          \"safety_ticks\":{},\"liveness_ticks\":{},\"snapshot_every\":{},\"tick_us\":{TICK_US},\
          \"healed_at\":{},\"ended_at\":{},\"interventions\":",
         config.nodes,
         config.seed,
         config.faults,
         config.clients,
+        if config.spread_clients { "on" } else { "off" },
         config.keys,
         config.safety_ticks,
         config.liveness_ticks,
@@ -220,7 +223,13 @@ fn play<P: Protocol>(world: &mut World<P>) {
     world.heal_everything();
     let healed = world.now;
     world.run_until(healed + config.liveness_ticks * TICK_US);
-    if world.violation.is_none() && world.recovered_at().is_none() {
+    // A viewer who crashed or cut something after the heal may have stopped the cluster on
+    // purpose: it is healed again, and the final checks judge what the protocol did.
+    let viewer_after_heal = world.intervened_at.is_some_and(|t| t >= healed);
+    if viewer_after_heal && world.violation.is_none() {
+        world.heal_everything();
+    }
+    if world.violation.is_none() && world.recovered_at().is_none() && !viewer_after_heal {
         let detail = format!(
             "no write invoked after the heal completed within {} ticks",
             config.liveness_ticks
@@ -252,6 +261,7 @@ impl<P: Protocol> World<P> {
         }
         self.healed_at = Some(self.now);
         self.trace_line(|| "heal: network healed, every node up".to_string());
+        self.record_world();
     }
 
     /// Clients finish what they are doing and start nothing new.

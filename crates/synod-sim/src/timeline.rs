@@ -22,8 +22,8 @@ pub(crate) const LOG_TAIL: usize = 48;
 struct Seen {
     state: Option<(Role, u64, Option<NodeId>, LogIndex, LogIndex, LogIndex)>,
     log: (LogIndex, Vec<Option<u64>>),
-    /// The timer's (elapsed, timeout) at the last step, and whether one ran.
-    timer: Option<ElectionTimer>,
+    /// The timer written last: when it started and when it runs out.
+    timer: Option<(SimTime, SimTime)>,
     up: bool,
     paused: bool,
 }
@@ -119,12 +119,22 @@ impl Timeline {
         let state_changed = seen.state != Some(state);
         seen.state = Some(state);
         let log_changed = seen.log != log;
+        // Where the timer started and when it runs out, on the simulator's clock. Rewritten
+        // when either moves by more than a tick: a reset, a new timeout, or a pause (whose
+        // ticks the node never sees).
+        let timer = timer.map(|timer| {
+            let start = t.saturating_sub(timer.elapsed * tick_us);
+            (start, start + timer.timeout * tick_us)
+        });
+        let moved = |a: SimTime, b: SimTime| a.abs_diff(b) > tick_us;
         let timer_changed = match (seen.timer, timer) {
             (None, None) => false,
-            (Some(old), Some(new)) => new.timeout != old.timeout || new.elapsed < old.elapsed,
+            (Some((s0, d0)), Some((s1, d1))) => moved(s0, s1) || moved(d0, d1),
             _ => true,
         };
-        seen.timer = timer;
+        if timer_changed {
+            seen.timer = timer;
+        }
         if state_changed {
             if let Some(out) = self.event(t, "state") {
                 let _ = write!(
@@ -169,15 +179,11 @@ impl Timeline {
         if timer_changed {
             if let Some(out) = self.event(t, "timer") {
                 match timer {
-                    Some(timer) => {
-                        let start = t.saturating_sub(timer.elapsed * tick_us);
-                        let deadline = start + timer.timeout * tick_us;
-                        write!(
-                            out,
-                            ",\"n\":{},\"start\":{start},\"deadline\":{deadline}}}",
-                            id.0
-                        )
-                    }
+                    Some((start, deadline)) => write!(
+                        out,
+                        ",\"n\":{},\"start\":{start},\"deadline\":{deadline}}}",
+                        id.0
+                    ),
                     None => write!(out, ",\"n\":{},\"start\":null,\"deadline\":null}}", id.0),
                 }
                 .ok();
@@ -234,8 +240,10 @@ impl Timeline {
                 changes.push((if up { "restart" } else { "crash" }, id));
                 seen.up = up;
                 if !up {
+                    // A paused process killed is not resumed: it is gone.
                     seen.state = None;
                     seen.timer = None;
+                    seen.paused = false;
                 }
             }
             if seen.paused != paused {

@@ -169,8 +169,12 @@ pub(crate) struct Safety<P: Protocol> {
     pub(crate) versions: crate::gossip::Versions,
 }
 
+/// Where a viewer's interventions start in the order of events at one moment: after every
+/// event the run schedules (their orders count up from 1).
+const LATE_ORDER: u64 = 1 << 62;
+
 /// Spare nodes a run with membership faults starts, for the operator to add.
-const SPARE_NODES: usize = 2;
+pub const SPARE_NODES: usize = 2;
 
 /// The whole simulation.
 pub struct World<P: Protocol> {
@@ -219,6 +223,10 @@ pub struct World<P: Protocol> {
     pub(crate) violated_at: Option<SimTime>,
     /// The run recorded for a viewer, if asked for.
     pub(crate) timeline: Option<Timeline>,
+    /// A viewer's interventions still in the queue.
+    interventions_pending: usize,
+    /// When a viewer last intervened.
+    pub(crate) intervened_at: Option<SimTime>,
     /// What the final check said of linearizability (for the recording's verdict).
     pub(crate) linearizable: &'static str,
     scratch: Vec<SimOutput<P>>,
@@ -299,6 +307,8 @@ impl<P: Protocol> World<P> {
             operator_seq: 0,
             violated_at: None,
             timeline,
+            interventions_pending: 0,
+            intervened_at: None,
             linearizable: "not checked",
             scratch: Vec::new(),
         };
@@ -306,9 +316,16 @@ impl<P: Protocol> World<P> {
             world.boot(id);
         }
         world.schedule(100 * TICK_US, Event::Audit);
-        for intervention in interventions {
-            world.schedule(intervention.at, Event::Intervene(intervention.action));
+        // A viewer's intervention at T comes after every event of T, which the viewer saw
+        // when it clicked: its order sorts after any the run gives out.
+        for (i, intervention) in interventions.iter().enumerate() {
+            world.queue.push(Scheduled {
+                at: intervention.at,
+                order: LATE_ORDER + i as u64,
+                event: Event::Intervene(intervention.action),
+            });
         }
+        world.interventions_pending = interventions.len();
         world
     }
 
@@ -338,16 +355,15 @@ impl<P: Protocol> World<P> {
             }
             let Some(next) = self.queue.pop() else { break };
             self.now = next.at;
-            if self.queue.len() > MAX_PENDING_EVENTS {
-                self.violation = Some(Violation {
-                    kind: ViolationKind::Liveness,
-                    detail: format!(
-                        "the run stopped advancing: {} events pending at tick {} (a message \
-                         storm: each round trip sends more than it answers)",
-                        self.queue.len(),
-                        self.now / TICK_US
-                    ),
-                });
+            // A viewer's interventions wait in the queue from the start; they are no storm.
+            let pending = self.queue.len() - self.interventions_pending;
+            if pending > MAX_PENDING_EVENTS {
+                let detail = format!(
+                    "the run stopped advancing: {pending} events pending at tick {} (a message \
+                     storm: each round trip sends more than it answers)",
+                    self.now / TICK_US
+                );
+                self.fail(ViolationKind::Liveness, detail);
                 break;
             }
             self.handle(next.event);
@@ -412,6 +428,12 @@ impl<P: Protocol> World<P> {
             Event::Audit => self.on_audit(),
             Event::Intervene(action) => self.intervene(action),
         }
+        self.record_world();
+    }
+
+    /// Records, when recording, what any event may have changed: which nodes are up or
+    /// paused, and the network's cuts.
+    pub(crate) fn record_world(&mut self) {
         if let Some(timeline) = &mut self.timeline {
             let nodes = self
                 .nodes
@@ -424,7 +446,19 @@ impl<P: Protocol> World<P> {
     /// Carries out a viewer's intervention.
     fn intervene(&mut self, action: crate::intervention::Action) {
         use crate::intervention::Action;
+        self.interventions_pending -= 1;
+        let known = |n: &NodeId| self.everyone.contains(n);
+        let nodes_known = match action {
+            Action::Crash(n) | Action::Restart(n) => known(&n),
+            Action::Cut(a, b) | Action::Mend(a, b) => known(&a) && known(&b),
+        };
+        if !nodes_known {
+            return;
+        }
         self.trace_line(|| format!("viewer: {action}"));
+        // Something failed now: reads are no longer held to the fault-free staleness bound.
+        self.fault_free = false;
+        self.intervened_at = Some(self.now);
         match action {
             Action::Crash(node) => {
                 if self.is_up(node) {

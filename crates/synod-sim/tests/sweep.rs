@@ -180,6 +180,7 @@ fn the_sweep_catches_granting_two_votes_in_a_term() {
 fn the_sweep_catches_a_multi_paxos_leader_counting_learners_in_a_majority() {
     let options = PaxosOptions {
         tweak: Some(|c| c.bugs.count_every_acceptance = true),
+        ..PaxosOptions::default()
     };
     let mut template = RunConfig::new(0, 3);
     template.faults = FaultSet::parse("partition,crash,membership,delay").expect("fault names");
@@ -539,6 +540,7 @@ fn paxos_state_written_per_command_stays_small_under_load() {
 fn the_sweep_catches_an_acceptor_that_forgets_its_promises_on_restart() {
     let options = PaxosOptions {
         tweak: Some(|c| c.bugs.forget_promises_on_restart = true),
+        ..PaxosOptions::default()
     };
     for (name, summary) in [
         (
@@ -564,6 +566,7 @@ fn the_sweep_catches_an_acceptor_that_forgets_its_promises_on_restart() {
 fn the_sweep_catches_an_acceptor_that_answers_before_persisting() {
     let options = PaxosOptions {
         tweak: Some(|c| c.bugs.answer_before_persisting = true),
+        ..PaxosOptions::default()
     };
     let summary = sweep_protocol::<MultiPaxos>(3, 1..=5, options);
     let (_, first) = summary.failures.first().expect("caught");
@@ -617,6 +620,7 @@ fn the_sweep_catches_a_leader_that_leads_on_after_learning_a_higher_decision() {
         tweak: Some(|c| {
             c.bugs.lead_on_after_a_higher_decision = true;
         }),
+        ..PaxosOptions::default()
     };
     let mut template = RunConfig::new(0, 5);
     template.faults = FaultSet::parse("leader-race,delay,drop").unwrap();

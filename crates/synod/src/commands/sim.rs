@@ -73,6 +73,14 @@ pub struct SimArgs {
     /// comma-separated, and print one table.
     #[arg(long, value_delimiter = ',', conflicts_with = "seed")]
     compare: Option<Vec<String>>,
+    /// Start client i at node i (mod the cluster size) rather than at a random one, so every
+    /// node has clients of its own (Basic Paxos's proposers then duel).
+    #[arg(long)]
+    spread_clients: bool,
+    /// Basic Paxos only: whether a preempted proposer backs off for a random while before it
+    /// retries (off: the duelling proposers can livelock).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    backoff: String,
     /// Worker threads for a sweep (defaults to the number of cores).
     #[arg(long)]
     jobs: Option<usize>,
@@ -88,6 +96,7 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
     template.safety_ticks = args.safety_ticks;
     template.liveness_ticks = args.liveness_ticks;
     template.snapshot_every = args.snapshot_every;
+    template.spread_clients = args.spread_clients;
     match args.scenario.as_deref() {
         Some("heartbeat-direction") => return heartbeat_direction(&args, &template),
         Some("cap") => return cap(&args),
@@ -101,7 +110,13 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
     match args.protocol.as_str() {
         "raft" => simulate::<Raft>(&args, template),
         "multi-paxos" => simulate::<synod_paxos::MultiPaxos>(&args, template),
-        "basic-paxos" => simulate::<synod_paxos::BasicPaxos>(&args, template),
+        "basic-paxos" => {
+            let options = synod_sim::PaxosOptions {
+                no_backoff: args.backoff == "off",
+                ..Default::default()
+            };
+            simulate_with::<synod_paxos::BasicPaxos>(&args, template, &options)
+        }
         "zab" => simulate::<synod_zab::Zab>(&args, template),
         "sync" => simulate::<synod_primary_backup::PrimaryBackup>(&args, template),
         "dns" => simulate::<synod_dns::Dns>(&args, template),
@@ -146,8 +161,8 @@ pub fn record(protocol: &str, variant: Variant, config: &RunConfig) -> Result<St
         "multi-paxos" => go::<synod_paxos::MultiPaxos>(config, &Default::default()),
         "basic-paxos" => {
             let options = synod_sim::PaxosOptions {
-                tweak: (!variant.backoff)
-                    .then_some(|c: &mut synod_paxos::Config| c.backoff = false),
+                no_backoff: !variant.backoff,
+                ..Default::default()
             };
             go::<synod_paxos::BasicPaxos>(config, &options)
         }
@@ -287,7 +302,8 @@ fn dueling(args: &SimArgs, template: &RunConfig) -> Result<ExitCode> {
     );
     println!("{DUEL_HEADER}");
     let no_backoff = PaxosOptions {
-        tweak: Some(|c| c.backoff = false),
+        no_backoff: true,
+        ..PaxosOptions::default()
     };
     type Run = Box<dyn Fn(u64) -> Duel>;
     let configs: [(&str, &str, Run); 3] = [
@@ -529,8 +545,9 @@ fn compare(args: &SimArgs, template: &RunConfig, protocols: &[String]) -> Result
 /// The command line that replays one seed with the same settings.
 fn replay_command<P: Protocol>(args: &SimArgs, seed: u64) -> String {
     format!(
-        "synod sim --protocol {} --nodes {} --faults {} --clients {} --keys {} --safety-ticks {} --liveness-ticks {} --snapshot-every {} --seed {seed}",
+        "synod sim --protocol {}{} --nodes {} --faults {} --clients {} --keys {} --safety-ticks {} --liveness-ticks {} --snapshot-every {} --seed {seed}",
         P::NAME,
+        variant_flags(args),
         args.nodes,
         args.faults,
         args.clients,
@@ -541,10 +558,25 @@ fn replay_command<P: Protocol>(args: &SimArgs, seed: u64) -> String {
     )
 }
 
+/// The flags of a replay command beyond the run's shape: gossip's level, Basic Paxos's
+/// backoff, clients spread over the nodes.
+fn variant_flags(args: &SimArgs) -> String {
+    let mut flags = String::new();
+    match args.protocol.as_str() {
+        "gossip" => flags.push_str(&format!(" --level {}", args.level)),
+        "basic-paxos" if args.backoff == "off" => flags.push_str(" --backoff off"),
+        _ => {}
+    }
+    if args.spread_clients {
+        flags.push_str(" --spread-clients");
+    }
+    flags
+}
+
 /// The query string of `synod viz`'s page that shows this seed.
 fn viz_query<P: Protocol>(args: &SimArgs, seed: u64) -> String {
     format!(
-        "protocol={}&nodes={}&seed={seed}&faults={}&clients={}&keys={}&safety-ticks={}&liveness-ticks={}&snapshot-every={}&level={}",
+        "protocol={}&nodes={}&seed={seed}&faults={}&clients={}&keys={}&safety-ticks={}&liveness-ticks={}&snapshot-every={}&level={}&backoff={}&spread-clients={}",
         P::NAME,
         args.nodes,
         args.faults,
@@ -554,6 +586,8 @@ fn viz_query<P: Protocol>(args: &SimArgs, seed: u64) -> String {
         args.liveness_ticks,
         args.snapshot_every,
         args.level,
+        args.backoff,
+        if args.spread_clients { "on" } else { "off" },
     )
 }
 

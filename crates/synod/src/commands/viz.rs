@@ -28,6 +28,13 @@ const HEAD_BYTES_MAX: usize = 16 << 10;
 /// Interventions one run takes at most.
 const INTERVENTIONS_MAX: usize = 200;
 
+/// The most work one run may be: nodes x clients x ticks. About half a minute on one core,
+/// and a recording of at most 500,000 events.
+const WORK_MAX: u64 = 2_000_000;
+
+/// Spare nodes the simulator starts under membership faults (`synod_sim`'s `SPARE_NODES`).
+const SPARE_NODES: usize = synod_sim::SPARE_NODES;
+
 /// Options of `synod viz`.
 #[derive(Args, Debug)]
 pub struct VizArgs {
@@ -195,7 +202,7 @@ fn options() -> String {
     format!(
         "{{\"protocols\":[{}],\"faults\":[{}],\"defaults\":{{\"protocol\":\"{}\",\"nodes\":{},\
          \"seed\":{},\"faults\":\"{}\",\"clients\":{},\"keys\":{},\"safety-ticks\":{},\
-         \"liveness-ticks\":{},\"snapshot-every\":{},\"level\":\"{}\",\"backoff\":\"{}\"}}}}\n",
+         \"liveness-ticks\":{},\"snapshot-every\":{},\"level\":\"{}\",\"backoff\":\"{}\",\"spread-clients\":\"{}\"}}}}\n",
         quoted(&PROTOCOLS),
         quoted(&synod_sim::FAULT_NAMES),
         d.protocol,
@@ -209,6 +216,7 @@ fn options() -> String {
         d.config.snapshot_every,
         d.variant.level,
         if d.variant.backoff { "on" } else { "off" },
+        if d.config.spread_clients { "on" } else { "off" },
     )
 }
 
@@ -277,18 +285,30 @@ impl Settings {
                 "liveness-ticks" => config.liveness_ticks = number(1, 10_000)?,
                 "snapshot-every" => config.snapshot_every = number(0, 1_000_000)?,
                 "level" => settings.variant.level = value.parse()?,
-                "backoff" => {
-                    settings.variant.backoff = match value.as_str() {
-                        "on" => true,
-                        "off" => false,
-                        _ => return Err(format!("backoff is on or off, not {value:?}")),
-                    }
-                }
+                "backoff" => settings.variant.backoff = on_off(&name, &value)?,
+                "spread-clients" => config.spread_clients = on_off(&name, &value)?,
                 "do" => interventions = value,
                 _ => {}
             }
         }
-        let mut list = Intervention::parse_list(&interventions, settings.config.nodes)?;
+        let config = &settings.config;
+        let work = config.nodes as u64
+            * config.clients as u64
+            * (config.safety_ticks + config.liveness_ticks);
+        if work > WORK_MAX {
+            return Err(format!(
+                "that run is too big to watch: nodes x clients x (safety + liveness ticks) is \
+                 {work}, at most {WORK_MAX} (about half a minute of simulation); \
+                 synod sim runs bigger ones"
+            ));
+        }
+        // Spare nodes an operator adds under membership faults can be clicked too.
+        let spares = if config.faults.membership {
+            SPARE_NODES
+        } else {
+            0
+        };
+        let mut list = Intervention::parse_list(&interventions, config.nodes + spares)?;
         if list.len() > INTERVENTIONS_MAX {
             return Err(format!("at most {INTERVENTIONS_MAX} interventions per run"));
         }
@@ -298,10 +318,16 @@ impl Settings {
     }
 
     fn run(&self) -> Result<String> {
-        let mut config = self.config.clone();
-        // Basic Paxos's proposers duel when every node has clients of its own.
-        config.spread_clients = self.protocol == "basic-paxos";
-        record(&self.protocol, self.variant, &config)
+        record(&self.protocol, self.variant, &self.config)
+    }
+}
+
+/// `on` or `off`.
+fn on_off(name: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{name} is on or off, not {value:?}")),
     }
 }
 
@@ -362,6 +388,8 @@ mod tests {
             ("seed=%zz", "bad escape"),
             ("level=most", "consistency level"),
             ("backoff=maybe", "backoff is on or off"),
+            ("spread-clients=yes", "spread-clients is on or off"),
+            ("nodes=9&clients=200&safety-ticks=20000", "too big to watch"),
         ] {
             let error = Settings::from_query(query).expect_err(query);
             assert!(error.contains(says), "{query}: {error}");

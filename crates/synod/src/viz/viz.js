@@ -37,13 +37,13 @@
 
   /** The parameters of a run, in the order the query string lists them. */
   const PARAM_NAMES = ['protocol', 'nodes', 'seed', 'faults', 'clients', 'keys',
-    'safety-ticks', 'liveness-ticks', 'snapshot-every', 'level', 'backoff'];
+    'safety-ticks', 'liveness-ticks', 'snapshot-every', 'level', 'backoff', 'spread-clients'];
   /** The server's defaults (replaced by /api/options when it answers). */
   const PAGE_DEFAULTS = { protocol: 'raft', nodes: '3', seed: '1', faults: 'none', clients: '3',
-    keys: '3', 'safety-ticks': '1000', 'liveness-ticks': '500', 'snapshot-every': '200', level: 'one', backoff: 'on' };
+    keys: '3', 'safety-ticks': '1000', 'liveness-ticks': '500', 'snapshot-every': '200', level: 'one', backoff: 'on', 'spread-clients': 'off' };
   /** `synod sim`'s own defaults: what a pasted command means for a flag it leaves out. */
   const SIM_DEFAULTS = { protocol: 'raft', nodes: '5', seed: '1', faults: 'all', clients: '5',
-    keys: '5', 'safety-ticks': '3000', 'liveness-ticks': '1000', 'snapshot-every': '200', level: 'one', backoff: 'on' };
+    keys: '5', 'safety-ticks': '3000', 'liveness-ticks': '1000', 'snapshot-every': '200', level: 'one', backoff: 'on', 'spread-clients': 'off' };
   const FALLBACK_OPTIONS = {
     protocols: ['raft', 'multi-paxos', 'basic-paxos', 'zab', 'sync', 'dns', 'gossip'],
     faults: ['delay', 'drop', 'duplicate', 'partition', 'crash', 'skew', 'disk', 'leader-race',
@@ -113,7 +113,9 @@
   // 2. Parameters: replay commands and query strings
   // ---------------------------------------------------------------------------------------
 
-  const VALUE_FLAGS = new Set([...PARAM_NAMES, 'seeds']);
+  /** Flags of `synod sim` that stand alone and set a parameter to `on`. */
+  const SWITCH_FLAGS = new Set(['spread-clients']);
+  const VALUE_FLAGS = new Set([...PARAM_NAMES.filter((n) => !SWITCH_FLAGS.has(n)), 'seeds']);
   const BOOL_FLAGS = new Set(['trace', 'help', 'h', 'version']);
 
   /** The first seed of a `--seeds` value: `7`, `7..9`, `5..=6` or `4,2`. */
@@ -149,7 +151,10 @@
       const eq = name.indexOf('=');
       if (eq >= 0) { value = name.slice(eq + 1); name = name.slice(0, eq); }
       name = name.toLowerCase().replace(/_/g, '-');
-      if (VALUE_FLAGS.has(name)) {
+      if (SWITCH_FLAGS.has(name)) {
+        params[name] = value === null ? 'on' : value;
+        found = true;
+      } else if (VALUE_FLAGS.has(name)) {
         if (value === null) {
           const next = tokens[i + 1];
           if (next === undefined || next.startsWith('--')) throw new Error(`--${name} needs a value`);
@@ -469,6 +474,7 @@
       raf: 0, lastTs: 0, lastUrlWrite: 0, urlTimer: 0,
       dragging: false,
       fetchGen: 0,
+      inflight: null,
       vis: [],
       // rendering caches
       nodeEls: new Map(), linkEls: [], linkByKey: new Map(), pos: new Map(), scale: 1, ends: new Map(),
@@ -569,6 +575,9 @@
      */
     async function runSim(params, { doList = [], t = null, push = true, resume = false } = {}) {
       const gen = ++S.fetchGen;
+      // A newer request supersedes an older one: the older fetch is dropped.
+      if (S.inflight) S.inflight.abort();
+      const inflight = S.inflight = new AbortController();
       pause(false);
       viz.ready = false;
       clearError();
@@ -581,7 +590,7 @@
       };
       let trace;
       try {
-        const res = await fetch(`/api/run?${paramsToQuery(params, doList, null)}`);
+        const res = await fetch(`/api/run?${paramsToQuery(params, doList, null)}`, { signal: inflight.signal });
         const text = await res.text();
         if (gen !== S.fetchGen) return;
         if (!res.ok) { showError(text.trim() || `the server answered ${res.status} ${res.statusText}`); done(); return; }

@@ -143,14 +143,19 @@ def crash_the_leader(c, base, protocol):
 
 def basic_paxos_duel(c, base):
     d = c.driver
-    d.get(base + "?protocol=basic-paxos&nodes=3&seed=2&clients=6")
+    d.get(base + "?protocol=basic-paxos&nodes=3&seed=2&clients=6&spread-clients=on")
     ready(c)
     d.execute_script("viz.seek(2000000)")
     s = state(c)
     c.check(s["protocol"] == "basic-paxos", "basic paxos loaded")
     c.check(all(n["role"] == "peer" for n in s["nodes"]), f"every Basic Paxos node proposes: {s['nodes']}")
-    prepares = d.execute_script("return document.querySelectorAll('#cluster text').length")
-    c.check(prepares > 0, "messages and labels are drawn")
+    # The proposers' Prepares in flight, drawn as dots labelled with their type.
+    prepares = d.execute_script(
+        """return [...document.querySelectorAll('#cluster g.msg')]
+                  .filter(g => g.style.display !== 'none' && g.getAttribute('display') !== 'none'
+                               && /Prepare|Promise|Nack|Accept/.test(g.textContent)).length"""
+    )
+    c.check(prepares > 0, f"Paxos messages are in flight at 2 s: {prepares}")
     boxes = d.find_elements(By.CSS_SELECTOR, "#logs span.box")
     c.check(len(boxes) > 0, "slots are drawn")
     c.shot("basic-paxos-slots")
