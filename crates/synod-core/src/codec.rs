@@ -61,6 +61,9 @@ pub struct Encoder {
     buf: Vec<u8>,
 }
 
+/// Room kept after a byte string that grew the buffer, for the fields after it.
+const ROOM_AFTER_BYTES: usize = 256;
+
 impl Encoder {
     /// An empty encoder.
     pub fn new() -> Self {
@@ -108,6 +111,13 @@ impl Encoder {
     /// Appends a length-prefixed byte string.
     pub fn bytes(&mut self, value: &[u8]) -> &mut Self {
         self.u64(value.len() as u64);
+        // A value that does not fit grows the buffer with room to spare for the small
+        // fields that usually follow it. Without it, the first of them doubles a buffer just
+        // grown to the value's size: with a 1 MiB value, a fresh 2 MiB allocation (whose
+        // pages the kernel zeroes) and a 1 MiB copy, for a few bytes.
+        if value.len() > self.buf.capacity() - self.buf.len() {
+            self.buf.reserve(value.len() + ROOM_AFTER_BYTES);
+        }
         self.buf.extend_from_slice(value);
         self
     }
