@@ -7,6 +7,9 @@
 
 CORES=$(getconf _NPROCESSORS_ONLN)
 THREADS=${THREADS:-$((CORES / 3 > 0 ? CORES / 3 : 1))}
+# Both systems keep every revision and refuse writes past their space quota (2 GiB by
+# default); the large-value loads write more than that, so both get etcd's largest.
+QUOTA_BYTES=${QUOTA_BYTES:-8589934592}
 WORK=$(mktemp -d /tmp/synod-vs-etcd.XXXXXX)
 PIDS=()
 ETCD_PIDS=()
@@ -68,6 +71,7 @@ start_etcd() {
             --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
             --initial-cluster "$cluster" --initial-cluster-state new \
             --initial-cluster-token bench --log-level error \
+            --quota-backend-bytes "$QUOTA_BYTES" \
             >"$WORK/etcd$i.log" 2>&1 &
         PIDS+=($!)
         ETCD_PIDS+=($!)
@@ -95,7 +99,8 @@ start_synod_member() {
     read -r -a flags <<<"${SYNOD_FLAGS:-}"
     RUST_LOG=${RUST_LOG:-warn} $SYNOD server --id "$i" --initial-cluster "$cluster" \
         --threads "$THREADS" --listen-client "127.0.0.1:$client" --data-dir "$WORK/synod$i" \
-        --protocol "$protocol" "${flags[@]}" >>"$WORK/synod$i.log" 2>&1 &
+        --protocol "$protocol" --quota-backend-bytes "$QUOTA_BYTES" "${flags[@]}" \
+        >>"$WORK/synod$i.log" 2>&1 &
     PIDS+=($!)
     SYNOD_PIDS[i - 1]=$!
 }

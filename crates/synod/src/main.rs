@@ -11,7 +11,10 @@ mod progress;
 use commands::{auth, bench, client, cluster, nemesis, server, sim, snapshot, viz, wal};
 
 /// The server allocates and frees small buffers for every request; mimalloc does that with
-/// about half of glibc's cost (12% of a server's CPU under puts was the allocator).
+/// about half of glibc's cost (12% of a server's CPU under puts was the allocator). Built
+/// without transparent huge pages (`no_thp`): with them, every fresh mapping a large value
+/// lands in is faulted in and zeroed two megabytes at a time, which took 72% of a leader's
+/// CPU under 1 MiB puts (`docs/benchmarks.md`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
