@@ -440,7 +440,7 @@ fn status_json(api: &Api) -> String {
         std::process::id(),
         json_string(&api.config.name),
         json_string(&api.config.protocol),
-        role_name(status.role),
+        status.role,
         status.era,
         status.leader.map_or("null".to_string(), |l| l.0.to_string()),
         status.commit_index,
@@ -457,18 +457,6 @@ fn status_json(api: &Api) -> String {
     metrics.fsync.json(&mut out);
     out.push_str("}\n");
     out
-}
-
-fn role_name(role: synod_core::Role) -> &'static str {
-    use synod_core::Role;
-    match role {
-        Role::Follower => "follower",
-        Role::PreCandidate => "pre-candidate",
-        Role::Candidate => "candidate",
-        Role::Leader => "leader",
-        Role::Peer => "peer",
-        Role::Secondary => "secondary",
-    }
 }
 
 /// `text` as a JSON string.

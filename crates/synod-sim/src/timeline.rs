@@ -137,12 +137,7 @@ impl Timeline {
         }
         if state_changed {
             if let Some(out) = self.event(t, "state") {
-                let _ = write!(
-                    out,
-                    ",\"n\":{},\"role\":\"{}\"",
-                    id.0,
-                    role_name(status.role)
-                );
+                let _ = write!(out, ",\"n\":{},\"role\":\"{}\"", id.0, status.role);
                 let _ = write!(out, ",\"era\":{},\"era_label\":", status.era);
                 string(out, &era_label(status.era));
                 match status.leader {
@@ -421,17 +416,6 @@ fn message_type(label: &str) -> &str {
         .next()
         .filter(|word| !word.is_empty())
         .unwrap_or("message")
-}
-
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Leader => "leader",
-        Role::Follower => "follower",
-        Role::Candidate => "candidate",
-        Role::PreCandidate => "pre-candidate",
-        Role::Peer => "peer",
-        Role::Secondary => "secondary",
-    }
 }
 
 /// Writes `text` as a JSON string.
