@@ -43,7 +43,7 @@ pub use primary_backup::PrimaryBackupInvariants;
 pub use protocol::{Invariants, Protocol};
 pub use raft::{LogEngine, LogInvariants, RaftInvariants};
 pub use report::{percentile, RunReport, Stats, Summary, Violation, ViolationKind};
-pub use run::{report_panics_quietly, run, RunConfig, RunOutcome};
+pub use run::{replay_command, report_panics_quietly, run, RunConfig, RunOutcome};
 pub use sweep::sweep;
 pub use synod_replica::{
     DnsOptions, GossipOptions, PaxosOptions, PrimaryBackupOptions, RaftOptions, Recovered,

@@ -159,9 +159,9 @@ pub fn run<P: Protocol>(config: &RunConfig, options: &P::Options) -> RunOutcome 
     }
 }
 
-/// The `run` object of a recording: what shaped the run, and the command that replays it.
-fn run_fields<P: Protocol>(config: &RunConfig, options: &P::Options, world: &World<P>) -> String {
-    let replay = format!(
+/// The `synod sim` command line that replays this run (a viewer's interventions aside).
+pub fn replay_command<P: Protocol>(config: &RunConfig, options: &P::Options) -> String {
+    format!(
         "synod sim --protocol {}{}{} --nodes {} --seed {} --faults {} --clients {} --keys {} \
          --safety-ticks {} --liveness-ticks {} --snapshot-every {}",
         P::NAME,
@@ -179,7 +179,12 @@ fn run_fields<P: Protocol>(config: &RunConfig, options: &P::Options, world: &Wor
         config.safety_ticks,
         config.liveness_ticks,
         config.snapshot_every,
-    );
+    )
+}
+
+/// The `run` object of a recording: what shaped the run, and the command that replays it.
+fn run_fields<P: Protocol>(config: &RunConfig, options: &P::Options, world: &World<P>) -> String {
+    let replay = replay_command::<P>(config, options);
     let mut out = String::new();
     out.push_str("\"protocol\":");
     crate::timeline::string(&mut out, P::NAME);

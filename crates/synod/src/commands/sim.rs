@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use synod_raft::Raft;
-use synod_sim::{sweep, FaultSet, Protocol, RunConfig, Summary};
+use synod_sim::{replay_command, sweep, FaultSet, Protocol, RunConfig, Summary};
 
 use crate::progress::Progress;
 
@@ -14,7 +14,7 @@ use crate::progress::Progress;
 #[derive(Args, Debug)]
 pub struct SimArgs {
     /// Protocol to simulate.
-    #[arg(long, default_value = "raft", value_parser = ["raft", "multi-paxos", "basic-paxos", "zab", "sync", "dns", "gossip"])]
+    #[arg(long, default_value = "raft", value_parser = PROTOCOLS)]
     protocol: String,
     /// Gossip only: the consistency level of writes and of reads (one, quorum or all).
     #[arg(long, default_value = "one")]
@@ -231,9 +231,13 @@ fn simulate_with<P: Protocol>(
     println!("  wall time {:.1}s", started.elapsed().as_secs_f64());
     for (seed, violation) in &summary.failures {
         println!("\nseed {seed}: {violation}");
+        let config = RunConfig {
+            seed: *seed,
+            ..template.clone()
+        };
         println!(
             "  replay with a trace: {} --trace",
-            replay_command::<P>(args, *seed)
+            replay_command::<P>(&config, options)
         );
         println!(
             "  or watch it: synod viz, then open http://127.0.0.1:7070/?{}",
@@ -274,10 +278,7 @@ fn replay<P: Protocol>(
         Some(v) => {
             println!("{v}");
             if !args.trace {
-                println!(
-                    "  trace: {} --trace",
-                    replay_command::<P>(args, config.seed)
-                );
+                println!("  trace: {} --trace", replay_command::<P>(&config, options));
             }
             Ok(ExitCode::FAILURE)
         }
@@ -540,37 +541,6 @@ fn compare(args: &SimArgs, template: &RunConfig, protocols: &[String]) -> Result
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// The command line that replays one seed with the same settings.
-fn replay_command<P: Protocol>(args: &SimArgs, seed: u64) -> String {
-    format!(
-        "synod sim --protocol {}{} --nodes {} --faults {} --clients {} --keys {} --safety-ticks {} --liveness-ticks {} --snapshot-every {} --seed {seed}",
-        P::NAME,
-        variant_flags(args),
-        args.nodes,
-        args.faults,
-        args.clients,
-        args.keys,
-        args.safety_ticks,
-        args.liveness_ticks,
-        args.snapshot_every
-    )
-}
-
-/// The flags of a replay command beyond the run's shape: gossip's level, Basic Paxos's
-/// backoff, clients spread over the nodes.
-fn variant_flags(args: &SimArgs) -> String {
-    let mut flags = String::new();
-    match args.protocol.as_str() {
-        "gossip" => flags.push_str(&format!(" --level {}", args.level)),
-        "basic-paxos" if args.backoff == "off" => flags.push_str(" --backoff off"),
-        _ => {}
-    }
-    if args.spread_clients {
-        flags.push_str(" --spread-clients");
-    }
-    flags
 }
 
 /// The query string of `synod viz`'s page that shows this seed.
