@@ -122,7 +122,7 @@ impl<P: Protocol> World<P> {
         };
         self.stats.leases_expired += 1;
         let now = self.now;
-        self.trace_line(|| format!("lease {lease} expires at index {index}"));
+        self.note_line(|| format!("lease {lease} expires at index {index}"));
         // The replica's own commands carry its node id in their client id.
         let decider = NodeId((proposal.id.client.0 & !ClientId::UNTRACKED_FROM) >> 32);
         self.leases.expired.insert(lease, (now, decider));

@@ -88,9 +88,7 @@ impl<P: Protocol> World<P> {
             self.operator_seq += 1;
             let id = RequestId::new(OPERATOR, self.operator_seq);
             self.stats.membership_asked += 1;
-            self.trace_line(|| {
-                format!("nemesis: operator asks {at} for {change:?} ({membership})")
-            });
+            self.fault_line(|| format!("operator asks {at} for {change:?} ({membership})"));
             calls.push(ClientCall {
                 id,
                 waiter: SimWaiter::operator(id),
@@ -150,13 +148,13 @@ impl<P: Protocol> World<P> {
         match answer {
             Answer::Membership(membership) => {
                 self.stats.membership_changed += 1;
-                self.trace_line(|| format!("operator: {at} says the membership is {membership}"));
+                self.note_line(|| format!("operator: {at} says the membership is {membership}"));
             }
             Answer::Refused(Refusal::Membership(refusal)) => {
                 self.stats.membership_refused += 1;
-                self.trace_line(|| format!("operator: {at} refuses the change: {refusal}"));
+                self.note_line(|| format!("operator: {at} refuses the change: {refusal}"));
             }
-            other => self.trace_line(|| format!("operator: {at} answers {other:?}")),
+            other => self.note_line(|| format!("operator: {at} answers {other:?}")),
         }
     }
 }

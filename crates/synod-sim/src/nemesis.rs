@@ -106,7 +106,7 @@ impl<P: Protocol> World<P> {
         let (a, b) = nodes.split_at(split);
         self.network.blocked.clear();
         self.network.cut(a, b);
-        self.trace_line(|| format!("nemesis: partition {} | {}", names(a), names(b)));
+        self.fault_line(|| format!("partition {} | {}", names(a), names(b)));
     }
 
     /// The node most recently seen leading, or a random node.
@@ -132,7 +132,7 @@ impl<P: Protocol> World<P> {
         let rest = self.nodes_except(&[leader]);
         self.network.blocked.clear();
         self.network.cut(&[leader], &rest);
-        self.trace_line(|| format!("nemesis: isolate {leader}"));
+        self.fault_line(|| format!("isolate {leader}"));
     }
 
     fn bridge(&mut self) {
@@ -145,13 +145,7 @@ impl<P: Protocol> World<P> {
         let (a, b) = rest.split_at(split);
         self.network.blocked.clear();
         self.network.cut(a, b);
-        self.trace_line(|| {
-            format!(
-                "nemesis: bridge {bridge} between {} and {}",
-                names(a),
-                names(b)
-            )
-        });
+        self.fault_line(|| format!("bridge {bridge} between {} and {}", names(a), names(b)));
     }
 
     fn one_way(&mut self) {
@@ -167,14 +161,14 @@ impl<P: Protocol> World<P> {
             .iter()
             .map(|(a, b)| format!("{a}->{b}"))
             .collect();
-        self.trace_line(|| format!("nemesis: one-way cuts {}", blocked.join(" ")));
+        self.fault_line(|| format!("one-way cuts {}", blocked.join(" ")));
     }
 
     fn heal_partition(&mut self) {
         if !self.network.blocked.is_empty() || !self.network.slow.is_empty() {
             self.network.blocked.clear();
             self.network.slow.clear();
-            self.trace_line(|| "nemesis: partition healed".to_string());
+            self.fault_line(|| "partition healed".to_string());
         }
     }
 
@@ -188,7 +182,7 @@ impl<P: Protocol> World<P> {
             let (from, to) = (nodes[0], nodes[1]);
             let extra = self.nemesis_rng.range_inclusive(10, 120) * 1_000;
             self.network.slow.insert((from, to), extra);
-            self.trace_line(|| format!("nemesis: {from} -> {to} slowed by {} ms", extra / 1000));
+            self.fault_line(|| format!("{from} -> {to} slowed by {} ms", extra / 1000));
         }
     }
 
@@ -212,7 +206,7 @@ impl<P: Protocol> World<P> {
         if (voting.contains(&node) && down + 1 > minority) || !self.is_up(node) {
             return false;
         }
-        self.trace_line(|| format!("nemesis: crash {node}"));
+        self.fault_line(|| format!("crash {node}"));
         let garbage = self.crash_leaving(node, unsynced);
         let downtime = self.nemesis_rng.range(DOWNTIME_TICKS.0, DOWNTIME_TICKS.1) * TICK_US;
         self.schedule(downtime, Event::Restart { node });
@@ -255,7 +249,7 @@ impl<P: Protocol> World<P> {
         };
         self.node_mut(node).damaged = true;
         self.stats.disks_damaged += 1;
-        self.trace_line(|| format!("nemesis: {node} {damage}"));
+        self.fault_line(|| format!("{node} {damage}"));
     }
 
     /// Crashes a node (within the fault budget) and gives it a new, empty disk, as an
@@ -277,7 +271,7 @@ impl<P: Protocol> World<P> {
         n.replaced = true;
         n.damaged = false;
         self.stats.disks_replaced += 1;
-        self.trace_line(|| format!("nemesis: {node} gets a new, empty disk"));
+        self.fault_line(|| format!("{node} gets a new, empty disk"));
     }
 
     /// Arms a power loss at a node: it crashes while its next write is on its way to the
@@ -287,13 +281,13 @@ impl<P: Protocol> World<P> {
         let node = self.everyone[self.nemesis_rng.index(self.everyone.len())];
         if self.is_up(node) {
             self.node_mut(node).power_loss_armed = true;
-            self.trace_line(|| format!("nemesis: power loss armed at {node}, for its next write"));
+            self.fault_line(|| format!("power loss armed at {node}, for its next write"));
         }
     }
 
     pub(crate) fn on_power_loss(&mut self, node: NodeId, incarnation: u64) {
         if self.nemesis_on && self.node(node).incarnation == incarnation {
-            self.trace_line(|| format!("nemesis: power loss at {node} during a write"));
+            self.fault_line(|| format!("power loss at {node} during a write"));
             self.crash_node(node);
         }
     }
@@ -315,7 +309,7 @@ impl<P: Protocol> World<P> {
         for &n in others.iter().filter(|&&n| n != buddy) {
             self.network.blocked.insert((leader, n));
         }
-        self.trace_line(|| format!("nemesis: race: {leader} reaches only {buddy}"));
+        self.fault_line(|| format!("race: {leader} reaches only {buddy}"));
         let wait = self.nemesis_rng.range_inclusive(1, 3) * TICK_US;
         let stage = RaceStage::Reopen;
         self.schedule(
@@ -364,9 +358,7 @@ impl<P: Protocol> World<P> {
             }
         }
         let target = others[self.nemesis_rng.index(others.len())];
-        self.trace_line(|| {
-            format!("nemesis: move the leadership from {leader} to {target}, told to {at}")
-        });
+        self.fault_line(|| format!("move the leadership from {leader} to {target}, told to {at}"));
         self.step(at, |replica, out| replica.transfer_leadership(target, out));
     }
 
@@ -386,9 +378,9 @@ impl<P: Protocol> World<P> {
         }
         let others = self.nodes_except(&[leader]);
         let target = others[self.nemesis_rng.index(others.len())];
-        self.trace_line(|| {
+        self.fault_line(|| {
             format!(
-                "nemesis: links into {leader} slowed by {} ms; move the leadership to {target}",
+                "links into {leader} slowed by {} ms; move the leadership to {target}",
                 extra / 1000
             )
         });
@@ -404,7 +396,7 @@ impl<P: Protocol> World<P> {
         let (next, wait) = match stage {
             RaceStage::Reopen => {
                 self.network.blocked.clear();
-                self.trace_line(|| format!("nemesis: race: {leader} reaches all"));
+                self.fault_line(|| format!("race: {leader} reaches all"));
                 (RaceStage::CutOff, self.nemesis_rng.range_inclusive(1, 2))
             }
             RaceStage::CutOff => {
@@ -412,14 +404,14 @@ impl<P: Protocol> World<P> {
                 let rest = self.nodes_except(&pair);
                 self.network.blocked.clear();
                 self.network.cut(&pair, &rest);
-                self.trace_line(|| format!("nemesis: race: {leader},{buddy} cut off"));
+                self.fault_line(|| format!("race: {leader},{buddy} cut off"));
                 (RaceStage::Bridge, self.nemesis_rng.range_inclusive(16, 30))
             }
             RaceStage::Bridge => {
                 let rest = self.nodes_except(&[leader, buddy]);
                 self.network.blocked.clear();
                 self.network.cut(&[buddy], &rest);
-                self.trace_line(|| format!("nemesis: race: {leader} bridges {buddy} and the rest"));
+                self.fault_line(|| format!("race: {leader} bridges {buddy} and the rest"));
                 (RaceStage::Heal, self.nemesis_rng.range_inclusive(3, 15))
             }
             RaceStage::Heal => return self.heal_partition(),
@@ -450,7 +442,7 @@ impl<P: Protocol> World<P> {
         let ticks = self.nemesis_rng.range_inclusive(shortest, longest);
         self.paused.insert(node, Vec::new());
         self.stats.pauses += 1;
-        self.trace_line(|| format!("nemesis: pause {node} for {ticks} ticks"));
+        self.fault_line(|| format!("pause {node} for {ticks} ticks"));
         let incarnation = self.node(node).incarnation;
         self.schedule(ticks * TICK_US, Event::Resume { node, incarnation });
     }

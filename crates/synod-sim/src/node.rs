@@ -134,7 +134,7 @@ impl<P: Protocol> World<P> {
             Err(e) if self.node(id).damaged => {
                 self.node_mut(id).dead = true;
                 self.stats.disks_refused += 1;
-                return self.trace_line(|| format!("{id} refuses to start: {e}"));
+                return self.note_line(|| format!("{id} refuses to start: {e}"));
             }
             Err(e) => {
                 return self.fail(
@@ -275,13 +275,13 @@ impl<P: Protocol> World<P> {
                 Output::Answer { waiter, answer } => self.answer(id, waiter, answer),
                 Output::Applied(entry) => self.check_applied(id, entry),
                 Output::Membership(membership) => {
-                    self.trace_line(|| format!("{id} runs with membership {membership}"));
+                    self.note_line(|| format!("{id} runs with membership {membership}"));
                 }
                 Output::MembershipApplied(_) => {}
                 Output::LoadSnapshot(snapshot) => self.load_snapshot(id, &snapshot),
                 Output::Restored(meta) => {
                     self.stats.snapshots_installed += 1;
-                    self.trace_line(|| format!("{id} installs a snapshot through {}", meta.index));
+                    self.note_line(|| format!("{id} installs a snapshot through {}", meta.index));
                 }
                 Output::SaveSnapshot {
                     meta,
@@ -300,7 +300,7 @@ impl<P: Protocol> World<P> {
                         );
                     }
                     self.stats.snapshots_taken += 1;
-                    self.trace_line(|| format!("{id} snapshots through {}", meta.index));
+                    self.note_line(|| format!("{id} snapshots through {}", meta.index));
                     saved = Some(snapshot);
                 }
             }

@@ -265,7 +265,7 @@ impl<P: Protocol> World<P> {
             self.restart(id);
         }
         self.healed_at = Some(self.now);
-        self.trace_line(|| "heal: network healed, every node up".to_string());
+        self.note_line(|| "heal: network healed, every node up".to_string());
         self.record_world();
     }
 

@@ -281,27 +281,6 @@ impl Timeline {
             out.push('}');
         }
     }
-
-    /// A line of the readable trace: the faults and the moments worth a line (snapshots,
-    /// the heal, membership changes, leases) become `fault` and `note` events; messages,
-    /// commits and client steps have events of their own or are in the history.
-    pub(crate) fn trace_line(&mut self, t: SimTime, line: &str) {
-        const NOTES: [&str; 8] = [
-            "snapshots through",
-            "installs a snapshot",
-            "heal:",
-            "operator:",
-            "runs with membership",
-            "refuses to start",
-            "handed over",
-            "expires at index",
-        ];
-        if let Some(fault) = line.strip_prefix("nemesis: ") {
-            self.text(t, "fault", fault);
-        } else if line.starts_with("viewer: ") || NOTES.iter().any(|note| line.contains(note)) {
-            self.text(t, "note", line);
-        }
-    }
 }
 
 /// The run's description and results, around the events, make the whole document.

@@ -455,7 +455,7 @@ impl<P: Protocol> World<P> {
         if !nodes_known {
             return;
         }
-        self.trace_line(|| format!("viewer: {action}"));
+        self.note_line(|| format!("viewer: {action}"));
         // Something failed now: reads are no longer held to the fault-free staleness bound.
         self.fault_free = false;
         self.intervened_at = Some(self.now);
@@ -586,7 +586,7 @@ impl<P: Protocol> World<P> {
         self.crash_leaving(id, crate::disk::Unsynced::Lost);
         self.node_mut(id).left = true;
         self.stats.members_left += 1;
-        self.trace_line(|| format!("{id} handed over what it held and leaves the cluster"));
+        self.note_line(|| format!("{id} handed over what it held and leaves the cluster"));
     }
 
     /// Records what a step changed at a node, when recording.
@@ -777,13 +777,35 @@ impl<P: Protocol> World<P> {
 
     /// Adds a line to the trace, built only when tracing.
     pub(crate) fn trace_line(&mut self, line: impl FnOnce() -> String) {
+        if self.trace.is_on() {
+            let text = line();
+            self.trace.line(self.now, &text);
+        }
+    }
+
+    /// A fault the nemesis injects: a trace line (`nemesis: ...`) and, when recording, a
+    /// `fault` event.
+    pub(crate) fn fault_line(&mut self, line: impl FnOnce() -> String) {
+        self.marked_line("fault", "nemesis: ", line);
+    }
+
+    /// A moment worth a line for a viewer too (a snapshot, the heal, a membership change, a
+    /// lease's expiry, a viewer's intervention): a trace line and, when recording, a `note`
+    /// event.
+    pub(crate) fn note_line(&mut self, line: impl FnOnce() -> String) {
+        self.marked_line("note", "", line);
+    }
+
+    fn marked_line(&mut self, kind: &str, prefix: &str, line: impl FnOnce() -> String) {
         if !self.trace.is_on() && self.timeline.is_none() {
             return;
         }
         let text = line();
-        self.trace.line(self.now, &text);
+        if self.trace.is_on() {
+            self.trace.line(self.now, &format!("{prefix}{text}"));
+        }
         if let Some(timeline) = &mut self.timeline {
-            timeline.trace_line(self.now, &text);
+            timeline.text(self.now, kind, &text);
         }
     }
 }
