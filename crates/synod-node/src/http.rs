@@ -316,26 +316,9 @@ async fn answer(
     transport: &MetricsRenderer,
     port: Port,
 ) -> std::io::Result<()> {
-    let mut request = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    let read_head = async {
-        // The head must end within REQUEST_BYTES_MAX; a body may follow it in the same read.
-        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-            if request.len() > REQUEST_BYTES_MAX {
-                return Ok::<bool, std::io::Error>(false);
-            }
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                return Ok(false);
-            }
-            request.extend_from_slice(&buf[..n]);
-        }
-        Ok(true)
-    };
-    let complete = tokio::time::timeout(Duration::from_secs(5), read_head)
-        .await
-        .unwrap_or(Ok(false))?;
-    if !complete {
+    let Some(mut request) =
+        read_head(&mut stream, REQUEST_BYTES_MAX, Duration::from_secs(5)).await?
+    else {
         return respond(
             &mut stream,
             "400 Bad Request",
@@ -343,14 +326,9 @@ async fn answer(
             "bad request\n",
         )
         .await;
-    }
-    let line = request
-        .split(|&b| b == b'\r')
-        .next()
-        .map(|l| String::from_utf8_lossy(l).into_owned())
-        .unwrap_or_default();
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    };
+    let (method, path) = request_line(&request);
+    let (method, path) = (method.as_str(), path.as_str());
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
     if port == Port::Client && method == "POST" && gateway::handles(path) {
         let head_end = request
@@ -462,6 +440,45 @@ fn status_json(api: &Api) -> String {
 /// `text` as a JSON string.
 fn json_string(text: &str) -> String {
     serde_json::Value::String(text.to_string()).to_string()
+}
+
+/// Reads a request's head, through the blank line, within `within` and at most `max` bytes.
+/// Returns what was read (the head, and any body bytes that came with it), or `None` when no
+/// whole head arrived.
+pub async fn read_head(
+    stream: &mut (impl AsyncRead + Unpin),
+    max: usize,
+    within: Duration,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let mut request = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    let read = async {
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            if request.len() > max {
+                return Ok::<bool, std::io::Error>(false);
+            }
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(false);
+            }
+            request.extend_from_slice(&buf[..n]);
+        }
+        Ok(true)
+    };
+    let whole = tokio::time::timeout(within, read)
+        .await
+        .unwrap_or(Ok(false))?;
+    Ok(whole.then_some(request))
+}
+
+/// The method and the target (path and query) of a request's first line; empty where
+/// missing.
+pub fn request_line(head: &[u8]) -> (String, String) {
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    (method, parts.next().unwrap_or("").to_string())
 }
 
 /// Which port a connection came in on: the gateway is served on the client port only.

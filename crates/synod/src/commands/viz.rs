@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use synod_node::http::{read_head, request_line};
 use synod_sim::{FaultSet, Intervention, RunConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
@@ -79,34 +80,11 @@ async fn serve(listen: SocketAddr) -> Result<ExitCode> {
 
 /// Answers one request on a connection, then closes it.
 async fn answer(mut stream: TcpStream, runs: &Semaphore) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 2048];
-    let read_head = async {
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            if head.len() > HEAD_BYTES_MAX {
-                return Ok(false);
-            }
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                return Ok(false);
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        Ok::<bool, std::io::Error>(true)
-    };
-    let complete = tokio::time::timeout(Duration::from_secs(10), read_head)
-        .await
-        .unwrap_or(Ok(false))?;
-    if !complete {
+    let Some(head) = read_head(&mut stream, HEAD_BYTES_MAX, Duration::from_secs(10)).await? else {
         return respond(&mut stream, 400, "text/plain", b"bad request\n").await;
-    }
-    let line = head
-        .split(|&b| b == b'\r')
-        .next()
-        .map(|l| String::from_utf8_lossy(l).into_owned())
-        .unwrap_or_default();
-    let mut parts = line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    };
+    let (method, target) = request_line(&head);
+    let (method, target) = (method.as_str(), target.as_str());
     if method != "GET" {
         return respond(&mut stream, 405, "text/plain", b"only GET is served\n").await;
     }
