@@ -42,15 +42,17 @@ fn screenshots() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots")
 }
 
-/// Runs `pages.py MODE URL` and fails with what it printed if a check failed.
-fn drive(mode: &str, url: &str) {
+/// Runs `pages.py MODE URL`, then `clean_up` (the servers it drove), and fails with what
+/// it printed if a check failed.
+fn drive(mode: &str, url: &str, clean_up: impl FnOnce()) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/pages.py");
     let output = Command::new(PYTHON)
         .arg(script)
         .args([mode, url])
         .arg(screenshots())
-        .output()
-        .expect("run pages.py");
+        .output();
+    clean_up();
+    let output = output.expect("run pages.py");
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -83,12 +85,10 @@ fn the_simulator_page_replays_elections_and_forks_on_a_click() {
         .find(|w| w.starts_with("http://"))
         .unwrap_or_else(|| panic!("synod viz printed no address: {banner:?}"))
         .to_string();
-    let result = std::panic::catch_unwind(|| drive("viz", &url));
-    let _ = viz.kill();
-    let _ = viz.wait();
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
+    drive("viz", &url, || {
+        let _ = viz.kill();
+        let _ = viz.wait();
+    });
 }
 
 #[test]
@@ -103,12 +103,10 @@ fn the_live_view_shows_a_new_leader_after_the_leader_is_killed() {
         .find_map(|line| line.strip_prefix("live view: "))
         .unwrap_or_else(|| panic!("cluster up printed no live view: {banner:?}"))
         .to_string();
-    let result = std::panic::catch_unwind(|| drive("live", &url));
-    common::signal(up.id(), "TERM");
-    let _ = common::wait_exit(&mut up, std::time::Duration::from_secs(20));
-    let _ = up.kill();
-    let _ = std::fs::remove_dir_all(&data);
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
+    drive("live", &url, || {
+        common::signal(up.id(), "TERM");
+        let _ = common::wait_exit(&mut up, std::time::Duration::from_secs(20));
+        let _ = up.kill();
+        let _ = std::fs::remove_dir_all(&data);
+    });
 }
