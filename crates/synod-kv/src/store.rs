@@ -769,42 +769,48 @@ impl KvStore {
     }
 
     fn put(&mut self, request: &PutRequest, revision: i64) -> PutResponse {
-        let previous = self.keys.get(&request.key).cloned();
-        let (create_revision, version) = match &previous {
-            Some(p) => (p.create_revision, p.version + 1),
-            None => (revision, 1),
+        // One walk down the tree for a key that exists (the common case under load): its
+        // record is replaced where it lies. Only a new key walks it a second time, to insert.
+        let next = |previous: Option<&Record>| Record {
+            value: match previous {
+                Some(p) if request.ignore_value => p.value.clone(),
+                _ => request.value.clone(),
+            },
+            create_revision: previous.map_or(revision, |p| p.create_revision),
+            mod_revision: revision,
+            version: previous.map_or(1, |p| p.version + 1),
+            lease: match previous {
+                Some(p) if request.ignore_lease => p.lease,
+                _ => request.lease,
+            },
         };
-        let value = match &previous {
-            Some(p) if request.ignore_value => p.value.clone(),
-            _ => request.value.clone(),
+        let (previous, record) = match self.keys.get_mut(&request.key) {
+            Some(slot) => {
+                let record = next(Some(slot));
+                (Some(std::mem::replace(slot, record.clone())), record)
+            }
+            None => {
+                let record = next(None);
+                self.keys.insert(request.key.clone(), record.clone());
+                (None, record)
+            }
         };
-        let lease = match &previous {
-            Some(p) if request.ignore_lease => p.lease,
-            _ => request.lease,
-        };
-        if let Some(p) = previous.as_ref().filter(|p| p.lease != lease) {
+        if let Some(p) = previous.as_ref().filter(|p| p.lease != record.lease) {
             self.detach(p.lease, &request.key);
         }
-        if let Some(l) = self.leases.get_mut(&lease) {
+        if let Some(l) = self.leases.get_mut(&record.lease) {
             l.keys.insert(request.key.clone());
         }
-        let record = Record {
-            value,
-            create_revision,
-            mod_revision: revision,
-            version,
-            lease,
-        };
-        let prev_kv = previous.map(|p| key_value(&request.key, &p));
+        self.key_bytes += key_cost(&request.key, &record);
+        let prev_kv = previous.map(|p| {
+            self.key_bytes -= key_cost(&request.key, &p);
+            key_value(&request.key, &p)
+        });
         self.history.push(Event {
             kind: EventKind::Put,
             kv: key_value(&request.key, &record),
             prev_kv: prev_kv.clone(),
         });
-        self.key_bytes += key_cost(&request.key, &record);
-        if let Some(old) = self.keys.insert(request.key.clone(), record) {
-            self.key_bytes -= key_cost(&request.key, &old);
-        }
         PutResponse {
             prev_kv: prev_kv.filter(|_| request.prev_kv),
         }
