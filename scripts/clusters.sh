@@ -10,7 +10,7 @@ THREADS=${THREADS:-$((CORES / 3 > 0 ? CORES / 3 : 1))}
 # Both systems keep every revision and refuse writes past their space quota (2 GiB by
 # default); the large-value loads write more than that, so both get etcd's largest.
 QUOTA_BYTES=${QUOTA_BYTES:-8589934592}
-WORK=$(mktemp -d /tmp/synod-vs-etcd.XXXXXX)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/synod-vs-etcd.XXXXXX")
 PIDS=()
 ETCD_PIDS=()
 SYNOD_PIDS=()

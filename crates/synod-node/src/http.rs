@@ -438,7 +438,7 @@ fn status_json(api: &Api) -> String {
 }
 
 /// `text` as a JSON string.
-fn json_string(text: &str) -> String {
+pub fn json_string(text: &str) -> String {
     serde_json::Value::String(text.to_string()).to_string()
 }
 

@@ -3,7 +3,10 @@
 //! Each client sends one request, waits for the answer, and sends the next; clients share
 //! `--conns` HTTP/2 connections, spread round-robin over the endpoints. The figures are
 //! measured at the client: throughput over the whole run, and latency percentiles over every
-//! request that succeeded.
+//! request that succeeded. `synod bench floor` measures what one client's put cannot beat
+//! here (see `floor`).
+
+mod floor;
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +31,10 @@ pub enum Workload {
     Get,
     /// Reads and puts, --read-ratio of them reads.
     Mixed,
+    /// One client's puts to the leader next to their floor: a serializable get's round trip,
+    /// an fdatasync in --dir and a loopback round trip, --total samples of each (one client:
+    /// --clients, --conns and --read-ratio do not apply).
+    Floor,
 }
 
 /// How the figures are printed.
@@ -42,7 +49,7 @@ pub enum Format {
 /// Flags of `synod bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// put, get or mixed.
+    /// put, get, mixed or floor.
     #[arg(value_enum)]
     workload: Workload,
     #[command(flatten)]
@@ -74,6 +81,9 @@ pub struct BenchArgs {
     /// Seeds the key choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// floor: where to time fdatasync, a directory on the disk the servers' data is on.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<std::path::PathBuf>,
 }
 
 /// What one client measured.
@@ -105,6 +115,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let reads = match args.workload {
+        Workload::Put => Reads::Never,
+        Workload::Get => Reads::Always,
+        Workload::Mixed => Reads::Share(args.read_ratio),
+        Workload::Floor => return runtime.block_on(floor::run(&args)),
+    };
     runtime.block_on(async move {
         let endpoints = args.connection.endpoints.len().max(1);
         let conns = match args.conns {
@@ -128,9 +144,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 kv: KvClient::new(channels[c % channels.len()].clone())
                     .max_decoding_message_size(usize::MAX),
                 rng: seeds.fork(),
-                workload: args.workload,
+                reads,
                 key_space: args.key_space,
-                read_ratio: args.read_ratio,
                 serializable,
                 value: value.clone(),
                 done: done.clone(),
@@ -167,12 +182,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Which of a client's requests are reads.
+#[derive(Clone, Copy)]
+enum Reads {
+    Never,
+    Always,
+    /// This share of them, drawn at random.
+    Share(f64),
+}
+
 struct Client {
     kv: KvClient<super::client::Authed>,
     rng: Rng,
-    workload: Workload,
+    reads: Reads,
     key_space: u64,
-    read_ratio: f64,
     serializable: bool,
     value: bytes::Bytes,
     done: Arc<AtomicUsize>,
@@ -186,10 +209,10 @@ impl Client {
         };
         for _ in 0..requests {
             let key = key(self.rng.range(0, self.key_space));
-            let read = match self.workload {
-                Workload::Put => false,
-                Workload::Get => true,
-                Workload::Mixed => self.rng.chance(self.read_ratio),
+            let read = match self.reads {
+                Reads::Never => false,
+                Reads::Always => true,
+                Reads::Share(ratio) => self.rng.chance(ratio),
             };
             let start = Instant::now();
             let outcome = if read {
