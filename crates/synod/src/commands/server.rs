@@ -531,14 +531,15 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     // and every client connection take turns on it, so whatever one turn answered leaves in
     // one write per connection. A multi-thread runtime with a single worker did the same work
     // with a write for nearly every response and 25% more CPU per put (docs/benchmarks.md).
-    let mut runtime = match threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(workers) => {
-            let mut runtime = tokio::runtime::Builder::new_multi_thread();
-            runtime.worker_threads(workers);
-            runtime
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
+    let workers = threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let mut runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut runtime = tokio::runtime::Builder::new_multi_thread();
+        runtime.worker_threads(workers);
+        runtime
     };
     let runtime = runtime
         .enable_all()
