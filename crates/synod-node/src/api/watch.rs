@@ -31,6 +31,12 @@ use super::{convert, Api};
 /// Events per response at most, unless one revision holds more.
 const EVENTS_PER_RESPONSE: usize = 1000;
 
+/// Changes one pass of `catch_up` reads for one watcher, while it holds the store (and, with
+/// one thread, the whole server): a watch from far back in a long history is caught up in
+/// passes, between which the node loop and every other connection take their turn, instead of
+/// in one stall that could outlast an election timeout.
+const CATCH_UP_EVENTS: usize = 10_000;
+
 /// The Watch service.
 #[derive(Debug)]
 pub struct WatchService(pub Arc<Api>);
@@ -286,8 +292,22 @@ impl Session {
     /// Sends every watcher what happened since it was last sent anything; returns the
     /// revision every watcher has now been sent everything up to.
     async fn catch_up(&mut self) -> Result<i64, Gone> {
+        loop {
+            let (reached, behind) = self.catch_up_pass().await?;
+            if !behind {
+                return Ok(reached);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// One pass of `catch_up`: each watcher is sent what it has not been sent, up to
+    /// `CATCH_UP_EVENTS` changes read (and never part of a revision). Returns the store's
+    /// revision, and whether some watcher is still behind it.
+    async fn catch_up_pass(&mut self) -> Result<(i64, bool), Gone> {
         let mut batches = Vec::new();
         let mut compacted = Vec::new();
+        let mut behind = false;
         let current = {
             let kv = self.api.node.shared.kv();
             let current = kv.revision();
@@ -297,14 +317,31 @@ impl Session {
                 }
                 match kv.events_from(watcher.next) {
                     Ok(events) => {
-                        let events: Vec<(i64, mvccpb::Event)> = events
-                            .filter(|e| watcher.wants(e))
-                            .map(|e| (e.revision(), convert::event(e, watcher.prev_kv)))
-                            .collect();
-                        watcher.next = current + 1;
-                        if !events.is_empty() {
+                        let mut events = events.peekable();
+                        let (mut read, mut last) = (0, None);
+                        let mut wanted = Vec::new();
+                        while let Some(event) =
+                            events.next_if(|e| read < CATCH_UP_EVENTS || last == Some(e.revision()))
+                        {
+                            read += 1;
+                            last = Some(event.revision());
+                            if watcher.wants(event) {
+                                wanted.push((
+                                    event.revision(),
+                                    convert::event(event, watcher.prev_kv),
+                                ));
+                            }
+                        }
+                        watcher.next = match (events.peek(), last) {
+                            (Some(_), Some(last)) => {
+                                behind = true;
+                                last + 1
+                            }
+                            _ => current + 1,
+                        };
+                        if !wanted.is_empty() {
                             watcher.active = true;
-                            batches.push((id, events));
+                            batches.push((id, wanted));
                         }
                     }
                     Err(KvError::Compacted { compacted: at }) => compacted.push((id, at)),
@@ -328,7 +365,7 @@ impl Session {
                 self.send(response).await?;
             }
         }
-        Ok(current)
+        Ok((current, behind))
     }
 
     /// Tells idle watchers that asked for it how far the store has got, once they have been

@@ -1,5 +1,6 @@
 //! Corners of etcd's API that Kubernetes' apiserver and etcd's lock and election recipes lean
-//! on: transaction limits, watch ids, progress notifications and the `hasleader` guard.
+//! on: transaction limits, watch ids, progress notifications, watches from far back and the
+//! `hasleader` guard.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -267,6 +268,69 @@ async fn progress_notifications_never_run_ahead_of_the_events_they_cover() {
     }
     asker.abort();
     assert!(notifications > 0, "progress was notified");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_far_back_gets_every_change_once_and_in_order() {
+    let cluster = Cluster::start("watch-far-back", 3).await;
+    cluster.leader().await;
+    let mut kv = cluster.kv(NodeId(1)).await;
+    // 150 transactions of 70 puts: 10,500 changes, more than one catch-up pass reads, in
+    // revisions that straddle the points where a pass stops.
+    let (transactions, puts_each) = (150, 70);
+    let key = |t: i64, i: i64| format!("far/{t:03}/{i:02}").into_bytes();
+    let mut first = None;
+    for t in 0..transactions {
+        let success = (0..puts_each)
+            .map(|i| put_op(String::from_utf8(key(t, i)).expect("text")))
+            .collect();
+        let answer = kv
+            .txn(pb::TxnRequest {
+                success,
+                ..Default::default()
+            })
+            .await
+            .expect("a transaction of puts")
+            .into_inner();
+        first.get_or_insert(answer.header.expect("header").revision);
+    }
+    let first = first.expect("transactions ran");
+
+    let (requests, mut responses) = open_watch(&cluster, NodeId(2), false).await.expect("watch");
+    let mut watch = create("far/", "far0", 0);
+    if let Some(pb::watch_request::RequestUnion::CreateRequest(c)) = &mut watch.request_union {
+        c.start_revision = first;
+    }
+    requests.send(watch).await.expect("send");
+    assert!(next(&mut responses).await.created);
+    let expected: Vec<(i64, Vec<u8>)> = (0..transactions)
+        .flat_map(|t| (0..puts_each).map(move |i| (first + t, key(t, i))))
+        .collect();
+    let mut seen = Vec::new();
+    while seen.len() < expected.len() {
+        let response = next(&mut responses).await;
+        let revisions: BTreeSet<i64> = response
+            .events
+            .iter()
+            .map(|e| e.kv.as_ref().expect("a key").mod_revision)
+            .collect();
+        for event in response.events {
+            let kv = event.kv.expect("a key");
+            seen.push((kv.mod_revision, kv.key.to_vec()));
+        }
+        // A response holds whole revisions: no revision's changes are split across two.
+        let split = revisions
+            .iter()
+            .find(|&&r| seen.iter().filter(|(at, _)| *at == r).count() != puts_each as usize);
+        assert!(split.is_none(), "revision {split:?} came split");
+    }
+    assert!(
+        seen == expected,
+        "every change once, in revision and then key order"
+    );
+    let more = tokio::time::timeout(Duration::from_millis(300), responses.message()).await;
+    assert!(more.is_err(), "nothing after the last change: {more:?}");
     cluster.shutdown().await;
 }
 
