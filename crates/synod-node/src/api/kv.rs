@@ -22,21 +22,31 @@ impl Api {
         attempt(self.node.propose(request).await)
     }
 
-    /// Runs a range on the local state machine as it is now.
-    fn local_range(&self, request: &pb::RangeRequest) -> Result<pb::RangeResponse, Status> {
-        let applied = self
-            .node
-            .shared
-            .kv()
-            .range(&convert::range(request))
-            .map_err(errors::kv)?;
-        let kv::Response::Range(range) = applied.response else {
-            return Err(Status::internal("a range answered with something else"));
+    /// Runs a range on the local state machine as it is now. One key is read in place. A
+    /// range over more may read millions (its count covers every key in it, whatever its
+    /// limit): it is read and converted on a blocking thread, from a copy of the store taken
+    /// now (cheap: the store's trees are persistent), so that the node loop and every
+    /// connection sharing the event loop's thread go on meanwhile.
+    async fn local_range(&self, request: &pb::RangeRequest) -> Result<pb::RangeResponse, Status> {
+        let range = convert::range(request);
+        let read = move |store: &kv::KvStore| -> Result<(i64, pb::RangeResponse), Status> {
+            let applied = store.range(&range).map_err(errors::kv)?;
+            let kv::Response::Range(found) = applied.response else {
+                return Err(Status::internal("a range answered with something else"));
+            };
+            let response = convert::range_response(found, pb::ResponseHeader::default());
+            Ok((applied.revision, response))
         };
-        Ok(convert::range_response(
-            range,
-            self.header(applied.revision),
-        ))
+        let (revision, mut response) = if request.range_end.is_empty() {
+            read(&self.node.shared.kv())?
+        } else {
+            let store = self.node.shared.kv().clone();
+            tokio::task::spawn_blocking(move || read(&store))
+                .await
+                .map_err(|e| Status::internal(format!("a range stopped: {e}")))??
+        };
+        response.header = Some(self.header(revision));
+        Ok(response)
     }
 }
 
@@ -71,7 +81,7 @@ impl pb::kv_server::Kv for KvService {
         };
         api.check_access(&request, synod_kv::auth::Access::Read, &keys)?;
         if request.get_ref().serializable {
-            return api.local_range(request.get_ref()).map(Response::new);
+            return api.local_range(request.get_ref()).await.map(Response::new);
         }
         api.anywhere(request, |r| async move {
             let keys = synod_core::KeySpan {
@@ -85,7 +95,7 @@ impl pb::kv_server::Kv for KvService {
                 // As etcd, a cluster found corrupt answers no linearizable read (serializable
                 // ones, from the member's own copy, still go).
                 Attempt::Done(()) if api.node.shared.kv().corrupt() => Err(errors::corrupt()),
-                Attempt::Done(()) => api.local_range(&r).map(Attempt::Done),
+                Attempt::Done(()) => api.local_range(&r).await.map(Attempt::Done),
                 Attempt::NotLeader => Ok(Attempt::NotLeader),
             }
         })
