@@ -388,6 +388,25 @@ impl KvStore {
         self.sessions.disable();
     }
 
+    /// A copy to read from elsewhere (a range on another thread): the keys, leases and
+    /// history, whose persistent trees make the copy cost the same at any size, without the
+    /// client sessions, which reads never look at and which would be copied one by one.
+    pub fn read_copy(&self) -> KvStore {
+        KvStore {
+            keys: self.keys.clone(),
+            revision: self.revision,
+            applied_index: self.applied_index,
+            sessions: Sessions::new(self.sessions.limit),
+            history: self.history.clone(),
+            leases: self.leases.clone(),
+            lease_epoch: self.lease_epoch,
+            history_revisions: self.history_revisions,
+            alarms: self.alarms.clone(),
+            key_bytes: self.key_bytes,
+            auth: self.auth.clone(),
+        }
+    }
+
     /// The current value of one key, with its metadata.
     pub fn get(&self, key: &[u8]) -> Option<KeyValue> {
         self.keys.get_key_value(key).map(|(k, r)| key_value(k, r))
@@ -1089,6 +1108,46 @@ mod tests {
 
     fn key(rng: &mut Rng) -> Bytes {
         Bytes::from(format!("k{:02}", rng.range(0, 40)))
+    }
+
+    /// A read copy answers every range as the store does, now and at past revisions, and
+    /// carries none of the client sessions.
+    #[test]
+    fn a_read_copy_reads_as_the_store_without_its_sessions() {
+        use synod_core::{ClientId, Entry, Payload, Proposal, RequestId};
+        let mut store = KvStore::with_limits(64, 0);
+        for i in 1..=200u64 {
+            let request = Request::Put(PutRequest {
+                key: Bytes::from(format!("k{:03}", i % 50)),
+                value: Bytes::from(format!("v{i}")),
+                ..Default::default()
+            });
+            let entry = Entry {
+                index: i,
+                era: 1,
+                payload: Payload::Command(Proposal {
+                    id: RequestId {
+                        client: ClientId(1 + i % 20),
+                        seq: i,
+                    },
+                    command: request.encode(),
+                }),
+            };
+            let (_, result) = store.apply(&entry).unwrap();
+            result.unwrap();
+        }
+        assert_eq!(store.sessions.len(), 20);
+        let copy = store.read_copy();
+        assert_eq!(copy.sessions.len(), 0, "no sessions copied");
+        for revision in [0, 2, 60, 150, store.revision()] {
+            let request = RangeRequest {
+                range: KeyRange::prefix("k"),
+                revision,
+                ..Default::default()
+            };
+            assert_eq!(copy.range(&request), store.range(&request), "at {revision}");
+        }
+        assert_eq!(copy.size_bytes(), store.size_bytes());
     }
 
     /// Pages read lazily are what reading the whole range and cutting it gives, at the

@@ -25,8 +25,8 @@ impl Api {
     /// Runs a range on the local state machine as it is now. One key is read in place. A
     /// range over more may read millions (its count covers every key in it, whatever its
     /// limit): it is read and converted on a blocking thread, from a copy of the store taken
-    /// now (cheap: the store's trees are persistent), so that the node loop and every
-    /// connection sharing the event loop's thread go on meanwhile.
+    /// now (`read_copy`: cheap at any size), so that the node loop and every connection
+    /// sharing the event loop's thread go on meanwhile.
     async fn local_range(&self, request: &pb::RangeRequest) -> Result<pb::RangeResponse, Status> {
         let range = convert::range(request);
         let read = move |store: &kv::KvStore| -> Result<(i64, pb::RangeResponse), Status> {
@@ -40,7 +40,7 @@ impl Api {
         let (revision, mut response) = if request.range_end.is_empty() {
             read(&self.node.shared.kv())?
         } else {
-            let store = self.node.shared.kv().clone();
+            let store = self.node.shared.kv().read_copy();
             tokio::task::spawn_blocking(move || read(&store))
                 .await
                 .map_err(|e| Status::internal(format!("a range stopped: {e}")))??
