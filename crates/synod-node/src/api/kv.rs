@@ -22,11 +22,12 @@ impl Api {
         attempt(self.node.propose(request).await)
     }
 
-    /// Runs a range on the local state machine as it is now. One key is read in place. A
-    /// range over more may read millions (its count covers every key in it, whatever its
-    /// limit): it is read and converted on a blocking thread, from a copy of the store taken
-    /// now (`read_copy`: cheap at any size), so that the node loop and every connection
-    /// sharing the event loop's thread go on meanwhile.
+    /// Runs a range on the local state machine as it is now. One key, now, is read in place.
+    /// A range over more may read millions (its count covers every key in it, whatever its
+    /// limit), and one key at a past revision walks the history since: either is read and
+    /// converted on a blocking thread, from a copy of the store taken now (`read_copy`:
+    /// cheap at any size), so that the node loop and every connection sharing the event
+    /// loop's thread go on meanwhile. At most `super::WIDE_RANGES` run so at once.
     async fn local_range(&self, request: &pb::RangeRequest) -> Result<pb::RangeResponse, Status> {
         let range = convert::range(request);
         let read = move |store: &kv::KvStore| -> Result<(i64, pb::RangeResponse), Status> {
@@ -37,13 +38,21 @@ impl Api {
             let response = convert::range_response(found, pb::ResponseHeader::default());
             Ok((applied.revision, response))
         };
-        let (revision, mut response) = if request.range_end.is_empty() {
+        let (revision, mut response) = if request.range_end.is_empty() && request.revision <= 0 {
             read(&self.node.shared.kv())?
         } else {
+            let _turn = self
+                .wide_ranges
+                .acquire()
+                .await
+                .map_err(|_| Status::unavailable("the server is stopping"))?;
             let store = self.node.shared.kv().read_copy();
             tokio::task::spawn_blocking(move || read(&store))
                 .await
-                .map_err(|e| Status::internal(format!("a range stopped: {e}")))??
+                .map_err(|e| {
+                    tracing::error!(error = %e, "a range on a blocking thread failed");
+                    Status::internal("a range failed on the server")
+                })??
         };
         response.header = Some(self.header(revision));
         Ok(response)

@@ -39,6 +39,10 @@ use crate::config::ServerConfig;
 use crate::node::{NodeHandle, Refusal};
 use crate::transport::PeerDirectory;
 
+/// Ranges over many keys that read on blocking threads at once: each keeps its copy of the
+/// store (and the tree nodes writes have since replaced) until it is done.
+pub(crate) const WIDE_RANGES: usize = 4;
+
 /// Metadata key marking a request forwarded by another node.
 const FORWARDED: &str = "synod-forwarded";
 
@@ -64,6 +68,9 @@ pub struct Api {
     pub(crate) snapshots: Arc<tokio::sync::Semaphore>,
     /// One hash of the whole store at a time (`Hash`, `HashKV`): each copies the store.
     pub(crate) hashes: Arc<tokio::sync::Semaphore>,
+    /// Ranges over many keys read on blocking threads at once (see `local_range`); others
+    /// wait their turn.
+    pub(crate) wide_ranges: Arc<tokio::sync::Semaphore>,
     channels: Mutex<HashMap<NodeId, Channel>>,
     /// How this member reaches other members' client ports to forward requests: with TLS
     /// (its own certificate as the client's) when the client port has it.
@@ -98,6 +105,7 @@ impl Api {
             raising: Arc::default(),
             snapshots: Arc::new(tokio::sync::Semaphore::new(1)),
             hashes: Arc::new(tokio::sync::Semaphore::new(1)),
+            wide_ranges: Arc::new(tokio::sync::Semaphore::new(WIDE_RANGES)),
             channels: Mutex::new(HashMap::new()),
             forward_tls: None,
             logins: auth::Logins::default(),

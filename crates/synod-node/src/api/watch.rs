@@ -31,9 +31,10 @@ use super::{convert, Api};
 /// Events per response at most, unless one revision holds more.
 const EVENTS_PER_RESPONSE: usize = 1000;
 
-/// Changes one pass of `catch_up` reads for one watcher, while it holds the store (and, with
-/// one thread, the whole server): a watch from far back in a long history is caught up in
-/// passes, between which the node loop and every other connection take their turn, instead of
+/// Changes one pass of `catch_up` reads, for all a stream's watchers together, while it holds
+/// the store (and, with one thread, the whole server): a watch from far back in a long
+/// history is caught up in passes, one per turn of the stream's loop, between which the node
+/// loop, every other connection and this stream's own requests take their turn, instead of
 /// in one stall that could outlast an election timeout.
 const CATCH_UP_EVENTS: usize = 10_000;
 
@@ -72,6 +73,8 @@ pub(crate) fn start(
         out,
         watchers: BTreeMap::new(),
         next_id: 0,
+        behind: false,
+        progress_asked: false,
     };
     tokio::spawn(session.run(inbound, leader));
     responses
@@ -111,6 +114,10 @@ struct Session {
     watchers: BTreeMap<i64, Watcher>,
     /// The next id to hand out: it only grows, so no id is used twice on a stream.
     next_id: i64,
+    /// Some watcher has not been sent everything up to the revision of the last pass.
+    behind: bool,
+    /// A progress request waits for every watcher to catch up.
+    progress_asked: bool,
 }
 
 /// etcd's answers to a watch it could not create.
@@ -139,6 +146,7 @@ impl Session {
                     Ok(()) => self.catch_up().await.map(|_| ()),
                     Err(_) => Err(Gone),
                 },
+                () = std::future::ready(()), if self.behind => self.catch_up().await.map(|_| ()),
                 _ = progress.tick() => self.notify_progress().await,
                 lost = leader.lost() => {
                     let _ = self.out.send(Err(lost)).await;
@@ -174,14 +182,9 @@ impl Session {
                 Ok(())
             }
             Some(RequestUnion::ProgressRequest(_)) => {
-                // Not tied to one watcher: etcd answers with watch id -1.
-                let reached = self.catch_up().await?;
-                let response = pb::WatchResponse {
-                    header: Some(self.api.header(reached)),
-                    watch_id: -1,
-                    ..Default::default()
-                };
-                self.send(response).await
+                // Answered once every watcher has caught up (see `catch_up`).
+                self.progress_asked = true;
+                self.catch_up().await.map(|_| ())
             }
             None => Ok(()),
         }
@@ -289,25 +292,35 @@ impl Session {
         self.send(response).await
     }
 
-    /// Sends every watcher what happened since it was last sent anything; returns the
-    /// revision every watcher has now been sent everything up to.
-    async fn catch_up(&mut self) -> Result<i64, Gone> {
-        loop {
-            let (reached, behind) = self.catch_up_pass().await?;
-            if !behind {
-                return Ok(reached);
-            }
-            tokio::task::yield_now().await;
+    /// One pass of catching up (`catch_up_pass`); once every watcher has caught up, answers a
+    /// progress request waiting for that. Returns the revision every watcher has now been
+    /// sent everything up to, or `None` while some are behind: the stream's loop then runs
+    /// another pass on its next turn.
+    async fn catch_up(&mut self) -> Result<Option<i64>, Gone> {
+        let reached = self.catch_up_pass().await?;
+        if self.behind {
+            return Ok(None);
         }
+        if std::mem::take(&mut self.progress_asked) {
+            // Not tied to one watcher: etcd answers with watch id -1.
+            let response = pb::WatchResponse {
+                header: Some(self.api.header(reached)),
+                watch_id: -1,
+                ..Default::default()
+            };
+            self.send(response).await?;
+        }
+        Ok(Some(reached))
     }
 
-    /// One pass of `catch_up`: each watcher is sent what it has not been sent, up to
-    /// `CATCH_UP_EVENTS` changes read (and never part of a revision). Returns the store's
-    /// revision, and whether some watcher is still behind it.
-    async fn catch_up_pass(&mut self) -> Result<(i64, bool), Gone> {
+    /// Sends the watchers what they have not been sent, up to `CATCH_UP_EVENTS` changes read
+    /// in all (never part of a revision); notes in `behind` whether some watcher is still
+    /// behind. Returns the store's revision as of the pass.
+    async fn catch_up_pass(&mut self) -> Result<i64, Gone> {
         let mut batches = Vec::new();
         let mut compacted = Vec::new();
         let mut behind = false;
+        let mut read = 0;
         let current = {
             let kv = self.api.node.shared.kv();
             let current = kv.revision();
@@ -315,10 +328,14 @@ impl Session {
                 if watcher.next > current {
                     continue;
                 }
+                if read >= CATCH_UP_EVENTS {
+                    behind = true;
+                    continue;
+                }
                 match kv.events_from(watcher.next) {
                     Ok(events) => {
                         let mut events = events.peekable();
-                        let (mut read, mut last) = (0, None);
+                        let mut last = None;
                         let mut wanted = Vec::new();
                         while let Some(event) =
                             events.next_if(|e| read < CATCH_UP_EVENTS || last == Some(e.revision()))
@@ -365,13 +382,18 @@ impl Session {
                 self.send(response).await?;
             }
         }
-        Ok((current, behind))
+        self.behind = behind;
+        Ok(current)
     }
 
     /// Tells idle watchers that asked for it how far the store has got, once they have been
     /// sent everything up to there.
     async fn notify_progress(&mut self) -> Result<(), Gone> {
-        let reached = self.catch_up().await?;
+        // Only once every event up to the notified revision is on the stream; a stream still
+        // catching up is notified at a later tick.
+        let Some(reached) = self.catch_up().await? else {
+            return Ok(());
+        };
         let header = self.api.header(reached);
         let mut idle = Vec::new();
         for (&id, watcher) in self.watchers.iter_mut() {

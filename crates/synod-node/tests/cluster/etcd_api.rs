@@ -276,9 +276,9 @@ async fn a_watch_from_far_back_gets_every_change_once_and_in_order() {
     let cluster = Cluster::start("watch-far-back", 3).await;
     cluster.leader().await;
     let mut kv = cluster.kv(NodeId(1)).await;
-    // 150 transactions of 70 puts: 10,500 changes, more than one catch-up pass reads, in
+    // 450 transactions of 70 puts: 31,500 changes, more than three catch-up passes read, in
     // revisions that straddle the points where a pass stops.
-    let (transactions, puts_each) = (150, 70);
+    let (transactions, puts_each) = (450, 70);
     let key = |t: i64, i: i64| format!("far/{t:03}/{i:02}").into_bytes();
     let mut first = None;
     for t in 0..transactions {
@@ -297,19 +297,51 @@ async fn a_watch_from_far_back_gets_every_change_once_and_in_order() {
     }
     let first = first.expect("transactions ran");
 
+    // Two watchers on one stream, one from the first transaction and one from the hundredth,
+    // and a progress request behind them, which must be answered only once both have been
+    // sent everything up to the revision it names.
     let (requests, mut responses) = open_watch(&cluster, NodeId(2), false).await.expect("watch");
-    let mut watch = create("far/", "far0", 0);
-    if let Some(pb::watch_request::RequestUnion::CreateRequest(c)) = &mut watch.request_union {
-        c.start_revision = first;
+    let starts = [first, first + 100];
+    for start in starts {
+        let mut watch = create("far/", "far0", 0);
+        if let Some(pb::watch_request::RequestUnion::CreateRequest(c)) = &mut watch.request_union {
+            c.start_revision = start;
+        }
+        requests.send(watch).await.expect("send");
     }
-    requests.send(watch).await.expect("send");
-    assert!(next(&mut responses).await.created);
-    let expected: Vec<(i64, Vec<u8>)> = (0..transactions)
-        .flat_map(|t| (0..puts_each).map(move |i| (first + t, key(t, i))))
+    requests.send(progress()).await.expect("send");
+    let expected: Vec<Vec<(i64, Vec<u8>)>> = starts
+        .iter()
+        .map(|&start| {
+            (start - first..transactions)
+                .flat_map(|t| (0..puts_each).map(move |i| (first + t, key(t, i))))
+                .collect()
+        })
         .collect();
-    let mut seen = Vec::new();
-    while seen.len() < expected.len() {
+    let mut seen: Vec<Vec<(i64, Vec<u8>)>> = vec![Vec::new(), Vec::new()];
+    let (mut created, mut progress_at) = (0, None);
+    while created < 2 || progress_at.is_none() || (0..2).any(|w| seen[w].len() < expected[w].len())
+    {
         let response = next(&mut responses).await;
+        if response.created {
+            assert_eq!(response.watch_id, created, "ids handed out in order");
+            created += 1;
+            continue;
+        }
+        if response.watch_id == -1 {
+            let at = response.header.expect("header").revision;
+            for w in 0..2 {
+                let due = expected[w].iter().filter(|(r, _)| *r <= at).count();
+                assert_eq!(
+                    seen[w].len(),
+                    due,
+                    "progress at {at} came before watcher {w}'s events"
+                );
+            }
+            progress_at = Some(at);
+            continue;
+        }
+        let w = usize::try_from(response.watch_id).expect("a watcher's id");
         let revisions: BTreeSet<i64> = response
             .events
             .iter()
@@ -317,12 +349,12 @@ async fn a_watch_from_far_back_gets_every_change_once_and_in_order() {
             .collect();
         for event in response.events {
             let kv = event.kv.expect("a key");
-            seen.push((kv.mod_revision, kv.key.to_vec()));
+            seen[w].push((kv.mod_revision, kv.key.to_vec()));
         }
         // A response holds whole revisions: no revision's changes are split across two.
         let split = revisions
             .iter()
-            .find(|&&r| seen.iter().filter(|(at, _)| *at == r).count() != puts_each as usize);
+            .find(|&&r| seen[w].iter().filter(|(at, _)| *at == r).count() != puts_each as usize);
         assert!(split.is_none(), "revision {split:?} came split");
     }
     assert!(
