@@ -169,6 +169,16 @@ impl Connection {
             .map_err(|_| anyhow::anyhow!("the cluster answered a token that is not text"))
     }
 
+    /// One endpoint's answer to Maintenance.Status.
+    pub async fn status(&self, endpoint: &str) -> anyhow::Result<pb::StatusResponse> {
+        let mut client = MaintenanceClient::new(self.channel_to(endpoint).await?);
+        client
+            .status(pb::StatusRequest {})
+            .await
+            .map_err(grpc)
+            .map(|r| r.into_inner())
+    }
+
     /// A channel to the first endpoint that answers.
     pub async fn channel(&self) -> anyhow::Result<Authed> {
         let mut last = None;
@@ -991,15 +1001,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let mut failed = false;
         for endpoint in &args.connection.endpoints {
-            let answer = async {
-                let mut client = MaintenanceClient::new(args.connection.channel_to(endpoint).await?);
-                client
-                    .status(pb::StatusRequest {})
-                    .await
-                    .map_err(grpc)
-                    .map(|r| r.into_inner())
-            };
-            match answer.await {
+            match args.connection.status(endpoint).await {
                 Ok(s) => {
                     let member = s.header.map(|h| h.member_id).unwrap_or_default();
                     println!(

@@ -28,7 +28,6 @@ use anyhow::{bail, Context};
 use synod_core::Rng;
 use synod_proto::etcdserverpb as pb;
 use synod_proto::etcdserverpb::kv_client::KvClient;
-use synod_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 
 use super::{key, quantile_ms, BenchArgs, Format};
 use crate::commands::client::grpc;
@@ -134,15 +133,7 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
 async fn find_leader(args: &BenchArgs) -> anyhow::Result<String> {
     let mut last = None;
     for endpoint in &args.connection.endpoints {
-        let status = async {
-            let mut client = MaintenanceClient::new(args.connection.channel_to(endpoint).await?);
-            client
-                .status(pb::StatusRequest {})
-                .await
-                .map_err(grpc)
-                .map(|r| r.into_inner())
-        };
-        match status.await {
+        match args.connection.status(endpoint).await {
             Ok(status) => {
                 let me = status.header.map(|h| h.member_id);
                 if me.is_some_and(|me| me == status.leader && me != 0) {
