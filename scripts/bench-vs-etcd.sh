@@ -60,29 +60,9 @@ for load in ${LOAD:-default}; do
     esac
 done
 
-# Runs one row against one system; prints "throughput p50 p99 p999 cpu_ms_per_op errors".
-measure() {
-    local workload=$1 clients=$2 total=$3 conns=$4 size=$5 keys=$6 endpoints=$7
-    shift 7
-    local before after out
-    before=$(cpu_seconds "$@")
-    out=$($SYNOD bench "$workload" --endpoints "$endpoints" --clients "$clients" --conns "$conns" \
-        --total "$total" --value-size "$size" --key-space "$keys" --format json)
-    after=$(cpu_seconds "$@")
-    local ok
-    ok=$(echo "$out" | field ok)
-    echo "$(echo "$out" | field throughput) $(echo "$out" | field p50_ms) $(echo "$out" | field p99_ms) $(echo "$out" | field p999_ms) $(echo "$before $after $ok" | awk '{printf "%.3f", ($2 - $1) * 1000 / ($3 > 0 ? $3 : 1)}') $(echo "$out" | field errors)"
-}
-
 # etcd first, every row; then each protocol on a fresh Synod cluster, every row, next to it.
+# Each row warms up with a tenth of its load, then measures it.
 declare -A ETCD_ROWS
-# Warms up with a tenth of the row's load, then measures it.
-warm_and_measure() {
-    local workload=$1 clients=$2 total=$3 conns=$4 size=$5 keys=$6 endpoints=$7
-    $SYNOD bench "$workload" --endpoints "$endpoints" --clients "$clients" --conns "$conns" \
-        --total $((total / 10 + 1)) --value-size "$size" --key-space "$keys" --format json >/dev/null
-    measure "$@"
-}
 
 # A row's name in the table: the load, with the connections and value size when not the
 # default ones.

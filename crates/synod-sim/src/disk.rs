@@ -1,10 +1,11 @@
 //! The simulated disk: directories of in-memory files with POSIX durability rules, and only
 //! the faults Synod claims to survive.
 //!
-//! - Data appended but not yet synced is lost at a crash. With disk faults on, part of it may
-//!   survive instead: a prefix cut anywhere, or the whole length with some 512-byte sectors
-//!   never written, reading back as zeros (a file system that recorded the length before the
-//!   data, as ext4 with delayed allocation and XFS can).
+//! - Data written but not yet synced is lost at a crash: the file reads as it did before the
+//!   write (zeros, in space allocated ahead). With disk faults on, part of it may survive
+//!   instead: a prefix cut anywhere, or the whole length with some 512-byte sectors never
+//!   written, reading back as they were before, or as zeros past the old end (a file system
+//!   that recorded the length before the data, as ext4 with delayed allocation and XFS can).
 //! - File and directory creations, renames and removals not yet made durable by `sync_dir` of
 //!   their directory may be undone; a directory undone takes everything in it along.
 //! - With disk faults on, the nemesis may damage a disk: flip a bit in stored (synced) data,
@@ -27,33 +28,88 @@ use synod_storage::{
 
 type FileId = u64;
 
+/// Lays `data` over `file` from byte `at` on, growing it (with zeros up to `at`) if needed.
+fn overlay(file: &mut Vec<u8>, at: usize, data: &[u8]) {
+    let end = at + data.len();
+    if file.len() < end {
+        file.resize(end, 0);
+    }
+    file[at..end].copy_from_slice(data);
+}
+
 #[derive(Clone, Debug, Default)]
 struct SimFile {
+    /// What a crash keeps.
     durable: Vec<u8>,
-    /// Appended since the last sync.
+    /// Written since the last sync: one run of bytes from `pending_at` on, laid over `durable`
+    /// (a run that covers every write since, with what the file held between them).
     pending: Vec<u8>,
+    pending_at: usize,
 }
 
 impl SimFile {
+    fn len(&self) -> usize {
+        self.durable.len().max(self.pending_at + self.pending.len())
+    }
+
+    /// What the file reads as.
+    fn contents(&self) -> Vec<u8> {
+        let mut all = self.durable.clone();
+        overlay(&mut all, self.pending_at, &self.pending);
+        all
+    }
+
+    fn write_at(&mut self, at: usize, data: &[u8]) {
+        let pending_end = self.pending_at + self.pending.len();
+        if self.pending.is_empty() {
+            self.pending_at = at;
+        } else if at < self.pending_at || at > pending_end {
+            // Widen the run to cover the write, filled with what the file holds now.
+            let start = self.pending_at.min(at);
+            let end = pending_end.max(at + data.len());
+            let mut run: Vec<u8> = (start..end)
+                .map(|p| self.durable.get(p).copied().unwrap_or(0))
+                .collect();
+            run[self.pending_at - start..pending_end - start].copy_from_slice(&self.pending);
+            self.pending = run;
+            self.pending_at = start;
+        }
+        overlay(&mut self.pending, at - self.pending_at, data);
+    }
+
+    fn sync(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        overlay(&mut self.durable, self.pending_at, &pending);
+    }
+
     /// What a crash leaves of the unsynced data. Returns whether it left garbage.
     fn crash(&mut self, rng: &mut Rng, unsynced: Unsynced) -> bool {
         let pending = std::mem::take(&mut self.pending);
         if pending.is_empty() || unsynced == Unsynced::Lost {
             return false;
         }
+        let start = self.pending_at;
         if unsynced == Unsynced::Torn && rng.chance(0.5) {
-            // The length was recorded as far as the write got: a clean cut.
-            let kept = rng.range_inclusive(0, pending.len() as u64) as usize;
-            self.durable.extend_from_slice(&pending[..kept]);
+            // The write got as far as some byte: a clean cut. Where it grew the file, the
+            // length was recorded that far; where it wrote over space the file already had, a
+            // disk writes whole sectors, so the cut falls on a sector boundary.
+            let mut cut = start + rng.range_inclusive(0, pending.len() as u64) as usize;
+            if cut < self.durable.len() {
+                cut = start.max(cut - cut % SECTOR_BYTES);
+            }
+            overlay(&mut self.durable, start, &pending[..cut - start]);
             return false;
         }
         // The length covers the write, but its data reached the disk only up to a sector
-        // boundary (or not at all), and maybe not every sector before it either. Zeros in
-        // less than ZERO_RUN_BYTES_MIN of a sector are not simulated: a node cannot tell them
-        // from damage, and refuses to start on them.
-        let start = self.durable.len();
-        self.durable.extend_from_slice(&pending);
-        let end = self.durable.len();
+        // boundary (or not at all), and maybe not every sector before it either; a sector not
+        // written reads as before (zeros past the old end). Zeros in less than
+        // ZERO_RUN_BYTES_MIN of a sector are not simulated: a node cannot tell them from
+        // damage, and refuses to start on them.
+        let end = start + pending.len();
+        let before: Vec<u8> = (start..end)
+            .map(|p| self.durable.get(p).copied().unwrap_or(0))
+            .collect();
+        overlay(&mut self.durable, start, &pending);
         let boundaries: Vec<usize> = (start / SECTOR_BYTES + 1..)
             .map(|k| k * SECTOR_BYTES)
             .take_while(|&b| b + ZERO_RUN_BYTES_MIN <= end)
@@ -74,7 +130,7 @@ impl SimFile {
                     }
                     garbage = true;
                 } else {
-                    self.durable[from..to].fill(0);
+                    self.durable[from..to].copy_from_slice(&before[from - start..to - start]);
                 }
             }
             sector += SECTOR_BYTES;
@@ -183,17 +239,19 @@ impl SimDir {
     }
 
     /// Flips one random bit of synced data, in a random file. Returns where, if any file holds
-    /// data.
+    /// data. A file's trailing zeros are taken for space allocated but never written, where a
+    /// flipped bit damages nothing.
     pub fn flip_random_bit(&mut self, rng: &mut Rng) -> Option<String> {
+        let written = |f: &SimFile| f.durable.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
         let candidates: Vec<(String, FileId)> = self
             .names
             .iter()
-            .filter(|(_, id)| self.contents.get(id).is_some_and(|f| !f.durable.is_empty()))
+            .filter(|(_, id)| self.contents.get(id).is_some_and(|f| written(f) > 0))
             .map(|(n, id)| (n.clone(), *id))
             .collect();
         let (name, id) = rng.pick(&candidates)?.clone();
         let file = self.contents.get_mut(&id)?;
-        let byte = rng.index(file.durable.len());
+        let byte = rng.index(written(file));
         let bit = rng.range(0, 8);
         file.durable[byte] ^= 1 << bit;
         Some(format!(
@@ -204,10 +262,7 @@ impl SimDir {
 
     /// Bytes stored, synced or not.
     pub fn size_bytes(&self) -> usize {
-        self.contents
-            .values()
-            .map(|f| f.durable.len() + f.pending.len())
-            .sum()
+        self.contents.values().map(SimFile::len).sum()
     }
 }
 
@@ -217,15 +272,11 @@ impl Dir for SimDir {
     }
 
     fn open_read(&self, name: &str) -> Result<Box<dyn Read + '_>> {
-        let file = self.file(name)?;
-        Ok(Box::new(
-            file.durable.as_slice().chain(file.pending.as_slice()),
-        ))
+        Ok(Box::new(std::io::Cursor::new(self.file(name)?.contents())))
     }
 
     fn len(&self, name: &str) -> Result<u64> {
-        let file = self.file(name)?;
-        Ok((file.durable.len() + file.pending.len()) as u64)
+        Ok(self.file(name)?.len() as u64)
     }
 
     fn subdir(&mut self, name: &str) -> Result<SimDir> {
@@ -241,10 +292,7 @@ impl Dir for SimDir {
     }
 
     fn read(&self, name: &str) -> Result<Vec<u8>> {
-        let file = self.file(name)?;
-        let mut data = file.durable.clone();
-        data.extend_from_slice(&file.pending);
-        Ok(data)
+        Ok(self.file(name)?.contents())
     }
 
     fn create(&mut self, name: &str) -> Result<()> {
@@ -256,23 +304,34 @@ impl Dir for SimDir {
     }
 
     fn append(&mut self, name: &str, data: &[u8]) -> Result<()> {
-        self.file_mut(name)?.pending.extend_from_slice(data);
+        let file = self.file_mut(name)?;
+        file.write_at(file.len(), data);
+        Ok(())
+    }
+
+    fn write_at(&mut self, name: &str, offset: u64, data: &[u8]) -> Result<()> {
+        self.file_mut(name)?.write_at(offset as usize, data);
+        Ok(())
+    }
+
+    fn preallocate(&mut self, name: &str, len: u64) -> Result<()> {
+        let file = self.file_mut(name)?;
+        let (len, now) = (len as usize, file.len());
+        if len > now {
+            file.write_at(now, &vec![0; len - now]);
+        }
         Ok(())
     }
 
     fn sync(&mut self, name: &str) -> Result<()> {
-        let file = self.file_mut(name)?;
-        let pending = std::mem::take(&mut file.pending);
-        file.durable.extend_from_slice(&pending);
+        self.file_mut(name)?.sync();
         Ok(())
     }
 
     fn truncate(&mut self, name: &str, len: u64) -> Result<()> {
         let file = self.file_mut(name)?;
-        let mut all = std::mem::take(&mut file.durable);
-        all.append(&mut file.pending);
-        all.truncate(len as usize);
-        file.durable = all;
+        file.sync();
+        file.durable.truncate(len as usize);
         Ok(())
     }
 

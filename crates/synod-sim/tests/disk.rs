@@ -10,6 +10,10 @@ use synod_storage::conformance::{
 };
 use synod_storage::*;
 
+/// Segments of 1 MiB: what these tests write fits in one, and a segment's space, allocated
+/// when it is created, stays small.
+const OPTIONS: WalOptions = WalOptions::with_segment_bytes(1 << 20);
+
 /// The file stores on a simulated disk; every crash tears unsynced writes at a random point.
 struct SimDisk {
     rng: Rng,
@@ -45,7 +49,7 @@ fn the_file_log_conforms_on_the_simulated_disk() {
     for seed in 0..20 {
         log_store_suite(&mut SimDisk {
             rng: Rng::new(seed),
-            options: WalOptions::default(),
+            options: OPTIONS,
         });
         log_store_suite(&mut SimDisk {
             rng: Rng::new(seed),
@@ -59,7 +63,7 @@ fn the_file_snapshot_store_conforms_on_the_simulated_disk() {
     for seed in 0..20 {
         snapshot_store_suite(&mut SimDisk {
             rng: Rng::new(seed),
-            options: WalOptions::default(),
+            options: OPTIONS,
         });
     }
 }
@@ -67,13 +71,13 @@ fn the_file_snapshot_store_conforms_on_the_simulated_disk() {
 #[test]
 fn records_handed_over_by_flush_are_durable_after_sync() {
     let mut rng = Rng::new(1);
-    let (mut log, _) = FileLog::open(SimDir::new("wal"), WalOptions::default()).unwrap();
+    let (mut log, _) = FileLog::open(SimDir::new("wal"), OPTIONS).unwrap();
     log.append(&[entry(1, 1), entry(2, 1)]).unwrap();
     log.flush().unwrap();
     log.sync().unwrap();
     let mut dir = log.into_dir();
     dir.crash(&mut rng, Unsynced::Lost);
-    let (_, state) = FileLog::open(dir, WalOptions::default()).unwrap();
+    let (_, state) = FileLog::open(dir, OPTIONS).unwrap();
     assert_eq!(
         state.last_index(),
         2,
@@ -84,14 +88,14 @@ fn records_handed_over_by_flush_are_durable_after_sync() {
 #[test]
 fn without_torn_writes_a_crash_loses_exactly_what_was_not_synced() {
     let mut rng = Rng::new(2);
-    let (mut log, _) = FileLog::open(SimDir::new("wal"), WalOptions::default()).unwrap();
+    let (mut log, _) = FileLog::open(SimDir::new("wal"), OPTIONS).unwrap();
     log.append(&[entry(1, 1)]).unwrap();
     log.sync().unwrap();
     log.append(&[entry(2, 1)]).unwrap();
     log.flush().unwrap();
     let mut dir = log.into_dir();
     dir.crash(&mut rng, Unsynced::Lost);
-    let (_, state) = FileLog::open(dir, WalOptions::default()).unwrap();
+    let (_, state) = FileLog::open(dir, OPTIONS).unwrap();
     assert_eq!(state.last_index(), 1);
     assert!(state.repairs.is_empty());
 }
@@ -101,7 +105,7 @@ fn torn_writes_are_repaired_and_flipped_bits_refused() {
     let mut torn = 0;
     for seed in 0..50 {
         let mut rng = Rng::new(seed);
-        let (mut log, _) = FileLog::open(SimDir::new("wal"), WalOptions::default()).unwrap();
+        let (mut log, _) = FileLog::open(SimDir::new("wal"), OPTIONS).unwrap();
         log.append(&(1..=20).map(|i| entry(i, 1)).collect::<Vec<_>>())
             .unwrap();
         log.sync().unwrap();
@@ -110,12 +114,12 @@ fn torn_writes_are_repaired_and_flipped_bits_refused() {
         log.flush().unwrap();
         let mut dir = log.into_dir();
         dir.crash(&mut rng, Unsynced::Torn);
-        let (log, state) = FileLog::open(dir, WalOptions::default()).unwrap();
+        let (log, state) = FileLog::open(dir, OPTIONS).unwrap();
         assert!(state.last_index() >= 20);
         torn += state.repairs.len();
         let mut dir = log.into_dir();
         let flipped = dir.flip_random_bit(&mut rng).unwrap();
-        let err = FileLog::open(dir, WalOptions::default()).unwrap_err();
+        let err = FileLog::open(dir, OPTIONS).unwrap_err();
         assert!(
             matches!(err, StorageError::Corrupt { .. }),
             "{flipped}: {err}"
@@ -133,7 +137,7 @@ fn a_crash_after_a_snapshot_install_never_leaves_the_snapshot_beside_another_tai
     let mut compaction_lost = 0;
     for seed in 0..60 {
         let mut rng = Rng::new(seed);
-        let (mut log, _) = FileLog::open(SimDir::new("wal"), WalOptions::default()).unwrap();
+        let (mut log, _) = FileLog::open(SimDir::new("wal"), OPTIONS).unwrap();
         let mut snapshots = FileSnapshots::open(SimDir::new("snap"), 2).unwrap();
         log.append(&(1..=6).map(|i| entry(i, 7)).collect::<Vec<_>>())
             .unwrap();
@@ -154,7 +158,7 @@ fn a_crash_after_a_snapshot_install_never_leaves_the_snapshot_beside_another_tai
         log.flush().unwrap();
         let mut dir = log.into_dir();
         dir.crash(&mut rng, Unsynced::Torn);
-        let (mut log, state) = FileLog::open(dir, WalOptions::default()).unwrap();
+        let (mut log, state) = FileLog::open(dir, OPTIONS).unwrap();
         if state.base != Some(meta) {
             compaction_lost += 1;
         }
@@ -233,7 +237,7 @@ fn crash_with_wide_unsynced_entries(seed: u64, unsynced: Unsynced) -> SimDir {
         });
         e
     };
-    let (mut log, _) = FileLog::open(SimDir::new("wal"), WalOptions::default()).unwrap();
+    let (mut log, _) = FileLog::open(SimDir::new("wal"), OPTIONS).unwrap();
     log.append(&(1..=20).map(wide).collect::<Vec<_>>()).unwrap();
     log.sync().unwrap();
     log.append(&(21..=40).map(wide).collect::<Vec<_>>())
@@ -249,7 +253,7 @@ fn torn_writes_with_zeroed_sectors_are_cut_and_the_synced_log_kept() {
     let mut zeroed = 0;
     for seed in 0..60 {
         let dir = crash_with_wide_unsynced_entries(seed, Unsynced::Torn);
-        let (_, state) = FileLog::open(dir, WalOptions::default())
+        let (_, state) = FileLog::open(dir, OPTIONS)
             .unwrap_or_else(|e| panic!("seed {seed}: a torn write refused: {e}"));
         assert!(state.last_index() >= 20, "seed {seed}");
         zeroed += state
@@ -263,7 +267,7 @@ fn torn_writes_with_zeroed_sectors_are_cut_and_the_synced_log_kept() {
 
 #[test]
 fn the_old_rule_takes_a_zeroed_sector_for_corruption() {
-    let mut options = WalOptions::default();
+    let mut options = OPTIONS;
     options.bugs.torn_write_only_as_a_clean_cut = true;
     let refused = (0..60)
         .filter(|&seed| {
@@ -279,7 +283,7 @@ fn garbage_in_unsynced_sectors_is_refused_as_damage() {
     let mut refused = 0;
     for seed in 0..60 {
         let dir = crash_with_wide_unsynced_entries(seed, Unsynced::Garbage);
-        match FileLog::open(dir, WalOptions::default()) {
+        match FileLog::open(dir, OPTIONS) {
             Err(StorageError::Corrupt { .. }) => refused += 1,
             Err(other) => panic!("seed {seed}: {other}"),
             Ok((_, state)) => assert!(state.last_index() >= 20, "seed {seed}"),
@@ -322,6 +326,12 @@ impl Dir for FailingSyncs {
     }
     fn append(&mut self, name: &str, data: &[u8]) -> Result<()> {
         self.inner.append(name, data)
+    }
+    fn write_at(&mut self, name: &str, offset: u64, data: &[u8]) -> Result<()> {
+        self.inner.write_at(name, offset, data)
+    }
+    fn preallocate(&mut self, name: &str, len: u64) -> Result<()> {
+        self.inner.preallocate(name, len)
     }
     fn sync(&mut self, name: &str) -> Result<()> {
         if self.armed && name != self.keep {

@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Result, StorageError};
@@ -30,9 +31,18 @@ pub trait Dir: Sized {
     fn create(&mut self, name: &str) -> Result<()>;
     /// Appends bytes to a file.
     fn append(&mut self, name: &str, data: &[u8]) -> Result<()>;
+    /// Writes bytes at `offset` of a file, over what is there, growing the file if they reach
+    /// past its end. Durable, like an append, once `sync` returns.
+    fn write_at(&mut self, name: &str, offset: u64, data: &[u8]) -> Result<()>;
+    /// Allocates a file's space up to `len` bytes before it is written, reading as zeros (the
+    /// file's length becomes `len` if it was shorter; durable with the next `sync`). Writing
+    /// into that space leaves the length as it is, so a `sync` after it has no file metadata
+    /// to write, only data. Where the file system cannot allocate ahead, this does nothing.
+    fn preallocate(&mut self, name: &str, len: u64) -> Result<()>;
     /// Makes a file's data durable (fdatasync).
     fn sync(&mut self, name: &str) -> Result<()>;
-    /// Cuts a file to `len` bytes.
+    /// Cuts a file to `len` bytes, durably: the cut, and everything written to the file before
+    /// it, survive a crash once this returns.
     fn truncate(&mut self, name: &str, len: u64) -> Result<()>;
     /// Renames a file, replacing the target.
     fn rename(&mut self, from: &str, to: &str) -> Result<()>;
@@ -48,7 +58,7 @@ pub trait Dir: Sized {
 #[derive(Debug)]
 pub struct RealDir {
     path: PathBuf,
-    /// Files opened for appending, kept open between appends.
+    /// Files opened for writing, kept open between writes.
     open: HashMap<String, File>,
 }
 
@@ -116,13 +126,31 @@ impl RealDir {
         if !self.open.contains_key(name) {
             let path = self.file_path(name);
             let file = OpenOptions::new()
-                .append(true)
+                .write(true)
                 .open(&path)
                 .map_err(|e| StorageError::io("open", path.display().to_string(), e))?;
             self.open.insert(name.to_string(), file);
         }
         Ok(self.open.get_mut(name).expect("inserted above"))
     }
+}
+
+/// Allocates the first `len` bytes of `file` (mode 0 of fallocate(2): the length grows to
+/// `len`, new space reads as zeros). On a file system that cannot, the file is left as it is
+/// and grows as it is written, as without this.
+#[cfg(target_os = "linux")]
+fn allocate(file: &File, len: u64) -> std::io::Result<()> {
+    use rustix::fs::{fallocate, FallocateFlags};
+    use rustix::io::Errno;
+    match fallocate(file, FallocateFlags::empty(), 0, len) {
+        Err(e) if e == Errno::OPNOTSUPP || e == Errno::NOSYS => Ok(()),
+        other => other.map_err(std::io::Error::from),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn allocate(_file: &File, _len: u64) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// fsync of a directory: makes the names in it durable.
@@ -191,9 +219,23 @@ impl Dir for RealDir {
 
     fn append(&mut self, name: &str, data: &[u8]) -> Result<()> {
         let path = self.describe(name);
-        self.handle(name)?
-            .write_all(data)
+        let file = self.handle(name)?;
+        file.seek(SeekFrom::End(0))
+            .and_then(|_| file.write_all(data))
             .map_err(|e| StorageError::io("write", path, e))
+    }
+
+    fn write_at(&mut self, name: &str, offset: u64, data: &[u8]) -> Result<()> {
+        let path = self.describe(name);
+        self.handle(name)?
+            .write_all_at(data, offset)
+            .map_err(|e| StorageError::io("write", path, e))
+    }
+
+    fn preallocate(&mut self, name: &str, len: u64) -> Result<()> {
+        let path = self.describe(name);
+        let file = self.handle(name)?;
+        allocate(file, len).map_err(|e| StorageError::io("fallocate", path, e))
     }
 
     fn sync(&mut self, name: &str) -> Result<()> {

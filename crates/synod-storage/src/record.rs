@@ -9,9 +9,9 @@
 //! All integers little-endian; checksums are CRC32C. The header has its own checksum so that a
 //! flipped bit in a length can never pass for a record cut short by a crash. What a crash can
 //! leave is a record that is short, a tail of zeros, or a record in which a whole disk sector
-//! reads back as zeros (the file's length was recorded but that sector's data never reached
-//! the disk: ext4 with delayed allocation, XFS). [`torn_write_evidence`] tells the last of
-//! those from damage to written data, which never zeroes a whole sector.
+//! reads back as zeros (the file's length was recorded, or its space allocated ahead, but that
+//! sector's data never reached the disk: ext4 with delayed allocation, XFS). [`torn_write_evidence`]
+//! tells the last of those from damage to written data, which never zeroes a whole sector.
 
 /// Bytes before a record's payload.
 pub const HEADER_BYTES: usize = 13;
@@ -80,7 +80,10 @@ pub enum Found<'a> {
     },
     /// The buffer ends here.
     End,
-    /// A record cut short, or a zero-filled tail: what an interrupted write leaves.
+    /// Nothing but zeros from here on: space allocated ahead of the writes, or a write whose
+    /// data never reached the disk. Either way no record.
+    Zeros,
+    /// A record cut short: what an interrupted write leaves.
     Torn(&'static str),
     /// Bytes that fail their checksum: damage, not an interrupted write.
     Corrupt(&'static str),
@@ -115,7 +118,7 @@ pub fn read(rest: &[u8]) -> Found<'_> {
         return Found::End;
     }
     if rest.iter().all(|&b| b == 0) {
-        return Found::Torn("zero-filled tail");
+        return Found::Zeros;
     }
     let Some(head) = rest.first_chunk::<HEADER_BYTES>() else {
         return Found::Torn("record header cut short");
@@ -149,7 +152,11 @@ pub fn read(rest: &[u8]) -> Found<'_> {
 /// asks for no less than a sector's worth of evidence.)
 ///
 /// The record's extent is taken from its header when the header is intact, else the header
-/// alone is examined.
+/// alone is examined. The zeros of the record's last sector run on past its end, to the end of
+/// that sector or of the file: in a file written into space allocated ahead, so a record that
+/// ends a few bytes into a sector, and whose own bytes there are zeros, followed by unwritten
+/// space, would show a zeroed sector although it was written whole. A writer into such space
+/// must never leave a record like that last (the log follows it with a pad record).
 pub fn torn_write_evidence(file: &[u8], offset: usize) -> bool {
     let rest = &file[offset.min(file.len())..];
     let claimed = match rest.first_chunk::<HEADER_BYTES>().map(header) {
@@ -295,8 +302,8 @@ mod tests {
     }
 
     #[test]
-    fn zeros_are_torn_but_any_flipped_bit_is_corrupt() {
-        assert_eq!(read(&[0; 40]), Found::Torn("zero-filled tail"));
+    fn zeros_are_no_record_but_any_flipped_bit_is_corrupt() {
+        assert_eq!(read(&[0; 40]), Found::Zeros);
         let buf = framed(2, b"some payload");
         for byte in 0..buf.len() {
             for bit in 0..8 {

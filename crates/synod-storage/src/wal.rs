@@ -1,19 +1,33 @@
 //! The file log: a write-ahead log in numbered segment files.
 //!
 //! Every change is a framed, checksummed record appended to the active segment: entries,
-//! truncations, hard states, the engine's journal records and compaction bases. Recovery replays the records in order, so
-//! nothing is ever rewritten in place and a crash mid-write leaves a prefix of the records
-//! (a hard state is either the old one or the new one). `sync` writes all staged records with
-//! one `write` and one `fdatasync` (group commit). A segment that reaches the size limit is
-//! sealed and a new one started, beginning with the current hard state and the journal records
-//! since it (restated in one record, so a crash leaves all of it or none) and the base, so that
-//! sealed segments wholly covered by a snapshot can be deleted.
+//! truncations, hard states, the engine's journal records and compaction bases. Recovery
+//! replays the records in order, so nothing written is ever rewritten and a crash mid-write
+//! leaves a prefix of the records (a hard state is either the old one or the new one). `sync`
+//! writes all staged records with one `write` and one `fdatasync` (group commit).
 //!
-//! On open every segment is checked. In the last segment, a short or zero-filled record at the
-//! very end, or a record in which a disk sector reads back as zeros, is a write that never
-//! completed (so was never acknowledged): it is cut off, with everything after it, and reported
-//! in [`LogState::repairs`]. Any other damage (a checksum failure without that mark, anything
+//! A segment's space is allocated when it is created (`fallocate`, where the file system can),
+//! and records are written into it in place: a write that does not grow the file leaves
+//! `fdatasync` no file metadata to commit, only the data (on ext4 here, 96-101 us instead of
+//! 146-152 us per sync). The unwritten rest of the active segment reads as zeros. A segment
+//! that reaches the size limit is cut to what was written, durably, and sealed, and a new one
+//! started, beginning with the current hard state and the journal records since it (restated in
+//! one record, so a crash leaves all of it or none) and the base, so that sealed segments wholly
+//! covered by a snapshot can be deleted.
+//!
+//! On open every segment is checked. In the last segment, zeros after the last record are
+//! space not yet written (or writes that never reached the disk, which were never
+//! acknowledged either); writing goes on there. A record cut short, or a record in which a
+//! disk sector reads back as zeros, is a write that never completed (so was never
+//! acknowledged): it is cut off, with everything after it, and reported in
+//! [`LogState::repairs`]. Any other damage (a checksum failure without that mark, anything
 //! wrong in a sealed segment, a missing segment) is an error naming the file and the offset.
+//!
+//! That mark needs one rule of the writer. A record that ends a few bytes into a sector, with
+//! zeros there, followed by unwritten space, would read as a record with a zeroed sector: a
+//! flipped bit anywhere in it would pass for a torn write and a written, acknowledged record
+//! would be cut off. So a write that would end that way is followed by a pad record, whose last
+//! byte is not zero.
 
 use synod_core::codec::{DecodeError, Decoder};
 use synod_core::{Entry, LogIndex, SnapshotMeta};
@@ -56,8 +70,13 @@ const KIND_HARD_STATE: u8 = 4;
 const KIND_BASE: u8 = 5;
 const KIND_JOURNAL: u8 = 6;
 const KIND_RESTATE: u8 = 7;
+const KIND_PAD: u8 = 8;
 const MAGIC: &[u8; 8] = b"SYNODWAL";
-const VERSION: u64 = 1;
+/// Version 2 adds pad records; version 1 segments (which have none) still read.
+const VERSION: u64 = 2;
+const VERSIONS_READ: std::ops::RangeInclusive<u64> = 1..=VERSION;
+/// A pad record's payload: one byte that is not zero.
+const PAD: [u8; 1] = [0xff];
 const SUFFIX: &str = ".wal";
 
 fn segment_name(seq: u64) -> String {
@@ -96,6 +115,21 @@ pub enum Record {
     },
     /// Entries through this position are covered by a snapshot.
     Base(SnapshotMeta),
+    /// Nothing: written after a record that would otherwise end the log with a few zero bytes
+    /// in a sector (see the module's notes).
+    Pad,
+}
+
+/// Follows `batch`, to be written at byte `at` of a segment, with a pad record if its last
+/// bytes, in the sector it ends in, are all zeros (see the module's notes). The bytes of that
+/// sector before the batch need no look: if the batch starts in it, its first record's header
+/// is there too, and a header is never all zeros.
+fn pad_tail(batch: &mut Vec<u8>, at: u64) {
+    let in_last_sector = ((at + batch.len() as u64) % record::SECTOR_BYTES as u64) as usize;
+    let tail = &batch[batch.len().saturating_sub(in_last_sector)..];
+    if in_last_sector != 0 && tail.iter().all(|&b| b == 0) {
+        record::encode(KIND_PAD, &PAD, batch);
+    }
 }
 
 /// Frames an entry record straight from a borrowed entry (the hot path of every append).
@@ -135,6 +169,7 @@ impl Record {
             Record::Base(meta) => record::encode_with(KIND_BASE, out, |enc| {
                 enc.u64(meta.index).u64(meta.era);
             }),
+            Record::Pad => record::encode(KIND_PAD, &PAD, out),
         }
     }
 
@@ -144,7 +179,7 @@ impl Record {
             KIND_SEGMENT => {
                 let magic = dec.bytes("magic")?;
                 let version = dec.u64("version")?;
-                if magic != MAGIC || version != VERSION {
+                if magic != MAGIC || !VERSIONS_READ.contains(&version) {
                     return Err(DecodeError::UnknownTag {
                         what: "segment format",
                         tag: version,
@@ -176,6 +211,10 @@ impl Record {
                 index: dec.u64("index")?,
                 era: dec.u64("era")?,
             }),
+            KIND_PAD => {
+                dec.u8("pad")?;
+                Record::Pad
+            }
             other => {
                 return Err(DecodeError::UnknownTag {
                     what: "record kind",
@@ -196,6 +235,8 @@ pub struct Located {
     pub file: String,
     /// Byte offset in it.
     pub offset: u64,
+    /// Its length in bytes, framing included.
+    pub size: u64,
     /// The record.
     pub record: Record,
 }
@@ -207,6 +248,9 @@ pub struct Scan {
     pub records: Vec<Located>,
     /// A torn write at the end of the last segment.
     pub torn_tail: Option<TornTail>,
+    /// Zero bytes after the last record of the last segment: space allocated ahead of the
+    /// writes (or writes that never reached the disk).
+    pub unwritten_bytes: u64,
 }
 
 /// A write a crash cut short, found at the end of the log.
@@ -283,6 +327,21 @@ fn scan_with<D: Dir>(dir: &D, options: &WalOptions) -> Result<Scan> {
         loop {
             match record::read(&bytes[offset..]) {
                 Found::End => break,
+                // A segment created, but whose header never reached the disk.
+                Found::Zeros if last && offset == 0 => {
+                    scan.torn_tail = Some(torn(offset, "a segment of zeros"));
+                    break;
+                }
+                Found::Zeros if last => {
+                    scan.unwritten_bytes = (bytes.len() - offset) as u64;
+                    break;
+                }
+                Found::Zeros => {
+                    return Err(corrupt(
+                        offset,
+                        "zeros at the end of a sealed segment".into(),
+                    ))
+                }
                 Found::Torn(what) if last => {
                     scan.torn_tail = Some(torn(offset, what));
                     break;
@@ -316,6 +375,7 @@ fn scan_with<D: Dir>(dir: &D, options: &WalOptions) -> Result<Scan> {
                     scan.records.push(Located {
                         file: name.clone(),
                         offset: offset as u64,
+                        size: size as u64,
                         record,
                     });
                     offset += size;
@@ -424,23 +484,22 @@ impl<D: Dir> FileLog<D> {
         }
         let mut segments: Vec<Segment> = Vec::new();
         for located in &scan.records {
-            match &located.record {
-                Record::Segment { seq } => segments.push(Segment {
-                    seq: *seq,
+            if let Record::Segment { seq } = located.record {
+                segments.push(Segment {
+                    seq,
                     bytes: 0,
                     restated_bytes: 0,
                     max_index: 0,
-                }),
-                Record::Entry(e) => {
-                    if let Some(s) = segments.last_mut() {
-                        s.max_index = s.max_index.max(e.index);
-                    }
-                }
-                _ => {}
+                });
             }
-        }
-        for segment in &mut segments {
-            segment.bytes = dir.read(&segment_name(segment.seq))?.len() as u64;
+            let Some(segment) = segments.last_mut() else {
+                continue;
+            };
+            // Where its records end: the file may go on, in space allocated ahead.
+            segment.bytes = located.offset + located.size;
+            if let Record::Entry(e) = &located.record {
+                segment.max_index = segment.max_index.max(e.index);
+            }
         }
         let mut log = FileLog {
             dir,
@@ -460,7 +519,11 @@ impl<D: Dir> FileLog<D> {
             // of the hard state and journal: once the segments before it were purged, those
             // would be gone. Restate them in a new segment (cheap: it happens once a start).
             Some(last) if log.segments.len() > 1 => log.start_segment(last + 1)?,
-            Some(_) => {}
+            // Writing goes on in this one: allocate its space again if a cut took it away.
+            Some(last) => {
+                let target = log.options.segment_bytes.max(log.segments[0].bytes);
+                log.dir.preallocate(&segment_name(last), target)?;
+            }
         }
         Ok((log, state))
     }
@@ -484,9 +547,17 @@ impl<D: Dir> FileLog<D> {
         record.encode(&mut self.staged);
     }
 
-    /// Creates segment `seq`, restating the hard state, the journal since it and the base, and
-    /// makes it durable.
+    /// Seals the active segment, if any, and creates segment `seq`, restating the hard state,
+    /// the journal since it and the base, and makes it durable.
     fn start_segment(&mut self, seq: u64) -> Result<()> {
+        if let Some(active) = self.segments.last() {
+            // Cut off the space allocated ahead, durably before the next segment exists: a
+            // sealed segment ends with its last record.
+            let name = segment_name(active.seq);
+            if self.dir.len(&name)? > active.bytes {
+                self.dir.truncate(&name, active.bytes)?;
+            }
+        }
         let name = segment_name(seq);
         let mut bytes = Vec::new();
         Record::Segment { seq }.encode(&mut bytes);
@@ -500,8 +571,11 @@ impl<D: Dir> FileLog<D> {
         if let Some(b) = self.base {
             Record::Base(b).encode(&mut bytes);
         }
+        pad_tail(&mut bytes, 0);
         self.dir.create(&name)?;
-        self.dir.append(&name, &bytes)?;
+        let allocated = bytes.len() as u64 + self.options.segment_bytes;
+        self.dir.preallocate(&name, allocated)?;
+        self.dir.write_at(&name, 0, &bytes)?;
         self.dir.sync(&name)?;
         self.dir.sync_dir()?;
         self.segments.push(Segment {
@@ -540,7 +614,9 @@ impl<D: Dir> FileLog<D> {
             .segments
             .last_mut()
             .expect("a log always has an active segment");
-        self.dir.append(&segment_name(active.seq), &self.staged)?;
+        pad_tail(&mut self.staged, active.bytes);
+        self.dir
+            .write_at(&segment_name(active.seq), active.bytes, &self.staged)?;
         active.bytes += self.staged.len() as u64;
         active.max_index = active.max_index.max(self.staged_max_index);
         self.staged.clear();

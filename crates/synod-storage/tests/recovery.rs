@@ -38,6 +38,15 @@ fn reopen(path: &Path) -> Result<(FileLog<RealDir>, LogState)> {
     FileLog::open(RealDir::open(path).unwrap(), SMALL)
 }
 
+/// Where the records of segment file `file` end (the file goes on, in space allocated ahead).
+fn records_end(file: &Path) -> usize {
+    let dir = RealDir::open(file.parent().unwrap()).unwrap();
+    let name = file.file_name().unwrap().to_str().unwrap();
+    let scan = wal::scan(&dir).unwrap();
+    let last = scan.records.iter().rfind(|r| r.file == name).unwrap();
+    (last.offset + last.size) as usize
+}
+
 #[test]
 fn segments_roll_over_and_compaction_deletes_the_covered_ones() {
     let dir = TempDir::new("rollover");
@@ -62,13 +71,104 @@ fn segments_roll_over_and_compaction_deletes_the_covered_ones() {
 }
 
 #[test]
+fn the_active_segment_is_allocated_ahead_and_sealed_ones_end_with_their_last_record() {
+    let dir = TempDir::new("allocated");
+    drop(write_log(&dir.0, 300));
+    let files = segments(&dir.0);
+    assert!(files.len() > 2, "{files:?}");
+    let (active, sealed) = files.split_last().unwrap();
+    for file in sealed {
+        let len = std::fs::metadata(file).unwrap().len() as usize;
+        assert_eq!(len, records_end(file), "{}", file.display());
+    }
+    let len = std::fs::metadata(active).unwrap().len();
+    assert!(
+        len >= SMALL.segment_bytes && len as usize > records_end(active),
+        "the active segment's space is allocated ahead: {len} bytes"
+    );
+    let scan = wal::scan(&RealDir::open(&dir.0).unwrap()).unwrap();
+    assert_eq!(scan.unwritten_bytes, len - records_end(active) as u64);
+    assert_eq!(scan.torn_tail, None);
+}
+
+#[test]
+fn zeros_after_the_last_record_are_unwritten_space_and_writing_goes_on_there() {
+    let dir = TempDir::new("zeros");
+    drop(write_log(&dir.0, 20));
+    let (mut log, state) = reopen(&dir.0).unwrap();
+    assert_eq!((state.last_index(), state.repairs.len()), (20, 0));
+    log.append(&(21..=25).map(|i| entry(i, 1)).collect::<Vec<_>>())
+        .unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let (_, state) = reopen(&dir.0).unwrap();
+    assert_eq!(
+        state.entries,
+        (1..=25).map(|i| entry(i, 1)).collect::<Vec<_>>()
+    );
+    assert!(state.repairs.is_empty(), "{:?}", state.repairs);
+    // Zeros past the file's end, as a file system that recorded a length but not the data
+    // leaves them: no record there either.
+    let last = segments(&dir.0).pop().unwrap();
+    let mut data = std::fs::read(&last).unwrap();
+    data.extend_from_slice(&[0; 4096]);
+    std::fs::write(&last, data).unwrap();
+    let (_, state) = reopen(&dir.0).unwrap();
+    assert_eq!((state.last_index(), state.repairs.len()), (25, 0));
+}
+
+#[test]
+fn a_flipped_bit_in_a_last_record_ending_in_a_sector_of_zeros_is_corruption_not_a_torn_write() {
+    // A no-op entry ends in a zero byte. Written one at a time until one ends a byte into a
+    // sector, that byte alone in its sector, followed by unwritten space: without the pad
+    // record the log puts after it, a flipped bit in it would read as a torn write (a record
+    // with a zeroed sector) and an acknowledged entry would be dropped.
+    let dir = TempDir::new("pad");
+    let (mut log, _) = FileLog::open(RealDir::open(&dir.0).unwrap(), SMALL).unwrap();
+    let noop = |index| synod_core::Entry {
+        index,
+        era: 1,
+        payload: synod_core::Payload::Noop,
+    };
+    let mut index = 0;
+    let victim = loop {
+        index += 1;
+        assert!(index < 2000, "no entry ended a byte into a sector");
+        log.append(&[noop(index)]).unwrap();
+        log.sync().unwrap();
+        let scan = wal::scan(&RealDir::open(&dir.0).unwrap()).unwrap();
+        let at = scan
+            .records
+            .iter()
+            .rposition(|r| matches!(r.record, wal::Record::Entry(_)))
+            .unwrap();
+        let entry = &scan.records[at];
+        if (entry.offset + entry.size) % record::SECTOR_BYTES as u64 == 1 {
+            assert!(
+                matches!(scan.records.get(at + 1), Some(r) if r.record == wal::Record::Pad),
+                "a pad record follows it"
+            );
+            break entry.clone();
+        }
+    };
+    drop(log);
+    let file = segments(&dir.0).pop().unwrap();
+    let mut data = std::fs::read(&file).unwrap();
+    data[victim.offset as usize + record::HEADER_BYTES] ^= 0x04;
+    std::fs::write(&file, data).unwrap();
+    let err = reopen(&dir.0).unwrap_err();
+    assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+}
+
+#[test]
 fn a_torn_tail_is_cut_off_and_reported() {
     let dir = TempDir::new("torn");
     drop(write_log(&dir.0, 30));
     let last = segments(&dir.0).pop().unwrap();
     let full = std::fs::read(&last).unwrap();
-    // The last record was only partly written when the machine stopped.
-    std::fs::write(&last, &full[..full.len() - 7]).unwrap();
+    // The last record was only partly written when the machine stopped, and the file's
+    // length recorded as far as the write got.
+    std::fs::write(&last, &full[..records_end(&last) - 7]).unwrap();
     let (_, state) = reopen(&dir.0).unwrap();
     assert_eq!(
         state.last_index(),
@@ -90,19 +190,6 @@ fn a_torn_tail_is_cut_off_and_reported() {
     let (_, again) = reopen(&dir.0).unwrap();
     assert!(again.repairs.is_empty());
     assert_eq!(again.last_index(), 29);
-}
-
-#[test]
-fn a_zero_filled_tail_is_torn_too() {
-    let dir = TempDir::new("zeros");
-    drop(write_log(&dir.0, 20));
-    let last = segments(&dir.0).pop().unwrap();
-    let mut data = std::fs::read(&last).unwrap();
-    data.extend_from_slice(&[0; 4096]);
-    std::fs::write(&last, data).unwrap();
-    let (_, state) = reopen(&dir.0).unwrap();
-    assert_eq!(state.last_index(), 20);
-    assert_eq!(state.repairs.len(), 1);
 }
 
 #[test]
@@ -142,7 +229,7 @@ fn a_damaged_last_record_is_corruption_not_a_torn_write() {
     drop(write_log(&dir.0, 20));
     let last = segments(&dir.0).pop().unwrap();
     let mut data = std::fs::read(&last).unwrap();
-    let end = data.len() - 1;
+    let end = records_end(&last) - 1;
     data[end] ^= 1;
     std::fs::write(&last, data).unwrap();
     assert!(matches!(reopen(&dir.0), Err(StorageError::Corrupt { .. })));
@@ -293,9 +380,8 @@ fn a_last_record_with_a_zeroed_sector_is_a_torn_write_cut_and_reported() {
     let dir = TempDir::new("zero-sector");
     write_wide_log(&dir.0, 12);
     let last = segments(&dir.0).pop().unwrap();
-    let len = std::fs::metadata(&last).unwrap().len() as usize;
     // The file's length covers the last record, but its final sector reads back as zeros.
-    zero_sector_at(&last, len - 40);
+    zero_sector_at(&last, records_end(&last) - 40);
     let (_, state) = reopen(&dir.0).unwrap();
     assert_eq!(state.last_index(), 11, "entries 1..=11 are intact");
     assert_eq!(state.repairs.len(), 1, "{:?}", state.repairs);
@@ -349,7 +435,7 @@ fn garbage_in_the_last_record_is_corruption_not_a_torn_write() {
     write_wide_log(&dir.0, 12);
     let last = segments(&dir.0).pop().unwrap();
     let mut data = std::fs::read(&last).unwrap();
-    let len = data.len();
+    let len = records_end(&last);
     data[len - 200..len - 100].fill(0xa7);
     std::fs::write(&last, data).unwrap();
     let err = reopen(&dir.0).unwrap_err();
@@ -460,7 +546,14 @@ fn a_segment_whose_header_never_reached_the_disk_is_removed_so_the_last_one_stay
     let files = segments(&dir.0);
     let last = files.last().unwrap().clone();
     let seq: u64 = last.file_stem().unwrap().to_str().unwrap().parse().unwrap();
-    // A crash while the next segment was being started: 9 bytes of its header made it.
+    // A crash while the next segment was being started: the last one was cut to its
+    // records (durably, as the log does first), and 9 bytes of the next one's header made it.
+    let end = records_end(&last) as u64;
+    std::fs::File::options()
+        .write(true)
+        .open(&last)
+        .and_then(|f| f.set_len(end))
+        .unwrap();
     let next = dir.0.join(format!("{:020}.wal", seq + 1));
     std::fs::write(&next, [7u8; 9]).unwrap();
     let (mut log, state) = reopen(&dir.0).unwrap();
@@ -474,7 +567,7 @@ fn a_segment_whose_header_never_reached_the_disk_is_removed_so_the_last_one_stay
     drop(log);
     let active = segments(&dir.0).pop().unwrap();
     let full = std::fs::read(&active).unwrap();
-    std::fs::write(&active, &full[..full.len() - 5]).unwrap();
+    std::fs::write(&active, &full[..records_end(&active) - 5]).unwrap();
     let (_, state) = reopen(&dir.0).unwrap();
     assert_eq!(state.last_index(), 34);
 }

@@ -97,10 +97,17 @@ fn check_tells_a_torn_tail_from_corruption() {
     let dir = data.to_str().unwrap();
     let segment = data.join("wal").join("00000000000000000001.wal");
     let whole = std::fs::read(&segment).unwrap();
+    // Where the records end: the segment's space goes on, allocated ahead.
+    let last = synod_storage::wal::scan(&RealDir::open(data.join("wal")).unwrap())
+        .unwrap()
+        .records
+        .pop()
+        .unwrap();
+    let end = (last.offset + last.size) as usize;
 
     // The file's length covers the last record, but its last sector never reached the disk.
     let mut torn = whole.clone();
-    let sector = (torn.len() - 100) / 512 * 512;
+    let sector = (end - 100) / 512 * 512;
     torn[sector..(sector + 512).min(whole.len())].fill(0);
     std::fs::write(&segment, &torn).unwrap();
     let (ok, out) = synod(&["wal", "check", "--data-dir", dir]);

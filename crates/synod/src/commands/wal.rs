@@ -88,6 +88,7 @@ fn describe(record: &Record) -> String {
             journal.len()
         ),
         Record::Base(meta) => format!("compacted through {} era {}", meta.index, meta.era),
+        Record::Pad => "pad".to_string(),
     }
 }
 
@@ -126,8 +127,10 @@ fn check(data_dir: &Path) -> Result<ExitCode> {
         .filter(|r| matches!(r.record, Record::Segment { .. }))
         .count();
     println!(
-        "log: {segments} segments, {} records, {entries} entries: intact",
-        scan.records.len()
+        "log: {segments} segments, {} records, {entries} entries: intact; {} bytes allocated \
+         ahead in the last segment",
+        scan.records.len(),
+        scan.unwritten_bytes
     );
     if let Some(torn) = &scan.torn_tail {
         println!("log: {torn}; a crash interrupted that write, and it will be cut off at start");
