@@ -49,7 +49,10 @@ struct SimFile {
 
 impl SimFile {
     fn len(&self) -> usize {
-        self.durable.len().max(self.pending_at + self.pending.len())
+        match self.pending.len() {
+            0 => self.durable.len(),
+            n => self.durable.len().max(self.pending_at + n),
+        }
     }
 
     /// What the file reads as.
@@ -239,10 +242,14 @@ impl SimDir {
     }
 
     /// Flips one random bit of synced data, in a random file. Returns where, if any file holds
-    /// data. A file's trailing zeros are taken for space allocated but never written, where a
-    /// flipped bit damages nothing.
+    /// data. A file's trailing zeros are mostly space allocated but never written, which a
+    /// real disk hands back as zeros without reading it: the bit is one of the data, or of the
+    /// sector after it (written, on a real disk, with the data's last sector).
     pub fn flip_random_bit(&mut self, rng: &mut Rng) -> Option<String> {
-        let written = |f: &SimFile| f.durable.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+        let written = |f: &SimFile| {
+            let data = f.durable.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+            f.durable.len().min(data + SECTOR_BYTES)
+        };
         let candidates: Vec<(String, FileId)> = self
             .names
             .iter()

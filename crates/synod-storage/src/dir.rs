@@ -136,15 +136,20 @@ impl RealDir {
 }
 
 /// Allocates the first `len` bytes of `file` (mode 0 of fallocate(2): the length grows to
-/// `len`, new space reads as zeros). On a file system that cannot, the file is left as it is
-/// and grows as it is written, as without this.
+/// `len`, new space reads as zeros). On a file system that cannot, or a disk without the
+/// space, the file is left as it is and grows as it is written, as without this.
 #[cfg(target_os = "linux")]
 fn allocate(file: &File, len: u64) -> std::io::Result<()> {
     use rustix::fs::{fallocate, FallocateFlags};
     use rustix::io::Errno;
-    match fallocate(file, FallocateFlags::empty(), 0, len) {
-        Err(e) if e == Errno::OPNOTSUPP || e == Errno::NOSYS => Ok(()),
-        other => other.map_err(std::io::Error::from),
+    loop {
+        return match fallocate(file, FallocateFlags::empty(), 0, len) {
+            Err(Errno::INTR) => continue,
+            // No space to allocate ahead: the file grows as it is written, as without this
+            // (and a write that finds no space fails then, as it did before).
+            Err(Errno::OPNOTSUPP | Errno::NOSYS | Errno::NOSPC) => Ok(()),
+            other => other.map_err(std::io::Error::from),
+        };
     }
 }
 

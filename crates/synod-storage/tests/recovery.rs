@@ -117,26 +117,23 @@ fn zeros_after_the_last_record_are_unwritten_space_and_writing_goes_on_there() {
     assert_eq!((state.last_index(), state.repairs.len()), (25, 0));
 }
 
-#[test]
-fn a_flipped_bit_in_a_last_record_ending_in_a_sector_of_zeros_is_corruption_not_a_torn_write() {
-    // A no-op entry ends in a zero byte. Written one at a time until one ends a byte into a
-    // sector, that byte alone in its sector, followed by unwritten space: without the pad
-    // record the log puts after it, a flipped bit in it would read as a torn write (a record
-    // with a zeroed sector) and an acknowledged entry would be dropped.
-    let dir = TempDir::new("pad");
-    let (mut log, _) = FileLog::open(RealDir::open(&dir.0).unwrap(), SMALL).unwrap();
+/// No-op entries (each ends in a zero byte), written and synced one at a time into a log in
+/// `path` until one ends a byte into a sector, that byte alone in its sector: that entry's
+/// record, which a pad record follows.
+fn log_ending_a_byte_into_a_sector(path: &Path) -> wal::Located {
+    let (mut log, _) = FileLog::open(RealDir::open(path).unwrap(), SMALL).unwrap();
     let noop = |index| synod_core::Entry {
         index,
         era: 1,
         payload: synod_core::Payload::Noop,
     };
     let mut index = 0;
-    let victim = loop {
+    loop {
         index += 1;
         assert!(index < 2000, "no entry ended a byte into a sector");
         log.append(&[noop(index)]).unwrap();
         log.sync().unwrap();
-        let scan = wal::scan(&RealDir::open(&dir.0).unwrap()).unwrap();
+        let scan = wal::scan(&RealDir::open(path).unwrap()).unwrap();
         let at = scan
             .records
             .iter()
@@ -148,16 +145,84 @@ fn a_flipped_bit_in_a_last_record_ending_in_a_sector_of_zeros_is_corruption_not_
                 matches!(scan.records.get(at + 1), Some(r) if r.record == wal::Record::Pad),
                 "a pad record follows it"
             );
-            break entry.clone();
+            return entry.clone();
         }
-    };
-    drop(log);
+    }
+}
+
+#[test]
+fn a_flipped_bit_in_a_last_record_ending_in_a_sector_of_zeros_is_corruption_not_a_torn_write() {
+    // Followed by unwritten space, without the pad record after it, a flipped bit in such a
+    // record would read as a torn write (a record with a zeroed sector) and an acknowledged
+    // entry would be dropped.
+    let dir = TempDir::new("pad");
+    let victim = log_ending_a_byte_into_a_sector(&dir.0);
     let file = segments(&dir.0).pop().unwrap();
     let mut data = std::fs::read(&file).unwrap();
     data[victim.offset as usize + record::HEADER_BYTES] ^= 0x04;
     std::fs::write(&file, data).unwrap();
     let err = reopen(&dir.0).unwrap_err();
     assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+}
+
+#[test]
+fn a_record_ending_in_a_sector_of_zeros_that_lost_its_pad_to_a_crash_is_padded_at_start() {
+    // The write that held the record and its pad reached the disk but for that last sector:
+    // the record reads intact (its one byte there is a zero), the pad is gone. Opening puts a
+    // pad after it before anything else, so a flipped bit in it later is still corruption.
+    let dir = TempDir::new("lost-pad");
+    let victim = log_ending_a_byte_into_a_sector(&dir.0);
+    let file = segments(&dir.0).pop().unwrap();
+    let end = (victim.offset + victim.size) as usize;
+    let mut data = std::fs::read(&file).unwrap();
+    let sector_end = (end - 1 + record::SECTOR_BYTES).min(data.len());
+    data[end - 1..sector_end].fill(0);
+    std::fs::write(&file, &data).unwrap();
+    let (log, state) = reopen(&dir.0).unwrap();
+    assert!(state.repairs.is_empty(), "{:?}", state.repairs);
+    drop(log);
+    let scan = wal::scan(&RealDir::open(&dir.0).unwrap()).unwrap();
+    let at = scan
+        .records
+        .iter()
+        .position(|r| r.offset == victim.offset)
+        .unwrap();
+    assert_eq!(scan.records[at].record, victim.record);
+    assert_eq!(
+        scan.records.get(at + 1).map(|r| &r.record),
+        Some(&wal::Record::Pad)
+    );
+    let mut data = std::fs::read(&file).unwrap();
+    data[victim.offset as usize + record::HEADER_BYTES] ^= 0x04;
+    std::fs::write(&file, data).unwrap();
+    let err = reopen(&dir.0).unwrap_err();
+    assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+}
+
+#[test]
+fn an_empty_segment_a_crash_left_after_the_last_is_removed() {
+    // The next segment's name reached the disk, its allocation and header did not.
+    let dir = TempDir::new("empty-segment");
+    drop(write_log(&dir.0, 30));
+    let last = segments(&dir.0).pop().unwrap();
+    let seq: u64 = last.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let end = records_end(&last) as u64;
+    std::fs::File::options()
+        .write(true)
+        .open(&last)
+        .and_then(|f| f.set_len(end))
+        .unwrap();
+    let next = dir.0.join(format!("{:020}.wal", seq + 1));
+    std::fs::write(&next, []).unwrap();
+    let (mut log, state) = reopen(&dir.0).unwrap();
+    assert_eq!((state.last_index(), state.repairs.len()), (30, 1));
+    assert!(!next.exists(), "the segment that never was is gone");
+    log.append(&(31..=35).map(|i| entry(i, 1)).collect::<Vec<_>>())
+        .unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let (_, state) = reopen(&dir.0).unwrap();
+    assert_eq!((state.last_index(), state.repairs.len()), (35, 0));
 }
 
 #[test]
