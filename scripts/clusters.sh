@@ -127,19 +127,20 @@ check_running() {
 }
 
 # measure WORKLOAD CLIENTS TOTAL CONNS VALUE_SIZE KEYS ENDPOINTS PID...: one `synod bench` row
-# against ENDPOINTS; prints throughput, p50, p99 and p99.9 (ms), the CPU of the PIDs per
-# operation (ms) and the errors.
+# against ENDPOINTS (with BENCH_FLAGS, if set, as further flags); prints throughput, p50, p99
+# and p99.9 (ms), the CPU of the PIDs per operation counted (ms) and the errors.
 measure() {
     local workload=$1 clients=$2 total=$3 conns=$4 size=$5 keys=$6 endpoints=$7
     shift 7
-    local before after out
+    local before after out flags
+    read -r -a flags <<<"${BENCH_FLAGS:-}"
     before=$(cpu_seconds "$@")
     out=$($SYNOD bench "$workload" --endpoints "$endpoints" --clients "$clients" --conns "$conns" \
-        --total "$total" --value-size "$size" --key-space "$keys" --format json)
+        --total "$total" --value-size "$size" --key-space "$keys" --format json "${flags[@]}")
     after=$(cpu_seconds "$@")
     local ok
     ok=$(echo "$out" | field ok)
-    echo "$(echo "$out" | field throughput) $(echo "$out" | field p50_ms) $(echo "$out" | field p99_ms) $(echo "$out" | field p999_ms) $(echo "$before $after $ok" | awk '{printf "%.3f", ($2 - $1) * 1000 / ($3 > 0 ? $3 : 1)}') $(echo "$out" | field errors)"
+    echo "$(echo "$out" | field throughput) $(echo "$out" | field p50_ms) $(echo "$out" | field p99_ms) $(echo "$out" | field p999_ms) $(echo "$before $after $ok" | awk '{printf "%.6f", ($2 - $1) * 1000 / ($3 > 0 ? $3 : 1)}') $(echo "$out" | field errors)"
 }
 
 # warm_and_measure: the same, after a tenth of the load to warm the servers.

@@ -4,9 +4,12 @@
 //! `--conns` HTTP/2 connections, spread round-robin over the endpoints. The figures are
 //! measured at the client: throughput over the whole run, and latency percentiles over every
 //! request that succeeded. `synod bench floor` measures what one client's put cannot beat
-//! here (see `floor`).
+//! here (see `floor`); `watch`, `lease` and `keep-alive` measure watchers and leases at scale
+//! (see `watch` and `lease`).
 
 mod floor;
+mod lease;
+mod watch;
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,6 +38,15 @@ pub enum Workload {
     /// an fdatasync in --dir and a loopback round trip, --total samples of each (one client:
     /// --clients, --conns and --read-ratio do not apply).
     Floor,
+    /// --watchers watchers on one prefix, spread over --conns watch streams, and --total puts
+    /// under it by --clients writers: every event delivered to every watcher, timed from its
+    /// put to its arrival.
+    Watch,
+    /// --total leases granted (--lease-ttl seconds each) by --clients clients.
+    Lease,
+    /// --total keep-alives by --clients clients, each on a keep-alive stream of its own, of
+    /// every lease the cluster holds, in turn (run `lease` first).
+    KeepAlive,
 }
 
 /// How the figures are printed.
@@ -84,6 +96,12 @@ pub struct BenchArgs {
     /// floor: where to time fdatasync, a directory on the disk the servers' data is on.
     #[arg(long, value_name = "DIR")]
     dir: Option<std::path::PathBuf>,
+    /// watch: watchers on the prefix.
+    #[arg(long, default_value_t = 10_000)]
+    watchers: usize,
+    /// lease: each lease's time to live, in seconds.
+    #[arg(long, default_value_t = 600)]
+    lease_ttl: i64,
 }
 
 /// What one client measured.
@@ -92,6 +110,45 @@ struct Tally {
     latencies_us: Vec<u32>,
     errors: usize,
     first_error: Option<String>,
+}
+
+impl Tally {
+    /// Counts a success that took `start.elapsed()`.
+    fn ok(&mut self, start: Instant) {
+        self.latencies_us.push(micros(start));
+    }
+
+    /// Counts a failure, keeping the first one's message.
+    fn failed(&mut self, error: impl FnOnce() -> String) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(error());
+        }
+    }
+
+    /// What every task measured, together.
+    async fn gather(tasks: Vec<tokio::task::JoinHandle<Tally>>) -> anyhow::Result<Tally> {
+        let mut all = Tally::default();
+        for task in tasks {
+            let t = task.await.context("a client task failed")?;
+            all.latencies_us.extend(t.latencies_us);
+            all.errors += t.errors;
+            if all.first_error.is_none() {
+                all.first_error = t.first_error;
+            }
+        }
+        Ok(all)
+    }
+}
+
+/// Microseconds since `start`.
+fn micros(start: Instant) -> u32 {
+    start.elapsed().as_micros().min(u32::MAX as u128) as u32
+}
+
+/// A status as a line.
+fn describe(status: &tonic::Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
 }
 
 fn key(n: u64) -> bytes::Bytes {
@@ -120,26 +177,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Workload::Get => Reads::Always,
         Workload::Mixed => Reads::Share(args.read_ratio),
         Workload::Floor => return runtime.block_on(floor::run(&args)),
+        Workload::Watch => return runtime.block_on(watch::run(&args)),
+        Workload::Lease => return runtime.block_on(lease::grant(&args)),
+        Workload::KeepAlive => return runtime.block_on(lease::keep_alive(&args)),
     };
     runtime.block_on(async move {
-        let endpoints = args.connection.endpoints.len().max(1);
-        let conns = match args.conns {
-            0 => args.clients.div_ceil(16).max(endpoints),
-            n => n,
-        };
-        let mut channels = Vec::with_capacity(conns);
-        for i in 0..conns {
-            let endpoint = &args.connection.endpoints[i % endpoints];
-            channels.push(args.connection.channel_to(endpoint).await?);
-        }
+        let channels = connect(&args, args.clients.div_ceil(16)).await?;
+        let conns = channels.len();
         let value: bytes::Bytes = vec![b'v'; args.value_size].into();
         let done = Arc::new(AtomicUsize::new(0));
         let started = Instant::now();
         let mut clients = Vec::with_capacity(args.clients);
         let mut seeds = Rng::new(args.seed);
         for c in 0..args.clients {
-            // Requests split as evenly as they go.
-            let share = args.total / args.clients + usize::from(c < args.total % args.clients);
+            let share = share(args.total, args.clients, c);
             let client = Client {
                 kv: KvClient::new(channels[c % channels.len()].clone())
                     .max_decoding_message_size(usize::MAX),
@@ -152,34 +203,64 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             };
             clients.push(tokio::spawn(client.run(share)));
         }
-        let progress = Progress::new(&format!("bench {:?}", args.workload).to_lowercase());
-        let total = args.total;
-        let watcher = {
-            let done = done.clone();
-            tokio::spawn(async move {
-                loop {
-                    let n = done.load(Ordering::Relaxed);
-                    progress.update(n, total, "");
-                    if n >= total {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            })
-        };
-        let mut tally = Tally::default();
-        for client in clients {
-            let t = client.await.context("a client task failed")?;
-            tally.latencies_us.extend(t.latencies_us);
-            tally.errors += t.errors;
-            if tally.first_error.is_none() {
-                tally.first_error = t.first_error;
-            }
-        }
+        let progress = Shown::start(&args, done, args.total);
+        let tally = Tally::gather(clients).await?;
         let elapsed = started.elapsed();
-        let _ = watcher.await;
-        report(&args, conns, elapsed, tally)
+        progress.finish().await;
+        report(&args, conns, elapsed, tally, "requests")
     })
+}
+
+/// `--conns` connections (by default `default` of them), at least one per endpoint, spread
+/// round-robin over the endpoints.
+async fn connect(args: &BenchArgs, default: usize) -> anyhow::Result<Vec<super::client::Authed>> {
+    let endpoints = args.connection.endpoints.len().max(1);
+    let conns = match args.conns {
+        0 => default.max(endpoints),
+        n => n,
+    };
+    let mut channels = Vec::with_capacity(conns);
+    for i in 0..conns {
+        let endpoint = &args.connection.endpoints[i % endpoints];
+        channels.push(args.connection.channel_to(endpoint).await?);
+    }
+    Ok(channels)
+}
+
+/// Client `c`'s share of `total` requests split among `clients`, as evenly as they go.
+fn share(total: usize, clients: usize, c: usize) -> usize {
+    total / clients + usize::from(c < total % clients)
+}
+
+/// Progress drawn (on a terminal) as `done` counts up to `total`.
+struct Shown {
+    done: Arc<AtomicUsize>,
+    total: usize,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Shown {
+    fn start(args: &BenchArgs, done: Arc<AtomicUsize>, total: usize) -> Shown {
+        let progress = Progress::new(&format!("bench {:?}", args.workload).to_lowercase());
+        let counter = done.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let n = counter.load(Ordering::Relaxed);
+                progress.update(n.min(total), total, "");
+                if n >= total {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Shown { done, total, task }
+    }
+
+    /// Draws the end, also of a run that stopped short.
+    async fn finish(self) {
+        self.done.fetch_max(self.total, Ordering::Relaxed);
+        let _ = self.task.await;
+    }
 }
 
 /// Which of a client's requests are reads.
@@ -235,16 +316,8 @@ impl Client {
                     .map(drop)
             };
             match outcome {
-                Ok(()) => tally
-                    .latencies_us
-                    .push(start.elapsed().as_micros().min(u32::MAX as u128) as u32),
-                Err(status) => {
-                    tally.errors += 1;
-                    if tally.first_error.is_none() {
-                        tally.first_error =
-                            Some(format!("{:?}: {}", status.code(), status.message()));
-                    }
-                }
+                Ok(()) => tally.ok(start),
+                Err(status) => tally.failed(|| describe(&status)),
             }
             self.done.fetch_add(1, Ordering::Relaxed);
         }
@@ -261,11 +334,13 @@ fn quantile_ms(sorted: &[u32], q: f64) -> f64 {
     sorted[rank - 1] as f64 / 1000.0
 }
 
+/// Prints the figures; `what` names the operations counted (requests, events).
 fn report(
     args: &BenchArgs,
     conns: usize,
     elapsed: Duration,
     mut tally: Tally,
+    what: &str,
 ) -> anyhow::Result<ExitCode> {
     tally.latencies_us.sort_unstable();
     let ok = tally.latencies_us.len();
@@ -290,7 +365,7 @@ fn report(
                 "{workload}: {} requests, {} clients over {conns} connections, {}-byte values",
                 args.total, args.clients, args.value_size
             );
-            println!("  throughput  {throughput:.0} requests/s ({ok} ok in {seconds:.2} s)");
+            println!("  throughput  {throughput:.0} {what}/s ({ok} ok in {seconds:.2} s)");
             println!(
                 "  latency     p50 {p50:.2} ms, p90 {p90:.2} ms, p99 {p99:.2} ms, p99.9 {p999:.2} ms, max {max:.2} ms"
             );
