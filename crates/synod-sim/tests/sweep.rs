@@ -374,6 +374,9 @@ fn the_sweep_catches_a_removed_dns_primary_that_keeps_writing() {
 /// only move forward. Its histories are not linearizable, which the sweep counts.
 #[test]
 fn gossip_on_3_5_and_7_nodes_keeps_its_promises_under_all_faults() {
+    // Written in place, a small unsynced write mostly tears whole (a sector), so one size's
+    // short sweep may repair none: counted over every size together.
+    let mut torn_writes_repaired = 0;
     for (nodes, seeds, level) in [
         (3, 1..=25, Level::One),
         (5, 1..=25, Level::One),
@@ -388,7 +391,7 @@ fn gossip_on_3_5_and_7_nodes_keeps_its_promises_under_all_faults() {
         let summary = sweep_protocol::<Gossip>(nodes, seeds, options);
         assert!(summary.is_clean(), "violations:\n{:#?}", summary.failures);
         let t = &summary.totals;
-        assert!(t.crashes > 0 && t.torn_writes_repaired > 0, "{summary}");
+        assert!(t.crashes > 0, "{summary}");
         assert!(t.disks_replaced > 0, "members rejoined empty: {summary}");
         assert!(
             t.membership_changed > 0,
@@ -396,7 +399,9 @@ fn gossip_on_3_5_and_7_nodes_keeps_its_promises_under_all_faults() {
         );
         assert!(t.stale_reads > 0, "{summary}");
         assert!(t.not_linearizable > 0, "{summary}");
+        torn_writes_repaired += t.torn_writes_repaired;
     }
+    assert!(torn_writes_repaired > 0, "no torn write was ever repaired");
 }
 
 /// A removed member that stops without handing over takes the writes only it held (at ONE,
