@@ -28,10 +28,7 @@ check_running "${ETCD_PIDS[@]}"
 echo "== etcd $(etcd --version | awk '/etcd Version/ {print $3}')"
 floor "$ETCD_ENDPOINTS"
 # etcd goes, and is gone, before Synod is measured on the same disk.
-for pid in "${ETCD_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-for pid in "${ETCD_PIDS[@]}"; do
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-done
+stop_etcd
 
 for protocol in $PROTOCOLS; do
     start_synod "$protocol"

@@ -80,20 +80,16 @@ for row in "${ROWS[@]}"; do
     ETCD_ROWS[$row]=$(warm_and_measure "$workload" "$clients" "$total" "$conns" "$size" "$keys" "$ETCD_ENDPOINTS" "${ETCD_PIDS[@]}")
 done
 
-printf "%-26s | %-48s | %-48s | %s\n" "" "etcd $(etcd --version | awk '/etcd Version/ {print $3}')" "synod $($SYNOD --version | awk '{print $2}')" "synod / etcd"
-printf "%-26s | %9s %7s %7s %7s %8s %5s | %9s %7s %7s %7s %8s %5s | %6s %6s %6s\n" \
-    "protocol, load" "ops/s" "p50ms" "p99ms" "p999ms" "cpu ms" "err" "ops/s" "p50ms" "p99ms" "p999ms" "cpu ms" "err" "tput" "p99" "cpu"
+compare_header ms
 for protocol in $PROTOCOLS; do
     start_synod "$protocol"
     wait_ready "$SYNOD_ENDPOINTS"
     check_running "${SYNOD_PIDS[@]}"
     for row in "${ROWS[@]}"; do
         read -r workload clients total conns size keys <<<"$row"
-        read -r et ep50 ep99 ep999 ecpu eerr <<<"${ETCD_ROWS[$row]}"
-        read -r st sp50 sp99 sp999 scpu serr <<<"$(warm_and_measure "$workload" "$clients" "$total" "$conns" "$size" "$keys" "$SYNOD_ENDPOINTS" "${SYNOD_PIDS[@]}")"
-        printf "%-26s | %9.0f %7.2f %7.2f %7.2f %8.3f %5d | %9.0f %7.2f %7.2f %7.2f %8.3f %5d | %6.2f %6.2f %6.2f\n" \
-            "$protocol, $(row_name "$workload" "$clients" "$total" "$conns" "$size")" "$et" "$ep50" "$ep99" "$ep999" "$ecpu" "$eerr" "$st" "$sp50" "$sp99" "$sp999" "$scpu" "$serr" \
-            "$(echo "$st $et" | awk '{print $1 / $2}')" "$(echo "$sp99 $ep99" | awk '{print ($2 > 0 ? $1 / $2 : 0)}')" "$(echo "$scpu $ecpu" | awk '{print ($2 > 0 ? $1 / $2 : 0)}')"
+        compare_row "$protocol, $(row_name "$workload" "$clients" "$total" "$conns" "$size")" \
+            "${ETCD_ROWS[$row]}" \
+            "$(warm_and_measure "$workload" "$clients" "$total" "$conns" "$size" "$keys" "$SYNOD_ENDPOINTS" "${SYNOD_PIDS[@]}")"
     done
     stop_synod
 done

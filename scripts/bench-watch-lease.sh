@@ -44,15 +44,10 @@ wait_ready "$ETCD_ENDPOINTS"
 check_running "${ETCD_PIDS[@]}"
 mapfile -t ETCD < <(rows "$ETCD_ENDPOINTS" "${ETCD_PIDS[@]}")
 # etcd goes before Synod is measured, so that each has the machine to itself.
-for pid in "${ETCD_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-for pid in "${ETCD_PIDS[@]}"; do
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-done
+stop_etcd
 
 NAMES=("lease x64" "keep-alive x64" "watch x$WATCHERS")
-printf "%-26s | %-48s | %-48s | %s\n" "" "etcd $(etcd --version | awk '/etcd Version/ {print $3}')" "synod $($SYNOD --version | awk '{print $2}')" "synod / etcd"
-printf "%-26s | %9s %7s %7s %7s %8s %5s | %9s %7s %7s %7s %8s %5s | %6s %6s %6s\n" \
-    "protocol, load" "ops/s" "p50ms" "p99ms" "p999ms" "cpu us" "err" "ops/s" "p50ms" "p99ms" "p999ms" "cpu us" "err" "tput" "p99" "cpu"
+compare_header us
 for protocol in $PROTOCOLS; do
     start_synod "$protocol"
     wait_ready "$SYNOD_ENDPOINTS"
@@ -60,13 +55,7 @@ for protocol in $PROTOCOLS; do
     mapfile -t OURS < <(rows "$SYNOD_ENDPOINTS" "${SYNOD_PIDS[@]}")
     stop_synod
     for i in 0 1 2; do
-        read -r et ep50 ep99 ep999 ecpu eerr <<<"${ETCD[$i]}"
-        read -r st sp50 sp99 sp999 scpu serr <<<"${OURS[$i]}"
-        printf "%-26s | %9.0f %7.2f %7.2f %7.2f %8.2f %5d | %9.0f %7.2f %7.2f %7.2f %8.2f %5d | %6.2f %6.2f %6.2f\n" \
-            "$protocol, ${NAMES[$i]}" "$et" "$ep50" "$ep99" "$ep999" "$(echo "$ecpu" | awk '{print $1 * 1000}')" "$eerr" \
-            "$st" "$sp50" "$sp99" "$sp999" "$(echo "$scpu" | awk '{print $1 * 1000}')" "$serr" \
-            "$(echo "$st $et" | awk '{print $1 / $2}')" "$(echo "$sp99 $ep99" | awk '{print ($2 > 0 ? $1 / $2 : 0)}')" \
-            "$(echo "$scpu $ecpu" | awk '{print ($2 > 0 ? $1 / $2 : 0)}')"
+        compare_row "$protocol, ${NAMES[$i]}" "${ETCD[$i]}" "${OURS[$i]}" 1000
     done
     printf "%-26s | %-48s | %-48s | %6.2f\n" "$protocol, memory" "${ETCD[3]} MiB" "${OURS[3]} MiB" \
         "$(echo "${OURS[3]} ${ETCD[3]}" | awk '{print $1 / $2}')"

@@ -105,6 +105,15 @@ start_synod_member() {
     SYNOD_PIDS[i - 1]=$!
 }
 
+# Stops the etcd members start_etcd started, and waits for them to go.
+stop_etcd() {
+    for pid in "${ETCD_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${ETCD_PIDS[@]}"; do
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    done
+    ETCD_PIDS=()
+}
+
 # Stops the Synod nodes start_synod started, and waits for them to go.
 stop_synod() {
     for pid in "${SYNOD_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -149,4 +158,26 @@ warm_and_measure() {
     $SYNOD bench "$workload" --endpoints "$endpoints" --clients "$clients" --conns "$conns" \
         --total $((total / 10 + 1)) --value-size "$size" --key-space "$keys" --format json >/dev/null
     measure "$@"
+}
+
+# compare_header CPU_UNIT: the head of a table that sets Synod's rows next to etcd's, with CPU
+# per operation in CPU_UNIT (ms or us).
+compare_header() {
+    printf "%-26s | %-48s | %-48s | %s\n" "" "etcd $(etcd --version | awk '/etcd Version/ {print $3}')" "synod $($SYNOD --version | awk '{print $2}')" "synod / etcd"
+    printf "%-26s | %9s %7s %7s %7s %8s %5s | %9s %7s %7s %7s %8s %5s | %6s %6s %6s\n" \
+        "protocol, load" "ops/s" "p50ms" "p99ms" "p999ms" "cpu $1" "err" "ops/s" "p50ms" "p99ms" "p999ms" "cpu $1" "err" "tput" "p99" "cpu"
+}
+
+# compare_row NAME ETCD SYNOD [CPU_SCALE]: one row of that table from two of measure's lines,
+# CPU (measured in ms) times CPU_SCALE (1000 for us), and Synod's ratios to etcd.
+compare_row() {
+    local name=$1 scale=${4:-1}
+    local et ep50 ep99 ep999 ecpu eerr st sp50 sp99 sp999 scpu serr
+    read -r et ep50 ep99 ep999 ecpu eerr <<<"$2"
+    read -r st sp50 sp99 sp999 scpu serr <<<"$3"
+    printf "%-26s | %9.0f %7.2f %7.2f %7.2f %8.3f %5d | %9.0f %7.2f %7.2f %7.2f %8.3f %5d | %6.2f %6.2f %6.2f\n" \
+        "$name" "$et" "$ep50" "$ep99" "$ep999" "$(echo "$ecpu $scale" | awk '{print $1 * $2}')" "$eerr" \
+        "$st" "$sp50" "$sp99" "$sp999" "$(echo "$scpu $scale" | awk '{print $1 * $2}')" "$serr" \
+        "$(echo "$st $et" | awk '{print $1 / $2}')" "$(echo "$sp99 $ep99" | awk '{print ($2 > 0 ? $1 / $2 : 0)}')" \
+        "$(echo "$scpu $ecpu" | awk '{print ($2 > 0 ? $1 / $2 : 0)}')"
 }

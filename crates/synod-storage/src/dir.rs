@@ -222,32 +222,28 @@ impl Dir for RealDir {
         Ok(())
     }
 
+    // The path for a message is made only on an error: these run on every log append.
     fn append(&mut self, name: &str, data: &[u8]) -> Result<()> {
-        let path = self.describe(name);
         let file = self.handle(name)?;
-        file.seek(SeekFrom::End(0))
-            .and_then(|_| file.write_all(data))
-            .map_err(|e| StorageError::io("write", path, e))
+        let done = file
+            .seek(SeekFrom::End(0))
+            .and_then(|_| file.write_all(data));
+        done.map_err(|e| StorageError::io("write", self.describe(name), e))
     }
 
     fn write_at(&mut self, name: &str, offset: u64, data: &[u8]) -> Result<()> {
-        let path = self.describe(name);
-        self.handle(name)?
-            .write_all_at(data, offset)
-            .map_err(|e| StorageError::io("write", path, e))
+        let done = self.handle(name)?.write_all_at(data, offset);
+        done.map_err(|e| StorageError::io("write", self.describe(name), e))
     }
 
     fn preallocate(&mut self, name: &str, len: u64) -> Result<()> {
-        let path = self.describe(name);
-        let file = self.handle(name)?;
-        allocate(file, len).map_err(|e| StorageError::io("fallocate", path, e))
+        let done = allocate(self.handle(name)?, len);
+        done.map_err(|e| StorageError::io("fallocate", self.describe(name), e))
     }
 
     fn sync(&mut self, name: &str) -> Result<()> {
-        let path = self.describe(name);
-        self.handle(name)?
-            .sync_data()
-            .map_err(|e| StorageError::io("fdatasync", path, e))
+        let done = self.handle(name)?.sync_data();
+        done.map_err(|e| StorageError::io("fdatasync", self.describe(name), e))
     }
 
     fn truncate(&mut self, name: &str, len: u64) -> Result<()> {

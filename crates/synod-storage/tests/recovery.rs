@@ -150,6 +150,29 @@ fn log_ending_a_byte_into_a_sector(path: &Path) -> wal::Located {
     }
 }
 
+/// Flips a bit in `victim`'s payload, in `file` of the log in `dir`: the log must refuse to
+/// open, naming corruption.
+fn flip_a_bit_and_expect_corruption(dir: &Path, file: &Path, victim: &wal::Located) {
+    let mut data = std::fs::read(file).unwrap();
+    data[victim.offset as usize + record::HEADER_BYTES] ^= 0x04;
+    std::fs::write(file, data).unwrap();
+    let err = reopen(dir).unwrap_err();
+    assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+}
+
+/// Cuts segment `file` to its records (durably), as the log does before it starts the next.
+fn cut_to_its_records(file: &Path) {
+    let end = records_end(file) as u64;
+    std::fs::File::options()
+        .write(true)
+        .open(file)
+        .and_then(|f| {
+            f.set_len(end)?;
+            f.sync_all()
+        })
+        .unwrap();
+}
+
 #[test]
 fn a_flipped_bit_in_a_last_record_ending_in_a_sector_of_zeros_is_corruption_not_a_torn_write() {
     // Followed by unwritten space, without the pad record after it, a flipped bit in such a
@@ -158,11 +181,7 @@ fn a_flipped_bit_in_a_last_record_ending_in_a_sector_of_zeros_is_corruption_not_
     let dir = TempDir::new("pad");
     let victim = log_ending_a_byte_into_a_sector(&dir.0);
     let file = segments(&dir.0).pop().unwrap();
-    let mut data = std::fs::read(&file).unwrap();
-    data[victim.offset as usize + record::HEADER_BYTES] ^= 0x04;
-    std::fs::write(&file, data).unwrap();
-    let err = reopen(&dir.0).unwrap_err();
-    assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+    flip_a_bit_and_expect_corruption(&dir.0, &file, &victim);
 }
 
 #[test]
@@ -192,11 +211,7 @@ fn a_record_ending_in_a_sector_of_zeros_that_lost_its_pad_to_a_crash_is_padded_a
         scan.records.get(at + 1).map(|r| &r.record),
         Some(&wal::Record::Pad)
     );
-    let mut data = std::fs::read(&file).unwrap();
-    data[victim.offset as usize + record::HEADER_BYTES] ^= 0x04;
-    std::fs::write(&file, data).unwrap();
-    let err = reopen(&dir.0).unwrap_err();
-    assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+    flip_a_bit_and_expect_corruption(&dir.0, &file, &victim);
 }
 
 #[test]
@@ -206,12 +221,7 @@ fn an_empty_segment_a_crash_left_after_the_last_is_removed() {
     drop(write_log(&dir.0, 30));
     let last = segments(&dir.0).pop().unwrap();
     let seq: u64 = last.file_stem().unwrap().to_str().unwrap().parse().unwrap();
-    let end = records_end(&last) as u64;
-    std::fs::File::options()
-        .write(true)
-        .open(&last)
-        .and_then(|f| f.set_len(end))
-        .unwrap();
+    cut_to_its_records(&last);
     let next = dir.0.join(format!("{:020}.wal", seq + 1));
     std::fs::write(&next, []).unwrap();
     let (mut log, state) = reopen(&dir.0).unwrap();
@@ -613,12 +623,7 @@ fn a_segment_whose_header_never_reached_the_disk_is_removed_so_the_last_one_stay
     let seq: u64 = last.file_stem().unwrap().to_str().unwrap().parse().unwrap();
     // A crash while the next segment was being started: the last one was cut to its
     // records (durably, as the log does first), and 9 bytes of the next one's header made it.
-    let end = records_end(&last) as u64;
-    std::fs::File::options()
-        .write(true)
-        .open(&last)
-        .and_then(|f| f.set_len(end))
-        .unwrap();
+    cut_to_its_records(&last);
     let next = dir.0.join(format!("{:020}.wal", seq + 1));
     std::fs::write(&next, [7u8; 9]).unwrap();
     let (mut log, state) = reopen(&dir.0).unwrap();

@@ -203,12 +203,25 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             };
             clients.push(tokio::spawn(client.run(share)));
         }
-        let progress = Shown::start(&args, done, args.total);
-        let tally = Tally::gather(clients).await?;
-        let elapsed = started.elapsed();
-        progress.finish().await;
-        report(&args, conns, elapsed, tally, "requests")
+        gather_and_report(&args, conns, started, done, clients, "requests").await
     })
+}
+
+/// Waits for the clients, drawing progress as `done` counts up to `--total`, and prints the
+/// figures of the run that began at `started`; `what` names the operations counted.
+async fn gather_and_report(
+    args: &BenchArgs,
+    conns: usize,
+    started: Instant,
+    done: Arc<AtomicUsize>,
+    clients: Vec<tokio::task::JoinHandle<Tally>>,
+    what: &str,
+) -> anyhow::Result<ExitCode> {
+    let progress = Shown::start(args, done, args.total);
+    let tally = Tally::gather(clients).await?;
+    let elapsed = started.elapsed();
+    progress.finish().await;
+    report(args, conns, elapsed, tally, what)
 }
 
 /// `--conns` connections (by default `default` of them), at least one per endpoint, spread

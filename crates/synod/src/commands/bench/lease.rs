@@ -12,7 +12,7 @@ use anyhow::bail;
 use synod_proto::etcdserverpb as pb;
 use synod_proto::etcdserverpb::lease_client::LeaseClient;
 
-use super::{connect, describe, report, share, BenchArgs, Shown, Tally};
+use super::{connect, describe, gather_and_report, share, BenchArgs, Tally};
 use crate::commands::client::grpc;
 
 /// Grants `--total` leases of `--lease-ttl` seconds, `--clients` at a time.
@@ -45,11 +45,7 @@ pub(super) async fn grant(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             tally
         }));
     }
-    let progress = Shown::start(args, done, args.total);
-    let tally = Tally::gather(tasks).await?;
-    let elapsed = started.elapsed();
-    progress.finish().await;
-    report(args, channels.len(), elapsed, tally, "grants")
+    gather_and_report(args, channels.len(), started, done, tasks, "grants").await
 }
 
 /// `--total` keep-alives of the cluster's leases, `--clients` streams at a time.
@@ -128,9 +124,5 @@ pub(super) async fn keep_alive(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             tally
         }));
     }
-    let progress = Shown::start(args, done, args.total);
-    let tally = Tally::gather(tasks).await?;
-    let elapsed = started.elapsed();
-    progress.finish().await;
-    report(args, channels.len(), elapsed, tally, "keep-alives")
+    gather_and_report(args, channels.len(), started, done, tasks, "keep-alives").await
 }
