@@ -6,7 +6,8 @@
 #   - on one that snapshots every 100,000 entries (the default), so the load crosses several;
 #   - while a follower that was down for 2 x PUTS puts comes back and catches up (by a
 #     snapshot if the leader's log no longer holds what it lacks; the counts are printed);
-# and each member's resident memory per key, and how long a member takes to restart.
+# and each member's resident memory per key, and how long a member takes to restart; and etcd's
+# memory per key after the same fill (ETCD=0 leaves etcd out).
 #
 #   scripts/bench-snapshot.sh                    # PUTS=1000000 (about 632,000 distinct keys)
 #   PUTS=10000000 LOAD=500000 scripts/bench-snapshot.sh
@@ -16,6 +17,7 @@ cd "$(dirname "$0")/.."
 PUTS=${PUTS:-1000000}
 LOAD=${LOAD:-300000}
 CLIENTS=${CLIENTS:-64}
+ETCD=${ETCD:-1}
 # shellcheck source=scripts/clusters.sh
 source scripts/clusters.sh
 # Snapshots taken and installed are counted from the members' logs.
@@ -43,15 +45,19 @@ caught_up_after() {
     echo "$start $(date +%s.%N)" | awk '{printf "%.2f", $2 - $1}'
 }
 
-fill() {
-    wait_ready "$ALL"
-    local out keys
-    out=$(bench "$ALL" "$PUTS" 256)
+fill() { # fill [ENDPOINTS PIDS...]: the fill's row, then each member's memory per key
+    local endpoints=${1:-$ALL} out keys i=0
+    shift || true
+    local pids=("$@")
+    [ ${#pids[@]} -gt 0 ] || pids=("${SYNOD_PIDS[@]}")
+    wait_ready "$endpoints"
+    out=$(bench "$endpoints" "$PUTS" 256)
     row "fill: $PUTS puts, 256 clients" "$out"
-    keys=$($SYNOD get bench/ --prefix --count-only --endpoints "$ALL")
-    for i in 1 2 3; do
-        echo "  member $i: $(rss_mb "${SYNOD_PIDS[i - 1]}") MB resident," \
-            "$(ps -o rss= -p "${SYNOD_PIDS[i - 1]}" | awk -v k="$keys" '{printf "%.0f", $1 * 1024 / k}') bytes per key ($keys keys)"
+    keys=$($SYNOD get bench/ --prefix --count-only --endpoints "$endpoints")
+    for pid in "${pids[@]}"; do
+        i=$((i + 1))
+        echo "  member $i: $(rss_mb "$pid") MB resident," \
+            "$(ps -o rss= -p "$pid" | awk -v k="$keys" '{printf "%.0f", $1 * 1024 / k}') bytes per key ($keys keys)"
     done
 }
 
@@ -65,6 +71,15 @@ restart_member() { # restart_member ID: kill -9 and restart, timed until it caug
     echo "  member $1 restarted (kill -9) and held all $count keys again after" \
         "$(caught_up_after "$1" "$start" "$count") s"
 }
+
+if [ "$ETCD" = 1 ]; then
+    echo "== etcd $(etcd --version | awk '/etcd Version/ {print $3}'), the same fill (every revision kept, as Synod)"
+    start_etcd
+    fill "$ETCD_ENDPOINTS" "${ETCD_PIDS[@]}"
+    check_running "${ETCD_PIDS[@]}"
+    stop_etcd
+    rm -rf "$WORK"/etcd[123]
+fi
 
 echo "== no snapshots (--snapshot-every 0)"
 SYNOD_FLAGS="--snapshot-every 0" start_synod

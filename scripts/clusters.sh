@@ -3,7 +3,8 @@
 # with everything in it when the calling script exits. Source it from the repository's root.
 #
 # THREADS (default: cores / 3, at least 1) is both etcd's GOMAXPROCS and Synod's --threads,
-# so that six servers and the load share the machine evenly.
+# so that six servers and the load share the machine evenly. SYNOD_BUILD names a synod
+# executable to run instead of this checkout's release build (an older build, to compare).
 
 CORES=$(getconf _NPROCESSORS_ONLN)
 THREADS=${THREADS:-$((CORES / 3 > 0 ? CORES / 3 : 1))}
@@ -27,8 +28,12 @@ if ! command -v etcd >/dev/null; then
     echo "installing etcd-server (Debian package)..." >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
 fi
-cargo build --release -q -p synod
-SYNOD=target/release/synod
+if [ -n "${SYNOD_BUILD:-}" ]; then
+    SYNOD=$SYNOD_BUILD
+else
+    cargo build --release -q -p synod
+    SYNOD=target/release/synod
+fi
 TICKS=$(getconf CLK_TCK)
 
 # CPU seconds (user + system) the processes used so far.

@@ -216,6 +216,7 @@ fn write_own_snapshots(
     queue: std_mpsc::Receiver<OwnSnapshot>,
     events: &mpsc::UnboundedSender<DiskEvent>,
 ) {
+    yield_to_the_node_loop();
     while let Ok((meta, membership, state)) = queue.recv() {
         let written = catch_unwind(AssertUnwindSafe(|| {
             let snapshot = Snapshot {
@@ -237,6 +238,71 @@ fn write_own_snapshots(
         error!(error = %failure, "storage failed; the node stops");
         let _ = events.send(DiskEvent::Failed(failure));
         return;
+    }
+}
+
+/// How much lower than the node loop's the CPU priority of a snapshot thread is (a nice
+/// value: at 10, the thread gets about a tenth of the CPU the loop gets when the two want the
+/// same core, and all of it when the loop is idle).
+#[cfg(target_os = "linux")]
+const BACKGROUND_NICE: i32 = 10;
+
+/// Lowers the calling thread's CPU priority, for a thread that encodes or decodes a snapshot:
+/// seconds of CPU for a store of millions of keys, which must not take the node loop's core
+/// while the loop answers clients and peers (on a machine with fewer cores than busy threads,
+/// the scheduler otherwise shares the core evenly, and every put waits its turn). Best effort:
+/// a thread the system will not lower runs as it was.
+pub(crate) fn yield_to_the_node_loop() {
+    // On Linux a nice value belongs to a thread, so this one alone is lowered, not the process.
+    #[cfg(target_os = "linux")]
+    // Relative to the process's own (a server started at nice 15 must not be raised to 10).
+    let lowered = rustix::process::getpriority_process(None).and_then(|nice| {
+        rustix::process::setpriority_process(None, (nice + BACKGROUND_NICE).min(19))
+    });
+    if let Err(e) = lowered {
+        warn!(error = %e, "cannot lower a snapshot thread's priority");
+    }
+}
+
+/// The snapshot store, with a snapshot from the leader written by a thread of lower priority
+/// (see [`yield_to_the_node_loop`]) while the disk thread waits: writing a gigabyte takes
+/// seconds of CPU (checksums, copies, the kernel's writeback), which must not take a core
+/// from the node loops it shares the machine with, while the same member decodes the same
+/// snapshot on another thread. The order of the writes is the disk thread's, unchanged.
+struct SavedInBackground<'a>(&'a mut FileSnapshots<RealDir>);
+
+impl SnapshotStore for SavedInBackground<'_> {
+    fn save(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let saved = std::thread::scope(|scope| {
+            let writer = std::thread::Builder::new()
+                .name("snapshot-save".into())
+                .spawn_scoped(scope, || {
+                    yield_to_the_node_loop();
+                    self.0.save(snapshot)
+                });
+            let writer = writer
+                .map_err(|e| warn!(error = %e, "cannot start a thread to save a snapshot"))
+                .ok()?;
+            match writer.join() {
+                Ok(saved) => Some(saved),
+                // The disk thread catches it and stops the node, as if it were its own.
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        });
+        // Without a thread to spare, the disk thread writes it itself.
+        saved.unwrap_or_else(|| self.0.save(snapshot))
+    }
+
+    fn latest(&self) -> Result<Option<Snapshot>, StorageError> {
+        self.0.latest()
+    }
+
+    fn list(&self) -> Result<Vec<SnapshotMeta>, StorageError> {
+        self.0.list()
+    }
+
+    fn delete(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
+        self.0.delete(meta)
     }
 }
 
@@ -280,7 +346,9 @@ impl DiskThread {
                     match &persist.snapshot {
                         Some(snapshot) => {
                             self.compacted = self.compacted.max(snapshot.meta.index);
-                            write_persist(&mut self.log, &mut *lock(&self.snapshots), &persist)?;
+                            let mut snapshots = lock(&self.snapshots);
+                            let mut snapshots = SavedInBackground(&mut snapshots);
+                            write_persist(&mut self.log, &mut snapshots, &persist)?;
                         }
                         None => write_persist_to_log(&mut self.log, &persist)?,
                     }

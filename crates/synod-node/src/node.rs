@@ -505,6 +505,7 @@ where
         let spawned = std::thread::Builder::new()
             .name("snapshot-load".to_string())
             .spawn(move || {
+                crate::disk::yield_to_the_node_loop();
                 // The node loop may have stopped meanwhile: then nobody waits for the store.
                 let _ = loaded.send(KvStore::restore(&snapshot.data));
             });

@@ -503,6 +503,12 @@ async fn a_stopped_follower_restarts_from_its_disk_and_catches_up() {
         200,
         "a linearizable read on the restarted node"
     );
+    // What it installed is on its disk (written by a thread of its own): it restarts from it.
+    cluster.stop(follower).await;
+    cluster.restart(follower).await;
+    let mut kv = cluster.kv(follower).await;
+    let got = kv.range(prefix("c/")).await.expect("read").into_inner();
+    assert_eq!(got.kvs.len(), 200, "a read after the second restart");
     cluster.leader().await;
     cluster.shutdown().await;
 }
