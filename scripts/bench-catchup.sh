@@ -13,11 +13,16 @@ PUTS=${PUTS:-1000000}
 source scripts/clusters.sh
 export RUST_LOG=info
 ALL=$SYNOD_ENDPOINTS
-bench() { $SYNOD bench put --endpoints "$1" --total "$2" --clients "$3" --value-size 256 --key-space "$PUTS" --format json 2>/dev/null; }
+bench() { # bench ENDPOINTS TOTAL CLIENTS: one put load, its JSON line
+    $SYNOD bench put --endpoints "$1" --total "$2" --clients "$3" --value-size 256 \
+        --key-space "$PUTS" --format json 2>/dev/null
+}
 start_synod
 wait_ready "$ALL"
-bench "$ALL" "$PUTS" 256 >/dev/null || true; echo filled
+bench "$ALL" "$PUTS" 256 >/dev/null
+echo filled
 kill -9 "${SYNOD_PIDS[2]}"; wait "${SYNOD_PIDS[2]}" 2>/dev/null || true
+# A leader killed here fails the requests in flight then: counted, not fatal.
 bench 127.0.0.1:32379,127.0.0.1:32389 $((2 * PUTS)) 256 | cut -c1-200 || true
 T0=$(date +%s.%N)
 echo "restart at $T0"

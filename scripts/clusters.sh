@@ -110,21 +110,23 @@ start_synod_member() {
     SYNOD_PIDS[i - 1]=$!
 }
 
-# Stops the etcd members start_etcd started, and waits for them to go.
-stop_etcd() {
-    for pid in "${ETCD_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${ETCD_PIDS[@]}"; do
+# stop_pids PID...: stops the processes and waits for them to go.
+stop_pids() {
+    for pid in "$@"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "$@"; do
         while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
     done
+}
+
+# Stops the etcd members start_etcd started, and waits for them to go.
+stop_etcd() {
+    stop_pids "${ETCD_PIDS[@]}"
     ETCD_PIDS=()
 }
 
 # Stops the Synod nodes start_synod started, and waits for them to go.
 stop_synod() {
-    for pid in "${SYNOD_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${SYNOD_PIDS[@]}"; do
-        while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-    done
+    stop_pids "${SYNOD_PIDS[@]}"
     SYNOD_PIDS=()
 }
 

@@ -253,14 +253,16 @@ const BACKGROUND_NICE: i32 = 10;
 /// the scheduler otherwise shares the core evenly, and every put waits its turn). Best effort:
 /// a thread the system will not lower runs as it was.
 pub(crate) fn yield_to_the_node_loop() {
-    // On Linux a nice value belongs to a thread, so this one alone is lowered, not the process.
+    // On Linux a nice value belongs to a thread, so this one alone is lowered, not the process;
+    // relative to the process's own (a server started at nice 15 must not be raised to 10).
     #[cfg(target_os = "linux")]
-    // Relative to the process's own (a server started at nice 15 must not be raised to 10).
-    let lowered = rustix::process::getpriority_process(None).and_then(|nice| {
-        rustix::process::setpriority_process(None, (nice + BACKGROUND_NICE).min(19))
-    });
-    if let Err(e) = lowered {
-        warn!(error = %e, "cannot lower a snapshot thread's priority");
+    {
+        use rustix::process::{getpriority_process, setpriority_process};
+        let lowered = getpriority_process(None)
+            .and_then(|nice| setpriority_process(None, (nice + BACKGROUND_NICE).min(19)));
+        if let Err(e) = lowered {
+            warn!(error = %e, "cannot lower a snapshot thread's priority");
+        }
     }
 }
 
