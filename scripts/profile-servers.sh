@@ -38,7 +38,7 @@ pids=$(IFS=,; echo "${SYNOD_PIDS[*]}")
 before=$(cpu_seconds "${SYNOD_PIDS[@]}")
 case $MODE in
     stat)
-        events=context-switches
+        events=context-switches,page-faults
         for call in writev sendto recvfrom write fdatasync futex epoll_wait; do
             events="$events,syscalls:sys_enter_$call"
         done

@@ -133,12 +133,30 @@ impl Encoder {
 pub struct Decoder<'a> {
     input: &'a [u8],
     offset: usize,
+    /// The buffer `input` is, when the byte strings read from it may share it.
+    shared: Option<&'a Bytes>,
 }
 
 impl<'a> Decoder<'a> {
     /// A decoder at the start of `input`.
     pub fn new(input: &'a [u8]) -> Self {
-        Decoder { input, offset: 0 }
+        Decoder {
+            input,
+            offset: 0,
+            shared: None,
+        }
+    }
+
+    /// A decoder at the start of `input` whose [`Decoder::owned_bytes`] share its buffer (a
+    /// reference count, no copy). What is read keeps the whole of `input` alive: meant for a
+    /// buffer about as long-lived as what is read from it, such as one log entry's command,
+    /// not a large message or a snapshot.
+    pub fn shared(input: &'a Bytes) -> Self {
+        Decoder {
+            input,
+            offset: 0,
+            shared: Some(input),
+        }
     }
 
     /// Bytes consumed so far.
@@ -226,9 +244,14 @@ impl<'a> Decoder<'a> {
         Ok(value)
     }
 
-    /// Reads a length-prefixed byte string into an owned buffer.
+    /// Reads a length-prefixed byte string into an owned buffer: a copy, or for a
+    /// [`Decoder::shared`] one, a slice of the input's buffer.
     pub fn owned_bytes(&mut self, what: &'static str) -> Result<Bytes, DecodeError> {
-        Ok(Bytes::copy_from_slice(self.bytes(what)?))
+        let value = self.bytes(what)?;
+        Ok(match self.shared {
+            Some(buffer) => buffer.slice_ref(value),
+            None => Bytes::copy_from_slice(value),
+        })
     }
 
     /// Checks the whole input was consumed.

@@ -448,14 +448,56 @@ const REQUEST_TAGS: u64 = 12;
 impl Request {
     /// The command bytes for a log entry.
     pub fn encode(&self) -> Bytes {
-        let mut enc = Encoder::with_capacity(64);
+        // Sized up front: a log entry keeps its buffer, spare room included, until the log is
+        // compacted (and, through the values that share it, for as long as they are kept).
+        let mut enc = Encoder::with_capacity(self.encoded_len_hint());
         self.encode_into(&mut enc);
         Bytes::from(enc.finish())
+    }
+
+    /// About the encoded length: the bytes of keys and values, and room for the rest.
+    fn encoded_len_hint(&self) -> usize {
+        const FIELDS: usize = 48;
+        let range = |r: &KeyRange| r.key.len() + r.range_end.len();
+        FIELDS
+            + match self {
+                Request::Range(r) => range(&r.range),
+                Request::Put(p) => p.key.len() + p.value.len(),
+                Request::DeleteRange(d) => range(&d.range),
+                Request::Txn(t) => {
+                    let compares: usize = t
+                        .compare
+                        .iter()
+                        .map(|c| match &c.target {
+                            CompareTarget::Value(v) => FIELDS + range(&c.range) + v.len(),
+                            _ => FIELDS + range(&c.range),
+                        })
+                        .sum();
+                    let ops: usize = (t.success.iter().chain(&t.failure))
+                        .map(Request::encoded_len_hint)
+                        .sum();
+                    compares + ops
+                }
+                Request::As { user, request, .. } => {
+                    user.as_ref().map_or(0, String::len) + request.encoded_len_hint()
+                }
+                _ => FIELDS,
+            }
     }
 
     /// Decodes command bytes; refuses trailing bytes and nesting deeper than [`TXN_DEPTH_MAX`].
     pub fn decode(bytes: &[u8]) -> Result<Request, DecodeError> {
         let mut dec = Decoder::new(bytes);
+        let request = Request::decode_from(&mut dec, 0)?;
+        dec.finish()?;
+        Ok(request)
+    }
+
+    /// As [`Request::decode`], for a log entry's command about to be applied: its keys and
+    /// values share the command's buffer rather than copy it, so a value put is held once
+    /// by the log and the store together, and a large one is not copied on every member.
+    pub fn decode_command(command: &Bytes) -> Result<Request, DecodeError> {
+        let mut dec = Decoder::shared(command);
         let request = Request::decode_from(&mut dec, 0)?;
         dec.finish()?;
         Ok(request)
@@ -838,6 +880,49 @@ mod tests {
     fn requests_round_trip() {
         let txn = sample_txn();
         assert_eq!(Request::decode(&txn.encode()).unwrap(), txn);
+    }
+
+    #[test]
+    fn a_command_decoded_for_applying_shares_its_buffer() {
+        let put = Request::Put(PutRequest {
+            key: Bytes::from_static(b"key"),
+            value: Bytes::from(vec![7u8; 4096]),
+            ..Default::default()
+        });
+        let txn = sample_txn();
+        for request in [put, txn.clone()] {
+            let command = request.encode();
+            // Sized up front: the entry keeps no spare room worth a reallocation.
+            assert!(command.len() <= request.encoded_len_hint(), "{request:?}");
+            let decoded = Request::decode_command(&command).unwrap();
+            assert_eq!(decoded, request);
+        }
+        let command = Request::Put(PutRequest {
+            key: Bytes::from_static(b"key"),
+            value: Bytes::from(vec![7u8; 4096]),
+            ..Default::default()
+        })
+        .encode();
+        let Ok(Request::Put(put)) = Request::decode_command(&command) else {
+            panic!("not a put");
+        };
+        let within = |b: &Bytes| command.as_ptr_range().contains(&b.as_ptr());
+        assert!(
+            within(&put.key) && within(&put.value),
+            "a copy, not a slice"
+        );
+        // An entry decoded for anything else is copied, not kept alive by what it yields.
+        let Ok(Request::Put(copied)) = Request::decode(&command) else {
+            panic!("not a put");
+        };
+        assert!(!within(&copied.value));
+        // Every truncation is refused the same way.
+        for cut in 0..command.len() {
+            assert!(
+                Request::decode_command(&command.slice(..cut)).is_err(),
+                "cut at {cut}"
+            );
+        }
     }
 
     #[test]

@@ -279,7 +279,7 @@ impl KvStore {
         if let Some(answer) = self.sessions.replay(id) {
             return Some((id, answer));
         }
-        let result = Request::decode(&proposal.command)
+        let result = Request::decode_command(&proposal.command)
             .map_err(|e| KvError::Malformed(e.to_string()))
             .and_then(|request| self.execute(&request));
         self.sessions.record(id, result.clone(), entry.index);
@@ -810,7 +810,7 @@ impl KvStore {
             }
             None => {
                 let record = next(None);
-                self.keys.insert(request.key.clone(), record.clone());
+                self.keys.insert(own_key(&request.key), record.clone());
                 (None, record)
             }
         };
@@ -818,7 +818,9 @@ impl KvStore {
             self.detach(p.lease, &request.key);
         }
         if let Some(l) = self.leases.get_mut(&record.lease) {
-            l.keys.insert(request.key.clone());
+            if !l.keys.contains(&request.key) {
+                l.keys.insert(own_key(&request.key));
+            }
         }
         self.key_bytes += key_cost(&request.key, &record);
         let prev_kv = previous.map(|p| {
@@ -1034,6 +1036,14 @@ pub(crate) fn key_value(key: &Bytes, record: &Record) -> KeyValue {
         version: record.version,
         lease: record.lease,
     }
+}
+
+/// A key as the store keeps it for as long as the key lives: its own copy. The request's key
+/// may be a slice of the log entry's command (`Request::decode_command`), and a key kept
+/// from it would keep that whole command, the first value put included, after every later
+/// put replaced the value.
+fn own_key(key: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(key)
 }
 
 /// What a live key costs the store: its key and value bytes and its bookkeeping.

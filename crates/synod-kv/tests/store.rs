@@ -474,3 +474,35 @@ fn snapshots_restore_exactly_and_are_deterministic() {
         );
     }
 }
+
+/// A value applied from a log entry shares the entry's command (one copy of it in memory, not
+/// two, and none made on every member), but a key does not: a key outlives its first value,
+/// and through a shared key the store would keep that value's whole command too.
+#[test]
+fn an_applied_value_shares_its_entry_and_a_key_is_its_own() {
+    let mut s = KvStore::new();
+    s.execute(&Request::LeaseGrant(LeaseGrantRequest { id: 9, ttl: 60 }))
+        .unwrap();
+    let request = Request::Put(PutRequest {
+        key: b("shared/key"),
+        value: Bytes::from(vec![b'v'; 1024]),
+        lease: 9,
+        ..Default::default()
+    });
+    let entry = entry(1, RequestId::new(1, 1), &request);
+    let Payload::Command(proposal) = &entry.payload else {
+        unreachable!()
+    };
+    let within = |b: &Bytes| proposal.command.as_ptr_range().contains(&b.as_ptr());
+    let (_, applied) = s.apply(&entry).unwrap();
+    applied.unwrap();
+    let kv = s.get(b"shared/key").unwrap();
+    assert_eq!(kv.value.len(), 1024);
+    assert!(within(&kv.value), "the value was copied");
+    assert!(!within(&kv.key), "the key keeps the command alive");
+    let leased = s.leases().get(&9).unwrap();
+    assert!(
+        leased.keys.iter().all(|k| !within(k)),
+        "so does the lease's"
+    );
+}
