@@ -70,6 +70,13 @@ restart_member() { # restart_member ID: kill -9 and restart, timed until it caug
     start_synod_member "$1"
     echo "  member $1 restarted (kill -9) and held all $count keys again after" \
         "$(caught_up_after "$1" "$start" "$count") s"
+    resident
+}
+
+resident() { # each member's resident memory now (a restarted one's next to the others')
+    local line="  resident:" i
+    for i in 1 2 3; do line="$line member $i $(rss_mb "${SYNOD_PIDS[$i - 1]}") MB,"; done
+    echo "${line%,}"
 }
 
 if [ "$ETCD" = 1 ]; then
@@ -106,6 +113,7 @@ row "$LOAD puts, $CLIENTS clients, member 3 catching up" \
     "$(bench 127.0.0.1:32379,127.0.0.1:32389 "$LOAD" "$CLIENTS")"
 COUNT=$($SYNOD get bench/ --prefix --count-only --endpoints "$ALL")
 echo "  member 3 held all $COUNT keys again $(caught_up_after 3 "$RESTARTED" "$COUNT") s after it restarted"
+resident
 for i in 1 2 3; do
     echo "  member $i: $(grep -c "saved a snapshot" "$WORK/synod$i.log") snapshots taken," \
         "$(grep -c "installed a snapshot" "$WORK/synod$i.log") installed from the leader"

@@ -455,34 +455,16 @@ impl Request {
         Bytes::from(enc.finish())
     }
 
-    /// About the encoded length: the bytes of keys and values, and room for the rest.
+    /// About the encoded length of a put (its key and value, and room for the rest); other
+    /// requests start small and grow as the encoder grows them.
     fn encoded_len_hint(&self) -> usize {
-        const FIELDS: usize = 48;
-        let range = |r: &KeyRange| r.key.len() + r.range_end.len();
-        FIELDS
-            + match self {
-                Request::Range(r) => range(&r.range),
-                Request::Put(p) => p.key.len() + p.value.len(),
-                Request::DeleteRange(d) => range(&d.range),
-                Request::Txn(t) => {
-                    let compares: usize = t
-                        .compare
-                        .iter()
-                        .map(|c| match &c.target {
-                            CompareTarget::Value(v) => FIELDS + range(&c.range) + v.len(),
-                            _ => FIELDS + range(&c.range),
-                        })
-                        .sum();
-                    let ops: usize = (t.success.iter().chain(&t.failure))
-                        .map(Request::encoded_len_hint)
-                        .sum();
-                    compares + ops
-                }
-                Request::As { user, request, .. } => {
-                    user.as_ref().map_or(0, String::len) + request.encoded_len_hint()
-                }
-                _ => FIELDS,
+        match self {
+            Request::Put(p) => 32 + p.key.len() + p.value.len(),
+            Request::As { user, request, .. } => {
+                32 + user.as_ref().map_or(0, String::len) + request.encoded_len_hint()
             }
+            _ => 64,
+        }
     }
 
     /// Decodes command bytes; refuses trailing bytes and nesting deeper than [`TXN_DEPTH_MAX`].
@@ -493,14 +475,21 @@ impl Request {
         Ok(request)
     }
 
-    /// As [`Request::decode`], for a log entry's command about to be applied: its keys and
-    /// values share the command's buffer rather than copy it, so a value put is held once
-    /// by the log and the store together, and a large one is not copied on every member.
+    /// As [`Request::decode`], for a log entry's command about to be applied. A put's key and
+    /// value share the command's buffer rather than copy it, so the value is held once by
+    /// the log and the store together, and a large one is not copied on every member. Any
+    /// other request is copied: a value of a transaction would keep the whole transaction's
+    /// command alive as long as the key (compare values and the branch not taken included),
+    /// memory the space quota does not see.
     pub fn decode_command(command: &Bytes) -> Result<Request, DecodeError> {
         let mut dec = Decoder::shared(command);
         let request = Request::decode_from(&mut dec, 0)?;
         dec.finish()?;
-        Ok(request)
+        match &request {
+            Request::Put(_) => Ok(request),
+            Request::As { request: inner, .. } if matches!(**inner, Request::Put(_)) => Ok(request),
+            _ => Request::decode(command),
+        }
     }
 
     /// The request itself, without the user a client's request carries ([`Request::As`]).
@@ -889,14 +878,24 @@ mod tests {
             value: Bytes::from(vec![7u8; 4096]),
             ..Default::default()
         });
+        let command = put.encode();
+        // Sized up front: the entry keeps no spare room worth a reallocation.
+        assert!(command.len() <= put.encoded_len_hint());
+        assert!(put.encoded_len_hint() - command.len() < 32);
         let txn = sample_txn();
         for request in [put, txn.clone()] {
-            let command = request.encode();
-            // Sized up front: the entry keeps no spare room worth a reallocation.
-            assert!(command.len() <= request.encoded_len_hint(), "{request:?}");
-            let decoded = Request::decode_command(&command).unwrap();
+            let decoded = Request::decode_command(&request.encode()).unwrap();
             assert_eq!(decoded, request);
         }
+        // A transaction's values are copies: one kept would keep the whole command.
+        let command = txn.encode();
+        let Ok(Request::Txn(decoded)) = Request::decode_command(&command) else {
+            panic!("not a transaction");
+        };
+        let Request::Put(put_in_txn) = &decoded.success[0] else {
+            panic!("not a put");
+        };
+        assert!(!command.as_ptr_range().contains(&put_in_txn.value.as_ptr()));
         let command = Request::Put(PutRequest {
             key: Bytes::from_static(b"key"),
             value: Bytes::from(vec![7u8; 4096]),

@@ -506,3 +506,41 @@ fn an_applied_value_shares_its_entry_and_a_key_is_its_own() {
         "so does the lease's"
     );
 }
+
+/// A snapshot writes a value more than once (as a change, as the next change's previous value,
+/// as the key's record); the store restored from it holds it once, as the store it was taken
+/// from did, and is the same store.
+#[test]
+fn a_restored_store_holds_each_value_once() {
+    let mut s = KvStore::with_limits(100, 0);
+    for value in ["1", "2", "3"] {
+        s.execute(&put("a", value)).unwrap();
+    }
+    s.execute(&put("b", "1")).unwrap();
+    s.execute(&Request::DeleteRange(DeleteRangeRequest {
+        range: KeyRange::key("b"),
+        prev_kv: true,
+    }))
+    .unwrap();
+    s.execute(&put("b", "2")).unwrap();
+    let restored = KvStore::restore(&s.snapshot()).unwrap();
+    assert_eq!(restored, s);
+    assert_eq!(restored.snapshot(), s.snapshot());
+
+    let events: Vec<&Event> = restored.events_from(2).unwrap().collect();
+    assert_eq!(events.len(), 6);
+    let same = |x: &Bytes, y: &Bytes| x == y && x.as_ptr() == y.as_ptr();
+    for pair in events.windows(2) {
+        let (before, after) = (pair[0], pair[1]);
+        if let Some(prev) = &after.prev_kv {
+            assert!(same(&prev.value, &before.kv.value), "{after:?}");
+            assert!(same(&prev.key, &before.kv.key));
+        }
+    }
+    for key in ["a", "b"] {
+        let newest = events.iter().rev().find(|e| e.kv.key == b(key)).unwrap();
+        let record = restored.get(key.as_bytes()).unwrap();
+        assert!(same(&record.value, &newest.kv.value), "{key}");
+        assert!(same(&record.key, &newest.kv.key), "{key}");
+    }
+}
