@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo bench -p synod-kv --bench scale                          # 1,000,000 keys
 //! SYNOD_BENCH_KEYS=10000000 cargo bench -p synod-kv --bench scale  # 10,000,000 keys
+//! SYNOD_BENCH_HISTORY=0 cargo bench -p synod-kv --bench scale     # every revision kept
 //! ```
 //!
 //! The store is filled through [`KvStore::apply`] with puts of `SYNOD_BENCH_VALUE` bytes
@@ -111,10 +112,15 @@ fn main() {
     let keys = env_usize("SYNOD_BENCH_KEYS", 1_000_000) as u64;
     let value_size = env_usize("SYNOD_BENCH_VALUE", 256);
     let load = env_usize("SYNOD_BENCH_LOAD", 200_000);
-    println!("synod-kv scale: {keys} keys, {value_size}-byte values");
+    // Revisions of history kept (0: all of them, as the server by default and etcd).
+    let history = env_usize(
+        "SYNOD_BENCH_HISTORY",
+        KvStore::DEFAULT_HISTORY_REVISIONS as usize,
+    );
+    println!("synod-kv scale: {keys} keys, {value_size}-byte values, history {history}");
 
     let before = rss();
-    let mut store = KvStore::new();
+    let mut store = KvStore::with_limits(synod_kv::Sessions::DEFAULT_LIMIT, history as i64);
     let mut writer = Writer {
         index: 0,
         seq: 0,

@@ -79,8 +79,6 @@ impl KvStore {
         let mut store = KvStore::with_limits(limit, history_revisions);
         store.applied_index = applied_index;
         store.revision = revision;
-        // Put in the tree once the history below is read: it shares their values.
-        let mut records = Vec::new();
         for _ in 0..dec.count("key count")? {
             let key = dec.owned_bytes("key")?;
             let record = Record {
@@ -90,7 +88,7 @@ impl KvStore {
                 version: dec.i64("version")?,
                 lease: dec.i64("lease")?,
             };
-            records.push((key, record));
+            store.keys.insert(key, record);
         }
         let mut sessions = Sessions::new(limit);
         for _ in 0..dec.count("session count")? {
@@ -112,8 +110,12 @@ impl KvStore {
         if version >= 3 {
             store.lease_epoch = dec.u64("lease epoch")?;
         }
+        for (key, record) in &store.keys {
+            if let Some(lease) = store.leases.get_mut(&record.lease) {
+                lease.keys.insert(key.clone());
+            }
+        }
         store.history.compacted = dec.i64("compacted revision")?;
-        let mut newest = NewestChanges::default();
         for _ in 0..dec.count("history length")? {
             let kind = if dec.bool("event kind")? {
                 EventKind::Delete
@@ -126,21 +128,9 @@ impl KvStore {
             } else {
                 None
             };
-            let mut event = Event { kind, kv, prev_kv };
-            newest.share_with(&mut event);
-            store.history.events.push_back(event);
+            store.history.events.push_back(Event { kind, kv, prev_kv });
         }
         store.history.recount();
-        for (mut key, mut record) in records {
-            newest.share_with_record(&mut key, &mut record);
-            store.keys.insert(key, record);
-        }
-        drop(newest);
-        for (key, record) in &store.keys {
-            if let Some(lease) = store.leases.get_mut(&record.lease) {
-                lease.keys.insert(key.clone());
-            }
-        }
         store.key_bytes = store
             .keys
             .iter()
@@ -286,58 +276,6 @@ fn encode_kv(enc: &mut Encoder, kv: &KeyValue) {
         .i64(kv.mod_revision)
         .i64(kv.version)
         .i64(kv.lease);
-}
-
-/// The newest change to each key while a snapshot's history is read, oldest first: what lets
-/// a restored store hold each value once, as the store it was taken from did. The snapshot
-/// writes a value more than once (a change's value is the next change's `prev_kv` too, and
-/// the newest one's the key's record); read back as it is written, a store of long history
-/// would take twice the memory after a restart or a snapshot from the leader.
-#[derive(Default)]
-struct NewestChanges {
-    /// Key, with the revision and value of its newest put read so far.
-    by_key: std::collections::HashMap<bytes::Bytes, (i64, bytes::Bytes)>,
-}
-
-impl NewestChanges {
-    /// Makes `kv` share the key, and the value if it is the same change, of the newest one
-    /// read for its key.
-    fn share(&self, kv: &mut KeyValue) {
-        if let Some((key, (revision, value))) = self.by_key.get_key_value(&kv.key) {
-            kv.key = key.clone();
-            if *revision == kv.mod_revision && *value == kv.value {
-                kv.value = value.clone();
-            }
-        }
-    }
-
-    /// Shares what `event` repeats of the changes before it, then records it.
-    fn share_with(&mut self, event: &mut Event) {
-        if let Some(prev) = &mut event.prev_kv {
-            self.share(prev);
-        }
-        self.share(&mut event.kv);
-        match event.kind {
-            EventKind::Put => {
-                let change = (event.kv.mod_revision, event.kv.value.clone());
-                self.by_key.insert(event.kv.key.clone(), change);
-            }
-            EventKind::Delete => {
-                self.by_key.remove(&event.kv.key);
-            }
-        }
-    }
-
-    /// Makes a key's record share its key and value with its newest change, if that is the
-    /// change the record holds.
-    fn share_with_record(&self, key: &mut bytes::Bytes, record: &mut Record) {
-        if let Some((shared, (revision, value))) = self.by_key.get_key_value(key) {
-            *key = shared.clone();
-            if *revision == record.mod_revision && *value == record.value {
-                record.value = value.clone();
-            }
-        }
-    }
 }
 
 fn decode_kv(dec: &mut Decoder<'_>) -> Result<KeyValue, DecodeError> {
