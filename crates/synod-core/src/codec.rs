@@ -159,6 +159,11 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// From here on, byte strings are read into copies, as from [`Decoder::new`].
+    pub fn stop_sharing(&mut self) {
+        self.shared = None;
+    }
+
     /// Bytes consumed so far.
     pub fn offset(&self) -> usize {
         self.offset

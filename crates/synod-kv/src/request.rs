@@ -485,11 +485,7 @@ impl Request {
         let mut dec = Decoder::shared(command);
         let request = Request::decode_from(&mut dec, 0)?;
         dec.finish()?;
-        match &request {
-            Request::Put(_) => Ok(request),
-            Request::As { request: inner, .. } if matches!(**inner, Request::Put(_)) => Ok(request),
-            _ => Request::decode(command),
-        }
+        Ok(request)
     }
 
     /// The request itself, without the user a client's request carries ([`Request::As`]).
@@ -623,7 +619,13 @@ impl Request {
 
     fn decode_from(dec: &mut Decoder<'_>, depth: usize) -> Result<Request, DecodeError> {
         let offset = dec.offset();
-        Ok(match dec.tag("request", REQUEST_TAGS)? {
+        let tag = dec.tag("request", REQUEST_TAGS)?;
+        if tag != TAG_PUT && tag != TAG_AS {
+            // Only a single put shares its command (`decode_command` says why); a user's
+            // request is decided by the request inside.
+            dec.stop_sharing();
+        }
+        Ok(match tag {
             TAG_RANGE => Request::Range(RangeRequest {
                 range: decode_range(dec)?,
                 limit: dec.u64("limit")?,
@@ -883,7 +885,7 @@ mod tests {
         assert!(command.len() <= put.encoded_len_hint());
         assert!(put.encoded_len_hint() - command.len() < 32);
         let txn = sample_txn();
-        for request in [put, txn.clone()] {
+        for request in [put.clone(), txn.clone()] {
             let decoded = Request::decode_command(&request.encode()).unwrap();
             assert_eq!(decoded, request);
         }
@@ -896,12 +898,7 @@ mod tests {
             panic!("not a put");
         };
         assert!(!command.as_ptr_range().contains(&put_in_txn.value.as_ptr()));
-        let command = Request::Put(PutRequest {
-            key: Bytes::from_static(b"key"),
-            value: Bytes::from(vec![7u8; 4096]),
-            ..Default::default()
-        })
-        .encode();
+        let command = put.encode();
         let Ok(Request::Put(put)) = Request::decode_command(&command) else {
             panic!("not a put");
         };

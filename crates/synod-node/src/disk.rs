@@ -270,7 +270,9 @@ pub(crate) fn yield_to_the_node_loop() {
 /// (see [`yield_to_the_node_loop`]) while the disk thread waits: writing a gigabyte takes
 /// seconds of CPU (checksums, copies, the kernel's writeback), which must not take a core
 /// from the node loops it shares the machine with, while the same member decodes the same
-/// snapshot on another thread. The order of the writes is the disk thread's, unchanged.
+/// snapshot on another thread. The order of the writes is the disk thread's, unchanged. A
+/// thread of its own rather than the disk thread lowered for the while: a thread may lower its
+/// priority but, unprivileged, not raise it back.
 struct SavedInBackground<'a>(&'a mut FileSnapshots<RealDir>);
 
 impl SnapshotStore for SavedInBackground<'_> {
