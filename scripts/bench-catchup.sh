@@ -13,10 +13,7 @@ PUTS=${PUTS:-1000000}
 source scripts/clusters.sh
 export RUST_LOG=info
 ALL=$SYNOD_ENDPOINTS
-bench() { # bench ENDPOINTS TOTAL CLIENTS: one put load, its JSON line
-    $SYNOD bench put --endpoints "$1" --total "$2" --clients "$3" --value-size 256 \
-        --key-space "$PUTS" --format json 2>/dev/null
-}
+bench() { put_load "$1" "$2" "$3" "$PUTS"; } # bench ENDPOINTS TOTAL CLIENTS
 start_synod
 wait_ready "$ALL"
 bench "$ALL" "$PUTS" 256 >/dev/null

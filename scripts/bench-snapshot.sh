@@ -24,10 +24,7 @@ source scripts/clusters.sh
 export RUST_LOG=info
 
 ALL=$SYNOD_ENDPOINTS
-bench() { # bench ENDPOINTS TOTAL CLIENTS: one put load, its JSON line
-    $SYNOD bench put --endpoints "$1" --total "$2" --clients "$3" --value-size 256 \
-        --key-space "$PUTS" --format json 2>/dev/null
-}
+bench() { put_load "$1" "$2" "$3" "$PUTS"; } # bench ENDPOINTS TOTAL CLIENTS
 row() { # row LABEL JSON
     printf '  %-44s %8.0f puts/s  p50 %6.2f  p99 %7.2f  p99.9 %7.2f  max %8.2f ms  errors %s\n' "$1" \
         "$(echo "$2" | field throughput)" "$(echo "$2" | field p50_ms)" "$(echo "$2" | field p99_ms)" \

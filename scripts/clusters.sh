@@ -52,6 +52,12 @@ cpu_seconds() {
     echo "$total $TICKS" | awk '{printf "%.3f", $1 / $2}'
 }
 
+# put_load ENDPOINTS TOTAL CLIENTS KEYS: one load of 256-byte puts over KEYS keys, its JSON line.
+put_load() {
+    $SYNOD bench put --endpoints "$1" --total "$2" --clients "$3" --value-size 256 \
+        --key-space "$4" --format json 2>/dev/null
+}
+
 # One field of bench's JSON line.
 field() { sed -E "s/.*\"$1\":([^,}]*).*/\1/"; }
 
