@@ -4,6 +4,7 @@
 //! the same entries produce identical snapshot bytes; the simulator compares them to check
 //! that replicas converged. Integrity (checksums) is the snapshot store's job, not this one's.
 
+use bytes::Bytes;
 use synod_core::codec::{DecodeError, Decoder, Encoder};
 use synod_core::ClientId;
 
@@ -12,27 +13,85 @@ use crate::request::*;
 use crate::session::{Session, Sessions};
 use crate::store::{Applied, KvError, KvStore, Lease, Record};
 
-/// Format version written first; bump when the layout changes. Version 3 added the lease
-/// epoch after the leases; version 2 is still read (its lease epoch is 0).
-const SNAPSHOT_VERSION: u64 = 5;
+/// Format version written first; bump when the layout changes. Version 6 writes each value
+/// once (the history first, then keys and earlier values as references into it); versions 2
+/// to 5 are still read (version 3 added the lease epoch, 4 the alarms, 5 the auth state).
+const SNAPSHOT_VERSION: u64 = 6;
+
+/// How a change is written (version 6): with no previous value, with it written out, or with
+/// it taken from an earlier change (the one that wrote it), whose key is the change's too.
+const CHANGE_WITHOUT_PREVIOUS: u64 = 0;
+const CHANGE_WITH_PREVIOUS: u64 = 1;
+const CHANGE_AFTER_EARLIER: u64 = 2;
+
+/// How a key's record is written (version 6): in full, or as the change that wrote it (the
+/// key was written after the oldest change kept).
+const RECORD_IN_FULL: u64 = 0;
+const RECORD_OF_CHANGE: u64 = 1;
 
 impl KvStore {
     /// The whole state as bytes.
+    ///
+    /// Every value is written once: a key's record, and a change's previous value, name the
+    /// change that wrote them when the history still holds it. A value lives in the history
+    /// (as a change), then as the next change's previous value, then (the newest) as the key's
+    /// record; written out at each place, a snapshot of a store keeping its history was about
+    /// three times its values, and a store restored from it held each copy apart.
     pub fn snapshot(&self) -> Vec<u8> {
         let mut enc = Encoder::with_capacity(self.snapshot_len_hint());
         enc.u64(SNAPSHOT_VERSION)
             .u64(self.applied_index)
             .i64(self.revision)
             .u64(self.sessions.limit as u64)
-            .i64(self.history_revisions)
-            .u64(self.keys.len() as u64);
+            .i64(self.history_revisions);
+        let writers = Writers::of(&self.history.events);
+        enc.i64(self.history.compacted)
+            .u64(self.history.events.len() as u64);
+        for (at, event) in self.history.events.iter().enumerate() {
+            enc.bool(event.kind == EventKind::Delete);
+            let earlier = event
+                .prev_kv
+                .as_ref()
+                .filter(|prev| prev.key == event.kv.key)
+                .and_then(|prev| writers.find(prev.mod_revision, at, |kv| kv == prev));
+            match (&event.prev_kv, earlier) {
+                (None, _) => {
+                    enc.u64(CHANGE_WITHOUT_PREVIOUS);
+                    encode_kv(&mut enc, &event.kv);
+                }
+                (Some(prev), None) => {
+                    enc.u64(CHANGE_WITH_PREVIOUS);
+                    encode_kv(&mut enc, prev);
+                    encode_kv(&mut enc, &event.kv);
+                }
+                (Some(_), Some(writer)) => {
+                    enc.u64(CHANGE_AFTER_EARLIER).u64((at - writer) as u64);
+                    encode_kv_fields(&mut enc, &event.kv);
+                }
+            }
+        }
+        enc.u64(self.keys.len() as u64);
         for (key, r) in &self.keys {
-            enc.bytes(key)
-                .bytes(&r.value)
-                .i64(r.create_revision)
-                .i64(r.mod_revision)
-                .i64(r.version)
-                .i64(r.lease);
+            let is_record = |kv: &KeyValue| {
+                kv.key == key
+                    && kv.value == r.value
+                    && (kv.create_revision, kv.mod_revision, kv.version, kv.lease)
+                        == (r.create_revision, r.mod_revision, r.version, r.lease)
+            };
+            match writers.find(r.mod_revision, self.history.events.len(), is_record) {
+                Some(writer) => {
+                    enc.u64(RECORD_OF_CHANGE).u64(writer as u64);
+                }
+                None => {
+                    enc.u64(RECORD_IN_FULL)
+                        .bytes(key)
+                        .bytes(&r.value)
+                        .i64(r.create_revision)
+                        .i64(r.mod_revision)
+                        .i64(r.version)
+                        .i64(r.lease);
+                }
+            }
         }
         enc.u64(self.sessions.by_client.len() as u64);
         for (client, s) in &self.sessions.by_client {
@@ -45,22 +104,12 @@ impl KvStore {
             enc.i64(*id).i64(lease.ttl);
         }
         enc.u64(self.lease_epoch);
-        enc.i64(self.history.compacted)
-            .u64(self.history.events.len() as u64);
-        for event in &self.history.events {
-            enc.bool(event.kind == EventKind::Delete);
-            encode_kv(&mut enc, &event.kv);
-            enc.bool(event.prev_kv.is_some());
-            if let Some(prev) = &event.prev_kv {
-                encode_kv(&mut enc, prev);
-            }
-        }
         encode_alarms(&mut enc, self.alarms.iter().copied());
         self.auth.encode(&mut enc);
         enc.finish()
     }
 
-    /// Rebuilds a store from [`KvStore::snapshot`] bytes.
+    /// Rebuilds a store from [`KvStore::snapshot`] bytes (of this version or an earlier one).
     pub fn restore(bytes: &[u8]) -> Result<KvStore, DecodeError> {
         let mut dec = Decoder::new(bytes);
         let version_offset = dec.offset();
@@ -79,16 +128,18 @@ impl KvStore {
         let mut store = KvStore::with_limits(limit, history_revisions);
         store.applied_index = applied_index;
         store.revision = revision;
+        if version >= 6 {
+            decode_history(&mut dec, &mut store)?;
+        }
         for _ in 0..dec.count("key count")? {
-            let key = dec.owned_bytes("key")?;
-            let record = Record {
-                value: dec.owned_bytes("value")?,
-                create_revision: dec.i64("create_revision")?,
-                mod_revision: dec.i64("mod_revision")?,
-                version: dec.i64("version")?,
-                lease: dec.i64("lease")?,
+            let (key, record) = if version >= 6 {
+                decode_record(&mut dec, &store.history.events)?
+            } else {
+                (dec.owned_bytes("key")?, decode_record_fields(&mut dec)?)
             };
-            store.keys.insert(key, record);
+            if store.keys.insert(key, record).is_some() {
+                return Err(DecodeError::Invalid("a key written twice"));
+            }
         }
         let mut sessions = Sessions::new(limit);
         for _ in 0..dec.count("session count")? {
@@ -115,20 +166,8 @@ impl KvStore {
                 lease.keys.insert(key.clone());
             }
         }
-        store.history.compacted = dec.i64("compacted revision")?;
-        for _ in 0..dec.count("history length")? {
-            let kind = if dec.bool("event kind")? {
-                EventKind::Delete
-            } else {
-                EventKind::Put
-            };
-            let kv = decode_kv(&mut dec)?;
-            let prev_kv = if dec.bool("has prev_kv")? {
-                Some(decode_kv(&mut dec)?)
-            } else {
-                None
-            };
-            store.history.events.push_back(Event { kind, kv, prev_kv });
+        if version < 6 {
+            decode_history_v5(&mut dec, &mut store)?;
         }
         store.history.recount();
         store.key_bytes = store
@@ -147,6 +186,129 @@ impl KvStore {
     }
 }
 
+/// The changes of a history by revision, to find the change that wrote a value.
+struct Writers<'a> {
+    /// Each change, in order: a plain array, indexed without walking the history's tree.
+    events: Vec<&'a Event>,
+    /// Each change's revision, searched without reading the changes.
+    revisions: Vec<i64>,
+}
+
+impl<'a> Writers<'a> {
+    fn of(events: &'a imbl::Vector<Event>) -> Writers<'a> {
+        let events: Vec<&Event> = events.iter().collect();
+        let revisions = events.iter().map(|e| e.revision()).collect();
+        Writers { events, revisions }
+    }
+
+    /// The position of the put at `revision`, before position `before`, that wrote what
+    /// `wrote` accepts; `None` when the history no longer holds it.
+    fn find(
+        &self,
+        revision: i64,
+        before: usize,
+        wrote: impl Fn(&KeyValue) -> bool,
+    ) -> Option<usize> {
+        let first = self.revisions.partition_point(|&r| r < revision);
+        // One revision holds one change, or a transaction's few.
+        (first..before.min(self.revisions.len()))
+            .take_while(|&at| self.revisions[at] == revision)
+            .find(|&at| {
+                let event = self.events[at];
+                event.kind == EventKind::Put && wrote(&event.kv)
+            })
+    }
+}
+
+/// The put a version 6 snapshot names by its position: it must be one of the changes read.
+fn writer(events: &imbl::Vector<Event>, at: u64) -> Result<&KeyValue, DecodeError> {
+    match usize::try_from(at).ok().and_then(|at| events.get(at)) {
+        Some(event) if event.kind == EventKind::Put => Ok(&event.kv),
+        Some(_) => Err(DecodeError::Invalid("a value taken from a delete")),
+        None => Err(DecodeError::Invalid(
+            "a value taken from a change not read yet",
+        )),
+    }
+}
+
+/// Version 6's history: each change, its previous value written out or taken from the change
+/// that wrote it (sharing its bytes, as the store that wrote the snapshot did).
+fn decode_history(dec: &mut Decoder<'_>, store: &mut KvStore) -> Result<(), DecodeError> {
+    store.history.compacted = dec.i64("compacted revision")?;
+    for at in 0..dec.count("history length")? {
+        let kind = decode_event_kind(dec)?;
+        let (prev_kv, kv) = match dec.tag("change", 3)? {
+            CHANGE_WITHOUT_PREVIOUS => (None, decode_kv(dec)?),
+            CHANGE_WITH_PREVIOUS => (Some(decode_kv(dec)?), decode_kv(dec)?),
+            _ => {
+                let back = dec.u64("changes back")?;
+                let earlier = (at as u64).checked_sub(back).filter(|_| back > 0);
+                let prev = writer(&store.history.events, earlier.unwrap_or(u64::MAX))?.clone();
+                let kv = decode_kv_fields(dec, prev.key.clone())?;
+                (Some(prev), kv)
+            }
+        };
+        store.history.events.push_back(Event { kind, kv, prev_kv });
+    }
+    Ok(())
+}
+
+/// Versions 2 to 5: every change with its previous value written out.
+fn decode_history_v5(dec: &mut Decoder<'_>, store: &mut KvStore) -> Result<(), DecodeError> {
+    store.history.compacted = dec.i64("compacted revision")?;
+    for _ in 0..dec.count("history length")? {
+        let kind = decode_event_kind(dec)?;
+        let kv = decode_kv(dec)?;
+        let prev_kv = if dec.bool("has prev_kv")? {
+            Some(decode_kv(dec)?)
+        } else {
+            None
+        };
+        store.history.events.push_back(Event { kind, kv, prev_kv });
+    }
+    Ok(())
+}
+
+fn decode_event_kind(dec: &mut Decoder<'_>) -> Result<EventKind, DecodeError> {
+    Ok(if dec.bool("event kind")? {
+        EventKind::Delete
+    } else {
+        EventKind::Put
+    })
+}
+
+/// Version 6's record of a key: written out, or the put that wrote it (its key and value
+/// shared with that change).
+fn decode_record(
+    dec: &mut Decoder<'_>,
+    events: &imbl::Vector<Event>,
+) -> Result<(Bytes, Record), DecodeError> {
+    Ok(match dec.tag("record", 2)? {
+        RECORD_IN_FULL => (dec.owned_bytes("key")?, decode_record_fields(dec)?),
+        _ => {
+            let kv = writer(events, dec.u64("change")?)?;
+            let record = Record {
+                value: kv.value.clone(),
+                create_revision: kv.create_revision,
+                mod_revision: kv.mod_revision,
+                version: kv.version,
+                lease: kv.lease,
+            };
+            (kv.key.clone(), record)
+        }
+    })
+}
+
+fn decode_record_fields(dec: &mut Decoder<'_>) -> Result<Record, DecodeError> {
+    Ok(Record {
+        value: dec.owned_bytes("value")?,
+        create_revision: dec.i64("create_revision")?,
+        mod_revision: dec.i64("mod_revision")?,
+        version: dec.i64("version")?,
+        lease: dec.i64("lease")?,
+    })
+}
+
 impl KvStore {
     /// About how long the snapshot is (a little more, never much less), so that it is built in
     /// one allocation: growing a buffer of hundreds of megabytes by doubling would hold up to
@@ -154,18 +316,37 @@ impl KvStore {
     fn snapshot_len_hint(&self) -> usize {
         /// Bytes of varints and flags per record, at most.
         const PER_RECORD: usize = 2 * 10 + 4 * 10 + 2;
+        /// Bytes of a value written as the change that wrote it: a tag and a position.
+        const REFERENCE: usize = 12;
+        // A value written since the oldest change kept is written as that change.
+        let oldest_kept = self
+            .history
+            .events
+            .front()
+            .map_or(i64::MAX, Event::revision);
+        let kv_len = |kv: &KeyValue| kv.key.len() + kv.value.len() + PER_RECORD;
         let keys: usize = self
             .keys
             .iter()
-            .map(|(key, r)| key.len() + r.value.len() + PER_RECORD)
+            .map(|(key, r)| match r.mod_revision >= oldest_kept {
+                true => REFERENCE,
+                false => key.len() + r.value.len() + PER_RECORD,
+            })
             .sum();
-        let kv_len = |kv: &crate::request::KeyValue| kv.key.len() + kv.value.len() + PER_RECORD;
-        let history: usize = self
-            .history
-            .events
-            .iter()
-            .map(|e| 2 + kv_len(&e.kv) + e.prev_kv.as_ref().map_or(0, kv_len))
-            .sum();
+        let history: usize =
+            self.history
+                .events
+                .iter()
+                .map(|e| {
+                    let prev = e.prev_kv.as_ref().map_or(0, |prev| {
+                        match prev.mod_revision >= oldest_kept {
+                            true => REFERENCE,
+                            false => kv_len(prev),
+                        }
+                    });
+                    2 + kv_len(&e.kv) + prev
+                })
+                .sum();
         let small = 128 * (self.sessions.by_client.len() + self.leases.len() + 1);
         keys + history + small
     }
@@ -270,8 +451,13 @@ fn decode_alarms(dec: &mut Decoder<'_>) -> Result<Vec<(u64, AlarmKind)>, DecodeE
 }
 
 fn encode_kv(enc: &mut Encoder, kv: &KeyValue) {
-    enc.bytes(&kv.key)
-        .bytes(&kv.value)
+    enc.bytes(&kv.key);
+    encode_kv_fields(enc, kv);
+}
+
+/// Everything of a key-value but its key.
+fn encode_kv_fields(enc: &mut Encoder, kv: &KeyValue) {
+    enc.bytes(&kv.value)
         .i64(kv.create_revision)
         .i64(kv.mod_revision)
         .i64(kv.version)
@@ -279,8 +465,13 @@ fn encode_kv(enc: &mut Encoder, kv: &KeyValue) {
 }
 
 fn decode_kv(dec: &mut Decoder<'_>) -> Result<KeyValue, DecodeError> {
+    let key = dec.owned_bytes("key")?;
+    decode_kv_fields(dec, key)
+}
+
+fn decode_kv_fields(dec: &mut Decoder<'_>, key: Bytes) -> Result<KeyValue, DecodeError> {
     Ok(KeyValue {
-        key: dec.owned_bytes("key")?,
+        key,
         value: dec.owned_bytes("value")?,
         create_revision: dec.i64("create_revision")?,
         mod_revision: dec.i64("mod_revision")?,
