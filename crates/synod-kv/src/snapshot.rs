@@ -52,8 +52,8 @@ impl KvStore {
             let earlier = event
                 .prev_kv
                 .as_ref()
-                .filter(|prev| prev.key == event.kv.key)
-                .and_then(|prev| writers.find(prev.mod_revision, at, |kv| kv == prev));
+                .filter(|prev| same_bytes(&prev.key, &event.kv.key))
+                .and_then(|prev| writers.find(prev.mod_revision, at, |kv| same_kv(kv, prev)));
             match (&event.prev_kv, earlier) {
                 (None, _) => {
                     enc.u64(CHANGE_WITHOUT_PREVIOUS);
@@ -73,8 +73,8 @@ impl KvStore {
         enc.u64(self.keys.len() as u64);
         for (key, r) in &self.keys {
             let is_record = |kv: &KeyValue| {
-                kv.key == key
-                    && kv.value == r.value
+                same_bytes(&kv.key, key)
+                    && same_bytes(&kv.value, &r.value)
                     && (kv.create_revision, kv.mod_revision, kv.version, kv.lease)
                         == (r.create_revision, r.mod_revision, r.version, r.lease)
             };
@@ -186,19 +186,25 @@ impl KvStore {
     }
 }
 
-/// The changes of a history by revision, to find the change that wrote a value.
+/// The puts of a history by revision, to find the one that wrote a value.
 struct Writers<'a> {
-    /// Each change, in order: a plain array, indexed without walking the history's tree.
-    events: Vec<&'a Event>,
-    /// Each change's revision, searched without reading the changes.
+    /// Each put and its position among the changes, in order: a plain array, indexed without
+    /// walking the history's tree (and without the deletes, which write no value: a
+    /// transaction that deletes a million keys is not searched through a million times).
+    puts: Vec<(usize, &'a Event)>,
+    /// Each put's revision, searched without reading the changes.
     revisions: Vec<i64>,
 }
 
 impl<'a> Writers<'a> {
     fn of(events: &'a imbl::Vector<Event>) -> Writers<'a> {
-        let events: Vec<&Event> = events.iter().collect();
-        let revisions = events.iter().map(|e| e.revision()).collect();
-        Writers { events, revisions }
+        let puts: Vec<(usize, &Event)> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.kind == EventKind::Put)
+            .collect();
+        let revisions = puts.iter().map(|(_, e)| e.revision()).collect();
+        Writers { puts, revisions }
     }
 
     /// The position of the put at `revision`, before position `before`, that wrote what
@@ -210,14 +216,27 @@ impl<'a> Writers<'a> {
         wrote: impl Fn(&KeyValue) -> bool,
     ) -> Option<usize> {
         let first = self.revisions.partition_point(|&r| r < revision);
-        // One revision holds one change, or a transaction's few.
-        (first..before.min(self.revisions.len()))
-            .take_while(|&at| self.revisions[at] == revision)
-            .find(|&at| {
-                let event = self.events[at];
-                event.kind == EventKind::Put && wrote(&event.kv)
-            })
+        // One revision holds one put, or a transaction's few.
+        self.puts[first..]
+            .iter()
+            .take_while(|(at, e)| e.revision() == revision && *at < before)
+            .find(|(_, e)| wrote(&e.kv))
+            .map(|(at, _)| *at)
     }
+}
+
+/// Equal bytes; at once when they are the same bytes (as a value shared by the changes and
+/// the record that hold it is).
+fn same_bytes(a: &Bytes, b: &Bytes) -> bool {
+    (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
+}
+
+/// Equal key-values, as [`same_bytes`] compares their key and value.
+fn same_kv(a: &KeyValue, b: &KeyValue) -> bool {
+    same_bytes(&a.key, &b.key)
+        && same_bytes(&a.value, &b.value)
+        && (a.create_revision, a.mod_revision, a.version, a.lease)
+            == (b.create_revision, b.mod_revision, b.version, b.lease)
 }
 
 /// The put a version 6 snapshot names by its position: it must be one of the changes read.

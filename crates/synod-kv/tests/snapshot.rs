@@ -164,6 +164,38 @@ fn a_restored_store_holds_each_value_once() {
     }
 }
 
+/// A transaction's changes share one revision, deletes among them: the puts are found.
+#[test]
+fn the_puts_of_a_transaction_are_found_among_its_deletes() {
+    let mut s = KvStore::new();
+    for i in 0..100 {
+        s.execute(&put(&format!("d/{i:03}"), "doomed")).unwrap();
+    }
+    let txn = TxnRequest {
+        compare: vec![],
+        success: vec![delete_prefix("d/"), put("t/a", "a1"), put("t/b", "b1")],
+        failure: vec![],
+    };
+    s.execute(&Request::Txn(txn)).unwrap();
+    s.execute(&put("t/a", "a2")).unwrap();
+    let bytes = s.snapshot();
+    let restored = KvStore::restore(&bytes).unwrap();
+    assert_eq!(restored, s);
+    assert_eq!(restored.snapshot(), bytes);
+    let changes: Vec<&Event> = restored.events_from(0).unwrap().collect();
+    let t_b = changes.iter().rfind(|c| c.kv.key == "t/b").unwrap();
+    let t_a = changes.iter().find(|c| c.kv.key == "t/a").unwrap();
+    let newest_a = changes.last().unwrap();
+    let record = restored.get(b"t/b").unwrap();
+    assert_eq!(record.value.as_ptr(), t_b.kv.value.as_ptr(), "t/b's record");
+    let prev = newest_a.prev_kv.as_ref().unwrap();
+    assert_eq!(
+        prev.value.as_ptr(),
+        t_a.kv.value.as_ptr(),
+        "t/a's previous value"
+    );
+}
+
 /// The store checks its snapshots' checksums, but whatever the bytes, reading them answers an
 /// error or a store, never a panic (nor a reference to a change that is not there).
 #[test]
