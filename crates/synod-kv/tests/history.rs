@@ -3,26 +3,16 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
-use bytes::Bytes;
+mod common;
+
+use common::{b, put_leased};
 use synod_kv::*;
 
-fn b(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
-
+/// A put that does not ask for the previous value.
 fn put(key: &str, value: &str) -> Request {
     Request::Put(PutRequest {
         key: b(key),
         value: b(value),
-        ..Default::default()
-    })
-}
-
-fn put_leased(key: &str, value: &str, lease: i64) -> Request {
-    Request::Put(PutRequest {
-        key: b(key),
-        value: b(value),
-        lease,
         ..Default::default()
     })
 }

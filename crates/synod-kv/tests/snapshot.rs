@@ -3,48 +3,18 @@
 
 #![allow(clippy::unwrap_used)] // tests and benchmarks fail loudly on purpose
 
+mod common;
+
 use bytes::Bytes;
-use synod_core::{Entry, Payload, Proposal, RequestId};
+use common::{entry, put, put_leased};
+use synod_core::RequestId;
 use synod_kv::*;
-
-fn b(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
-
-fn put(key: &str, value: &str) -> Request {
-    Request::Put(PutRequest {
-        key: b(key),
-        value: b(value),
-        prev_kv: true,
-        ..Default::default()
-    })
-}
-
-fn put_leased(key: &str, value: &str, lease: i64) -> Request {
-    Request::Put(PutRequest {
-        key: b(key),
-        value: b(value),
-        lease,
-        ..Default::default()
-    })
-}
 
 fn delete_prefix(prefix: &str) -> Request {
     Request::DeleteRange(DeleteRangeRequest {
         range: KeyRange::prefix(prefix),
         prev_kv: true,
     })
-}
-
-fn entry(index: u64, id: RequestId, request: &Request) -> Entry {
-    Entry {
-        index,
-        era: 1,
-        payload: Payload::Command(Proposal {
-            id,
-            command: request.encode(),
-        }),
-    }
 }
 
 /// A store with a bit of everything a snapshot holds: keys written once and many times, keys

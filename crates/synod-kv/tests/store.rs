@@ -2,22 +2,12 @@
 
 #![allow(clippy::unwrap_used)] // tests and benchmarks fail loudly on purpose
 
+mod common;
+
 use bytes::Bytes;
+use common::{b, entry, put};
 use synod_core::{Entry, Payload, Proposal, RequestId};
 use synod_kv::*;
-
-fn b(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
-
-fn put(key: &str, value: &str) -> Request {
-    Request::Put(PutRequest {
-        key: b(key),
-        value: b(value),
-        prev_kv: true,
-        ..Default::default()
-    })
-}
 
 fn get(key: &str) -> Request {
     Request::Range(RangeRequest {
@@ -28,17 +18,6 @@ fn get(key: &str) -> Request {
 
 fn value_of(store: &KvStore, key: &str) -> Option<Bytes> {
     store.get(key.as_bytes()).map(|kv| kv.value)
-}
-
-fn entry(index: u64, id: RequestId, request: &Request) -> Entry {
-    Entry {
-        index,
-        era: 1,
-        payload: Payload::Command(Proposal {
-            id,
-            command: request.encode(),
-        }),
-    }
 }
 
 #[test]
