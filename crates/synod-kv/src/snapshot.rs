@@ -11,7 +11,7 @@ use synod_core::ClientId;
 use crate::history::{Event, EventKind};
 use crate::request::*;
 use crate::session::{Session, Sessions};
-use crate::store::{Applied, KvError, KvStore, Lease, Record};
+use crate::store::{key_value, Applied, KvError, KvStore, Lease, Record};
 
 /// Format version written first; bump when the layout changes. Version 6 writes each value
 /// once (the history first, then keys and earlier values as references into it); versions 2
@@ -83,13 +83,8 @@ impl KvStore {
                     enc.u64(RECORD_OF_CHANGE).u64(writer as u64);
                 }
                 None => {
-                    enc.u64(RECORD_IN_FULL)
-                        .bytes(key)
-                        .bytes(&r.value)
-                        .i64(r.create_revision)
-                        .i64(r.mod_revision)
-                        .i64(r.version)
-                        .i64(r.lease);
+                    enc.u64(RECORD_IN_FULL);
+                    encode_kv(&mut enc, &key_value(key, r));
                 }
             }
         }
@@ -135,7 +130,7 @@ impl KvStore {
             let (key, record) = if version >= 6 {
                 decode_record(&mut dec, &store.history.events)?
             } else {
-                (dec.owned_bytes("key")?, decode_record_fields(&mut dec)?)
+                into_record(decode_kv(&mut dec)?)
             };
             if store.keys.insert(key, record).is_some() {
                 return Err(DecodeError::Invalid("a key written twice"));
@@ -303,29 +298,22 @@ fn decode_record(
     events: &imbl::Vector<Event>,
 ) -> Result<(Bytes, Record), DecodeError> {
     Ok(match dec.tag("record", 2)? {
-        RECORD_IN_FULL => (dec.owned_bytes("key")?, decode_record_fields(dec)?),
-        _ => {
-            let kv = writer(events, dec.u64("change")?)?;
-            let record = Record {
-                value: kv.value.clone(),
-                create_revision: kv.create_revision,
-                mod_revision: kv.mod_revision,
-                version: kv.version,
-                lease: kv.lease,
-            };
-            (kv.key.clone(), record)
-        }
+        RECORD_IN_FULL => into_record(decode_kv(dec)?),
+        _ => into_record(writer(events, dec.u64("change")?)?.clone()),
     })
 }
 
-fn decode_record_fields(dec: &mut Decoder<'_>) -> Result<Record, DecodeError> {
-    Ok(Record {
-        value: dec.owned_bytes("value")?,
-        create_revision: dec.i64("create_revision")?,
-        mod_revision: dec.i64("mod_revision")?,
-        version: dec.i64("version")?,
-        lease: dec.i64("lease")?,
-    })
+/// A key's record as the store keeps it: the key, and the rest (the reverse of the store's
+/// `key_value`).
+fn into_record(kv: KeyValue) -> (Bytes, Record) {
+    let record = Record {
+        value: kv.value,
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+        lease: kv.lease,
+    };
+    (kv.key, record)
 }
 
 impl KvStore {
