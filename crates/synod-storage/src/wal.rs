@@ -29,6 +29,8 @@
 //! would be cut off. So a write that would end that way is followed by a pad record, whose last
 //! byte is not zero.
 
+use std::sync::Arc;
+
 use synod_core::codec::{DecodeError, Decoder};
 use synod_core::{Entry, LogIndex, SnapshotMeta};
 
@@ -231,8 +233,8 @@ impl Record {
 /// A record with where it was found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Located {
-    /// The segment file's name.
-    pub file: String,
+    /// The segment file's name (one allocation shared by its records).
+    pub file: Arc<str>,
     /// Byte offset in it.
     pub offset: u64,
     /// Its length in bytes, framing included.
@@ -336,6 +338,7 @@ fn scan_with<D: Dir>(dir: &D, options: &WalOptions) -> Result<(Scan, Vec<SectorT
     for (position, &seq) in seqs.iter().enumerate() {
         let last = position + 1 == seqs.len();
         let name = segment_name(seq);
+        let file: Arc<str> = Arc::from(name.as_str());
         let bytes = dir.read(&name)?;
         let corrupt = |offset: usize, reason: String| StorageError::Corrupt {
             file: dir.describe(&name),
@@ -406,7 +409,7 @@ fn scan_with<D: Dir>(dir: &D, options: &WalOptions) -> Result<(Scan, Vec<SectorT
                         _ => {}
                     }
                     scan.records.push(Located {
-                        file: name.clone(),
+                        file: Arc::clone(&file),
                         offset: offset as u64,
                         size: size as u64,
                         record,
@@ -425,10 +428,11 @@ fn scan_with<D: Dir>(dir: &D, options: &WalOptions) -> Result<(Scan, Vec<SectorT
     Ok((scan, tails))
 }
 
-/// Replays scanned records into the log they describe.
-fn replay<D: Dir>(dir: &D, records: &[Located]) -> Result<LogState> {
+/// Replays scanned records into the log they describe, moving each entry out of its record:
+/// a long log is not held twice while it is read back.
+fn replay<D: Dir>(dir: &D, records: Vec<Located>) -> Result<LogState> {
     let mut state = LogState::default();
-    for located in records {
+    for located in &records {
         match &located.record {
             Record::HardState(h) => {
                 state.hard_state = Some(h.clone());
@@ -448,7 +452,7 @@ fn replay<D: Dir>(dir: &D, records: &[Located]) -> Result<LogState> {
     }
     let floor = state.base.map_or(1, |b| b.index + 1);
     for located in records {
-        match &located.record {
+        match located.record {
             Record::Entry(entry) if entry.index >= floor => {
                 let expected = state.entries.last().map_or(floor, |e| e.index + 1);
                 if entry.index != expected {
@@ -458,13 +462,37 @@ fn replay<D: Dir>(dir: &D, records: &[Located]) -> Result<LogState> {
                         reason: format!("entry {} where {expected} was expected", entry.index),
                     });
                 }
-                state.entries.push(entry.clone());
+                state.entries.push(entry);
             }
-            Record::Truncate(index) => state.entries.retain(|e| e.index < *index),
+            Record::Truncate(index) => state.entries.retain(|e| e.index < index),
             _ => {}
         }
     }
     Ok(state)
+}
+
+/// The segments the scanned records lie in, with where their records end.
+fn segments_of(records: &[Located]) -> Vec<Segment> {
+    let mut segments: Vec<Segment> = Vec::new();
+    for located in records {
+        if let Record::Segment { seq } = located.record {
+            segments.push(Segment {
+                seq,
+                bytes: 0,
+                restated_bytes: 0,
+                max_index: 0,
+            });
+        }
+        let Some(segment) = segments.last_mut() else {
+            continue;
+        };
+        // Where its records end: the file may go on, in space allocated ahead.
+        segment.bytes = located.offset + located.size;
+        if let Record::Entry(e) = &located.record {
+            segment.max_index = segment.max_index.max(e.index);
+        }
+    }
+    segments
 }
 
 /// A segment of the log.
@@ -503,7 +531,8 @@ impl<D: Dir> FileLog<D> {
     /// returns what the log holds.
     pub fn open(mut dir: D, options: WalOptions) -> Result<(FileLog<D>, LogState)> {
         let (scan, tails) = scan_with(&dir, &options)?;
-        let mut state = replay(&dir, &scan.records)?;
+        let segments = segments_of(&scan.records);
+        let mut state = replay(&dir, scan.records)?;
         if let Some(torn) = &scan.torn_tail {
             if torn.offset == 0 {
                 // A segment whose header never reached the disk was never a segment: remove it,
@@ -520,25 +549,6 @@ impl<D: Dir> FileLog<D> {
                 torn.offset,
                 dir.describe(&torn.file)
             ));
-        }
-        let mut segments: Vec<Segment> = Vec::new();
-        for located in &scan.records {
-            if let Record::Segment { seq } = located.record {
-                segments.push(Segment {
-                    seq,
-                    bytes: 0,
-                    restated_bytes: 0,
-                    max_index: 0,
-                });
-            }
-            let Some(segment) = segments.last_mut() else {
-                continue;
-            };
-            // Where its records end: the file may go on, in space allocated ahead.
-            segment.bytes = located.offset + located.size;
-            if let Record::Entry(e) = &located.record {
-                segment.max_index = segment.max_index.max(e.index);
-            }
         }
         let mut log = FileLog {
             dir,

@@ -43,7 +43,7 @@ fn records_end(file: &Path) -> usize {
     let dir = RealDir::open(file.parent().unwrap()).unwrap();
     let name = file.file_name().unwrap().to_str().unwrap();
     let scan = wal::scan(&dir).unwrap();
-    let last = scan.records.iter().rfind(|r| r.file == name).unwrap();
+    let last = scan.records.iter().rfind(|r| &*r.file == name).unwrap();
     (last.offset + last.size) as usize
 }
 

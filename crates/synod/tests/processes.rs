@@ -1237,7 +1237,7 @@ async fn a_node_whose_last_write_was_torn_cuts_it_logs_it_and_serves() {
     let dir = synod_storage::RealDir::existing(&wal).expect("wal directory");
     let scan = synod_storage::wal::scan(&dir).expect("an intact log");
     let last = scan.records.last().expect("records");
-    let segment = wal.join(&last.file);
+    let segment = wal.join(&*last.file);
     let mut bytes = std::fs::read(&segment).expect("read segment");
     let in_flight = bytes[last.offset as usize..].to_vec();
     let start = bytes.len();
