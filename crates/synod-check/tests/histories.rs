@@ -84,6 +84,28 @@ fn an_undecided_key_does_not_hide_a_violation_on_another() {
     assert_eq!(v.key, 1);
 }
 
+/// The search first gives every key a small share of its budget, then the whole budget to the
+/// keys still undecided: a key too hard for the first pass is decided by the second.
+#[test]
+fn a_key_too_hard_for_the_first_pass_is_decided_with_the_whole_budget() {
+    let mut rows: Vec<(u64, KvInput, Time, Time, Option<KvOutput>)> = (0..12)
+        .map(|i| (i, write(0, i + 1), i, 100, None))
+        .collect();
+    rows.push((30, read(0), 200, 210, saw(Some(7))));
+    let ops = history(&rows);
+    // The fewest configurations one search needs to decide it, found by a search of its own.
+    let needed = (1..2_000_000)
+        .find(|&b| matches!(check(&Register, &ops, b), SearchResult::Linearizable))
+        .unwrap();
+    assert!(needed >= 40, "too easy to need a second pass: {needed}");
+    // A twentieth of that does not decide it; the whole of it, given to check_kv, does.
+    assert!(matches!(
+        check(&Register, &ops, needed / 20),
+        SearchResult::Inconclusive
+    ));
+    assert_eq!(check_kv_within(&ops, needed), Verdict::Linearizable);
+}
+
 #[test]
 fn a_stale_read_is_caught() {
     // Both writes complete, then a read returns the first value.
