@@ -199,7 +199,9 @@ pub fn check_kv_within(ops: &[Operation<KvInput, KvOutput>], budget_per_key: u64
         match check(
             &Register,
             &owned,
-            (budget_per_key / FIRST_PASS_SHARE).max(1),
+            (budget_per_key / FIRST_PASS_SHARE)
+                .max(1)
+                .min(budget_per_key),
         ) {
             SearchResult::Linearizable => {}
             SearchResult::Inconclusive => hard.push((key, owned)),

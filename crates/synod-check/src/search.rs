@@ -145,7 +145,9 @@ fn unlift(events: &mut [Event], call: usize) {
 }
 
 /// Decides whether `ops` are linearizable under `model`, exploring at most `budget`
-/// configurations.
+/// configurations. Deterministic: a search with a larger budget takes the same steps first,
+/// so a smaller budget can leave undecided what a larger one decides, never decide it
+/// otherwise (`check_kv` relies on it).
 pub fn check<M: Model>(
     model: &M,
     ops: &[Operation<M::Input, M::Output>],

@@ -98,12 +98,57 @@ fn a_key_too_hard_for_the_first_pass_is_decided_with_the_whole_budget() {
         .find(|&b| matches!(check(&Register, &ops, b), SearchResult::Linearizable))
         .unwrap();
     assert!(needed >= 40, "too easy to need a second pass: {needed}");
-    // A twentieth of that does not decide it; the whole of it, given to check_kv, does.
+    // A twentieth of that does not decide it; the whole of it, given to check_kv_within, does.
     assert!(matches!(
         check(&Register, &ops, needed / 20),
         SearchResult::Inconclusive
     ));
     assert_eq!(check_kv_within(&ops, needed), Verdict::Linearizable);
+}
+
+/// A violation the search needs long to prove on one key does not delay a plain one on a
+/// key after it: the first pass, on every key, finds the plain one.
+#[test]
+fn a_plain_violation_is_named_before_a_hard_one_on_an_earlier_key() {
+    // Key 0: twelve writes nobody saw the end of, then a read of a value none of them wrote:
+    // wrong, but only every order of the writes tried shows it.
+    let mut rows: Vec<(u64, KvInput, Time, Time, Option<KvOutput>)> = (0..12)
+        .map(|i| (i, write(0, i + 1), i, 100, None))
+        .collect();
+    rows.push((30, read(0), 200, 210, saw(Some(99))));
+    let hard = history(&rows);
+    let proves = |budget| {
+        matches!(
+            check(&Register, &hard, budget),
+            SearchResult::Violation { .. }
+        )
+    };
+    let budget = (0..40).map(|p| 1u64 << p).find(|&b| proves(b)).unwrap();
+    assert!(budget >= 64, "too easy to need a second pass: {budget}");
+    // Key 1: a stale read.
+    rows.push((40, write(1, 1), 0, 10, W));
+    rows.push((41, write(1, 2), 20, 30, W));
+    rows.push((42, read(1), 40, 50, saw(Some(1))));
+    let Verdict::Violation(v) = check_kv_within(&history(&rows), budget) else {
+        panic!("a violation went unseen");
+    };
+    assert_eq!(v.key, 1, "the plain violation is found first");
+    // Alone, key 0 is still proved wrong within the whole budget.
+    let Verdict::Violation(v) = check_kv_within(&hard, budget) else {
+        panic!("key 0's violation went unseen");
+    };
+    assert_eq!(v.key, 0);
+}
+
+/// With no budget nothing is decided, not even a single write.
+#[test]
+fn a_budget_of_zero_decides_nothing() {
+    let ops = history(&[(1, write(1, 10), 0, 10, W)]);
+    assert_eq!(
+        check_kv_within(&ops, 0),
+        Verdict::Inconclusive { keys: vec![1] }
+    );
+    assert_eq!(check_kv_within(&ops, 1), Verdict::Linearizable);
 }
 
 #[test]
