@@ -182,48 +182,37 @@ pub fn check_kv(ops: &[Operation<KvInput, KvOutput>]) -> Verdict {
 
 /// [`check_kv`] with the search's budget per key given.
 pub fn check_kv_within(ops: &[Operation<KvInput, KvOutput>], budget_per_key: u64) -> Verdict {
-    let mut by_key: BTreeMap<Key, Vec<&Operation<KvInput, KvOutput>>> = BTreeMap::new();
-    for op in ops {
-        if op.outcome != Outcome::Fail {
-            by_key.entry(op.input.key()).or_default().push(op);
-        }
+    let mut by_key: BTreeMap<Key, Vec<Operation<KvInput, KvOutput>>> = BTreeMap::new();
+    for op in ops.iter().filter(|op| op.outcome != Outcome::Fail) {
+        by_key.entry(op.input.key()).or_default().push(op.clone());
     }
     // Every key first gets a small share of its budget: a key that breaks the model mostly
     // shows it at once, and a hard key checked first would otherwise spend its whole budget
     // before a plain violation on a later key was looked at. The keys still undecided then
     // get the whole budget, so the verdict is the one a single pass would give (when several
     // keys break, it may name another of them).
-    let mut hard = Vec::new();
-    for (key, key_ops) in by_key {
-        let owned: Vec<Operation<KvInput, KvOutput>> = key_ops.into_iter().cloned().collect();
-        match check(
-            &Register,
-            &owned,
-            (budget_per_key / FIRST_PASS_SHARE)
-                .max(1)
-                .min(budget_per_key),
-        ) {
-            SearchResult::Linearizable => {}
-            SearchResult::Inconclusive => hard.push((key, owned)),
-            SearchResult::Violation { stuck, prefix } => {
-                return Verdict::Violation(explain(key, &owned, stuck, &prefix))
+    let first_pass = (budget_per_key / FIRST_PASS_SHARE)
+        .max(1)
+        .min(budget_per_key);
+    let mut undecided: Vec<_> = by_key.into_iter().collect();
+    for budget in [first_pass, budget_per_key] {
+        let mut still = Vec::new();
+        for (key, key_ops) in undecided {
+            match check(&Register, &key_ops, budget) {
+                SearchResult::Linearizable => {}
+                SearchResult::Inconclusive => still.push((key, key_ops)),
+                SearchResult::Violation { stuck, prefix } => {
+                    return Verdict::Violation(explain(key, &key_ops, stuck, &prefix))
+                }
             }
         }
-    }
-    let mut undecided = Vec::new();
-    for (key, owned) in hard {
-        match check(&Register, &owned, budget_per_key) {
-            SearchResult::Linearizable => {}
-            SearchResult::Inconclusive => undecided.push(key),
-            SearchResult::Violation { stuck, prefix } => {
-                return Verdict::Violation(explain(key, &owned, stuck, &prefix))
-            }
-        }
+        undecided = still;
     }
     if undecided.is_empty() {
         Verdict::Linearizable
     } else {
-        Verdict::Inconclusive { keys: undecided }
+        let keys = undecided.into_iter().map(|(key, _)| key).collect();
+        Verdict::Inconclusive { keys }
     }
 }
 

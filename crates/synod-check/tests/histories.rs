@@ -36,6 +36,12 @@ fn saw(v: Option<Value>) -> Option<KvOutput> {
 }
 const W: Option<KvOutput> = Some(KvOutput::Written);
 
+/// Rows for `n` overlapping writes of 1 to `n` to key 0 whose end nobody saw: every order of
+/// them, and every subset, may explain what is read after them.
+fn unseen_writes_to_key_0(n: u64) -> Vec<(u64, KvInput, Time, Time, Option<KvOutput>)> {
+    (0..n).map(|i| (i, write(0, i + 1), i, 100, None)).collect()
+}
+
 fn violation(ops: &[Operation<KvInput, KvOutput>]) -> Violation {
     match check_kv(ops) {
         Verdict::Violation(v) => v,
@@ -61,9 +67,7 @@ fn concurrent_reads_may_see_either_side_of_a_write() {
 fn an_undecided_key_does_not_hide_a_violation_on_another() {
     // Key 0: twenty overlapping writes nobody saw the end of, then reads; too many orders for
     // a budget of 50 configurations.
-    let mut rows: Vec<(u64, KvInput, Time, Time, Option<KvOutput>)> = (0..20)
-        .map(|i| (i, write(0, i + 1), i, 100, None))
-        .collect();
+    let mut rows = unseen_writes_to_key_0(20);
     rows.push((30, read(0), 200, 210, saw(Some(7))));
     rows.push((31, read(0), 220, 230, saw(Some(3))));
     let undecided = history(&rows);
@@ -88,9 +92,7 @@ fn an_undecided_key_does_not_hide_a_violation_on_another() {
 /// keys still undecided: a key too hard for the first pass is decided by the second.
 #[test]
 fn a_key_too_hard_for_the_first_pass_is_decided_with_the_whole_budget() {
-    let mut rows: Vec<(u64, KvInput, Time, Time, Option<KvOutput>)> = (0..12)
-        .map(|i| (i, write(0, i + 1), i, 100, None))
-        .collect();
+    let mut rows = unseen_writes_to_key_0(12);
     rows.push((30, read(0), 200, 210, saw(Some(7))));
     let ops = history(&rows);
     // The fewest configurations one search needs to decide it, found by a search of its own.
@@ -112,9 +114,7 @@ fn a_key_too_hard_for_the_first_pass_is_decided_with_the_whole_budget() {
 fn a_plain_violation_is_named_before_a_hard_one_on_an_earlier_key() {
     // Key 0: twelve writes nobody saw the end of, then a read of a value none of them wrote:
     // wrong, but only every order of the writes tried shows it.
-    let mut rows: Vec<(u64, KvInput, Time, Time, Option<KvOutput>)> = (0..12)
-        .map(|i| (i, write(0, i + 1), i, 100, None))
-        .collect();
+    let mut rows = unseen_writes_to_key_0(12);
     rows.push((30, read(0), 200, 210, saw(Some(99))));
     let hard = history(&rows);
     let proves = |budget| {

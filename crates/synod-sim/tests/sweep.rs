@@ -59,8 +59,8 @@ fn sweep_until<P: Protocol>(
     Summary::of(&reports)
 }
 
-/// The seeds a sweep for a rarely caught bug runs in CI: from `ci_start` to the end of
-/// `seeds`. Such a sweep goes on until a seed catches the bug, and from the first seed that
+/// The seeds a sweep for a rarely caught bug runs (in CI and in every plain `cargo test`):
+/// from `ci_start` to the end of `seeds`. Such a sweep goes on until a seed catches the bug, and from the first seed that
 /// can take minutes when one seed in a hundred or two catches it. `ci_start` sits a few
 /// batches before the first seed that catches it at this commit, so CI still sweeps seeds in
 /// order and still goes on past that one if a change to what the simulator draws moved it.
@@ -653,8 +653,9 @@ fn the_sweep_catches_a_leader_that_leads_on_after_learning_a_higher_decision() {
     // A race takes about fifty ticks: let each one play out before the next.
     template.nemesis_interval_ticks = (60, 120);
     template.clients = 10;
-    // Members hold to a leader they still hear, so the race needs more seeds to land: about
-    // 1 in 75 catches it (the first at seed 181), the race being one of four moves of this set.
+    // Members hold to a leader they still hear, so the race needs more seeds to land (8 of 600
+    // caught it at an earlier commit; now the first is seed 181), the race being one of four
+    // moves of this set.
     let summary = sweep_until_caught::<MultiPaxos>(template, ci_seeds(161, 1..=600), options);
     first_caught("multi-paxos", &summary);
 }
@@ -753,7 +754,7 @@ fn the_sweep_catches_a_new_leader_without_the_extension_on_promotion() {
         no_extension_on_promotion: true,
         ..LeaseBugs::NONE
     };
-    // Basic Paxos catches it in about 1 seed of 70 (the first at seed 67).
+    // Basic Paxos catches it first at seed 67 (1 of the 72 seeds from seed 1 to its batch).
     let basic_paxos_seeds = ci_seeds(49, 1..=100);
     lease_bug_caught(
         "no extension on promotion",

@@ -428,8 +428,8 @@ fn scan_with<D: Dir>(dir: &D, options: &WalOptions) -> Result<(Scan, Vec<SectorT
     Ok((scan, tails))
 }
 
-/// Replays scanned records into the log they describe, moving each entry out of its record:
-/// a long log is not held twice while it is read back.
+/// Replays scanned records into the log they describe, moving each entry out of its record
+/// rather than copying it.
 fn replay<D: Dir>(dir: &D, records: Vec<Located>) -> Result<LogState> {
     let mut state = LogState::default();
     for located in &records {
