@@ -1277,7 +1277,10 @@ async fn a_node_whose_last_write_was_torn_cuts_it_logs_it_and_serves() {
 async fn a_store_past_256_mib_is_snapshotted_sent_and_restarted_from() {
     // A snapshot holds each value once, and waits for a quarter of the store's bytes in the
     // log (the store counts a value twice, as its key's record and as a change): snapshots
-    // come after about 40, 80, 160 and 320 values, and only the last is past 256 MiB.
+    // come after about 40, 80, 160 and 320 values, and only the last is past 256 MiB. A
+    // member whose snapshot is still being written when the next is due takes it later (one
+    // CI run: 41, 83, 182), and then the fourth waits for about twice that: the test adds
+    // values until the member it kills has one past 256 MiB.
     const VALUES: usize = 360;
     let mut cluster = Cluster::start("big", 3, &["--snapshot-every", "40"]);
     let leader = cluster.leader().await;
@@ -1341,7 +1344,8 @@ async fn a_store_past_256_mib_is_snapshotted_sent_and_restarted_from() {
         victim
     };
     // Its snapshots are written by a thread of low priority, behind the catch-up above: the
-    // kill waits for one that holds the whole store.
+    // kill waits for one past 256 MiB, and a value more is written each time it looks and
+    // finds none, in case the snapshots so far came late and the next waits for more log.
     let snapshot_sizes = |id: u64| -> Vec<u64> {
         common::files_under(&cluster.member(id).data_dir)
             .iter()
@@ -1350,12 +1354,21 @@ async fn a_store_past_256_mib_is_snapshotted_sent_and_restarted_from() {
             .collect()
     };
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut more = VALUES;
     while !snapshot_sizes(victim).iter().any(|&len| len > 256 << 20) {
         assert!(
             Instant::now() < deadline,
             "node {victim} never wrote a snapshot past 256 MiB: {:?}",
             snapshot_sizes(victim)
         );
+        put_until_ok(
+            &via,
+            &format!("big/{more:04}"),
+            &value(more),
+            Duration::from_secs(60),
+        )
+        .await;
+        more += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     cluster.kill(victim);
