@@ -107,7 +107,8 @@ impl SimFile {
         // boundary (or not at all), and maybe not every sector before it either; a sector not
         // written reads as before (zeros past the old end). Zeros in less than
         // ZERO_RUN_BYTES_MIN of a sector are not simulated: a node cannot tell them from
-        // damage, and refuses to start on them.
+        // damage, and refuses to start on them (the log never starts a write that close to a
+        // sector's end, so the first sector of a write, lost, always shows more).
         let end = start + pending.len();
         let before: Vec<u8> = (start..end)
             .map(|p| self.durable.get(p).copied().unwrap_or(0))

@@ -100,6 +100,76 @@ fn without_torn_writes_a_crash_loses_exactly_what_was_not_synced() {
     assert!(state.repairs.is_empty());
 }
 
+/// A process killed between its write and its fdatasync leaves the write in the page cache:
+/// the next life reads it, and acts on it (a vote granted again, an append acknowledged
+/// again, with nothing new to write). A power loss after that must not take it away.
+#[test]
+fn what_a_restart_read_outlasts_a_later_power_loss() {
+    for seed in 0..8 {
+        let mut rng = Rng::new(seed);
+        let (mut log, _) = FileLog::open(SimDir::new("wal"), OPTIONS).unwrap();
+        log.save_hard_state(b"term 1").unwrap();
+        log.append(&[entry(1, 1)]).unwrap();
+        log.sync().unwrap();
+        log.save_hard_state(b"term 2, voted for n3").unwrap();
+        log.append(&[entry(2, 2)]).unwrap();
+        log.flush().unwrap();
+        // Killed: no crash of the disk, the kernel keeps what was written.
+        let (log, state) = FileLog::open(log.into_dir(), OPTIONS).unwrap();
+        assert_eq!(
+            state.hard_state.as_deref(),
+            Some(&b"term 2, voted for n3"[..])
+        );
+        assert_eq!(state.last_index(), 2);
+        let mut dir = log.into_dir();
+        dir.crash(&mut rng, Unsynced::Lost);
+        let (_, state) = FileLog::open(dir, OPTIONS).unwrap();
+        assert_eq!(
+            state.hard_state.as_deref(),
+            Some(&b"term 2, voted for n3"[..]),
+            "seed {seed}: the vote the last life read is gone"
+        );
+        assert_eq!(state.last_index(), 2, "seed {seed}");
+    }
+}
+
+/// As above, for a snapshot renamed into place by a life killed before it synced the
+/// directory: the next life reads it and compacts its log through it.
+#[test]
+fn a_snapshot_a_restart_read_outlasts_a_later_power_loss() {
+    let snapshot = |index| Snapshot {
+        membership: None,
+        meta: SnapshotMeta { index, era: 1 },
+        data: bytes::Bytes::from(format!("state through {index}")),
+    };
+    // The bytes and the name a save writes, taken from a store of their own.
+    let mut scratch = FileSnapshots::open(SimDir::new("scratch"), 2).unwrap();
+    scratch.save(&snapshot(9)).unwrap();
+    let scratch = scratch.into_dir();
+    let name = scratch.list().unwrap().pop().unwrap();
+    let bytes = scratch.read(&name).unwrap();
+    for seed in 0..16 {
+        let mut rng = Rng::new(seed);
+        let mut store = FileSnapshots::open(SimDir::new("snap"), 2).unwrap();
+        store.save(&snapshot(4)).unwrap();
+        // A save that got as far as the rename: the data synced, the directory not.
+        let mut dir = store.into_dir();
+        dir.create(&name).unwrap();
+        dir.append(&name, &bytes).unwrap();
+        dir.sync(&name).unwrap();
+        let store = FileSnapshots::open(dir, 2).unwrap();
+        assert_eq!(store.latest().unwrap().map(|s| s.meta.index), Some(9));
+        let mut dir = store.into_dir();
+        dir.crash(&mut rng, Unsynced::Lost);
+        let store = FileSnapshots::open(dir, 2).unwrap();
+        assert_eq!(
+            store.latest().unwrap().map(|s| s.meta.index),
+            Some(9),
+            "seed {seed}: the snapshot the last life read is gone"
+        );
+    }
+}
+
 #[test]
 fn torn_writes_are_repaired_and_flipped_bits_refused() {
     let mut torn = 0;

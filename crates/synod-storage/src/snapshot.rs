@@ -69,8 +69,8 @@ fn parse_name(name: &str) -> Option<SnapshotMeta> {
 }
 
 impl<D: Dir> FileSnapshots<D> {
-    /// Opens the store, removing temporary files a crash during `save` left behind. Keeps the
-    /// newest `retain` snapshots.
+    /// Opens the store, removing temporary files a crash during `save` left behind and making
+    /// the names of the snapshots it holds durable. Keeps the newest `retain` snapshots.
     pub fn open(mut dir: D, retain: usize) -> Result<FileSnapshots<D>> {
         let leftovers: Vec<String> = dir
             .list()?
@@ -80,9 +80,10 @@ impl<D: Dir> FileSnapshots<D> {
         for name in &leftovers {
             dir.remove(name)?;
         }
-        if !leftovers.is_empty() {
-            dir.sync_dir()?;
-        }
+        // A snapshot renamed into place by a life killed before it synced the directory is
+        // read from now on (the log is compacted through it): its name must outlast a power
+        // loss. (Its data was synced before the rename.)
+        dir.sync_dir()?;
         Ok(FileSnapshots::read_only(dir, retain))
     }
 

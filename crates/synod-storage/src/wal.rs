@@ -23,11 +23,15 @@
 //! [`LogState::repairs`]. Any other damage (a checksum failure without that mark, anything
 //! wrong in a sealed segment, a missing segment) is an error naming the file and the offset.
 //!
-//! That mark needs one rule of the writer. A record that ends a few bytes into a sector, with
-//! zeros there, followed by unwritten space, would read as a record with a zeroed sector: a
-//! flipped bit anywhere in it would pass for a torn write and a written, acknowledged record
-//! would be cut off. So a write that would end that way is followed by a pad record, whose last
-//! byte is not zero.
+//! That mark needs two rules of the writer, and a write that would break either is followed
+//! by a pad record running to the end of its sector:
+//! - A record that ends a few bytes into a sector, with zeros there, followed by unwritten
+//!   space, would read as a record with a zeroed sector: a flipped bit anywhere in it would
+//!   pass for a torn write and a written, acknowledged record would be cut off.
+//! - A write must not end within [`record::ZERO_RUN_BYTES_MIN`] bytes of a sector's end: the
+//!   next would start there, and if a crash lost the sector its first header lies in while a
+//!   later sector of it reached the disk, the zeros there would be too few to tell from damage,
+//!   and the member would refuse to start over a write it never acknowledged.
 
 use std::sync::Arc;
 
@@ -74,11 +78,12 @@ const KIND_JOURNAL: u8 = 6;
 const KIND_RESTATE: u8 = 7;
 const KIND_PAD: u8 = 8;
 const MAGIC: &[u8; 8] = b"SYNODWAL";
-/// Version 2 adds pad records; version 1 segments (which have none) still read.
-const VERSION: u64 = 2;
+/// Version 2 adds pad records of one byte; version 3 pads run to a sector's end. Segments of
+/// every version still read.
+const VERSION: u64 = 3;
 const VERSIONS_READ: std::ops::RangeInclusive<u64> = 1..=VERSION;
-/// A pad record's payload: one byte that is not zero.
-const PAD: [u8; 1] = [0xff];
+/// What a pad record's payload is made of: a byte that is not zero.
+const PAD_BYTE: u8 = 0xff;
 const SUFFIX: &str = ".wal";
 
 fn segment_name(seq: u64) -> String {
@@ -122,16 +127,44 @@ pub enum Record {
     Pad,
 }
 
-/// Follows `batch`, to be written at byte `at` of a segment, with a pad record if its last
-/// bytes, in the sector it ends in, are all zeros (see the module's notes). The bytes of that
-/// sector before the batch need no look: if the batch starts in it, its first record's header
-/// is there too, and a header is never all zeros.
+/// Follows `batch`, to be written at byte `at` of a segment, with the pad record it needs, if
+/// any (see [`pad_after`]). The bytes of the sector it ends in from before the batch need no
+/// look: if the batch starts in that sector, its first record's header is there too, and a
+/// header is never all zeros.
 fn pad_tail(batch: &mut Vec<u8>, at: u64) {
-    let in_last_sector = ((at + batch.len() as u64) % record::SECTOR_BYTES as u64) as usize;
+    let end = at + batch.len() as u64;
+    let in_last_sector = (end % record::SECTOR_BYTES as u64) as usize;
     let tail = &batch[batch.len().saturating_sub(in_last_sector)..];
-    if in_last_sector != 0 && tail.iter().all(|&b| b == 0) {
-        record::encode(KIND_PAD, &PAD, batch);
+    if let Some(pad) = pad_after(end, tail) {
+        batch.extend_from_slice(&pad);
     }
+}
+
+/// The pad record to write after records that end at byte `end` of a segment, if the writer's
+/// rules ask for one (see the module's notes): when their `tail` (their last bytes in the
+/// sector `end` falls in) is all zeros, or when fewer than [`record::ZERO_RUN_BYTES_MIN`] bytes
+/// of that sector are left. The pad runs to the end of that sector, or of the next when what
+/// is left cannot hold a record.
+fn pad_after(end: u64, tail: &[u8]) -> Option<Vec<u8>> {
+    let into_sector = (end % record::SECTOR_BYTES as u64) as usize;
+    if into_sector == 0 {
+        return None;
+    }
+    let left = record::SECTOR_BYTES - into_sector;
+    if left >= record::ZERO_RUN_BYTES_MIN && tail.iter().any(|&b| b != 0) {
+        return None;
+    }
+    let mut size = left;
+    if size <= record::HEADER_BYTES {
+        size += record::SECTOR_BYTES;
+    }
+    let mut pad = Vec::with_capacity(size);
+    record::encode(
+        KIND_PAD,
+        &vec![PAD_BYTE; size - record::HEADER_BYTES],
+        &mut pad,
+    );
+    Some(pad)
 }
 
 /// Frames an entry record straight from a borrowed entry (the hot path of every append).
@@ -171,7 +204,7 @@ impl Record {
             Record::Base(meta) => record::encode_with(KIND_BASE, out, |enc| {
                 enc.u64(meta.index).u64(meta.era);
             }),
-            Record::Pad => record::encode(KIND_PAD, &PAD, out),
+            Record::Pad => record::encode(KIND_PAD, &[PAD_BYTE], out),
         }
     }
 
@@ -214,7 +247,11 @@ impl Record {
                 era: dec.u64("era")?,
             }),
             KIND_PAD => {
+                // One byte or more (version 2 wrote one).
                 dec.u8("pad")?;
+                while dec.remaining() > 0 {
+                    dec.u8("pad")?;
+                }
                 Record::Pad
             }
             other => {
@@ -300,10 +337,10 @@ impl SectorTail {
         }
     }
 
-    /// Whether the records end a few bytes into a sector, and those bytes are zeros: what a
-    /// pad record must follow before anything is written after it (see the module's notes).
-    fn wants_pad(&self) -> bool {
-        !self.bytes.is_empty() && self.bytes.iter().all(|&b| b == 0)
+    /// The pad record that must follow these records before anything is written after them,
+    /// if the writer's rules ask for one (see the module's notes).
+    fn pad(&self) -> Option<Vec<u8>> {
+        pad_after(self.bytes.len() as u64, &self.bytes)
     }
 }
 
@@ -527,8 +564,8 @@ pub struct FileLog<D: Dir> {
 }
 
 impl<D: Dir> FileLog<D> {
-    /// Opens (or creates) the log in `dir`: checks every segment, cuts off a torn tail, and
-    /// returns what the log holds.
+    /// Opens (or creates) the log in `dir`: checks every segment, cuts off a torn tail, makes
+    /// what is left durable, and returns what the log holds.
     pub fn open(mut dir: D, options: WalOptions) -> Result<(FileLog<D>, LogState)> {
         let (scan, tails) = scan_with(&dir, &options)?;
         let segments = segments_of(&scan.records);
@@ -562,21 +599,31 @@ impl<D: Dir> FileLog<D> {
             base: state.base,
             last_index: state.last_index(),
         };
+        // What was just read may be in the page cache only: written by a life that was killed
+        // before its fdatasync. This life acts on it (a vote is granted again, an append is
+        // acknowledged again, with no new write), so it must outlast a power loss from now on.
+        // Sealed segments were synced when they were sealed; the last one is synced here.
+        if let Some(last) = log.segments.last() {
+            log.dir.sync(&segment_name(last.seq))?;
+        }
+        log.dir.sync_dir()?;
         match log.segments.last().map(|s| s.seq) {
             None => log.start_segment(1)?,
             // A crash while the last segment was started may have cut off its restatement
             // of the hard state and journal: once the segments before it were purged, those
             // would be gone. Restate them in a new segment (cheap: it happens once a start).
             Some(last) if log.segments.len() > 1 => log.start_segment(last + 1)?,
-            // Writing goes on in this one. If its last record ends a few zero bytes into a
-            // sector, it needs the pad it would have had, had it not ended a write that a crash
-            // cut short (or had it been written before pads were): pad it now, before the space
-            // after it is allocated again (a cut may have taken it away).
+            // Writing goes on in this one. If its records end where the writer's rules ask for
+            // a pad, they need the pad they would have had, had they not ended where a crash
+            // cut a write (or been written before the rules were): pad them now, before the
+            // space after them is allocated again (a cut may have taken it away).
             Some(last) => {
                 let name = segment_name(last);
-                if tails.iter().any(|t| t.file == name && t.wants_pad()) {
-                    let mut pad = Vec::new();
-                    Record::Pad.encode(&mut pad);
+                let pad = tails
+                    .iter()
+                    .find(|t| t.file == name)
+                    .and_then(SectorTail::pad);
+                if let Some(pad) = pad {
                     let active = &mut log.segments[0];
                     log.dir.write_at(&name, active.bytes, &pad)?;
                     log.dir.sync(&name)?;

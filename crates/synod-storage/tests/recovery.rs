@@ -117,21 +117,31 @@ fn zeros_after_the_last_record_are_unwritten_space_and_writing_goes_on_there() {
     assert_eq!((state.last_index(), state.repairs.len()), (25, 0));
 }
 
-/// No-op entries (each ends in a zero byte), written and synced one at a time into a log in
-/// `path` until one ends a byte into a sector, that byte alone in its sector: that entry's
-/// record, which a pad record follows.
+/// A fresh log in `path` of one command and a no-op entry (which ends in a zero byte), written
+/// and synced together, the command's length chosen so that the no-op ends a byte into a
+/// sector, that byte alone in its sector: that entry's record, which a pad record follows.
 fn log_ending_a_byte_into_a_sector(path: &Path) -> wal::Located {
-    let (mut log, _) = FileLog::open(RealDir::open(path).unwrap(), SMALL).unwrap();
     let noop = |index| synod_core::Entry {
         index,
         era: 1,
         payload: synod_core::Payload::Noop,
     };
-    let mut index = 0;
-    loop {
-        index += 1;
-        assert!(index < 2000, "no entry ended a byte into a sector");
-        log.append(&[noop(index)]).unwrap();
+    let command = |index, bytes: usize| synod_core::Entry {
+        index,
+        era: 1,
+        payload: synod_core::Payload::Command(synod_core::Proposal {
+            id: synod_core::RequestId::new(1, index),
+            command: bytes::Bytes::from(vec![0x5a; bytes]),
+        }),
+    };
+    // Where the no-op ends, after a command of `bytes`, in a log written afresh.
+    let try_with = |bytes: usize| -> (wal::Located, Option<wal::Record>) {
+        let dir = RealDir::open(path).unwrap();
+        for old in segments(path) {
+            std::fs::remove_file(old).unwrap();
+        }
+        let (mut log, _) = FileLog::open(dir, SMALL).unwrap();
+        log.append(&[command(1, bytes), noop(2)]).unwrap();
         log.sync().unwrap();
         let scan = wal::scan(&RealDir::open(path).unwrap()).unwrap();
         let at = scan
@@ -139,15 +149,20 @@ fn log_ending_a_byte_into_a_sector(path: &Path) -> wal::Located {
             .iter()
             .rposition(|r| matches!(r.record, wal::Record::Entry(_)))
             .unwrap();
-        let entry = &scan.records[at];
-        if (entry.offset + entry.size) % record::SECTOR_BYTES as u64 == 1 {
-            assert!(
-                matches!(scan.records.get(at + 1), Some(r) if r.record == wal::Record::Pad),
-                "a pad record follows it"
-            );
-            return entry.clone();
+        let after = scan.records.get(at + 1).map(|r| r.record.clone());
+        (scan.records[at].clone(), after)
+    };
+    let end = |e: &wal::Located| (e.offset + e.size) as usize % record::SECTOR_BYTES;
+    // A byte more of command moves the end by one byte, or two where a length's varint grows.
+    let guess = (1 + record::SECTOR_BYTES - end(&try_with(0).0)) % record::SECTOR_BYTES;
+    for bytes in guess.saturating_sub(3)..guess + 3 {
+        let (entry, after) = try_with(bytes);
+        if end(&entry) == 1 {
+            assert_eq!(after, Some(wal::Record::Pad), "a pad record follows it");
+            return entry;
         }
     }
+    panic!("no command length near {guess} bytes ends the no-op a byte into a sector");
 }
 
 /// Flips a bit in `victim`'s payload, in `file` of the log in `dir`: the log must refuse to
@@ -241,9 +256,15 @@ fn a_torn_tail_is_cut_off_and_reported() {
     drop(write_log(&dir.0, 30));
     let last = segments(&dir.0).pop().unwrap();
     let full = std::fs::read(&last).unwrap();
-    // The last record was only partly written when the machine stopped, and the file's
-    // length recorded as far as the write got.
-    std::fs::write(&last, &full[..records_end(&last) - 7]).unwrap();
+    let records = wal::scan(&RealDir::open(&dir.0).unwrap()).unwrap().records;
+    let entry_30 = records
+        .iter()
+        .rfind(|r| matches!(r.record, wal::Record::Entry(_)))
+        .unwrap();
+    // The last entry was only partly written when the machine stopped, and the file's length
+    // recorded as far as the write got.
+    let torn_at = (entry_30.offset + entry_30.size) as usize - 7;
+    std::fs::write(&last, &full[..torn_at]).unwrap();
     let (_, state) = reopen(&dir.0).unwrap();
     assert_eq!(
         state.last_index(),
@@ -468,6 +489,54 @@ fn a_last_record_with_a_zeroed_sector_is_a_torn_write_cut_and_reported() {
     // Cut for good: the next start finds nothing to repair.
     let (_, again) = reopen(&dir.0).unwrap();
     assert_eq!((again.last_index(), again.repairs.len()), (11, 0));
+}
+
+/// A write that never completed may reach the disk out of order: the sector its first record
+/// starts in lost (reading as it did before: the synced records before it, then zeros) while
+/// a later one arrived. Wherever the write starts, that must read as a torn write, cut off,
+/// not as damage that stops the member: the writer never starts a write so close to a
+/// sector's end that the zeros left there are too few to tell.
+#[test]
+fn a_write_whose_first_sector_was_lost_is_cut_wherever_it_starts() {
+    let command = |i: u64, bytes: usize| {
+        let mut e = entry(i, 1);
+        e.payload = synod_core::Payload::Command(synod_core::Proposal {
+            id: synod_core::RequestId::new(1, i),
+            command: bytes::Bytes::from(vec![0x5a; bytes]),
+        });
+        e
+    };
+    let mut starts = std::collections::BTreeSet::new();
+    for first in (0..700).step_by(9) {
+        let dir = TempDir::new("lost-first-sector");
+        let (mut log, _) = FileLog::open(RealDir::open(&dir.0).unwrap(), SMALL).unwrap();
+        log.append(&[command(1, first)]).unwrap();
+        log.sync().unwrap();
+        let file = segments(&dir.0).pop().unwrap();
+        let start = records_end(&file);
+        // Two sectors and more: some sector after the first reaches the disk.
+        log.append(&[command(2, 1200)]).unwrap();
+        log.sync().unwrap();
+        drop(log);
+        let in_sector = start % record::SECTOR_BYTES;
+        starts.insert(in_sector);
+        assert!(
+            in_sector == 0 || record::SECTOR_BYTES - in_sector >= record::ZERO_RUN_BYTES_MIN,
+            "a write starts {in_sector} bytes into a sector"
+        );
+        let mut data = std::fs::read(&file).unwrap();
+        data[start..start - in_sector + record::SECTOR_BYTES].fill(0);
+        std::fs::write(&file, data).unwrap();
+        let (_, state) = reopen(&dir.0)
+            .unwrap_or_else(|e| panic!("a write starting {in_sector} bytes into a sector: {e}"));
+        assert_eq!(
+            (state.last_index(), state.repairs.len()),
+            (1, 1),
+            "{:?}",
+            state.repairs
+        );
+    }
+    assert!(starts.len() > 40, "writes started at {starts:?}");
 }
 
 #[test]
