@@ -132,16 +132,18 @@ impl<M: Wire> Wire for PeerMessage<M> {
     fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
         Ok(match dec.tag("peer message", 9)? {
             0 => PeerMessage::Engine(M::decode(dec)?),
-            1 => {
-                let count = dec.count("proposals")?;
-                let mut proposals = Vec::with_capacity(count);
-                for _ in 0..count {
-                    let id = decode_id(dec)?;
-                    let command = dec.owned_bytes("command")?;
-                    proposals.push(Proposal { id, command });
-                }
-                PeerMessage::Propose(proposals)
-            }
+            // Collected as they decode, nothing reserved ahead: a count is bounded only by the
+            // frame's bytes, and a frame of 64 MiB could claim millions of proposals of 48
+            // bytes each in memory.
+            1 => PeerMessage::Propose(
+                (0..dec.count("proposals")?)
+                    .map(|_| {
+                        let id = decode_id(dec)?;
+                        let command = dec.owned_bytes("command")?;
+                        Ok(Proposal { id, command })
+                    })
+                    .collect::<Result<_, DecodeError>>()?,
+            ),
             2 => PeerMessage::ReadIndex(decode_ids(dec)?),
             3 => {
                 let index = dec.u64("index")?;
