@@ -87,6 +87,9 @@ impl SimFile {
 
     /// What a crash leaves of the unsynced data. Returns whether it left garbage.
     fn crash(&mut self, rng: &mut Rng, unsynced: Unsynced) -> bool {
+        if unsynced == Unsynced::Kept {
+            return false;
+        }
         let pending = std::mem::take(&mut self.pending);
         if pending.is_empty() || unsynced == Unsynced::Lost {
             return false;
@@ -146,6 +149,11 @@ impl SimFile {
 /// How a crash treats data that was written but not synced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unsynced {
+    /// The process was killed and the machine stayed up: the kernel keeps it, and the
+    /// directory changes not yet synced, in its cache. The next life reads them back; they
+    /// become durable only when synced, and a power loss before that treats them as the
+    /// other kinds say.
+    Kept,
     /// It is lost.
     Lost,
     /// Part of it may survive: a prefix, or the whole length with some sectors never written
@@ -218,9 +226,13 @@ impl SimDir {
     }
 
     /// What a crash leaves: namespace changes not yet synced are undone (or kept), and data
-    /// not yet synced is treated as `unsynced` says, here and in every subdirectory (which
+    /// not yet synced is treated as `unsynced` says (all of it kept, unsynced, by a crash of
+    /// the process alone), here and in every subdirectory (which
     /// must all have been put back). Returns whether garbage was left anywhere.
     pub fn crash(&mut self, rng: &mut Rng, unsynced: Unsynced) -> bool {
+        if unsynced == Unsynced::Kept {
+            return false;
+        }
         let names_changed = self.names != self.synced_names
             || self.subdirs.keys().cloned().collect::<BTreeSet<_>>() != self.synced_subdirs;
         if names_changed && rng.chance(0.5) {

@@ -277,9 +277,23 @@ impl<P: Protocol> World<P> {
     /// Arms a power loss at a node: it crashes while its next write is on its way to the
     /// disk, before the sync, so that write may survive torn (a prefix, or zeroed sectors).
     /// Crashes at random moments rarely catch a write in flight; this one always does.
+    ///
+    /// Half the time the process is killed first (the kernel keeps what it wrote, synced or
+    /// not, and the next life reads it back) and the power fails at the next life's first
+    /// write: what that life read and acted on must have been made durable before.
     fn arm_power_loss(&mut self) {
         let node = self.everyone[self.nemesis_rng.index(self.everyone.len())];
-        if self.is_up(node) {
+        if !self.is_up(node) {
+            return;
+        }
+        if self.kill_rng.chance(0.5) {
+            self.crash_node_leaving(node, Unsynced::Kept);
+            if self.is_up(node) {
+                return; // over the fault budget
+            }
+            self.node_mut(node).power_loss_at_boot = true;
+            self.fault_line(|| format!("{node} killed; power loss armed for its next life"));
+        } else {
             self.node_mut(node).power_loss_armed = true;
             self.fault_line(|| format!("power loss armed at {node}, for its next write"));
         }

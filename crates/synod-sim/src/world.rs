@@ -186,6 +186,9 @@ pub struct World<P: Protocol> {
     pub(crate) net_rng: Rng,
     pub(crate) disk_rng: Rng,
     pub(crate) nemesis_rng: Rng,
+    /// Whether an armed power loss first kills the process (forked last, so that the other
+    /// streams, and the runs of every seed where it is never asked, stay as they were).
+    pub(crate) kill_rng: Rng,
     /// The members the cluster boots with, all voters.
     pub(crate) voters: Vec<NodeId>,
     /// Nodes that boot knowing no membership and wait to be added (membership faults).
@@ -240,6 +243,7 @@ impl<P: Protocol> World<P> {
         let disk_rng = root.fork();
         let nemesis_rng = root.fork();
         let mut node_rng = root.fork();
+        let kill_rng = root.fork();
         let network = Network::new(&mut net_rng, config.faults);
         let voters: Vec<NodeId> = (1..=config.nodes as u64).map(NodeId).collect();
         let spare_count = if config.faults.membership && P::CHANGES_MEMBERSHIP {
@@ -280,6 +284,7 @@ impl<P: Protocol> World<P> {
             net_rng,
             disk_rng,
             nemesis_rng,
+            kill_rng,
             voters,
             spares,
             everyone,
