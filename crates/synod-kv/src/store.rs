@@ -463,6 +463,12 @@ impl KvStore {
         })
     }
 
+    /// Whether the command `id`, applied at `index`, ran there, rather than being answered
+    /// from its client's session as a retry of one that ran before (and changed nothing).
+    pub fn ran_at(&self, id: RequestId, index: LogIndex) -> bool {
+        self.sessions.ran_at(id, index)
+    }
+
     /// Every lease, by id.
     pub fn leases(&self) -> &Leases {
         &self.leases

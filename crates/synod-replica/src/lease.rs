@@ -132,6 +132,15 @@ impl LeaseClocks {
         }
     }
 
+    /// A lease was granted under `id` just now: any clock kept for that id belonged to an
+    /// earlier lease of the same id (expired or revoked since; a grant of an id in use is
+    /// refused), and the new one must not inherit its deadline or its doom. Its own clock
+    /// starts at its TTL, at the next sweep or keep-alive.
+    pub(crate) fn granted(&mut self, id: i64) {
+        self.deadlines.remove(&id);
+        self.revoking.remove(&id);
+    }
+
     /// Whether the clocks of `era` have started (its first sweep ran).
     pub(crate) fn started(&self, era: u64) -> bool {
         self.era == Some(era) && self.swept

@@ -28,6 +28,7 @@ use synod_core::{
 };
 use synod_kv::{
     Applied, KvError, KvStore, LeaseEpochRequest, LeaseExpireRequest, LeaseRevokeRequest, Request,
+    Response,
 };
 use thiserror::Error;
 
@@ -1043,6 +1044,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
     fn apply(&mut self, entries: &mut Vec<Entry>, out: &mut Vec<Output<E::Message, W>>) {
         let mut answers = Vec::new();
         let mut changed = Vec::new();
+        let mut granted = Vec::new();
         {
             let mut kv = self.store.write();
             for entry in entries.drain(..) {
@@ -1054,6 +1056,18 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                     self.applied_bytes += proposal.command.len() as u64;
                 }
                 if let Some(answer) = kv.apply(&entry) {
+                    if let (
+                        id,
+                        Ok(Applied {
+                            response: Response::LeaseGrant(grant),
+                            ..
+                        }),
+                    ) = &answer
+                    {
+                        if kv.ran_at(*id, entry.index) {
+                            granted.push(grant.id);
+                        }
+                    }
                     answers.push(answer);
                 }
                 if let Payload::Membership { id, membership } = &entry.payload {
@@ -1062,6 +1076,9 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                 }
                 out.push(Output::Applied(entry));
             }
+        }
+        for lease in granted {
+            self.leases.granted(lease);
         }
         for (id, membership) in changed {
             self.proposed_for.remove(&id);
@@ -1796,13 +1813,22 @@ mod tests {
     }
 
     fn keep_alive(r: &mut Replica<Scripted, u32>, asked_at: u64, answered_at: u64) -> Answer {
+        keep_alive_of(r, 9, asked_at, answered_at)
+    }
+
+    fn keep_alive_of(
+        r: &mut Replica<Scripted, u32>,
+        lease: i64,
+        asked_at: u64,
+        answered_at: u64,
+    ) -> Answer {
         let mut out = Out::new();
         r.set_clock(asked_at);
         let id = RequestId::new(4, asked_at);
         let call = ClientCall {
             id,
             waiter: 1,
-            call: Call::KeepAlive(9),
+            call: Call::KeepAlive(lease),
         };
         r.submit(vec![call], &mut out);
         assert!(
@@ -2061,6 +2087,67 @@ mod tests {
         assert_eq!(expiries(&r), [(9, 5)]);
         // Its revoke decided, the lease is not renewed any more.
         assert_eq!(keep_alive(&mut r, 11_200_000, 11_210_000), Answer::Ttl(0));
+    }
+
+    #[test]
+    fn a_lease_granted_again_under_an_expired_ones_id_gets_a_clock_of_its_own() {
+        let mut r = leader_with_lease(true);
+        r.lease_check_ticks = 1;
+        let mut out = Out::new();
+        r.set_clock(1_000_000);
+        r.tick(&mut out);
+        r.set_clock(11_150_000);
+        r.tick(&mut out); // lease 9 (TTL 10 s) expired: its expiry is proposed
+                          // The expiry applies, and a client grants id 9 again before the next sweep: the new
+                          // lease is renewed, and not expired a second later by the old lease's retry.
+        apply(
+            &mut r,
+            3,
+            &Request::LeaseExpire(LeaseExpireRequest { id: 9, era: 5 }),
+        );
+        apply(
+            &mut r,
+            4,
+            &Request::LeaseGrant(LeaseGrantRequest { id: 9, ttl: 60 }),
+        );
+        assert_eq!(keep_alive(&mut r, 11_200_000, 11_210_000), Answer::Ttl(60));
+        let mut clock = 11_210_000;
+        while clock < 60_000_000 {
+            clock += 50_000;
+            r.set_clock(clock);
+            r.tick(&mut out);
+        }
+        let expiries = r.engine.proposed.iter().filter(
+            |p| matches!(Request::decode(&p.command), Ok(Request::LeaseExpire(e)) if e.id == 9),
+        );
+        assert_eq!(expiries.count(), 1, "only the first lease's");
+    }
+
+    #[test]
+    fn a_retried_grant_answered_from_its_session_does_not_restart_a_doomed_lease() {
+        // Lease 11 granted by client 8, found expired; then the same grant applied again (a
+        // retry placed in the log twice): answered from the session, it changes nothing, and
+        // the lease stays doomed.
+        let mut r = leader_with_lease(true);
+        r.lease_check_ticks = 1;
+        let grant = |r: &mut Replica<Scripted, u32>, index| {
+            let grant = Request::LeaseGrant(LeaseGrantRequest { id: 11, ttl: 10 });
+            r.engine
+                .next
+                .push(Action::Apply(entry(index, 5, RequestId::new(8, 1), &grant)));
+            r.receive(NodeId(2), PeerMessage::Engine(0), &mut Out::new());
+        };
+        grant(&mut r, 3);
+        let mut out = Out::new();
+        r.set_clock(1_000_000);
+        r.tick(&mut out);
+        r.set_clock(11_150_000);
+        r.tick(&mut out);
+        grant(&mut r, 4);
+        assert_eq!(
+            keep_alive_of(&mut r, 11, 11_200_000, 11_210_000),
+            Answer::Ttl(0)
+        );
     }
 
     fn time_to_live(r: &mut Replica<Scripted, u32>, at: u64) -> Answer {
