@@ -57,6 +57,7 @@ impl Raft {
             self.term += 1;
             self.voted_for = Some(self.id);
             self.disk.draft.hard_state = true;
+            self.incoming = None; // see `become_follower`
             self.term
         };
         self.leader = None;

@@ -216,6 +216,10 @@ impl Raft {
             self.term = term;
             self.voted_for = None;
             self.disk.draft.hard_state = true;
+            // A snapshot half received from an earlier term's leader is never finished: a
+            // leader starts every transfer at the first chunk. Its bytes go now, not at the
+            // next transfer, which may never come.
+            self.incoming = None;
         }
         if let Some(lead) = self.lead.take() {
             let hint = leader;

@@ -87,6 +87,7 @@ impl Raft {
         if self.role != Role::Leader {
             return;
         }
+        let len = self.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
         let Some(progress) = self.follower(from) else {
             return;
         };
@@ -99,12 +100,16 @@ impl Raft {
             self.send_appends(from, out);
             return;
         }
-        // Act on an answer that moves the transfer forward, or that says where to resume
-        // when no chunk is in flight; a late or duplicated answer would only resend.
+        // Act on an answer that moves the transfer forward, that moves it back (the follower
+        // lost what it had taken: it restarted, or a late copy of the first chunk started it
+        // over), or that says where to resume when no chunk is in flight. An answer that only
+        // repeats the offset the leader is at is a late or duplicated one, and is dropped.
+        // One past the snapshot's end comes from no correct follower, and is dropped too.
         let Mode::Snapshot { index, offset } = progress.mode else {
             return;
         };
-        if index == response.meta.index && (response.next_offset > offset || progress.is_idle()) {
+        let news = response.next_offset != offset || progress.is_idle();
+        if index == response.meta.index && response.next_offset <= len && news {
             progress.send_snapshot_from(index, response.next_offset);
             self.send_one_append(from, false, out);
         }

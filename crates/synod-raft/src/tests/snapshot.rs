@@ -126,6 +126,80 @@ fn s7_a_stalled_transfer_resumes_where_it_was_not_from_the_start() {
 }
 
 #[test]
+fn s7_a_follower_that_restarts_during_a_transfer_gets_it_again_from_where_it_now_is() {
+    let mut c = lagging_follower(7);
+    // n3 takes the chunks at 0 and 7, but its answer to the second is lost; then it restarts,
+    // and what it had taken is gone with its memory. The leader, at offset 14 or resending 7,
+    // hears that n3 now expects the start, and goes back there.
+    c.drop_if = Some(Box::new(|from, _, m| {
+        from == NodeId(3) && matches!(m, Message::InstallSnapshotResponse(r) if r.next_offset >= 14)
+    }));
+    c.tick(1, 12);
+    c.crash(3);
+    c.restart(3);
+    c.drop_if = None;
+    c.tick(1, 40);
+    assert_eq!(c.applied_indexes(3).len(), 41, "n3 installed the snapshot");
+}
+
+#[test]
+fn s7_a_transfer_a_new_term_cuts_short_lets_go_of_what_it_received() {
+    let mut c = lagging_follower(7);
+    c.drop_if = Some(Box::new(|from, _, m| {
+        from == NodeId(3) && matches!(m, Message::InstallSnapshotResponse(r) if r.next_offset >= 14)
+    }));
+    c.tick(1, 6);
+    assert!(
+        c.node(3).incoming.is_some(),
+        "n3 holds part of the snapshot"
+    );
+    c.drop_if = Some(Box::new(|_, to, m| {
+        to == NodeId(3) && matches!(m, Message::InstallSnapshot(_))
+    }));
+    c.crash(1);
+    c.tick_all(60);
+    assert!(c.node(3).term > 1, "a new term began");
+    assert!(
+        c.node(3).incoming.is_none(),
+        "the new leader starts over: the old bytes are let go"
+    );
+}
+
+#[test]
+fn s7_an_answer_past_the_snapshots_end_is_ignored() {
+    let mut c = lagging_follower(7);
+    c.drop_if = Some(Box::new(|from, _, m| {
+        from == NodeId(3) && matches!(m, Message::InstallSnapshotResponse(_))
+    }));
+    c.tick(1, 6);
+    assert!(
+        c.sent
+            .iter()
+            .any(|(_, _, m)| matches!(m, Message::InstallSnapshot(_))),
+        "the transfer is under way"
+    );
+    // A follower that claims to have taken more than the snapshot holds (a bug, or not a
+    // member at all) must not make the leader slice past its end.
+    let (term, meta) = (c.node(1).term, c.node(1).log.base());
+    let response = crate::message::InstallSnapshotResponse {
+        term,
+        meta,
+        next_offset: 1 << 40,
+        done: false,
+    };
+    c.step(
+        NodeId(1),
+        Input::Receive {
+            from: NodeId(3),
+            message: Message::InstallSnapshotResponse(response),
+        },
+    );
+    c.drop_if = None;
+    c.tick(1, 40);
+    assert_eq!(c.applied_indexes(3).len(), 41);
+}
+
+#[test]
 fn s7_lost_chunks_are_sent_again() {
     let mut c = lagging_follower(5);
     let lost = std::cell::Cell::new(0);
