@@ -8,6 +8,13 @@ use std::time::Duration;
 use synod_core::NodeId;
 use thiserror::Error;
 
+/// The largest request size limit a member takes. A request travels to the other members as
+/// one log entry, in one message of the peer link (64 MiB at most, `transport`): the limit
+/// leaves room for the entries batched with it and their framing. (etcd takes larger limits
+/// but warns above 10 MiB; a larger entry here could never reach a follower, and every
+/// write after it would wait behind it.)
+pub const MAX_REQUEST_BYTES_LIMIT: usize = 32 << 20;
+
 /// The settings of one server.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -247,6 +254,14 @@ impl ServerConfig {
                 "request size and transaction limits must be at least 1".into(),
             ));
         }
+        if self.max_request_bytes > MAX_REQUEST_BYTES_LIMIT {
+            return Err(ConfigError::Invalid(format!(
+                "the request size limit ({} bytes) is above the {} MiB one log entry may take: \
+                 a request travels to the other members as one entry in one message",
+                self.max_request_bytes,
+                MAX_REQUEST_BYTES_LIMIT >> 20
+            )));
+        }
         if self.watch_progress_interval.is_zero() {
             return Err(ConfigError::Invalid(
                 "the watch progress notify interval must be longer than zero".into(),
@@ -446,6 +461,17 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_limit_no_entry_could_carry_is_refused() {
+        let members = parse_cluster("1=h:1").unwrap();
+        let mut c = ServerConfig::new(NodeId(1), members, "h:9".into(), "d".into());
+        c.max_request_bytes = MAX_REQUEST_BYTES_LIMIT;
+        assert_eq!(c.validate(), Ok(()));
+        c.max_request_bytes += 1;
+        let error = c.validate().unwrap_err().to_string();
+        assert!(error.contains("32 MiB"), "{error}");
+    }
 
     #[test]
     fn cluster_lists_parse_and_bad_ones_say_why() {

@@ -80,7 +80,7 @@ pub struct ServerArgs {
     /// Take a snapshot and trim the log every this many applied entries.
     #[arg(long, value_name = "N")]
     pub snapshot_every: Option<u64>,
-    /// The largest request accepted, in bytes (etcd's default: 1.5 MiB).
+    /// The largest request accepted, in bytes (etcd's default: 1.5 MiB; at most 32 MiB).
     #[arg(long, value_name = "BYTES")]
     pub max_request_bytes: Option<usize>,
     /// The most operations in one transaction.
