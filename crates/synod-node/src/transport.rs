@@ -15,7 +15,9 @@
 //! otherwise TCP's retransmission backoff, doubled by every cut it runs into, leaves a healed
 //! link idle for up to two minutes (the real-host nemesis found writes under synchronous
 //! primary-backup stalled 117 s that way). A peer that redials supersedes its older inbound
-//! connection, which is closed. Bytes that do not
+//! connection, which is closed, even halfway through a frame; an inbound connection silent
+//! for `stall_timeout` is probed (TCP keepalive) and closed when the probes go unanswered,
+//! so a peer whose host vanished holds no reader and no half-received frame. Bytes that do not
 //! make a frame (garbage, an oversized length, a message that does not decode, a connection
 //! cut mid-frame) close that one connection and nothing else.
 //!
@@ -61,6 +63,8 @@ pub const PROTOCOL_VERSION: u16 = 14;
 const MAGIC: [u8; 4] = *b"SYNP";
 /// Each of a handshake's variable parts (the client URL, the settings) is at most this long.
 const URL_BYTES_MAX: usize = 1024;
+/// An inbound connection keeps a frame buffer of at most this many bytes between frames.
+const FRAME_BYTES_KEPT: usize = 4 << 20;
 
 /// How the transport behaves.
 #[derive(Clone, Debug)]
@@ -915,6 +919,19 @@ fn give_up_when_stalled(stream: &TcpStream, timeout: Duration) -> io::Result<()>
     Ok(())
 }
 
+/// Probes the peer of an inbound `stream` once it has been silent for `silence`, and closes the
+/// stream when a few probes go unanswered: nothing is sent on an inbound connection after its
+/// handshake, so without probes a peer whose host lost power would hold its reader (and a
+/// frame half received) for good.
+fn probe_when_silent(stream: &TcpStream, silence: Duration) -> io::Result<()> {
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(silence)
+        .with_interval(Duration::from_secs(1));
+    #[cfg(target_os = "linux")]
+    let probes = probes.with_retries(3);
+    socket2::SockRef::from(stream).set_tcp_keepalive(&probes)
+}
+
 impl<M: Wire + Send + 'static> Acceptor<M> {
     /// Marks a new connection from `from` as its newest; returns its number, and a receiver
     /// that changes when a newer one arrives.
@@ -953,6 +970,7 @@ impl<M: Wire + Send + 'static> Acceptor<M> {
 
     async fn serve(&self, stream: TcpStream) -> io::Result<()> {
         let _ = stream.set_nodelay(true);
+        let _ = probe_when_silent(&stream, self.config.stall_timeout);
         let limit = self.config.handshake_timeout;
         let (mut stream, tls): (Box<dyn Io>, _) = match &self.config.tls {
             Some(tls) => {
@@ -1045,17 +1063,24 @@ impl<M: Wire + Send + 'static> Acceptor<M> {
         }
         self.directory.learn(hello.from, hello.client_url);
         let from = hello.from;
-        let (number, mut newer) = self.newest(from);
+        let (number, newer) = self.newest(from);
+        // A newer connection from the peer means this one is dead (the peer dials again only
+        // after giving it up): whatever this one waits for, a length or the rest of a frame,
+        // never comes.
+        let replaced = || {
+            let mut newer = newer.clone();
+            async move {
+                let _ = newer.wait_for(|latest| *latest != number).await;
+                debug!(peer = %from, "a newer connection from the peer replaces this one");
+            }
+        };
         let mut reader = BufReader::with_capacity(256 << 10, stream);
         let mut frame = Vec::new();
         loop {
             let mut len = [0u8; 4];
             let read = tokio::select! {
                 read = reader.read_exact(&mut len) => read,
-                _ = newer.wait_for(|latest| *latest != number) => {
-                    debug!(peer = %from, "a newer connection from the peer replaces this one");
-                    return Ok(());
-                }
+                () = replaced() => return Ok(()),
             };
             match read {
                 Ok(_) => {}
@@ -1070,8 +1095,18 @@ impl<M: Wire + Send + 'static> Acceptor<M> {
                     self.config.frame_bytes_max
                 )));
             }
-            frame.resize(len, 0);
-            if let Err(e) = reader.read_exact(&mut frame).await {
+            // Taken as it arrives: a peer that announces 64 MiB and stalls holds no more
+            // than it sent.
+            frame.clear();
+            let mut body = (&mut reader).take(len as u64);
+            let read = tokio::select! {
+                read = body.read_to_end(&mut frame) => read,
+                () = replaced() => return Ok(()),
+            };
+            if let Err(e) = read.and_then(|got| match got == len {
+                true => Ok(()),
+                false => Err(io::ErrorKind::UnexpectedEof.into()),
+            }) {
                 TransportStats::add(&self.stats.bad_frames, 1);
                 return Err(invalid(format!("{from} cut a frame short: {e}")));
             }
@@ -1081,6 +1116,9 @@ impl<M: Wire + Send + 'static> Acceptor<M> {
             })?;
             TransportStats::add(&self.stats.bytes_in, 4 + len as u64);
             TransportStats::add(&self.stats.messages_in, 1);
+            if frame.capacity() > FRAME_BYTES_KEPT {
+                frame = Vec::new(); // one large frame does not pin its size for good
+            }
             if self.inbound.send(Inbound { from, message }).await.is_err() {
                 return Ok(()); // the node is shutting down
             }

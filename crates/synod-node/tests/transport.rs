@@ -331,6 +331,21 @@ async fn a_peer_that_dials_again_supersedes_its_older_connection() {
     deliver(&mut n1, 2, &mut n2, 6).await;
 }
 
+#[tokio::test]
+async fn a_connection_stuck_in_the_middle_of_a_frame_goes_when_the_peer_dials_again() {
+    // Node 2 alone; its peer 3 is played by hand (nothing redials behind the test's back).
+    let (listener, address) = listener().await;
+    let _n2 = start(config(CLUSTER, 2, &[(3, "127.0.0.1:9")]), listener);
+    // Node 3's host went away after the start of a large frame...
+    let mut stuck = introduced(&address, 3, 2).await;
+    stuck.write_all(&(8u32 << 20).to_le_bytes()).await.unwrap();
+    stuck.write_all(&[7; 1000]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // ...and came back: its new connection ends the old one, half a frame and all.
+    let _newer = introduced(&address, 3, 2).await;
+    closed(stuck).await;
+}
+
 /// A member that joins knows nobody: it takes the member that dials it and answers it at the
 /// peer address that member gave. Once it knows the membership, only members may connect,
 /// and a peer that left is dropped while a new one is dialled.
