@@ -691,10 +691,10 @@ impl KvStore {
     /// collected, so a page costs its `limit` plus a walk of the keys for `count` (which
     /// etcd's index walks too). Other orders and filters look at every key of the range.
     fn read(&self, request: &RangeRequest) -> RangeResponse {
-        let filtered = request.min_mod_revision > 0
-            || request.max_mod_revision > 0
-            || request.min_create_revision > 0
-            || request.max_create_revision > 0;
+        let filtered = request.min_mod_revision != 0
+            || request.max_mod_revision != 0
+            || request.min_create_revision != 0
+            || request.max_create_revision != 0;
         let descending = match (request.sort_order, request.sort_target) {
             (SortOrder::None | SortOrder::Ascend, SortTarget::Key) => false,
             (SortOrder::Descend, SortTarget::Key) => true,
@@ -730,8 +730,9 @@ impl KvStore {
             .map(|viewed| viewed.key_value())
             .collect();
         let count = view.len() as u64;
+        // As etcd: a bound of 0 is none, any other (a negative maximum too) applies.
         let in_bounds = |bound: i64, value: i64, min: bool| {
-            bound <= 0 || if min { value >= bound } else { value <= bound }
+            bound == 0 || if min { value >= bound } else { value <= bound }
         };
         let mut kvs: Vec<KeyValue> = view
             .into_iter()

@@ -292,6 +292,15 @@ fn ranges_sort_filter_and_limit_like_etcd() {
     )
     .unwrap();
     assert_eq!(keys(filtered), vec!["p/a", "p/c"]);
+    // As etcd: a negative maximum leaves nothing, a negative minimum everything.
+    let bounded = |max_mod_revision, min_create_revision| RangeRequest {
+        range: KeyRange::prefix("p/"),
+        max_mod_revision,
+        min_create_revision,
+        ..Default::default()
+    };
+    assert_eq!(keys(read(&s, bounded(-1, 0)).unwrap()), Vec::<&str>::new());
+    assert_eq!(keys(read(&s, bounded(0, -1)).unwrap()).len(), 3);
 }
 
 #[test]

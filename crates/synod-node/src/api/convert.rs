@@ -8,7 +8,20 @@ use tonic::Status;
 
 use super::errors;
 
-/// A protobuf range request as the store's.
+/// Refuses what etcd refuses in a range before reading (its `checkRangeRequest`): no key, or
+/// a sort order or target it does not know. (An unknown order is not taken for "none".)
+pub fn check_range(r: &pb::RangeRequest) -> Result<(), Status> {
+    use pb::range_request::{SortOrder, SortTarget};
+    if r.key.is_empty() {
+        return Err(errors::empty_key());
+    }
+    if SortOrder::try_from(r.sort_order).is_err() || SortTarget::try_from(r.sort_target).is_err() {
+        return Err(errors::invalid_sort_option());
+    }
+    Ok(())
+}
+
+/// A protobuf range request as the store's (checked by [`check_range`] first).
 pub fn range(r: &pb::RangeRequest) -> kv::RangeRequest {
     use pb::range_request::{SortOrder, SortTarget};
     kv::RangeRequest {
@@ -92,7 +105,10 @@ fn txn_at(t: &pb::TxnRequest, depth: usize) -> Result<kv::TxnRequest, Status> {
 fn request_op(op: &pb::RequestOp, depth: usize) -> Result<kv::Request, Status> {
     use pb::request_op::Request as Op;
     match &op.request {
-        Some(Op::RequestRange(r)) => Ok(kv::Request::Range(range(r))),
+        Some(Op::RequestRange(r)) => {
+            check_range(r)?;
+            Ok(kv::Request::Range(range(r)))
+        }
         Some(Op::RequestPut(p)) => Ok(kv::Request::Put(put(p)?)),
         Some(Op::RequestDeleteRange(d)) => Ok(kv::Request::DeleteRange(delete(d)?)),
         Some(Op::RequestTxn(t)) => Ok(kv::Request::Txn(txn_at(t, depth + 1)?)),
@@ -104,6 +120,9 @@ fn request_op(op: &pb::RequestOp, depth: usize) -> Result<kv::Request, Status> {
 
 fn compare(c: &pb::Compare) -> Result<kv::Compare, Status> {
     use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+    if c.key.is_empty() {
+        return Err(errors::empty_key());
+    }
     let op = match CompareResult::try_from(c.result) {
         Ok(CompareResult::Equal) => kv::CompareOp::Equal,
         Ok(CompareResult::Greater) => kv::CompareOp::Greater,
@@ -256,6 +275,52 @@ mod tests {
         assert_eq!(converted.target, kv::CompareTarget::Version(0));
         let bad = pb::Compare { result: 17, ..c };
         assert!(compare(&bad).is_err());
+    }
+
+    #[test]
+    fn ranges_and_compares_without_a_key_or_with_an_unknown_sort_are_refused_as_etcd_does() {
+        let message = |r: Result<(), Status>| r.map_err(|s| (s.code(), s.message().to_string()));
+        let ok = pb::RangeRequest {
+            key: Bytes::from_static(b"k"),
+            ..Default::default()
+        };
+        assert_eq!(message(check_range(&ok)), Ok(()));
+        let empty_key = (
+            tonic::Code::InvalidArgument,
+            "etcdserver: key is not provided".to_string(),
+        );
+        let bad_sort = (
+            tonic::Code::InvalidArgument,
+            "etcdserver: invalid sort option".to_string(),
+        );
+        let no_key = pb::RangeRequest {
+            range_end: Bytes::from_static(b"\0"),
+            ..Default::default()
+        };
+        assert_eq!(message(check_range(&no_key)), Err(empty_key.clone()));
+        let order = pb::RangeRequest {
+            sort_order: 99,
+            ..ok.clone()
+        };
+        assert_eq!(message(check_range(&order)), Err(bad_sort.clone()));
+        let target = pb::RangeRequest {
+            sort_target: 99,
+            ..ok.clone()
+        };
+        assert_eq!(message(check_range(&target)), Err(bad_sort.clone()));
+        // The same inside a transaction, and a compare without a key.
+        let in_txn = pb::TxnRequest {
+            failure: vec![pb::RequestOp {
+                request: Some(pb::request_op::Request::RequestRange(target)),
+            }],
+            ..Default::default()
+        };
+        assert_eq!(message(txn(&in_txn).map(drop)), Err(bad_sort));
+        let keyless = pb::TxnRequest {
+            compare: vec![pb::Compare::default()],
+            ..Default::default()
+        };
+        assert_eq!(message(txn(&keyless).map(drop)), Err(empty_key));
     }
 
     #[test]

@@ -75,6 +75,11 @@ pub fn empty_key() -> Status {
     Status::invalid_argument("etcdserver: key is not provided")
 }
 
+/// etcd's ErrGRPCInvalidSortOption.
+pub fn invalid_sort_option() -> Status {
+    Status::invalid_argument("etcdserver: invalid sort option")
+}
+
 /// A transaction over `--max-txn-ops`.
 pub fn too_many_ops() -> Status {
     Status::invalid_argument("etcdserver: too many operations in txn request")

@@ -84,6 +84,7 @@ impl pb::kv_server::Kv for KvService {
     ) -> Result<Response<pb::RangeResponse>, Status> {
         let api = &*self.0;
         api.check_size(request.get_ref())?;
+        convert::check_range(request.get_ref())?;
         let keys = kv::KeyRange {
             key: request.get_ref().key.clone(),
             range_end: request.get_ref().range_end.clone(),

@@ -223,6 +223,11 @@ impl KeyRange {
             (None, false, false) => Vec::new(),
             _ => bail!("give one of a range end, --prefix or --from-key"),
         };
+        // Every key: etcd's clients send an empty prefix, or from an empty key, as from "\0"
+        // (a range without a key is refused).
+        if key.is_empty() && (self.prefix || self.from_key) {
+            return Ok((vec![0], vec![0]));
+        }
         Ok((key, end))
     }
 }
@@ -1112,5 +1117,23 @@ mod tests {
         assert_eq!(prefix_end(b"a"), b"b");
         assert_eq!(prefix_end(b"a\xff"), b"b");
         assert_eq!(prefix_end(b"\xff\xff"), b"\0");
+    }
+
+    #[test]
+    fn every_key_is_asked_for_from_the_zero_byte_as_etcds_clients_do() {
+        let range = |key: &str, prefix, from_key| KeyRange {
+            key: key.to_string(),
+            range_end: None,
+            prefix,
+            from_key,
+        };
+        let every = Some((vec![0], vec![0]));
+        assert_eq!(range("", true, false).bytes().ok(), every);
+        assert_eq!(range("", false, true).bytes().ok(), every);
+        assert_eq!(
+            range("a", false, true).bytes().ok(),
+            Some((b"a".to_vec(), vec![0]))
+        );
+        assert_eq!(range("", false, false).bytes().ok(), Some((vec![], vec![])));
     }
 }
