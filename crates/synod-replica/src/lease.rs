@@ -45,6 +45,10 @@ pub struct LeaseBugs {
     /// promotion.
     #[cfg(feature = "inject-bugs")]
     pub no_extension_on_promotion: bool,
+    /// A lease granted again under the id of one revoked or expired since the last sweep
+    /// keeps that one's clock: its deadline, or its doom.
+    #[cfg(feature = "inject-bugs")]
+    pub regrant_keeps_old_clock: bool,
 }
 
 impl LeaseBugs {
@@ -58,6 +62,8 @@ impl LeaseBugs {
         revoke_in_any_era: false,
         #[cfg(feature = "inject-bugs")]
         no_extension_on_promotion: false,
+        #[cfg(feature = "inject-bugs")]
+        regrant_keeps_old_clock: false,
     };
 
     pub(crate) fn renew_without_confirming(&self) -> bool {
@@ -84,6 +90,13 @@ impl LeaseBugs {
     fn no_extension_on_promotion(&self) -> bool {
         #[cfg(feature = "inject-bugs")]
         return self.no_extension_on_promotion;
+        #[cfg(not(feature = "inject-bugs"))]
+        false
+    }
+
+    fn regrant_keeps_old_clock(&self) -> bool {
+        #[cfg(feature = "inject-bugs")]
+        return self.regrant_keeps_old_clock;
         #[cfg(not(feature = "inject-bugs"))]
         false
     }
@@ -137,6 +150,9 @@ impl LeaseClocks {
     /// refused), and the new one must not inherit its deadline or its doom. Its own clock
     /// starts at its TTL, at the next sweep or keep-alive.
     pub(crate) fn granted(&mut self, id: i64) {
+        if self.bugs.regrant_keeps_old_clock() {
+            return;
+        }
         self.deadlines.remove(&id);
         self.revoking.remove(&id);
     }

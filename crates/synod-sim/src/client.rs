@@ -257,6 +257,9 @@ pub(crate) struct Client {
     held: Option<HeldLease>,
     /// Leases granted to this client so far, for fresh ids.
     granted: i64,
+    /// The id of the lease it revoked last, asked for again by its next grant (etcd's
+    /// clients may choose their lease ids): the grant may apply just after the revoke.
+    regrant: Option<i64>,
     /// Answers it may reuse (under a protocol whose clients cache, as DNS resolvers do).
     cache: BTreeMap<Key, CachedRead>,
 }
@@ -293,6 +296,7 @@ impl Client {
             active: true,
             held: None,
             granted: 0,
+            regrant: None,
             cache: BTreeMap::new(),
         }
     }
@@ -317,8 +321,10 @@ impl Client {
                 return OpKind::Attach(held.id);
             }
         } else if self.rng.range(0, 10) == 0 {
-            self.granted += 1;
-            let lease = self.id as i64 * 1_000_000 + self.granted;
+            let lease = self.regrant.take().unwrap_or_else(|| {
+                self.granted += 1;
+                self.id as i64 * 1_000_000 + self.granted
+            });
             return OpKind::Grant(lease, self.rng.range_inclusive(1, 3) as i64);
         }
         self.register_op(keys)
@@ -328,7 +334,11 @@ impl Client {
     /// forgets it), sometimes revoked.
     fn drop_lease(&mut self) -> Option<OpKind> {
         let held = self.held.take()?;
-        (self.rng.range(0, 3) == 0).then_some(OpKind::Revoke(held.id))
+        let revoke = self.rng.range(0, 3) == 0;
+        if revoke {
+            self.regrant = Some(held.id);
+        }
+        revoke.then_some(OpKind::Revoke(held.id))
     }
 
     fn register_op(&mut self, keys: u64) -> OpKind {

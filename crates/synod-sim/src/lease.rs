@@ -86,9 +86,12 @@ impl<P: Protocol> World<P> {
     /// after its holder's promise ran out.
     pub(crate) fn on_committed_command(&mut self, index: u64, proposal: &Proposal) {
         let lease = match Request::decode(&proposal.command) {
+            // A lease granted again under an earlier one's id (revoked or expired since)
+            // starts with no promise: what the earlier one's holder was told is void.
             Ok(Request::LeaseGrant(grant)) => {
                 self.leases.granted_at.insert(grant.id, self.now);
                 self.leases.expired.remove(&grant.id);
+                self.leases.promised.remove(&grant.id);
                 return;
             }
             Ok(Request::LeaseEpoch(epoch)) => {
