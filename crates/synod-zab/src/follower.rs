@@ -189,6 +189,14 @@ impl Zab {
             return;
         }
         if epoch > accepted.0 || (epoch, Some(from)) == accepted {
+            if f.epoch.is_some_and(|e| e != epoch) {
+                // The same leader in a later epoch (it restarted, or took over again, before
+                // this node's session ran out): a new session. What the earlier one
+                // synchronized says nothing of it, and its NewLeader must be taken afresh,
+                // saving the new current epoch before it is acknowledged.
+                f.synced = false;
+                f.matched = 0;
+            }
             f.epoch = Some(epoch);
             f.heard_elapsed = 0;
             if epoch > accepted.0 {

@@ -144,6 +144,43 @@ fn the_same_epoch_from_another_leader_is_refused() {
 }
 
 #[test]
+fn a_later_epoch_from_the_same_leader_is_a_new_session_synchronized_afresh() {
+    // Node 1 is in broadcast under node 3's epoch 1. Node 3 restarts and leads again in
+    // epoch 2 before node 1's session timed out, and a late copy of node 1's FollowerInfo
+    // brings node 1 its NewEpoch 2. Its AckNewLeader 2 must come with current epoch 2 saved
+    // (the rule the next election's choice of history rests on), not at once as a copy of
+    // the earlier session's.
+    let mut zab = follower_in_epoch_1();
+    let new_leader = |epoch| Message::NewLeader {
+        epoch,
+        last: Zxid::default(),
+    };
+    receive(&mut zab, 3, new_leader(1));
+    assert_eq!(zab.current_epoch(), 1);
+    receive(&mut zab, 3, Message::NewEpoch { epoch: 2 });
+    assert_eq!(zab.accepted_epoch(), 2);
+    let out = receive(&mut zab, 3, new_leader(2));
+    assert_eq!(zab.current_epoch(), 2);
+    let saved = position(&out, |a| match a {
+        Action::Persist(p) => p
+            .hard_state
+            .as_deref()
+            .is_some_and(|h| decode_hard_state(h).unwrap().current_epoch == 2),
+        _ => false,
+    });
+    let acked = position(&out, |a| {
+        matches!(
+            a,
+            Action::Send {
+                message: Message::AckNewLeader { epoch: 2 },
+                ..
+            }
+        )
+    });
+    assert!(saved < acked, "{out:?}");
+}
+
+#[test]
 fn a_follower_logs_a_proposal_durably_before_it_acknowledges_it() {
     let mut zab = follower_in_epoch_1();
     receive(
