@@ -46,7 +46,8 @@ pub trait Engine {
     /// The membership in force here, for an engine whose membership changes through its log
     /// (the newest membership entry it holds, committed or not); `None` for one whose members
     /// are fixed at boot. The runtime connects to whoever is in it. It changes only in a step
-    /// of [`Input::Receive`] or [`Input::ChangeMembership`], after which the runtime looks.
+    /// of [`Input::Receive`], [`Input::ChangeMembership`] or [`Input::Persisted`] (a Paxos
+    /// leader's own acceptance can decide a slot), after each of which the runtime looks.
     fn membership(&self) -> Option<&Membership> {
         None
     }

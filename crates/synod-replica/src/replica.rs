@@ -830,11 +830,12 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
     }
 
     fn step(&mut self, input: Input<E::Message>, out: &mut Vec<Output<E::Message, W>>) {
-        // Only a peer's message or an operator's change moves the membership in force (the
-        // engine contract says so): other steps, ticks above all, skip comparing it.
+        // Only a peer's message, an operator's change or a persist done moves the membership
+        // in force (the engine contract says so): other steps, ticks above all, skip
+        // comparing it.
         let membership_may_move = matches!(
             input,
-            Input::Receive { .. } | Input::ChangeMembership { .. }
+            Input::Receive { .. } | Input::ChangeMembership { .. } | Input::Persisted(_)
         );
         let mut actions = std::mem::take(&mut self.actions);
         self.engine.step(input, &mut actions);
@@ -1563,6 +1564,21 @@ mod tests {
             value: Bytes::from_static(b"v"),
             ..Default::default()
         })
+    }
+
+    /// A Paxos leader decides a slot when its own acceptance is durable: a membership it
+    /// decides then is in force at once, not at the next peer message.
+    #[test]
+    fn a_membership_that_moves_when_a_persist_is_done_is_seen_then() {
+        let mut r = replica(Role::Leader, Some(NodeId(1)), 3);
+        let mut out = Out::new();
+        r.engine.membership = Some(Membership::of_voters(&[NodeId(1), NodeId(2)]));
+        r.persisted(PersistId(1), &mut out);
+        assert!(
+            out.iter()
+                .any(|o| matches!(o, Output::Membership(m) if m.voters().len() == 2)),
+            "{out:?}"
+        );
     }
 
     /// A learner answers serializable reads and publishes its own name; every other call is
