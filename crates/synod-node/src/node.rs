@@ -91,6 +91,10 @@ const REMOVED_GRACE: Duration = Duration::from_secs(2);
 /// How long a removed member stays connected after its removal applied here.
 const LINGER: Duration = Duration::from_secs(10);
 
+/// How long a joined member waits for the answer to publishing its name before it asks
+/// again (`Node::publish_attributes`).
+const PUBLISH_PATIENCE: Duration = Duration::from_secs(10);
+
 /// What the server's request handlers share with the node loop.
 #[derive(Debug)]
 pub struct Shared {
@@ -264,7 +268,7 @@ pub struct Node<E: Engine> {
     /// Set when the node must stop: it cannot go on without diverging or losing data.
     fatal: Option<String>,
     /// This member's name and client URL on their way into the membership.
-    publishing: Option<oneshot::Receiver<Answer>>,
+    publishing: Option<(oneshot::Receiver<Answer>, Instant)>,
     /// The membership last applied here (committed).
     applied_membership: Option<Membership>,
     /// Whether a membership applied here listed this member (so one without it removed it).
@@ -576,11 +580,20 @@ where
 
     /// A member that joined a running cluster has no name in the membership yet: it asks for
     /// its name and client URL to be recorded (etcd members publish their attributes so), and
-    /// asks again each second until that applied.
+    /// asks again each second until that applied. An ask unanswered for `PUBLISH_PATIENCE` is
+    /// given up and made again: a leader that fell before it logged the change, or whose
+    /// entry the next leader cut, never answers it.
     fn publish_attributes(&mut self, out: &mut Vec<Output<E::Message, Reply>>) {
-        if let Some(pending) = self.publishing.as_mut() {
+        if let Some((pending, asked_at)) = self.publishing.as_mut() {
             match pending.try_recv() {
-                Err(oneshot::error::TryRecvError::Empty) => return,
+                Err(oneshot::error::TryRecvError::Empty)
+                    if asked_at.elapsed() < PUBLISH_PATIENCE =>
+                {
+                    return
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {
+                    warn!("publishing this member's name went unanswered; asking again");
+                }
                 Ok(Answer::Membership(_)) => {}
                 Ok(answer) => warn!(
                     ?answer,
@@ -620,7 +633,7 @@ where
             },
             call: Call::ChangeMembership(change),
         };
-        self.publishing = Some(receiver);
+        self.publishing = Some((receiver, Instant::now()));
         self.replica.submit(vec![call], out);
     }
 
