@@ -924,6 +924,9 @@ fn give_up_when_stalled(stream: &TcpStream, timeout: Duration) -> io::Result<()>
 /// handshake, so without probes a peer whose host lost power would hold its reader (and a
 /// frame half received) for good.
 fn probe_when_silent(stream: &TcpStream, silence: Duration) -> io::Result<()> {
+    // The kernel counts in whole seconds and refuses 0: a sub-second silence would leave the
+    // system's defaults (two hours) in place.
+    let silence = Duration::from_secs(silence.as_secs_f64().ceil().max(1.0) as u64);
     let probes = socket2::TcpKeepalive::new()
         .with_time(silence)
         .with_interval(Duration::from_secs(1));
@@ -970,7 +973,9 @@ impl<M: Wire + Send + 'static> Acceptor<M> {
 
     async fn serve(&self, stream: TcpStream) -> io::Result<()> {
         let _ = stream.set_nodelay(true);
-        let _ = probe_when_silent(&stream, self.config.stall_timeout);
+        if let Err(e) = probe_when_silent(&stream, self.config.stall_timeout) {
+            warn!(error = %e, "cannot set keepalive probes on a peer connection");
+        }
         let limit = self.config.handshake_timeout;
         let (mut stream, tls): (Box<dyn Io>, _) = match &self.config.tls {
             Some(tls) => {
