@@ -616,21 +616,32 @@ impl<D: Dir> FileLog<D> {
             // Writing goes on in this one. If its records end where the writer's rules ask for
             // a pad, they need the pad they would have had, had they not ended where a crash
             // cut a write (or been written before the rules were): pad them now, before the
-            // space after them is allocated again (a cut may have taken it away).
+            // space after them is allocated again (a cut may have taken it away). A pad that
+            // would run into the next sector (a few bytes were left) would be a write of its
+            // own over two sectors, whose first a crash could lose while the second arrived,
+            // leaving too few zeros to tell from damage: that segment is sealed instead, and
+            // writing goes on in a new one.
             Some(last) => {
                 let name = segment_name(last);
                 let pad = tails
                     .iter()
                     .find(|t| t.file == name)
                     .and_then(SectorTail::pad);
-                if let Some(pad) = pad {
-                    let active = &mut log.segments[0];
-                    log.dir.write_at(&name, active.bytes, &pad)?;
-                    log.dir.sync(&name)?;
-                    active.bytes += pad.len() as u64;
+                match pad {
+                    Some(pad) if pad.len() > record::SECTOR_BYTES => {
+                        log.start_segment(last + 1)?;
+                    }
+                    pad => {
+                        if let Some(pad) = pad {
+                            let active = &mut log.segments[0];
+                            log.dir.write_at(&name, active.bytes, &pad)?;
+                            log.dir.sync(&name)?;
+                            active.bytes += pad.len() as u64;
+                        }
+                        let target = log.options.segment_bytes.max(log.segments[0].bytes);
+                        log.dir.preallocate(&name, target)?;
+                    }
                 }
-                let target = log.options.segment_bytes.max(log.segments[0].bytes);
-                log.dir.preallocate(&name, target)?;
             }
         }
         Ok((log, state))

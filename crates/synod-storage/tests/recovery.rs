@@ -539,6 +539,69 @@ fn a_write_whose_first_sector_was_lost_is_cut_wherever_it_starts() {
     assert!(starts.len() > 40, "writes started at {starts:?}");
 }
 
+/// A torn write cut at a record inside it can leave the log ending a few bytes before a
+/// sector's end, where the pad would have to run into the next sector: a write of two sectors
+/// whose first a crash could lose alone. The log seals that segment and goes on in a new one.
+#[test]
+fn a_log_cut_to_a_few_bytes_before_a_sectors_end_goes_on_in_a_new_segment() {
+    let command = |i: u64, bytes: usize| {
+        let mut e = entry(i, 1);
+        e.payload = synod_core::Payload::Command(synod_core::Proposal {
+            id: synod_core::RequestId::new(1, i),
+            command: bytes::Bytes::from(vec![0x5a; bytes]),
+        });
+        e
+    };
+    let dir = TempDir::new("cut-near-sector-end");
+    // Entry 1 alone, then entries 2 and 3 in one write, entry 2 sized to end 5 bytes before
+    // a sector's end (found by trying: its size moves its end byte by byte).
+    let end_of_2 = |bytes: usize| -> (usize, PathBuf) {
+        let opened = RealDir::open(&dir.0).unwrap();
+        for old in segments(&dir.0) {
+            std::fs::remove_file(old).unwrap();
+        }
+        let (mut log, _) = FileLog::open(opened, SMALL).unwrap();
+        log.append(&[command(1, 10)]).unwrap();
+        log.sync().unwrap();
+        log.append(&[command(2, bytes), command(3, 1200)]).unwrap();
+        log.sync().unwrap();
+        drop(log);
+        let scan = wal::scan(&RealDir::open(&dir.0).unwrap()).unwrap();
+        let second = scan
+            .records
+            .iter()
+            .find(|r| matches!(&r.record, wal::Record::Entry(e) if e.index == 2))
+            .unwrap();
+        let file = segments(&dir.0).pop().unwrap();
+        ((second.offset + second.size) as usize, file)
+    };
+    let target = record::SECTOR_BYTES - 5;
+    let (first, _) = end_of_2(100);
+    let guess =
+        100 + (target + record::SECTOR_BYTES - first % record::SECTOR_BYTES) % record::SECTOR_BYTES;
+    let (end, file) = (guess.saturating_sub(2)..guess + 3)
+        .map(end_of_2)
+        .find(|(end, _)| end % record::SECTOR_BYTES == target)
+        .expect("some size ends entry 2 five bytes before a sector's end");
+    // Entry 3 was torn: its second sector never reached the disk.
+    zero_sector_at(&file, end + record::SECTOR_BYTES + 10);
+    let (log, state) = reopen(&dir.0).unwrap();
+    assert_eq!((state.last_index(), state.repairs.len()), (2, 1));
+    drop(log);
+    assert_eq!(
+        segments(&dir.0).len(),
+        2,
+        "writing goes on in a new segment"
+    );
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().len() as usize,
+        end,
+        "the old one is sealed at its last record, with no pad after it"
+    );
+    let (_, again) = reopen(&dir.0).unwrap();
+    assert_eq!((again.last_index(), again.repairs.len()), (2, 0));
+}
+
 #[test]
 fn a_zeroed_sector_before_the_last_record_cuts_everything_after_it() {
     // Records written by one unsynced write can reach the disk out of order: a later sector
