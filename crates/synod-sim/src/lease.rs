@@ -86,12 +86,21 @@ impl<P: Protocol> World<P> {
     /// after its holder's promise ran out.
     pub(crate) fn on_committed_command(&mut self, index: u64, proposal: &Proposal) {
         let lease = match Request::decode(&proposal.command) {
-            // A lease granted again under an earlier one's id (revoked or expired since)
-            // starts with no promise: what the earlier one's holder was told is void.
+            // A lease granted again under the id of one that expired starts with no promise:
+            // what the earlier one's holder was told is void. (A retried grant, or one
+            // refused because the lease exists, changes no promise.)
             Ok(Request::LeaseGrant(grant)) => {
                 self.leases.granted_at.insert(grant.id, self.now);
-                self.leases.expired.remove(&grant.id);
-                self.leases.promised.remove(&grant.id);
+                if self.leases.expired.remove(&grant.id).is_some() {
+                    self.leases.promised.remove(&grant.id);
+                }
+                return;
+            }
+            // A holder's own revoke (a client's write, under its user) voids its promise.
+            Ok(Request::As { request, .. }) => {
+                if let Request::LeaseRevoke(revoke) = *request {
+                    self.leases.promised.remove(&revoke.id);
+                }
                 return;
             }
             Ok(Request::LeaseEpoch(epoch)) => {
