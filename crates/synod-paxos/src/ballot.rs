@@ -24,6 +24,15 @@ impl Ballot {
         node: NodeId(0),
     };
 
+    /// Above every real ballot: what a promise reports a slot it knows decided under. A
+    /// decided value is the one any proposer must choose there, whatever was accepted under
+    /// any ballot; and the ballot a node stamped on a decision it learned (the leader's that
+    /// told it) may be below the one that decided it, and below a value accepted meanwhile.
+    pub const DECIDED: Ballot = Ballot {
+        round: u64::MAX >> NODE_BITS,
+        node: NodeId((1 << NODE_BITS) - 1),
+    };
+
     /// The ballot as one number that orders the same way: an entry's `era`.
     pub fn era(self) -> u64 {
         (self.round << NODE_BITS) | self.node.0
@@ -64,7 +73,10 @@ mod tests {
         };
         assert!(a < b && b < c && Ballot::ZERO < a);
         assert!(a.era() < b.era() && b.era() < c.era());
-        for ballot in [a, b, c, Ballot::ZERO] {
+        let highest_real = Ballot::from_era(u64::MAX - 1);
+        assert!(c < Ballot::DECIDED && highest_real < Ballot::DECIDED);
+        assert_eq!(Ballot::DECIDED.era(), u64::MAX);
+        for ballot in [a, b, c, Ballot::ZERO, Ballot::DECIDED] {
             assert_eq!(Ballot::from_era(ballot.era()), ballot);
         }
     }

@@ -172,8 +172,9 @@ impl BasicPaxos {
     fn on_prepare(&mut self, from: NodeId, prepare: Prepare, out: &mut Out) {
         let slot = prepare.slot;
         if let Some(decided) = self.core.decided(slot).cloned() {
-            // A learner that knows the slot is decided says so; the proposer adopts it.
-            let accepted = vec![(slot, Ballot::from_era(decided.era), decided.payload)];
+            // A learner that knows the slot is decided says so (under a ballot above every
+            // real one); the proposer adopts it.
+            let accepted = vec![(slot, Ballot::DECIDED, decided.payload)];
             let promise = Promise {
                 ballot: prepare.ballot,
                 slot,

@@ -272,8 +272,8 @@ impl MultiPaxos {
         {
             Ok(mut accepted) => {
                 self.core.acceptor_changed();
-                // Decided slots count as accepted, with the ballot that decided them: the
-                // acceptor may already have handed them to the log. More of them than a
+                // Decided slots count as accepted, under a ballot above every real one
+                // (`Ballot::DECIDED`): the acceptor may already have handed them to the log. More of them than a
                 // message should carry are not listed: the candidate, that far behind,
                 // catches up on them before it may lead.
                 let decided: Vec<&synod_core::Entry> = (prepare.slot..=self.core.prefix())
@@ -288,7 +288,7 @@ impl MultiPaxos {
                     accepted.extend(
                         decided
                             .iter()
-                            .map(|e| (e.index, Ballot::from_era(e.era), e.payload.clone())),
+                            .map(|e| (e.index, Ballot::DECIDED, e.payload.clone())),
                     );
                     self.core.base.index
                 };
