@@ -919,6 +919,12 @@ fn give_up_when_stalled(stream: &TcpStream, timeout: Duration) -> io::Result<()>
     Ok(())
 }
 
+/// Resolves once a newer connection from `peer` replaced the inbound one numbered `number`.
+async fn superseded(newer: &mut watch::Receiver<u64>, number: u64, peer: NodeId) {
+    let _ = newer.wait_for(|latest| *latest != number).await;
+    debug!(%peer, "a newer connection from the peer replaces this one");
+}
+
 /// Probes the peer of an inbound `stream` once it has been silent for `silence`, and closes the
 /// stream when a few probes go unanswered: nothing is sent on an inbound connection after its
 /// handshake, so without probes a peer whose host lost power would hold its reader (and a
@@ -1068,24 +1074,17 @@ impl<M: Wire + Send + 'static> Acceptor<M> {
         }
         self.directory.learn(hello.from, hello.client_url);
         let from = hello.from;
-        let (number, newer) = self.newest(from);
         // A newer connection from the peer means this one is dead (the peer dials again only
         // after giving it up): whatever this one waits for, a length or the rest of a frame,
         // never comes.
-        let replaced = || {
-            let mut newer = newer.clone();
-            async move {
-                let _ = newer.wait_for(|latest| *latest != number).await;
-                debug!(peer = %from, "a newer connection from the peer replaces this one");
-            }
-        };
+        let (number, mut newer) = self.newest(from);
         let mut reader = BufReader::with_capacity(256 << 10, stream);
         let mut frame = Vec::new();
         loop {
             let mut len = [0u8; 4];
             let read = tokio::select! {
                 read = reader.read_exact(&mut len) => read,
-                () = replaced() => return Ok(()),
+                () = superseded(&mut newer, number, from) => return Ok(()),
             };
             match read {
                 Ok(_) => {}
@@ -1106,12 +1105,13 @@ impl<M: Wire + Send + 'static> Acceptor<M> {
             let mut body = (&mut reader).take(len as u64);
             let read = tokio::select! {
                 read = body.read_to_end(&mut frame) => read,
-                () = replaced() => return Ok(()),
+                () = superseded(&mut newer, number, from) => return Ok(()),
             };
-            if let Err(e) = read.and_then(|got| match got == len {
-                true => Ok(()),
-                false => Err(io::ErrorKind::UnexpectedEof.into()),
-            }) {
+            let read = match read {
+                Ok(got) if got < len => Err(io::ErrorKind::UnexpectedEof.into()),
+                other => other.map(drop),
+            };
+            if let Err(e) = read {
                 TransportStats::add(&self.stats.bad_frames, 1);
                 return Err(invalid(format!("{from} cut a frame short: {e}")));
             }

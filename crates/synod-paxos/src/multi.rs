@@ -273,9 +273,9 @@ impl MultiPaxos {
             Ok(mut accepted) => {
                 self.core.acceptor_changed();
                 // Decided slots count as accepted, under a ballot above every real one
-                // (`Ballot::DECIDED`): the acceptor may already have handed them to the log. More of them than a
-                // message should carry are not listed: the candidate, that far behind,
-                // catches up on them before it may lead.
+                // (`Ballot::DECIDED`): the acceptor may already have handed them to the log.
+                // More of them than a message should carry are not listed: the candidate,
+                // that far behind, catches up on them before it may lead.
                 let decided: Vec<&synod_core::Entry> = (prepare.slot..=self.core.prefix())
                     .filter_map(|s| self.core.decided(s))
                     .collect();

@@ -2112,10 +2112,11 @@ mod tests {
         let mut out = Out::new();
         r.set_clock(1_000_000);
         r.tick(&mut out);
+        // Lease 9 (TTL 10 s) expired: its expiry is proposed.
         r.set_clock(11_150_000);
-        r.tick(&mut out); // lease 9 (TTL 10 s) expired: its expiry is proposed
-                          // The expiry applies, and a client grants id 9 again before the next sweep: the new
-                          // lease is renewed, and not expired a second later by the old lease's retry.
+        r.tick(&mut out);
+        // The expiry applies, and a client grants id 9 again before the next sweep: the new
+        // lease is renewed, and not expired a second later by the old lease's retry.
         apply(
             &mut r,
             3,

@@ -85,11 +85,10 @@ impl SimFile {
         overlay(&mut self.durable, self.pending_at, &pending);
     }
 
-    /// What a crash leaves of the unsynced data. Returns whether it left garbage.
+    /// What a crash of the machine leaves of the unsynced data (a crash of the process alone,
+    /// `Unsynced::Kept`, never gets here: `SimDir::crash` keeps everything). Returns whether
+    /// it left garbage.
     fn crash(&mut self, rng: &mut Rng, unsynced: Unsynced) -> bool {
-        if unsynced == Unsynced::Kept {
-            return false;
-        }
         let pending = std::mem::take(&mut self.pending);
         if pending.is_empty() || unsynced == Unsynced::Lost {
             return false;

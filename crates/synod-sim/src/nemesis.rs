@@ -291,12 +291,12 @@ impl<P: Protocol> World<P> {
             if self.is_up(node) {
                 return; // over the fault budget
             }
-            self.node_mut(node).power_loss_at_boot = true;
             self.fault_line(|| format!("{node} killed; power loss armed for its next life"));
         } else {
-            self.node_mut(node).power_loss_armed = true;
             self.fault_line(|| format!("power loss armed at {node}, for its next write"));
         }
+        // Armed after the kill (a crash disarms): then it waits for the next life's first write.
+        self.node_mut(node).power_loss_armed = true;
     }
 
     pub(crate) fn on_power_loss(&mut self, node: NodeId, incarnation: u64) {

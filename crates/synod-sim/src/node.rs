@@ -70,10 +70,9 @@ pub(crate) struct SimNode<P: Protocol> {
     /// removed server does (under a protocol whose removed members may hold writes only
     /// they took: gossip). Unlike a dead node, whatever it acknowledged must be kept.
     pub(crate) left: bool,
-    /// The nemesis cuts the power while this node's next write is on its way to the disk.
+    /// The nemesis cuts the power while this node's next write (in this life or, once killed,
+    /// the next) is on its way to the disk.
     pub(crate) power_loss_armed: bool,
-    /// The nemesis killed this node's process and arms a power loss for its next life.
-    pub(crate) power_loss_at_boot: bool,
     pub(crate) disk: NodeDisk,
     /// The disk's last sync scheduled: when it starts and when it ends.
     disk_sync: (SimTime, SimTime),
@@ -99,7 +98,6 @@ impl<P: Protocol> SimNode<P> {
             replaced: false,
             left: false,
             power_loss_armed: false,
-            power_loss_at_boot: false,
             disk: NodeDisk::new(id.0, storage_bugs),
             disk_sync: (0, 0),
             tick_us,
@@ -146,9 +144,6 @@ impl<P: Protocol> World<P> {
                 )
             }
         };
-        if std::mem::take(&mut self.node_mut(id).power_loss_at_boot) {
-            self.node_mut(id).power_loss_armed = true;
-        }
         self.stats.torn_writes_repaired += recovered.repairs.len() as u64;
         for repair in &recovered.repairs {
             self.trace_line(|| format!("{id} {repair}"));

@@ -126,14 +126,6 @@ fn log_ending_a_byte_into_a_sector(path: &Path) -> wal::Located {
         era: 1,
         payload: synod_core::Payload::Noop,
     };
-    let command = |index, bytes: usize| synod_core::Entry {
-        index,
-        era: 1,
-        payload: synod_core::Payload::Command(synod_core::Proposal {
-            id: synod_core::RequestId::new(1, index),
-            command: bytes::Bytes::from(vec![0x5a; bytes]),
-        }),
-    };
     // Where the no-op ends, after a command of `bytes`, in a log written afresh.
     let try_with = |bytes: usize| -> (wal::Located, Option<wal::Record>) {
         let dir = RealDir::open(path).unwrap();
@@ -457,16 +449,22 @@ fn zero_sector_at(file: &Path, at: usize) {
     std::fs::write(file, data).unwrap();
 }
 
+/// Entry `index` of era 1: a command of `bytes` bytes that are not zero, so that none of
+/// its sectors reads as zeros.
+fn command(index: u64, bytes: usize) -> synod_core::Entry {
+    let mut e = entry(index, 1);
+    e.payload = synod_core::Payload::Command(synod_core::Proposal {
+        id: synod_core::RequestId::new(1, index),
+        command: bytes::Bytes::from(vec![0x5a; bytes]),
+    });
+    e
+}
+
 /// Entries 1..=count, one 300-byte command each, synced one at a time.
 fn write_wide_log(path: &Path, count: u64) {
     let (mut log, _) = FileLog::open(RealDir::open(path).unwrap(), SMALL).unwrap();
     for i in 1..=count {
-        let mut e = entry(i, 1);
-        e.payload = synod_core::Payload::Command(synod_core::Proposal {
-            id: synod_core::RequestId::new(1, i),
-            command: bytes::Bytes::from(vec![0x5a; 300]),
-        });
-        log.append(&[e]).unwrap();
+        log.append(&[command(i, 300)]).unwrap();
         log.sync().unwrap();
     }
 }
@@ -498,14 +496,6 @@ fn a_last_record_with_a_zeroed_sector_is_a_torn_write_cut_and_reported() {
 /// sector's end that the zeros left there are too few to tell.
 #[test]
 fn a_write_whose_first_sector_was_lost_is_cut_wherever_it_starts() {
-    let command = |i: u64, bytes: usize| {
-        let mut e = entry(i, 1);
-        e.payload = synod_core::Payload::Command(synod_core::Proposal {
-            id: synod_core::RequestId::new(1, i),
-            command: bytes::Bytes::from(vec![0x5a; bytes]),
-        });
-        e
-    };
     let mut starts = std::collections::BTreeSet::new();
     for first in (0..700).step_by(9) {
         let dir = TempDir::new("lost-first-sector");
@@ -544,14 +534,6 @@ fn a_write_whose_first_sector_was_lost_is_cut_wherever_it_starts() {
 /// whose first a crash could lose alone. The log seals that segment and goes on in a new one.
 #[test]
 fn a_log_cut_to_a_few_bytes_before_a_sectors_end_goes_on_in_a_new_segment() {
-    let command = |i: u64, bytes: usize| {
-        let mut e = entry(i, 1);
-        e.payload = synod_core::Payload::Command(synod_core::Proposal {
-            id: synod_core::RequestId::new(1, i),
-            command: bytes::Bytes::from(vec![0x5a; bytes]),
-        });
-        e
-    };
     let dir = TempDir::new("cut-near-sector-end");
     // Entry 1 alone, then entries 2 and 3 in one write, entry 2 sized to end 5 bytes before
     // a sector's end (found by trying: its size moves its end byte by byte).

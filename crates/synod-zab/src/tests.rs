@@ -41,6 +41,18 @@ fn position(out: &Out, f: impl Fn(&Action<Message>) -> bool) -> usize {
     out.iter().position(f).expect("the action is there")
 }
 
+/// Whether `a` persists a hard state whose current epoch is `epoch`.
+fn saves_current_epoch(a: &Action<Message>, epoch: u64) -> bool {
+    matches!(a, Action::Persist(p) if p.hard_state.as_deref().is_some_and(|h| {
+        decode_hard_state(h).unwrap().current_epoch == epoch
+    }))
+}
+
+/// Whether `a` sends AckNewLeader for `epoch`.
+fn acks_new_leader(a: &Action<Message>, epoch: u64) -> bool {
+    matches!(a, Action::Send { message: Message::AckNewLeader { epoch: e }, .. } if *e == epoch)
+}
+
 fn entry(index: u64, epoch: u64) -> Entry {
     Entry {
         index,
@@ -161,22 +173,8 @@ fn a_later_epoch_from_the_same_leader_is_a_new_session_synchronized_afresh() {
     assert_eq!(zab.accepted_epoch(), 2);
     let out = receive(&mut zab, 3, new_leader(2));
     assert_eq!(zab.current_epoch(), 2);
-    let saved = position(&out, |a| match a {
-        Action::Persist(p) => p
-            .hard_state
-            .as_deref()
-            .is_some_and(|h| decode_hard_state(h).unwrap().current_epoch == 2),
-        _ => false,
-    });
-    let acked = position(&out, |a| {
-        matches!(
-            a,
-            Action::Send {
-                message: Message::AckNewLeader { epoch: 2 },
-                ..
-            }
-        )
-    });
+    let saved = position(&out, |a| saves_current_epoch(a, 2));
+    let acked = position(&out, |a| acks_new_leader(a, 2));
     assert!(saved < acked, "{out:?}");
 }
 
@@ -277,22 +275,8 @@ fn new_leader_truncates_what_lies_beyond_the_initial_history() {
         &out,
         |a| matches!(a, Action::Persist(p) if p.truncate_from == Some(2) && p.hard_state.is_none()),
     );
-    let epoch_taken = position(&out, |a| match a {
-        Action::Persist(p) => p
-            .hard_state
-            .as_deref()
-            .is_some_and(|h| decode_hard_state(h).unwrap().current_epoch == 2),
-        _ => false,
-    });
-    let acked = position(&out, |a| {
-        matches!(
-            a,
-            Action::Send {
-                message: Message::AckNewLeader { epoch: 2 },
-                ..
-            }
-        )
-    });
+    let epoch_taken = position(&out, |a| saves_current_epoch(a, 2));
+    let acked = position(&out, |a| acks_new_leader(a, 2));
     assert!(truncated < epoch_taken && epoch_taken < acked, "{out:?}");
 }
 

@@ -24,6 +24,14 @@ fn lagging_follower(chunk_bytes: usize) -> Cluster {
     c
 }
 
+/// Loses n3's answers to snapshot chunks that say it expects `offset` or more.
+fn answers_of_n3_lost_from(offset: u64) -> DropRule {
+    Box::new(move |from, _, m| {
+        from == NodeId(3)
+            && matches!(m, Message::InstallSnapshotResponse(r) if r.next_offset >= offset)
+    })
+}
+
 #[test]
 fn s7_a_follower_behind_the_leaders_snapshot_catches_up_by_installing_it() {
     let mut c = lagging_follower(1 << 20);
@@ -53,9 +61,7 @@ fn s7_a_follower_behind_the_leaders_snapshot_catches_up_by_installing_it() {
 fn s7_snapshots_travel_in_bounded_chunks_while_heartbeats_go_on() {
     let mut c = lagging_follower(7);
     // n3's answers to chunks are held up for 30 ticks: a slow transfer.
-    c.drop_if = Some(Box::new(|from, _, m| {
-        from == NodeId(3) && matches!(m, Message::InstallSnapshotResponse(_))
-    }));
+    c.drop_if = Some(answers_of_n3_lost_from(0));
     c.sent.clear();
     c.tick(1, 30);
     let to_n3 = |c: &Cluster, pick: fn(&Message) -> bool| {
@@ -99,9 +105,7 @@ fn s7_a_stalled_transfer_resumes_where_it_was_not_from_the_start() {
     let mut c = lagging_follower(7);
     // n3 answers the first chunk, then its answers are lost for longer than the append
     // retry: a follower busy taking a chunk of a large snapshot.
-    c.drop_if = Some(Box::new(|from, _, m| {
-        from == NodeId(3) && matches!(m, Message::InstallSnapshotResponse(r) if r.next_offset >= 14)
-    }));
+    c.drop_if = Some(answers_of_n3_lost_from(14));
     c.sent.clear();
     c.tick(1, 30);
     let offsets: Vec<u64> = c
@@ -131,9 +135,7 @@ fn s7_a_follower_that_restarts_during_a_transfer_gets_it_again_from_where_it_now
     // n3 takes the chunks at 0 and 7, but its answer to the second is lost; then it restarts,
     // and what it had taken is gone with its memory. The leader, at offset 14 or resending 7,
     // hears that n3 now expects the start, and goes back there.
-    c.drop_if = Some(Box::new(|from, _, m| {
-        from == NodeId(3) && matches!(m, Message::InstallSnapshotResponse(r) if r.next_offset >= 14)
-    }));
+    c.drop_if = Some(answers_of_n3_lost_from(14));
     c.tick(1, 12);
     c.crash(3);
     c.restart(3);
@@ -145,9 +147,7 @@ fn s7_a_follower_that_restarts_during_a_transfer_gets_it_again_from_where_it_now
 #[test]
 fn s7_a_transfer_a_new_term_cuts_short_lets_go_of_what_it_received() {
     let mut c = lagging_follower(7);
-    c.drop_if = Some(Box::new(|from, _, m| {
-        from == NodeId(3) && matches!(m, Message::InstallSnapshotResponse(r) if r.next_offset >= 14)
-    }));
+    c.drop_if = Some(answers_of_n3_lost_from(14));
     c.tick(1, 6);
     assert!(
         c.node(3).incoming.is_some(),
@@ -168,9 +168,7 @@ fn s7_a_transfer_a_new_term_cuts_short_lets_go_of_what_it_received() {
 #[test]
 fn s7_an_answer_past_the_snapshots_end_is_ignored() {
     let mut c = lagging_follower(7);
-    c.drop_if = Some(Box::new(|from, _, m| {
-        from == NodeId(3) && matches!(m, Message::InstallSnapshotResponse(_))
-    }));
+    c.drop_if = Some(answers_of_n3_lost_from(0));
     c.tick(1, 6);
     assert!(
         c.sent
