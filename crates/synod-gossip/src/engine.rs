@@ -599,7 +599,7 @@ impl Gossip {
                 let keys = self.store.live_keys(&span);
                 keys.into_iter().map(|k| (k, None)).collect()
             }
-            Request::LeaseGrant(_) | Request::LeaseRevoke(_) => {
+            Request::LeaseGrant(_) | Request::LeaseGrantUnnumbered(_) | Request::LeaseRevoke(_) => {
                 return Err(Rejection::Unsupported(
                     "gossip has no leases: they need a clock the whole cluster agrees on, which only consensus gives",
                 ));

@@ -441,7 +441,9 @@ impl AuthState {
                 }
                 Ok(())
             }
-            Request::LeaseGrant(_) | Request::LeaseRevoke(_) => Ok(()),
+            Request::LeaseGrant(_) | Request::LeaseGrantUnnumbered(_) | Request::LeaseRevoke(_) => {
+                Ok(())
+            }
             Request::Compact(_)
             | Request::Auth(_)
             | Request::LeaseEpoch(_)

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use synod_core::codec::{DecodeError, Decoder, Encoder};
+use synod_core::LogIndex;
 
 use crate::auth::AuthRequest;
 
@@ -23,8 +24,12 @@ pub enum Request {
     Txn(TxnRequest),
     /// Forget the history before a revision.
     Compact(CompactRequest),
-    /// Create a lease.
+    /// Create a lease; the log index of its entry numbers the lease (`Lease::granted_at`).
     LeaseGrant(LeaseGrantRequest),
+    /// Create a lease, as a log written before grants numbered their leases says (request tag
+    /// 5): its lease is numbered 0, as one read from a snapshot of that time is, so that a
+    /// member that replays this entry and one that restored a snapshot past it agree.
+    LeaseGrantUnnumbered(LeaseGrantRequest),
     /// End a lease, deleting the keys attached to it.
     LeaseRevoke(LeaseRevokeRequest),
     /// A leader's lease clocks take over: expiries decided in earlier eras no longer count.
@@ -295,6 +300,12 @@ pub struct LeaseExpireRequest {
     pub id: i64,
     /// The era whose leader decided it.
     pub era: u64,
+    /// Which lease of that id: the log index of the grant that made it (its incarnation).
+    /// The keeper decides an expiry on its own store, which may not have applied yet a
+    /// client's revoke of the lease and a grant of its id again; the expiry must not delete
+    /// that new lease. `None` in an expiry written before incarnations were named: any lease
+    /// of the id.
+    pub granted_at: Option<LogIndex>,
 }
 
 /// A condition on the keys of a range.
@@ -443,7 +454,11 @@ const TAG_LEASE_EXPIRE: u64 = 8;
 const TAG_ALARM: u64 = 9;
 const TAG_AUTH: u64 = 10;
 const TAG_AS: u64 = 11;
-const REQUEST_TAGS: u64 = 12;
+/// An expiry naming the grant it expires (`TAG_LEASE_EXPIRE` is one from before, naming none).
+const TAG_LEASE_EXPIRE_GRANT: u64 = 12;
+/// A grant whose entry's index numbers its lease (`TAG_LEASE_GRANT` is one from before).
+const TAG_LEASE_GRANT_NUMBERED: u64 = 13;
+const REQUEST_TAGS: u64 = 14;
 
 impl Request {
     /// The command bytes for a log entry.
@@ -504,6 +519,7 @@ impl Request {
             | Request::DeleteRange(_)
             | Request::Compact(_)
             | Request::LeaseGrant(_)
+            | Request::LeaseGrantUnnumbered(_)
             | Request::LeaseRevoke(_)
             | Request::LeaseEpoch(_)
             | Request::LeaseExpire(_)
@@ -583,6 +599,9 @@ impl Request {
                 enc.u64(TAG_COMPACT).i64(c.revision);
             }
             Request::LeaseGrant(g) => {
+                enc.u64(TAG_LEASE_GRANT_NUMBERED).i64(g.id).i64(g.ttl);
+            }
+            Request::LeaseGrantUnnumbered(g) => {
                 enc.u64(TAG_LEASE_GRANT).i64(g.id).i64(g.ttl);
             }
             Request::LeaseRevoke(r) => {
@@ -591,9 +610,17 @@ impl Request {
             Request::LeaseEpoch(e) => {
                 enc.u64(TAG_LEASE_EPOCH).u64(e.era);
             }
-            Request::LeaseExpire(e) => {
-                enc.u64(TAG_LEASE_EXPIRE).i64(e.id).u64(e.era);
-            }
+            Request::LeaseExpire(e) => match e.granted_at {
+                Some(granted_at) => {
+                    enc.u64(TAG_LEASE_EXPIRE_GRANT)
+                        .i64(e.id)
+                        .u64(e.era)
+                        .u64(granted_at);
+                }
+                None => {
+                    enc.u64(TAG_LEASE_EXPIRE).i64(e.id).u64(e.era);
+                }
+            },
             Request::Alarm(a) => {
                 enc.u64(TAG_ALARM).bool(a.activate).u64(a.member);
                 a.alarm.encode(enc);
@@ -678,7 +705,11 @@ impl Request {
             TAG_COMPACT => Request::Compact(CompactRequest {
                 revision: dec.i64("compact revision")?,
             }),
-            TAG_LEASE_GRANT => Request::LeaseGrant(LeaseGrantRequest {
+            TAG_LEASE_GRANT_NUMBERED => Request::LeaseGrant(LeaseGrantRequest {
+                id: dec.i64("lease id")?,
+                ttl: dec.i64("lease ttl")?,
+            }),
+            TAG_LEASE_GRANT => Request::LeaseGrantUnnumbered(LeaseGrantRequest {
                 id: dec.i64("lease id")?,
                 ttl: dec.i64("lease ttl")?,
             }),
@@ -691,6 +722,12 @@ impl Request {
             TAG_LEASE_EXPIRE => Request::LeaseExpire(LeaseExpireRequest {
                 id: dec.i64("lease id")?,
                 era: dec.u64("lease era")?,
+                granted_at: None,
+            }),
+            TAG_LEASE_EXPIRE_GRANT => Request::LeaseExpire(LeaseExpireRequest {
+                id: dec.i64("lease id")?,
+                era: dec.u64("lease era")?,
+                granted_at: Some(dec.u64("lease grant index")?),
             }),
             TAG_AUTH => Request::Auth(AuthRequest::decode(dec)?),
             TAG_AS => {
@@ -720,8 +757,7 @@ impl Request {
                     request: Box::new(request),
                 }
             }
-            // `tag` refused any other.
-            _ => {
+            TAG_ALARM => {
                 let activate = dec.bool("alarm action")?;
                 let member = dec.u64("alarm member")?;
                 let alarm = AlarmKind::decode(dec)?;
@@ -729,6 +765,14 @@ impl Request {
                     activate,
                     member,
                     alarm,
+                })
+            }
+            // `dec.tag` refused any other already.
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "request",
+                    tag,
+                    offset,
                 })
             }
         })
@@ -855,9 +899,19 @@ mod tests {
                     ..Default::default()
                 }),
                 Request::LeaseGrant(LeaseGrantRequest { id: 5, ttl: 60 }),
+                Request::LeaseGrantUnnumbered(LeaseGrantRequest { id: 6, ttl: 60 }),
                 Request::LeaseRevoke(LeaseRevokeRequest { id: -5 }),
                 Request::LeaseEpoch(LeaseEpochRequest { era: 1 << 40 }),
-                Request::LeaseExpire(LeaseExpireRequest { id: 5, era: 3 }),
+                Request::LeaseExpire(LeaseExpireRequest {
+                    id: 5,
+                    era: 3,
+                    granted_at: None,
+                }),
+                Request::LeaseExpire(LeaseExpireRequest {
+                    id: 5,
+                    era: 3,
+                    granted_at: Some(41),
+                }),
                 Request::Compact(CompactRequest { revision: 3 }),
                 Request::DeleteRange(DeleteRangeRequest {
                     range: KeyRange::prefix("x"),

@@ -13,18 +13,19 @@ use crate::request::*;
 use crate::session::{Session, Sessions};
 use crate::store::{key_value, Applied, KvError, KvStore, Lease, Record};
 
-/// Format version written first; bump when the layout changes. Version 6 writes each value
-/// once (the history first, then keys and earlier values as references into it); versions 2
-/// to 5 are still read (version 3 added the lease epoch, 4 the alarms, 5 the auth state).
-const SNAPSHOT_VERSION: u64 = 6;
+/// Format version written first; bump when the layout changes. Version 7 adds each lease's
+/// grant index; versions 2 to 6 are still read (version 3 added the lease epoch, 4 the
+/// alarms, 5 the auth state, 6 writes each value once: the history first, then keys and
+/// earlier values as references into it).
+const SNAPSHOT_VERSION: u64 = 7;
 
-/// How a change is written (version 6): with no previous value, with it written out, or with
+/// How a change is written (version 6 on): with no previous value, with it written out, or with
 /// it taken from an earlier change (the one that wrote it), whose key is the change's too.
 const CHANGE_WITHOUT_PREVIOUS: u64 = 0;
 const CHANGE_WITH_PREVIOUS: u64 = 1;
 const CHANGE_AFTER_EARLIER: u64 = 2;
 
-/// How a key's record is written (version 6): in full, or as the change that wrote it (the
+/// How a key's record is written (version 6 on): in full, or as the change that wrote it (the
 /// key was written after the oldest change kept).
 const RECORD_IN_FULL: u64 = 0;
 const RECORD_OF_CHANGE: u64 = 1;
@@ -96,7 +97,7 @@ impl KvStore {
         // A lease's keys are those whose records name it; they are not written twice.
         enc.u64(self.leases.len() as u64);
         for (id, lease) in &self.leases {
-            enc.i64(*id).i64(lease.ttl);
+            enc.i64(*id).i64(lease.ttl).u64(lease.granted_at);
         }
         enc.u64(self.lease_epoch);
         encode_alarms(&mut enc, self.alarms.iter().copied());
@@ -150,8 +151,18 @@ impl KvStore {
         for _ in 0..dec.count("lease count")? {
             let id = dec.i64("lease id")?;
             let ttl = dec.i64("lease ttl")?;
+            let granted_at = if version >= 7 {
+                dec.u64("lease grant index")?
+            } else {
+                0
+            };
             let keys = imbl::OrdSet::new();
-            store.leases.insert(id, Lease { ttl, keys });
+            let lease = Lease {
+                ttl,
+                granted_at,
+                keys,
+            };
+            store.leases.insert(id, lease);
         }
         if version >= 3 {
             store.lease_epoch = dec.u64("lease epoch")?;

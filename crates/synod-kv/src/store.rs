@@ -94,6 +94,10 @@ pub(crate) struct Record {
 pub struct Lease {
     /// Time to live granted, in seconds.
     pub ttl: i64,
+    /// The log index of the grant that made it: which lease of its id this is, since a
+    /// client may revoke a lease and grant its id again (0 for a lease restored from a
+    /// snapshot written before this was kept).
+    pub granted_at: LogIndex,
     /// Keys attached to it (a persistent set, as the store's maps: a lease holding a million
     /// keys is not copied when a snapshot's copy of the store shares it).
     pub keys: imbl::OrdSet<Bytes>,
@@ -568,7 +572,7 @@ impl KvStore {
                 }
                 Ok(Plan::Op)
             }
-            Request::LeaseGrant(g) => {
+            Request::LeaseGrant(g) | Request::LeaseGrantUnnumbered(g) => {
                 only_alone("granting a lease")?;
                 if self.out_of_space() {
                     return Err(KvError::NoSpace);
@@ -607,10 +611,15 @@ impl KvStore {
                         e.era, self.lease_epoch
                     )));
                 }
-                if !self.leases.contains_key(&e.id) {
-                    return Err(KvError::LeaseNotFound(e.id));
+                match self.leases.get(&e.id) {
+                    None => Err(KvError::LeaseNotFound(e.id)),
+                    Some(lease) if e.granted_at.is_some_and(|at| at != lease.granted_at) => {
+                        // Decided on a store that had not applied yet the revoke of the
+                        // lease it saw and the grant of this one.
+                        Err(KvError::LeaseNotFound(e.id))
+                    }
+                    Some(_) => Ok(Plan::Op),
                 }
-                Ok(Plan::Op)
             }
             Request::Auth(_) => {
                 only_alone("changing users or roles")?;
@@ -650,9 +659,11 @@ impl KvStore {
                 self.history.compact(c.revision);
                 Response::Compact
             }
-            (Request::LeaseGrant(g), _) => {
+            (Request::LeaseGrant(g) | Request::LeaseGrantUnnumbered(g), _) => {
+                let numbered = matches!(request, Request::LeaseGrant(_));
                 let lease = Lease {
                     ttl: g.ttl,
+                    granted_at: if numbered { self.applied_index } else { 0 },
                     keys: imbl::OrdSet::new(),
                 };
                 self.leases.insert(g.id, lease);

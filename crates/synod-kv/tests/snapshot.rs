@@ -7,6 +7,10 @@ mod common;
 
 use bytes::Bytes;
 use common::{entry, put, put_leased};
+
+fn value_of(store: &KvStore, key: &str) -> Option<Bytes> {
+    store.get(key.as_bytes()).map(|kv| kv.value)
+}
 use synod_core::RequestId;
 use synod_kv::*;
 
@@ -21,6 +25,11 @@ fn delete_prefix(prefix: &str) -> Request {
 /// deleted and written again, a transaction's changes at one revision, leases with keys,
 /// a compaction (so that some keys were last written before the history kept), and sessions.
 fn varied_store() -> KvStore {
+    store_of(Request::LeaseGrant)
+}
+
+/// [`varied_store`], its lease granted by the kind of request `grant` makes.
+fn store_of(grant: fn(LeaseGrantRequest) -> Request) -> KvStore {
     let mut s = KvStore::new();
     let mut index = 0;
     let mut apply = |s: &mut KvStore, client: u64, request: &Request| {
@@ -30,11 +39,7 @@ fn varied_store() -> KvStore {
             .unwrap();
         result.unwrap();
     };
-    apply(
-        &mut s,
-        1,
-        &Request::LeaseGrant(LeaseGrantRequest { id: 7, ttl: 60 }),
-    );
+    apply(&mut s, 1, &grant(LeaseGrantRequest { id: 7, ttl: 60 }));
     apply(&mut s, 1, &put("old", "before the compaction"));
     apply(&mut s, 2, &put_leased("leased/a", "1", 7));
     apply(&mut s, 2, &put("dir/x", "x1"));
@@ -60,11 +65,29 @@ fn varied_store() -> KvStore {
 }
 
 /// Snapshots written before values were written once (format version 5) are still read: a
-/// member upgraded in place restarts from the snapshot it saved.
+/// member upgraded in place restarts from the snapshot it saved. Its lease reads as numbered
+/// 0, as the same grant replayed from a log of that time is (`LeaseGrantUnnumbered`), so a
+/// member restored from the snapshot and one that replays the log agree, on the lease and on
+/// what an expiry naming it does.
 #[test]
 fn a_version_5_snapshot_still_restores() {
-    let restored = KvStore::restore(include_bytes!("fixtures/snapshot-v5.bin")).unwrap();
-    assert_eq!(restored, varied_store());
+    let mut restored = KvStore::restore(include_bytes!("fixtures/snapshot-v5.bin")).unwrap();
+    let mut replayed = store_of(Request::LeaseGrantUnnumbered);
+    assert_eq!(restored, replayed);
+    assert_eq!(restored.leases().get(&7).map(|l| l.granted_at), Some(0));
+    let expire = |granted_at| {
+        Request::LeaseExpire(LeaseExpireRequest {
+            id: 7,
+            era: 0,
+            granted_at: Some(granted_at),
+        })
+    };
+    for store in [&mut restored, &mut replayed] {
+        assert_eq!(store.execute(&expire(1)), Err(KvError::LeaseNotFound(7)));
+        store.execute(&expire(0)).unwrap();
+    }
+    assert_eq!(restored, replayed);
+    assert!(value_of(&restored, "leased/a").is_none());
 }
 
 #[test]

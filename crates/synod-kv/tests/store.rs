@@ -5,7 +5,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{b, entry, put};
+use common::{b, entry, put, put_leased};
 use synod_core::{Entry, Payload, Proposal, RequestId};
 use synod_kv::*;
 
@@ -484,4 +484,52 @@ fn an_applied_value_shares_its_entry_and_a_key_is_its_own() {
         leased.keys.iter().all(|k| !within(k)),
         "so does the lease's"
     );
+}
+
+/// An expiry names the grant of the lease its keeper saw: a lease its client revoked and
+/// granted again under the same id (entries the keeper's store had not applied when it
+/// decided) is not the one it expires.
+#[test]
+fn an_expiry_deletes_only_the_lease_granted_where_it_says() {
+    let mut s = KvStore::new();
+    let mut index = 0;
+    let mut apply = |s: &mut KvStore, request: Request| {
+        index += 1;
+        let id = RequestId::new(1, index);
+        s.apply(&entry(index, id, &request)).unwrap().1
+    };
+    let grant = || Request::LeaseGrant(LeaseGrantRequest { id: 9, ttl: 5 });
+    let expire = |granted_at| {
+        Request::LeaseExpire(LeaseExpireRequest {
+            id: 9,
+            era: 0,
+            granted_at,
+        })
+    };
+    apply(&mut s, grant()).unwrap(); // entry 1
+    apply(&mut s, put_leased("held", "old", 9)).unwrap();
+    apply(&mut s, Request::LeaseRevoke(LeaseRevokeRequest { id: 9 })).unwrap();
+    apply(&mut s, grant()).unwrap(); // entry 4
+    apply(&mut s, put_leased("held", "new", 9)).unwrap();
+    assert_eq!(s.leases().get(&9).map(|l| l.granted_at), Some(4));
+
+    // Decided on a store that still held the lease of entry 1.
+    let stale = apply(&mut s, expire(Some(1)));
+    assert_eq!(stale, Err(KvError::LeaseNotFound(9)));
+    assert_eq!(
+        value_of(&s, "held"),
+        Some(b("new")),
+        "the new lease's key stays"
+    );
+    assert!(s.leases().contains_key(&9));
+
+    apply(&mut s, expire(Some(4))).unwrap();
+    assert_eq!(value_of(&s, "held"), None);
+    assert!(s.leases().is_empty());
+
+    // An expiry from before grants were named (read from an older log) takes any lease of
+    // its id, as it did then.
+    apply(&mut s, grant()).unwrap();
+    apply(&mut s, expire(None)).unwrap();
+    assert!(s.leases().is_empty());
 }

@@ -541,7 +541,7 @@ where
                         }
                         let _ = waiter.sender.send(answer);
                     }
-                    Output::Applied(_) => applied = true,
+                    Output::Applied { .. } => applied = true,
                     Output::Membership(membership) => self.on_membership(membership),
                     Output::MembershipApplied(membership) => self.on_membership_applied(membership),
                     Output::LoadSnapshot(snapshot) => self.load_snapshot(snapshot),

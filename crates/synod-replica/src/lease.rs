@@ -245,6 +245,7 @@ mod tests {
             .map(|&(id, ttl)| {
                 let lease = Lease {
                     ttl,
+                    granted_at: 0,
                     keys: Default::default(),
                 };
                 (id, lease)

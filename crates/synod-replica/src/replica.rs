@@ -167,7 +167,14 @@ pub enum Output<M, W> {
         answer: Answer,
     },
     /// An entry was applied to the store (for checkers and traces).
-    Applied(Entry),
+    Applied {
+        /// The entry.
+        entry: Entry,
+        /// Whether its command ran and succeeded; not for one refused (an expiry of a lease
+        /// whose id was granted again meanwhile), a retry answered from its client's
+        /// session, or an entry without a command.
+        took_effect: bool,
+    },
     /// The store was replaced by a snapshot from the leader.
     Restored(SnapshotMeta),
     /// The membership in force changed (a change was appended, cut off, or came with a
@@ -1056,16 +1063,13 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                 if let Payload::Command(proposal) = &entry.payload {
                     self.applied_bytes += proposal.command.len() as u64;
                 }
+                let mut took_effect = false;
                 if let Some(answer) = kv.apply(&entry) {
-                    if let (
-                        id,
-                        Ok(Applied {
-                            response: Response::LeaseGrant(grant),
-                            ..
-                        }),
-                    ) = &answer
-                    {
-                        if kv.ran_at(*id, entry.index) {
+                    if let (id, Ok(applied)) = &answer {
+                        took_effect = kv.ran_at(*id, entry.index);
+                        if let (true, Response::LeaseGrant(grant)) =
+                            (took_effect, &applied.response)
+                        {
                             granted.push(grant.id);
                         }
                     }
@@ -1075,7 +1079,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                     changed.push((*id, membership.clone()));
                     out.push(Output::MembershipApplied(membership.clone()));
                 }
-                out.push(Output::Applied(entry));
+                out.push(Output::Applied { entry, took_effect });
             }
         }
         for lease in granted {
@@ -1371,12 +1375,22 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                 // operator clears the alarm; proposing them would only fill the log.
                 return;
             }
-            self.leases.sweep(kv.leases(), self.now, ttl_us, 1_000_000)
+            // Each with the grant that made it: this store may not have applied yet a
+            // client's revoke of the lease and its grant again, whose new lease the expiry
+            // must leave alone.
+            let leases = kv.leases();
+            let expired = self.leases.sweep(leases, self.now, ttl_us, 1_000_000);
+            let granted_at = |id| leases.get(&id).map(|lease| lease.granted_at);
+            expired
+                .into_iter()
+                .map(|id| (id, granted_at(id)))
+                .collect::<Vec<_>>()
         };
         let bugs = self.options.lease_bugs;
         if bugs.revoke_in_any_era() {
             // The broken way: decided now, submitted at the next sweep as any write would be
             // (forwarded to whoever leads by then), unconditionally, and again if refused.
+            let expired = expired.into_iter().map(|(id, _)| id).collect();
             let due = std::mem::replace(&mut self.revokes_to_retry, expired);
             let proposals: Vec<Proposal> = due
                 .into_iter()
@@ -1402,17 +1416,22 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             return;
         };
         // One expiry per lease in flight: a second one could be decided after the first
-        // deleted the lease and a client granted its id again (Basic Paxos places a command
-        // that lost its slot in a later one), and delete the new lease. One is asked again
-        // only once the first was refused. Expiries of another era are void anyway.
+        // deleted the lease (Basic Paxos places a command that lost its slot in a later
+        // one), only to be refused, or to meet a lease granted again under the id, whose
+        // grant it does not name. One is asked again only once the first was refused.
+        // Expiries of another era are void anyway.
         self.revokes.retain(|_, (_, decided_in)| *decided_in == era);
         let in_flight: HashSet<i64> = self.revokes.values().map(|&(lease, _)| lease).collect();
         let proposals: Vec<Proposal> = expired
             .into_iter()
-            .filter(|lease| !in_flight.contains(lease))
-            .map(|lease| {
-                let request = Request::LeaseExpire(LeaseExpireRequest { id: lease, era });
-                self.revoke_proposal(lease, era, request)
+            .filter(|(lease, _)| !in_flight.contains(lease))
+            .map(|(lease, granted_at)| {
+                let expire = LeaseExpireRequest {
+                    id: lease,
+                    era,
+                    granted_at,
+                };
+                self.revoke_proposal(lease, era, Request::LeaseExpire(expire))
             })
             .collect();
         if !proposals.is_empty() {
@@ -2092,7 +2111,7 @@ mod tests {
                 .proposed
                 .iter()
                 .filter_map(|p| match Request::decode(&p.command) {
-                    Ok(Request::LeaseExpire(e)) => Some((e.id, e.era)),
+                    Ok(Request::LeaseExpire(e)) => Some((e.id, e.era, e.granted_at)),
                     _ => None,
                 })
                 .collect::<Vec<_>>()
@@ -2100,9 +2119,50 @@ mod tests {
         assert!(expiries(&r).is_empty(), "not before TTL plus the extension");
         r.set_clock(11_150_000);
         r.tick(&mut out);
-        assert_eq!(expiries(&r), [(9, 5)]);
+        assert_eq!(
+            expiries(&r),
+            [(9, 5, Some(1))],
+            "lease 9's grant was entry 1"
+        );
         // Its revoke decided, the lease is not renewed any more.
         assert_eq!(keep_alive(&mut r, 11_200_000, 11_210_000), Answer::Ttl(0));
+    }
+
+    #[test]
+    fn an_expiry_decided_on_a_lagging_store_leaves_the_lease_granted_again_alone() {
+        let mut r = leader_with_lease(true);
+        r.lease_check_ticks = 1;
+        let mut out = Out::new();
+        r.set_clock(1_000_000);
+        r.tick(&mut out);
+        // Lease 9 (granted at entry 1) expired by this keeper's clock: its expiry is proposed.
+        r.set_clock(11_150_000);
+        r.tick(&mut out);
+        let is_expiry =
+            |p: &&Proposal| matches!(Request::decode(&p.command), Ok(Request::LeaseExpire(_)));
+        let expiry = r.engine.proposed.iter().find(is_expiry).cloned().unwrap();
+        // Meanwhile its client revoked it and granted id 9 again, and the log orders the
+        // expiry after both.
+        apply(
+            &mut r,
+            3,
+            &Request::LeaseRevoke(LeaseRevokeRequest { id: 9 }),
+        );
+        apply(
+            &mut r,
+            4,
+            &Request::LeaseGrant(LeaseGrantRequest { id: 9, ttl: 60 }),
+        );
+        let entry = Entry {
+            index: 5,
+            era: 5,
+            payload: Payload::Command(expiry),
+        };
+        r.engine.next.push(Action::Apply(entry));
+        r.receive(NodeId(2), PeerMessage::Engine(0), &mut out);
+        let granted_at = r.store.read().leases().get(&9).map(|l| l.granted_at);
+        assert_eq!(granted_at, Some(4), "the new lease stays");
+        assert_eq!(keep_alive(&mut r, 11_200_000, 11_210_000), Answer::Ttl(60));
     }
 
     #[test]
@@ -2120,7 +2180,11 @@ mod tests {
         apply(
             &mut r,
             3,
-            &Request::LeaseExpire(LeaseExpireRequest { id: 9, era: 5 }),
+            &Request::LeaseExpire(LeaseExpireRequest {
+                id: 9,
+                era: 5,
+                granted_at: Some(1),
+            }),
         );
         apply(
             &mut r,

@@ -42,6 +42,8 @@ pub(crate) struct LeaseCheck {
     promised: BTreeMap<i64, Promise>,
     /// When each lease's grant committed.
     granted_at: BTreeMap<i64, SimTime>,
+    /// Each lease's incarnation: the log index of the grant that made it.
+    grant_index: BTreeMap<i64, u64>,
     /// Leases expired since their last grant: when the expiry committed, and which node
     /// decided it. An answer still in flight then may reach its holder afterwards.
     expired: BTreeMap<i64, (SimTime, NodeId)>,
@@ -82,18 +84,37 @@ impl<P: Protocol> World<P> {
         }
     }
 
-    /// A command committed (applied for the first time anywhere): an expiry revoke must come
-    /// after its holder's promise ran out.
-    pub(crate) fn on_committed_command(&mut self, index: u64, proposal: &Proposal) {
-        let lease = match Request::decode(&proposal.command) {
-            // A lease granted again under the id of one that expired starts with no promise:
-            // what the earlier one's holder was told is void. (A retried grant, or one
-            // refused because the lease exists, changes no promise.)
+    /// A command committed (applied for the first time anywhere, where it `took_effect` or
+    /// not): an expiry revoke must come after its holder's promise ran out.
+    pub(crate) fn on_committed_command(
+        &mut self,
+        index: u64,
+        proposal: &Proposal,
+        took_effect: bool,
+    ) {
+        let request = Request::decode(&proposal.command);
+        if !took_effect {
+            // A retried grant, one refused because the lease exists, an expiry of a lease
+            // granted again since its keeper decided it, or of an era whose epoch was
+            // replaced: nothing changed, no promise either.
+            if let Ok(Request::LeaseExpire(expire)) = request {
+                self.trace_line(|| {
+                    format!(
+                        "lease {} expiry of era {} (grant {:?}) void at index {index}",
+                        expire.id, expire.era, expire.granted_at
+                    )
+                });
+            }
+            return;
+        }
+        let lease = match request {
+            // A lease granted under the id of one that is gone starts with no promise: what
+            // the earlier one's holder was told is void.
             Ok(Request::LeaseGrant(grant)) => {
                 self.leases.granted_at.insert(grant.id, self.now);
-                if self.leases.expired.remove(&grant.id).is_some() {
-                    self.leases.promised.remove(&grant.id);
-                }
+                self.leases.grant_index.insert(grant.id, index);
+                self.leases.expired.remove(&grant.id);
+                self.leases.promised.remove(&grant.id);
                 return;
             }
             // A holder's own revoke (a client's write, under its user) voids its promise.
@@ -110,20 +131,7 @@ impl<P: Protocol> World<P> {
                 }
                 return;
             }
-            // An expiry counts only in the lease epoch of the era that decided it.
-            Ok(Request::LeaseExpire(expire)) => {
-                if self.leases.epoch != expire.era {
-                    let epoch = self.leases.epoch;
-                    self.trace_line(|| {
-                        format!(
-                            "lease {} expiry of era {} void in epoch {epoch}",
-                            expire.id, expire.era
-                        )
-                    });
-                    return;
-                }
-                expire.id
-            }
+            Ok(Request::LeaseExpire(expire)) => expire.id,
             // A revoke the replica proposed by itself, not a client's (an injected bug).
             Ok(Request::LeaseRevoke(revoke))
                 if proposal.id.client.0 >= ClientId::UNTRACKED_FROM =>
@@ -190,14 +198,23 @@ impl<P: Protocol> World<P> {
         if era != self.leases.epoch {
             return;
         }
+        // Only for the lease the holder was promised: a keeper whose store has not applied
+        // yet a revoke and a grant of the id again holds the earlier lease's clock, whose
+        // expiry names that lease's grant and will be refused.
+        let kv = replica.store().read();
         let early = deadlines.into_iter().find_map(|(lease, deadline)| {
             let promise = self.leases.promised.get(&lease)?;
             if self.leases.expired.contains_key(&lease) {
                 return None;
             }
+            let held = kv.leases().get(&lease).map(|l| l.granted_at);
+            if held != self.leases.grant_index.get(&lease).copied() {
+                return None;
+            }
             let runs_out = node.clock_us(promise.from) + promise.ttl_us;
             (deadline < runs_out).then(|| (lease, runs_out - deadline))
         });
+        drop(kv);
         if let Some((lease, by)) = early {
             let detail = format!(
                 "lease promise: {id}'s clock for lease {lease} runs out {} ms (by its clock) \

@@ -274,7 +274,9 @@ impl<P: Protocol> World<P> {
                 Output::Persist(persist) => self.submit_persist(id, persist),
                 Output::Send { to, message } => self.transmit(id, to, message),
                 Output::Answer { waiter, answer } => self.answer(id, waiter, answer),
-                Output::Applied(entry) => self.check_applied(id, entry),
+                Output::Applied { entry, took_effect } => {
+                    self.check_applied(id, entry, took_effect)
+                }
                 Output::Membership(membership) => {
                     self.note_line(|| format!("{id} runs with membership {membership}"));
                 }
@@ -403,7 +405,7 @@ impl<P: Protocol> World<P> {
     /// State Machine Safety (paper Figure 3): no two nodes apply different commands at one
     /// index. (The era may differ: Paxos learns a decided value under later ballots too; Raft's
     /// terms are checked by log matching.)
-    fn check_applied(&mut self, id: NodeId, entry: Entry) {
+    fn check_applied(&mut self, id: NodeId, entry: Entry, took_effect: bool) {
         if !P::ORDERS_WRITES {
             return self.check_applied_unordered(id, entry);
         }
@@ -426,7 +428,7 @@ impl<P: Protocol> World<P> {
                     if let Some(crashed) = self.leader_crashed_at.take() {
                         self.stats.leader_crash_stalls_us.push(self.now - crashed);
                     }
-                    self.on_committed_command(entry.index, command);
+                    self.on_committed_command(entry.index, command, took_effect);
                 }
                 self.trace_line(|| format!("{id} commits {entry}"));
                 self.freshness.applied(&entry, true, self.now);
