@@ -882,7 +882,10 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         let status = self.engine.status();
         // (While a snapshot loads, the engine's refusals of proposals it took as leader wait
         // in order: they still need to know whom to tell.)
-        if status.role != Role::Leader && self.loading.is_none() {
+        // A candidate may still hold forwarded writes (Multi-Paxos keeps a leader's queue
+        // through its campaign) and refuse them when it loses: the askers must hear it.
+        let may_refuse_later = matches!(status.role, Role::Leader | Role::Candidate);
+        if !may_refuse_later && self.loading.is_none() {
             self.proposed_for.clear();
         }
         if status.leader != self.status.leader {
@@ -1724,6 +1727,34 @@ mod tests {
             matches!(got[0], (3, Answer::Refused(Refusal::Unsupported(_)))),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn a_leader_that_campaigns_again_and_loses_tells_the_followers_whose_writes_it_held() {
+        let mut r = replica(Role::Leader, Some(NodeId(1)), 3);
+        let mut out = Out::new();
+        let id = RequestId::new(7, 1);
+        let command = put("k").encode();
+        let forwarded = PeerMessage::Propose(vec![Proposal { id, command }]);
+        r.receive(NodeId(2), forwarded, &mut out);
+        assert!(r.engine.proposed.iter().any(|p| p.id == id));
+        // It runs phase 1 again, holding the write; a step goes by meanwhile.
+        r.engine.status.role = Role::Candidate;
+        r.engine.status.leader = None;
+        r.receive(NodeId(3), PeerMessage::Engine(0), &mut out);
+        // It loses to n3 and refuses what it held.
+        r.engine.status.role = Role::Follower;
+        r.engine.status.leader = Some(NodeId(3));
+        let leader_hint = Some(NodeId(3));
+        let reason = Rejection::NotLeader { leader_hint };
+        r.engine.next.push(Action::Reject { id, reason });
+        out.clear();
+        r.receive(NodeId(3), PeerMessage::Engine(0), &mut out);
+        let told = out.iter().any(|o| {
+            matches!(o, Output::Send { to: NodeId(2), message: PeerMessage::Refused { ids, leader } }
+                if ids == &[id] && *leader == leader_hint)
+        });
+        assert!(told, "n2 hears its write was refused: {out:?}");
     }
 
     #[test]
