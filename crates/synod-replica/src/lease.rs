@@ -49,6 +49,11 @@ pub struct LeaseBugs {
     /// keeps that one's clock: its deadline, or its doom.
     #[cfg(feature = "inject-bugs")]
     pub regrant_keeps_old_clock: bool,
+    /// An expiry names its lease by id alone, not by the grant that made it: decided on a
+    /// store that has not applied yet a revoke of the lease and a grant of its id again, it
+    /// deletes the new lease.
+    #[cfg(feature = "inject-bugs")]
+    pub expiry_by_id_only: bool,
 }
 
 impl LeaseBugs {
@@ -64,6 +69,8 @@ impl LeaseBugs {
         no_extension_on_promotion: false,
         #[cfg(feature = "inject-bugs")]
         regrant_keeps_old_clock: false,
+        #[cfg(feature = "inject-bugs")]
+        expiry_by_id_only: false,
     };
 
     pub(crate) fn renew_without_confirming(&self) -> bool {
@@ -97,6 +104,13 @@ impl LeaseBugs {
     fn regrant_keeps_old_clock(&self) -> bool {
         #[cfg(feature = "inject-bugs")]
         return self.regrant_keeps_old_clock;
+        #[cfg(not(feature = "inject-bugs"))]
+        false
+    }
+
+    pub(crate) fn expiry_by_id_only(&self) -> bool {
+        #[cfg(feature = "inject-bugs")]
+        return self.expiry_by_id_only;
         #[cfg(not(feature = "inject-bugs"))]
         false
     }

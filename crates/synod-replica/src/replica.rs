@@ -1383,7 +1383,11 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             // must leave alone.
             let leases = kv.leases();
             let expired = self.leases.sweep(leases, self.now, ttl_us, 1_000_000);
-            let granted_at = |id| leases.get(&id).map(|lease| lease.granted_at);
+            let by_id_only = self.options.lease_bugs.expiry_by_id_only();
+            let granted_at = |id| {
+                let lease = leases.get(&id).filter(|_| !by_id_only);
+                lease.map(|lease| lease.granted_at)
+            };
             expired
                 .into_iter()
                 .map(|id| (id, granted_at(id)))

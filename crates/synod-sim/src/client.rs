@@ -260,6 +260,10 @@ pub(crate) struct Client {
     /// The id of the lease it revoked last, asked for again by its next grant (etcd's
     /// clients may choose their lease ids): the grant may apply just after the revoke.
     regrant: Option<i64>,
+    /// A lease it stopped renewing and revokes at this time (`RunConfig::late_revokes`).
+    revoke_at: Option<(i64, u64)>,
+    /// Its next operation grants `regrant` again (after a late revoke).
+    regrant_at_once: bool,
     /// Answers it may reuse (under a protocol whose clients cache, as DNS resolvers do).
     cache: BTreeMap<Key, CachedRead>,
 }
@@ -297,6 +301,8 @@ impl Client {
             held: None,
             granted: 0,
             regrant: None,
+            revoke_at: None,
+            regrant_at_once: false,
             cache: BTreeMap::new(),
         }
     }
@@ -313,6 +319,12 @@ impl Client {
                 op => op,
             };
         }
+        if let Some((lease, _)) = self.revoke_at.filter(|&(_, at)| now >= at) {
+            self.revoke_at = None;
+            self.regrant = Some(lease);
+            self.regrant_at_once = true;
+            return OpKind::Revoke(lease);
+        }
         if let Some(held) = self.held {
             if now >= held.renew_at {
                 return OpKind::KeepAlive(held.id);
@@ -320,7 +332,7 @@ impl Client {
             if !held.attached {
                 return OpKind::Attach(held.id);
             }
-        } else if self.rng.range(0, 10) == 0 {
+        } else if std::mem::take(&mut self.regrant_at_once) || self.rng.range(0, 10) == 0 {
             let lease = self.regrant.take().unwrap_or_else(|| {
                 self.granted += 1;
                 self.id as i64 * 1_000_000 + self.granted
@@ -330,13 +342,18 @@ impl Client {
         self.register_op(keys)
     }
 
-    /// Done with a lease: mostly it is left to lapse (its holder stops renewing it and
-    /// forgets it), sometimes revoked.
-    fn drop_lease(&mut self) -> Option<OpKind> {
+    /// Done with a lease, its last keep-alive answered `now`: mostly it is left to lapse (its
+    /// holder stops renewing it and forgets it), sometimes revoked. With `late_revokes`, half
+    /// of the lapsing ones are revoked about when their TTL runs out.
+    fn drop_lease(&mut self, now: u64, late_revokes: bool) -> Option<OpKind> {
         let held = self.held.take()?;
         let revoke = self.rng.range(0, 3) == 0;
         if revoke {
             self.regrant = Some(held.id);
+        } else if late_revokes && self.rng.range(0, 2) == 0 {
+            let ttl_us = held.ttl.max(1) as u64 * 1_000_000;
+            let at = now + ttl_us * 9 / 10 + self.rng.range(0, ttl_us * 3 / 10);
+            self.revoke_at = Some((held.id, at));
         }
         revoke.then_some(OpKind::Revoke(held.id))
     }
@@ -572,7 +589,8 @@ impl<P: Protocol> World<P> {
     }
 
     fn done_with_lease(&mut self, id: u64) {
-        let revoke = self.client(id).drop_lease();
+        let (now, late_revokes) = (self.now, self.config.late_revokes);
+        let revoke = self.client(id).drop_lease(now, late_revokes);
         self.trace_line(|| format!("c{id} is done with its lease"));
         match revoke {
             Some(kind) => self.invoke_lease_op(id, kind),

@@ -53,6 +53,10 @@ pub struct RunConfig {
     pub storage_bugs: synod_storage::InjectedBugs,
     /// Lease rules broken on purpose (test builds), to prove the lease checker catches them.
     pub lease_bugs: synod_replica::LeaseBugs,
+    /// Lease holders that stop renewing sometimes revoke their lease about when its TTL runs
+    /// out and grant its id again at once: the revoke and the grant race the keeper's expiry
+    /// of the lease they replace.
+    pub late_revokes: bool,
 }
 
 impl RunConfig {
@@ -77,6 +81,7 @@ impl RunConfig {
             interventions: Vec::new(),
             storage_bugs: synod_storage::InjectedBugs::NONE,
             lease_bugs: synod_replica::LeaseBugs::NONE,
+            late_revokes: false,
         }
     }
 }

@@ -765,6 +765,49 @@ fn the_sweep_catches_a_lease_granted_again_that_keeps_the_old_ones_clock() {
     );
 }
 
+/// Basic Paxos, five members, every fault, ten clients that sometimes revoke a lease about
+/// when its TTL runs out and grant its id again at once: the keeper, which learns decisions
+/// late, may decide an expiry on a store that holds the old lease after the revoke and the
+/// new grant were decided.
+fn late_revokes(bugs: LeaseBugs) -> RunConfig {
+    let mut template = RunConfig::new(0, 5);
+    template.clients = 10;
+    template.late_revokes = true;
+    template.lease_bugs = bugs;
+    template
+}
+
+#[test]
+fn late_revokes_and_grants_of_the_same_id_keep_every_promise() {
+    // `synod sim --protocol basic-paxos --nodes 5 --clients 10 --late-revokes --seeds 1..150`
+    // was clean too.
+    let summary = sweep_template::<BasicPaxos>(
+        late_revokes(LeaseBugs::NONE),
+        1..=16,
+        PaxosOptions::default(),
+    );
+    assert!(summary.failures.is_empty(), "{:?}", summary.failures);
+}
+
+#[test]
+fn the_sweep_catches_an_expiry_that_names_its_lease_by_id_only() {
+    let bugs = LeaseBugs {
+        expiry_by_id_only: true,
+        ..LeaseBugs::NONE
+    };
+    // Caught at seeds 16, 85 and 141 of 1 to 150.
+    let summary = sweep_until_caught::<BasicPaxos>(
+        late_revokes(bugs),
+        ci_seeds(9, 1..=300),
+        PaxosOptions::default(),
+    );
+    let (_, first) = first_caught("an expiry by id only under basic-paxos", &summary);
+    assert!(
+        first.detail.contains("lease"),
+        "caught by the lease checker, not {first}"
+    );
+}
+
 #[test]
 fn the_sweep_catches_a_new_leader_without_the_extension_on_promotion() {
     let bugs = LeaseBugs {

@@ -77,6 +77,10 @@ pub struct SimArgs {
     /// node has clients of its own (Basic Paxos's proposers then duel).
     #[arg(long)]
     spread_clients: bool,
+    /// Lease holders that stop renewing sometimes revoke their lease about when its TTL
+    /// runs out and grant its id again at once (a race with the keeper's expiry).
+    #[arg(long)]
+    late_revokes: bool,
     /// Basic Paxos only: whether a preempted proposer backs off for a random while before it
     /// retries (off: the duelling proposers can livelock).
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
@@ -97,6 +101,7 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
     template.liveness_ticks = args.liveness_ticks;
     template.snapshot_every = args.snapshot_every;
     template.spread_clients = args.spread_clients;
+    template.late_revokes = args.late_revokes;
     match args.scenario.as_deref() {
         Some("heartbeat-direction") => return heartbeat_direction(&args, &template),
         Some("cap") => return cap(&args),
