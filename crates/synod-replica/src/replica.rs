@@ -1159,6 +1159,19 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                     })
                     .collect();
                 answered.sort_unstable_by_key(|(id, _)| *id);
+                // A lease the snapshot holds under an id this store knew as another lease
+                // (or not at all) was granted meanwhile: any clock kept for its id belonged
+                // to the earlier one, as after a grant applied here.
+                let granted: Vec<i64> = {
+                    let before = self.store.read();
+                    let earlier = |id: &i64| before.leases().get(id).map(|l| l.granted_at);
+                    let leases = kv.leases().iter();
+                    let new = leases.filter(|(id, lease)| earlier(id) != Some(lease.granted_at));
+                    new.map(|(&id, _)| id).collect()
+                };
+                for lease in granted {
+                    self.leases.granted(lease);
+                }
                 *self.store.write() = kv;
                 self.applied_era = meta.era;
                 self.snapshot_index = meta.index;
@@ -2197,6 +2210,44 @@ mod tests {
         r.receive(NodeId(2), PeerMessage::Engine(0), &mut out);
         let granted_at = r.store.read().leases().get(&9).map(|l| l.granted_at);
         assert_eq!(granted_at, Some(4), "the new lease stays");
+        assert_eq!(keep_alive(&mut r, 11_200_000, 11_210_000), Answer::Ttl(60));
+    }
+
+    #[test]
+    fn a_lease_granted_again_inside_a_snapshot_gets_a_clock_of_its_own() {
+        let mut r = leader_with_lease(true);
+        r.lease_check_ticks = 1;
+        let mut out = Out::new();
+        r.set_clock(1_000_000);
+        r.tick(&mut out);
+        // Lease 9 (granted at entry 1) expired by this keeper's clock: doomed here.
+        r.set_clock(11_150_000);
+        r.tick(&mut out);
+        // A snapshot brings its client's revoke and a grant of id 9 again.
+        let mut theirs = KvStore::new();
+        let revoke = Request::LeaseRevoke(LeaseRevokeRequest { id: 9 });
+        let log = [
+            Request::LeaseGrant(LeaseGrantRequest { id: 9, ttl: 10 }),
+            Request::LeaseEpoch(LeaseEpochRequest { era: 5 }),
+            revoke,
+            Request::LeaseGrant(LeaseGrantRequest { id: 9, ttl: 60 }),
+        ];
+        for (index, request) in (1..).zip(&log) {
+            theirs.apply(&entry(index, 5, RequestId::new(3, index), request));
+        }
+        let snapshot = Snapshot {
+            membership: None,
+            meta: SnapshotMeta { index: 4, era: 5 },
+            data: Bytes::from(theirs.snapshot()),
+        };
+        r.engine.next.push(Action::Restore(snapshot));
+        r.receive(NodeId(2), PeerMessage::Engine(0), &mut out);
+        r.snapshot_loaded(Ok(theirs), &mut out);
+        assert_eq!(
+            r.store.read().leases().get(&9).map(|l| l.granted_at),
+            Some(4)
+        );
+        // The new lease is not doomed with the old one.
         assert_eq!(keep_alive(&mut r, 11_200_000, 11_210_000), Answer::Ttl(60));
     }
 

@@ -803,7 +803,7 @@ fn the_sweep_catches_an_expiry_that_names_its_lease_by_id_only() {
     );
     let (_, first) = first_caught("an expiry by id only under basic-paxos", &summary);
     assert!(
-        first.detail.contains("lease"),
+        first.detail.contains("lease promise"),
         "caught by the lease checker, not {first}"
     );
 }
