@@ -562,7 +562,10 @@ impl KvStore {
             }
             Request::Compact(c) => {
                 only_alone("compaction")?;
-                if c.revision <= self.history.compacted {
+                // etcd counts a store never compacted as compacted through -1, so it takes a
+                // compaction at 0 then (`etcdctl compaction 0` on a new cluster).
+                let first_at_zero = c.revision == 0 && self.history.compacted == 0;
+                if c.revision <= self.history.compacted && !first_at_zero {
                     return Err(KvError::Compacted {
                         compacted: self.history.compacted,
                     });

@@ -533,3 +533,26 @@ fn an_expiry_deletes_only_the_lease_granted_where_it_says() {
     apply(&mut s, expire(None)).unwrap();
     assert!(s.leases().is_empty());
 }
+
+/// As etcd: a store never compacted takes a compaction at revision 0; one compacted refuses
+/// any revision up to where it was compacted.
+#[test]
+fn compaction_at_zero_is_taken_until_the_store_was_compacted() {
+    let compact = |revision| Request::Compact(CompactRequest { revision });
+    let mut s = KvStore::new();
+    s.execute(&compact(0)).unwrap();
+    for i in 0..3 {
+        s.execute(&put("k", &format!("v{i}"))).unwrap();
+    }
+    s.execute(&compact(0)).unwrap();
+    s.execute(&compact(2)).unwrap();
+    assert_eq!(s.compacted_revision(), 2);
+    for revision in [0, 1, 2] {
+        assert_eq!(
+            s.execute(&compact(revision)),
+            Err(KvError::Compacted { compacted: 2 })
+        );
+    }
+    assert_eq!(s.revision(), 4, "a new store is at revision 1, as etcd's");
+    assert_eq!(s.execute(&compact(5)), Err(KvError::FutureRevision));
+}
