@@ -1006,6 +1006,10 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                     self.peer_refused.entry(asker).or_default().push(id);
                 } else if let Some(asker) = self.proposed_for.remove(&id) {
                     self.peer_refused.entry(asker).or_default().push(id);
+                    if self.writes.contains_key(&id) {
+                        // Its client also asked here, with the same id (a retry).
+                        self.refuse(id, Refusal::NotLeader(leader_hint), out);
+                    }
                 } else {
                     self.refuse(id, Refusal::NotLeader(leader_hint), out);
                 }
@@ -1772,6 +1776,42 @@ mod tests {
                 if ids == &[id] && *leader == leader_hint)
         });
         assert!(told, "n2 hears its write was refused: {out:?}");
+    }
+
+    #[test]
+    fn a_write_forwarded_and_asked_again_here_is_refused_to_both() {
+        let mut r = replica(Role::Leader, Some(NodeId(1)), 3);
+        let mut out = Out::new();
+        let id = RequestId::new(7, 1);
+        let command = put("k").encode();
+        let forwarded = PeerMessage::Propose(vec![Proposal {
+            id,
+            command: command.clone(),
+        }]);
+        r.receive(NodeId(2), forwarded, &mut out);
+        // Its client gave up on n2 and asks here, with the same id.
+        let call = ClientCall {
+            id,
+            waiter: 5,
+            call: Call::Write(command),
+        };
+        r.submit(vec![call], &mut out);
+        r.engine.status.role = Role::Follower;
+        r.engine.status.leader = Some(NodeId(3));
+        let leader_hint = Some(NodeId(3));
+        let reason = Rejection::NotLeader { leader_hint };
+        r.engine.next.push(Action::Reject { id, reason });
+        out.clear();
+        r.receive(NodeId(3), PeerMessage::Engine(0), &mut out);
+        let told_n2 = out.iter().any(|o| {
+            matches!(o, Output::Send { to: NodeId(2), message: PeerMessage::Refused { ids, .. } }
+                if ids == &[id])
+        });
+        assert!(told_n2, "{out:?}");
+        assert_eq!(
+            answers(&mut out),
+            [(5, Answer::Refused(Refusal::NotLeader(leader_hint)))]
+        );
     }
 
     #[test]
