@@ -16,4 +16,4 @@ mod store;
 pub use history::{Event, EventKind};
 pub use request::*;
 pub use session::Sessions;
-pub use store::{Applied, KvError, KvHash, KvStore, Lease, Leases};
+pub use store::{Applied, EntryOutcome, KvError, KvHash, KvStore, Lease, Leases};

@@ -85,17 +85,6 @@ impl Sessions {
         }
     }
 
-    /// Whether the command `id`, applied at `index`, ran there, rather than being answered
-    /// from its session as a retry of one that ran before.
-    pub(crate) fn ran_at(&self, id: RequestId, index: LogIndex) -> bool {
-        if !id.client.is_tracked() || self.disabled {
-            return true;
-        }
-        self.by_client
-            .get(&id.client)
-            .is_none_or(|s| s.seq != id.seq || s.last_used == index)
-    }
-
     /// Remembers the result of a request that ran at log index `index`.
     pub(crate) fn record(
         &mut self,

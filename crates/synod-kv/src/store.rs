@@ -106,6 +106,18 @@ pub struct Lease {
 /// Every lease, by id: a persistent map, so copying it for a snapshot is free.
 pub type Leases = imbl::OrdMap<i64, Lease>;
 
+/// One log entry's command applied: the request it answered, its result, and whether it
+/// ran (a retry answered from its client's session, or refused as stale, changed nothing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryOutcome {
+    /// The request.
+    pub id: RequestId,
+    /// Its result.
+    pub result: Result<Applied, KvError>,
+    /// Whether it ran here.
+    pub ran: bool,
+}
+
 /// The replicated key-value state machine.
 ///
 /// The keys and the leases are persistent B-trees whose nodes are shared between copies and
@@ -269,6 +281,11 @@ impl KvStore {
     /// result. A retried request (same session and sequence number as the last one applied)
     /// is answered from the session without running again (Raft thesis 6.3).
     pub fn apply(&mut self, entry: &Entry) -> Option<(RequestId, Result<Applied, KvError>)> {
+        self.apply_entry(entry).map(|o| (o.id, o.result))
+    }
+
+    /// [`KvStore::apply`], saying too whether the request ran.
+    pub fn apply_entry(&mut self, entry: &Entry) -> Option<EntryOutcome> {
         assert!(
             entry.index > self.applied_index,
             "entry {} applied after {}: the log must be applied in order, once",
@@ -280,14 +297,22 @@ impl KvStore {
             return None;
         };
         let id = proposal.id;
-        if let Some(answer) = self.sessions.replay(id) {
-            return Some((id, answer));
+        if let Some(result) = self.sessions.replay(id) {
+            return Some(EntryOutcome {
+                id,
+                result,
+                ran: false,
+            });
         }
         let result = Request::decode_command(&proposal.command)
             .map_err(|e| KvError::Malformed(e.to_string()))
             .and_then(|request| self.execute(&request));
         self.sessions.record(id, result.clone(), entry.index);
-        Some((id, result))
+        Some(EntryOutcome {
+            id,
+            result,
+            ran: true,
+        })
     }
 
     /// Runs a request now, outside any session. Reads never change the store. A request
@@ -467,12 +492,6 @@ impl KvStore {
         })
     }
 
-    /// Whether the command `id`, applied at `index`, ran there, rather than being answered
-    /// from its client's session as a retry of one that ran before (and changed nothing).
-    pub fn ran_at(&self, id: RequestId, index: LogIndex) -> bool {
-        self.sessions.ran_at(id, index)
-    }
-
     /// Every lease, by id.
     pub fn leases(&self) -> &Leases {
         &self.leases
@@ -614,14 +633,12 @@ impl KvStore {
                         e.era, self.lease_epoch
                     )));
                 }
+                // The lease the expiry names: not one granted under its id since (the expiry
+                // was decided on a store that had not applied that revoke and grant yet).
+                let named = |lease: &Lease| e.granted_at.is_none_or(|at| at == lease.granted_at);
                 match self.leases.get(&e.id) {
-                    None => Err(KvError::LeaseNotFound(e.id)),
-                    Some(lease) if e.granted_at.is_some_and(|at| at != lease.granted_at) => {
-                        // Decided on a store that had not applied yet the revoke of the
-                        // lease it saw and the grant of this one.
-                        Err(KvError::LeaseNotFound(e.id))
-                    }
-                    Some(_) => Ok(Plan::Op),
+                    Some(lease) if named(lease) => Ok(Plan::Op),
+                    _ => Err(KvError::LeaseNotFound(e.id)),
                 }
             }
             Request::Auth(_) => {

@@ -1071,16 +1071,14 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                     self.applied_bytes += proposal.command.len() as u64;
                 }
                 let mut took_effect = false;
-                if let Some(answer) = kv.apply(&entry) {
-                    if let (id, Ok(applied)) = &answer {
-                        took_effect = kv.ran_at(*id, entry.index);
-                        if let (true, Response::LeaseGrant(grant)) =
-                            (took_effect, &applied.response)
-                        {
+                if let Some(outcome) = kv.apply_entry(&entry) {
+                    if let (true, Ok(applied)) = (outcome.ran, &outcome.result) {
+                        took_effect = true;
+                        if let Response::LeaseGrant(grant) = &applied.response {
                             granted.push(grant.id);
                         }
                     }
-                    answers.push(answer);
+                    answers.push((outcome.id, outcome.result));
                 }
                 if let Payload::Membership { id, membership } = &entry.payload {
                     changed.push((*id, membership.clone()));
