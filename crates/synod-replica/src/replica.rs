@@ -2214,31 +2214,39 @@ mod tests {
         assert_eq!(keep_alive(&mut r, 11_200_000, 11_210_000), Answer::Ttl(0));
     }
 
-    #[test]
-    fn an_expiry_decided_on_a_lagging_store_leaves_the_lease_granted_again_alone() {
+    /// [`leader_with_lease`] keeping the clocks, swept at 1 s and again at 11.15 s: lease 9
+    /// (granted at entry 1, TTL 10 s, plus the 150 ms extension) is past its deadline, and
+    /// its expiry proposed.
+    fn keeper_past_lease_9s_deadline() -> (Replica<Scripted, u32>, Out) {
         let mut r = leader_with_lease(true);
         r.lease_check_ticks = 1;
         let mut out = Out::new();
         r.set_clock(1_000_000);
         r.tick(&mut out);
-        // Lease 9 (granted at entry 1) expired by this keeper's clock: its expiry is proposed.
         r.set_clock(11_150_000);
         r.tick(&mut out);
+        (r, out)
+    }
+
+    fn revoke_9() -> Request {
+        Request::LeaseRevoke(LeaseRevokeRequest { id: 9 })
+    }
+
+    /// Lease 9 granted again, for 60 s.
+    fn grant_9_again() -> Request {
+        Request::LeaseGrant(LeaseGrantRequest { id: 9, ttl: 60 })
+    }
+
+    #[test]
+    fn an_expiry_decided_on_a_lagging_store_leaves_the_lease_granted_again_alone() {
+        let (mut r, mut out) = keeper_past_lease_9s_deadline();
         let is_expiry =
             |p: &&Proposal| matches!(Request::decode(&p.command), Ok(Request::LeaseExpire(_)));
         let expiry = r.engine.proposed.iter().find(is_expiry).cloned().unwrap();
         // Meanwhile its client revoked it and granted id 9 again, and the log orders the
         // expiry after both.
-        apply(
-            &mut r,
-            3,
-            &Request::LeaseRevoke(LeaseRevokeRequest { id: 9 }),
-        );
-        apply(
-            &mut r,
-            4,
-            &Request::LeaseGrant(LeaseGrantRequest { id: 9, ttl: 60 }),
-        );
+        apply(&mut r, 3, &revoke_9());
+        apply(&mut r, 4, &grant_9_again());
         let entry = Entry {
             index: 5,
             era: 5,
@@ -2253,22 +2261,14 @@ mod tests {
 
     #[test]
     fn a_lease_granted_again_inside_a_snapshot_gets_a_clock_of_its_own() {
-        let mut r = leader_with_lease(true);
-        r.lease_check_ticks = 1;
-        let mut out = Out::new();
-        r.set_clock(1_000_000);
-        r.tick(&mut out);
-        // Lease 9 (granted at entry 1) expired by this keeper's clock: doomed here.
-        r.set_clock(11_150_000);
-        r.tick(&mut out);
+        let (mut r, mut out) = keeper_past_lease_9s_deadline();
         // A snapshot brings its client's revoke and a grant of id 9 again.
         let mut theirs = KvStore::new();
-        let revoke = Request::LeaseRevoke(LeaseRevokeRequest { id: 9 });
         let log = [
             Request::LeaseGrant(LeaseGrantRequest { id: 9, ttl: 10 }),
             Request::LeaseEpoch(LeaseEpochRequest { era: 5 }),
-            revoke,
-            Request::LeaseGrant(LeaseGrantRequest { id: 9, ttl: 60 }),
+            revoke_9(),
+            grant_9_again(),
         ];
         for (index, request) in (1..).zip(&log) {
             theirs.apply(&entry(index, 5, RequestId::new(3, index), request));
@@ -2291,14 +2291,7 @@ mod tests {
 
     #[test]
     fn a_lease_granted_again_under_an_expired_ones_id_gets_a_clock_of_its_own() {
-        let mut r = leader_with_lease(true);
-        r.lease_check_ticks = 1;
-        let mut out = Out::new();
-        r.set_clock(1_000_000);
-        r.tick(&mut out);
-        // Lease 9 (TTL 10 s) expired: its expiry is proposed.
-        r.set_clock(11_150_000);
-        r.tick(&mut out);
+        let (mut r, mut out) = keeper_past_lease_9s_deadline();
         // The expiry applies, and a client grants id 9 again before the next sweep: the new
         // lease is renewed, and not expired a second later by the old lease's retry.
         apply(
@@ -2310,11 +2303,7 @@ mod tests {
                 granted_at: Some(1),
             }),
         );
-        apply(
-            &mut r,
-            4,
-            &Request::LeaseGrant(LeaseGrantRequest { id: 9, ttl: 60 }),
-        );
+        apply(&mut r, 4, &grant_9_again());
         assert_eq!(keep_alive(&mut r, 11_200_000, 11_210_000), Answer::Ttl(60));
         let mut clock = 11_210_000;
         while clock < 60_000_000 {
