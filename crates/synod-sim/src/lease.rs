@@ -40,16 +40,21 @@ pub(crate) const LAPSE_BOUND_US: SimTime = 7_000_000;
 pub(crate) struct LeaseCheck {
     /// Per lease, the last answer its holder got: when it was sent, and its TTL.
     promised: BTreeMap<i64, Promise>,
-    /// When each lease's grant committed.
-    granted_at: BTreeMap<i64, SimTime>,
-    /// Each lease's incarnation: the log index of the grant that made it.
-    grant_index: BTreeMap<i64, u64>,
+    /// Each lease's grant, the last one that took effect.
+    granted: BTreeMap<i64, Grant>,
     /// Leases expired since their last grant: when the expiry committed, and which node
     /// decided it. An answer still in flight then may reach its holder afterwards.
     expired: BTreeMap<i64, (SimTime, NodeId)>,
     /// The lease epoch, as the committed log has it so far (the stores apply in batches, so
     /// a store read after a batch may already hold a later epoch).
     epoch: u64,
+}
+
+/// A grant committed at `at`, at log index `index` (which numbers the lease it made).
+#[derive(Clone, Copy, Debug)]
+struct Grant {
+    at: SimTime,
+    index: u64,
 }
 
 /// A holder was told, by an answer sent at `from`, that its lease lives `ttl_us` more.
@@ -111,8 +116,11 @@ impl<P: Protocol> World<P> {
             // A lease granted under the id of one that is gone starts with no promise: what
             // the earlier one's holder was told is void.
             Ok(Request::LeaseGrant(grant)) => {
-                self.leases.granted_at.insert(grant.id, self.now);
-                self.leases.grant_index.insert(grant.id, index);
+                let grant_at = Grant {
+                    at: self.now,
+                    index,
+                };
+                self.leases.granted.insert(grant.id, grant_at);
                 self.leases.expired.remove(&grant.id);
                 self.leases.promised.remove(&grant.id);
                 return;
@@ -208,7 +216,7 @@ impl<P: Protocol> World<P> {
                 return None;
             }
             let held = kv.leases().get(&lease).map(|l| l.granted_at);
-            if held != self.leases.grant_index.get(&lease).copied() {
+            if held != self.leases.granted.get(&lease).map(|g| g.index) {
                 return None;
             }
             let runs_out = node.clock_us(promise.from) + promise.ttl_us;
@@ -244,7 +252,7 @@ impl<P: Protocol> World<P> {
         let kv = replica.store().read();
         for &lease in kv.leases().keys() {
             let promised = self.leases.promised.get(&lease).map_or(0, Promise::until);
-            let granted = self.leases.granted_at.get(&lease).copied().unwrap_or(0);
+            let granted = self.leases.granted.get(&lease).map_or(0, |g| g.at);
             let since = promised.max(granted).max(healed);
             if since + LAPSE_BOUND_US < self.now {
                 return Err(format!(
