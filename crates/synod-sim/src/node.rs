@@ -13,7 +13,7 @@ use synod_replica::{
 };
 
 use crate::disk::{NodeDisk, Unsynced};
-use crate::protocol::Protocol;
+use crate::protocol::{Invariants, Protocol};
 use crate::report::ViolationKind;
 use crate::world::{ClientRequest, Event, Reply, World};
 use crate::{SimTime, TICK_US};
@@ -204,6 +204,13 @@ impl<P: Protocol> World<P> {
         };
         let era = recovered.snapshot.as_ref().map_or(0, |s| s.meta.era);
         let replica = Replica::new(engine, store, era, options);
+        let checked = self
+            .safety
+            .protocol
+            .after_boot(id, incarnation, replica.engine());
+        if let Err(e) = checked {
+            return self.fail(ViolationKind::Safety, e);
+        }
         let node = self.node_mut(id);
         node.damaged = false;
         node.status = Some(replica.status());

@@ -98,7 +98,13 @@ pub(crate) fn tail_of(log: &Log, max: usize) -> (LogIndex, Vec<Option<u64>>) {
 
 /// Protocol-specific safety checks. An `Err` is a violation, described for a human.
 pub trait Invariants<P: Engine>: Default {
-    /// Called after every step of a live node, in its `incarnation` (bumped at each crash).
+    /// Called as a node boots in its `incarnation` (bumped at each crash), with the state it
+    /// restored from its disk, before it takes any input: the one moment that state can be
+    /// told apart from what its first step changes in memory only.
+    fn after_boot(&mut self, _id: NodeId, _incarnation: u64, _engine: &P) -> Result<(), String> {
+        Ok(())
+    }
+    /// Called after every step of a live node, in its `incarnation`.
     fn after_step(&mut self, id: NodeId, incarnation: u64, engine: &P) -> Result<(), String>;
     /// Called every so often with every live node, and at the end of a run.
     fn periodic(&mut self, live: &[(NodeId, u64, &P)]) -> Result<(), String>;

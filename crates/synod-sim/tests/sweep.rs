@@ -789,6 +789,19 @@ fn late_revokes_and_grants_of_the_same_id_keep_every_promise() {
     assert!(summary.failures.is_empty(), "{:?}", summary.failures);
 }
 
+/// Seed 505 restarts n3 (killed, its next life to lose power) and hands it a Prepare before
+/// its first tick: the checker must read what it restored at boot, not after that step, or it
+/// counts the promise the step made, lost unsynced, as one the node's next life must keep.
+#[test]
+fn a_promise_made_in_the_first_step_of_a_life_and_lost_binds_no_later_life() {
+    let summary = sweep_template::<BasicPaxos>(
+        late_revokes(LeaseBugs::NONE),
+        505..=505,
+        PaxosOptions::default(),
+    );
+    assert!(summary.failures.is_empty(), "{:?}", summary.failures);
+}
+
 #[test]
 fn the_sweep_catches_an_expiry_that_names_its_lease_by_id_only() {
     let bugs = LeaseBugs {
