@@ -125,9 +125,10 @@ pub struct PaxosInvariants {
 
 impl<P: PaxosNode + synod_core::Engine<Message = Message>> Invariants<P> for PaxosInvariants {
     /// A new life: what the acceptor restored from its disk is durable, even what no event of
-    /// the last life showed as such (an unsynced record that survived the crash whole). It
-    /// answers from it, so it counts. Only at boot: after the first step the acceptor also
-    /// holds what that step changed and has not persisted yet.
+    /// the last life showed as such (an unsynced record that survived the crash whole: the log
+    /// syncs what it read when it opens, so it stays). It answers from it, so it counts. Only
+    /// at boot: after the first step the acceptor also holds what that step changed and has not
+    /// persisted yet.
     fn after_boot(&mut self, id: NodeId, incarnation: u64, engine: &P) -> Result<(), String> {
         self.observe_restored(id, engine.acceptor())?;
         self.read_through.insert(id, (incarnation, 0));
@@ -139,7 +140,7 @@ impl<P: PaxosNode + synod_core::Engine<Message = Message>> Invariants<P> for Pax
             Some(&(inc, seen)) if inc == incarnation => seen,
             _ => {
                 return Err(format!(
-                    "checker: {id}'s life {incarnation} stepped before it booted"
+                    "checker: {id} stepped in incarnation {incarnation} before it booted"
                 ))
             }
         };
@@ -427,6 +428,7 @@ mod tests {
         check.after_boot(N3, 2, &life).unwrap();
         // The engine refuses the lower ballot; the checker would have caught it accepted.
         accept_536_refused(&mut life);
+        // A stand-in for a restart that lost the promise its disk held.
         let mut forgetful = BasicPaxos::new(config()).unwrap();
         accept_536(&mut forgetful);
         let err = check.after_step(N3, 2, &forgetful).unwrap_err();
