@@ -16,8 +16,8 @@ use synod_core::wire::Wire;
 use synod_core::{Engine, Membership, MembershipChange, NodeId, ReadConsistency, Snapshot, Status};
 use synod_kv::{Applied, KvStore, Request};
 use synod_replica::{
-    Answer, Call, ClientCall, LeaseBugs, Output, PeerMessage, Replica, ReplicaOptions, Store,
-    Waiter,
+    Answer, Attributes, Call, ClientCall, LeaseBugs, Output, PeerMessage, Replica, ReplicaOptions,
+    Store, Waiter,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
@@ -90,10 +90,6 @@ const REMOVED_GRACE: Duration = Duration::from_secs(2);
 
 /// How long a removed member stays connected after its removal applied here.
 const LINGER: Duration = Duration::from_secs(10);
-
-/// How long a joined member waits for the answer to publishing its name before it asks
-/// again (`Node::publish_attributes`).
-const PUBLISH_PATIENCE: Duration = Duration::from_secs(10);
 
 /// What the server's request handlers share with the node loop.
 #[derive(Debug)]
@@ -267,8 +263,6 @@ pub struct Node<E: Engine> {
     out: Vec<Output<E::Message, Reply>>,
     /// Set when the node must stop: it cannot go on without diverging or losing data.
     fatal: Option<String>,
-    /// This member's name and client URL on their way into the membership.
-    publishing: Option<(oneshot::Receiver<Answer>, Instant)>,
     /// The membership last applied here (committed).
     applied_membership: Option<Membership>,
     /// Whether a membership applied here listed this member (so one without it removed it).
@@ -312,6 +306,10 @@ where
             tick_us: options.tick.as_micros() as u64,
             election_timeout_us: options.election_timeout.as_micros() as u64,
             lease_bugs: LeaseBugs::NONE,
+            attributes: Some(Attributes {
+                name: options.name.clone(),
+                client_urls: vec![options.client_url.clone()],
+            }),
         };
         let replica = Replica::new(engine, store, snapshot_era, replica_options);
         // What this member applied before it stopped: a removal pending then still needs the
@@ -366,7 +364,6 @@ where
             stepped_at: Instant::now(),
             out: Vec::new(),
             fatal: None,
-            publishing: None,
             applied_membership,
             was_member,
             removed_at,
@@ -424,7 +421,6 @@ where
                 _ = housekeeping.tick() => {
                     self.forget_abandoned();
                     self.clock();
-                    self.publish_attributes(&mut out);
                     let lingered = self.lingering.len();
                     self.lingering.retain(|_, (_, since)| since.elapsed() < LINGER);
                     if self.lingering.len() != lingered {
@@ -576,65 +572,6 @@ where
             self.connect_members();
         }
         self.publish_status();
-    }
-
-    /// A member that joined a running cluster has no name in the membership yet: it asks for
-    /// its name and client URL to be recorded (etcd members publish their attributes so), and
-    /// asks again each second until that applied. An ask unanswered for `PUBLISH_PATIENCE` is
-    /// given up and made again: a leader that fell before it logged the change, or whose
-    /// entry the next leader cut, never answers it.
-    fn publish_attributes(&mut self, out: &mut Vec<Output<E::Message, Reply>>) {
-        if let Some((pending, asked_at)) = self.publishing.as_mut() {
-            match pending.try_recv() {
-                Err(oneshot::error::TryRecvError::Empty)
-                    if asked_at.elapsed() < PUBLISH_PATIENCE =>
-                {
-                    return
-                }
-                Err(oneshot::error::TryRecvError::Empty) => {
-                    warn!("publishing this member's name went unanswered; asking again");
-                }
-                Ok(Answer::Membership(_)) => {}
-                Ok(answer) => warn!(
-                    ?answer,
-                    "publishing this member's name was refused; retrying"
-                ),
-                Err(oneshot::error::TryRecvError::Closed) => {}
-            }
-            self.publishing = None;
-        }
-        let me = self.options.id;
-        // A member that joined has no name yet; one that published before says again when its
-        // client URL changed. (Members the cluster booted with are named by the cluster list
-        // and their client URLs come with the peer handshakes.)
-        let client_urls = [self.options.client_url.clone()];
-        let stale = self
-            .replica
-            .membership()
-            .and_then(|m| m.get(me))
-            .is_some_and(|m| {
-                m.name.is_empty() || (!m.client_urls.is_empty() && m.client_urls != client_urls)
-            });
-        // Nobody to order it yet (no leader known; a leaderless member proposes itself).
-        if !stale || self.replica.status().proposer().is_none() {
-            return;
-        }
-        let (sender, receiver) = oneshot::channel();
-        let change = MembershipChange::Publish {
-            id: me,
-            name: self.options.name.clone(),
-            client_urls: vec![self.options.client_url.clone()],
-        };
-        let call = ClientCall {
-            id: self.replica.next_request_id(),
-            waiter: Reply {
-                sender,
-                write: false,
-            },
-            call: Call::ChangeMembership(change),
-        };
-        self.publishing = Some((receiver, Instant::now()));
-        self.replica.submit(vec![call], out);
     }
 
     /// A removed member stops after the grace period, and under gossip only once it has

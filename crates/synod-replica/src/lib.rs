@@ -21,6 +21,7 @@ pub use protocol::{
     ZabOptions, PROTOCOL_NAMES,
 };
 pub use replica::{
-    boot_store, Answer, Call, ClientCall, Output, Refusal, Replica, ReplicaOptions, Store, Waiter,
+    boot_store, Answer, Attributes, Call, ClientCall, Output, Refusal, Replica, ReplicaOptions,
+    Store, Waiter,
 };
 pub use synod_storage::Recovered;

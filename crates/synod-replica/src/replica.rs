@@ -222,6 +222,19 @@ pub struct ReplicaOptions {
     pub election_timeout_us: u64,
     /// Lease rules broken on purpose (test builds only).
     pub lease_bugs: LeaseBugs,
+    /// What this member says about itself, recorded in the membership through the log when
+    /// the membership lacks it (see [`Replica::tick`]); `None`: nothing to say.
+    pub attributes: Option<Attributes>,
+}
+
+/// A member's name and where clients reach it, as etcd members publish their attributes once
+/// they run: a member that joined a running cluster is listed without them until it does.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Attributes {
+    /// Its name (`--name`).
+    pub name: String,
+    /// Its client URLs.
+    pub client_urls: Vec<String>,
 }
 
 /// The store, shared with whoever serves reads (the server's request handlers).
@@ -279,6 +292,13 @@ const SNAPSHOT_SHARE_FROM_BYTES: u64 = 64 << 20;
 
 /// How often the leader looks for expired leases, in microseconds.
 const LEASE_CHECK_EVERY_US: u64 = 250_000;
+
+/// A member waits this long for its attributes to be recorded before it asks again: a leader
+/// that fell before it logged the change, or whose entry the next leader cut, never answers.
+const PUBLISH_PATIENCE_US: u64 = 10_000_000;
+
+/// ... and this long after its ask was refused (no leader then, or another change under way).
+const PUBLISH_RETRY_US: u64 = 1_000_000;
 
 /// One replica. `E` is the engine, `W` what waits for an answer.
 pub struct Replica<E: Engine, W> {
@@ -347,6 +367,9 @@ pub struct Replica<E: Engine, W> {
     actions: Vec<Action<E::Message>>,
     /// Set when the replica cannot go on without diverging (a snapshot that does not decode).
     fatal: Option<String>,
+    /// This member's attributes on their way into the membership: the request, and when to
+    /// ask again if they are not there by then.
+    publishing: Option<(RequestId, u64)>,
 }
 
 impl<E: Engine, W: Waiter> Replica<E, W> {
@@ -394,6 +417,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             loading: None,
             actions: Vec::new(),
             fatal: None,
+            publishing: None,
             options,
         }
     }
@@ -555,13 +579,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
             }
         }
         for (id, change) in changes {
-            match forward_to {
-                Some(leader) => out.push(Output::Send {
-                    to: leader,
-                    message: PeerMessage::ChangeMembership { id, change },
-                }),
-                None => self.step(Input::ChangeMembership { id, change }, out),
-            }
+            self.order_change(forward_to, id, change, out);
         }
         match forward_to {
             // A secondary answers reads from its own copy, however stale: the model.
@@ -591,6 +609,66 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                 }
             }
         }
+    }
+
+    /// Hands a membership change to the leader, or to the engine when no other node leads
+    /// (it refuses the change if nobody does).
+    fn order_change(
+        &mut self,
+        forward_to: Option<NodeId>,
+        id: RequestId,
+        change: MembershipChange,
+        out: &mut Vec<Output<E::Message, W>>,
+    ) {
+        match forward_to {
+            Some(leader) => out.push(Output::Send {
+                to: leader,
+                message: PeerMessage::ChangeMembership { id, change },
+            }),
+            None => self.step(Input::ChangeMembership { id, change }, out),
+        }
+    }
+
+    /// A member whose attributes the membership lacks asks for them to be recorded: one that
+    /// joined a running cluster has no name there yet, and one restarted with another client
+    /// URL is listed with the old one. (Members the cluster booted with are named by the
+    /// cluster list, and their client URLs come with the peer handshakes, until they publish
+    /// one that differs.) It asks through whoever leads, and again while they are missing:
+    /// [`PUBLISH_RETRY_US`] after a refusal, [`PUBLISH_PATIENCE_US`] after an ask nobody
+    /// answered.
+    fn publish_attributes(&mut self, out: &mut Vec<Output<E::Message, W>>) {
+        let Some(attributes) = &self.options.attributes else {
+            return;
+        };
+        let me = self.options.id;
+        let missing = self
+            .membership
+            .as_ref()
+            .and_then(|m| m.get(me))
+            .is_some_and(|m| {
+                m.name.is_empty()
+                    || (!m.client_urls.is_empty() && m.client_urls != attributes.client_urls)
+            });
+        if !missing {
+            self.publishing = None;
+            return;
+        }
+        let status = self.engine.status();
+        let waiting = self
+            .publishing
+            .is_some_and(|(_, retry_at)| self.now < retry_at);
+        if waiting || status.proposer().is_none() {
+            return;
+        }
+        let change = MembershipChange::Publish {
+            id: me,
+            name: attributes.name.clone(),
+            client_urls: attributes.client_urls.clone(),
+        };
+        let id = self.next_request_id();
+        self.publishing = Some((id, self.now + PUBLISH_PATIENCE_US));
+        let forward_to = status.leader.filter(|&leader| leader != me);
+        self.order_change(forward_to, id, change, out);
     }
 
     /// Hands writes to the leader in messages of at most [`FORWARD_BYTES_MAX`].
@@ -664,6 +742,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         if starting || self.ticks.is_multiple_of(self.lease_check_ticks) {
             self.expire_leases(out);
         }
+        self.publish_attributes(out);
     }
 
     /// A message from a peer.
@@ -1019,6 +1098,10 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
 
     /// Answers a waiting call with a refusal.
     fn refuse(&mut self, id: RequestId, refusal: Refusal, out: &mut Vec<Output<E::Message, W>>) {
+        if let Some((_, retry_at)) = self.publishing.as_mut().filter(|(asked, _)| *asked == id) {
+            *retry_at = (*retry_at).min(self.now + PUBLISH_RETRY_US);
+            return;
+        }
         if let Some((lease, _)) = self.revokes.remove(&id) {
             if self.options.lease_bugs.revoke_in_any_era() {
                 self.revokes_to_retry.push(lease);
@@ -1190,6 +1273,11 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                 // asked for while the snapshot loaded are still to be decided.)
                 for id in changes {
                     self.refuse(id, Refusal::OutcomeUnknown, out);
+                }
+                // So is this member's publish: asked again soon, unless the snapshot's
+                // membership holds it.
+                if let Some((_, retry_at)) = &mut self.publishing {
+                    *retry_at = (*retry_at).min(self.now + PUBLISH_RETRY_US);
                 }
                 self.release_reads(out);
             }
@@ -1577,6 +1665,7 @@ mod tests {
             tick_us: 10_000,
             election_timeout_us: 2 * WINDOW_US,
             lease_bugs: LeaseBugs::NONE,
+            attributes: None,
         };
         Replica::new(engine, KvStore::new(), 0, options)
     }
@@ -1619,6 +1708,87 @@ mod tests {
             out.iter()
                 .any(|o| matches!(o, Output::Membership(m) if m.voters().len() == 2)),
             "{out:?}"
+        );
+    }
+
+    /// The membership changes `r` asks for at a tick at `now`: each must be member 1's
+    /// attributes, sent to the leader (n2).
+    fn publishes(r: &mut Replica<Scripted, u32>, now: u64) -> Vec<RequestId> {
+        let mut out = Out::new();
+        r.set_clock(now);
+        r.tick(&mut out);
+        out.into_iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    to,
+                    message: PeerMessage::ChangeMembership { id, change },
+                } => {
+                    let expected = MembershipChange::Publish {
+                        id: NodeId(1),
+                        name: "one".into(),
+                        client_urls: vec!["http://one:2379".into()],
+                    };
+                    assert_eq!((to, change), (NodeId(2), expected));
+                    Some(id)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A member the membership lists without a name (it joined a running cluster) asks the
+    /// leader to record its attributes, as etcd members publish theirs: again a second after
+    /// a refusal and ten seconds after an ask nobody answered, and no more once they are in.
+    #[test]
+    fn a_joined_member_publishes_its_attributes_until_they_are_recorded() {
+        let mut r = replica(Role::Follower, Some(NodeId(2)), 3);
+        r.options.attributes = Some(Attributes {
+            name: "one".into(),
+            client_urls: vec!["http://one:2379".into()],
+        });
+        let mut out = Out::new();
+        let mut membership = Membership::of_voters(&[NodeId(1), NodeId(2), NodeId(3)]);
+        r.engine.membership = Some(membership.clone());
+        r.receive(NodeId(2), PeerMessage::Engine(0), &mut out);
+
+        let first = publishes(&mut r, 1_000_000);
+        assert_eq!(first.len(), 1, "asked at the first tick");
+        assert!(
+            publishes(&mut r, 1_500_000).is_empty(),
+            "waits for the answer"
+        );
+
+        // Refused (another change under way at the leader): asked again a second later.
+        let refusal = MembershipRefusal::ChangePending;
+        let refused = PeerMessage::MembershipRefused {
+            id: first[0],
+            refusal,
+        };
+        r.receive(NodeId(2), refused, &mut out);
+        assert!(answers(&mut out).is_empty(), "nobody waits for it");
+        assert!(publishes(&mut r, 2_400_000).is_empty());
+        let second = publishes(&mut r, 2_600_000);
+        assert_eq!(second.len(), 1, "asked again");
+        assert_ne!(second, first, "under a new request id");
+
+        // Unanswered (a leader that fell before it logged it): asked again ten seconds on.
+        assert!(publishes(&mut r, 12_500_000).is_empty());
+        assert_eq!(publishes(&mut r, 12_700_000).len(), 1);
+
+        // Recorded: nothing more to say, until a restart with another client URL.
+        membership.members[0].name = "one".into();
+        membership.members[0].client_urls = vec!["http://one:2379".into()];
+        r.engine.membership = Some(membership.clone());
+        r.receive(NodeId(2), PeerMessage::Engine(0), &mut out);
+        assert!(publishes(&mut r, 30_000_000).is_empty());
+        assert!(r.publishing.is_none(), "nothing waits to be asked again");
+        membership.members[0].client_urls = vec!["http://old:2379".into()];
+        r.engine.membership = Some(membership);
+        r.receive(NodeId(2), PeerMessage::Engine(0), &mut out);
+        assert_eq!(
+            publishes(&mut r, 31_000_000).len(),
+            1,
+            "the URL is corrected"
         );
     }
 

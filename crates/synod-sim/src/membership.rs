@@ -40,6 +40,31 @@ impl<P: Protocol> World<P> {
         self.current_membership().map(|m| m.ids())
     }
 
+    /// After settling, every member that joined and is up is named in the membership in
+    /// force: it published its attributes, whatever the faults did to its first asks. Not
+    /// under gossip (the one protocol that does not order writes), whose membership can freeze for good while members that joined with an
+    /// empty disk are not yet trusted to vote (ARCHITECTURE.md, "two amnesic voters can
+    /// freeze the membership"): a name there may wait on an operator.
+    pub(crate) fn check_published(&self) -> Result<(), String> {
+        if !P::ORDERS_WRITES {
+            return Ok(());
+        }
+        let Some(membership) = self.current_membership() else {
+            return Ok(());
+        };
+        let unnamed = membership
+            .members
+            .iter()
+            .find(|m| m.name.is_empty() && self.is_up(m.id) && self.joins(m.id));
+        match unnamed {
+            Some(m) => Err(format!(
+                "{} joined and is up, but the membership still lists it without a name",
+                m.id
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The voters now: of the membership in force, or the boot voters.
     pub(crate) fn voting(&self) -> Vec<NodeId> {
         match self.current_membership() {

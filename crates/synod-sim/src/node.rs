@@ -9,7 +9,8 @@ use synod_core::codec::DecodeError;
 use synod_core::{Entry, NodeId, Payload, Persist, PersistId, RequestId, Snapshot, Status};
 use synod_kv::{KvStore, RangeRequest, Request};
 use synod_replica::{
-    Answer, Call, ClientCall, Output, PeerMessage, Refusal, Replica, ReplicaOptions, Waiter,
+    Answer, Attributes, Call, ClientCall, Output, PeerMessage, Refusal, Replica, ReplicaOptions,
+    Waiter,
 };
 
 use crate::disk::{NodeDisk, Unsynced};
@@ -155,15 +156,9 @@ impl<P: Protocol> World<P> {
             .wrapping_mul(1_000_003)
             .wrapping_add(id.0 * 7919 + incarnation);
         let timing = synod_replica::Timing::default();
-        // A spare knows no membership: it joins when the operator adds it. So does a member
-        // whose disk was replaced by an empty one (it joins again, as it would with
-        // `--initial-cluster-state existing`).
-        let rejoins = self.node(id).replaced && P::CHANGES_MEMBERSHIP;
-        let voters: &[NodeId] = if self.spares.contains(&id) || rejoins {
-            &[]
-        } else {
-            &self.voters
-        };
+        // A node that joins knows no membership: it learns it once the operator adds it.
+        let joins = self.joins(id);
+        let voters: &[NodeId] = if joins { &[] } else { &self.voters };
         let boot = synod_replica::Boot {
             id,
             voters,
@@ -201,6 +196,13 @@ impl<P: Protocol> World<P> {
             tick_us: TICK_US,
             election_timeout_us: timing.election_ticks * TICK_US,
             lease_bugs: self.config.lease_bugs,
+            // The members the cluster boots with are listed by id alone (a server's are named
+            // by its cluster list); one that joined publishes a name and a client URL, as a
+            // server does.
+            attributes: joins.then(|| Attributes {
+                name: format!("n{}", id.0),
+                client_urls: vec![format!("http://n{}:2379", id.0)],
+            }),
         };
         let era = recovered.snapshot.as_ref().map_or(0, |s| s.meta.era);
         let replica = Replica::new(engine, store, era, options);
@@ -255,6 +257,13 @@ impl<P: Protocol> World<P> {
         self.stats.crashes += 1;
         self.trace_line(|| format!("{id} crashes"));
         garbage
+    }
+
+    /// Whether `id` boots knowing no membership, to join the cluster: a spare, or a member
+    /// whose disk was replaced by an empty one (it joins again, as a server does with
+    /// `--initial-cluster-state existing`).
+    pub(crate) fn joins(&self, id: NodeId) -> bool {
+        self.spares.contains(&id) || (self.node(id).replaced && P::CHANGES_MEMBERSHIP)
     }
 
     pub(crate) fn restart(&mut self, id: NodeId) {

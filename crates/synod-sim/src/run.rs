@@ -300,6 +300,9 @@ impl<P: Protocol> World<P> {
         if let Err(e) = self.check_lapsed_leases() {
             return self.fail(ViolationKind::Liveness, e);
         }
+        if let Err(e) = self.check_published() {
+            return self.fail(ViolationKind::Liveness, e);
+        }
         let verdict = check_kv(self.history.operations());
         if !synod_replica::is_linearizable(P::NAME) {
             self.linearizable = "not promised";
