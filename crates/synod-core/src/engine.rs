@@ -298,6 +298,11 @@ impl Status {
             _ => self.leader,
         }
     }
+
+    /// The leader, when it is another node: the one to hand writes and changes to.
+    pub fn leader_elsewhere(&self) -> Option<NodeId> {
+        self.leader.filter(|&leader| leader != self.id)
+    }
 }
 
 /// The part a node plays at the moment.

@@ -485,7 +485,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         };
         // Another node leads: hand it the writes and ask it to confirm the reads. Otherwise
         // the engine takes them (and refuses them if nobody leads).
-        let forward_to = status.leader.filter(|&leader| leader != self.options.id);
+        let forward_to = status.leader_elsewhere();
         let mut proposals = Vec::new();
         let mut reads = Vec::new();
         let mut changes = Vec::new();
@@ -667,8 +667,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
         };
         let id = self.next_request_id();
         self.publishing = Some((id, self.now + PUBLISH_PATIENCE_US));
-        let forward_to = status.leader.filter(|&leader| leader != me);
-        self.order_change(forward_to, id, change, out);
+        self.order_change(status.leader_elsewhere(), id, change, out);
     }
 
     /// Hands writes to the leader in messages of at most [`FORWARD_BYTES_MAX`].
@@ -1271,13 +1270,11 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                 // A membership change whose entry came inside the snapshot (or was cut) is
                 // never applied here: its outcome is unknown, as after a timeout. (Changes
                 // asked for while the snapshot loaded are still to be decided.)
-                for id in changes {
-                    self.refuse(id, Refusal::OutcomeUnknown, out);
-                }
                 // So is this member's publish: asked again soon, unless the snapshot's
                 // membership holds it.
-                if let Some((_, retry_at)) = &mut self.publishing {
-                    *retry_at = (*retry_at).min(self.now + PUBLISH_RETRY_US);
+                let publish = self.publishing.map(|(id, _)| id);
+                for id in changes.into_iter().chain(publish) {
+                    self.refuse(id, Refusal::OutcomeUnknown, out);
                 }
                 self.release_reads(out);
             }
@@ -1509,7 +1506,7 @@ impl<E: Engine, W: Waiter> Replica<E, W> {
                     self.revoke_proposal(lease, status.era, request)
                 })
                 .collect();
-            match status.leader.filter(|&l| l != self.options.id) {
+            match status.leader_elsewhere() {
                 _ if proposals.is_empty() => {}
                 Some(leader) => {
                     let message = PeerMessage::Propose(proposals);
@@ -1932,18 +1929,25 @@ mod tests {
         r.engine.status.leader = None;
         r.receive(NodeId(3), PeerMessage::Engine(0), &mut out);
         // It loses to n3 and refuses what it held.
-        r.engine.status.role = Role::Follower;
-        r.engine.status.leader = Some(NodeId(3));
-        let leader_hint = Some(NodeId(3));
-        let reason = Rejection::NotLeader { leader_hint };
-        r.engine.next.push(Action::Reject { id, reason });
-        out.clear();
-        r.receive(NodeId(3), PeerMessage::Engine(0), &mut out);
+        loses_to_n3_refusing(&mut r, id, &mut out);
         let told = out.iter().any(|o| {
             matches!(o, Output::Send { to: NodeId(2), message: PeerMessage::Refused { ids, leader } }
-                if ids == &[id] && *leader == leader_hint)
+                if ids == &[id] && *leader == Some(NodeId(3)))
         });
         assert!(told, "n2 hears its write was refused: {out:?}");
+    }
+
+    /// The leader `r` loses its leadership to n3 and its engine refuses `id`; `out` holds what
+    /// that step put out.
+    fn loses_to_n3_refusing(r: &mut Replica<Scripted, u32>, id: RequestId, out: &mut Out) {
+        r.engine.status.role = Role::Follower;
+        r.engine.status.leader = Some(NodeId(3));
+        let reason = Rejection::NotLeader {
+            leader_hint: Some(NodeId(3)),
+        };
+        r.engine.next.push(Action::Reject { id, reason });
+        out.clear();
+        r.receive(NodeId(3), PeerMessage::Engine(0), out);
     }
 
     #[test]
@@ -1964,13 +1968,7 @@ mod tests {
             call: Call::Write(command),
         };
         r.submit(vec![call], &mut out);
-        r.engine.status.role = Role::Follower;
-        r.engine.status.leader = Some(NodeId(3));
-        let leader_hint = Some(NodeId(3));
-        let reason = Rejection::NotLeader { leader_hint };
-        r.engine.next.push(Action::Reject { id, reason });
-        out.clear();
-        r.receive(NodeId(3), PeerMessage::Engine(0), &mut out);
+        loses_to_n3_refusing(&mut r, id, &mut out);
         let told_n2 = out.iter().any(|o| {
             matches!(o, Output::Send { to: NodeId(2), message: PeerMessage::Refused { ids, .. } }
                 if ids == &[id])
@@ -1978,7 +1976,7 @@ mod tests {
         assert!(told_n2, "{out:?}");
         assert_eq!(
             answers(&mut out),
-            [(5, Answer::Refused(Refusal::NotLeader(leader_hint)))]
+            [(5, Answer::Refused(Refusal::NotLeader(Some(NodeId(3)))))]
         );
     }
 

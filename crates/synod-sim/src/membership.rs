@@ -42,9 +42,10 @@ impl<P: Protocol> World<P> {
 
     /// After settling, every member that joined and is up is named in the membership in
     /// force: it published its attributes, whatever the faults did to its first asks. Not
-    /// under gossip (the one protocol that does not order writes), whose membership can freeze for good while members that joined with an
-    /// empty disk are not yet trusted to vote (ARCHITECTURE.md, "two amnesic voters can
-    /// freeze the membership"): a name there may wait on an operator.
+    /// under gossip (the one protocol that does not order writes), whose membership can
+    /// freeze for good while members that joined with an empty disk are not yet trusted to
+    /// vote (ARCHITECTURE.md, "amnesic voters can freeze the membership"): a name there may
+    /// wait on an operator.
     pub(crate) fn check_published(&self) -> Result<(), String> {
         if !P::ORDERS_WRITES {
             return Ok(());

@@ -323,7 +323,7 @@ impl PaxosInvariants {
 mod tests {
     #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
-    use synod_core::{Action, Engine, Input};
+    use synod_core::{Action, Engine, Input, Persist};
     use synod_paxos::{Accept, Config, Prepare};
 
     use super::*;
@@ -341,8 +341,8 @@ mod tests {
         }
     }
 
-    /// n3 receives a message from n1; returns the journal records its persists would write.
-    fn receive(engine: &mut BasicPaxos, message: Message) -> Vec<Vec<u8>> {
+    /// n3 receives a message from n1; returns the persists it asks for.
+    fn receive(engine: &mut BasicPaxos, message: Message) -> Vec<Persist> {
         let mut out = Vec::new();
         engine.step(
             Input::Receive {
@@ -353,33 +353,26 @@ mod tests {
         );
         out.into_iter()
             .filter_map(|action| match action {
-                Action::Persist(p) => Some(p.journal),
+                Action::Persist(p) => Some(p),
                 _ => None,
             })
-            .flatten()
             .collect()
     }
 
-    /// n3 receives an Accept of slot 401 under b536.1, and its persists complete.
-    fn accept_536(engine: &mut BasicPaxos) {
-        let accept = Message::Accept(Accept {
+    /// An Accept of slot 401 under b536.1.
+    fn accept_536() -> Message {
+        Message::Accept(Accept {
             ballot: ballot(536, 1),
             first: 401,
             values: vec![Payload::Noop],
             commit: 0,
-        });
-        let mut out = Vec::new();
-        engine.step(
-            Input::Receive {
-                from: NodeId(1),
-                message: accept,
-            },
-            &mut out,
-        );
-        for action in out {
-            if let Action::Persist(p) = action {
-                engine.step(Input::Persisted(p.id), &mut Vec::new());
-            }
+        })
+    }
+
+    /// n3 accepts [`accept_536`], and its persists complete.
+    fn accepts_536(engine: &mut BasicPaxos) {
+        for persist in receive(engine, accept_536()) {
+            engine.step(Input::Persisted(persist.id), &mut Vec::new());
         }
         assert_eq!(engine.acceptor().promised(401), ballot(536, 1), "accepted");
     }
@@ -409,7 +402,7 @@ mod tests {
 
         let mut life = BasicPaxos::new(config()).unwrap();
         check.after_boot(N3, 2, &life).unwrap();
-        accept_536(&mut life);
+        accepts_536(&mut life);
         check.after_step(N3, 2, &life).unwrap();
     }
 
@@ -420,30 +413,26 @@ mod tests {
         let mut check = PaxosInvariants::default();
         let mut life = BasicPaxos::new(config()).unwrap();
         check.after_boot(N3, 1, &life).unwrap();
-        let journal = receive(&mut life, prepare_590());
+        let journal: Vec<Vec<u8>> = receive(&mut life, prepare_590())
+            .into_iter()
+            .flat_map(|p| p.journal)
+            .collect();
         assert!(!journal.is_empty(), "the promise is written");
         check.after_step(N3, 1, &life).unwrap();
 
         let mut life = BasicPaxos::restart(config(), None, &journal, None, Vec::new()).unwrap();
         check.after_boot(N3, 2, &life).unwrap();
         // The engine refuses the lower ballot; the checker would have caught it accepted.
-        accept_536_refused(&mut life);
+        assert!(
+            receive(&mut life, accept_536()).is_empty(),
+            "nothing to persist"
+        );
+        assert_eq!(life.acceptor().promised(401), ballot(590, 1));
         // A stand-in for a restart that lost the promise its disk held.
         let mut forgetful = BasicPaxos::new(config()).unwrap();
-        accept_536(&mut forgetful);
+        accepts_536(&mut forgetful);
         let err = check.after_step(N3, 2, &forgetful).unwrap_err();
         assert!(err.contains("broken promise"), "{err}");
-    }
-
-    fn accept_536_refused(engine: &mut BasicPaxos) {
-        let accept = Message::Accept(Accept {
-            ballot: ballot(536, 1),
-            first: 401,
-            values: vec![Payload::Noop],
-            commit: 0,
-        });
-        assert!(receive(engine, accept).is_empty(), "nothing to persist");
-        assert_eq!(engine.acceptor().promised(401), ballot(590, 1));
     }
 
     #[test]
